@@ -1,0 +1,186 @@
+"""Processes for interop and system tests: real chronyd (always ``-x``, so it never touches
+the clock) and tsyncd (always in measure mode), on loopback.
+
+A missing peer binary makes the fixture fail, never skip: an interop test that did not run is
+not coverage.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+T = TypeVar("T")
+
+
+def require(binary: str) -> str:
+    """The path of a peer binary; fail (not skip) the test when it is missing."""
+    path = shutil.which(binary) or shutil.which(binary, path="/usr/sbin:/sbin")
+    if path is None:
+        pytest.fail(f"{binary} is not installed: the README's test command installs it")
+    return path
+
+
+def free_udp_port() -> int:
+    """An unprivileged UDP port free on 127.0.0.1 right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 20.0) -> T:
+    """Poll ``probe`` every 50 ms until it returns a truthy value; fail with ``what``."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(0.05)
+    pytest.fail(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
+
+
+@dataclass
+class Process:
+    """A peer process we started; its output lands in ``log``."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> int:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(10)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(5)
+        return self.popen.returncode
+
+
+@dataclass
+class Peers:
+    """Starts peers in a temp dir and stops them all at the end of the test."""
+
+    tmp: Path
+    procs: list[Process] = field(default_factory=list)
+
+    def _start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Process:
+        log = self.tmp / f"{name}.log"
+        out = log.open("wb")
+        popen = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+        proc = Process(name, popen, log)
+        self.procs.append(proc)
+        return proc
+
+    def chronyd(self, name: str, conf: str) -> Chronyd:
+        """chronyd -x (no clock control) in the foreground with ``conf`` plus private paths."""
+        binary = require("chronyd")
+        d = self.tmp / name
+        d.mkdir(mode=0o700)  # chronyd refuses a command socket in a directory others can read
+        sock = d / "chronyd.sock"
+        full = (
+            f"{conf}\n"
+            f"pidfile {d}/chronyd.pid\n"
+            f"bindcmdaddress {sock}\n"
+            "cmdport 0\n"
+            f"driftfile {d}/drift\n"
+            "user root\n"
+        )
+        (d / "chrony.conf").write_text(full)
+        proc = self._start(name, [binary, "-x", "-d", "-f", str(d / "chrony.conf")])
+        chrony = Chronyd(proc, sock)
+        wait_for(f"{name} to start", lambda: sock.exists() or proc.popen.poll() is not None)
+        if proc.popen.poll() is not None:
+            pytest.fail(f"{name} exited: {proc.output()}")
+        return chrony
+
+    def tsyncd(
+        self,
+        name: str,
+        toml: str,
+        *,
+        extra_args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+    ) -> Tsyncd:
+        """tsyncd in measure mode with its control socket in the temp dir."""
+        d = self.tmp / name
+        d.mkdir()
+        sock = d / "tsyncd.sock"
+        conf = d / "tsyncd.toml"
+        conf.write_text(f'[clock]\nmode = "measure"\n[control]\nsocket = "{sock}"\n{toml}')
+        proc = self._start(
+            name,
+            [sys.executable, "-m", "tsyncd", "-c", str(conf), *extra_args],
+            {**os.environ, **(env or {})},
+        )
+        daemon = Tsyncd(proc, sock)
+        wait_for(f"{name} to start", lambda: sock.exists() or proc.popen.poll() is not None)
+        if proc.popen.poll() is not None:
+            pytest.fail(f"{name} exited: {proc.output()}")
+        return daemon
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.procs):
+            proc.stop()
+
+
+@dataclass
+class Chronyd:
+    proc: Process
+    socket: Path
+
+    def chronyc(self, *args: str) -> str:
+        binary = require("chronyc")
+        done = subprocess.run(
+            [binary, "-h", str(self.socket), "-n", "-c", *args],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+        return done.stdout
+
+    def sources(self) -> list[list[str]]:
+        """``chronyc -c sources`` rows: mode, state, address, stratum, poll, reach, ..."""
+        return [line.split(",") for line in self.chronyc("sources").splitlines() if line]
+
+
+@dataclass
+class Tsyncd:
+    proc: Process
+    socket: Path
+
+    @property
+    def config(self) -> Path:
+        return self.socket.parent / "tsyncd.toml"
+
+    def ctl(self, *args: str) -> Any:
+        """Run ``tsyncctl -s SOCKET ARGS --json`` and return the parsed JSON."""
+        done = subprocess.run(
+            [sys.executable, "-m", "tsyncctl", "-s", str(self.socket), *args, "--json"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+        )
+        if done.returncode != 0:
+            pytest.fail(f"tsyncctl {' '.join(args)} failed: {done.stderr}\n{self.proc.output()}")
+        return json.loads(done.stdout)

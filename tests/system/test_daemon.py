@@ -1,0 +1,186 @@
+"""The whole daemon as a process: NTP both ways, systemd notifications, signals, bad input."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import urllib.request
+from pathlib import Path
+
+from peers import Peers, free_udp_port, wait_for
+from prometheus_client.parser import text_string_to_metric_families
+
+from tsyncd.wire.ntp import Leap, Mode, NtpPacket, decode_ntp, encode_ntp
+
+
+def client_toml(port: int) -> str:
+    return textwrap.dedent(
+        f"""
+        [[source]]
+        mode = "server"
+        address = "127.0.0.1:{port}"
+        iburst = true
+        min-poll = -3
+        max-poll = -2
+        """
+    )
+
+
+def ask(port: int, data: bytes, timeout: float = 2.0) -> bytes | None:
+    """Send one datagram to 127.0.0.1:port; the reply, or None on timeout."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        s.sendto(data, ("127.0.0.1", port))
+        try:
+            return s.recv(2048)
+        except TimeoutError:
+            return None
+
+
+def test_unsynchronized_server_says_so_and_client_does_not_use_it(peers: Peers) -> None:
+    port = free_udp_port()
+    server = peers.tsyncd("server", f'[[server]]\nlisten = "127.0.0.1:{port}"\n')
+    reply = decode_ntp(ask(port, encode_ntp(NtpPacket(mode=Mode.CLIENT, transmit_ts=7))) or b"")
+    assert reply.leap == Leap.UNSYNCHRONIZED and reply.stratum == 0  # RFC 5905: 16 sent as 0
+    assert reply.origin_ts == 7
+    client = peers.tsyncd("client", client_toml(port))
+    row = wait_for(
+        "the client to count unsynchronized replies",
+        lambda: next((r for r in client.ctl("peers") if r["packets_dropped"] >= 2), None),
+    )
+    assert row["state"] in ("unreachable", "init") and row["reach"] == 0
+    status = client.ctl("status")
+    assert status["synchronized"] is False
+    assert status["stratum"] == 16 and status["leap"] == "unsynchronized"
+    assert server.ctl("status")["synchronized"] is False
+
+
+def test_chain_of_three_and_metrics(peers: Peers) -> None:
+    """A local-stratum server, a middle daemon serving what it learnt, and a leaf client."""
+    top, middle = free_udp_port(), free_udp_port()
+    peers.tsyncd(
+        "top", f'[synchronization]\nlocal-stratum = 4\n[[server]]\nlisten = "127.0.0.1:{top}"\n'
+    )
+    metrics_port = free_udp_port()  # a TCP port number free enough for loopback
+    mid = peers.tsyncd(
+        "middle",
+        client_toml(top)
+        + f'[[server]]\nlisten = "127.0.0.1:{middle}"\n'
+        + f'[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n',
+    )
+    leaf = peers.tsyncd("leaf", client_toml(middle))
+    status = wait_for(
+        "the leaf to sync through the middle daemon",
+        lambda: (s := leaf.ctl("status"))["synchronized"] and s,
+    )
+    assert status["stratum"] == 6 and abs(status["offset"]) < 1e-3
+    assert mid.ctl("status")["stratum"] == 5
+    body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read()
+    families = {f.name: f for f in text_string_to_metric_families(body.decode())}
+    assert families["tsyncd_system_stratum"].samples[0].value == 5
+    reach = families["tsyncd_source_reach"].samples[0]
+    assert reach.labels["source"] == f"127.0.0.1:{top}" and reach.value > 0
+    sent = families["tsyncd_server_sent_packets"].samples[0].value
+    assert sent >= 1
+
+
+def test_malformed_requests_are_counted_and_service_goes_on(peers: Peers) -> None:
+    port = free_udp_port()
+    server = peers.tsyncd(
+        "server", f'[synchronization]\nlocal-stratum = 3\n[[server]]\nlisten = "127.0.0.1:{port}"\n'
+    )
+    version_5 = b"\x2b" + bytes(47)
+    garbage = [b"", b"\x23", b"\x23" + bytes(46), version_5, bytes(range(256)) * 2]
+    for data in garbage:
+        assert ask(port, data, timeout=0.2) is None
+    symmetric = encode_ntp(NtpPacket(mode=Mode.SYMMETRIC_ACTIVE, transmit_ts=1))
+    assert ask(port, symmetric, timeout=0.2) is None
+    good = ask(port, encode_ntp(NtpPacket(mode=Mode.CLIENT, transmit_ts=99)))
+    assert good is not None and decode_ntp(good).stratum == 3
+    stats = server.ctl("serverstats")
+    assert stats["sent"] == 1
+    assert stats["dropped"] == len(garbage) + 1
+    assert stats["dropped_by_reason"]["not_client_mode"] == 1
+    assert sum(v for k, v in stats["dropped_by_reason"].items() if k.startswith("malformed")) == 5
+
+
+def test_systemd_notifications_and_signals(peers: Peers, tmp_path: Path) -> None:
+    notify_path = tmp_path / "notify.sock"
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(notify_path))
+    notify.settimeout(10)
+    port = free_udp_port()
+    daemon = peers.tsyncd(
+        "daemon",
+        f'[synchronization]\nlocal-stratum = 9\n[[server]]\nlisten = "127.0.0.1:{port}"\n',
+        env={"NOTIFY_SOCKET": str(notify_path), "WATCHDOG_USEC": "400000"},
+    )
+    seen: list[str] = []
+
+    def until(field: str) -> None:
+        while not any(field in m for m in seen):
+            seen.append(notify.recv(4096).decode())
+
+    until("READY=1")
+    assert any("STATUS=" in m for m in seen)
+    until("WATCHDOG=1")
+    # SIGHUP with a broken config: reported, running config kept, service goes on.
+    daemon.config.write_text(daemon.config.read_text() + "\n[bogus]\n")
+    daemon.proc.popen.send_signal(signal.SIGHUP)
+    until("RELOADING=1")
+    wait_for("the reload error in the log", lambda: "reload failed" in daemon.proc.output())
+    assert "bogus" in daemon.proc.output()
+    assert ask(port, encode_ntp(NtpPacket(mode=Mode.CLIENT, transmit_ts=5))) is not None
+    daemon.proc.popen.send_signal(signal.SIGTERM)
+    until("STOPPING=1")
+    assert daemon.proc.popen.wait(10) == 0
+    assert not daemon.socket.exists()  # the control socket is removed on exit
+    notify.close()
+
+
+def test_bad_config_refuses_to_start(tmp_path: Path) -> None:
+    conf = tmp_path / "bad.toml"
+    conf.write_text('[clock]\nmode = "sometimes"\n[[source]]\naddress = "127.0.0.1"\n')
+    done = subprocess.run(
+        [sys.executable, "-m", "tsyncd", "-c", str(conf)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert f'{conf}: clock.mode = "sometimes": expected one of: "system", "measure"' in done.stderr
+    assert f"{conf}: source[0].mode is missing" in done.stderr
+    assert "Traceback" not in done.stderr
+    check = subprocess.run(
+        [sys.executable, "-m", "tsyncd", "--check", "-c", str(conf)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert check.returncode == 1 and "clock.mode" in check.stderr
+
+
+def test_port_in_use_is_a_clear_startup_error(peers: Peers, tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        conf = tmp_path / "t.toml"
+        conf.write_text(
+            f'[clock]\nmode = "measure"\n[control]\nsocket = "{tmp_path}/s.sock"\n'
+            f'[[server]]\nlisten = "127.0.0.1:{port}"\n'
+        )
+        done = subprocess.run(
+            [sys.executable, "-m", "tsyncd", "-c", str(conf)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    assert done.returncode == 2
+    assert "cannot start" in done.stderr and "Address already in use" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -1,0 +1,470 @@
+"""Control server: a real ControlServer on a temporary Unix socket, real clients over it.
+
+The server's event loop runs in a background thread so the blocking client (and raw sockets)
+can talk to it from the test thread.  Handlers are plain functions returning snapshots built
+here: that is the unit boundary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+import socket
+import stat
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from tsyncctl.client import ControlClient, ControlError
+from tsyncd.control.rpc import ErrorCode
+from tsyncd.control.server import ControlServer, ControlSetupError, may_call_admin
+from tsyncd.snapshots import ServerStatsSnapshot, SystemSnapshot, as_json
+
+T = TypeVar("T")
+
+SYSTEM = SystemSnapshot(
+    synchronized=True,
+    unsynchronized_reason=None,
+    clock_mode="measure",
+    stratum=3,
+    reference_id="192.0.2.1",
+    reference_id_raw=0xC0000201,
+    reference_time=1_700_000_000.5,
+    offset=-1.25e-5,
+    root_delay=0.0021,
+    root_dispersion=0.00034,
+    leap="none",
+    poll=6,
+    precision=-20,
+    selected_source="ntp1.example:123",
+    uptime=3661.0,
+)
+STATS = ServerStatsSnapshot(
+    listen=["127.0.0.1:123"], received=10, sent=8, dropped=2, dropped_by_reason={"rate": 2}
+)
+
+
+class LoopThread:
+    """An asyncio loop running in a daemon thread."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 5.0) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+
+@pytest.fixture
+def loop() -> Iterator[LoopThread]:
+    lt = LoopThread()
+    yield lt
+    lt.stop()
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    # AF_UNIX paths are limited to 107 bytes: pytest's tmp_path can be longer.
+    d = Path(tempfile.mkdtemp(prefix="tsc", dir="/tmp"))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def _boom(params: dict[str, Any]) -> Any:
+    raise ZeroDivisionError("division by zero in a test handler")
+
+
+async def _async_echo(params: dict[str, Any]) -> Any:
+    await asyncio.sleep(0)
+    return {"echo": params}
+
+
+READ_METHODS: dict[str, Callable[[dict[str, Any]], Any]] = {
+    "status": lambda params: SYSTEM,
+    "serverstats": lambda params: STATS,
+    "sources": lambda params: [],
+    "echo": _async_echo,
+    "boom": _boom,
+    "unjsonable": lambda params: {"x": object()},
+}
+
+
+def _makestep(params: dict[str, Any]) -> Any:
+    return {"stepped": True}
+
+
+ServerFactory = Callable[..., ControlServer]
+
+
+@pytest.fixture
+def serve(loop: LoopThread, short_dir: Path) -> Iterator[ServerFactory]:
+    started: list[ControlServer] = []
+
+    def factory(**kwargs: Any) -> ControlServer:
+        kwargs.setdefault("read_methods", READ_METHODS)
+        kwargs.setdefault("admin_methods", {"makestep": _makestep})
+        path = kwargs.pop("path", short_dir / "ctl.sock")
+        server = ControlServer(path, **kwargs)
+        loop.run(server.start())
+        started.append(server)
+        return server
+
+    yield factory
+    for server in started:
+        loop.run(server.close())
+
+
+def raw_exchange(path: Path, data: bytes, responses: int) -> list[dict[str, Any]]:
+    """Send raw bytes, read ``responses`` lines back, return them parsed."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(5)
+        s.connect(str(path))
+        s.sendall(data)
+        buf = b""
+        while buf.count(b"\n") < responses:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+    return [json.loads(line) for line in buf.splitlines()]
+
+
+# --------------------------------------------------------------------------- results
+
+
+def test_status_returns_the_snapshot_as_json(serve: ServerFactory) -> None:
+    server = serve()
+    with ControlClient(server.socket_path) as client:
+        result = client.call("status")
+    assert result == as_json(SYSTEM)
+    assert result["offset"] == -1.25e-5
+    assert result["reference_id"] == "192.0.2.1"
+
+
+def test_several_requests_on_one_connection(serve: ServerFactory) -> None:
+    server = serve()
+    with ControlClient(server.socket_path) as client:
+        assert client.call("serverstats")["dropped_by_reason"] == {"rate": 2}
+        assert client.call("sources") == []
+        assert client.call("echo", {"a": 1}) == {"echo": {"a": 1}}
+    assert server.connection_count <= 1
+
+
+def test_pipelined_requests_are_answered_in_order(serve: ServerFactory) -> None:
+    server = serve()
+    data = b"".join(
+        json.dumps({"jsonrpc": "2.0", "id": i, "method": m}).encode() + b"\n"
+        for i, m in ((1, "sources"), ("two", "status"), (3, "version?"))
+    )
+    replies = raw_exchange(server.socket_path, data, 3)
+    assert [r["id"] for r in replies] == [1, "two", 3]
+    assert replies[0]["result"] == []
+    assert replies[1]["result"]["stratum"] == 3
+    assert replies[2]["error"]["code"] == ErrorCode.METHOD_NOT_FOUND
+
+
+def test_notification_gets_no_answer(serve: ServerFactory) -> None:
+    server = serve()
+    data = (
+        b'{"jsonrpc":"2.0","method":"sources"}\n'  # no id: a notification
+        b'{"jsonrpc":"2.0","id":7,"method":"sources"}\n'
+    )
+    replies = raw_exchange(server.socket_path, data, 1)
+    assert replies == [{"jsonrpc": "2.0", "id": 7, "result": []}]
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_unknown_method_lists_the_known_ones(serve: ServerFactory) -> None:
+    server = serve()
+    with ControlClient(server.socket_path) as client, pytest.raises(ControlError) as info:
+        client.call("nope")
+    assert info.value.code == ErrorCode.METHOD_NOT_FOUND
+    assert str(info.value) == (
+        "unknown method 'nope'; known: boom, echo, makestep, serverstats, sources, status,"
+        " unjsonable"
+    )
+
+
+def test_bad_json_is_a_parse_error_and_the_connection_goes_on(serve: ServerFactory) -> None:
+    server = serve()
+    data = (
+        b'{"jsonrpc": "2.0", "id": 1, "method"\n'  # cut short
+        b"\xff\xfe\n"  # not UTF-8
+        b'{"jsonrpc":"2.0","id":2,"method":"sources"}\n'
+    )
+    replies = raw_exchange(server.socket_path, data, 3)
+    assert replies[0]["id"] is None
+    assert replies[0]["error"]["code"] == ErrorCode.PARSE_ERROR
+    assert "invalid JSON" in replies[0]["error"]["message"]
+    assert replies[1]["error"]["code"] == ErrorCode.PARSE_ERROR
+    assert replies[2] == {"jsonrpc": "2.0", "id": 2, "result": []}
+
+
+@pytest.mark.parametrize(
+    ("request_obj", "code", "expected_id"),
+    [
+        ({"id": 1, "method": "status"}, ErrorCode.INVALID_REQUEST, 1),  # no "jsonrpc"
+        ({"jsonrpc": "2.0", "id": 2}, ErrorCode.INVALID_REQUEST, 2),  # no method
+        ({"jsonrpc": "2.0", "id": 3, "method": 5}, ErrorCode.INVALID_REQUEST, 3),
+        ({"jsonrpc": "2.0", "id": [1], "method": "status"}, ErrorCode.INVALID_REQUEST, None),
+        ({"jsonrpc": "2.0", "id": 4, "method": "echo", "params": [1]}, ErrorCode.INVALID_PARAMS, 4),
+        ([{"jsonrpc": "2.0", "id": 5, "method": "status"}], ErrorCode.INVALID_REQUEST, None),
+        ("just a string", ErrorCode.INVALID_REQUEST, None),
+    ],
+)
+def test_invalid_requests(
+    serve: ServerFactory, request_obj: Any, code: ErrorCode, expected_id: Any
+) -> None:
+    server = serve()
+    (reply,) = raw_exchange(server.socket_path, json.dumps(request_obj).encode() + b"\n", 1)
+    assert reply["error"]["code"] == code
+    assert reply["id"] == expected_id
+
+
+def test_oversize_line_gets_an_error_and_the_connection_is_closed(serve: ServerFactory) -> None:
+    server = serve(max_line_bytes=1024)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(5)
+        s.connect(str(server.socket_path))
+        s.sendall(b'{"jsonrpc":"2.0","id":1,"method":"echo","params":{"x":"' + b"a" * 2000)
+        buf = b""
+        while chunk := s.recv(65536):
+            buf += chunk  # ends when the server closes the connection
+    (reply,) = [json.loads(line) for line in buf.splitlines()]
+    assert reply["error"]["code"] == ErrorCode.LINE_TOO_LONG
+    assert "longer than 1024 bytes" in reply["error"]["message"]
+    # and the server is still there for others
+    with ControlClient(server.socket_path) as client:
+        assert client.call("sources") == []
+
+
+def test_line_of_exactly_the_cap_is_accepted(serve: ServerFactory) -> None:
+    server = serve(max_line_bytes=256)
+    head = b'{"jsonrpc":"2.0","id":1,"method":"echo","params":{"x":"'
+    tail = b'"}}'
+    line = head + b"a" * (256 - len(head) - len(tail)) + tail
+    assert len(line) == 256
+    (reply,) = raw_exchange(server.socket_path, line + b"\n", 1)
+    assert "result" in reply
+
+
+def test_handler_exception_is_internal_error_and_server_answers_next(
+    serve: ServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = serve()
+    with (
+        caplog.at_level(logging.ERROR, logger="tsyncd.control.server"),
+        ControlClient(server.socket_path) as client,
+    ):
+        with pytest.raises(ControlError) as info:
+            client.call("boom")
+        assert client.call("sources") == []
+        with pytest.raises(ControlError) as info2:
+            client.call("unjsonable")
+        assert client.call("sources") == []
+    assert info.value.code == ErrorCode.INTERNAL_ERROR
+    assert "internal error in 'boom': ZeroDivisionError" in str(info.value)
+    assert info2.value.code == ErrorCode.INTERNAL_ERROR
+    assert any(r.exc_info and "boom" in r.getMessage() for r in caplog.records)
+
+
+def test_abrupt_disconnect_does_not_hurt_the_server(serve: ServerFactory) -> None:
+    server = serve()
+    for _ in range(3):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.connect(str(server.socket_path))
+            s.sendall(b'{"jsonrpc":"2.0","id":1,"meth')
+    with ControlClient(server.socket_path) as client:
+        assert client.call("status")["stratum"] == 3
+
+
+def test_last_line_without_newline_is_answered_at_eof(serve: ServerFactory) -> None:
+    server = serve()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(5)
+        s.connect(str(server.socket_path))
+        s.sendall(b'{"jsonrpc":"2.0","id":9,"method":"sources"}')
+        s.shutdown(socket.SHUT_WR)
+        data = s.recv(65536)
+    assert json.loads(data) == {"jsonrpc": "2.0", "id": 9, "result": []}
+
+
+def test_connection_cap(serve: ServerFactory) -> None:
+    server = serve(max_connections=2)
+    held = []
+    try:
+        for _ in range(2):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(5)
+            s.connect(str(server.socket_path))
+            s.sendall(b'{"jsonrpc":"2.0","id":1,"method":"sources"}\n')
+            assert s.recv(65536)  # answered, so the server counts this connection
+            held.append(s)
+        assert server.connection_count == 2
+        (reply,) = raw_exchange(server.socket_path, b"", 1)
+        assert reply["error"]["code"] == ErrorCode.SERVER_BUSY
+        assert "try again later" in reply["error"]["message"]
+    finally:
+        for s in held:
+            s.close()
+    deadline = time.monotonic() + 5
+    while server.connection_count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with ControlClient(server.socket_path) as client:
+        assert client.call("sources") == []
+
+
+def test_idle_connection_is_closed(serve: ServerFactory) -> None:
+    server = serve(idle_timeout=0.2)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(5)
+        s.connect(str(server.socket_path))
+        start = time.monotonic()
+        assert s.recv(100) == b""
+        assert time.monotonic() - start < 3
+
+
+# --------------------------------------------------------------------------- permissions
+
+
+def test_may_call_admin_rules() -> None:
+    def groups(uid: int) -> set[int]:
+        return {1000: {1000, 27}, 1001: {1001}}.get(uid, set())
+
+    def check(uid: int, gid: int, admin_gid: int | None) -> bool:
+        return may_call_admin(uid, gid, own_uid=999, admin_gid=admin_gid, supplementary=groups)
+
+    assert check(0, 0, None)  # root
+    assert check(999, 999, None)  # the daemon's own user
+    assert not check(1000, 1000, None)  # no admin group: nobody else
+    assert check(1000, 1000, 27)  # supplementary membership
+    assert check(1002, 27, 27)  # effective gid
+    assert not check(1001, 1001, 27)
+    assert not check(-1, -1, 27)  # unknown peer credentials
+
+
+def test_admin_method_denied_for_other_users(serve: ServerFactory, loop: LoopThread) -> None:
+    server = serve(admin_group="root")
+    line = b'{"jsonrpc":"2.0","id":1,"method":"makestep"}\n'
+    denied = json.loads(loop.run(server.handle_line(line, uid=54321, gid=54321)) or b"null")
+    assert denied["error"] == {
+        "code": ErrorCode.PERMISSION_DENIED,
+        "message": "permission denied: 'makestep' needs root or group 'root'",
+    }
+    allowed = json.loads(loop.run(server.handle_line(line, uid=54321, gid=0)) or b"null")
+    assert allowed["result"] == {"stepped": True}
+    # read-only methods stay open to everyone
+    status = json.loads(
+        loop.run(server.handle_line(line.replace(b"makestep", b"status"), uid=54321, gid=54321))
+        or b"null"
+    )
+    assert status["result"]["stratum"] == 3
+
+
+def test_admin_denied_message_without_admin_group(serve: ServerFactory, loop: LoopThread) -> None:
+    server = serve()
+    line = b'{"jsonrpc":"2.0","id":1,"method":"makestep"}\n'
+    denied = json.loads(loop.run(server.handle_line(line, uid=54321, gid=54321)) or b"null")
+    assert denied["error"]["message"] == "permission denied: 'makestep' needs root"
+
+
+def test_root_over_the_socket_may_call_admin(serve: ServerFactory) -> None:
+    server = serve()
+    with ControlClient(server.socket_path) as client:
+        assert client.call("makestep") == {"stepped": True}
+
+
+def test_socket_is_world_accessible_without_group(serve: ServerFactory, short_dir: Path) -> None:
+    path = short_dir / "new" / "sub" / "ctl.sock"
+    server = serve(path=path)
+    st = os.stat(server.socket_path)
+    assert stat.S_ISSOCK(st.st_mode)
+    assert stat.S_IMODE(st.st_mode) == 0o666
+    assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o755
+
+
+def test_socket_group_and_mode_with_group(serve: ServerFactory) -> None:
+    server = serve(group="root")
+    st = os.stat(server.socket_path)
+    assert stat.S_IMODE(st.st_mode) == 0o660
+    assert st.st_gid == 0
+
+
+def test_unknown_group_is_a_setup_error(loop: LoopThread, short_dir: Path) -> None:
+    server = ControlServer(
+        short_dir / "ctl.sock", read_methods={}, admin_methods={}, group="no-such-group-xyz"
+    )
+    with pytest.raises(ControlSetupError, match="'no-such-group-xyz' does not exist"):
+        loop.run(server.start())
+    assert not (short_dir / "ctl.sock").exists()
+
+
+# --------------------------------------------------------------------------- socket file
+
+
+def test_stale_socket_file_is_replaced(serve: ServerFactory, short_dir: Path) -> None:
+    path = short_dir / "ctl.sock"
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(path))  # bound, never listening: what a crashed daemon leaves behind
+    stale.close()
+    assert stat.S_ISSOCK(os.lstat(path).st_mode)
+    server = serve(path=path)
+    with ControlClient(server.socket_path) as client:
+        assert client.call("sources") == []
+
+
+def test_live_socket_is_not_stolen(serve: ServerFactory, loop: LoopThread) -> None:
+    first = serve()
+    second = ControlServer(first.socket_path, read_methods={}, admin_methods={})
+    with pytest.raises(ControlSetupError, match="already listening"):
+        loop.run(second.start())
+    with ControlClient(first.socket_path) as client:
+        assert client.call("sources") == []
+
+
+def test_regular_file_is_not_removed(loop: LoopThread, short_dir: Path) -> None:
+    path = short_dir / "ctl.sock"
+    path.write_text("precious")
+    server = ControlServer(path, read_methods={}, admin_methods={})
+    with pytest.raises(ControlSetupError, match="is not a socket"):
+        loop.run(server.start())
+    assert path.read_text() == "precious"
+
+
+def test_close_removes_the_socket_and_drops_connections(loop: LoopThread, short_dir: Path) -> None:
+    path = short_dir / "ctl.sock"
+    server = ControlServer(path, read_methods=READ_METHODS, admin_methods={})
+    loop.run(server.start())
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(5)
+        s.connect(str(path))
+        s.sendall(b'{"jsonrpc":"2.0","id":1,"method":"sources"}\n')
+        assert s.recv(65536)
+        loop.run(server.close())
+        assert s.recv(65536) == b""
+    assert not path.exists()
+
+
+def test_overlapping_method_tables_are_rejected(short_dir: Path) -> None:
+    with pytest.raises(ValueError, match="both read-only and admin: status"):
+        ControlServer(
+            short_dir / "x.sock",
+            read_methods={"status": _makestep},
+            admin_methods={"status": _makestep},
+        )

@@ -1,0 +1,171 @@
+"""NtpAssociation on virtual time, talking to the real sans-IO responder."""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+
+import pytest
+
+from tsyncd.servers.responder import AccessList, NtpResponder, ResponseTemplate
+from tsyncd.sync.association import AssociationState, NtpAssociation, poll_interval_ns
+from tsyncd.wire.ntp import Leap, Mode, NtpPacket, decode_ntp, encode_ntp, refid_from_ascii
+from tsyncd.wire.timestamps import ntp64_from_unix_ns, short_from_ns
+
+S = 1_000_000_000
+T0 = 1_800_000_000 * S  # an arbitrary Unix time in 2027
+CLIENT = ipaddress.ip_address("127.0.0.1")
+
+
+def make(iburst: bool = False, min_poll: int = 4, max_poll: int = 6) -> NtpAssociation:
+    return NtpAssociation(
+        min_poll=min_poll,
+        max_poll=max_poll,
+        iburst=iburst,
+        precision_log2=-20,
+        rng=random.Random(1),
+        now_ns=T0,
+    )
+
+
+def server(stratum: int = 2) -> NtpResponder:
+    r = NtpResponder(AccessList((), ()))
+    r.template = ResponseTemplate(
+        leap=Leap.NONE,
+        stratum=stratum,
+        precision=-20,
+        root_delay=short_from_ns(1_000_000),
+        root_dispersion=short_from_ns(2_000_000),
+        reference_id=refid_from_ascii("GPS"),
+        reference_ts=ntp64_from_unix_ns(T0 - S),
+    )
+    return r
+
+
+def exchange(
+    a: NtpAssociation, r: NtpResponder, now: int, *, offset: int, one_way: int
+) -> tuple[bytes, bytes]:
+    """Client at ``now``; server clock = client clock + offset; symmetric path delay."""
+    request = a.handle_timer(now)
+    assert request is not None
+    server_rx = now + one_way + offset
+    _, reply = r.handle_request(request, CLIENT, server_rx, server_rx + 1000)
+    assert reply is not None
+    return request, reply
+
+
+def test_first_request_is_private_client_mode() -> None:
+    a = make()
+    deadline = a.next_deadline_ns()
+    assert deadline is not None and T0 <= deadline <= T0 + poll_interval_ns(-4)
+    request = decode_ntp(a.handle_timer(T0) or b"")
+    assert request.mode == Mode.CLIENT and request.version == 4
+    # RFC 9109: nothing about us but a random transmit cookie.
+    assert request.reference_id == 0 and request.reference_ts == 0 and request.origin_ts == 0
+    assert request.transmit_ts != 0 and request.transmit_ts != ntp64_from_unix_ns(T0)
+
+
+def test_good_reply_gives_offset_and_delay() -> None:
+    a, r = make(), server()
+    offset, one_way = 250_000, 40_000
+    _, reply = exchange(a, r, T0, offset=offset, one_way=one_way)
+    sample = a.handle_reply(reply, T0 + 2 * one_way + 1000)
+    assert sample is not None
+    assert abs(sample.offset_ns - offset) <= 2  # ns rounding of NTP fixed point
+    assert abs(sample.delay_ns - 2 * one_way) <= 2
+    assert sample.stratum == 2
+    assert sample.root_delay_ns >= 1_000_000
+    assert a.reach == 1 and a.stats.packets_received == 1
+
+
+def test_replay_and_wrong_origin_are_dropped() -> None:
+    a, r = make(), server()
+    _, reply = exchange(a, r, T0, offset=0, one_way=1000)
+    assert a.handle_reply(reply, T0 + 3000) is not None
+    assert a.handle_reply(reply, T0 + 4000) is None  # same reply again
+    assert a.stats.drops_by_reason == {"duplicate": 1}
+    forged = encode_ntp(
+        NtpPacket(mode=Mode.SERVER, stratum=1, origin_ts=12345, receive_ts=1, transmit_ts=2)
+    )
+    assert a.handle_reply(forged, T0 + 5000) is None
+    assert a.stats.drops_by_reason["bogus"] == 1
+
+
+@pytest.mark.parametrize(
+    ("template", "reason"),
+    [
+        (ResponseTemplate(leap=Leap.UNSYNCHRONIZED, stratum=0), "unsynchronized"),
+        (ResponseTemplate(leap=Leap.NONE, stratum=16), "unsynchronized"),
+        (
+            ResponseTemplate(leap=Leap.NONE, stratum=3, root_dispersion=short_from_ns(17 * S)),
+            "bad_header",
+        ),
+    ],
+)
+def test_unfit_server_is_not_used(template: ResponseTemplate, reason: str) -> None:
+    a, r = make(), server()
+    r.template = template
+    _, reply = exchange(a, r, T0, offset=0, one_way=1000)
+    assert a.handle_reply(reply, T0 + 3000) is None
+    assert a.stats.drops_by_reason == {reason: 1}
+    assert a.reach == 0
+
+
+def kod(request: bytes, code: str, poll: int = 0) -> bytes:
+    req = decode_ntp(request)
+    return encode_ntp(
+        NtpPacket(
+            leap=Leap.UNSYNCHRONIZED,
+            mode=Mode.SERVER,
+            stratum=0,
+            poll=poll,
+            reference_id=refid_from_ascii(code),
+            origin_ts=req.transmit_ts,
+        )
+    )
+
+
+def test_kod_deny_demobilizes_only_when_origin_matches() -> None:
+    a = make()
+    request = a.handle_timer(T0) or b""
+    spoofed = bytearray(kod(request, "DENY"))
+    spoofed[24] ^= 0xFF  # origin no longer ours
+    assert a.handle_reply(bytes(spoofed), T0 + 1000) is None
+    assert a.state is AssociationState.ACTIVE
+    assert a.handle_reply(kod(request, "DENY"), T0 + 1000) is None
+    assert a.state is AssociationState.DEMOBILIZED
+    assert a.next_deadline_ns() is None and a.handle_timer(T0 + 100 * S) is None
+    assert a.stats.kiss_code == "DENY"
+
+
+def test_kod_rate_increases_poll() -> None:
+    a = make(min_poll=4, max_poll=8)
+    request = a.handle_timer(T0) or b""
+    a.handle_reply(kod(request, "RATE", poll=6), T0 + 1000)
+    assert a.poll == 6  # at least the server's hint
+    assert a.next_deadline_ns() == T0 + poll_interval_ns(6)
+
+
+def test_iburst_then_poll_rises_and_reach_fills() -> None:
+    a, r = make(iburst=True, min_poll=4, max_poll=6), server()
+    now = a.next_deadline_ns() or T0
+    gaps = []
+    for _ in range(12):
+        _, reply = exchange(a, r, now, offset=0, one_way=1000)
+        assert a.handle_reply(reply, now + 3000) is not None
+        nxt = a.next_deadline_ns()
+        assert nxt is not None
+        gaps.append(nxt - now)
+        now = nxt
+    assert gaps[:3] == [2 * S] * 3  # iburst: 4 requests 2 s apart
+    assert a.reach == 0xFF
+    assert a.poll == 6  # raised from min-poll 4 to max-poll 6 after good replies
+
+
+def test_unanswered_polls_empty_reach() -> None:
+    a = make()
+    now = T0
+    for _ in range(9):
+        a.handle_timer(now)
+        now = a.next_deadline_ns() or now
+    assert a.reach == 0 and a.stats.packets_sent == 9

@@ -1,0 +1,432 @@
+"""Tests for tsyncd.config: shipped configs, defaults, endpoints, and exact error texts."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from ipaddress import IPv4Network, IPv6Network
+from pathlib import Path
+
+import pytest
+
+from tsyncd.config import (
+    MISSING,
+    ClockConfig,
+    Config,
+    ConfigError,
+    ConfigErrors,
+    ControlConfig,
+    Endpoint,
+    LogConfig,
+    MetricsConfig,
+    ServerConfig,
+    SourceConfig,
+    SynchronizationConfig,
+    load_config,
+    parse_config,
+    parse_endpoint,
+)
+
+ETC = Path(__file__).resolve().parents[2] / "etc"
+SHIPPED = sorted(ETC.glob("*.toml"))
+P = Path("/etc/tsyncd.toml")
+
+
+def errors_of(data: Mapping[str, object]) -> list[str]:
+    with pytest.raises(ConfigErrors) as info:
+        parse_config(data, P)
+    return str(info.value).splitlines()
+
+
+def load_text(tmp_path: Path, text: str) -> Config:
+    path = tmp_path / "t.toml"
+    path.write_text(text, encoding="utf-8")
+    return load_config(path)
+
+
+# --- shipped configs ------------------------------------------------------------------------
+
+
+def test_all_three_configs_are_shipped() -> None:
+    assert [p.name for p in SHIPPED] == ["demo-client.toml", "demo-server.toml", "tsyncd.toml"]
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_shipped_config_loads(path: Path) -> None:
+    assert load_config(path).path == path
+
+
+def test_example_config_values() -> None:
+    config = load_config(ETC / "tsyncd.toml")
+    assert config.sources == (
+        SourceConfig(mode="pool", address=Endpoint("pool.ntp.org", 123), name="pool.ntp.org"),
+    )
+    assert config.servers == (ServerConfig(listen=Endpoint("::", 123)),)
+
+
+def test_example_config_with_every_setting_uncommented_loads() -> None:
+    # "#key = value" lines are settings; uncommenting all of them must still be a valid config.
+    text = re.sub(r"(?m)^#(?=\S)", "", (ETC / "tsyncd.toml").read_text(encoding="utf-8"))
+    config = parse_config(tomllib.loads(text), P)
+    assert config.synchronization.local_stratum == 10
+    assert [s.name for s in config.sources] == ["pool.ntp.org", "ntp.example.org:123"]
+    assert config.servers[0].allow == (
+        IPv4Network("192.0.2.0/24"),
+        IPv6Network("2001:db8::/32"),
+    )
+    assert config.control.admin_group == "tsyncd-admin"
+    assert config.metrics.listen == Endpoint("127.0.0.1", 9975)
+
+
+def test_example_config_documents_every_key() -> None:
+    from tsyncd.config import _SECTIONS
+
+    seen: set[tuple[str, str]] = set()
+    section = ""
+    for line in (ETC / "tsyncd.toml").read_text(encoding="utf-8").splitlines():
+        if m := re.fullmatch(r"#?\[\[?([a-z-]+)\]\]?", line):
+            section = m[1]
+        elif m := re.match(r"#?([a-z-]+) = ", line):
+            seen.add((section, m[1]))
+    wanted = {(name, f.key) for name, s in _SECTIONS.items() for f in s.fields}
+    assert wanted - seen == set()
+    assert seen - wanted == set()
+
+
+def test_demo_configs() -> None:
+    server = load_config(ETC / "demo-server.toml")
+    assert server.clock == ClockConfig(mode="measure")
+    assert server.synchronization.local_stratum == 10
+    assert server.sources == ()
+    assert server.servers == (ServerConfig(listen=Endpoint("127.0.0.1", 11123)),)
+    assert server.control.socket == Path("demo-run/server.sock")  # relative: to the cwd
+    assert server.metrics.listen == Endpoint("127.0.0.1", 9975)
+
+    client = load_config(ETC / "demo-client.toml")
+    assert client.clock.mode == "measure"
+    assert client.sources == (
+        SourceConfig(
+            mode="server",
+            address=Endpoint("127.0.0.1", 11123),
+            iburst=True,
+            min_poll=0,
+            max_poll=2,
+            name="127.0.0.1:11123",
+        ),
+    )
+    assert client.servers == ()
+    assert client.control.socket == Path("demo-run/client.sock")
+    assert client.metrics.listen == Endpoint("127.0.0.1", 9976)
+
+
+# --- defaults -------------------------------------------------------------------------------
+
+
+def test_empty_config_is_all_defaults() -> None:
+    assert parse_config({}, P) == Config(
+        path=P,
+        clock=ClockConfig(mode="system"),
+        synchronization=SynchronizationConfig(local_stratum=None, min_sources=1),
+        sources=(),
+        servers=(),
+        control=ControlConfig(socket=Path("/run/tsyncd/tsyncd.sock"), group=None, admin_group=None),
+        metrics=MetricsConfig(listen=None),
+        log=LogConfig(level="info"),
+    )
+
+
+def test_table_defaults(tmp_path: Path) -> None:
+    config = load_text(
+        tmp_path,
+        '[[source]]\nmode = "server"\naddress = "ntp.example.org"\n[[server]]\n[metrics]\n'
+        'listen = "::1"\n',
+    )
+    assert config.sources == (
+        SourceConfig(
+            mode="server",
+            address=Endpoint("ntp.example.org", 123),
+            iburst=False,
+            min_poll=6,
+            max_poll=10,
+            count=4,
+            name="ntp.example.org",
+        ),
+    )
+    assert config.servers == (ServerConfig(listen=Endpoint("::", 123), allow=(), deny=()),)
+    assert config.metrics.listen == Endpoint("::1", 9975)
+
+
+@pytest.mark.parametrize(
+    ("given", "min_poll", "max_poll"),
+    [
+        ({"min-poll": 12}, 12, 12),  # unset max-poll follows a min-poll above it
+        ({"max-poll": 2}, 2, 2),  # unset min-poll follows a max-poll below it
+        ({"min-poll": -2}, -2, 10),
+        ({"max-poll": 17}, 6, 17),
+        ({"min-poll": 3, "max-poll": 3}, 3, 3),
+    ],
+)
+def test_poll_bounds(given: dict[str, int], min_poll: int, max_poll: int) -> None:
+    source = {"mode": "server", "address": "192.0.2.1", **given}
+    (parsed,) = parse_config({"source": [source]}, P).sources
+    assert (parsed.min_poll, parsed.max_poll) == (min_poll, max_poll)
+
+
+def test_allow_all() -> None:
+    everything = (IPv4Network("0.0.0.0/0"), IPv6Network("::/0"))
+    for allow in ("all", ["all"]):
+        (server,) = parse_config({"server": [{"allow": allow}]}, P).servers
+        assert server.allow == everything
+    (server,) = parse_config(
+        {"server": [{"allow": ["10.1.2.3/8", "::1"], "deny": "all"}]}, P
+    ).servers
+    assert server.allow == (IPv4Network("10.0.0.0/8"), IPv6Network("::1/128"))
+    assert server.deny == everything
+
+
+# --- endpoints ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "host", "port", "shown"),
+    [
+        ("192.0.2.1", "192.0.2.1", 123, "192.0.2.1:123"),
+        ("192.0.2.1:4460", "192.0.2.1", 4460, "192.0.2.1:4460"),
+        ("[2001:db8::1]", "2001:db8::1", 123, "[2001:db8::1]:123"),
+        ("[2001:db8::1]:0", "2001:db8::1", 0, "[2001:db8::1]:0"),
+        ("::1", "::1", 123, "[::1]:123"),
+        ("::", "::", 123, "[::]:123"),
+        ("fe80::1%eth0", "fe80::1%eth0", 123, "[fe80::1%eth0]:123"),
+        ("ntp.example.org", "ntp.example.org", 123, "ntp.example.org:123"),
+        ("ntp.example.org.:65535", "ntp.example.org.", 65535, "ntp.example.org.:65535"),
+        ("localhost", "localhost", 123, "localhost:123"),
+        ("0.pool.ntp.org", "0.pool.ntp.org", 123, "0.pool.ntp.org:123"),
+    ],
+)
+def test_parse_endpoint(text: str, host: str, port: int, shown: str) -> None:
+    endpoint = parse_endpoint(text, 123)
+    assert endpoint == Endpoint(host, port)
+    assert str(endpoint) == shown
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "empty address"),
+        ("host:", "missing port after ':'"),
+        (":123", "missing host before ':'"),
+        ("host:65536", "port 65536 is greater than 65535"),
+        ("host:-1", 'port "-1" is not a number'),
+        ("host:12a", 'port "12a" is not a number'),
+        ("[2001:db8::1", "missing ']' after the IPv6 address"),
+        ("[2001:db8::1]123", "unexpected \"123\" after ']'"),
+        ("[192.0.2.1]:123", '"192.0.2.1" in brackets is not an IPv6 address'),
+        ("2001:db8::1:99999", '"2001:db8::1:99999" is not an IPv6 address'),
+        ("256.1.1.1", '"256.1.1.1" is not a valid IPv4 address'),
+        ("1.2.3", '"1.2.3" is not a valid IPv4 address'),
+        ("bad_name.example", '"bad_name.example" is not a valid host name'),
+        ("-bad.example", '"-bad.example" is not a valid host name'),
+        ("a..b", '"a..b" is not a valid host name'),
+        ("ntp example", '"ntp example" is not a valid host name'),
+    ],
+)
+def test_parse_endpoint_rejects(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        parse_endpoint(text, 123)
+
+
+def test_endpoint_invariants() -> None:
+    with pytest.raises(ValueError):
+        Endpoint("", 123)
+    with pytest.raises(ValueError):
+        Endpoint("[::1]", 123)
+    with pytest.raises(ValueError):
+        Endpoint("::1", 65536)
+
+
+# --- error texts ----------------------------------------------------------------------------
+
+
+def test_out_of_range_message() -> None:
+    data = {"source": [{"mode": "pool", "address": "pool.ntp.org"}, {"min-poll": 99}]}
+    assert errors_of(data) == [
+        "/etc/tsyncd.toml: source[1].min-poll = 99: expected integer -7..24 (log2 seconds)",
+        '/etc/tsyncd.toml: source[1].mode is missing: expected one of: "server", "pool"',
+        "/etc/tsyncd.toml: source[1].address is missing: expected host[:port], IPv6 or "
+        "[IPv6][:port] (port 1..65535, default 123)",
+    ]
+
+
+def test_config_error_fields() -> None:
+    with pytest.raises(ConfigErrors) as info:
+        parse_config({"source": [{"address": "a"}]}, P)
+    assert info.value.errors == (
+        ConfigError(P, "source[0].mode", MISSING, 'one of: "server", "pool"'),
+    )
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            {"source": [{"mode": "server", "address": "a", "iburst": "yes"}]},
+            'source[0].iburst = "yes": expected true or false',
+        ),
+        (
+            {"synchronization": {"local-stratum": True}},
+            "synchronization.local-stratum = true: expected integer 1..15",
+        ),
+        (
+            {"synchronization": {"min-sources": 2.0}},
+            "synchronization.min-sources = 2.0: expected integer 1..16",
+        ),
+        ({"clock": {"mode": "slew"}}, 'clock.mode = "slew": expected one of: "system", "measure"'),
+        (
+            {"log": {"level": "trace"}},
+            'log.level = "trace": expected one of: "debug", "info", "warning", "error"',
+        ),
+        (
+            {"source": {"mode": "pool", "address": "pool.ntp.org"}},
+            'source = { mode = "pool", address = "pool.ntp.org" }: expected array of tables '
+            "(write [[source]], once per source)",
+        ),
+        (
+            {"clock": [{"mode": "system"}]},
+            'clock = [{ mode = "system" }]: expected table (write [clock])',
+        ),
+        ({"server": [7]}, "server[0] = 7: expected table (write [[server]])"),
+        (
+            {"sources": []},
+            "sources = []: expected key to be one of: clock, synchronization, source, server, "
+            "control, metrics, log",
+        ),
+        (
+            {"source": [{"mode": "server", "address": "a", "min poll": 3}]},
+            'source[0]."min poll" = 3: expected key to be one of: mode, address, iburst, '
+            "min-poll, max-poll, count",
+        ),
+        ({"control": {"socket": ""}}, 'control.socket = "": expected non-empty string'),
+        ({"control": {"group": 0}}, "control.group = 0: expected non-empty string"),
+        (
+            {"server": [{"listen": "ntp.example.org"}]},
+            'server[0].listen = "ntp.example.org": expected IPv4[:port], IPv6 or [IPv6][:port] '
+            '(port 0..65535, default 123); "ntp.example.org" is not an IP address '
+            "(listen needs one, not a name)",
+        ),
+        (
+            {"metrics": {"listen": "127.0.0.1:99999"}},
+            'metrics.listen = "127.0.0.1:99999": expected IPv4[:port], IPv6 or [IPv6][:port] '
+            "(port 0..65535, default 9975); port 99999 is greater than 65535",
+        ),
+        (
+            {"source": [{"mode": "server", "address": "192.0.2.1:0"}]},
+            'source[0].address = "192.0.2.1:0": expected host[:port], IPv6 or [IPv6][:port] '
+            "(port 1..65535, default 123); port 0 cannot be used",
+        ),
+        (
+            {"source": [{"mode": "server", "address": ["a"]}]},
+            'source[0].address = ["a"]: expected host[:port], IPv6 or [IPv6][:port] '
+            "(port 1..65535, default 123)",
+        ),
+        (
+            {"server": [{"allow": ["192.0.2.0/24", "10.0.0.0/33"]}]},
+            'server[0].allow[1] = "10.0.0.0/33": expected IP address or CIDR network '
+            '(e.g. "192.0.2.0/24", "2001:db8::/32") or "all"',
+        ),
+        (
+            {"server": [{"deny": "nobody"}]},
+            'server[0].deny = "nobody": expected IP address or CIDR network '
+            '(e.g. "192.0.2.0/24", "2001:db8::/32") or "all"',
+        ),
+        (
+            {"server": [{"deny": 10}]},
+            "server[0].deny = 10: expected array of strings, each an IP address or CIDR network "
+            '(e.g. "192.0.2.0/24", "2001:db8::/32") or "all"',
+        ),
+    ],
+)
+def test_error_message(data: dict[str, object], message: str) -> None:
+    assert errors_of(data) == [f"/etc/tsyncd.toml: {message}"]
+
+
+def test_cross_field_messages() -> None:
+    data = {
+        "source": [
+            {"mode": "pool", "address": "pool.ntp.org", "count": 8},
+            {"mode": "server", "address": "192.0.2.1", "count": 2},
+            {"mode": "server", "address": "192.0.2.2", "min-poll": 8, "max-poll": 7},
+            {"mode": "server", "address": "POOL.NTP.ORG.:123"},
+            {"mode": "server", "address": "[::ffff:0:0]:123"},
+            {"mode": "server", "address": "::ffff:0.0.0.0"},
+        ],
+        "server": [{}, {"listen": "[0::0]"}, {"listen": "0.0.0.0"}],
+    }
+    assert errors_of(data) == [
+        '/etc/tsyncd.toml: source[1].count = 2: expected no count unless mode = "pool"',
+        "/etc/tsyncd.toml: source[2].max-poll = 7: expected integer 8..24 "
+        "(log2 seconds, at least min-poll)",
+        '/etc/tsyncd.toml: source[3].address = "POOL.NTP.ORG.:123": expected an address '
+        "no other source uses (same as source[0].address)",
+        '/etc/tsyncd.toml: source[5].address = "::ffff:0.0.0.0": expected an address '
+        "no other source uses (same as source[4].address)",
+        '/etc/tsyncd.toml: server[1].listen = "[0::0]": expected an address no other server '
+        "listens on (same as server[0].listen)",
+    ]
+
+
+def test_every_error_in_one_run(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(
+        '[clock]\nmode = "fast"\n\n'
+        "[[source]]\n"
+        'mode = "server"\naddress = "a.example"\nmin-poll = 99\niburst = "yes"\n\n'
+        "[[source]]\n"
+        'mode = "server"\naddress = "a.example"\n\n'
+        "[log]\nlevel = 3\ncolour = true\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigErrors) as info:
+        load_config(path)
+    assert str(info.value).splitlines() == [
+        f'{path}: clock.mode = "fast": expected one of: "system", "measure"',
+        f"{path}: source[0].min-poll = 99: expected integer -7..24 (log2 seconds)",
+        f'{path}: source[0].iburst = "yes": expected true or false',
+        f'{path}: log.level = 3: expected one of: "debug", "info", "warning", "error"',
+        f"{path}: log.colour = true: expected key to be one of: level",
+    ]
+    assert all(e.file == path for e in info.value.errors)
+
+
+def test_toml_syntax_error_names_file(tmp_path: Path) -> None:
+    path = tmp_path / "syntax.toml"
+    path.write_text('[clock]\nmode = "system\n', encoding="utf-8")
+    with pytest.raises(ConfigErrors) as info:
+        load_config(path)
+    (error,) = info.value.errors
+    assert error.key == ""
+    assert str(error).startswith(f"{path}: invalid TOML: ")
+    assert "(at line 2, column" in str(error)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "absent.toml"
+    with pytest.raises(ConfigErrors) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}: cannot read config file: No such file or directory"
+
+
+def test_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(b'[log]\nlevel = "\xe9"\n')
+    with pytest.raises(ConfigErrors) as info:
+        load_config(path)
+    assert str(info.value).startswith(f"{path}: invalid TOML: not UTF-8 (")
+
+
+def test_long_values_are_cut() -> None:
+    error = ConfigError(P, "log", {"level": "x" * 200}, "table")
+    text = str(error)
+    assert text.startswith('/etc/tsyncd.toml: log = { level = "xxx')
+    assert text.endswith("...: expected table")
+    assert len(text) < 160

@@ -1,0 +1,246 @@
+"""Prometheus exporter: a real asyncio HTTP server on 127.0.0.1, scraped with urllib."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Coroutine, Iterator
+from dataclasses import replace
+from typing import Any, TypeVar
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tsyncd import __version__
+from tsyncd.metrics import MetricsExporter
+from tsyncd.snapshots import ServerStatsSnapshot, SourceSnapshot, SystemSnapshot
+
+T = TypeVar("T")
+
+SYSTEM = SystemSnapshot(
+    synchronized=True,
+    unsynchronized_reason=None,
+    clock_mode="system",
+    stratum=2,
+    reference_id="192.0.2.1",
+    reference_id_raw=0xC0000201,
+    reference_time=1_700_000_000.0,
+    offset=-0.000125,
+    root_delay=0.004,
+    root_dispersion=0.0015,
+    leap="insert",
+    poll=7,
+    precision=-23,
+    selected_source="a.example:123",
+    uptime=42.0,
+)
+SELECTED = SourceSnapshot(
+    name="a.example:123",
+    address="192.0.2.1:123",
+    mode="server",
+    state="selected",
+    state_reason=None,
+    offset=0.00025,
+    delay=0.0031,
+    jitter=0.00004,
+    dispersion=0.0002,
+    root_delay=0.001,
+    root_dispersion=0.002,
+    stratum=1,
+    reference_id="GPS",
+    leap="none",
+    reach=0o377,
+    poll=6,
+    last_rx=12.0,
+    packets_sent=20,
+    packets_received=19,
+    packets_dropped=1,
+    kiss_code=None,
+)
+UNREACHABLE = replace(
+    SELECTED,
+    name="[2001:db8::1]:123",
+    address="",
+    state="unreachable",
+    state_reason="no reply",
+    offset=None,
+    delay=None,
+    jitter=None,
+    dispersion=None,
+    stratum=None,
+    reach=0,
+    packets_sent=5,
+    packets_received=0,
+    packets_dropped=0,
+)
+SERVER = ServerStatsSnapshot(
+    listen=["127.0.0.1:123"],
+    received=1000,
+    sent=990,
+    dropped=10,
+    dropped_by_reason={"rate_limited": 7, "malformed": 3},
+    kod_sent=4,
+)
+
+
+class FakeProvider:
+    def __init__(self) -> None:
+        self.system = SYSTEM
+        self.sources = [SELECTED, UNREACHABLE]
+        self.server = SERVER
+        self.fail = False
+
+    def system_snapshot(self) -> SystemSnapshot:
+        if self.fail:
+            raise RuntimeError("snapshot failed")
+        return self.system
+
+    def source_snapshots(self) -> list[SourceSnapshot]:
+        return self.sources
+
+    def server_snapshot(self) -> ServerStatsSnapshot:
+        return self.server
+
+
+class LoopThread:
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(5)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+
+@pytest.fixture
+def provider() -> FakeProvider:
+    return FakeProvider()
+
+
+@pytest.fixture
+def exporter(provider: FakeProvider) -> Iterator[MetricsExporter]:
+    lt = LoopThread()
+    exp = MetricsExporter(provider, "127.0.0.1", 0)
+    lt.run(exp.start())
+    yield exp
+    lt.run(exp.close())
+    lt.stop()
+
+
+def fetch(exp: MetricsExporter, path: str = "/metrics") -> tuple[int, str, str]:
+    url = f"http://127.0.0.1:{exp.port}{path}"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, resp.headers["Content-Type"], resp.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.headers["Content-Type"], err.read().decode()
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """{(sample name, sorted labels): value} from the exposition text."""
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def test_system_metrics(exporter: MetricsExporter) -> None:
+    status, ctype, body = fetch(exporter)
+    assert status == 200
+    assert ctype.startswith("text/plain")
+    got = samples(body)
+    assert got[("tsyncd_system_offset_seconds", ())] == pytest.approx(-0.000125)
+    assert got[("tsyncd_system_stratum", ())] == 2
+    assert got[("tsyncd_system_root_delay_seconds", ())] == pytest.approx(0.004)
+    assert got[("tsyncd_system_root_dispersion_seconds", ())] == pytest.approx(0.0015)
+    assert got[("tsyncd_system_leap", ())] == 1  # insert
+    assert got[("tsyncd_system_poll_log2_seconds", ())] == 7
+    assert got[("tsyncd_system_synchronized", ())] == 1
+    assert got[("tsyncd_build_info", (("version", __version__),))] == 1
+
+
+def test_source_metrics_have_labels_and_omit_unknown_values(exporter: MetricsExporter) -> None:
+    got = samples(fetch(exporter)[2])
+    a = (("address", "192.0.2.1:123"), ("source", "a.example:123"))
+    b = (("address", ""), ("source", "[2001:db8::1]:123"))
+    assert got[("tsyncd_source_offset_seconds", a)] == pytest.approx(0.00025)
+    assert got[("tsyncd_source_delay_seconds", a)] == pytest.approx(0.0031)
+    assert got[("tsyncd_source_jitter_seconds", a)] == pytest.approx(0.00004)
+    assert got[("tsyncd_source_reach", a)] == 255
+    assert got[("tsyncd_source_poll_log2_seconds", a)] == 6
+    assert got[("tsyncd_source_stratum", a)] == 1
+    assert got[("tsyncd_source_packets_sent_total", a)] == 20
+    assert got[("tsyncd_source_packets_received_total", a)] == 19
+    assert got[("tsyncd_source_selected", a)] == 1
+    # the unreachable source: counters and reach present, no invented measurements
+    assert got[("tsyncd_source_reach", b)] == 0
+    assert got[("tsyncd_source_packets_sent_total", b)] == 5
+    assert got[("tsyncd_source_selected", b)] == 0
+    for name in ("offset_seconds", "delay_seconds", "jitter_seconds", "stratum"):
+        assert (f"tsyncd_source_{name}", b) not in got
+
+
+def test_server_metrics(exporter: MetricsExporter) -> None:
+    got = samples(fetch(exporter)[2])
+    assert got[("tsyncd_server_received_packets_total", ())] == 1000
+    assert got[("tsyncd_server_sent_packets_total", ())] == 990
+    assert got[("tsyncd_server_dropped_packets_total", (("reason", "rate_limited"),))] == 7
+    assert got[("tsyncd_server_dropped_packets_total", (("reason", "malformed"),))] == 3
+    assert got[("tsyncd_server_kod_sent_total", ())] == 4
+
+
+def test_values_are_read_at_scrape_time(exporter: MetricsExporter, provider: FakeProvider) -> None:
+    assert samples(fetch(exporter)[2])[("tsyncd_system_synchronized", ())] == 1
+    provider.system = replace(
+        SYSTEM, synchronized=False, unsynchronized_reason="no sources", stratum=16, leap="bogus"
+    )
+    provider.sources = []
+    got = samples(fetch(exporter)[2])
+    assert got[("tsyncd_system_synchronized", ())] == 0
+    assert got[("tsyncd_system_stratum", ())] == 16
+    assert ("tsyncd_system_leap", ()) not in got  # an unknown leap string is left out
+    assert not any(name.startswith("tsyncd_source_") for name, _ in got)
+
+
+def test_other_paths_are_404(exporter: MetricsExporter) -> None:
+    status, _ctype, body = fetch(exporter, "/nope")
+    assert status == 404
+    assert "/metrics" in body
+    assert fetch(exporter, "/metrics?x=1")[0] == 200
+
+
+def test_other_methods_are_405(exporter: MetricsExporter) -> None:
+    req = urllib.request.Request(f"http://127.0.0.1:{exporter.port}/metrics", data=b"x")
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(req, timeout=5)
+    assert info.value.code == 405
+
+
+def test_collector_failure_is_500_and_exporter_survives(
+    exporter: MetricsExporter, provider: FakeProvider
+) -> None:
+    provider.fail = True
+    assert fetch(exporter)[0] == 500
+    provider.fail = False
+    assert fetch(exporter)[0] == 200
+
+
+def test_garbage_request_does_not_stop_the_exporter(exporter: MetricsExporter) -> None:
+    with socket.create_connection(("127.0.0.1", exporter.port), timeout=5) as s:
+        s.sendall(b"\x00\xff garbage\r\n\r\n")
+        assert s.recv(100).startswith(b"HTTP/1.1 400")
+    assert fetch(exporter)[0] == 200
+
+
+def test_port_before_start_is_an_error(provider: FakeProvider) -> None:
+    with pytest.raises(RuntimeError, match="not started"):
+        _ = MetricsExporter(provider, "127.0.0.1", 0).port

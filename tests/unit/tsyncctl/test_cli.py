@@ -1,0 +1,409 @@
+"""tsyncctl against a real ControlServer on a temporary socket (event loop in a thread)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Coroutine, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from click.testing import CliRunner, Result
+
+from tsyncctl import cli as cli_module
+from tsyncctl import render
+from tsyncctl.cli import cli
+from tsyncctl.client import ControlClient, ControlError
+from tsyncctl.render import format_age, format_log2, format_seconds
+from tsyncd import __version__
+from tsyncd.control.server import ControlServer
+from tsyncd.snapshots import ServerStatsSnapshot, SourceSnapshot, SystemSnapshot
+
+T = TypeVar("T")
+
+SYSTEM = SystemSnapshot(
+    synchronized=True,
+    unsynchronized_reason=None,
+    clock_mode="system",
+    stratum=2,
+    reference_id="192.0.2.1",
+    reference_id_raw=0xC0000201,
+    reference_time=1_700_000_000.0,
+    offset=-1.25e-5,
+    root_delay=0.0041,
+    root_dispersion=0.00052,
+    leap="none",
+    poll=6,
+    precision=-20,
+    selected_source="a.example:123",
+    uptime=90061.0,
+)
+SELECTED = SourceSnapshot(
+    name="a.example:123",
+    address="192.0.2.1:123",
+    mode="server",
+    state="selected",
+    state_reason=None,
+    offset=0.0012345,
+    delay=0.0031,
+    jitter=0.000045,
+    dispersion=0.0002,
+    root_delay=0.001,
+    root_dispersion=0.002,
+    stratum=1,
+    reference_id="GPS",
+    leap="none",
+    reach=0o377,
+    poll=6,
+    last_rx=35.0,
+    packets_sent=20,
+    packets_received=19,
+    packets_dropped=1,
+    kiss_code=None,
+)
+UNREACHABLE = replace(
+    SELECTED,
+    name="b.example:123",
+    address="[2001:db8::1]:123",
+    state="unreachable",
+    state_reason="no reply for 8 polls",
+    offset=None,
+    delay=None,
+    jitter=None,
+    stratum=None,
+    reach=0,
+    last_rx=None,
+    kiss_code="RATE",
+)
+CANDIDATE = replace(SELECTED, name="c.example:123", state="candidate", offset=-0.0000021)
+STATS = ServerStatsSnapshot(
+    listen=["0.0.0.0:123", "[::]:123"],
+    received=1000,
+    sent=990,
+    dropped=10,
+    dropped_by_reason={"rate_limited": 7, "malformed": 3},
+    kod_sent=4,
+)
+
+READ_METHODS = {
+    "status": lambda params: SYSTEM,
+    "sources": lambda params: [SELECTED, CANDIDATE, UNREACHABLE],
+    "serverstats": lambda params: STATS,
+    "version": lambda params: {"version": __version__},
+}
+
+
+class LoopThread:
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(5)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    d = Path(tempfile.mkdtemp(prefix="tsc", dir="/tmp"))  # AF_UNIX paths max 107 bytes
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def sock(short_dir: Path) -> Iterator[Path]:
+    lt = LoopThread()
+    server = ControlServer(short_dir / "ctl.sock", read_methods=READ_METHODS, admin_methods={})
+    lt.run(server.start())
+    yield server.socket_path
+    lt.run(server.close())
+    lt.stop()
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> Result:
+    return CliRunner().invoke(cli, list(args), env=env)
+
+
+def assert_one_line_error(result: Result, expected: str) -> None:
+    assert result.exit_code == 1, result.output
+    assert result.stdout == ""
+    assert result.stderr == f"tsyncctl: {expected}\n"
+    assert "Traceback" not in result.output
+
+
+# --------------------------------------------------------------------------- --json
+
+
+def test_status_json_has_the_contract_keys(sock: Path) -> None:
+    result = run("-s", str(sock), "status", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    for key in ("synchronized", "stratum", "reference_id", "offset", "leap"):
+        assert key in data
+    assert data["stratum"] == 2
+    assert data["offset"] == -1.25e-5
+    assert data["synchronized"] is True
+
+
+def test_peers_json_lists_sources(sock: Path) -> None:
+    result = run("-s", str(sock), "peers", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert [s["name"] for s in data] == ["a.example:123", "c.example:123", "b.example:123"]
+    keys = ("name", "address", "mode", "state", "offset", "delay", "jitter", "reach", "poll")
+    for src in data:
+        for key in keys:
+            assert key in src
+    assert data[2]["offset"] is None
+    assert run("-s", str(sock), "sources", "--json").stdout == result.stdout  # alias
+
+
+def test_serverstats_json(sock: Path) -> None:
+    result = run("-s", str(sock), "serverstats", "--json")
+    data = json.loads(result.stdout)
+    assert (data["received"], data["sent"]) == (1000, 990)
+    assert data["dropped_by_reason"] == {"rate_limited": 7, "malformed": 3}
+
+
+def test_version_command(sock: Path) -> None:
+    result = run("-s", str(sock), "version")
+    assert result.stdout == f"tsyncd {__version__}\n"
+    assert json.loads(run("-s", str(sock), "version", "--json").stdout) == {"version": __version__}
+
+
+def test_socket_from_environment(sock: Path) -> None:
+    result = run("status", "--json", env={"TSYNCD_SOCKET": str(sock)})
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["stratum"] == 2
+
+
+# --------------------------------------------------------------------------- human output
+
+
+def test_status_human(sock: Path) -> None:
+    result = run("-s", str(sock), "status")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == "Reference ID    : C0000201 (192.0.2.1)"
+    assert "Stratum         : 2" in lines
+    assert "Synchronized    : yes" in lines
+    assert "Offset          : -12.500 µs (clock fast)" in lines
+    assert "Root delay      : 4.100 ms" in lines
+    assert "Root dispersion : 520.000 µs" in lines
+    assert "Leap status     : none" in lines
+    assert "Poll            : 6 (64 s)" in lines
+    assert "Clock mode      : system" in lines
+    assert "Ref time        : 2023-11-14 22:13:20 UTC" in lines
+    assert "Uptime          : 1d 1h 1m 1s" in lines
+
+
+def test_status_human_unsynchronized(short_dir: Path) -> None:
+    unsynced = replace(
+        SYSTEM,
+        synchronized=False,
+        unsynchronized_reason="no reachable sources",
+        stratum=16,
+        reference_time=None,
+        offset=0.0,
+    )
+    lt = LoopThread()
+    server = ControlServer(
+        short_dir / "u.sock", read_methods={"status": lambda p: unsynced}, admin_methods={}
+    )
+    lt.run(server.start())
+    try:
+        out = run("-s", str(server.socket_path), "status").stdout
+    finally:
+        lt.run(server.close())
+        lt.stop()
+    assert "Synchronized    : no (no reachable sources)" in out.splitlines()
+    assert "Ref time        : -" in out.splitlines()
+    assert "Offset          : +0.000 ns" in out.splitlines()
+
+
+def test_peers_human_table(sock: Path) -> None:
+    result = run("-s", str(sock), "peers")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == [
+        "S", "Name", "Address", "St", "Poll", "Reach", "LastRx", "Offset", "Delay", "Jitter", "Note"
+    ]  # fmt: skip
+    assert set(lines[1]) == {"="}
+    assert lines[2].split() == [
+        "*", "a.example:123", "192.0.2.1:123", "1", "6", "377", "35s", "+1.2ms", "3.1ms", "45.0µs"
+    ]  # fmt: skip
+    assert lines[3].split()[:2] == ["+", "c.example:123"]
+    assert lines[3].split()[7] == "-2.1µs"
+    assert lines[4].split() == [
+        "?", "b.example:123", "[2001:db8::1]:123", "-", "6", "0", "-", "-", "-", "-",
+        "no", "reply", "for", "8", "polls;", "KoD", "RATE",
+    ]  # fmt: skip
+    # columns line up: every row's offset ends where the header's does
+    end = lines[0].index("Offset") + len("Offset")
+    assert lines[2][:end].endswith("+1.2ms")
+    assert lines[-1].startswith("* selected")
+
+
+def test_serverstats_human(sock: Path) -> None:
+    lines = run("-s", str(sock), "serverstats").stdout.splitlines()
+    assert lines == [
+        "Listening on     : 0.0.0.0:123, [::]:123",
+        "Packets received : 1000",
+        "Packets sent     : 990",
+        "Packets dropped  : 10",
+        "  malformed      : 3",
+        "  rate_limited   : 7",
+        "KoD sent         : 4",
+    ]
+
+
+def test_empty_source_list(short_dir: Path) -> None:
+    lt = LoopThread()
+    server = ControlServer(
+        short_dir / "e.sock", read_methods={"sources": lambda p: []}, admin_methods={}
+    )
+    lt.run(server.start())
+    try:
+        out = run("-s", str(server.socket_path), "peers").stdout
+    finally:
+        lt.run(server.close())
+        lt.stop()
+    assert out == "no sources configured\n"
+
+
+@pytest.mark.parametrize(
+    ("value", "signed", "text"),
+    [
+        (None, False, "-"),
+        (0.0000000004, False, "0.400 ns"),
+        (0.000123456, True, "+123.456 µs"),
+        (-0.0015, True, "-1.500 ms"),
+        (2.5, False, "2.500 s"),
+        (0.0009999999, False, "1.000 ms"),  # would be "1000.000 µs"
+        (float("nan"), False, "-"),
+    ],
+)
+def test_format_seconds(value: float | None, signed: bool, text: str) -> None:
+    assert format_seconds(value, signed=signed) == text
+
+
+def test_format_age_and_log2() -> None:
+    assert [format_age(x) for x in (None, 5, 599, 600, 7200, 200000)] == [
+        "-", "5s", "599s", "10m", "2h", "2d"
+    ]  # fmt: skip
+    assert format_log2(10) == "10 (1024 s)"
+    assert format_log2(-20) == "-20 (954 ns)"
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_missing_socket_is_one_line_exit_1(short_dir: Path) -> None:
+    path = short_dir / "missing.sock"
+    result = run("-s", str(path), "status")
+    assert_one_line_error(
+        result,
+        f"cannot connect to tsyncd at {path}: no such socket"
+        " (is tsyncd running? use -s to choose the socket)",
+    )
+
+
+def test_stale_socket_is_connection_refused(short_dir: Path) -> None:
+    path = short_dir / "stale.sock"
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(str(path))
+    s.close()
+    result = run("-s", str(path), "peers", "--json")
+    assert_one_line_error(
+        result,
+        f"cannot connect to tsyncd at {path}: connection refused"
+        " (stale socket: is tsyncd running?)",
+    )
+
+
+def test_permission_denied_on_the_socket(short_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # We run as root, which the kernel never refuses; fake the connect() failure instead.
+    def refuse(self: socket.socket, address: Any) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    path = short_dir / "x.sock"
+    with pytest.raises(ControlError) as info:
+        ControlClient(path).call("status")
+    assert str(info.value) == (
+        f"cannot connect to tsyncd at {path}: permission denied"
+        " (run as root or as a member of the socket's group)"
+    )
+
+
+def test_timeout_when_the_daemon_does_not_answer(short_dir: Path) -> None:
+    path = short_dir / "hung.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(str(path))
+        listener.listen(1)  # connects succeed via the backlog, but nobody ever answers
+        result = run("-s", str(path), "--timeout", "0.2", "status")
+    assert_one_line_error(result, f"tsyncd at {path} did not answer 'status' within 0.2 s")
+
+
+def test_rpc_error_message_is_shown(short_dir: Path) -> None:
+    lt = LoopThread()
+    server = ControlServer(
+        short_dir / "m.sock", read_methods={"status": lambda p: SYSTEM}, admin_methods={}
+    )
+    lt.run(server.start())
+    try:
+        result = run("-s", str(server.socket_path), "serverstats")
+    finally:
+        lt.run(server.close())
+        lt.stop()
+    assert_one_line_error(result, "unknown method 'serverstats'; known: status")
+
+
+def test_version_option() -> None:
+    result = run("--version")
+    assert result.exit_code == 0
+    assert result.stdout == f"tsyncctl {__version__}\n"
+
+
+def test_main_turns_a_bug_into_one_line(
+    sock: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def broken(status: Any) -> str:
+        raise KeyError("surprise")
+
+    monkeypatch.setattr(render, "render_status", broken)
+    monkeypatch.setattr(sys, "argv", ["tsyncctl", "-s", str(sock), "status"])
+    with pytest.raises(SystemExit) as info:
+        cli_module.main()
+    assert info.value.code == 1
+    err = capsys.readouterr().err
+    assert err == "tsyncctl: internal error: KeyError: 'surprise'\n"
+
+
+def test_python_dash_m_runs_the_cli(short_dir: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "tsyncctl", "-s", str(short_dir / "none.sock"), "status"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3])},
+    )
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr.count("\n") == 1
+    assert done.stderr.startswith("tsyncctl: cannot connect to tsyncd at ")

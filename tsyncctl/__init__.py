@@ -1,0 +1,1 @@
+"""tsyncctl: control client for tsyncd."""

@@ -1,0 +1,223 @@
+"""``tsyncctl``: ask a running tsyncd what it is doing, or query an NTP server directly.
+
+Every command prints a table for people, or with ``--json`` the daemon's JSON for scripts.
+Every failure is one line on stderr and exit code 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from tsyncctl import render
+from tsyncctl.client import ControlClient, ControlError
+from tsyncctl.query import QueryError, run_query
+from tsyncd import __version__
+
+DEFAULT_SOCKET = Path("/run/tsyncd/tsyncd.sock")
+SOCKET_ENV = "TSYNCD_SOCKET"
+
+
+class CliError(click.ClickException):
+    """A failure shown as ``tsyncctl: MESSAGE`` on stderr, exit code 1."""
+
+    exit_code = 1
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"tsyncctl: {self.format_message()}", err=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Options given before the command."""
+
+    socket_path: Path
+    timeout: float
+
+
+class TsyncctlGroup(click.Group):
+    """Turns expected failures raised by any command into one-line errors."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (ControlError, QueryError) as exc:
+            raise CliError(str(exc)) from None
+
+
+def _print_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def _call(ctx: click.Context, method: str) -> Any:
+    settings = ctx.find_object(Settings)
+    if settings is None:  # the group callback sets it before any command runs
+        raise CliError("internal error: no settings (run tsyncctl through its main command)")
+    with ControlClient(settings.socket_path, timeout=settings.timeout) as client:
+        return client.call(method)
+
+
+def _expect(value: Any, kind: type, method: str) -> Any:
+    if not isinstance(value, kind):
+        raise CliError(f"tsyncd answered '{method}' with unexpected data (is tsyncctl too old?)")
+    return value
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+
+
+@click.group(cls=TsyncctlGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "-s",
+    "--socket",
+    "socket_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar=SOCKET_ENV,
+    default=DEFAULT_SOCKET,
+    show_default=True,
+    show_envvar=True,
+    help="tsyncd's control socket.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    default=5.0,
+    show_default=True,
+    help="Seconds to wait for tsyncd's answer.",
+)
+@click.version_option(__version__, prog_name="tsyncctl", message="%(prog)s %(version)s")
+@click.pass_context
+def cli(ctx: click.Context, socket_path: Path, timeout: float) -> None:
+    """Inspect a running tsyncd, or query an NTP server with 'query'."""
+    ctx.obj = Settings(socket_path=socket_path, timeout=timeout)
+
+
+@cli.command()
+@json_option
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """How well the clock is synchronized (like 'chronyc tracking')."""
+    result = _expect(_call(ctx, "status"), dict, "status")
+    if as_json:
+        _print_json(result)
+    else:
+        click.echo(render.render_status(result))
+
+
+@cli.command()
+@json_option
+@click.pass_context
+def peers(ctx: click.Context, as_json: bool) -> None:
+    """The time sources and their state (like 'chronyc sources')."""
+    result = _expect(_call(ctx, "sources"), list, "sources")
+    if as_json:
+        _print_json(result)
+    else:
+        click.echo(render.render_sources(result))
+
+
+cli.add_command(peers, name="sources")
+
+
+@cli.command()
+@json_option
+@click.pass_context
+def serverstats(ctx: click.Context, as_json: bool) -> None:
+    """Counters of tsyncd's NTP server, with drops by reason."""
+    result = _expect(_call(ctx, "serverstats"), dict, "serverstats")
+    if as_json:
+        _print_json(result)
+    else:
+        click.echo(render.render_serverstats(result))
+
+
+@cli.command()
+@json_option
+@click.pass_context
+def version(ctx: click.Context, as_json: bool) -> None:
+    """The version of the running tsyncd."""
+    result = _expect(_call(ctx, "version"), dict, "version")
+    if as_json:
+        _print_json(result)
+    else:
+        click.echo(f"tsyncd {result.get('version', '-')}")
+
+
+@cli.command()
+@click.argument("target", metavar="HOST[:PORT]")
+@click.option(
+    "-c",
+    "--count",
+    type=click.IntRange(1, 100),
+    default=1,
+    show_default=True,
+    help="Requests to send.",
+)
+@click.option(
+    "-t",
+    "--timeout",
+    "reply_timeout",
+    type=click.FloatRange(min=0.01),
+    default=2.0,
+    show_default=True,
+    help="Seconds to wait for each reply.",
+)
+@click.option(
+    "-i",
+    "--interval",
+    type=click.FloatRange(min=0.0),
+    default=1.0,
+    show_default=True,
+    help="Seconds between requests.",
+)
+@json_option
+def query(target: str, count: int, reply_timeout: float, interval: float, as_json: bool) -> None:
+    """Ask an NTP server for the time, without tsyncd (like 'sntp').
+
+    Exits 0 if at least one reply was good. IPv6 addresses go in brackets: [::1]:123.
+    """
+    outcome = run_query(target, count=count, timeout=reply_timeout, interval=interval)
+    if as_json:
+        _print_json(
+            {
+                "target": outcome.target,
+                "address": outcome.address,
+                "replies": [
+                    r.as_json(server=target, address=outcome.address) for r in outcome.replies
+                ],
+                "errors": outcome.errors,
+            }
+        )
+    else:
+        for reply in outcome.replies:
+            click.echo(
+                f"{target} offset {reply.offset_ns / 1e9:+.6f} s delay {reply.delay_ns / 1e9:.6f} s"
+                f" stratum {reply.stratum} refid {reply.reference_id}"
+            )
+    if not outcome.replies:
+        reason = outcome.errors[-1] if outcome.errors else "no reply"
+        raise CliError(f"no good reply from {target} ({outcome.address}): {reason}")
+    for error in outcome.errors:
+        click.echo(f"tsyncctl: {target}: one request failed: {error}", err=True)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    # Never die on an unencodable character (µs on an ASCII terminal) or a closed pipe.
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            with contextlib.suppress(Exception):
+                reconfigure(errors="backslashreplace")
+    try:
+        # Click itself handles a closed stdout pipe (EPIPE) and Ctrl-C (exit 1).
+        cli.main(prog_name="tsyncctl")
+    except Exception as exc:  # a bug: still one line, never a traceback
+        click.echo(f"tsyncctl: internal error: {type(exc).__name__}: {exc}", err=True)
+        sys.exit(1)

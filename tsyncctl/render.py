@@ -1,0 +1,203 @@
+"""Human-readable rendering of tsyncd's JSON snapshots (``tsyncctl`` without ``--json``).
+
+Input is the JSON the daemon sent (plain dicts and lists), not the dataclasses: tsyncctl may
+talk to a newer or older daemon, so a missing field prints as ``-`` instead of failing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+STATE_SYMBOLS = {
+    "selected": "*",
+    "candidate": "+",
+    "falseticker": "x",
+    "unreachable": "?",
+}
+STATE_LEGEND = "* selected  + candidate  x falseticker  ? unreachable  - other"
+
+_UNITS = ((1.0, "s"), (1e-3, "ms"), (1e-6, "µs"), (1e-9, "ns"))
+
+
+def format_seconds(value: Any, *, signed: bool = False, digits: int = 3) -> str:
+    """A duration in the largest unit that keeps it >= 1: ``+12.345 µs``, ``1.500 ms``.
+
+    None (or anything that is not a finite number) prints as ``-``.
+    """
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+        return "-"
+    sign = ("+" if value >= 0 else "-") if signed else ("-" if value < 0 else "")
+    magnitude = abs(float(value))
+    index = next(i for i, (scale, _unit) in enumerate(_UNITS) if magnitude >= scale or i == 3)
+    scale, unit = _UNITS[index]
+    shown = round(magnitude / scale, digits)
+    if shown >= 1000 and index > 0:
+        # 999.9996 µs would print as "1000.000 µs": use the next unit up instead.
+        scale, unit = _UNITS[index - 1]
+        shown = round(magnitude / scale, digits)
+    return f"{sign}{shown:.{digits}f} {unit}"
+
+
+def format_seconds_compact(value: Any, *, signed: bool = False) -> str:
+    """Like ``format_seconds`` with one decimal and no space, for table columns."""
+    return format_seconds(value, signed=signed, digits=1).replace(" ", "")
+
+
+def format_age(seconds: Any) -> str:
+    """How long ago, chronyc-style: ``35s``, ``17m``, ``3h``, ``2d``; ``-`` if never."""
+    if not isinstance(seconds, int | float) or not math.isfinite(seconds) or seconds < 0:
+        return "-"
+    if seconds < 600:
+        return f"{int(seconds)}s"
+    if seconds < 7200:
+        return f"{int(seconds // 60)}m"
+    if seconds < 48 * 3600:
+        return f"{int(seconds // 3600)}h"
+    return f"{int(seconds // 86400)}d"
+
+
+def format_uptime(seconds: Any) -> str:
+    """``1d 2h 3m 4s`` style."""
+    if not isinstance(seconds, int | float) or not math.isfinite(seconds):
+        return "-"
+    rest = int(seconds)
+    days, rest = divmod(rest, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [f"{days}d"] if days else []
+    if days or hours:
+        parts.append(f"{hours}h")
+    if days or hours or minutes:
+        parts.append(f"{minutes}m")
+    parts.append(f"{secs}s")
+    return " ".join(parts)
+
+
+def format_log2(value: Any) -> str:
+    """A log2-seconds field with its meaning: ``6 (64 s)``, ``-20 (954 ns)``."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        return "-"
+    seconds = 2.0**value
+    shown = f"{int(seconds)} s" if value >= 0 else format_seconds(seconds, digits=0)
+    return f"{value} ({shown})"
+
+
+def _text(value: Any) -> str:
+    return "-" if value is None or value == "" else str(value)
+
+
+def _key_values(rows: Sequence[tuple[str, str]]) -> str:
+    width = max(len(key) for key, _ in rows)
+    return "\n".join(f"{key:<{width}} : {value}" for key, value in rows)
+
+
+def render_status(status: Mapping[str, Any]) -> str:
+    """A chronyc-tracking-like block for the ``status`` method's result."""
+    raw = status.get("reference_id_raw")
+    refid = _text(status.get("reference_id"))
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        refid = f"{raw:08X} ({refid})"
+    synced = status.get("synchronized")
+    if synced:
+        sync_text = "yes"
+    else:
+        reason = status.get("unsynchronized_reason")
+        sync_text = f"no ({reason})" if reason else "no"
+    offset = status.get("offset")
+    offset_text = format_seconds(offset, signed=True)
+    if isinstance(offset, int | float) and offset:
+        # chrony's sign: the correction to add, so a positive offset means our clock is behind.
+        offset_text += " (clock slow)" if offset > 0 else " (clock fast)"
+    ref_time = status.get("reference_time")
+    ref_text = "-"
+    if isinstance(ref_time, int | float) and math.isfinite(ref_time):
+        ref_text = dt.datetime.fromtimestamp(ref_time, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    rows = [
+        ("Reference ID", refid),
+        ("Stratum", _text(status.get("stratum"))),
+        ("Synchronized", sync_text),
+        ("Selected source", _text(status.get("selected_source"))),
+        ("Ref time", ref_text),
+        ("Offset", offset_text),
+        ("Root delay", format_seconds(status.get("root_delay"))),
+        ("Root dispersion", format_seconds(status.get("root_dispersion"))),
+        ("Leap status", _text(status.get("leap"))),
+        ("Poll", format_log2(status.get("poll"))),
+        ("Precision", format_log2(status.get("precision"))),
+        ("Clock mode", _text(status.get("clock_mode"))),
+        ("Uptime", format_uptime(status.get("uptime"))),
+    ]
+    return _key_values(rows)
+
+
+def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> str:
+    """A plain-text table; columns in ``right`` are right-aligned, the last one is not padded."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        out = [
+            cell.rjust(width) if i in right else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
+        ]
+        return " ".join(out).rstrip()
+
+    rule = "=" * len(line(["=" * w for w in widths]))
+    return "\n".join([line(headers), rule, *(line(row) for row in rows)])
+
+
+def render_sources(sources: Sequence[Mapping[str, Any]]) -> str:
+    """A ``chronyc sources``-like table for the ``sources`` method's result."""
+    if not sources:
+        return "no sources configured"
+    headers = ["S", "Name", "Address", "St", "Poll", "Reach", "LastRx", "Offset", "Delay", "Jitter"]
+    rows: list[list[str]] = []
+    notes = False
+    for src in sources:
+        reach = src.get("reach")
+        note = src.get("state_reason") or ""
+        if src.get("kiss_code"):
+            note = f"{note}; KoD {src['kiss_code']}" if note else f"KoD {src['kiss_code']}"
+        notes = notes or bool(note)
+        rows.append(
+            [
+                STATE_SYMBOLS.get(str(src.get("state")), "-"),
+                _text(src.get("name")),
+                _text(src.get("address")),
+                _text(src.get("stratum")),
+                _text(src.get("poll")),
+                f"{reach:o}" if isinstance(reach, int) else "-",
+                format_age(src.get("last_rx")),
+                format_seconds_compact(src.get("offset"), signed=True),
+                format_seconds_compact(src.get("delay")),
+                format_seconds_compact(src.get("jitter")),
+                note,
+            ]
+        )
+    if notes:
+        headers.append("Note")
+    else:
+        rows = [row[:-1] for row in rows]
+    table = render_table(headers, rows, right={3, 4, 5, 6, 7, 8, 9})
+    return f"{table}\n\n{STATE_LEGEND}"
+
+
+def render_serverstats(stats: Mapping[str, Any]) -> str:
+    """Key/value lines for the ``serverstats`` method's result, drops broken down by reason."""
+    listen = stats.get("listen")
+    listen_text = ", ".join(str(a) for a in listen) if isinstance(listen, list) and listen else "-"
+    rows = [
+        ("Listening on", listen_text),
+        ("Packets received", _text(stats.get("received"))),
+        ("Packets sent", _text(stats.get("sent"))),
+        ("Packets dropped", _text(stats.get("dropped"))),
+    ]
+    by_reason = stats.get("dropped_by_reason")
+    if isinstance(by_reason, Mapping):
+        rows.extend((f"  {reason}", _text(count)) for reason, count in sorted(by_reason.items()))
+    rows.append(("KoD sent", _text(stats.get("kod_sent"))))
+    return _key_values(rows)

@@ -1,0 +1,598 @@
+"""tsyncd's TOML configuration: parse, check, and report every mistake at once.
+
+Theory of operation
+-------------------
+Loading runs in two steps, as ntpd-rs does, but unlike it every error names its place:
+
+1. *Shape*: each TOML table is read against a small field table (``_Field``: kebab-case key,
+   parser, expected form).  A parser turns one TOML value into a typed value or raises
+   ``_Invalid``; the table walker records the error and carries on, so one run finds every
+   wrong type, out-of-range number, unknown key and missing required key.  Tables that parse
+   cleanly become frozen dataclasses.
+2. *Cross-field checks* run on those dataclasses: min-poll <= max-poll, ``count`` only on
+   pools, no source or server listed twice.
+
+Every problem becomes a ``ConfigError(file, key, value, expected)``; if there are any,
+``ConfigErrors`` is raised with all of them: step 1's in file order, then step 2's.  Nothing
+here uses ``assert`` (``python -O`` strips it) and nothing touches the network: host names are
+checked for form, not resolved, and groups are looked up by the daemon, not here.
+
+Relative paths (``control.socket``) are kept as written, so they are relative to the daemon's
+working directory; the demo configs rely on that.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
+from pathlib import Path
+from typing import Any, Final, Literal
+
+if sys.version_info < (3, 11):  # noqa: UP036 - tomli is the fallback pyproject declares
+    import tomli as tomllib
+else:
+    import tomllib
+
+NTP_PORT: Final = 123
+METRICS_PORT: Final = 9975
+POLL_MIN: Final = -7  # log2 s: 1/128 s, chrony's lower limit (sub-second polls for LANs)
+POLL_MAX: Final = 24  # log2 s: about 194 days, chrony's upper limit
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+class _Missing(enum.Enum):
+    """Marker for ``ConfigError.value`` when a required key is absent."""
+
+    MISSING = "MISSING"
+
+
+MISSING: Final = _Missing.MISSING
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_VALUE_TEXT_MAX = 100  # characters; long tables in an error are cut, the key path says where
+
+
+def _toml_key(key: str) -> str:
+    return key if _BARE_KEY.fullmatch(key) else json.dumps(key, ensure_ascii=False)
+
+
+def _toml_repr(value: object) -> str:
+    """Show a value as it would be written in TOML, so users recognise what they typed."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        # JSON string escapes are a subset of TOML basic-string escapes.
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, Mapping):
+        if not value:
+            return "{}"
+        inner = ", ".join(f"{_toml_key(str(k))} = {_toml_repr(v)}" for k, v in value.items())
+        return "{ " + inner + " }"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_repr(v) for v in value) + "]"
+    return str(value)  # numbers, inf, nan and dates print as TOML writes them
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigError:
+    """One problem in a config file.
+
+    ``key`` is the TOML path ("source[1].min-poll", 0-based index); ``""`` means the file as a
+    whole (unreadable, bad TOML), and then ``value`` is the message.  ``value`` is ``MISSING``
+    when a required key is absent.
+    """
+
+    file: Path
+    key: str
+    value: object
+    expected: str
+
+    def __str__(self) -> str:
+        if not self.key:
+            text = f"{self.file}: {self.value}"
+            return f"{text}: expected {self.expected}" if self.expected else text
+        if self.value is MISSING:
+            return f"{self.file}: {self.key} is missing: expected {self.expected}"
+        shown = _toml_repr(self.value)
+        if len(shown) > _VALUE_TEXT_MAX:
+            shown = shown[: _VALUE_TEXT_MAX - 3] + "..."
+        return f"{self.file}: {self.key} = {shown}: expected {self.expected}"
+
+
+class ConfigErrors(Exception):
+    """Every problem found in one config file; ``str()`` gives one per line."""
+
+    errors: tuple[ConfigError, ...]
+
+    def __init__(self, errors: Iterable[ConfigError]) -> None:
+        self.errors = tuple(errors)
+        super().__init__(self.errors)
+
+    def __str__(self) -> str:
+        return "\n".join(str(e) for e in self.errors)
+
+
+# --- endpoints --------------------------------------------------------------------------------
+
+_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A host (name or IP literal, without brackets) and a port."""
+
+    host: str
+    port: int
+
+    def __post_init__(self) -> None:
+        if not self.host or self.host.startswith("[") or not 0 <= self.port <= 65535:
+            raise ValueError(f"bad endpoint host {self.host!r} or port {self.port}")
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def _check_host(host: str) -> None:
+    """Accept an IPv4 literal or an RFC 1123 host name (optional trailing dot)."""
+    labels = host.removesuffix(".").split(".")
+    if labels[-1].isdigit():  # all-digit last label: only an IPv4 address makes sense
+        try:
+            IPv4Address(host)
+        except ValueError:
+            raise ValueError(f"{_toml_repr(host)} is not a valid IPv4 address") from None
+        return
+    if len(host) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
+        raise ValueError(f"{_toml_repr(host)} is not a valid host name")
+
+
+def _parse_port(text: str) -> int:
+    if not text:
+        raise ValueError("missing port after ':'")
+    if not (text.isascii() and text.isdigit()):
+        raise ValueError(f"port {_toml_repr(text)} is not a number")
+    port = int(text)
+    if port > 65535:
+        raise ValueError(f"port {port} is greater than 65535")
+    return port
+
+
+def parse_endpoint(text: str, default_port: int) -> Endpoint:
+    """Parse "host", "host:port", "[v6]", "[v6]:port" or a bare IPv6 literal like "::1".
+
+    A bare IPv6 literal cannot carry a port (its colons would be ambiguous); write "[::1]:123".
+    Raises ``ValueError`` saying what is wrong.  Host names are checked for form only.
+    """
+    if not text:
+        raise ValueError("empty address")
+    if text.startswith("["):
+        close = text.find("]")
+        if close < 0:
+            raise ValueError("missing ']' after the IPv6 address")
+        host, rest = text[1:close], text[close + 1 :]
+        try:
+            IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{_toml_repr(host)} in brackets is not an IPv6 address") from None
+        if not rest:
+            return Endpoint(host, default_port)
+        if not rest.startswith(":"):
+            raise ValueError(f"unexpected {_toml_repr(rest)} after ']'")
+        return Endpoint(host, _parse_port(rest[1:]))
+    if text.count(":") > 1:
+        try:
+            IPv6Address(text)
+        except ValueError:
+            raise ValueError(
+                f"{_toml_repr(text)} is not an IPv6 address (write [IPv6]:port to give a port)"
+            ) from None
+        return Endpoint(text, default_port)
+    host, colon, port_text = text.partition(":")
+    if not host:
+        raise ValueError("missing host before ':'")
+    _check_host(host)
+    return Endpoint(host, _parse_port(port_text) if colon else default_port)
+
+
+# --- the typed configuration ------------------------------------------------------------------
+
+ClockMode = Literal["system", "measure"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+SourceMode = Literal["server", "pool"]
+Network = IPv4Network | IPv6Network
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClockConfig:
+    """[clock]: which clock we discipline."""
+
+    mode: ClockMode = "system"  # "measure": never adjust the clock, only measure and serve
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SynchronizationConfig:
+    """[synchronization]: how sources turn into a system time."""
+
+    local_stratum: int | None = None  # 1..15: serve our own clock at this stratum while unsynced
+    min_sources: int = 1  # 1..16 agreeing sources needed before we trust any
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SourceConfig:
+    """One [[source]]: an NTP server, or a pool name that expands to several."""
+
+    mode: SourceMode
+    address: Endpoint  # default port 123
+    iburst: bool = False  # send a quick burst of requests at start
+    min_poll: int = 6  # log2 s
+    max_poll: int = 10  # log2 s
+    count: int = 4  # pool only: how many of its addresses to use
+    name: str  # the address text as written; unique; how control refers to the source
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerConfig:
+    """One [[server]]: an NTP server socket and who may use it."""
+
+    listen: Endpoint = Endpoint("::", NTP_PORT)
+    allow: tuple[Network, ...] = ()  # empty: everybody not denied
+    deny: tuple[Network, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ControlConfig:
+    """[control]: the JSON-RPC Unix socket."""
+
+    socket: Path = Path("/run/tsyncd/tsyncd.sock")  # relative: to the working directory
+    group: str | None = None  # may use read-only methods (the socket file's group)
+    admin_group: str | None = None  # may use changing methods, besides uid 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MetricsConfig:
+    """[metrics]: the Prometheus exporter."""
+
+    listen: Endpoint | None = None  # None: exporter off; default port 9975
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LogConfig:
+    """[log]: the message log."""
+
+    level: LogLevel = "info"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    """A whole, checked configuration file."""
+
+    path: Path
+    clock: ClockConfig = ClockConfig()
+    synchronization: SynchronizationConfig = SynchronizationConfig()
+    sources: tuple[SourceConfig, ...] = ()
+    servers: tuple[ServerConfig, ...] = ()
+    control: ControlConfig = ControlConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    log: LogConfig = LogConfig()
+
+
+# --- step 1: field tables ---------------------------------------------------------------------
+
+
+class _Invalid(Exception):
+    """Raised by a field parser: no items if the whole value is wrong (the field's expected
+    form says why), else one (key suffix, value, expected) per bad part, e.g. ("[2]", 5, ...)."""
+
+    def __init__(self, *items: tuple[str, object, str]) -> None:
+        super().__init__(items)
+        self.items = items
+
+
+@dataclass(frozen=True, slots=True)
+class _Field:
+    key: str  # kebab-case TOML key; the dataclass attribute is the snake_case of it
+    parse: Callable[[object], Any]
+    expected: str
+    required: bool = False
+
+
+def _simple_field(
+    key: str,
+    expected: str,
+    valid: Callable[[Any], bool],
+    convert: Callable[[Any], Any] = lambda value: value,
+    required: bool = False,
+) -> _Field:
+    def parse(value: object) -> Any:
+        if not valid(value):
+            raise _Invalid()
+        return convert(value)
+
+    return _Field(key, parse, expected, required)
+
+
+def _int_field(key: str, lo: int, hi: int, unit: str = "") -> _Field:
+    # `type(...) is int`: bool is an int subclass, and TOML true must not pass as a number.
+    expected = f"integer {lo}..{hi}" + (f" ({unit})" if unit else "")
+    return _simple_field(key, expected, lambda v: type(v) is int and lo <= v <= hi)
+
+
+def _choice_field(key: str, *choices: str, required: bool = False) -> _Field:
+    expected = "one of: " + ", ".join(map(_toml_repr, choices))
+    return _simple_field(
+        key, expected, lambda v: isinstance(v, str) and v in choices, required=required
+    )
+
+
+def _string_field(key: str, convert: Callable[[str], Any] = str) -> _Field:
+    def valid(v: object) -> bool:
+        return isinstance(v, str) and v != "" and "\0" not in v
+
+    return _simple_field(key, "non-empty string", valid, convert)
+
+
+def _endpoint_field(
+    key: str, default_port: int, *, ip_only: bool, min_port: int = 0, required: bool = False
+) -> _Field:
+    host = "IPv4" if ip_only else "host"
+    ports = f"port {min_port}..65535, default {default_port}"
+    expected = f"{host}[:port], IPv6 or [IPv6][:port] ({ports})"
+
+    def parse(value: object) -> Endpoint:
+        if not isinstance(value, str):
+            raise _Invalid()
+        try:
+            endpoint = parse_endpoint(value, default_port)
+        except ValueError as e:
+            raise _Invalid(("", value, f"{expected}; {e}")) from None
+        try:
+            if ip_only:
+                ip_address(endpoint.host)
+        except ValueError:
+            reason = (
+                f"{_toml_repr(endpoint.host)} is not an IP address (listen needs one, not a name)"
+            )
+            raise _Invalid(("", value, f"{expected}; {reason}")) from None
+        if endpoint.port < min_port:
+            raise _Invalid(("", value, f"{expected}; port {endpoint.port} cannot be used"))
+        return endpoint
+
+    return _Field(key, parse, expected, required)
+
+
+_ALL_NETWORKS: Final = (IPv4Network("0.0.0.0/0"), IPv6Network("::/0"))
+_NETWORK_ENTRY: Final = 'IP address or CIDR network (e.g. "192.0.2.0/24", "2001:db8::/32") or "all"'
+
+
+def _networks_field(key: str) -> _Field:
+    def parse(value: object) -> tuple[Network, ...]:
+        # A single string is accepted as a one-entry list, so `allow = "all"` reads naturally.
+        entries = [value] if isinstance(value, str) else value
+        if not isinstance(entries, list):
+            raise _Invalid()
+        networks: list[Network] = []
+        bad: list[tuple[str, object, str]] = []
+        for i, entry in enumerate(entries):
+            suffix = "" if isinstance(value, str) else f"[{i}]"
+            if entry == "all":
+                networks.extend(_ALL_NETWORKS)
+                continue
+            try:
+                if not isinstance(entry, str):
+                    raise ValueError(entry)
+                networks.append(ip_network(entry, strict=False))
+            except ValueError:
+                bad.append((suffix, entry, _NETWORK_ENTRY))
+        if bad:
+            raise _Invalid(*bad)
+        return tuple(networks)
+
+    return _Field(key, parse, f"array of strings, each an {_NETWORK_ENTRY}")
+
+
+_CLOCK: Final = (_choice_field("mode", "system", "measure"),)
+_SYNCHRONIZATION: Final = (_int_field("local-stratum", 1, 15), _int_field("min-sources", 1, 16))
+_SOURCE: Final = (
+    _choice_field("mode", "server", "pool", required=True),
+    _endpoint_field("address", NTP_PORT, ip_only=False, min_port=1, required=True),
+    _simple_field("iburst", "true or false", lambda v: isinstance(v, bool)),
+    _int_field("min-poll", POLL_MIN, POLL_MAX, "log2 seconds"),
+    _int_field("max-poll", POLL_MIN, POLL_MAX, "log2 seconds"),
+    _int_field("count", 1, 16, "addresses to use from the pool"),
+)
+_SERVER: Final = (
+    _endpoint_field("listen", NTP_PORT, ip_only=True),
+    _networks_field("allow"),
+    _networks_field("deny"),
+)
+_CONTROL: Final = (
+    _string_field("socket", Path),
+    _string_field("group"),
+    _string_field("admin-group"),
+)
+_METRICS: Final = (_endpoint_field("listen", METRICS_PORT, ip_only=True),)
+_LOG: Final = (_choice_field("level", "debug", "info", "warning", "error"),)
+
+
+def _build_source(values: dict[str, Any], raw: Mapping[str, object]) -> SourceConfig:
+    # An explicit min-poll above the default max-poll (or max-poll below the default min-poll)
+    # moves the other, unset bound along, as chrony does; two explicit bounds are checked later.
+    if "max-poll" not in raw:
+        values["max_poll"] = max(values.get("min_poll", 6), 10)
+    if "min-poll" not in raw:
+        values["min_poll"] = min(values.get("max_poll", 10), 6)
+    return SourceConfig(name=str(raw["address"]), **values)
+
+
+@dataclass(frozen=True, slots=True)
+class _Section:
+    fields: tuple[_Field, ...]
+    build: Callable[[dict[str, Any], Mapping[str, object]], Any]
+    array: bool = False  # [[name]], an array of tables
+
+
+def _plain(cls: Callable[..., Any]) -> Callable[[dict[str, Any], Mapping[str, object]], Any]:
+    return lambda values, _raw: cls(**values)
+
+
+_SECTIONS: Final = {
+    "clock": _Section(_CLOCK, _plain(ClockConfig)),
+    "synchronization": _Section(_SYNCHRONIZATION, _plain(SynchronizationConfig)),
+    "source": _Section(_SOURCE, _build_source, array=True),
+    "server": _Section(_SERVER, _plain(ServerConfig), array=True),
+    "control": _Section(_CONTROL, _plain(ControlConfig)),
+    "metrics": _Section(_METRICS, _plain(MetricsConfig)),
+    "log": _Section(_LOG, _plain(LogConfig)),
+}
+
+
+class _Report(list[tuple[str, object, str]]):
+    """(key path, value, expected) of each error found so far, in file order."""
+
+    def add(self, key: str, value: object, expected: str) -> None:
+        self.append((key, value, expected))
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{_toml_key(key)}" if where else _toml_key(key)
+
+
+def _parse_table(
+    raw: Mapping[str, object], where: str, section: _Section, report: _Report
+) -> Any | None:
+    """Step 1 for one table: its dataclass, or None after reporting why not."""
+    known = {f.key: f for f in section.fields}
+    values: dict[str, Any] = {}
+    ok = True
+    for key, value in raw.items():
+        spec = known.get(key)
+        if spec is None:
+            report.add(_join(where, key), value, "key to be one of: " + ", ".join(known))
+            ok = False
+            continue
+        try:
+            values[spec.key.replace("-", "_")] = spec.parse(value)
+        except _Invalid as e:
+            for suffix, bad, expected in e.items or (("", value, spec.expected),):
+                report.add(_join(where, key) + suffix, bad, expected)
+            ok = False
+    for spec in section.fields:
+        if spec.required and spec.key not in raw:
+            report.add(_join(where, spec.key), MISSING, spec.expected)
+            ok = False
+    return section.build(values, raw) if ok else None
+
+
+# --- step 2: cross-field checks ---------------------------------------------------------------
+
+_Parsed = list[tuple[str, Mapping[str, object], Any]]  # (key path, raw table, dataclass)
+
+
+def _endpoint_identity(endpoint: Endpoint) -> tuple[str, int]:
+    """What makes two endpoints the same: case-insensitive names, canonical IP literals."""
+    try:
+        host = str(ip_address(endpoint.host))
+    except ValueError:
+        host = endpoint.host.lower().removesuffix(".")
+    return host, endpoint.port
+
+
+def _check_sources(parsed: _Parsed, report: _Report) -> None:
+    first_use: dict[tuple[str, int], str] = {}
+    for where, raw, source in parsed:
+        if source.min_poll > source.max_poll:  # both were set explicitly (see _build_source)
+            report.add(
+                f"{where}.max-poll",
+                source.max_poll,
+                f"integer {source.min_poll}..{POLL_MAX} (log2 seconds, at least min-poll)",
+            )
+        if "count" in raw and source.mode == "server":
+            report.add(f"{where}.count", source.count, 'no count unless mode = "pool"')
+        identity = _endpoint_identity(source.address)
+        if identity in first_use:
+            report.add(
+                f"{where}.address",
+                source.name,
+                f"an address no other source uses (same as {first_use[identity]})",
+            )
+        else:
+            first_use[identity] = f"{where}.address"
+
+
+def _check_servers(parsed: _Parsed, report: _Report) -> None:
+    first_use: dict[tuple[str, int], str] = {}
+    for where, raw, server in parsed:
+        identity = _endpoint_identity(server.listen)
+        if identity in first_use:
+            report.add(
+                f"{where}.listen",
+                raw.get("listen", str(server.listen)),
+                f"an address no other server listens on (same as {first_use[identity]})",
+            )
+        else:
+            first_use[identity] = f"{where}.listen"
+
+
+# --- entry points -----------------------------------------------------------------------------
+
+
+def parse_config(data: Mapping[str, object], path: Path) -> Config:
+    """Check decoded TOML ``data`` read from ``path``; raise ``ConfigErrors`` with every error."""
+    report = _Report()
+    parsed: dict[str, _Parsed] = {name: [] for name in _SECTIONS}
+    for name, raw in data.items():
+        section = _SECTIONS.get(name)
+        if section is None:
+            report.add(_toml_key(name), raw, "key to be one of: " + ", ".join(_SECTIONS))
+            continue
+        if section.array:
+            if not isinstance(raw, list):
+                report.add(name, raw, f"array of tables (write [[{name}]], once per {name})")
+                continue
+            tables = [(f"{name}[{i}]", item) for i, item in enumerate(raw)]
+        else:
+            tables = [(name, raw)]
+        for where, table in tables:
+            if not isinstance(table, Mapping):
+                form = f"[[{name}]]" if section.array else f"[{name}]"
+                report.add(where, table, f"table (write {form})")
+                continue
+            result = _parse_table(table, where, section, report)
+            if result is not None:
+                parsed[name].append((where, table, result))
+    _check_sources(parsed["source"], report)
+    _check_servers(parsed["server"], report)
+    if report:
+        raise ConfigErrors(
+            ConfigError(path, key, value, expected) for key, value, expected in report
+        )
+
+    singles = ("clock", "synchronization", "control", "metrics", "log")
+    return Config(
+        path=path,
+        sources=tuple(obj for _, _, obj in parsed["source"]),
+        servers=tuple(obj for _, _, obj in parsed["server"]),
+        **{name: parsed[name][0][2] for name in singles if parsed[name]},
+    )
+
+
+def load_config(path: Path) -> Config:
+    """Read and check the TOML file at ``path``; raise ``ConfigErrors`` with every error."""
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        message = f"cannot read config file: {e.strerror or e}"
+        raise ConfigErrors([ConfigError(path, "", message, "")]) from e
+    except UnicodeDecodeError as e:
+        message = f"invalid TOML: not UTF-8 ({e.reason} at byte {e.start})"
+        raise ConfigErrors([ConfigError(path, "", message, "")]) from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigErrors([ConfigError(path, "", f"invalid TOML: {e}", "")]) from e
+    return parse_config(data, path)

@@ -1,0 +1,379 @@
+"""The control socket: JSON-RPC 2.0 over a Unix stream socket, one JSON object per line.
+
+Theory of operation: each connection is read one line at a time and answered in order.  A
+request names a method from one of two tables, fixed at construction: read-only methods (open to
+whoever can open the socket, like chronyc's monitoring commands) and admin methods, which change
+the daemon and need uid 0, the daemon's own uid, or membership in the admin group.  The peer's
+uid/gid come from ``SO_PEERCRED`` (the kernel vouches for them); group membership is looked up
+for each admin request, so an edit of /etc/group applies without a restart.
+
+A bad client can cost us at most one connection slot for ``idle_timeout`` seconds and
+``max_line_bytes`` of memory: every failure becomes a JSON-RPC error or a closed connection,
+never an exception out of the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import grp
+import inspect
+import logging
+import os
+import pwd
+import socket
+import stat
+import struct
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from tsyncd.control.rpc import (
+    ErrorCode,
+    Request,
+    RpcError,
+    make_error,
+    make_result,
+    parse_request,
+    request_id_of,
+)
+from tsyncd.snapshots import as_json
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[dict[str, Any]], Awaitable[Any] | Any]
+
+# struct ucred from <sys/socket.h>: pid_t pid; uid_t uid; gid_t gid (three 32-bit ints on Linux).
+_UCRED = struct.Struct("=iII")
+
+
+class ControlSetupError(Exception):
+    """The control socket cannot be set up; the message says what to change."""
+
+
+def supplementary_groups(uid: int) -> set[int]:
+    """Return every gid the user ``uid`` belongs to (primary and supplementary).
+
+    A uid with no passwd entry (e.g. a container's arbitrary uid) belongs to no group.
+    """
+    try:
+        entry = pwd.getpwuid(uid)
+    except KeyError:
+        return set()
+    try:
+        return set(os.getgrouplist(entry.pw_name, entry.pw_gid))
+    except OSError:
+        return {entry.pw_gid}
+
+
+def may_call_admin(
+    uid: int,
+    gid: int,
+    *,
+    own_uid: int,
+    admin_gid: int | None,
+    supplementary: Callable[[int], set[int]] = supplementary_groups,
+) -> bool:
+    """Decide whether a peer with ``uid``/``gid`` (from SO_PEERCRED) may call admin methods.
+
+    Root and the daemon's own user always may; otherwise the peer's effective gid or one of its
+    user's groups must be ``admin_gid``.  With no admin group only those two may.
+    """
+    if uid == 0 or uid == own_uid:
+        return True
+    if admin_gid is None:
+        return False
+    if gid == admin_gid:
+        return True
+    return admin_gid in supplementary(uid)
+
+
+def _resolve_group(name: str, what: str) -> int:
+    """Map a group name (or a numeric gid) to a gid, or explain why it cannot."""
+    if name.isdigit():
+        return int(name)
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        raise ControlSetupError(
+            f"{what} {name!r} does not exist; create it (groupadd {name}) or change the setting"
+        ) from None
+
+
+def peer_credentials(sock: Any) -> tuple[int, int, int]:
+    """Return (pid, uid, gid) of the process at the other end of a Unix socket."""
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+    pid, uid, gid = _UCRED.unpack(raw)
+    return pid, uid, gid
+
+
+class ControlServer:
+    """JSON-RPC control server on a Unix stream socket.
+
+    Call ``start()`` once, then ``close()`` on shutdown (it removes the socket file).
+    """
+
+    def __init__(
+        self,
+        socket_path: Path,
+        *,
+        read_methods: Mapping[str, Handler],
+        admin_methods: Mapping[str, Handler],
+        group: str | None = None,
+        admin_group: str | None = None,
+        max_connections: int = 32,
+        max_line_bytes: int = 65536,
+        idle_timeout: float = 60.0,
+    ) -> None:
+        both = sorted(set(read_methods) & set(admin_methods))
+        if both:
+            raise ValueError(f"methods both read-only and admin: {', '.join(both)}")
+        if max_connections < 1 or max_line_bytes < 64:
+            raise ValueError("max_connections must be >= 1 and max_line_bytes >= 64")
+        self._path = Path(socket_path)
+        self._read = dict(read_methods)
+        self._admin = dict(admin_methods)
+        self._group = group
+        self._admin_group = admin_group
+        self._admin_gid: int | None = None
+        self._max_connections = max_connections
+        self._max_line = max_line_bytes
+        self._idle_timeout = idle_timeout
+        self._own_uid = os.geteuid()
+        self._server: asyncio.AbstractServer | None = None
+        self._inode: int | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def socket_path(self) -> Path:
+        """Where the socket lives."""
+        return self._path
+
+    @property
+    def connection_count(self) -> int:
+        """Connections being served right now."""
+        return len(self._tasks)
+
+    async def start(self) -> None:
+        """Create the socket and start accepting connections.
+
+        Raises ``ControlSetupError`` if a group is unknown, another daemon is listening on the
+        path, or the path holds something that is not a socket.
+        """
+        gid = _resolve_group(self._group, "control socket group") if self._group else None
+        if self._admin_group is not None:
+            self._admin_gid = _resolve_group(self._admin_group, "control admin group")
+        self._prepare_path()
+        self._server = await asyncio.start_unix_server(
+            self._serve, path=str(self._path), limit=self._max_line
+        )
+        self._inode = os.stat(self._path).st_ino
+        try:
+            if gid is not None:
+                os.chown(self._path, -1, gid)
+                os.chmod(self._path, 0o660)
+            else:
+                # Read-only methods are for every local user, like chronyc's monitoring commands;
+                # admin methods are still guarded per request.
+                os.chmod(self._path, 0o666)
+        except OSError as exc:
+            await self.close()
+            raise ControlSetupError(
+                f"cannot set ownership/permissions of {self._path}: {exc.strerror}"
+            ) from exc
+        logger.info("control socket listening on %s", self._path)
+
+    def _prepare_path(self) -> None:
+        parent = self._path.parent
+        if not parent.exists():
+            try:
+                parent.mkdir(parents=True, mode=0o755)
+                os.chmod(parent, 0o755)  # mkdir's mode is filtered through the umask
+            except OSError as exc:
+                raise ControlSetupError(
+                    f"cannot create directory {parent} for the control socket: {exc.strerror}"
+                ) from exc
+        try:
+            st = os.lstat(self._path)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISSOCK(st.st_mode):
+            raise ControlSetupError(
+                f"{self._path} exists and is not a socket; remove it or choose another path"
+            )
+        if self._someone_listening():
+            raise ControlSetupError(
+                f"another process is already listening on {self._path} (is tsyncd running?)"
+            )
+        # A socket file nobody listens on is left over from a daemon that died: replace it.
+        logger.info("removing stale control socket %s", self._path)
+        self._path.unlink()
+
+    def _someone_listening(self) -> bool:
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.settimeout(0.5)
+        try:
+            probe.connect(str(self._path))
+        except (TimeoutError, BlockingIOError):
+            return True  # a full backlog: someone is there, just busy
+        except OSError:
+            return False  # ECONNREFUSED: nobody has it open
+        else:
+            return True
+        finally:
+            probe.close()
+
+    async def close(self) -> None:
+        """Stop accepting, drop open connections and remove our socket file."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if server is not None:
+            await server.wait_closed()
+        # Only unlink the file we created: a newer daemon may have replaced it.
+        if self._inode is not None:
+            with contextlib.suppress(OSError):
+                if os.lstat(self._path).st_ino == self._inode:
+                    self._path.unlink()
+            self._inode = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        try:
+            if len(self._tasks) >= self._max_connections:
+                logger.warning(
+                    "control socket: refusing a connection, %d already open", len(self._tasks)
+                )
+                error = RpcError(
+                    ErrorCode.SERVER_BUSY,
+                    f"tsyncd is serving {self._max_connections} control connections already;"
+                    " try again later",
+                )
+                await self._send(writer, make_error(None, error))
+                return
+            if task is not None:
+                self._tasks.add(task)
+            try:
+                uid, gid = self._credentials(writer)
+                await self._serve_lines(reader, writer, uid, gid)
+            finally:
+                if task is not None:
+                    self._tasks.discard(task)
+        except asyncio.CancelledError:
+            raise
+        except OSError as exc:  # includes TimeoutError from a stuck drain()
+            logger.debug("control connection ended: %s", exc)
+        except Exception:  # a bug here must not stop the server
+            logger.exception("control connection failed")
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    def _credentials(self, writer: asyncio.StreamWriter) -> tuple[int, int]:
+        sock = writer.get_extra_info("socket")
+        try:
+            _pid, uid, gid = peer_credentials(sock)
+        except (OSError, struct.error):
+            # Without credentials, assume the least privilege.
+            return -1, -1
+        return uid, gid
+
+    async def _serve_lines(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, uid: int, gid: int
+    ) -> None:
+        while True:
+            try:
+                async with asyncio.timeout(self._idle_timeout):
+                    line = await reader.readuntil(b"\n")
+            except asyncio.IncompleteReadError as exc:
+                if exc.partial.strip():
+                    # The peer closed after a last line without its newline: answer it anyway.
+                    await self._answer(writer, exc.partial, uid, gid)
+                return
+            except asyncio.LimitOverrunError:
+                error = RpcError(
+                    ErrorCode.LINE_TOO_LONG,
+                    f"request longer than {self._max_line} bytes; closing the connection",
+                )
+                await self._send(writer, make_error(None, error))
+                return
+            except TimeoutError:
+                logger.debug("control connection idle for %.0f s, closing", self._idle_timeout)
+                return
+            if not line.strip():
+                continue  # blank lines keep a hand-typed session (socat) forgiving
+            await self._answer(writer, line, uid, gid)
+
+    async def _answer(self, writer: asyncio.StreamWriter, line: bytes, uid: int, gid: int) -> None:
+        response = await self.handle_line(line, uid=uid, gid=gid)
+        if response is not None:
+            await self._send(writer, response)
+
+    async def _send(self, writer: asyncio.StreamWriter, data: bytes) -> None:
+        writer.write(data)
+        # A client that never reads must not pin the connection forever.
+        async with asyncio.timeout(self._idle_timeout):
+            await writer.drain()
+
+    async def handle_line(self, line: bytes, *, uid: int, gid: int) -> bytes | None:
+        """Answer one request line from a peer with ``uid``/``gid``; None for notifications."""
+        try:
+            request = parse_request(line)
+        except RpcError as error:
+            return make_error(request_id_of(line), error)
+        try:
+            result = await self._dispatch(request, uid, gid)
+            if request.notification:
+                return None
+            try:
+                return make_result(request.id, result)
+            except (TypeError, ValueError) as exc:
+                logger.error(
+                    "control method %r returned a non-JSON result: %s", request.method, exc
+                )
+                raise RpcError(
+                    ErrorCode.INTERNAL_ERROR,
+                    f"internal error in '{request.method}': result is not JSON ({exc});"
+                    " please report this bug",
+                ) from exc
+        except RpcError as error:
+            return None if request.notification else make_error(request.id, error)
+
+    async def _dispatch(self, request: Request, uid: int, gid: int) -> Any:
+        method = request.method
+        handler = self._read.get(method)
+        if handler is None:
+            handler = self._admin.get(method)
+            if handler is None:
+                known = ", ".join(sorted({*self._read, *self._admin}))
+                raise RpcError(
+                    ErrorCode.METHOD_NOT_FOUND, f"unknown method '{method}'; known: {known}"
+                )
+            if not may_call_admin(uid, gid, own_uid=self._own_uid, admin_gid=self._admin_gid):
+                who = f"root or group '{self._admin_group}'" if self._admin_group else "root"
+                logger.info("control: uid %d denied admin method %r", uid, method)
+                raise RpcError(
+                    ErrorCode.PERMISSION_DENIED, f"permission denied: '{method}' needs {who}"
+                )
+        try:
+            result = handler(request.params)
+            if inspect.isawaitable(result):
+                result = await result
+        except RpcError:
+            raise
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a handler bug must not end the connection
+            logger.exception("control method %r failed", method)
+            raise RpcError(
+                ErrorCode.INTERNAL_ERROR,
+                f"internal error in '{method}': {type(exc).__name__}: {exc};"
+                " see the tsyncd log for details",
+            ) from exc
+        return as_json(result)

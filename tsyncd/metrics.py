@@ -1,0 +1,283 @@
+"""Prometheus exporter: ``GET /metrics`` built from fresh snapshots at every scrape.
+
+Theory of operation: a private ``CollectorRegistry`` holds one custom collector that asks the
+``SnapshotProvider`` for the system, source and server snapshots when Prometheus scrapes, so
+there is no second copy of the state to keep in step (the same rule as the control socket:
+read snapshots, never live objects).  The HTTP side is a deliberately tiny asyncio server on
+the daemon's event loop, no threads: one GET per connection, answered and closed, with a cap
+on request size, time and concurrent connections, since a scraper is the only expected client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from tsyncd import __version__
+from tsyncd.snapshots import SnapshotProvider
+
+logger = logging.getLogger(__name__)
+
+LEAP_VALUES = {"none": 0, "insert": 1, "delete": 2, "unsynchronized": 3}
+MAX_REQUEST_BYTES = 8192
+REQUEST_TIMEOUT_S = 10.0
+MAX_CONNECTIONS = 16
+
+
+class SnapshotCollector(Collector):
+    """Turns the provider's snapshots into metric families at scrape time.
+
+    A value that is None (not measured yet) leaves its sample out rather than inventing 0.
+    """
+
+    def __init__(self, provider: SnapshotProvider) -> None:
+        self._provider = provider
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._system()
+        yield from self._sources()
+        yield from self._server()
+        build = GaugeMetricFamily(
+            "tsyncd_build_info", "tsyncd build information (always 1).", labels=["version"]
+        )
+        build.add_metric([__version__], 1)
+        yield build
+
+    def _system(self) -> Iterator[Metric]:
+        snap = self._provider.system_snapshot()
+
+        def gauge(name: str, doc: str, value: float | None) -> GaugeMetricFamily:
+            family = GaugeMetricFamily(name, doc)
+            if value is not None:
+                family.add_metric([], value)
+            return family
+
+        yield gauge(
+            "tsyncd_system_offset_seconds",
+            "Estimated correction to add to the clock (chrony sign: positive means slow).",
+            snap.offset,
+        )
+        yield gauge(
+            "tsyncd_system_stratum", "Stratum we serve (16 when unsynchronized).", snap.stratum
+        )
+        yield gauge(
+            "tsyncd_system_root_delay_seconds",
+            "Round-trip delay to the primary reference.",
+            snap.root_delay,
+        )
+        yield gauge(
+            "tsyncd_system_root_dispersion_seconds",
+            "Error bound accumulated up to the primary reference.",
+            snap.root_dispersion,
+        )
+        yield gauge(
+            "tsyncd_system_leap",
+            "Leap indicator: 0 none, 1 insert, 2 delete, 3 unsynchronized.",
+            LEAP_VALUES.get(snap.leap),
+        )
+        yield gauge("tsyncd_system_poll_log2_seconds", "System poll interval (log2 s).", snap.poll)
+        yield gauge(
+            "tsyncd_system_precision_log2_seconds", "Clock precision (log2 s).", snap.precision
+        )
+        yield gauge(
+            "tsyncd_system_synchronized",
+            "1 if a source is selected and the offset is known, else 0.",
+            1 if snap.synchronized else 0,
+        )
+        yield gauge(
+            "tsyncd_system_uptime_seconds", "Seconds since the daemon started.", snap.uptime
+        )
+
+    def _sources(self) -> Iterator[Metric]:
+        sources = self._provider.source_snapshots()
+        labels = ["source", "address"]
+        gauges = {
+            "offset": GaugeMetricFamily(
+                "tsyncd_source_offset_seconds",
+                "Offset of the source from our clock (positive: source ahead).",
+                labels=labels,
+            ),
+            "delay": GaugeMetricFamily(
+                "tsyncd_source_delay_seconds", "Round-trip delay to the source.", labels=labels
+            ),
+            "jitter": GaugeMetricFamily(
+                "tsyncd_source_jitter_seconds", "Jitter of the source's offsets.", labels=labels
+            ),
+            "dispersion": GaugeMetricFamily(
+                "tsyncd_source_dispersion_seconds", "Dispersion of the source.", labels=labels
+            ),
+            "reach": GaugeMetricFamily(
+                "tsyncd_source_reach",
+                "8-bit reachability register (377 octal = 255).",
+                labels=labels,
+            ),
+            "poll": GaugeMetricFamily(
+                "tsyncd_source_poll_log2_seconds", "Poll interval (log2 s).", labels=labels
+            ),
+            "stratum": GaugeMetricFamily(
+                "tsyncd_source_stratum", "Stratum the source reported.", labels=labels
+            ),
+            "selected": GaugeMetricFamily(
+                "tsyncd_source_selected", "1 for the system peer, else 0.", labels=labels
+            ),
+        }
+        counters = {
+            "packets_sent": CounterMetricFamily(
+                "tsyncd_source_packets_sent", "Requests sent to the source.", labels=labels
+            ),
+            "packets_received": CounterMetricFamily(
+                "tsyncd_source_packets_received", "Valid replies from the source.", labels=labels
+            ),
+            "packets_dropped": CounterMetricFamily(
+                "tsyncd_source_packets_dropped", "Replies that failed a check.", labels=labels
+            ),
+        }
+        for src in sources:
+            values: dict[str, float | None] = {
+                "offset": src.offset,
+                "delay": src.delay,
+                "jitter": src.jitter,
+                "dispersion": src.dispersion,
+                "reach": src.reach,
+                "poll": src.poll,
+                "stratum": src.stratum,
+                "selected": 1 if src.state == "selected" else 0,
+            }
+            label_values = [src.name, src.address]
+            for key, family in gauges.items():
+                value = values[key]
+                if value is not None:
+                    family.add_metric(label_values, value)
+            counters["packets_sent"].add_metric(label_values, src.packets_sent)
+            counters["packets_received"].add_metric(label_values, src.packets_received)
+            counters["packets_dropped"].add_metric(label_values, src.packets_dropped)
+        yield from gauges.values()
+        yield from counters.values()
+
+    def _server(self) -> Iterator[Metric]:
+        snap = self._provider.server_snapshot()
+        received = CounterMetricFamily(
+            "tsyncd_server_received_packets", "Datagrams the NTP server read."
+        )
+        received.add_metric([], snap.received)
+        sent = CounterMetricFamily("tsyncd_server_sent_packets", "Responses the NTP server sent.")
+        sent.add_metric([], snap.sent)
+        dropped = CounterMetricFamily(
+            "tsyncd_server_dropped_packets",
+            "Requests answered with nothing, by reason.",
+            labels=["reason"],
+        )
+        for reason, count in sorted(snap.dropped_by_reason.items()):
+            dropped.add_metric([reason], count)
+        kod = CounterMetricFamily("tsyncd_server_kod_sent", "Kiss-o'-Death responses sent.")
+        kod.add_metric([], snap.kod_sent)
+        yield from (received, sent, dropped, kod)
+
+
+class MetricsExporter:
+    """Serves ``/metrics`` over HTTP on ``host``:``port`` (port 0 picks a free one)."""
+
+    def __init__(self, provider: SnapshotProvider, host: str, port: int) -> None:
+        self._host = host
+        self._requested_port = port
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(SnapshotCollector(provider))
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def port(self) -> int:
+        """The port actually bound; raises RuntimeError before ``start()``."""
+        if self._server is None or not self._server.sockets:
+            raise RuntimeError("metrics exporter is not started")
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def start(self) -> None:
+        """Bind and start serving; OSError (e.g. port in use) propagates to the caller."""
+        self._server = await asyncio.start_server(
+            self._serve, self._host, self._requested_port, limit=MAX_REQUEST_BYTES
+        )
+        logger.info("metrics exporter listening on %s port %d", self._host, self.port)
+
+    async def close(self) -> None:
+        """Stop serving and drop open connections."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if server is not None:
+            await server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        try:
+            if len(self._tasks) >= MAX_CONNECTIONS:
+                await self._respond(writer, 503, "text/plain", b"too many connections\n")
+                return
+            if task is not None:
+                self._tasks.add(task)
+            async with asyncio.timeout(REQUEST_TIMEOUT_S):
+                head = await reader.readuntil(b"\r\n\r\n")
+                status, content_type, body, head_only = self._route(head)
+                await self._respond(writer, status, content_type, body, head_only=head_only)
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, OSError):
+            pass  # a scraper that hung up or sent junk: nothing to answer
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug in a collector must not stop the exporter
+            logger.exception("metrics request failed")
+            with contextlib.suppress(Exception):
+                await self._respond(writer, 500, "text/plain", b"internal error, see the log\n")
+        finally:
+            if task is not None:
+                self._tasks.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    def _route(self, head: bytes) -> tuple[int, str, bytes, bool]:
+        request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
+        parts = request_line.split()
+        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+            return 400, "text/plain", b"bad request\n", False
+        method, target = parts[0], parts[1]
+        if method not in ("GET", "HEAD"):
+            return 405, "text/plain", b"only GET and HEAD are supported\n", False
+        path = target.split("?", 1)[0]
+        if path == "/metrics":
+            return 200, CONTENT_TYPE_LATEST, generate_latest(self.registry), method == "HEAD"
+        if path == "/":
+            body = b'<html><body><a href="/metrics">tsyncd metrics</a></body></html>\n'
+            return 200, "text/html; charset=utf-8", body, method == "HEAD"
+        return 404, "text/plain", b"not found; metrics are at /metrics\n", method == "HEAD"
+
+    async def _respond(
+        self,
+        writer: asyncio.StreamWriter,
+        status: int,
+        content_type: str,
+        body: bytes,
+        *,
+        head_only: bool = False,
+    ) -> None:
+        reasons = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
+        reasons.update({500: "Internal Server Error", 503: "Service Unavailable"})
+        head = (
+            f"HTTP/1.1 {status} {reasons.get(status, 'Error')}\r\n"
+            f"Content-Type: {content_type}\r\n"
+            f"Content-Length: {len(body)}\r\n"
+            "Connection: close\r\n\r\n"
+        ).encode("latin-1")
+        writer.write(head if head_only else head + body)
+        async with asyncio.timeout(REQUEST_TIMEOUT_S):
+            await writer.drain()

@@ -1,0 +1,58 @@
+"""The NTP server's IO edge: a timestamped UDP socket feeding the sans-IO responder."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from tsyncd.net.udp import Address, TimestampedUdp, normalize_ip
+from tsyncd.servers.responder import AccessList, NtpResponder
+
+log = logging.getLogger(__name__)
+
+
+class NtpServer:
+    """Answers NTP client requests on one listening address."""
+
+    def __init__(self, responder: NtpResponder, now_ns: Callable[[], int]) -> None:
+        self.responder = responder
+        self._now_ns = now_ns
+        self._udp: TimestampedUdp | None = None
+
+    @classmethod
+    def create(
+        cls,
+        host: str,
+        port: int,
+        access: AccessList,
+        now_ns: Callable[[], int],
+        *,
+        responder: NtpResponder | None = None,
+    ) -> NtpServer:
+        """Bind and start serving (on the running loop); OSError if the address is taken."""
+        server = cls(responder or NtpResponder(access), now_ns)
+        server._udp = TimestampedUdp.bind(host, port, server._on_datagram, now_ns)
+        return server
+
+    @property
+    def listen(self) -> str:
+        """The bound address as 'ip:port' or '[ip6]:port'."""
+        if self._udp is None:
+            return ""
+        addr = self._udp.local_address
+        host = str(addr[0])
+        return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"
+
+    def _on_datagram(self, data: bytes, address: Address, rx_ns: int) -> None:
+        assert self._udp is not None
+        client = normalize_ip(str(address[0]))
+        reason, response = self.responder.handle_request(data, client, rx_ns, self._now_ns())
+        if response is not None:
+            self._udp.sendto(response, address)
+        else:
+            log.debug("dropped request from %s: %s", address[0], reason)
+
+    def close(self) -> None:
+        """Stop serving."""
+        if self._udp is not None:
+            self._udp.close()

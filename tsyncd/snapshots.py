@@ -1,0 +1,92 @@
+"""Read-only snapshots of the daemon's parts, for control and metrics.
+
+Control and metrics never reach into live objects; each part offers ``snapshot()`` returning one
+of these frozen dataclasses, and ``as_json`` turns it into the JSON object that ``tsyncctl
+--json`` prints.  Field names are an interface contract (issue 2): extend, never rename.
+All times are seconds (float) unless the name says otherwise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SystemSnapshot:
+    """The system process's view: what we serve and how far we think our clock is off."""
+
+    synchronized: bool  # a source is selected and the clock's offset is known
+    unsynchronized_reason: str | None  # why not, in words a person can act on; None if synced
+    clock_mode: str  # "system" | "measure" | "simulated"
+    stratum: int  # 16 when unsynchronized
+    reference_id: str  # dotted quad, or 4 ASCII chars for stratum 1 / local
+    reference_id_raw: int
+    reference_time: float | None  # Unix seconds of the last clock update, None if never
+    offset: float  # s, selected source minus our clock (RFC 5905 theta): add it to the clock
+    root_delay: float  # s
+    root_dispersion: float  # s
+    leap: str  # "none" | "insert" | "delete" | "unsynchronized"
+    poll: int  # log2 s, the system poll interval
+    precision: int  # log2 s
+    selected_source: str | None  # name of the system peer
+    uptime: float  # s since the daemon started
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SourceSnapshot:
+    """One association: where it is, what it told us, how we judge it."""
+
+    name: str  # as configured (host:port), unique
+    address: str  # resolved address "ip:port" ("[ip6]:port"), or "" when unresolved
+    mode: str  # "server" | "pool"
+    state: str  # "selected" | "candidate" | "falseticker" | "unreachable" | "unusable" | "init"
+    state_reason: str | None  # why unusable/unreachable, if known
+    offset: float | None  # s, positive means the source is ahead of our clock
+    delay: float | None  # s, round trip
+    jitter: float | None  # s
+    dispersion: float | None  # s
+    root_delay: float | None  # s, as the source reported
+    root_dispersion: float | None  # s, as the source reported
+    stratum: int | None
+    reference_id: str | None
+    leap: str | None
+    reach: int  # 8-bit reachability register
+    poll: int  # log2 s, current poll interval
+    last_rx: float | None  # s ago that the last valid reply arrived
+    packets_sent: int
+    packets_received: int  # valid replies
+    packets_dropped: int  # replies failing a check
+    kiss_code: str | None  # last KoD code received, if any
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerStatsSnapshot:
+    """Counters of one NTP server (or the sum over all of them)."""
+
+    listen: list[str]
+    received: int  # datagrams read
+    sent: int  # responses sent
+    dropped: int  # requests answered with nothing
+    dropped_by_reason: dict[str, int] = field(default_factory=dict)  # reason -> count
+    kod_sent: int = 0
+
+
+def as_json(snapshot: Any) -> Any:
+    """Return a JSON-serialisable form of a snapshot (or a list of them)."""
+    if isinstance(snapshot, list | tuple):
+        return [as_json(s) for s in snapshot]
+    if dataclasses.is_dataclass(snapshot) and not isinstance(snapshot, type):
+        return dataclasses.asdict(snapshot)
+    return snapshot
+
+
+class SnapshotProvider(Protocol):
+    """What control and metrics read from the daemon (each call returns a fresh snapshot)."""
+
+    def system_snapshot(self) -> SystemSnapshot: ...
+
+    def source_snapshots(self) -> list[SourceSnapshot]: ...
+
+    def server_snapshot(self) -> ServerStatsSnapshot: ...

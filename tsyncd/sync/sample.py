@@ -1,0 +1,32 @@
+"""One measurement of a source's clock against ours, as the association hands it on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+PHI_PPM: Final = 15  # RFC 5905 §7.5 frequency tolerance: dispersion grows 15 µs per second
+MAXDISP_NS: Final = 16_000_000_000  # RFC 5905 MAXDISP, 16 s
+MAXDIST_NS: Final = 1_000_000_000  # RFC 5905 MAXDIST, 1 s: farther sources are not selectable
+MINDISP_NS: Final = 5_000_000  # RFC 5905 body MINDISP, 5 ms
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Sample:
+    """A valid reply turned into numbers (RFC 5905 §8); all times integer nanoseconds."""
+
+    offset_ns: int  # theta: source clock minus our clock
+    delay_ns: int  # delta: round trip minus the server's processing time
+    dispersion_ns: int  # epsilon_0: precisions plus PHI over the round trip
+    root_delay_ns: int  # the source's root delay, as it reported
+    root_dispersion_ns: int  # the source's root dispersion, as it reported
+    stratum: int
+    leap: int  # 0..2 (3 never reaches a sample)
+    reference_id: int
+    local_rx_ns: int  # T4, our clock's Unix ns when the reply arrived
+    interleaved: bool = False
+
+
+def dispersion_at(dispersion_ns: int, since_ns: int) -> int:
+    """Dispersion after ``since_ns`` of ageing at PHI (RFC 5905 §9.1)."""
+    return dispersion_ns + max(0, since_ns) * PHI_PPM // 1_000_000
