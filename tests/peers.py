@@ -119,13 +119,16 @@ class Peers:
         *,
         extra_args: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
+        clock_toml: str = "",
     ) -> Tsyncd:
         """tsyncd in measure mode with its control socket in the temp dir."""
         d = self.tmp / name
         d.mkdir()
         sock = d / "tsyncd.sock"
         conf = d / "tsyncd.toml"
-        conf.write_text(f'[clock]\nmode = "measure"\n[control]\nsocket = "{sock}"\n{toml}')
+        conf.write_text(
+            f'[clock]\nmode = "measure"\n{clock_toml}\n[control]\nsocket = "{sock}"\n{toml}'
+        )
         proc = self._start(
             name,
             [sys.executable, "-m", "tsyncd", "-c", str(conf), *extra_args],

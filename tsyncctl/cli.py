@@ -63,6 +63,15 @@ def _call(ctx: click.Context, method: str) -> Any:
         return client.call(method)
 
 
+def _show(ctx: click.Context, method: str, kind: type, as_json: bool, human: Any) -> None:
+    """Call ``method``, check its result's type, print it as JSON or through ``human``."""
+    result = _expect(_call(ctx, method), kind, method)
+    if as_json:
+        _print_json(result)
+    else:
+        click.echo(human(result))
+
+
 def _expect(value: Any, kind: type, method: str) -> Any:
     if not isinstance(value, kind):
         raise CliError(f"tsyncd answered '{method}' with unexpected data (is tsyncctl too old?)")
@@ -135,6 +144,50 @@ def serverstats(ctx: click.Context, as_json: bool) -> None:
         _print_json(result)
     else:
         click.echo(render.render_serverstats(result))
+
+
+@cli.command()
+@json_option
+@click.pass_context
+def tracking(ctx: click.Context, as_json: bool) -> None:
+    """The clock discipline: offsets, frequency, skew (like 'chronyc tracking')."""
+    _show(ctx, "tracking", dict, as_json, render.render_tracking)
+
+
+@cli.command()
+@json_option
+@click.pass_context
+def sourcestats(ctx: click.Context, as_json: bool) -> None:
+    """Sample statistics per source (like 'chronyc sourcestats')."""
+    _show(ctx, "sourcestats", list, as_json, render.render_sourcestats)
+
+
+@cli.command()
+@json_option
+@click.pass_context
+def makestep(ctx: click.Context, as_json: bool) -> None:
+    """Step the clock by the current offset now (needs root or the admin group)."""
+    _show(
+        ctx,
+        "makestep",
+        dict,
+        as_json,
+        lambda r: (
+            f"clock stepped by {r['offset']:+.9f} s"
+            if r.get("stepped")
+            else "not stepped: no source selected or no offset to correct"
+        ),
+    )
+
+
+@cli.command()
+@json_option
+@click.pass_context
+def burst(ctx: click.Context, as_json: bool) -> None:
+    """Send a quick burst of requests to every source (needs root or the admin group)."""
+    _show(
+        ctx, "burst", dict, as_json, lambda r: f"burst started for {r.get('sources', 0)} source(s)"
+    )
 
 
 @cli.command()

@@ -16,8 +16,9 @@ STATE_SYMBOLS = {
     "candidate": "+",
     "falseticker": "x",
     "unreachable": "?",
+    "outlier": "-",
 }
-STATE_LEGEND = "* selected  + candidate  x falseticker  ? unreachable  - other"
+STATE_LEGEND = "* selected  + combined  - outlier  x falseticker  ? unreachable"
 
 _UNITS = ((1.0, "s"), (1e-3, "ms"), (1e-6, "µs"), (1e-9, "ns"))
 
@@ -131,6 +132,63 @@ def render_status(status: Mapping[str, Any]) -> str:
         ("Uptime", format_uptime(status.get("uptime"))),
     ]
     return _key_values(rows)
+
+
+def render_tracking(t: Mapping[str, Any]) -> str:
+    """A ``chronyc tracking``-like block for the ``tracking`` method's result."""
+    synced = t.get("synchronized")
+    reason = t.get("unsynchronized_reason")
+    sync_text = "yes" if synced else (f"no ({reason})" if reason else "no")
+    ref_time = t.get("reference_time")
+    ref_text = "-"
+    if isinstance(ref_time, int | float) and math.isfinite(ref_time):
+        ref_text = dt.datetime.fromtimestamp(ref_time, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    freq = t.get("frequency_ppm")
+    skew = t.get("skew_ppm")
+    applied = t.get("applied_frequency_ppm")
+    rows = [
+        ("Reference ID", _text(t.get("reference_id"))),
+        ("Stratum", _text(t.get("stratum"))),
+        ("Synchronized", sync_text),
+        ("Ref time", ref_text),
+        ("System offset", format_seconds(t.get("system_offset"), signed=True)),
+        ("Host clock offset", format_seconds(t.get("host_clock_offset"), signed=True)),
+        ("Last offset", format_seconds(t.get("last_offset"), signed=True)),
+        ("RMS offset", format_seconds(t.get("rms_offset"))),
+        ("Residual offset", format_seconds(t.get("residual_offset"), signed=True)),
+        ("Frequency", f"{freq:+.3f} ppm" if isinstance(freq, int | float) else "-"),
+        ("Skew", f"{skew:.3f} ppm" if isinstance(skew, int | float) else "-"),
+        ("Applied rate", f"{applied:+.3f} ppm" if isinstance(applied, int | float) else "-"),
+        ("Root delay", format_seconds(t.get("root_delay"))),
+        ("Root dispersion", format_seconds(t.get("root_dispersion"))),
+        ("Update interval", format_seconds(t.get("update_interval"))),
+        ("Clock updates", _text(t.get("clock_updates"))),
+        ("Discipline", _text(t.get("discipline_state"))),
+        ("Leap status", _text(t.get("leap"))),
+        ("Poll", format_log2(t.get("poll"))),
+        ("Clock mode", _text(t.get("clock_mode"))),
+    ]
+    return _key_values(rows)
+
+
+def render_sourcestats(stats: Sequence[Mapping[str, Any]]) -> str:
+    """A ``chronyc sourcestats``-like table."""
+    if not stats:
+        return "no sources configured"
+    headers = ["Name", "NP", "Span", "Offset", "Std Dev", "Delay min", "Delay max"]
+    rows = [
+        [
+            _text(s.get("name")),
+            _text(s.get("samples")),
+            format_seconds_compact(s.get("span")),
+            format_seconds_compact(s.get("offset"), signed=True),
+            format_seconds_compact(s.get("std_dev")),
+            format_seconds_compact(s.get("delay_min")),
+            format_seconds_compact(s.get("delay_max")),
+        ]
+        for s in stats
+    ]
+    return render_table(headers, rows, right={1, 2, 3, 4, 5, 6})
 
 
 def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> str:

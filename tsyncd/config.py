@@ -213,6 +213,7 @@ class ClockConfig:
     """[clock]: which clock we discipline."""
 
     mode: ClockMode = "system"  # "measure": never adjust the clock, only measure and serve
+    drift_file: Path | None = None  # frequency estimate kept across restarts (atomic writes)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -221,6 +222,9 @@ class SynchronizationConfig:
 
     local_stratum: int | None = None  # 1..15: serve our own clock at this stratum while unsynced
     min_sources: int = 1  # 1..16 agreeing sources needed before we trust any
+    step_threshold: float = 0.128  # s: step (not slew) offsets above this ...
+    step_limit: int = 3  # ... in the first N clock updates only (-1: always; 0: never)
+    panic_threshold: float | None = 1000.0  # s: refuse larger offsets after the first update
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -323,6 +327,15 @@ def _int_field(key: str, lo: int, hi: int, unit: str = "") -> _Field:
     return _simple_field(key, expected, lambda v: type(v) is int and lo <= v <= hi)
 
 
+def _seconds_field(key: str, lo: float, hi: float) -> _Field:
+    expected = f"number of seconds {lo:g}..{hi:g}"
+
+    def valid(v: object) -> bool:
+        return type(v) in (int, float) and lo <= v <= hi  # type: ignore[operator]
+
+    return _simple_field(key, expected, valid, float)
+
+
 def _choice_field(key: str, *choices: str, required: bool = False) -> _Field:
     expected = "one of: " + ", ".join(map(_toml_repr, choices))
     return _simple_field(
@@ -396,8 +409,14 @@ def _networks_field(key: str) -> _Field:
     return _Field(key, parse, f"array of strings, each an {_NETWORK_ENTRY}")
 
 
-_CLOCK: Final = (_choice_field("mode", "system", "measure"),)
-_SYNCHRONIZATION: Final = (_int_field("local-stratum", 1, 15), _int_field("min-sources", 1, 16))
+_CLOCK: Final = (_choice_field("mode", "system", "measure"), _string_field("drift-file", Path))
+_SYNCHRONIZATION: Final = (
+    _int_field("local-stratum", 1, 15),
+    _int_field("min-sources", 1, 16),
+    _seconds_field("step-threshold", 0.0, 1e6),
+    _int_field("step-limit", -1, 1_000_000, "clock updates; -1: always"),
+    _seconds_field("panic-threshold", 0.0, 1e9),
+)
 _SOURCE: Final = (
     _choice_field("mode", "server", "pool", required=True),
     _endpoint_field("address", NTP_PORT, ip_only=False, min_port=1, required=True),

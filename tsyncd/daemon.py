@@ -1,10 +1,11 @@
 """The daemon: builds the parts from the config, runs them on one event loop, and stops cleanly.
 
-Data flows one way (ARCHITECTURE.md): sources hand samples to their filters and poke
-``_schedule_update``; one coalesced update asks the system process for a decision, applies it to
-the clock backend, and refreshes the servers' response template.  Control and metrics read only
+Data flows one way (ARCHITECTURE.md): source sockets hand replies to the sans-IO ``SyncCore``,
+which filters, selects and disciplines and answers with clock actions; the daemon applies them to
+the clock backend and refreshes the servers' response template.  One timer, re-armed from
+``core.next_deadline_ns()``, drives polling and the discipline.  Control and metrics read only
 snapshots built here.  A one-second housekeeping tick keeps root dispersion growing, reach states
-current and the systemd watchdog fed.
+current, the drift file fresh and the systemd watchdog fed.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import random
 import signal
 import socket
 import time
-from dataclasses import dataclass
 from typing import Any, Final
 
 from tsyncd import __version__
@@ -29,17 +29,33 @@ from tsyncd.metrics import MetricsExporter
 from tsyncd.sdnotify import Notifier
 from tsyncd.servers.ntp import NtpServer
 from tsyncd.servers.responder import AccessList, NtpResponder, ResponseTemplate
-from tsyncd.snapshots import ServerStatsSnapshot, SourceSnapshot, SystemSnapshot
-from tsyncd.sources.ntp import NtpSource
-from tsyncd.sync.system import SystemDecision, SystemProcess
-from tsyncd.wire.ntp import Leap, refid_to_str
+from tsyncd.snapshots import (
+    ServerStatsSnapshot,
+    SourceSnapshot,
+    SourceStatsSnapshot,
+    SystemSnapshot,
+    TrackingSnapshot,
+)
+from tsyncd.sources.ntp import NtpSourceSocket
+from tsyncd.sync.core import SyncCore
+from tsyncd.sync.discipline import (
+    ClockAction,
+    Discipline,
+    DisciplineConfig,
+    Panic,
+    SetFrequency,
+    Step,
+)
+from tsyncd.sync.driftfile import read_drift, write_drift
+from tsyncd.sync.system import SystemDecision
+from tsyncd.wire.ntp import Leap, refid_for_address, refid_to_str
 from tsyncd.wire.timestamps import ntp64_from_unix_ns, short_from_ns
 
 log = logging.getLogger(__name__)
 
-_STEP_THRESHOLD_NS: Final = 128_000_000  # ntpd's CLOCK_MAX, RFC 5905 STEPT (appendix)
-_STEP_LIMIT: Final = 3  # step only in the first few clock updates (chrony's makestep 0.128 3)
 _RESOLVE_RETRY_S: Final = 30.0
+_DRIFT_WRITE_INTERVAL_S: Final = 3600.0
+_NS_PER_S: Final = 1_000_000_000
 _LEAP_NAMES: Final = {0: "none", 1: "insert", 2: "delete", 3: "unsynchronized"}
 
 
@@ -55,14 +71,6 @@ def measure_precision_log2(now_ns: Any = time.time_ns) -> int:
     return math.ceil(math.log2(smallest * 1e-9))
 
 
-@dataclass(frozen=True, slots=True)
-class _Applied:
-    """The last sample that reached the clock, so each is used once."""
-
-    source: str
-    rx_ns: int
-
-
 class Daemon:
     """A configured tsyncd; ``await run()`` until ``stop()`` (or a signal)."""
 
@@ -71,23 +79,48 @@ class Daemon:
         self.clock = clock
         self.notifier = notifier or Notifier()
         self.precision_log2 = measure_precision_log2(clock.now_ns)
-        self.system = SystemProcess(
-            local_stratum=config.synchronization.local_stratum,
-            min_sources=config.synchronization.min_sources,
+        sync = config.synchronization
+        drift_path = config.clock.drift_file
+        drift = read_drift(drift_path) if drift_path is not None else None
+        now = clock.now_ns()
+        self.discipline = Discipline(
+            DisciplineConfig(
+                step_threshold_ns=round(sync.step_threshold * _NS_PER_S),
+                step_limit=sync.step_limit,
+                panic_threshold_ns=None
+                if sync.panic_threshold is None
+                else round(sync.panic_threshold * _NS_PER_S),
+            ),
+            initial_frequency_ppm=drift[0] if drift is not None else None,
+            now_ns=now,
         )
-        self.sources: list[NtpSource] = []
+        if drift is not None:
+            clock.set_frequency(drift[0])
+        self.core = SyncCore(
+            local_stratum=sync.local_stratum,
+            min_sources=sync.min_sources,
+            precision_log2=self.precision_log2,
+            discipline=self.discipline,
+            now_ns=now,
+        )
+        self.sockets: dict[str, NtpSourceSocket] = {}
         self.servers: list[NtpServer] = []
         self.control: ControlServer | None = None
         self.metrics: MetricsExporter | None = None
-        self.decision: SystemDecision = self.system.choose([], clock.now_ns())
         self._rng = random.Random()
-        self._started_ns = clock.now_ns()
+        self._started_ns = now
         self._stop = asyncio.Event()
-        self._update_pending = False
-        self._last_applied: _Applied | None = None
-        self._clock_updates = 0
+        self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._last_status = ""
+        self._last_selected: str | None = None
+        self._panic_logged = False
+        self._drift_written_ns = now
+
+    @property
+    def decision(self) -> SystemDecision:
+        """The system process's latest decision."""
+        return self.core.decision
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -100,7 +133,7 @@ class Daemon:
                 server_cfg.listen.host,
                 server_cfg.listen.port,
                 responder.access,
-                self.clock.now_ns,
+                self.clock,
                 responder=responder,
             )
             self.servers.append(server)
@@ -111,11 +144,13 @@ class Daemon:
             self.config.control.socket,
             read_methods={
                 "status": lambda _p: self.system_snapshot(),
+                "tracking": lambda _p: self.tracking_snapshot(),
                 "sources": lambda _p: self.source_snapshots(),
+                "sourcestats": lambda _p: self.sourcestats_snapshots(),
                 "serverstats": lambda _p: self.server_snapshot(),
                 "version": lambda _p: {"version": __version__},
             },
-            admin_methods={},
+            admin_methods={"makestep": self._rpc_makestep, "burst": self._rpc_burst},
             group=self.config.control.group,
             admin_group=self.config.control.admin_group,
         )
@@ -126,7 +161,8 @@ class Daemon:
             )
             await self.metrics.start()
             log.info("metrics on http://%s/metrics", self.config.metrics.listen)
-        self._update()
+        self._after_update()
+        self._tasks.append(loop.create_task(self._timer_loop()))
         self._tasks.append(loop.create_task(self._housekeeping()))
         self.notifier.ready(self._status_line())
 
@@ -149,21 +185,26 @@ class Daemon:
         self._stop.set()
 
     async def close(self) -> None:
-        """Close sockets and tasks; safe to call more than once."""
+        """Close sockets and tasks, save the drift; safe to call more than once."""
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
-        for source in self.sources:
-            await source.close()
+        self._write_drift()
+        for sock in self.sockets.values():
+            sock.close()
+        self.sockets.clear()
         for server in self.servers:
             server.close()
+        self.servers.clear()
         if self.control is not None:
             await self.control.close()
+            self.control = None
         if self.metrics is not None:
             await self.metrics.close()
+            self.metrics = None
 
     def reload(self) -> None:
         """SIGHUP: re-read the config; apply the log level, report what needs a restart."""
@@ -205,22 +246,22 @@ class Daemon:
         wanted = ips[: cfg.count] if cfg.mode == "pool" else ips[:1]
         for ip in wanted:
             name = cfg.name if cfg.mode == "server" else _join_host_port(ip, port)
-            source = NtpSource(
-                name=name,
-                mode=cfg.mode,
-                ip=ip,
-                port=port,
+            if name in self.sockets:
+                continue
+            sock = NtpSourceSocket(name=name, mode=cfg.mode, ip=ip, port=port)
+            sock.open(self._on_reply)
+            self.sockets[name] = sock
+            self.core.add_source(
+                name,
+                reference_id=refid_for_address(sock.ip),
                 min_poll=cfg.min_poll,
                 max_poll=cfg.max_poll,
                 iburst=cfg.iburst,
-                clock=self.clock,
-                precision_log2=self.precision_log2,
                 rng=self._rng,
-                on_update=self._schedule_update,
+                now_ns=self.clock.now_ns(),
             )
-            source.start()
-            self.sources.append(source)
-            log.info("polling %s (%s)", name, source.address)
+            log.info("polling %s (%s)", name, sock.address)
+        self._wake.set()
 
     @staticmethod
     async def _resolve(host: str, port: int) -> list[str]:
@@ -241,29 +282,68 @@ class Daemon:
             raise OSError(f"no addresses for {host}")
         return ips
 
-    # ---------------------------------------------------------------- the system process
+    def _on_reply(self, name: str, data: bytes, kernel_rx_ns: int) -> None:
+        rx_ns = self.clock.from_kernel_ns(kernel_rx_ns)
+        self._apply(self.core.handle_reply(name, data, rx_ns))
+        self._after_update()
+        self._wake.set()  # a reply can move deadlines (KoD RATE, poll changes)
 
-    def _schedule_update(self) -> None:
-        """Coalesce bursts of source events into one update on the next loop turn."""
-        if not self._update_pending:
-            self._update_pending = True
-            asyncio.get_running_loop().call_soon(self._update)
+    # ---------------------------------------------------------------- timer and clock
 
-    def _update(self) -> None:
-        self._update_pending = False
+    async def _timer_loop(self) -> None:
+        while True:
+            deadline = self.core.next_deadline_ns()
+            delay_s = 3600.0 if deadline is None else (deadline - self.clock.now_ns()) * 1e-9
+            if delay_s > 0:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), delay_s)
+                continue
+            self._run_timer()
+
+    def _run_timer(self) -> None:
+        requests, actions = self.core.handle_timer(self.clock.now_ns())
+        for name, data in requests:
+            sock = self.sockets.get(name)
+            if sock is None:
+                continue
+            # T1 is read before the send: on loopback the kernel hands the datagram to the
+            # server inside sendto, and the server may run (and answer) before we return.
+            t1_ns = self.clock.now_ns()
+            if sock.send(data):
+                self.core.handle_sent(name, t1_ns)
+        self._apply(actions)
+        self._after_update()
+
+    def _apply(self, actions: list[ClockAction]) -> None:
+        """Carry the core's decisions out on the clock backend."""
+        for action in actions:
+            try:
+                if isinstance(action, Step):
+                    self.clock.step(action.offset_ns)
+                    log.info("clock stepped by %+.6f s", action.offset_ns * 1e-9)
+                elif isinstance(action, SetFrequency):
+                    self.clock.set_frequency(action.ppm)
+                elif isinstance(action, Panic) and not self._panic_logged:
+                    self._panic_logged = True
+                    log.error(
+                        "not correcting an offset of %+.3f s: %s (tsyncctl makestep steps it)",
+                        action.offset_ns * 1e-9,
+                        action.reason,
+                    )
+            except OSError as exc:
+                log.error("cannot adjust the clock: %s", exc)
+
+    def _after_update(self) -> None:
+        """Refresh what we serve and announce from the current decision."""
         now = self.clock.now_ns()
-        previous = self.decision
-        self.decision = d = self.system.choose([s.candidate() for s in self.sources], now)
-        if d.selected != previous.selected:
+        d = self.core.decision
+        if d.selected != self._last_selected:
+            self._last_selected = d.selected
             if d.selected:
                 log.info("selected source %s (stratum %d)", d.selected, d.stratum - 1)
             else:
                 log.warning("no source selected: %s", d.reason)
-        if d.synchronized and d.selected is not None and d.reference_time_ns is not None:
-            applied = _Applied(d.selected, d.reference_time_ns)
-            if applied != self._last_applied:
-                self._last_applied = applied
-                self._correct_clock(d)
         template = ResponseTemplate(
             leap=Leap(d.leap),
             stratum=d.stratum if d.stratum < 16 else 0,
@@ -272,7 +352,7 @@ class Daemon:
             root_dispersion=short_from_ns(d.root_dispersion_ns),
             reference_id=d.reference_id,
             reference_ts=ntp64_from_unix_ns(d.reference_time_ns or now)
-            if d.synchronized or self.system.local_stratum is not None
+            if d.synchronized or self.core.system.local_stratum is not None
             else 0,
         )
         for server in self.servers:
@@ -282,40 +362,50 @@ class Daemon:
             self._last_status = status
             self.notifier.status(status)
 
-    def _correct_clock(self, d: SystemDecision) -> None:
-        """Hand one new offset to the clock backend (a no-op in measure mode)."""
-        self._clock_updates += 1
-        step = abs(d.offset_ns) > _STEP_THRESHOLD_NS and self._clock_updates <= _STEP_LIMIT
-        try:
-            done = self.clock.correct(d.offset_ns, step_allowed=step)
-        except OSError as exc:
-            log.error("cannot adjust the clock: %s", exc)
-            return
-        if done != "none":
-            log.info("clock %s by %+.6f s", done, d.offset_ns * 1e-9)
-            # The old samples measured a clock that no longer exists.
-            for source in self.sources:
-                source.filter.clear()
-        with contextlib.suppress(OSError):
-            self.clock.publish_state(
-                ClockState(
-                    synchronized=True,
-                    max_error_ns=d.root_delay_ns // 2 + d.root_dispersion_ns,
-                    est_error_ns=d.jitter_ns,
-                    leap=d.leap,
-                )
-            )
-
     async def _housekeeping(self) -> None:
         interval = self.notifier.watchdog_interval_s()
         tick = 1.0 if interval is None else min(1.0, interval / 2)
         while True:
             await asyncio.sleep(tick)
-            self._update()
+            self._run_timer()  # re-selects: root dispersion and reach age with time
+            d = self.core.decision
+            with contextlib.suppress(OSError):
+                self.clock.publish_state(
+                    ClockState(
+                        synchronized=d.synchronized,
+                        max_error_ns=d.root_delay_ns // 2 + d.root_dispersion_ns,
+                        est_error_ns=d.jitter_ns,
+                        leap=d.leap,
+                    )
+                )
+            if (self.clock.now_ns() - self._drift_written_ns) * 1e-9 >= _DRIFT_WRITE_INTERVAL_S:
+                self._write_drift()
             self.notifier.watchdog()
 
+    def _write_drift(self) -> None:
+        path = self.config.clock.drift_file
+        self._drift_written_ns = self.clock.now_ns()
+        if path is None or self.core.clock_updates == 0:
+            return
+        try:
+            write_drift(path, self.discipline.frequency_ppm, self.discipline.skew_ppm)
+        except OSError as exc:
+            log.warning("cannot write the drift file %s: %s", path, exc)
+
+    def _rpc_makestep(self, _params: dict[str, Any]) -> dict[str, Any]:
+        actions = self.core.makestep(self.clock.now_ns())
+        self._apply(actions)
+        self._after_update()
+        steps = [a.offset_ns * 1e-9 for a in actions if isinstance(a, Step)]
+        return {"stepped": bool(steps), "offset": steps[0] if steps else 0.0}
+
+    def _rpc_burst(self, _params: dict[str, Any]) -> dict[str, Any]:
+        self.core.burst(self.clock.now_ns())
+        self._wake.set()
+        return {"sources": len(self.core.sources)}
+
     def _status_line(self) -> str:
-        d = self.decision
+        d = self.core.decision
         if d.synchronized:
             return f"synchronized to {d.selected}, stratum {d.stratum}"
         return f"not synchronized: {d.reason}"
@@ -324,7 +414,7 @@ class Daemon:
 
     def system_snapshot(self) -> SystemSnapshot:
         """The system variables as control and metrics show them."""
-        d = self.decision
+        d = self.core.decision
         now = self.clock.now_ns()
         return SystemSnapshot(
             synchronized=d.synchronized,
@@ -338,15 +428,82 @@ class Daemon:
             root_delay=d.root_delay_ns * 1e-9,
             root_dispersion=d.root_dispersion_ns * 1e-9,
             leap=_LEAP_NAMES[d.leap],
-            poll=min((s.association.poll for s in self.sources), default=6),
+            poll=self.core.system_poll(),
             precision=self.precision_log2,
             selected_source=d.selected,
             uptime=(now - self._started_ns) * 1e-9,
         )
 
+    def tracking_snapshot(self) -> TrackingSnapshot:
+        """The discipline's state, like chronyc tracking."""
+        d = self.core.decision
+        disc = self.discipline.snapshot()
+        return TrackingSnapshot(
+            synchronized=d.synchronized,
+            unsynchronized_reason=d.reason,
+            clock_mode=self.clock.mode,
+            reference_id=refid_to_str(d.reference_id, 1 if d.selected is None else d.stratum),
+            stratum=d.stratum,
+            reference_time=d.reference_time_ns * 1e-9 if d.reference_time_ns else None,
+            system_offset=d.offset_ns * 1e-9,
+            last_offset=disc.last_offset_ns * 1e-9,
+            rms_offset=disc.rms_offset_ns * 1e-9,
+            residual_offset=disc.residual_offset_ns * 1e-9,
+            frequency_ppm=disc.frequency_ppm,
+            skew_ppm=disc.skew_ppm,
+            applied_frequency_ppm=self.clock.frequency_ppm,
+            host_clock_offset=(d.offset_ns + self.clock.host_offset_ns()) * 1e-9,
+            root_delay=d.root_delay_ns * 1e-9,
+            root_dispersion=d.root_dispersion_ns * 1e-9,
+            update_interval=self.core.update_interval_ns * 1e-9
+            if self.core.update_interval_ns is not None
+            else None,
+            clock_updates=self.core.clock_updates,
+            discipline_state=disc.state,
+            leap=_LEAP_NAMES[d.leap],
+            poll=self.core.system_poll(),
+        )
+
     def source_snapshots(self) -> list[SourceSnapshot]:
-        """Every association, in configuration order."""
-        return [s.snapshot(self.decision.states.get(s.name, "init")) for s in self.sources]
+        """Every association, in the order they were mobilized."""
+        now = self.clock.now_ns()
+        d = self.core.decision
+        return [
+            sock.snapshot(
+                self.core.sources[name],
+                d.states.get(name, "init"),
+                getattr(d, "reasons", {}).get(name),
+                now,
+            )
+            for name, sock in self.sockets.items()
+            if name in self.core.sources
+        ]
+
+    def sourcestats_snapshots(self) -> list[SourceStatsSnapshot]:
+        """Per-source sample statistics, like chronyc sourcestats."""
+        now = self.clock.now_ns()
+        out: list[SourceStatsSnapshot] = []
+        for name, sock in self.sockets.items():
+            state = self.core.sources.get(name)
+            if state is None:
+                continue
+            samples = state.filter.samples()
+            est = state.filter.output(now)
+            rx = [s.local_rx_ns for s in samples]
+            delays = [s.delay_ns for s in samples]
+            out.append(
+                SourceStatsSnapshot(
+                    name=name,
+                    address=sock.address,
+                    samples=len(samples),
+                    span=(max(rx) - min(rx)) * 1e-9 if rx else None,
+                    offset=est.sample.offset_ns * 1e-9 if est else None,
+                    std_dev=est.jitter_ns * 1e-9 if est else None,
+                    delay_min=min(delays) * 1e-9 if delays else None,
+                    delay_max=max(delays) * 1e-9 if delays else None,
+                )
+            )
+        return out
 
     def server_snapshot(self) -> ServerStatsSnapshot:
         """Counters summed over every NTP server socket."""

@@ -129,6 +129,7 @@ def main(run_dir: Path, keep_running: bool, timeout: float) -> None:
         time.sleep(2.5)  # let a few more exchanges fill the filter and reach register
         _tsyncctl("-s", str(client_sock), "status")
         _tsyncctl("-s", str(client_sock), "peers")
+        _tsyncctl("-s", str(client_sock), "tracking")
         _tsyncctl("-s", str(run_dir / "server.sock"), "serverstats")
         if keep_running:
             click.echo("Both daemons keep running; press Ctrl-C to stop them.")

@@ -41,7 +41,8 @@ class SourceSnapshot:
     name: str  # as configured (host:port), unique
     address: str  # resolved address "ip:port" ("[ip6]:port"), or "" when unresolved
     mode: str  # "server" | "pool"
-    state: str  # "selected" | "candidate" | "falseticker" | "unreachable" | "unusable" | "init"
+    state: str  # "selected" | "candidate" | "outlier" | "falseticker" | "unreachable" |
+    # "unusable" | "init"
     state_reason: str | None  # why unusable/unreachable, if known
     offset: float | None  # s, positive means the source is ahead of our clock
     delay: float | None  # s, round trip
@@ -71,6 +72,48 @@ class ServerStatsSnapshot:
     dropped: int  # requests answered with nothing
     dropped_by_reason: dict[str, int] = field(default_factory=dict)  # reason -> count
     kod_sent: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrackingSnapshot:
+    """The clock discipline's view, as ``chronyc tracking`` shows chrony's."""
+
+    synchronized: bool
+    unsynchronized_reason: str | None
+    clock_mode: str  # "system" | "measure" | "simulated"
+    reference_id: str
+    stratum: int
+    reference_time: float | None  # Unix s of the last clock update
+    system_offset: float  # s, true time minus our (disciplined) clock, as last measured
+    last_offset: float  # s, the offset of the last clock update
+    rms_offset: float  # s, long-term RMS of clock-update offsets
+    residual_offset: float  # s, phase still being slewed out
+    frequency_ppm: float  # drift estimate: positive means the clock is made to run faster
+    skew_ppm: float  # error bound of the frequency estimate
+    applied_frequency_ppm: float  # rate correction in force now (drift plus phase slewing)
+    host_clock_offset: float  # s, true time minus the host's CLOCK_REALTIME (measure mode: the
+    # host clock's error; system mode: equals system_offset)
+    root_delay: float  # s
+    root_dispersion: float  # s
+    update_interval: float | None  # s between the last two clock updates
+    clock_updates: int
+    discipline_state: str
+    leap: str
+    poll: int  # log2 s
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SourceStatsSnapshot:
+    """Per-source sample statistics, as ``chronyc sourcestats`` shows them."""
+
+    name: str
+    address: str
+    samples: int  # samples held in the clock filter
+    span: float | None  # s between the oldest and the newest sample
+    offset: float | None  # s, of the chosen (lowest-delay) sample
+    std_dev: float | None  # s, the filter's jitter
+    delay_min: float | None  # s
+    delay_max: float | None  # s
 
 
 def as_json(snapshot: Any) -> Any:

@@ -184,3 +184,37 @@ def test_port_in_use_is_a_clear_startup_error(peers: Peers, tmp_path: Path) -> N
     assert done.returncode == 2
     assert "cannot start" in done.stderr and "Address already in use" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_tracking_sourcestats_burst_and_makestep(peers: Peers, tmp_path: Path) -> None:
+    port = free_udp_port()
+    peers.tsyncd(
+        "server", f'[synchronization]\nlocal-stratum = 2\n[[server]]\nlisten = "127.0.0.1:{port}"\n'
+    )
+    drift = tmp_path / "client.drift"
+    client = peers.tsyncd("client", client_toml(port), clock_toml=f'drift-file = "{drift}"')
+    tracking = wait_for(
+        "three clock updates",
+        lambda: (t := client.ctl("tracking"))["clock_updates"] >= 3 and t,
+    )
+    assert tracking["synchronized"] is True and tracking["clock_mode"] == "measure"
+    assert tracking["stratum"] == 3 and tracking["reference_id"] == "127.0.0.1"
+    # Same host, same clock: the host clock's offset from the server is tiny.
+    assert abs(tracking["host_clock_offset"]) < 1e-3
+    assert abs(tracking["frequency_ppm"]) <= 500
+    stats = client.ctl("sourcestats")
+    assert stats[0]["name"] == f"127.0.0.1:{port}" and stats[0]["samples"] >= 3
+    assert 0 <= stats[0]["delay_min"] <= stats[0]["delay_max"] < 1e-2
+    sent_before = client.ctl("peers")[0]["packets_sent"]
+    assert client.ctl("burst") == {"sources": 1}
+    wait_for(
+        "the burst's requests",
+        lambda: client.ctl("peers")[0]["packets_sent"] >= sent_before + 3,
+        timeout=10,
+    )
+    step = client.ctl("makestep")
+    assert step["stepped"] is True and abs(step["offset"]) < 1e-3
+    client.proc.stop()
+    assert client.proc.popen.returncode == 0
+    ppm, _skew = (float(x) for x in drift.read_text().split()[:2])
+    assert abs(ppm - tracking["frequency_ppm"]) < 50

@@ -2,88 +2,33 @@
 
 from __future__ import annotations
 
-import asyncio
 import socket
-import threading
 import urllib.error
 import urllib.request
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
-from typing import Any, TypeVar
 
 import pytest
+import snapshot_examples as examples
+from loop_thread import serving
 from prometheus_client.parser import text_string_to_metric_families
 
 from tsyncd import __version__
 from tsyncd.metrics import MetricsExporter
 from tsyncd.snapshots import ServerStatsSnapshot, SourceSnapshot, SystemSnapshot
 
-T = TypeVar("T")
-
-SYSTEM = SystemSnapshot(
-    synchronized=True,
-    unsynchronized_reason=None,
-    clock_mode="system",
-    stratum=2,
-    reference_id="192.0.2.1",
-    reference_id_raw=0xC0000201,
-    reference_time=1_700_000_000.0,
+# The shared examples, with the values asserted on below that differ from them.
+SYSTEM = replace(
+    examples.SYSTEM,
     offset=-0.000125,
     root_delay=0.004,
     root_dispersion=0.0015,
     leap="insert",
     poll=7,
-    precision=-23,
-    selected_source="a.example:123",
-    uptime=42.0,
 )
-SELECTED = SourceSnapshot(
-    name="a.example:123",
-    address="192.0.2.1:123",
-    mode="server",
-    state="selected",
-    state_reason=None,
-    offset=0.00025,
-    delay=0.0031,
-    jitter=0.00004,
-    dispersion=0.0002,
-    root_delay=0.001,
-    root_dispersion=0.002,
-    stratum=1,
-    reference_id="GPS",
-    leap="none",
-    reach=0o377,
-    poll=6,
-    last_rx=12.0,
-    packets_sent=20,
-    packets_received=19,
-    packets_dropped=1,
-    kiss_code=None,
-)
-UNREACHABLE = replace(
-    SELECTED,
-    name="[2001:db8::1]:123",
-    address="",
-    state="unreachable",
-    state_reason="no reply",
-    offset=None,
-    delay=None,
-    jitter=None,
-    dispersion=None,
-    stratum=None,
-    reach=0,
-    packets_sent=5,
-    packets_received=0,
-    packets_dropped=0,
-)
-SERVER = ServerStatsSnapshot(
-    listen=["127.0.0.1:123"],
-    received=1000,
-    sent=990,
-    dropped=10,
-    dropped_by_reason={"rate_limited": 7, "malformed": 3},
-    kod_sent=4,
-)
+SELECTED = replace(examples.SELECTED, offset=0.00025, jitter=0.00004)
+UNREACHABLE = replace(examples.UNREACHABLE, name="[2001:db8::1]:123", address="")
+SERVER = examples.STATS
 
 
 class FakeProvider:
@@ -105,21 +50,6 @@ class FakeProvider:
         return self.server
 
 
-class LoopThread:
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(5)
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-        self.loop.close()
-
-
 @pytest.fixture
 def provider() -> FakeProvider:
     return FakeProvider()
@@ -127,12 +57,8 @@ def provider() -> FakeProvider:
 
 @pytest.fixture
 def exporter(provider: FakeProvider) -> Iterator[MetricsExporter]:
-    lt = LoopThread()
-    exp = MetricsExporter(provider, "127.0.0.1", 0)
-    lt.run(exp.start())
-    yield exp
-    lt.run(exp.close())
-    lt.stop()
+    with serving(MetricsExporter(provider, "127.0.0.1", 0)) as exp:
+        yield exp
 
 
 def fetch(exp: MetricsExporter, path: str = "/metrics") -> tuple[int, str, str]:

@@ -1,4 +1,4 @@
-"""Clock backends: system (Linux clock_adjtime), measure (read-only), simulated (tests)."""
+"""Clock backends: system (Linux clock_adjtime), measure (virtual over the host clock)."""
 
 from __future__ import annotations
 

@@ -1,13 +1,21 @@
 """What the daemon asks of a clock, whatever the clock is.
 
-The sync core decides; a backend carries the decision out.  ``measure`` carries out nothing
-(and so is safe anywhere), ``system`` adjusts the kernel clock, ``simulated`` lives in tests.
+The sync core decides; a backend carries the decision out.  There are two corrections, and
+only two: a step (jump by an offset) and a frequency (run faster or slower than the
+oscillator).  Phase is corrected by running the clock fast or slow for a while, as chrony and
+ntpd-rs do, so the discipline always knows exactly what it has applied.
+
+``system`` disciplines the kernel clock; ``measure`` keeps a virtual disciplined clock over the
+host clock and never changes the host; ``simulated`` (tests) does the same over a simulated
+oscillator.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Protocol
+
+MAX_SLEW_PPM: Final = 83_333.0  # chrony's default maxslewrate; Linux reaches it with tick
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -26,14 +34,28 @@ class Clock(Protocol):
     mode: str  # "system" | "measure" | "simulated"
 
     def now_ns(self) -> int:
-        """Current time, Unix nanoseconds, as the kernel's receive stamps count it."""
+        """Current time of the disciplined clock, Unix nanoseconds."""
         ...
 
-    def correct(self, offset_ns: int, *, step_allowed: bool) -> str:
-        """Remove ``offset_ns`` (true time minus clock time) from the clock.
+    def from_kernel_ns(self, kernel_ns: int) -> int:
+        """Map a kernel CLOCK_REALTIME timestamp (e.g. SO_TIMESTAMPING) to this clock's time."""
+        ...
 
-        Returns what was done: ``"step"``, ``"slew"`` or ``"none"`` (measure mode).
-        """
+    def step(self, offset_ns: int) -> None:
+        """Jump the clock by ``offset_ns`` (positive: forward)."""
+        ...
+
+    def set_frequency(self, ppm: float) -> float:
+        """Run ``ppm`` faster than the oscillator; returns the value applied (clamped)."""
+        ...
+
+    @property
+    def frequency_ppm(self) -> float:
+        """The frequency correction in force."""
+        ...
+
+    def host_offset_ns(self) -> int:
+        """This clock minus the host's CLOCK_REALTIME now: 0 when we discipline the host."""
         ...
 
     def publish_state(self, state: ClockState) -> None:

@@ -4,9 +4,10 @@ Calls go through ``ctypes.CDLL(None)``, the process's own symbols, never ``libc.
 a simulator or sandbox that interposes the clock functions must see every call
 (ARCHITECTURE.md, "One libc").  ``struct timex`` offsets are from specs/ntpv4.md §14.
 
-This first backend steps with ADJ_SETOFFSET and slews with ADJ_OFFSET_SINGLESHOT (the kernel
-slews such an offset at 500 ppm), and publishes maxerror/esterror/STA_UNSYNC so that other
-programs see whether the clock is synchronized.  Frequency discipline comes with the sync engine.
+Steps use ADJ_SETOFFSET; frequency uses ADJ_FREQUENCY (fine, ±500 ppm) plus ADJ_TICK (coarse,
+±10 %) so that phase can be slewed as fast as chrony does (its maxslewrate, 83333 ppm).  The
+kernel PLL stays off (STA_PLL clear).  maxerror/esterror/STA_UNSYNC are published so that other
+programs see whether the clock is synchronized.
 """
 
 from __future__ import annotations
@@ -16,21 +17,23 @@ import os
 import time
 from typing import Final, Protocol
 
-from tsyncd.clock.base import ClockState
+from tsyncd.clock.base import MAX_SLEW_PPM, ClockState
 
 CLOCK_REALTIME: Final = 0
-ADJ_OFFSET_SINGLESHOT: Final = 0x8001
+ADJ_FREQUENCY: Final = 0x0002
 ADJ_MAXERROR: Final = 0x0004
 ADJ_ESTERROR: Final = 0x0008
 ADJ_STATUS: Final = 0x0010
 ADJ_SETOFFSET: Final = 0x0100
 ADJ_NANO: Final = 0x2000
+ADJ_TICK: Final = 0x4000
 STA_PLL: Final = 0x0001
 STA_INS: Final = 0x0010
 STA_DEL: Final = 0x0020
 STA_UNSYNC: Final = 0x0040
 _NS_PER_S: Final = 1_000_000_000
 _MAX_ERROR_US: Final = 16_000_000  # kernel treats > 16 s as unsynchronized
+_SCALED_PPM: Final = 65536  # timex.freq unit: ppm * 2**16
 
 
 class Timeval(ctypes.Structure):
@@ -92,10 +95,16 @@ class LinuxClock:
             func.restype = ctypes.c_int
             adjtime = func
         self._adjtime = adjtime
+        self._nominal_tick_us = 1_000_000 // os.sysconf("SC_CLK_TCK")
+        self._freq_ppm = 0.0
 
     def now_ns(self) -> int:
         """Unix nanoseconds from CLOCK_REALTIME."""
         return time.time_ns()
+
+    def from_kernel_ns(self, kernel_ns: int) -> int:
+        """Kernel timestamps are this clock's own readings."""
+        return kernel_ns
 
     def _call(self, tx: Timex) -> int:
         rc = self._adjtime(CLOCK_REALTIME, ctypes.byref(tx))
@@ -104,19 +113,41 @@ class LinuxClock:
             raise OSError(err, f"clock_adjtime: {os.strerror(err)} (modes=0x{tx.modes:x})")
         return rc
 
-    def correct(self, offset_ns: int, *, step_allowed: bool) -> str:
-        """Step (when allowed) or slew the clock by ``offset_ns``."""
+    def read_frequency_ppm(self) -> float:
+        """The kernel's current frequency correction (tick and freq), e.g. at start-up."""
         tx = Timex()
-        if step_allowed:
-            tx.modes = ADJ_SETOFFSET | ADJ_NANO
-            tx.time.tv_sec, tx.time.tv_usec = setoffset_timeval(offset_ns)
-            self._call(tx)
-            return "step"
-        # The single-shot offset is in microseconds; the kernel clamps it to ±0.5 s.
-        tx.modes = ADJ_OFFSET_SINGLESHOT
-        tx.offset = max(-500_000, min(500_000, round(offset_ns / 1000)))
         self._call(tx)
-        return "slew"
+        tick_ppm = (tx.tick - self._nominal_tick_us) * 1e6 / self._nominal_tick_us
+        self._freq_ppm = tick_ppm + tx.freq / _SCALED_PPM
+        return self._freq_ppm
+
+    def step(self, offset_ns: int) -> None:
+        """Jump the clock atomically with ADJ_SETOFFSET."""
+        tx = Timex()
+        tx.modes = ADJ_SETOFFSET | ADJ_NANO
+        tx.time.tv_sec, tx.time.tv_usec = setoffset_timeval(offset_ns)
+        self._call(tx)
+
+    def set_frequency(self, ppm: float) -> float:
+        """Set tick (coarse: 100 ppm a unit at HZ 100) and freq (fine, ±500 ppm)."""
+        ppm = max(-MAX_SLEW_PPM, min(MAX_SLEW_PPM, ppm))
+        tick, freq = split_frequency(ppm, self._nominal_tick_us)
+        tx = Timex()
+        tx.modes = ADJ_FREQUENCY | ADJ_TICK
+        tx.tick = tick
+        tx.freq = round(freq * _SCALED_PPM)
+        self._call(tx)
+        self._freq_ppm = ppm
+        return ppm
+
+    @property
+    def frequency_ppm(self) -> float:
+        """The frequency correction we last set (or read)."""
+        return self._freq_ppm
+
+    def host_offset_ns(self) -> int:
+        """We are the host clock."""
+        return 0
 
     def publish_state(self, state: ClockState) -> None:
         """Set maxerror/esterror and the STA_UNSYNC/INS/DEL bits."""
@@ -135,3 +166,14 @@ class LinuxClock:
         tx.maxerror = min(_MAX_ERROR_US, max(0, state.max_error_ns // 1000))
         tx.esterror = min(_MAX_ERROR_US, max(0, state.est_error_ns // 1000))
         self._call(tx)
+
+
+def split_frequency(ppm: float, nominal_tick_us: int) -> tuple[int, float]:
+    """(tick in µs, freq in ppm) with freq inside ±500 ppm, the kernel's limit for ADJ_FREQUENCY.
+
+    One tick unit changes the rate by 1e6/nominal_tick ppm (100 ppm at HZ = 100).
+    """
+    ppm_per_tick = 1e6 / nominal_tick_us
+    ticks = round(ppm / ppm_per_tick)
+    freq = ppm - ticks * ppm_per_tick
+    return nominal_tick_us + ticks, freq

@@ -19,6 +19,7 @@ import ipaddress
 import logging
 import socket
 import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
@@ -100,18 +101,13 @@ class TimestampedUdp:
     """A non-blocking UDP socket on the event loop whose datagrams come with RX timestamps.
 
     ``on_datagram(data, address, rx_ns)`` is called for each datagram, on the loop.  ``rx_ns``
-    is Unix nanoseconds by CLOCK_REALTIME as the kernel stamped it (or the ``now_ns`` fallback).
+    is Unix nanoseconds by the host's CLOCK_REALTIME as the kernel stamped it (or as read right
+    after ``recvmsg`` where the kernel gives no stamp); map it with ``Clock.from_kernel_ns``.
     """
 
-    def __init__(
-        self,
-        sock: socket.socket,
-        on_datagram: DatagramHandler,
-        now_ns: Callable[[], int],
-    ) -> None:
+    def __init__(self, sock: socket.socket, on_datagram: DatagramHandler) -> None:
         self.sock = sock
         self._on_datagram = on_datagram
-        self._now_ns = now_ns
         self.timestamps = enable_rx_timestamps(sock)
         sock.setblocking(False)
         self._loop = asyncio.get_running_loop()
@@ -124,7 +120,6 @@ class TimestampedUdp:
         host: str,
         port: int,
         on_datagram: DatagramHandler,
-        now_ns: Callable[[], int],
         *,
         reuse_port: bool = False,
     ) -> TimestampedUdp:
@@ -141,7 +136,7 @@ class TimestampedUdp:
         except OSError:
             sock.close()
             raise
-        return cls(sock, on_datagram, now_ns)
+        return cls(sock, on_datagram)
 
     @property
     def local_address(self) -> Address:
@@ -162,7 +157,7 @@ class TimestampedUdp:
                 continue
             rx_ns = rx_timestamp_ns(ancdata)
             if rx_ns is None:
-                rx_ns = self._now_ns()
+                rx_ns = time.time_ns()
             self._on_datagram(data, address, rx_ns)
 
     def sendto(self, data: bytes, address: Address) -> bool:

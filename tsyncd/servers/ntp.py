@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
+from tsyncd.clock.base import Clock
 from tsyncd.net.udp import Address, TimestampedUdp, normalize_ip
 from tsyncd.servers.responder import AccessList, NtpResponder
 
@@ -14,9 +14,9 @@ log = logging.getLogger(__name__)
 class NtpServer:
     """Answers NTP client requests on one listening address."""
 
-    def __init__(self, responder: NtpResponder, now_ns: Callable[[], int]) -> None:
+    def __init__(self, responder: NtpResponder, clock: Clock) -> None:
         self.responder = responder
-        self._now_ns = now_ns
+        self._clock = clock
         self._udp: TimestampedUdp | None = None
 
     @classmethod
@@ -25,13 +25,13 @@ class NtpServer:
         host: str,
         port: int,
         access: AccessList,
-        now_ns: Callable[[], int],
+        clock: Clock,
         *,
         responder: NtpResponder | None = None,
     ) -> NtpServer:
         """Bind and start serving (on the running loop); OSError if the address is taken."""
-        server = cls(responder or NtpResponder(access), now_ns)
-        server._udp = TimestampedUdp.bind(host, port, server._on_datagram, now_ns)
+        server = cls(responder or NtpResponder(access), clock)
+        server._udp = TimestampedUdp.bind(host, port, server._on_datagram)
         return server
 
     @property
@@ -46,7 +46,10 @@ class NtpServer:
     def _on_datagram(self, data: bytes, address: Address, rx_ns: int) -> None:
         assert self._udp is not None
         client = normalize_ip(str(address[0]))
-        reason, response = self.responder.handle_request(data, client, rx_ns, self._now_ns())
+        clock = self._clock
+        reason, response = self.responder.handle_request(
+            data, client, clock.from_kernel_ns(rx_ns), clock.now_ns()
+        )
         if response is not None:
             self._udp.sendto(response, address)
         else:

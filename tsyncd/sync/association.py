@@ -121,6 +121,21 @@ class NtpAssociation:
         )
         return encode_ntp(request)
 
+    def start_burst(self, now_ns: int) -> None:
+        """Send the next requests quickly (like iburst), starting now (tsyncctl burst)."""
+        if self.state is AssociationState.DEMOBILIZED:
+            return
+        self._burst_left = _IBURST_COUNT
+        self._next_ns = now_ns
+
+    def set_system_poll(self, poll_log2: int) -> None:
+        """Follow the discipline's poll (RFC 5905 §13 hpoll), within this source's limits.
+
+        An unreachable source keeps backing off on its own.
+        """
+        if self.reach != 0:
+            self.poll = max(self.min_poll, min(self.max_poll, poll_log2))
+
     def handle_sent(self, tx_ns: int) -> None:
         """Record T1, the clock read just before the request was handed to the kernel."""
         if self._cookie is not None:

@@ -1,25 +1,48 @@
-"""The system process for the walking skeleton: pick one source and derive the system variables.
+"""The system process (RFC 5905 §11): from every source's filter output to the system variables.
 
-This is the "simple best-sample choice" the foundation issue allows: among usable sources take
-the lowest stratum, then the smallest root distance, and keep the current system peer while it
-stays usable at the best stratum (no clock hopping).  The RFC 5905 §11 intersection, cluster and
-combine algorithms replace ``choose`` when the synchronization engine lands; the inputs and
-outputs here are the ones it will keep.
+Theory of operation
+-------------------
+``SystemProcess.choose`` runs one pass over all sources:
 
-System variables follow RFC 5905 §11.2.3: stratum = peer stratum + 1, root delay = peer root
-delay + delay, root dispersion = peer root dispersion + peer dispersion + jitter (bounded below
-by MINDISP), leap from the peer, refid = the peer's address (IPv6: hashed, RFC 5905 §7.3).
+1. accept() (RFC 5905 A.5.5.3) sorts out sources that cannot take part: unreachable (reach 0),
+   unsynchronized (stratum 16 or leap alarm), too far (root distance over MAXDIST plus what
+   PHI adds over one poll interval), or synchronized to our own reference (a loop, see below).
+2. The selection, clustering and combining algorithms of ``tsyncd.sync.select`` find the
+   truechimers, prune outliers, pick the system peer (without clock hopping) and average the
+   survivors' offsets into the system offset.
+3. The system variables we serve follow the system peer (RFC 5905 §11.2.3 and A.5.5.6):
+   stratum + 1, its leap, refid and reference time; root delay = its root delay + delay; root
+   dispersion = its root dispersion plus an increment of its filter dispersion (aged to now),
+   its |offset| and sqrt(peer jitter² + system jitter²), the increment at least MINDISP so that
+   sources at the same stratum cannot pass time back and forth without it growing.
+
+Every source ends in one state, chrony-like: "selected" (system peer), "candidate" (a survivor
+combined into the offset), "outlier" (a truechimer that clustering dropped), "falseticker"
+(outside the majority interval, or no majority at all), "unreachable", "unusable" or "init" (no
+reply yet).  ``SystemDecision.reasons`` says why for every source but the system peer.
+
+The loop test.  RFC 5905 rejects a source whose refid equals the system refid.  Taken literally
+that drops every sibling synchronized to our own system peer, which is no loop, and the real
+test (the source's refid is our own address) needs an address we do not know in this sans-IO
+core.  So we reject a source, other than the system peer, only when its refid is the refid we
+announce and its stratum is at least ours: its time comes from our reference by a path no
+shorter than ours, so taking it could only route our reference back to us one hop longer.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from typing import Final
 
 from tsyncd.sync.filter import FilterOutput
-from tsyncd.sync.sample import MAXDIST_NS, MINDISP_NS, dispersion_at
+from tsyncd.sync.sample import MAXDIST_NS, MINDISP_NS, PHI_PPM, dispersion_at
+from tsyncd.sync.select import Contender, cluster, combine, intersect, pick_system_peer
+from tsyncd.wire.ntp import refid_to_str
 
 LOCAL_REFID: Final = 0x7F7F0101  # 127.127.1.1, chrony's refid for "local stratum"
+MAXSTRAT: Final = 16  # RFC 5905: stratum 16 means unsynchronized
+_NS_PER_S: Final = 1_000_000_000
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -33,6 +56,7 @@ class Candidate:
     usable: bool  # False when demobilized or otherwise out (reason given)
     unusable_reason: str | None
     estimate: FilterOutput | None
+    poll_log2: int | None = None  # the source's poll interval; None: no PHI·poll allowance
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -41,99 +65,201 @@ class SystemDecision:
 
     synchronized: bool
     reason: str | None  # why not synchronized
-    selected: str | None
-    offset_ns: int  # source minus our clock: add this to our clock
-    jitter_ns: int
+    selected: str | None  # the system peer
+    offset_ns: int  # the combined offset, source time minus our clock: add this to our clock
+    jitter_ns: int  # the system jitter
     stratum: int
     reference_id: int
-    reference_time_ns: int | None
+    reference_time_ns: int | None  # local rx time of the system peer's chosen sample
     root_delay_ns: int
     root_dispersion_ns: int
     leap: int
-    states: dict[str, str]  # name -> "selected" | "candidate" | "unreachable" | "unusable" | "init"
+    # name -> "selected" | "candidate" | "outlier" | "falseticker" | "unreachable" |
+    # "unusable" | "init"
+    states: dict[str, str]
+    combined_offset_ns: int = 0  # Θ, the same as offset_ns
+    system_jitter_ns: int = 0  # sqrt(Ψ_s² + Ψ_p²), the same as jitter_ns
+    survivors: tuple[str, ...] = ()  # combined sources, best merit first
+    reasons: dict[str, str] = field(default_factory=dict)  # name -> why it is not selected
 
 
 def root_distance_ns(est: FilterOutput, now_ns: int) -> int:
-    """RFC 5905 A.5.1.1 root_dist: how far this source's time could be from true time."""
+    """RFC 5905 A.5.1.1 root_dist Λ: how far this source's time could be from true time.
+
+    The filter dispersion is aged from when the filter computed it (``aged_to_ns``, else the
+    sample's arrival) to ``now_ns``.
+    """
     s = est.sample
+    since = est.aged_to_ns if est.aged_to_ns is not None else s.local_rx_ns
     return (
         max(MINDISP_NS, s.root_delay_ns + s.delay_ns) // 2
         + s.root_dispersion_ns
-        + dispersion_at(est.dispersion_ns, now_ns - s.local_rx_ns)
+        + dispersion_at(est.dispersion_ns, now_ns - since)
         + est.jitter_ns
     )
 
 
+def max_distance_ns(poll_log2: int | None) -> int:
+    """RFC 5905 A.5.5.3: MAXDIST plus what PHI adds over one poll interval."""
+    if poll_log2 is None:
+        return MAXDIST_NS
+    interval = _NS_PER_S << poll_log2 if poll_log2 >= 0 else _NS_PER_S >> -poll_log2
+    return MAXDIST_NS + interval * PHI_PPM // 1_000_000
+
+
+def _seconds(ns: int) -> str:
+    return f"{ns / _NS_PER_S:.3g} s"
+
+
+@dataclass(frozen=True, slots=True)
+class _Rejected:
+    """accept() said no: the source's state and why."""
+
+    state: str
+    reason: str
+
+
 class SystemProcess:
-    """Chooses the system peer and computes what we serve."""
+    """Chooses the system peer, combines the survivors and computes what we serve."""
 
     def __init__(self, *, local_stratum: int | None, min_sources: int) -> None:
         self.local_stratum = local_stratum
         self.min_sources = min_sources
         self._selected: str | None = None
+        self._announced: tuple[int, int] | None = None  # (refid, stratum) while synchronized
 
     def choose(self, candidates: list[Candidate], now_ns: int) -> SystemDecision:
-        """Select a source (or none) and derive the system variables."""
+        """Select, cluster and combine; derive the system variables.
+
+        Call again whenever a source's filter output or reach changes; the process remembers
+        only the current system peer (anti-clockhop) and the refid and stratum it announces
+        (loop test).
+        """
         states: dict[str, str] = {}
-        usable: list[tuple[int, int, Candidate, FilterOutput]] = []
+        reasons: dict[str, str] = {}
+        contenders: list[Contender] = []
+        by_name: dict[str, tuple[Candidate, FilterOutput]] = {}
         for c in candidates:
-            if not c.usable:
-                states[c.name] = "unusable"
-            elif c.estimate is None:
-                states[c.name] = "unreachable" if c.polled and c.reach == 0 else "init"
-            elif c.reach == 0:
-                states[c.name] = "unreachable"
+            verdict = self._accept(c, now_ns)
+            if isinstance(verdict, _Rejected):
+                states[c.name] = verdict.state
+                reasons[c.name] = verdict.reason
+                continue
+            contenders.append(verdict[0])
+            by_name[c.name] = (c, verdict[1])
+        if not contenders:
+            if not candidates:
+                reason = "no sources configured"
+            elif "init" in states.values():
+                reason = "waiting for the first replies from sources"
             else:
-                dist = root_distance_ns(c.estimate, now_ns)
-                if dist >= MAXDIST_NS:
-                    states[c.name] = "unusable"
-                    continue
-                states[c.name] = "candidate"
-                usable.append((c.estimate.sample.stratum, dist, c, c.estimate))
-        if len(usable) < self.min_sources or not usable:
-            self._selected = None
-            return self._unsynchronized(candidates, usable, states)
-        usable.sort(key=lambda u: (u[0], u[1]))
-        best = usable[0]
-        for u in usable:
-            if u[2].name == self._selected and u[0] == best[0]:
-                best = u  # keep the current system peer: no clock hopping
-                break
-        _, dist, cand, est = best
-        self._selected = cand.name
-        states[cand.name] = "selected"
+                reason = "no source is reachable and usable"
+            return self._unsynchronized(reason, states, reasons)
+
+        chosen = intersect(contenders)
+        if chosen is None:
+            reason = f"no majority agreement among {len(contenders)} sources"
+            for ct in contenders:
+                states[ct.name] = "falseticker"
+                reasons[ct.name] = reason
+            return self._unsynchronized(reason, states, reasons)
+        for name in chosen.falsetickers:
+            states[name] = "falseticker"
+            reasons[name] = "outside the majority interval"
+        truechimers = [ct for ct in contenders if ct.name in chosen.truechimers]
+        if len(truechimers) < self.min_sources:
+            reason = f"{len(truechimers)} source(s) agree, min-sources is {self.min_sources}"
+            for ct in truechimers:
+                states[ct.name] = "candidate"
+                reasons[ct.name] = reason
+            return self._unsynchronized(reason, states, reasons)
+
+        clustering = cluster(truechimers)
+        survivors = clustering.survivors
+        for name in clustering.outliers:
+            states[name] = "outlier"
+            reasons[name] = "dropped by clustering: too far from the other sources"
+        peer = pick_system_peer(survivors, self._selected)
+        combo = combine(survivors, peer, selection_jitter_ns=clustering.selection_jitter_ns)
+        for ct in survivors:
+            states[ct.name] = "candidate"
+            reasons[ct.name] = f"combined with weight {float(combo.weights[ct.name]):.0%}"
+        states[peer.name] = "selected"
+        del reasons[peer.name]
+
+        cand, est = by_name[peer.name]
         s = est.sample
+        since = est.aged_to_ns if est.aged_to_ns is not None else s.local_rx_ns
+        increment = (
+            dispersion_at(est.dispersion_ns, now_ns - since)
+            + abs(s.offset_ns)
+            + math.isqrt(est.jitter_ns**2 + combo.system_jitter_ns**2)
+        )
+        stratum = min(s.stratum + 1, MAXSTRAT)
+        self._selected = peer.name
+        self._announced = (cand.reference_id, stratum)
         return SystemDecision(
             synchronized=True,
             reason=None,
-            selected=cand.name,
-            offset_ns=s.offset_ns,
-            jitter_ns=est.jitter_ns,
-            stratum=min(s.stratum + 1, 16),
+            selected=peer.name,
+            offset_ns=combo.offset_ns,
+            jitter_ns=combo.system_jitter_ns,
+            stratum=stratum,
             reference_id=cand.reference_id,
             reference_time_ns=s.local_rx_ns,
             root_delay_ns=s.root_delay_ns + s.delay_ns,
-            root_dispersion_ns=s.root_dispersion_ns
-            + max(MINDISP_NS, dispersion_at(est.dispersion_ns, now_ns - s.local_rx_ns))
-            + est.jitter_ns,
+            root_dispersion_ns=s.root_dispersion_ns + max(MINDISP_NS, increment),
             leap=s.leap,
             states=states,
+            combined_offset_ns=combo.offset_ns,
+            system_jitter_ns=combo.system_jitter_ns,
+            survivors=tuple(ct.name for ct in survivors),
+            reasons=reasons,
         )
 
+    def _accept(self, c: Candidate, now_ns: int) -> _Rejected | tuple[Contender, FilterOutput]:
+        """RFC 5905 A.5.5.3 fitness, checked in the RFC's order; the contender if fit."""
+        if not c.usable:
+            return _Rejected("unusable", c.unusable_reason or "demobilized")
+        est = c.estimate
+        if est is None:
+            if c.polled and c.reach == 0:
+                return _Rejected("unreachable", c.unusable_reason or "no valid reply yet")
+            return _Rejected("init", c.unusable_reason or "waiting for the first reply")
+        if c.reach == 0:
+            why = c.unusable_reason or "no valid reply to the last 8 polls"
+            return _Rejected("unreachable", why)
+        s = est.sample
+        if s.leap == 3:
+            return _Rejected("unusable", "source is unsynchronized (leap alarm)")
+        if s.stratum >= MAXSTRAT:
+            return _Rejected("unusable", f"source is unsynchronized (stratum {s.stratum})")
+        dist = root_distance_ns(est, now_ns)
+        limit = max_distance_ns(c.poll_log2)
+        if dist > limit:
+            return _Rejected("unusable", f"distance {_seconds(dist)} exceeds {_seconds(limit)}")
+        if self._announced is not None and c.name != self._selected:
+            refid, stratum = self._announced
+            if s.reference_id == refid and s.stratum >= stratum:
+                why = (
+                    f"synchronization loop: synchronized to our reference "
+                    f"{refid_to_str(refid, stratum)} at stratum {s.stratum}"
+                )
+                return _Rejected("unusable", why)
+        contender = Contender(
+            name=c.name,
+            offset_ns=s.offset_ns,
+            root_distance_ns=dist,
+            stratum=s.stratum,
+            jitter_ns=est.jitter_ns,
+        )
+        return contender, est
+
     def _unsynchronized(
-        self,
-        candidates: list[Candidate],
-        usable: list[tuple[int, int, Candidate, FilterOutput]],
-        states: dict[str, str],
+        self, reason: str, states: dict[str, str], reasons: dict[str, str]
     ) -> SystemDecision:
-        if not candidates:
-            reason = "no sources configured"
-        elif usable:
-            reason = f"{len(usable)} usable source(s), min-sources is {self.min_sources}"
-        elif any(state == "init" for state in states.values()):
-            reason = "waiting for the first replies from sources"
-        else:
-            reason = "no source is reachable and usable"
+        self._selected = None
+        self._announced = None
         if self.local_stratum is not None:
             reason += f"; serving the local clock at stratum {self.local_stratum}"
         return SystemDecision(
@@ -142,11 +268,12 @@ class SystemProcess:
             selected=None,
             offset_ns=0,
             jitter_ns=0,
-            stratum=self.local_stratum if self.local_stratum is not None else 16,
+            stratum=self.local_stratum if self.local_stratum is not None else MAXSTRAT,
             reference_id=LOCAL_REFID if self.local_stratum is not None else 0,
             reference_time_ns=None,
             root_delay_ns=0,
             root_dispersion_ns=0,
             leap=0 if self.local_stratum is not None else 3,
             states=states,
+            reasons=reasons,
         )

@@ -12,17 +12,19 @@ import pytest
 from tsyncd.clock.base import ClockState
 from tsyncd.clock.linux import (
     ADJ_ESTERROR,
+    ADJ_FREQUENCY,
     ADJ_MAXERROR,
     ADJ_NANO,
-    ADJ_OFFSET_SINGLESHOT,
     ADJ_SETOFFSET,
     ADJ_STATUS,
+    ADJ_TICK,
     STA_INS,
     STA_PLL,
     STA_UNSYNC,
     LinuxClock,
     Timex,
     setoffset_timeval,
+    split_frequency,
 )
 
 
@@ -55,15 +57,34 @@ def test_setoffset_normalises_nanoseconds(offset: int, expected: tuple[int, int]
     assert setoffset_timeval(offset) == expected
 
 
-def test_step_and_slew() -> None:
+def test_step() -> None:
     rec = Recorder()
-    clock = LinuxClock(rec)
-    assert clock.correct(-300_000_000, step_allowed=True) == "step"
+    LinuxClock(rec).step(-300_000_000)
     assert rec.calls[0].modes == ADJ_SETOFFSET | ADJ_NANO
     assert (rec.calls[0].time.tv_sec, rec.calls[0].time.tv_usec) == (-1, 700_000_000)
-    assert clock.correct(2_000_000_000, step_allowed=False) == "slew"
-    assert rec.calls[1].modes == ADJ_OFFSET_SINGLESHOT
-    assert rec.calls[1].offset == 500_000  # clamped to the kernel's ±0.5 s
+
+
+@pytest.mark.parametrize(
+    ("ppm", "tick", "freq"),
+    [(0.0, 10_000, 0.0), (123.5, 10_001, 23.5), (-480.0, 9_995, 20.0), (83_333.0, 10_833, 33.0)],
+)
+def test_frequency_splits_into_tick_and_freq(ppm: float, tick: int, freq: float) -> None:
+    t, f = split_frequency(ppm, 10_000)
+    assert t == tick and f == pytest.approx(freq)
+    assert abs(f) <= 500  # the kernel's ADJ_FREQUENCY limit
+
+
+def test_set_frequency_writes_scaled_ppm_and_clamps() -> None:
+    rec = Recorder()
+    clock = LinuxClock(rec)
+    assert clock.set_frequency(-123.5) == -123.5
+    call = rec.calls[-1]
+    assert call.modes == ADJ_FREQUENCY | ADJ_TICK
+    nominal = call.tick + 1  # -123.5 ppm = one tick unit (100 ppm) down and -23.5 ppm
+    assert call.freq == round(-23.5 * 65536) and nominal * 100 == 1_000_000
+    assert clock.set_frequency(1e6) == 83_333.0
+    assert clock.frequency_ppm == 83_333.0
+    assert clock.host_offset_ns() == 0 and clock.from_kernel_ns(42) == 42
 
 
 def test_publish_state_keeps_unrelated_status_bits() -> None:
@@ -79,4 +100,4 @@ def test_publish_state_keeps_unrelated_status_bits() -> None:
 
 def test_errors_raise_oserror() -> None:
     with pytest.raises(OSError, match="clock_adjtime"):
-        LinuxClock(Recorder(rc=-1)).correct(1000, step_allowed=False)
+        LinuxClock(Recorder(rc=-1)).step(1000)

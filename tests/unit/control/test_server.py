@@ -1,8 +1,8 @@
 """Control server: a real ControlServer on a temporary Unix socket, real clients over it.
 
 The server's event loop runs in a background thread so the blocking client (and raw sockets)
-can talk to it from the test thread.  Handlers are plain functions returning snapshots built
-here: that is the unit boundary.
+can talk to it from the test thread.  Handlers are plain functions returning example snapshots
+(tests/snapshot_examples.py): that is the unit boundary.
 """
 
 from __future__ import annotations
@@ -15,58 +15,24 @@ import shutil
 import socket
 import stat
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
+import snapshot_examples as examples
+from loop_thread import LoopThread
 
 from tsyncctl.client import ControlClient, ControlError
 from tsyncd.control.rpc import ErrorCode
 from tsyncd.control.server import ControlServer, ControlSetupError, may_call_admin
-from tsyncd.snapshots import ServerStatsSnapshot, SystemSnapshot, as_json
+from tsyncd.snapshots import as_json
 
-T = TypeVar("T")
-
-SYSTEM = SystemSnapshot(
-    synchronized=True,
-    unsynchronized_reason=None,
-    clock_mode="measure",
-    stratum=3,
-    reference_id="192.0.2.1",
-    reference_id_raw=0xC0000201,
-    reference_time=1_700_000_000.5,
-    offset=-1.25e-5,
-    root_delay=0.0021,
-    root_dispersion=0.00034,
-    leap="none",
-    poll=6,
-    precision=-20,
-    selected_source="ntp1.example:123",
-    uptime=3661.0,
-)
-STATS = ServerStatsSnapshot(
-    listen=["127.0.0.1:123"], received=10, sent=8, dropped=2, dropped_by_reason={"rate": 2}
-)
-
-
-class LoopThread:
-    """An asyncio loop running in a daemon thread."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 5.0) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-        self.loop.close()
+# The shared examples, with the values asserted on below that differ from them.
+SYSTEM = replace(examples.SYSTEM, stratum=3)
+STATS = replace(examples.STATS, dropped_by_reason={"rate": 2})
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
@@ -10,14 +9,16 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
+from loop_thread import serving
+from snapshot_examples import SELECTED, STATS, SYSTEM, UNREACHABLE
 
 from tsyncctl import cli as cli_module
 from tsyncctl import render
@@ -25,74 +26,10 @@ from tsyncctl.cli import cli
 from tsyncctl.client import ControlClient, ControlError
 from tsyncctl.render import format_age, format_log2, format_seconds
 from tsyncd import __version__
-from tsyncd.control.server import ControlServer
-from tsyncd.snapshots import ServerStatsSnapshot, SourceSnapshot, SystemSnapshot
+from tsyncd.control.server import ControlServer, Handler
 
-T = TypeVar("T")
-
-SYSTEM = SystemSnapshot(
-    synchronized=True,
-    unsynchronized_reason=None,
-    clock_mode="system",
-    stratum=2,
-    reference_id="192.0.2.1",
-    reference_id_raw=0xC0000201,
-    reference_time=1_700_000_000.0,
-    offset=-1.25e-5,
-    root_delay=0.0041,
-    root_dispersion=0.00052,
-    leap="none",
-    poll=6,
-    precision=-20,
-    selected_source="a.example:123",
-    uptime=90061.0,
-)
-SELECTED = SourceSnapshot(
-    name="a.example:123",
-    address="192.0.2.1:123",
-    mode="server",
-    state="selected",
-    state_reason=None,
-    offset=0.0012345,
-    delay=0.0031,
-    jitter=0.000045,
-    dispersion=0.0002,
-    root_delay=0.001,
-    root_dispersion=0.002,
-    stratum=1,
-    reference_id="GPS",
-    leap="none",
-    reach=0o377,
-    poll=6,
-    last_rx=35.0,
-    packets_sent=20,
-    packets_received=19,
-    packets_dropped=1,
-    kiss_code=None,
-)
-UNREACHABLE = replace(
-    SELECTED,
-    name="b.example:123",
-    address="[2001:db8::1]:123",
-    state="unreachable",
-    state_reason="no reply for 8 polls",
-    offset=None,
-    delay=None,
-    jitter=None,
-    stratum=None,
-    reach=0,
-    last_rx=None,
-    kiss_code="RATE",
-)
+# The tests below assert on the values of the shared examples (tests/snapshot_examples.py).
 CANDIDATE = replace(SELECTED, name="c.example:123", state="candidate", offset=-0.0000021)
-STATS = ServerStatsSnapshot(
-    listen=["0.0.0.0:123", "[::]:123"],
-    received=1000,
-    sent=990,
-    dropped=10,
-    dropped_by_reason={"rate_limited": 7, "malformed": 3},
-    kod_sent=4,
-)
 
 READ_METHODS = {
     "status": lambda params: SYSTEM,
@@ -102,21 +39,6 @@ READ_METHODS = {
 }
 
 
-class LoopThread:
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(5)
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-        self.loop.close()
-
-
 @pytest.fixture
 def short_dir() -> Iterator[Path]:
     d = Path(tempfile.mkdtemp(prefix="tsc", dir="/tmp"))  # AF_UNIX paths max 107 bytes
@@ -124,14 +46,17 @@ def short_dir() -> Iterator[Path]:
     shutil.rmtree(d, ignore_errors=True)
 
 
+@contextmanager
+def control_socket(path: Path, read_methods: Mapping[str, Handler]) -> Iterator[Path]:
+    """A ControlServer with only these read methods, listening on ``path`` while in use."""
+    with serving(ControlServer(path, read_methods=read_methods, admin_methods={})) as server:
+        yield server.socket_path
+
+
 @pytest.fixture
 def sock(short_dir: Path) -> Iterator[Path]:
-    lt = LoopThread()
-    server = ControlServer(short_dir / "ctl.sock", read_methods=READ_METHODS, admin_methods={})
-    lt.run(server.start())
-    yield server.socket_path
-    lt.run(server.close())
-    lt.stop()
+    with control_socket(short_dir / "ctl.sock", READ_METHODS) as path:
+        yield path
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> Result:
@@ -220,16 +145,8 @@ def test_status_human_unsynchronized(short_dir: Path) -> None:
         reference_time=None,
         offset=0.0,
     )
-    lt = LoopThread()
-    server = ControlServer(
-        short_dir / "u.sock", read_methods={"status": lambda p: unsynced}, admin_methods={}
-    )
-    lt.run(server.start())
-    try:
-        out = run("-s", str(server.socket_path), "status").stdout
-    finally:
-        lt.run(server.close())
-        lt.stop()
+    with control_socket(short_dir / "u.sock", {"status": lambda p: unsynced}) as path:
+        out = run("-s", str(path), "status").stdout
     assert "Synchronized    : no (no reachable sources)" in out.splitlines()
     assert "Ref time        : -" in out.splitlines()
     assert "Offset          : +0.000 ns" in out.splitlines()
@@ -272,16 +189,8 @@ def test_serverstats_human(sock: Path) -> None:
 
 
 def test_empty_source_list(short_dir: Path) -> None:
-    lt = LoopThread()
-    server = ControlServer(
-        short_dir / "e.sock", read_methods={"sources": lambda p: []}, admin_methods={}
-    )
-    lt.run(server.start())
-    try:
-        out = run("-s", str(server.socket_path), "peers").stdout
-    finally:
-        lt.run(server.close())
-        lt.stop()
+    with control_socket(short_dir / "e.sock", {"sources": lambda p: []}) as path:
+        out = run("-s", str(path), "peers").stdout
     assert out == "no sources configured\n"
 
 
@@ -360,16 +269,8 @@ def test_timeout_when_the_daemon_does_not_answer(short_dir: Path) -> None:
 
 
 def test_rpc_error_message_is_shown(short_dir: Path) -> None:
-    lt = LoopThread()
-    server = ControlServer(
-        short_dir / "m.sock", read_methods={"status": lambda p: SYSTEM}, admin_methods={}
-    )
-    lt.run(server.start())
-    try:
-        result = run("-s", str(server.socket_path), "serverstats")
-    finally:
-        lt.run(server.close())
-        lt.stop()
+    with control_socket(short_dir / "m.sock", {"status": lambda p: SYSTEM}) as path:
+        result = run("-s", str(path), "serverstats")
     assert_one_line_error(result, "unknown method 'serverstats'; known: status")
 
 

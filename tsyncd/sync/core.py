@@ -1,0 +1,235 @@
+"""The synchronization core, sans-IO: every source's association and filter, the system process
+and the discipline, wired together.  The daemon and the simulator drive the same object.
+
+Theory of operation
+-------------------
+Inputs are method calls carrying bytes and the disciplined clock's time (integer ns); outputs
+are requests to send and clock actions to apply:
+
+* ``handle_timer(now)`` polls every association whose deadline has passed (returning the
+  requests) and runs the discipline's timer (returning clock actions);
+* ``handle_sent(name, t1)`` records T1, read just before the request went to the kernel;
+* ``handle_reply(name, data, rx)`` checks the reply, feeds the filter, re-runs selection and,
+  when the system peer has a sample newer than the last one used (RFC 5905 §10: never use a
+  sample twice or an older one), hands the combined offset to the discipline.
+
+The caller applies every ``Step``/``SetFrequency`` at once, so the core and the discipline can
+assume the clock did what they said; after a step the core shifts every stored sample by it,
+because those offsets were measured against a clock that no longer reads the same.
+``next_deadline_ns()`` says when to call ``handle_timer`` next.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Final
+
+from tsyncd.sync.association import AssociationState, NtpAssociation
+from tsyncd.sync.discipline import ClockAction, Discipline, Step
+from tsyncd.sync.filter import ClockFilter
+from tsyncd.sync.system import Candidate, SystemDecision, SystemProcess
+
+_NS_PER_S: Final = 1_000_000_000
+
+
+@dataclass(slots=True)
+class SourceState:
+    """One source inside the core: its association and its clock filter."""
+
+    name: str
+    reference_id: int  # what we announce as our refid when this source is the system peer
+    association: NtpAssociation
+    filter: ClockFilter
+
+    def candidate(self, now_ns: int) -> Candidate:
+        """This source as the system process sees it."""
+        a = self.association
+        return Candidate(
+            name=self.name,
+            reference_id=self.reference_id,
+            reach=a.reach,
+            polled=a.stats.packets_sent > 0,
+            usable=a.state is not AssociationState.DEMOBILIZED,
+            unusable_reason=a.unusable_reason,
+            estimate=self.filter.output(now_ns),
+            poll_log2=a.poll,
+        )
+
+
+class SyncCore:
+    """Samples in, clock actions and system state out."""
+
+    def __init__(
+        self,
+        *,
+        local_stratum: int | None,
+        min_sources: int,
+        precision_log2: int,
+        discipline: Discipline | None,
+        now_ns: int,
+    ) -> None:
+        self.system = SystemProcess(local_stratum=local_stratum, min_sources=min_sources)
+        self.discipline = discipline
+        self.precision_log2 = precision_log2
+        self.sources: dict[str, SourceState] = {}
+        self.decision: SystemDecision = self.system.choose([], now_ns)
+        self.clock_updates = 0  # offsets handed to the discipline
+        self.last_update_ns: int | None = None
+        self.update_interval_ns: int | None = None  # between the last two clock updates
+
+    # ---------------------------------------------------------------- sources
+
+    def add_source(
+        self,
+        name: str,
+        *,
+        reference_id: int,
+        min_poll: int,
+        max_poll: int,
+        iburst: bool,
+        rng: random.Random,
+        now_ns: int,
+    ) -> SourceState:
+        """Mobilize an association (polling starts at its first deadline)."""
+        if name in self.sources:
+            raise ValueError(f"source {name!r} already exists")
+        precision_ns = max(1, _NS_PER_S >> -self.precision_log2)
+        state = SourceState(
+            name=name,
+            reference_id=reference_id,
+            association=NtpAssociation(
+                min_poll=min_poll,
+                max_poll=max_poll,
+                iburst=iburst,
+                precision_log2=self.precision_log2,
+                rng=rng,
+                now_ns=now_ns,
+            ),
+            filter=ClockFilter(precision_ns=precision_ns),
+        )
+        self.sources[name] = state
+        return state
+
+    def remove_source(self, name: str, now_ns: int) -> None:
+        """Demobilize and forget a source."""
+        del self.sources[name]
+        self._reselect(now_ns)
+
+    # ---------------------------------------------------------------- inputs
+
+    def handle_timer(self, now_ns: int) -> tuple[list[tuple[str, bytes]], list[ClockAction]]:
+        """Poll due associations and run the discipline's timer."""
+        requests: list[tuple[str, bytes]] = []
+        for state in self.sources.values():
+            deadline = state.association.next_deadline_ns()
+            if deadline is not None and deadline <= now_ns:
+                a = state.association
+                data = a.handle_timer(now_ns)
+                if data is not None:
+                    requests.append((state.name, data))
+                    if a.reach & 0b111 == 0 and a.stats.packets_sent > 3:
+                        # RFC 5905 §13: three polls unanswered inflate the dispersion.
+                        state.filter.add_dummy(now_ns)
+        actions: list[ClockAction] = []
+        if self.discipline is not None:
+            deadline = self.discipline.next_deadline_ns()
+            if deadline is not None and deadline <= now_ns:
+                actions = self._applied(self.discipline.handle_timer(now_ns), now_ns)
+        self._reselect(now_ns)
+        return requests, actions
+
+    def handle_sent(self, name: str, t1_ns: int) -> None:
+        """T1 of the request just sent by ``name``."""
+        state = self.sources.get(name)
+        if state is not None:
+            state.association.handle_sent(t1_ns)
+
+    def handle_reply(self, name: str, data: bytes, rx_ns: int) -> list[ClockAction]:
+        """A datagram from source ``name`` arrived at ``rx_ns`` (disciplined clock)."""
+        state = self.sources.get(name)
+        if state is None:
+            return []
+        sample = state.association.handle_reply(data, rx_ns)
+        if sample is not None:
+            state.filter.add(sample, poll_log2=state.association.poll)
+        return self._reselect(rx_ns)
+
+    def burst(self, now_ns: int) -> None:
+        """Send a quick burst of requests to every source (tsyncctl burst)."""
+        for state in self.sources.values():
+            state.association.start_burst(now_ns)
+
+    def makestep(self, now_ns: int) -> list[ClockAction]:
+        """Step the clock by the current system offset now (tsyncctl makestep)."""
+        d = self.decision
+        if not d.synchronized or d.offset_ns == 0:
+            return []
+        actions: list[ClockAction] = [Step(offset_ns=d.offset_ns)]
+        if self.discipline is not None:
+            self.discipline.handle_external_step(now_ns, d.offset_ns)
+        return self._applied(actions, now_ns)
+
+    # ---------------------------------------------------------------- the system process
+
+    def _reselect(self, now_ns: int) -> list[ClockAction]:
+        self.decision = d = self.system.choose(
+            [s.candidate(now_ns) for s in self.sources.values()], now_ns
+        )
+        if not d.synchronized or d.selected is None:
+            return []
+        peer = self.sources[d.selected]
+        estimate = peer.filter.output(now_ns)
+        if estimate is None or not estimate.new:
+            # RFC 5905 §10: a sample is used once, never an older one, and not a popcorn spike.
+            return []
+        peer.filter.mark_used(estimate.sample)
+        self.clock_updates += 1
+        if self.last_update_ns is not None:
+            self.update_interval_ns = now_ns - self.last_update_ns
+        self.last_update_ns = now_ns
+        if self.discipline is None:
+            return []
+        error_ns = max(d.jitter_ns, 1)
+        # The filter may hand on a sample several polls old: say when it was measured.
+        actions = self.discipline.handle_offset(
+            now_ns,
+            d.offset_ns,
+            error_ns=error_ns,
+            poll_log2=self.system_poll(),
+            measured_ns=estimate.sample.local_rx_ns,
+            delay_ns=estimate.sample.delay_ns,
+        )
+        poll = self.discipline.poll_log2
+        for state in self.sources.values():
+            state.association.set_system_poll(poll)
+        return self._applied(actions, now_ns)
+
+    def _applied(self, actions: list[ClockAction], now_ns: int) -> list[ClockAction]:
+        """Account for steps in the stored samples before the caller applies them."""
+        stepped = False
+        for action in actions:
+            if isinstance(action, Step):
+                stepped = True
+                for state in self.sources.values():
+                    state.filter.shift(action.offset_ns)
+        if stepped:
+            self.decision = self.system.choose(
+                [s.candidate(now_ns) for s in self.sources.values()], now_ns
+            )
+        return actions
+
+    def system_poll(self) -> int:
+        """The poll interval the system runs at: the system peer's, else the smallest."""
+        d = self.decision
+        if d.selected is not None and d.selected in self.sources:
+            return self.sources[d.selected].association.poll
+        return min((s.association.poll for s in self.sources.values()), default=6)
+
+    def next_deadline_ns(self) -> int | None:
+        """When ``handle_timer`` must run next (disciplined-clock ns), or None."""
+        deadlines = [s.association.next_deadline_ns() for s in self.sources.values()]
+        if self.discipline is not None:
+            deadlines.append(self.discipline.next_deadline_ns())
+        pending = [d for d in deadlines if d is not None]
+        return min(pending) if pending else None
