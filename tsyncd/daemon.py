@@ -47,6 +47,7 @@ from tsyncd.sync.discipline import (
     Step,
 )
 from tsyncd.sync.driftfile import read_drift, write_drift
+from tsyncd.sync.leap import kernel_leap, leap_applied, utc_day
 from tsyncd.sync.system import SystemDecision
 from tsyncd.wire.ntp import Leap, refid_for_address, refid_to_str
 from tsyncd.wire.timestamps import ntp64_from_unix_ns, short_from_ns
@@ -116,6 +117,8 @@ class Daemon:
         self._last_selected: str | None = None
         self._panic_logged = False
         self._drift_written_ns = now
+        self._leap_armed = 0  # leap passed to the kernel: 0 none, 1 insert, 2 delete
+        self._leap_day = utc_day(now)
 
     @property
     def decision(self) -> SystemDecision:
@@ -368,6 +371,7 @@ class Daemon:
         while True:
             await asyncio.sleep(tick)
             self._run_timer()  # re-selects: root dispersion and reach age with time
+            self._track_leap()
             d = self.core.decision
             with contextlib.suppress(OSError):
                 self.clock.publish_state(
@@ -375,12 +379,27 @@ class Daemon:
                         synchronized=d.synchronized,
                         max_error_ns=d.root_delay_ns // 2 + d.root_dispersion_ns,
                         est_error_ns=d.jitter_ns,
-                        leap=d.leap,
+                        leap=self._leap_armed,
                     )
                 )
             if (self.clock.now_ns() - self._drift_written_ns) * 1e-9 >= _DRIFT_WRITE_INTERVAL_S:
                 self._write_drift()
             self.notifier.watchdog()
+
+    def _track_leap(self) -> None:
+        """Arm the kernel for an announced leap on its day; tell the discipline once it happened.
+
+        Only the system clock leaps (the kernel does it); a measure-mode virtual clock follows
+        the host clock, which we do not steer.
+        """
+        now = self.clock.now_ns()
+        if self.clock.mode == "system":
+            jump = leap_applied(self._leap_armed, self._leap_day, now)
+            if jump:
+                log.warning("leap second applied by the kernel (clock moved %+d s)", jump)
+                self.discipline.handle_leap(now, jump)
+        self._leap_day = utc_day(now)
+        self._leap_armed = kernel_leap(self.core.decision.leap, now)
 
     def _write_drift(self) -> None:
         path = self.config.clock.drift_file
