@@ -111,7 +111,8 @@ def test_tsyncctl_query_against_chronyd(peers: Peers) -> None:
 
 
 def test_ntpdig_reads_tsyncd(tmp_path: Path) -> None:
-    """ntpdig has no port option, so tsyncd serves port 123 inside a private network namespace."""
+    """ntpdig has no port option, so tsyncd serves port 123 in a private user+network namespace
+    (no root needed, and nothing binds the host's port 123)."""
     ntpdig = require("ntpdig")
     require("unshare")
     sock = tmp_path / "tsyncd.sock"
@@ -142,7 +143,7 @@ def test_ntpdig_reads_tsyncd(tmp_path: Path) -> None:
         """
     )
     done = subprocess.run(
-        ["unshare", "--net", "sh", "-c", script],
+        ["unshare", "--net", "--map-root-user", "sh", "-c", script],
         capture_output=True,
         text=True,
         timeout=60,

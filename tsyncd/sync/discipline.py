@@ -49,7 +49,7 @@ _MAX_SAMPLES: Final = 256  # history kept for the regression (chrony maxsamples)
 _MIN_RUNS_SAMPLES: Final = 6  # below this the runs test has no power: keep everything
 _RUNS_Z: Final = 1.5  # one-sided normal quantile for "too few runs"
 _TAIL_Z: Final = 3.0  # newest samples this many standard errors off the line: window too long
-_POLL_TARGET: Final = 12  # regression samples to aim for before raising the poll
+_POLL_TARGET: Final = 24  # regression samples to aim for before raising the poll
 _CORRECTION_RATIO: Final = 0.25  # slew the phase error out over this fraction of the interval
 _MIN_CORRECTION_NS: Final = 1_000_000_000  # never slew faster than over 1 s
 _NO_PRIOR_SKEW_PPM: Final = 1000.0  # "no idea" about the frequency before any data
@@ -291,7 +291,8 @@ class Discipline:
             step = round(phase_ns)
             self._apply_step(step)
             _log.info("stepping the clock by %+.6f s", step / _NS_PER_S)
-            return [Step(offset_ns=step), self._set(now_ns, self._freq_ppm, None)]
+            # The clock reads ``step`` later from here on: the frequency is set in that frame.
+            return [Step(offset_ns=step), self._set(now_ns + step, self._freq_ppm, None)]
         return [self._slew(now_ns, phase_ns)]
 
     def handle_timer(self, now_ns: int) -> list[ClockAction]:
@@ -321,15 +322,8 @@ class Discipline:
         """
         self._advance(now_ns)
         delta_ns = delta_s * _NS_PER_S
-        self._origin_ns += delta_ns
-        self._last_ns += delta_ns
-        if self._last_update_ns is not None:
-            self._last_update_ns += delta_ns
-        if self._deadline_ns is not None:
-            self._deadline_ns += delta_ns
-        if self._slew_end_ns is not None:
-            self._slew_end_ns += delta_ns
-        self._shift_log(delta_ns)
+        self._origin_ns += delta_ns  # u = v - origin - C must not move: C did not change
+        self._shift_times(delta_ns)
 
     # ---------------------------------------------------------------- internals
 
@@ -361,9 +355,17 @@ class Discipline:
     def _apply_step(self, step_ns: int) -> None:
         """A step is a correction like any other; clock times recorded before it move with it."""
         self._correction_ns += step_ns
-        self._shift_log(step_ns)
+        self._shift_times(step_ns)
 
-    def _shift_log(self, delta_ns: int) -> None:
+    def _shift_times(self, delta_ns: int) -> None:
+        """The clock jumped by ``delta_ns``: re-express every clock time we keep."""
+        self._last_ns += delta_ns
+        if self._last_update_ns is not None:
+            self._last_update_ns += delta_ns
+        if self._deadline_ns is not None:
+            self._deadline_ns += delta_ns
+        if self._slew_end_ns is not None:
+            self._slew_end_ns += delta_ns
         self._log = [(t + delta_ns, f) for t, f in self._log]
 
     def _freq_correction_since(self, t_ns: int) -> float:
