@@ -93,10 +93,9 @@ class Daemon:
                 else round(sync.panic_threshold * _NS_PER_S),
             ),
             initial_frequency_ppm=drift[0] if drift is not None else None,
+            initial_skew_ppm=drift[1] if drift is not None else None,
             now_ns=now,
         )
-        if drift is not None:
-            clock.set_frequency(drift[0])
         self.core = SyncCore(
             local_stratum=sync.local_stratum,
             min_sources=sync.min_sources,

@@ -216,5 +216,6 @@ def test_tracking_sourcestats_burst_and_makestep(peers: Peers, tmp_path: Path) -
     assert step["stepped"] is True and abs(step["offset"]) < 1e-3
     client.proc.stop()
     assert client.proc.popen.returncode == 0
-    ppm, _skew = (float(x) for x in drift.read_text().split()[:2])
-    assert abs(ppm - tracking["frequency_ppm"]) < 50
+    # chrony's format: how fast the free-running clock gains, the opposite of our correction.
+    gain_ppm, _skew = (float(x) for x in drift.read_text().split()[:2])
+    assert abs(-gain_ppm - tracking["frequency_ppm"]) < 50

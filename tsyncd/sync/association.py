@@ -12,8 +12,8 @@ random cookie rather than our clock; we remember our real send time locally.  Th
 what makes the origin check (test 2) strong: a blind spoofer must guess 64 random bits.
 
 Reachability is the RFC 5905 §13 eight-bit shift register, shifted at each poll and with bit 0 set
-by a good reply.  Poll intervals start at ``min_poll`` and rise one step after every
-``_POLL_RAISE_AFTER`` consecutive good replies (up to ``max_poll``); ``iburst`` sends the first
+by a good reply.  Poll intervals start at ``min_poll`` and follow the discipline's recommendation
+(``set_system_poll``) within ``min_poll``..``max_poll``; ``iburst`` sends the first
 ``_IBURST_COUNT`` requests at most 2 s apart.  A KoD RATE doubles the interval; DENY and RSTR stop
 the association for good (RFC 5905 §7.4) — both only after the origin check, so a spoofed KoD
 cannot silence us (RFC 8633 §5.4).
@@ -33,7 +33,6 @@ from tsyncd.wire.timestamps import ns_from_short, ntp64_diff_ns, ntp64_from_unix
 
 _IBURST_COUNT: Final = 4
 _BURST_SPACING_NS: Final = 2_000_000_000  # RFC 5905 BTIME
-_POLL_RAISE_AFTER: Final = 4
 _NS_PER_S: Final = 1_000_000_000
 
 
@@ -87,7 +86,7 @@ class NtpAssociation:
         self._precision_log2 = precision_log2
         self._rng = rng
         self._burst_left = _IBURST_COUNT if iburst else 1
-        self._good_streak = 0
+        self._kod_poll = min_poll  # raised by KoD RATE; set_system_poll never goes below it
         self._next_ns: int | None = now_ns + rng.randrange(0, 1 + poll_interval_ns(-4))
         self._cookie: int | None = None  # transmit timestamp of the outstanding request
         self._t1_ns = 0  # our clock when that request left
@@ -101,8 +100,6 @@ class NtpAssociation:
         """Poll: return the request to send now (or None), and arm the next deadline."""
         if self.state is AssociationState.DEMOBILIZED or self._next_ns is None:
             return None
-        if self._cookie is not None:
-            self._good_streak = 0  # the previous request went unanswered
         self.state = AssociationState.ACTIVE
         self.reach = (self.reach << 1) & 0xFF
         if self.reach == 0 and self.stats.packets_sent >= 8:
@@ -134,7 +131,8 @@ class NtpAssociation:
         An unreachable source keeps backing off on its own.
         """
         if self.reach != 0:
-            self.poll = max(self.min_poll, min(self.max_poll, poll_log2))
+            floor = max(self.min_poll, self._kod_poll)  # a RATE kiss is a floor we keep
+            self.poll = max(floor, min(self.max_poll, poll_log2))
 
     def handle_sent(self, tx_ns: int) -> None:
         """Record T1, the clock read just before the request was handed to the kernel."""
@@ -219,10 +217,6 @@ class NtpAssociation:
         self.stats.packets_received += 1
         self.stats.last_rx_ns = rx_ns
         self.stats.kiss_code = None
-        self._good_streak += 1
-        if self._good_streak >= _POLL_RAISE_AFTER and self.poll < self.max_poll:
-            self.poll += 1
-            self._good_streak = 0
         return Sample(
             offset_ns=offset,
             delay_ns=delay,
@@ -243,6 +237,7 @@ class NtpAssociation:
             self.unusable_reason = f"server sent kiss-o'-death {code}: access denied"
             self._next_ns = None
         elif code == "RATE":
+            self._kod_poll = min(self.max_poll, max(self.poll + 1, packet.poll))
             # RFC 5905 §7.4: poll less often; never below the server's own poll hint.
             self.poll = min(self.max_poll, max(self.poll + 1, packet.poll))
             self._burst_left = 1

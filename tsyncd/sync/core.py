@@ -9,9 +9,10 @@ are requests to send and clock actions to apply:
 * ``handle_timer(now)`` polls every association whose deadline has passed (returning the
   requests) and runs the discipline's timer (returning clock actions);
 * ``handle_sent(name, t1)`` records T1, read just before the request went to the kernel;
-* ``handle_reply(name, data, rx)`` checks the reply, feeds the filter, re-runs selection and,
-  when the system peer has a sample newer than the last one used (RFC 5905 §10: never use a
-  sample twice or an older one), hands the combined offset to the discipline.
+* ``handle_reply(name, data, rx)`` checks the reply, feeds the filter and re-runs selection;
+  each fresh sample of the system peer goes to the discipline with its own measurement time and
+  delay.  The discipline's delay-weighted regression is the filter there (as in chrony); the
+  RFC 5905 clock filter serves selection, jitter and dispersion, and is told what was used.
 
 The caller applies every ``Step``/``SetFrequency`` at once, so the core and the discipline can
 assume the clock did what they said; after a step the core shifts every stored sample by it,
@@ -28,6 +29,7 @@ from typing import Final
 from tsyncd.sync.association import AssociationState, NtpAssociation
 from tsyncd.sync.discipline import ClockAction, Discipline, Step
 from tsyncd.sync.filter import ClockFilter
+from tsyncd.sync.sample import Sample
 from tsyncd.sync.system import Candidate, SystemDecision, SystemProcess
 
 _NS_PER_S: Final = 1_000_000_000
@@ -114,7 +116,7 @@ class SyncCore:
     def remove_source(self, name: str, now_ns: int) -> None:
         """Demobilize and forget a source."""
         del self.sources[name]
-        self._reselect(now_ns)
+        self._reselect(now_ns, None)
 
     # ---------------------------------------------------------------- inputs
 
@@ -136,7 +138,7 @@ class SyncCore:
             deadline = self.discipline.next_deadline_ns()
             if deadline is not None and deadline <= now_ns:
                 actions = self._applied(self.discipline.handle_timer(now_ns), now_ns)
-        self._reselect(now_ns)
+        self._reselect(now_ns, None)
         return requests, actions
 
     def handle_sent(self, name: str, t1_ns: int) -> None:
@@ -153,7 +155,7 @@ class SyncCore:
         sample = state.association.handle_reply(data, rx_ns)
         if sample is not None:
             state.filter.add(sample, poll_log2=state.association.poll)
-        return self._reselect(rx_ns)
+        return self._reselect(rx_ns, (name, sample) if sample is not None else None)
 
     def burst(self, now_ns: int) -> None:
         """Send a quick burst of requests to every source (tsyncctl burst)."""
@@ -172,33 +174,35 @@ class SyncCore:
 
     # ---------------------------------------------------------------- the system process
 
-    def _reselect(self, now_ns: int) -> list[ClockAction]:
+    def _reselect(self, now_ns: int, fresh: tuple[str, Sample] | None) -> list[ClockAction]:
+        """Re-run selection; hand a fresh sample of the system peer to the discipline.
+
+        Every new sample of the system peer goes to the discipline, with its own time and
+        delay: the discipline's delay-weighted regression is the filter (as chrony does), so
+        it must not be starved by the RFC 5905 clock filter's once-only, lowest-delay-of-eight
+        and popcorn rules, which there only serve selection, jitter and dispersion.
+        """
         self.decision = d = self.system.choose(
             [s.candidate(now_ns) for s in self.sources.values()], now_ns
         )
-        if not d.synchronized or d.selected is None:
+        if fresh is None or not d.synchronized or d.selected != fresh[0]:
             return []
-        peer = self.sources[d.selected]
-        estimate = peer.filter.output(now_ns)
-        if estimate is None or not estimate.new:
-            # RFC 5905 §10: a sample is used once, never an older one, and not a popcorn spike.
-            return []
-        peer.filter.mark_used(estimate.sample)
+        name, sample = fresh
+        peer = self.sources[name]
+        peer.filter.mark_used(sample)
         self.clock_updates += 1
         if self.last_update_ns is not None:
             self.update_interval_ns = now_ns - self.last_update_ns
         self.last_update_ns = now_ns
         if self.discipline is None:
             return []
-        error_ns = max(d.jitter_ns, 1)
-        # The filter may hand on a sample several polls old: say when it was measured.
         actions = self.discipline.handle_offset(
             now_ns,
-            d.offset_ns,
-            error_ns=error_ns,
+            sample.offset_ns,
+            error_ns=max(d.jitter_ns, 1),
             poll_log2=self.system_poll(),
-            measured_ns=estimate.sample.local_rx_ns,
-            delay_ns=estimate.sample.delay_ns,
+            measured_ns=sample.local_rx_ns,
+            delay_ns=sample.delay_ns,
         )
         poll = self.discipline.poll_log2
         for state in self.sources.values():

@@ -12,25 +12,31 @@ phase slewing never invalidate it (no "clear the filter after a step"), and the 
 the controller are decoupled: no loop gain to tune, nothing that can oscillate.
 
 Estimator (chrony's idea, RFC 5905 leaves it open): a weighted least-squares line through the
-recent raw offsets gives the oscillator's phase now and its frequency (the slope).  How many
-samples to trust is decided by a runs test on the residuals: white measurement noise changes
-sign often, while a line that no longer fits (the oscillator wandered) leaves long runs of one
-sign, so the oldest samples are dropped until the residuals look random again.  With few
-samples the slope is blended with the prior (the drift file, or nothing).
+recent raw offsets gives the oscillator's phase now and its frequency (the slope).  When every
+offset comes with the delay of its exchange, samples are weighted by how much queueing they
+suffered beyond the fastest exchange (the offset of an exchange that queued ``e`` longer can be
+off by ``e/2``), so the lucky fast exchanges carry the estimate.  How many samples to trust is
+decided by two tests on the residuals, after which the oldest samples are dropped: a runs test
+(white noise changes sign often; a line that no longer fits, because the oscillator wandered,
+leaves long runs of one sign) and a tail test (the newest samples must not sit off the line as
+a group, at any scale: that end is what the estimate of "now" rests on).  With few samples the
+slope is blended with the prior (the drift file and its skew, or nothing).  A sample handed on
+late (the clock filter may pick one several polls old) is placed at its measurement time, using
+the log of frequencies we set since.
 
-Controller: the frequency is set to the slope (the drift estimate, ``frequency_ppm``, which is
-what the drift file keeps), and the estimated phase error is slewed out by running faster or
-slower for a time proportional to the interval between updates (a fraction of it, because the
-estimate is better than any one sample); ``handle_timer`` then returns to the drift estimate.
+Spikes (RFC 5905's SPIK state): an offset far outside what the estimate predicts is ignored once;
+a second one telling the same story means the reference moved (another system peer, a
+falseticker voted out): the history restarts from those two, keeping the frequency as a prior.
 
-Startup and limits follow chrony's ``makestep``/``maxslewrate`` and RFC 5905 §11.3: a step only
-when the offset exceeds ``step_threshold_ns`` within the first ``step_limit`` updates; offsets
-beyond ``panic_threshold_ns`` are refused (``Panic``) except on a first update that may step; the
-drift estimate stays within ``max_frequency_ppm`` and the total rate within ``max_slew_ppm``.
-
-Poll adaptation (chrony's ``polltarget``): the system poll is raised while the regression keeps
-more samples than a target and lowered when it keeps fewer, or at once when a new offset lands
-far outside what the estimate predicted.  The caller clamps the result to each source's limits.
+Controller: the frequency is set to the slope (the drift estimate, ``frequency_ppm``, kept in
+the drift file), and the estimated phase error is slewed out over a quarter of the interval
+between updates (the estimate beats any one sample); ``handle_timer`` ends the slew.  Start-up
+and limits follow chrony's ``makestep``/``maxslewrate`` and RFC 5905 §11.3: steps only above
+``step_threshold_ns`` within the first ``step_limit`` updates; ``Panic`` beyond
+``panic_threshold_ns`` except on a first update that may step; drift within
+``max_frequency_ppm``, total rate within ``max_slew_ppm``.  Poll (chrony's ``polltarget``): up
+while the regression keeps more samples than a target, down when fewer or when an offset lands
+far outside the prediction; the caller clamps it to each source's limits.
 """
 
 from __future__ import annotations
@@ -54,9 +60,11 @@ _CORRECTION_RATIO: Final = 0.25  # slew the phase error out over this fraction o
 _MIN_CORRECTION_NS: Final = 1_000_000_000  # never slew faster than over 1 s
 _NO_PRIOR_SKEW_PPM: Final = 1000.0  # "no idea" about the frequency before any data
 _MIN_PRIOR_SKEW_PPM: Final = 1.0  # a drift file is never trusted better than this
-_MIN_ERROR_NS: Final = 1_000.0  # bounds on the stated uncertainty of a sample, used only
-_MAX_ASSUMED_ERROR_NS: Final = 1_000_000.0  # while too few samples give their own
+_MIN_ERROR_NS: Final = 1_000.0  # bounds on a sample's stated uncertainty, used only while
+_MAX_ASSUMED_ERROR_NS: Final = 1_000_000.0  # too few samples give their own noise
 _WEIGHT_FLOOR_FRACTION: Final = 0.1  # of the median excess delay, see _weights
+_SPIKE_Z: Final = 6.0  # an offset this many noise deviations off the estimate is a spike ...
+_SPIKE_MIN_NS: Final = 50_000.0  # ... and at least this far off
 _RMS_WEIGHT: Final = 0.125  # exponential average weight for rms_offset
 _MAX_LOG: Final = 512  # frequency changes remembered for stale samples
 
@@ -161,7 +169,6 @@ class Discipline:
         has_file = initial_frequency_ppm is not None
         freq = _clamp(initial_frequency_ppm or 0.0, config.max_frequency_ppm)
         self._prior_ppm = freq
-        self._state_has_prior = has_file
         self._prior_skew_ppm = (
             max(initial_skew_ppm or _MIN_PRIOR_SKEW_PPM, _MIN_PRIOR_SKEW_PPM)
             if has_file
@@ -172,6 +179,7 @@ class Discipline:
         self._applied_ppm = freq  # what the clock runs at now (drift + slew)
         self._points: list[_Point] = []
         self._last_fit: _Fit | None = None  # the estimate as of the last update
+        self._pending: _Point | None = None  # an ignored spike, waiting for confirmation
         self._updates = 0
         self._state = "fset" if has_file else "nset"
         self._poll_log2 = 6
@@ -240,15 +248,11 @@ class Discipline:
     ) -> list[ClockAction]:
         """A new system offset: true time minus our clock, to be added to the clock.
 
-        ``error_ns`` is its uncertainty and ``poll_log2`` the system poll in force.
-        ``measured_ns`` is the clock time the offset was measured at (the sample's T4), when
-        that is earlier than ``now_ns``: the clock filter may hand on a sample several polls
-        old.  It must be in the current clock's frame (shifted by any step since, as the offset
-        itself is).  ``delay_ns`` is the round trip of the exchange the offset comes from: given
-        for every offset, it weights each sample by how much queueing it suffered beyond the
-        fastest exchange seen (chrony weights by delay likewise).  The caller must apply the
-        returned actions at ``now_ns``, in order; a
-        ``Panic`` means nothing was done.
+        ``error_ns`` is its uncertainty, ``poll_log2`` the system poll in force.  ``measured_ns``
+        is the clock time it was measured at (T4) if earlier than ``now_ns``, in the current
+        clock's frame (moved by any step since, as the offset is).  ``delay_ns``, the round trip
+        of its exchange, turns on delay weighting (give it for every offset or for none).  The
+        caller applies the actions at ``now_ns``, in order; after ``Panic`` nothing was done.
         """
         cfg = self._config
         self._advance(now_ns)
@@ -259,21 +263,34 @@ class Discipline:
             and not (self._updates == 0 and step_allowed)
         ):
             self._state = "panic"
+            limit_s = cfg.panic_threshold_ns / _NS_PER_S
             reason = (
-                f"offset {offset_ns / _NS_PER_S:+.3f} s exceeds the panic threshold "
-                f"{cfg.panic_threshold_ns / _NS_PER_S:.0f} s"
+                f"offset {offset_ns / _NS_PER_S:+.3f} s exceeds the panic threshold {limit_s:.0f} s"
             )
             _log.warning("clock discipline refuses an update: %s", reason)
             return [Panic(offset_ns=offset_ns, reason=reason)]
-        self._note_interval(now_ns)
-        self._updates += 1
-        self._last_offset_ns = offset_ns
-        self._mean_square += _RMS_WEIGHT * (float(offset_ns) ** 2 - self._mean_square)
         at = now_ns if measured_ns is None else min(measured_ns, now_ns)
         k = self._correction_ns - self._freq_correction_since(at)
         delay = math.nan if delay_ns is None else float(delay_ns)
         point = _Point(float(at - self._origin_ns) - k, offset_ns + k, float(error_ns), delay)
         predicted = self._last_fit
+        if self._is_spike(point):
+            pending = self._pending
+            if pending is None or not self._agree(pending, point):
+                # RFC 5905 SPIK: one offset far from everything before is ignored ...
+                self._pending = point
+                _log.debug("ignoring an offset of %+d ns far from the prediction", offset_ns)
+                return []
+            # ... but two in a row that agree mean the world changed (another system peer):
+            # start a new history, keeping the frequency as its prior.
+            _log.info("offsets moved away from the prediction: restarting the estimate")
+            self._restart(pending)
+            self._poll_score = min(self._poll_score, 0.0) - 2.0  # poll faster at once
+        self._pending = None
+        self._note_interval(now_ns)
+        self._updates += 1
+        self._last_offset_ns = offset_ns
+        self._mean_square += _RMS_WEIGHT * (float(offset_ns) ** 2 - self._mean_square)
         self._points.append(point)
         self._points.sort(key=lambda p: p.u)  # a stale sample may come after a newer one
         del self._points[:-_MAX_SAMPLES]
@@ -401,13 +418,45 @@ class Discipline:
         end = now_ns + max(1, round(duration_u * (1.0 + total * _PPM)))
         return self._set(now_ns, total, end)
 
+    def _innovation(self, point: _Point) -> tuple[float, float]:
+        """How far ``point`` is from the current estimate, and the noise that allows."""
+        fit = self._last_fit
+        if fit is None or fit.used == 0:
+            return 0.0, math.inf
+        excess = 0.0
+        delays = [p.delay for p in self._points]
+        if not math.isnan(point.delay) and delays and not any(map(math.isnan, delays)):
+            excess = max(0.0, point.delay - min(delays)) / 2.0
+        noise = math.sqrt(fit.sd_at(point.u) ** 2 + fit.sigma**2 + excess * excess)
+        return point.x - fit.at(point.u), noise
+
+    def _is_spike(self, point: _Point) -> bool:
+        miss, noise = self._innovation(point)
+        z = _SPIKE_Z
+        fit = self._last_fit
+        if fit is not None and 1 < fit.used < _MIN_RUNS_SAMPLES:
+            z *= 10.0  # the noise of a line through 2..5 samples is itself a guess
+        return abs(miss) > max(z * noise, _SPIKE_MIN_NS)
+
+    def _agree(self, first: _Point, second: _Point) -> bool:
+        """Two spikes tell the same story: their misses match within their noise."""
+        miss1, _ = self._innovation(first)
+        miss2, noise = self._innovation(second)
+        return abs(miss2 - miss1) <= max(_SPIKE_Z * noise, abs(miss1) / 4.0)
+
+    def _restart(self, first: _Point) -> None:
+        fit = self._last_fit
+        if fit is not None and fit.used >= 2:
+            self._prior_ppm = _clamp(fit.slope / _PPM, self._config.max_frequency_ppm)
+            self._prior_skew_ppm = max(math.sqrt(fit.slope_var) / _PPM, _MIN_PRIOR_SKEW_PPM)
+        self._points = [first]
+        self._last_fit = None
+
     def _note_interval(self, now_ns: int) -> None:
         if self._last_update_ns is not None:
             gap = float(max(0, now_ns - self._last_update_ns))
-            if self._interval_ns == 0.0:
-                self._interval_ns = gap
-            else:
-                self._interval_ns += 0.25 * (gap - self._interval_ns)
+            weight = 0.25 if self._interval_ns else 1.0
+            self._interval_ns += weight * (gap - self._interval_ns)
         self._last_update_ns = now_ns
 
     def _fit(self, *, prune: bool = False) -> _Fit:
@@ -450,7 +499,7 @@ class Discipline:
             unit_var = max(fitted, unit_var) if n < _MIN_RUNS_SAMPLES else fitted
             runs_ok = _runs_ok(resid) and _tail_ok(resid, ws, unit_var)
         slope_var = unit_var / suu if suu > 0 else math.inf
-        if self._state_has_prior:
+        if self._prior_skew_ppm < _NO_PRIOR_SKEW_PPM:
             # A drift file is worth as much as its skew says: blend by inverse variances.
             prior = self._prior_ppm * _PPM
             prior_var = (self._prior_skew_ppm * _PPM) ** 2
@@ -468,17 +517,18 @@ class Discipline:
     def _adapt_poll(self, poll_log2: int, fit: _Fit, predicted: _Fit | None, point: _Point) -> None:
         """chrony-style poll score: aim for a regression of ``_POLL_TARGET`` samples, and back
         off at once when a new offset lands far outside the prediction."""
-        adj: float
         miss = 0.0
         if predicted is not None and predicted.used >= 3:
             bound = 4.0 * math.hypot(predicted.sigma, predicted.sd_at(point.u))
-            miss = abs(point.x - predicted.at(point.u)) / max(bound, 1.0)
+            miss = abs(point.x - predicted.at(point.u)) / max(bound, _MIN_ERROR_NS)
         if miss > 1.0:
             adj = max(-math.log2(miss), -2.0)  # we are not tracking well
-        else:
-            adj = (fit.used / _POLL_TARGET - 1.0) / _POLL_TARGET
-            if fit.used < _POLL_TARGET:
-                adj *= 2.0
+        else:  # shortening the interval goes twice as fast as lengthening it
+            adj = (
+                (fit.used / _POLL_TARGET - 1.0)
+                / _POLL_TARGET
+                * (2.0 if fit.used < _POLL_TARGET else 1.0)
+            )
         self._poll_score += adj
         # Our own poll, not the caller's: the caller clamps it to the sources' limits, and we
         # stay within one step of what it runs so that a clamp never leaves us far away.
@@ -505,8 +555,7 @@ def _weights(pts: list[_Point]) -> list[float]:
     base = min(delays)
     excess = sorted(d - base for d in delays)
     floor = max(_WEIGHT_FLOOR_FRACTION * excess[len(excess) // 2], _MIN_ERROR_NS)
-    floor_sq = floor * floor
-    return [1.0 / (floor_sq + (d - base) ** 2 / 12.0) for d in delays]
+    return [1.0 / (floor * floor + (d - base) ** 2 / 12.0) for d in delays]
 
 
 def _runs_ok(resid: list[float]) -> bool:
@@ -526,18 +575,13 @@ def _runs_ok(resid: list[float]) -> bool:
 
 
 def _tail_ok(resid: list[float], ws: list[float], unit_var: float) -> bool:
-    """False when the newest samples sit off the line as a group, at any scale.
-
-    The runs test looks at the whole window, so a bend at its newest end (the oscillator has
-    just wandered) hides among many well-behaved older samples; but that end is exactly what
-    the estimate of the clock now rests on.  For every k from 3 to half the window, the weighted
-    mean residual of the newest k samples must stay within ``_TAIL_Z`` standard errors.
-    """
+    """False when the newest k samples (any k from 3 to half the window) sit off the line as a
+    group: their weighted mean residual beyond ``_TAIL_Z`` standard errors.  A bend at the new
+    end (the oscillator just wandered) hides from the runs test, yet "now" rests on that end."""
     if unit_var <= 0:
         return True
     limit = _TAIL_Z * _TAIL_Z * unit_var
-    sum_w = 0.0
-    sum_wr = 0.0
+    sum_w = sum_wr = 0.0
     half = len(resid) // 2
     for k, (w, r) in enumerate(zip(reversed(ws), reversed(resid), strict=True), start=1):
         if k > max(half, 3):

@@ -1,9 +1,18 @@
-"""The drift file: the frequency estimate kept across restarts.
+"""The drift file: the oscillator's frequency error, kept across restarts.
 
-Format: one line, "FREQUENCY_PPM SKEW_PPM", as chrony writes its driftfile (chrony's sign: the
-rate correction applied, positive makes the clock run faster), so either daemon can read the
-other's.  Writes are atomic: a temporary file in the same directory, fsync, rename over the old
-one, fsync of the directory, so a crash leaves the old estimate or the new one, never a torn one.
+With a good drift file the first clock updates only have to correct phase, so synchronization
+is quick and the clock does not wander off while the frequency is being measured again.
+
+Format: chrony's, so a file can move between the two daemons: one line, two decimal numbers in
+ppm, ``"<frequency> <skew>"`` (chrony writes ``%20.6f %20.6f``; older chrony files hold the
+frequency alone).  chrony's frequency is how fast the free-running clock *gains*, the opposite
+sign of the correction that compensates it, so the file holds ``-frequency_ppm`` of
+``Discipline.frequency_ppm`` (the correction: positive makes the clock run faster).
+
+The file is replaced atomically (temporary file in the same directory, fsync, rename, fsync of
+the directory), so a crash or power cut leaves the old file or the new one, never a torn one.
+Reading never raises: a missing, unreadable or corrupt file logs a warning and reads as None,
+and the daemon starts as if it had none.
 """
 
 from __future__ import annotations
@@ -14,51 +23,93 @@ import math
 import os
 import tempfile
 from pathlib import Path
+from typing import Final
 
-log = logging.getLogger(__name__)
+_log = logging.getLogger(__name__)
 
-_MAX_PPM = 500.0 * 2  # anything beyond is not a crystal's drift: treat the file as corrupt
+MAX_DRIFT_PPM: Final = 500.0  # beyond what any clock backend can correct: the file is wrong
+DEFAULT_SKEW_PPM: Final = 1.0  # for a file that holds only the frequency
+_MAX_FILE_BYTES: Final = 4096
 
 
 def read_drift(path: Path) -> tuple[float, float] | None:
-    """(frequency ppm, skew ppm) from ``path``; None (with a warning) if missing or corrupt."""
+    """The frequency correction and its skew (both ppm) from ``path``, or None.
+
+    Returns ``(frequency_ppm, skew_ppm)`` in ``Discipline`` terms (the correction to apply).
+    None, with a warning, when the file is missing, unreadable or does not hold sensible
+    numbers; never raises.
+    """
     try:
-        text = path.read_text(encoding="ascii")
+        with path.open("rb") as f:
+            raw = f.read(_MAX_FILE_BYTES + 1)
     except FileNotFoundError:
-        log.info("no drift file at %s yet", path)
+        _log.warning("drift file %s does not exist yet; measuring the frequency from scratch", path)
         return None
-    except (OSError, UnicodeDecodeError) as exc:
-        log.warning("cannot read the drift file %s: %s; starting without it", path, exc)
+    except OSError as exc:
+        _log.warning("cannot read drift file %s: %s; ignoring it", path, exc)
         return None
-    fields = text.split()
+    parsed = _parse(raw)
+    if parsed is None:
+        _log.warning("drift file %s is corrupt (%r); ignoring it", path, raw[:80])
+    return parsed
+
+
+def _parse(raw: bytes) -> tuple[float, float] | None:
+    if len(raw) > _MAX_FILE_BYTES:
+        return None
     try:
-        ppm = float(fields[0])
-        skew = float(fields[1]) if len(fields) > 1 else 1000.0
-    except (IndexError, ValueError):
-        log.warning("drift file %s is not 'PPM SKEW': %r; starting without it", path, text[:40])
+        fields = raw.decode("ascii").split()
+    except UnicodeDecodeError:
         return None
-    if not (math.isfinite(ppm) and math.isfinite(skew)) or abs(ppm) > _MAX_PPM or skew < 0:
-        log.warning("drift file %s holds implausible values %r; ignoring it", path, text[:40])
+    if len(fields) not in (1, 2):
         return None
-    return ppm, skew
+    try:
+        values = [float(v) for v in fields]
+    except ValueError:
+        return None
+    gain_ppm = values[0]
+    skew_ppm = values[1] if len(values) == 2 else DEFAULT_SKEW_PPM
+    if not (math.isfinite(gain_ppm) and math.isfinite(skew_ppm)):
+        return None
+    if abs(gain_ppm) > MAX_DRIFT_PPM or skew_ppm < 0:
+        return None
+    return -gain_ppm + 0.0, skew_ppm  # + 0.0: no "-0.0" for a zero frequency
 
 
 def write_drift(path: Path, ppm: float, skew_ppm: float) -> None:
-    """Replace ``path`` atomically with the new estimate; OSError if the directory is unwritable."""
+    """Replace ``path`` atomically with the frequency correction ``ppm`` and its skew.
+
+    Raises ``OSError`` when the directory is not writable (the caller logs it and goes on:
+    a drift file is an optimisation) and ``ValueError`` for non-finite numbers.
+    """
+    if not (math.isfinite(ppm) and math.isfinite(skew_ppm)):
+        raise ValueError(f"drift values must be finite, got {ppm!r} {skew_ppm!r}")
+    line = f"{-ppm + 0.0:20.6f} {skew_ppm:20.6f}\n".encode("ascii")
     directory = path.parent
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     try:
-        with os.fdopen(fd, "w", encoding="ascii") as f:
-            f.write(f"{ppm:.6f} {skew_ppm:.6f}\n")
+        with os.fdopen(fd, "wb") as f:
+            f.write(line)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.chmod(tmp_name, 0o644)
+        os.replace(tmp_name, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp_name)
         raise
-    dir_fd = os.open(directory, os.O_RDONLY)
+    _fsync_dir(directory)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the rename itself durable (POSIX: the directory entry lives in the directory)."""
+    try:
+        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
     try:
         os.fsync(dir_fd)
+    except OSError:
+        pass  # some file systems refuse fsync on directories; the data itself is safe
     finally:
         os.close(dir_fd)

@@ -144,6 +144,9 @@ def test_kod_rate_increases_poll() -> None:
     a.handle_reply(kod(request, "RATE", poll=6), T0 + 1000)
     assert a.poll == 6  # at least the server's hint
     assert a.next_deadline_ns() == T0 + poll_interval_ns(6)
+    a.reach = 1
+    a.set_system_poll(4)
+    assert a.poll == 6  # the discipline may not undo a RATE kiss
 
 
 def test_iburst_then_poll_rises_and_reach_fills() -> None:
@@ -159,7 +162,11 @@ def test_iburst_then_poll_rises_and_reach_fills() -> None:
         now = nxt
     assert gaps[:3] == [2 * S] * 3  # iburst: 4 requests 2 s apart
     assert a.reach == 0xFF
-    assert a.poll == 6  # raised from min-poll 4 to max-poll 6 after good replies
+    assert a.poll == 4  # the association does not raise its own poll ...
+    a.set_system_poll(9)
+    assert a.poll == 6  # ... it follows the discipline's, within min..max
+    a.set_system_poll(1)
+    assert a.poll == 4
 
 
 def test_unanswered_polls_empty_reach() -> None:

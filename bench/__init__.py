@@ -1,0 +1,1 @@
+"""Benchmarks: tsyncd's accuracy in the deterministic simulator, beside chronyd's figures."""
