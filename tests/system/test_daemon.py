@@ -214,8 +214,13 @@ def test_tracking_sourcestats_burst_and_makestep(peers: Peers, tmp_path: Path) -
     )
     step = client.ctl("makestep")
     assert step["stepped"] is True and abs(step["offset"]) < 1e-3
+    last = client.ctl("tracking")
     client.proc.stop()
     assert client.proc.popen.returncode == 0
     # chrony's format: how fast the free-running clock gains, the opposite of our correction.
-    gain_ppm, _skew = (float(x) for x in drift.read_text().split()[:2])
-    assert abs(-gain_ppm - tracking["frequency_ppm"]) < 50
+    # A few more updates may land between our last read and the write at exit: allow for the
+    # estimate's own uncertainty.
+    gain_ppm, skew_ppm = (float(x) for x in drift.read_text().split()[:2])
+    assert skew_ppm >= 0 and abs(gain_ppm) <= 500
+    tolerance = 5 * max(skew_ppm, last["skew_ppm"]) + 5
+    assert abs(-gain_ppm - last["frequency_ppm"]) <= tolerance
