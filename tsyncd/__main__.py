@@ -19,6 +19,7 @@ import click
 from tsyncd import __version__
 from tsyncd.clock import make_clock
 from tsyncd.config import ClockConfig, Config, ConfigErrors, load_config
+from tsyncd.net.eventloop import loop_factory
 
 
 def _setup_logging(level: str) -> None:
@@ -87,7 +88,8 @@ def main(config_path: Path, check: bool, measure_only: bool) -> None:
         config_path,
     )
     try:
-        asyncio.run(daemon.run())
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
+            runner.run(daemon.run())
     except (OSError, ControlSetupError) as exc:
         logging.getLogger("tsyncd").error("cannot start: %s", exc)
         sys.exit(2)

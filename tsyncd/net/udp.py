@@ -24,6 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
+from tsyncd.net.sockets import open_socket, set_nonblocking
+
 log = logging.getLogger(__name__)
 
 # Linux asm-generic values; Python's socket module does not export them.
@@ -109,7 +111,7 @@ class TimestampedUdp:
         self.sock = sock
         self._on_datagram = on_datagram
         self.timestamps = enable_rx_timestamps(sock)
-        sock.setblocking(False)
+        self._flags = set_nonblocking(sock)
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(sock.fileno(), self._read_ready)
         self._closed = False
@@ -125,7 +127,7 @@ class TimestampedUdp:
     ) -> TimestampedUdp:
         """Bind a socket on an IP literal (``::`` listens on IPv4 too) and start reading."""
         family = family_for_host(host)
-        sock = socket.socket(family, socket.SOCK_DGRAM)
+        sock = open_socket(family, socket.SOCK_DGRAM)
         try:
             if family == socket.AF_INET6:
                 # Dual stack for the wildcard, so one [::] server also answers IPv4 clients.
@@ -147,7 +149,9 @@ class TimestampedUdp:
     def _read_ready(self) -> None:
         for _ in range(_BATCH):
             try:
-                data, ancdata, _flags, address = self.sock.recvmsg(_MAX_DATAGRAM, _CMSG_SPACE)
+                data, ancdata, _flags, address = self.sock.recvmsg(
+                    _MAX_DATAGRAM, _CMSG_SPACE, self._flags
+                )
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -163,7 +167,7 @@ class TimestampedUdp:
     def sendto(self, data: bytes, address: Address) -> bool:
         """Send one datagram now; False if the kernel refused it (logged, never raised)."""
         try:
-            self.sock.sendto(data, address)
+            self.sock.sendto(data, self._flags, address)
             return True
         except (BlockingIOError, InterruptedError):
             log.debug("send buffer full, dropped datagram to %s", address)

@@ -1,0 +1,48 @@
+"""Making sockets where Python's usual way is refused.
+
+Python's socket module asks ``socket()`` for ``SOCK_CLOEXEC`` and, when that fails with
+EINVAL, marks the descriptor close-on-exec with the ``FIOCLEX`` ioctl; ``setblocking(False)``
+uses the ``FIONBIO`` ioctl.  A clock-and-network simulator loaded with LD_PRELOAD (clknetsim)
+implements only the socket calls chronyd and ntpd make: it refuses the flag and both ioctls,
+so ``socket.socket()`` raises there.  ``open_socket`` then makes the socket with the C
+library's own ``socket()`` (through ``ctypes.CDLL(None)``, the process's symbols, so the
+simulator's version is the one called) and wraps the descriptor.  Callers that cannot make a
+socket non-blocking pass ``MSG_DONTWAIT`` on each call instead (``set_nonblocking``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import socket
+from functools import cache
+
+
+@cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def open_socket(family: socket.AddressFamily, kind: socket.SocketKind) -> socket.socket:
+    """A new socket; made through libc's ``socket()`` where Python's way is refused."""
+    try:
+        return socket.socket(family, kind)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+    fd = _libc().socket(int(family), int(kind), 0)
+    if fd < 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+    # family, type and proto given: the module then asks the descriptor nothing more.
+    return socket.socket(family, kind, 0, fileno=fd)
+
+
+def set_nonblocking(sock: socket.socket) -> int:
+    """Make ``sock`` non-blocking if allowed; return the flags each send/recv must add."""
+    try:
+        sock.setblocking(False)
+    except OSError:
+        return socket.MSG_DONTWAIT
+    return 0
