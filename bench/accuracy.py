@@ -167,7 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     out.append(
         f"   chronyd reference (not measured here): {CHRONY_FIRST_SYNC_S} s with iburst on "
-        "loopback; interpreter start-up is not part of the simulated figure"
+        "loopback; interpreter start-up is not part of the simulated figure "
+        "(python -m bench.first_sync measures both daemons cold on loopback, in one run)"
     )
     out.append(f"\n({cpu:.1f} s of CPU)")
     print("\n".join(out))
