@@ -30,9 +30,10 @@ from typing import Any, Final
 
 import click
 
+from tsyncd.config import TSQ_DATAGRAM_PORT as DATAGRAM_PORT
+from tsyncd.config import TSQ_STREAM_PORT as STREAM_PORT
+from tsyncd.config import TsqTransport as Transport
 from tsyncd.config import parse_endpoint
-from tsyncd.net.quic import DATAGRAM_PORT, STREAM_PORT, Transport, client_configuration
-from tsyncd.net.tsq import TsqClient, TsqClientError
 from tsyncd.sync.tsq import Combined, Rejected, TsqSample, combine, evaluate
 
 CONNECT_TIMEOUT_S: Final = 3.0  # default handshake wait (the reference has none, spec §2.4)
@@ -103,6 +104,11 @@ async def _measure_one(
     connect_timeout: float,
     reply_timeout: float,
 ) -> ServerResult:
+    # aioquic is imported only when a TSQ command runs: tsyncctl's other commands work
+    # without it (Debian 12 does not package it).
+    from tsyncd.net.quic import client_configuration
+    from tsyncd.net.tsq import TsqClient, TsqClientError
+
     result = ServerResult(name=name)
     loop = asyncio.get_running_loop()
     try:
@@ -217,6 +223,10 @@ def _warn_insecure(insecure: bool) -> None:
 def _run(targets: list[Any], *, reply_timeout: float, **kwargs: Any) -> list[ServerResult]:
     # aioquic logs handshake failures itself; we report them once, as FAILED lines.
     logging.getLogger("quic").setLevel(logging.CRITICAL)
+    try:
+        import aioquic  # noqa: F401
+    except ImportError:
+        raise TsqToolError("TSQ needs the Python package aioquic (pip install aioquic)") from None
     return asyncio.run(
         measure(targets, reply_timeout=reply_timeout, connect_timeout=reply_timeout, **kwargs)
     )

@@ -30,8 +30,12 @@ from tsyncd.metrics import MetricsExporter
 from tsyncd.sdnotify import Notifier
 from tsyncd.servers.ntp import NtpServer
 from tsyncd.servers.responder import AccessList, NtpResponder, ResponseTemplate
-from tsyncd.servers.tsq import TsqServer
-from tsyncd.servers.tsq_setup import start_tsq_server, tsq_server_info, tsq_server_snapshots
+from tsyncd.servers.tsq_setup import (
+    require_aioquic,
+    start_tsq_server,
+    tsq_server_info,
+    tsq_server_snapshots,
+)
 from tsyncd.snapshots import (
     ServerStatsSnapshot,
     SourceSnapshot,
@@ -40,7 +44,6 @@ from tsyncd.snapshots import (
     TrackingSnapshot,
 )
 from tsyncd.sources.ntp import NtpSourceSocket
-from tsyncd.sources.tsq import TsqSource
 from tsyncd.sync.core import SyncCore
 from tsyncd.sync.discipline import (
     ClockAction,
@@ -110,7 +113,7 @@ class Daemon:
         )
         self.sockets: dict[str, NtpSourceSocket] = {}
         self.servers: list[NtpServer] = []
-        self.tsq_servers: list[TsqServer] = []
+        self.tsq_servers: list[Any] = []  # TsqServer (aioquic is imported only for TSQ)
         self.control: ControlServer | None = None
         self.metrics: MetricsExporter | None = None
         self._rng = random.Random()
@@ -146,6 +149,7 @@ class Daemon:
             )
             self.servers.append(server)
             log.info("serving NTP on %s", server.listen)
+        require_aioquic(self.config)
         await self._start_tsq_servers()
         for source_cfg in self.config.sources:
             mobilize = self._mobilize_tsq if source_cfg.mode == "tsq" else self._mobilize
@@ -571,6 +575,8 @@ class Daemon:
 
     async def _mobilize_tsq(self, cfg: SourceConfig) -> None:
         """Resolve a TSQ source's address (retrying) and start polling it."""
+        from tsyncd.sources.tsq import TsqSource
+
         host, port = cfg.address.host, cfg.address.port
         ips = await self._resolve_retrying(cfg)
         source = TsqSource(

@@ -6,24 +6,41 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from tsyncd import __version__
-from tsyncd.config import TsqServerConfig
-from tsyncd.net.quic import NowNs, server_configuration
-from tsyncd.servers.tsq import TsqResponder, TsqServer, TsqServerInfo
+from tsyncd.config import Config, TsqServerConfig
 from tsyncd.snapshots import TsqServerStatsSnapshot
 from tsyncd.sync.core import SyncCore
 from tsyncd.sync.discipline import Discipline
 from tsyncd.wire.tsq import ClockClass, ClockQuality, SourceInfo, SourceType
 
+if TYPE_CHECKING:
+    from tsyncd.servers.tsq import TsqServer, TsqServerInfo
+
 _U16: Final = 0xFFFF
 
 
+def require_aioquic(config: Config) -> None:
+    """OSError if the config uses TSQ and aioquic is missing (Debian 12 does not package it).
+
+    Everything that imports aioquic is imported lazily, so tsyncd without TSQ runs without it.
+    """
+    if not config.tsq_servers and not any(s.mode == "tsq" for s in config.sources):
+        return
+    try:
+        import aioquic  # noqa: F401
+    except ImportError:
+        raise OSError("TSQ needs the Python package aioquic (pip install aioquic)") from None
+
+
 async def start_tsq_server(
-    cfg: TsqServerConfig, now_ns: NowNs, info: Callable[[], TsqServerInfo]
+    cfg: TsqServerConfig, now_ns: Callable[[], int], info: Callable[[], TsqServerInfo]
 ) -> TsqServer:
     """Load the certificate and bind; OSError naming the file if a PEM file is unusable."""
+    from tsyncd.net.quic import server_configuration
+    from tsyncd.servers.tsq import TsqResponder, TsqServer
+
     try:
         configuration = server_configuration(
             cfg.transport, cfg.certificate_chain_path, cfg.private_key_path
@@ -51,6 +68,8 @@ def tsq_server_info(core: SyncCore, discipline: Discipline | None) -> TsqServerI
     local clock (local-stratum): class unknown, source type "manual".  Otherwise stratum 0,
     which tells clients not to use us.
     """
+    from tsyncd.servers.tsq import TsqServerInfo
+
     d = core.decision
     error_ns = d.root_delay_ns // 2 + d.root_dispersion_ns
     skew_ppm = discipline.snapshot().skew_ppm if discipline is not None else 0.0
