@@ -1,9 +1,10 @@
-"""A CA and a server certificate for TSQ tests, made with ``cryptography``."""
+"""A CA and a server certificate for TSQ tests, made with ``cryptography``; TSQ config."""
 
 from __future__ import annotations
 
 import datetime
 import ipaddress
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,3 +69,18 @@ def make_pki(directory: Path, names: tuple[str, ...] = ("localhost",)) -> Pki:
         )
     )
     return pki
+
+
+def tsq_servers_toml(pki_dir: Path, stream: int, datagram: int) -> str:
+    return "".join(
+        textwrap.dedent(
+            f"""
+            [[tsq-server]]
+            transport = "{transport}"
+            listen = "127.0.0.1:{port}"
+            certificate-chain-path = "{pki_dir / "chain.pem"}"
+            private-key-path = "{pki_dir / "key.pem"}"
+            """
+        )
+        for transport, port in (("stream", stream), ("datagram", datagram))
+    )

@@ -8,22 +8,7 @@ import textwrap
 from pathlib import Path
 
 from peers import Peers, free_udp_port, wait_for
-from tsqcerts import make_pki
-
-
-def tsq_servers_toml(pki_dir: Path, stream: int, datagram: int) -> str:
-    return "".join(
-        textwrap.dedent(
-            f"""
-            [[tsq-server]]
-            transport = "{transport}"
-            listen = "127.0.0.1:{port}"
-            certificate-chain-path = "{pki_dir / "chain.pem"}"
-            private-key-path = "{pki_dir / "key.pem"}"
-            """
-        )
-        for transport, port in (("stream", stream), ("datagram", datagram))
-    )
+from tsqcerts import make_pki, tsq_servers_toml
 
 
 def tsq_source_toml(port: int, transport: str, ca: Path) -> str:
