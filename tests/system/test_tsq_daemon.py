@@ -108,3 +108,26 @@ def test_wrong_ca_never_syncs_and_bad_key_refuses_to_start(peers: Peers, tmp_pat
     )
     assert done.returncode == 2
     assert f"cannot load the TSQ certificate {bad / 'chain.pem'}" in done.stderr
+
+
+def test_tsq_source_reconnects_after_the_server_restarts(peers: Peers, tmp_path: Path) -> None:
+    pki = make_pki(tmp_path / "pki")
+    stream, datagram = free_udp_port(), free_udp_port()
+    servers = "[synchronization]\nlocal-stratum = 4\n" + tsq_servers_toml(
+        tmp_path / "pki", stream, datagram
+    )
+    first = peers.tsyncd("first", servers)
+    client = peers.tsyncd(
+        "client",
+        tsq_source_toml(stream, "stream", pki.ca) + tsq_source_toml(datagram, "datagram", pki.ca),
+    )
+    wait_for("the client to sync", lambda: client.ctl("status")["synchronized"])
+    first.proc.stop()  # closes its connections (CONNECTION_CLOSE)
+    second = peers.tsyncd("second", servers)
+
+    def both_answered() -> bool:
+        return all(s["sent"] >= 2 for s in second.ctl("serverstats")["tsq"])
+
+    wait_for("the client to reconnect to the restarted server", both_answered)
+    assert all(s["connections_accepted"] == 1 for s in second.ctl("serverstats")["tsq"])
+    assert client.proc.output().count("connected (stream)") == 2
