@@ -213,6 +213,12 @@ class TsqClient:
             raise TsqClientError(exc.reason, f"malformed reply: {exc}") from None
         return Exchange(nonce=nonce, t1_ns=t1_ns, t4_ns=t4_ns, reply=reply)
 
+    def ping(self) -> None:
+        """Send a QUIC PING (ack-eliciting), so that neither side's idle timer expires."""
+        if not self.closed:
+            self._protocol._quic.send_ping(0)
+            self._protocol.transmit()
+
     def close(self) -> None:
         """Send CONNECTION_CLOSE and release the socket, without the closing-period wait."""
         with contextlib.suppress(Exception):

@@ -5,6 +5,7 @@ poll interval, reach and statistics); the daemon hands the poll to ``send``, whi
 exchange in a task.  The exchange is checked by ``sync/tsq.evaluate`` (fresh random nonce
 echoed, T3 >= T2, non-negative delay) and becomes a ``Sample`` for ``SyncCore.handle_sample``.
 
+* one connection serves every poll (kept open with PINGs between polls up to 256 s apart);
 * connect and reply timeouts bound every step (the reference has no connect timeout, spec
   §2.4); a failed connection is dropped and the next poll reconnects;
 * each request carries a Metadata Query (247): a tsyncd server answers with its stratum
@@ -36,6 +37,11 @@ from tsyncd.wire.tsq import TsqResponse
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S: Final = 5.0
+# Servers close a connection idle for 30 s (tsyncd and the reference datagram server).  Between
+# polls up to KEEPALIVE_MAX_POLL_S apart we send a PING every KEEPALIVE_S to keep the one
+# connection; beyond that a handshake per poll costs less than the pings would.
+KEEPALIVE_S: Final = 10.0
+KEEPALIVE_MAX_POLL_S: Final = 256.0
 REPLY_TIMEOUT_S: Final = 3.0  # the reference clients' per-query wait
 _UNKNOWN_STRATUM: Final = 1
 
@@ -75,6 +81,9 @@ class TsqSource(NtpSourceSocket):
         self._on_drop: DropHandler | None = None
         self._last_error: str | None = None
         self._timeouts = 0  # consecutive reply timeouts
+        self._last_poll_s: float | None = None  # loop time of the last poll
+        self._poll_gap_s = 0.0  # between the last two polls
+        self._keepalive: asyncio.Task[None] | None = None
 
     def start(self, on_sample: SampleHandler, on_drop: DropHandler) -> None:
         """Where samples and rejected replies go."""
@@ -85,8 +94,20 @@ class TsqSource(NtpSourceSocket):
         """Poll now (``data``, the NTP request the core built, is not used)."""
         if self._task is not None and not self._task.done():
             return False  # the previous exchange is still running: this poll is lost
-        self._task = asyncio.get_running_loop().create_task(self._poll())
+        loop = asyncio.get_running_loop()
+        if self._last_poll_s is not None:
+            self._poll_gap_s = loop.time() - self._last_poll_s
+        self._last_poll_s = loop.time()
+        self._task = loop.create_task(self._poll())
+        if self._keepalive is None:
+            self._keepalive = loop.create_task(self._keep_alive())
         return True
+
+    async def _keep_alive(self) -> None:
+        while True:
+            await asyncio.sleep(KEEPALIVE_S)
+            if self._client is not None and self._poll_gap_s <= KEEPALIVE_MAX_POLL_S:
+                self._client.ping()
 
     async def _poll(self) -> None:
         try:
@@ -157,8 +178,9 @@ class TsqSource(NtpSourceSocket):
 
     def close(self) -> None:
         """Stop polling and close the connection."""
-        if self._task is not None:
-            self._task.cancel()
+        for task in (self._task, self._keepalive):
+            if task is not None:
+                task.cancel()
         if self._client is not None:
             self._client.close()
             self._client = None

@@ -150,6 +150,9 @@ def test_stream_reference_request_answered_at_once_without_fin(pki: Pki) -> None
                 # The reply and its FIN come together, at once (the reference holds 5 s).
                 assert time.monotonic() - started < 1.0 and fin
                 assert len(data) == 38 and data[:18] == REQUEST
+                # In one write: the reference client reads once (spec §3.4).
+                first = next(e for e in p.events if isinstance(e, StreamDataReceived))
+                assert len(first.data) == 38 and first.end_stream
                 assert data[18:20] == b"\x02\x08" and data[28:30] == b"\x03\x08"
                 reply = decode_response(data)
                 assert isinstance(reply, TsqResponse) and reply.send_ts >= reply.receive_ts
@@ -409,6 +412,22 @@ def test_connections_per_client_are_bounded(pki: Pki) -> None:
                 "127.0.0.1", port, config, now_ns=time.time_ns, timeout_s=2
             )
             assert isinstance((await client.query(2.0)).reply, TsqResponse)
+            client.close()
+
+    run(go)
+
+
+def test_datagram_client_without_sni(pki: Pki) -> None:
+    """The reference adjtime tool sends no SNI and verifies nothing (spec §2.2)."""
+
+    async def go() -> None:
+        async with tsq_server(pki, "datagram") as server:
+            config = client_configuration("datagram", server_name=None, insecure=True)
+            client = await TsqClient.connect(
+                "127.0.0.1", port_of(server), config, now_ns=time.time_ns, timeout_s=2
+            )
+            ex = await client.query(2.0, nonce=NONCE)
+            assert isinstance(ex.reply, TsqResponse) and ex.reply.nonce == NONCE
             client.close()
 
     run(go)
