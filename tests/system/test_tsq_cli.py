@@ -10,6 +10,8 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -17,6 +19,8 @@ from peers import Peers, free_udp_port
 from tsqcerts import Pki, make_pki, tsq_servers_toml
 
 from tsyncctl.cli import cli
+from tsyncctl.tsq import ServerResult
+from tsyncd.sync.tsq import TsqSample
 
 
 @dataclass
@@ -83,9 +87,7 @@ def test_sync_dry_run(served: Served, transport: str) -> None:
     assert "Dry run: would slew the clock by" in done.stdout
 
 
-def test_insecure_warns_and_wrong_ca_fails(
-    served: Served, tmp_path: pytest.TempPathFactory
-) -> None:
+def test_insecure_warns_and_wrong_ca_fails(served: Served, tmp_path: Path) -> None:
     done = tsyncctl("query", "127.0.0.1", "--port", str(served.datagram), "--insecure")
     assert done.returncode == 0
     assert "WARNING: Certificate verification disabled!" in done.stderr
@@ -119,3 +121,29 @@ def test_sync_refuses_without_privileges(monkeypatch: pytest.MonkeyPatch) -> Non
     )
     assert result.exit_code == 1
     assert "needs root privileges (or use --dry-run)" in result.output
+
+
+@pytest.mark.parametrize(
+    ("offset_ms", "expected", "code"),
+    [
+        (0.2, "Dry run: would slew the clock by +0.200 ms", 0),
+        (700.0, "Dry run: would step the clock by +700.000 ms", 0),
+        (-1500.0, "Error: Offset too large (-1500.000 ms > 1000 ms)", 1),
+    ],
+)
+def test_sync_decision(
+    monkeypatch: pytest.MonkeyPatch, offset_ms: float, expected: str, code: int
+) -> None:
+    """Slew, step or refuse, as the reference decides (spec §8); --dry-run only."""
+    samples = [
+        TsqSample(offset_ns=round(offset_ms * 1e6), delay_ns=d, t1_ns=0, t4_ns=0, t2=0, t3=0)
+        for d in (100_000, 110_000, 5_000_000)
+    ]
+
+    async def fake_measure(targets: list[Any], **_: Any) -> list[ServerResult]:
+        return [ServerResult(name=t[0], address="192.0.2.1:443", samples=samples) for t in targets]
+
+    monkeypatch.setattr("tsyncctl.tsq.measure", fake_measure)
+    result = CliRunner().invoke(cli, ["tsq", "sync", "192.0.2.1", "--dry-run"])
+    assert result.exit_code == code and expected in result.output, result.output
+    assert "(2 of 3 samples used, 1 of 1 servers" in result.output

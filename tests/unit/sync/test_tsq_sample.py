@@ -60,3 +60,45 @@ def test_combine_drops_slow_samples_and_weights_by_delay() -> None:
 def test_combine_needs_samples() -> None:
     with pytest.raises(ValueError):
         combine([])
+
+
+def test_core_takes_externally_measured_samples() -> None:
+    """SyncCore.handle_sample: a TSQ sample is filtered and selected like an NTP reply."""
+    import random
+
+    from tsyncd.sync.core import SyncCore
+    from tsyncd.sync.sample import Sample
+
+    now = T1
+    core = SyncCore(
+        local_stratum=None, min_sources=1, precision_log2=-20, discipline=None, now_ns=now
+    )
+    core.add_source(
+        "tsq",
+        reference_id=1,
+        min_poll=-2,
+        max_poll=-2,
+        iburst=False,
+        rng=random.Random(1),
+        now_ns=now,
+    )
+    requests, _ = core.handle_timer(now + 10**9)
+    assert [name for name, _ in requests] == ["tsq"]  # the core decides when to poll
+    sample = Sample(
+        offset_ns=250_000,
+        delay_ns=100_000,
+        dispersion_ns=1_000,
+        root_delay_ns=0,
+        root_dispersion_ns=0,
+        stratum=2,
+        leap=0,
+        reference_id=1,
+        local_rx_ns=now + 10**9 + 100_000,
+    )
+    assert core.handle_sample("tsq", sample) == []
+    assert core.handle_sample("unknown", sample) == []
+    assert core.decision.selected == "tsq" and core.decision.stratum == 3
+    a = core.sources["tsq"].association
+    assert a.reach == 1 and a.stats.packets_received == 1
+    core.handle_drop("tsq", "bad_nonce")
+    assert a.stats.drops_by_reason == {"bad_nonce": 1}
