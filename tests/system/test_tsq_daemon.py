@@ -43,7 +43,9 @@ def test_daemon_syncs_over_both_tsq_variants(peers: Peers, tmp_path: Path) -> No
         lambda: (s := client.ctl("status"))["synchronized"] and s,
     )
     # The server described itself (Time Source Info): local stratum 4, so we are at 5.
-    assert status["stratum"] == 5 and abs(status["offset"]) < 1e-3
+    # Loopback: the offset is ~0; 10 ms leaves room for a loaded 2-core machine, where the
+    # first samples after a handshake can have asymmetric delays of a few ms.
+    assert status["stratum"] == 5 and abs(status["offset"]) < 0.01
 
     def both_reached() -> list[dict[str, object]] | None:
         rows: list[dict[str, object]] = client.ctl("peers")
