@@ -117,6 +117,10 @@ class _ClientProtocol(TimestampedProtocol):
         del self.stream_waiters[event.stream_id]
         waiter.set_result((bytes(self._buffers.pop(event.stream_id)), self.rx_ns))
 
+    def discard_buffer(self, sid: int) -> None:
+        """Forget what arrived of a reply nobody waits for any more."""
+        self._buffers.pop(sid, None)
+
 
 def _nonce_of(data: bytes) -> bytes:
     """The nonce of a reference-layout response (Nonce TLV first), else b""."""
@@ -149,11 +153,14 @@ class TsqClient:
         loop = asyncio.get_running_loop()
         family = socket.AF_INET6 if ":" in ip else socket.AF_INET
         quic = QuicConnection(configuration=configuration)
-        udp, protocol = await loop.create_datagram_endpoint(
-            lambda: _ClientProtocol(quic, now_ns=now_ns),
-            local_addr=("::" if family == socket.AF_INET6 else "0.0.0.0", 0),
-            family=family,
-        )
+        try:
+            udp, protocol = await loop.create_datagram_endpoint(
+                lambda: _ClientProtocol(quic, now_ns=now_ns),
+                local_addr=("::" if family == socket.AF_INET6 else "0.0.0.0", 0),
+                family=family,
+            )
+        except OSError as exc:
+            raise TsqClientError("socket", f"cannot open a UDP socket for {ip}: {exc}") from exc
         client = cls(protocol, udp)
         try:
             protocol.connect((ip, port))
@@ -190,6 +197,7 @@ class TsqClient:
         protocol = self._protocol
         quic = protocol._quic
         waiter: asyncio.Future[tuple[bytes, int]] = asyncio.get_running_loop().create_future()
+        sid = -1
         if self.transport == "datagram":
             protocol.datagram_waiters[nonce] = waiter
             quic.send_datagram_frame(data)
@@ -203,9 +211,8 @@ class TsqClient:
             raw, t4_ns = await asyncio.wait_for(waiter, timeout_s)
         except TimeoutError:
             protocol.datagram_waiters.pop(nonce, None)
-            protocol.stream_waiters = {
-                k: v for k, v in protocol.stream_waiters.items() if v is not waiter
-            }
+            protocol.stream_waiters.pop(sid, None)
+            protocol.discard_buffer(sid)
             raise TsqClientError("timeout", f"no reply within {timeout_s:g} s") from None
         try:
             reply = decode_response(raw)

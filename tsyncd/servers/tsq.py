@@ -172,7 +172,11 @@ class _TsqServerProtocol(TimestampedProtocol):
     def _on_stream(self, event: StreamDataReceived) -> None:
         sid = event.stream_id
         if sid in self._answered:
-            return  # bytes after the request (or its FIN) on an answered stream: ignore
+            # Bytes after the request on an answered stream: ignored.  Its FIN ends it, so the
+            # set only holds streams still open (a long-lived connection does not grow it).
+            if event.end_stream:
+                self._answered.discard(sid)
+            return
         if self.server.transport == "datagram":
             self.server.responder.counters.drop("stream_on_datagram_port")
             self._answered.add(sid)
@@ -180,7 +184,7 @@ class _TsqServerProtocol(TimestampedProtocol):
         buf = self._streams.setdefault(sid, bytearray())
         buf += event.data
         if len(buf) > MAX_MESSAGE:
-            self._finish(sid, None, "request too long")
+            self._finish(sid, None, "request too long", event.end_stream)
             return
         if len(buf) < REQUEST_LEN and not event.end_stream:
             return
@@ -192,11 +196,12 @@ class _TsqServerProtocol(TimestampedProtocol):
         except WireError:
             pass  # the responder counts it below
         response = self.server.responder.respond(bytes(buf), self.rx_ns)
-        self._finish(sid, response, "malformed request")
+        self._finish(sid, response, "malformed request", event.end_stream)
 
-    def _finish(self, sid: int, response: bytes | None, why: str) -> None:
+    def _finish(self, sid: int, response: bytes | None, why: str, fin_seen: bool) -> None:
         self._streams.pop(sid, None)
-        self._answered.add(sid)
+        if not fin_seen:
+            self._answered.add(sid)
         counters = self.server.responder.counters
         if response is None:
             if why == "request too long":
