@@ -18,6 +18,7 @@ import click
 from tsyncctl import render
 from tsyncctl.client import ControlClient, ControlError
 from tsyncctl.query import QueryError, run_query
+from tsyncctl.tsq import tsq as tsq_commands
 from tsyncd import __version__
 
 DEFAULT_SOCKET = Path("/run/tsyncd/tsyncd.sock")
@@ -258,6 +259,9 @@ def query(target: str, count: int, reply_timeout: float, interval: float, as_jso
         raise CliError(f"no good reply from {target} ({outcome.address}): {reason}")
     for error in outcome.errors:
         click.echo(f"tsyncctl: {target}: one request failed: {error}", err=True)
+
+
+cli.add_command(tsq_commands)
 
 
 def main() -> None:

@@ -258,4 +258,28 @@ def render_serverstats(stats: Mapping[str, Any]) -> str:
     if isinstance(by_reason, Mapping):
         rows.extend((f"  {reason}", _text(count)) for reason, count in sorted(by_reason.items()))
     rows.append(("KoD sent", _text(stats.get("kod_sent"))))
+    rows.extend(_tsq_rows(stats.get("tsq")))
     return _key_values(rows)
+
+
+def _tsq_rows(servers: Any) -> list[tuple[str, str]]:
+    """serverstats lines for each TSQ server (absent from older daemons)."""
+    rows: list[tuple[str, str]] = []
+    for tsq in servers if isinstance(servers, list) else []:
+        if not isinstance(tsq, Mapping):
+            continue
+        rows.append((f"TSQ {_text(tsq.get('transport'))}", _text(tsq.get("listen"))))
+        for key, label in (
+            ("connections", "  Connections open"),
+            ("connections_accepted", "  Connections accepted"),
+            ("connections_refused", "  Connections refused"),
+            ("received", "  Requests received"),
+            ("sent", "  Responses sent"),
+            ("errors_sent", "  Error responses sent"),
+            ("dropped", "  Requests dropped"),
+        ):
+            rows.append((label, _text(tsq.get(key))))
+        by_reason = tsq.get("dropped_by_reason")
+        if isinstance(by_reason, Mapping):
+            rows.extend((f"    {r}", _text(n)) for r, n in sorted(by_reason.items()))
+    return rows

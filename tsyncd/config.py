@@ -42,6 +42,8 @@ NTP_PORT: Final = 123
 METRICS_PORT: Final = 9975
 POLL_MIN: Final = -7  # log2 s: 1/128 s, chrony's lower limit (sub-second polls for LANs)
 POLL_MAX: Final = 24  # log2 s: about 194 days, chrony's upper limit
+TSQ_DATAGRAM_PORT: Final = 443  # the reference's default for both TSQ servers
+TSQ_STREAM_PORT: Final = 8443  # where the public reference host runs its stream server
 
 
 # --- errors -----------------------------------------------------------------------------------
@@ -204,7 +206,8 @@ def parse_endpoint(text: str, default_port: int) -> Endpoint:
 
 ClockMode = Literal["system", "measure"]
 LogLevel = Literal["debug", "info", "warning", "error"]
-SourceMode = Literal["server", "pool"]
+SourceMode = Literal["server", "pool", "tsq"]
+TsqTransport = Literal["stream", "datagram"]
 Network = IPv4Network | IPv6Network
 
 
@@ -238,6 +241,8 @@ class SourceConfig:
     max_poll: int = 10  # log2 s
     count: int = 4  # pool only: how many of its addresses to use
     name: str  # the address text as written; unique; how control refers to the source
+    transport: TsqTransport = "datagram"  # tsq only: the variant (the port decides, no fallback)
+    certificate_authority: Path | None = None  # tsq only: CA file (default: certifi's bundle)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -247,6 +252,17 @@ class ServerConfig:
     listen: Endpoint = Endpoint("::", NTP_PORT)
     allow: tuple[Network, ...] = ()  # empty: everybody not denied
     deny: tuple[Network, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TsqServerConfig:
+    """One [[tsq-server]]: a TSQ (time over QUIC) server of one variant on one port."""
+
+    transport: TsqTransport
+    listen: Endpoint = Endpoint("::", TSQ_DATAGRAM_PORT)
+    certificate_chain_path: Path
+    private_key_path: Path
+    max_connections_per_client: int = 8
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -284,6 +300,7 @@ class Config:
     control: ControlConfig = ControlConfig()
     metrics: MetricsConfig = MetricsConfig()
     log: LogConfig = LogConfig()
+    tsq_servers: tuple[TsqServerConfig, ...] = ()
 
 
 # --- step 1: field tables ---------------------------------------------------------------------
@@ -348,6 +365,12 @@ def _string_field(key: str, convert: Callable[[str], Any] = str) -> _Field:
         return isinstance(v, str) and v != "" and "\0" not in v
 
     return _simple_field(key, "non-empty string", valid, convert)
+
+
+def _path_field(key: str, what: str) -> _Field:
+    """A required file path (a non-empty string); existence is checked when it is opened."""
+    field = _string_field(key, Path)
+    return _Field(key, field.parse, f"{field.expected} ({what})", required=True)
 
 
 def _endpoint_field(
@@ -418,17 +441,26 @@ _SYNCHRONIZATION: Final = (
     _seconds_field("panic-threshold", 0.0, 1e9),
 )
 _SOURCE: Final = (
-    _choice_field("mode", "server", "pool", required=True),
+    _choice_field("mode", "server", "pool", "tsq", required=True),
     _endpoint_field("address", NTP_PORT, ip_only=False, min_port=1, required=True),
     _simple_field("iburst", "true or false", lambda v: isinstance(v, bool)),
     _int_field("min-poll", POLL_MIN, POLL_MAX, "log2 seconds"),
     _int_field("max-poll", POLL_MIN, POLL_MAX, "log2 seconds"),
     _int_field("count", 1, 16, "addresses to use from the pool"),
+    _choice_field("transport", "stream", "datagram"),
+    _string_field("certificate-authority", Path),
 )
 _SERVER: Final = (
     _endpoint_field("listen", NTP_PORT, ip_only=True),
     _networks_field("allow"),
     _networks_field("deny"),
+)
+_TSQ_SERVER: Final = (
+    _choice_field("transport", "stream", "datagram", required=True),
+    _endpoint_field("listen", TSQ_DATAGRAM_PORT, ip_only=True),
+    _path_field("certificate-chain-path", "PEM file: the certificate, then its chain"),
+    _path_field("private-key-path", "PEM file"),
+    _int_field("max-connections-per-client", 1, 4096),
 )
 _CONTROL: Final = (
     _string_field("socket", Path),
@@ -446,6 +478,10 @@ def _build_source(values: dict[str, Any], raw: Mapping[str, object]) -> SourceCo
         values["max_poll"] = max(values.get("min_poll", 6), 10)
     if "min-poll" not in raw:
         values["min_poll"] = min(values.get("max_poll", 10), 6)
+    if values.get("mode") == "tsq" and parse_endpoint(str(raw["address"]), 0).port == 0:
+        # No port written: the reference's convention for the variant (shared/specs/tsq.md §1).
+        port = TSQ_STREAM_PORT if values.get("transport") == "stream" else TSQ_DATAGRAM_PORT
+        values["address"] = Endpoint(values["address"].host, port)
     return SourceConfig(name=str(raw["address"]), **values)
 
 
@@ -465,6 +501,7 @@ _SECTIONS: Final = {
     "synchronization": _Section(_SYNCHRONIZATION, _plain(SynchronizationConfig)),
     "source": _Section(_SOURCE, _build_source, array=True),
     "server": _Section(_SERVER, _plain(ServerConfig), array=True),
+    "tsq-server": _Section(_TSQ_SERVER, _plain(TsqServerConfig), array=True),
     "control": _Section(_CONTROL, _plain(ControlConfig)),
     "metrics": _Section(_METRICS, _plain(MetricsConfig)),
     "log": _Section(_LOG, _plain(LogConfig)),
@@ -531,8 +568,11 @@ def _check_sources(parsed: _Parsed, report: _Report) -> None:
                 source.max_poll,
                 f"integer {source.min_poll}..{POLL_MAX} (log2 seconds, at least min-poll)",
             )
-        if "count" in raw and source.mode == "server":
+        if "count" in raw and source.mode != "pool":
             report.add(f"{where}.count", source.count, 'no count unless mode = "pool"')
+        for key in ("transport", "certificate-authority"):
+            if key in raw and source.mode != "tsq":
+                report.add(f"{where}.{key}", raw[key], f'no {key} unless mode = "tsq"')
         identity = _endpoint_identity(source.address)
         if identity in first_use:
             report.add(
@@ -587,6 +627,7 @@ def parse_config(data: Mapping[str, object], path: Path) -> Config:
                 parsed[name].append((where, table, result))
     _check_sources(parsed["source"], report)
     _check_servers(parsed["server"], report)
+    _check_servers(parsed["tsq-server"], report)
     if report:
         raise ConfigErrors(
             ConfigError(path, key, value, expected) for key, value, expected in report
@@ -597,6 +638,7 @@ def parse_config(data: Mapping[str, object], path: Path) -> Config:
         path=path,
         sources=tuple(obj for _, _, obj in parsed["source"]),
         servers=tuple(obj for _, _, obj in parsed["server"]),
+        tsq_servers=tuple(obj for _, _, obj in parsed["tsq-server"]),
         **{name: parsed[name][0][2] for name in singles if parsed[name]},
     )
 

@@ -19,6 +19,7 @@ import random
 import signal
 import socket
 import time
+from functools import partial
 from typing import Any, Final
 
 from tsyncd import __version__
@@ -30,6 +31,12 @@ from tsyncd.net.eventloop import simulator_runtime
 from tsyncd.sdnotify import Notifier
 from tsyncd.servers.ntp import NtpServer
 from tsyncd.servers.responder import AccessList, NtpResponder, ResponseTemplate
+from tsyncd.servers.tsq_setup import (
+    require_aioquic,
+    start_tsq_server,
+    tsq_server_info,
+    tsq_server_snapshots,
+)
 from tsyncd.snapshots import (
     ServerStatsSnapshot,
     SourceSnapshot,
@@ -49,6 +56,7 @@ from tsyncd.sync.discipline import (
 )
 from tsyncd.sync.driftfile import read_drift, write_drift
 from tsyncd.sync.leap import kernel_leap, leap_applied, utc_day
+from tsyncd.sync.sample import Sample
 from tsyncd.sync.system import SystemDecision
 from tsyncd.wire.ntp import Leap, refid_for_address, refid_to_str
 from tsyncd.wire.timestamps import ntp64_from_unix_ns, short_from_ns
@@ -106,6 +114,7 @@ class Daemon:
         )
         self.sockets: dict[str, NtpSourceSocket] = {}
         self.servers: list[NtpServer] = []
+        self.tsq_servers: list[Any] = []  # TsqServer (aioquic is imported only for TSQ)
         self.control: ControlServer | None = None
         self.metrics: MetricsExporter | None = None
         self._rng = random.Random()
@@ -141,8 +150,11 @@ class Daemon:
             )
             self.servers.append(server)
             log.info("serving NTP on %s", server.listen)
+        require_aioquic(self.config)
+        await self._start_tsq_servers()
         for source_cfg in self.config.sources:
-            self._tasks.append(loop.create_task(self._mobilize(source_cfg)))
+            mobilize = self._mobilize_tsq if source_cfg.mode == "tsq" else self._mobilize
+            self._tasks.append(loop.create_task(mobilize(source_cfg)))
         self.control = ControlServer(
             self.config.control.socket,
             read_methods={
@@ -209,6 +221,9 @@ class Daemon:
         for server in self.servers:
             server.close()
         self.servers.clear()
+        for tsq_server in self.tsq_servers:
+            tsq_server.close()
+        self.tsq_servers.clear()
         if self.control is not None:
             await self.control.close()
             self.control = None
@@ -227,7 +242,15 @@ class Daemon:
             logging.getLogger().setLevel(new.log.level.upper())
             changed = [
                 name
-                for name in ("clock", "synchronization", "sources", "servers", "control", "metrics")
+                for name in (
+                    "clock",
+                    "synchronization",
+                    "sources",
+                    "servers",
+                    "control",
+                    "metrics",
+                    "tsq_servers",
+                )
                 if getattr(new, name) != getattr(self.config, name)
             ]
             if changed:
@@ -244,15 +267,8 @@ class Daemon:
 
     async def _mobilize(self, cfg: SourceConfig) -> None:
         """Resolve a source's address (retrying) and start its association(s)."""
-        host, port = cfg.address.host, cfg.address.port
-        while True:
-            try:
-                ips = await self._resolve(host, port)
-            except OSError as exc:
-                log.warning("cannot resolve %s: %s; retrying", cfg.name, exc)
-                await asyncio.sleep(_RESOLVE_RETRY_S)
-                continue
-            break
+        port = cfg.address.port
+        ips = await self._resolve_retrying(cfg)
         wanted = ips[: cfg.count] if cfg.mode == "pool" else ips[:1]
         for ip in wanted:
             name = cfg.name if cfg.mode == "server" else _join_host_port(ip, port)
@@ -272,6 +288,15 @@ class Daemon:
             )
             log.info("polling %s (%s)", name, sock.address)
         self._wake.set()
+
+    async def _resolve_retrying(self, cfg: SourceConfig) -> list[str]:
+        """A source's addresses, retrying every _RESOLVE_RETRY_S until the name resolves."""
+        while True:
+            try:
+                return await self._resolve(cfg.address.host, cfg.address.port)
+            except OSError as exc:
+                log.warning("cannot resolve %s: %s; retrying", cfg.name, exc)
+                await asyncio.sleep(_RESOLVE_RETRY_S)
 
     @staticmethod
     async def _resolve(host: str, port: int) -> list[str]:
@@ -543,7 +568,56 @@ class Daemon:
             sent=sum(s.responder.sent for s in self.servers),
             dropped=sum(s.responder.dropped for s in self.servers),
             dropped_by_reason=drops,
+            tsq=tsq_server_snapshots(self.tsq_servers),
         )
+
+    # ---------------------------------------------------------------- TSQ (time over QUIC)
+
+    async def _start_tsq_servers(self) -> None:
+        """Bind every [[tsq-server]]; OSError (with the file named) if a PEM file is bad."""
+        info = partial(tsq_server_info, self.core, self.discipline)
+        for cfg in self.config.tsq_servers:
+            server = await start_tsq_server(cfg, self.clock.now_ns, info)
+            self.tsq_servers.append(server)
+            log.info("serving TSQ (%s) on %s", cfg.transport, server.listen)
+
+    async def _mobilize_tsq(self, cfg: SourceConfig) -> None:
+        """Resolve a TSQ source's address (retrying) and start polling it."""
+        from tsyncd.sources.tsq import TsqSource
+
+        host, port = cfg.address.host, cfg.address.port
+        ips = await self._resolve_retrying(cfg)
+        source = TsqSource(
+            name=cfg.name,
+            ip=ips[0],
+            port=port,
+            server_name=host,
+            transport=cfg.transport,
+            ca_file=cfg.certificate_authority,
+            now_ns=self.clock.now_ns,
+            precision_ns=max(1, _NS_PER_S >> -self.precision_log2),
+        )
+        source.start(self._on_tsq_sample, self._on_tsq_drop)
+        self.sockets[cfg.name] = source
+        self.core.add_source(
+            cfg.name,
+            reference_id=refid_for_address(source.ip),
+            min_poll=cfg.min_poll,
+            max_poll=cfg.max_poll,
+            iburst=cfg.iburst,
+            rng=self._rng,
+            now_ns=self.clock.now_ns(),
+        )
+        log.info("polling %s (TSQ %s, %s)", cfg.name, cfg.transport, source.address)
+        self._wake.set()
+
+    def _on_tsq_sample(self, name: str, sample: Sample) -> None:
+        self._apply(self.core.handle_sample(name, sample))
+        self._after_update()
+        self._wake.set()
+
+    def _on_tsq_drop(self, name: str, reason: str) -> None:
+        self.core.handle_drop(name, reason)
 
 
 def _join_host_port(ip: str, port: int) -> str:

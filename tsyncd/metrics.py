@@ -20,7 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from tsyncd import __version__
-from tsyncd.snapshots import SnapshotProvider
+from tsyncd.snapshots import SnapshotProvider, TsqServerStatsSnapshot
 
 logger = logging.getLogger(__name__)
 
@@ -178,6 +178,46 @@ class SnapshotCollector(Collector):
         kod = CounterMetricFamily("tsyncd_server_kod_sent", "Kiss-o'-Death responses sent.")
         kod.add_metric([], snap.kod_sent)
         yield from (received, sent, dropped, kod)
+        yield from _tsq_server_metrics(snap.tsq)
+
+
+def _tsq_server_metrics(servers: list[TsqServerStatsSnapshot]) -> Iterator[Metric]:
+    """TSQ server counters, labelled by listening address and transport."""
+    labels = ["listen", "transport"]
+    families: dict[str, CounterMetricFamily | GaugeMetricFamily] = {
+        "received": CounterMetricFamily(
+            "tsyncd_tsq_server_received_requests", "TSQ requests received.", labels=labels
+        ),
+        "sent": CounterMetricFamily(
+            "tsyncd_tsq_server_sent_responses", "TSQ time responses sent.", labels=labels
+        ),
+        "errors_sent": CounterMetricFamily(
+            "tsyncd_tsq_server_error_responses", "TSQ Error TLV responses sent.", labels=labels
+        ),
+        "connections_accepted": CounterMetricFamily(
+            "tsyncd_tsq_server_connections_accepted", "QUIC connections accepted.", labels=labels
+        ),
+        "connections_refused": CounterMetricFamily(
+            "tsyncd_tsq_server_connections_refused",
+            "QUIC connections refused (per-client limit).",
+            labels=labels,
+        ),
+        "connections": GaugeMetricFamily(
+            "tsyncd_tsq_server_connections", "QUIC connections open.", labels=labels
+        ),
+    }
+    dropped = CounterMetricFamily(
+        "tsyncd_tsq_server_dropped_requests",
+        "TSQ requests answered with no time, by reason.",
+        labels=[*labels, "reason"],
+    )
+    for snap in servers:
+        for key, family in families.items():
+            family.add_metric([snap.listen, snap.transport], getattr(snap, key))
+        for reason, count in sorted(snap.dropped_by_reason.items()):
+            dropped.add_metric([snap.listen, snap.transport, reason], count)
+    yield from families.values()
+    yield dropped
 
 
 class MetricsExporter:

@@ -63,6 +63,22 @@ class SourceSnapshot:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TsqServerStatsSnapshot:
+    """Counters of one TSQ (time over QUIC) server."""
+
+    listen: str
+    transport: str  # "stream" | "datagram"
+    connections: int  # open now
+    connections_accepted: int
+    connections_refused: int  # over the per-client limit
+    received: int  # requests (streams or datagrams)
+    sent: int  # time responses
+    errors_sent: int  # Error TLV responses (stream)
+    dropped: int  # requests answered with no time
+    dropped_by_reason: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ServerStatsSnapshot:
     """Counters of one NTP server (or the sum over all of them)."""
 
@@ -72,6 +88,7 @@ class ServerStatsSnapshot:
     dropped: int  # requests answered with nothing
     dropped_by_reason: dict[str, int] = field(default_factory=dict)  # reason -> count
     kod_sent: int = 0
+    tsq: list[TsqServerStatsSnapshot] = field(default_factory=list)  # one per [[tsq-server]]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

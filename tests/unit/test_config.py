@@ -70,7 +70,13 @@ def test_example_config_with_every_setting_uncommented_loads() -> None:
     text = re.sub(r"(?m)^#(?=\S)", "", (ETC / "tsyncd.toml").read_text(encoding="utf-8"))
     config = parse_config(tomllib.loads(text), P)
     assert config.synchronization.local_stratum == 10
-    assert [s.name for s in config.sources] == ["pool.ntp.org", "ntp.example.org:123"]
+    assert [s.name for s in config.sources] == [
+        "pool.ntp.org",
+        "ntp.example.org:123",
+        "tsq.example.org",
+    ]
+    assert config.sources[2].address == Endpoint("tsq.example.org", 443)
+    assert config.tsq_servers[0].transport == "datagram"
     assert config.servers[0].allow == (
         IPv4Network("192.0.2.0/24"),
         IPv6Network("2001:db8::/32"),
@@ -252,7 +258,7 @@ def test_out_of_range_message() -> None:
     data = {"source": [{"mode": "pool", "address": "pool.ntp.org"}, {"min-poll": 99}]}
     assert errors_of(data) == [
         "/etc/tsyncd.toml: source[1].min-poll = 99: expected integer -7..24 (log2 seconds)",
-        '/etc/tsyncd.toml: source[1].mode is missing: expected one of: "server", "pool"',
+        '/etc/tsyncd.toml: source[1].mode is missing: expected one of: "server", "pool", "tsq"',
         "/etc/tsyncd.toml: source[1].address is missing: expected host[:port], IPv6 or "
         "[IPv6][:port] (port 1..65535, default 123)",
     ]
@@ -262,7 +268,7 @@ def test_config_error_fields() -> None:
     with pytest.raises(ConfigErrors) as info:
         parse_config({"source": [{"address": "a"}]}, P)
     assert info.value.errors == (
-        ConfigError(P, "source[0].mode", MISSING, 'one of: "server", "pool"'),
+        ConfigError(P, "source[0].mode", MISSING, 'one of: "server", "pool", "tsq"'),
     )
 
 
@@ -299,12 +305,12 @@ def test_config_error_fields() -> None:
         (
             {"sources": []},
             "sources = []: expected key to be one of: clock, synchronization, source, server, "
-            "control, metrics, log",
+            "tsq-server, control, metrics, log",
         ),
         (
             {"source": [{"mode": "server", "address": "a", "min poll": 3}]},
             'source[0]."min poll" = 3: expected key to be one of: mode, address, iburst, '
-            "min-poll, max-poll, count",
+            "min-poll, max-poll, count, transport, certificate-authority",
         ),
         ({"control": {"socket": ""}}, 'control.socket = "": expected non-empty string'),
         ({"control": {"group": 0}}, "control.group = 0: expected non-empty string"),
@@ -430,3 +436,43 @@ def test_long_values_are_cut() -> None:
     assert text.startswith('/etc/tsyncd.toml: log = { level = "xxx')
     assert text.endswith("...: expected table")
     assert len(text) < 160
+
+
+def test_tsq_keys() -> None:
+    config = parse_config(
+        {
+            "source": [
+                {"mode": "tsq", "address": "tsq.example.org", "transport": "stream"},
+                {"mode": "tsq", "address": "192.0.2.1:4433", "certificate-authority": "ca.pem"},
+            ],
+            "tsq-server": [
+                {
+                    "transport": "stream",
+                    "listen": "127.0.0.1:8443",
+                    "certificate-chain-path": "chain.pem",
+                    "private-key-path": "key.pem",
+                }
+            ],
+        },
+        P,
+    )
+    assert config.sources[0].address == Endpoint("tsq.example.org", 8443)
+    assert config.sources[0].transport == "stream"
+    assert config.sources[1].address == Endpoint("192.0.2.1", 4433)
+    assert config.sources[1].transport == "datagram"
+    assert config.sources[1].certificate_authority == Path("ca.pem")
+    assert config.tsq_servers[0].max_connections_per_client == 8
+
+
+def test_tsq_errors() -> None:
+    data = {
+        "source": [{"mode": "server", "address": "a", "transport": "stream"}],
+        "tsq-server": [{"transport": "quic", "private-key-path": "k"}],
+    }
+    assert errors_of(data) == [
+        '/etc/tsyncd.toml: tsq-server[0].transport = "quic": expected one of: "stream", "datagram"',
+        "/etc/tsyncd.toml: tsq-server[0].certificate-chain-path is missing: expected non-empty "
+        "string (PEM file: the certificate, then its chain)",
+        '/etc/tsyncd.toml: source[0].transport = "stream": expected no transport unless '
+        'mode = "tsq"',
+    ]

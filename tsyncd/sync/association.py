@@ -229,6 +229,23 @@ class NtpAssociation:
             local_rx_ns=rx_ns,
         )
 
+    def handle_measured(self, sample: Sample) -> Sample:
+        """Account for a sample measured by another protocol (TSQ) for the last poll.
+
+        The exchange and its checks happened elsewhere; here it counts as a good reply: the
+        outstanding request is answered, and reach and the receive statistics move on.
+        """
+        self._cookie = None
+        self.reach |= 1
+        self.stats.packets_received += 1
+        self.stats.last_rx_ns = sample.local_rx_ns
+        self.stats.kiss_code = None
+        return sample
+
+    def record_drop(self, reason: str) -> None:
+        """Count a reply rejected by another protocol's checks (TSQ) under ``reason``."""
+        self._drop(reason)
+
     def _handle_kod(self, code: str, packet: NtpPacket) -> None:
         self.stats.kiss_code = code
         self._drop("kiss_of_death")

@@ -157,6 +157,22 @@ class SyncCore:
             state.filter.add(sample, poll_log2=state.association.poll)
         return self._reselect(rx_ns, (name, sample) if sample is not None else None)
 
+    def handle_sample(self, name: str, sample: Sample) -> list[ClockAction]:
+        """A sample of source ``name`` measured outside the core (a TSQ exchange, checked by
+        ``sync/tsq``): filtered, selected and disciplined exactly like an NTP reply's."""
+        state = self.sources.get(name)
+        if state is None:
+            return []
+        state.association.handle_measured(sample)
+        state.filter.add(sample, poll_log2=state.association.poll)
+        return self._reselect(sample.local_rx_ns, (name, sample))
+
+    def handle_drop(self, name: str, reason: str) -> None:
+        """A reply of source ``name`` was rejected outside the core; count it."""
+        state = self.sources.get(name)
+        if state is not None:
+            state.association.record_drop(reason)
+
     def burst(self, now_ns: int) -> None:
         """Send a quick burst of requests to every source (tsyncctl burst)."""
         for state in self.sources.values():

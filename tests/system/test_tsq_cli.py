@@ -1,0 +1,151 @@
+"""``tsyncctl tsq query`` and ``tsyncctl tsq sync --dry-run`` against tsyncd's TSQ servers.
+
+Only ``--dry-run`` is ever used for sync: these tests must never touch the host clock.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from peers import Peers, free_udp_port
+from tsqcerts import Pki, make_pki, tsq_servers_toml
+
+from tsyncctl.cli import cli
+from tsyncctl.tsq import ServerResult
+from tsyncd.sync.tsq import TsqSample
+
+
+@dataclass
+class Served:
+    pki: Pki
+    stream: int
+    datagram: int
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    tmp = tmp_path_factory.mktemp("tsq-cli")
+    pki = make_pki(tmp / "pki")
+    stream, datagram = free_udp_port(), free_udp_port()
+    peers = Peers(tmp)
+    try:
+        peers.tsyncd(
+            "server",
+            "[synchronization]\nlocal-stratum = 3\n"
+            + tsq_servers_toml(tmp / "pki", stream, datagram),
+        )
+        yield Served(pki, stream, datagram)
+    finally:
+        peers.stop_all()
+
+
+def tsyncctl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tsyncctl", "tsq", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("transport", ["stream", "datagram"])
+def test_query_json(served: Served, transport: str) -> None:
+    port = served.stream if transport == "stream" else served.datagram
+    done = tsyncctl(
+        "query", "localhost", "127.0.0.1", "--port", str(port), "--transport", transport,
+        "--ca", str(served.pki.ca), "--count", "4", "--json",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)
+    assert [r["server"] for r in rows] == ["localhost", "127.0.0.1"]
+    for row in rows:
+        assert row["samples"] == 4 and row["errors"] == []
+        assert row["address"] == f"127.0.0.1:{port}"
+        # Same clock on both ends: each sample's |offset| <= its delay / 2, and the kept
+        # samples have at most twice the shortest delay.
+        assert 0 < row["delay"] < 0.05 and abs(row["offset"]) <= row["delay"] + 1e-6
+        assert 1 <= row["samples_used"] <= 4
+
+
+@pytest.mark.parametrize("transport", ["stream", "datagram"])
+def test_sync_dry_run(served: Served, transport: str) -> None:
+    port = served.stream if transport == "stream" else served.datagram
+    done = tsyncctl(
+        "sync", f"127.0.0.1:{port}", "--transport", transport, "--ca", str(served.pki.ca),
+        "--queries", "5", "--dry-run", "--verbose",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("127.0.0.1:") >= 5  # --verbose: one line per sample
+    assert "of 5 samples used, 1 of 1 servers" in done.stdout
+    assert "Dry run: would slew the clock by" in done.stdout
+
+
+def test_insecure_warns_and_wrong_ca_fails(served: Served, tmp_path: Path) -> None:
+    done = tsyncctl("query", "127.0.0.1", "--port", str(served.datagram), "--insecure")
+    assert done.returncode == 0
+    assert "WARNING: Certificate verification disabled!" in done.stderr
+    other = make_pki(tmp_path / "other")
+    done = tsyncctl("query", "127.0.0.1", "--port", str(served.datagram), "--ca", str(other.ca))
+    assert done.returncode == 1
+    assert "127.0.0.1: FAILED: QUIC handshake" in done.stderr
+    assert "Error: No valid measurements received" in done.stderr
+
+
+def test_reference_validation_messages() -> None:
+    runner = CliRunner()
+    for args, message in (
+        (["tsq", "query"], "Error: At least one server must be specified"),
+        (["tsq", "sync", "--dry-run"], "Error: At least one server must be specified"),
+        (["tsq", "query", "x", "--port", "0"], "Error: Port must be between 1 and 65535"),
+        (["tsq", "sync", "x", "--port", "65536"], "Error: Port must be between 1 and 65535"),
+    ):
+        result = runner.invoke(cli, args)
+        assert result.exit_code == 1 and message in result.output, (args, result.output)
+    assert runner.invoke(cli, ["tsq", "query", "x", "--count", "101"]).exit_code == 2
+    assert "1/delay²" in runner.invoke(cli, ["tsq", "sync", "--help"]).output
+
+
+def test_sync_refuses_without_privileges(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The target is a closed port: even if the check failed, nothing could be measured, so
+    # nothing could be adjusted.
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    result = CliRunner().invoke(
+        cli, ["tsq", "sync", f"127.0.0.1:{free_udp_port()}", "--timeout", "0.2"]
+    )
+    assert result.exit_code == 1
+    assert "needs root privileges (or use --dry-run)" in result.output
+
+
+@pytest.mark.parametrize(
+    ("offset_ms", "expected", "code"),
+    [
+        (0.2, "Dry run: would slew the clock by +0.200 ms", 0),
+        (700.0, "Dry run: would step the clock by +700.000 ms", 0),
+        (-1500.0, "Error: Offset too large (-1500.000 ms > 1000 ms)", 1),
+    ],
+)
+def test_sync_decision(
+    monkeypatch: pytest.MonkeyPatch, offset_ms: float, expected: str, code: int
+) -> None:
+    """Slew, step or refuse, as the reference decides (spec §8); --dry-run only."""
+    samples = [
+        TsqSample(offset_ns=round(offset_ms * 1e6), delay_ns=d, t1_ns=0, t4_ns=0, t2=0, t3=0)
+        for d in (100_000, 110_000, 5_000_000)
+    ]
+
+    async def fake_measure(targets: list[Any], **_: Any) -> list[ServerResult]:
+        return [ServerResult(name=t[0], address="192.0.2.1:443", samples=samples) for t in targets]
+
+    monkeypatch.setattr("tsyncctl.tsq.measure", fake_measure)
+    result = CliRunner().invoke(cli, ["tsq", "sync", "192.0.2.1", "--dry-run"])
+    assert result.exit_code == code and expected in result.output, result.output
+    assert "(2 of 3 samples used, 1 of 1 servers" in result.output

@@ -1,0 +1,135 @@
+"""TSQ through the daemon: tsyncd serving both variants, tsyncd syncing to each over QUIC."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from peers import Peers, free_udp_port, wait_for
+from tsqcerts import make_pki, tsq_servers_toml
+
+
+def tsq_source_toml(port: int, transport: str, ca: Path) -> str:
+    return textwrap.dedent(
+        f"""
+        [[source]]
+        mode = "tsq"
+        address = "127.0.0.1:{port}"
+        transport = "{transport}"
+        certificate-authority = "{ca}"
+        iburst = true
+        min-poll = -3
+        max-poll = -2
+        """
+    )
+
+
+def test_daemon_syncs_over_both_tsq_variants(peers: Peers, tmp_path: Path) -> None:
+    pki = make_pki(tmp_path / "pki")
+    stream, datagram = free_udp_port(), free_udp_port()
+    server = peers.tsyncd(
+        "server",
+        "[synchronization]\nlocal-stratum = 4\n"
+        + tsq_servers_toml(tmp_path / "pki", stream, datagram),
+    )
+    client = peers.tsyncd(
+        "client",
+        tsq_source_toml(stream, "stream", pki.ca) + tsq_source_toml(datagram, "datagram", pki.ca),
+    )
+    status = wait_for(
+        "the client to sync over TSQ",
+        lambda: (s := client.ctl("status"))["synchronized"] and s,
+    )
+    # The server described itself (Time Source Info): local stratum 4, so we are at 5.
+    # Loopback: the offset is ~0; 10 ms leaves room for a loaded 2-core machine, where the
+    # first samples after a handshake can have asymmetric delays of a few ms.
+    assert status["stratum"] == 5 and abs(status["offset"]) < 0.01
+
+    def both_reached() -> list[dict[str, object]] | None:
+        rows: list[dict[str, object]] = client.ctl("peers")
+        return rows if all(int(str(r["reach"])) & 3 == 3 for r in rows) else None
+
+    rows = wait_for("both TSQ sources to be reached", both_reached)
+    assert {r["mode"] for r in rows} == {"tsq"} and len(rows) == 2
+    assert all(r["stratum"] == 4 and float(str(r["delay"])) < 0.05 for r in rows)
+    stats = server.ctl("serverstats")["tsq"]
+    assert [s["transport"] for s in stats] == ["stream", "datagram"]
+    for s in stats:
+        assert s["sent"] >= 2 and s["dropped"] == 0
+        # One connection reused across polls, not one per query.
+        assert s["connections_accepted"] == 1 and s["connections"] == 1
+    assert "TSQ query from 127.0.0.1:" in server.proc.output()
+    text = subprocess.run(
+        [sys.executable, "-m", "tsyncctl", "-s", str(server.socket), "serverstats"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=True,
+    ).stdout
+    assert "TSQ datagram" in text and "Responses sent" in text
+
+
+def test_wrong_ca_never_syncs_and_bad_key_refuses_to_start(peers: Peers, tmp_path: Path) -> None:
+    make_pki(tmp_path / "pki")
+    other = make_pki(tmp_path / "other")
+    stream, datagram = free_udp_port(), free_udp_port()
+    server = peers.tsyncd(
+        "server",
+        "[synchronization]\nlocal-stratum = 4\n"
+        + tsq_servers_toml(tmp_path / "pki", stream, datagram),
+    )
+    client = peers.tsyncd("client", tsq_source_toml(datagram, "datagram", other.ca))
+    wait_for(
+        "the client to log the failed verification",
+        lambda: (
+            "TSQ source 127.0.0.1:" in client.proc.output() and "handshake" in client.proc.output()
+        ),
+    )
+    assert client.ctl("status")["synchronized"] is False
+    assert client.ctl("peers")[0]["reach"] == 0
+    assert server.ctl("serverstats")["tsq"][1]["sent"] == 0
+    # A key file that is not PEM: the daemon refuses to start and names the file.
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "chain.pem").write_bytes((tmp_path / "pki" / "chain.pem").read_bytes())
+    (bad / "key.pem").write_text("not a key\n")
+    conf = tmp_path / "broken.toml"
+    conf.write_text(
+        '[clock]\nmode = "measure"\n'
+        f'[control]\nsocket = "{tmp_path / "broken.sock"}"\n'
+        + tsq_servers_toml(bad, free_udp_port(), free_udp_port())
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "tsyncd", "-c", str(conf)],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert f"cannot load the TSQ certificate {bad / 'chain.pem'}" in done.stderr
+
+
+def test_tsq_source_reconnects_after_the_server_restarts(peers: Peers, tmp_path: Path) -> None:
+    pki = make_pki(tmp_path / "pki")
+    stream, datagram = free_udp_port(), free_udp_port()
+    servers = "[synchronization]\nlocal-stratum = 4\n" + tsq_servers_toml(
+        tmp_path / "pki", stream, datagram
+    )
+    first = peers.tsyncd("first", servers)
+    client = peers.tsyncd(
+        "client",
+        tsq_source_toml(stream, "stream", pki.ca) + tsq_source_toml(datagram, "datagram", pki.ca),
+    )
+    wait_for("the client to sync", lambda: client.ctl("status")["synchronized"])
+    first.proc.stop()  # closes its connections (CONNECTION_CLOSE)
+    second = peers.tsyncd("second", servers)
+
+    def both_answered() -> bool:
+        return all(s["sent"] >= 2 for s in second.ctl("serverstats")["tsq"])
+
+    wait_for("the client to reconnect to the restarted server", both_answered)
+    assert all(s["connections_accepted"] == 1 for s in second.ctl("serverstats")["tsq"])
+    assert client.proc.output().count("connected (stream)") == 2

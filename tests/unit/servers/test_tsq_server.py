@@ -1,0 +1,436 @@
+"""TSQ servers and client on loopback, in one event loop: what goes over QUIC, byte for byte.
+
+Raw aioquic clients send what the reference tools send (18 bytes without FIN, shared/specs/
+tsq.md §4) and what they must not (split, short, oversized, wrong ALPN, a DATAGRAM to a stream
+server); our own client is checked against servers that never answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from aioquic.asyncio.client import connect
+from aioquic.asyncio.protocol import QuicConnectionProtocol
+from aioquic.asyncio.server import serve
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.events import (
+    ConnectionTerminated,
+    DatagramFrameReceived,
+    QuicEvent,
+    StreamDataReceived,
+)
+from tsqcerts import Pki, make_pki
+
+from tsyncd.net.quic import client_configuration, server_configuration
+from tsyncd.net.tsq import TsqClient, TsqClientError
+from tsyncd.servers.tsq import TsqResponder, TsqServer, TsqServerInfo
+from tsyncd.sync.tsq import evaluate
+from tsyncd.wire.tsq import (
+    ClockQuality,
+    SourceInfo,
+    TsqErrorReply,
+    TsqResponse,
+    decode_response,
+)
+
+T = TypeVar("T")
+NONCE = bytes(range(1, 17))  # the reference adjtime tool's fixed nonce
+REQUEST = b"\x01\x10" + NONCE
+INFO = TsqServerInfo(
+    clock_quality=ClockQuality(clock_class=3, error_us=120, drift_ppb=40),
+    source_info=SourceInfo(stratum=2, source_type=3, info="upstream"),
+    metadata=(("implementation", "tsyncd"),),
+)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+def run(coro: Callable[[], Awaitable[T]]) -> T:
+    async def bounded() -> T:
+        return await asyncio.wait_for(coro(), 20)
+
+    return asyncio.run(bounded())
+
+
+@contextlib.asynccontextmanager
+async def tsq_server(pki: Pki, transport: Any, **kwargs: Any) -> AsyncIterator[TsqServer]:
+    server = await TsqServer.create(
+        "127.0.0.1",
+        0,
+        transport,
+        server_configuration(transport, pki.chain, pki.key),
+        TsqResponder(time.time_ns, lambda: INFO),
+        **kwargs,
+    )
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def port_of(server: TsqServer) -> int:
+    return int(server.listen.rsplit(":", 1)[1])
+
+
+class Raw(QuicConnectionProtocol):
+    """A bare client: records every event, so tests can send anything."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.events: list[QuicEvent] = []
+        self.changed = asyncio.Event()
+
+    def quic_event_received(self, event: QuicEvent) -> None:
+        self.events.append(event)
+        self.changed.set()
+
+    async def until(self, what: Callable[[], T | None], timeout: float = 3.0) -> T:
+        deadline = time.monotonic() + timeout
+        while (found := what()) is None:
+            self.changed.clear()
+            await asyncio.wait_for(self.changed.wait(), deadline - time.monotonic())
+        return found
+
+    def stream(self, sid: int) -> tuple[bytes, bool] | None:
+        """All bytes of stream ``sid`` once its FIN came, else None."""
+        chunks = [
+            e for e in self.events if isinstance(e, StreamDataReceived) and e.stream_id == sid
+        ]
+        if not chunks or not chunks[-1].end_stream:
+            return None
+        return b"".join(e.data for e in chunks), True
+
+    def datagrams(self) -> list[bytes]:
+        return [e.data for e in self.events if isinstance(e, DatagramFrameReceived)]
+
+
+def raw_config(pki: Pki, transport: Any, alpn: str = "tsq/1") -> QuicConfiguration:
+    config = client_configuration(transport, server_name="localhost", ca_file=pki.ca)
+    config.alpn_protocols = [alpn]
+    return config
+
+
+async def send_stream(p: Raw, *chunks: bytes, fin: bool = False, gap: float = 0.0) -> int:
+    quic = p._quic
+    sid = quic.get_next_available_stream_id()
+    for i, chunk in enumerate(chunks):
+        if i and gap:
+            await asyncio.sleep(gap)
+        quic.send_stream_data(sid, chunk, end_stream=fin and i == len(chunks) - 1)
+        p.transmit()
+    return sid
+
+
+# --- stream -----------------------------------------------------------------------------------
+
+
+def test_stream_reference_request_answered_at_once_without_fin(pki: Pki) -> None:
+    async def go() -> None:
+        async with tsq_server(pki, "stream") as server:
+            async with connect(
+                "127.0.0.1",
+                port_of(server),
+                configuration=raw_config(pki, "stream"),
+                create_protocol=Raw,
+            ) as p:
+                assert isinstance(p, Raw)
+                started = time.monotonic()
+                sid = await send_stream(p, REQUEST)  # no FIN, as the reference client
+                data, fin = await p.until(lambda: p.stream(sid))
+                # The reply and its FIN come together, at once (the reference holds 5 s).
+                assert time.monotonic() - started < 1.0 and fin
+                assert len(data) == 38 and data[:18] == REQUEST
+                # In one write: the reference client reads once (spec §3.4).
+                first = next(e for e in p.events if isinstance(e, StreamDataReceived))
+                assert len(first.data) == 38 and first.end_stream
+                assert data[18:20] == b"\x02\x08" and data[28:30] == b"\x03\x08"
+                reply = decode_response(data)
+                assert isinstance(reply, TsqResponse) and reply.send_ts >= reply.receive_ts
+                # Several streams on one connection, in parallel.
+                sids = [
+                    await send_stream(p, b"\x01\x10" + bytes([i]) * 16, fin=True) for i in range(4)
+                ]
+                for i, s in enumerate(sids):
+                    got, _ = await p.until(lambda s=s: p.stream(s))  # type: ignore[misc]
+                    assert got[2:18] == bytes([i]) * 16
+            c = server.responder.counters
+            assert (c.received, c.sent, c.dropped) == (5, 5, 0)
+
+    run(go)
+
+
+def test_stream_split_short_malformed_and_oversized(pki: Pki) -> None:
+    async def go() -> None:
+        async with tsq_server(pki, "stream") as server:
+            async with connect(
+                "127.0.0.1",
+                port_of(server),
+                configuration=raw_config(pki, "stream"),
+                create_protocol=Raw,
+            ) as p:
+                assert isinstance(p, Raw)
+                # Split in two writes 50 ms apart: answered once whole (the reference fails it).
+                sid = await send_stream(p, REQUEST[:8], REQUEST[8:], gap=0.05)
+                data, _ = await p.until(lambda: p.stream(sid))
+                assert data[:18] == REQUEST and len(data) == 38
+                # Too short, then FIN: an Error TLV (code 1, malformed).
+                sid = await send_stream(p, REQUEST[:5], fin=True)
+                data, _ = await p.until(lambda: p.stream(sid))
+                reply = decode_response(data)
+                assert isinstance(reply, TsqErrorReply) and reply.code == 1
+                # Something other than a Nonce first: refused, not echoed as a nonce.
+                sid = await send_stream(p, b"\xfe\x02\x00\x00" + REQUEST, fin=True)
+                data, _ = await p.until(lambda: p.stream(sid))
+                assert isinstance(decode_response(data), TsqErrorReply)
+                # Oversized: whole unknown TLVs (allowed) past the cap; the first QUIC packet
+                # ends inside one, so the server waits, then refuses at the cap.
+                sid = await send_stream(p, REQUEST + (b"\x04\xff" + bytes(255)) * 5)
+                data, _ = await p.until(lambda: p.stream(sid))
+                reply = decode_response(data)
+                assert isinstance(reply, TsqErrorReply) and "too long" in reply.reason
+                # Trailing optional TLVs are fine; a Metadata Query gets our clock's state.
+                sid = await send_stream(p, REQUEST + b"\xf7\x00", fin=True)
+                data, _ = await p.until(lambda: p.stream(sid))
+                reply = decode_response(data)
+                assert isinstance(reply, TsqResponse) and data[:18] == REQUEST
+                assert reply.source_info == INFO.source_info
+                assert reply.clock_quality == INFO.clock_quality
+                assert reply.metadata == INFO.metadata
+            c = server.responder.counters
+            assert c.sent == 2 and c.errors_sent == 3
+            assert c.dropped_by_reason == {"truncated": 1, "tsq_bad_tlv": 1, "oversized": 1}
+
+    run(go)
+
+
+def test_datagram_frame_to_stream_server_closes_the_connection(pki: Pki) -> None:
+    async def go() -> None:
+        async with tsq_server(pki, "stream") as server:
+            config = raw_config(pki, "datagram")  # we advertise datagrams; the server does not
+            async with connect(
+                "127.0.0.1", port_of(server), configuration=config, create_protocol=Raw
+            ) as p:
+                assert isinstance(p, Raw)
+                assert p._quic._remote_max_datagram_frame_size is None
+                p._quic.send_datagram_frame(REQUEST)
+                p.transmit()
+                closed = await p.until(
+                    lambda: next((e for e in p.events if isinstance(e, ConnectionTerminated)), None)
+                )
+                assert closed.error_code == 0x0A  # PROTOCOL_VIOLATION, as the reference
+            assert server.responder.counters.received == 0
+
+    run(go)
+
+
+# --- datagram ---------------------------------------------------------------------------------
+
+
+def test_datagram_replies_repeated_nonces_and_drops_malformed(pki: Pki) -> None:
+    async def go() -> None:
+        async with tsq_server(pki, "datagram") as server:
+            async with connect(
+                "127.0.0.1",
+                port_of(server),
+                configuration=raw_config(pki, "datagram"),
+                create_protocol=Raw,
+            ) as p:
+                assert isinstance(p, Raw)
+                assert p._quic._remote_max_datagram_frame_size == 65536
+                assert p._quic._remote_max_streams_bidi == 0  # no streams, as the reference
+                for data in (
+                    REQUEST,
+                    REQUEST,  # adjtime's constant nonce, again: answered
+                    b"\x01\x0f" + NONCE[:15],  # bad nonce length: dropped silently
+                    REQUEST[:10],  # truncated: dropped
+                    REQUEST + b"\xfa\x00",  # trailing Precision Mode: answered
+                    REQUEST,
+                ):
+                    p._quic.send_datagram_frame(data)
+                    p.transmit()
+                replies = await p.until(lambda: d if len(d := p.datagrams()) >= 4 else None)
+                await asyncio.sleep(0.05)
+                assert len(p.datagrams()) == 4
+                assert all(r[:18] == REQUEST and r[18] == 2 and r[28] == 3 for r in replies)
+                assert sorted(len(r) for r in replies) == [38, 38, 38, 40]  # 250 acknowledged
+            c = server.responder.counters
+            assert (c.received, c.sent) == (6, 4)
+            assert c.dropped_by_reason == {"tsq_bad_tlv": 1, "truncated": 1}
+
+    run(go)
+
+
+def test_wrong_alpn_is_refused(pki: Pki) -> None:
+    async def go() -> None:
+        async with tsq_server(pki, "stream") as server:
+            with pytest.raises(ConnectionError):
+                async with connect(
+                    "127.0.0.1",
+                    port_of(server),
+                    configuration=raw_config(pki, "stream", "tsq"),
+                    create_protocol=Raw,
+                ):
+                    pass
+            assert server.responder.counters.sent == 0
+
+    run(go)
+
+
+# --- our client -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", ["stream", "datagram"])
+def test_client_reuses_one_connection(pki: Pki, transport: Any) -> None:
+    async def go() -> None:
+        async with tsq_server(pki, transport) as server:
+            config = client_configuration(transport, server_name="localhost", ca_file=pki.ca)
+            client = await TsqClient.connect(
+                "127.0.0.1", port_of(server), config, now_ns=time.time_ns, timeout_s=2
+            )
+            try:
+                for _ in range(5):
+                    ex = await client.query(2.0)
+                    sample = evaluate(ex.reply, nonce=ex.nonce, t1_ns=ex.t1_ns, t4_ns=ex.t4_ns)
+                    # One clock on both ends: |offset| <= delay / 2 (plus NTP-format rounding).
+                    assert 0 <= sample.delay_ns < 50_000_000
+                    assert abs(sample.offset_ns) <= sample.delay_ns // 2 + 2
+            finally:
+                client.close()
+            c = server.responder.counters
+            assert (c.connections, c.sent) == (1, 5)
+
+    run(go)
+
+
+@pytest.mark.parametrize(
+    ("server_name", "use_other_ca", "reason"),
+    [("localhost", True, "handshake"), ("wrong.example", False, "handshake")],
+)
+def test_certificate_verification(
+    pki: Pki, tmp_path: Path, server_name: str, use_other_ca: bool, reason: str
+) -> None:
+    other = make_pki(tmp_path / "other")
+
+    async def go() -> None:
+        async with tsq_server(pki, "datagram") as server:
+            config = client_configuration(
+                "datagram", server_name=server_name, ca_file=other.ca if use_other_ca else pki.ca
+            )
+            with pytest.raises(TsqClientError) as info:
+                await TsqClient.connect(
+                    "127.0.0.1", port_of(server), config, now_ns=time.time_ns, timeout_s=2
+                )
+            assert info.value.reason == reason
+            assert server.responder.counters.received == 0
+
+    run(go)
+
+
+def test_connect_timeout_holds_against_a_silent_port() -> None:
+    async def go() -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+            silent.bind(("127.0.0.1", 0))  # receives everything, answers nothing
+            config = client_configuration("stream", server_name="localhost", insecure=True)
+            started = time.monotonic()
+            with pytest.raises(TsqClientError) as info:
+                await TsqClient.connect(
+                    "127.0.0.1",
+                    silent.getsockname()[1],
+                    config,
+                    now_ns=time.time_ns,
+                    timeout_s=0.3,
+                )
+            assert info.value.reason == "connect_timeout"
+            assert time.monotonic() - started < 1.5
+
+    run(go)
+
+
+@pytest.mark.parametrize("transport", ["stream", "datagram"])
+def test_reply_timeout_holds_against_a_mute_server(pki: Pki, transport: Any) -> None:
+    """A QUIC server that completes the handshake and never answers a query."""
+
+    async def go() -> None:
+        config = QuicConfiguration(
+            is_client=False,
+            alpn_protocols=["tsq/1"],
+            max_datagram_frame_size=65536 if transport == "datagram" else None,
+        )
+        config.load_cert_chain(pki.chain, pki.key)
+        streams: list[Any] = []  # keep the writers: a collected writer would send a FIN
+        mute = await serve(
+            "127.0.0.1", 0, configuration=config, stream_handler=lambda r, w: streams.append(w)
+        )
+        port = mute._transport.get_extra_info("sockname")[1]  # type: ignore[union-attr]
+        try:
+            client_config = client_configuration(transport, server_name="localhost", insecure=True)
+            client_config.verify_mode = ssl.CERT_NONE
+            client = await TsqClient.connect(
+                "127.0.0.1", port, client_config, now_ns=time.time_ns, timeout_s=2
+            )
+            started = time.monotonic()
+            with pytest.raises(TsqClientError) as info:
+                await client.query(0.3)
+            assert info.value.reason == "timeout"
+            assert time.monotonic() - started < 1.5
+            client.close()
+        finally:
+            mute.close()
+
+    run(go)
+
+
+def test_connections_per_client_are_bounded(pki: Pki) -> None:
+    async def go() -> None:
+        async with tsq_server(pki, "datagram", max_connections_per_client=2) as server:
+            config = client_configuration("datagram", server_name="localhost", ca_file=pki.ca)
+            port = port_of(server)
+            kept = [
+                await TsqClient.connect("127.0.0.1", port, config, now_ns=time.time_ns, timeout_s=2)
+                for _ in range(2)
+            ]
+            with pytest.raises(TsqClientError) as info:
+                await TsqClient.connect(
+                    "127.0.0.1", port, config, now_ns=time.time_ns, timeout_s=0.5
+                )
+            assert info.value.reason == "connect_timeout"
+            assert server.responder.counters.connections_refused >= 1
+            assert server.connections() == 2
+            for client in kept:
+                client.close()
+            # Closing frees the slots: a new client gets in.
+            await asyncio.sleep(0.1)
+            client = await TsqClient.connect(
+                "127.0.0.1", port, config, now_ns=time.time_ns, timeout_s=2
+            )
+            assert isinstance((await client.query(2.0)).reply, TsqResponse)
+            client.close()
+
+    run(go)
+
+
+def test_datagram_client_without_sni(pki: Pki) -> None:
+    """The reference adjtime tool sends no SNI and verifies nothing (spec §2.2)."""
+
+    async def go() -> None:
+        async with tsq_server(pki, "datagram") as server:
+            config = client_configuration("datagram", server_name=None, insecure=True)
+            client = await TsqClient.connect(
+                "127.0.0.1", port_of(server), config, now_ns=time.time_ns, timeout_s=2
+            )
+            ex = await client.query(2.0, nonce=NONCE)
+            assert isinstance(ex.reply, TsqResponse) and ex.reply.nonce == NONCE
+            client.close()
+
+    run(go)

@@ -1,0 +1,96 @@
+"""QUIC plumbing shared by the TSQ servers and clients (aioquic): configurations and a
+protocol base that timestamps every arriving UDP packet.
+
+The reference speaks ALPN ``tsq/1`` (shared/specs/tsq.md §1; the draft's ``tsq`` is rejected by
+deployed servers).  Which TSQ variant a connection speaks is decided by the port, never
+negotiated: a datagram endpoint advertises ``max_datagram_frame_size`` (the quiche server sends
+nothing to a peer that does not, spec §2.1), a stream endpoint does not (and aioquic then closes
+the connection on a DATAGRAM frame, as the reference stream server does, spec §2.3).
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final, Literal
+
+from aioquic.asyncio.protocol import QuicConnectionProtocol
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import NetworkAddress, QuicConnection
+
+# aioquic logs every connection's version and ALPN at INFO: noise for a time server.
+logging.getLogger("quic").setLevel(logging.WARNING)
+
+ALPN: Final = "tsq/1"
+MAX_DATAGRAM_FRAME_SIZE: Final = 65536  # what quiche's enable_dgram advertises (spec §2.1)
+SERVER_IDLE_TIMEOUT_S: Final = 30.0  # the reference datagram server's max_idle_timeout
+STREAM_PORT: Final = 8443  # the public reference host's stream server (spec §1)
+DATAGRAM_PORT: Final = 443  # ... and its datagram server
+
+Transport = Literal["stream", "datagram"]
+NowNs = Callable[[], int]
+
+
+def server_configuration(
+    transport: Transport, certificate_chain: Path, private_key: Path
+) -> QuicConfiguration:
+    """A server configuration for one variant; raises OSError/ValueError on bad PEM files."""
+    config = QuicConfiguration(
+        is_client=False,
+        alpn_protocols=[ALPN],
+        idle_timeout=SERVER_IDLE_TIMEOUT_S,
+        max_datagram_frame_size=MAX_DATAGRAM_FRAME_SIZE if transport == "datagram" else None,
+    )
+    config.load_cert_chain(certificate_chain, private_key)
+    return config
+
+
+def client_configuration(
+    transport: Transport,
+    *,
+    server_name: str | None,
+    ca_file: Path | None = None,
+    insecure: bool = False,
+    idle_timeout_s: float = SERVER_IDLE_TIMEOUT_S,
+) -> QuicConfiguration:
+    """A client configuration: verify against ``ca_file`` (else certifi's bundle) unless
+    ``insecure``; SNI and the name verified are ``server_name``."""
+    config = QuicConfiguration(
+        is_client=True,
+        alpn_protocols=[ALPN],
+        idle_timeout=idle_timeout_s,
+        server_name=server_name,
+        max_datagram_frame_size=MAX_DATAGRAM_FRAME_SIZE if transport == "datagram" else None,
+    )
+    if insecure:
+        config.verify_mode = ssl.CERT_NONE
+    elif ca_file is not None:
+        config.load_verify_locations(cafile=str(ca_file))
+    return config
+
+
+def limit_client_streams(connection: QuicConnection, count: int) -> None:
+    """Advertise at most ``count`` client bidirectional streams (0 for the datagram variant,
+    as the reference datagram server does, spec §2.1).
+
+    aioquic has no configuration knob for it; the limit is read when the transport parameters
+    are built during the handshake, so setting it on a fresh connection takes effect.
+    """
+    connection._local_max_streams_bidi.value = count
+    connection._local_max_streams_uni.value = 0
+
+
+class TimestampedProtocol(QuicConnectionProtocol):
+    """A QUIC connection protocol that reads ``now_ns()`` as each UDP packet arrives, before
+    decryption, so T2 (servers) and T4 (clients) exclude aioquic's processing of the packet."""
+
+    def __init__(self, quic: QuicConnection, *, now_ns: NowNs, **kwargs: Any) -> None:
+        super().__init__(quic, **kwargs)
+        self.now_ns = now_ns
+        self.rx_ns = 0  # arrival time of the packet being processed
+
+    def datagram_received(self, data: bytes | str, addr: NetworkAddress) -> None:
+        self.rx_ns = self.now_ns()
+        super().datagram_received(data, addr)

@@ -1,0 +1,339 @@
+"""TSQ servers (time over QUIC): the stream and the datagram variant, one listening port each.
+
+Theory of operation
+-------------------
+``TsqResponder`` holds the per-request decisions: parse the request (``wire/tsq``), build the
+response with T2 = the arrival of the UDP packet that completed it and T3 read just before
+encoding, add the clock-quality, source-info and metadata TLVs when the client asks (Metadata
+Query, 247), and count each outcome under a stable reason.
+
+``TsqServer`` is the aioquic edge.  The variants follow what deployed clients need
+(shared/specs/tsq.md §14):
+
+* stream: each client-initiated bidirectional stream carries one query.  We answer as soon as
+  the buffered bytes form a whole request (the 18 reference bytes, plus any optional TLVs
+  sent in the same write), whether or not FIN came, in one write with FIN -- no 5 s hold as
+  the reference has.  A request still incomplete at FIN, or longer than ``MAX_MESSAGE``, gets
+  an Error TLV (draft §5.4), which the reference clients count as a failed sample, as they do
+  the reference's empty FIN;
+* datagram: one DATAGRAM reply per valid DATAGRAM request; malformed ones are dropped silently
+  (draft SHOULD, and the reference).  Repeated nonces are answered: the reference adjtime tool
+  sends a constant nonce (spec §5), so a replay cache would break it.  No client streams.
+
+Connections per client IP are bounded: a new connection (a QUIC Initial for an unknown
+connection ID) from a client at its limit is dropped before aioquic allocates anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from ipaddress import ip_address
+from typing import Any, Final
+
+from aioquic._buffer import Buffer
+from aioquic.asyncio.server import QuicServer
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import NetworkAddress, QuicConnection
+from aioquic.quic.events import (
+    ConnectionTerminated,
+    DatagramFrameReceived,
+    QuicEvent,
+    StreamDataReceived,
+)
+from aioquic.quic.packet import QuicPacketType, pull_quic_header
+
+from tsyncd.net.quic import NowNs, TimestampedProtocol, Transport, limit_client_streams
+from tsyncd.wire.errors import Truncated, WireError
+from tsyncd.wire.timestamps import ntp64_from_unix_ns
+from tsyncd.wire.tsq import (
+    MAX_MESSAGE,
+    REQUEST_LEN,
+    ClockQuality,
+    ErrorCode,
+    SourceInfo,
+    TsqResponse,
+    decode_request,
+    encode_error,
+    encode_response,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_CONNECTIONS_PER_CLIENT: Final = 8
+_STREAMS_PER_CONNECTION: Final = 128  # concurrent client streams (aioquic's default)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TsqServerInfo:
+    """What we tell clients who ask about our clock (Metadata Query): the system state."""
+
+    clock_quality: ClockQuality
+    source_info: SourceInfo
+    metadata: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(slots=True)
+class TsqCounters:
+    """What one TSQ server has done, for serverstats and metrics."""
+
+    received: int = 0  # requests (streams or datagrams) seen
+    sent: int = 0  # time responses sent
+    errors_sent: int = 0  # Error TLV responses sent (stream only)
+    dropped: int = 0  # requests answered with nothing (or an error)
+    dropped_by_reason: dict[str, int] = field(default_factory=dict)
+    connections: int = 0  # connections accepted
+    connections_refused: int = 0  # over the per-client limit
+
+    def drop(self, reason: str) -> None:
+        self.dropped += 1
+        self.dropped_by_reason[reason] = self.dropped_by_reason.get(reason, 0) + 1
+
+
+class TsqResponder:
+    """Request bytes in, response bytes out, every outcome counted."""
+
+    def __init__(self, now_ns: NowNs, info: Callable[[], TsqServerInfo]) -> None:
+        self.now_ns = now_ns
+        self.info = info
+        self.counters = TsqCounters()
+
+    def respond(self, data: bytes, t2_ns: int) -> bytes | None:
+        """The response to a whole request received at ``t2_ns``, or None (dropped, counted)."""
+        self.counters.received += 1
+        try:
+            request = decode_request(data)
+        except WireError as exc:
+            self.counters.drop(exc.reason)
+            return None
+        extra: dict[str, Any] = {}
+        if request.metadata_query:
+            info = self.info()
+            extra = {
+                "clock_quality": info.clock_quality,
+                "source_info": info.source_info,
+                "metadata": info.metadata,
+            }
+        if request.precision_mode:
+            extra["precision_mode"] = True
+        t2 = ntp64_from_unix_ns(t2_ns)
+        response = TsqResponse(
+            nonce=request.nonce, receive_ts=t2, send_ts=ntp64_from_unix_ns(self.now_ns()), **extra
+        )
+        data_out = encode_response(response)
+        if request.precision_mode and len(data) > len(data_out) + 2:
+            # Draft §5.5: equal request and response sizes; pad up to the request's length.
+            data_out = encode_response(
+                TsqResponse(
+                    nonce=request.nonce,
+                    receive_ts=t2,
+                    send_ts=ntp64_from_unix_ns(self.now_ns()),
+                    padding=min(255, len(data) - len(data_out) - 2),
+                    **extra,
+                )
+            )
+        self.counters.sent += 1
+        return data_out
+
+
+class _TsqServerProtocol(TimestampedProtocol):
+    """One client connection to a TSQ server."""
+
+    def __init__(
+        self, quic: QuicConnection, *, server: TsqServer, peer: NetworkAddress, **kwargs: Any
+    ) -> None:
+        super().__init__(quic, now_ns=server.responder.now_ns, **kwargs)
+        self.server = server
+        self.peer = peer
+        self.client = _address_text(peer)
+        self._streams: dict[int, bytearray] = {}
+        self._answered: set[int] = set()
+        limit_client_streams(quic, 0 if server.transport == "datagram" else _STREAMS_PER_CONNECTION)
+
+    def quic_event_received(self, event: QuicEvent) -> None:
+        if isinstance(event, StreamDataReceived):
+            self._on_stream(event)
+        elif isinstance(event, DatagramFrameReceived):
+            self._on_datagram(event.data)
+        elif isinstance(event, ConnectionTerminated):
+            self.server.forget(self)
+
+    def _on_datagram(self, data: bytes) -> None:
+        response = self.server.responder.respond(data, self.rx_ns)
+        if response is None:
+            log.debug("TSQ datagram from %s dropped", self.client)
+            return
+        self._quic.send_datagram_frame(response)
+        self.transmit()
+        log.info("TSQ query from %s (datagram)", self.client)
+
+    def _on_stream(self, event: StreamDataReceived) -> None:
+        sid = event.stream_id
+        if sid in self._answered:
+            # Bytes after the request on an answered stream: ignored.  Its FIN ends it, so the
+            # set only holds streams still open (a long-lived connection does not grow it).
+            if event.end_stream:
+                self._answered.discard(sid)
+            return
+        if self.server.transport == "datagram":
+            self.server.responder.counters.drop("stream_on_datagram_port")
+            self._answered.add(sid)
+            return
+        buf = self._streams.setdefault(sid, bytearray())
+        buf += event.data
+        if len(buf) > MAX_MESSAGE:
+            self._finish(sid, None, "request too long", event.end_stream)
+            return
+        if len(buf) < REQUEST_LEN and not event.end_stream:
+            return
+        try:
+            decode_request(bytes(buf))
+        except Truncated:
+            if not event.end_stream:
+                return  # a TLV is still arriving (the reference never splits, but may)
+        except WireError:
+            pass  # the responder counts it below
+        response = self.server.responder.respond(bytes(buf), self.rx_ns)
+        self._finish(sid, response, "malformed request", event.end_stream)
+
+    def _finish(self, sid: int, response: bytes | None, why: str, fin_seen: bool) -> None:
+        self._streams.pop(sid, None)
+        if not fin_seen:
+            self._answered.add(sid)
+        counters = self.server.responder.counters
+        if response is None:
+            if why == "request too long":
+                counters.received += 1
+                counters.drop("oversized")
+            counters.errors_sent += 1
+            response = encode_error(ErrorCode.MALFORMED, why)
+            log.info("TSQ stream query from %s failed: %s", self.client, why)
+        else:
+            log.info("TSQ query from %s (stream)", self.client)
+        self._quic.send_stream_data(sid, response, end_stream=True)
+        self.transmit()
+
+
+class _BoundedQuicServer(QuicServer):
+    """aioquic's server with a cap on connections per client IP; tells each protocol its peer."""
+
+    def __init__(self, *, tsq: TsqServer, **kwargs: Any) -> None:
+        super().__init__(create_protocol=self._create, **kwargs)
+        self.tsq = tsq
+        self._peer: NetworkAddress = ("", 0)
+
+    def _create(self, quic: QuicConnection, **kwargs: Any) -> _TsqServerProtocol:
+        protocol = _TsqServerProtocol(quic, server=self.tsq, peer=self._peer, **kwargs)
+        self.tsq.admit(protocol)
+        return protocol
+
+    def datagram_received(self, data: bytes | str, addr: NetworkAddress) -> None:
+        if isinstance(data, bytes) and self.tsq.at_limit(addr) and self._is_new(data):
+            self.tsq.responder.counters.connections_refused += 1
+            return
+        self._peer = addr
+        super().datagram_received(data, addr)
+
+    def _is_new(self, data: bytes) -> bool:
+        """An Initial for a connection ID we do not know: it would create a connection."""
+        try:
+            header = pull_quic_header(
+                Buffer(data=data), host_cid_length=self._configuration.connection_id_length
+            )
+        except ValueError:
+            return False
+        return (
+            header.packet_type == QuicPacketType.INITIAL
+            and header.destination_cid not in self._protocols
+        )
+
+
+class TsqServer:
+    """A TSQ server of one variant on one address."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        responder: TsqResponder,
+        *,
+        max_connections_per_client: int = DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
+    ) -> None:
+        self.transport = transport
+        self.responder = responder
+        self.max_connections_per_client = max_connections_per_client
+        self._by_ip: dict[str, set[_TsqServerProtocol]] = {}
+        self._quic_server: _BoundedQuicServer | None = None
+        self._udp: asyncio.DatagramTransport | None = None
+
+    @classmethod
+    async def create(
+        cls,
+        host: str,
+        port: int,
+        transport: Transport,
+        configuration: QuicConfiguration,
+        responder: TsqResponder,
+        *,
+        max_connections_per_client: int = DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
+    ) -> TsqServer:
+        """Bind and start serving; OSError if the address is taken."""
+        server = cls(transport, responder, max_connections_per_client=max_connections_per_client)
+        loop = asyncio.get_running_loop()
+        udp, protocol = await loop.create_datagram_endpoint(
+            lambda: _BoundedQuicServer(tsq=server, configuration=configuration),
+            local_addr=(host, port),
+        )
+        server._udp = udp
+        server._quic_server = protocol
+        return server
+
+    @property
+    def listen(self) -> str:
+        """The bound address as 'ip:port' or '[ip6]:port'."""
+        if self._udp is None:
+            return ""
+        return _address_text(self._udp.get_extra_info("sockname"))
+
+    def connections(self) -> int:
+        """Open connections."""
+        return sum(len(s) for s in self._by_ip.values())
+
+    def at_limit(self, addr: NetworkAddress) -> bool:
+        return len(self._by_ip.get(_ip_key(addr), ())) >= self.max_connections_per_client
+
+    def admit(self, protocol: _TsqServerProtocol) -> None:
+        self.responder.counters.connections += 1
+        self._by_ip.setdefault(_ip_key(protocol.peer), set()).add(protocol)
+        log.debug("TSQ %s connection from %s", self.transport, protocol.client)
+
+    def forget(self, protocol: _TsqServerProtocol) -> None:
+        key = _ip_key(protocol.peer)
+        live = self._by_ip.get(key)
+        if live is not None:
+            live.discard(protocol)
+            if not live:
+                del self._by_ip[key]
+
+    def close(self) -> None:
+        """Close every connection and stop listening."""
+        if self._quic_server is not None:
+            self._quic_server.close()
+            self._quic_server = None
+        self._by_ip.clear()
+
+
+def _ip_key(addr: NetworkAddress) -> str:
+    try:
+        ip = ip_address(str(addr[0]))
+    except ValueError:
+        return str(addr[0])
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
+
+
+def _address_text(addr: NetworkAddress) -> str:
+    host = _ip_key(addr)
+    return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"

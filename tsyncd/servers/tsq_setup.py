@@ -1,0 +1,117 @@
+"""What the daemon needs to run TSQ servers: start one from its config, describe our clock to
+clients who ask (Clock Quality and Time Source Info from the system state), and snapshot the
+counters.  Kept apart from ``daemon.py`` so the daemon only calls three functions."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Final
+
+from tsyncd import __version__
+from tsyncd.config import Config, TsqServerConfig
+from tsyncd.snapshots import TsqServerStatsSnapshot
+from tsyncd.sync.core import SyncCore
+from tsyncd.sync.discipline import Discipline
+from tsyncd.wire.tsq import ClockClass, ClockQuality, SourceInfo, SourceType
+
+if TYPE_CHECKING:
+    from tsyncd.servers.tsq import TsqServer, TsqServerInfo
+
+_U16: Final = 0xFFFF
+
+
+def require_aioquic(config: Config) -> None:
+    """OSError if the config uses TSQ and aioquic is missing (Debian 12 does not package it).
+
+    Everything that imports aioquic is imported lazily, so tsyncd without TSQ runs without it.
+    """
+    if not config.tsq_servers and not any(s.mode == "tsq" for s in config.sources):
+        return
+    try:
+        import aioquic  # noqa: F401
+    except ImportError:
+        raise OSError("TSQ needs the Python package aioquic (pip install aioquic)") from None
+
+
+async def start_tsq_server(
+    cfg: TsqServerConfig, now_ns: Callable[[], int], info: Callable[[], TsqServerInfo]
+) -> TsqServer:
+    """Load the certificate and bind; OSError naming the file if a PEM file is unusable."""
+    from tsyncd.net.quic import server_configuration
+    from tsyncd.servers.tsq import TsqResponder, TsqServer
+
+    try:
+        configuration = server_configuration(
+            cfg.transport, cfg.certificate_chain_path, cfg.private_key_path
+        )
+    except (OSError, ValueError, TypeError) as exc:
+        raise OSError(
+            f"cannot load the TSQ certificate {cfg.certificate_chain_path} or key "
+            f"{cfg.private_key_path}: {exc}"
+        ) from exc
+    return await TsqServer.create(
+        cfg.listen.host,
+        cfg.listen.port,
+        cfg.transport,
+        configuration,
+        TsqResponder(now_ns, info),
+        max_connections_per_client=cfg.max_connections_per_client,
+    )
+
+
+def tsq_server_info(core: SyncCore, discipline: Discipline | None) -> TsqServerInfo:
+    """Our clock as TSQ's optional TLVs describe it (draft §5.3, §5.6).
+
+    Synchronized: class "NTP-synced", our stratum, the system peer's name, and an error of
+    half the root delay plus the root dispersion (RFC 5905's root distance).  Serving the
+    local clock (local-stratum): class unknown, source type "manual".  Otherwise stratum 0,
+    which tells clients not to use us.
+    """
+    from tsyncd.servers.tsq import TsqServerInfo
+
+    d = core.decision
+    error_ns = d.root_delay_ns // 2 + d.root_dispersion_ns
+    skew_ppm = discipline.snapshot().skew_ppm if discipline is not None else 0.0
+    drift_ppb = min(_U16, math.ceil(abs(skew_ppm) * 1000)) if math.isfinite(skew_ppm) else _U16
+    if d.synchronized:
+        clock_class, stratum, source_type = ClockClass.NTP_SYNCED, d.stratum, SourceType.NTP
+    elif core.system.local_stratum is not None:
+        clock_class, stratum, source_type = ClockClass.UNKNOWN, d.stratum, SourceType.MANUAL
+    else:
+        clock_class, stratum, source_type = ClockClass.UNKNOWN, 0, SourceType.UNKNOWN
+    return TsqServerInfo(
+        clock_quality=ClockQuality(
+            clock_class=clock_class,
+            error_us=min(_U16, math.ceil(error_ns / 1000)),
+            drift_ppb=drift_ppb,
+        ),
+        source_info=SourceInfo(
+            stratum=stratum if stratum < 16 else 0,
+            source_type=source_type,
+            info=(d.selected or "")[:200],
+        ),
+        metadata=(("implementation", "tsyncd"), ("version", __version__)),
+    )
+
+
+def tsq_server_snapshots(servers: Iterable[TsqServer]) -> list[TsqServerStatsSnapshot]:
+    """Counters of each TSQ server."""
+    out: list[TsqServerStatsSnapshot] = []
+    for server in servers:
+        c = server.responder.counters
+        out.append(
+            TsqServerStatsSnapshot(
+                listen=server.listen,
+                transport=server.transport,
+                connections=server.connections(),
+                connections_accepted=c.connections,
+                connections_refused=c.connections_refused,
+                received=c.received,
+                sent=c.sent,
+                errors_sent=c.errors_sent,
+                dropped=c.dropped,
+                dropped_by_reason=dict(c.dropped_by_reason),
+            )
+        )
+    return out
