@@ -193,6 +193,26 @@ def burst(ctx: click.Context, as_json: bool) -> None:
 @cli.command()
 @json_option
 @click.pass_context
+def rekey(ctx: click.Context, as_json: bool) -> None:
+    """Reload the NTS cookie keys from the key file (needs root or the admin group)."""
+    _show(
+        ctx,
+        "rekey",
+        dict,
+        as_json,
+        lambda r: (
+            f"NTS keys reloaded from {r['key_file']} (epoch {r['epoch']})"
+            if r.get("key_file")
+            else f"NTS keys replaced by a new random key (epoch {r.get('epoch')})"
+            if r.get("epoch") is not None
+            else "NTS is not configured"
+        ),
+    )
+
+
+@cli.command()
+@json_option
+@click.pass_context
 def version(ctx: click.Context, as_json: bool) -> None:
     """The version of the running tsyncd."""
     result = _expect(_call(ctx, "version"), dict, "version")

@@ -258,4 +258,19 @@ def render_serverstats(stats: Mapping[str, Any]) -> str:
     if isinstance(by_reason, Mapping):
         rows.extend((f"  {reason}", _text(count)) for reason, count in sorted(by_reason.items()))
     rows.append(("KoD sent", _text(stats.get("kod_sent"))))
+    if stats.get("nts_key_epoch") is not None:
+        ke_listen = stats.get("nts_ke_listen")
+        rows.extend(
+            [
+                ("NTS-KE listening on", ", ".join(ke_listen) if ke_listen else "-"),
+                ("NTS-KE connections", _text(stats.get("nts_ke_connections"))),
+                ("NTS-KE completed", _text(stats.get("nts_ke_completed"))),
+                ("NTS-KE failures", _text(stats.get("nts_ke_failures"))),
+                ("NTS-KE TLS group", _text(stats.get("nts_ke_group"))),
+                ("NTS requests", _text(stats.get("nts_requests"))),
+                ("NTS cookies issued", _text(stats.get("nts_cookies_issued"))),
+                ("NTS NAKs sent", _text(stats.get("nts_naks"))),
+                ("NTS key epoch", _text(stats.get("nts_key_epoch"))),
+            ]
+        )
     return _key_values(rows)

@@ -40,6 +40,7 @@ else:
 
 NTP_PORT: Final = 123
 METRICS_PORT: Final = 9975
+NTS_KE_PORT: Final = 4460
 POLL_MIN: Final = -7  # log2 s: 1/128 s, chrony's lower limit (sub-second polls for LANs)
 POLL_MAX: Final = 24  # log2 s: about 194 days, chrony's upper limit
 
@@ -204,7 +205,7 @@ def parse_endpoint(text: str, default_port: int) -> Endpoint:
 
 ClockMode = Literal["system", "measure"]
 LogLevel = Literal["debug", "info", "warning", "error"]
-SourceMode = Literal["server", "pool"]
+SourceMode = Literal["server", "pool", "nts"]
 Network = IPv4Network | IPv6Network
 
 
@@ -238,6 +239,7 @@ class SourceConfig:
     max_poll: int = 10  # log2 s
     count: int = 4  # pool only: how many of its addresses to use
     name: str  # the address text as written; unique; how control refers to the source
+    certificate_authority: Path | None = None  # nts only: PEM CA bundle (default: system store)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -247,6 +249,25 @@ class ServerConfig:
     listen: Endpoint = Endpoint("::", NTP_PORT)
     allow: tuple[Network, ...] = ()  # empty: everybody not denied
     deny: tuple[Network, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NtsKeServerConfig:
+    """One [[nts-ke-server]]: an NTS-KE (RFC 8915) TLS listener handing out cookies."""
+
+    listen: Endpoint = Endpoint("::", NTS_KE_PORT)
+    certificate_chain_path: Path  # PEM: our certificate, then intermediates
+    private_key_path: Path  # PEM
+    ntp_server: str | None = None  # sent to clients (Server Negotiation); None: this host
+    ntp_port: int | None = None  # sent to clients; None: our first [[server]]'s port, else 123
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeysetConfig:
+    """[keyset]: NTS cookie master keys (rotating; one file can serve a fleet of servers)."""
+
+    key_storage_path: Path | None = None  # None: random keys kept in memory only
+    key_rotation_interval: int = 86400  # s between key rotations
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -284,6 +305,8 @@ class Config:
     control: ControlConfig = ControlConfig()
     metrics: MetricsConfig = MetricsConfig()
     log: LogConfig = LogConfig()
+    nts_ke_servers: tuple[NtsKeServerConfig, ...] = ()
+    keyset: KeysetConfig = KeysetConfig()
 
 
 # --- step 1: field tables ---------------------------------------------------------------------
@@ -343,11 +366,11 @@ def _choice_field(key: str, *choices: str, required: bool = False) -> _Field:
     )
 
 
-def _string_field(key: str, convert: Callable[[str], Any] = str) -> _Field:
+def _string_field(key: str, convert: Callable[[str], Any] = str, required: bool = False) -> _Field:
     def valid(v: object) -> bool:
         return isinstance(v, str) and v != "" and "\0" not in v
 
-    return _simple_field(key, "non-empty string", valid, convert)
+    return _simple_field(key, "non-empty string", valid, convert, required)
 
 
 def _endpoint_field(
@@ -418,17 +441,29 @@ _SYNCHRONIZATION: Final = (
     _seconds_field("panic-threshold", 0.0, 1e9),
 )
 _SOURCE: Final = (
-    _choice_field("mode", "server", "pool", required=True),
+    _choice_field("mode", "server", "pool", "nts", required=True),
     _endpoint_field("address", NTP_PORT, ip_only=False, min_port=1, required=True),
     _simple_field("iburst", "true or false", lambda v: isinstance(v, bool)),
     _int_field("min-poll", POLL_MIN, POLL_MAX, "log2 seconds"),
     _int_field("max-poll", POLL_MIN, POLL_MAX, "log2 seconds"),
     _int_field("count", 1, 16, "addresses to use from the pool"),
+    _string_field("certificate-authority", Path),
 )
 _SERVER: Final = (
     _endpoint_field("listen", NTP_PORT, ip_only=True),
     _networks_field("allow"),
     _networks_field("deny"),
+)
+_NTS_KE_SERVER: Final = (
+    _endpoint_field("listen", NTS_KE_PORT, ip_only=True),
+    _string_field("certificate-chain-path", Path, required=True),
+    _string_field("private-key-path", Path, required=True),
+    _string_field("ntp-server"),
+    _int_field("ntp-port", 1, 65535),
+)
+_KEYSET: Final = (
+    _string_field("key-storage-path", Path),
+    _int_field("key-rotation-interval", 60, 365 * 86400, "seconds"),
 )
 _CONTROL: Final = (
     _string_field("socket", Path),
@@ -446,6 +481,9 @@ def _build_source(values: dict[str, Any], raw: Mapping[str, object]) -> SourceCo
         values["max_poll"] = max(values.get("min_poll", 6), 10)
     if "min-poll" not in raw:
         values["min_poll"] = min(values.get("max_poll", 10), 6)
+    if values.get("mode") == "nts":
+        # An NTS source names its NTS-KE server, whose default port is 4460, not 123.
+        values["address"] = parse_endpoint(str(raw["address"]), NTS_KE_PORT)
     return SourceConfig(name=str(raw["address"]), **values)
 
 
@@ -468,6 +506,8 @@ _SECTIONS: Final = {
     "control": _Section(_CONTROL, _plain(ControlConfig)),
     "metrics": _Section(_METRICS, _plain(MetricsConfig)),
     "log": _Section(_LOG, _plain(LogConfig)),
+    "nts-ke-server": _Section(_NTS_KE_SERVER, _plain(NtsKeServerConfig), array=True),
+    "keyset": _Section(_KEYSET, _plain(KeysetConfig)),
 }
 
 
@@ -531,8 +571,14 @@ def _check_sources(parsed: _Parsed, report: _Report) -> None:
                 source.max_poll,
                 f"integer {source.min_poll}..{POLL_MAX} (log2 seconds, at least min-poll)",
             )
-        if "count" in raw and source.mode == "server":
+        if "count" in raw and source.mode != "pool":
             report.add(f"{where}.count", source.count, 'no count unless mode = "pool"')
+        if "certificate-authority" in raw and source.mode != "nts":
+            report.add(
+                f"{where}.certificate-authority",
+                str(source.certificate_authority),
+                'no certificate-authority unless mode = "nts"',
+            )
         identity = _endpoint_identity(source.address)
         if identity in first_use:
             report.add(
@@ -587,16 +633,18 @@ def parse_config(data: Mapping[str, object], path: Path) -> Config:
                 parsed[name].append((where, table, result))
     _check_sources(parsed["source"], report)
     _check_servers(parsed["server"], report)
+    _check_servers(parsed["nts-ke-server"], report)
     if report:
         raise ConfigErrors(
             ConfigError(path, key, value, expected) for key, value, expected in report
         )
 
-    singles = ("clock", "synchronization", "control", "metrics", "log")
+    singles = ("clock", "synchronization", "control", "metrics", "log", "keyset")
     return Config(
         path=path,
         sources=tuple(obj for _, _, obj in parsed["source"]),
         servers=tuple(obj for _, _, obj in parsed["server"]),
+        nts_ke_servers=tuple(obj for _, _, obj in parsed["nts-ke-server"]),
         **{name: parsed[name][0][2] for name in singles if parsed[name]},
     )
 

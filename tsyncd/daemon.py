@@ -19,11 +19,12 @@ import random
 import signal
 import socket
 import time
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from tsyncd import __version__
 from tsyncd.clock.base import Clock, ClockState
 from tsyncd.config import Config, ConfigErrors, SourceConfig, load_config
+from tsyncd.control.rpc import ErrorCode, RpcError
 from tsyncd.control.server import ControlServer
 from tsyncd.metrics import MetricsExporter
 from tsyncd.sdnotify import Notifier
@@ -51,6 +52,9 @@ from tsyncd.sync.leap import kernel_leap, leap_applied, utc_day
 from tsyncd.sync.system import SystemDecision
 from tsyncd.wire.ntp import Leap, refid_for_address, refid_to_str
 from tsyncd.wire.timestamps import ntp64_from_unix_ns, short_from_ns
+
+if TYPE_CHECKING:
+    from tsyncd.servers.nts import NtsServerSide
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +111,7 @@ class Daemon:
         self.servers: list[NtpServer] = []
         self.control: ControlServer | None = None
         self.metrics: MetricsExporter | None = None
+        self.nts: NtsServerSide | None = None  # NTS keys and NTS-KE listeners, when configured
         self._rng = random.Random()
         self._started_ns = now
         self._stop = asyncio.Event()
@@ -129,6 +134,7 @@ class Daemon:
     async def start(self) -> None:
         """Bind every socket and start every task; raises OSError if a socket cannot be bound."""
         loop = asyncio.get_running_loop()
+        await self._start_nts_server_side()
         for server_cfg in self.config.servers:
             responder = NtpResponder(AccessList(server_cfg.allow, server_cfg.deny))
             server = NtpServer.create(
@@ -139,7 +145,10 @@ class Daemon:
                 responder=responder,
             )
             self.servers.append(server)
+            if self.nts is not None:
+                self.nts.attach(responder)
             log.info("serving NTP on %s", server.listen)
+        await self._start_nts_ke_servers()
         for source_cfg in self.config.sources:
             self._tasks.append(loop.create_task(self._mobilize(source_cfg)))
         self.control = ControlServer(
@@ -152,7 +161,11 @@ class Daemon:
                 "serverstats": lambda _p: self.server_snapshot(),
                 "version": lambda _p: {"version": __version__},
             },
-            admin_methods={"makestep": self._rpc_makestep, "burst": self._rpc_burst},
+            admin_methods={
+                "makestep": self._rpc_makestep,
+                "burst": self._rpc_burst,
+                "rekey": self._rpc_rekey,
+            },
             group=self.config.control.group,
             admin_group=self.config.control.admin_group,
         )
@@ -201,6 +214,8 @@ class Daemon:
         for server in self.servers:
             server.close()
         self.servers.clear()
+        if self.nts is not None:
+            await self.nts.close()
         if self.control is not None:
             await self.control.close()
             self.control = None
@@ -371,6 +386,8 @@ class Daemon:
             await asyncio.sleep(tick)
             self._run_timer()  # re-selects: root dispersion and reach age with time
             self._track_leap()
+            if self.nts is not None:
+                self.nts.tick(self.clock.now_ns() / _NS_PER_S)
             d = self.core.decision
             with contextlib.suppress(OSError):
                 self.clock.publish_state(
@@ -421,6 +438,42 @@ class Daemon:
         self.core.burst(self.clock.now_ns())
         self._wake.set()
         return {"sources": len(self.core.sources)}
+
+    async def _start_nts_server_side(self) -> None:
+        """Load the NTS cookie keys when NTS-KE is served or a key file is configured."""
+        cfg = self.config
+        if not cfg.nts_ke_servers and cfg.keyset.key_storage_path is None:
+            return
+        from tsyncd.servers.nts import NtsServerSide  # pyOpenSSL only when NTS is used
+
+        try:
+            self.nts = NtsServerSide(cfg.keyset, self.clock.now_ns() / _NS_PER_S)
+        except (ValueError, KeyError) as exc:
+            raise OSError(f"NTS key file {cfg.keyset.key_storage_path}: {exc}") from exc
+
+    async def _start_nts_ke_servers(self) -> None:
+        from OpenSSL import SSL
+
+        if self.nts is None:
+            return
+        default_port = self.config.servers[0].listen.port if self.config.servers else None
+        for ke_cfg in self.config.nts_ke_servers:
+            try:
+                await self.nts.start_ke(ke_cfg, default_port)
+            except SSL.Error as exc:
+                raise OSError(
+                    f"NTS-KE server {ke_cfg.listen}: certificate or key unusable: {exc}"
+                ) from exc
+
+    def _rpc_rekey(self, _params: dict[str, Any]) -> dict[str, Any]:
+        if self.nts is None:
+            return {"epoch": None, "key_file": None}
+        try:
+            return self.nts.rekey(self.clock.now_ns() / _NS_PER_S)
+        except (OSError, ValueError, KeyError) as exc:
+            raise RpcError(
+                ErrorCode.INTERNAL_ERROR, f"cannot reload the NTS keys, keeping the old: {exc}"
+            ) from exc
 
     def _status_line(self) -> str:
         d = self.core.decision
@@ -535,6 +588,7 @@ class Daemon:
             sent=sum(s.responder.sent for s in self.servers),
             dropped=sum(s.responder.dropped for s in self.servers),
             dropped_by_reason=drops,
+            **(self.nts.counters() if self.nts is not None else {}),  # type: ignore[arg-type]
         )
 
 

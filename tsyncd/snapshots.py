@@ -72,6 +72,16 @@ class ServerStatsSnapshot:
     dropped: int  # requests answered with nothing
     dropped_by_reason: dict[str, int] = field(default_factory=dict)  # reason -> count
     kod_sent: int = 0
+    # NTS (RFC 8915): NTS-KE listeners and the NTS share of the NTP traffic above
+    nts_ke_listen: list[str] = field(default_factory=list)
+    nts_ke_connections: int = 0  # TCP connections accepted by the NTS-KE listeners
+    nts_ke_completed: int = 0  # KE sessions that ended with cookies
+    nts_ke_failures: int = 0  # KE sessions that failed (TLS, timeout, bad request, ...)
+    nts_ke_group: str | None = None  # TLS key-exchange group of the last KE session
+    nts_cookies_issued: int = 0  # by NTS-KE and in NTS responses
+    nts_requests: int = 0  # NTS requests answered with an authenticated response
+    nts_naks: int = 0  # NTS NAKs sent (cookie or authenticator we could not open)
+    nts_key_epoch: int | None = None  # key id of the current cookie master key
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -70,7 +70,11 @@ def test_example_config_with_every_setting_uncommented_loads() -> None:
     text = re.sub(r"(?m)^#(?=\S)", "", (ETC / "tsyncd.toml").read_text(encoding="utf-8"))
     config = parse_config(tomllib.loads(text), P)
     assert config.synchronization.local_stratum == 10
-    assert [s.name for s in config.sources] == ["pool.ntp.org", "ntp.example.org:123"]
+    assert [s.name for s in config.sources] == [
+        "pool.ntp.org",
+        "ntp.example.org:123",
+        "nts.example.org:4460",
+    ]
     assert config.servers[0].allow == (
         IPv4Network("192.0.2.0/24"),
         IPv6Network("2001:db8::/32"),
@@ -252,7 +256,7 @@ def test_out_of_range_message() -> None:
     data = {"source": [{"mode": "pool", "address": "pool.ntp.org"}, {"min-poll": 99}]}
     assert errors_of(data) == [
         "/etc/tsyncd.toml: source[1].min-poll = 99: expected integer -7..24 (log2 seconds)",
-        '/etc/tsyncd.toml: source[1].mode is missing: expected one of: "server", "pool"',
+        '/etc/tsyncd.toml: source[1].mode is missing: expected one of: "server", "pool", "nts"',
         "/etc/tsyncd.toml: source[1].address is missing: expected host[:port], IPv6 or "
         "[IPv6][:port] (port 1..65535, default 123)",
     ]
@@ -262,7 +266,7 @@ def test_config_error_fields() -> None:
     with pytest.raises(ConfigErrors) as info:
         parse_config({"source": [{"address": "a"}]}, P)
     assert info.value.errors == (
-        ConfigError(P, "source[0].mode", MISSING, 'one of: "server", "pool"'),
+        ConfigError(P, "source[0].mode", MISSING, 'one of: "server", "pool", "nts"'),
     )
 
 
@@ -299,12 +303,12 @@ def test_config_error_fields() -> None:
         (
             {"sources": []},
             "sources = []: expected key to be one of: clock, synchronization, source, server, "
-            "control, metrics, log",
+            "control, metrics, log, nts-ke-server, keyset",
         ),
         (
             {"source": [{"mode": "server", "address": "a", "min poll": 3}]},
             'source[0]."min poll" = 3: expected key to be one of: mode, address, iburst, '
-            "min-poll, max-poll, count",
+            "min-poll, max-poll, count, certificate-authority",
         ),
         ({"control": {"socket": ""}}, 'control.socket = "": expected non-empty string'),
         ({"control": {"group": 0}}, "control.group = 0: expected non-empty string"),
@@ -430,3 +434,53 @@ def test_long_values_are_cut() -> None:
     assert text.startswith('/etc/tsyncd.toml: log = { level = "xxx')
     assert text.endswith("...: expected table")
     assert len(text) < 160
+
+
+# --- NTS (issue 5) ----------------------------------------------------------------------------
+
+
+def test_nts_source_and_server_keys(tmp_path: Path) -> None:
+    from tsyncd.config import KeysetConfig, NtsKeServerConfig
+
+    config = load_text(
+        tmp_path,
+        '[[source]]\nmode = "nts"\naddress = "time.example.org"\n'
+        'certificate-authority = "/ca.pem"\n'
+        '[[nts-ke-server]]\ncertificate-chain-path = "/c.pem"\nprivate-key-path = "/k.pem"\n'
+        'ntp-port = 1123\n[keyset]\nkey-storage-path = "/k.json"\nkey-rotation-interval = 3600\n',
+    )
+    source = config.sources[0]
+    assert source.address == Endpoint("time.example.org", 4460)  # NTS-KE default port
+    assert source.certificate_authority == Path("/ca.pem")
+    assert config.nts_ke_servers == (
+        NtsKeServerConfig(
+            listen=Endpoint("::", 4460),
+            certificate_chain_path=Path("/c.pem"),
+            private_key_path=Path("/k.pem"),
+            ntp_port=1123,
+        ),
+    )
+    assert config.keyset == KeysetConfig(
+        key_storage_path=Path("/k.json"), key_rotation_interval=3600
+    )
+
+
+def test_nts_config_errors() -> None:
+    lines = errors_of(
+        {
+            "source": [
+                {"mode": "server", "address": "a", "certificate-authority": "/ca.pem"},
+            ],
+            "nts-ke-server": [{"listen": "127.0.0.1:4460"}],
+            "keyset": {"key-rotation-interval": 5},
+        }
+    )
+    assert lines == [
+        "/etc/tsyncd.toml: nts-ke-server[0].certificate-chain-path is missing: expected "
+        "non-empty string",
+        "/etc/tsyncd.toml: nts-ke-server[0].private-key-path is missing: expected non-empty string",
+        "/etc/tsyncd.toml: keyset.key-rotation-interval = 5: expected integer 60..31536000 "
+        "(seconds)",
+        '/etc/tsyncd.toml: source[0].certificate-authority = "/ca.pem": expected no '
+        'certificate-authority unless mode = "nts"',
+    ]
