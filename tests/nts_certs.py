@@ -85,3 +85,23 @@ def make_pki(directory: Path) -> Pki:
     )
     pki.key.chmod(0o600)
     return pki
+
+
+def nts_server_toml(pki: Pki, ntp_port: int, ke_port: int, keys: Path, stratum: int) -> str:
+    """tsyncd config serving NTP and NTS-KE on loopback from its local clock at ``stratum``."""
+    return (
+        f"[synchronization]\nlocal-stratum = {stratum}\n"
+        f'[[server]]\nlisten = "127.0.0.1:{ntp_port}"\n'
+        f'[[nts-ke-server]]\nlisten = "127.0.0.1:{ke_port}"\n'
+        f'certificate-chain-path = "{pki.chain}"\nprivate-key-path = "{pki.key}"\n'
+        f'[keyset]\nkey-storage-path = "{keys}"\n'
+    )
+
+
+def nts_source_toml(pki: Pki, ke_address: str, poll: tuple[int, int]) -> str:
+    """tsyncd config with one NTS source trusting the test CA."""
+    return (
+        f'[[source]]\nmode = "nts"\naddress = "{ke_address}"\n'
+        f'certificate-authority = "{pki.ca}"\niburst = true\n'
+        f"min-poll = {poll[0]}\nmax-poll = {poll[1]}\n"
+    )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
 import logging
 import math
@@ -38,7 +39,7 @@ from tsyncd.snapshots import (
     TrackingSnapshot,
 )
 from tsyncd.sources.ntp import NtpSourceSocket
-from tsyncd.sync.core import SyncCore
+from tsyncd.sync.core import SourceState, SyncCore
 from tsyncd.sync.discipline import (
     ClockAction,
     Discipline,
@@ -55,6 +56,7 @@ from tsyncd.wire.timestamps import ntp64_from_unix_ns, short_from_ns
 
 if TYPE_CHECKING:
     from tsyncd.servers.nts import NtsServerSide
+    from tsyncd.sources.nts import NtsSource
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +114,7 @@ class Daemon:
         self.control: ControlServer | None = None
         self.metrics: MetricsExporter | None = None
         self.nts: NtsServerSide | None = None  # NTS keys and NTS-KE listeners, when configured
+        self.nts_sources: dict[str, NtsSource] = {}  # mode "nts" sources by name
         self._rng = random.Random()
         self._started_ns = now
         self._stop = asyncio.Event()
@@ -251,6 +254,9 @@ class Daemon:
 
     async def _mobilize(self, cfg: SourceConfig) -> None:
         """Resolve a source's address (retrying) and start its association(s)."""
+        if cfg.mode == "nts":
+            await self._mobilize_nts(cfg)
+            return
         host, port = cfg.address.host, cfg.address.port
         while True:
             try:
@@ -265,20 +271,46 @@ class Daemon:
             name = cfg.name if cfg.mode == "server" else _join_host_port(ip, port)
             if name in self.sockets:
                 continue
-            sock = NtpSourceSocket(name=name, mode=cfg.mode, ip=ip, port=port)
-            sock.open(self._on_reply)
-            self.sockets[name] = sock
-            self.core.add_source(
-                name,
-                reference_id=refid_for_address(sock.ip),
-                min_poll=cfg.min_poll,
-                max_poll=cfg.max_poll,
-                iburst=cfg.iburst,
-                rng=self._rng,
-                now_ns=self.clock.now_ns(),
-            )
-            log.info("polling %s (%s)", name, sock.address)
+            self._open_association(name, cfg, ip, port)
         self._wake.set()
+
+    def _open_association(self, name: str, cfg: SourceConfig, ip: str, port: int) -> SourceState:
+        """Open the source's socket and add its association to the core."""
+        sock = NtpSourceSocket(name=name, mode=cfg.mode, ip=ip, port=port)
+        sock.open(self._on_reply)
+        self.sockets[name] = sock
+        state = self.core.add_source(
+            name,
+            reference_id=refid_for_address(sock.ip),
+            min_poll=cfg.min_poll,
+            max_poll=cfg.max_poll,
+            iburst=cfg.iburst,
+            rng=self._rng,
+            now_ns=self.clock.now_ns(),
+        )
+        log.info("polling %s (%s, %s)", name, sock.address, cfg.mode)
+        return state
+
+    async def _mobilize_nts(self, cfg: SourceConfig) -> None:
+        """NTS-KE first (retrying), then an association to the NTP server it names."""
+        from tsyncd.sources.nts import NtsSource  # pyOpenSSL only when NTS is used
+
+        nts = NtsSource(cfg)
+        self.nts_sources[cfg.name] = nts
+        result = await nts.key_exchange_until_ok()
+        while True:
+            try:
+                ip = (await self._resolve(result.ntp_host, result.ntp_port))[0]
+            except OSError as exc:
+                log.warning("cannot resolve %s's NTP server: %s; retrying", cfg.name, exc)
+                await asyncio.sleep(_RESOLVE_RETRY_S)
+                continue
+            break
+        state = self._open_association(cfg.name, cfg, ip, result.ntp_port)
+        state.association.auth = nts.session
+        nts.association = state.association
+        self._wake.set()
+        await nts.maintain()
 
     @staticmethod
     async def _resolve(host: str, port: int) -> list[str]:
@@ -302,6 +334,8 @@ class Daemon:
     def _on_reply(self, name: str, data: bytes, kernel_rx_ns: int) -> None:
         rx_ns = self.clock.from_kernel_ns(kernel_rx_ns)
         self._apply(self.core.handle_reply(name, data, rx_ns))
+        if name in self.nts_sources:
+            self.nts_sources[name].kick()  # an NTS NAK asks for a new NTS-KE
         self._after_update()
         self._wake.set()  # a reply can move deadlines (KoD RATE, poll changes)
 
@@ -329,6 +363,8 @@ class Daemon:
             t1_ns = self.clock.now_ns()
             if sock.send(data):
                 self.core.handle_sent(name, t1_ns)
+        for nts in self.nts_sources.values():
+            nts.kick()  # an NTS source out of cookies re-runs NTS-KE
         self._apply(actions)
         self._after_update()
 
@@ -539,7 +575,7 @@ class Daemon:
         """Every association, in the order they were mobilized."""
         now = self.clock.now_ns()
         d = self.core.decision
-        return [
+        snapshots = [
             sock.snapshot(
                 self.core.sources[name],
                 d.states.get(name, "init"),
@@ -548,6 +584,12 @@ class Daemon:
             )
             for name, sock in self.sockets.items()
             if name in self.core.sources
+        ]
+        return [
+            dataclasses.replace(s, nts=self.nts_sources[s.name].snapshot())
+            if s.name in self.nts_sources
+            else s
+            for s in snapshots
         ]
 
     def sourcestats_snapshots(self) -> list[SourceStatsSnapshot]:

@@ -35,6 +35,22 @@ class SystemSnapshot:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class NtsSourceSnapshot:
+    """NTS (RFC 8915) state of one source."""
+
+    ke_server: str  # the NTS-KE server as configured (host:port)
+    cookies: int  # unused cookies held (at most 8)
+    aead: str | None  # "AES-SIV-CMAC-256" | "AES-128-GCM-SIV"; None before the first KE
+    last_ke: float | None  # s since the last successful NTS-KE
+    tls_group: str | None  # key-exchange group of that TLS session, e.g. "X25519MLKEM768"
+    key_exchanges: int  # successful NTS-KE sessions
+    ke_failures: int
+    last_error: str | None  # why the last NTS-KE failed, if it did
+    authenticated: int  # authenticated responses
+    naks: int  # NTS NAKs received
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SourceSnapshot:
     """One association: where it is, what it told us, how we judge it."""
 
@@ -60,6 +76,7 @@ class SourceSnapshot:
     packets_received: int  # valid replies
     packets_dropped: int  # replies failing a check
     kiss_code: str | None  # last KoD code received, if any
+    nts: NtsSourceSnapshot | None = None  # mode "nts" only
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

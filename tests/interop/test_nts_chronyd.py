@@ -5,18 +5,8 @@ chronyd always runs with ``-x`` (never touches the clock); tsyncd in measure mod
 
 from __future__ import annotations
 
-import socket
-import textwrap
-
-from nts_certs import make_pki
-from peers import Peers, free_udp_port, wait_for
-
-
-def free_tcp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+from nts_certs import make_pki, nts_server_toml, nts_source_toml
+from peers import Peers, free_tcp_port, free_udp_port, wait_for
 
 
 def test_chronyd_is_nts_client_of_tsyncd(peers: Peers) -> None:
@@ -25,20 +15,7 @@ def test_chronyd_is_nts_client_of_tsyncd(peers: Peers) -> None:
     keys = peers.tmp / "nts-keys.json"
     server = peers.tsyncd(
         "tsyncd-nts-server",
-        textwrap.dedent(
-            f"""
-            [synchronization]
-            local-stratum = 8
-            [[server]]
-            listen = "127.0.0.1:{ntp_port}"
-            [[nts-ke-server]]
-            listen = "127.0.0.1:{ke_port}"
-            certificate-chain-path = "{pki.chain}"
-            private-key-path = "{pki.key}"
-            [keyset]
-            key-storage-path = "{keys}"
-            """
-        ),
+        nts_server_toml(pki, ntp_port, ke_port, keys, stratum=8),
     )
     chrony = peers.chronyd(
         "chronyd-nts-client",
@@ -74,3 +51,39 @@ def test_chronyd_is_nts_client_of_tsyncd(peers: Peers) -> None:
     assert keys.exists() and oct(keys.stat().st_mode & 0o777) == "0o600"
     # rekey with the same key file keeps the keys: chronyd's cookies keep working.
     assert server.ctl("rekey")["key_file"] == str(keys)
+
+
+def test_tsyncd_is_nts_client_of_chronyd(peers: Peers) -> None:
+    pki = make_pki(peers.tmp)
+    ntp_port, ke_port = free_udp_port(), free_tcp_port()
+    chrony = peers.chronyd(
+        "chronyd-nts-server",
+        f"port {ntp_port}\nntsport {ke_port}\nbindaddress 127.0.0.1\nlocal stratum 5\n"
+        f"allow 127.0.0.1\nntsserverkey {pki.key}\nntsservercert {pki.chain}\n",
+    )
+    client = peers.tsyncd(
+        "tsyncd-nts-client",
+        nts_source_toml(pki, f"127.0.0.1:{ke_port}", (-2, -1)),
+    )
+
+    def synced_peer() -> dict[str, object] | None:
+        rows = client.ctl("peers")
+        good = [r for r in rows if r["state"] == "selected" and r["reach"] >= 0o17]
+        return good[0] if good else None
+
+    row = wait_for("tsyncd to select chronyd over NTS", synced_peer, timeout=30)
+    assert row["mode"] == "nts"
+    assert row["address"] == f"127.0.0.1:{ntp_port}"  # from chronyd's Port Negotiation
+    assert row["stratum"] == 5
+    nts = row["nts"]
+    assert isinstance(nts, dict)
+    assert nts["aead"] == "AES-SIV-CMAC-256"  # chrony 4.3 has no AES-GCM-SIV
+    assert nts["cookies"] == 8  # each response refills what the request used
+    assert nts["authenticated"] >= 4 and nts["naks"] == 0 and nts["key_exchanges"] == 1
+    assert nts["tls_group"] and nts["last_ke"] is not None
+    status = client.ctl("status")
+    assert status["synchronized"] is True and status["stratum"] == 6
+    # chronyd's own count of authenticated NTP packets (serverstats field 8 in chrony 4.3).
+    stats = chrony.chronyc("serverstats").strip().split(",")
+    assert int(stats[5]) >= 1  # NTS-KE connections accepted
+    assert int(stats[7]) >= 4  # authenticated NTP packets

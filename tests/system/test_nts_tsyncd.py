@@ -1,0 +1,47 @@
+"""tsyncd as NTS client of tsyncd: AES-128-GCM-SIV with chrony's record 1024, the
+post-quantum TLS group, and a fleet key change (new key file + ``tsyncctl rekey``) that makes
+the server NAK old cookies and the client re-run NTS-KE on its own."""
+
+from __future__ import annotations
+
+import json
+import secrets
+
+from nts_certs import make_pki, nts_server_toml, nts_source_toml
+from peers import Peers, free_tcp_port, free_udp_port, wait_for
+
+
+def test_nts_between_two_tsyncds_with_rekey(peers: Peers) -> None:
+    pki = make_pki(peers.tmp)
+    ntp_port, ke_port = free_udp_port(), free_tcp_port()
+    keys = peers.tmp / "fleet-keys.json"
+    server = peers.tsyncd(
+        "tsyncd-nts-server",
+        nts_server_toml(pki, ntp_port, ke_port, keys, stratum=7),
+    )
+    client = peers.tsyncd(
+        "tsyncd-nts-client",
+        nts_source_toml(pki, f"localhost:{ke_port}", (-3, -3)),
+    )
+
+    def nts_state(min_auth: int, min_ke: int = 1) -> dict[str, object] | None:
+        rows = client.ctl("peers")
+        nts = rows[0]["nts"] if rows else None
+        ok = nts and nts["authenticated"] >= min_auth and nts["key_exchanges"] >= min_ke
+        return nts if ok and rows[0]["state"] == "selected" else None
+
+    nts = wait_for("tsyncd to sync to tsyncd over NTS", lambda: nts_state(4), timeout=30)
+    assert nts["aead"] == "AES-128-GCM-SIV"
+    assert nts["tls_group"] == "X25519MLKEM768"  # the hybrid, both ends on OpenSSL >= 3.5
+    assert nts["cookies"] == 8
+    assert server.ctl("serverstats")["nts_ke_group"] == "X25519MLKEM768"
+    # An operator distributes a new fleet key; the server reloads it and NAKs old cookies.
+    data = json.loads(keys.read_text())
+    data["key"] = secrets.token_bytes(32).hex()
+    keys.write_text(json.dumps(data))
+    assert server.ctl("rekey")["epoch"] == data["epoch"]
+    seen = int(nts["authenticated"])  # type: ignore[call-overload]
+    nts = wait_for("the client to re-key after a NAK", lambda: nts_state(seen + 2, 2), timeout=30)
+    assert int(nts["naks"]) >= 1  # type: ignore[call-overload]
+    stats = server.ctl("serverstats")
+    assert stats["nts_naks"] >= 1 and stats["nts_ke_completed"] >= 2
