@@ -129,6 +129,9 @@ def peers(ctx: click.Context, as_json: bool) -> None:
         _print_json(result)
     else:
         click.echo(render.render_sources(result))
+        nts = render.render_nts_sources(result)
+        if nts is not None:
+            click.echo(f"\n{nts}")
 
 
 cli.add_command(peers, name="sources")

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import secrets
+import subprocess
+import sys
 
 from nts_certs import make_pki, nts_server_toml, nts_source_toml
 from peers import Peers, free_tcp_port, free_udp_port, wait_for
@@ -35,6 +37,14 @@ def test_nts_between_two_tsyncds_with_rekey(peers: Peers) -> None:
     assert nts["tls_group"] == "X25519MLKEM768"  # the hybrid, both ends on OpenSSL >= 3.5
     assert nts["cookies"] == 8
     assert server.ctl("serverstats")["nts_ke_group"] == "X25519MLKEM768"
+    human = subprocess.run(
+        [sys.executable, "-m", "tsyncctl", "-s", str(client.socket), "peers"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=True,
+    ).stdout
+    assert "NTS source" in human and "AES-128-GCM-SIV" in human and "X25519MLKEM768" in human
     # An operator distributes a new fleet key; the server reloads it and NAKs old cookies.
     data = json.loads(keys.read_text())
     data["key"] = secrets.token_bytes(32).hex()
