@@ -41,7 +41,8 @@ def test_chronyd_is_nts_client_of_tsyncd(peers: Peers) -> None:
     source = wait_for("chronyd to select tsyncd over NTS", selected, timeout=30)
     assert source[3] == "8"
     row = authdata()
-    assert row is not None and int(row[8]) == 8  # every response refilled the cookie jar
+    # Every response refills the cookie jar: 8, or 7 while a request is in flight.
+    assert row is not None and int(row[8]) >= 7
     stats = server.ctl("serverstats")
     assert stats["nts_ke_connections"] >= 1 and stats["nts_ke_completed"] >= 1
     assert stats["nts_requests"] >= 4
@@ -78,7 +79,7 @@ def test_tsyncd_is_nts_client_of_chronyd(peers: Peers) -> None:
     nts = row["nts"]
     assert isinstance(nts, dict)
     assert nts["aead"] == "AES-SIV-CMAC-256"  # chrony 4.3 has no AES-GCM-SIV
-    assert nts["cookies"] == 8  # each response refills what the request used
+    assert nts["cookies"] >= 7  # refilled by each response (7 while a request is in flight)
     assert nts["authenticated"] >= 4 and nts["naks"] == 0 and nts["key_exchanges"] == 1
     assert nts["tls_group"] and nts["last_ke"] is not None
     status = client.ctl("status")

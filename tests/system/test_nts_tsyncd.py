@@ -35,7 +35,7 @@ def test_nts_between_two_tsyncds_with_rekey(peers: Peers) -> None:
     nts = wait_for("tsyncd to sync to tsyncd over NTS", lambda: nts_state(4), timeout=30)
     assert nts["aead"] == "AES-128-GCM-SIV"
     assert nts["tls_group"] == "X25519MLKEM768"  # the hybrid, both ends on OpenSSL >= 3.5
-    assert nts["cookies"] == 8
+    assert nts["cookies"] >= 7  # 8, or 7 while a request is in flight
     assert server.ctl("serverstats")["nts_ke_group"] == "X25519MLKEM768"
     human = subprocess.run(
         [sys.executable, "-m", "tsyncctl", "-s", str(client.socket), "peers"],
