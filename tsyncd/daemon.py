@@ -237,7 +237,16 @@ class Daemon:
             logging.getLogger().setLevel(new.log.level.upper())
             changed = [
                 name
-                for name in ("clock", "synchronization", "sources", "servers", "control", "metrics")
+                for name in (
+                    "clock",
+                    "synchronization",
+                    "sources",
+                    "servers",
+                    "control",
+                    "metrics",
+                    "nts_ke_servers",
+                    "keyset",
+                )
                 if getattr(new, name) != getattr(self.config, name)
             ]
             if changed:
@@ -585,12 +594,19 @@ class Daemon:
             for name, sock in self.sockets.items()
             if name in self.core.sources
         ]
-        return [
+        snapshots = [
             dataclasses.replace(s, nts=self.nts_sources[s.name].snapshot())
             if s.name in self.nts_sources
             else s
             for s in snapshots
         ]
+        # NTS sources still waiting for their first NTS-KE: shown, with why they wait.
+        snapshots.extend(
+            nts.pending_snapshot()
+            for name, nts in self.nts_sources.items()
+            if name not in self.sockets
+        )
+        return snapshots
 
     def sourcestats_snapshots(self) -> list[SourceStatsSnapshot]:
         """Per-source sample statistics, like chronyc sourcestats."""

@@ -55,3 +55,20 @@ def test_nts_between_two_tsyncds_with_rekey(peers: Peers) -> None:
     assert int(nts["naks"]) >= 1  # type: ignore[call-overload]
     stats = server.ctl("serverstats")
     assert stats["nts_naks"] >= 1 and stats["nts_ke_completed"] >= 2
+
+
+def test_nts_source_without_ke_server_shows_why(peers: Peers) -> None:
+    pki = make_pki(peers.tmp)
+    closed = free_tcp_port()  # nothing listens here
+    client = peers.tsyncd(
+        "tsyncd-nts-lonely", nts_source_toml(pki, f"127.0.0.1:{closed}", (-3, -3))
+    )
+
+    def failed() -> dict[str, object] | None:
+        rows = client.ctl("peers")
+        return rows[0] if rows and rows[0]["nts"]["ke_failures"] >= 1 else None
+
+    row = wait_for("the failed NTS-KE to show in peers", failed, timeout=20)
+    assert row["mode"] == "nts" and row["state"] == "init" and row["reach"] == 0
+    assert "NTS-KE failed: cannot connect" in str(row["state_reason"])
+    assert row["packets_sent"] == 0  # never plain NTP instead

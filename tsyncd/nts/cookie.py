@@ -31,10 +31,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from tsyncd.nts.aead import AEADS, AuthenticationFailed
+from tsyncd.nts.aead import AEADS
 from tsyncd.wire.errors import WireError
 from tsyncd.wire.ntske import AeadId
 
@@ -81,6 +83,8 @@ class KeySet:
             raise ValueError(f"master key must be {_MASTER.key_len} bytes, got {len(base_key)}")
         self.rotation_s = rotation_s
         self._keys: dict[int, bytes] = {base_epoch: base_key}
+        # Cipher objects per key id: the per-packet path should not re-key AES for every cookie.
+        self._ciphers: dict[int, AESSIV] = {base_epoch & 0xFFFF_FFFF: AESSIV(base_key)}
         self.current_epoch = base_epoch
 
     def epoch_at(self, now_s: float) -> int:
@@ -95,9 +99,11 @@ class KeySet:
         while self.current_epoch < target:
             key = self._keys[self.current_epoch]
             self.current_epoch += 1
-            self._keys[self.current_epoch] = ratchet(key, self.current_epoch - 1)
+            self._keys[self.current_epoch] = new = ratchet(key, self.current_epoch - 1)
+            self._ciphers[self.current_epoch & 0xFFFF_FFFF] = AESSIV(new)
             for old in [e for e in self._keys if e <= self.current_epoch - _KEEP_EPOCHS]:
                 del self._keys[old]
+                del self._ciphers[old & 0xFFFF_FFFF]
         return True
 
     @property
@@ -111,7 +117,7 @@ class KeySet:
         nonce = secrets.token_bytes(_NONCE_LEN)
         plaintext = struct.pack("!HH", contents.aead_id, 0) + contents.s2c + contents.c2s
         key_id = self.current_epoch & 0xFFFF_FFFF
-        sealed = _MASTER.seal(self._keys[self.current_epoch], nonce, plaintext, b"")
+        sealed = self._ciphers[key_id].encrypt(plaintext, [nonce])
         return struct.pack("!I", key_id) + nonce + sealed
 
     def open(self, cookie: bytes) -> CookieContents:
@@ -119,13 +125,13 @@ class KeySet:
         if len(cookie) < 4 + _NONCE_LEN + 16 + 4:
             raise BadCookie(f"cookie of {len(cookie)} bytes is too short")
         key_id = struct.unpack_from("!I", cookie)[0]
-        key = next((k for e, k in self._keys.items() if e & 0xFFFF_FFFF == key_id), None)
-        if key is None:
+        cipher = self._ciphers.get(key_id)
+        if cipher is None:
             raise BadCookie(f"cookie key id {key_id} is not one of ours")
         nonce = cookie[4 : 4 + _NONCE_LEN]
         try:
-            plaintext = _MASTER.open(key, nonce, cookie[4 + _NONCE_LEN :], b"")
-        except AuthenticationFailed:
+            plaintext = cipher.decrypt(cookie[4 + _NONCE_LEN :], [nonce])
+        except InvalidTag:
             raise BadCookie(f"cookie under key id {key_id} does not decrypt") from None
         aead_id = struct.unpack_from("!H", plaintext)[0]
         aead = AEADS.get(aead_id)

@@ -102,6 +102,9 @@ class NtsKeServer:
         except OSError as exc:
             self.stats.failures["io"] += 1
             log.debug("NTS-KE session with %s: %s", peer, exc)
+        except SSL.Error as exc:  # e.g. the exporter, outside TlsStream's own wrapping
+            self.stats.failures["tls"] += 1
+            log.debug("NTS-KE session with %s: %s", peer, exc)
         finally:
             self._active -= 1
             with contextlib.suppress(Exception):

@@ -17,7 +17,7 @@ from typing import Final
 
 from tsyncd.config import SourceConfig
 from tsyncd.nts.client import NtsSession
-from tsyncd.snapshots import NtsSourceSnapshot
+from tsyncd.snapshots import NtsSourceSnapshot, SourceSnapshot
 from tsyncd.sources.ntske import KeFailure, KeResult, run_ke
 from tsyncd.sync.association import NtpAssociation
 
@@ -112,4 +112,33 @@ class NtsSource:
             last_error=self.last_error,
             authenticated=s.counters.authenticated if s is not None else 0,
             naks=s.counters.naks if s is not None else 0,
+        )
+
+    def pending_snapshot(self) -> SourceSnapshot:
+        """A ``peers`` row for a source that has no NTP association yet (first NTS-KE)."""
+        return SourceSnapshot(
+            name=self.cfg.name,
+            address="",
+            mode="nts",
+            state="init",
+            state_reason=f"NTS-KE failed: {self.last_error}"
+            if self.last_error
+            else "waiting for NTS-KE",
+            offset=None,
+            delay=None,
+            jitter=None,
+            dispersion=None,
+            root_delay=None,
+            root_dispersion=None,
+            stratum=None,
+            reference_id=None,
+            leap=None,
+            reach=0,
+            poll=self.cfg.min_poll,
+            last_rx=None,
+            packets_sent=0,
+            packets_received=0,
+            packets_dropped=0,
+            kiss_code=None,
+            nts=self.snapshot(),
         )

@@ -33,12 +33,17 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return make_pki(tmp_path_factory.mktemp("pki"))
 
 
-def with_server(pki: Pki, body: Callable[[NtsKeServer, int], Awaitable[T]], **kwargs: float) -> T:
+def with_server(
+    pki: Pki,
+    body: Callable[[NtsKeServer, int], Awaitable[T]],
+    ntp_server: str | None = None,
+    **kwargs: float,
+) -> T:
     async def main() -> T:
         server = NtsKeServer(
             server_context(pki.chain, pki.key),
             lambda: KEYS,
-            ntp_server=None,
+            ntp_server=ntp_server,
             ntp_port=1123,
             **kwargs,  # type: ignore[arg-type]
         )
@@ -130,3 +135,11 @@ def test_garbage_half_open_and_excess_connections(pki: Pki) -> None:
         assert server.stats.failures["timeout"] == 1
 
     with_server(pki, body, max_connections=1, timeout_s=0.5)
+
+
+def test_server_negotiation_sends_clients_elsewhere(pki: Pki) -> None:
+    async def body(_server: NtsKeServer, port: int) -> None:
+        result = await run_ke("localhost", port, pki.ca, connect_host="127.0.0.1")
+        assert (result.ntp_host, result.ntp_port) == ("ntp1.example.org", 1123)
+
+    with_server(pki, body, ntp_server="ntp1.example.org")
