@@ -402,6 +402,27 @@ def _endpoint_field(
     return _Field(key, parse, expected, required)
 
 
+def _host_field(key: str) -> _Field:
+    """A host name or IP literal (no port, no brackets), as NTS Server Negotiation sends it."""
+    expected = "host name, IPv4 or IPv6 address (no port)"
+
+    def parse(value: object) -> str:
+        if not isinstance(value, str) or not value.isascii():
+            raise _Invalid()
+        try:
+            IPv6Address(value)
+            return value
+        except ValueError:
+            pass
+        try:
+            _check_host(value)
+        except ValueError as e:
+            raise _Invalid(("", value, f"{expected}; {e}")) from None
+        return value
+
+    return _Field(key, parse, expected)
+
+
 _ALL_NETWORKS: Final = (IPv4Network("0.0.0.0/0"), IPv6Network("::/0"))
 _NETWORK_ENTRY: Final = 'IP address or CIDR network (e.g. "192.0.2.0/24", "2001:db8::/32") or "all"'
 
@@ -458,7 +479,7 @@ _NTS_KE_SERVER: Final = (
     _endpoint_field("listen", NTS_KE_PORT, ip_only=True),
     _string_field("certificate-chain-path", Path, required=True),
     _string_field("private-key-path", Path, required=True),
-    _string_field("ntp-server"),
+    _host_field("ntp-server"),
     _int_field("ntp-port", 1, 65535),
 )
 _KEYSET: Final = (

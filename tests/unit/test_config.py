@@ -471,11 +471,13 @@ def test_nts_config_errors() -> None:
             "source": [
                 {"mode": "server", "address": "a", "certificate-authority": "/ca.pem"},
             ],
-            "nts-ke-server": [{"listen": "127.0.0.1:4460"}],
+            "nts-ke-server": [{"listen": "127.0.0.1:4460", "ntp-server": "a b"}],
             "keyset": {"key-rotation-interval": 5},
         }
     )
     assert lines == [
+        '/etc/tsyncd.toml: nts-ke-server[0].ntp-server = "a b": expected host name, IPv4 or '
+        'IPv6 address (no port); "a b" is not a valid host name',
         "/etc/tsyncd.toml: nts-ke-server[0].certificate-chain-path is missing: expected "
         "non-empty string",
         "/etc/tsyncd.toml: nts-ke-server[0].private-key-path is missing: expected non-empty string",
