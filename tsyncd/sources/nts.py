@@ -4,7 +4,8 @@ The NTP side is the ordinary association in the ``SyncCore``; this adapter only 
 ``NtsSession`` (set as the association's ``auth`` hook) and re-runs NTS-KE when the session
 says so: cookies used up, or an NTS NAK.  Until a new KE succeeds the association sends
 nothing (never plain NTP: that would be NTS stripping, §9); old cookies stay in use while KE
-fails.  Failed KE attempts back off as §4.2 suggests (10 s · 1.5ⁿ, at most a day here).
+fails.  Failed KE attempts back off as §4.2 suggests (10 s · 1.5ⁿ, at most a day here), and
+successful ones are at least ``_MIN_KE_INTERVAL_S`` apart, so forged NAKs cannot cause a storm.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 _BACKOFF_FIRST_S: Final = 10.0
 _BACKOFF_BASE: Final = 1.5
 _BACKOFF_MAX_S: Final = 86400.0
+_MIN_KE_INTERVAL_S: Final = 4.0  # a forged NAK (on-path) must not cause a KE storm (§5.7, §10)
 _CHECK_S: Final = 0.25  # how often the KE task looks at the session between kicks
 _AEAD_NAMES: Final = {15: "AES-SIV-CMAC-256", 30: "AES-128-GCM-SIV"}
 
@@ -42,6 +44,7 @@ class NtsSource:
         self.ke_failures = 0
         self.last_error: str | None = None
         self._kick = asyncio.Event()
+        self._last_ke_mono: float | None = None
 
     async def key_exchange(self) -> KeResult:
         """One NTS-KE; on success the new session replaces the old (and its cookies)."""
@@ -56,6 +59,7 @@ class NtsSource:
         if self.association is not None:
             self.association.auth = session
         self.last = result
+        self._last_ke_mono = time.monotonic()
         self.ke_count += 1
         self.last_error = None
         log.info(
@@ -93,6 +97,10 @@ class NtsSource:
         while True:
             self._kick.clear()
             if self.session is None or self.session.needs_ke:
+                if self._last_ke_mono is not None:
+                    wait_s = self._last_ke_mono + _MIN_KE_INTERVAL_S - time.monotonic()
+                    if wait_s > 0:
+                        await asyncio.sleep(wait_s)
                 await self.key_exchange_until_ok()
                 continue
             with contextlib.suppress(TimeoutError):
