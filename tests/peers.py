@@ -41,6 +41,14 @@ def free_udp_port() -> int:
         return port
 
 
+def free_tcp_port() -> int:
+    """An unprivileged TCP port free on 127.0.0.1 right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 20.0) -> T:
     """Poll ``probe`` every 50 ms until it returns a truthy value; fail with ``what``."""
     deadline = time.monotonic() + timeout

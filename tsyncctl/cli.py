@@ -130,6 +130,9 @@ def peers(ctx: click.Context, as_json: bool) -> None:
         _print_json(result)
     else:
         click.echo(render.render_sources(result))
+        nts = render.render_nts_sources(result)
+        if nts is not None:
+            click.echo(f"\n{nts}")
 
 
 cli.add_command(peers, name="sources")
@@ -188,6 +191,26 @@ def burst(ctx: click.Context, as_json: bool) -> None:
     """Send a quick burst of requests to every source (needs root or the admin group)."""
     _show(
         ctx, "burst", dict, as_json, lambda r: f"burst started for {r.get('sources', 0)} source(s)"
+    )
+
+
+@cli.command()
+@json_option
+@click.pass_context
+def rekey(ctx: click.Context, as_json: bool) -> None:
+    """Reload the NTS cookie keys from the key file (needs root or the admin group)."""
+    _show(
+        ctx,
+        "rekey",
+        dict,
+        as_json,
+        lambda r: (
+            f"NTS keys reloaded from {r['key_file']} (epoch {r['epoch']})"
+            if r.get("key_file")
+            else f"NTS keys replaced by a new random key (epoch {r.get('epoch')})"
+            if r.get("epoch") is not None
+            else "NTS is not configured"
+        ),
     )
 
 

@@ -244,6 +244,31 @@ def render_sources(sources: Sequence[Mapping[str, Any]]) -> str:
     return f"{table}\n\n{STATE_LEGEND}"
 
 
+def render_nts_sources(sources: Sequence[Mapping[str, Any]]) -> str | None:
+    """A table of the NTS sources' state (cookies, AEAD, last NTS-KE, TLS group), or None."""
+    rows = []
+    for src in sources:
+        nts = src.get("nts")
+        if not isinstance(nts, Mapping):
+            continue
+        rows.append(
+            [
+                _text(src.get("name")),
+                _text(nts.get("cookies")),
+                _text(nts.get("aead")),
+                format_age(nts.get("last_ke")),
+                _text(nts.get("tls_group")),
+                _text(nts.get("key_exchanges")),
+                _text(nts.get("naks")),
+                _text(nts.get("last_error")),
+            ]
+        )
+    if not rows:
+        return None
+    headers = ["NTS source", "Cookies", "AEAD", "Last KE", "TLS group", "KEs", "NAKs", "Error"]
+    return render_table(headers, rows, right={1, 3, 5, 6})
+
+
 def render_serverstats(stats: Mapping[str, Any]) -> str:
     """Key/value lines for the ``serverstats`` method's result, drops broken down by reason."""
     listen = stats.get("listen")
@@ -259,6 +284,21 @@ def render_serverstats(stats: Mapping[str, Any]) -> str:
         rows.extend((f"  {reason}", _text(count)) for reason, count in sorted(by_reason.items()))
     rows.append(("KoD sent", _text(stats.get("kod_sent"))))
     rows.extend(_tsq_rows(stats.get("tsq")))
+    if stats.get("nts_key_epoch") is not None:
+        ke_listen = stats.get("nts_ke_listen")
+        rows.extend(
+            [
+                ("NTS-KE listening on", ", ".join(ke_listen) if ke_listen else "-"),
+                ("NTS-KE connections", _text(stats.get("nts_ke_connections"))),
+                ("NTS-KE completed", _text(stats.get("nts_ke_completed"))),
+                ("NTS-KE failures", _text(stats.get("nts_ke_failures"))),
+                ("NTS-KE TLS group", _text(stats.get("nts_ke_group"))),
+                ("NTS requests", _text(stats.get("nts_requests"))),
+                ("NTS cookies issued", _text(stats.get("nts_cookies_issued"))),
+                ("NTS NAKs sent", _text(stats.get("nts_naks"))),
+                ("NTS key epoch", _text(stats.get("nts_key_epoch"))),
+            ]
+        )
     return _key_values(rows)
 
 

@@ -40,6 +40,7 @@ else:
 
 NTP_PORT: Final = 123
 METRICS_PORT: Final = 9975
+NTS_KE_PORT: Final = 4460
 POLL_MIN: Final = -7  # log2 s: 1/128 s, chrony's lower limit (sub-second polls for LANs)
 POLL_MAX: Final = 24  # log2 s: about 194 days, chrony's upper limit
 TSQ_DATAGRAM_PORT: Final = 443  # the reference's default for both TSQ servers
@@ -206,7 +207,7 @@ def parse_endpoint(text: str, default_port: int) -> Endpoint:
 
 ClockMode = Literal["system", "measure"]
 LogLevel = Literal["debug", "info", "warning", "error"]
-SourceMode = Literal["server", "pool", "tsq"]
+SourceMode = Literal["server", "pool", "tsq", "nts"]
 TsqTransport = Literal["stream", "datagram"]
 Network = IPv4Network | IPv6Network
 
@@ -242,7 +243,7 @@ class SourceConfig:
     count: int = 4  # pool only: how many of its addresses to use
     name: str  # the address text as written; unique; how control refers to the source
     transport: TsqTransport = "datagram"  # tsq only: the variant (the port decides, no fallback)
-    certificate_authority: Path | None = None  # tsq only: CA file (default: certifi's bundle)
+    certificate_authority: Path | None = None  # tsq/nts: PEM CA file (default: system store)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -263,6 +264,25 @@ class TsqServerConfig:
     certificate_chain_path: Path
     private_key_path: Path
     max_connections_per_client: int = 8
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NtsKeServerConfig:
+    """One [[nts-ke-server]]: an NTS-KE (RFC 8915) TLS listener handing out cookies."""
+
+    listen: Endpoint = Endpoint("::", NTS_KE_PORT)
+    certificate_chain_path: Path  # PEM: our certificate, then intermediates
+    private_key_path: Path  # PEM
+    ntp_server: str | None = None  # sent to clients (Server Negotiation); None: this host
+    ntp_port: int | None = None  # sent to clients; None: our first [[server]]'s port, else 123
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeysetConfig:
+    """[keyset]: NTS cookie master keys (rotating; one file can serve a fleet of servers)."""
+
+    key_storage_path: Path | None = None  # None: random keys kept in memory only
+    key_rotation_interval: int = 86400  # s between key rotations
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -301,6 +321,8 @@ class Config:
     metrics: MetricsConfig = MetricsConfig()
     log: LogConfig = LogConfig()
     tsq_servers: tuple[TsqServerConfig, ...] = ()
+    nts_ke_servers: tuple[NtsKeServerConfig, ...] = ()
+    keyset: KeysetConfig = KeysetConfig()
 
 
 # --- step 1: field tables ---------------------------------------------------------------------
@@ -360,11 +382,11 @@ def _choice_field(key: str, *choices: str, required: bool = False) -> _Field:
     )
 
 
-def _string_field(key: str, convert: Callable[[str], Any] = str) -> _Field:
+def _string_field(key: str, convert: Callable[[str], Any] = str, required: bool = False) -> _Field:
     def valid(v: object) -> bool:
         return isinstance(v, str) and v != "" and "\0" not in v
 
-    return _simple_field(key, "non-empty string", valid, convert)
+    return _simple_field(key, "non-empty string", valid, convert, required)
 
 
 def _path_field(key: str, what: str) -> _Field:
@@ -400,6 +422,27 @@ def _endpoint_field(
         return endpoint
 
     return _Field(key, parse, expected, required)
+
+
+def _host_field(key: str) -> _Field:
+    """A host name or IP literal (no port, no brackets), as NTS Server Negotiation sends it."""
+    expected = "host name, IPv4 or IPv6 address (no port)"
+
+    def parse(value: object) -> str:
+        if not isinstance(value, str) or not value.isascii():
+            raise _Invalid()
+        try:
+            IPv6Address(value)
+            return value
+        except ValueError:
+            pass
+        try:
+            _check_host(value)
+        except ValueError as e:
+            raise _Invalid(("", value, f"{expected}; {e}")) from None
+        return value
+
+    return _Field(key, parse, expected)
 
 
 _ALL_NETWORKS: Final = (IPv4Network("0.0.0.0/0"), IPv6Network("::/0"))
@@ -441,7 +484,7 @@ _SYNCHRONIZATION: Final = (
     _seconds_field("panic-threshold", 0.0, 1e9),
 )
 _SOURCE: Final = (
-    _choice_field("mode", "server", "pool", "tsq", required=True),
+    _choice_field("mode", "server", "pool", "tsq", "nts", required=True),
     _endpoint_field("address", NTP_PORT, ip_only=False, min_port=1, required=True),
     _simple_field("iburst", "true or false", lambda v: isinstance(v, bool)),
     _int_field("min-poll", POLL_MIN, POLL_MAX, "log2 seconds"),
@@ -461,6 +504,17 @@ _TSQ_SERVER: Final = (
     _path_field("certificate-chain-path", "PEM file: the certificate, then its chain"),
     _path_field("private-key-path", "PEM file"),
     _int_field("max-connections-per-client", 1, 4096),
+)
+_NTS_KE_SERVER: Final = (
+    _endpoint_field("listen", NTS_KE_PORT, ip_only=True),
+    _string_field("certificate-chain-path", Path, required=True),
+    _string_field("private-key-path", Path, required=True),
+    _host_field("ntp-server"),
+    _int_field("ntp-port", 1, 65535),
+)
+_KEYSET: Final = (
+    _string_field("key-storage-path", Path),
+    _int_field("key-rotation-interval", 60, 365 * 86400, "seconds"),
 )
 _CONTROL: Final = (
     _string_field("socket", Path),
@@ -482,6 +536,9 @@ def _build_source(values: dict[str, Any], raw: Mapping[str, object]) -> SourceCo
         # No port written: the reference's convention for the variant (shared/specs/tsq.md §1).
         port = TSQ_STREAM_PORT if values.get("transport") == "stream" else TSQ_DATAGRAM_PORT
         values["address"] = Endpoint(values["address"].host, port)
+    if values.get("mode") == "nts":
+        # An NTS source names its NTS-KE server, whose default port is 4460, not 123.
+        values["address"] = parse_endpoint(str(raw["address"]), NTS_KE_PORT)
     return SourceConfig(name=str(raw["address"]), **values)
 
 
@@ -505,6 +562,8 @@ _SECTIONS: Final = {
     "control": _Section(_CONTROL, _plain(ControlConfig)),
     "metrics": _Section(_METRICS, _plain(MetricsConfig)),
     "log": _Section(_LOG, _plain(LogConfig)),
+    "nts-ke-server": _Section(_NTS_KE_SERVER, _plain(NtsKeServerConfig), array=True),
+    "keyset": _Section(_KEYSET, _plain(KeysetConfig)),
 }
 
 
@@ -570,9 +629,14 @@ def _check_sources(parsed: _Parsed, report: _Report) -> None:
             )
         if "count" in raw and source.mode != "pool":
             report.add(f"{where}.count", source.count, 'no count unless mode = "pool"')
-        for key in ("transport", "certificate-authority"):
-            if key in raw and source.mode != "tsq":
-                report.add(f"{where}.{key}", raw[key], f'no {key} unless mode = "tsq"')
+        if "transport" in raw and source.mode != "tsq":
+            report.add(f"{where}.transport", raw["transport"], 'no transport unless mode = "tsq"')
+        if "certificate-authority" in raw and source.mode not in ("tsq", "nts"):
+            report.add(
+                f"{where}.certificate-authority",
+                raw["certificate-authority"],
+                'no certificate-authority unless mode = "tsq" or "nts"',
+            )
         identity = _endpoint_identity(source.address)
         if identity in first_use:
             report.add(
@@ -628,17 +692,19 @@ def parse_config(data: Mapping[str, object], path: Path) -> Config:
     _check_sources(parsed["source"], report)
     _check_servers(parsed["server"], report)
     _check_servers(parsed["tsq-server"], report)
+    _check_servers(parsed["nts-ke-server"], report)
     if report:
         raise ConfigErrors(
             ConfigError(path, key, value, expected) for key, value, expected in report
         )
 
-    singles = ("clock", "synchronization", "control", "metrics", "log")
+    singles = ("clock", "synchronization", "control", "metrics", "log", "keyset")
     return Config(
         path=path,
         sources=tuple(obj for _, _, obj in parsed["source"]),
         servers=tuple(obj for _, _, obj in parsed["server"]),
         tsq_servers=tuple(obj for _, _, obj in parsed["tsq-server"]),
+        nts_ke_servers=tuple(obj for _, _, obj in parsed["nts-ke-server"]),
         **{name: parsed[name][0][2] for name in singles if parsed[name]},
     )
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
 import logging
 import math
@@ -20,11 +21,12 @@ import signal
 import socket
 import time
 from functools import partial
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from tsyncd import __version__
 from tsyncd.clock.base import Clock, ClockState
 from tsyncd.config import Config, ConfigErrors, SourceConfig, load_config
+from tsyncd.control.rpc import ErrorCode, RpcError
 from tsyncd.control.server import ControlServer
 from tsyncd.metrics import MetricsExporter
 from tsyncd.net.eventloop import simulator_runtime
@@ -45,7 +47,7 @@ from tsyncd.snapshots import (
     TrackingSnapshot,
 )
 from tsyncd.sources.ntp import NtpSourceSocket
-from tsyncd.sync.core import SyncCore
+from tsyncd.sync.core import SourceState, SyncCore
 from tsyncd.sync.discipline import (
     ClockAction,
     Discipline,
@@ -60,6 +62,10 @@ from tsyncd.sync.sample import Sample
 from tsyncd.sync.system import SystemDecision
 from tsyncd.wire.ntp import Leap, refid_for_address, refid_to_str
 from tsyncd.wire.timestamps import ntp64_from_unix_ns, short_from_ns
+
+if TYPE_CHECKING:
+    from tsyncd.servers.nts import NtsServerSide
+    from tsyncd.sources.nts import NtsSource
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +123,8 @@ class Daemon:
         self.tsq_servers: list[Any] = []  # TsqServer (aioquic is imported only for TSQ)
         self.control: ControlServer | None = None
         self.metrics: MetricsExporter | None = None
+        self.nts: NtsServerSide | None = None  # NTS keys and NTS-KE listeners, when configured
+        self.nts_sources: dict[str, NtsSource] = {}  # mode "nts" sources by name
         self._rng = random.Random()
         self._started_ns = now
         self._stop = asyncio.Event()
@@ -139,6 +147,7 @@ class Daemon:
     async def start(self) -> None:
         """Bind every socket and start every task; raises OSError if a socket cannot be bound."""
         loop = asyncio.get_running_loop()
+        await self._start_nts_server_side()
         for server_cfg in self.config.servers:
             responder = NtpResponder(AccessList(server_cfg.allow, server_cfg.deny))
             server = NtpServer.create(
@@ -149,9 +158,12 @@ class Daemon:
                 responder=responder,
             )
             self.servers.append(server)
+            if self.nts is not None:
+                self.nts.attach(responder)
             log.info("serving NTP on %s", server.listen)
         require_aioquic(self.config)
         await self._start_tsq_servers()
+        await self._start_nts_ke_servers()
         for source_cfg in self.config.sources:
             mobilize = self._mobilize_tsq if source_cfg.mode == "tsq" else self._mobilize
             self._tasks.append(loop.create_task(mobilize(source_cfg)))
@@ -165,7 +177,11 @@ class Daemon:
                 "serverstats": lambda _p: self.server_snapshot(),
                 "version": lambda _p: {"version": __version__},
             },
-            admin_methods={"makestep": self._rpc_makestep, "burst": self._rpc_burst},
+            admin_methods={
+                "makestep": self._rpc_makestep,
+                "burst": self._rpc_burst,
+                "rekey": self._rpc_rekey,
+            },
             group=self.config.control.group,
             admin_group=self.config.control.admin_group,
         )
@@ -224,6 +240,8 @@ class Daemon:
         for tsq_server in self.tsq_servers:
             tsq_server.close()
         self.tsq_servers.clear()
+        if self.nts is not None:
+            await self.nts.close()
         if self.control is not None:
             await self.control.close()
             self.control = None
@@ -250,6 +268,8 @@ class Daemon:
                     "control",
                     "metrics",
                     "tsq_servers",
+                    "nts_ke_servers",
+                    "keyset",
                 )
                 if getattr(new, name) != getattr(self.config, name)
             ]
@@ -267,6 +287,9 @@ class Daemon:
 
     async def _mobilize(self, cfg: SourceConfig) -> None:
         """Resolve a source's address (retrying) and start its association(s)."""
+        if cfg.mode == "nts":
+            await self._mobilize_nts(cfg)
+            return
         port = cfg.address.port
         ips = await self._resolve_retrying(cfg)
         wanted = ips[: cfg.count] if cfg.mode == "pool" else ips[:1]
@@ -274,19 +297,7 @@ class Daemon:
             name = cfg.name if cfg.mode == "server" else _join_host_port(ip, port)
             if name in self.sockets:
                 continue
-            sock = NtpSourceSocket(name=name, mode=cfg.mode, ip=ip, port=port)
-            sock.open(self._on_reply)
-            self.sockets[name] = sock
-            self.core.add_source(
-                name,
-                reference_id=refid_for_address(sock.ip),
-                min_poll=cfg.min_poll,
-                max_poll=cfg.max_poll,
-                iburst=cfg.iburst,
-                rng=self._rng,
-                now_ns=self.clock.now_ns(),
-            )
-            log.info("polling %s (%s)", name, sock.address)
+            self._open_association(name, cfg, ip, port)
         self._wake.set()
 
     async def _resolve_retrying(self, cfg: SourceConfig) -> list[str]:
@@ -297,6 +308,44 @@ class Daemon:
             except OSError as exc:
                 log.warning("cannot resolve %s: %s; retrying", cfg.name, exc)
                 await asyncio.sleep(_RESOLVE_RETRY_S)
+
+    def _open_association(self, name: str, cfg: SourceConfig, ip: str, port: int) -> SourceState:
+        """Open the source's socket and add its association to the core."""
+        sock = NtpSourceSocket(name=name, mode=cfg.mode, ip=ip, port=port)
+        sock.open(self._on_reply)
+        self.sockets[name] = sock
+        state = self.core.add_source(
+            name,
+            reference_id=refid_for_address(sock.ip),
+            min_poll=cfg.min_poll,
+            max_poll=cfg.max_poll,
+            iburst=cfg.iburst,
+            rng=self._rng,
+            now_ns=self.clock.now_ns(),
+        )
+        log.info("polling %s (%s, %s)", name, sock.address, cfg.mode)
+        return state
+
+    async def _mobilize_nts(self, cfg: SourceConfig) -> None:
+        """NTS-KE first (retrying), then an association to the NTP server it names."""
+        from tsyncd.sources.nts import NtsSource  # pyOpenSSL only when NTS is used
+
+        nts = NtsSource(cfg)
+        self.nts_sources[cfg.name] = nts
+        result = await nts.key_exchange_until_ok()
+        while True:
+            try:
+                ip = (await self._resolve(result.ntp_host, result.ntp_port))[0]
+            except OSError as exc:
+                log.warning("cannot resolve %s's NTP server: %s; retrying", cfg.name, exc)
+                await asyncio.sleep(_RESOLVE_RETRY_S)
+                continue
+            break
+        state = self._open_association(cfg.name, cfg, ip, result.ntp_port)
+        state.association.auth = nts.session
+        nts.association = state.association
+        self._wake.set()
+        await nts.maintain()
 
     @staticmethod
     async def _resolve(host: str, port: int) -> list[str]:
@@ -320,6 +369,8 @@ class Daemon:
     def _on_reply(self, name: str, data: bytes, kernel_rx_ns: int) -> None:
         rx_ns = self.clock.from_kernel_ns(kernel_rx_ns)
         self._apply(self.core.handle_reply(name, data, rx_ns))
+        if name in self.nts_sources:
+            self.nts_sources[name].kick()  # an NTS NAK asks for a new NTS-KE
         self._after_update()
         self._wake.set()  # a reply can move deadlines (KoD RATE, poll changes)
 
@@ -347,6 +398,8 @@ class Daemon:
             t1_ns = self.clock.now_ns()
             if sock.send(data):
                 self.core.handle_sent(name, t1_ns)
+        for nts in self.nts_sources.values():
+            nts.kick()  # an NTS source out of cookies re-runs NTS-KE
         self._apply(actions)
         self._after_update()
 
@@ -404,6 +457,8 @@ class Daemon:
             await asyncio.sleep(tick)
             self._run_timer()  # re-selects: root dispersion and reach age with time
             self._track_leap()
+            if self.nts is not None:
+                self.nts.tick(self.clock.now_ns() / _NS_PER_S)
             d = self.core.decision
             with contextlib.suppress(OSError):
                 self.clock.publish_state(
@@ -454,6 +509,42 @@ class Daemon:
         self.core.burst(self.clock.now_ns())
         self._wake.set()
         return {"sources": len(self.core.sources)}
+
+    async def _start_nts_server_side(self) -> None:
+        """Load the NTS cookie keys when NTS-KE is served or a key file is configured."""
+        cfg = self.config
+        if not cfg.nts_ke_servers and cfg.keyset.key_storage_path is None:
+            return
+        from tsyncd.servers.nts import NtsServerSide  # pyOpenSSL only when NTS is used
+
+        try:
+            self.nts = NtsServerSide(cfg.keyset, self.clock.now_ns() / _NS_PER_S)
+        except (ValueError, KeyError) as exc:
+            raise OSError(f"NTS key file {cfg.keyset.key_storage_path}: {exc}") from exc
+
+    async def _start_nts_ke_servers(self) -> None:
+        from OpenSSL import SSL
+
+        if self.nts is None:
+            return
+        default_port = self.config.servers[0].listen.port if self.config.servers else None
+        for ke_cfg in self.config.nts_ke_servers:
+            try:
+                await self.nts.start_ke(ke_cfg, default_port)
+            except SSL.Error as exc:
+                raise OSError(
+                    f"NTS-KE server {ke_cfg.listen}: certificate or key unusable: {exc}"
+                ) from exc
+
+    def _rpc_rekey(self, _params: dict[str, Any]) -> dict[str, Any]:
+        if self.nts is None:
+            return {"epoch": None, "key_file": None}
+        try:
+            return self.nts.rekey(self.clock.now_ns() / _NS_PER_S)
+        except (OSError, ValueError, KeyError) as exc:
+            raise RpcError(
+                ErrorCode.INTERNAL_ERROR, f"cannot reload the NTS keys, keeping the old: {exc}"
+            ) from exc
 
     def _status_line(self) -> str:
         d = self.core.decision
@@ -519,7 +610,7 @@ class Daemon:
         """Every association, in the order they were mobilized."""
         now = self.clock.now_ns()
         d = self.core.decision
-        return [
+        snapshots = [
             sock.snapshot(
                 self.core.sources[name],
                 d.states.get(name, "init"),
@@ -529,6 +620,19 @@ class Daemon:
             for name, sock in self.sockets.items()
             if name in self.core.sources
         ]
+        snapshots = [
+            dataclasses.replace(s, nts=self.nts_sources[s.name].snapshot())
+            if s.name in self.nts_sources
+            else s
+            for s in snapshots
+        ]
+        # NTS sources still waiting for their first NTS-KE: shown, with why they wait.
+        snapshots.extend(
+            nts.pending_snapshot()
+            for name, nts in self.nts_sources.items()
+            if name not in self.sockets
+        )
+        return snapshots
 
     def sourcestats_snapshots(self) -> list[SourceStatsSnapshot]:
         """Per-source sample statistics, like chronyc sourcestats."""
@@ -569,6 +673,7 @@ class Daemon:
             dropped=sum(s.responder.dropped for s in self.servers),
             dropped_by_reason=drops,
             tsq=tsq_server_snapshots(self.tsq_servers),
+            **(self.nts.counters() if self.nts is not None else {}),  # type: ignore[arg-type]
         )
 
     # ---------------------------------------------------------------- TSQ (time over QUIC)

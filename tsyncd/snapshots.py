@@ -35,6 +35,22 @@ class SystemSnapshot:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class NtsSourceSnapshot:
+    """NTS (RFC 8915) state of one source."""
+
+    ke_server: str  # the NTS-KE server as configured (host:port)
+    cookies: int  # unused cookies held (at most 8)
+    aead: str | None  # "AES-SIV-CMAC-256" | "AES-128-GCM-SIV"; None before the first KE
+    last_ke: float | None  # s since the last successful NTS-KE
+    tls_group: str | None  # key-exchange group of that TLS session, e.g. "X25519MLKEM768"
+    key_exchanges: int  # successful NTS-KE sessions
+    ke_failures: int
+    last_error: str | None  # why the last NTS-KE failed, if it did
+    authenticated: int  # authenticated responses
+    naks: int  # NTS NAKs received
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SourceSnapshot:
     """One association: where it is, what it told us, how we judge it."""
 
@@ -60,6 +76,7 @@ class SourceSnapshot:
     packets_received: int  # valid replies
     packets_dropped: int  # replies failing a check
     kiss_code: str | None  # last KoD code received, if any
+    nts: NtsSourceSnapshot | None = None  # mode "nts" only
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -89,6 +106,16 @@ class ServerStatsSnapshot:
     dropped_by_reason: dict[str, int] = field(default_factory=dict)  # reason -> count
     kod_sent: int = 0
     tsq: list[TsqServerStatsSnapshot] = field(default_factory=list)  # one per [[tsq-server]]
+    # NTS (RFC 8915): NTS-KE listeners and the NTS share of the NTP traffic above
+    nts_ke_listen: list[str] = field(default_factory=list)
+    nts_ke_connections: int = 0  # TCP connections accepted by the NTS-KE listeners
+    nts_ke_completed: int = 0  # KE sessions that ended with cookies
+    nts_ke_failures: int = 0  # KE sessions that failed (TLS, timeout, bad request, ...)
+    nts_ke_group: str | None = None  # TLS key-exchange group of the last KE session
+    nts_cookies_issued: int = 0  # by NTS-KE and in NTS responses
+    nts_requests: int = 0  # NTS requests answered with an authenticated response
+    nts_naks: int = 0  # NTS NAKs sent (cookie or authenticator we could not open)
+    nts_key_epoch: int | None = None  # key id of the current cookie master key
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -73,9 +73,10 @@ def test_example_config_with_every_setting_uncommented_loads() -> None:
     assert [s.name for s in config.sources] == [
         "pool.ntp.org",
         "ntp.example.org:123",
+        "nts.example.org:4460",
         "tsq.example.org",
     ]
-    assert config.sources[2].address == Endpoint("tsq.example.org", 443)
+    assert config.sources[3].address == Endpoint("tsq.example.org", 443)
     assert config.tsq_servers[0].transport == "datagram"
     assert config.servers[0].allow == (
         IPv4Network("192.0.2.0/24"),
@@ -258,7 +259,8 @@ def test_out_of_range_message() -> None:
     data = {"source": [{"mode": "pool", "address": "pool.ntp.org"}, {"min-poll": 99}]}
     assert errors_of(data) == [
         "/etc/tsyncd.toml: source[1].min-poll = 99: expected integer -7..24 (log2 seconds)",
-        '/etc/tsyncd.toml: source[1].mode is missing: expected one of: "server", "pool", "tsq"',
+        "/etc/tsyncd.toml: source[1].mode is missing: expected one of: "
+        '"server", "pool", "tsq", "nts"',
         "/etc/tsyncd.toml: source[1].address is missing: expected host[:port], IPv6 or "
         "[IPv6][:port] (port 1..65535, default 123)",
     ]
@@ -268,7 +270,7 @@ def test_config_error_fields() -> None:
     with pytest.raises(ConfigErrors) as info:
         parse_config({"source": [{"address": "a"}]}, P)
     assert info.value.errors == (
-        ConfigError(P, "source[0].mode", MISSING, 'one of: "server", "pool", "tsq"'),
+        ConfigError(P, "source[0].mode", MISSING, 'one of: "server", "pool", "tsq", "nts"'),
     )
 
 
@@ -305,7 +307,7 @@ def test_config_error_fields() -> None:
         (
             {"sources": []},
             "sources = []: expected key to be one of: clock, synchronization, source, server, "
-            "tsq-server, control, metrics, log",
+            "tsq-server, control, metrics, log, nts-ke-server, keyset",
         ),
         (
             {"source": [{"mode": "server", "address": "a", "min poll": 3}]},
@@ -475,4 +477,56 @@ def test_tsq_errors() -> None:
         "string (PEM file: the certificate, then its chain)",
         '/etc/tsyncd.toml: source[0].transport = "stream": expected no transport unless '
         'mode = "tsq"',
+    ]
+
+
+# --- NTS (issue 5) ----------------------------------------------------------------------------
+
+
+def test_nts_source_and_server_keys(tmp_path: Path) -> None:
+    from tsyncd.config import KeysetConfig, NtsKeServerConfig
+
+    config = load_text(
+        tmp_path,
+        '[[source]]\nmode = "nts"\naddress = "time.example.org"\n'
+        'certificate-authority = "/ca.pem"\n'
+        '[[nts-ke-server]]\ncertificate-chain-path = "/c.pem"\nprivate-key-path = "/k.pem"\n'
+        'ntp-port = 1123\n[keyset]\nkey-storage-path = "/k.json"\nkey-rotation-interval = 3600\n',
+    )
+    source = config.sources[0]
+    assert source.address == Endpoint("time.example.org", 4460)  # NTS-KE default port
+    assert source.certificate_authority == Path("/ca.pem")
+    assert config.nts_ke_servers == (
+        NtsKeServerConfig(
+            listen=Endpoint("::", 4460),
+            certificate_chain_path=Path("/c.pem"),
+            private_key_path=Path("/k.pem"),
+            ntp_port=1123,
+        ),
+    )
+    assert config.keyset == KeysetConfig(
+        key_storage_path=Path("/k.json"), key_rotation_interval=3600
+    )
+
+
+def test_nts_config_errors() -> None:
+    lines = errors_of(
+        {
+            "source": [
+                {"mode": "server", "address": "a", "certificate-authority": "/ca.pem"},
+            ],
+            "nts-ke-server": [{"listen": "127.0.0.1:4460", "ntp-server": "a b"}],
+            "keyset": {"key-rotation-interval": 5},
+        }
+    )
+    assert lines == [
+        '/etc/tsyncd.toml: nts-ke-server[0].ntp-server = "a b": expected host name, IPv4 or '
+        'IPv6 address (no port); "a b" is not a valid host name',
+        "/etc/tsyncd.toml: nts-ke-server[0].certificate-chain-path is missing: expected "
+        "non-empty string",
+        "/etc/tsyncd.toml: nts-ke-server[0].private-key-path is missing: expected non-empty string",
+        "/etc/tsyncd.toml: keyset.key-rotation-interval = 5: expected integer 60..31536000 "
+        "(seconds)",
+        '/etc/tsyncd.toml: source[0].certificate-authority = "/ca.pem": expected no '
+        'certificate-authority unless mode = "tsq" or "nts"',
     ]

@@ -20,7 +20,7 @@ from __future__ import annotations
 import ipaddress
 from collections import Counter
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
 from tsyncd.wire.errors import WireError
 from tsyncd.wire.ntp import Leap, Mode, NtpPacket, decode_ntp, encode_ntp
@@ -43,6 +43,19 @@ class ResponseTemplate:
     root_dispersion: int = 0  # raw NTP short
     reference_id: int = 0
     reference_ts: int = 0  # raw NTP64
+
+
+class ExtensionResponder(Protocol):
+    """Answers requests that carry extension fields (NTS, RFC 8915); see tsyncd/nts/server.py.
+
+    Gets the request bytes, the decoded request and the plain response we would send, and
+    returns the (reason, response) pair instead; it must never answer with more bytes than it
+    received.
+    """
+
+    def respond(
+        self, data: bytes, request: NtpPacket, plain: NtpPacket
+    ) -> tuple[str, bytes | None]: ...
 
 
 class AccessList:
@@ -68,6 +81,7 @@ class NtpResponder:
         self.received = 0
         self.sent = 0
         self.outcomes: Counter[str] = Counter()
+        self.extensions: ExtensionResponder | None = None  # NTS, when configured
 
     def handle_request(
         self, data: bytes, client: IPAddress, rx_ns: int, tx_ns: int
@@ -112,6 +126,8 @@ class NtpResponder:
             receive_ts=receive_ts,
             transmit_ts=transmit_ts,
         )
+        if request.extensions and self.extensions is not None:
+            return self.extensions.respond(data, request, response)
         return ANSWERED, encode_ntp(response)
 
     @property
@@ -121,4 +137,5 @@ class NtpResponder:
 
     def drops_by_reason(self) -> dict[str, int]:
         """Outcome counts except answered ones."""
-        return {k: v for k, v in self.outcomes.items() if k != ANSWERED}
+        answered = (ANSWERED, "answered_nts", "nts_nak")  # the NTS NAK is a KoD, i.e. an answer
+        return {k: v for k, v in self.outcomes.items() if k not in answered}

@@ -24,7 +24,7 @@ from __future__ import annotations
 import enum
 import random
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Protocol
 
 from tsyncd.sync.sample import MAXDISP_NS, PHI_PPM, Sample
 from tsyncd.wire.errors import WireError
@@ -56,6 +56,19 @@ class AssociationStats:
     last_rx_ns: int | None = None
 
 
+class RequestAuth(Protocol):
+    """Protects requests and authenticates replies (NTS, RFC 8915; see tsyncd/nts/client.py).
+
+    ``protect`` returns the request with its protection appended, or None when it cannot
+    protect it (no NTS cookie left): then nothing is sent.  ``verify`` runs first on every
+    datagram and returns a drop reason, or None for an authentic answer to our request.
+    """
+
+    def protect(self, request: bytes) -> bytes | None: ...
+
+    def verify(self, data: bytes, packet: NtpPacket) -> str | None: ...
+
+
 def poll_interval_ns(poll_log2: int) -> int:
     """2**poll seconds in nanoseconds (negative polls give sub-second intervals)."""
     if poll_log2 >= 0:
@@ -83,6 +96,7 @@ class NtpAssociation:
         self.state = AssociationState.INIT
         self.stats = AssociationStats()
         self.unusable_reason: str | None = None
+        self.auth: RequestAuth | None = None  # NTS: set by the source before the first poll
         self._precision_log2 = precision_log2
         self._rng = rng
         self._burst_left = _IBURST_COUNT if iburst else 1
@@ -107,7 +121,6 @@ class NtpAssociation:
             self.poll = min(self.poll + 1, self.max_poll)
         self._cookie = self._rng.getrandbits(64) or 1
         self._t1_ns = now_ns
-        self.stats.packets_sent += 1
         self._next_ns = now_ns + self._interval_ns()
         request = NtpPacket(
             leap=Leap.NONE,
@@ -116,7 +129,15 @@ class NtpAssociation:
             poll=self.poll,
             transmit_ts=self._cookie,
         )
-        return encode_ntp(request)
+        data = encode_ntp(request)
+        if self.auth is not None:
+            protected = self.auth.protect(data)
+            if protected is None:  # NTS without a cookie: the source re-runs NTS-KE first
+                self._cookie = None
+                return None
+            data = protected
+        self.stats.packets_sent += 1
+        return data
 
     def start_burst(self, now_ns: int) -> None:
         """Send the next requests quickly (like iburst), starting now (tsyncctl burst)."""
@@ -158,6 +179,12 @@ class NtpAssociation:
         except WireError as exc:
             self._drop(exc.reason)
             return None
+        # Authentication (NTS) comes first: unauthenticated KoDs and replays must not count.
+        if self.auth is not None:
+            reason = self.auth.verify(data, packet)
+            if reason is not None:
+                self._drop(reason)
+                return None
         # Mode: only server replies answer client requests.
         if packet.mode != Mode.SERVER:
             self._drop("not_server_mode")

@@ -1,0 +1,90 @@
+"""NTS (RFC 8915) between tsyncd and real chronyd, both ways, on loopback with a test CA.
+
+chronyd always runs with ``-x`` (never touches the clock); tsyncd in measure mode.
+"""
+
+from __future__ import annotations
+
+from nts_certs import make_pki, nts_server_toml, nts_source_toml
+from peers import Peers, free_tcp_port, free_udp_port, wait_for
+
+
+def test_chronyd_is_nts_client_of_tsyncd(peers: Peers) -> None:
+    pki = make_pki(peers.tmp)
+    ntp_port, ke_port = free_udp_port(), free_tcp_port()
+    keys = peers.tmp / "nts-keys.json"
+    server = peers.tsyncd(
+        "tsyncd-nts-server",
+        nts_server_toml(pki, ntp_port, ke_port, keys, stratum=8),
+    )
+    chrony = peers.chronyd(
+        "chronyd-nts-client",
+        f"server 127.0.0.1 port {ntp_port} nts ntsport {ke_port} iburst minpoll -2 maxpoll -2\n"
+        f"ntstrustedcerts {pki.ca}\nport 0\n",
+    )
+
+    def authdata() -> list[str] | None:
+        # Name/IP, Mode, KeyID, Type, KLen, Last, Atmp, NAK, Cook, CLen
+        rows = [r.split(",") for r in chrony.chronyc("authdata").splitlines() if r]
+        good = [r for r in rows if r[1] == "NTS" and int(r[8]) >= 1 and r[7] == "0"]
+        return good[0] if good else None
+
+    row = wait_for("chronyd to hold NTS cookies from tsyncd", authdata, timeout=30)
+    assert row[3] == "15"  # AEAD_AES_SIV_CMAC_256: all chrony 4.3 offers
+    assert row[4] == "256"  # key length in bits
+    assert row[9] == "104"  # our cookie length
+
+    def selected() -> list[str] | None:
+        rows = [r for r in chrony.sources() if r[2] == "127.0.0.1"]
+        return rows[0] if rows and rows[0][1] == "*" and int(rows[0][5], 8) >= 0o17 else None
+
+    source = wait_for("chronyd to select tsyncd over NTS", selected, timeout=30)
+    assert source[3] == "8"
+    row = authdata()
+    # Every response refills the cookie jar: 8, or 7 while a request is in flight.
+    assert row is not None and int(row[8]) >= 7
+    stats = server.ctl("serverstats")
+    assert stats["nts_ke_connections"] >= 1 and stats["nts_ke_completed"] >= 1
+    assert stats["nts_requests"] >= 4
+    assert stats["nts_cookies_issued"] >= 8 + 4
+    assert stats["nts_naks"] == 0
+    assert stats["nts_ke_group"]  # the TLS group was recorded
+    assert keys.exists() and oct(keys.stat().st_mode & 0o777) == "0o600"
+    # rekey with the same key file keeps the keys: chronyd's cookies keep working.
+    assert server.ctl("rekey")["key_file"] == str(keys)
+
+
+def test_tsyncd_is_nts_client_of_chronyd(peers: Peers) -> None:
+    pki = make_pki(peers.tmp)
+    ntp_port, ke_port = free_udp_port(), free_tcp_port()
+    chrony = peers.chronyd(
+        "chronyd-nts-server",
+        f"port {ntp_port}\nntsport {ke_port}\nbindaddress 127.0.0.1\nlocal stratum 5\n"
+        f"allow 127.0.0.1\nntsserverkey {pki.key}\nntsservercert {pki.chain}\n",
+    )
+    client = peers.tsyncd(
+        "tsyncd-nts-client",
+        nts_source_toml(pki, f"127.0.0.1:{ke_port}", (-2, -1)),
+    )
+
+    def synced_peer() -> dict[str, object] | None:
+        rows = client.ctl("peers")
+        good = [r for r in rows if r["state"] == "selected" and r["reach"] >= 0o17]
+        return good[0] if good else None
+
+    row = wait_for("tsyncd to select chronyd over NTS", synced_peer, timeout=30)
+    assert row["mode"] == "nts"
+    assert row["address"] == f"127.0.0.1:{ntp_port}"  # from chronyd's Port Negotiation
+    assert row["stratum"] == 5
+    nts = row["nts"]
+    assert isinstance(nts, dict)
+    assert nts["aead"] == "AES-SIV-CMAC-256"  # chrony 4.3 has no AES-GCM-SIV
+    assert nts["cookies"] >= 7  # refilled by each response (7 while a request is in flight)
+    assert nts["authenticated"] >= 4 and nts["naks"] == 0 and nts["key_exchanges"] == 1
+    assert nts["tls_group"] and nts["last_ke"] is not None
+    status = client.ctl("status")
+    assert status["synchronized"] is True and status["stratum"] == 6
+    # chronyd's own count of authenticated NTP packets (serverstats field 8 in chrony 4.3).
+    stats = chrony.chronyc("serverstats").strip().split(",")
+    assert int(stats[5]) >= 1  # NTS-KE connections accepted
+    assert int(stats[7]) >= 4  # authenticated NTP packets

@@ -1,0 +1,74 @@
+"""tsyncd as NTS client of tsyncd: AES-128-GCM-SIV with chrony's record 1024, the
+post-quantum TLS group, and a fleet key change (new key file + ``tsyncctl rekey``) that makes
+the server NAK old cookies and the client re-run NTS-KE on its own."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import sys
+
+from nts_certs import make_pki, nts_server_toml, nts_source_toml
+from peers import Peers, free_tcp_port, free_udp_port, wait_for
+
+
+def test_nts_between_two_tsyncds_with_rekey(peers: Peers) -> None:
+    pki = make_pki(peers.tmp)
+    ntp_port, ke_port = free_udp_port(), free_tcp_port()
+    keys = peers.tmp / "fleet-keys.json"
+    server = peers.tsyncd(
+        "tsyncd-nts-server",
+        nts_server_toml(pki, ntp_port, ke_port, keys, stratum=7),
+    )
+    client = peers.tsyncd(
+        "tsyncd-nts-client",
+        nts_source_toml(pki, f"localhost:{ke_port}", (-3, -3)),
+    )
+
+    def nts_state(min_auth: int, min_ke: int = 1) -> dict[str, object] | None:
+        rows = client.ctl("peers")
+        nts = rows[0]["nts"] if rows else None
+        ok = nts and nts["authenticated"] >= min_auth and nts["key_exchanges"] >= min_ke
+        return nts if ok and rows[0]["state"] == "selected" else None
+
+    nts = wait_for("tsyncd to sync to tsyncd over NTS", lambda: nts_state(4), timeout=30)
+    assert nts["aead"] == "AES-128-GCM-SIV"
+    assert nts["tls_group"] == "X25519MLKEM768"  # the hybrid, both ends on OpenSSL >= 3.5
+    assert nts["cookies"] >= 7  # 8, or 7 while a request is in flight
+    assert server.ctl("serverstats")["nts_ke_group"] == "X25519MLKEM768"
+    human = subprocess.run(
+        [sys.executable, "-m", "tsyncctl", "-s", str(client.socket), "peers"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=True,
+    ).stdout
+    assert "NTS source" in human and "AES-128-GCM-SIV" in human and "X25519MLKEM768" in human
+    # An operator distributes a new fleet key; the server reloads it and NAKs old cookies.
+    data = json.loads(keys.read_text())
+    data["key"] = secrets.token_bytes(32).hex()
+    keys.write_text(json.dumps(data))
+    assert server.ctl("rekey")["epoch"] == data["epoch"]
+    seen = int(nts["authenticated"])  # type: ignore[call-overload]
+    nts = wait_for("the client to re-key after a NAK", lambda: nts_state(seen + 2, 2), timeout=30)
+    assert int(nts["naks"]) >= 1  # type: ignore[call-overload]
+    stats = server.ctl("serverstats")
+    assert stats["nts_naks"] >= 1 and stats["nts_ke_completed"] >= 2
+
+
+def test_nts_source_without_ke_server_shows_why(peers: Peers) -> None:
+    pki = make_pki(peers.tmp)
+    closed = free_tcp_port()  # nothing listens here
+    client = peers.tsyncd(
+        "tsyncd-nts-lonely", nts_source_toml(pki, f"127.0.0.1:{closed}", (-3, -3))
+    )
+
+    def failed() -> dict[str, object] | None:
+        rows = client.ctl("peers")
+        return rows[0] if rows and rows[0]["nts"]["ke_failures"] >= 1 else None
+
+    row = wait_for("the failed NTS-KE to show in peers", failed, timeout=20)
+    assert row["mode"] == "nts" and row["state"] == "init" and row["reach"] == 0
+    assert "NTS-KE failed: cannot connect" in str(row["state_reason"])
+    assert row["packets_sent"] == 0  # never plain NTP instead

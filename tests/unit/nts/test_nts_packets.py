@@ -1,0 +1,107 @@
+"""Client and server NTS packet paths against each other, in memory (RFC 8915 §5.7).
+
+Tampered, replayed, truncated and unauthenticated packets must be rejected.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from tsyncd.nts.client import NtsSession
+from tsyncd.nts.cookie import CookieContents, KeySet
+from tsyncd.nts.server import NtsResponder
+from tsyncd.wire.ntp import Mode, NtpPacket, decode_ntp, encode_ntp, kiss_code
+
+PLAIN = NtpPacket(mode=Mode.SERVER, stratum=2, receive_ts=5, transmit_ts=6)
+
+
+def pair(aead_id: int, cookies: int = 8) -> tuple[NtsSession, NtsResponder]:
+    keys = KeySet(1, bytes(32), 86400)
+    key_len = 32 if aead_id == 15 else 16
+    contents = CookieContents(aead_id=aead_id, c2s=b"c" * key_len, s2c=b"s" * key_len)
+    session = NtsSession(
+        aead_id, contents.c2s, contents.s2c, [keys.seal(contents) for _ in range(cookies)]
+    )
+    return session, NtsResponder(keys)
+
+
+def exchange(session: NtsSession, server: NtsResponder) -> tuple[bytes, bytes, str]:
+    request = session.protect(encode_ntp(NtpPacket(transmit_ts=99)))
+    assert request is not None
+    reason, response = server.respond(request, decode_ntp(request), replace(PLAIN, origin_ts=99))
+    assert response is not None, reason
+    return request, response, reason
+
+
+@pytest.mark.parametrize("aead_id", [15, 30])
+def test_round_trip_keeps_eight_cookies(aead_id: int) -> None:
+    session, server = pair(aead_id)
+    request, response, reason = exchange(session, server)
+    assert reason == "answered_nts"
+    assert len(response) == len(request)  # exactly as long as the request, never longer
+    assert session.verify(response, decode_ntp(response)) is None
+    assert len(session.cookies) == 8 and server.cookies_issued == 1
+    # With cookies missing the client sends placeholders and gets refilled.
+    for _ in range(3):
+        session.cookies.popleft()
+    request, response, _ = exchange(session, server)
+    assert len(response) == len(request)
+    assert session.verify(response, decode_ntp(response)) is None
+    assert len(session.cookies) == 8 and server.cookies_issued == 1 + 4
+
+
+def test_replay_and_tamper_rejected() -> None:
+    session, server = pair(15)
+    _, response, _ = exchange(session, server)
+    flipped = bytearray(response)
+    flipped[40] ^= 1  # a timestamp byte: covered by the associated data
+    assert session.verify(bytes(flipped), decode_ntp(bytes(flipped))) == "nts_auth_failed"
+    assert session.verify(response, decode_ntp(response)) is None
+    assert session.verify(response, decode_ntp(response)) == "nts_unknown_uid"  # replay
+
+
+def test_truncated_and_unauthenticated_rejected() -> None:
+    session, server = pair(15)
+    _, response, _ = exchange(session, server)
+    plain = encode_ntp(PLAIN)
+    assert session.verify(plain, decode_ntp(plain)) == "nts_unknown_uid"
+    head = response[: 48 + 36]  # header + UID: no Authenticator
+    assert session.verify(head, decode_ntp(head)) == "nts_unauthenticated"
+    assert session.verify(response, decode_ntp(response)) is None
+
+
+def test_server_naks_bad_cookie_and_bad_authenticator() -> None:
+    session, server = pair(15)
+    request = session.protect(encode_ntp(NtpPacket(transmit_ts=7)))
+    assert request is not None
+    bad = bytearray(request)
+    bad[48 + 36 + 10] ^= 1  # inside the cookie
+    reason, nak = server.respond(bytes(bad), decode_ntp(bytes(bad)), PLAIN)
+    assert reason == "nts_nak" and nak is not None and len(nak) == 84
+    packet = decode_ntp(nak)
+    assert kiss_code(packet) == "NTSN" and packet.extensions[0].body == request[52:84]
+    bad = bytearray(request)
+    bad[-1] ^= 1  # the tag
+    assert server.respond(bytes(bad), decode_ntp(bytes(bad)), PLAIN)[0] == "nts_nak"
+    assert server.naks == 2
+    # The client accepts a NAK for its own request only, and then wants a new KE.
+    assert session.verify(nak, packet) == "nts_nak" and session.needs_ke
+
+
+def test_server_drops_incomplete_and_passes_plain() -> None:
+    session, server = pair(15)
+    request = session.protect(encode_ntp(NtpPacket(transmit_ts=7)))
+    assert request is not None
+    uid_only = request[:84] + bytes.fromhex("fff0001c") + bytes(24)
+    assert server.respond(uid_only, decode_ntp(uid_only), PLAIN)[0] == "nts_incomplete"
+    other = encode_ntp(NtpPacket()) + bytes.fromhex("fff0001c") + bytes(24)
+    assert server.respond(other, decode_ntp(other), PLAIN) == ("answered", encode_ntp(PLAIN))
+
+
+def test_no_cookie_means_no_request() -> None:
+    session, _ = pair(15, cookies=1)
+    assert session.protect(encode_ntp(NtpPacket())) is not None
+    assert not session.needs_ke
+    assert session.protect(encode_ntp(NtpPacket())) is None and session.needs_ke

@@ -1,0 +1,145 @@
+"""NTS-KE server and client over real TLS on loopback, in one event loop.
+
+Checks the negotiation (both AEADs, chrony's record 1024), that both ends export the same keys
+(a packet protected by the client opens at the server), errors for bad requests, and that
+garbage, half-open and excess connections cost the server little.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+from nts_certs import Pki, make_pki
+
+from tsyncd.net.tls import TlsStream, client_context, server_context
+from tsyncd.nts.client import NtsSession
+from tsyncd.nts.cookie import KeySet
+from tsyncd.nts.server import NtsResponder
+from tsyncd.servers.ntske import NtsKeServer
+from tsyncd.sources.ntske import KeFailure, run_ke
+from tsyncd.wire.ntp import Mode, NtpPacket, decode_ntp, encode_ntp
+from tsyncd.wire.ntske import decode_records, decode_response
+
+T = TypeVar("T")
+KEYS = KeySet(5, bytes(32), 86400)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+def with_server(
+    pki: Pki,
+    body: Callable[[NtsKeServer, int], Awaitable[T]],
+    ntp_server: str | None = None,
+    **kwargs: float,
+) -> T:
+    async def main() -> T:
+        server = NtsKeServer(
+            server_context(pki.chain, pki.key),
+            lambda: KEYS,
+            ntp_server=ntp_server,
+            ntp_port=1123,
+            **kwargs,  # type: ignore[arg-type]
+        )
+        await server.start("127.0.0.1", 0)
+        try:
+            return await body(server, int(server.listen.rsplit(":", 1)[1]))
+        finally:
+            await server.close()
+
+    return asyncio.run(main())
+
+
+@pytest.mark.parametrize(("offer", "chosen"), [((30, 15), 30), ((15,), 15)])
+def test_ke_then_authenticated_ntp(pki: Pki, offer: tuple[int, ...], chosen: int) -> None:
+    async def body(server: NtsKeServer, port: int) -> None:
+        result = await run_ke("localhost", port, pki.ca, connect_host="127.0.0.1", aeads=offer)
+        assert result.outcome.aead == chosen and result.ntp_port == 1123
+        assert result.ntp_host == "127.0.0.1" and len(result.outcome.cookies) == 8
+        assert result.group  # e.g. X25519MLKEM768 with OpenSSL >= 3.5
+        assert server.stats.completed == 1 and server.stats.cookies_issued == 8
+        session = NtsSession(chosen, result.c2s, result.s2c, list(result.outcome.cookies))
+        request = session.protect(encode_ntp(NtpPacket(transmit_ts=1)))
+        assert request is not None
+        reason, response = NtsResponder(KEYS).respond(
+            request, decode_ntp(request), NtpPacket(mode=Mode.SERVER, origin_ts=1)
+        )
+        assert reason == "answered_nts" and response is not None
+        assert session.verify(response, decode_ntp(response)) is None
+
+    with_server(pki, body)
+
+
+def test_client_checks_the_certificate(pki: Pki, tmp_path: Path) -> None:
+    other = make_pki(tmp_path)
+
+    async def body(_server: NtsKeServer, port: int) -> None:
+        with pytest.raises(KeFailure, match="handshake"):
+            await run_ke("127.0.0.1", port, other.ca)  # a CA that did not sign the server
+        with pytest.raises(KeFailure, match="does not name"):
+            await run_ke("example.org", port, pki.ca, connect_host="127.0.0.1")
+
+    with_server(pki, body)
+
+
+async def raw_exchange(pki: Pki, port: int, request: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    tls = TlsStream(client_context(pki.ca), reader, writer, server=False)
+    await tls.handshake()
+    await tls.send(request)
+    out = b""
+    while chunk := await tls.recv():
+        out += chunk
+    await tls.close()
+    return out
+
+
+def test_errors_for_bad_requests(pki: Pki) -> None:
+    async def body(server: NtsKeServer, port: int) -> None:
+        unknown_critical = bytes.fromhex("800100020000 80040002000f 81230000 80000000")
+        resp = decode_response(decode_records(await raw_exchange(pki, port, unknown_critical)))
+        assert resp.error == 0
+        no_aead = bytes.fromhex("800100020000 80000000")
+        resp = decode_response(decode_records(await raw_exchange(pki, port, no_aead)))
+        assert resp.error == 1
+        only_17 = bytes.fromhex("800100020000 800400020011 80000000")
+        resp = decode_response(decode_records(await raw_exchange(pki, port, only_17)))
+        assert resp.error is None and resp.aead is None and resp.cookies == ()
+        assert server.stats.completed == 0 and server.stats.cookies_issued == 0
+
+    with_server(pki, body)
+
+
+def test_garbage_half_open_and_excess_connections(pki: Pki) -> None:
+    async def body(server: NtsKeServer, port: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\n\r\n" * 10)
+        await asyncio.wait_for(reader.read(), 2)  # closed at once (maybe after a TLS alert)
+        writer.close()
+        assert server.stats.failures["tls"] == 1
+        idle_r, idle_w = await asyncio.open_connection("127.0.0.1", port)  # half-open
+        await asyncio.sleep(0.05)
+        extra_r, extra_w = await asyncio.open_connection("127.0.0.1", port)
+        assert await asyncio.wait_for(extra_r.read(), 2) == b""  # over the bound: closed
+        extra_w.close()
+        assert await asyncio.wait_for(idle_r.read(), 3) == b""  # the deadline closes it
+        idle_w.close()
+        assert server.stats.failures["tls"] == 1
+        assert server.stats.failures["too_many_connections"] == 1
+        assert server.stats.failures["timeout"] == 1
+
+    with_server(pki, body, max_connections=1, timeout_s=0.5)
+
+
+def test_server_negotiation_sends_clients_elsewhere(pki: Pki) -> None:
+    async def body(_server: NtsKeServer, port: int) -> None:
+        result = await run_ke("localhost", port, pki.ca, connect_host="127.0.0.1")
+        assert (result.ntp_host, result.ntp_port) == ("ntp1.example.org", 1123)
+
+    with_server(pki, body, ntp_server="ntp1.example.org")

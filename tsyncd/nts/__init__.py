@@ -1,0 +1,1 @@
+"""Network Time Security (RFC 8915): AEADs, cookies, KE and per-packet protection (sans-IO)."""

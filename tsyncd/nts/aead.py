@@ -1,0 +1,78 @@
+"""The two NTS AEADs (RFC 8915 §5.1): AEAD_AES_SIV_CMAC_256 (15) and AEAD_AES_128_GCM_SIV (30).
+
+Both come from ``cryptography`` (>= 45.0.1: older wheels link an OpenSSL that refuses the empty
+plaintext every NTS client request authenticates, and lack AES-GCM-SIV before 42).
+
+The two differ in API shape, which is why they sit behind one small class: AES-SIV (RFC 5297)
+takes the nonce as the *last* associated-data component and prepends its 16-byte tag, while
+AES-GCM-SIV (RFC 8452) takes a 12-byte nonce separately and appends the tag.  Cipher objects
+are cached per key, since a server re-keys per cookie but a client uses one key many times.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCMSIV, AESSIV
+
+from tsyncd.wire.errors import WireError
+from tsyncd.wire.ntske import AeadId
+
+__all__ = ["AEADS", "Aead", "AuthenticationFailed", "aead_for"]
+
+TAG_LEN: Final = 16
+
+
+class AuthenticationFailed(WireError):
+    """The AEAD tag did not verify: forged, corrupted or keyed with something else."""
+
+    reason = "auth_failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Aead:
+    """One AEAD algorithm: sizes and seal/open with a raw key."""
+
+    aead_id: int
+    key_len: int  # bytes
+    nonce_len: int  # bytes we generate (and GCM-SIV's only accepted length)
+
+    def seal(self, key: bytes, nonce: bytes, plaintext: bytes, ad: bytes) -> bytes:
+        """Ciphertext (tag included) of ``plaintext`` authenticated with ``ad``."""
+        if self.aead_id == AeadId.AES_SIV_CMAC_256:
+            return AESSIV(key).encrypt(plaintext, [ad, nonce] if ad else [nonce])
+        return AESGCMSIV(key).encrypt(nonce, plaintext, ad or None)
+
+    def open(self, key: bytes, nonce: bytes, ciphertext: bytes, ad: bytes) -> bytes:
+        """Plaintext, or ``AuthenticationFailed``."""
+        if len(ciphertext) < TAG_LEN:
+            raise AuthenticationFailed(f"ciphertext of {len(ciphertext)} bytes has no tag")
+        try:
+            if self.aead_id == AeadId.AES_SIV_CMAC_256:
+                if not nonce:
+                    raise AuthenticationFailed("empty nonce")
+                return AESSIV(key).decrypt(ciphertext, [ad, nonce] if ad else [nonce])
+            if len(nonce) != self.nonce_len:
+                raise AuthenticationFailed(f"GCM-SIV nonce of {len(nonce)} bytes, needs 12")
+            return AESGCMSIV(key).decrypt(nonce, ciphertext, ad or None)
+        except InvalidTag:
+            raise AuthenticationFailed("AEAD tag mismatch") from None
+
+    @property
+    def min_padded_nonce(self) -> int:
+        """N_REQ of §5.6: the client must pad its nonce area to at least this many bytes."""
+        n = min(16, self.nonce_len if self.aead_id == AeadId.AES_128_GCM_SIV else 16)
+        return n + (-n & 3)
+
+
+AEADS: Final[dict[int, Aead]] = {
+    AeadId.AES_SIV_CMAC_256: Aead(AeadId.AES_SIV_CMAC_256, 32, 16),
+    AeadId.AES_128_GCM_SIV: Aead(AeadId.AES_128_GCM_SIV, 16, 12),
+}
+
+
+def aead_for(aead_id: int) -> Aead | None:
+    """The AEAD with IANA id ``aead_id``, if we implement it."""
+    return AEADS.get(aead_id)

@@ -1,0 +1,125 @@
+"""NTS on an NTP association's packet path, sans-IO (RFC 8915 §5.7, client side).
+
+Theory of operation
+-------------------
+An ``NtsSession`` is what one NTS-KE gave us: the AEAD, the C2S/S2C keys and up to eight
+cookies.  The association calls ``protect`` on each request it is about to send and ``verify``
+on each datagram that comes back (before any other check), through two small hooks.
+
+``protect`` appends a fresh 32-byte Unique Identifier, one unused cookie, ``8 - k``
+placeholders (k = cookies held, counting the one sent) so the server refills us to eight, and
+an Authenticator over all of it with an empty plaintext.  With no cookie left it returns None:
+the request is not sent and ``needs_ke`` tells the source to run NTS-KE again.
+
+``verify`` accepts only a response whose Unique Identifier matches the outstanding request and
+whose Authenticator opens with the S2C key; new cookies come only from the decrypted part.
+Everything else is dropped with a reason, including unauthenticated KoDs (a spoofer could
+otherwise silence us) and second responses to the same request (replays).  A NAK (KoD NTSN
+echoing our UID) means the server can no longer read our cookies: we set ``needs_ke``.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import deque
+from dataclasses import dataclass
+from typing import Final
+
+from tsyncd.nts.aead import AEADS, Aead
+from tsyncd.wire.errors import WireError
+from tsyncd.wire.ntp import KissCode, NtpPacket, kiss_code
+from tsyncd.wire.nts import (
+    COOKIE,
+    COOKIE_PLACEHOLDER,
+    UNIQUE_ID,
+    decode_inner,
+    encode_authenticator,
+    encode_ef,
+    split_nts,
+)
+
+__all__ = ["MAX_COOKIES", "NtsCounters", "NtsSession"]
+
+MAX_COOKIES: Final = 8
+_UID_LEN: Final = 32
+_MAX_PLACEHOLDER_BYTES: Final = 8 * 108  # chrony's cap, keeps requests unfragmented
+
+
+@dataclass(slots=True)
+class NtsCounters:
+    """What ``tsyncctl peers`` shows about the packet path."""
+
+    authenticated: int = 0
+    naks: int = 0
+    dropped: int = 0
+
+
+class NtsSession:
+    """Keys and cookies from one NTS-KE, used until cookies run out or the server NAKs."""
+
+    def __init__(self, aead_id: int, c2s: bytes, s2c: bytes, cookies: list[bytes]) -> None:
+        aead = AEADS.get(aead_id)
+        if aead is None:
+            raise ValueError(f"unsupported AEAD {aead_id}")
+        self.aead: Aead = aead
+        self.c2s = c2s
+        self.s2c = s2c
+        self.cookies: deque[bytes] = deque(cookies[-MAX_COOKIES:])
+        self.needs_ke = not self.cookies
+        self.counters = NtsCounters()
+        self._uid: bytes | None = None  # of the outstanding request
+
+    def protect(self, request: bytes) -> bytes | None:
+        """``request`` (a bare 48-byte header) with NTS fields, or None without a cookie."""
+        if not self.cookies:
+            self.needs_ke = True
+            return None
+        cookie = self.cookies.popleft()
+        uid = secrets.token_bytes(_UID_LEN)
+        self._uid = uid
+        parts = [request, encode_ef(UNIQUE_ID, uid), encode_ef(COOKIE, cookie)]
+        missing = MAX_COOKIES - 1 - len(self.cookies)
+        padded = len(cookie) + (-len(cookie) & 3) + 4
+        missing = min(missing, _MAX_PLACEHOLDER_BYTES // padded - 1)
+        parts.extend(encode_ef(COOKIE_PLACEHOLDER, bytes(len(cookie))) for _ in range(missing))
+        ad = b"".join(parts)
+        nonce = secrets.token_bytes(self.aead.nonce_len)
+        ciphertext = self.aead.seal(self.c2s, nonce, b"", ad)
+        return ad + encode_authenticator(nonce, ciphertext)
+
+    def verify(self, data: bytes, packet: NtpPacket) -> str | None:
+        """None if ``packet`` is the authentic answer to our request, else the drop reason."""
+        reason = self._verify(data, packet)
+        if reason is not None:
+            self.counters.dropped += 1
+        return reason
+
+    def _verify(self, data: bytes, packet: NtpPacket) -> str | None:
+        try:
+            fields = split_nts(data, packet)
+        except WireError as exc:
+            return f"nts_{exc.reason}"
+        if self._uid is None or fields.unique_id is None or fields.unique_id != self._uid:
+            return "nts_unknown_uid"
+        if fields.nonce is None:
+            if kiss_code(packet) == KissCode.NTSN and fields.cookie is None:
+                # §5.7: a NAK that echoes our UID; the server lost our cookies' key.
+                self._uid = None
+                self.counters.naks += 1
+                self.needs_ke = True
+                return "nts_nak"
+            return "nts_unauthenticated"
+        try:
+            plaintext = self.aead.open(
+                self.s2c, fields.nonce, fields.ciphertext, fields.associated_data
+            )
+            inner = decode_inner(plaintext)
+        except WireError as exc:
+            return f"nts_{exc.reason}"
+        self._uid = None  # one response per request: a replay now fails the UID check
+        new = [ef.body for ef in inner if ef.field_type == COOKIE and ef.body]
+        self.cookies.extend(new)
+        while len(self.cookies) > MAX_COOKIES:
+            self.cookies.popleft()
+        self.counters.authenticated += 1
+        return None

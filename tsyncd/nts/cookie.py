@@ -1,0 +1,186 @@
+"""NTS cookies and the server's rotating cookie master keys (RFC 8915 §6).
+
+Theory of operation
+-------------------
+A server is stateless: each cookie carries the client's session (AEAD id, S2C and C2S keys),
+encrypted under a master key only the server (or its fleet) knows.  Our cookie layout::
+
+    key id (u32) | nonce (16) | AES-SIV-CMAC-256(master, nonce)(aead u16 | 0 u16 | S2C | C2S)
+
+AES-SIV is nonce-misuse resistant, as §6 recommends for the master key.  The plaintext keeps
+§6's order (S2C first) and is padded to a multiple of 4 so the cookie is 4-aligned and survives
+the EF padding unchanged: 104 bytes with AEAD 15 sessions, 72 with AEAD 30.
+
+Rotation without coordination: time is cut into epochs of ``rotation_s``; the key of epoch
+``e + 1`` is HKDF(key of ``e``, salt = e), the ratchet §6 suggests.  Servers that share one
+key file (a fleet) derive the same key for the same epoch without talking to each other, and
+the key id is the epoch, so a cookie from any of them opens at all of them.  The file keeps
+only the oldest key still accepted: the ratchet is one-way, so keys of expired epochs cannot be
+recomputed from it (forward secrecy for old cookies).  ``KeySet`` is pure (time passed in);
+``load_keyset``/``save_keyset`` are the only file IO, with atomic replace.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import struct
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESSIV
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from tsyncd.nts.aead import AEADS
+from tsyncd.wire.errors import WireError
+from tsyncd.wire.ntske import AeadId
+
+__all__ = ["BadCookie", "CookieContents", "KeySet", "load_keyset", "save_keyset"]
+
+_MASTER: Final = AEADS[AeadId.AES_SIV_CMAC_256]
+_NONCE_LEN: Final = 16
+_KEEP_EPOCHS: Final = 3  # the current key and the two before it open cookies
+_HEAD: Final = struct.Struct("!IH")
+_INFO: Final = b"tsyncd nts cookie key ratchet"
+
+
+class BadCookie(WireError):
+    """A cookie we cannot open: unknown key id, forged, or from another server."""
+
+    reason = "bad_cookie"
+
+
+@dataclass(frozen=True, slots=True)
+class CookieContents:
+    """What a cookie carries: the session of one NTS client."""
+
+    aead_id: int
+    c2s: bytes
+    s2c: bytes
+
+
+def ratchet(key: bytes, epoch: int) -> bytes:
+    """The master key of ``epoch + 1`` from the key of ``epoch`` (RFC 8915 §6 ratchet)."""
+    hkdf = HKDF(
+        algorithm=hashes.SHA256(),
+        length=_MASTER.key_len,
+        salt=struct.pack("!I", epoch & 0xFFFF_FFFF),
+        info=_INFO,
+    )
+    return hkdf.derive(key)
+
+
+class KeySet:
+    """Cookie master keys for the epochs still accepted; ``advance`` moves with time."""
+
+    def __init__(self, base_epoch: int, base_key: bytes, rotation_s: int) -> None:
+        if len(base_key) != _MASTER.key_len:
+            raise ValueError(f"master key must be {_MASTER.key_len} bytes, got {len(base_key)}")
+        self.rotation_s = rotation_s
+        self._keys: dict[int, bytes] = {base_epoch: base_key}
+        # Cipher objects per key id: the per-packet path should not re-key AES for every cookie.
+        self._ciphers: dict[int, AESSIV] = {base_epoch & 0xFFFF_FFFF: AESSIV(base_key)}
+        self.current_epoch = base_epoch
+
+    def epoch_at(self, now_s: float) -> int:
+        """The epoch wall-clock time ``now_s`` (Unix s) falls in."""
+        return int(now_s // self.rotation_s)
+
+    def advance(self, now_s: float) -> bool:
+        """Derive keys up to the epoch of ``now_s``, forget expired ones; True if rotated."""
+        target = self.epoch_at(now_s)
+        if target <= self.current_epoch:
+            return False
+        while self.current_epoch < target:
+            key = self._keys[self.current_epoch]
+            self.current_epoch += 1
+            self._keys[self.current_epoch] = new = ratchet(key, self.current_epoch - 1)
+            self._ciphers[self.current_epoch & 0xFFFF_FFFF] = AESSIV(new)
+            for old in [e for e in self._keys if e <= self.current_epoch - _KEEP_EPOCHS]:
+                del self._keys[old]
+                del self._ciphers[old & 0xFFFF_FFFF]
+        return True
+
+    @property
+    def oldest(self) -> tuple[int, bytes]:
+        """(epoch, key) of the oldest key still accepted: what the key file stores."""
+        epoch = min(self._keys)
+        return epoch, self._keys[epoch]
+
+    def seal(self, contents: CookieContents) -> bytes:
+        """A fresh cookie for ``contents`` under the current key."""
+        nonce = secrets.token_bytes(_NONCE_LEN)
+        plaintext = struct.pack("!HH", contents.aead_id, 0) + contents.s2c + contents.c2s
+        key_id = self.current_epoch & 0xFFFF_FFFF
+        sealed = self._ciphers[key_id].encrypt(plaintext, [nonce])
+        return struct.pack("!I", key_id) + nonce + sealed
+
+    def open(self, cookie: bytes) -> CookieContents:
+        """The session inside ``cookie``, or ``BadCookie``."""
+        if len(cookie) < 4 + _NONCE_LEN + 16 + 4:
+            raise BadCookie(f"cookie of {len(cookie)} bytes is too short")
+        key_id = struct.unpack_from("!I", cookie)[0]
+        cipher = self._ciphers.get(key_id)
+        if cipher is None:
+            raise BadCookie(f"cookie key id {key_id} is not one of ours")
+        nonce = cookie[4 : 4 + _NONCE_LEN]
+        try:
+            plaintext = cipher.decrypt(cookie[4 + _NONCE_LEN :], [nonce])
+        except InvalidTag:
+            raise BadCookie(f"cookie under key id {key_id} does not decrypt") from None
+        aead_id = struct.unpack_from("!H", plaintext)[0]
+        aead = AEADS.get(aead_id)
+        if aead is None or len(plaintext) != 4 + 2 * aead.key_len:
+            raise BadCookie(f"cookie holds AEAD {aead_id} with {len(plaintext)} plaintext bytes")
+        s2c = plaintext[4 : 4 + aead.key_len]
+        c2s = plaintext[4 + aead.key_len :]
+        return CookieContents(aead_id=aead_id, c2s=c2s, s2c=s2c)
+
+
+def new_keyset(now_s: float, rotation_s: int) -> KeySet:
+    """A random key for the epoch of ``now_s``."""
+    return KeySet(int(now_s // rotation_s), secrets.token_bytes(_MASTER.key_len), rotation_s)
+
+
+def load_keyset(path: Path, rotation_s: int, now_s: float) -> KeySet:
+    """Read the key file and ratchet to now; ``OSError``/``ValueError`` if unusable.
+
+    An absent file is created with a fresh random key (mode 0600).
+    """
+    try:
+        raw = path.read_text()
+    except FileNotFoundError:
+        keys = new_keyset(now_s, rotation_s)
+        save_keyset(path, keys)
+        return keys
+    data = json.loads(raw)
+    if not isinstance(data, dict) or data.get("rotation-interval") != rotation_s:
+        raise ValueError(
+            f"{path}: key file made for rotation interval {data.get('rotation-interval')!r} "
+            f"s, configured {rotation_s} s"
+        )
+    keys = KeySet(int(data["epoch"]), bytes.fromhex(str(data["key"])), rotation_s)
+    keys.advance(now_s)
+    return keys
+
+
+def save_keyset(path: Path, keys: KeySet) -> None:
+    """Write the oldest accepted key atomically (temp file in the same directory + rename)."""
+    epoch, key = keys.oldest
+    text = json.dumps({"epoch": epoch, "rotation-interval": keys.rotation_s, "key": key.hex()})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

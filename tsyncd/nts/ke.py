@@ -1,0 +1,162 @@
+"""NTS-KE decisions, sans-IO (RFC 8915 §4): what a server answers, what a client accepts.
+
+The TLS edge (``tsyncd/net/ntske.py``) parses records with ``RecordParser``, exports keys with
+the contexts computed here, and sends the bytes built here.  Nothing in this module touches a
+socket or TLS object.
+
+AEAD choice (interop trap, see the spec summary §4.1): chrony 4.4-4.6.0 export AES-128-GCM-SIV
+keys with AEAD id 15 in the exporter context; chrony >= 4.6.1 signals the compliant context with
+its private record 1024.  A server cannot tell a legacy chrony from a compliant client, so we
+select 30 only when the request carries record 1024 (and echo it); otherwise the mandatory 15.
+As a client we offer ``[30, 15]`` with record 1024 and use the compliant context only when the
+server echoes it (a chrony 4.4-4.6.0 server picks 30 without the echo: legacy context).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import ClassVar, Final
+
+from tsyncd.nts.aead import AEADS
+from tsyncd.nts.cookie import CookieContents, KeySet
+from tsyncd.wire.errors import WireError
+from tsyncd.wire.ntske import (
+    AeadId,
+    KeErrorCode,
+    KeRequest,
+    KeResponse,
+    NextProtocol,
+    encode_request,
+    encode_response,
+)
+
+__all__ = [
+    "EXPORTER_LABEL",
+    "KeFailed",
+    "KeOutcome",
+    "ServerChoice",
+    "choose",
+    "client_outcome",
+    "client_request",
+    "exporter_context",
+    "server_response",
+]
+
+EXPORTER_LABEL: Final = b"EXPORTER-network-time-security"
+"""RFC 8446 §7.5 exporter label (§5.1): exact ASCII, no NUL, no "/1"."""
+
+COOKIES_PER_KE: Final = 8
+CLIENT_AEADS: Final = (AeadId.AES_128_GCM_SIV, AeadId.AES_SIV_CMAC_256)
+
+
+class KeFailed(WireError):
+    """The NTS-KE server refused us or answered something we cannot use."""
+
+    reason: ClassVar[str] = "ntske_failed"
+
+
+def exporter_context(aead_id: int, s2c: bool, protocol: int = NextProtocol.NTPV4) -> bytes:
+    """The 5-byte exporter context of §5.1: protocol, AEAD, 0 (C2S) or 1 (S2C)."""
+    return struct.pack("!HHB", protocol, aead_id, 1 if s2c else 0)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerChoice:
+    """What the server agreed to; ``aead`` None means no keys, no cookies."""
+
+    protocol: int | None
+    aead: int | None
+    compliant_gcm_siv: bool = False
+    context_aead: int | None = None  # AEAD id to put in the exporter context
+
+
+def choose(request: KeRequest) -> ServerChoice:
+    """Pick the protocol and AEAD for ``request`` (client order, our policy)."""
+    if NextProtocol.NTPV4 not in request.next_protocols:
+        return ServerChoice(protocol=None, aead=None)
+    for aead in request.aead_algorithms:
+        if aead == AeadId.AES_SIV_CMAC_256:
+            return ServerChoice(protocol=0, aead=aead, context_aead=aead)
+        if aead == AeadId.AES_128_GCM_SIV and request.compliant_gcm_siv:
+            return ServerChoice(protocol=0, aead=aead, compliant_gcm_siv=True, context_aead=aead)
+    return ServerChoice(protocol=0, aead=None)
+
+
+def server_response(
+    choice: ServerChoice,
+    keys: KeySet | None,
+    c2s: bytes,
+    s2c: bytes,
+    *,
+    ntp_server: str | None,
+    ntp_port: int | None,
+) -> tuple[bytes, int]:
+    """(response bytes, cookies issued) for an accepted request (keys exported by the caller)."""
+    if choice.protocol is None or choice.aead is None:
+        return encode_response(KeResponse(next_protocol=choice.protocol, aead=None)), 0
+    if keys is None:
+        return encode_response(KeResponse(error=KeErrorCode.INTERNAL_SERVER_ERROR)), 0
+    session = CookieContents(aead_id=choice.aead, c2s=c2s, s2c=s2c)
+    cookies = tuple(keys.seal(session) for _ in range(COOKIES_PER_KE))
+    response = KeResponse(
+        next_protocol=choice.protocol,
+        aead=choice.aead,
+        cookies=cookies,
+        server=ntp_server,
+        port=ntp_port if ntp_port not in (None, 123) else None,
+        compliant_gcm_siv=choice.compliant_gcm_siv,
+    )
+    return encode_response(response), len(cookies)
+
+
+def error_response(code: int) -> bytes:
+    """An Error record response (§4.1.3)."""
+    return encode_response(KeResponse(error=code))
+
+
+def client_request(aeads: tuple[int, ...] = CLIENT_AEADS) -> bytes:
+    """Our request: NTPv4, ``aeads`` in preference order, record 1024 when 30 is offered."""
+    return encode_request(
+        KeRequest(
+            next_protocols=(NextProtocol.NTPV4,),
+            aead_algorithms=aeads,
+            compliant_gcm_siv=AeadId.AES_128_GCM_SIV in aeads,
+        )
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeOutcome:
+    """A usable KE response: the AEAD, where to send NTP, and the cookies."""
+
+    aead: int
+    context_aead: int  # AEAD id for the exporter context (15 for legacy chrony GCM-SIV)
+    key_len: int
+    server: str | None
+    port: int
+    cookies: tuple[bytes, ...]
+
+
+def client_outcome(response: KeResponse, offered: tuple[int, ...]) -> KeOutcome:
+    """Check a KE response against what we asked for; ``KeFailed`` when unusable."""
+    if response.error is not None:
+        raise KeFailed(f"NTS-KE server sent error {response.error}")
+    if response.warnings:
+        raise KeFailed(f"NTS-KE server sent warning(s) {list(response.warnings)}")
+    if response.next_protocol != NextProtocol.NTPV4:
+        raise KeFailed(f"NTS-KE server chose next protocol {response.next_protocol}")
+    if response.aead is None or response.aead not in offered:
+        raise KeFailed(f"NTS-KE server chose AEAD {response.aead}, we offered {list(offered)}")
+    if not response.cookies:
+        raise KeFailed("NTS-KE server sent no cookies")
+    aead = AEADS[response.aead]
+    legacy = response.aead == AeadId.AES_128_GCM_SIV and not response.compliant_gcm_siv
+    return KeOutcome(
+        aead=response.aead,
+        context_aead=AeadId.AES_SIV_CMAC_256 if legacy else response.aead,
+        key_len=aead.key_len,
+        server=response.server,
+        port=response.port if response.port is not None else 123,
+        cookies=response.cookies,
+    )

@@ -1,0 +1,110 @@
+"""NTS server side of the daemon: cookie keys, NTS-KE listeners, and the NTP hook.
+
+One ``KeySet`` serves every NTS-KE listener (to make cookies) and every NTP server socket (to
+open them).  The housekeeping tick calls ``tick`` to rotate the keys on schedule and save the
+key file atomically; ``rekey`` (``tsyncctl rekey``) re-reads the file, which is how a fleet
+picks up a key an operator distributed, or draws a fresh random key when there is no file.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from OpenSSL import SSL
+
+from tsyncd.config import KeysetConfig, NtsKeServerConfig
+from tsyncd.net.tls import server_context
+from tsyncd.nts.cookie import KeySet, load_keyset, new_keyset, save_keyset
+from tsyncd.nts.server import NtsResponder
+from tsyncd.servers.ntske import NtsKeServer
+from tsyncd.servers.responder import NtpResponder
+
+log = logging.getLogger(__name__)
+
+
+class NtsServerSide:
+    """Keys, KE listeners and per-packet NTS for the daemon's servers."""
+
+    def __init__(self, keyset: KeysetConfig, now_s: float) -> None:
+        self._cfg = keyset
+        self.keys = self._load(now_s)
+        self.responders: list[NtsResponder] = []
+        self.ke_servers: list[NtsKeServer] = []
+
+    def _load(self, now_s: float) -> KeySet:
+        path = self._cfg.key_storage_path
+        interval = self._cfg.key_rotation_interval
+        if path is None:
+            return new_keyset(now_s, interval)
+        return load_keyset(path, interval, now_s)
+
+    def attach(self, responder: NtpResponder) -> None:
+        """Let ``responder`` answer NTS requests with our keys."""
+        nts = NtsResponder(self.keys)
+        responder.extensions = nts
+        self.responders.append(nts)
+
+    async def start_ke(self, cfg: NtsKeServerConfig, default_ntp_port: int | None) -> NtsKeServer:
+        """Start one NTS-KE listener; ``OSError``/``SSL.Error`` if it cannot."""
+        ctx: SSL.Context = server_context(cfg.certificate_chain_path, cfg.private_key_path)
+        server = NtsKeServer(
+            ctx,
+            lambda: self.keys,
+            ntp_server=cfg.ntp_server,
+            ntp_port=cfg.ntp_port if cfg.ntp_port is not None else default_ntp_port,
+        )
+        await server.start(cfg.listen.host, cfg.listen.port)
+        self.ke_servers.append(server)
+        log.info("serving NTS-KE on %s", server.listen)
+        return server
+
+    def _install(self, keys: KeySet) -> None:
+        self.keys = keys
+        for nts in self.responders:
+            nts.keys = keys
+
+    def tick(self, now_s: float) -> None:
+        """Rotate the keys when their epoch is over; persist the new state."""
+        if self.keys.advance(now_s):
+            log.info("NTS cookie key rotated (epoch %d)", self.keys.current_epoch)
+            self._save()
+
+    def _save(self) -> None:
+        path: Path | None = self._cfg.key_storage_path
+        if path is None:
+            return
+        try:
+            save_keyset(path, self.keys)
+        except OSError as exc:
+            log.warning("cannot write the NTS key file %s: %s", path, exc)
+
+    def rekey(self, now_s: float) -> dict[str, object]:
+        """Reload the key file (or draw a new random key without one)."""
+        keys = self._load(now_s)
+        self._install(keys)
+        log.info("NTS cookie keys reloaded (epoch %d)", keys.current_epoch)
+        path = self._cfg.key_storage_path
+        return {"epoch": keys.current_epoch, "key_file": str(path) if path else None}
+
+    async def close(self) -> None:
+        """Stop the KE listeners."""
+        for server in self.ke_servers:
+            await server.close()
+        self.ke_servers.clear()
+
+    def counters(self) -> dict[str, object]:
+        """NTS counters for ``serverstats``."""
+        ke = [s.stats for s in self.ke_servers]
+        return {
+            "nts_ke_listen": [s.listen for s in self.ke_servers],
+            "nts_ke_connections": sum(s.connections for s in ke),
+            "nts_ke_completed": sum(s.completed for s in ke),
+            "nts_ke_failures": sum(sum(s.failures.values()) for s in ke),
+            "nts_ke_group": next((s.last_group for s in ke if s.last_group), None),
+            "nts_cookies_issued": sum(s.cookies_issued for s in ke)
+            + sum(r.cookies_issued for r in self.responders),
+            "nts_requests": sum(r.requests for r in self.responders),
+            "nts_naks": sum(r.naks for r in self.responders),
+            "nts_key_epoch": self.keys.current_epoch,
+        }

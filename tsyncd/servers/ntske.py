@@ -1,0 +1,153 @@
+"""The NTS-KE server's IO edge (RFC 8915 §4): TLS over TCP, one request, one response.
+
+Each connection gets a TLS 1.3 handshake (ALPN ``ntske/1``), then its request records are fed
+to the sans-IO ``RecordParser``; the decisions (AEAD choice, cookies, errors) come from
+``tsyncd/nts/ke.py``.  Garbage and half-open connections must cost little: the whole session has
+one deadline (``SESSION_TIMEOUT_S``), requests are capped at 16 KiB by the parser, and at most
+``max_connections`` sessions run at once; beyond that new connections are closed at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final
+
+from OpenSSL import SSL
+
+from tsyncd.net.tls import TlsError, TlsStream
+from tsyncd.nts.aead import AEADS
+from tsyncd.nts.cookie import KeySet
+from tsyncd.nts.ke import EXPORTER_LABEL, choose, error_response, exporter_context, server_response
+from tsyncd.wire.errors import WireError
+from tsyncd.wire.ntske import KeError, RecordParser, decode_request
+
+log = logging.getLogger(__name__)
+
+SESSION_TIMEOUT_S: Final = 5.0
+MAX_CONNECTIONS: Final = 100
+
+
+@dataclass(slots=True)
+class KeServerStats:
+    """Counters ``tsyncctl serverstats`` shows."""
+
+    connections: int = 0
+    completed: int = 0  # responses with cookies
+    cookies_issued: int = 0
+    failures: Counter[str] = field(default_factory=Counter)
+    last_group: str | None = None
+
+
+class NtsKeServer:
+    """Accepts NTS-KE clients on one TCP address."""
+
+    def __init__(
+        self,
+        ctx: SSL.Context,
+        keys: Callable[[], KeySet | None],
+        *,
+        ntp_server: str | None,
+        ntp_port: int | None,
+        max_connections: int = MAX_CONNECTIONS,
+        timeout_s: float = SESSION_TIMEOUT_S,
+    ) -> None:
+        self._ctx = ctx
+        self._keys = keys
+        self.ntp_server = ntp_server
+        self.ntp_port = ntp_port
+        self.max_connections = max_connections
+        self.timeout_s = timeout_s
+        self.stats = KeServerStats()
+        self._active = 0
+        self._server: asyncio.Server | None = None
+        self.listen = ""
+
+    async def start(self, host: str, port: int) -> None:
+        """Bind and start accepting; OSError if the address is taken."""
+        self._server = await asyncio.start_server(self._handle, host, port)
+        addr = self._server.sockets[0].getsockname()
+        self.listen = f"[{addr[0]}]:{addr[1]}" if ":" in addr[0] else f"{addr[0]}:{addr[1]}"
+
+    async def close(self) -> None:
+        """Stop accepting and close the listening socket."""
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()
+            self._server = None
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.stats.connections += 1
+        if self._active >= self.max_connections:
+            self.stats.failures["too_many_connections"] += 1
+            writer.close()
+            return
+        self._active += 1
+        tls = TlsStream(self._ctx, reader, writer, server=True)
+        peer = writer.get_extra_info("peername")
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                await self._session(tls)
+        except TimeoutError:
+            self.stats.failures["timeout"] += 1
+            log.debug("NTS-KE session with %s timed out", peer)
+        except TlsError as exc:
+            self.stats.failures["tls"] += 1
+            log.debug("NTS-KE session with %s: %s", peer, exc)
+        except OSError as exc:
+            self.stats.failures["io"] += 1
+            log.debug("NTS-KE session with %s: %s", peer, exc)
+        except SSL.Error as exc:  # e.g. the exporter, outside TlsStream's own wrapping
+            self.stats.failures["tls"] += 1
+            log.debug("NTS-KE session with %s: %s", peer, exc)
+        finally:
+            self._active -= 1
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(tls.close(), 1.0)
+
+    async def _session(self, tls: TlsStream) -> None:
+        await tls.handshake()
+        parser = RecordParser()
+        records = []
+        try:
+            while not parser.done:
+                data = await tls.recv()
+                if not data:
+                    parser.close()
+                records.extend(parser.feed(data))
+            request = decode_request(tuple(records))
+        except KeError as exc:
+            self.stats.failures[exc.reason] += 1
+            await tls.send(error_response(exc.code))
+            return
+        except WireError as exc:
+            self.stats.failures[exc.reason] += 1
+            return  # the client went away mid-request: nobody to answer
+        choice = choose(request)
+        c2s = s2c = b""
+        if choice.aead is not None and choice.context_aead is not None:
+            key_len = AEADS[choice.aead].key_len
+            c2s = tls.export_key(
+                EXPORTER_LABEL, key_len, exporter_context(choice.context_aead, False)
+            )
+            s2c = tls.export_key(
+                EXPORTER_LABEL, key_len, exporter_context(choice.context_aead, True)
+            )
+        response, issued = server_response(
+            choice, self._keys(), c2s, s2c, ntp_server=self.ntp_server, ntp_port=self.ntp_port
+        )
+        await tls.send(response)
+        group = tls.group
+        if group != self.stats.last_group:
+            log.info("NTS-KE: negotiated TLS group %s", group)
+        self.stats.last_group = group
+        if issued:
+            self.stats.completed += 1
+            self.stats.cookies_issued += issued
+        else:
+            self.stats.failures["nothing_acceptable"] += 1

@@ -1,0 +1,152 @@
+"""An NTS source (RFC 8915): NTS-KE, then an NTP association whose packets carry NTS fields.
+
+The NTP side is the ordinary association in the ``SyncCore``; this adapter only owns its
+``NtsSession`` (set as the association's ``auth`` hook) and re-runs NTS-KE when the session
+says so: cookies used up, or an NTS NAK.  Until a new KE succeeds the association sends
+nothing (never plain NTP: that would be NTS stripping, §9); old cookies stay in use while KE
+fails.  Failed KE attempts back off as §4.2 suggests (10 s · 1.5ⁿ, at most a day here), and
+successful ones are at least ``_MIN_KE_INTERVAL_S`` apart, so forged NAKs cannot cause a storm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Final
+
+from tsyncd.config import SourceConfig
+from tsyncd.nts.client import NtsSession
+from tsyncd.snapshots import NtsSourceSnapshot, SourceSnapshot
+from tsyncd.sources.ntske import KeFailure, KeResult, run_ke
+from tsyncd.sync.association import NtpAssociation
+
+log = logging.getLogger(__name__)
+
+_BACKOFF_FIRST_S: Final = 10.0
+_BACKOFF_BASE: Final = 1.5
+_BACKOFF_MAX_S: Final = 86400.0
+_MIN_KE_INTERVAL_S: Final = 4.0  # a forged NAK (on-path) must not cause a KE storm (§5.7, §10)
+_CHECK_S: Final = 0.25  # how often the KE task looks at the session between kicks
+_AEAD_NAMES: Final = {15: "AES-SIV-CMAC-256", 30: "AES-128-GCM-SIV"}
+
+
+class NtsSource:
+    """Keeps one NTS source keyed: first KE, re-KE on demand, state for ``tsyncctl peers``."""
+
+    def __init__(self, cfg: SourceConfig) -> None:
+        self.cfg = cfg
+        self.session: NtsSession | None = None
+        self.association: NtpAssociation | None = None
+        self.last: KeResult | None = None
+        self.ke_count = 0
+        self.ke_failures = 0
+        self.last_error: str | None = None
+        self._kick = asyncio.Event()
+        self._last_ke_mono: float | None = None
+
+    async def key_exchange(self) -> KeResult:
+        """One NTS-KE; on success the new session replaces the old (and its cookies)."""
+        host, port = self.cfg.address.host, self.cfg.address.port
+        result = await run_ke(host, port, self.cfg.certificate_authority)
+        session = NtsSession(
+            result.outcome.aead, result.c2s, result.s2c, list(result.outcome.cookies)
+        )
+        if self.session is not None:
+            session.counters = self.session.counters  # cumulative across key exchanges
+        self.session = session
+        if self.association is not None:
+            self.association.auth = session
+        self.last = result
+        self._last_ke_mono = time.monotonic()
+        self.ke_count += 1
+        self.last_error = None
+        log.info(
+            "NTS-KE with %s: AEAD %s, %d cookies, NTP at %s:%d, TLS group %s",
+            self.cfg.name,
+            _AEAD_NAMES.get(result.outcome.aead, result.outcome.aead),
+            len(result.outcome.cookies),
+            result.ntp_host,
+            result.ntp_port,
+            result.group,
+        )
+        return result
+
+    async def key_exchange_until_ok(self) -> KeResult:
+        """Retry NTS-KE with back-off until it works (cancel the task to give up)."""
+        failures = 0
+        while True:
+            try:
+                return await self.key_exchange()
+            except KeFailure as exc:
+                failures += 1
+                self.ke_failures += 1
+                self.last_error = str(exc)
+                delay = min(_BACKOFF_FIRST_S * _BACKOFF_BASE ** (failures - 1), _BACKOFF_MAX_S)
+                log.warning("%s; retrying in %.0f s", exc, delay)
+                await asyncio.sleep(delay)
+
+    def kick(self) -> None:
+        """Wake the maintenance task (after a poll or a reply)."""
+        if self.session is None or self.session.needs_ke:
+            self._kick.set()
+
+    async def maintain(self) -> None:
+        """Run forever: re-key whenever the session asks for it."""
+        while True:
+            self._kick.clear()
+            if self.session is None or self.session.needs_ke:
+                if self._last_ke_mono is not None:
+                    wait_s = self._last_ke_mono + _MIN_KE_INTERVAL_S - time.monotonic()
+                    if wait_s > 0:
+                        await asyncio.sleep(wait_s)
+                await self.key_exchange_until_ok()
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._kick.wait(), _CHECK_S)
+
+    def snapshot(self) -> NtsSourceSnapshot:
+        """What ``tsyncctl peers`` shows about NTS for this source."""
+        s, last = self.session, self.last
+        return NtsSourceSnapshot(
+            ke_server=str(self.cfg.address),
+            cookies=len(s.cookies) if s is not None else 0,
+            aead=_AEAD_NAMES.get(last.outcome.aead) if last is not None else None,
+            last_ke=time.time() - last.finished_s if last is not None else None,
+            tls_group=last.group if last is not None else None,
+            key_exchanges=self.ke_count,
+            ke_failures=self.ke_failures,
+            last_error=self.last_error,
+            authenticated=s.counters.authenticated if s is not None else 0,
+            naks=s.counters.naks if s is not None else 0,
+        )
+
+    def pending_snapshot(self) -> SourceSnapshot:
+        """A ``peers`` row for a source that has no NTP association yet (first NTS-KE)."""
+        return SourceSnapshot(
+            name=self.cfg.name,
+            address="",
+            mode="nts",
+            state="init",
+            state_reason=f"NTS-KE failed: {self.last_error}"
+            if self.last_error
+            else "waiting for NTS-KE",
+            offset=None,
+            delay=None,
+            jitter=None,
+            dispersion=None,
+            root_delay=None,
+            root_dispersion=None,
+            stratum=None,
+            reference_id=None,
+            leap=None,
+            reach=0,
+            poll=self.cfg.min_poll,
+            last_rx=None,
+            packets_sent=0,
+            packets_received=0,
+            packets_dropped=0,
+            kiss_code=None,
+            nts=self.snapshot(),
+        )

@@ -1,0 +1,132 @@
+"""The NTS-KE client's IO edge (RFC 8915 §4): one TLS session, one request, one response.
+
+The request bytes and the checks on the response come from ``tsyncd/nts/ke.py``; this module
+only connects, runs TLS (``tsyncd/net/tls.py``, memory BIOs on the event loop), verifies the
+server's name, exports the keys and returns a ``KeResult``.  Every failure is a ``KeFailure``
+with a message an operator can act on; the whole exchange has one deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from OpenSSL import SSL
+from service_identity import VerificationError
+from service_identity.pyopenssl import verify_hostname, verify_ip_address
+
+from tsyncd.net.tls import TlsError, TlsStream, client_context
+from tsyncd.nts.ke import (
+    CLIENT_AEADS,
+    EXPORTER_LABEL,
+    KeOutcome,
+    client_outcome,
+    client_request,
+    exporter_context,
+)
+from tsyncd.wire.errors import WireError
+from tsyncd.wire.ntske import RecordParser, decode_response
+
+__all__ = ["KeFailure", "KeResult", "run_ke"]
+
+KE_TIMEOUT_S: Final = 10.0
+
+
+class KeFailure(Exception):
+    """NTS-KE did not give us usable keys and cookies."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeResult:
+    """Keys, cookies and the NTP address one NTS-KE session gave us."""
+
+    outcome: KeOutcome
+    c2s: bytes
+    s2c: bytes
+    ntp_host: str  # the Server Negotiation answer, else the KE host
+    ntp_port: int
+    group: str | None  # TLS key-exchange group
+    finished_s: float  # wall-clock time of the exchange (for "last KE")
+
+
+async def run_ke(
+    host: str,
+    port: int,
+    ca_path: Path | None,
+    *,
+    connect_host: str | None = None,
+    aeads: tuple[int, ...] = CLIENT_AEADS,
+    timeout_s: float = KE_TIMEOUT_S,
+) -> KeResult:
+    """Run NTS-KE with ``host`` (name checked against the certificate) on ``port``."""
+    try:
+        ctx = client_context(ca_path)
+    except (SSL.Error, OSError) as exc:
+        raise KeFailure(f"cannot load certificate authority {ca_path}: {exc}") from exc
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await _exchange(ctx, host, port, connect_host or host, aeads)
+    except TimeoutError:
+        raise KeFailure(f"NTS-KE with {host}:{port} timed out after {timeout_s:g} s") from None
+    except OSError as exc:
+        raise KeFailure(f"cannot connect to NTS-KE server {host}:{port}: {exc}") from exc
+    except TlsError as exc:
+        raise KeFailure(f"NTS-KE with {host}:{port}: {exc}") from exc
+    except WireError as exc:
+        raise KeFailure(f"NTS-KE with {host}:{port}: bad response: {exc}") from exc
+
+
+async def _exchange(
+    ctx: SSL.Context, host: str, port: int, connect_host: str, aeads: tuple[int, ...]
+) -> KeResult:
+    reader, writer = await asyncio.open_connection(connect_host, port)
+    is_ip = _is_ip(host)
+    tls = TlsStream(ctx, reader, writer, server=False, server_name=None if is_ip else host)
+    try:
+        await tls.handshake()
+        try:
+            if is_ip:
+                verify_ip_address(tls.conn, host)
+            else:
+                verify_hostname(tls.conn, host)
+        except VerificationError as exc:
+            raise TlsError(f"certificate does not name {host}: {exc}") from None
+        await tls.send(client_request(aeads))
+        parser = RecordParser()
+        records = []
+        while not parser.done:
+            data = await tls.recv()
+            if not data:
+                parser.close()
+            records.extend(parser.feed(data))
+        outcome = client_outcome(decode_response(tuple(records)), aeads)
+        c2s = tls.export_key(
+            EXPORTER_LABEL, outcome.key_len, exporter_context(outcome.context_aead, False)
+        )
+        s2c = tls.export_key(
+            EXPORTER_LABEL, outcome.key_len, exporter_context(outcome.context_aead, True)
+        )
+        group = tls.group
+    finally:
+        await tls.close()
+    return KeResult(
+        outcome=outcome,
+        c2s=c2s,
+        s2c=s2c,
+        ntp_host=outcome.server or connect_host,
+        ntp_port=outcome.port,
+        group=group,
+        finished_s=time.time(),
+    )
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
