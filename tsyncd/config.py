@@ -238,6 +238,8 @@ class SourceConfig:
     max_poll: int = 10  # log2 s
     count: int = 4  # pool only: how many of its addresses to use
     name: str  # the address text as written; unique; how control refers to the source
+    xleave: bool = False  # ask for interleaved mode (RFC 9769); falls back to basic
+    dscp: int = 0  # DSCP code point of our requests (0..63; 46 = EF)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -247,6 +249,8 @@ class ServerConfig:
     listen: Endpoint = Endpoint("::", NTP_PORT)
     allow: tuple[Network, ...] = ()  # empty: everybody not denied
     deny: tuple[Network, ...] = ()
+    dscp: int = 0  # DSCP code point of our responses (0..63)
+    ipv6_only: bool | None = None  # IPV6_V6ONLY; None: only "::" is dual-stack
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -424,11 +428,15 @@ _SOURCE: Final = (
     _int_field("min-poll", POLL_MIN, POLL_MAX, "log2 seconds"),
     _int_field("max-poll", POLL_MIN, POLL_MAX, "log2 seconds"),
     _int_field("count", 1, 16, "addresses to use from the pool"),
+    _simple_field("xleave", "true or false", lambda v: isinstance(v, bool)),
+    _int_field("dscp", 0, 63, "DSCP code point"),
 )
 _SERVER: Final = (
     _endpoint_field("listen", NTP_PORT, ip_only=True),
     _networks_field("allow"),
     _networks_field("deny"),
+    _int_field("dscp", 0, 63, "DSCP code point"),
+    _simple_field("ipv6-only", "true or false", lambda v: isinstance(v, bool)),
 )
 _CONTROL: Final = (
     _string_field("socket", Path),

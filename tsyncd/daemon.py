@@ -26,6 +26,7 @@ from tsyncd.clock.base import Clock, ClockState
 from tsyncd.config import Config, ConfigErrors, SourceConfig, load_config
 from tsyncd.control.server import ControlServer
 from tsyncd.metrics import MetricsExporter
+from tsyncd.net.udp import SocketOptions
 from tsyncd.sdnotify import Notifier
 from tsyncd.servers.ntp import NtpServer
 from tsyncd.servers.responder import AccessList, NtpResponder, ResponseTemplate
@@ -137,6 +138,7 @@ class Daemon:
                 responder.access,
                 self.clock,
                 responder=responder,
+                options=SocketOptions(dscp=server_cfg.dscp, ipv6_only=server_cfg.ipv6_only),
             )
             self.servers.append(server)
             log.info("serving NTP on %s", server.listen)
@@ -250,8 +252,10 @@ class Daemon:
             name = cfg.name if cfg.mode == "server" else _join_host_port(ip, port)
             if name in self.sockets:
                 continue
-            sock = NtpSourceSocket(name=name, mode=cfg.mode, ip=ip, port=port)
-            sock.open(self._on_reply)
+            sock = NtpSourceSocket(
+                name=name, mode=cfg.mode, ip=ip, port=port, options=SocketOptions(dscp=cfg.dscp)
+            )
+            sock.open(self._on_reply, self._on_tx_timestamp)
             self.sockets[name] = sock
             self.core.add_source(
                 name,
@@ -261,6 +265,7 @@ class Daemon:
                 iburst=cfg.iburst,
                 rng=self._rng,
                 now_ns=self.clock.now_ns(),
+                xleave=cfg.xleave,
             )
             log.info("polling %s (%s)", name, sock.address)
         self._wake.set()
@@ -283,6 +288,9 @@ class Daemon:
         if not ips:
             raise OSError(f"no addresses for {host}")
         return ips
+
+    def _on_tx_timestamp(self, name: str, kernel_tx_ns: int) -> None:
+        self.core.handle_tx_timestamp(name, self.clock.from_kernel_ns(kernel_tx_ns))
 
     def _on_reply(self, name: str, data: bytes, kernel_rx_ns: int) -> None:
         rx_ns = self.clock.from_kernel_ns(kernel_rx_ns)

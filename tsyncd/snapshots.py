@@ -60,6 +60,7 @@ class SourceSnapshot:
     packets_received: int  # valid replies
     packets_dropped: int  # replies failing a check
     kiss_code: str | None  # last KoD code received, if any
+    interleaved: bool = False  # the last valid reply was interleaved (RFC 9769)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

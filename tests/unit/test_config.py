@@ -87,7 +87,7 @@ def test_example_config_documents_every_key() -> None:
     for line in (ETC / "tsyncd.toml").read_text(encoding="utf-8").splitlines():
         if m := re.fullmatch(r"#?\[\[?([a-z-]+)\]\]?", line):
             section = m[1]
-        elif m := re.match(r"#?([a-z-]+) = ", line):
+        elif m := re.match(r"#?([a-z0-9-]+) = ", line):
             seen.add((section, m[1]))
     wanted = {(name, f.key) for name, s in _SECTIONS.items() for f in s.fields}
     assert wanted - seen == set()
@@ -304,7 +304,7 @@ def test_config_error_fields() -> None:
         (
             {"source": [{"mode": "server", "address": "a", "min poll": 3}]},
             'source[0]."min poll" = 3: expected key to be one of: mode, address, iburst, '
-            "min-poll, max-poll, count",
+            "min-poll, max-poll, count, xleave, dscp",
         ),
         ({"control": {"socket": ""}}, 'control.socket = "": expected non-empty string'),
         ({"control": {"group": 0}}, "control.group = 0: expected non-empty string"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from tsyncd.clock.base import Clock
-from tsyncd.net.udp import Address, TimestampedUdp, normalize_ip
+from tsyncd.net.udp import Address, SocketOptions, TimestampedUdp, normalize_ip
 from tsyncd.servers.responder import AccessList, NtpResponder
 
 log = logging.getLogger(__name__)
@@ -28,10 +28,11 @@ class NtpServer:
         clock: Clock,
         *,
         responder: NtpResponder | None = None,
+        options: SocketOptions | None = None,
     ) -> NtpServer:
         """Bind and start serving (on the running loop); OSError if the address is taken."""
         server = cls(responder or NtpResponder(access), clock)
-        server._udp = TimestampedUdp.bind(host, port, server._on_datagram)
+        server._udp = TimestampedUdp.bind(host, port, server._on_datagram, options=options)
         return server
 
     @property

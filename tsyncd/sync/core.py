@@ -9,6 +9,7 @@ are requests to send and clock actions to apply:
 * ``handle_timer(now)`` polls every association whose deadline has passed (returning the
   requests) and runs the discipline's timer (returning clock actions);
 * ``handle_sent(name, t1)`` records T1, read just before the request went to the kernel;
+  ``handle_tx_timestamp(name, t1)`` refines it with the kernel's TX stamp when there is one;
 * ``handle_reply(name, data, rx)`` checks the reply, feeds the filter and re-runs selection;
   each fresh sample of the system peer goes to the discipline with its own measurement time and
   delay.  The discipline's delay-weighted regression is the filter there (as in chrony); the
@@ -92,6 +93,7 @@ class SyncCore:
         iburst: bool,
         rng: random.Random,
         now_ns: int,
+        xleave: bool = False,
     ) -> SourceState:
         """Mobilize an association (polling starts at its first deadline)."""
         if name in self.sources:
@@ -107,6 +109,7 @@ class SyncCore:
                 precision_log2=self.precision_log2,
                 rng=rng,
                 now_ns=now_ns,
+                xleave=xleave,
             ),
             filter=ClockFilter(precision_ns=precision_ns),
         )
@@ -146,6 +149,12 @@ class SyncCore:
         state = self.sources.get(name)
         if state is not None:
             state.association.handle_sent(t1_ns)
+
+    def handle_tx_timestamp(self, name: str, tx_ns: int) -> None:
+        """The kernel's TX stamp of ``name``'s latest request (disciplined clock)."""
+        state = self.sources.get(name)
+        if state is not None:
+            state.association.handle_tx_timestamp(tx_ns)
 
     def handle_reply(self, name: str, data: bytes, rx_ns: int) -> list[ClockAction]:
         """A datagram from source ``name`` arrived at ``rx_ns`` (disciplined clock)."""
