@@ -270,6 +270,13 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ResolverConfig:
+    """[resolver]: how source names are resolved."""
+
+    servers: tuple[Endpoint, ...] = ()  # DNS servers to ask directly; empty: getaddrinfo
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LogConfig:
     """[log]: the message log."""
 
@@ -288,6 +295,7 @@ class Config:
     control: ControlConfig = ControlConfig()
     metrics: MetricsConfig = MetricsConfig()
     log: LogConfig = LogConfig()
+    resolver: ResolverConfig = ResolverConfig()
 
 
 # --- step 1: field tables ---------------------------------------------------------------------
@@ -447,6 +455,29 @@ _METRICS: Final = (_endpoint_field("listen", METRICS_PORT, ip_only=True),)
 _LOG: Final = (_choice_field("level", "debug", "info", "warning", "error"),)
 
 
+def _endpoints_field(key: str, default_port: int) -> _Field:
+    one = _endpoint_field(key, default_port, ip_only=True, min_port=1)
+
+    def parse(value: object) -> tuple[Endpoint, ...]:
+        if not isinstance(value, list):
+            raise _Invalid()
+        endpoints: list[Endpoint] = []
+        bad: list[tuple[str, object, str]] = []
+        for i, entry in enumerate(value):
+            try:
+                endpoints.append(one.parse(entry))
+            except _Invalid as e:
+                bad.extend((f"[{i}]", v, x) for _, v, x in e.items or (("", entry, one.expected),))
+        if bad:
+            raise _Invalid(*bad)
+        return tuple(endpoints)
+
+    return _Field(key, parse, f"array of strings, each an {one.expected}")
+
+
+_RESOLVER: Final = (_endpoints_field("servers", 53),)
+
+
 def _build_source(values: dict[str, Any], raw: Mapping[str, object]) -> SourceConfig:
     # An explicit min-poll above the default max-poll (or max-poll below the default min-poll)
     # moves the other, unset bound along, as chrony does; two explicit bounds are checked later.
@@ -476,6 +507,7 @@ _SECTIONS: Final = {
     "control": _Section(_CONTROL, _plain(ControlConfig)),
     "metrics": _Section(_METRICS, _plain(MetricsConfig)),
     "log": _Section(_LOG, _plain(LogConfig)),
+    "resolver": _Section(_RESOLVER, _plain(ResolverConfig)),
 }
 
 
@@ -600,7 +632,7 @@ def parse_config(data: Mapping[str, object], path: Path) -> Config:
             ConfigError(path, key, value, expected) for key, value, expected in report
         )
 
-    singles = ("clock", "synchronization", "control", "metrics", "log")
+    singles = ("clock", "synchronization", "control", "metrics", "log", "resolver")
     return Config(
         path=path,
         sources=tuple(obj for _, _, obj in parsed["source"]),

@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import math
 import random
 import signal
-import socket
 import time
 from typing import Any, Final
 
@@ -26,6 +24,7 @@ from tsyncd.clock.base import Clock, ClockState
 from tsyncd.config import Config, ConfigErrors, SourceConfig, load_config
 from tsyncd.control.server import ControlServer
 from tsyncd.metrics import MetricsExporter
+from tsyncd.net.resolver import resolve
 from tsyncd.net.udp import SocketOptions
 from tsyncd.sdnotify import Notifier
 from tsyncd.servers.ntp import NtpServer
@@ -38,6 +37,8 @@ from tsyncd.snapshots import (
     TrackingSnapshot,
 )
 from tsyncd.sources.ntp import NtpSourceSocket
+from tsyncd.sources.pool import run_pool
+from tsyncd.sync.association import NtpAssociation
 from tsyncd.sync.core import SyncCore
 from tsyncd.sync.discipline import (
     ClockAction,
@@ -49,6 +50,7 @@ from tsyncd.sync.discipline import (
 )
 from tsyncd.sync.driftfile import read_drift, write_drift
 from tsyncd.sync.leap import kernel_leap, leap_applied, utc_day
+from tsyncd.sync.pool import PoolMembers
 from tsyncd.sync.system import SystemDecision
 from tsyncd.wire.ntp import Leap, refid_for_address, refid_to_str
 from tsyncd.wire.timestamps import ntp64_from_unix_ns, short_from_ns
@@ -56,6 +58,7 @@ from tsyncd.wire.timestamps import ntp64_from_unix_ns, short_from_ns
 log = logging.getLogger(__name__)
 
 _RESOLVE_RETRY_S: Final = 30.0
+_POOL_RESOLVE_MAX_S: Final = 60.0  # pools re-resolve at most this often (8 min-polls if less)
 _DRIFT_WRITE_INTERVAL_S: Final = 3600.0
 _NS_PER_S: Final = 1_000_000_000
 _LEAP_NAMES: Final = {0: "none", 1: "insert", 2: "delete", 3: "unsynchronized"}
@@ -239,6 +242,18 @@ class Daemon:
     async def _mobilize(self, cfg: SourceConfig) -> None:
         """Resolve a source's address (retrying) and start its association(s)."""
         host, port = cfg.address.host, cfg.address.port
+        if cfg.mode == "pool":
+            interval_s = min(max(1.0, 8 * 2.0**cfg.min_poll), _POOL_RESOLVE_MAX_S)
+            await run_pool(
+                cfg.name,
+                PoolMembers(count=cfg.count, resolve_interval_ns=round(interval_s * _NS_PER_S)),
+                resolve=lambda: self._resolve(host, port),
+                add=lambda ip: self._add_association(cfg, ip, _join_host_port(ip, port)),
+                remove=lambda ip: self._remove_association(_join_host_port(ip, port)),
+                status=lambda ip: self._association_status(_join_host_port(ip, port)),
+                now_ns=self.clock.now_ns,
+            )
+            return
         while True:
             try:
                 ips = await self._resolve(host, port)
@@ -247,47 +262,49 @@ class Daemon:
                 await asyncio.sleep(_RESOLVE_RETRY_S)
                 continue
             break
-        wanted = ips[: cfg.count] if cfg.mode == "pool" else ips[:1]
-        for ip in wanted:
-            name = cfg.name if cfg.mode == "server" else _join_host_port(ip, port)
-            if name in self.sockets:
-                continue
-            sock = NtpSourceSocket(
-                name=name, mode=cfg.mode, ip=ip, port=port, options=SocketOptions(dscp=cfg.dscp)
-            )
-            sock.open(self._on_reply, self._on_tx_timestamp)
-            self.sockets[name] = sock
-            self.core.add_source(
-                name,
-                reference_id=refid_for_address(sock.ip),
-                min_poll=cfg.min_poll,
-                max_poll=cfg.max_poll,
-                iburst=cfg.iburst,
-                rng=self._rng,
-                now_ns=self.clock.now_ns(),
-                xleave=cfg.xleave,
-            )
-            log.info("polling %s (%s)", name, sock.address)
+        self._add_association(cfg, ips[0], cfg.name)
+
+    def _add_association(self, cfg: SourceConfig, ip: str, name: str) -> None:
+        """Open a socket to ``ip`` and mobilize an association named ``name``."""
+        if name in self.sockets:
+            return
+        port = cfg.address.port
+        sock = NtpSourceSocket(
+            name=name, mode=cfg.mode, ip=ip, port=port, options=SocketOptions(dscp=cfg.dscp)
+        )
+        sock.open(self._on_reply, self._on_tx_timestamp)
+        self.sockets[name] = sock
+        self.core.add_source(
+            name,
+            reference_id=refid_for_address(sock.ip),
+            min_poll=cfg.min_poll,
+            max_poll=cfg.max_poll,
+            iburst=cfg.iburst,
+            rng=self._rng,
+            now_ns=self.clock.now_ns(),
+            xleave=cfg.xleave,
+        )
+        log.info("polling %s (%s)", name, sock.address)
         self._wake.set()
 
-    @staticmethod
-    async def _resolve(host: str, port: int) -> list[str]:
-        """IP literals need no resolver thread; names go through getaddrinfo."""
-        try:
-            return [str(ipaddress.ip_address(host))]
-        except ValueError:
-            pass
-        infos = await asyncio.get_running_loop().getaddrinfo(
-            host, port, type=socket.SOCK_DGRAM, proto=socket.IPPROTO_UDP
-        )
-        ips: list[str] = []
-        for info in infos:
-            ip = str(info[4][0])
-            if ip not in ips:
-                ips.append(ip)
-        if not ips:
-            raise OSError(f"no addresses for {host}")
-        return ips
+    def _remove_association(self, name: str) -> None:
+        """Demobilize ``name`` and close its socket."""
+        sock = self.sockets.pop(name, None)
+        if sock is not None:
+            sock.close()
+        if name in self.core.sources:
+            self.core.remove_source(name, self.clock.now_ns())
+        self._after_update()
+
+    def _association_status(self, name: str) -> tuple[NtpAssociation, str] | None:
+        state = self.core.sources.get(name)
+        if state is None:
+            return None
+        return state.association, self.core.decision.states.get(name, "init")
+
+    async def _resolve(self, host: str, port: int) -> list[str]:
+        """IP literals as they are; names through the configured DNS servers or getaddrinfo."""
+        return await resolve(host, port, self.config.resolver.servers)
 
     def _on_tx_timestamp(self, name: str, kernel_tx_ns: int) -> None:
         self.core.handle_tx_timestamp(name, self.clock.from_kernel_ns(kernel_tx_ns))

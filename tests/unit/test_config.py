@@ -299,7 +299,7 @@ def test_config_error_fields() -> None:
         (
             {"sources": []},
             "sources = []: expected key to be one of: clock, synchronization, source, server, "
-            "control, metrics, log",
+            "control, metrics, log, resolver",
         ),
         (
             {"source": [{"mode": "server", "address": "a", "min poll": 3}]},
@@ -430,3 +430,23 @@ def test_long_values_are_cut() -> None:
     assert text.startswith('/etc/tsyncd.toml: log = { level = "xxx')
     assert text.endswith("...: expected table")
     assert len(text) < 160
+
+
+def test_resolver_servers_and_source_options() -> None:
+    config = parse_config(
+        {
+            "resolver": {"servers": ["127.0.0.1:5353", "::1"]},
+            "source": [{"mode": "server", "address": "a.example", "xleave": True, "dscp": 46}],
+            "server": [{"listen": "[::1]:123", "dscp": 46, "ipv6-only": True}],
+        },
+        P,
+    )
+    assert config.resolver.servers == (Endpoint("127.0.0.1", 5353), Endpoint("::1", 53))
+    assert config.sources[0].xleave is True and config.sources[0].dscp == 46
+    assert config.servers[0].ipv6_only is True and config.servers[0].dscp == 46
+
+
+def test_resolver_server_must_be_an_ip() -> None:
+    with pytest.raises(ConfigErrors) as e:
+        parse_config({"resolver": {"servers": ["127.0.0.1", "dns.example"]}, "source": []}, P)
+    assert str(e.value).startswith(f'{P}: resolver.servers[1] = "dns.example": expected IPv4')
