@@ -204,7 +204,7 @@ def parse_endpoint(text: str, default_port: int) -> Endpoint:
 
 ClockMode = Literal["system", "measure"]
 LogLevel = Literal["debug", "info", "warning", "error"]
-SourceMode = Literal["server", "pool"]
+SourceMode = Literal["server", "pool", "peer"]
 Network = IPv4Network | IPv6Network
 
 
@@ -240,6 +240,7 @@ class SourceConfig:
     name: str  # the address text as written; unique; how control refers to the source
     xleave: bool = False  # ask for interleaved mode (RFC 9769); falls back to basic
     dscp: int = 0  # DSCP code point of our requests (0..63; 46 = EF)
+    local_port: int = NTP_PORT  # peer only: our UDP port, where the peer sends its packets
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -251,6 +252,7 @@ class ServerConfig:
     deny: tuple[Network, ...] = ()
     dscp: int = 0  # DSCP code point of our responses (0..63)
     ipv6_only: bool | None = None  # IPV6_V6ONLY; None: only "::" is dual-stack
+    symmetric_passive: bool = False  # answer symmetric active peers in mode 2
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -430,7 +432,7 @@ _SYNCHRONIZATION: Final = (
     _seconds_field("panic-threshold", 0.0, 1e9),
 )
 _SOURCE: Final = (
-    _choice_field("mode", "server", "pool", required=True),
+    _choice_field("mode", "server", "pool", "peer", required=True),
     _endpoint_field("address", NTP_PORT, ip_only=False, min_port=1, required=True),
     _simple_field("iburst", "true or false", lambda v: isinstance(v, bool)),
     _int_field("min-poll", POLL_MIN, POLL_MAX, "log2 seconds"),
@@ -438,6 +440,7 @@ _SOURCE: Final = (
     _int_field("count", 1, 16, "addresses to use from the pool"),
     _simple_field("xleave", "true or false", lambda v: isinstance(v, bool)),
     _int_field("dscp", 0, 63, "DSCP code point"),
+    _int_field("local-port", 1, 65535, "UDP port"),
 )
 _SERVER: Final = (
     _endpoint_field("listen", NTP_PORT, ip_only=True),
@@ -445,6 +448,7 @@ _SERVER: Final = (
     _networks_field("deny"),
     _int_field("dscp", 0, 63, "DSCP code point"),
     _simple_field("ipv6-only", "true or false", lambda v: isinstance(v, bool)),
+    _simple_field("symmetric-passive", "true or false", lambda v: isinstance(v, bool)),
 )
 _CONTROL: Final = (
     _string_field("socket", Path),
@@ -571,8 +575,12 @@ def _check_sources(parsed: _Parsed, report: _Report) -> None:
                 source.max_poll,
                 f"integer {source.min_poll}..{POLL_MAX} (log2 seconds, at least min-poll)",
             )
-        if "count" in raw and source.mode == "server":
+        if "count" in raw and source.mode != "pool":
             report.add(f"{where}.count", source.count, 'no count unless mode = "pool"')
+        if "local-port" in raw and source.mode != "peer":
+            report.add(
+                f"{where}.local-port", source.local_port, 'no local-port unless mode = "peer"'
+            )
         identity = _endpoint_identity(source.address)
         if identity in first_use:
             report.add(

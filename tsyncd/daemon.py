@@ -51,6 +51,7 @@ from tsyncd.sync.discipline import (
 from tsyncd.sync.driftfile import read_drift, write_drift
 from tsyncd.sync.leap import kernel_leap, leap_applied, utc_day
 from tsyncd.sync.pool import PoolMembers
+from tsyncd.sync.symmetric import SymmetricAssociation
 from tsyncd.sync.system import SystemDecision
 from tsyncd.wire.ntp import Leap, refid_for_address, refid_to_str
 from tsyncd.wire.timestamps import ntp64_from_unix_ns, short_from_ns
@@ -122,6 +123,7 @@ class Daemon:
         self._drift_written_ns = now
         self._leap_armed = 0  # leap passed to the kernel: 0 none, 1 insert, 2 delete
         self._leap_day = utc_day(now)
+        self._template = ResponseTemplate()
 
     @property
     def decision(self) -> SystemDecision:
@@ -143,6 +145,7 @@ class Daemon:
                 responder=responder,
                 options=SocketOptions(dscp=server_cfg.dscp, ipv6_only=server_cfg.ipv6_only),
             )
+            server.symmetric_passive = server_cfg.symmetric_passive
             self.servers.append(server)
             log.info("serving NTP on %s", server.listen)
         for source_cfg in self.config.sources:
@@ -270,7 +273,12 @@ class Daemon:
             return
         port = cfg.address.port
         sock = NtpSourceSocket(
-            name=name, mode=cfg.mode, ip=ip, port=port, options=SocketOptions(dscp=cfg.dscp)
+            name=name,
+            mode=cfg.mode,
+            ip=ip,
+            port=port,
+            options=SocketOptions(dscp=cfg.dscp),
+            local_port=cfg.local_port if cfg.mode == "peer" else 0,
         )
         sock.open(self._on_reply, self._on_tx_timestamp)
         self.sockets[name] = sock
@@ -283,9 +291,25 @@ class Daemon:
             rng=self._rng,
             now_ns=self.clock.now_ns(),
             xleave=cfg.xleave,
+            symmetric=cfg.mode == "peer",
         )
+        self._announce()
         log.info("polling %s (%s)", name, sock.address)
         self._wake.set()
+
+    def _announce(self) -> None:
+        """Symmetric peers send our system variables, as our servers do."""
+        t = self._template
+        for state in self.core.sources.values():
+            if isinstance(state.association, SymmetricAssociation):
+                state.association.set_announced(
+                    leap=t.leap,
+                    stratum=t.stratum or 16,
+                    root_delay=t.root_delay,
+                    root_dispersion=t.root_dispersion,
+                    reference_id=t.reference_id,
+                    reference_ts=t.reference_ts,
+                )
 
     def _remove_association(self, name: str) -> None:
         """Demobilize ``name`` and close its socket."""
@@ -384,6 +408,8 @@ class Daemon:
         )
         for server in self.servers:
             server.responder.template = template
+        self._template = template
+        self._announce()
         status = self._status_line()
         if status != self._last_status:
             self._last_status = status

@@ -6,6 +6,7 @@ import logging
 
 from tsyncd.clock.base import Clock
 from tsyncd.net.udp import Address, SocketOptions, TimestampedUdp, normalize_ip
+from tsyncd.servers.passive import is_symmetric_active, passive_reply
 from tsyncd.servers.responder import AccessList, NtpResponder
 
 log = logging.getLogger(__name__)
@@ -18,6 +19,8 @@ class NtpServer:
         self.responder = responder
         self._clock = clock
         self._udp: TimestampedUdp | None = None
+        self.passive_answered = 0  # symmetric active packets answered in mode 2
+        self.symmetric_passive = False  # off: the responder drops mode 1 like other modes
 
     @classmethod
     def create(
@@ -48,6 +51,14 @@ class NtpServer:
         assert self._udp is not None
         client = normalize_ip(str(address[0]))
         clock = self._clock
+        if self.symmetric_passive and is_symmetric_active(data):  # answer a peer in mode 2
+            if self.responder.access.permits(client):
+                reply = passive_reply(
+                    data, self.responder.template, clock.from_kernel_ns(rx_ns), clock.now_ns()
+                )
+                if reply is not None and self._udp.sendto(reply, address):
+                    self.passive_answered += 1
+            return
         reason, response = self.responder.handle_request(
             data, client, clock.from_kernel_ns(rx_ns), clock.now_ns()
         )

@@ -32,9 +32,11 @@ class NtpSourceSocket:
         ip: str,
         port: int,
         options: SocketOptions | None = None,
+        local_port: int = 0,
     ) -> None:
         self.name = name
         self.options = options
+        self.local_port = local_port  # symmetric peers: the port the peer sends to
         self._last_key = -1  # TX stamp key of our latest request
         self.mode = mode
         self.ip = str(normalize_ip(ip))
@@ -67,11 +69,16 @@ class NtpSourceSocket:
         wildcard = "::" if ":" in self.ip else "0.0.0.0"
         self._udp = TimestampedUdp.bind(
             wildcard,
-            0,
+            self.local_port,
             on_datagram,
             on_tx_timestamp=on_tx_stamp if on_tx is not None else None,
             options=self.options,
+            reuse_port=self.local_port != 0,
         )
+        if self.local_port:
+            # A connected socket gets this peer's datagrams even where a server socket with
+            # SO_REUSEPORT shares the port (the kernel prefers the connected match).
+            self._udp.sock.connect((self.ip, self.port))
 
     def send(self, data: bytes) -> bool:
         """Send one request now; False if the kernel refused it."""

@@ -258,26 +258,11 @@ class NtpAssociation:
         if code is not None:
             self._handle_kod(code, packet)
             return None
-        # Test 3, invalid: the server's timestamps must be set.
-        if packet.receive_ts == 0 or packet.transmit_ts == 0:
-            self._drop("invalid")
-            return None
-        # Test 6, unsynchronized: a server that does not know the time cannot teach it.
-        stratum = packet.stratum if packet.stratum != 0 else 16
-        if packet.leap == Leap.UNSYNCHRONIZED or stratum >= 16:
-            self._drop("unsynchronized")
-            return None
-        # Test 7, bad header: distance too large, or a reference time in the future.  "Now" at
-        # the server is its Transmit in a basic reply, but its Receive in an interleaved one
-        # (whose Transmit is the send time of an older reply, RFC 9769).
-        root_delay_ns = ns_from_short(packet.root_delay)
-        root_disp_ns = ns_from_short(packet.root_dispersion)
         server_now = packet.receive_ts if interleaved else packet.transmit_ts
-        if root_delay_ns // 2 + root_disp_ns >= MAXDISP_NS or (
-            packet.reference_ts != 0 and ntp64_diff_ns(packet.reference_ts, server_now) > 0
-        ):
-            self._drop("bad_header")
+        checked = self._check_header(packet, server_now)
+        if checked is None:
             return None
+        stratum, root_delay_ns, root_disp_ns = checked
         # This exchange is what the next interleaved reply will measure.
         previous, self._previous = (
             self._previous,
@@ -293,6 +278,29 @@ class NtpAssociation:
         else:
             times = (pending.t1_ns, packet.receive_ts, packet.transmit_ts, rx_ns)
         return self._sample(packet, times, rx_ns, stratum, root_delay_ns, root_disp_ns)
+
+    def _check_header(self, packet: NtpPacket, server_now: int) -> tuple[int, int, int] | None:
+        """Tests 3, 6 and 7 (counted drops); (stratum, root delay ns, root dispersion ns)."""
+        # Test 3, invalid: the server's timestamps must be set.
+        if packet.receive_ts == 0 or packet.transmit_ts == 0:
+            self._drop("invalid")
+            return None
+        # Test 6, unsynchronized: a server that does not know the time cannot teach it.
+        stratum = packet.stratum if packet.stratum != 0 else 16
+        if packet.leap == Leap.UNSYNCHRONIZED or stratum >= 16:
+            self._drop("unsynchronized")
+            return None
+        # Test 7, bad header: distance too large, or a reference time in the future.  "Now" at
+        # the server is its Transmit in a basic reply, but its Receive in an interleaved one
+        # (whose Transmit is the send time of an older reply, RFC 9769).
+        root_delay_ns = ns_from_short(packet.root_delay)
+        root_disp_ns = ns_from_short(packet.root_dispersion)
+        if root_delay_ns // 2 + root_disp_ns >= MAXDISP_NS or (
+            packet.reference_ts != 0 and ntp64_diff_ns(packet.reference_ts, server_now) > 0
+        ):
+            self._drop("bad_header")
+            return None
+        return stratum, root_delay_ns, root_disp_ns
 
     def _sample(
         self,

@@ -31,6 +31,7 @@ from tsyncd.sync.association import AssociationState, NtpAssociation
 from tsyncd.sync.discipline import ClockAction, Discipline, Step
 from tsyncd.sync.filter import ClockFilter
 from tsyncd.sync.sample import Sample
+from tsyncd.sync.symmetric import SymmetricAssociation
 from tsyncd.sync.system import Candidate, SystemDecision, SystemProcess
 
 _NS_PER_S: Final = 1_000_000_000
@@ -94,6 +95,7 @@ class SyncCore:
         rng: random.Random,
         now_ns: int,
         xleave: bool = False,
+        symmetric: bool = False,
     ) -> SourceState:
         """Mobilize an association (polling starts at its first deadline)."""
         if name in self.sources:
@@ -102,7 +104,7 @@ class SyncCore:
         state = SourceState(
             name=name,
             reference_id=reference_id,
-            association=NtpAssociation(
+            association=(SymmetricAssociation if symmetric else NtpAssociation)(
                 min_poll=min_poll,
                 max_poll=max_poll,
                 iburst=iburst,
