@@ -52,12 +52,11 @@ class NtpServer:
         client = normalize_ip(str(address[0]))
         clock = self._clock
         if self.symmetric_passive and is_symmetric_active(data):  # answer a peer in mode 2
-            if self.responder.access.permits(client):
-                reply = passive_reply(
-                    data, self.responder.template, clock.from_kernel_ns(rx_ns), clock.now_ns()
-                )
-                if reply is not None and self._udp.sendto(reply, address):
-                    self.passive_answered += 1
+            _, reply = passive_reply(
+                data, self.responder, client, clock.from_kernel_ns(rx_ns), clock.now_ns()
+            )
+            if reply is not None and self._udp.sendto(reply, address):
+                self.passive_answered += 1
             return
         reason, response = self.responder.handle_request(
             data, client, clock.from_kernel_ns(rx_ns), clock.now_ns()

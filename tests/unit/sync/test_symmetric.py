@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 import random
 
 from tsyncd.servers.passive import is_symmetric_active, passive_reply
-from tsyncd.servers.responder import ResponseTemplate
+from tsyncd.servers.responder import AccessList, NtpResponder, ResponseTemplate
 from tsyncd.sync.symmetric import SymmetricAssociation
 from tsyncd.wire.ntp import Leap, Mode, NtpPacket, decode_ntp, encode_ntp
 from tsyncd.wire.timestamps import ntp64_from_unix_ns
@@ -80,15 +81,16 @@ def test_passive_reply_answers_symmetric_active_only() -> None:
     a = peer(1, 3)
     active = a.handle_timer(T0)
     assert active is not None and is_symmetric_active(active)
-    template = ResponseTemplate(leap=Leap.NONE, stratum=8, precision=-20)
-    reply = passive_reply(active, template, T0 + ONE_WAY, T0 + ONE_WAY + 1000)
-    assert reply is not None and len(reply) <= len(active)
+    responder = NtpResponder(AccessList((), ()))
+    responder.template = ResponseTemplate(leap=Leap.NONE, stratum=8, precision=-20)
+    peer_ip = ipaddress.ip_address("127.0.0.1")
+    reason, reply = passive_reply(active, responder, peer_ip, T0 + ONE_WAY, T0 + ONE_WAY + 1000)
+    assert reason == "answered" and reply is not None and len(reply) <= len(active)
     answer = decode_ntp(reply)
     assert answer.mode == Mode.SYMMETRIC_PASSIVE and answer.stratum == 8
     assert answer.origin_ts == decode_ntp(active).transmit_ts
     sample = a.handle_reply(reply, T0 + 2 * ONE_WAY + 1000)
     assert sample is not None and abs(sample.offset_ns) <= 2
-    client = encode_ntp(NtpPacket(mode=Mode.CLIENT, transmit_ts=1))
-    assert not is_symmetric_active(client)
-    assert passive_reply(client, template, T0, T0) is None
-    assert passive_reply(b"\x09" + bytes(47), template, T0, T0) is None  # VN 1 mode 1, xmt 0
+    assert not is_symmetric_active(encode_ntp(NtpPacket(mode=Mode.CLIENT, transmit_ts=1)))
+    denied = NtpResponder(AccessList((), (ipaddress.ip_network("127.0.0.0/8"),)))
+    assert passive_reply(active, denied, peer_ip, T0, T0) == ("denied", None)
