@@ -204,7 +204,7 @@ def parse_endpoint(text: str, default_port: int) -> Endpoint:
 
 ClockMode = Literal["system", "measure"]
 LogLevel = Literal["debug", "info", "warning", "error"]
-SourceMode = Literal["server", "pool", "peer"]
+SourceMode = Literal["server", "pool", "peer", "broadcast"]
 Network = IPv4Network | IPv6Network
 
 
@@ -241,6 +241,7 @@ class SourceConfig:
     xleave: bool = False  # ask for interleaved mode (RFC 9769); falls back to basic
     dscp: int = 0  # DSCP code point of our requests (0..63; 46 = EF)
     local_port: int = NTP_PORT  # peer only: our UDP port, where the peer sends its packets
+    broadcast_delay: float = 0.004  # broadcast only: assumed round trip to the server, s
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -272,6 +273,15 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class BroadcastConfig:
+    """One [[broadcast]]: send our time to a broadcast address (RFC 8633: trusted LANs only)."""
+
+    address: Endpoint  # IPv4 broadcast address, port 123 by default
+    interval: float = 64.0  # s between packets
+    dscp: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ResolverConfig:
     """[resolver]: how source names are resolved."""
 
@@ -298,6 +308,7 @@ class Config:
     metrics: MetricsConfig = MetricsConfig()
     log: LogConfig = LogConfig()
     resolver: ResolverConfig = ResolverConfig()
+    broadcasts: tuple[BroadcastConfig, ...] = ()
 
 
 # --- step 1: field tables ---------------------------------------------------------------------
@@ -432,7 +443,7 @@ _SYNCHRONIZATION: Final = (
     _seconds_field("panic-threshold", 0.0, 1e9),
 )
 _SOURCE: Final = (
-    _choice_field("mode", "server", "pool", "peer", required=True),
+    _choice_field("mode", "server", "pool", "peer", "broadcast", required=True),
     _endpoint_field("address", NTP_PORT, ip_only=False, min_port=1, required=True),
     _simple_field("iburst", "true or false", lambda v: isinstance(v, bool)),
     _int_field("min-poll", POLL_MIN, POLL_MAX, "log2 seconds"),
@@ -441,6 +452,7 @@ _SOURCE: Final = (
     _simple_field("xleave", "true or false", lambda v: isinstance(v, bool)),
     _int_field("dscp", 0, 63, "DSCP code point"),
     _int_field("local-port", 1, 65535, "UDP port"),
+    _seconds_field("broadcast-delay", 0.0, 1.0),
 )
 _SERVER: Final = (
     _endpoint_field("listen", NTP_PORT, ip_only=True),
@@ -480,6 +492,11 @@ def _endpoints_field(key: str, default_port: int) -> _Field:
 
 
 _RESOLVER: Final = (_endpoints_field("servers", 53),)
+_BROADCAST: Final = (
+    _endpoint_field("address", NTP_PORT, ip_only=True, min_port=1, required=True),
+    _seconds_field("interval", 1 / 128, 86400.0),
+    _int_field("dscp", 0, 63, "DSCP code point"),
+)
 
 
 def _build_source(values: dict[str, Any], raw: Mapping[str, object]) -> SourceConfig:
@@ -512,6 +529,7 @@ _SECTIONS: Final = {
     "metrics": _Section(_METRICS, _plain(MetricsConfig)),
     "log": _Section(_LOG, _plain(LogConfig)),
     "resolver": _Section(_RESOLVER, _plain(ResolverConfig)),
+    "broadcast": _Section(_BROADCAST, _plain(BroadcastConfig), array=True),
 }
 
 
@@ -577,6 +595,14 @@ def _check_sources(parsed: _Parsed, report: _Report) -> None:
             )
         if "count" in raw and source.mode != "pool":
             report.add(f"{where}.count", source.count, 'no count unless mode = "pool"')
+        if "broadcast-delay" in raw and source.mode != "broadcast":
+            report.add(
+                f"{where}.broadcast-delay",
+                source.broadcast_delay,
+                'no broadcast-delay unless mode = "broadcast"',
+            )
+        if source.mode == "broadcast" and not _is_ipv4(source.address.host):
+            report.add(f"{where}.address", source.name, "the broadcast server's IPv4 address")
         if "local-port" in raw and source.mode != "peer":
             report.add(
                 f"{where}.local-port", source.local_port, 'no local-port unless mode = "peer"'
@@ -590,6 +616,13 @@ def _check_sources(parsed: _Parsed, report: _Report) -> None:
             )
         else:
             first_use[identity] = f"{where}.address"
+
+
+def _is_ipv4(host: str) -> bool:
+    try:
+        return ip_address(host).version == 4
+    except ValueError:
+        return False
 
 
 def _check_servers(parsed: _Parsed, report: _Report) -> None:
@@ -645,6 +678,7 @@ def parse_config(data: Mapping[str, object], path: Path) -> Config:
         path=path,
         sources=tuple(obj for _, _, obj in parsed["source"]),
         servers=tuple(obj for _, _, obj in parsed["server"]),
+        broadcasts=tuple(obj for _, _, obj in parsed["broadcast"]),
         **{name: parsed[name][0][2] for name in singles if parsed[name]},
     )
 

@@ -27,6 +27,7 @@ from tsyncd.metrics import MetricsExporter
 from tsyncd.net.resolver import resolve
 from tsyncd.net.udp import SocketOptions
 from tsyncd.sdnotify import Notifier
+from tsyncd.servers.broadcast import BroadcastSender
 from tsyncd.servers.ntp import NtpServer
 from tsyncd.servers.responder import AccessList, NtpResponder, ResponseTemplate
 from tsyncd.snapshots import (
@@ -150,6 +151,16 @@ class Daemon:
             log.info("serving NTP on %s", server.listen)
         for source_cfg in self.config.sources:
             self._tasks.append(loop.create_task(self._mobilize(source_cfg)))
+        for bcast in self.config.broadcasts:
+            sender = BroadcastSender(
+                bcast.address.host,
+                bcast.address.port,
+                bcast.interval,
+                self.clock,
+                lambda: self._template,
+                dscp=bcast.dscp,
+            )
+            self._tasks.append(loop.create_task(sender.run()))
         self.control = ControlServer(
             self.config.control.socket,
             read_methods={
@@ -272,13 +283,15 @@ class Daemon:
         if name in self.sockets:
             return
         port = cfg.address.port
+        broadcast = cfg.mode == "broadcast"
         sock = NtpSourceSocket(
             name=name,
             mode=cfg.mode,
             ip=ip,
             port=port,
-            options=SocketOptions(dscp=cfg.dscp),
-            local_port=cfg.local_port if cfg.mode == "peer" else 0,
+            options=SocketOptions(dscp=cfg.dscp, reuse_addr=broadcast),
+            local_port={"peer": cfg.local_port, "broadcast": port}.get(cfg.mode, 0),
+            connect=not broadcast,
         )
         sock.open(self._on_reply, self._on_tx_timestamp)
         self.sockets[name] = sock
@@ -292,6 +305,7 @@ class Daemon:
             now_ns=self.clock.now_ns(),
             xleave=cfg.xleave,
             symmetric=cfg.mode == "peer",
+            broadcast_delay_ns=round(cfg.broadcast_delay * _NS_PER_S) if broadcast else None,
         )
         self._announce()
         log.info("polling %s (%s)", name, sock.address)

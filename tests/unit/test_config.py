@@ -70,7 +70,12 @@ def test_example_config_with_every_setting_uncommented_loads() -> None:
     text = re.sub(r"(?m)^#(?=\S)", "", (ETC / "tsyncd.toml").read_text(encoding="utf-8"))
     config = parse_config(tomllib.loads(text), P)
     assert config.synchronization.local_stratum == 10
-    assert [s.name for s in config.sources] == ["pool.ntp.org", "ntp.example.org:123", "192.0.2.7"]
+    assert [s.name for s in config.sources] == [
+        "pool.ntp.org",
+        "ntp.example.org:123",
+        "192.0.2.7",
+        "192.0.2.1:123",
+    ]
     assert config.servers[0].allow == (
         IPv4Network("192.0.2.0/24"),
         IPv6Network("2001:db8::/32"),
@@ -252,7 +257,8 @@ def test_out_of_range_message() -> None:
     data = {"source": [{"mode": "pool", "address": "pool.ntp.org"}, {"min-poll": 99}]}
     assert errors_of(data) == [
         "/etc/tsyncd.toml: source[1].min-poll = 99: expected integer -7..24 (log2 seconds)",
-        '/etc/tsyncd.toml: source[1].mode is missing: expected one of: "server", "pool", "peer"',
+        "/etc/tsyncd.toml: source[1].mode is missing: expected one of: "
+        '"server", "pool", "peer", "broadcast"',
         "/etc/tsyncd.toml: source[1].address is missing: expected host[:port], IPv6 or "
         "[IPv6][:port] (port 1..65535, default 123)",
     ]
@@ -262,7 +268,7 @@ def test_config_error_fields() -> None:
     with pytest.raises(ConfigErrors) as info:
         parse_config({"source": [{"address": "a"}]}, P)
     assert info.value.errors == (
-        ConfigError(P, "source[0].mode", MISSING, 'one of: "server", "pool", "peer"'),
+        ConfigError(P, "source[0].mode", MISSING, 'one of: "server", "pool", "peer", "broadcast"'),
     )
 
 
@@ -299,12 +305,12 @@ def test_config_error_fields() -> None:
         (
             {"sources": []},
             "sources = []: expected key to be one of: clock, synchronization, source, server, "
-            "control, metrics, log, resolver",
+            "control, metrics, log, resolver, broadcast",
         ),
         (
             {"source": [{"mode": "server", "address": "a", "min poll": 3}]},
             'source[0]."min poll" = 3: expected key to be one of: mode, address, iburst, '
-            "min-poll, max-poll, count, xleave, dscp, local-port",
+            "min-poll, max-poll, count, xleave, dscp, local-port, broadcast-delay",
         ),
         ({"control": {"socket": ""}}, 'control.socket = "": expected non-empty string'),
         ({"control": {"group": 0}}, "control.group = 0: expected non-empty string"),

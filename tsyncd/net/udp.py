@@ -283,9 +283,15 @@ class SocketOptions:
 
     dscp: int = 0  # 0..63; 46 (EF) is the usual choice for time traffic
     ipv6_only: bool | None = None  # None: the default for the bound address
+    reuse_addr: bool = False  # SO_REUSEADDR: share a port that receives broadcasts
+    broadcast: bool = False  # SO_BROADCAST: may send to a broadcast address
 
     def apply(self, sock: socket.socket, family: socket.AddressFamily) -> None:
         """Set the options on an unbound socket of ``family``."""
+        if self.reuse_addr:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if self.broadcast:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
         if family == socket.AF_INET6:
             if self.ipv6_only is not None:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(self.ipv6_only))

@@ -33,10 +33,12 @@ class NtpSourceSocket:
         port: int,
         options: SocketOptions | None = None,
         local_port: int = 0,
+        connect: bool = True,
     ) -> None:
         self.name = name
         self.options = options
-        self.local_port = local_port  # symmetric peers: the port the peer sends to
+        self.local_port = local_port  # peers, broadcast clients: the port packets come to
+        self.connect = connect  # peers: connected; broadcast clients accept any source port
         self._last_key = -1  # TX stamp key of our latest request
         self.mode = mode
         self.ip = str(normalize_ip(ip))
@@ -57,7 +59,9 @@ class NtpSourceSocket:
         """
 
         def on_datagram(data: bytes, address: Address, rx_ns: int) -> None:
-            if str(normalize_ip(str(address[0]))) != self.ip or address[1] != self.port:
+            if str(normalize_ip(str(address[0]))) != self.ip or (
+                self.connect and address[1] != self.port
+            ):
                 self.wrong_address += 1
                 return
             on_reply(self.name, data, rx_ns)
@@ -73,9 +77,9 @@ class NtpSourceSocket:
             on_datagram,
             on_tx_timestamp=on_tx_stamp if on_tx is not None else None,
             options=self.options,
-            reuse_port=self.local_port != 0,
+            reuse_port=self.local_port != 0 and self.connect,
         )
-        if self.local_port:
+        if self.local_port and self.connect:
             # A connected socket gets this peer's datagrams even where a server socket with
             # SO_REUSEPORT shares the port (the kernel prefers the connected match).
             self._udp.sock.connect((self.ip, self.port))

@@ -279,10 +279,15 @@ class NtpAssociation:
             times = (pending.t1_ns, packet.receive_ts, packet.transmit_ts, rx_ns)
         return self._sample(packet, times, rx_ns, stratum, root_delay_ns, root_disp_ns)
 
-    def _check_header(self, packet: NtpPacket, server_now: int) -> tuple[int, int, int] | None:
-        """Tests 3, 6 and 7 (counted drops); (stratum, root delay ns, root dispersion ns)."""
+    def _check_header(
+        self, packet: NtpPacket, server_now: int, *, answers: bool = True
+    ) -> tuple[int, int, int] | None:
+        """Tests 3, 6 and 7 (counted drops); (stratum, root delay ns, root dispersion ns).
+
+        ``answers``: the packet answers one of ours, so its Receive field must be set too.
+        """
         # Test 3, invalid: the server's timestamps must be set.
-        if packet.receive_ts == 0 or packet.transmit_ts == 0:
+        if (answers and packet.receive_ts == 0) or packet.transmit_ts == 0:
             self._drop("invalid")
             return None
         # Test 6, unsynchronized: a server that does not know the time cannot teach it.

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from tsyncd.sync.association import AssociationState, NtpAssociation
+from tsyncd.sync.broadcast import BroadcastAssociation
 from tsyncd.sync.discipline import ClockAction, Discipline, Step
 from tsyncd.sync.filter import ClockFilter
 from tsyncd.sync.sample import Sample
@@ -96,6 +97,7 @@ class SyncCore:
         now_ns: int,
         xleave: bool = False,
         symmetric: bool = False,
+        broadcast_delay_ns: int | None = None,
     ) -> SourceState:
         """Mobilize an association (polling starts at its first deadline)."""
         if name in self.sources:
@@ -104,7 +106,7 @@ class SyncCore:
         state = SourceState(
             name=name,
             reference_id=reference_id,
-            association=(SymmetricAssociation if symmetric else NtpAssociation)(
+            association=_association_class(symmetric, broadcast_delay_ns)(
                 min_poll=min_poll,
                 max_poll=max_poll,
                 iburst=iburst,
@@ -115,6 +117,8 @@ class SyncCore:
             ),
             filter=ClockFilter(precision_ns=precision_ns),
         )
+        if isinstance(state.association, BroadcastAssociation) and broadcast_delay_ns is not None:
+            state.association.broadcast_delay_ns = broadcast_delay_ns
         self.sources[name] = state
         return state
 
@@ -248,3 +252,10 @@ class SyncCore:
             deadlines.append(self.discipline.next_deadline_ns())
         pending = [d for d in deadlines if d is not None]
         return min(pending) if pending else None
+
+
+def _association_class(symmetric: bool, broadcast_delay_ns: int | None) -> type[NtpAssociation]:
+    """Client, symmetric active (``symmetric``) or broadcast client (a broadcast delay)."""
+    if broadcast_delay_ns is not None:
+        return BroadcastAssociation
+    return SymmetricAssociation if symmetric else NtpAssociation
