@@ -225,16 +225,23 @@ class NtpAssociation:
         self.stats.packets_dropped += 1
         self.stats.drops_by_reason[reason] = self.stats.drops_by_reason.get(reason, 0) + 1
 
-    def handle_reply(self, data: bytes, rx_ns: int) -> Sample | None:
-        """Check a datagram from the server; return a sample if it is a good reply."""
+    def _decode(self, data: bytes, modes: tuple[Mode, ...], reason: str) -> NtpPacket | None:
+        """The packet if it decodes and has one of ``modes``; else None, counted as dropped."""
         try:
             packet = decode_ntp(data)
         except WireError as exc:
             self._drop(exc.reason)
             return None
+        if packet.mode not in modes:
+            self._drop(reason)
+            return None
+        return packet
+
+    def handle_reply(self, data: bytes, rx_ns: int) -> Sample | None:
+        """Check a datagram from the server; return a sample if it is a good reply."""
         # Mode: only server replies answer client requests.
-        if packet.mode != Mode.SERVER:
-            self._drop("not_server_mode")
+        packet = self._decode(data, (Mode.SERVER,), "not_server_mode")
+        if packet is None:
             return None
         # Test 1, duplicate: the same server timestamps again are a replay (RFC 9769: both the
         # Receive and the Transmit field, as an interleaved reply's Transmit is an old time).

@@ -19,8 +19,7 @@ from __future__ import annotations
 
 from tsyncd.sync.association import AssociationState, NtpAssociation, poll_interval_ns
 from tsyncd.sync.sample import PHI_PPM, Sample
-from tsyncd.wire.errors import WireError
-from tsyncd.wire.ntp import Mode, decode_ntp
+from tsyncd.wire.ntp import Mode
 from tsyncd.wire.timestamps import ntp64_diff_ns, ntp64_from_unix_ns
 
 
@@ -45,13 +44,8 @@ class BroadcastAssociation(NtpAssociation):
 
     def handle_reply(self, data: bytes, rx_ns: int) -> Sample | None:
         """A broadcast packet from the server arrived at ``rx_ns``: a sample if it is good."""
-        try:
-            packet = decode_ntp(data)
-        except WireError as exc:
-            self._drop(exc.reason)
-            return None
-        if packet.mode != Mode.BROADCAST:
-            self._drop("not_broadcast_mode")
+        packet = self._decode(data, (Mode.BROADCAST,), "not_broadcast_mode")
+        if packet is None:
             return None
         # Test 1, duplicate: a broadcast seen before is a replay.
         if packet.transmit_ts == self._last_xmt:

@@ -25,8 +25,7 @@ from __future__ import annotations
 
 from tsyncd.sync.association import AssociationState, NtpAssociation
 from tsyncd.sync.sample import Sample
-from tsyncd.wire.errors import WireError
-from tsyncd.wire.ntp import Leap, Mode, NtpPacket, decode_ntp, encode_ntp, kiss_code
+from tsyncd.wire.ntp import Leap, Mode, NtpPacket, encode_ntp, kiss_code
 from tsyncd.wire.timestamps import ntp64_from_unix_ns
 
 
@@ -87,13 +86,9 @@ class SymmetricAssociation(NtpAssociation):
 
     def handle_reply(self, data: bytes, rx_ns: int) -> Sample | None:
         """Check a packet from the peer; a sample if it answers our latest packet."""
-        try:
-            packet = decode_ntp(data)
-        except WireError as exc:
-            self._drop(exc.reason)
-            return None
-        if packet.mode not in (Mode.SYMMETRIC_ACTIVE, Mode.SYMMETRIC_PASSIVE):
-            self._drop("not_symmetric_mode")
+        modes = (Mode.SYMMETRIC_ACTIVE, Mode.SYMMETRIC_PASSIVE)
+        packet = self._decode(data, modes, "not_symmetric_mode")
+        if packet is None:
             return None
         # Test 1, duplicate: the peer's Transmit seen before is a replay.
         if packet.transmit_ts == 0 or packet.transmit_ts == self._org:
