@@ -238,7 +238,16 @@ class Daemon:
             logging.getLogger().setLevel(new.log.level.upper())
             changed = [
                 name
-                for name in ("clock", "synchronization", "sources", "servers", "control", "metrics")
+                for name in (
+                    "clock",
+                    "synchronization",
+                    "sources",
+                    "servers",
+                    "control",
+                    "metrics",
+                    "resolver",
+                    "broadcasts",
+                )
                 if getattr(new, name) != getattr(self.config, name)
             ]
             if changed:
@@ -293,7 +302,12 @@ class Daemon:
             local_port={"peer": cfg.local_port, "broadcast": port}.get(cfg.mode, 0),
             connect=not broadcast,
         )
-        sock.open(self._on_reply, self._on_tx_timestamp)
+        try:
+            sock.open(self._on_reply, self._on_tx_timestamp)
+        except OSError as exc:
+            # Peers and broadcast clients bind a fixed port, which something may hold.
+            log.error("cannot open a socket for %s (local port %d): %s", name, sock.local_port, exc)
+            return
         self.sockets[name] = sock
         self.core.add_source(
             name,

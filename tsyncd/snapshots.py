@@ -40,7 +40,7 @@ class SourceSnapshot:
 
     name: str  # as configured (host:port), unique
     address: str  # resolved address "ip:port" ("[ip6]:port"), or "" when unresolved
-    mode: str  # "server" | "pool"
+    mode: str  # "server" | "pool" | "peer" | "broadcast"
     state: str  # "selected" | "candidate" | "outlier" | "falseticker" | "unreachable" |
     # "unusable" | "init"
     state_reason: str | None  # why unusable/unreachable, if known

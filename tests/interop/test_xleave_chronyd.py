@@ -7,6 +7,8 @@ cannot interleave, and tsyncd must fall back to basic mode.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import textwrap
 from typing import Any
 
@@ -60,6 +62,14 @@ def test_tsyncd_interleaves_with_chronyd(peers: Peers) -> None:
     assert isinstance(row["delay"], float) and 0 < row["delay"] < 1e-3
     status = client.ctl("status")
     assert status["synchronized"] is True and status["stratum"] == 11
+    human = subprocess.run(
+        [sys.executable, "-m", "tsyncctl", "-s", str(client.socket), "peers"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=True,
+    )
+    assert "interleaved" in human.stdout.splitlines()[2]
 
 
 def test_tsyncd_falls_back_to_basic_without_server_interleaving(peers: Peers) -> None:
