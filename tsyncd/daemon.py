@@ -136,6 +136,7 @@ class Daemon:
     async def start(self) -> None:
         """Bind every socket and start every task; raises OSError if a socket cannot be bound."""
         loop = asyncio.get_running_loop()
+        peer_ports = {s.local_port for s in self.config.sources if s.mode == "peer"}
         for server_cfg in self.config.servers:
             responder = NtpResponder(AccessList(server_cfg.allow, server_cfg.deny))
             server = NtpServer.create(
@@ -144,7 +145,12 @@ class Daemon:
                 responder.access,
                 self.clock,
                 responder=responder,
-                options=SocketOptions(dscp=server_cfg.dscp, ipv6_only=server_cfg.ipv6_only),
+                options=SocketOptions(
+                    dscp=server_cfg.dscp,
+                    ipv6_only=server_cfg.ipv6_only,
+                    # A peer's connected socket on this port takes that peer's packets.
+                    reuse_port=server_cfg.listen.port in peer_ports,
+                ),
             )
             server.symmetric_passive = server_cfg.symmetric_passive
             self.servers.append(server)

@@ -4,10 +4,13 @@ active packets in passive mode."""
 
 from __future__ import annotations
 
+import socket
 import textwrap
 from typing import Any
 
 from peers import Chronyd, Peers, free_udp_port, wait_for
+
+from tsyncd.wire.ntp import Mode, NtpPacket, decode_ntp, encode_ntp
 
 
 def _peer_row(chrony: Chronyd, port: int) -> list[str] | None:
@@ -32,6 +35,8 @@ def test_symmetric_peers_measure_each_other(peers: Peers) -> None:
             [synchronization]
             local-stratum = 9
             min-sources = 2
+            [[server]]
+            listen = "127.0.0.1:{our_port}"
             [[source]]
             mode = "peer"
             address = "127.0.0.1:{chrony_port}"
@@ -64,6 +69,12 @@ def test_symmetric_peers_measure_each_other(peers: Peers) -> None:
 
     stats = wait_for("chronyd to collect samples of tsyncd", chrony_samples, timeout=30)
     assert abs(float(stats[6])) < 1e-3  # chronyd's estimated offset of tsyncd, s
+    # The peer's socket shares its port with a server: clients still get answers there.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(2)
+        s.sendto(encode_ntp(NtpPacket(mode=Mode.CLIENT, transmit_ts=77)), ("127.0.0.1", our_port))
+        answer = decode_ntp(s.recv(2048))
+    assert answer.mode == Mode.SERVER and answer.origin_ts == 77 and answer.stratum == 9
 
 
 def test_server_answers_symmetric_active_in_passive_mode(peers: Peers) -> None:

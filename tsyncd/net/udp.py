@@ -303,6 +303,7 @@ class SocketOptions:
     ipv6_only: bool | None = None  # None: the default for the bound address
     reuse_addr: bool = False  # SO_REUSEADDR: share a port that receives broadcasts
     broadcast: bool = False  # SO_BROADCAST: may send to a broadcast address
+    reuse_port: bool = False  # SO_REUSEPORT: a server port a symmetric peer's socket shares
 
     def apply(self, sock: socket.socket, family: socket.AddressFamily) -> None:
         """Set the options on an unbound socket of ``family``."""
@@ -310,6 +311,8 @@ class SocketOptions:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if self.broadcast:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        if self.reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             if self.ipv6_only is not None:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(self.ipv6_only))
