@@ -468,3 +468,34 @@ def test_peer_mode_and_local_port() -> None:
     assert str(e.value) == (
         f'{P}: source[0].local-port = 1: expected no local-port unless mode = "peer"'
     )
+
+
+def test_broadcast_server_and_client_keys() -> None:
+    config = parse_config(
+        {
+            "broadcast": [{"address": "192.0.2.255", "interval": 16, "dscp": 46}],
+            "source": [{"mode": "broadcast", "address": "192.0.2.1", "broadcast-delay": 0.001}],
+        },
+        P,
+    )
+    assert config.broadcasts[0].address == Endpoint("192.0.2.255", 123)
+    assert config.broadcasts[0].interval == 16.0
+    assert config.sources[0].broadcast_delay == 0.001
+    with pytest.raises(ConfigErrors) as e:
+        parse_config(
+            {
+                "broadcast": [{"interval": 16}],
+                "source": [
+                    {"mode": "broadcast", "address": "ntp.example"},
+                    {"mode": "server", "address": "a.example", "broadcast-delay": 0.1},
+                ],
+            },
+            P,
+        )
+    assert [str(x) for x in e.value.errors] == [
+        f"{P}: broadcast[0].address is missing: expected IPv4[:port], IPv6 or [IPv6][:port] "
+        "(port 1..65535, default 123)",
+        f'{P}: source[0].address = "ntp.example": expected the broadcast server\'s IPv4 address',
+        f"{P}: source[1].broadcast-delay = 0.1: expected no broadcast-delay unless "
+        'mode = "broadcast"',
+    ]
