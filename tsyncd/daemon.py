@@ -395,6 +395,7 @@ class Daemon:
             # T1 is read before the send: on loopback the kernel hands the datagram to the
             # server inside sendto, and the server may run (and answer) before we return.
             t1_ns = self.clock.now_ns()
+            data = self.core.stamp_transmit(name, data, t1_ns)
             if sock.send(data):
                 self.core.handle_sent(name, t1_ns)
         self._apply(actions)

@@ -199,6 +199,10 @@ class NtpAssociation:
             self._pending.t1_ns = tx_ns
             self._t1_ns = tx_ns
 
+    def stamp_transmit(self, data: bytes, t1_ns: int) -> bytes:
+        """``data`` as it goes out at ``t1_ns``: a client's Transmit is a cookie, unchanged."""
+        return data
+
     def handle_tx_timestamp(self, tx_ns: int) -> None:
         """The kernel's TX stamp of the latest request (more precise than ``handle_sent``).
 

@@ -156,6 +156,12 @@ class SyncCore:
         if state is not None:
             state.association.handle_sent(t1_ns)
 
+    def stamp_transmit(self, name: str, data: bytes, t1_ns: int) -> bytes:
+        """The request ``name`` is about to send, with its Transmit field re-read at ``t1_ns``
+        where the peer uses it as a time (symmetric mode); other requests come back as is."""
+        state = self.sources.get(name)
+        return state.association.stamp_transmit(data, t1_ns) if state is not None else data
+
     def handle_tx_timestamp(self, name: str, tx_ns: int) -> None:
         """The kernel's TX stamp of ``name``'s latest request (disciplined clock)."""
         state = self.sources.get(name)

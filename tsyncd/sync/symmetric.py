@@ -84,6 +84,15 @@ class SymmetricAssociation(NtpAssociation):
         )
         return encode_ntp(packet)
 
+    def stamp_transmit(self, data: bytes, t1_ns: int) -> bytes:
+        """Put the clock read just before sending in the Transmit field: the peer takes it as
+        its T3, so every microsecond between ``handle_timer`` and the send would be an error
+        in the peer's measurement of us."""
+        if len(data) < 48 or self._xmt == 0 or data[40:48] != self._xmt.to_bytes(8, "big"):
+            return data
+        self._xmt = ntp64_from_unix_ns(t1_ns)
+        return data[:40] + self._xmt.to_bytes(8, "big") + data[48:]
+
     def handle_reply(self, data: bytes, rx_ns: int) -> Sample | None:
         """Check a packet from the peer; a sample if it answers our latest packet."""
         modes = (Mode.SYMMETRIC_ACTIVE, Mode.SYMMETRIC_PASSIVE)

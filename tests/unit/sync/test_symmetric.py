@@ -94,3 +94,19 @@ def test_passive_reply_answers_symmetric_active_only() -> None:
     assert not is_symmetric_active(encode_ntp(NtpPacket(mode=Mode.CLIENT, transmit_ts=1)))
     denied = NtpResponder(AccessList((), (ipaddress.ip_network("127.0.0.0/8"),)))
     assert passive_reply(active, denied, peer_ip, T0, T0) == ("denied", None)
+
+
+def test_transmit_is_re_stamped_just_before_sending() -> None:
+    a, b = peer(1, 3), peer(2, 4)
+    early = a.handle_timer(T0)
+    assert early is not None
+    late = a.stamp_transmit(early, T0 + 50_000)
+    assert decode_ntp(late).transmit_ts == ntp64_from_unix_ns(T0 + 50_000)
+    assert late[:40] == early[:40]
+    a.handle_sent(T0 + 50_000)
+    b.handle_reply(late, T0 + 50_000 + ONE_WAY)
+    answer = b.handle_timer(T0 + S)
+    assert answer is not None
+    sample = a.handle_reply(answer, T0 + S + ONE_WAY)
+    assert sample is not None and abs(sample.offset_ns) <= 2  # matched the new Transmit
+    assert a.stamp_transmit(b"short", T0) == b"short"
