@@ -1,6 +1,6 @@
 """Broadcast server: every ``interval`` seconds, one mode 5 packet to a broadcast address.
 
-Off unless a ``[[broadcast]]`` table is configured.  RFC 8633 §3.6 advises against broadcast
+Off unless a ``[[broadcast]]`` table is configured.  RFC 8633 §5.5 advises against broadcast
 mode: clients cannot measure the path delay (they assume one) and, without authentication,
 anyone on the segment can impersonate the server.  Use it only on a trusted LAN for clients
 that need no better than milliseconds.  The packet carries our system variables from the same

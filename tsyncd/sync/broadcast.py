@@ -6,7 +6,7 @@ A broadcast server sends, every few seconds, a packet whose Transmit field is it
 sending; we never send anything.  One timestamp pair gives no round trip, so the offset is
 ``T3 - T4 + delay/2`` with a round-trip delay we are told (``broadcast_delay_ns``, like ntpd's
 ``broadcastdelay``); an error in it goes straight into the offset.  That, and the lack of any
-authentication here, is why RFC 8633 §3.6 tells operators to avoid broadcast mode unless the
+authentication here, is why RFC 8633 §5.5 tells operators to avoid broadcast mode unless the
 network is trusted and the accuracy needed is modest: anyone on the segment can send us
 packets, and a replayed or forged broadcast is only caught by the duplicate test.
 
