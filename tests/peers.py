@@ -148,6 +148,32 @@ class Peers:
             pytest.fail(f"{name} exited: {proc.output()}")
         return daemon
 
+    def dnsmasq(self, name: str, port: int, hosts: Path) -> Process:
+        """dnsmasq answering only from ``hosts`` (re-read on SIGHUP) on 127.0.0.1:``port``."""
+        binary = require("dnsmasq")
+        proc = self._start(
+            name,
+            [
+                binary,
+                "--keep-in-foreground",
+                "--conf-file=/dev/null",
+                "--no-resolv",
+                "--no-hosts",
+                f"--addn-hosts={hosts}",
+                f"--port={port}",
+                "--listen-address=127.0.0.1",
+                "--bind-interfaces",
+                "--pid-file=",
+                "--user=root",
+                "--log-queries",
+                "--log-facility=-",
+            ],
+        )
+        wait_for(f"{name} to start", lambda: "started" in proc.output() or proc.popen.poll())
+        if proc.popen.poll() is not None:
+            pytest.fail(f"{name} exited: {proc.output()}")
+        return proc
+
     def stop_all(self) -> None:
         for proc in reversed(self.procs):
             proc.stop()

@@ -220,6 +220,8 @@ def render_sources(sources: Sequence[Mapping[str, Any]]) -> str:
         note = src.get("state_reason") or ""
         if src.get("kiss_code"):
             note = f"{note}; KoD {src['kiss_code']}" if note else f"KoD {src['kiss_code']}"
+        if src.get("interleaved"):  # RFC 9769: the last reply was interleaved
+            note = f"{note}; interleaved" if note else "interleaved"
         notes = notes or bool(note)
         rows.append(
             [

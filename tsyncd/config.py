@@ -207,7 +207,7 @@ def parse_endpoint(text: str, default_port: int) -> Endpoint:
 
 ClockMode = Literal["system", "measure"]
 LogLevel = Literal["debug", "info", "warning", "error"]
-SourceMode = Literal["server", "pool", "tsq", "nts"]
+SourceMode = Literal["server", "pool", "peer", "broadcast", "nts", "tsq"]
 TsqTransport = Literal["stream", "datagram"]
 Network = IPv4Network | IPv6Network
 
@@ -242,6 +242,10 @@ class SourceConfig:
     max_poll: int = 10  # log2 s
     count: int = 4  # pool only: how many of its addresses to use
     name: str  # the address text as written; unique; how control refers to the source
+    xleave: bool = False  # ask for interleaved mode (RFC 9769); falls back to basic
+    dscp: int = 0  # DSCP code point of our requests (0..63; 46 = EF)
+    local_port: int = NTP_PORT  # peer only: our UDP port, where the peer sends its packets
+    broadcast_delay: float = 0.004  # broadcast only: assumed round trip to the server, s
     transport: TsqTransport = "datagram"  # tsq only: the variant (the port decides, no fallback)
     certificate_authority: Path | None = None  # tsq/nts: PEM CA file (default: system store)
 
@@ -253,6 +257,9 @@ class ServerConfig:
     listen: Endpoint = Endpoint("::", NTP_PORT)
     allow: tuple[Network, ...] = ()  # empty: everybody not denied
     deny: tuple[Network, ...] = ()
+    dscp: int = 0  # DSCP code point of our responses (0..63)
+    ipv6_only: bool | None = None  # IPV6_V6ONLY; None: only "::" is dual-stack
+    symmetric_passive: bool = False  # answer symmetric active peers in mode 2
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -302,6 +309,22 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class BroadcastConfig:
+    """One [[broadcast]]: send our time to a broadcast address (RFC 8633: trusted LANs only)."""
+
+    address: Endpoint  # IPv4 broadcast address, port 123 by default
+    interval: float = 64.0  # s between packets
+    dscp: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResolverConfig:
+    """[resolver]: how source names are resolved."""
+
+    servers: tuple[Endpoint, ...] = ()  # DNS servers to ask directly; empty: getaddrinfo
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LogConfig:
     """[log]: the message log."""
 
@@ -323,6 +346,8 @@ class Config:
     tsq_servers: tuple[TsqServerConfig, ...] = ()
     nts_ke_servers: tuple[NtsKeServerConfig, ...] = ()
     keyset: KeysetConfig = KeysetConfig()
+    resolver: ResolverConfig = ResolverConfig()
+    broadcasts: tuple[BroadcastConfig, ...] = ()
 
 
 # --- step 1: field tables ---------------------------------------------------------------------
@@ -484,12 +509,16 @@ _SYNCHRONIZATION: Final = (
     _seconds_field("panic-threshold", 0.0, 1e9),
 )
 _SOURCE: Final = (
-    _choice_field("mode", "server", "pool", "tsq", "nts", required=True),
+    _choice_field("mode", "server", "pool", "peer", "broadcast", "nts", "tsq", required=True),
     _endpoint_field("address", NTP_PORT, ip_only=False, min_port=1, required=True),
     _simple_field("iburst", "true or false", lambda v: isinstance(v, bool)),
     _int_field("min-poll", POLL_MIN, POLL_MAX, "log2 seconds"),
     _int_field("max-poll", POLL_MIN, POLL_MAX, "log2 seconds"),
     _int_field("count", 1, 16, "addresses to use from the pool"),
+    _simple_field("xleave", "true or false", lambda v: isinstance(v, bool)),
+    _int_field("dscp", 0, 63, "DSCP code point"),
+    _int_field("local-port", 1, 65535, "UDP port"),
+    _seconds_field("broadcast-delay", 0.0, 1.0),
     _choice_field("transport", "stream", "datagram"),
     _string_field("certificate-authority", Path),
 )
@@ -497,6 +526,9 @@ _SERVER: Final = (
     _endpoint_field("listen", NTP_PORT, ip_only=True),
     _networks_field("allow"),
     _networks_field("deny"),
+    _int_field("dscp", 0, 63, "DSCP code point"),
+    _simple_field("ipv6-only", "true or false", lambda v: isinstance(v, bool)),
+    _simple_field("symmetric-passive", "true or false", lambda v: isinstance(v, bool)),
 )
 _TSQ_SERVER: Final = (
     _choice_field("transport", "stream", "datagram", required=True),
@@ -523,6 +555,34 @@ _CONTROL: Final = (
 )
 _METRICS: Final = (_endpoint_field("listen", METRICS_PORT, ip_only=True),)
 _LOG: Final = (_choice_field("level", "debug", "info", "warning", "error"),)
+
+
+def _endpoints_field(key: str, default_port: int) -> _Field:
+    one = _endpoint_field(key, default_port, ip_only=True, min_port=1)
+
+    def parse(value: object) -> tuple[Endpoint, ...]:
+        if not isinstance(value, list):
+            raise _Invalid()
+        endpoints: list[Endpoint] = []
+        bad: list[tuple[str, object, str]] = []
+        for i, entry in enumerate(value):
+            try:
+                endpoints.append(one.parse(entry))
+            except _Invalid as e:
+                bad.extend((f"[{i}]", v, x) for _, v, x in e.items or (("", entry, one.expected),))
+        if bad:
+            raise _Invalid(*bad)
+        return tuple(endpoints)
+
+    return _Field(key, parse, f"array of strings, each an {one.expected}")
+
+
+_RESOLVER: Final = (_endpoints_field("servers", 53),)
+_BROADCAST: Final = (
+    _endpoint_field("address", NTP_PORT, ip_only=True, min_port=1, required=True),
+    _seconds_field("interval", 1 / 128, 86400.0),
+    _int_field("dscp", 0, 63, "DSCP code point"),
+)
 
 
 def _build_source(values: dict[str, Any], raw: Mapping[str, object]) -> SourceConfig:
@@ -564,6 +624,8 @@ _SECTIONS: Final = {
     "log": _Section(_LOG, _plain(LogConfig)),
     "nts-ke-server": _Section(_NTS_KE_SERVER, _plain(NtsKeServerConfig), array=True),
     "keyset": _Section(_KEYSET, _plain(KeysetConfig)),
+    "resolver": _Section(_RESOLVER, _plain(ResolverConfig)),
+    "broadcast": _Section(_BROADCAST, _plain(BroadcastConfig), array=True),
 }
 
 
@@ -637,6 +699,18 @@ def _check_sources(parsed: _Parsed, report: _Report) -> None:
                 raw["certificate-authority"],
                 'no certificate-authority unless mode = "tsq" or "nts"',
             )
+        if "broadcast-delay" in raw and source.mode != "broadcast":
+            report.add(
+                f"{where}.broadcast-delay",
+                source.broadcast_delay,
+                'no broadcast-delay unless mode = "broadcast"',
+            )
+        if source.mode == "broadcast" and not _is_ipv4(source.address.host):
+            report.add(f"{where}.address", source.name, "the broadcast server's IPv4 address")
+        if "local-port" in raw and source.mode != "peer":
+            report.add(
+                f"{where}.local-port", source.local_port, 'no local-port unless mode = "peer"'
+            )
         identity = _endpoint_identity(source.address)
         if identity in first_use:
             report.add(
@@ -646,6 +720,13 @@ def _check_sources(parsed: _Parsed, report: _Report) -> None:
             )
         else:
             first_use[identity] = f"{where}.address"
+
+
+def _is_ipv4(host: str) -> bool:
+    try:
+        return ip_address(host).version == 4
+    except ValueError:
+        return False
 
 
 def _check_servers(parsed: _Parsed, report: _Report) -> None:
@@ -698,13 +779,14 @@ def parse_config(data: Mapping[str, object], path: Path) -> Config:
             ConfigError(path, key, value, expected) for key, value, expected in report
         )
 
-    singles = ("clock", "synchronization", "control", "metrics", "log", "keyset")
+    singles = ("clock", "synchronization", "control", "metrics", "log", "resolver", "keyset")
     return Config(
         path=path,
         sources=tuple(obj for _, _, obj in parsed["source"]),
         servers=tuple(obj for _, _, obj in parsed["server"]),
         tsq_servers=tuple(obj for _, _, obj in parsed["tsq-server"]),
         nts_ke_servers=tuple(obj for _, _, obj in parsed["nts-ke-server"]),
+        broadcasts=tuple(obj for _, _, obj in parsed["broadcast"]),
         **{name: parsed[name][0][2] for name in singles if parsed[name]},
     )
 

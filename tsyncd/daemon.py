@@ -13,12 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import ipaddress
 import logging
 import math
 import random
 import signal
-import socket
 import time
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final
@@ -30,7 +28,10 @@ from tsyncd.control.rpc import ErrorCode, RpcError
 from tsyncd.control.server import ControlServer
 from tsyncd.metrics import MetricsExporter
 from tsyncd.net.eventloop import simulator_runtime
+from tsyncd.net.resolver import resolve
+from tsyncd.net.udp import SocketOptions
 from tsyncd.sdnotify import Notifier
+from tsyncd.servers.broadcast import BroadcastSender
 from tsyncd.servers.ntp import NtpServer
 from tsyncd.servers.responder import AccessList, NtpResponder, ResponseTemplate
 from tsyncd.servers.tsq_setup import (
@@ -47,6 +48,8 @@ from tsyncd.snapshots import (
     TrackingSnapshot,
 )
 from tsyncd.sources.ntp import NtpSourceSocket
+from tsyncd.sources.pool import run_pool
+from tsyncd.sync.association import NtpAssociation
 from tsyncd.sync.core import SourceState, SyncCore
 from tsyncd.sync.discipline import (
     ClockAction,
@@ -58,7 +61,9 @@ from tsyncd.sync.discipline import (
 )
 from tsyncd.sync.driftfile import read_drift, write_drift
 from tsyncd.sync.leap import kernel_leap, leap_applied, utc_day
+from tsyncd.sync.pool import PoolMembers
 from tsyncd.sync.sample import Sample
+from tsyncd.sync.symmetric import SymmetricAssociation
 from tsyncd.sync.system import SystemDecision
 from tsyncd.wire.ntp import Leap, refid_for_address, refid_to_str
 from tsyncd.wire.timestamps import ntp64_from_unix_ns, short_from_ns
@@ -70,6 +75,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _RESOLVE_RETRY_S: Final = 30.0
+_POOL_RESOLVE_MAX_S: Final = 60.0  # pools re-resolve at most this often (8 min-polls if less)
 _DRIFT_WRITE_INTERVAL_S: Final = 3600.0
 _NS_PER_S: Final = 1_000_000_000
 _LEAP_NAMES: Final = {0: "none", 1: "insert", 2: "delete", 3: "unsynchronized"}
@@ -136,6 +142,7 @@ class Daemon:
         self._drift_written_ns = now
         self._leap_armed = 0  # leap passed to the kernel: 0 none, 1 insert, 2 delete
         self._leap_day = utc_day(now)
+        self._template = ResponseTemplate()
 
     @property
     def decision(self) -> SystemDecision:
@@ -148,6 +155,7 @@ class Daemon:
         """Bind every socket and start every task; raises OSError if a socket cannot be bound."""
         loop = asyncio.get_running_loop()
         await self._start_nts_server_side()
+        peer_ports = {s.local_port for s in self.config.sources if s.mode == "peer"}
         for server_cfg in self.config.servers:
             responder = NtpResponder(AccessList(server_cfg.allow, server_cfg.deny))
             server = NtpServer.create(
@@ -156,7 +164,14 @@ class Daemon:
                 responder.access,
                 self.clock,
                 responder=responder,
+                options=SocketOptions(
+                    dscp=server_cfg.dscp,
+                    ipv6_only=server_cfg.ipv6_only,
+                    # A peer's connected socket on this port takes that peer's packets.
+                    reuse_port=server_cfg.listen.port in peer_ports,
+                ),
             )
+            server.symmetric_passive = server_cfg.symmetric_passive
             self.servers.append(server)
             if self.nts is not None:
                 self.nts.attach(responder)
@@ -167,6 +182,16 @@ class Daemon:
         for source_cfg in self.config.sources:
             mobilize = self._mobilize_tsq if source_cfg.mode == "tsq" else self._mobilize
             self._tasks.append(loop.create_task(mobilize(source_cfg)))
+        for bcast in self.config.broadcasts:
+            sender = BroadcastSender(
+                bcast.address.host,
+                bcast.address.port,
+                bcast.interval,
+                self.clock,
+                lambda: self._template,
+                dscp=bcast.dscp,
+            )
+            self._tasks.append(loop.create_task(sender.run()))
         self.control = ControlServer(
             self.config.control.socket,
             read_methods={
@@ -270,6 +295,8 @@ class Daemon:
                     "tsq_servers",
                     "nts_ke_servers",
                     "keyset",
+                    "resolver",
+                    "broadcasts",
                 )
                 if getattr(new, name) != getattr(self.config, name)
             ]
@@ -290,15 +317,21 @@ class Daemon:
         if cfg.mode == "nts":
             await self._mobilize_nts(cfg)
             return
-        port = cfg.address.port
+        host, port = cfg.address.host, cfg.address.port
+        if cfg.mode == "pool":
+            interval_s = min(max(1.0, 8 * 2.0**cfg.min_poll), _POOL_RESOLVE_MAX_S)
+            await run_pool(
+                cfg.name,
+                PoolMembers(count=cfg.count, resolve_interval_ns=round(interval_s * _NS_PER_S)),
+                resolve=lambda: self._resolve(host, port),
+                add=lambda ip: self._add_association(cfg, ip, _join_host_port(ip, port)),
+                remove=lambda ip: self._remove_association(_join_host_port(ip, port)),
+                status=lambda ip: self._association_status(_join_host_port(ip, port)),
+                now_ns=self.clock.now_ns,
+            )
+            return
         ips = await self._resolve_retrying(cfg)
-        wanted = ips[: cfg.count] if cfg.mode == "pool" else ips[:1]
-        for ip in wanted:
-            name = cfg.name if cfg.mode == "server" else _join_host_port(ip, port)
-            if name in self.sockets:
-                continue
-            self._open_association(name, cfg, ip, port)
-        self._wake.set()
+        self._add_association(cfg, ips[0], cfg.name)
 
     async def _resolve_retrying(self, cfg: SourceConfig) -> list[str]:
         """A source's addresses, retrying every _RESOLVE_RETRY_S until the name resolves."""
@@ -309,10 +342,30 @@ class Daemon:
                 log.warning("cannot resolve %s: %s; retrying", cfg.name, exc)
                 await asyncio.sleep(_RESOLVE_RETRY_S)
 
-    def _open_association(self, name: str, cfg: SourceConfig, ip: str, port: int) -> SourceState:
-        """Open the source's socket and add its association to the core."""
-        sock = NtpSourceSocket(name=name, mode=cfg.mode, ip=ip, port=port)
-        sock.open(self._on_reply)
+    def _add_association(
+        self, cfg: SourceConfig, ip: str, name: str, port: int | None = None
+    ) -> SourceState | None:
+        """Open a socket to ``ip`` (default port: the configured one) and mobilize an
+        association named ``name``; None if it exists already or its socket cannot be opened."""
+        if name in self.sockets:
+            return None
+        port = cfg.address.port if port is None else port
+        broadcast = cfg.mode == "broadcast"
+        sock = NtpSourceSocket(
+            name=name,
+            mode=cfg.mode,
+            ip=ip,
+            port=port,
+            options=SocketOptions(dscp=cfg.dscp, reuse_addr=broadcast),
+            local_port={"peer": cfg.local_port, "broadcast": port}.get(cfg.mode, 0),
+            connect=not broadcast,
+        )
+        try:
+            sock.open(self._on_reply, self._on_tx_timestamp)
+        except OSError as exc:
+            # Peers and broadcast clients bind a fixed port, which something may hold.
+            log.error("cannot open a socket for %s (local port %d): %s", name, sock.local_port, exc)
+            return None
         self.sockets[name] = sock
         state = self.core.add_source(
             name,
@@ -322,8 +375,13 @@ class Daemon:
             iburst=cfg.iburst,
             rng=self._rng,
             now_ns=self.clock.now_ns(),
+            xleave=cfg.xleave,
+            symmetric=cfg.mode == "peer",
+            broadcast_delay_ns=round(cfg.broadcast_delay * _NS_PER_S) if broadcast else None,
         )
+        self._announce()
         log.info("polling %s (%s, %s)", name, sock.address, cfg.mode)
+        self._wake.set()
         return state
 
     async def _mobilize_nts(self, cfg: SourceConfig) -> None:
@@ -341,30 +399,49 @@ class Daemon:
                 await asyncio.sleep(_RESOLVE_RETRY_S)
                 continue
             break
-        state = self._open_association(cfg.name, cfg, ip, result.ntp_port)
+        state = self._add_association(cfg, ip, cfg.name, result.ntp_port)
+        if state is None:
+            return
         state.association.auth = nts.session
         nts.association = state.association
         self._wake.set()
         await nts.maintain()
 
-    @staticmethod
-    async def _resolve(host: str, port: int) -> list[str]:
-        """IP literals need no resolver thread; names go through getaddrinfo."""
-        try:
-            return [str(ipaddress.ip_address(host))]
-        except ValueError:
-            pass
-        infos = await asyncio.get_running_loop().getaddrinfo(
-            host, port, type=socket.SOCK_DGRAM, proto=socket.IPPROTO_UDP
-        )
-        ips: list[str] = []
-        for info in infos:
-            ip = str(info[4][0])
-            if ip not in ips:
-                ips.append(ip)
-        if not ips:
-            raise OSError(f"no addresses for {host}")
-        return ips
+    def _announce(self) -> None:
+        """Symmetric peers send our system variables, as our servers do."""
+        t = self._template
+        for state in self.core.sources.values():
+            if isinstance(state.association, SymmetricAssociation):
+                state.association.set_announced(
+                    leap=t.leap,
+                    stratum=t.stratum or 16,
+                    root_delay=t.root_delay,
+                    root_dispersion=t.root_dispersion,
+                    reference_id=t.reference_id,
+                    reference_ts=t.reference_ts,
+                )
+
+    def _remove_association(self, name: str) -> None:
+        """Demobilize ``name`` and close its socket."""
+        sock = self.sockets.pop(name, None)
+        if sock is not None:
+            sock.close()
+        if name in self.core.sources:
+            self.core.remove_source(name, self.clock.now_ns())
+        self._after_update()
+
+    def _association_status(self, name: str) -> tuple[NtpAssociation, str] | None:
+        state = self.core.sources.get(name)
+        if state is None:
+            return None
+        return state.association, self.core.decision.states.get(name, "init")
+
+    async def _resolve(self, host: str, port: int) -> list[str]:
+        """IP literals as they are; names through the configured DNS servers or getaddrinfo."""
+        return await resolve(host, port, self.config.resolver.servers)
+
+    def _on_tx_timestamp(self, name: str, kernel_tx_ns: int) -> None:
+        self.core.handle_tx_timestamp(name, self.clock.from_kernel_ns(kernel_tx_ns))
 
     def _on_reply(self, name: str, data: bytes, kernel_rx_ns: int) -> None:
         rx_ns = self.clock.from_kernel_ns(kernel_rx_ns)
@@ -396,6 +473,7 @@ class Daemon:
             # T1 is read before the send: on loopback the kernel hands the datagram to the
             # server inside sendto, and the server may run (and answer) before we return.
             t1_ns = self.clock.now_ns()
+            data = self.core.stamp_transmit(name, data, t1_ns)
             if sock.send(data):
                 self.core.handle_sent(name, t1_ns)
         for nts in self.nts_sources.values():
@@ -445,6 +523,8 @@ class Daemon:
         )
         for server in self.servers:
             server.responder.template = template
+        self._template = template
+        self._announce()
         status = self._status_line()
         if status != self._last_status:
             self._last_status = status

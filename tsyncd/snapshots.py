@@ -56,7 +56,7 @@ class SourceSnapshot:
 
     name: str  # as configured (host:port), unique
     address: str  # resolved address "ip:port" ("[ip6]:port"), or "" when unresolved
-    mode: str  # "server" | "pool"
+    mode: str  # "server" | "pool" | "peer" | "broadcast"
     state: str  # "selected" | "candidate" | "outlier" | "falseticker" | "unreachable" |
     # "unusable" | "init"
     state_reason: str | None  # why unusable/unreachable, if known
@@ -77,6 +77,7 @@ class SourceSnapshot:
     packets_dropped: int  # replies failing a check
     kiss_code: str | None  # last KoD code received, if any
     nts: NtsSourceSnapshot | None = None  # mode "nts" only
+    interleaved: bool = False  # the last valid reply was interleaved (RFC 9769)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

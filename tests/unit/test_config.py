@@ -74,9 +74,11 @@ def test_example_config_with_every_setting_uncommented_loads() -> None:
         "pool.ntp.org",
         "ntp.example.org:123",
         "nts.example.org:4460",
+        "192.0.2.7",
+        "192.0.2.1:123",
         "tsq.example.org",
     ]
-    assert config.sources[3].address == Endpoint("tsq.example.org", 443)
+    assert config.sources[5].address == Endpoint("tsq.example.org", 443)
     assert config.tsq_servers[0].transport == "datagram"
     assert config.servers[0].allow == (
         IPv4Network("192.0.2.0/24"),
@@ -94,7 +96,7 @@ def test_example_config_documents_every_key() -> None:
     for line in (ETC / "tsyncd.toml").read_text(encoding="utf-8").splitlines():
         if m := re.fullmatch(r"#?\[\[?([a-z-]+)\]\]?", line):
             section = m[1]
-        elif m := re.match(r"#?([a-z-]+) = ", line):
+        elif m := re.match(r"#?([a-z0-9-]+) = ", line):
             seen.add((section, m[1]))
     wanted = {(name, f.key) for name, s in _SECTIONS.items() for f in s.fields}
     assert wanted - seen == set()
@@ -260,7 +262,7 @@ def test_out_of_range_message() -> None:
     assert errors_of(data) == [
         "/etc/tsyncd.toml: source[1].min-poll = 99: expected integer -7..24 (log2 seconds)",
         "/etc/tsyncd.toml: source[1].mode is missing: expected one of: "
-        '"server", "pool", "tsq", "nts"',
+        '"server", "pool", "peer", "broadcast", "nts", "tsq"',
         "/etc/tsyncd.toml: source[1].address is missing: expected host[:port], IPv6 or "
         "[IPv6][:port] (port 1..65535, default 123)",
     ]
@@ -270,7 +272,12 @@ def test_config_error_fields() -> None:
     with pytest.raises(ConfigErrors) as info:
         parse_config({"source": [{"address": "a"}]}, P)
     assert info.value.errors == (
-        ConfigError(P, "source[0].mode", MISSING, 'one of: "server", "pool", "tsq", "nts"'),
+        ConfigError(
+            P,
+            "source[0].mode",
+            MISSING,
+            'one of: "server", "pool", "peer", "broadcast", "nts", "tsq"',
+        ),
     )
 
 
@@ -307,12 +314,13 @@ def test_config_error_fields() -> None:
         (
             {"sources": []},
             "sources = []: expected key to be one of: clock, synchronization, source, server, "
-            "tsq-server, control, metrics, log, nts-ke-server, keyset",
+            "tsq-server, control, metrics, log, nts-ke-server, keyset, resolver, broadcast",
         ),
         (
             {"source": [{"mode": "server", "address": "a", "min poll": 3}]},
             'source[0]."min poll" = 3: expected key to be one of: mode, address, iburst, '
-            "min-poll, max-poll, count, transport, certificate-authority",
+            "min-poll, max-poll, count, xleave, dscp, local-port, broadcast-delay, transport, "
+            "certificate-authority",
         ),
         ({"control": {"socket": ""}}, 'control.socket = "": expected non-empty string'),
         ({"control": {"group": 0}}, "control.group = 0: expected non-empty string"),
@@ -529,4 +537,67 @@ def test_nts_config_errors() -> None:
         "(seconds)",
         '/etc/tsyncd.toml: source[0].certificate-authority = "/ca.pem": expected no '
         'certificate-authority unless mode = "tsq" or "nts"',
+    ]
+
+
+def test_resolver_servers_and_source_options() -> None:
+    config = parse_config(
+        {
+            "resolver": {"servers": ["127.0.0.1:5353", "::1"]},
+            "source": [{"mode": "server", "address": "a.example", "xleave": True, "dscp": 46}],
+            "server": [{"listen": "[::1]:123", "dscp": 46, "ipv6-only": True}],
+        },
+        P,
+    )
+    assert config.resolver.servers == (Endpoint("127.0.0.1", 5353), Endpoint("::1", 53))
+    assert config.sources[0].xleave is True and config.sources[0].dscp == 46
+    assert config.servers[0].ipv6_only is True and config.servers[0].dscp == 46
+
+
+def test_resolver_server_must_be_an_ip() -> None:
+    with pytest.raises(ConfigErrors) as e:
+        parse_config({"resolver": {"servers": ["127.0.0.1", "dns.example"]}, "source": []}, P)
+    assert str(e.value).startswith(f'{P}: resolver.servers[1] = "dns.example": expected IPv4')
+
+
+def test_peer_mode_and_local_port() -> None:
+    config = parse_config(
+        {"source": [{"mode": "peer", "address": "192.0.2.7", "local-port": 1123}]}, P
+    )
+    assert config.sources[0].mode == "peer" and config.sources[0].local_port == 1123
+    with pytest.raises(ConfigErrors) as e:
+        parse_config({"source": [{"mode": "server", "address": "a", "local-port": 1}]}, P)
+    assert str(e.value) == (
+        f'{P}: source[0].local-port = 1: expected no local-port unless mode = "peer"'
+    )
+
+
+def test_broadcast_server_and_client_keys() -> None:
+    config = parse_config(
+        {
+            "broadcast": [{"address": "192.0.2.255", "interval": 16, "dscp": 46}],
+            "source": [{"mode": "broadcast", "address": "192.0.2.1", "broadcast-delay": 0.001}],
+        },
+        P,
+    )
+    assert config.broadcasts[0].address == Endpoint("192.0.2.255", 123)
+    assert config.broadcasts[0].interval == 16.0
+    assert config.sources[0].broadcast_delay == 0.001
+    with pytest.raises(ConfigErrors) as e:
+        parse_config(
+            {
+                "broadcast": [{"interval": 16}],
+                "source": [
+                    {"mode": "broadcast", "address": "ntp.example"},
+                    {"mode": "server", "address": "a.example", "broadcast-delay": 0.1},
+                ],
+            },
+            P,
+        )
+    assert [str(x) for x in e.value.errors] == [
+        f"{P}: broadcast[0].address is missing: expected IPv4[:port], IPv6 or [IPv6][:port] "
+        "(port 1..65535, default 123)",
+        f'{P}: source[0].address = "ntp.example": expected the broadcast server\'s IPv4 address',
+        f"{P}: source[1].broadcast-delay = 0.1: expected no broadcast-delay unless "
+        'mode = "broadcast"',
     ]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 
 from tsyncd.clock.base import Clock
-from tsyncd.net.udp import Address, TimestampedUdp, normalize_ip
+from tsyncd.net.udp import Address, SocketOptions, TimestampedUdp, normalize_ip
+from tsyncd.servers.passive import is_symmetric_active, passive_reply
 from tsyncd.servers.responder import AccessList, NtpResponder
 
 log = logging.getLogger(__name__)
@@ -18,6 +19,8 @@ class NtpServer:
         self.responder = responder
         self._clock = clock
         self._udp: TimestampedUdp | None = None
+        self.passive_answered = 0  # symmetric active packets answered in mode 2
+        self.symmetric_passive = False  # off: the responder drops mode 1 like other modes
 
     @classmethod
     def create(
@@ -28,10 +31,11 @@ class NtpServer:
         clock: Clock,
         *,
         responder: NtpResponder | None = None,
+        options: SocketOptions | None = None,
     ) -> NtpServer:
         """Bind and start serving (on the running loop); OSError if the address is taken."""
         server = cls(responder or NtpResponder(access), clock)
-        server._udp = TimestampedUdp.bind(host, port, server._on_datagram)
+        server._udp = TimestampedUdp.bind(host, port, server._on_datagram, options=options)
         return server
 
     @property
@@ -47,6 +51,13 @@ class NtpServer:
         assert self._udp is not None
         client = normalize_ip(str(address[0]))
         clock = self._clock
+        if self.symmetric_passive and is_symmetric_active(data):  # answer a peer in mode 2
+            _, reply = passive_reply(
+                data, self.responder, client, clock.from_kernel_ns(rx_ns), clock.now_ns()
+            )
+            if reply is not None and self._udp.sendto(reply, address):
+                self.passive_answered += 1
+            return
         reason, response = self.responder.handle_request(
             data, client, clock.from_kernel_ns(rx_ns), clock.now_ns()
         )

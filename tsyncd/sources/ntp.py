@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from tsyncd.net.udp import Address, TimestampedUdp, normalize_ip
+from tsyncd.net.udp import Address, SocketOptions, TimestampedUdp, normalize_ip
 from tsyncd.snapshots import SourceSnapshot
 from tsyncd.sync.core import SourceState
 from tsyncd.wire.ntp import Leap, refid_to_str
@@ -18,13 +18,28 @@ log = logging.getLogger(__name__)
 
 _NS = 1e-9
 ReplyHandler = Callable[[str, bytes, int], None]  # (source name, data, kernel rx ns)
+TxHandler = Callable[[str, int], None]  # (source name, kernel tx ns of its latest request)
 
 
 class NtpSourceSocket:
     """The socket of one source address; replies from anywhere else are counted and dropped."""
 
-    def __init__(self, *, name: str, mode: str, ip: str, port: int) -> None:
+    def __init__(
+        self,
+        *,
+        name: str,
+        mode: str,
+        ip: str,
+        port: int,
+        options: SocketOptions | None = None,
+        local_port: int = 0,
+        connect: bool = True,
+    ) -> None:
         self.name = name
+        self.options = options
+        self.local_port = local_port  # peers, broadcast clients: the port packets come to
+        self.connect = connect  # peers: connected; broadcast clients accept any source port
+        self._last_key = -1  # TX stamp key of our latest request
         self.mode = mode
         self.ip = str(normalize_ip(ip))
         self.port = port
@@ -36,21 +51,45 @@ class NtpSourceSocket:
         """'ip:port' or '[ip6]:port'."""
         return f"[{self.ip}]:{self.port}" if ":" in self.ip else f"{self.ip}:{self.port}"
 
-    def open(self, on_reply: ReplyHandler) -> None:
-        """Bind an ephemeral port (on the running loop) and start reading."""
+    def open(self, on_reply: ReplyHandler, on_tx: TxHandler | None = None) -> None:
+        """Bind an ephemeral port (on the running loop) and start reading.
+
+        With ``on_tx``, the kernel's TX stamp of each request is reported (where the kernel
+        gives one); stamps of older requests are ignored.
+        """
 
         def on_datagram(data: bytes, address: Address, rx_ns: int) -> None:
-            if str(normalize_ip(str(address[0]))) != self.ip or address[1] != self.port:
+            if str(normalize_ip(str(address[0]))) != self.ip or (
+                self.connect and address[1] != self.port
+            ):
                 self.wrong_address += 1
                 return
             on_reply(self.name, data, rx_ns)
 
+        def on_tx_stamp(key: int, tx_ns: int) -> None:
+            if on_tx is not None and key == self._last_key:
+                on_tx(self.name, tx_ns)
+
         wildcard = "::" if ":" in self.ip else "0.0.0.0"
-        self._udp = TimestampedUdp.bind(wildcard, 0, on_datagram)
+        self._udp = TimestampedUdp.bind(
+            wildcard,
+            self.local_port,
+            on_datagram,
+            on_tx_timestamp=on_tx_stamp if on_tx is not None else None,
+            options=self.options,
+            reuse_port=self.local_port != 0 and self.connect,
+        )
+        if self.local_port and self.connect:
+            # A connected socket gets this peer's datagrams even where a server socket with
+            # SO_REUSEPORT shares the port (the kernel prefers the connected match).
+            self._udp.sock.connect((self.ip, self.port))
 
     def send(self, data: bytes) -> bool:
         """Send one request now; False if the kernel refused it."""
-        return self._udp is not None and self._udp.sendto(data, (self.ip, self.port))
+        if self._udp is None:
+            return False
+        self._last_key = self._udp.sent
+        return self._udp.sendto(data, (self.ip, self.port))
 
     def close(self) -> None:
         """Close the socket."""
@@ -86,4 +125,5 @@ class NtpSourceSocket:
             packets_received=a.stats.packets_received,
             packets_dropped=a.stats.packets_dropped + self.wrong_address,
             kiss_code=a.stats.kiss_code,
+            interleaved=a.interleaved,
         )

@@ -17,6 +17,20 @@ by a good reply.  Poll intervals start at ``min_poll`` and follow the discipline
 ``_IBURST_COUNT`` requests at most 2 s apart.  A KoD RATE doubles the interval; DENY and RSTR stop
 the association for good (RFC 5905 §7.4) — both only after the origin check, so a spoofed KoD
 cannot silence us (RFC 8633 §5.4).
+
+Interleaved mode (RFC 9769 client/server, spec ntpv4.md §10), with ``xleave``: the server's
+transmit timestamp in a basic reply is an estimate taken before sending; in interleaved mode the
+server returns, one exchange later, the precise (kernel) transmit time of its *previous* reply.
+An interleaved request carries Origin = the server's Receive timestamp from the last valid reply
+(which names the reply whose precise TX we want), Receive = a random cookie, Transmit = another
+random cookie.  The server answers interleaved (Origin = our Receive cookie) if it kept that
+reply's TX time, else basic (Origin = our Transmit cookie); anything else is bogus.  An
+interleaved reply measures the *previous* exchange: T1 = our TX of the previous request (kernel
+stamp, ``handle_tx_timestamp``), T2 = the server's RX from the previous reply, T3 = this reply's
+Transmit, T4 = our RX of the previous reply (RFC 9769's recommended set).  Invalid replies leave
+that state alone.  After ``_XLEAVE_MAX_UNANSWERED`` interleaved requests without a valid reply
+we send basic requests again until a reply arrives; a server that never interleaves just keeps
+giving basic replies, which are used as such (the fallback).
 """
 
 from __future__ import annotations
@@ -32,6 +46,7 @@ from tsyncd.wire.ntp import Leap, Mode, NtpPacket, decode_ntp, encode_ntp, kiss_
 from tsyncd.wire.timestamps import ns_from_short, ntp64_diff_ns, ntp64_from_unix_ns
 
 _IBURST_COUNT: Final = 4
+_XLEAVE_MAX_UNANSWERED: Final = 4  # RFC 9769 example client
 _BURST_SPACING_NS: Final = 2_000_000_000  # RFC 5905 BTIME
 _NS_PER_S: Final = 1_000_000_000
 
@@ -54,6 +69,26 @@ class AssociationStats:
     drops_by_reason: dict[str, int] = field(default_factory=dict)
     kiss_code: str | None = None
     last_rx_ns: int | None = None
+    interleaved_replies: int = 0  # valid replies in interleaved mode
+
+
+@dataclass(slots=True)
+class _Request:
+    """The outstanding request: its cookies and our send time."""
+
+    transmit_cookie: int  # its Transmit field; a basic reply's Origin
+    receive_cookie: int  # its Receive field (0 in basic requests); an interleaved reply's Origin
+    t1_ns: int  # our clock when it left (refined by the kernel TX stamp)
+    kernel_stamped: bool = False  # t1_ns is the kernel's TX stamp
+
+
+@dataclass(frozen=True, slots=True)
+class _Exchange:
+    """The last valid exchange, as an interleaved reply needs it (RFC 9769 client rules)."""
+
+    t1_ns: int  # our TX of the request
+    server_rx: int  # raw NTP timestamp: the reply's Receive field (T2)
+    t4_ns: int  # our RX of the reply
 
 
 class RequestAuth(Protocol):
@@ -88,7 +123,10 @@ class NtpAssociation:
         precision_log2: int,
         rng: random.Random,
         now_ns: int,
+        xleave: bool = False,
     ) -> None:
+        self.xleave = xleave
+        self.interleaved = False  # the last valid reply was interleaved
         self.min_poll = min_poll
         self.max_poll = max_poll
         self.poll = min_poll
@@ -102,9 +140,12 @@ class NtpAssociation:
         self._burst_left = _IBURST_COUNT if iburst else 1
         self._kod_poll = min_poll  # raised by KoD RATE; set_system_poll never goes below it
         self._next_ns: int | None = now_ns + rng.randrange(0, 1 + poll_interval_ns(-4))
-        self._cookie: int | None = None  # transmit timestamp of the outstanding request
-        self._t1_ns = 0  # our clock when that request left
-        self._last_server_tx: int | None = None  # test 1 (duplicate)
+        self._pending: _Request | None = None  # the outstanding request
+        self._t1_ns = 0  # our clock when the latest request left
+        self._last_seen: tuple[int, int] | None = None  # test 1: (receive, transmit) last seen
+        self._previous: _Exchange | None = None  # interleaved mode: the last valid exchange
+        self._latest_answered = False  # the latest request got its valid reply
+        self._xleave_unanswered = 0
 
     def next_deadline_ns(self) -> int | None:
         """When ``handle_timer`` should run next (Unix ns), or None when demobilized."""
@@ -119,15 +160,30 @@ class NtpAssociation:
         if self.reach == 0 and self.stats.packets_sent >= 8:
             # RFC 5905 §13: an unreachable server is polled ever less often.
             self.poll = min(self.poll + 1, self.max_poll)
-        self._cookie = self._rng.getrandbits(64) or 1
+        transmit_cookie = self._rng.getrandbits(64) or 1
+        origin = receive_cookie = 0
+        if (
+            self.xleave
+            and self._previous is not None
+            and self._xleave_unanswered < _XLEAVE_MAX_UNANSWERED
+        ):
+            origin = self._previous.server_rx
+            receive_cookie = self._rng.getrandbits(64) or 1
+            if receive_cookie == transmit_cookie:  # the server's test for an interleaved request
+                receive_cookie ^= 1
+            self._xleave_unanswered += 1
+        self._pending = _Request(transmit_cookie, receive_cookie, now_ns)
         self._t1_ns = now_ns
+        self._latest_answered = False
         self._next_ns = now_ns + self._interval_ns()
         request = NtpPacket(
             leap=Leap.NONE,
             version=4,
             mode=Mode.CLIENT,
             poll=self.poll,
-            transmit_ts=self._cookie,
+            origin_ts=origin,
+            receive_ts=receive_cookie,
+            transmit_ts=transmit_cookie,
         )
         data = encode_ntp(request)
         if self.auth is not None:
@@ -156,9 +212,31 @@ class NtpAssociation:
             self.poll = max(floor, min(self.max_poll, poll_log2))
 
     def handle_sent(self, tx_ns: int) -> None:
-        """Record T1, the clock read just before the request was handed to the kernel."""
-        if self._cookie is not None:
+        """Record T1, the clock read just before the request was handed to the kernel.
+
+        A kernel TX stamp that came first (inside sendto, on loopback) is better and is kept.
+        """
+        if self._pending is not None and not self._pending.kernel_stamped:
+            self._pending.t1_ns = tx_ns
             self._t1_ns = tx_ns
+
+    def stamp_transmit(self, data: bytes, t1_ns: int) -> bytes:
+        """``data`` as it goes out at ``t1_ns``: a client's Transmit is a cookie, unchanged."""
+        return data
+
+    def handle_tx_timestamp(self, tx_ns: int) -> None:
+        """The kernel's TX stamp of the latest request (more precise than ``handle_sent``).
+
+        It may come after that request's reply: then it refines the exchange an interleaved
+        reply will measure next.
+        """
+        self._t1_ns = tx_ns
+        if self._pending is not None:
+            self._pending.t1_ns = tx_ns
+            self._pending.kernel_stamped = True
+        elif self._latest_answered and self._previous is not None:
+            p = self._previous
+            self._previous = _Exchange(tx_ns, p.server_rx, p.t4_ns)
 
     def _interval_ns(self) -> int:
         if self._burst_left > 1:
@@ -172,8 +250,8 @@ class NtpAssociation:
         self.stats.packets_dropped += 1
         self.stats.drops_by_reason[reason] = self.stats.drops_by_reason.get(reason, 0) + 1
 
-    def handle_reply(self, data: bytes, rx_ns: int) -> Sample | None:
-        """Check a datagram from the server; return a sample if it is a good reply."""
+    def _decode(self, data: bytes, modes: tuple[Mode, ...], reason: str) -> NtpPacket | None:
+        """The packet if it decodes and has one of ``modes``; else None, counted as dropped."""
         try:
             packet = decode_ntp(data)
         except WireError as exc:
@@ -181,31 +259,73 @@ class NtpAssociation:
             return None
         # Authentication (NTS) comes first: unauthenticated KoDs and replays must not count.
         if self.auth is not None:
-            reason = self.auth.verify(data, packet)
-            if reason is not None:
-                self._drop(reason)
+            auth_failure = self.auth.verify(data, packet)
+            if auth_failure is not None:
+                self._drop(auth_failure)
                 return None
-        # Mode: only server replies answer client requests.
-        if packet.mode != Mode.SERVER:
-            self._drop("not_server_mode")
+        if packet.mode not in modes:
+            self._drop(reason)
             return None
-        # Test 1, duplicate: the same server transmit time again is a replay.
-        if packet.transmit_ts != 0 and packet.transmit_ts == self._last_server_tx:
+        return packet
+
+    def handle_reply(self, data: bytes, rx_ns: int) -> Sample | None:
+        """Check a datagram from the server; return a sample if it is a good reply."""
+        # Mode: only server replies answer client requests.
+        packet = self._decode(data, (Mode.SERVER,), "not_server_mode")
+        if packet is None:
+            return None
+        # Test 1, duplicate: the same server timestamps again are a replay (RFC 9769: both the
+        # Receive and the Transmit field, as an interleaved reply's Transmit is an old time).
+        if packet.transmit_ts != 0 and (packet.receive_ts, packet.transmit_ts) == self._last_seen:
             self._drop("duplicate")
             return None
-        # Test 2, bogus: it must answer our outstanding request (origin = our cookie).
-        if self._cookie is None or packet.origin_ts != self._cookie:
+        # Test 2, bogus: it must answer our outstanding request: Origin = our Transmit cookie
+        # (basic reply) or our Receive cookie (interleaved reply, RFC 9769).
+        pending = self._pending
+        if pending is None or packet.origin_ts not in (
+            pending.transmit_cookie,
+            pending.receive_cookie or pending.transmit_cookie,
+        ):
             self._drop("bogus")
             return None
+        interleaved = packet.origin_ts == pending.receive_cookie
         # From here on the reply is genuinely for us: one answer per request (replay guard).
-        self._cookie = None
-        self._last_server_tx = packet.transmit_ts
+        self._pending = None
+        self._last_seen = (packet.receive_ts, packet.transmit_ts)
         code = kiss_code(packet)
         if code is not None:
             self._handle_kod(code, packet)
             return None
+        server_now = packet.receive_ts if interleaved else packet.transmit_ts
+        checked = self._check_header(packet, server_now)
+        if checked is None:
+            return None
+        stratum, root_delay_ns, root_disp_ns = checked
+        # This exchange is what the next interleaved reply will measure.
+        previous, self._previous = (
+            self._previous,
+            _Exchange(pending.t1_ns, packet.receive_ts, rx_ns),
+        )
+        self._latest_answered = True
+        self._xleave_unanswered = 0
+        self.interleaved = interleaved
+        if interleaved and previous is not None:
+            # RFC 9769: T1, T2, T4 of the previous exchange; T3 is this reply's Transmit.
+            self.stats.interleaved_replies += 1
+            times = (previous.t1_ns, previous.server_rx, packet.transmit_ts, previous.t4_ns)
+        else:
+            times = (pending.t1_ns, packet.receive_ts, packet.transmit_ts, rx_ns)
+        return self._sample(packet, times, rx_ns, stratum, root_delay_ns, root_disp_ns)
+
+    def _check_header(
+        self, packet: NtpPacket, server_now: int, *, answers: bool = True
+    ) -> tuple[int, int, int] | None:
+        """Tests 3, 6 and 7 (counted drops); (stratum, root delay ns, root dispersion ns).
+
+        ``answers``: the packet answers one of ours, so its Receive field must be set too.
+        """
         # Test 3, invalid: the server's timestamps must be set.
-        if packet.receive_ts == 0 or packet.transmit_ts == 0:
+        if (answers and packet.receive_ts == 0) or packet.transmit_ts == 0:
             self._drop("invalid")
             return None
         # Test 6, unsynchronized: a server that does not know the time cannot teach it.
@@ -213,32 +333,38 @@ class NtpAssociation:
         if packet.leap == Leap.UNSYNCHRONIZED or stratum >= 16:
             self._drop("unsynchronized")
             return None
-        # Test 7, bad header: distance too large, or a reference time in the future.
+        # Test 7, bad header: distance too large, or a reference time in the future.  "Now" at
+        # the server is its Transmit in a basic reply, but its Receive in an interleaved one
+        # (whose Transmit is the send time of an older reply, RFC 9769).
         root_delay_ns = ns_from_short(packet.root_delay)
         root_disp_ns = ns_from_short(packet.root_dispersion)
         if root_delay_ns // 2 + root_disp_ns >= MAXDISP_NS or (
-            packet.reference_ts != 0 and ntp64_diff_ns(packet.reference_ts, packet.transmit_ts) > 0
+            packet.reference_ts != 0 and ntp64_diff_ns(packet.reference_ts, server_now) > 0
         ):
             self._drop("bad_header")
             return None
-        return self._sample(packet, rx_ns, stratum, root_delay_ns, root_disp_ns)
+        return stratum, root_delay_ns, root_disp_ns
 
     def _sample(
-        self, packet: NtpPacket, rx_ns: int, stratum: int, root_delay_ns: int, root_disp_ns: int
+        self,
+        packet: NtpPacket,
+        times: tuple[int, int, int, int],
+        rx_ns: int,
+        stratum: int,
+        root_delay_ns: int,
+        root_disp_ns: int,
     ) -> Sample:
-        t1 = ntp64_from_unix_ns(self._t1_ns)
-        t4 = ntp64_from_unix_ns(rx_ns)
+        """A sample from T1 (our ns), T2, T3 (raw server timestamps), T4 (our ns)."""
+        t1_ns, t2, t3, t4_ns = times
         # RFC 5905 §8: subtract raw timestamps first (era-safe), then combine.
-        t2_minus_t1 = ntp64_diff_ns(packet.receive_ts, t1)
-        t3_minus_t4 = ntp64_diff_ns(packet.transmit_ts, t4)
-        server_busy = ntp64_diff_ns(packet.transmit_ts, packet.receive_ts)
+        t2_minus_t1 = ntp64_diff_ns(t2, ntp64_from_unix_ns(t1_ns))
+        t3_minus_t4 = ntp64_diff_ns(t3, ntp64_from_unix_ns(t4_ns))
+        server_busy = ntp64_diff_ns(t3, t2)
         precision_ns = _precision_ns(self._precision_log2)
-        delay = max(rx_ns - self._t1_ns - server_busy, precision_ns)
+        delay = max(t4_ns - t1_ns - server_busy, precision_ns)
         offset = (t2_minus_t1 + t3_minus_t4) // 2
         dispersion = (
-            _precision_ns(packet.precision)
-            + precision_ns
-            + (rx_ns - self._t1_ns) * PHI_PPM // 1_000_000
+            _precision_ns(packet.precision) + precision_ns + (t4_ns - t1_ns) * PHI_PPM // 1_000_000
         )
         self.reach |= 1
         self.stats.packets_received += 1
@@ -253,7 +379,8 @@ class NtpAssociation:
             stratum=stratum,
             leap=int(packet.leap),
             reference_id=packet.reference_id,
-            local_rx_ns=rx_ns,
+            local_rx_ns=rx_ns,  # when we learnt it (an interleaved one measures an older T4)
+            interleaved=t4_ns != rx_ns,
         )
 
     def handle_measured(self, sample: Sample) -> Sample:

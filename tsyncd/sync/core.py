@@ -9,6 +9,7 @@ are requests to send and clock actions to apply:
 * ``handle_timer(now)`` polls every association whose deadline has passed (returning the
   requests) and runs the discipline's timer (returning clock actions);
 * ``handle_sent(name, t1)`` records T1, read just before the request went to the kernel;
+  ``handle_tx_timestamp(name, t1)`` refines it with the kernel's TX stamp when there is one;
 * ``handle_reply(name, data, rx)`` checks the reply, feeds the filter and re-runs selection;
   each fresh sample of the system peer goes to the discipline with its own measurement time and
   delay.  The discipline's delay-weighted regression is the filter there (as in chrony); the
@@ -27,9 +28,11 @@ from dataclasses import dataclass
 from typing import Final
 
 from tsyncd.sync.association import AssociationState, NtpAssociation
+from tsyncd.sync.broadcast import BroadcastAssociation
 from tsyncd.sync.discipline import ClockAction, Discipline, Step
 from tsyncd.sync.filter import ClockFilter
 from tsyncd.sync.sample import Sample
+from tsyncd.sync.symmetric import SymmetricAssociation
 from tsyncd.sync.system import Candidate, SystemDecision, SystemProcess
 
 _NS_PER_S: Final = 1_000_000_000
@@ -92,6 +95,9 @@ class SyncCore:
         iburst: bool,
         rng: random.Random,
         now_ns: int,
+        xleave: bool = False,
+        symmetric: bool = False,
+        broadcast_delay_ns: int | None = None,
     ) -> SourceState:
         """Mobilize an association (polling starts at its first deadline)."""
         if name in self.sources:
@@ -100,16 +106,19 @@ class SyncCore:
         state = SourceState(
             name=name,
             reference_id=reference_id,
-            association=NtpAssociation(
+            association=_association_class(symmetric, broadcast_delay_ns)(
                 min_poll=min_poll,
                 max_poll=max_poll,
                 iburst=iburst,
                 precision_log2=self.precision_log2,
                 rng=rng,
                 now_ns=now_ns,
+                xleave=xleave,
             ),
             filter=ClockFilter(precision_ns=precision_ns),
         )
+        if isinstance(state.association, BroadcastAssociation) and broadcast_delay_ns is not None:
+            state.association.broadcast_delay_ns = broadcast_delay_ns
         self.sources[name] = state
         return state
 
@@ -146,6 +155,18 @@ class SyncCore:
         state = self.sources.get(name)
         if state is not None:
             state.association.handle_sent(t1_ns)
+
+    def stamp_transmit(self, name: str, data: bytes, t1_ns: int) -> bytes:
+        """The request ``name`` is about to send, with its Transmit field re-read at ``t1_ns``
+        where the peer uses it as a time (symmetric mode); other requests come back as is."""
+        state = self.sources.get(name)
+        return state.association.stamp_transmit(data, t1_ns) if state is not None else data
+
+    def handle_tx_timestamp(self, name: str, tx_ns: int) -> None:
+        """The kernel's TX stamp of ``name``'s latest request (disciplined clock)."""
+        state = self.sources.get(name)
+        if state is not None:
+            state.association.handle_tx_timestamp(tx_ns)
 
     def handle_reply(self, name: str, data: bytes, rx_ns: int) -> list[ClockAction]:
         """A datagram from source ``name`` arrived at ``rx_ns`` (disciplined clock)."""
@@ -253,3 +274,10 @@ class SyncCore:
             deadlines.append(self.discipline.next_deadline_ns())
         pending = [d for d in deadlines if d is not None]
         return min(pending) if pending else None
+
+
+def _association_class(symmetric: bool, broadcast_delay_ns: int | None) -> type[NtpAssociation]:
+    """Client, symmetric active (``symmetric``) or broadcast client (a broadcast delay)."""
+    if broadcast_delay_ns is not None:
+        return BroadcastAssociation
+    return SymmetricAssociation if symmetric else NtpAssociation

@@ -1,0 +1,275 @@
+"""Precision benchmark on loopback, where the true offset is 0: tsyncd and chronyd measuring
+each other and chronyd measuring chronyd, in basic and interleaved (xleave) mode, in one run.
+
+Run from the repository root (tsyncd installed or importable, chronyd on the PATH)::
+
+    python -m bench.precision                 # 15 s per measurement, poll -4 (16 per second)
+    python -m bench.precision --seconds 30 --json
+
+Measurements, one after the other so they do not compete for the CPU:
+
+* ``chronyd -> chronyd``: a chronyd client (``-x``) of a chronyd server (``-x``, local stratum
+  10), offsets from the client's ``measurements.log``;
+* ``tsyncd -> chronyd``: tsyncd's client path (``NtpSourceSocket`` with kernel RX/TX stamps
+  and ``NtpAssociation``, the code the daemon runs per source) polling the same kind of chronyd
+  server, every raw sample's offset;
+* ``chronyd -> tsyncd``: a chronyd client of a tsyncd daemon (measure mode, local stratum 10).
+  In xleave mode this needs tsyncd's interleaved server (issue 4's server half); until that is
+  there chronyd gets basic replies, and the row says so instead of giving figures.
+
+For each: the number of samples used (the first ``_WARMUP`` are dropped; in xleave mode only
+interleaved samples count), the median offset and the 95th percentile of |offset|, in µs, and
+the ratio of the 95th percentile to chronyd -> chronyd's in the same mode.  Issue 4's reference
+figures for chronyd -> chronyd: 95 % within 0.73 µs (median +0.3 µs) with xleave, 1.5 µs basic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Final
+
+from tsyncd.daemon import measure_precision_log2
+from tsyncd.sources.ntp import NtpSourceSocket
+from tsyncd.sync.association import NtpAssociation
+
+POLL: Final = -4
+_WARMUP: Final = 4  # samples dropped at the start of each measurement
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """One measurement's offsets, summarised."""
+
+    who: str  # "chronyd -> chronyd", ...
+    mode: str  # "basic" | "xleave"
+    samples: int
+    median_us: float | None
+    p95_abs_us: float | None
+    note: str = ""
+
+
+def _summary(who: str, mode: str, offsets_s: list[float], note: str = "") -> Result:
+    used = offsets_s[_WARMUP:]
+    if len(used) < 5:
+        return Result(who, mode, len(used), None, None, note or "too few samples")
+    absolute = sorted(abs(x) for x in used)
+    p95 = absolute[min(len(absolute) - 1, round(0.95 * (len(absolute) - 1)))]
+    return Result(who, mode, len(used), statistics.median(used) * 1e6, p95 * 1e6, note)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextmanager
+def _process(argv: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
+def _chronyd(tmp: Path, name: str, conf: str) -> list[str]:
+    """argv of a chronyd -x (never touches the clock) with private paths under ``tmp``."""
+    binary = shutil.which("chronyd") or shutil.which("chronyd", path="/usr/sbin:/sbin")
+    if binary is None:
+        sys.exit("chronyd is not installed (the README's test command installs it)")
+    d = tmp / name
+    d.mkdir(mode=0o700)
+    (d / "chrony.conf").write_text(
+        f"{conf}\npidfile {d}/pid\nbindcmdaddress {d}/sock\ncmdport 0\nuser root\nlogdir {d}\n"
+    )
+    return [binary, "-x", "-d", "-f", str(d / "chrony.conf")]
+
+
+def _wait_port(port: int, timeout_s: float = 10.0) -> None:
+    """Until something answers NTP on 127.0.0.1:port (a started server is ready)."""
+    request = b"\x23" + bytes(39) + os.urandom(8)
+    deadline = time.monotonic() + timeout_s
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(0.1)
+        while time.monotonic() < deadline:
+            s.sendto(request, ("127.0.0.1", port))
+            try:
+                if s.recv(512):
+                    return
+            except OSError:
+                time.sleep(0.05)
+    sys.exit(f"no NTP server came up on port {port}")
+
+
+def _chrony_server(tmp: Path, name: str, port: int) -> list[str]:
+    return _chronyd(
+        tmp, name, f"port {port}\nbindaddress 127.0.0.1\nlocal stratum 10\nallow 127.0.0.1\n"
+    )
+
+
+def _chrony_client_offsets(
+    tmp: Path, name: str, port: int, xleave: bool, seconds: float
+) -> tuple[list[float], int]:
+    """Run a chronyd client for ``seconds``; (offsets of the wanted kind, interleaved count)."""
+    argv = _chronyd(
+        tmp,
+        name,
+        f"server 127.0.0.1 port {port} minpoll {POLL} maxpoll {POLL}"
+        f"{' xleave' if xleave else ''} noselect\nport 0\nlog measurements\n",
+    )
+    with _process(argv, tmp / f"{name}.log"):
+        time.sleep(seconds)
+    offsets: list[float] = []
+    interleaved = 0
+    log = tmp / name / "measurements.log"
+    for line in log.read_text().splitlines() if log.exists() else []:
+        f = line.split()
+        # date time ip L St 123 567 ABCD LP RP Score Offset ... Refid MTxRx (e.g. "4I K K").
+        # Every measurement that passed the packet tests (1-3, 5-7), like tsyncd's samples:
+        # chronyd's delay tests (ABCD) filter later, as tsyncd's clock filter does.
+        if len(f) < 18 or f[5] != "111" or f[6] != "111":
+            continue
+        kind = f[17][1:2]
+        interleaved += kind == "I"
+        if (kind == "I") == xleave:
+            offsets.append(float(f[11]))
+    return offsets, interleaved
+
+
+async def _tsyncd_offsets(port: int, xleave: bool, seconds: float) -> list[float]:
+    """tsyncd's per-source client path against 127.0.0.1:port, as the daemon drives it."""
+    now = time.time_ns()
+    assoc = NtpAssociation(
+        min_poll=POLL,
+        max_poll=POLL,
+        iburst=False,
+        precision_log2=measure_precision_log2(),
+        rng=random.Random(),
+        now_ns=now,
+        xleave=xleave,
+    )
+    offsets: list[float] = []
+
+    def on_reply(_name: str, data: bytes, rx_ns: int) -> None:
+        sample = assoc.handle_reply(data, rx_ns)
+        if sample is not None and sample.interleaved == xleave:
+            offsets.append(sample.offset_ns * 1e-9)
+
+    sock = NtpSourceSocket(name="bench", mode="server", ip="127.0.0.1", port=port)
+    sock.open(on_reply, lambda _name, tx_ns: assoc.handle_tx_timestamp(tx_ns))
+    end = time.monotonic() + seconds
+    try:
+        while time.monotonic() < end:
+            deadline = assoc.next_deadline_ns() or 0
+            await asyncio.sleep(max(0.0, (deadline - time.time_ns()) * 1e-9))
+            data = assoc.handle_timer(time.time_ns())
+            if data is None:
+                continue
+            t1 = time.time_ns()
+            if sock.send(data):
+                assoc.handle_sent(t1)
+    finally:
+        sock.close()
+    return offsets
+
+
+def _tsyncd_server(tmp: Path, port: int) -> list[str]:
+    d = tmp / "tsyncd-server"
+    d.mkdir()
+    conf = d / "tsyncd.toml"
+    conf.write_text(
+        f'[clock]\nmode = "measure"\n[control]\nsocket = "{d}/tsyncd.sock"\n'
+        f'[synchronization]\nlocal-stratum = 10\n[[server]]\nlisten = "127.0.0.1:{port}"\n'
+    )
+    return [sys.executable, "-m", "tsyncd", "-c", str(conf)]
+
+
+def run(seconds: float) -> list[Result]:
+    """Every measurement, in order; about 5 x ``seconds`` plus start-up."""
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory(prefix="tsyncd-precision-") as tmp_text:
+        tmp = Path(tmp_text)
+        port = _free_port()
+        with _process(_chrony_server(tmp, "chronyd-server", port), tmp / "server.log"):
+            _wait_port(port)
+            for mode in ("basic", "xleave"):
+                xleave = mode == "xleave"
+                offsets, _ = _chrony_client_offsets(
+                    tmp, f"chronyd-client-{mode}", port, xleave, seconds
+                )
+                results.append(_summary("chronyd -> chronyd", mode, offsets))
+                offsets = asyncio.run(_tsyncd_offsets(port, xleave, seconds))
+                results.append(_summary("tsyncd -> chronyd", mode, offsets))
+        port = _free_port()
+        with _process(_tsyncd_server(tmp, port), tmp / "tsyncd-server.log"):
+            _wait_port(port)
+            offsets, _ = _chrony_client_offsets(
+                tmp, "chronyd-of-tsyncd-basic", port, False, seconds
+            )
+            results.append(_summary("chronyd -> tsyncd", "basic", offsets))
+            offsets, interleaved = _chrony_client_offsets(
+                tmp, "chronyd-of-tsyncd-xleave", port, True, seconds
+            )
+            note = "" if interleaved else "tsyncd's server answered in basic mode (no xleave yet)"
+            results.append(_summary("chronyd -> tsyncd", "xleave", offsets, note))
+    return results
+
+
+def _ratio(result: Result, results: list[Result]) -> str:
+    base = next(
+        (r for r in results if r.who == "chronyd -> chronyd" and r.mode == result.mode), None
+    )
+    if base is None or base.p95_abs_us is None or result.p95_abs_us is None:
+        return "-"
+    return f"{result.p95_abs_us / base.p95_abs_us:.2f}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.precision", description=__doc__)
+    parser.add_argument("--seconds", type=float, default=15.0, help="per measurement (5..60)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = parser.parse_args(argv)
+    seconds = min(60.0, max(5.0, args.seconds))
+    results = run(seconds)
+    if args.json:
+        print(json.dumps([{**asdict(r), "ratio_p95": _ratio(r, results)} for r in results]))
+        return 0
+    print(f"loopback, poll {POLL}, {seconds:g} s per measurement; true offset 0")
+    print(
+        f"{'measurement':<20} {'mode':<7} {'n':>5} {'median µs':>10} {'p95 |off| µs':>13} "
+        f"{'p95 ratio vs chronyd->chronyd':>30}"
+    )
+    for r in results:
+        median = f"{r.median_us:+10.3f}" if r.median_us is not None else f"{'-':>10}"
+        p95 = f"{r.p95_abs_us:13.3f}" if r.p95_abs_us is not None else f"{'-':>13}"
+        line = f"{r.who:<20} {r.mode:<7} {r.samples:>5} {median} {p95} {_ratio(r, results):>30}"
+        print(line + (f"  ({r.note})" if r.note else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""Symmetric mode against real chronyd on loopback: ``mode = "peer"`` (active) with chronyd's
+``peer`` directive, each measuring the other; and tsyncd's server answering chronyd's symmetric
+active packets in passive mode."""
+
+from __future__ import annotations
+
+import socket
+import textwrap
+from typing import Any
+
+from peers import Chronyd, Peers, free_udp_port, wait_for
+
+from tsyncd.wire.ntp import Mode, NtpPacket, decode_ntp, encode_ntp
+
+
+def _peer_row(chrony: Chronyd, port: int) -> list[str] | None:
+    """chronyd's row for its peer (mode '='), once it has heard from it 3 times."""
+    rows = [r for r in chrony.sources() if r[0] == "=" and r[2] == "127.0.0.1"]
+    return rows[0] if rows and int(rows[0][5], 8) & 0o7 == 0o7 else None
+
+
+def test_symmetric_peers_measure_each_other(peers: Peers) -> None:
+    chrony_port, our_port = free_udp_port(), free_udp_port()
+    chrony = peers.chronyd(
+        "chronyd-peer",
+        f"port {chrony_port}\nbindaddress 127.0.0.1\nlocal stratum 10\nallow 127.0.0.1\n"
+        f"peer 127.0.0.1 port {our_port} minpoll -2 maxpoll -2\n",
+    )
+    # min-sources = 2: tsyncd stays on its local stratum, so the two never form a sync loop
+    # (chronyd would refuse samples from a peer synchronized to it) and both keep measuring.
+    tsyncd = peers.tsyncd(
+        "tsyncd-peer",
+        textwrap.dedent(
+            f"""
+            [synchronization]
+            local-stratum = 9
+            min-sources = 2
+            [[server]]
+            listen = "127.0.0.1:{our_port}"
+            [[source]]
+            mode = "peer"
+            address = "127.0.0.1:{chrony_port}"
+            local-port = {our_port}
+            min-poll = -2
+            max-poll = -2
+            """
+        ),
+    )
+
+    def measured() -> dict[str, Any] | None:
+        rows = [r for r in tsyncd.ctl("peers") if r["reach"] & 0o17 == 0o17]
+        return rows[0] if rows else None
+
+    row = wait_for("tsyncd to measure chronyd as its peer", measured, timeout=30)
+    assert row["mode"] == "peer" and row["address"] == f"127.0.0.1:{chrony_port}"
+    assert row["stratum"] in (10, 11)
+    assert isinstance(row["offset"], float) and abs(row["offset"]) < 1e-3
+    assert isinstance(row["delay"], float) and 0 < row["delay"] < 1e-3
+
+    theirs = wait_for("chronyd to hear tsyncd as its peer", lambda: _peer_row(chrony, our_port))
+    assert theirs[3] == "9"  # the stratum tsyncd announces from its local clock
+
+    def chrony_samples() -> list[str] | None:
+        for line in chrony.chronyc("sourcestats").splitlines():
+            fields = line.split(",")
+            if fields[0] == "127.0.0.1" and int(fields[1]) >= 3:
+                return fields
+        return None
+
+    stats = wait_for("chronyd to collect samples of tsyncd", chrony_samples, timeout=30)
+    assert abs(float(stats[6])) < 1e-3  # chronyd's estimated offset of tsyncd, s
+    # The peer's socket shares its port with a server: clients still get answers there.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(2)
+        s.sendto(encode_ntp(NtpPacket(mode=Mode.CLIENT, transmit_ts=77)), ("127.0.0.1", our_port))
+        answer = decode_ntp(s.recv(2048))
+    assert answer.mode == Mode.SERVER and answer.origin_ts == 77 and answer.stratum == 9
+
+
+def test_server_answers_symmetric_active_in_passive_mode(peers: Peers) -> None:
+    server_port = free_udp_port()
+    peers.tsyncd(
+        "tsyncd-server",
+        f"[synchronization]\nlocal-stratum = 8\n[[server]]\n"
+        f'listen = "127.0.0.1:{server_port}"\nsymmetric-passive = true\n',
+    )
+    chrony = peers.chronyd(
+        "chronyd-active",
+        f"port {free_udp_port()}\nbindaddress 127.0.0.1\nallow 127.0.0.1\n"
+        f"peer 127.0.0.1 port {server_port} minpoll -2 maxpoll -2\n",
+    )
+
+    def selected() -> list[str] | None:
+        rows = [r for r in chrony.sources() if r[0] == "=" and r[1] == "*"]
+        return rows[0] if rows else None
+
+    row = wait_for("chronyd to select tsyncd's passive answers", selected, timeout=30)
+    assert row[3] == "8"
+    tracking = chrony.chronyc("tracking").split(",")
+    assert tracking[2] == "9" and abs(float(tracking[4])) < 1e-3

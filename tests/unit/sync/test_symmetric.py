@@ -1,0 +1,112 @@
+"""Two SymmetricAssociations on virtual time, polling each other on their own timers."""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+
+from tsyncd.servers.passive import is_symmetric_active, passive_reply
+from tsyncd.servers.responder import AccessList, NtpResponder, ResponseTemplate
+from tsyncd.sync.symmetric import SymmetricAssociation
+from tsyncd.wire.ntp import Leap, Mode, NtpPacket, decode_ntp, encode_ntp
+from tsyncd.wire.timestamps import ntp64_from_unix_ns
+
+S = 1_000_000_000
+T0 = 1_800_000_000 * S
+OFFSET = 400_000  # B's clock minus A's, ns
+ONE_WAY = 30_000
+
+
+def peer(seed: int, stratum: int) -> SymmetricAssociation:
+    a = SymmetricAssociation(
+        min_poll=0, max_poll=0, iburst=False, precision_log2=-20, rng=random.Random(seed), now_ns=T0
+    )
+    a.set_announced(
+        leap=Leap.NONE,
+        stratum=stratum,
+        root_delay=0,
+        root_dispersion=0,
+        reference_id=0x7F000001,
+        reference_ts=ntp64_from_unix_ns(T0 - S),
+    )
+    return a
+
+
+def test_peers_measure_each_other_with_crossing_polls() -> None:
+    a, b = peer(1, 3), peer(2, 4)
+    a_samples, b_samples = [], []
+    for i in range(6):
+        t = T0 + i * S  # A's clock; B polls 300 ms after A, on its own clock
+        packet_a = a.handle_timer(t)
+        assert packet_a is not None and decode_ntp(packet_a).mode == Mode.SYMMETRIC_ACTIVE
+        b_samples.append(b.handle_reply(packet_a, t + ONE_WAY + OFFSET))
+        packet_b = b.handle_timer(t + 300_000_000 + OFFSET)
+        assert packet_b is not None
+        a_samples.append(a.handle_reply(packet_b, t + 300_000_000 + ONE_WAY))
+    # B's first packet answers A's; A's first packet reached B before B had sent anything.
+    assert b_samples[0] is None and b.stats.drops_by_reason == {"bogus": 1}
+    good_a = [s for s in a_samples if s is not None]
+    good_b = [s for s in b_samples if s is not None]
+    assert len(good_a) == 6 and len(good_b) == 5
+    for s in good_a:
+        assert abs(s.offset_ns - OFFSET) <= 2 and abs(s.delay_ns - 2 * ONE_WAY) <= 2
+        assert s.stratum == 4
+    for s in good_b:
+        assert abs(s.offset_ns + OFFSET) <= 2 and abs(s.delay_ns - 2 * ONE_WAY) <= 2
+        assert s.stratum == 3
+    assert a.reach & 0b111 == 0b111
+
+
+def test_replayed_peer_packet_gives_no_second_sample() -> None:
+    a, b = peer(1, 3), peer(2, 4)
+    packet_a = a.handle_timer(T0)
+    assert packet_a is not None
+    b.handle_reply(packet_a, T0 + ONE_WAY)
+    packet_b = b.handle_timer(T0 + S)
+    assert packet_b is not None
+    assert a.handle_reply(packet_b, T0 + S + ONE_WAY) is not None
+    assert a.handle_reply(packet_b, T0 + S + 2 * ONE_WAY) is None
+    assert a.stats.drops_by_reason == {"duplicate": 1}
+
+
+def test_client_mode_packets_are_not_peer_packets() -> None:
+    a = peer(1, 3)
+    a.handle_timer(T0)
+    server = encode_ntp(NtpPacket(mode=Mode.SERVER, transmit_ts=5, receive_ts=4))
+    assert a.handle_reply(server, T0 + ONE_WAY) is None
+    assert a.stats.drops_by_reason == {"not_symmetric_mode": 1}
+
+
+def test_passive_reply_answers_symmetric_active_only() -> None:
+    a = peer(1, 3)
+    active = a.handle_timer(T0)
+    assert active is not None and is_symmetric_active(active)
+    responder = NtpResponder(AccessList((), ()))
+    responder.template = ResponseTemplate(leap=Leap.NONE, stratum=8, precision=-20)
+    peer_ip = ipaddress.ip_address("127.0.0.1")
+    reason, reply = passive_reply(active, responder, peer_ip, T0 + ONE_WAY, T0 + ONE_WAY + 1000)
+    assert reason == "answered" and reply is not None and len(reply) <= len(active)
+    answer = decode_ntp(reply)
+    assert answer.mode == Mode.SYMMETRIC_PASSIVE and answer.stratum == 8
+    assert answer.origin_ts == decode_ntp(active).transmit_ts
+    sample = a.handle_reply(reply, T0 + 2 * ONE_WAY + 1000)
+    assert sample is not None and abs(sample.offset_ns) <= 2
+    assert not is_symmetric_active(encode_ntp(NtpPacket(mode=Mode.CLIENT, transmit_ts=1)))
+    denied = NtpResponder(AccessList((), (ipaddress.ip_network("127.0.0.0/8"),)))
+    assert passive_reply(active, denied, peer_ip, T0, T0) == ("denied", None)
+
+
+def test_transmit_is_re_stamped_just_before_sending() -> None:
+    a, b = peer(1, 3), peer(2, 4)
+    early = a.handle_timer(T0)
+    assert early is not None
+    late = a.stamp_transmit(early, T0 + 50_000)
+    assert decode_ntp(late).transmit_ts == ntp64_from_unix_ns(T0 + 50_000)
+    assert late[:40] == early[:40]
+    a.handle_sent(T0 + 50_000)
+    b.handle_reply(late, T0 + 50_000 + ONE_WAY)
+    answer = b.handle_timer(T0 + S)
+    assert answer is not None
+    sample = a.handle_reply(answer, T0 + S + ONE_WAY)
+    assert sample is not None and abs(sample.offset_ns) <= 2  # matched the new Transmit
+    assert a.stamp_transmit(b"short", T0) == b"short"

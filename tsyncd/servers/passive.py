@@ -1,0 +1,31 @@
+"""Symmetric passive answers (RFC 5905 mode 2) to peers that poll us in symmetric active mode.
+
+A peer configured with ``peer <us>`` (chrony, ntpd) sends mode 1 packets to our server port.
+Like chrony, we keep no association for it: each packet gets, at once and statelessly, exactly
+the answer a client request would get (same access list, counters and policy of the server's
+responder, same template), with the mode changed to 2, so the peer can measure us.  The
+responder never answers with more bytes than it got (RFC 8633: no amplification).
+"""
+
+from __future__ import annotations
+
+from tsyncd.servers.responder import IPAddress, NtpResponder
+from tsyncd.wire.ntp import Mode
+
+_MODE_MASK = 0x07
+
+
+def is_symmetric_active(data: bytes) -> bool:
+    """Cheap look at the mode bits, before any decoding."""
+    return len(data) >= 48 and data[0] & _MODE_MASK == Mode.SYMMETRIC_ACTIVE
+
+
+def passive_reply(
+    data: bytes, responder: NtpResponder, peer: IPAddress, rx_ns: int, tx_ns: int
+) -> tuple[str, bytes | None]:
+    """(reason, mode 2 answer or None) for a symmetric active packet."""
+    as_client = bytes([(data[0] & ~_MODE_MASK) | Mode.CLIENT]) + data[1:]
+    reason, response = responder.handle_request(as_client, peer, rx_ns, tx_ns)
+    if response is None or response[0] & _MODE_MASK != Mode.SERVER:
+        return reason, None
+    return reason, bytes([(response[0] & ~_MODE_MASK) | Mode.SYMMETRIC_PASSIVE]) + response[1:]

@@ -1,0 +1,62 @@
+"""The IO loop of one ``mode = "pool"`` source: resolve, mobilize, replace bad members.
+
+Decisions (which member is bad, when to resolve, which addresses to take) live in the sans-IO
+``tsyncd.sync.pool.PoolMembers``; this loop only resolves names and calls the daemon back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+from tsyncd.sync.association import NtpAssociation
+from tsyncd.sync.pool import PoolMembers
+
+log = logging.getLogger(__name__)
+
+_CHECK_INTERVAL_S: Final = 1.0
+
+MemberStatus = Callable[[str], tuple[NtpAssociation, str] | None]  # ip -> (assoc, sel. state)
+
+
+async def run_pool(
+    name: str,
+    members: PoolMembers,
+    *,
+    resolve: Callable[[], Awaitable[list[str]]],
+    add: Callable[[str], object],
+    remove: Callable[[str], None],
+    status: MemberStatus,
+    now_ns: Callable[[], int],
+) -> None:
+    """Keep ``members.count`` good addresses of pool ``name`` mobilized, until cancelled."""
+    while True:
+        now = now_ns()
+        if members.wants_resolution(now):
+            try:
+                ips = await resolve()
+            except OSError as exc:
+                log.warning("cannot resolve pool %s: %s; retrying", name, exc)
+                members.resolution_failed(now)
+            else:
+                chosen = members.choose(ips, now)
+                for ip in chosen:
+                    add(ip)
+                if len(members.members) < members.count:
+                    log.info(
+                        "pool %s: %d of %d addresses usable",
+                        name,
+                        len(members.members),
+                        members.count,
+                    )
+        for ip in list(members.members):
+            current = status(ip)
+            if current is None:
+                continue
+            reason = members.check(ip, *current, now)
+            if reason is not None:
+                log.warning("pool %s: replacing %s: %s", name, ip, reason)
+                remove(ip)
+        await asyncio.sleep(_CHECK_INTERVAL_S)

@@ -1,0 +1,124 @@
+"""A symmetric active association (RFC 5905 modes 1 and 2), sans-IO: two peers that measure
+each other, each polling on its own timer.
+
+Theory of operation
+-------------------
+Unlike a client, a peer cannot send a random cookie: the other side measures *us* with our
+packet's Transmit field as its T3, so it carries our real time (the clock read when the poll
+fired).  Each packet we send carries (RFC 5905 §9 and Figure 22):
+
+* Origin = the Transmit timestamp of the last packet we received from the peer (``p.org``);
+* Receive = our receive time of that packet (``p.rec``);
+* Transmit = our time now (``p.xmt``).
+
+A packet from the peer (mode 1, or mode 2 from a passive peer) answers our latest packet when
+its Origin equals our latest Transmit (test 2); then T1 = our send time of that packet (the
+kernel's TX stamp where there is one), T2 = its Receive, T3 = its Transmit, T4 = our receive
+time.  Packets cross in flight, so a packet whose Origin is older (or 0: the peer has not heard
+us yet) is "bogus" for measuring but still updates ``p.org``/``p.rec``, so our next packet lets
+the peer measure (RFC 5905 A.5.1.1).  A matched Origin is then forgotten (``p.xmt = 0``), so a
+replay gives no second sample.  Reach, poll, KoD and the header tests are the client's
+(``NtpAssociation``); symmetric interleaved mode is not done (spec ntpv4.md §10 allows it).
+"""
+
+from __future__ import annotations
+
+from tsyncd.sync.association import AssociationState, NtpAssociation
+from tsyncd.sync.sample import Sample
+from tsyncd.wire.ntp import Leap, Mode, NtpPacket, encode_ntp, kiss_code
+from tsyncd.wire.timestamps import ntp64_from_unix_ns
+
+
+class SymmetricAssociation(NtpAssociation):
+    """A symmetric active association with one peer address (``mode = "peer"``)."""
+
+    # What we announce in our packets: the daemon keeps it current (stratum 16 = unsynced).
+    leap: Leap = Leap.UNSYNCHRONIZED
+    stratum: int = 16
+    root_delay: int = 0  # raw NTP short
+    root_dispersion: int = 0  # raw NTP short
+    reference_id: int = 0
+    reference_ts: int = 0  # raw NTP64
+    _org: int = 0  # peer's Transmit of the last packet received from it
+    _rec: int = 0  # our receive time of that packet (raw NTP64)
+    _xmt: int = 0  # our latest Transmit still waiting for its answer (0: none)
+
+    def set_announced(
+        self,
+        *,
+        leap: Leap,
+        stratum: int,
+        root_delay: int,
+        root_dispersion: int,
+        reference_id: int,
+        reference_ts: int,
+    ) -> None:
+        """The system variables our packets carry (the peer may synchronize to us)."""
+        self.leap = leap
+        self.stratum = stratum
+        self.root_delay = root_delay
+        self.root_dispersion = root_dispersion
+        self.reference_id = reference_id
+        self.reference_ts = reference_ts
+
+    def handle_timer(self, now_ns: int) -> bytes | None:
+        """Poll: the packet to send now (or None); arms the next deadline."""
+        if self.state is AssociationState.DEMOBILIZED or self.next_deadline_ns() is None:
+            return None
+        super().handle_timer(now_ns)  # reach, poll backoff, counters, next deadline, T1
+        self._xmt = ntp64_from_unix_ns(now_ns)
+        packet = NtpPacket(
+            leap=self.leap,
+            version=4,
+            mode=Mode.SYMMETRIC_ACTIVE,
+            stratum=self.stratum if self.stratum < 16 else 0,
+            poll=self.poll,
+            precision=self._precision_log2,
+            root_delay=self.root_delay,
+            root_dispersion=self.root_dispersion,
+            reference_id=self.reference_id,
+            reference_ts=self.reference_ts,
+            origin_ts=self._org,
+            receive_ts=self._rec,
+            transmit_ts=self._xmt,
+        )
+        return encode_ntp(packet)
+
+    def stamp_transmit(self, data: bytes, t1_ns: int) -> bytes:
+        """Put the clock read just before sending in the Transmit field: the peer takes it as
+        its T3, so every microsecond between ``handle_timer`` and the send would be an error
+        in the peer's measurement of us."""
+        if len(data) < 48 or self._xmt == 0 or data[40:48] != self._xmt.to_bytes(8, "big"):
+            return data
+        self._xmt = ntp64_from_unix_ns(t1_ns)
+        return data[:40] + self._xmt.to_bytes(8, "big") + data[48:]
+
+    def handle_reply(self, data: bytes, rx_ns: int) -> Sample | None:
+        """Check a packet from the peer; a sample if it answers our latest packet."""
+        modes = (Mode.SYMMETRIC_ACTIVE, Mode.SYMMETRIC_PASSIVE)
+        packet = self._decode(data, modes, "not_symmetric_mode")
+        if packet is None:
+            return None
+        # Test 1, duplicate: the peer's Transmit seen before is a replay.
+        if packet.transmit_ts == 0 or packet.transmit_ts == self._org:
+            self._drop("duplicate")
+            return None
+        # Whatever follows, our next packet answers this one (RFC 5905 A.5.1.1).
+        self._org = packet.transmit_ts
+        self._rec = ntp64_from_unix_ns(rx_ns)
+        # Test 2, bogus: it must answer our latest packet; a crossing packet does not.
+        if self._xmt == 0 or packet.origin_ts != self._xmt:
+            self._drop("bogus")
+            return None
+        self._xmt = 0  # one sample per packet we sent
+        t1_ns = self._t1_ns
+        code = kiss_code(packet)
+        if code is not None:
+            self._handle_kod(code, packet)
+            return None
+        checked = self._check_header(packet, packet.transmit_ts)
+        if checked is None:
+            return None
+        stratum, root_delay_ns, root_disp_ns = checked
+        times = (t1_ns, packet.receive_ts, packet.transmit_ts, rx_ns)
+        return self._sample(packet, times, rx_ns, stratum, root_delay_ns, root_disp_ns)
