@@ -29,7 +29,9 @@ from tsyncd.metrics import MetricsExporter
 from tsyncd.sdnotify import Notifier
 from tsyncd.servers.ntp import NtpServer
 from tsyncd.servers.responder import AccessList, NtpResponder, ResponseTemplate
+from tsyncd.servers.stats import server_policy, server_stats
 from tsyncd.snapshots import (
+    ClientSnapshot,
     ServerStatsSnapshot,
     SourceSnapshot,
     SourceStatsSnapshot,
@@ -130,7 +132,9 @@ class Daemon:
         """Bind every socket and start every task; raises OSError if a socket cannot be bound."""
         loop = asyncio.get_running_loop()
         for server_cfg in self.config.servers:
-            responder = NtpResponder(AccessList(server_cfg.allow, server_cfg.deny))
+            responder = NtpResponder(
+                AccessList(server_cfg.allow, server_cfg.deny), server_policy(server_cfg)
+            )
             server = NtpServer.create(
                 server_cfg.listen.host,
                 server_cfg.listen.port,
@@ -150,6 +154,7 @@ class Daemon:
                 "sources": lambda _p: self.source_snapshots(),
                 "sourcestats": lambda _p: self.sourcestats_snapshots(),
                 "serverstats": lambda _p: self.server_snapshot(),
+                "clients": lambda _p: self.client_snapshots(),
                 "version": lambda _p: {"version": __version__},
             },
             admin_methods={"makestep": self._rpc_makestep, "burst": self._rpc_burst},
@@ -358,7 +363,7 @@ class Daemon:
             else 0,
         )
         for server in self.servers:
-            server.responder.template = template
+            server.set_template(template)
         status = self._status_line()
         if status != self._last_status:
             self._last_status = status
@@ -524,18 +529,15 @@ class Daemon:
         return out
 
     def server_snapshot(self) -> ServerStatsSnapshot:
-        """Counters summed over every NTP server socket."""
-        drops: dict[str, int] = {}
-        for server in self.servers:
-            for reason, count in server.responder.drops_by_reason().items():
-                drops[reason] = drops.get(reason, 0) + count
-        return ServerStatsSnapshot(
-            listen=[s.listen for s in self.servers],
-            received=sum(s.responder.received for s in self.servers),
-            sent=sum(s.responder.sent for s in self.servers),
-            dropped=sum(s.responder.dropped for s in self.servers),
-            dropped_by_reason=drops,
-        )
+        """Counters summed over every NTP server socket (and its workers)."""
+        return server_stats([s.listen for s in self.servers], [s.counters() for s in self.servers])
+
+    def client_snapshots(self) -> list[ClientSnapshot]:
+        """The server's clients, busiest first."""
+        now = self.clock.now_ns()
+        rows = [row for server in self.servers for row in server.client_rows(now)]
+        rows.sort(key=lambda r: -int(r["received"]))
+        return [ClientSnapshot(**row) for row in rows]
 
 
 def _join_host_port(ip: str, port: int) -> str:

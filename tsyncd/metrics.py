@@ -177,7 +177,22 @@ class SnapshotCollector(Collector):
             dropped.add_metric([reason], count)
         kod = CounterMetricFamily("tsyncd_server_kod_sent", "Kiss-o'-Death responses sent.")
         kod.add_metric([], snap.kod_sent)
-        yield from (received, sent, dropped, kod)
+        answered = CounterMetricFamily(
+            "tsyncd_server_answered_packets",
+            "Responses carrying time, by mode.",
+            labels=["mode"],
+        )
+        answered.add_metric(["basic"], snap.answered - snap.interleaved_answered)
+        answered.add_metric(["interleaved"], snap.interleaved_answered)
+        clients = GaugeMetricFamily("tsyncd_server_clients", "Clients in the server's client log.")
+        clients.add_metric([], snap.clients)
+        workers = GaugeMetricFamily("tsyncd_server_workers", "Server receive worker processes.")
+        workers.add_metric([], snap.workers)
+        restarts = CounterMetricFamily(
+            "tsyncd_server_worker_restarts", "Server workers restarted after dying."
+        )
+        restarts.add_metric([], snap.worker_restarts)
+        yield from (received, sent, dropped, kod, answered, clients, workers, restarts)
 
 
 class MetricsExporter:

@@ -72,6 +72,25 @@ class ServerStatsSnapshot:
     dropped: int  # requests answered with nothing
     dropped_by_reason: dict[str, int] = field(default_factory=dict)  # reason -> count
     kod_sent: int = 0
+    answered: int = 0  # responses carrying time (basic or interleaved), i.e. sent minus KoDs
+    interleaved_answered: int = 0  # of which in interleaved mode (RFC 9769)
+    clients: int = 0  # client log entries (summed over workers)
+    workers: int = 0  # receive worker processes (0: served on the main event loop)
+    worker_restarts: int = 0  # workers that died and were started again
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientSnapshot:
+    """One client of the NTP server, as ``chronyc clients`` shows it."""
+
+    address: str  # IPv4-mapped addresses shown as IPv4
+    received: int  # requests
+    answered: int  # responses with time
+    interleaved: int  # of which interleaved
+    dropped: int  # requests left unanswered (denied, rate limited, malformed)
+    kod_sent: int
+    last_rx: float  # s since the last request
+    interval: float | None  # s, average interval between its requests
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
