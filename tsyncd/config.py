@@ -253,6 +253,7 @@ class ServerConfig:
     kod: bool = False  # KoD RATE/DENY/RSTR instead of silence for limited or denied clients
     interleaved: bool = True  # RFC 9769 interleaved mode for clients that ask for it
     max_clients: int = DEFAULT_MAX_CLIENTS  # client log bound (per worker)
+    workers: int | None = None  # receive worker processes; 0: the event loop; None: per CPU
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -473,6 +474,7 @@ _SERVER: Final = (
     _simple_field("kod", "true or false", lambda v: isinstance(v, bool)),
     _simple_field("interleaved", "true or false", lambda v: isinstance(v, bool)),
     _int_field("max-clients", 1, 16_777_216, "clients remembered per worker"),
+    _int_field("workers", 0, 64, "receive processes; 0: serve from the main event loop"),
 )
 _CONTROL: Final = (
     _string_field("socket", Path),

@@ -28,8 +28,9 @@ from tsyncd.control.server import ControlServer
 from tsyncd.metrics import MetricsExporter
 from tsyncd.sdnotify import Notifier
 from tsyncd.servers.ntp import NtpServer
-from tsyncd.servers.responder import AccessList, NtpResponder, ResponseTemplate
-from tsyncd.servers.stats import server_policy, server_stats
+from tsyncd.servers.responder import ResponseTemplate
+from tsyncd.servers.stats import merge_client_rows, server_stats
+from tsyncd.servers.workers import WorkerPool, start_server
 from tsyncd.snapshots import (
     ClientSnapshot,
     ServerStatsSnapshot,
@@ -106,7 +107,7 @@ class Daemon:
             now_ns=now,
         )
         self.sockets: dict[str, NtpSourceSocket] = {}
-        self.servers: list[NtpServer] = []
+        self.servers: list[NtpServer | WorkerPool] = []
         self.control: ControlServer | None = None
         self.metrics: MetricsExporter | None = None
         self._rng = random.Random()
@@ -132,16 +133,8 @@ class Daemon:
         """Bind every socket and start every task; raises OSError if a socket cannot be bound."""
         loop = asyncio.get_running_loop()
         for server_cfg in self.config.servers:
-            responder = NtpResponder(
-                AccessList(server_cfg.allow, server_cfg.deny), server_policy(server_cfg)
-            )
-            server = NtpServer.create(
-                server_cfg.listen.host,
-                server_cfg.listen.port,
-                responder.access,
-                self.clock,
-                responder=responder,
-            )
+            template = self._response_template(self.clock.now_ns())
+            server = start_server(server_cfg, self.clock, template)
             self.servers.append(server)
             log.info("serving NTP on %s", server.listen)
         for source_cfg in self.config.sources:
@@ -153,8 +146,8 @@ class Daemon:
                 "tracking": lambda _p: self.tracking_snapshot(),
                 "sources": lambda _p: self.source_snapshots(),
                 "sourcestats": lambda _p: self.sourcestats_snapshots(),
-                "serverstats": lambda _p: self.server_snapshot(),
-                "clients": lambda _p: self.client_snapshots(),
+                "serverstats": self._rpc_serverstats,
+                "clients": self._rpc_clients,
                 "version": lambda _p: {"version": __version__},
             },
             admin_methods={"makestep": self._rpc_makestep, "burst": self._rpc_burst},
@@ -351,7 +344,18 @@ class Daemon:
                 log.info("selected source %s (stratum %d)", d.selected, d.stratum - 1)
             else:
                 log.warning("no source selected: %s", d.reason)
-        template = ResponseTemplate(
+        template = self._response_template(now)
+        for server in self.servers:
+            server.set_template(template)
+        status = self._status_line()
+        if status != self._last_status:
+            self._last_status = status
+            self.notifier.status(status)
+
+    def _response_template(self, now: int) -> ResponseTemplate:
+        """What the NTP servers answer with, from the system process's current decision."""
+        d = self.core.decision
+        return ResponseTemplate(
             leap=Leap(d.leap),
             stratum=d.stratum if d.stratum < 16 else 0,
             precision=self.precision_log2,
@@ -362,12 +366,6 @@ class Daemon:
             if d.synchronized or self.core.system.local_stratum is not None
             else 0,
         )
-        for server in self.servers:
-            server.set_template(template)
-        status = self._status_line()
-        if status != self._last_status:
-            self._last_status = status
-            self.notifier.status(status)
 
     async def _housekeeping(self) -> None:
         interval = self.notifier.watchdog_interval_s()
@@ -426,6 +424,19 @@ class Daemon:
         self.core.burst(self.clock.now_ns())
         self._wake.set()
         return {"sources": len(self.core.sources)}
+
+    async def refresh_snapshots(self) -> None:
+        """Fresh counters from every worker pool, before control or metrics read them."""
+        pools = [s for s in self.servers if isinstance(s, WorkerPool)]
+        await asyncio.gather(*(pool.refresh() for pool in pools))
+
+    async def _rpc_serverstats(self, _params: dict[str, Any]) -> ServerStatsSnapshot:
+        await self.refresh_snapshots()
+        return self.server_snapshot()
+
+    async def _rpc_clients(self, _params: dict[str, Any]) -> list[ClientSnapshot]:
+        await self.refresh_snapshots()
+        return self.client_snapshots()
 
     def _status_line(self) -> str:
         d = self.core.decision
@@ -535,8 +546,7 @@ class Daemon:
     def client_snapshots(self) -> list[ClientSnapshot]:
         """The server's clients, busiest first."""
         now = self.clock.now_ns()
-        rows = [row for server in self.servers for row in server.client_rows(now)]
-        rows.sort(key=lambda r: -int(r["received"]))
+        rows = merge_client_rows(row for server in self.servers for row in server.client_rows(now))
         return [ClientSnapshot(**row) for row in rows]
 
 

@@ -201,6 +201,7 @@ class MetricsExporter:
     def __init__(self, provider: SnapshotProvider, host: str, port: int) -> None:
         self._host = host
         self._requested_port = port
+        self._provider = provider
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(SnapshotCollector(provider))
         self._server: asyncio.Server | None = None
@@ -243,6 +244,11 @@ class MetricsExporter:
                 self._tasks.add(task)
             async with asyncio.timeout(REQUEST_TIMEOUT_S):
                 head = await reader.readuntil(b"\r\n\r\n")
+                # Providers whose counters live in other processes (server workers) may
+                # gather them first, so a scrape shows what has been served up to now.
+                refresh = getattr(self._provider, "refresh_snapshots", None)
+                if refresh is not None:
+                    await refresh()
                 status, content_type, body, head_only = self._route(head)
                 await self._respond(writer, status, content_type, body, head_only=head_only)
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, OSError):

@@ -48,3 +48,24 @@ def server_stats(listen: list[str], parts: Iterable[Mapping[str, Any]]) -> Serve
     """One snapshot over every server socket."""
     total = sum_counters(parts)
     return ServerStatsSnapshot(listen=listen, **total)
+
+
+def merge_client_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row per client address, busiest first.
+
+    The same address can appear in several workers (or sockets): counts add up, the last
+    request is the latest, and request rates add (intervals combine harmonically).
+    """
+    merged: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        address = str(row["address"])
+        into = merged.get(address)
+        if into is None:
+            merged[address] = dict(row)
+            continue
+        for key in ("received", "answered", "interleaved", "dropped", "kod_sent"):
+            into[key] = int(into[key]) + int(row[key])
+        into["last_rx"] = min(float(into["last_rx"]), float(row["last_rx"]))
+        rates = [1.0 / float(i) for i in (into["interval"], row["interval"]) if i]
+        into["interval"] = 1.0 / sum(rates) if rates else None
+    return sorted(merged.values(), key=lambda r: -int(r["received"]))
