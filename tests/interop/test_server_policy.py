@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from peers import Chronyd, Peers, free_udp_port, wait_for
 
 # `chronyc -c ntpdata` CSV columns we read (chrony 4.x order).
@@ -25,12 +26,14 @@ def ntpdata(chrony: Chronyd) -> list[str] | None:
     return rows[0] if rows and len(rows[0]) > _NTPDATA_VALID_RX else None
 
 
-def test_chronyd_xleave_and_basic_clients(peers: Peers) -> None:
+@pytest.mark.parametrize("workers", [0, 2])
+def test_chronyd_xleave_and_basic_clients(peers: Peers, workers: int) -> None:
+    """Interleaved and basic chronyd clients, served by worker processes or the event loop."""
     port = free_udp_port()
     server = peers.tsyncd(
         "tsyncd-server",
         f'[synchronization]\nlocal-stratum = 8\n[[server]]\nlisten = "[::]:{port}"\n'
-        'allow = ["127.0.0.0/8"]\n',
+        f'allow = ["127.0.0.0/8"]\nworkers = {workers}\n',
     )
     xleave = peers.chronyd("chronyd-xleave", client_conf("127.0.0.1", port, "xleave"))
     basic = peers.chronyd("chronyd-basic", client_conf("127.0.0.1", port))

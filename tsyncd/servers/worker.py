@@ -133,6 +133,7 @@ def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
             elif kind == "stop":
                 return
         u0, v0, rate = clock_map.u0, clock_map.v0, clock_map.rate_ppt
+        offset = v0 - u0
         idle = False
         check_at = monotonic() + _CHECK_INTERVAL_S
         for _ in range(_CHECK_EVERY):
@@ -149,14 +150,19 @@ def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
                 continue  # ICMP errors from earlier sends surface here; not fatal
             if ancdata and ancdata[0][1] == SO_TIMESTAMPING:
                 sec, nsec = unpack_ts(ancdata[0][2])
-                d = sec * _NS_PER_S + nsec - u0
+                rx = sec * _NS_PER_S + nsec
             else:
-                d = time_ns() - u0
-            rx = v0 + d + d * rate // RATE_UNIT
-            d = time_ns() - u0
-            _reason, response, want_tx = respond(
-                data, address[0], rx, v0 + d + d * rate // RATE_UNIT
-            )
+                rx = time_ns()
+            tx = time_ns()
+            if rate:  # ClockMap inlined; a clock running at the host's rate needs no product
+                d = rx - u0
+                rx = v0 + d + d * rate // RATE_UNIT
+                d = tx - u0
+                tx = v0 + d + d * rate // RATE_UNIT
+            else:
+                rx += offset
+                tx += offset
+            _reason, response, want_tx = respond(data, address[0], rx, tx)
             if response is None:
                 continue
             if want_tx and tx_stamps:
