@@ -19,13 +19,12 @@ import random
 import signal
 import socket
 import time
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from tsyncd import __version__
 from tsyncd.clock.base import Clock, ClockState
 from tsyncd.config import Config, ConfigErrors, SourceConfig, load_config
 from tsyncd.control.server import ControlServer
-from tsyncd.metrics import MetricsExporter
 from tsyncd.sdnotify import Notifier
 from tsyncd.servers.ntp import NtpServer
 from tsyncd.servers.responder import ResponseTemplate
@@ -54,6 +53,9 @@ from tsyncd.sync.leap import kernel_leap, leap_applied, utc_day
 from tsyncd.sync.system import SystemDecision
 from tsyncd.wire.ntp import Leap, refid_for_address, refid_to_str
 from tsyncd.wire.timestamps import ntp64_from_unix_ns, short_from_ns
+
+if TYPE_CHECKING:  # imported when [metrics] is configured: prometheus_client costs memory
+    from tsyncd.metrics import MetricsExporter
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +158,8 @@ class Daemon:
         )
         await self.control.start()
         if self.config.metrics.listen is not None:
+            from tsyncd.metrics import MetricsExporter
+
             self.metrics = MetricsExporter(
                 self, self.config.metrics.listen.host, self.config.metrics.listen.port
             )
