@@ -15,7 +15,10 @@ valid answer (server mode, non-zero stratum, origin equal to one of our outstand
 timestamps) is counted and replaced by a new request; a request unanswered for 50 ms is lost.
 For each window and server it prints answers/s, loss and round-trip p50/p99; then per server
 the best rate with zero loss, its memory (RSS of every process; PSS, which counts pages
-shared by tsyncd's forked workers once), and the ratio tsyncd / chronyd.  The machine's load
+shared by tsyncd's forked workers once), and the ratio tsyncd / chronyd.  The CPU column is
+the server's CPU time over the run's wall time (100 = one core): a server well under 100 per
+process was waiting for the generator, not saturated; answers per CPU-second compares the
+servers' cost per answer independently of that.  The machine's load
 average before the run is printed too: the generator shares the CPUs with the servers.
 """
 
@@ -56,6 +59,7 @@ class Run:
     loss_pct: float
     p50_us: float | None
     p99_us: float | None
+    cpu_pct: float  # server CPU time (user + system, all its processes) / wall time
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -147,7 +151,17 @@ def _generate(
     conn.close()
 
 
-def measure(server: str, port: int, clients: int, window: int, seconds: float) -> Run:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` and its descendants."""
+    ticks = 0
+    for p in _tree(pid):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def measure(server: str, pid: int, port: int, clients: int, window: int, seconds: float) -> Run:
     """Flood ``port`` with ``clients`` processes x ``window`` requests in flight."""
     ctx = multiprocessing.get_context("fork")
     start_at = time.time() + 0.3
@@ -162,10 +176,15 @@ def measure(server: str, port: int, clients: int, window: int, seconds: float) -
         conns.append(parent)
     ok = lost = bad = 0
     latencies: list[int] = []
+    while time.time() < start_at:
+        time.sleep(0.001)
+    cpu_start, wall_start = cpu_seconds(pid), time.monotonic()
     for conn in conns:
         o, lo, b, lat = conn.recv() if conn.poll(seconds + 10) else (0, 0, 0, [])
         ok, lost, bad = ok + o, lost + lo, bad + b
         latencies.extend(lat)
+    cpu = cpu_seconds(pid) - cpu_start
+    wall = time.monotonic() - wall_start
     for p in procs:
         p.join(5)
         if p.is_alive():
@@ -183,6 +202,7 @@ def measure(server: str, port: int, clients: int, window: int, seconds: float) -
         loss_pct=100.0 * lost / total if total else 100.0,
         p50_us=pct(0.5),
         p99_us=pct(0.99),
+        cpu_pct=100.0 * cpu / wall if wall > 0 else 0.0,
     )
 
 
@@ -287,6 +307,13 @@ def best_at_zero_loss(runs: Sequence[Run], server: str) -> float:
     )
 
 
+def answers_per_cpu_s(runs: Sequence[Run], server: str) -> float:
+    """Answers per second of the server's CPU time, over all its runs (efficiency)."""
+    mine = [r for r in runs if r.server == server]
+    cpu = sum(r.cpu_pct for r in mine)
+    return 100.0 * sum(r.answers_per_s for r in mine) / cpu if cpu else 0.0
+
+
 def _fmt(value: float | None, unit: str = "") -> str:
     return "-" if value is None else f"{value:,.0f}{unit}"
 
@@ -312,12 +339,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         t_port, c_port = _free_port(), _free_port()
         with tsyncd(tmp, t_port, args.workers) as t_proc, chronyd(tmp, c_port) as c_proc:
             for window in windows:
-                runs.append(measure("tsyncd", t_port, args.clients, window, args.seconds))
-                runs.append(measure("chronyd", c_port, args.clients, window, args.seconds))
+                for name, proc, port in (("tsyncd", t_proc, t_port), ("chronyd", c_proc, c_port)):
+                    runs.append(measure(name, proc.pid, port, args.clients, window, args.seconds))
             mem["tsyncd"] = memory(t_proc.pid)
             mem["chronyd"] = memory(c_proc.pid)
     best = {name: best_at_zero_loss(runs, name) for name in ("tsyncd", "chronyd")}
     peak = {name: max(r.answers_per_s for r in runs if r.server == name) for name in best}
+    efficiency = {name: answers_per_cpu_s(runs, name) for name in best}
     ratio = best["tsyncd"] / best["chronyd"] if best["chronyd"] else None
     peak_ratio = peak["tsyncd"] / peak["chronyd"] if peak["chronyd"] else None
     if args.json:
@@ -332,6 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "best_at_zero_loss": best,
                     "peak": peak,
                     "memory": {k: asdict(v) for k, v in mem.items()},
+                    "answers_per_cpu_second": efficiency,
                     "ratio_at_zero_loss": ratio,
                     "ratio_peak": peak_ratio,
                 },
@@ -349,12 +378,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     for r in runs:
         print(
             f"{r.server:8} {r.window * args.clients:>9} {r.answers_per_s:>11,.0f} "
-            f"{r.loss_pct:>7.3f} {_fmt(r.p50_us):>8} {_fmt(r.p99_us):>8}"
+            f"{r.loss_pct:>7.3f} {_fmt(r.p50_us):>8} {_fmt(r.p99_us):>8} {r.cpu_pct:>6.0f}"
         )
     for name in ("tsyncd", "chronyd"):
         m = mem[name]
         print(
-            f"{name}: {best[name]:,.0f} answers/s at zero loss (peak {peak[name]:,.0f}); "
+            f"{name}: {best[name]:,.0f} answers/s at zero loss (peak {peak[name]:,.0f}), "
+            f"{efficiency[name]:,.0f} answers per CPU-second; "
             f"{m.processes} process(es), RSS {m.rss_mb:.1f} MB, PSS {m.pss_mb:.1f} MB"
         )
     shown = "-" if ratio is None else f"{ratio:.2f}"
