@@ -7,7 +7,9 @@ the same clients, and nothing queued is lost), then forks a worker onto each
 mapping go down when they change; counters and the busiest clients come up twice a second and
 are kept here for control and metrics (so they are at most about half a second old).
 
-A worker that dies is noticed within ``_REAP_INTERVAL_S``, logged, counted and forked again.
+A worker that dies is noticed within ``_REAP_INTERVAL_S``, logged, counted and forked again
+(after a growing delay if it keeps dying within seconds of its start: a crash loop should not
+flood the log or the CPU).
 ``close`` asks each worker to exit with SIGTERM, waits briefly, and kills what is left.
 """
 
@@ -38,6 +40,8 @@ log = logging.getLogger(__name__)
 
 _REAP_INTERVAL_S: Final = 0.5
 _STOP_WAIT_S: Final = 2.0
+_QUICK_DEATH_S: Final = 10.0  # a worker dying younger than this may be crash-looping ...
+_RESTART_MAX_DELAY_S: Final = 30.0  # ... so its restarts back off, up to this
 _BLOCKED: Final = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 
 
@@ -64,6 +68,9 @@ class _Worker:
     counters: dict[str, Any] = field(default_factory=dict)
     clients: list[dict[str, Any]] = field(default_factory=list)
     pushes: int = 0  # stats messages received from the current process
+    started_at: float = 0.0  # monotonic s of the last fork
+    quick_deaths: int = 0  # deaths in a row, each within _QUICK_DEATH_S of its start
+    restart_at: float = 0.0  # monotonic s when a dead worker may be forked again
 
 
 class WorkerPool:
@@ -155,6 +162,7 @@ class WorkerPool:
         child_end.close()
         w.pid = pid
         w.conn = parent_end
+        w.started_at = time.monotonic()
         w.pushes = 0
         self._asked.pop(w.index, None)
         self._loop.add_reader(parent_end.fileno(), self._on_message, w)
@@ -187,28 +195,37 @@ class WorkerPool:
     async def _reap(self) -> None:
         while True:
             await asyncio.sleep(_REAP_INTERVAL_S)
+            now = time.monotonic()
             for w in self._workers:
-                if not w.pid:
-                    continue
-                try:
-                    pid, status = os.waitpid(w.pid, os.WNOHANG)
-                except ChildProcessError:
-                    pid, status = w.pid, 0
-                if pid == 0:
-                    continue
-                log.warning(
-                    "server worker %d (pid %d) on %s died (%s); restarting it",
-                    w.index,
-                    w.pid,
-                    self.listen,
-                    _describe(status),
-                )
-                self._drop_conn(w)
-                w.pid = 0
-                # Its counters are kept: they were served, and the totals must not go back.
-                self._retire_counters(w)
-                self.restarts += 1
-                self._fork(w)
+                if w.pid:
+                    self._check(w, now)
+                elif now >= w.restart_at:
+                    self.restarts += 1
+                    self._fork(w)
+
+    def _check(self, w: _Worker, now: float) -> None:
+        """Notice a dead worker and schedule its restart: at once, unless it keeps dying young."""
+        try:
+            pid, status = os.waitpid(w.pid, os.WNOHANG)
+        except ChildProcessError:
+            pid, status = w.pid, 0
+        if pid == 0:
+            return
+        w.quick_deaths = w.quick_deaths + 1 if now - w.started_at < _QUICK_DEATH_S else 0
+        delay = min(_RESTART_MAX_DELAY_S, _REAP_INTERVAL_S * 2**w.quick_deaths) - _REAP_INTERVAL_S
+        log.warning(
+            "server worker %d (pid %d) on %s died (%s); restarting it%s",
+            w.index,
+            w.pid,
+            self.listen,
+            _describe(status),
+            f" in {delay + _REAP_INTERVAL_S:.0f} s" if delay > 0 else "",
+        )
+        self._drop_conn(w)
+        w.pid = 0
+        w.restart_at = now + max(0.0, delay)
+        # Its counters are kept: they were served, and the totals must not go back.
+        self._retire_counters(w)
 
     def _retire_counters(self, w: _Worker) -> None:
         self._retired = sum_counters([self._retired, w.counters])
