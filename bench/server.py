@@ -277,9 +277,16 @@ def chronyd(tmp: Path, port: int) -> contextlib.AbstractContextManager[Any]:
     return _process(argv, port, tmp / "chronyd.log")
 
 
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            out.extend(int(c) for c in (task / "children").read_text().split())
+    return out
+
+
 def _tree(pid: int) -> list[int]:
-    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False)
-    return [pid] + [p for child in out.stdout.split() for p in _tree(int(child))]
+    return [pid] + [p for child in _children(pid) for p in _tree(child)]
 
 
 def memory(pid: int) -> Memory:

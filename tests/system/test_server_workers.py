@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
 import time
+from pathlib import Path
 
 from peers import Peers, free_udp_port, wait_for
 
@@ -27,8 +27,11 @@ def ask(port: int, source: str = "127.0.0.1", transmit: int = 0x1234_5678_9ABC_D
 
 
 def children(pid: int) -> list[int]:
-    done = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False)
-    return [int(p) for p in done.stdout.split()]
+    """Child processes of ``pid`` still alive (zombies left out)."""
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        out.extend(int(c) for c in (task / "children").read_text().split())
+    return [c for c in out if not _is_zombie_or_gone(c)]
 
 
 def test_workers_answer_restart_and_exit(peers: Peers) -> None:
