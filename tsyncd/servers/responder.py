@@ -270,14 +270,16 @@ class NtpResponder:
                 record.interleaved += 1
             while rx_ntp in pairs:
                 rx_ntp = (rx_ntp + 1) & _MASK64  # RX stamps name a pair: keep them unique
-            if len(pairs) >= self._pairs_max:
-                del pairs[next(iter(pairs))]  # the oldest: its client has moved on or gone
-            pairs[rx_ntp] = (tx_ntp, record.address)  # tx replaced by the kernel's stamp
         if tx_ntp == rx_ntp:
             # RFC 9769: a basic reply whose transmit equals its receive would look interleaved.
             tx_ntp = (tx_ntp + 1) & _MASK64
             if reason == ANSWERED:
                 out_tx = tx_ntp
+        if want_tx:
+            pairs = self._pairs
+            if len(pairs) >= self._pairs_max:
+                del pairs[next(iter(pairs))]  # the oldest: its client has moved on or gone
+            pairs[rx_ntp] = (tx_ntp, record.address)  # tx replaced by the kernel's stamp
         record.answered += 1
         response = _RESPONSE.pack(
             self._lead | (version << 3),

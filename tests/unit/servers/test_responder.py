@@ -304,3 +304,20 @@ def test_response_never_larger_than_request_with_extensions() -> None:
         "malformed_bad_extension",
         "malformed_bad_length",
     )
+
+
+def test_interleaved_pairs_are_bounded_oldest_first() -> None:
+    r = NtpResponder(AccessList((), ()), ServerPolicy(max_clients=1))  # pairs: at least 1024
+    first_rx = {}
+    for i in range(1100):
+        address = f"10.0.{i // 256}.{i % 256}"
+        _, data = r.handle_request(xleave_request(0, 1, 2), address, RX + i, RX + i)
+        first_rx[address] = decode_ntp(data or b"").receive_ts
+    assert len(r._pairs) == 1024
+    old, recent = "10.0.0.0", "10.0.4.75"  # the first and the last client
+    assert r.handle_request(xleave_request(first_rx[old], 3, 4), old, RX + S, RX + S)[0] == (
+        "answered"
+    )
+    assert r.handle_request(xleave_request(first_rx[recent], 3, 4), recent, RX + S, RX + S)[0] == (
+        "interleaved"
+    )
