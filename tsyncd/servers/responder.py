@@ -159,6 +159,9 @@ class NtpResponder:
         self._pairs: dict[int, tuple[int, str]] = {}
         self._pairs_max = max(_PAIRS_MIN, self.policy.max_clients)
         limit = self.policy.rate_limit
+        self._limit = limit
+        self._kod = self.policy.kod
+        self._interleaved = self.policy.interleaved
         self._burst_ns = limit.interval_ns * limit.burst if limit is not None else 0
         self._kod_interval_ns = (limit or RateLimit()).interval_ns
         self.template = ResponseTemplate()
@@ -174,6 +177,8 @@ class NtpResponder:
     def template(self, template: ResponseTemplate) -> None:
         self._template = template
         self._lead = (int(template.leap) << 6) | int(Mode.SERVER)
+        self._stratum = template.stratum
+        self._precision = template.precision
         self._body = _BODY.pack(
             template.root_delay,
             template.root_dispersion,
@@ -215,9 +220,8 @@ class NtpResponder:
     def _decide(
         self, data: bytes, record: ClientRecord, rx_ns: int, tx_ns: int
     ) -> tuple[str, bytes | None, bool]:
-        policy = self.policy
         denied = record.permitted
-        if denied and not policy.kod:
+        if denied and not self._kod:
             return denied, None, False  # RFC 5905 §9.2 test 4, before spending time parsing
         n = len(data)
         if n < _HEADER_LEN:
@@ -235,8 +239,8 @@ class NtpResponder:
             return NOT_CLIENT_MODE, None, False
         if denied:
             kod = KOD_DENY if denied == DENIED else KOD_RSTR
-            return self._kod(kod, denied, record, version, poll, transmit, rx_ns, tx_ns)
-        limit = policy.rate_limit
+            return self._send_kod(kod, denied, record, version, poll, transmit, rx_ns, tx_ns)
+        limit = self._limit
         # RFC 8633 §5 / chrony "leak": answer some limited requests anyway, at random, so a
         # spoofed flood in a victim's name cannot cut the victim off entirely.
         if (
@@ -244,8 +248,8 @@ class NtpResponder:
             and not take_token(record, limit, rx_ns)
             and (not limit.leak_log2 or self._rng.getrandbits(limit.leak_log2))
         ):
-            if policy.kod:
-                return self._kod(
+            if self._kod:
+                return self._send_kod(
                     KOD_RATE, RATE_LIMITED, record, version, poll, transmit, rx_ns, tx_ns
                 )
             return RATE_LIMITED, None, False
@@ -256,7 +260,7 @@ class NtpResponder:
         tx_ntp = (((tx_ns + _NTP_UNIX_NS) << 32) + _HALF_S_NS) // _NS_PER_S & _MASK64
         reason = ANSWERED
         out_origin, out_tx = transmit, tx_ntp
-        want_tx = policy.interleaved and receive != transmit and receive != 0
+        want_tx = self._interleaved and receive != transmit and receive != 0
         if want_tx:
             # An interleaving-capable client (RFC 9769 §3): its origin may name the receive
             # stamp of one of our earlier responses to it; keyed by that stamp, not by client,
@@ -283,9 +287,9 @@ class NtpResponder:
         record.answered += 1
         response = _RESPONSE.pack(
             self._lead | (version << 3),
-            self._template.stratum,
+            self._stratum,
             poll,
-            self._template.precision,
+            self._precision,
             self._body,
             out_origin,
             rx_ntp,
@@ -293,7 +297,7 @@ class NtpResponder:
         )
         return reason, response, want_tx
 
-    def _kod(
+    def _send_kod(
         self,
         kod: str,
         silent: str,
