@@ -153,6 +153,14 @@ def serverstats(ctx: click.Context, as_json: bool) -> None:
 @cli.command()
 @json_option
 @click.pass_context
+def clients(ctx: click.Context, as_json: bool) -> None:
+    """Clients of tsyncd's NTP server, busiest first (like 'chronyc clients')."""
+    _show(ctx, "clients", list, as_json, render.render_clients)
+
+
+@cli.command()
+@json_option
+@click.pass_context
 def tracking(ctx: click.Context, as_json: bool) -> None:
     """The clock discipline: offsets, frequency, skew (like 'chronyc tracking')."""
     _show(ctx, "tracking", dict, as_json, render.render_tracking)

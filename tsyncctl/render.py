@@ -285,6 +285,11 @@ def render_serverstats(stats: Mapping[str, Any]) -> str:
     if isinstance(by_reason, Mapping):
         rows.extend((f"  {reason}", _text(count)) for reason, count in sorted(by_reason.items()))
     rows.append(("KoD sent", _text(stats.get("kod_sent"))))
+    rows.append(("Answered", _text(stats.get("answered"))))
+    rows.append(("Interleaved answered", _text(stats.get("interleaved_answered"))))
+    rows.append(("Clients", _text(stats.get("clients"))))
+    rows.append(("Workers", _text(stats.get("workers"))))
+    rows.append(("Worker restarts", _text(stats.get("worker_restarts"))))
     rows.extend(_tsq_rows(stats.get("tsq")))
     if stats.get("nts_key_epoch") is not None:
         ke_listen = stats.get("nts_ke_listen")
@@ -325,3 +330,24 @@ def _tsq_rows(servers: Any) -> list[tuple[str, str]]:
         if isinstance(by_reason, Mapping):
             rows.extend((f"    {r}", _text(n)) for r, n in sorted(by_reason.items()))
     return rows
+
+
+def render_clients(clients: Sequence[Mapping[str, Any]]) -> str:
+    """A ``chronyc clients``-like table for the ``clients`` method's result."""
+    if not clients:
+        return "no clients"
+    headers = ["Address", "NTP", "Answered", "Interleaved", "Drop", "KoD", "Int", "Last"]
+    rows = [
+        [
+            _text(c.get("address")),
+            _text(c.get("received")),
+            _text(c.get("answered")),
+            _text(c.get("interleaved")),
+            _text(c.get("dropped")),
+            _text(c.get("kod_sent")),
+            format_seconds_compact(c.get("interval")),
+            format_age(c.get("last_rx")),
+        ]
+        for c in clients
+    ]
+    return render_table(headers, rows, right={1, 2, 3, 4, 5, 6, 7})

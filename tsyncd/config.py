@@ -33,6 +33,8 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_add
 from pathlib import Path
 from typing import Any, Final, Literal
 
+from tsyncd.servers.clientlog import DEFAULT_MAX_CLIENTS, RateLimit
+
 if sys.version_info < (3, 11):  # noqa: UP036 - tomli is the fallback pyproject declares
     import tomli as tomllib
 else:
@@ -257,6 +259,11 @@ class ServerConfig:
     listen: Endpoint = Endpoint("::", NTP_PORT)
     allow: tuple[Network, ...] = ()  # empty: everybody not denied
     deny: tuple[Network, ...] = ()
+    rate_limit: RateLimit | None = None  # None: no rate limiting (chrony's default too)
+    kod: bool = False  # KoD RATE/DENY/RSTR instead of silence for limited or denied clients
+    interleaved: bool = True  # RFC 9769 interleaved mode for clients that ask for it
+    max_clients: int = DEFAULT_MAX_CLIENTS  # client log bound (per worker)
+    workers: int | None = None  # receive worker processes; 0: the event loop; None: per CPU
     dscp: int = 0  # DSCP code point of our responses (0..63)
     ipv6_only: bool | None = None  # IPV6_V6ONLY; None: only "::" is dual-stack
     symmetric_passive: bool = False  # answer symmetric active peers in mode 2
@@ -500,6 +507,40 @@ def _networks_field(key: str) -> _Field:
     return _Field(key, parse, f"array of strings, each an {_NETWORK_ENTRY}")
 
 
+_RATE_LIMIT_KEYS: Final = (
+    ("interval", "interval_log2", -4, 12, "log2 seconds between requests on average"),
+    ("burst", "burst", 1, 255, "requests a client may send at once"),
+    ("leak", "leak_log2", 0, 4, "log2: limited requests still answered 1 in 2**leak"),
+)
+_RATE_LIMIT_EXPECTED: Final = (
+    "table with optional keys interval, burst, leak (e.g. {}), as chrony's ratelimit"
+)
+
+
+def _rate_limit_field(key: str) -> _Field:
+    def parse(value: object) -> RateLimit:
+        if not isinstance(value, Mapping):
+            raise _Invalid()
+        known = {k: (attr, lo, hi, unit) for k, attr, lo, hi, unit in _RATE_LIMIT_KEYS}
+        values: dict[str, int] = {}
+        bad: list[tuple[str, object, str]] = []
+        for sub, v in value.items():
+            spec = known.get(sub)
+            if spec is None:
+                bad.append((f".{_toml_key(sub)}", v, "key to be one of: " + ", ".join(known)))
+                continue
+            attr, lo, hi, unit = spec
+            if type(v) is not int or not lo <= v <= hi:
+                bad.append((f".{sub}", v, f"integer {lo}..{hi} ({unit})"))
+                continue
+            values[attr] = v
+        if bad:
+            raise _Invalid(*bad)
+        return RateLimit(**values)
+
+    return _Field(key, parse, _RATE_LIMIT_EXPECTED)
+
+
 _CLOCK: Final = (_choice_field("mode", "system", "measure"), _string_field("drift-file", Path))
 _SYNCHRONIZATION: Final = (
     _int_field("local-stratum", 1, 15),
@@ -526,6 +567,11 @@ _SERVER: Final = (
     _endpoint_field("listen", NTP_PORT, ip_only=True),
     _networks_field("allow"),
     _networks_field("deny"),
+    _rate_limit_field("rate-limit"),
+    _simple_field("kod", "true or false", lambda v: isinstance(v, bool)),
+    _simple_field("interleaved", "true or false", lambda v: isinstance(v, bool)),
+    _int_field("max-clients", 1, 16_777_216, "clients remembered per worker"),
+    _int_field("workers", 0, 64, "receive processes; 0: serve from the main event loop"),
     _int_field("dscp", 0, 63, "DSCP code point"),
     _simple_field("ipv6-only", "true or false", lambda v: isinstance(v, bool)),
     _simple_field("symmetric-passive", "true or false", lambda v: isinstance(v, bool)),

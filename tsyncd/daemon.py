@@ -26,21 +26,23 @@ from tsyncd.clock.base import Clock, ClockState
 from tsyncd.config import Config, ConfigErrors, SourceConfig, load_config
 from tsyncd.control.rpc import ErrorCode, RpcError
 from tsyncd.control.server import ControlServer
-from tsyncd.metrics import MetricsExporter
 from tsyncd.net.eventloop import simulator_runtime
 from tsyncd.net.resolver import resolve
 from tsyncd.net.udp import SocketOptions
 from tsyncd.sdnotify import Notifier
 from tsyncd.servers.broadcast import BroadcastSender
 from tsyncd.servers.ntp import NtpServer
-from tsyncd.servers.responder import AccessList, NtpResponder, ResponseTemplate
+from tsyncd.servers.responder import ResponseTemplate
+from tsyncd.servers.stats import merge_client_rows, server_stats
 from tsyncd.servers.tsq_setup import (
     require_aioquic,
     start_tsq_server,
     tsq_server_info,
     tsq_server_snapshots,
 )
+from tsyncd.servers.workers import WorkerPool, start_server
 from tsyncd.snapshots import (
+    ClientSnapshot,
     ServerStatsSnapshot,
     SourceSnapshot,
     SourceStatsSnapshot,
@@ -69,6 +71,7 @@ from tsyncd.wire.ntp import Leap, refid_for_address, refid_to_str
 from tsyncd.wire.timestamps import ntp64_from_unix_ns, short_from_ns
 
 if TYPE_CHECKING:
+    from tsyncd.metrics import MetricsExporter  # imported with [metrics]: it costs memory
     from tsyncd.servers.nts import NtsServerSide
     from tsyncd.sources.nts import NtsSource
 
@@ -125,7 +128,7 @@ class Daemon:
             now_ns=now,
         )
         self.sockets: dict[str, NtpSourceSocket] = {}
-        self.servers: list[NtpServer] = []
+        self.servers: list[NtpServer | WorkerPool] = []
         self.tsq_servers: list[Any] = []  # TsqServer (aioquic is imported only for TSQ)
         self.control: ControlServer | None = None
         self.metrics: MetricsExporter | None = None
@@ -157,24 +160,35 @@ class Daemon:
         await self._start_nts_server_side()
         peer_ports = {s.local_port for s in self.config.sources if s.mode == "peer"}
         for server_cfg in self.config.servers:
-            responder = NtpResponder(AccessList(server_cfg.allow, server_cfg.deny))
-            server = NtpServer.create(
-                server_cfg.listen.host,
-                server_cfg.listen.port,
-                responder.access,
-                self.clock,
-                responder=responder,
-                options=SocketOptions(
-                    dscp=server_cfg.dscp,
-                    ipv6_only=server_cfg.ipv6_only,
-                    # A peer's connected socket on this port takes that peer's packets.
-                    reuse_port=server_cfg.listen.port in peer_ports,
-                ),
+            options = SocketOptions(
+                dscp=server_cfg.dscp,
+                ipv6_only=server_cfg.ipv6_only,
+                # A peer's connected socket on this port takes that peer's packets.
+                reuse_port=server_cfg.listen.port in peer_ports,
             )
-            server.symmetric_passive = server_cfg.symmetric_passive
+            # The workers have neither the NTS keys nor a peer's socket: NTS, passive answers
+            # to peers and a port shared with a peer are served from the event loop.
+            on_loop = (
+                self.nts is not None
+                or server_cfg.symmetric_passive
+                or server_cfg.listen.port in peer_ports
+            )
+            if on_loop and server_cfg.workers:
+                log.warning(
+                    "server %s: workers = %d ignored (NTS or symmetric peers need the event "
+                    "loop's server)",
+                    server_cfg.listen,
+                    server_cfg.workers,
+                )
+            template = self._response_template(self.clock.now_ns())
+            server = start_server(
+                server_cfg, self.clock, template, options=options, event_loop_only=on_loop
+            )
+            if isinstance(server, NtpServer):
+                server.symmetric_passive = server_cfg.symmetric_passive
+                if self.nts is not None:
+                    self.nts.attach(server.responder)
             self.servers.append(server)
-            if self.nts is not None:
-                self.nts.attach(responder)
             log.info("serving NTP on %s", server.listen)
         require_aioquic(self.config)
         await self._start_tsq_servers()
@@ -199,7 +213,8 @@ class Daemon:
                 "tracking": lambda _p: self.tracking_snapshot(),
                 "sources": lambda _p: self.source_snapshots(),
                 "sourcestats": lambda _p: self.sourcestats_snapshots(),
-                "serverstats": lambda _p: self.server_snapshot(),
+                "serverstats": self._rpc_serverstats,
+                "clients": self._rpc_clients,
                 "version": lambda _p: {"version": __version__},
             },
             admin_methods={
@@ -219,6 +234,8 @@ class Daemon:
             log.error("running without a control socket: %s", exc)
             self.control = None
         if self.config.metrics.listen is not None:
+            from tsyncd.metrics import MetricsExporter
+
             self.metrics = MetricsExporter(
                 self, self.config.metrics.listen.host, self.config.metrics.listen.port
             )
@@ -510,7 +527,20 @@ class Daemon:
                 log.info("selected source %s (stratum %d)", d.selected, d.stratum - 1)
             else:
                 log.warning("no source selected: %s", d.reason)
-        template = ResponseTemplate(
+        template = self._response_template(now)
+        for server in self.servers:
+            server.set_template(template)
+        self._template = template
+        self._announce()
+        status = self._status_line()
+        if status != self._last_status:
+            self._last_status = status
+            self.notifier.status(status)
+
+    def _response_template(self, now: int) -> ResponseTemplate:
+        """What the NTP servers answer with, from the system process's current decision."""
+        d = self.core.decision
+        return ResponseTemplate(
             leap=Leap(d.leap),
             stratum=d.stratum if d.stratum < 16 else 0,
             precision=self.precision_log2,
@@ -521,14 +551,6 @@ class Daemon:
             if d.synchronized or self.core.system.local_stratum is not None
             else 0,
         )
-        for server in self.servers:
-            server.responder.template = template
-        self._template = template
-        self._announce()
-        status = self._status_line()
-        if status != self._last_status:
-            self._last_status = status
-            self.notifier.status(status)
 
     async def _housekeeping(self) -> None:
         interval = self.notifier.watchdog_interval_s()
@@ -625,6 +647,19 @@ class Daemon:
             raise RpcError(
                 ErrorCode.INTERNAL_ERROR, f"cannot reload the NTS keys, keeping the old: {exc}"
             ) from exc
+
+    async def refresh_snapshots(self) -> None:
+        """Fresh counters from every worker pool, before control or metrics read them."""
+        pools = [s for s in self.servers if isinstance(s, WorkerPool)]
+        await asyncio.gather(*(pool.refresh() for pool in pools))
+
+    async def _rpc_serverstats(self, _params: dict[str, Any]) -> ServerStatsSnapshot:
+        await self.refresh_snapshots()
+        return self.server_snapshot()
+
+    async def _rpc_clients(self, _params: dict[str, Any]) -> list[ClientSnapshot]:
+        await self.refresh_snapshots()
+        return self.client_snapshots()
 
     def _status_line(self) -> str:
         d = self.core.decision
@@ -741,20 +776,19 @@ class Daemon:
         return out
 
     def server_snapshot(self) -> ServerStatsSnapshot:
-        """Counters summed over every NTP server socket."""
-        drops: dict[str, int] = {}
-        for server in self.servers:
-            for reason, count in server.responder.drops_by_reason().items():
-                drops[reason] = drops.get(reason, 0) + count
-        return ServerStatsSnapshot(
-            listen=[s.listen for s in self.servers],
-            received=sum(s.responder.received for s in self.servers),
-            sent=sum(s.responder.sent for s in self.servers),
-            dropped=sum(s.responder.dropped for s in self.servers),
-            dropped_by_reason=drops,
+        """Counters summed over every NTP server socket (and its workers)."""
+        stats = server_stats([s.listen for s in self.servers], [s.counters() for s in self.servers])
+        return dataclasses.replace(
+            stats,
             tsq=tsq_server_snapshots(self.tsq_servers),
             **(self.nts.counters() if self.nts is not None else {}),  # type: ignore[arg-type]
         )
+
+    def client_snapshots(self) -> list[ClientSnapshot]:
+        """The server's clients, busiest first."""
+        now = self.clock.now_ns()
+        rows = merge_client_rows(row for server in self.servers for row in server.client_rows(now))
+        return [ClientSnapshot(**row) for row in rows]
 
     # ---------------------------------------------------------------- TSQ (time over QUIC)
 

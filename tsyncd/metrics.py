@@ -177,7 +177,22 @@ class SnapshotCollector(Collector):
             dropped.add_metric([reason], count)
         kod = CounterMetricFamily("tsyncd_server_kod_sent", "Kiss-o'-Death responses sent.")
         kod.add_metric([], snap.kod_sent)
-        yield from (received, sent, dropped, kod)
+        answered = CounterMetricFamily(
+            "tsyncd_server_answered_packets",
+            "Responses carrying time, by mode.",
+            labels=["mode"],
+        )
+        answered.add_metric(["basic"], snap.answered - snap.interleaved_answered)
+        answered.add_metric(["interleaved"], snap.interleaved_answered)
+        clients = GaugeMetricFamily("tsyncd_server_clients", "Clients in the server's client log.")
+        clients.add_metric([], snap.clients)
+        workers = GaugeMetricFamily("tsyncd_server_workers", "Server receive worker processes.")
+        workers.add_metric([], snap.workers)
+        restarts = CounterMetricFamily(
+            "tsyncd_server_worker_restarts", "Server workers restarted after dying."
+        )
+        restarts.add_metric([], snap.worker_restarts)
+        yield from (received, sent, dropped, kod, answered, clients, workers, restarts)
         yield from _tsq_server_metrics(snap.tsq)
 
 
@@ -226,6 +241,7 @@ class MetricsExporter:
     def __init__(self, provider: SnapshotProvider, host: str, port: int) -> None:
         self._host = host
         self._requested_port = port
+        self._provider = provider
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(SnapshotCollector(provider))
         self._server: asyncio.Server | None = None
@@ -268,6 +284,11 @@ class MetricsExporter:
                 self._tasks.add(task)
             async with asyncio.timeout(REQUEST_TIMEOUT_S):
                 head = await reader.readuntil(b"\r\n\r\n")
+                # Providers whose counters live in other processes (server workers) may
+                # gather them first, so a scrape shows what has been served up to now.
+                refresh = getattr(self._provider, "refresh_snapshots", None)
+                if refresh is not None:
+                    await refresh()
                 status, content_type, body, head_only = self._route(head)
                 await self._respond(writer, status, content_type, body, head_only=head_only)
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, OSError):

@@ -117,6 +117,25 @@ class ServerStatsSnapshot:
     nts_requests: int = 0  # NTS requests answered with an authenticated response
     nts_naks: int = 0  # NTS NAKs sent (cookie or authenticator we could not open)
     nts_key_epoch: int | None = None  # key id of the current cookie master key
+    answered: int = 0  # responses carrying time (basic or interleaved), i.e. sent minus KoDs
+    interleaved_answered: int = 0  # of which in interleaved mode (RFC 9769)
+    clients: int = 0  # client log entries (summed over workers)
+    workers: int = 0  # receive worker processes (0: served on the main event loop)
+    worker_restarts: int = 0  # workers that died and were started again
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientSnapshot:
+    """One client of the NTP server, as ``chronyc clients`` shows it."""
+
+    address: str  # IPv4-mapped addresses shown as IPv4
+    received: int  # requests
+    answered: int  # responses with time
+    interleaved: int  # of which interleaved
+    dropped: int  # requests left unanswered (denied, rate limited, malformed)
+    kod_sent: int
+    last_rx: float  # s since the last request
+    interval: float | None  # s, average interval between its requests
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

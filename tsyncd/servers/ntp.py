@@ -1,13 +1,20 @@
-"""The NTP server's IO edge: a timestamped UDP socket feeding the sans-IO responder."""
+"""The NTP server's IO edge on the event loop: a timestamped UDP socket feeding the responder.
+
+This is the single-process server (``workers = 0``) and the shape the multi-core workers copy:
+kernel RX timestamps in, and for interleaving clients the kernel's TX timestamp of each
+response read back from the socket's error queue (``servers/txstamp.py``).
+"""
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from tsyncd.clock.base import Clock
 from tsyncd.net.udp import Address, SocketOptions, TimestampedUdp, normalize_ip
+from tsyncd.servers import txstamp
 from tsyncd.servers.passive import is_symmetric_active, passive_reply
-from tsyncd.servers.responder import AccessList, NtpResponder
+from tsyncd.servers.responder import AccessList, NtpResponder, ResponseTemplate
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +26,7 @@ class NtpServer:
         self.responder = responder
         self._clock = clock
         self._udp: TimestampedUdp | None = None
+        self._tx_stamps = False
         self.passive_answered = 0  # symmetric active packets answered in mode 2
         self.symmetric_passive = False  # off: the responder drops mode 1 like other modes
 
@@ -36,6 +44,7 @@ class NtpServer:
         """Bind and start serving (on the running loop); OSError if the address is taken."""
         server = cls(responder or NtpResponder(access), clock)
         server._udp = TimestampedUdp.bind(host, port, server._on_datagram, options=options)
+        server._tx_stamps = server._udp.timestamps.name == "kernel-timestamping"
         return server
 
     @property
@@ -49,22 +58,43 @@ class NtpServer:
 
     def _on_datagram(self, data: bytes, address: Address, rx_ns: int) -> None:
         assert self._udp is not None
-        client = normalize_ip(str(address[0]))
         clock = self._clock
         if self.symmetric_passive and is_symmetric_active(data):  # answer a peer in mode 2
             _, reply = passive_reply(
-                data, self.responder, client, clock.from_kernel_ns(rx_ns), clock.now_ns()
+                data,
+                self.responder,
+                normalize_ip(str(address[0])),
+                clock.from_kernel_ns(rx_ns),
+                clock.now_ns(),
             )
             if reply is not None and self._udp.sendto(reply, address):
                 self.passive_answered += 1
             return
-        reason, response = self.responder.handle_request(
-            data, client, clock.from_kernel_ns(rx_ns), clock.now_ns()
+        reason, response, want_tx = self.responder.respond(
+            data, str(address[0]), clock.from_kernel_ns(rx_ns), clock.now_ns()
         )
-        if response is not None:
-            self._udp.sendto(response, address)
-        else:
+        if response is None:
             log.debug("dropped request from %s: %s", address[0], reason)
+            return
+        sock = self._udp.sock
+        if want_tx and self._tx_stamps:
+            if txstamp.send_stamped(sock, response, address):
+                for payload, tx_ns in txstamp.read_stamps(sock):
+                    self.responder.handle_tx_timestamp(payload, clock.from_kernel_ns(tx_ns))
+        else:
+            self._udp.sendto(response, address)
+
+    def set_template(self, template: ResponseTemplate) -> None:
+        """Serve ``template`` from now on."""
+        self.responder.template = template
+
+    def counters(self) -> dict[str, Any]:
+        """The responder's counters (see ``NtpResponder.counters``)."""
+        return self.responder.counters()
+
+    def client_rows(self, now_ns: int) -> list[dict[str, Any]]:
+        """Per-client rows for ``tsyncctl clients``."""
+        return self.responder.client_rows(now_ns)
 
     def close(self) -> None:
         """Stop serving."""

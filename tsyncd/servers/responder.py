@@ -3,33 +3,87 @@
 Every request ends as exactly one ``(reason, response)`` pair: ``response`` is None when we stay
 silent, and ``reason`` is a stable snake_case label the counters and tests use
 (STYLE.md §3).  The response is filled from a ``ResponseTemplate`` that the system process keeps
-current, so the per-packet work is parse, check, fill, encode.
+current, so the per-packet work is parse, check, fill, pack: this module is the whole fast path,
+run as is by the asyncio server and by the multi-core workers (``servers/workers.py``).
 
-Rules (RFC 5905 §9.2, RFC 8633):
+Rules (RFC 5905 §9.2, RFC 8633, RFC 9769):
 * only client-mode (3) requests are answered; symmetric, broadcast and the amplification-prone
   control (6) and private (7) modes are dropped;
 * the reply echoes the request's version and poll, and its transmit timestamp as our origin;
 * the reply is never longer than the request (no amplification): we answer with a bare 48-byte
   header, and requests are at least that long;
 * access control applies to the client's IP, IPv4-mapped IPv6 addresses compared as IPv4, deny
-  winning over allow.
+  winning over allow; it is decided once per client (``ClientLog``), not per packet;
+* rate limiting (``RateLimit``) drops, or with ``kod`` answers RATE; denied clients get DENY
+  (on the deny list) or RSTR (not on the allow list) when ``kod`` is on.  KoDs are rate
+  limited too: at most one per client per rate-limit interval, so they cannot be used to
+  reflect traffic either;
+* interleaved mode (RFC 9769 §3, spec §10): a request whose receive field is set and differs
+  from its transmit field comes from a client able to interleave; we keep the (RX, TX) pair of
+  our response to it, TX replaced by the kernel's stamp when it comes.  If such a request's
+  origin names a kept RX stamp of a response to the same address, it is answered with
+  origin = its receive field and transmit = that precise TX (the pair is used once).
+  Otherwise basic mode.  Basic-only clients cost no pair and no TX stamp.
+
+Outcome reasons: ``answered`` and ``interleaved`` (time served), ``kod_rate``, ``kod_deny``,
+``kod_rstr`` (KoD sent), and drops: ``denied``, ``restricted``, ``rate_limited``,
+``not_client_mode``, ``malformed_<WireError.reason>``.
 """
 
 from __future__ import annotations
 
+import heapq
 import ipaddress
-from collections import Counter
+import random
+import struct
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
+from tsyncd.servers.clientlog import (
+    DEFAULT_MAX_CLIENTS,
+    ClientLog,
+    ClientRecord,
+    RateLimit,
+    take_token,
+)
 from tsyncd.wire.errors import WireError
-from tsyncd.wire.ntp import Leap, Mode, NtpPacket, decode_ntp, encode_ntp
-from tsyncd.wire.timestamps import ntp64_from_unix_ns
+from tsyncd.wire.ntp import KissCode, Leap, Mode, NtpPacket, decode_ntp, refid_from_ascii
+from tsyncd.wire.timestamps import NTP_UNIX_OFFSET_S, ntp64_from_unix_ns
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 ANSWERED: Final = "answered"
+INTERLEAVED: Final = "interleaved"
+KOD_RATE: Final = "kod_rate"
+KOD_DENY: Final = "kod_deny"
+KOD_RSTR: Final = "kod_rstr"
+DENIED: Final = "denied"  # on the deny list
+RESTRICTED: Final = "restricted"  # not on a non-empty allow list
+RATE_LIMITED: Final = "rate_limited"
+NOT_CLIENT_MODE: Final = "not_client_mode"
+ANSWERED_NTS: Final = "answered_nts"  # an authenticated NTS response (RFC 8915 §5.7)
+NTS_NAK: Final = "nts_nak"  # the NTS NAK is a KoD ("NTSN", RFC 8915 §5.7)
+SERVED: Final = frozenset({ANSWERED, INTERLEAVED, ANSWERED_NTS})
+KODS: Final = frozenset({KOD_RATE, KOD_DENY, KOD_RSTR, NTS_NAK})
+
+_HEADER_LEN: Final = 48
+# Request: LI/VN/mode, (stratum), poll, (precision ... reference ts), origin, receive, transmit.
+_REQUEST: Final = struct.Struct("!Bxc21xQQQ")
+# Response: LI/VN/mode, stratum, poll (echoed raw), precision, 20 fixed bytes, 3 timestamps.
+_RESPONSE: Final = struct.Struct("!BBcb20sQQQ")
+_BODY: Final = struct.Struct("!IIIQ")  # root delay, root dispersion, refid, reference ts
+_RECEIVE_AT: Final = 32  # offset of the receive timestamp in a response
+_MASK64: Final = (1 << 64) - 1
+_NS_PER_S: Final = 1_000_000_000
+_HALF_S_NS: Final = _NS_PER_S // 2
+_NTP_UNIX_NS: Final = NTP_UNIX_OFFSET_S * _NS_PER_S
+_PAIRS_MIN: Final = 1024  # RX/TX pairs kept for interleaved mode (the RFC's example keeps 1000)
+_KOD_REFIDS: Final = {
+    KOD_RATE: refid_from_ascii(KissCode.RATE),
+    KOD_DENY: refid_from_ascii(KissCode.DENY),
+    KOD_RSTR: refid_from_ascii(KissCode.RSTR),
+}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -43,6 +97,16 @@ class ResponseTemplate:
     root_dispersion: int = 0  # raw NTP short
     reference_id: int = 0
     reference_ts: int = 0  # raw NTP64
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerPolicy:
+    """How one server socket treats its clients (``[[server]]`` in the config)."""
+
+    rate_limit: RateLimit | None = None  # None: no rate limiting
+    kod: bool = False  # answer limited/denied clients with KoD RATE/DENY/RSTR instead of silence
+    interleaved: bool = True  # RFC 9769 interleaved responses for clients that ask
+    max_clients: int = DEFAULT_MAX_CLIENTS  # client log bound
 
 
 class ExtensionResponder(Protocol):
@@ -67,68 +131,249 @@ class AccessList:
 
     def permits(self, ip: IPAddress) -> bool:
         """Whether ``ip`` (already normalised: IPv4-mapped -> IPv4) may be served."""
-        if any(ip in net for net in self._deny):
-            return False
-        return not self._allow or any(ip in net for net in self._allow)
+        return self.verdict(ip) == ""
+
+    def verdict(self, ip: IPAddress) -> str:
+        """ "" if ``ip`` may be served, else the drop reason: DENIED or RESTRICTED."""
+        if any(ip.version == net.version and ip in net for net in self._deny):
+            return DENIED
+        if self._allow and not any(ip.version == net.version and ip in net for net in self._allow):
+            return RESTRICTED
+        return ""
+
+
+def client_ip(address: str) -> IPAddress:
+    """The client's IP from socket address text; IPv4-mapped IPv6 becomes IPv4 (dual stack)."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
 
 
 class NtpResponder:
-    """Answers client requests from the current template; counts every outcome."""
+    """Answers client requests from the current template; counts every outcome.
 
-    def __init__(self, access: AccessList) -> None:
-        self.template = ResponseTemplate()
+    One responder per socket per process: its client log is the per-client state of the
+    clients the kernel hands to this socket (ARCHITECTURE.md, "Servers").
+    """
+
+    def __init__(
+        self,
+        access: AccessList,
+        policy: ServerPolicy | None = None,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
         self.access = access
-        self.received = 0
-        self.sent = 0
-        self.outcomes: Counter[str] = Counter()
+        self.policy = policy or ServerPolicy()
+        self.clients = ClientLog(self.policy.max_clients)
+        self._records = self.clients.records
+        self._rng = rng or random.Random()
+        self.outcomes: dict[str, int] = {}  # reason -> requests (a dict: Counter is slower)
+        # RFC 9769 pairs: our RX stamp of a response -> (its TX stamp, client address).
+        self._pairs: dict[int, tuple[int, str]] = {}
+        self._pairs_max = max(_PAIRS_MIN, self.policy.max_clients)
+        limit = self.policy.rate_limit
+        self._limit = limit
+        self._kod = self.policy.kod
+        self._interleaved = self.policy.interleaved
+        self._burst_ns = limit.interval_ns * limit.burst if limit is not None else 0
+        self._kod_interval_ns = (limit or RateLimit()).interval_ns
+        self.template = ResponseTemplate()
         self.extensions: ExtensionResponder | None = None  # NTS, when configured
 
+    # ---------------------------------------------------------------- template
+
+    @property
+    def template(self) -> ResponseTemplate:
+        """What replies carry; set it whole when the system state changes."""
+        return self._template
+
+    @template.setter
+    def template(self, template: ResponseTemplate) -> None:
+        self._template = template
+        self._lead = (int(template.leap) << 6) | int(Mode.SERVER)
+        self._stratum = template.stratum
+        self._precision = template.precision
+        self._body = _BODY.pack(
+            template.root_delay,
+            template.root_dispersion,
+            template.reference_id,
+            template.reference_ts,
+        )
+
+    # ---------------------------------------------------------------- per packet
+
     def handle_request(
-        self, data: bytes, client: IPAddress, rx_ns: int, tx_ns: int
+        self, data: bytes, client: IPAddress | str, rx_ns: int, tx_ns: int
     ) -> tuple[str, bytes | None]:
         """Decide on one request received at ``rx_ns``; ``tx_ns`` is the clock read just now."""
-        self.received += 1
-        reason, response = self._decide(data, client, rx_ns, tx_ns)
-        self.outcomes[reason] += 1
-        if response is not None:
-            self.sent += 1
+        reason, response, _want_tx = self.respond(data, str(client), rx_ns, tx_ns)
         return reason, response
 
+    def respond(
+        self, data: bytes, address: str, rx_ns: int, tx_ns: int
+    ) -> tuple[str, bytes | None, bool]:
+        """``handle_request`` for the IO edges: ``address`` is the socket's address text.
+
+        The third value says whether the caller should ask the kernel for the response's
+        transmit timestamp and pass it to ``handle_tx_timestamp``: only for clients whose
+        request looks interleaving-capable, so basic clients cost no error-queue read.
+        """
+        record = self._records.get(address)
+        if record is None:
+            verdict = self.access.verdict(client_ip(address))
+            record = self.clients.add(ClientRecord(address, verdict, rx_ns, self._burst_ns))
+        record.received += 1
+        reason, response, want_tx = self._decide(data, record, rx_ns, tx_ns)
+        record.last_ns = rx_ns
+        outcomes = self.outcomes
+        outcomes[reason] = outcomes.get(reason, 0) + 1
+        if response is None:
+            record.dropped += 1
+        return reason, response, want_tx
+
     def _decide(
-        self, data: bytes, client: IPAddress, rx_ns: int, tx_ns: int
-    ) -> tuple[str, bytes | None]:
-        if not self.access.permits(client):
-            return "denied", None
-        try:
-            request = decode_ntp(data)
-        except WireError as exc:
-            return f"malformed_{exc.reason}", None
-        if request.mode != Mode.CLIENT:
-            return "not_client_mode", None
-        t = self.template
-        receive_ts = ntp64_from_unix_ns(rx_ns)
-        transmit_ts = ntp64_from_unix_ns(max(tx_ns, rx_ns))
-        if transmit_ts == receive_ts:
-            # RFC 9769: a reply whose transmit equals its receive would look interleaved.
-            transmit_ts = (transmit_ts + 1) & 0xFFFF_FFFF_FFFF_FFFF
-        response = NtpPacket(
-            leap=t.leap,
-            version=request.version,
-            mode=Mode.SERVER,
-            stratum=t.stratum,
-            poll=request.poll,
-            precision=t.precision,
-            root_delay=t.root_delay,
-            root_dispersion=t.root_dispersion,
-            reference_id=t.reference_id,
-            reference_ts=t.reference_ts,
-            origin_ts=request.transmit_ts,
-            receive_ts=receive_ts,
-            transmit_ts=transmit_ts,
+        self, data: bytes, record: ClientRecord, rx_ns: int, tx_ns: int
+    ) -> tuple[str, bytes | None, bool]:
+        denied = record.permitted
+        if denied and not self._kod:
+            return denied, None, False  # RFC 5905 §9.2 test 4, before spending time parsing
+        n = len(data)
+        if n < _HEADER_LEN:
+            return "malformed_truncated", None, False
+        lvm, poll, origin, receive, transmit = _REQUEST.unpack_from(data)
+        version = (lvm >> 3) & 7
+        if not 1 <= version <= 4:
+            return "malformed_bad_version", None, False
+        request: NtpPacket | None = None
+        if n != _HEADER_LEN:
+            try:
+                request = decode_ntp(data)  # syntax of EFs / MAC; rare, so the full codec is fine
+            except WireError as exc:
+                return f"malformed_{exc.reason}", None, False
+        if lvm & 7 != Mode.CLIENT:
+            return NOT_CLIENT_MODE, None, False
+        if denied:
+            kod = KOD_DENY if denied == DENIED else KOD_RSTR
+            return self._send_kod(kod, denied, record, version, poll, transmit, rx_ns, tx_ns)
+        limit = self._limit
+        # RFC 8633 §5 / chrony "leak": answer some limited requests anyway, at random, so a
+        # spoofed flood in a victim's name cannot cut the victim off entirely.
+        if (
+            limit is not None
+            and not take_token(record, limit, rx_ns)
+            and (not limit.leak_log2 or self._rng.getrandbits(limit.leak_log2))
+        ):
+            if self._kod:
+                return self._send_kod(
+                    KOD_RATE, RATE_LIMITED, record, version, poll, transmit, rx_ns, tx_ns
+                )
+            return RATE_LIMITED, None, False
+        # ntp64_from_unix_ns, inlined: this is the per-packet path of every worker.
+        rx_ntp = (((rx_ns + _NTP_UNIX_NS) << 32) + _HALF_S_NS) // _NS_PER_S & _MASK64
+        if tx_ns < rx_ns:
+            tx_ns = rx_ns
+        tx_ntp = (((tx_ns + _NTP_UNIX_NS) << 32) + _HALF_S_NS) // _NS_PER_S & _MASK64
+        reason = ANSWERED
+        out_origin, out_tx = transmit, tx_ntp
+        want_tx = self._interleaved and receive != transmit and receive != 0
+        if want_tx:
+            # An interleaving-capable client (RFC 9769 §3): its origin may name the receive
+            # stamp of one of our earlier responses to it; keyed by that stamp, not by client,
+            # so several clients behind one address (NAT, or two daemons) each interleave.
+            pairs = self._pairs
+            pair = pairs.get(origin) if origin else None
+            if pair is not None and pair[1] == record.address:
+                del pairs[origin]  # each RX stamp serves one interleaved response
+                reason = INTERLEAVED
+                out_origin, out_tx = receive, pair[0]
+                record.interleaved += 1
+            while rx_ntp in pairs:
+                rx_ntp = (rx_ntp + 1) & _MASK64  # RX stamps name a pair: keep them unique
+        if tx_ntp == rx_ntp:
+            # RFC 9769: a basic reply whose transmit equals its receive would look interleaved.
+            tx_ntp = (tx_ntp + 1) & _MASK64
+            if reason == ANSWERED:
+                out_tx = tx_ntp
+        if want_tx:
+            pairs = self._pairs
+            if len(pairs) >= self._pairs_max:
+                del pairs[next(iter(pairs))]  # the oldest: its client has moved on or gone
+            pairs[rx_ntp] = (tx_ntp, record.address)  # tx replaced by the kernel's stamp
+        record.answered += 1
+        response = _RESPONSE.pack(
+            self._lead | (version << 3),
+            self._stratum,
+            poll,
+            self._precision,
+            self._body,
+            out_origin,
+            rx_ntp,
+            out_tx,
         )
-        if request.extensions and self.extensions is not None:
-            return self.extensions.respond(data, request, response)
-        return ANSWERED, encode_ntp(response)
+        if request is not None and request.extensions and self.extensions is not None:
+            # NTS: authenticate the request and seal this response (or NAK, or drop).
+            reason, sealed = self.extensions.respond(data, request, decode_ntp(response))
+            return reason, sealed, want_tx and sealed is not None
+        return reason, response, want_tx
+
+    def _send_kod(
+        self,
+        kod: str,
+        silent: str,
+        record: ClientRecord,
+        version: int,
+        poll: bytes,
+        transmit: int,
+        rx_ns: int,
+        tx_ns: int,
+    ) -> tuple[str, bytes | None, bool]:
+        """A KoD (RFC 5905 §7.4), at most one per client per interval, else ``silent``."""
+        last = record.kod_ns
+        if last is not None and rx_ns - last < self._kod_interval_ns:
+            return silent, None, False
+        record.kod_ns = rx_ns
+        record.kod_sent += 1
+        response = _RESPONSE.pack(
+            (int(Leap.UNSYNCHRONIZED) << 6) | (version << 3) | int(Mode.SERVER),
+            0,
+            poll,
+            self._template.precision,
+            _BODY.pack(0, 0, _KOD_REFIDS[kod], 0),
+            transmit,  # the origin must still match, or the client rightly ignores us
+            ntp64_from_unix_ns(rx_ns),
+            ntp64_from_unix_ns(tx_ns if tx_ns > rx_ns else rx_ns),
+        )
+        return kod, response, False
+
+    def handle_tx_timestamp(self, response: bytes, tx_ns: int) -> bool:
+        """The kernel says ``response`` (our 48 bytes) left at ``tx_ns``; True if it was ours.
+
+        The precise TX time replaces the estimate kept for the client, so its next interleaved
+        request gets it (RFC 9769 §3).
+        """
+        if len(response) < _HEADER_LEN:
+            return False
+        (rx_ntp,) = struct.unpack_from("!Q", response, _RECEIVE_AT)
+        pair = self._pairs.get(rx_ntp)
+        if pair is None:
+            return False
+        self._pairs[rx_ntp] = (ntp64_from_unix_ns(tx_ns), pair[1])
+        return True
+
+    # ---------------------------------------------------------------- counters
+
+    @property
+    def received(self) -> int:
+        """Requests seen (every one ends under exactly one outcome)."""
+        return sum(self.outcomes.values())
+
+    @property
+    def sent(self) -> int:
+        """Responses sent: time (basic or interleaved) and KoDs."""
+        out = self.outcomes
+        return sum(v for k, v in out.items() if k in SERVED or k in KODS)
 
     @property
     def dropped(self) -> int:
@@ -136,6 +381,38 @@ class NtpResponder:
         return self.received - self.sent
 
     def drops_by_reason(self) -> dict[str, int]:
-        """Outcome counts except answered ones."""
-        answered = (ANSWERED, "answered_nts", "nts_nak")  # the NTS NAK is a KoD, i.e. an answer
-        return {k: v for k, v in self.outcomes.items() if k not in answered}
+        """Outcome counts of requests that got no response."""
+        return {k: v for k, v in self.outcomes.items() if k not in SERVED and k not in KODS}
+
+    def counters(self) -> dict[str, Any]:
+        """All counters as plain data (summed across workers by the daemon)."""
+        out = self.outcomes
+        return {
+            "received": self.received,
+            "sent": self.sent,
+            "answered": out.get(ANSWERED, 0) + out.get(INTERLEAVED, 0) + out.get(ANSWERED_NTS, 0),
+            "interleaved_answered": out.get(INTERLEAVED, 0),
+            "kod_sent": sum(out.get(k, 0) for k in KODS),
+            "dropped": self.dropped,
+            "dropped_by_reason": self.drops_by_reason(),
+            "clients": len(self.clients),
+        }
+
+    def client_rows(self, now_ns: int, limit: int = 1000) -> list[dict[str, Any]]:
+        """The busiest ``limit`` clients as plain data, for ``tsyncctl clients``."""
+        records = heapq.nlargest(limit, self.clients.records.values(), key=lambda r: r.received)
+        return [
+            {
+                "address": str(client_ip(r.address)),
+                "received": r.received,
+                "answered": r.answered,
+                "interleaved": r.interleaved,
+                "dropped": r.dropped,
+                "kod_sent": r.kod_sent,
+                "last_rx": max(0, now_ns - r.last_ns) * 1e-9,
+                "interval": (r.last_ns - r.first_ns) * 1e-9 / (r.received - 1)
+                if r.received > 1
+                else None,
+            }
+            for r in records
+        ]

@@ -1,0 +1,94 @@
+"""The multi-core server: worker processes answer, are restarted when they die, exit on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+
+from peers import Peers, free_udp_port, wait_for
+
+from tsyncd.wire.ntp import Mode, NtpPacket, decode_ntp, encode_ntp
+
+
+def ask(port: int, source: str = "127.0.0.1", transmit: int = 0x1234_5678_9ABC_DEF0) -> bool:
+    """One request from ``source``; True if a matching answer came within 0.5 s."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((source, 0))
+        s.settimeout(0.5)
+        s.sendto(encode_ntp(NtpPacket(mode=Mode.CLIENT, transmit_ts=transmit)), ("127.0.0.1", port))
+        try:
+            reply = decode_ntp(s.recv(1024))
+        except TimeoutError:
+            return False
+    return reply.origin_ts == transmit and reply.stratum == 9
+
+
+def children(pid: int) -> list[int]:
+    """Child processes of ``pid`` still alive (zombies left out)."""
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        out.extend(int(c) for c in (task / "children").read_text().split())
+    return [c for c in out if not _is_zombie_or_gone(c)]
+
+
+def test_workers_answer_restart_and_exit(peers: Peers) -> None:
+    port = free_udp_port()
+    daemon = peers.tsyncd(
+        "tsyncd-server",
+        f'[synchronization]\nlocal-stratum = 9\n[[server]]\nlisten = "127.0.0.1:{port}"\n'
+        "workers = 2\n",
+    )
+    pid = daemon.proc.popen.pid
+    workers = wait_for("two workers", lambda: len(w := children(pid)) == 2 and w)
+    sources = [f"127.0.0.{i}" for i in range(2, 10)]  # several IPs: both workers get clients
+    for source in sources:
+        assert ask(port, source)
+    stats = daemon.ctl("serverstats")
+    assert stats["workers"] == 2 and stats["received"] == stats["answered"] == len(sources)
+    clients = daemon.ctl("clients")
+    assert sorted(c["address"] for c in clients) == sorted(sources)
+
+    os.kill(workers[0], signal.SIGKILL)
+    wait_for(
+        "the killed worker to be replaced",
+        lambda: workers[0] not in (w := children(pid)) and len(w) == 2,
+    )
+    stats = wait_for(
+        "a restart to be counted", lambda: (s := daemon.ctl("serverstats"))["worker_restarts"] and s
+    )
+    assert stats["worker_restarts"] == 1
+    assert stats["received"] >= len(sources)  # the dead worker's counts are kept
+    for source in sources:  # every client is served again, whichever worker it meets
+        assert wait_for(f"an answer to {source}", lambda src=source: ask(port, src), timeout=5)
+    assert "died (killed by SIGKILL); restarting it" in daemon.proc.output()
+
+    alive = children(pid)
+    start = time.monotonic()
+    assert daemon.proc.stop() == 0
+    assert time.monotonic() - start < 3
+    for child in alive:
+        assert not os.path.exists(f"/proc/{child}") or _is_zombie_or_gone(child)
+
+
+def _is_zombie_or_gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+def test_workers_zero_serves_from_the_event_loop(peers: Peers) -> None:
+    port = free_udp_port()
+    daemon = peers.tsyncd(
+        "tsyncd-server",
+        f'[synchronization]\nlocal-stratum = 9\n[[server]]\nlisten = "127.0.0.1:{port}"\n'
+        "workers = 0\n",
+    )
+    assert ask(port)
+    assert children(daemon.proc.popen.pid) == []
+    stats = daemon.ctl("serverstats")
+    assert stats["workers"] == 0 and stats["answered"] == 1

@@ -1,0 +1,71 @@
+"""Glue between the config, the responders and the snapshots: policy in, counters out.
+
+Counters come as plain dicts (``NtpResponder.counters``) so that worker processes can ship
+them over a pipe; here they are summed into the one ``ServerStatsSnapshot`` control and
+metrics read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from tsyncd.config import ServerConfig
+from tsyncd.servers.responder import ServerPolicy
+from tsyncd.snapshots import ServerStatsSnapshot
+
+_SUMMED = ("received", "sent", "answered", "interleaved_answered", "kod_sent", "dropped", "clients")
+
+
+def server_policy(cfg: ServerConfig) -> ServerPolicy:
+    """The responder policy a ``[[server]]`` table asks for."""
+    return ServerPolicy(
+        rate_limit=cfg.rate_limit,
+        kod=cfg.kod,
+        interleaved=cfg.interleaved,
+        max_clients=cfg.max_clients,
+    )
+
+
+def sum_counters(parts: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Add up counter dicts (one per socket or worker), drops merged by reason."""
+    total: dict[str, Any] = {key: 0 for key in _SUMMED}
+    drops: dict[str, int] = {}
+    extra: dict[str, int] = {"workers": 0, "worker_restarts": 0}
+    for part in parts:
+        for key in _SUMMED:
+            total[key] += int(part.get(key, 0))
+        for key in extra:
+            extra[key] += int(part.get(key, 0))
+        for reason, count in dict(part.get("dropped_by_reason", {})).items():
+            drops[reason] = drops.get(reason, 0) + int(count)
+    total["dropped_by_reason"] = drops
+    total.update(extra)
+    return total
+
+
+def server_stats(listen: list[str], parts: Iterable[Mapping[str, Any]]) -> ServerStatsSnapshot:
+    """One snapshot over every server socket."""
+    total = sum_counters(parts)
+    return ServerStatsSnapshot(listen=listen, **total)
+
+
+def merge_client_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row per client address, busiest first.
+
+    The same address can appear in several workers (or sockets): counts add up, the last
+    request is the latest, and request rates add (intervals combine harmonically).
+    """
+    merged: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        address = str(row["address"])
+        into = merged.get(address)
+        if into is None:
+            merged[address] = dict(row)
+            continue
+        for key in ("received", "answered", "interleaved", "dropped", "kod_sent"):
+            into[key] = int(into[key]) + int(row[key])
+        into["last_rx"] = min(float(into["last_rx"]), float(row["last_rx"]))
+        rates = [1.0 / float(i) for i in (into["interval"], row["interval"]) if i]
+        into["interval"] = 1.0 / sum(rates) if rates else None
+    return sorted(merged.values(), key=lambda r: -int(r["received"]))

@@ -1,0 +1,188 @@
+"""One receive worker of the multi-core server: a tight blocking loop in a forked process.
+
+Theory of operation
+-------------------
+The per-packet work is parse, check, fill, send (``NtpResponder.respond``); what limits a
+Python server is everything around it.  An asyncio datagram protocol pays for the event loop
+on every packet (about 33 k/s here), a blocking ``recvmsg``/``sendto`` loop does not (about
+five times that), so each worker is a process running just that loop on its own
+``SO_REUSEPORT`` socket.  The kernel spreads clients over the sockets by their IP (a BPF
+program attached by ``workers.py``), so each client always meets the same worker, which keeps
+that client's rate-limit bucket and interleaved timestamps (ARCHITECTURE.md, "Servers").
+
+The loop never waits on anything but its socket.  ``SO_RCVTIMEO`` bounds each ``recvmsg``
+(no extra ``poll`` per packet, as a Python socket timeout would cost), and every
+``_CHECK_EVERY`` packets, ``_CHECK_INTERVAL_S`` or receive timeout the worker looks at its pipe
+from the main process: a new response template, a new clock mapping, or a request to exit.
+It pushes its counters and busiest clients up the same pipe every ``_PUSH_INTERVAL_S``, when
+it goes idle after traffic, and when asked.
+
+Time: the kernel stamps arrivals by the host's CLOCK_REALTIME; the daemon serves its own
+(disciplined or virtual) time.  The main process sends a linear mapping ``ClockMap`` from one
+to the other whenever it changes, so the worker needs no clock object.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import struct
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any, Final, NoReturn
+
+from tsyncd.net.udp import SO_TIMESTAMPING
+from tsyncd.servers import txstamp
+from tsyncd.servers.responder import AccessList, NtpResponder, ResponseTemplate, ServerPolicy
+
+_CHECK_EVERY: Final = 512  # packets between looks at the pipe under load ...
+_CHECK_INTERVAL_S: Final = 0.1  # ... or this long, whichever comes first
+_RCV_TIMEOUT: Final = struct.pack("@ll", 0, 200_000)  # struct timeval: 0.2 s
+_PUSH_INTERVAL_S: Final = 0.5
+_CLIENT_ROWS: Final = 256  # busiest clients pushed up for `tsyncctl clients`
+_MAX_DATAGRAM: Final = 1024
+_CMSG_SPACE: Final = socket.CMSG_SPACE(48)  # struct scm_timestamping
+_TIMESPEC: Final = struct.Struct("@qq")
+_NS_PER_S: Final = 1_000_000_000
+RATE_UNIT: Final = 1_000_000_000_000  # ClockMap.rate_ppt denominator
+_PR_SET_PDEATHSIG: Final = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ClockMap:
+    """Daemon time of a host CLOCK_REALTIME reading: v0 + d + d * rate_ppt / 1e12, d = u - u0."""
+
+    u0: int  # host ns
+    v0: int  # daemon ns at u0
+    rate_ppt: int  # how much faster the daemon's clock runs, parts per 10**12
+
+    def __call__(self, u: int) -> int:
+        d = u - self.u0
+        return self.v0 + d + d * self.rate_ppt // RATE_UNIT
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSetup:
+    """What a worker starts with (inherited through fork, never pickled)."""
+
+    index: int
+    access: AccessList
+    policy: ServerPolicy
+    template: ResponseTemplate
+    clock_map: ClockMap
+
+
+def run(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> NoReturn:
+    """The forked child's whole life: serve until told to stop, killed, or the parent is gone."""
+    code = 0
+    try:
+        _reset_signals()
+        _serve(sock, conn, setup)
+    except BaseException:  # the child must never return into the parent's code
+        code = 1
+        with contextlib.suppress(BaseException):
+            import traceback
+
+            traceback.print_exc()
+    finally:
+        os._exit(code)
+
+
+def _reset_signals() -> None:
+    """Undo what the parent's event loop set up: its wakeup fd and its handlers."""
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the parent stops us with SIGTERM: just die
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the parent, which stops us
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    # Die with the parent even if it is killed outright (no pipe EOF needed).
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
+    responder = NtpResponder(setup.access, setup.policy)
+    responder.template = setup.template
+    clock_map = setup.clock_map
+    sock.setblocking(True)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _RCV_TIMEOUT)
+    tx_stamps = True
+    # Locals: attribute lookups are a measurable share of a packet's cost in this loop.
+    recvmsg = sock.recvmsg
+    sendto = sock.sendto
+    respond = responder.respond
+    time_ns = time.time_ns
+    unpack_ts = _TIMESPEC.unpack_from
+    monotonic = time.monotonic
+    next_push = monotonic()
+    pushed = -1  # responder.received at the last push
+    while True:
+        while conn.poll():
+            message = conn.recv()
+            kind = message[0]
+            if kind == "template":
+                responder.template = message[1]
+            elif kind == "clock":
+                clock_map = message[1]
+            elif kind == "push":
+                next_push = 0.0  # a control client is waiting for fresh counters
+            elif kind == "stop":
+                return
+        u0, v0, rate = clock_map.u0, clock_map.v0, clock_map.rate_ppt
+        offset = v0 - u0
+        idle = False
+        check_at = monotonic() + _CHECK_INTERVAL_S
+        for _ in range(_CHECK_EVERY):
+            if monotonic() >= check_at:
+                break  # steady light traffic never times out: look at the pipe anyway
+            try:
+                data, ancdata, _flags, address = recvmsg(_MAX_DATAGRAM, _CMSG_SPACE)
+            except BlockingIOError:
+                idle = True  # SO_RCVTIMEO: nothing for a while; look at the pipe
+                break
+            except InterruptedError:
+                continue
+            except OSError:
+                continue  # ICMP errors from earlier sends surface here; not fatal
+            if ancdata and ancdata[0][1] == SO_TIMESTAMPING:
+                sec, nsec = unpack_ts(ancdata[0][2])
+                rx = sec * _NS_PER_S + nsec
+            else:
+                rx = time_ns()
+            tx = time_ns()
+            if rate:  # ClockMap inlined; a clock running at the host's rate needs no product
+                d = rx - u0
+                rx = v0 + d + d * rate // RATE_UNIT
+                d = tx - u0
+                tx = v0 + d + d * rate // RATE_UNIT
+            else:
+                rx += offset
+                tx += offset
+            _reason, response, want_tx = respond(data, address[0], rx, tx)
+            if response is None:
+                continue
+            if want_tx and tx_stamps:
+                if txstamp.send_stamped(sock, response, address):
+                    for payload, tx_ns in txstamp.read_stamps(sock):
+                        responder.handle_tx_timestamp(payload, clock_map(tx_ns))
+                continue
+            try:  # noqa: SIM105 - contextlib.suppress costs a context manager per packet
+                sendto(response, address)
+            except OSError:
+                pass  # full send buffer or unreachable client: the request is lost either way
+        now = monotonic()
+        # Push on schedule, or as soon as things calm down after new traffic, so control and
+        # metrics lag a quiet server by one receive timeout at most.
+        if now >= next_push or (idle and responder.received != pushed):
+            next_push = now + _PUSH_INTERVAL_S
+            pushed = responder.received
+            _push(conn, responder, clock_map(time_ns()))
+
+
+def _push(conn: Connection, responder: NtpResponder, now_ns: int) -> None:
+    counters: dict[str, Any] = responder.counters()
+    conn.send(("stats", counters, responder.client_rows(now_ns, _CLIENT_ROWS)))

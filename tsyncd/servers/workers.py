@@ -1,0 +1,392 @@
+"""The multi-core NTP server: N forked receive workers on one port, managed from the event loop.
+
+The main process binds one ``SO_REUSEPORT`` socket per worker (so a bad address fails at
+start, and a restarted worker takes over the same socket: the kernel's hash keeps sending it
+the same clients, and nothing queued is lost), then forks a worker onto each
+(``servers/worker.py``).  It talks to each over a pipe: the response template and clock
+mapping go down when they change; counters and the busiest clients come up twice a second and
+are kept here for control and metrics (so they are at most about half a second old).
+
+A worker that dies is noticed within ``_REAP_INTERVAL_S``, logged, counted and forked again
+(after a growing delay if it keeps dying within seconds of its start: a crash loop should not
+flood the log or the CPU).
+``close`` asks each worker to exit with SIGTERM, waits briefly, and kills what is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import socket
+import struct
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, Pipe
+from typing import Any, Final
+
+from tsyncd.clock.base import Clock
+from tsyncd.config import ServerConfig
+from tsyncd.net.sockets import open_socket
+from tsyncd.net.udp import SocketOptions, enable_rx_timestamps, family_for_host
+from tsyncd.servers import worker as worker_mod
+from tsyncd.servers.ntp import NtpServer
+from tsyncd.servers.responder import AccessList, NtpResponder, ResponseTemplate, ServerPolicy
+from tsyncd.servers.stats import server_policy, sum_counters
+
+log = logging.getLogger(__name__)
+
+_REAP_INTERVAL_S: Final = 0.5
+_STOP_WAIT_S: Final = 2.0
+_QUICK_DEATH_S: Final = 10.0  # a worker dying younger than this may be crash-looping ...
+_RESTART_MAX_DELAY_S: Final = 30.0  # ... so its restarts back off, up to this
+_BLOCKED: Final = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+
+
+def default_workers() -> int:
+    """One worker per CPU, at most 4: past that the kernel's UDP path, not Python, limits."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def clock_map_of(clock: Clock) -> worker_mod.ClockMap:
+    """The clock's mapping from host CLOCK_REALTIME to daemon time, as a line through now."""
+    u0 = time.time_ns()
+    v0 = clock.from_kernel_ns(u0)
+    span = worker_mod.RATE_UNIT  # a long span, so the rate resolves to 1e-12
+    v1 = clock.from_kernel_ns(u0 + span)
+    return worker_mod.ClockMap(u0, v0, v1 - v0 - span)
+
+
+@dataclass
+class _Worker:
+    index: int
+    sock: socket.socket
+    pid: int = 0
+    conn: Connection | None = None
+    counters: dict[str, Any] = field(default_factory=dict)
+    clients: list[dict[str, Any]] = field(default_factory=list)
+    pushes: int = 0  # stats messages received from the current process
+    started_at: float = 0.0  # monotonic s of the last fork
+    quick_deaths: int = 0  # deaths in a row, each within _QUICK_DEATH_S of its start
+    restart_at: float = 0.0  # monotonic s when a dead worker may be forked again
+
+
+class WorkerPool:
+    """Several worker processes serving one listening address."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        workers: int,
+        access: AccessList,
+        policy: ServerPolicy,
+        clock: Clock,
+        template: ResponseTemplate | None = None,
+        options: SocketOptions | None = None,
+    ) -> None:
+        """Bind one socket per worker (OSError if the address is taken); ``start`` forks."""
+        if workers < 1:
+            raise ValueError(f"a worker pool needs at least one worker, not {workers}")
+        self._access = access
+        self._policy = policy
+        self._clock = clock
+        self._template = template or ResponseTemplate()
+        self._clock_map = clock_map_of(clock)
+        self._loop = asyncio.get_running_loop()
+        self._workers: list[_Worker] = []
+        self._reaper: asyncio.Task[None] | None = None
+        self.restarts = 0
+        self._retired: dict[str, Any] = {}  # counters of workers that died
+        self._fresh: asyncio.Event | None = None  # set when every worker answered "push"
+        self._asked: dict[int, int] = {}  # worker index -> its pushes count when asked
+        self._closed = False
+        try:
+            for index in range(workers):
+                sock = _bind_reuseport(host, port, options)
+                port = sock.getsockname()[1]  # port 0: the others join the first one's port
+                self._workers.append(_Worker(index, sock))
+        except OSError:
+            for w in self._workers:
+                w.sock.close()
+            raise
+        self._host = host
+        self._port = port
+        if workers > 1:
+            try:
+                attach_ip_hash(self._workers[0].sock, workers)
+            except OSError as exc:
+                log.info("cannot steer clients by IP (%s): the kernel hashes address and port", exc)
+
+    def start(self) -> WorkerPool:
+        """Fork the workers and watch them (on the running loop)."""
+        for w in self._workers:
+            self._fork(w)
+        self._reaper = self._loop.create_task(self._reap())
+        return self
+
+    @property
+    def listen(self) -> str:
+        """The bound address as 'ip:port' or '[ip6]:port'."""
+        host = self._host
+        return f"[{host}]:{self._port}" if ":" in host else f"{host}:{self._port}"
+
+    @property
+    def pids(self) -> list[int]:
+        """Process ids of the running workers."""
+        return [w.pid for w in self._workers if w.pid]
+
+    # ---------------------------------------------------------------- processes
+
+    def _fork(self, w: _Worker) -> None:
+        parent_end, child_end = Pipe(duplex=True)
+        setup = worker_mod.WorkerSetup(
+            w.index, self._access, self._policy, self._template, self._clock_map
+        )
+        # Signals stay blocked across fork so the child cannot run the parent's handlers
+        # (asyncio's wakeup fd) before it has replaced them.
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCKED)
+        try:
+            pid = os.fork()
+            if pid == 0:
+                parent_end.close()
+                for other in self._workers:  # so a sibling sees EOF when the parent is gone
+                    if other is not w:
+                        if other.conn is not None:
+                            os.close(other.conn.fileno())
+                        other.sock.close()
+                worker_mod.run(w.sock, child_end, setup)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        child_end.close()
+        w.pid = pid
+        w.conn = parent_end
+        w.started_at = time.monotonic()
+        w.pushes = 0
+        self._asked.pop(w.index, None)
+        self._loop.add_reader(parent_end.fileno(), self._on_message, w)
+
+    def _on_message(self, w: _Worker) -> None:
+        conn = w.conn
+        if conn is None:
+            return
+        try:
+            while conn.poll():
+                message = conn.recv()
+                if message[0] == "stats":
+                    w.counters, w.clients = message[1], message[2]
+                    w.pushes += 1
+                    if self._fresh is not None and all(
+                        x.pushes > self._asked.get(x.index, 0) or x.conn is None
+                        for x in self._workers
+                    ):
+                        self._fresh.set()
+        except (EOFError, OSError):
+            self._drop_conn(w)  # the worker is gone; the reaper restarts it
+
+    def _drop_conn(self, w: _Worker) -> None:
+        if w.conn is not None:
+            with contextlib.suppress(ValueError, OSError):
+                self._loop.remove_reader(w.conn.fileno())
+            w.conn.close()
+            w.conn = None
+
+    async def _reap(self) -> None:
+        while True:
+            await asyncio.sleep(_REAP_INTERVAL_S)
+            now = time.monotonic()
+            for w in self._workers:
+                if w.pid:
+                    self._check(w, now)
+                elif now >= w.restart_at:
+                    self.restarts += 1
+                    self._fork(w)
+
+    def _check(self, w: _Worker, now: float) -> None:
+        """Notice a dead worker and schedule its restart: at once, unless it keeps dying young."""
+        try:
+            pid, status = os.waitpid(w.pid, os.WNOHANG)
+        except ChildProcessError:
+            pid, status = w.pid, 0
+        if pid == 0:
+            return
+        w.quick_deaths = w.quick_deaths + 1 if now - w.started_at < _QUICK_DEATH_S else 0
+        delay = min(_RESTART_MAX_DELAY_S, _REAP_INTERVAL_S * 2**w.quick_deaths) - _REAP_INTERVAL_S
+        log.warning(
+            "server worker %d (pid %d) on %s died (%s); restarting it%s",
+            w.index,
+            w.pid,
+            self.listen,
+            _describe(status),
+            f" in {delay + _REAP_INTERVAL_S:.0f} s" if delay > 0 else "",
+        )
+        self._drop_conn(w)
+        w.pid = 0
+        w.restart_at = now + max(0.0, delay)
+        # Its counters are kept: they were served, and the totals must not go back.
+        self._retire_counters(w)
+
+    def _retire_counters(self, w: _Worker) -> None:
+        self._retired = sum_counters([self._retired, w.counters])
+        w.counters = {}
+
+    # ---------------------------------------------------------------- main-process side
+
+    def _send_all(self, message: tuple[Any, ...]) -> None:
+        for w in self._workers:
+            if w.conn is not None:
+                try:
+                    w.conn.send(message)
+                except OSError:
+                    self._drop_conn(w)
+
+    def set_template(self, template: ResponseTemplate) -> None:
+        """Serve ``template`` from now on (pushed to every worker when it changed)."""
+        if template != self._template:
+            self._template = template
+            self._send_all(("template", template))
+        clock_map = clock_map_of(self._clock)
+        if _map_moved(self._clock_map, clock_map):
+            self._clock_map = clock_map
+            self._send_all(("clock", clock_map))
+
+    async def refresh(self, timeout_s: float = 1.0) -> None:
+        """Ask every worker for its counters now and wait (bounded) until all have answered."""
+        self._asked = {w.index: w.pushes for w in self._workers}
+        self._fresh = asyncio.Event()
+        self._send_all(("push",))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._fresh.wait(), timeout_s)
+        self._fresh = None
+
+    def counters(self) -> dict[str, Any]:
+        """Counters summed over the workers (as last pushed), with restarts."""
+        parts = [w.counters for w in self._workers]
+        parts.append(self._retired)
+        total = sum_counters(parts)
+        total["workers"] = len(self._workers)
+        total["worker_restarts"] = self.restarts
+        return total
+
+    def client_rows(self, now_ns: int) -> list[dict[str, Any]]:
+        """Each worker's busiest clients (a client always meets the same worker)."""
+        del now_ns  # the workers computed `last_rx` when they pushed
+        return [row for w in self._workers for row in w.clients]
+
+    def close(self) -> None:
+        """Stop every worker (SIGTERM, then SIGKILL) and close the sockets; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._reaper is not None:
+            self._reaper.cancel()
+        for w in self._workers:
+            self._drop_conn(w)
+            if w.pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(w.pid, signal.SIGTERM)
+        deadline = time.monotonic() + _STOP_WAIT_S
+        for w in self._workers:
+            while w.pid:
+                try:
+                    pid, _ = os.waitpid(w.pid, os.WNOHANG)
+                except ChildProcessError:
+                    pid = w.pid
+                if pid:
+                    w.pid = 0
+                elif time.monotonic() > deadline:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(w.pid, signal.SIGKILL)
+                    os.waitpid(w.pid, 0)
+                    w.pid = 0
+                else:
+                    time.sleep(0.01)
+            w.sock.close()
+
+
+# Classic BPF for SO_ATTACH_REUSEPORT_CBPF: pick the group's socket by the client's IP only
+# (not its port), so a client that changes source port per request (chronyd does, RFC 9109)
+# still always meets the worker holding its rate-limit bucket and interleaved timestamps.
+# Loads reach the IP header through the SKF_NET_OFF window; the packet may be IPv4 (also on a
+# dual-stack socket) or IPv6.  An index out of range makes the kernel fall back to its hash.
+_SO_ATTACH_REUSEPORT_CBPF: Final = 51
+_NET: Final = (-0x100000) & 0xFFFF_FFFF  # SKF_NET_OFF
+_SOCK_FILTER: Final = struct.Struct("@HBBI")
+
+
+def _ip_hash_program(workers: int) -> list[tuple[int, int, int, int]]:
+    return [
+        (0x30, 0, 0, _NET),  # ldb [net+0]: version/IHL byte
+        (0x74, 0, 0, 4),  # rsh #4: the IP version
+        (0x15, 0, 2, 4),  # jeq #4 ? next : +2
+        (0x20, 0, 0, _NET + 12),  # ld [net+12]: IPv4 source address
+        (0x05, 0, 0, 1),  # ja +1
+        (0x20, 0, 0, _NET + 20),  # ld [net+20]: last word of the IPv6 source address
+        (0x07, 0, 0, 0),  # tax
+        (0x74, 0, 0, 16),  # rsh #16
+        (0xAC, 0, 0, 0),  # xor x: fold the high half onto the low one
+        (0x94, 0, 0, workers),  # mod #workers
+        (0x16, 0, 0, 0),  # ret a: the socket index
+    ]
+
+
+def attach_ip_hash(sock: socket.socket, workers: int) -> None:
+    """Make the reuseport group of ``sock`` choose sockets by client IP; OSError if refused."""
+    program = _ip_hash_program(workers)
+    code = b"".join(_SOCK_FILTER.pack(*ins) for ins in program)
+    buf = ctypes.create_string_buffer(code, len(code))
+    fprog = struct.pack("@HxxxxxxP", len(program), ctypes.addressof(buf))  # struct sock_fprog
+    sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_REUSEPORT_CBPF, fprog)
+
+
+def _bind_reuseport(host: str, port: int, options: SocketOptions | None) -> socket.socket:
+    family = family_for_host(host)
+    sock = open_socket(family, socket.SOCK_DGRAM)
+    try:
+        if family == socket.AF_INET6:
+            # Dual stack for the wildcard, so one [::] server also answers IPv4 clients.
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if host == "::" else 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if options is not None:
+            options.apply(sock, family)
+        sock.bind((host, port))
+        enable_rx_timestamps(sock)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _map_moved(old: worker_mod.ClockMap, new: worker_mod.ClockMap) -> bool:
+    """Whether the workers' mapping is off by more than 1 ns at ``new.u0``."""
+    return abs(old(new.u0) - new.v0) > 1 or abs(old.rate_ppt - new.rate_ppt) > 1
+
+
+def _describe(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"exit status {os.WEXITSTATUS(status)}"
+
+
+def start_server(
+    cfg: ServerConfig,
+    clock: Clock,
+    template: ResponseTemplate,
+    *,
+    options: SocketOptions | None = None,
+    event_loop_only: bool = False,
+) -> NtpServer | WorkerPool:
+    """Serve one ``[[server]]`` with ``template``: a worker pool, or (``workers = 0``, or
+    ``event_loop_only``) the event loop itself.  ``options`` apply to every socket."""
+    access = AccessList(cfg.allow, cfg.deny)
+    policy = server_policy(cfg)
+    host, port = cfg.listen.host, cfg.listen.port
+    workers = default_workers() if cfg.workers is None else cfg.workers
+    if workers == 0 or event_loop_only:
+        responder = NtpResponder(access, policy)
+        responder.template = template
+        return NtpServer.create(host, port, access, clock, responder=responder, options=options)
+    return WorkerPool(host, port, workers, access, policy, clock, template, options).start()
