@@ -36,6 +36,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from bench import nts_micro
 from tests.nts_certs import make_pki, nts_server_toml
 from tsyncd.nts.client import NtsSession
 from tsyncd.sources.ntske import KeResult, run_ke
@@ -149,7 +150,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="load per server (max 30)")
     parser.add_argument("--window", type=int, default=16, help="requests kept outstanding")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--micro", action="store_true", help="µs per request in process (bench/nts_micro.py)"
+    )
+    parser.add_argument("--profile", action="store_true", help="with --micro: cProfile each case")
+    parser.add_argument("--count", type=int, default=20000, help="with --micro: requests per round")
+    parser.add_argument("--repeat", type=int, default=5, help="with --micro: rounds (best is kept)")
     args = parser.parse_args(argv)
+    if args.micro:
+        nts_micro.main(
+            min(max(args.count, 100), 200_000), min(max(args.repeat, 1), 20), args.profile
+        )
+        return
     seconds = min(max(args.seconds, 0.5), 30.0)
     chronyd = shutil.which("chronyd") or shutil.which("chronyd", path="/usr/sbin:/sbin")
     if chronyd is None:
