@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import struct
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -12,7 +13,7 @@ from tsyncd.nts.cookie import CookieContents, KeySet
 from tsyncd.nts.server import NtsResponder
 from tsyncd.wire.errors import WireError
 from tsyncd.wire.ntp import NtpPacket, decode_ntp, encode_ntp
-from tsyncd.wire.nts import decode_authenticator, decode_inner
+from tsyncd.wire.nts import decode_authenticator, decode_inner, split_nts
 from tsyncd.wire.ntske import (
     KeResponse,
     Record,
@@ -92,6 +93,49 @@ def test_server_and_client_paths_total(junk: bytes, cut: int) -> None:
         _reason, response = server.respond(data, packet, NtpPacket())
         assert response is None or len(response) <= len(data)
         assert session.verify(data, packet) is not None
+
+
+_EFS = st.lists(
+    st.tuples(
+        st.sampled_from([0x0104, 0x0204, 0x0304, 0x0404, 0xFFF0]),
+        st.integers(0, 40).map(lambda n: n * 4),
+        st.binary(min_size=0, max_size=8),
+    ),
+    max_size=5,
+)
+
+
+@EXAMPLES
+@given(st.integers(48, 400), st.binary(max_size=200), _EFS, st.sampled_from([0, 4, 20, 24]))
+def test_raw_server_path_agrees_with_the_decoders(
+    cut: int, junk: bytes, efs: list[tuple[int, int, bytes]], mac: int
+) -> None:
+    """respond_raw parses the datagram itself: its verdict must match decode_ntp + split_nts."""
+    session = NtsSession(15, SESSION.c2s, SESSION.s2c, [KEYS.seal(SESSION)])
+    request = session.protect(encode_ntp(NtpPacket()))
+    assert request is not None
+    # EF headers with the given lengths (some illegal), bodies that start with ``head``.
+    framed = b"".join(
+        struct.pack("!HH", t, n) + (head + bytes(n))[: max(n - 4, 0)] for t, n, head in efs
+    )
+    plain = encode_ntp(NtpPacket())
+    for data in (request[:cut] + junk, request[:cut] + framed + bytes(mac), plain + framed):
+        reason, response = NtsResponder(KEYS).respond_raw(data, plain)
+        assert response is None or len(response) <= len(data)
+        try:
+            packet = decode_ntp(data)
+        except WireError as exc:
+            assert reason == f"malformed_{exc.reason}"
+            continue
+        try:
+            fields = split_nts(data, packet)
+        except WireError as exc:
+            assert reason == f"nts_{exc.reason}"
+            continue
+        if fields.unique_id is None and fields.cookie is None and fields.nonce is None:
+            assert (reason, response) == ("answered", plain)
+        else:
+            assert reason.startswith(("answered_nts", "nts_"))
 
 
 def test_record_encoding_sanity() -> None:

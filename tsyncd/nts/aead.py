@@ -5,8 +5,9 @@ plaintext every NTS client request authenticates, and lack AES-GCM-SIV before 42
 
 The two differ in API shape, which is why they sit behind one small class: AES-SIV (RFC 5297)
 takes the nonce as the *last* associated-data component and prepends its 16-byte tag, while
-AES-GCM-SIV (RFC 8452) takes a 12-byte nonce separately and appends the tag.  Cipher objects
-are cached per key, since a server re-keys per cookie but a client uses one key many times.
+AES-GCM-SIV (RFC 8452) takes a 12-byte nonce separately and appends the tag.  Keyed cipher
+objects (``Aead.cipher``) can be kept by callers: the server caches them per client session
+(tsyncd/nts/server.py), since keying AES-SIV costs about as much as two small seals.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCMSIV, AESSIV
 from tsyncd.wire.errors import WireError
 from tsyncd.wire.ntske import AeadId
 
-__all__ = ["AEADS", "Aead", "AuthenticationFailed", "aead_for"]
+__all__ = ["AEADS", "Aead", "AuthenticationFailed", "Bytes", "Cipher", "aead_for"]
 
 TAG_LEN: Final = 16
 
@@ -31,32 +32,55 @@ class AuthenticationFailed(WireError):
     reason = "auth_failed"
 
 
+Cipher = AESSIV | AESGCMSIV
+"""A keyed cipher object: keying AES costs more than sealing a small packet, so keep them."""
+
+Bytes = bytes | bytearray | memoryview
+"""Anything ``cryptography`` reads as bytes: the server passes slices of the datagram."""
+
+
 @dataclass(frozen=True, slots=True)
 class Aead:
-    """One AEAD algorithm: sizes and seal/open with a raw key."""
+    """One AEAD algorithm: sizes and seal/open with a raw key or a keyed ``Cipher``."""
 
     aead_id: int
     key_len: int  # bytes
     nonce_len: int  # bytes we generate (and GCM-SIV's only accepted length)
 
-    def seal(self, key: bytes, nonce: bytes, plaintext: bytes, ad: bytes) -> bytes:
-        """Ciphertext (tag included) of ``plaintext`` authenticated with ``ad``."""
+    def cipher(self, key: bytes) -> Cipher:
+        """A cipher object keyed with ``key``, for ``seal_with``/``open_with``."""
         if self.aead_id == AeadId.AES_SIV_CMAC_256:
-            return AESSIV(key).encrypt(plaintext, [ad, nonce] if ad else [nonce])
-        return AESGCMSIV(key).encrypt(nonce, plaintext, ad or None)
+            return AESSIV(key)
+        return AESGCMSIV(key)
 
-    def open(self, key: bytes, nonce: bytes, ciphertext: bytes, ad: bytes) -> bytes:
+    def seal(self, key: bytes, nonce: Bytes, plaintext: Bytes, ad: Bytes) -> bytes:
+        """Ciphertext (tag included) of ``plaintext`` authenticated with ``ad``."""
+        return self.seal_with(self.cipher(key), nonce, plaintext, ad)
+
+    def seal_with(self, cipher: Cipher, nonce: Bytes, plaintext: Bytes, ad: Bytes) -> bytes:
+        """``seal`` with a cipher from ``self.cipher``."""
+        if isinstance(cipher, AESSIV):
+            return cipher.encrypt(plaintext, [ad, nonce] if ad else [nonce])
+        return cipher.encrypt(nonce, plaintext, ad or None)
+
+    def open(self, key: bytes, nonce: Bytes, ciphertext: Bytes, ad: Bytes) -> bytes:
         """Plaintext, or ``AuthenticationFailed``."""
+        if len(ciphertext) < TAG_LEN:  # checked before keying AES: cheap rejects stay cheap
+            raise AuthenticationFailed(f"ciphertext of {len(ciphertext)} bytes has no tag")
+        return self.open_with(self.cipher(key), nonce, ciphertext, ad)
+
+    def open_with(self, cipher: Cipher, nonce: Bytes, ciphertext: Bytes, ad: Bytes) -> bytes:
+        """``open`` with a cipher from ``self.cipher``."""
         if len(ciphertext) < TAG_LEN:
             raise AuthenticationFailed(f"ciphertext of {len(ciphertext)} bytes has no tag")
         try:
-            if self.aead_id == AeadId.AES_SIV_CMAC_256:
+            if isinstance(cipher, AESSIV):
                 if not nonce:
                     raise AuthenticationFailed("empty nonce")
-                return AESSIV(key).decrypt(ciphertext, [ad, nonce] if ad else [nonce])
+                return cipher.decrypt(ciphertext, [ad, nonce] if ad else [nonce])
             if len(nonce) != self.nonce_len:
                 raise AuthenticationFailed(f"GCM-SIV nonce of {len(nonce)} bytes, needs 12")
-            return AESGCMSIV(key).decrypt(nonce, ciphertext, ad or None)
+            return cipher.decrypt(nonce, ciphertext, ad or None)
         except InvalidTag:
             raise AuthenticationFailed("AEAD tag mismatch") from None
 

@@ -36,16 +36,29 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from tsyncd.nts.aead import AEADS
+from tsyncd.nts.aead import AEADS, Bytes
 from tsyncd.wire.errors import WireError
 from tsyncd.wire.ntske import AeadId
 
-__all__ = ["BadCookie", "CookieContents", "KeySet", "load_keyset", "save_keyset"]
+__all__ = [
+    "COOKIE_NONCE_LEN",
+    "COOKIE_OVERHEAD",
+    "BadCookie",
+    "CookieContents",
+    "KeySet",
+    "load_keyset",
+    "save_keyset",
+]
 
 _MASTER: Final = AEADS[AeadId.AES_SIV_CMAC_256]
 _NONCE_LEN: Final = 16
 _KEEP_EPOCHS: Final = 3  # the current key and the two before it open cookies
-_HEAD: Final = struct.Struct("!IH")
+_KEY_ID: Final = struct.Struct("!I")
+_AEAD_ID: Final = struct.Struct("!H")
+_SESSION_HEAD: Final = struct.Struct("!HH")  # AEAD id, reserved zero
+COOKIE_NONCE_LEN: Final = _NONCE_LEN
+COOKIE_OVERHEAD: Final = 4 + _NONCE_LEN + 16
+"""Cookie bytes besides the session plaintext: key id, nonce, AES-SIV tag."""
 _INFO: Final = b"tsyncd nts cookie key ratchet"
 
 
@@ -114,17 +127,29 @@ class KeySet:
 
     def seal(self, contents: CookieContents) -> bytes:
         """A fresh cookie for ``contents`` under the current key."""
-        nonce = secrets.token_bytes(_NONCE_LEN)
-        plaintext = struct.pack("!HH", contents.aead_id, 0) + contents.s2c + contents.c2s
-        key_id = self.current_epoch & 0xFFFF_FFFF
-        sealed = self._ciphers[key_id].encrypt(plaintext, [nonce])
-        return struct.pack("!I", key_id) + nonce + sealed
+        plaintext = _SESSION_HEAD.pack(contents.aead_id, 0) + contents.s2c + contents.c2s
+        return self.seal_session(plaintext, secrets.token_bytes(_NONCE_LEN))
 
-    def open(self, cookie: bytes) -> CookieContents:
+    def seal_session(self, session: bytes, nonce: Bytes) -> bytes:
+        """A cookie for ``session`` (the plaintext ``open_session`` gives) with a fresh
+        ``nonce`` of ``COOKIE_NONCE_LEN`` random bytes; the server's per-packet path
+        re-seals the plaintext it just opened, so it never re-packs the keys."""
+        key_id = self.current_epoch & 0xFFFF_FFFF
+        return _KEY_ID.pack(key_id) + nonce + self._ciphers[key_id].encrypt(session, [nonce])
+
+    def open(self, cookie: Bytes) -> CookieContents:
         """The session inside ``cookie``, or ``BadCookie``."""
-        if len(cookie) < 4 + _NONCE_LEN + 16 + 4:
+        aead_id, plaintext = self.open_session(cookie)
+        key_len = AEADS[aead_id].key_len
+        s2c = plaintext[4 : 4 + key_len]
+        c2s = plaintext[4 + key_len :]
+        return CookieContents(aead_id=aead_id, c2s=c2s, s2c=s2c)
+
+    def open_session(self, cookie: Bytes) -> tuple[int, bytes]:
+        """(AEAD id, session plaintext ``aead u16 | 0 u16 | S2C | C2S``), or ``BadCookie``."""
+        if len(cookie) < COOKIE_OVERHEAD + 4:
             raise BadCookie(f"cookie of {len(cookie)} bytes is too short")
-        key_id = struct.unpack_from("!I", cookie)[0]
+        (key_id,) = _KEY_ID.unpack_from(cookie)
         cipher = self._ciphers.get(key_id)
         if cipher is None:
             raise BadCookie(f"cookie key id {key_id} is not one of ours")
@@ -133,13 +158,11 @@ class KeySet:
             plaintext = cipher.decrypt(cookie[4 + _NONCE_LEN :], [nonce])
         except InvalidTag:
             raise BadCookie(f"cookie under key id {key_id} does not decrypt") from None
-        aead_id = struct.unpack_from("!H", plaintext)[0]
+        (aead_id,) = _AEAD_ID.unpack_from(plaintext)
         aead = AEADS.get(aead_id)
         if aead is None or len(plaintext) != 4 + 2 * aead.key_len:
             raise BadCookie(f"cookie holds AEAD {aead_id} with {len(plaintext)} plaintext bytes")
-        s2c = plaintext[4 : 4 + aead.key_len]
-        c2s = plaintext[4 + aead.key_len :]
-        return CookieContents(aead_id=aead_id, c2s=c2s, s2c=s2c)
+        return aead_id, plaintext
 
 
 def new_keyset(now_s: float, rotation_s: int) -> KeySet:

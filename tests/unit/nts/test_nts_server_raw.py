@@ -1,0 +1,149 @@
+"""The server's raw-bytes NTS path (``NtsResponder.respond_raw``), RFC 8915 §5.7.
+
+It parses the datagram itself instead of trusting ``decode_ntp``, so these tests pin it to the
+same bytes and reasons: NAK layout, legacy MAC after the Authenticator, framing errors, the
+bounded session-cipher cache.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import replace
+
+import pytest
+
+from tsyncd.nts import server as nts_server
+from tsyncd.nts.client import NtsSession
+from tsyncd.nts.cookie import CookieContents, KeySet
+from tsyncd.nts.server import NtsResponder
+from tsyncd.wire.errors import WireError
+from tsyncd.wire.ntp import (
+    ExtensionField,
+    KissCode,
+    Leap,
+    Mode,
+    NtpPacket,
+    decode_ntp,
+    encode_ntp,
+    refid_from_ascii,
+)
+from tsyncd.wire.nts import COOKIE_PLACEHOLDER, UNIQUE_ID
+
+PLAIN = NtpPacket(
+    mode=Mode.SERVER, stratum=2, poll=6, precision=-23, root_delay=7, root_dispersion=9,
+    reference_id=0x7F000001, reference_ts=3, origin_ts=99, receive_ts=5, transmit_ts=6,
+)  # fmt: skip
+PLAIN_BYTES = encode_ntp(PLAIN)
+KEYS = KeySet(1, bytes(32), 86400)
+
+
+def session(aead_id: int, cookies: int = 8, key: bytes = b"k") -> NtsSession:
+    key_len = 32 if aead_id == 15 else 16
+    contents = CookieContents(aead_id=aead_id, c2s=key * key_len, s2c=b"s" * key_len)
+    return NtsSession(
+        aead_id, contents.c2s, contents.s2c, [KEYS.seal(contents) for _ in range(cookies)]
+    )
+
+
+def request(s: NtsSession) -> bytes:
+    data = s.protect(encode_ntp(NtpPacket(transmit_ts=99)))
+    assert data is not None
+    return data
+
+
+@pytest.mark.parametrize("aead_id", [15, 30])
+@pytest.mark.parametrize("cookies", [8, 1])
+def test_raw_round_trip(aead_id: int, cookies: int) -> None:
+    s = session(aead_id, cookies)
+    server = NtsResponder(KEYS)
+    data = request(s)
+    reason, response = server.respond_raw(data, PLAIN_BYTES)
+    assert reason == "answered_nts" and response is not None
+    assert len(response) == len(data)
+    assert response[:48] == PLAIN_BYTES
+    assert s.verify(response, decode_ntp(response)) is None
+    assert len(s.cookies) == 8 and server.cookies_issued == 9 - cookies
+
+
+def test_nak_is_the_plain_reply_turned_kod() -> None:
+    data = bytearray(request(session(15)))
+    data[48 + 36 + 10] ^= 1  # inside the cookie
+    server = NtsResponder(KEYS)
+    reason, nak = server.respond_raw(bytes(data), PLAIN_BYTES)
+    expected = replace(
+        PLAIN,
+        leap=Leap.UNSYNCHRONIZED,
+        stratum=0,
+        reference_id=refid_from_ascii(KissCode.NTSN.value),
+        reference_ts=0,
+        receive_ts=0,
+        transmit_ts=0,
+        extensions=(ExtensionField(field_type=UNIQUE_ID, body=bytes(data[52:84])),),
+    )
+    assert reason == "nts_nak" and nak == encode_ntp(expected) and server.naks == 1
+
+
+def test_legacy_mac_after_the_authenticator_stays_out_of_the_ad() -> None:
+    s = session(15)
+    data = request(s) + struct.pack("!I", 1) + bytes(16)  # key id + MD5-sized digest
+    reason, response = NtsResponder(KEYS).respond_raw(data, PLAIN_BYTES)
+    assert reason == "answered_nts" and response is not None and len(response) == len(data)
+    assert s.verify(response, decode_ntp(response)) is None
+
+
+@pytest.mark.parametrize(
+    ("tail", "reason"),
+    [
+        (b"\0\0\0", "malformed_bad_length"),  # not 4-aligned
+        (bytes.fromhex("0104000c") + bytes(8), "malformed_bad_extension"),  # EF under 16
+        (bytes.fromhex("01040100") + bytes(28), "malformed_bad_extension"),  # past the end
+        (bytes.fromhex("0104001e") + bytes(28), "malformed_bad_extension"),  # unaligned
+        (bytes.fromhex("fff0001c") + bytes(24), "answered"),  # an EF, but not NTS
+        (bytes(4), "answered"),  # crypto-NAK
+        (bytes(20), "answered"),  # a bare legacy MAC
+    ],
+)
+def test_framing_checked_like_decode_ntp(tail: bytes, reason: str) -> None:
+    data = encode_ntp(NtpPacket()) + tail
+    got = NtsResponder(KEYS).respond_raw(data, PLAIN_BYTES)
+    assert got == (reason, PLAIN_BYTES if reason == "answered" else None)
+    if reason != "answered":
+        with pytest.raises(WireError) as exc:
+            decode_ntp(data)
+        assert reason == f"malformed_{exc.value.reason}"
+
+
+def test_misplaced_and_repeated_fields_dropped() -> None:
+    data = request(session(15))
+    uid = data[48:84]
+    twice = data[:84] + uid + data[84:]
+    assert NtsResponder(KEYS).respond_raw(twice, PLAIN_BYTES) == ("nts_bad_nts", None)
+    after = (
+        data
+        + encode_ntp(
+            NtpPacket(),
+        )[:0]
+        + bytes.fromhex("fff0001c")
+        + bytes(24)
+    )
+    assert NtsResponder(KEYS).respond_raw(after, PLAIN_BYTES) == ("nts_bad_nts", None)
+
+
+def test_encrypted_placeholders_count() -> None:
+    s = session(15, cookies=2)  # sends 1 cookie + 6 placeholders: 7 cookies back
+    data = request(s)
+    server = NtsResponder(KEYS)
+    assert server.respond_raw(data, PLAIN_BYTES)[0] == "answered_nts"
+    assert server.cookies_issued == 7
+    assert data.count(struct.pack("!HH", COOKIE_PLACEHOLDER, 108)) == 6
+
+
+def test_session_cipher_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(nts_server, "SESSION_CACHE", 2)
+    server = NtsResponder(KEYS)
+    for key in (b"a", b"b", b"c", b"a"):
+        s = session(15, key=key)
+        reason, response = server.respond_raw(request(s), PLAIN_BYTES)
+        assert reason == "answered_nts" and response is not None
+        assert s.verify(response, decode_ntp(response)) is None
+        assert len(server._sessions) <= 2
