@@ -73,10 +73,11 @@ def _requests(result: KeResult, count: int) -> list[bytes]:
     cookies = list(result.outcome.cookies)
     session = NtsSession(result.outcome.aead, result.c2s, result.s2c, cookies)
     out = []
+    magic = secrets.randbits(31) | 1 << 31  # transmit = magic | index: answers name requests
     for i in range(count):
         session.cookies.clear()
         session.cookies.extend(cookies)  # 8 held: no placeholders, one cookie back
-        header = encode_ntp(NtpPacket(transmit_ts=secrets.randbits(64) or 1))
+        header = encode_ntp(NtpPacket(transmit_ts=magic << 32 | i))
         data = session.protect(header)
         assert data is not None
         out.append(data)
@@ -102,6 +103,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clients", type=int, default=2, help="generator processes (max 16)")
     parser.add_argument(
         "--window", type=int, action="append", help="requests in flight per process (repeat)"
+    )
+    parser.add_argument(
+        "--generator",
+        choices=("c", "python"),
+        default="c",
+        help="load generator processes: bench/nts_gen.c (built with cc; Python if none) or Python",
     )
     parser.add_argument("--json", action="store_true")
     parser.add_argument(
@@ -158,8 +165,9 @@ def main(argv: list[str] | None = None) -> None:
                 )
                 packets = _requests(ke, _REQUESTS)
                 loads[name] = nts_load.Load(port=ke.ntp_port, packets=packets, aead=15, s2c=ke.s2c)
+            gen = nts_load.compile_generator(tmp) if args.generator == "c" else None
             runs = [
-                nts_load.measure(name, procs[i].pid, loads[name], clients, window, seconds)
+                nts_load.measure(name, procs[i].pid, loads[name], clients, window, seconds, gen)
                 for window in windows
                 for i, name in enumerate(("chronyd", "tsyncd"))
             ]
@@ -179,6 +187,7 @@ def main(argv: list[str] | None = None) -> None:
         report = {
             "load_average_before": load_before,
             "cpus": os.cpu_count(),
+            "generator": "c" if gen is not None else "python",
             "runs": [asdict(r) for r in runs],
             "best_at_zero_loss": best,
             "ratio": ratio,
@@ -189,17 +198,18 @@ def main(argv: list[str] | None = None) -> None:
         return
     print(
         f"NTS requests (AEAD 15, 1 cookie per response, {len(loads['tsyncd'].packets[0])} bytes), "
-        f"{clients} generator processes, {seconds:g} s per level; load average before "
+        f"{clients} {'C' if gen is not None else 'Python'} generator processes, "
+        f"{seconds:g} s per level; load average before "
         f"{load_before[0]:.2f} on {os.cpu_count()} CPUs"
     )
     print(
         f"{'server':<8} {'in flight':>9} {'answered/s':>11} {'sent':>9} {'lost':>6} {'bad':>4} "
-        f"{'verified':>8} {'CPU %':>6}"
+        f"{'verified':>8} {'CPU %':>6} {'gen CPU %':>9}"
     )
     for r in runs:
         print(
             f"{r.server:<8} {r.window * r.clients:>9} {r.answers_per_s:11.0f} {r.sent:9d} "
-            f"{r.lost:6d} {r.bad:4d} {r.verified:8d} {r.cpu_pct:6.0f}"
+            f"{r.lost:6d} {r.bad:4d} {r.verified:8d} {r.cpu_pct:6.0f} {r.generator_cpu_pct:9.0f}"
         )
     for name in ("tsyncd", "chronyd"):
         print(

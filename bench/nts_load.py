@@ -15,11 +15,16 @@ that timeout.
 from __future__ import annotations
 
 import multiprocessing
+import resource
+import shutil
 import socket
 import struct
+import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from pathlib import Path
 
 from bench.server import cpu_seconds
 from tsyncd.nts.aead import AEADS
@@ -27,7 +32,14 @@ from tsyncd.wire.errors import WireError
 from tsyncd.wire.ntp import decode_ntp
 from tsyncd.wire.nts import split_nts
 
-__all__ = ["Load", "Run", "answers_per_cpu_s", "best_at_zero_loss", "measure"]
+__all__ = [
+    "Load",
+    "Run",
+    "answers_per_cpu_s",
+    "best_at_zero_loss",
+    "compile_generator",
+    "measure",
+]
 
 _RCVTIMEO = struct.pack("@ll", 0, 50_000)  # 50 ms: an answer later than that is lost
 _TS = struct.Struct("!Q")
@@ -59,6 +71,7 @@ class Run:
     bad: int  # wrong length or mode, unknown origin, or failed the sampled authentication
     verified: int  # answers fully authenticated (sampled)
     cpu_pct: float  # server CPU time / wall time (100 = one core)
+    generator_cpu_pct: float  # the generator processes' CPU time / wall time
 
 
 def _authentic(data: bytes, aead_id: int, s2c: bytes) -> bool:
@@ -152,10 +165,55 @@ def _generate(
     conn.close()
 
 
-def measure(server: str, pid: int, load: Load, clients: int, window: int, seconds: float) -> Run:
-    """Flood ``load.port`` from ``clients`` processes with ``window`` requests in flight each."""
+def compile_generator(directory: Path) -> Path | None:
+    """bench/nts_gen.c built with the system's C compiler into ``directory``, or None."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        return None
+    out = directory / "nts_gen"
+    source = Path(__file__).with_name("nts_gen.c")
+    done = subprocess.run([cc, "-O2", "-o", str(out), str(source)], capture_output=True)
+    return out if done.returncode == 0 else None
+
+
+def _run_c(
+    gen: Path, load: Load, clients: int, window: int, seconds: float, start_at: float
+) -> tuple[int, int, int, int, int]:
+    """(sent, ok, lost, bad, verified) from ``clients`` C generator processes."""
+    with tempfile.TemporaryDirectory(prefix="nts-gen-") as tmp_name:
+        tmp = Path(tmp_name)
+        (tmp / "packets").write_bytes(b"".join(load.packets))
+        procs = []
+        for i in range(clients):
+            argv = [str(gen), f"127.0.0.{2 + i}", str(load.port), str(window), str(seconds)]
+            argv += [repr(start_at), str(tmp / "packets"), str(len(load.packets[0]))]
+            argv.append(str(tmp / f"sample{i}"))
+            procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE))
+        sent = ok = lost = bad = verified = 0
+        for i, proc in enumerate(procs):
+            try:
+                out, _ = proc.communicate(timeout=seconds + 10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, _ = proc.communicate()
+            if proc.returncode != 0:
+                raise SystemExit(f"the C load generator failed (status {proc.returncode})")
+            s, o, lo, b = (int(x) for x in out.split())
+            sent, ok, lost, bad = sent + s, ok + o, lost + lo, bad + b
+            sample = tmp / f"sample{i}"
+            if sample.exists():
+                if _authentic(sample.read_bytes(), load.aead, load.s2c):
+                    verified += 1
+                else:
+                    bad += 1
+    return sent, ok, lost, bad, verified
+
+
+def _run_python(
+    load: Load, clients: int, window: int, seconds: float, start_at: float
+) -> tuple[int, int, int, int, int]:
+    """(sent, ok, lost, bad, verified) from ``clients`` forked Python generator processes."""
     ctx = multiprocessing.get_context("fork")
-    start_at = time.time() + 0.3
     procs, conns = [], []
     for i in range(clients):
         parent, child = ctx.Pipe(duplex=False)
@@ -164,19 +222,37 @@ def measure(server: str, pid: int, load: Load, clients: int, window: int, second
         child.close()
         procs.append(p)
         conns.append(parent)
-    while time.time() < start_at:
-        time.sleep(0.001)
-    cpu_start, wall_start = cpu_seconds(pid), time.monotonic()
     sent = ok = lost = bad = verified = 0
     for conn in conns:
         s, o, lo, b, v = conn.recv() if conn.poll(seconds + 10) else (0, 0, 0, 0, 0)
         sent, ok, lost, bad, verified = sent + s, ok + o, lost + lo, bad + b, verified + v
-    cpu = cpu_seconds(pid) - cpu_start
-    wall = time.monotonic() - wall_start
     for p in procs:
         p.join(5)
         if p.is_alive():
             p.kill()
+    return sent, ok, lost, bad, verified
+
+
+def measure(
+    server: str,
+    pid: int,
+    load: Load,
+    clients: int,
+    window: int,
+    seconds: float,
+    gen: Path | None = None,
+) -> Run:
+    """Flood ``load.port`` from ``clients`` processes with ``window`` requests in flight each:
+    the C generator ``gen`` if given, else Python ones."""
+    start_at = time.time() + 0.3
+    cpu_start, wall_start = cpu_seconds(pid), time.monotonic()
+    gen_start = _children_cpu_s()
+    if gen is not None:
+        sent, ok, lost, bad, verified = _run_c(gen, load, clients, window, seconds, start_at)
+    else:
+        sent, ok, lost, bad, verified = _run_python(load, clients, window, seconds, start_at)
+    cpu = cpu_seconds(pid) - cpu_start
+    wall = time.monotonic() - wall_start - 0.3  # without the common start delay
     return Run(
         server=server,
         clients=clients,
@@ -187,7 +263,13 @@ def measure(server: str, pid: int, load: Load, clients: int, window: int, second
         bad=bad,
         verified=verified,
         cpu_pct=100.0 * cpu / wall if wall > 0 else 0.0,
+        generator_cpu_pct=100.0 * (_children_cpu_s() - gen_start) / wall if wall > 0 else 0.0,
     )
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def best_at_zero_loss(runs: list[Run], server: str) -> float:

@@ -9,9 +9,12 @@ import pytest
 from bench import nts as bench_nts
 
 
-def test_bench_nts_smoke(capsys: pytest.CaptureFixture[str]) -> None:
-    bench_nts.main(["--seconds", "0.3", "--window", "2", "--clients", "2", "--json"])
+@pytest.mark.parametrize("generator", ["c", "python"])
+def test_bench_nts_smoke(capsys: pytest.CaptureFixture[str], generator: str) -> None:
+    argv = ["--seconds", "0.3", "--window", "2", "--clients", "2", "--generator", generator]
+    bench_nts.main([*argv, "--json"])
     result = json.loads(capsys.readouterr().out)
+    assert result["generator"] == generator  # scripts/test installs gcc
     for run in result["runs"]:
         assert run["answers_per_s"] > 0 and run["bad"] == 0
         assert run["verified"] >= 2  # the first answer of each process is authenticated

@@ -1,0 +1,151 @@
+/* NTS load generator process for bench.nts (bench/nts_load.py compiles and runs it).
+ *
+ * Why C: a Python generator costs more CPU per request than chronyd spends answering it, so on
+ * a small machine it measured itself.  This one only sends pre-built requests (made and
+ * authenticated by tsyncd's own NTS client in Python) and matches answers; it does no crypto.
+ *
+ * usage: nts_gen SRC_IP PORT WINDOW SECONDS START_AT PACKETS_FILE LEN SAMPLE_FILE
+ *   PACKETS_FILE holds N requests of LEN bytes; request i has transmit timestamp
+ *   (magic << 32) | i, so an answer's origin names its request.  WINDOW requests stay in
+ *   flight; an answer counts when its origin is outstanding, it is LEN bytes long (a NAK is
+ *   shorter), in server mode with a non-zero stratum.  50 ms without any answer: everything
+ *   outstanding is lost and the window is sent again.  The first good answer is written to
+ *   SAMPLE_FILE for the caller to authenticate.  START_AT is a CLOCK_REALTIME second, so that
+ *   all processes start together.  Prints "sent ok lost bad".
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <time.h>
+
+static double clock_s(clockid_t id) {
+    struct timespec t;
+    clock_gettime(id, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static uint64_t be64(const unsigned char *p) {
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) v = (v << 8) | p[i];
+    return v;
+}
+
+static unsigned char *pkts, *pending;
+static size_t count, len, next_i, inflight;
+static unsigned long long sent;
+static int sock;
+
+static void send_next(void) {
+    for (size_t tries = 0; tries < count; tries++) {
+        size_t i = next_i;
+        next_i = next_i + 1 < count ? next_i + 1 : 0;
+        if (!pending[i]) {
+            pending[i] = 1;
+            inflight++;
+            sent++;
+            (void)send(sock, pkts + i * len, len, 0); /* a full buffer shows up as loss */
+            return;
+        }
+    }
+}
+
+int main(int argc, char **argv) {
+    if (argc != 9) {
+        fprintf(stderr, "usage: nts_gen SRC PORT WINDOW SECONDS START_AT PACKETS LEN SAMPLE\n");
+        return 2;
+    }
+    int window = atoi(argv[3]);
+    double seconds = atof(argv[4]), start_at = atof(argv[5]);
+    len = strtoul(argv[7], NULL, 10);
+    FILE *f = fopen(argv[6], "rb");
+    if (f == NULL || len < 48) return 2;
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    count = (size_t)size / len;
+    pkts = malloc((size_t)size);
+    pending = calloc(count, 1);
+    if (count == 0 || pkts == NULL || pending == NULL || fread(pkts, 1, (size_t)size, f) != (size_t)size)
+        return 2;
+    fclose(f);
+    uint64_t magic = be64(pkts + 40) >> 32;
+
+    sock = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    inet_pton(AF_INET, argv[1], &a.sin_addr);
+    if (bind(sock, (struct sockaddr *)&a, sizeof a) != 0) return 3;
+    next_i = (size_t)(ntohl(a.sin_addr.s_addr) & 0xff) * 997u % count; /* processes differ */
+    a.sin_port = htons((uint16_t)atoi(argv[2]));
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    if (connect(sock, (struct sockaddr *)&a, sizeof a) != 0) return 3;
+    struct timeval tv = {.tv_sec = 0, .tv_usec = 50000};
+    setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    int rcvbuf = 1 << 20;
+    setsockopt(sock, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+
+    unsigned long long ok = 0, lost = 0, bad = 0;
+    unsigned char buf[4096];
+    int sampled = 0;
+    while (clock_s(CLOCK_REALTIME) < start_at) {
+        struct timespec ms = {0, 1000000};
+        nanosleep(&ms, NULL);
+    }
+    double end = clock_s(CLOCK_MONOTONIC) + seconds;
+    for (int i = 0; i < window; i++) send_next();
+    for (int draining = 0;;) {
+        ssize_t n = recv(sock, buf, sizeof buf, 0);
+        if (n < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK) continue;
+            if (draining) break;
+            lost += inflight; /* 50 ms of silence: the window is gone */
+            memset(pending, 0, count);
+            inflight = 0;
+            if (clock_s(CLOCK_MONOTONIC) >= end) break;
+            for (int i = 0; i < window; i++) send_next();
+            continue;
+        }
+        if (n < 48) {
+            bad++;
+            continue;
+        }
+        uint64_t origin = be64(buf + 24);
+        size_t i = (size_t)(origin & 0xffffffffu);
+        if (origin >> 32 != magic || i >= count || !pending[i]) {
+            bad++; /* a duplicate or a stranger: frees no request of ours */
+            continue;
+        }
+        pending[i] = 0;
+        inflight--;
+        if ((size_t)n != len || (buf[0] & 7) != 4 || buf[1] == 0) {
+            bad++;
+        } else {
+            ok++;
+            if (!sampled) {
+                FILE *s = fopen(argv[8], "wb");
+                if (s != NULL) {
+                    fwrite(buf, 1, (size_t)n, s);
+                    fclose(s);
+                }
+                sampled = 1;
+            }
+        }
+        if (draining) {
+            if (inflight == 0) break;
+        } else if (clock_s(CLOCK_MONOTONIC) >= end) {
+            draining = 1; /* answers on their way still count if they come within 50 ms */
+            if (inflight == 0) break;
+        } else {
+            send_next();
+        }
+    }
+    lost += inflight;
+    printf("%llu %llu %llu %llu\n", sent, ok, lost, bad);
+    return 0;
+}
