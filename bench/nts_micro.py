@@ -11,7 +11,9 @@ NTS code the way ``NtpResponder`` does (``entry`` column):
 * ``respond``: the original entry, ``NtsResponder.respond(data, decode_ntp(data),
   decode_ntp(plain))`` — the responder decodes the request and its own 48-byte reply first,
   so both decodes are counted;
-* ``respond_raw``: ``NtsResponder.respond_raw(data, plain)`` on the raw bytes.
+* ``respond_raw``: ``NtsResponder.respond_raw(data, plain)`` on the raw bytes;
+* ``responder``: the whole server decision, ``NtpResponder.respond`` with the NTS responder
+  attached, as the daemon runs it (whichever NTS entry it calls), sockets excepted.
 
 Cases: AEAD 15 and 30; 1 cookie back (the client holds 8, no placeholders: what
 ``bench.nts``'s load sends) or 8 back (7 placeholders: a client refilling); ``sessions`` is how
@@ -34,9 +36,11 @@ from dataclasses import dataclass
 from tsyncd.nts.client import NtsSession
 from tsyncd.nts.cookie import CookieContents, KeySet
 from tsyncd.nts.server import NtsResponder
+from tsyncd.servers.responder import AccessList, NtpResponder
 from tsyncd.wire.ntp import Mode, NtpPacket, decode_ntp, encode_ntp
 
 _PLAIN = encode_ntp(NtpPacket(mode=Mode.SERVER, stratum=2, receive_ts=5, transmit_ts=6))
+_NOW_NS = 1_800_000_000_000_000_000
 _DISTINCT = 256  # distinct requests per session set, reused round-robin
 
 
@@ -69,6 +73,18 @@ def _requests(keys: KeySet, aead: int, back: int, sessions: int) -> list[bytes]:
 
 def _runner(server: NtsResponder, entry: str, reqs: list[bytes]) -> Callable[[int], str]:
     n = len(reqs)
+    if entry == "responder":
+        ntp = NtpResponder(AccessList((), ()))
+        ntp.extensions = server
+        decide = ntp.respond
+
+        def run_responder(count: int) -> str:
+            reason = ""
+            for i in range(count):
+                reason = decide(reqs[i % n], "127.0.0.1", _NOW_NS + i, _NOW_NS + i)[0]
+            return reason
+
+        return run_responder
     if entry == "respond_raw":
         raw = server.respond_raw
 
@@ -116,7 +132,7 @@ def measure(case: Case, count: int, repeat: int, profile: bool) -> tuple[float, 
 
 def main(count: int, repeat: int, profile: bool) -> None:
     """Print the µs-per-request table."""
-    entries = ["respond", "respond_raw"]
+    entries = ["respond", "respond_raw", "responder"]
     print(f"µs per NTS request, server side, in process (best of {repeat} x {count})")
     print(f"{'entry':<12} {'aead':>4} {'back':>4} {'sessions':>8} {'µs':>7} {'req/s':>9}")
     for entry in entries:

@@ -25,5 +25,5 @@ def test_bench_nts_micro_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     bench_nts.main(["--micro", "--count", "100", "--repeat", "1"])
     lines = capsys.readouterr().out.splitlines()
     rows = [line.split() for line in lines[2:]]
-    assert {r[0] for r in rows} == {"respond", "respond_raw"} and len(rows) == 12
+    assert {r[0] for r in rows} == {"respond", "respond_raw", "responder"} and len(rows) == 18
     assert all(float(r[4]) > 0 for r in rows)
