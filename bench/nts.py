@@ -203,13 +203,15 @@ def main(argv: list[str] | None = None) -> None:
         f"{load_before[0]:.2f} on {os.cpu_count()} CPUs"
     )
     print(
-        f"{'server':<8} {'in flight':>9} {'answered/s':>11} {'sent':>9} {'lost':>6} {'bad':>4} "
+        f"{'server':<8} {'in flight':>9} {'answered/s':>11} {'sent':>9} {'lost':>6} {'late':>5} "
+        f"{'bad':>4} "
         f"{'verified':>8} {'CPU %':>6} {'gen CPU %':>9}"
     )
     for r in runs:
         print(
             f"{r.server:<8} {r.window * r.clients:>9} {r.answers_per_s:11.0f} {r.sent:9d} "
-            f"{r.lost:6d} {r.bad:4d} {r.verified:8d} {r.cpu_pct:6.0f} {r.generator_cpu_pct:9.0f}"
+            f"{r.lost:6d} {r.late:5d} {r.bad:4d} {r.verified:8d} {r.cpu_pct:6.0f} "
+            f"{r.generator_cpu_pct:9.0f}"
         )
     for name in ("tsyncd", "chronyd"):
         print(

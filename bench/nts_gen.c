@@ -9,9 +9,11 @@
  *   (magic << 32) | i, so an answer's origin names its request.  WINDOW requests stay in
  *   flight; an answer counts when its origin is outstanding, it is LEN bytes long (a NAK is
  *   shorter), in server mode with a non-zero stratum.  50 ms without any answer: everything
- *   outstanding is lost and the window is sent again.  The first good answer is written to
- *   SAMPLE_FILE for the caller to authenticate.  START_AT is a CLOCK_REALTIME second, so that
- *   all processes start together.  Prints "sent ok lost bad".
+ *   outstanding is lost and the window is sent again; an answer to such a request that
+ *   still comes is "late" (the server or the machine stalled) and no longer lost.  The first good answer is written to
+ *   SAMPLE_FILE for the caller to authenticate.  Datagrams go out and come in by batches
+ *   (sendmmsg/recvmmsg), so the generator spends few syscalls per request.  START_AT is a CLOCK_REALTIME second, so that
+ *   all processes start together.  Prints "sent ok lost bad late".
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -37,10 +39,25 @@ static uint64_t be64(const unsigned char *p) {
     return v;
 }
 
+#define BATCH 64 /* datagrams per recvmmsg/sendmmsg: syscalls, not packets, cost the most */
+
 static unsigned char *pkts, *pending;
 static size_t count, len, next_i, inflight;
 static unsigned long long sent;
 static int sock;
+static struct mmsghdr out[BATCH];
+static struct iovec out_iov[BATCH];
+static unsigned int queued;
+
+static void flush(void) {
+    unsigned int done = 0;
+    while (done < queued) {
+        int k = sendmmsg(sock, out + done, queued - done, 0);
+        if (k <= 0) break; /* a full buffer: what was not sent shows up as loss */
+        done += (unsigned int)k;
+    }
+    queued = 0;
+}
 
 static void send_next(void) {
     for (size_t tries = 0; tries < count; tries++) {
@@ -50,7 +67,9 @@ static void send_next(void) {
             pending[i] = 1;
             inflight++;
             sent++;
-            (void)send(sock, pkts + i * len, len, 0); /* a full buffer shows up as loss */
+            out_iov[queued].iov_base = pkts + i * len;
+            out_iov[queued].iov_len = len;
+            if (++queued == BATCH) flush();
             return;
         }
     }
@@ -90,62 +109,82 @@ int main(int argc, char **argv) {
     int rcvbuf = 1 << 20;
     setsockopt(sock, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
 
-    unsigned long long ok = 0, lost = 0, bad = 0;
-    unsigned char buf[4096];
-    int sampled = 0;
+    unsigned long long ok = 0, lost = 0, bad = 0, late = 0;
+    static unsigned char bufs[BATCH][2048];
+    static struct mmsghdr in[BATCH];
+    static struct iovec in_iov[BATCH];
+    for (int k = 0; k < BATCH; k++) {
+        in_iov[k].iov_base = bufs[k];
+        in_iov[k].iov_len = sizeof bufs[k];
+        in[k].msg_hdr.msg_iov = &in_iov[k];
+        in[k].msg_hdr.msg_iovlen = 1;
+        out[k].msg_hdr.msg_iov = &out_iov[k];
+        out[k].msg_hdr.msg_iovlen = 1;
+    }
+    int sampled = 0, draining = 0;
     while (clock_s(CLOCK_REALTIME) < start_at) {
         struct timespec ms = {0, 1000000};
         nanosleep(&ms, NULL);
     }
     double end = clock_s(CLOCK_MONOTONIC) + seconds;
     for (int i = 0; i < window; i++) send_next();
-    for (int draining = 0;;) {
-        ssize_t n = recv(sock, buf, sizeof buf, 0);
-        if (n < 0) {
+    flush();
+    for (;;) {
+        int got = recvmmsg(sock, in, BATCH, MSG_WAITFORONE, NULL);
+        if (got < 0) {
             if (errno != EAGAIN && errno != EWOULDBLOCK) continue;
             if (draining) break;
-            lost += inflight; /* 50 ms of silence: the window is gone */
-            memset(pending, 0, count);
+            lost += inflight; /* 50 ms of silence: the window is gone (unless it comes late) */
+            for (size_t i = 0; i < count; i++)
+                if (pending[i] == 1) pending[i] = 2;
             inflight = 0;
             if (clock_s(CLOCK_MONOTONIC) >= end) break;
             for (int i = 0; i < window; i++) send_next();
+            flush();
             continue;
         }
-        if (n < 48) {
-            bad++;
-            continue;
-        }
-        uint64_t origin = be64(buf + 24);
-        size_t i = (size_t)(origin & 0xffffffffu);
-        if (origin >> 32 != magic || i >= count || !pending[i]) {
-            bad++; /* a duplicate or a stranger: frees no request of ours */
-            continue;
-        }
-        pending[i] = 0;
-        inflight--;
-        if ((size_t)n != len || (buf[0] & 7) != 4 || buf[1] == 0) {
-            bad++;
-        } else {
-            ok++;
-            if (!sampled) {
-                FILE *s = fopen(argv[8], "wb");
-                if (s != NULL) {
-                    fwrite(buf, 1, (size_t)n, s);
-                    fclose(s);
-                }
-                sampled = 1;
-            }
-        }
-        if (draining) {
-            if (inflight == 0) break;
-        } else if (clock_s(CLOCK_MONOTONIC) >= end) {
+        if (!draining && clock_s(CLOCK_MONOTONIC) >= end)
             draining = 1; /* answers on their way still count if they come within 50 ms */
-            if (inflight == 0) break;
-        } else {
-            send_next();
+        for (int k = 0; k < got; k++) {
+            const unsigned char *buf = bufs[k];
+            size_t n = in[k].msg_len;
+            if (n < 48) {
+                bad++;
+                continue;
+            }
+            uint64_t origin = be64(buf + 24);
+            size_t i = (size_t)(origin & 0xffffffffu);
+            if (origin >> 32 != magic || i >= count || !pending[i]) {
+                bad++; /* a duplicate or a stranger: frees no request of ours */
+                continue;
+            }
+            if (pending[i] == 2) { /* answered after its window timed out: late, not lost */
+                pending[i] = 0;
+                lost--;
+                late++;
+                continue;
+            }
+            pending[i] = 0;
+            inflight--;
+            if (n != len || (buf[0] & 7) != 4 || buf[1] == 0) {
+                bad++;
+            } else {
+                ok++;
+                if (!sampled) {
+                    FILE *s = fopen(argv[8], "wb");
+                    if (s != NULL) {
+                        fwrite(buf, 1, n, s);
+                        fclose(s);
+                    }
+                    sampled = 1;
+                }
+            }
+            if (!draining) send_next();
         }
+        flush();
+        if (draining && inflight == 0) break;
     }
     lost += inflight;
-    printf("%llu %llu %llu %llu\n", sent, ok, lost, bad);
+    printf("%llu %llu %llu %llu %llu\n", sent, ok, lost, bad, late);
     return 0;
 }

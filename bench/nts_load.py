@@ -8,7 +8,8 @@ every answer sends the next one.  An answer counts when it is as long as the req
 authenticated response; a NAK is 84 bytes), in server mode with a non-zero stratum, and its
 origin names one of our outstanding requests; every ``_VERIFY_EVERY``-th such answer is also
 authenticated with the S2C key (a server answering garbage of the right length would show up
-as ``bad``).  A request unanswered for 50 ms is lost.  Each run is bounded by ``seconds`` plus
+as ``bad``).  A request unanswered for 50 ms is lost, unless its answer still comes later
+(then it is ``late``: the machine or the server stalled).  Each run is bounded by ``seconds`` plus
 that timeout.
 """
 
@@ -69,6 +70,7 @@ class Run:
     sent: int
     lost: int
     bad: int  # wrong length or mode, unknown origin, or failed the sampled authentication
+    late: int  # answered after 50 ms (a stall, not a loss): neither lost nor counted in the rate
     verified: int  # answers fully authenticated (sampled)
     cpu_pct: float  # server CPU time / wall time (100 = one core)
     generator_cpu_pct: float  # the generator processes' CPU time / wall time
@@ -100,8 +102,9 @@ def _generate(
     origins = [_TS.unpack_from(p, _TRANSMIT_AT)[0] for p in packets]
     buf = bytearray(4096)
     pending: set[int] = set()
+    timed_out: set[int] = set()
     nxt = index * 997 % count  # processes start at different requests
-    sent = ok = lost = bad = verified = 0
+    sent = ok = lost = bad = late = verified = 0
     send, recv_into, unpack_from = sock.send, sock.recv_into, _TS.unpack_from
     clock = time.perf_counter
 
@@ -125,6 +128,7 @@ def _generate(
             n = recv_into(buf)
         except BlockingIOError:  # 50 ms without an answer: everything outstanding is lost
             lost += len(pending)
+            timed_out |= pending
             pending.clear()
             if clock() >= end:
                 break
@@ -135,7 +139,12 @@ def _generate(
             continue
         (origin,) = unpack_from(buf, _ORIGIN_AT)
         if origin not in pending:
-            bad += 1  # a duplicate or a stranger: no request of ours is freed by it
+            if origin in timed_out:  # answered after its window timed out: late, not lost
+                timed_out.discard(origin)
+                lost -= 1
+                late += 1
+            else:
+                bad += 1  # a duplicate or a stranger: no request of ours is freed by it
             continue
         pending.discard(origin)
         if n != expected or buf[0] & 7 != 4 or buf[1] == 0:
@@ -161,7 +170,7 @@ def _generate(
             pending.discard(origin)
             ok += 1
     lost += len(pending)
-    conn.send((sent, ok, lost, bad, verified))
+    conn.send((sent, ok, lost, bad, late, verified))
     conn.close()
 
 
@@ -178,8 +187,8 @@ def compile_generator(directory: Path) -> Path | None:
 
 def _run_c(
     gen: Path, load: Load, clients: int, window: int, seconds: float, start_at: float
-) -> tuple[int, int, int, int, int]:
-    """(sent, ok, lost, bad, verified) from ``clients`` C generator processes."""
+) -> tuple[int, int, int, int, int, int]:
+    """(sent, ok, lost, bad, late, verified) from ``clients`` C generator processes."""
     with tempfile.TemporaryDirectory(prefix="nts-gen-") as tmp_name:
         tmp = Path(tmp_name)
         (tmp / "packets").write_bytes(b"".join(load.packets))
@@ -189,7 +198,7 @@ def _run_c(
             argv += [repr(start_at), str(tmp / "packets"), str(len(load.packets[0]))]
             argv.append(str(tmp / f"sample{i}"))
             procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE))
-        sent = ok = lost = bad = verified = 0
+        sent = ok = lost = bad = late = verified = 0
         for i, proc in enumerate(procs):
             try:
                 out, _ = proc.communicate(timeout=seconds + 10)
@@ -198,21 +207,21 @@ def _run_c(
                 out, _ = proc.communicate()
             if proc.returncode != 0:
                 raise SystemExit(f"the C load generator failed (status {proc.returncode})")
-            s, o, lo, b = (int(x) for x in out.split())
-            sent, ok, lost, bad = sent + s, ok + o, lost + lo, bad + b
+            s, o, lo, b, la = (int(x) for x in out.split())
+            sent, ok, lost, bad, late = sent + s, ok + o, lost + lo, bad + b, late + la
             sample = tmp / f"sample{i}"
             if sample.exists():
                 if _authentic(sample.read_bytes(), load.aead, load.s2c):
                     verified += 1
                 else:
                     bad += 1
-    return sent, ok, lost, bad, verified
+    return sent, ok, lost, bad, late, verified
 
 
 def _run_python(
     load: Load, clients: int, window: int, seconds: float, start_at: float
-) -> tuple[int, int, int, int, int]:
-    """(sent, ok, lost, bad, verified) from ``clients`` forked Python generator processes."""
+) -> tuple[int, int, int, int, int, int]:
+    """(sent, ok, lost, bad, late, verified) from ``clients`` forked Python generator processes."""
     ctx = multiprocessing.get_context("fork")
     procs, conns = [], []
     for i in range(clients):
@@ -222,15 +231,16 @@ def _run_python(
         child.close()
         procs.append(p)
         conns.append(parent)
-    sent = ok = lost = bad = verified = 0
+    totals = [0] * 6
     for conn in conns:
-        s, o, lo, b, v = conn.recv() if conn.poll(seconds + 10) else (0, 0, 0, 0, 0)
-        sent, ok, lost, bad, verified = sent + s, ok + o, lost + lo, bad + b, verified + v
+        got = conn.recv() if conn.poll(seconds + 10) else (0,) * 6
+        totals = [t + g for t, g in zip(totals, got, strict=True)]
+    sent, ok, lost, bad, late, verified = totals
     for p in procs:
         p.join(5)
         if p.is_alive():
             p.kill()
-    return sent, ok, lost, bad, verified
+    return sent, ok, lost, bad, late, verified
 
 
 def measure(
@@ -248,9 +258,10 @@ def measure(
     cpu_start, wall_start = cpu_seconds(pid), time.monotonic()
     gen_start = _children_cpu_s()
     if gen is not None:
-        sent, ok, lost, bad, verified = _run_c(gen, load, clients, window, seconds, start_at)
+        counts = _run_c(gen, load, clients, window, seconds, start_at)
     else:
-        sent, ok, lost, bad, verified = _run_python(load, clients, window, seconds, start_at)
+        counts = _run_python(load, clients, window, seconds, start_at)
+    sent, ok, lost, bad, late, verified = counts
     cpu = cpu_seconds(pid) - cpu_start
     wall = time.monotonic() - wall_start - 0.3  # without the common start delay
     return Run(
@@ -261,6 +272,7 @@ def measure(
         sent=sent,
         lost=lost,
         bad=bad,
+        late=late,
         verified=verified,
         cpu_pct=100.0 * cpu / wall if wall > 0 else 0.0,
         generator_cpu_pct=100.0 * (_children_cpu_s() - gen_start) / wall if wall > 0 else 0.0,
