@@ -30,7 +30,7 @@ import secrets
 import struct
 from typing import Final
 
-from tsyncd.nts.aead import AEADS, Aead, AuthenticationFailed, Cipher
+from tsyncd.nts.aead import AEADS, Aead, AuthenticationFailed, Bytes, Cipher
 from tsyncd.nts.cookie import COOKIE_NONCE_LEN, COOKIE_OVERHEAD, BadCookie, KeySet
 from tsyncd.wire.errors import BadExtension, BadLength, WireError
 from tsyncd.wire.ntp import (
@@ -87,9 +87,10 @@ class NtsResponder:
         """(reason, response bytes) for ``request`` (decoded from ``data``)."""
         return self.respond_raw(data, encode_ntp(plain))
 
-    def respond_raw(self, data: bytes, plain: bytes) -> tuple[str, bytes | None]:
+    def respond_raw(self, data: Bytes, plain: bytes) -> tuple[str, bytes | None]:
         """(reason, response) for the request datagram ``data``; ``plain`` is the 48-byte
-        response we would send without NTS.
+        response we would send without NTS.  ``data`` may be any bytes-like object (a
+        worker's receive buffer); it is only read during the call.
 
         ``data`` need not have been decoded: its extension-field framing is checked here as
         ``decode_ntp`` would (reason ``malformed_<WireError.reason>``).  The caller has
@@ -168,7 +169,7 @@ class NtsResponder:
         # own AEADs' natural nonce sizes, so anything shorter is simply non-conforming.
         if nonce_len + (-nonce_len & 3) < _N_REQ[aead_id]:
             return "nts_short_nonce", None
-        ciphers = self._ciphers(aead, session)
+        ciphers = self._sessions.get(session) or self._ciphers(aead, session)
         try:
             plaintext = aead.open_with(
                 ciphers[0],
@@ -247,7 +248,7 @@ class NtsResponder:
         self.cookies_issued += count
         return bytes(out)
 
-    def _nak(self, data: bytes, uid_at: int, uid_len: int, plain: bytes) -> tuple[str, bytes]:
+    def _nak(self, data: Bytes, uid_at: int, uid_len: int, plain: bytes) -> tuple[str, bytes]:
         """NTS NAK (§5.7): a KoD NTSN that echoes only the Unique Identifier."""
         self.naks += 1
         nak = b"".join(

@@ -63,6 +63,11 @@ def test_raw_round_trip(aead_id: int, cookies: int) -> None:
     assert response[:48] == PLAIN_BYTES
     assert s.verify(response, decode_ntp(response)) is None
     assert len(s.cookies) == 8 and server.cookies_issued == 9 - cookies
+    # A worker's receive buffer works as well as bytes.
+    again = request(s)
+    reason, response = server.respond_raw(memoryview(bytearray(again)), PLAIN_BYTES)
+    assert reason == "answered_nts" and response is not None
+    assert s.verify(response, decode_ntp(response)) is None
 
 
 def test_nak_is_the_plain_reply_turned_kod() -> None:
