@@ -56,8 +56,10 @@ from tsyncd.wire.nts import (
 __all__ = ["MAX_COOKIES", "SESSION_CACHE", "NtsResponder"]
 
 MAX_COOKIES: Final = 8
-SESSION_CACHE: Final = 1024
-"""Client sessions whose keyed ciphers are kept (FIFO): a few hundred kB per process."""
+SESSION_CACHE: Final = 512
+"""Client sessions whose keyed ciphers are kept (FIFO).  Each costs about 8 kB (two OpenSSL
+contexts, measured), so 4 MB per process at most; a hit saves keying AES twice (~6 µs of a
+~17 µs request with AEAD 15)."""
 
 _NTSN: Final = refid_from_ascii(KissCode.NTSN.value)
 _EF: Final = struct.Struct("!HH")  # type, length (whole EF)
