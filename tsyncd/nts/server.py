@@ -231,16 +231,20 @@ class NtsResponder:
         randomness = secrets.token_bytes(nonce_len + count * COOKIE_NONCE_LEN)
         head = _EF.pack(COOKIE, cookie_ef)
         seal_cookie = self.keys.seal_session
-        parts = []
-        for i in range(nonce_len, len(randomness), COOKIE_NONCE_LEN):
-            parts.append(head)
-            parts.append(seal_cookie(session, randomness[i : i + COOKIE_NONCE_LEN]))
+        if count == 1:  # the usual request: a client holding 8 cookies sends no placeholder
+            plaintext = head + seal_cookie(session, randomness[nonce_len:])
+        else:
+            parts = []
+            for i in range(nonce_len, len(randomness), COOKIE_NONCE_LEN):
+                parts.append(head)
+                parts.append(seal_cookie(session, randomness[i : i + COOKIE_NONCE_LEN]))
+            plaintext = _EMPTY.join(parts)
         out = bytearray(limit)
         out[:HEADER_LEN] = plain[:HEADER_LEN]
         out[HEADER_LEN:prefix] = request[uid_at : uid_at + uid_len]  # the UID EF, echoed
         view = memoryview(out)
         nonce = randomness[:nonce_len]
-        ciphertext = aead.seal_with(s2c, nonce, _EMPTY.join(parts), view[:prefix])
+        ciphertext = aead.seal_with(s2c, nonce, plaintext, view[:prefix])
         ct_len = len(ciphertext)
         _AUTH_HEAD.pack_into(out, prefix, AUTHENTICATOR, limit - prefix, nonce_len, ct_len)
         at = prefix + 8
