@@ -13,6 +13,7 @@ from typing import Any
 from tsyncd.clock.base import Clock
 from tsyncd.net.udp import Address, SocketOptions, TimestampedUdp, normalize_ip
 from tsyncd.servers import txstamp
+from tsyncd.servers.latetx import BASIC, restamp
 from tsyncd.servers.passive import is_symmetric_active, passive_reply
 from tsyncd.servers.responder import AccessList, NtpResponder, ResponseTemplate
 
@@ -70,12 +71,15 @@ class NtpServer:
             if reply is not None and self._udp.sendto(reply, address):
                 self.passive_answered += 1
             return
+        rx = clock.from_kernel_ns(rx_ns)
         reason, response, want_tx = self.responder.respond(
-            data, str(address[0]), clock.from_kernel_ns(rx_ns), clock.now_ns()
+            data, str(address[0]), rx, clock.now_ns()
         )
         if response is None:
             log.debug("dropped request from %s: %s", address[0], reason)
             return
+        if reason == BASIC:  # Transmit read again right before sending (latetx.py)
+            response = restamp(response, rx, clock.now_ns())
         sock = self._udp.sock
         if want_tx and self._tx_stamps:
             if txstamp.send_stamped(sock, response, address):

@@ -37,6 +37,7 @@ from typing import Any, Final, NoReturn
 
 from tsyncd.net.udp import SO_TIMESTAMPING
 from tsyncd.servers import txstamp
+from tsyncd.servers.latetx import BASIC, restamp
 from tsyncd.servers.responder import AccessList, NtpResponder, ResponseTemplate, ServerPolicy
 
 _CHECK_EVERY: Final = 512  # packets between looks at the pipe under load ...
@@ -162,9 +163,17 @@ def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
             else:
                 rx += offset
                 tx += offset
-            _reason, response, want_tx = respond(data, address[0], rx, tx)
+            reason, response, want_tx = respond(data, address[0], rx, tx)
             if response is None:
                 continue
+            if reason == BASIC:  # Transmit read again right before sending (latetx.py)
+                tx = time_ns()
+                if rate:
+                    d = tx - u0
+                    tx = v0 + d + d * rate // RATE_UNIT
+                else:
+                    tx += offset
+                response = restamp(response, rx, tx)
             if want_tx and tx_stamps:
                 if txstamp.send_stamped(sock, response, address):
                     for payload, tx_ns in txstamp.read_stamps(sock):
