@@ -37,7 +37,7 @@ from typing import Any, Final, NoReturn
 
 from tsyncd.net.udp import SO_TIMESTAMPING
 from tsyncd.servers import txstamp
-from tsyncd.servers.latetx import BASIC, restamp
+from tsyncd.servers.latetx import BASIC, SendLag, restamp
 from tsyncd.servers.responder import AccessList, NtpResponder, ResponseTemplate, ServerPolicy
 
 _CHECK_EVERY: Final = 512  # packets between looks at the pipe under load ...
@@ -112,6 +112,7 @@ def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
     sock.setblocking(True)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _RCV_TIMEOUT)
     tx_stamps = True
+    lag = SendLag()
     # Locals: attribute lookups are a measurable share of a packet's cost in this loop.
     recvmsg = sock.recvmsg
     sendto = sock.sendto
@@ -166,17 +167,22 @@ def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
             reason, response, want_tx = respond(data, address[0], rx, tx)
             if response is None:
                 continue
-            if reason == BASIC:  # Transmit read again right before sending (latetx.py)
-                tx = time_ns()
+            read = 0
+            if reason == BASIC:  # Transmit read right before sending, plus the lag (latetx.py)
+                read = time_ns()
+                tx = read + lag.lag_ns
                 if rate:
                     d = tx - u0
                     tx = v0 + d + d * rate // RATE_UNIT
                 else:
                     tx += offset
                 response = restamp(response, rx, tx)
+                want_tx = want_tx or lag.due(read)
             if want_tx and tx_stamps:
                 if txstamp.send_stamped(sock, response, address):
                     for payload, tx_ns in txstamp.read_stamps(sock):
+                        if read and payload == response:
+                            lag.observe(read, tx_ns)
                         responder.handle_tx_timestamp(payload, clock_map(tx_ns))
                 continue
             try:  # noqa: SIM105 - contextlib.suppress costs a context manager per packet

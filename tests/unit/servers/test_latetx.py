@@ -17,10 +17,11 @@ from multiprocessing import Pipe
 
 import pytest
 
-from tsyncd.clock.measure import VirtualClock
+from tsyncd.clock.measure import MeasureClock, VirtualClock
+from tsyncd.servers import ntp as ntp_mod
 from tsyncd.servers import txstamp
 from tsyncd.servers import worker as worker_mod
-from tsyncd.servers.latetx import restamp
+from tsyncd.servers.latetx import SendLag, restamp
 from tsyncd.servers.ntp import NtpServer
 from tsyncd.servers.responder import AccessList, NtpResponder, ResponseTemplate, ServerPolicy
 from tsyncd.servers.worker import ClockMap, WorkerSetup
@@ -72,8 +73,11 @@ def _transmit_reading(reply: bytes, readings: list[int], sent_at: int) -> int:
     return index
 
 
-def test_event_loop_server_stamps_basic_reply_after_responding() -> None:
+def test_event_loop_server_stamps_basic_reply_after_responding(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     host = SteppingTime()
+    monkeypatch.setattr(ntp_mod, "time", types.SimpleNamespace(time_ns=host))
 
     async def main() -> tuple[bytes, int]:
         clock = VirtualClock(host)  # no step or frequency: daemon time = host time
@@ -130,3 +134,41 @@ def test_worker_stamps_basic_reply_after_responding(
     assert packet.origin_ts == COOKIE and packet.transmit_ts != packet.receive_ts
     assert _transmit_reading(reply, host.readings, sent_at) > sent_at
     assert struct.unpack_from("!Q", reply, 32)[0] == packet.receive_ts
+
+
+def test_send_lag_is_the_median_of_sane_gaps_and_calibrates_now_and_then() -> None:
+    lag = SendLag()
+    assert lag.lag_ns == 0 and lag.due(RX)
+    assert not lag.due(RX + 1_000_000)  # one stamped reply per calibration interval
+    assert lag.due(RX + 10_000_000)
+    for gap in (9_000, 11_000, 10_000):
+        lag.observe(RX, RX + gap)
+    assert lag.lag_ns == 10_000
+    lag.observe(RX, RX - 5)  # a stamp before the read: not this reply's
+    lag.observe(RX, RX + 50_000_000)  # preempted for 50 ms: not the usual lag
+    assert lag.lag_ns == 10_000
+    for _ in range(40):  # old gaps age out
+        lag.observe(RX, RX + 3_000)
+    assert lag.lag_ns == 3_000
+
+
+def test_event_loop_server_learns_the_send_lag_from_kernel_tx_stamps() -> None:
+    async def main() -> tuple[bytes, int]:
+        responder = NtpResponder(AccessList((), ()))
+        responder.template = TEMPLATE
+        server = NtpServer.create(
+            "127.0.0.1", 0, responder.access, MeasureClock(), responder=responder
+        )
+        port = int(server.listen.rsplit(":", 1)[1])
+        loop = asyncio.get_running_loop()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
+            c.setblocking(False)
+            c.connect(("127.0.0.1", port))
+            await loop.sock_sendall(c, basic_request())
+            reply = await asyncio.wait_for(loop.sock_recv(c, 512), 5)
+        server.close()
+        return reply, server._lag.lag_ns
+
+    reply, lag_ns = asyncio.run(main())
+    assert decode_ntp(reply).origin_ts == COOKIE
+    assert lag_ns > 0  # the first basic reply was sent asking for its kernel TX stamp
