@@ -13,9 +13,10 @@ Measurements, one after the other so they do not compete for the CPU:
 * ``tsyncd -> chronyd``: tsyncd's client path (``NtpSourceSocket`` with kernel RX/TX stamps
   and ``NtpAssociation``, the code the daemon runs per source) polling the same kind of chronyd
   server, every raw sample's offset;
-* ``chronyd -> tsyncd``: a chronyd client of a tsyncd daemon (measure mode, local stratum 10).
-  In xleave mode this needs tsyncd's interleaved server (issue 4's server half); until that is
-  there chronyd gets basic replies, and the row says so instead of giving figures.
+* ``chronyd -> tsyncd``: a chronyd client of a tsyncd daemon (measure mode, local stratum 10),
+  with its default worker processes, and again with ``workers = 0`` (the server answering
+  from the event loop).  In xleave mode only interleaved samples count; should tsyncd's server
+  answer in basic mode only, the row says so instead of giving figures.
 
 For each: the number of samples used (the first ``_WARMUP`` are dropped; in xleave mode only
 interleaved samples count), the median offset and the 95th percentile of |offset|, in µs, and
@@ -197,19 +198,20 @@ async def _tsyncd_offsets(port: int, xleave: bool, seconds: float) -> list[float
     return offsets
 
 
-def _tsyncd_server(tmp: Path, port: int) -> list[str]:
-    d = tmp / "tsyncd-server"
+def _tsyncd_server(tmp: Path, port: int, workers: int | None = None) -> list[str]:
+    d = tmp / f"tsyncd-server-{workers}"
     d.mkdir()
     conf = d / "tsyncd.toml"
     conf.write_text(
         f'[clock]\nmode = "measure"\n[control]\nsocket = "{d}/tsyncd.sock"\n'
         f'[synchronization]\nlocal-stratum = 10\n[[server]]\nlisten = "127.0.0.1:{port}"\n'
+        + (f"workers = {workers}\n" if workers is not None else "")
     )
     return [sys.executable, "-m", "tsyncd", "-c", str(conf)]
 
 
 def run(seconds: float) -> list[Result]:
-    """Every measurement, in order; about 5 x ``seconds`` plus start-up."""
+    """Every measurement, in order; about 8 x ``seconds`` plus start-up."""
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="tsyncd-precision-") as tmp_text:
         tmp = Path(tmp_text)
@@ -224,18 +226,19 @@ def run(seconds: float) -> list[Result]:
                 results.append(_summary("chronyd -> chronyd", mode, offsets))
                 offsets = asyncio.run(_tsyncd_offsets(port, xleave, seconds))
                 results.append(_summary("tsyncd -> chronyd", mode, offsets))
-        port = _free_port()
-        with _process(_tsyncd_server(tmp, port), tmp / "tsyncd-server.log"):
-            _wait_port(port)
-            offsets, _ = _chrony_client_offsets(
-                tmp, "chronyd-of-tsyncd-basic", port, False, seconds
-            )
-            results.append(_summary("chronyd -> tsyncd", "basic", offsets))
-            offsets, interleaved = _chrony_client_offsets(
-                tmp, "chronyd-of-tsyncd-xleave", port, True, seconds
-            )
-            note = "" if interleaved else "tsyncd's server answered in basic mode (no xleave yet)"
-            results.append(_summary("chronyd -> tsyncd", "xleave", offsets, note))
+        for workers, who in ((None, "chronyd -> tsyncd"), (0, "chronyd -> tsyncd w0")):
+            port = _free_port()
+            with _process(_tsyncd_server(tmp, port, workers), tmp / f"tsyncd-{workers}.log"):
+                _wait_port(port)
+                offsets, _ = _chrony_client_offsets(
+                    tmp, f"chronyd-of-tsyncd-{workers}-basic", port, False, seconds
+                )
+                results.append(_summary(who, "basic", offsets))
+                offsets, interleaved = _chrony_client_offsets(
+                    tmp, f"chronyd-of-tsyncd-{workers}-xleave", port, True, seconds
+                )
+                note = "" if interleaved else "tsyncd's server answered in basic mode only"
+                results.append(_summary(who, "xleave", offsets, note))
     return results
 
 
@@ -254,11 +257,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
     seconds = min(60.0, max(5.0, args.seconds))
+    load_before = os.getloadavg()[0]  # other work on the machine shows in every figure
     results = run(seconds)
+    load_after = os.getloadavg()[0]
     if args.json:
         print(json.dumps([{**asdict(r), "ratio_p95": _ratio(r, results)} for r in results]))
         return 0
-    print(f"loopback, poll {POLL}, {seconds:g} s per measurement; true offset 0")
+    print(
+        f"loopback, poll {POLL}, {seconds:g} s per measurement; true offset 0; "
+        f"load average {load_before:.2f} before, {load_after:.2f} after"
+    )
     print(
         f"{'measurement':<20} {'mode':<7} {'n':>5} {'median µs':>10} {'p95 |off| µs':>13} "
         f"{'p95 ratio vs chronyd->chronyd':>30}"

@@ -8,11 +8,13 @@ response read back from the socket's error queue (``servers/txstamp.py``).
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from tsyncd.clock.base import Clock
 from tsyncd.net.udp import Address, SocketOptions, TimestampedUdp, normalize_ip
 from tsyncd.servers import txstamp
+from tsyncd.servers.latetx import BASIC, SendLag, restamp
 from tsyncd.servers.passive import is_symmetric_active, passive_reply
 from tsyncd.servers.responder import AccessList, NtpResponder, ResponseTemplate
 
@@ -27,6 +29,7 @@ class NtpServer:
         self._clock = clock
         self._udp: TimestampedUdp | None = None
         self._tx_stamps = False
+        self._lag = SendLag()
         self.passive_answered = 0  # symmetric active packets answered in mode 2
         self.symmetric_passive = False  # off: the responder drops mode 1 like other modes
 
@@ -70,16 +73,24 @@ class NtpServer:
             if reply is not None and self._udp.sendto(reply, address):
                 self.passive_answered += 1
             return
+        rx = clock.from_kernel_ns(rx_ns)
         reason, response, want_tx = self.responder.respond(
-            data, str(address[0]), clock.from_kernel_ns(rx_ns), clock.now_ns()
+            data, str(address[0]), rx, clock.now_ns()
         )
         if response is None:
             log.debug("dropped request from %s: %s", address[0], reason)
             return
+        read = 0
+        if reason == BASIC:  # Transmit read right before sending, plus the lag (latetx.py)
+            read = time.time_ns()  # the host clock, which kernel stamps use
+            response = restamp(response, rx, clock.from_kernel_ns(read + self._lag.lag_ns))
+            want_tx = want_tx or self._lag.due(read)
         sock = self._udp.sock
         if want_tx and self._tx_stamps:
             if txstamp.send_stamped(sock, response, address):
                 for payload, tx_ns in txstamp.read_stamps(sock):
+                    if read and payload == response:
+                        self._lag.observe(read, tx_ns)
                     self.responder.handle_tx_timestamp(payload, clock.from_kernel_ns(tx_ns))
         else:
             self._udp.sendto(response, address)

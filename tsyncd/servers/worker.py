@@ -37,6 +37,7 @@ from typing import Any, Final, NoReturn
 
 from tsyncd.net.udp import SO_TIMESTAMPING
 from tsyncd.servers import txstamp
+from tsyncd.servers.latetx import BASIC, SendLag, restamp
 from tsyncd.servers.responder import AccessList, NtpResponder, ResponseTemplate, ServerPolicy
 
 _CHECK_EVERY: Final = 512  # packets between looks at the pipe under load ...
@@ -111,6 +112,7 @@ def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
     sock.setblocking(True)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _RCV_TIMEOUT)
     tx_stamps = True
+    lag = SendLag()
     # Locals: attribute lookups are a measurable share of a packet's cost in this loop.
     recvmsg = sock.recvmsg
     sendto = sock.sendto
@@ -162,12 +164,25 @@ def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
             else:
                 rx += offset
                 tx += offset
-            _reason, response, want_tx = respond(data, address[0], rx, tx)
+            reason, response, want_tx = respond(data, address[0], rx, tx)
             if response is None:
                 continue
+            read = 0
+            if reason == BASIC:  # Transmit read right before sending, plus the lag (latetx.py)
+                read = time_ns()
+                tx = read + lag.lag_ns
+                if rate:
+                    d = tx - u0
+                    tx = v0 + d + d * rate // RATE_UNIT
+                else:
+                    tx += offset
+                response = restamp(response, rx, tx)
+                want_tx = want_tx or lag.due(read)
             if want_tx and tx_stamps:
                 if txstamp.send_stamped(sock, response, address):
                     for payload, tx_ns in txstamp.read_stamps(sock):
+                        if read and payload == response:
+                            lag.observe(read, tx_ns)
                         responder.handle_tx_timestamp(payload, clock_map(tx_ns))
                 continue
             try:  # noqa: SIM105 - contextlib.suppress costs a context manager per packet
