@@ -33,11 +33,15 @@ import struct
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any, Final, NoReturn
+from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from tsyncd.net.udp import SO_TIMESTAMPING
 from tsyncd.servers import txstamp
+from tsyncd.servers.ntskeys import KeyState
 from tsyncd.servers.responder import AccessList, NtpResponder, ResponseTemplate, ServerPolicy
+
+if TYPE_CHECKING:
+    from tsyncd.nts.server import NtsResponder
 
 _CHECK_EVERY: Final = 512  # packets between looks at the pipe under load ...
 _CHECK_INTERVAL_S: Final = 0.1  # ... or this long, whichever comes first
@@ -74,6 +78,7 @@ class WorkerSetup:
     policy: ServerPolicy
     template: ResponseTemplate
     clock_map: ClockMap
+    keys: KeyState | None = None  # NTS cookie keys, when the daemon serves NTS
 
 
 def run(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> NoReturn:
@@ -108,6 +113,12 @@ def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
     responder = NtpResponder(setup.access, setup.policy)
     responder.template = setup.template
     clock_map = setup.clock_map
+    nts: NtsResponder | None = None
+    if setup.keys is not None:
+        from tsyncd.nts.server import NtsResponder  # cryptography only when NTS is served
+
+        nts = NtsResponder(setup.keys.keyset())
+        responder.extensions = nts
     sock.setblocking(True)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _RCV_TIMEOUT)
     tx_stamps = True
@@ -120,6 +131,7 @@ def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
     monotonic = time.monotonic
     next_push = monotonic()
     pushed = -1  # responder.received at the last push
+    acked = 0  # the main process's last "push" request number
     while True:
         while conn.poll():
             message = conn.recv()
@@ -128,8 +140,11 @@ def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
                 responder.template = message[1]
             elif kind == "clock":
                 clock_map = message[1]
+            elif kind == "keys" and nts is not None:
+                nts.keys = message[1].keyset()  # rotated or reloaded by the main process
             elif kind == "push":
                 next_push = 0.0  # a control client is waiting for fresh counters
+                acked = message[1]
             elif kind == "stop":
                 return
         u0, v0, rate = clock_map.u0, clock_map.v0, clock_map.rate_ppt
@@ -180,9 +195,15 @@ def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
         if now >= next_push or (idle and responder.received != pushed):
             next_push = now + _PUSH_INTERVAL_S
             pushed = responder.received
-            _push(conn, responder, clock_map(time_ns()))
+            _push(conn, responder, nts, clock_map(time_ns()), acked)
 
 
-def _push(conn: Connection, responder: NtpResponder, now_ns: int) -> None:
+def _push(
+    conn: Connection, responder: NtpResponder, nts: NtsResponder | None, now_ns: int, acked: int
+) -> None:
     counters: dict[str, Any] = responder.counters()
-    conn.send(("stats", counters, responder.client_rows(now_ns, _CLIENT_ROWS)))
+    if nts is not None:
+        counters["nts_requests"] = nts.requests
+        counters["nts_naks"] = nts.naks
+        counters["nts_cookies_issued"] = nts.cookies_issued
+    conn.send(("stats", counters, responder.client_rows(now_ns, _CLIENT_ROWS), acked))
