@@ -628,10 +628,10 @@ class Daemon:
             raise OSError(f"NTS key file {cfg.keyset.key_storage_path}: {exc}") from exc
 
     async def _start_nts_ke_servers(self) -> None:
-        from OpenSSL import SSL
-
         if self.nts is None:
             return
+        from OpenSSL import SSL  # pyOpenSSL (about 10 MB) only when NTS is served
+
         default_port = self.config.servers[0].listen.port if self.config.servers else None
         for ke_cfg in self.config.nts_ke_servers:
             try:

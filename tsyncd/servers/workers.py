@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import gc
 import logging
 import os
 import signal
@@ -158,6 +159,11 @@ class WorkerPool:
         # Signals stay blocked across fork so the child cannot run the parent's handlers
         # (asyncio's wakeup fd) before it has replaced them.
         old = signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCKED)
+        # Objects the worker inherits stay out of both collectors' sight, for good: a full
+        # collection writes to every tracked object, which would copy each page the processes
+        # share (in the worker, or in this process, which un-shares it just the same).  They
+        # are the daemon's long-lived start-up objects; leaving them uncollected costs nothing.
+        gc.freeze()
         try:
             pid = os.fork()
             if pid == 0:
