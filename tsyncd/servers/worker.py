@@ -163,12 +163,16 @@ def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
                 continue
             except OSError:
                 continue  # ICMP errors from earlier sends surface here; not fatal
-            if ancdata and ancdata[0][1] == SO_TIMESTAMPING:
-                sec, nsec = unpack_ts(ancdata[0][2])
-                rx = sec * _NS_PER_S + nsec
-            else:
-                rx = time_ns()
             tx = time_ns()
+            if ancdata:
+                _level, kind, cdata = ancdata[0]
+                if kind == SO_TIMESTAMPING:
+                    sec, nsec = unpack_ts(cdata)
+                    rx = sec * _NS_PER_S + nsec
+                else:
+                    rx = tx
+            else:
+                rx = tx
             if rate:  # ClockMap inlined; a clock running at the host's rate needs no product
                 d = rx - u0
                 rx = v0 + d + d * rate // RATE_UNIT
