@@ -42,7 +42,7 @@ from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from bench.server import cpu_seconds
+from bench.server import cpu_seconds, join_all
 from tests.nts_certs import make_pki, nts_server_toml
 from tsyncd.nts.client import NtsSession
 from tsyncd.sources.ntske import KeResult, run_ke
@@ -184,10 +184,7 @@ def _blast_many(
     parts: list[Result] = [p.recv() for p in pipes if p.poll(seconds + 15)]
     cpu = cpu_seconds(pid) - cpu_start
     wall = time.monotonic() - wall_start
-    for proc in procs:
-        proc.join(5)
-        if proc.is_alive():
-            proc.kill()
+    join_all(procs)
     if len(parts) < clients:
         raise SystemExit(f"{clients - len(parts)} generator process(es) against {name} failed")
     elapsed = max(r.seconds for r in parts)

@@ -161,6 +161,14 @@ def cpu_seconds(pid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def join_all(procs: Sequence[multiprocessing.process.BaseProcess]) -> None:
+    """Reap generator processes, killing any that hang (bounded: 5 s each)."""
+    for p in procs:
+        p.join(5)
+        if p.is_alive():
+            p.kill()
+
+
 def measure(server: str, pid: int, port: int, clients: int, window: int, seconds: float) -> Run:
     """Flood ``port`` with ``clients`` processes x ``window`` requests in flight."""
     ctx = multiprocessing.get_context("fork")
@@ -185,10 +193,7 @@ def measure(server: str, pid: int, port: int, clients: int, window: int, seconds
         latencies.extend(lat)
     cpu = cpu_seconds(pid) - cpu_start
     wall = time.monotonic() - wall_start
-    for p in procs:
-        p.join(5)
-        if p.is_alive():
-            p.kill()
+    join_all(procs)
     latencies.sort()
 
     def pct(q: float) -> float | None:
