@@ -9,11 +9,18 @@ five times that), so each worker is a process running just that loop on its own
 ``SO_REUSEPORT`` socket.  The kernel spreads clients over the sockets by their IP (a BPF
 program attached by ``workers.py``), so each client always meets the same worker, which keeps
 that client's rate-limit bucket and interleaved timestamps (ARCHITECTURE.md, "Servers").
+The loop takes every queued request at once (``recvmmsg``, up to 16) and sends the batch's
+answers with one ``sendmmsg`` (``servers/mmsg.py``): fewer system calls and no address
+parsing per answer.  Under load an answer's transmit timestamp may thus precede its actual
+send by the rest of the batch's work (some µs, the same order as the queueing the request
+already saw); a single request is answered at once, and interleaved clients, which want
+precision, get the kernel's own transmit stamp, sent one by one as before.
 
-The loop never waits on anything but its socket.  ``SO_RCVTIMEO`` bounds each ``recvmsg``
+The loop never waits on anything but its socket.  ``SO_RCVTIMEO`` bounds each receive
 (no extra ``poll`` per packet, as a Python socket timeout would cost), and every
 ``_CHECK_EVERY`` packets, ``_CHECK_INTERVAL_S`` or receive timeout the worker looks at its pipe
-from the main process: a new response template, a new clock mapping, or a request to exit.
+from the main process: a new response template, clock mapping or NTS key set (``ntskeys``),
+or a request to exit.
 It pushes its counters and busiest clients up the same pipe every ``_PUSH_INTERVAL_S``, when
 it goes idle after traffic, and when asked.
 
@@ -35,8 +42,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
-from tsyncd.net.udp import SO_TIMESTAMPING
-from tsyncd.servers import txstamp
+from tsyncd.servers import mmsg, txstamp
 from tsyncd.servers.ntskeys import KeyState
 from tsyncd.servers.responder import AccessList, NtpResponder, ResponseTemplate, ServerPolicy
 
@@ -48,10 +54,6 @@ _CHECK_INTERVAL_S: Final = 0.1  # ... or this long, whichever comes first
 _RCV_TIMEOUT: Final = struct.pack("@ll", 0, 200_000)  # struct timeval: 0.2 s
 _PUSH_INTERVAL_S: Final = 0.5
 _CLIENT_ROWS: Final = 256  # busiest clients pushed up for `tsyncctl clients`
-_MAX_DATAGRAM: Final = 1024
-_CMSG_SPACE: Final = socket.CMSG_SPACE(48)  # struct scm_timestamping
-_TIMESPEC: Final = struct.Struct("@qq")
-_NS_PER_S: Final = 1_000_000_000
 RATE_UNIT: Final = 1_000_000_000_000  # ClockMap.rate_ppt denominator
 _PR_SET_PDEATHSIG: Final = 1
 
@@ -122,12 +124,11 @@ def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
     sock.setblocking(True)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _RCV_TIMEOUT)
     tx_stamps = True
+    io = mmsg.datagram_io(sock)
     # Locals: attribute lookups are a measurable share of a packet's cost in this loop.
-    recvmsg = sock.recvmsg
-    sendto = sock.sendto
+    receive, datagram, answer, flush = io.receive, io.message, io.answer, io.flush
     respond = responder.respond
     time_ns = time.time_ns
-    unpack_ts = _TIMESPEC.unpack_from
     monotonic = time.monotonic
     next_push = monotonic()
     pushed = -1  # responder.received at the last push
@@ -151,11 +152,12 @@ def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
         offset = v0 - u0
         idle = False
         check_at = monotonic() + _CHECK_INTERVAL_S
-        for _ in range(_CHECK_EVERY):
+        packets = 0
+        while packets < _CHECK_EVERY:
             if monotonic() >= check_at:
                 break  # steady light traffic never times out: look at the pipe anyway
             try:
-                data, ancdata, _flags, address = recvmsg(_MAX_DATAGRAM, _CMSG_SPACE)
+                n = receive()  # every queued request, up to the batch size
             except BlockingIOError:
                 idle = True  # SO_RCVTIMEO: nothing for a while; look at the pipe
                 break
@@ -163,36 +165,30 @@ def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
                 continue
             except OSError:
                 continue  # ICMP errors from earlier sends surface here; not fatal
-            tx = time_ns()
-            if ancdata:
-                _level, kind, cdata = ancdata[0]
-                if kind == SO_TIMESTAMPING:
-                    sec, nsec = unpack_ts(cdata)
-                    rx = sec * _NS_PER_S + nsec
-                else:
+            packets += n
+            for i in range(n):
+                data, address, rx = datagram(i)
+                tx = time_ns()
+                if rx is None:
                     rx = tx
-            else:
-                rx = tx
-            if rate:  # ClockMap inlined; a clock running at the host's rate needs no product
-                d = rx - u0
-                rx = v0 + d + d * rate // RATE_UNIT
-                d = tx - u0
-                tx = v0 + d + d * rate // RATE_UNIT
-            else:
-                rx += offset
-                tx += offset
-            _reason, response, want_tx = respond(data, address[0], rx, tx)
-            if response is None:
-                continue
-            if want_tx and tx_stamps:
-                if txstamp.send_stamped(sock, response, address):
-                    for payload, tx_ns in txstamp.read_stamps(sock):
-                        responder.handle_tx_timestamp(payload, clock_map(tx_ns))
-                continue
-            try:  # noqa: SIM105 - contextlib.suppress costs a context manager per packet
-                sendto(response, address)
-            except OSError:
-                pass  # full send buffer or unreachable client: the request is lost either way
+                if rate:  # ClockMap inlined; a clock at the host's rate needs no product
+                    d = rx - u0
+                    rx = v0 + d + d * rate // RATE_UNIT
+                    d = tx - u0
+                    tx = v0 + d + d * rate // RATE_UNIT
+                else:
+                    rx += offset
+                    tx += offset
+                _reason, response, want_tx = respond(data, address[0], rx, tx)
+                if response is None:
+                    continue
+                if want_tx and tx_stamps:
+                    if txstamp.send_stamped(sock, response, address):
+                        for payload, tx_ns in txstamp.read_stamps(sock):
+                            responder.handle_tx_timestamp(payload, clock_map(tx_ns))
+                    continue
+                answer(i, response)
+            flush()  # the batch's answers in one system call
         now = monotonic()
         # Push on schedule, or as soon as things calm down after new traffic, so control and
         # metrics lag a quiet server by one receive timeout at most.
