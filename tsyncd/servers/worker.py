@@ -126,7 +126,7 @@ def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
     tx_stamps = True
     io = mmsg.datagram_io(sock)
     # Locals: attribute lookups are a measurable share of a packet's cost in this loop.
-    receive, datagram, answer, flush = io.receive, io.message, io.answer, io.flush
+    receive, send = io.receive, io.send
     respond = responder.respond
     time_ns = time.time_ns
     monotonic = time.monotonic
@@ -157,7 +157,7 @@ def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
             if monotonic() >= check_at:
                 break  # steady light traffic never times out: look at the pipe anyway
             try:
-                n = receive()  # every queued request, up to the batch size
+                batch = receive()  # every queued request, up to the batch size
             except BlockingIOError:
                 idle = True  # SO_RCVTIMEO: nothing for a while; look at the pipe
                 break
@@ -165,9 +165,9 @@ def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
                 continue
             except OSError:
                 continue  # ICMP errors from earlier sends surface here; not fatal
-            packets += n
-            for i in range(n):
-                data, address, rx = datagram(i)
+            packets += len(batch)
+            replies = []
+            for i, (data, address, rx) in enumerate(batch):
                 tx = time_ns()
                 if rx is None:
                     rx = tx
@@ -187,8 +187,9 @@ def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
                         for payload, tx_ns in txstamp.read_stamps(sock):
                             responder.handle_tx_timestamp(payload, clock_map(tx_ns))
                     continue
-                answer(i, response)
-            flush()  # the batch's answers in one system call
+                replies.append((i, response))
+            if replies:
+                send(replies)  # the batch's answers in one system call
         now = monotonic()
         # Push on schedule, or as soon as things calm down after new traffic, so control and
         # metrics lag a quiet server by one receive timeout at most.

@@ -44,11 +44,12 @@ def test_batch_matches_recvmsg(
                     client.sendto(bytes([k]) * (48 + k), (target, port))
                 got: list[tuple[bytes, tuple[object, ...], int | None]] = []
                 while len(got) < 3:
-                    n = io.receive()
-                    for i in range(n):
-                        got.append(io.message(i))
-                        io.answer(i, b"r" * (10 + len(got) + rnd))
-                    io.flush()
+                    batch = io.receive()
+                    replies = []
+                    for i, message in enumerate(batch):
+                        got.append(message)
+                        replies.append((i, b"r" * (10 + len(got) + rnd)))
+                    assert io.send(replies) == len(batch)
                 assert [d for d, _, _ in got] == [bytes([k]) * (48 + k) for k in range(3)]
                 assert all(a[0] == expected_host for _, a, _ in got)
                 assert all(a[1] == client.getsockname()[1] for _, a, _ in got)
