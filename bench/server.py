@@ -2,7 +2,7 @@
 
 Run from the repository root (tsyncd installed or importable, chronyd installed)::
 
-    python -m bench.server                    # 2 s per load level, default worker setting
+    python -m bench.server                    # 2 s per load level, 2 rounds, default workers
     python -m bench.server --seconds 3 --clients 3 --window 8 --window 32
     python -m bench.server --workers 0        # tsyncd serving from its event loop
     python -m bench.server --json
@@ -161,6 +161,14 @@ def cpu_seconds(pid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def join_all(procs: Sequence[multiprocessing.process.BaseProcess]) -> None:
+    """Reap generator processes, killing any that hang (bounded: 5 s each)."""
+    for p in procs:
+        p.join(5)
+        if p.is_alive():
+            p.kill()
+
+
 def measure(server: str, pid: int, port: int, clients: int, window: int, seconds: float) -> Run:
     """Flood ``port`` with ``clients`` processes x ``window`` requests in flight."""
     ctx = multiprocessing.get_context("fork")
@@ -185,10 +193,7 @@ def measure(server: str, pid: int, port: int, clients: int, window: int, seconds
         latencies.extend(lat)
     cpu = cpu_seconds(pid) - cpu_start
     wall = time.monotonic() - wall_start
-    for p in procs:
-        p.join(5)
-        if p.is_alive():
-            p.kill()
+    join_all(procs)
     latencies.sort()
 
     def pct(q: float) -> float | None:
@@ -335,9 +340,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--workers", type=int, default=None, help="tsyncd workers (default: its own)"
     )
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="passes over the windows, servers alternating"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     windows = args.window or [4, 16, 64]
+    rounds = min(max(args.rounds, 1), 5)
     load_before = os.getloadavg()
     runs: list[Run] = []
     mem: dict[str, Memory] = {}
@@ -345,9 +354,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         tmp = Path(tmpdir)
         t_port, c_port = _free_port(), _free_port()
         with tsyncd(tmp, t_port, args.workers) as t_proc, chronyd(tmp, c_port) as c_proc:
-            for window in windows:
-                for name, proc, port in (("tsyncd", t_proc, t_port), ("chronyd", c_proc, c_port)):
-                    runs.append(measure(name, proc.pid, port, args.clients, window, args.seconds))
+            servers = [("tsyncd", t_proc, t_port), ("chronyd", c_proc, c_port)]
+            # Rounds alternate which server goes first, so a burst of other work on the
+            # machine (or a warming cache) does not always fall on the same one.
+            for round_ in range(rounds):
+                for window in windows:
+                    for name, proc, port in servers[:: -1 if round_ % 2 else 1]:
+                        runs.append(
+                            measure(name, proc.pid, port, args.clients, window, args.seconds)
+                        )
             mem["tsyncd"] = memory(t_proc.pid)
             mem["chronyd"] = memory(c_proc.pid)
     best = {name: best_at_zero_loss(runs, name) for name in ("tsyncd", "chronyd")}
@@ -363,6 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "cpus": os.cpu_count(),
                     "clients": args.clients,
                     "seconds": args.seconds,
+                    "rounds": rounds,
                     "runs": [asdict(r) for r in runs],
                     "best_at_zero_loss": best,
                     "peak": peak,
@@ -377,7 +393,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     print(
         f"load average before: {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f} "
-        f"on {os.cpu_count()} CPUs; {args.clients} generator processes, {args.seconds:g} s each"
+        f"on {os.cpu_count()} CPUs; {args.clients} generator processes, {args.seconds:g} s each, "
+        f"{rounds} round(s)"
     )
     print(
         f"{'server':8} {'in flight':>9} {'answers/s':>11} {'loss %':>7} {'p50 µs':>8} {'p99 µs':>8}"
@@ -391,7 +408,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         m = mem[name]
         print(
             f"{name}: {best[name]:,.0f} answers/s at zero loss (peak {peak[name]:,.0f}), "
-            f"{efficiency[name]:,.0f} answers per CPU-second; "
+            f"{efficiency[name]:,.0f} answers per CPU-second "
+            f"({1e6 / efficiency[name] if efficiency[name] else 0:.1f} µs CPU each); "
             f"{m.processes} process(es), RSS {m.rss_mb:.1f} MB, PSS {m.pss_mb:.1f} MB"
         )
     shown = "-" if ratio is None else f"{ratio:.2f}"

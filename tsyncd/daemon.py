@@ -166,28 +166,31 @@ class Daemon:
                 # A peer's connected socket on this port takes that peer's packets.
                 reuse_port=server_cfg.listen.port in peer_ports,
             )
-            # The workers have neither the NTS keys nor a peer's socket: NTS, passive answers
-            # to peers and a port shared with a peer are served from the event loop.
-            on_loop = (
-                self.nts is not None
-                or server_cfg.symmetric_passive
-                or server_cfg.listen.port in peer_ports
-            )
+            # The workers have no peer's socket: passive answers to peers and a port shared
+            # with a peer are served from the event loop.  NTS keys are pushed to workers.
+            on_loop = server_cfg.symmetric_passive or server_cfg.listen.port in peer_ports
             if on_loop and server_cfg.workers:
                 log.warning(
-                    "server %s: workers = %d ignored (NTS or symmetric peers need the event "
+                    "server %s: workers = %d ignored (symmetric peers need the event "
                     "loop's server)",
                     server_cfg.listen,
                     server_cfg.workers,
                 )
             template = self._response_template(self.clock.now_ns())
             server = start_server(
-                server_cfg, self.clock, template, options=options, event_loop_only=on_loop
+                server_cfg,
+                self.clock,
+                template,
+                options=options,
+                event_loop_only=on_loop,
+                keys=self.nts.key_state() if self.nts is not None else None,
             )
             if isinstance(server, NtpServer):
                 server.symmetric_passive = server_cfg.symmetric_passive
                 if self.nts is not None:
                     self.nts.attach(server.responder)
+            elif self.nts is not None:
+                self.nts.attach_pool(server)
             self.servers.append(server)
             log.info("serving NTP on %s", server.listen)
         require_aioquic(self.config)
@@ -625,10 +628,10 @@ class Daemon:
             raise OSError(f"NTS key file {cfg.keyset.key_storage_path}: {exc}") from exc
 
     async def _start_nts_ke_servers(self) -> None:
-        from OpenSSL import SSL
-
         if self.nts is None:
             return
+        from OpenSSL import SSL  # pyOpenSSL (about 10 MB) only when NTS is served
+
         default_port = self.config.servers[0].listen.port if self.config.servers else None
         for ke_cfg in self.config.nts_ke_servers:
             try:

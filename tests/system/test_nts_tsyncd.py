@@ -55,6 +55,7 @@ def test_nts_between_two_tsyncds_with_rekey(peers: Peers) -> None:
     assert int(nts["naks"]) >= 1  # type: ignore[call-overload]
     stats = server.ctl("serverstats")
     assert stats["nts_naks"] >= 1 and stats["nts_ke_completed"] >= 2
+    assert stats["workers"] >= 1  # the rekey reached the worker processes, which NAKed
 
 
 def test_nts_source_without_ke_server_shows_why(peers: Peers) -> None:

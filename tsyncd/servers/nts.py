@@ -18,7 +18,10 @@ from tsyncd.net.tls import server_context
 from tsyncd.nts.cookie import KeySet, load_keyset, new_keyset, save_keyset
 from tsyncd.nts.server import NtsResponder
 from tsyncd.servers.ntske import NtsKeServer
+from tsyncd.servers.ntskeys import KeyState, key_state
 from tsyncd.servers.responder import NtpResponder
+from tsyncd.servers.stats import NTS_SUMMED
+from tsyncd.servers.workers import WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +34,7 @@ class NtsServerSide:
         self.keys = self._load(now_s)
         self.responders: list[NtsResponder] = []
         self.ke_servers: list[NtsKeServer] = []
+        self.pools: list[WorkerPool] = []  # worker processes that got our keys (key_state)
 
     def _load(self, now_s: float) -> KeySet:
         path = self._cfg.key_storage_path
@@ -44,6 +48,19 @@ class NtsServerSide:
         nts = NtsResponder(self.keys)
         responder.extensions = nts
         self.responders.append(nts)
+
+    def key_state(self) -> KeyState:
+        """The current keys as plain data, for worker processes (``WorkerPool``)."""
+        return key_state(self.keys)
+
+    def attach_pool(self, pool: WorkerPool) -> None:
+        """Keep ``pool``'s workers on our keys (it was started with ``key_state``)."""
+        self.pools.append(pool)
+
+    def _push_keys(self) -> None:
+        state = self.key_state()
+        for pool in self.pools:
+            pool.set_keys(state)
 
     async def start_ke(self, cfg: NtsKeServerConfig, default_ntp_port: int | None) -> NtsKeServer:
         """Start one NTS-KE listener; ``OSError``/``SSL.Error`` if it cannot."""
@@ -63,11 +80,13 @@ class NtsServerSide:
         self.keys = keys
         for nts in self.responders:
             nts.keys = keys
+        self._push_keys()
 
     def tick(self, now_s: float) -> None:
         """Rotate the keys when their epoch is over; persist the new state."""
         if self.keys.advance(now_s):
             log.info("NTS cookie key rotated (epoch %d)", self.keys.current_epoch)
+            self._push_keys()
             self._save()
 
     def _save(self) -> None:
@@ -96,6 +115,8 @@ class NtsServerSide:
     def counters(self) -> dict[str, object]:
         """NTS counters for ``serverstats``."""
         ke = [s.stats for s in self.ke_servers]
+        pools = [pool.counters() for pool in self.pools]  # as the workers last pushed them
+        remote = {key: sum(int(p.get(key, 0)) for p in pools) for key in NTS_SUMMED}
         return {
             "nts_ke_listen": [s.listen for s in self.ke_servers],
             "nts_ke_connections": sum(s.connections for s in ke),
@@ -103,8 +124,9 @@ class NtsServerSide:
             "nts_ke_failures": sum(sum(s.failures.values()) for s in ke),
             "nts_ke_group": next((s.last_group for s in ke if s.last_group), None),
             "nts_cookies_issued": sum(s.cookies_issued for s in ke)
-            + sum(r.cookies_issued for r in self.responders),
-            "nts_requests": sum(r.requests for r in self.responders),
-            "nts_naks": sum(r.naks for r in self.responders),
+            + sum(r.cookies_issued for r in self.responders)
+            + remote["nts_cookies_issued"],
+            "nts_requests": sum(r.requests for r in self.responders) + remote["nts_requests"],
+            "nts_naks": sum(r.naks for r in self.responders) + remote["nts_naks"],
             "nts_key_epoch": self.keys.current_epoch,
         }

@@ -47,7 +47,7 @@ from tsyncd.servers.clientlog import (
     take_token,
 )
 from tsyncd.wire.errors import WireError
-from tsyncd.wire.ntp import KissCode, Leap, Mode, NtpPacket, decode_ntp, refid_from_ascii
+from tsyncd.wire.ntp import KissCode, Leap, Mode, decode_ntp, refid_from_ascii
 from tsyncd.wire.timestamps import NTP_UNIX_OFFSET_S, ntp64_from_unix_ns
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -68,6 +68,7 @@ SERVED: Final = frozenset({ANSWERED, INTERLEAVED, ANSWERED_NTS})
 KODS: Final = frozenset({KOD_RATE, KOD_DENY, KOD_RSTR, NTS_NAK})
 
 _HEADER_LEN: Final = 48
+_MODE_CLIENT: Final = int(Mode.CLIENT)  # a plain int: comparing with the enum costs 50 ns
 # Request: LI/VN/mode, (stratum), poll, (precision ... reference ts), origin, receive, transmit.
 _REQUEST: Final = struct.Struct("!Bxc21xQQQ")
 # Response: LI/VN/mode, stratum, poll (echoed raw), precision, 20 fixed bytes, 3 timestamps.
@@ -112,14 +113,15 @@ class ServerPolicy:
 class ExtensionResponder(Protocol):
     """Answers requests that carry extension fields (NTS, RFC 8915); see tsyncd/nts/server.py.
 
-    Gets the request bytes, the decoded request and the plain response we would send, and
-    returns the (reason, response) pair instead; it must never answer with more bytes than it
-    received.
+    Gets the request bytes and the plain response we would send, checks the extension fields'
+    framing itself, and returns the (reason, response) pair instead; it must never answer with
+    more bytes than it received.
     """
 
-    def respond(
-        self, data: bytes, request: NtpPacket, plain: NtpPacket
-    ) -> tuple[str, bytes | None]: ...
+    def respond_raw(self, data: bytes, plain: bytes) -> tuple[str, bytes | None]:
+        """(reason, response) for the raw request ``data`` (header already checked: length,
+        version, client mode) and ``plain``, our 48-byte reply without extension fields."""
+        ...
 
 
 class AccessList:
@@ -192,7 +194,8 @@ class NtpResponder:
     @template.setter
     def template(self, template: ResponseTemplate) -> None:
         self._template = template
-        self._lead = (int(template.leap) << 6) | int(Mode.SERVER)
+        lead = (int(template.leap) << 6) | int(Mode.SERVER)
+        self._leads = tuple(lead | (version << 3) for version in range(8))
         self._stratum = template.stratum
         self._precision = template.precision
         self._body = _BODY.pack(
@@ -219,44 +222,40 @@ class NtpResponder:
         The third value says whether the caller should ask the kernel for the response's
         transmit timestamp and pass it to ``handle_tx_timestamp``: only for clients whose
         request looks interleaving-capable, so basic clients cost no error-queue read.
+
+        This is every worker's per-packet path, so it is one function (no call per decision)
+        and the rare outcomes leave through ``_count``.
         """
         record = self._records.get(address)
         if record is None:
             verdict = self.access.verdict(client_ip(address))
             record = self.clients.add(ClientRecord(address, verdict, rx_ns, self._burst_ns))
         record.received += 1
-        reason, response, want_tx = self._decide(data, record, rx_ns, tx_ns)
-        record.last_ns = rx_ns
-        outcomes = self.outcomes
-        outcomes[reason] = outcomes.get(reason, 0) + 1
-        if response is None:
-            record.dropped += 1
-        return reason, response, want_tx
-
-    def _decide(
-        self, data: bytes, record: ClientRecord, rx_ns: int, tx_ns: int
-    ) -> tuple[str, bytes | None, bool]:
         denied = record.permitted
         if denied and not self._kod:
-            return denied, None, False  # RFC 5905 §9.2 test 4, before spending time parsing
+            # RFC 5905 §9.2 test 4, before spending time parsing
+            return self._count(record, rx_ns, denied, None)
         n = len(data)
         if n < _HEADER_LEN:
-            return "malformed_truncated", None, False
+            return self._count(record, rx_ns, "malformed_truncated", None)
         lvm, poll, origin, receive, transmit = _REQUEST.unpack_from(data)
         version = (lvm >> 3) & 7
         if not 1 <= version <= 4:
-            return "malformed_bad_version", None, False
-        request: NtpPacket | None = None
-        if n != _HEADER_LEN:
+            return self._count(record, rx_ns, "malformed_bad_version", None)
+        extensions = self.extensions
+        if n != _HEADER_LEN and extensions is None:
             try:
-                request = decode_ntp(data)  # syntax of EFs / MAC; rare, so the full codec is fine
+                decode_ntp(data)  # syntax of EFs / MAC; rare, so the full codec is fine
             except WireError as exc:
-                return f"malformed_{exc.reason}", None, False
-        if lvm & 7 != Mode.CLIENT:
-            return NOT_CLIENT_MODE, None, False
+                return self._count(record, rx_ns, f"malformed_{exc.reason}", None)
+        if lvm & 7 != _MODE_CLIENT:
+            return self._count(record, rx_ns, NOT_CLIENT_MODE, None)
         if denied:
             kod = KOD_DENY if denied == DENIED else KOD_RSTR
-            return self._send_kod(kod, denied, record, version, poll, transmit, rx_ns, tx_ns)
+            reason, kod_response = self._send_kod(
+                kod, denied, record, version, poll, transmit, rx_ns, tx_ns
+            )
+            return self._count(record, rx_ns, reason, kod_response)
         limit = self._limit
         # RFC 8633 §5 / chrony "leak": answer some limited requests anyway, at random, so a
         # spoofed flood in a victim's name cannot cut the victim off entirely.
@@ -266,10 +265,12 @@ class NtpResponder:
             and (not limit.leak_log2 or self._rng.getrandbits(limit.leak_log2))
         ):
             if self._kod:
-                return self._send_kod(
+                reason, kod_response = self._send_kod(
                     KOD_RATE, RATE_LIMITED, record, version, poll, transmit, rx_ns, tx_ns
                 )
-            return RATE_LIMITED, None, False
+                return self._count(record, rx_ns, reason, kod_response)
+            return self._count(record, rx_ns, RATE_LIMITED, None)
+        record.last_ns = rx_ns
         # ntp64_from_unix_ns, inlined: this is the per-packet path of every worker.
         rx_ntp = (((rx_ns + _NTP_UNIX_NS) << 32) + _HALF_S_NS) // _NS_PER_S & _MASK64
         if tx_ns < rx_ns:
@@ -302,8 +303,8 @@ class NtpResponder:
                 del pairs[next(iter(pairs))]  # the oldest: its client has moved on or gone
             pairs[rx_ntp] = (tx_ntp, record.address)  # tx replaced by the kernel's stamp
         record.answered += 1
-        response = _RESPONSE.pack(
-            self._lead | (version << 3),
+        plain = _RESPONSE.pack(
+            self._leads[version],
             self._stratum,
             poll,
             self._precision,
@@ -312,11 +313,28 @@ class NtpResponder:
             rx_ntp,
             out_tx,
         )
-        if request is not None and request.extensions and self.extensions is not None:
-            # NTS: authenticate the request and seal this response (or NAK, or drop).
-            reason, sealed = self.extensions.respond(data, request, decode_ntp(response))
-            return reason, sealed, want_tx and sealed is not None
+        response: bytes | None = plain
+        if n != _HEADER_LEN and extensions is not None:
+            # NTS: check the extension fields (as decode_ntp would), authenticate the request
+            # and seal this response, or NAK, or drop.
+            reason, response = extensions.respond_raw(data, plain)
+            if response is None:
+                record.dropped += 1
+            want_tx = want_tx and response is not None
+        outcomes = self.outcomes
+        outcomes[reason] = outcomes.get(reason, 0) + 1
         return reason, response, want_tx
+
+    def _count(
+        self, record: ClientRecord, rx_ns: int, reason: str, response: bytes | None
+    ) -> tuple[str, bytes | None, bool]:
+        """Count an outcome other than time served (drop or KoD); never wants a TX stamp."""
+        record.last_ns = rx_ns
+        outcomes = self.outcomes
+        outcomes[reason] = outcomes.get(reason, 0) + 1
+        if response is None:
+            record.dropped += 1
+        return reason, response, False
 
     def _send_kod(
         self,
@@ -328,11 +346,11 @@ class NtpResponder:
         transmit: int,
         rx_ns: int,
         tx_ns: int,
-    ) -> tuple[str, bytes | None, bool]:
+    ) -> tuple[str, bytes | None]:
         """A KoD (RFC 5905 §7.4), at most one per client per interval, else ``silent``."""
         last = record.kod_ns
         if last is not None and rx_ns - last < self._kod_interval_ns:
-            return silent, None, False
+            return silent, None
         record.kod_ns = rx_ns
         record.kod_sent += 1
         response = _RESPONSE.pack(
@@ -345,7 +363,7 @@ class NtpResponder:
             ntp64_from_unix_ns(rx_ns),
             ntp64_from_unix_ns(tx_ns if tx_ns > rx_ns else rx_ns),
         )
-        return kod, response, False
+        return kod, response
 
     def handle_tx_timestamp(self, response: bytes, tx_ns: int) -> bool:
         """The kernel says ``response`` (our 48 bytes) left at ``tx_ns``; True if it was ours.

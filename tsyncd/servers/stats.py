@@ -15,6 +15,7 @@ from tsyncd.servers.responder import ServerPolicy
 from tsyncd.snapshots import ServerStatsSnapshot
 
 _SUMMED = ("received", "sent", "answered", "interleaved_answered", "kod_sent", "dropped", "clients")
+NTS_SUMMED = ("nts_requests", "nts_naks", "nts_cookies_issued")
 
 
 def server_policy(cfg: ServerConfig) -> ServerPolicy:
@@ -32,6 +33,7 @@ def sum_counters(parts: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     total: dict[str, Any] = {key: 0 for key in _SUMMED}
     drops: dict[str, int] = {}
     extra: dict[str, int] = {"workers": 0, "worker_restarts": 0}
+    extra.update(dict.fromkeys(NTS_SUMMED, 0))  # NTS on the workers' packet path
     for part in parts:
         for key in _SUMMED:
             total[key] += int(part.get(key, 0))

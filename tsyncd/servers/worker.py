@@ -9,11 +9,18 @@ five times that), so each worker is a process running just that loop on its own
 ``SO_REUSEPORT`` socket.  The kernel spreads clients over the sockets by their IP (a BPF
 program attached by ``workers.py``), so each client always meets the same worker, which keeps
 that client's rate-limit bucket and interleaved timestamps (ARCHITECTURE.md, "Servers").
+The loop takes every queued request at once (``recvmmsg``, up to 16) and sends the batch's
+answers with one ``sendmmsg`` (``servers/mmsg.py``): fewer system calls and no address
+parsing per answer.  Basic answers get their Transmit read once, right before the batch is
+sent, plus the send lag learnt from the kernel's TX stamps of lone answers (``latetx.py``);
+interleaved clients, which want precision, get the kernel's own transmit stamp, sent one by
+one as before.
 
-The loop never waits on anything but its socket.  ``SO_RCVTIMEO`` bounds each ``recvmsg``
+The loop never waits on anything but its socket.  ``SO_RCVTIMEO`` bounds each receive
 (no extra ``poll`` per packet, as a Python socket timeout would cost), and every
 ``_CHECK_EVERY`` packets, ``_CHECK_INTERVAL_S`` or receive timeout the worker looks at its pipe
-from the main process: a new response template, a new clock mapping, or a request to exit.
+from the main process: a new response template, clock mapping or NTS key set (``ntskeys``),
+or a request to exit.
 It pushes its counters and busiest clients up the same pipe every ``_PUSH_INTERVAL_S``, when
 it goes idle after traffic, and when asked.
 
@@ -33,22 +40,21 @@ import struct
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any, Final, NoReturn
+from typing import TYPE_CHECKING, Any, Final, NoReturn
 
-from tsyncd.net.udp import SO_TIMESTAMPING
-from tsyncd.servers import txstamp
+from tsyncd.servers import mmsg, txstamp
 from tsyncd.servers.latetx import BASIC, SendLag, restamp
+from tsyncd.servers.ntskeys import KeyState
 from tsyncd.servers.responder import AccessList, NtpResponder, ResponseTemplate, ServerPolicy
+
+if TYPE_CHECKING:
+    from tsyncd.nts.server import NtsResponder
 
 _CHECK_EVERY: Final = 512  # packets between looks at the pipe under load ...
 _CHECK_INTERVAL_S: Final = 0.1  # ... or this long, whichever comes first
 _RCV_TIMEOUT: Final = struct.pack("@ll", 0, 200_000)  # struct timeval: 0.2 s
 _PUSH_INTERVAL_S: Final = 0.5
 _CLIENT_ROWS: Final = 256  # busiest clients pushed up for `tsyncctl clients`
-_MAX_DATAGRAM: Final = 1024
-_CMSG_SPACE: Final = socket.CMSG_SPACE(48)  # struct scm_timestamping
-_TIMESPEC: Final = struct.Struct("@qq")
-_NS_PER_S: Final = 1_000_000_000
 RATE_UNIT: Final = 1_000_000_000_000  # ClockMap.rate_ppt denominator
 _PR_SET_PDEATHSIG: Final = 1
 
@@ -75,6 +81,7 @@ class WorkerSetup:
     policy: ServerPolicy
     template: ResponseTemplate
     clock_map: ClockMap
+    keys: KeyState | None = None  # NTS cookie keys, when the daemon serves NTS
 
 
 def run(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> NoReturn:
@@ -109,19 +116,25 @@ def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
     responder = NtpResponder(setup.access, setup.policy)
     responder.template = setup.template
     clock_map = setup.clock_map
+    nts: NtsResponder | None = None
+    if setup.keys is not None:
+        from tsyncd.nts.server import NtsResponder  # cryptography only when NTS is served
+
+        nts = NtsResponder(setup.keys.keyset())
+        responder.extensions = nts
     sock.setblocking(True)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _RCV_TIMEOUT)
     tx_stamps = True
+    io = mmsg.datagram_io(sock)
     lag = SendLag()
     # Locals: attribute lookups are a measurable share of a packet's cost in this loop.
-    recvmsg = sock.recvmsg
-    sendto = sock.sendto
+    receive, send = io.receive, io.send
     respond = responder.respond
     time_ns = time.time_ns
-    unpack_ts = _TIMESPEC.unpack_from
     monotonic = time.monotonic
     next_push = monotonic()
     pushed = -1  # responder.received at the last push
+    acked = 0  # the main process's last "push" request number
     while True:
         while conn.poll():
             message = conn.recv()
@@ -130,19 +143,23 @@ def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
                 responder.template = message[1]
             elif kind == "clock":
                 clock_map = message[1]
+            elif kind == "keys" and nts is not None:
+                nts.keys = message[1].keyset()  # rotated or reloaded by the main process
             elif kind == "push":
                 next_push = 0.0  # a control client is waiting for fresh counters
+                acked = message[1]
             elif kind == "stop":
                 return
         u0, v0, rate = clock_map.u0, clock_map.v0, clock_map.rate_ppt
         offset = v0 - u0
         idle = False
         check_at = monotonic() + _CHECK_INTERVAL_S
-        for _ in range(_CHECK_EVERY):
+        packets = 0
+        while packets < _CHECK_EVERY:
             if monotonic() >= check_at:
                 break  # steady light traffic never times out: look at the pipe anyway
             try:
-                data, ancdata, _flags, address = recvmsg(_MAX_DATAGRAM, _CMSG_SPACE)
+                batch = receive()  # every queued request, up to the batch size
             except BlockingIOError:
                 idle = True  # SO_RCVTIMEO: nothing for a while; look at the pipe
                 break
@@ -150,25 +167,43 @@ def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
                 continue
             except OSError:
                 continue  # ICMP errors from earlier sends surface here; not fatal
-            if ancdata and ancdata[0][1] == SO_TIMESTAMPING:
-                sec, nsec = unpack_ts(ancdata[0][2])
-                rx = sec * _NS_PER_S + nsec
-            else:
-                rx = time_ns()
-            tx = time_ns()
-            if rate:  # ClockMap inlined; a clock running at the host's rate needs no product
-                d = rx - u0
-                rx = v0 + d + d * rate // RATE_UNIT
-                d = tx - u0
-                tx = v0 + d + d * rate // RATE_UNIT
-            else:
-                rx += offset
-                tx += offset
-            reason, response, want_tx = respond(data, address[0], rx, tx)
-            if response is None:
+            packets += len(batch)
+            replies: list[tuple[int, bytes]] = []
+            basic: list[tuple[int, int]] = []  # (index in replies, mapped rx): plain basic
+            for i, (data, address, rx) in enumerate(batch):
+                tx = time_ns()
+                if rx is None:
+                    rx = tx
+                if rate:  # ClockMap inlined; a clock at the host's rate needs no product
+                    d = rx - u0
+                    rx = v0 + d + d * rate // RATE_UNIT
+                    d = tx - u0
+                    tx = v0 + d + d * rate // RATE_UNIT
+                else:
+                    rx += offset
+                    tx += offset
+                reason, response, want_tx = respond(data, address[0], rx, tx)
+                if response is None:
+                    continue
+                if want_tx and tx_stamps:
+                    read = 0
+                    if reason == BASIC:  # an interleaving client's first, basic, reply
+                        read = time_ns()
+                        response = restamp(response, rx, clock_map(read + lag.lag_ns))
+                    if txstamp.send_stamped(sock, response, address):
+                        for payload, tx_ns in txstamp.read_stamps(sock):
+                            if read and payload == response:
+                                lag.observe(read, tx_ns)
+                            responder.handle_tx_timestamp(payload, clock_map(tx_ns))
+                    continue
+                if reason == BASIC:
+                    basic.append((len(replies), rx))
+                replies.append((i, response))
+            if not replies:
                 continue
-            read = 0
-            if reason == BASIC:  # Transmit read right before sending, plus the lag (latetx.py)
+            if basic:
+                # Transmit read right before the batch goes out, plus the learnt send lag
+                # (latetx.py): RFC 5905 wants it as late as possible.
                 read = time_ns()
                 tx = read + lag.lag_ns
                 if rate:
@@ -176,28 +211,36 @@ def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
                     tx = v0 + d + d * rate // RATE_UNIT
                 else:
                     tx += offset
-                response = restamp(response, rx, tx)
-                want_tx = want_tx or lag.due(read)
-            if want_tx and tx_stamps:
-                if txstamp.send_stamped(sock, response, address):
-                    for payload, tx_ns in txstamp.read_stamps(sock):
-                        if read and payload == response:
-                            lag.observe(read, tx_ns)
-                        responder.handle_tx_timestamp(payload, clock_map(tx_ns))
-                continue
-            try:  # noqa: SIM105 - contextlib.suppress costs a context manager per packet
-                sendto(response, address)
-            except OSError:
-                pass  # full send buffer or unreachable client: the request is lost either way
+                for k, rx in basic:
+                    i, response = replies[k]
+                    replies[k] = (i, restamp(response, rx, tx))
+                if tx_stamps and len(replies) == 1 and lag.due(read):
+                    # A lone reply (light load, where precision shows): send it stamped and
+                    # learn how long the send itself takes.
+                    i, response = replies[0]
+                    address = batch[i][1]
+                    if txstamp.send_stamped(sock, response, address):
+                        for payload, tx_ns in txstamp.read_stamps(sock):
+                            if payload == response:
+                                lag.observe(read, tx_ns)
+                            responder.handle_tx_timestamp(payload, clock_map(tx_ns))
+                    continue
+            send(replies)  # the batch's answers in one system call
         now = monotonic()
         # Push on schedule, or as soon as things calm down after new traffic, so control and
         # metrics lag a quiet server by one receive timeout at most.
         if now >= next_push or (idle and responder.received != pushed):
             next_push = now + _PUSH_INTERVAL_S
             pushed = responder.received
-            _push(conn, responder, clock_map(time_ns()))
+            _push(conn, responder, nts, clock_map(time_ns()), acked)
 
 
-def _push(conn: Connection, responder: NtpResponder, now_ns: int) -> None:
+def _push(
+    conn: Connection, responder: NtpResponder, nts: NtsResponder | None, now_ns: int, acked: int
+) -> None:
     counters: dict[str, Any] = responder.counters()
-    conn.send(("stats", counters, responder.client_rows(now_ns, _CLIENT_ROWS)))
+    if nts is not None:
+        counters["nts_requests"] = nts.requests
+        counters["nts_naks"] = nts.naks
+        counters["nts_cookies_issued"] = nts.cookies_issued
+    conn.send(("stats", counters, responder.client_rows(now_ns, _CLIENT_ROWS), acked))

@@ -3,8 +3,9 @@
 The main process binds one ``SO_REUSEPORT`` socket per worker (so a bad address fails at
 start, and a restarted worker takes over the same socket: the kernel's hash keeps sending it
 the same clients, and nothing queued is lost), then forks a worker onto each
-(``servers/worker.py``).  It talks to each over a pipe: the response template and clock
-mapping go down when they change; counters and the busiest clients come up twice a second and
+(``servers/worker.py``).  It talks to each over a pipe: the response template, clock
+mapping and NTS cookie keys (``ntskeys.KeyState``, after a rotation or reload) go down when
+they change; counters and the busiest clients come up twice a second and
 are kept here for control and metrics (so they are at most about half a second old).
 
 A worker that dies is noticed within ``_REAP_INTERVAL_S``, logged, counted and forked again
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import gc
 import logging
 import os
 import signal
@@ -34,6 +36,7 @@ from tsyncd.net.sockets import open_socket
 from tsyncd.net.udp import SocketOptions, enable_rx_timestamps, family_for_host
 from tsyncd.servers import worker as worker_mod
 from tsyncd.servers.ntp import NtpServer
+from tsyncd.servers.ntskeys import KeyState
 from tsyncd.servers.responder import AccessList, NtpResponder, ResponseTemplate, ServerPolicy
 from tsyncd.servers.stats import server_policy, sum_counters
 
@@ -69,6 +72,7 @@ class _Worker:
     counters: dict[str, Any] = field(default_factory=dict)
     clients: list[dict[str, Any]] = field(default_factory=list)
     pushes: int = 0  # stats messages received from the current process
+    acked: int = 0  # the last "push" request its stats answered (WorkerPool._push_seq)
     started_at: float = 0.0  # monotonic s of the last fork
     quick_deaths: int = 0  # deaths in a row, each within _QUICK_DEATH_S of its start
     restart_at: float = 0.0  # monotonic s when a dead worker may be forked again
@@ -87,8 +91,12 @@ class WorkerPool:
         clock: Clock,
         template: ResponseTemplate | None = None,
         options: SocketOptions | None = None,
+        keys: KeyState | None = None,
     ) -> None:
-        """Bind one socket per worker (OSError if the address is taken); ``start`` forks."""
+        """Bind one socket per worker (OSError if the address is taken); ``start`` forks.
+
+        With ``keys``, the workers answer NTS requests too (``set_keys`` keeps them current).
+        """
         if workers < 1:
             raise ValueError(f"a worker pool needs at least one worker, not {workers}")
         self._access = access
@@ -96,13 +104,15 @@ class WorkerPool:
         self._clock = clock
         self._template = template or ResponseTemplate()
         self._clock_map = clock_map_of(clock)
+        self._keys = keys
         self._loop = asyncio.get_running_loop()
         self._workers: list[_Worker] = []
         self._reaper: asyncio.Task[None] | None = None
         self.restarts = 0
         self._retired: dict[str, Any] = {}  # counters of workers that died
         self._fresh: asyncio.Event | None = None  # set when every worker answered "push"
-        self._asked: dict[int, int] = {}  # worker index -> its pushes count when asked
+        # Numbered "push" requests: stats already in the pipe when we ask are not fresh.
+        self._push_seq = 0
         self._closed = False
         try:
             for index in range(workers):
@@ -144,11 +154,16 @@ class WorkerPool:
     def _fork(self, w: _Worker) -> None:
         parent_end, child_end = Pipe(duplex=True)
         setup = worker_mod.WorkerSetup(
-            w.index, self._access, self._policy, self._template, self._clock_map
+            w.index, self._access, self._policy, self._template, self._clock_map, self._keys
         )
         # Signals stay blocked across fork so the child cannot run the parent's handlers
         # (asyncio's wakeup fd) before it has replaced them.
         old = signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCKED)
+        # Objects the worker inherits stay out of both collectors' sight, for good: a full
+        # collection writes to every tracked object, which would copy each page the processes
+        # share (in the worker, or in this process, which un-shares it just the same).  They
+        # are the daemon's long-lived start-up objects; leaving them uncollected costs nothing.
+        gc.freeze()
         try:
             pid = os.fork()
             if pid == 0:
@@ -166,7 +181,7 @@ class WorkerPool:
         w.conn = parent_end
         w.started_at = time.monotonic()
         w.pushes = 0
-        self._asked.pop(w.index, None)
+        w.acked = self._push_seq  # a newborn worker has nothing older to report
         self._loop.add_reader(parent_end.fileno(), self._on_message, w)
 
     def _on_message(self, w: _Worker) -> None:
@@ -179,9 +194,9 @@ class WorkerPool:
                 if message[0] == "stats":
                     w.counters, w.clients = message[1], message[2]
                     w.pushes += 1
+                    w.acked = message[3]
                     if self._fresh is not None and all(
-                        x.pushes > self._asked.get(x.index, 0) or x.conn is None
-                        for x in self._workers
+                        x.acked >= self._push_seq or x.conn is None for x in self._workers
                     ):
                         self._fresh.set()
         except (EOFError, OSError):
@@ -253,11 +268,17 @@ class WorkerPool:
             self._clock_map = clock_map
             self._send_all(("clock", clock_map))
 
+    def set_keys(self, keys: KeyState) -> None:
+        """Open and issue NTS cookies with ``keys`` from now on (after a rotation or rekey)."""
+        if self._keys is not None and keys != self._keys:
+            self._keys = keys  # also what a restarted worker starts with
+            self._send_all(("keys", keys))
+
     async def refresh(self, timeout_s: float = 1.0) -> None:
         """Ask every worker for its counters now and wait (bounded) until all have answered."""
-        self._asked = {w.index: w.pushes for w in self._workers}
+        self._push_seq += 1
         self._fresh = asyncio.Event()
-        self._send_all(("push",))
+        self._send_all(("push", self._push_seq))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._fresh.wait(), timeout_s)
         self._fresh = None
@@ -378,9 +399,12 @@ def start_server(
     *,
     options: SocketOptions | None = None,
     event_loop_only: bool = False,
+    keys: KeyState | None = None,
 ) -> NtpServer | WorkerPool:
     """Serve one ``[[server]]`` with ``template``: a worker pool, or (``workers = 0``, or
-    ``event_loop_only``) the event loop itself.  ``options`` apply to every socket."""
+    ``event_loop_only``) the event loop itself.  ``options`` apply to every socket; ``keys``
+    (NTS) reach a pool's workers, while an event-loop server gets its NTS hook from the
+    caller."""
     access = AccessList(cfg.allow, cfg.deny)
     policy = server_policy(cfg)
     host, port = cfg.listen.host, cfg.listen.port
@@ -389,4 +413,4 @@ def start_server(
         responder = NtpResponder(access, policy)
         responder.template = template
         return NtpServer.create(host, port, access, clock, responder=responder, options=options)
-    return WorkerPool(host, port, workers, access, policy, clock, template, options).start()
+    return WorkerPool(host, port, workers, access, policy, clock, template, options, keys).start()

@@ -1,0 +1,68 @@
+"""Batched datagram IO of the workers: what recvmmsg/sendmmsg give must be what recvmsg and
+sendto would (sizes, sender address texts, kernel stamps, answers to the right sender)."""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+import pytest
+
+from tsyncd.net.udp import enable_rx_timestamps
+from tsyncd.servers.mmsg import MessageBatch, SingleMessage, address_of
+
+_TIMEOUT = struct.pack("@ll", 0, 200_000)
+
+
+@pytest.mark.parametrize(
+    ("family", "host", "source", "expected_host"),
+    [
+        (socket.AF_INET, "127.0.0.1", "127.0.0.5", "127.0.0.5"),
+        (socket.AF_INET6, "::", "127.0.0.6", "::ffff:127.0.0.6"),  # dual stack: IPv4-mapped
+        (socket.AF_INET6, "::", "::1", "::1"),
+    ],
+)
+@pytest.mark.parametrize("kind", [MessageBatch, SingleMessage])
+def test_batch_matches_recvmsg(
+    family: int, host: str, source: str, expected_host: str, kind: type[MessageBatch]
+) -> None:
+    with socket.socket(family, socket.SOCK_DGRAM) as server:
+        if family == socket.AF_INET6:
+            server.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        server.bind((host, 0))
+        enable_rx_timestamps(server)
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _TIMEOUT)
+        port = server.getsockname()[1]
+        io = kind(server)
+        client_family = socket.AF_INET6 if ":" in source else socket.AF_INET
+        with socket.socket(client_family, socket.SOCK_DGRAM) as client:
+            client.bind((source, 0))
+            client.settimeout(1.0)
+            target = "::1" if client_family == socket.AF_INET6 else "127.0.0.1"
+            for rnd in range(2):  # twice: the buffers must be ready again after a batch
+                for k in range(3):
+                    client.sendto(bytes([k]) * (48 + k), (target, port))
+                got: list[tuple[bytes, tuple[object, ...], int | None]] = []
+                while len(got) < 3:
+                    batch = io.receive()
+                    replies = []
+                    for i, message in enumerate(batch):
+                        got.append(message)
+                        replies.append((i, b"r" * (10 + len(got) + rnd)))
+                    assert io.send(replies) == len(batch)
+                assert [d for d, _, _ in got] == [bytes([k]) * (48 + k) for k in range(3)]
+                assert all(a[0] == expected_host for _, a, _ in got)
+                assert all(a[1] == client.getsockname()[1] for _, a, _ in got)
+                assert all(rx is not None and rx > 1_600_000_000 * 10**9 for _, _, rx in got)
+                replies = sorted(len(client.recv(100)) for _ in range(3))
+                assert replies == [11 + rnd, 12 + rnd, 13 + rnd]
+            with pytest.raises(BlockingIOError):  # SO_RCVTIMEO bounds the wait
+                io.receive()
+
+
+def test_address_of_ipv6_with_scope() -> None:
+    name = struct.pack("@H", socket.AF_INET6) + struct.pack("!HI", 123, 7)
+    name += socket.inet_pton(socket.AF_INET6, "fe80::1") + struct.pack("@I", 1)
+    host, port, flowinfo, scope = address_of(name)
+    assert (port, flowinfo, scope) == (123, 7, 1)
+    assert host == f"fe80::1%{socket.if_indextoname(1)}"

@@ -1,0 +1,255 @@
+"""Batched datagram IO for the server workers: ``recvmmsg``/``sendmmsg`` through ctypes (Linux).
+
+Why: a worker's per-answer cost is mostly the kernel's, and two system calls per answer
+(``recvmsg``, ``sendto``) are part of it; so are Python's per-call objects (the ancillary data
+list, the address tuple parsed back into a ``sockaddr`` on every send).  One ``recvmmsg``
+fetches every queued request (up to ``size``) with its kernel receive stamp into buffers
+allocated once; the answers go out with one ``sendmmsg``, each to the very ``sockaddr`` its
+request came from (no address parsing at all).  Measured on pre-queued requests here: 5.5 ->
+5.0 µs per answer, against a 4.5 µs kernel floor.
+
+``receive`` gives the worker each request with its sender and stamp; ``send`` takes the
+answers as (request index, bytes).  Address
+texts are formatted as ``socket.recvmsg`` would and cached by raw ``sockaddr`` (bounded), so
+the responder's client log keys are the same as on the unbatched path.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import socket
+import struct
+import sys
+from typing import Any, Final
+
+from tsyncd.net.udp import SO_TIMESTAMPING
+
+_MSG_WAITFORONE: Final = 0x10000
+_NAME_LEN: Final = 28  # sizeof(struct sockaddr_in6), the largest we receive
+# struct cmsghdr (len, level, type) and the first timespec of struct scm_timestamping
+_STAMP: Final = struct.Struct("@Niiqq")
+# mmsghdr fields a batch needs: msg_namelen, msg_controllen, msg_len (struct msghdr layout)
+_LENGTHS: Final = struct.Struct("@8xI4x8x8x8xN8xI4x")
+_NAME: Final = struct.Struct("@PI")  # msg_name, msg_namelen
+_SIZE: Final = struct.Struct("@N")
+_NS_PER_S: Final = 1_000_000_000
+_MAX_CACHED: Final = 4096  # address texts kept (a spoofed flood must not grow this forever)
+
+
+class _Iovec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+
+class _Msghdr(ctypes.Structure):
+    _fields_ = [
+        ("name", ctypes.c_void_p),
+        ("namelen", ctypes.c_uint32),
+        ("iov", ctypes.c_void_p),
+        ("iovlen", ctypes.c_size_t),
+        ("control", ctypes.c_void_p),
+        ("controllen", ctypes.c_size_t),
+        ("flags", ctypes.c_int),
+    ]
+
+
+class _Mmsghdr(ctypes.Structure):
+    _fields_ = [("hdr", _Msghdr), ("len", ctypes.c_uint)]
+
+
+_HDR: Final = ctypes.sizeof(_Mmsghdr)
+_IOV: Final = ctypes.sizeof(_Iovec)
+_OFF_IOV_LEN: Final = _Iovec.len.offset
+
+
+def _libc_calls() -> tuple[Any, Any] | None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        recvmmsg, sendmmsg = libc.recvmmsg, libc.sendmmsg
+    except (OSError, AttributeError):
+        return None
+    args: list[Any] = [
+        ctypes.c_int,
+        ctypes.c_void_p,
+        ctypes.c_uint,
+        ctypes.c_int,
+    ]  # fd, vec, vlen, flags
+    recvmmsg.argtypes = [*args, ctypes.c_void_p]  # and a timeout, never passed
+    recvmmsg.restype = ctypes.c_int
+    sendmmsg.argtypes = args
+    sendmmsg.restype = ctypes.c_int
+    return recvmmsg, sendmmsg
+
+
+def address_of(name: bytes) -> tuple[Any, ...]:
+    """The address tuple ``socket.recvmsg`` gives for a raw ``sockaddr``."""
+    family = int.from_bytes(name[:2], sys.byteorder)
+    port = int.from_bytes(name[2:4], "big")
+    if family == socket.AF_INET:
+        return socket.inet_ntop(socket.AF_INET, name[4:8]), port
+    flowinfo = int.from_bytes(name[4:8], "big")
+    scope_id = int.from_bytes(name[24:28], sys.byteorder)
+    host = socket.inet_ntop(socket.AF_INET6, name[8:24])
+    if scope_id:
+        try:
+            host = f"{host}%{socket.if_indextoname(scope_id)}"
+        except OSError:
+            host = f"{host}%{scope_id}"
+    return host, port, flowinfo, scope_id
+
+
+class MessageBatch:
+    """Receive and send buffers for ``size`` datagrams of up to ``slot`` bytes each."""
+
+    def __init__(self, sock: socket.socket, size: int = 16, slot: int = 1024) -> None:
+        calls = _libc_calls()
+        if calls is None:
+            raise OSError(errno.ENOSYS, "recvmmsg/sendmmsg not available")
+        layout = (_Msghdr.namelen.offset, _Msghdr.controllen.offset, _Mmsghdr.len.offset)
+        if layout != (8, 40, 56) or _LENGTHS.size != _HDR:  # what _LENGTHS reads (LP64)
+            raise OSError(errno.ENOSYS, f"unexpected struct mmsghdr layout {layout}, {_HDR}")
+        self._recvmmsg, self._sendmmsg = calls
+        self._fd = sock.fileno()
+        self.size, self.slot = size, slot
+        self._control = socket.CMSG_SPACE(48)  # struct scm_timestamping
+        self._rdata = ctypes.create_string_buffer(size * slot)
+        self._names = ctypes.create_string_buffer(size * _NAME_LEN)
+        self._controls = ctypes.create_string_buffer(size * self._control)
+        self._sdata = ctypes.create_string_buffer(size * slot)
+        self._riov = (_Iovec * size)()
+        self._siov = (_Iovec * size)()
+        self._rhdr = (_Mmsghdr * size)()
+        self._shdr = (_Mmsghdr * size)()
+        rbase, sbase = ctypes.addressof(self._rdata), ctypes.addressof(self._sdata)
+        self._nbase = ctypes.addressof(self._names)
+        cbase = ctypes.addressof(self._controls)
+        for i in range(size):
+            self._riov[i].base, self._riov[i].len = rbase + i * slot, slot
+            self._siov[i].base, self._siov[i].len = sbase + i * slot, 0
+            r = self._rhdr[i].hdr
+            r.name, r.namelen = self._nbase + i * _NAME_LEN, _NAME_LEN
+            r.iov, r.iovlen = ctypes.addressof(self._riov[i]), 1
+            r.control, r.controllen = cbase + i * self._control, self._control
+            s = self._shdr[i].hdr
+            s.iov, s.iovlen = ctypes.addressof(self._siov[i]), 1
+        self._rhdr_p, self._shdr_p = ctypes.addressof(self._rhdr), ctypes.addressof(self._shdr)
+        self.rdata = memoryview(self._rdata).cast("B")
+        self._sview = memoryview(self._sdata).cast("B")
+        self._nview = memoryview(self._names).cast("B")
+        self._cview = memoryview(self._controls).cast("B")
+        self._rview = memoryview(self._rhdr).cast("B")
+        self._shview = memoryview(self._shdr).cast("B")
+        self._siview = memoryview(self._siov).cast("B")
+        self._pristine = bytes(self._rview)  # the headers as set up, to restore after use
+        self._namelens = [_NAME_LEN] * size
+        self._addresses: dict[bytes, tuple[Any, ...]] = {}
+        self._received = 0
+
+    def receive(self) -> list[tuple[bytes, tuple[Any, ...], int | None]]:
+        """Wait (``SO_RCVTIMEO`` bounds it) for at least one datagram; take all queued ones.
+
+        Returns (bytes, sender as ``socket.recvmsg`` reports it, the kernel's receive stamp
+        in host CLOCK_REALTIME ns or None) for each.  ``BlockingIOError`` on the receive
+        timeout, ``InterruptedError`` on a signal, other ``OSError`` (ICMP errors of earlier
+        sends) as the socket would raise.
+        """
+        view = self._rview
+        used = self._received * _HDR
+        view[:used] = self._pristine[:used]  # the kernel shrank name and control lengths
+        n: int = self._recvmmsg(self._fd, self._rhdr_p, self.size, _MSG_WAITFORONE, None)
+        if n < 0:
+            self._received = 0
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code))  # the subclass for the errno, as sockets do
+        self._received = n
+        # Locals: this runs for every request.
+        rdata, names, controls, addresses = self.rdata, self._nview, self._cview, self._addresses
+        namelens = self._namelens
+        slot, cspace, unpack_stamp = self.slot, self._control, _STAMP.unpack_from
+        out = []
+        for i, (namelen, controllen, length) in enumerate(_LENGTHS.iter_unpack(view[: n * _HDR])):
+            start = i * slot
+            data = bytes(rdata[start : start + length])
+            start = i * _NAME_LEN
+            name = bytes(names[start : start + namelen])
+            namelens[i] = namelen
+            address = addresses.get(name)
+            if address is None:
+                if len(addresses) >= _MAX_CACHED:
+                    addresses.clear()
+                address = addresses[name] = address_of(name)
+            rx = None
+            if controllen >= _STAMP.size:
+                _len, level, kind, sec, nsec = unpack_stamp(controls, i * cspace)
+                if kind == SO_TIMESTAMPING and level == socket.SOL_SOCKET:
+                    rx = sec * _NS_PER_S + nsec
+            out.append((data, address, rx))
+        return out
+
+    def send(self, replies: list[tuple[int, bytes]]) -> int:
+        """Send each (index of a received datagram, response) to that datagram's sender, in
+        one system call; how many the kernel took (a failed one is skipped)."""
+        sview, siview, shview = self._sview, self._siview, self._shview
+        slot, nbase, namelens = self.slot, self._nbase, self._namelens
+        pack_len, pack_name = _SIZE.pack_into, _NAME.pack_into
+        j = 0
+        for i, response in replies:
+            n = len(response)
+            if n > slot:
+                continue  # never: a response is never longer than its request
+            start = j * slot
+            sview[start : start + n] = response
+            pack_len(siview, j * _IOV + _OFF_IOV_LEN, n)
+            pack_name(shview, j * _HDR, nbase + i * _NAME_LEN, namelens[i])
+            j += 1
+        sent = start = 0
+        while start < j:
+            n = self._sendmmsg(self._fd, self._shdr_p + start * _HDR, j - start, 0)
+            if n <= 0:
+                start += 1  # this one failed (full buffer, unreachable): the request is lost
+                continue
+            sent += n
+            start += n
+        return sent
+
+
+class SingleMessage:
+    """``MessageBatch``'s interface over plain ``recvmsg``/``sendto``, one datagram at a time
+    (where ``recvmmsg`` is missing)."""
+
+    def __init__(self, sock: socket.socket, slot: int = 1024) -> None:
+        self._sock = sock
+        self._slot = slot
+        self._control = socket.CMSG_SPACE(48)
+        self._address: tuple[Any, ...] = ()
+
+    def receive(self) -> list[tuple[bytes, tuple[Any, ...], int | None]]:
+        """One datagram (``socket.recvmsg``'s exceptions)."""
+        data, ancdata, _flags, address = self._sock.recvmsg(self._slot, self._control)
+        rx = None
+        for level, kind, cdata in ancdata:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPING and len(cdata) >= 16:
+                sec, nsec = struct.unpack_from("@qq", cdata)
+                rx = sec * _NS_PER_S + nsec
+        self._address = address
+        return [(data, address, rx)]
+
+    def send(self, replies: list[tuple[int, bytes]]) -> int:
+        """Send the response to the datagram's sender now."""
+        sent = 0
+        for _i, response in replies:
+            try:
+                self._sock.sendto(response, self._address)
+                sent += 1
+            except OSError:
+                pass  # full send buffer or unreachable client: the request is lost either way
+        return sent
+
+
+def datagram_io(sock: socket.socket, size: int = 16) -> MessageBatch | SingleMessage:
+    """Batched IO where the C library has it, else one datagram at a time."""
+    try:
+        return MessageBatch(sock, size)
+    except OSError:
+        return SingleMessage(sock)
