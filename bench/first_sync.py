@@ -24,19 +24,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from bench.procs import find_binary, free_port, running
 from tsyncctl.client import ControlClient, ControlError
 
 
@@ -49,20 +47,6 @@ class Round:
     synchronized_s: float | None  # exec to first "synchronized"; None: timed out
 
 
-def _binary(name: str) -> str:
-    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
-    if path is None:
-        sys.exit(f"{name} is not installed (scripts/test installs it)")
-    return path
-
-
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _chrony_conf(directory: Path, body: str) -> Path:
     """A chrony.conf with private pid/command-socket/drift paths in ``directory``."""
     directory.mkdir(mode=0o700)
@@ -72,22 +56,6 @@ def _chrony_conf(directory: Path, body: str) -> Path:
         f"cmdport 0\ndriftfile {directory}/drift\nuser root\n"
     )
     return conf
-
-
-@contextmanager
-def _process(argv: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
 
 
 def _poll(
@@ -125,14 +93,14 @@ def _tsyncd_round(work: Path, server_port: int, timeout_s: float) -> Round:
         return bool(status.get("synchronized"))
 
     start = time.monotonic()
-    with _process([sys.executable, "-m", "tsyncd", "-c", str(conf)], work / "tsyncd.log"):
+    with running([sys.executable, "-m", "tsyncd", "-c", str(conf)], work / "tsyncd.log"):
         took = _poll(synchronized, start, timeout_s, 0.005)
     return Round(daemon="tsyncd", ready_s=ready[0] if ready else None, synchronized_s=took)
 
 
 def _chronyd_round(work: Path, server_port: int, timeout_s: float) -> Round:
     conf = _chrony_conf(work, f"server 127.0.0.1 port {server_port} iburst\nport 0\n")
-    chronyc = _binary("chronyc")
+    chronyc = find_binary("chronyc")
     sock = work / "chronyd.sock"
     ready: list[float] = []
 
@@ -154,7 +122,7 @@ def _chronyd_round(work: Path, server_port: int, timeout_s: float) -> Round:
         return fields[13] != "Not synchronised"
 
     start = time.monotonic()
-    with _process([_binary("chronyd"), "-x", "-d", "-f", str(conf)], work / "chronyd.log"):
+    with running([find_binary("chronyd"), "-x", "-d", "-f", str(conf)], work / "chronyd.log"):
         took = _poll(synchronized, start, timeout_s, 0.02)
     return Round(daemon="chronyd", ready_s=ready[0] if ready else None, synchronized_s=took)
 
@@ -177,13 +145,13 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="tsyncd-first-sync-") as tmp:
         root = Path(tmp)
-        port = _free_udp_port()
+        port = free_port()
         server_conf = _chrony_conf(
             root / "server",
             f"port {port}\nbindaddress 127.0.0.1\nlocal stratum 10\nallow 127.0.0.1\n",
         )
         rounds: list[Round] = []
-        with _process([_binary("chronyd"), "-x", "-d", "-f", str(server_conf)], root / "s.log"):
+        with running([find_binary("chronyd"), "-x", "-d", "-f", str(server_conf)], root / "s.log"):
             # The server must answer before the clients start, or we time our own set-up.
             _poll(lambda: (root / "server" / "chronyd.sock").exists(), time.monotonic(), 10, 0.01)
             for i in range(args.rounds):

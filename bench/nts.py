@@ -30,7 +30,6 @@ import asyncio
 import json
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -41,19 +40,13 @@ from dataclasses import asdict
 from pathlib import Path
 
 from bench import nts_load, nts_micro
+from bench.procs import find_binary, free_port
 from tests.nts_certs import make_pki, nts_server_toml
 from tsyncd.nts.client import NtsSession
 from tsyncd.sources.ntske import KeResult, run_ke
 from tsyncd.wire.ntp import NtpPacket, decode_ntp, encode_ntp
 
 _REQUESTS = 4096  # distinct pre-built requests, reused round-robin
-
-
-def _free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _wait_tcp(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 10.0) -> None:
@@ -127,15 +120,13 @@ def main(argv: list[str] | None = None) -> None:
     clients = min(max(args.clients, 1), 16)
     windows = [min(max(w, 1), 256) for w in args.window or [8, 32]]
     load_before = os.getloadavg()
-    chronyd = shutil.which("chronyd") or shutil.which("chronyd", path="/usr/sbin:/sbin")
-    if chronyd is None:
-        raise SystemExit("chronyd is not installed (apt-get install chrony)")
+    chronyd = find_binary("chronyd")
     procs: list[subprocess.Popen[bytes]] = []
     with tempfile.TemporaryDirectory(prefix="bench-nts-") as tmp_name:
         tmp = Path(tmp_name)
         pki = make_pki(tmp)
-        c_ntp, c_ke = _free_port(socket.SOCK_DGRAM), _free_port(socket.SOCK_STREAM)
-        t_ntp, t_ke = _free_port(socket.SOCK_DGRAM), _free_port(socket.SOCK_STREAM)
+        c_ntp, c_ke = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
+        t_ntp, t_ke = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
         cdir = tmp / "chronyd"
         cdir.mkdir(mode=0o700)
         (cdir / "chrony.conf").write_text(

@@ -31,20 +31,17 @@ import asyncio
 import json
 import os
 import random
-import shutil
-import signal
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Final
 
+from bench.procs import find_binary, free_port, running
 from tsyncd.daemon import measure_precision_log2
 from tsyncd.sources.ntp import NtpSourceSocket
 from tsyncd.sync.association import NtpAssociation
@@ -74,34 +71,9 @@ def _summary(who: str, mode: str, offsets_s: list[float], note: str = "") -> Res
     return Result(who, mode, len(used), statistics.median(used) * 1e6, p95 * 1e6, note)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-@contextmanager
-def _process(argv: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-
-
 def _chronyd(tmp: Path, name: str, conf: str) -> list[str]:
     """argv of a chronyd -x (never touches the clock) with private paths under ``tmp``."""
-    binary = shutil.which("chronyd") or shutil.which("chronyd", path="/usr/sbin:/sbin")
-    if binary is None:
-        sys.exit("chronyd is not installed (the README's test command installs it)")
+    binary = find_binary("chronyd")
     d = tmp / name
     d.mkdir(mode=0o700)
     (d / "chrony.conf").write_text(
@@ -142,7 +114,7 @@ def _chrony_client_offsets(
         f"server 127.0.0.1 port {port} minpoll {POLL} maxpoll {POLL}"
         f"{' xleave' if xleave else ''} noselect\nport 0\nlog measurements\n",
     )
-    with _process(argv, tmp / f"{name}.log"):
+    with running(argv, tmp / f"{name}.log"):
         time.sleep(seconds)
     offsets: list[float] = []
     interleaved = 0
@@ -215,8 +187,8 @@ def run(seconds: float) -> list[Result]:
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="tsyncd-precision-") as tmp_text:
         tmp = Path(tmp_text)
-        port = _free_port()
-        with _process(_chrony_server(tmp, "chronyd-server", port), tmp / "server.log"):
+        port = free_port()
+        with running(_chrony_server(tmp, "chronyd-server", port), tmp / "server.log"):
             _wait_port(port)
             for mode in ("basic", "xleave"):
                 xleave = mode == "xleave"
@@ -227,8 +199,8 @@ def run(seconds: float) -> list[Result]:
                 offsets = asyncio.run(_tsyncd_offsets(port, xleave, seconds))
                 results.append(_summary("tsyncd -> chronyd", mode, offsets))
         for workers, who in ((None, "chronyd -> tsyncd"), (0, "chronyd -> tsyncd w0")):
-            port = _free_port()
-            with _process(_tsyncd_server(tmp, port, workers), tmp / f"tsyncd-{workers}.log"):
+            port = free_port()
+            with running(_tsyncd_server(tmp, port, workers), tmp / f"tsyncd-{workers}.log"):
                 _wait_port(port)
                 offsets, _ = _chrony_client_offsets(
                     tmp, f"chronyd-of-tsyncd-{workers}-basic", port, False, seconds

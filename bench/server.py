@@ -29,7 +29,6 @@ import contextlib
 import json
 import multiprocessing
 import os
-import shutil
 import signal
 import socket
 import struct
@@ -42,6 +41,8 @@ from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
+
+from bench.procs import find_binary, free_port
 
 _REQUEST = bytes([0x23]) + bytes(47)  # LI 0, VN 4, mode 3
 _RCVTIMEO = struct.pack("@ll", 0, 50_000)  # 50 ms: an answer later than that is lost
@@ -214,13 +215,6 @@ def measure(server: str, pid: int, port: int, clients: int, window: int, seconds
 # --------------------------------------------------------------------------- servers
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _answers(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.settimeout(0.2)
@@ -267,9 +261,7 @@ def tsyncd(tmp: Path, port: int, workers: int | None) -> contextlib.AbstractCont
 
 def chronyd(tmp: Path, port: int) -> contextlib.AbstractContextManager[Any]:
     """chronyd -x (never touches the clock) serving local stratum 10 on 127.0.0.1:port."""
-    binary = shutil.which("chronyd") or shutil.which("chronyd", path="/usr/sbin:/sbin")
-    if binary is None:
-        raise RuntimeError("chronyd is not installed (the README's test command installs it)")
+    binary = find_binary("chronyd")
     d = tmp / "chronyd"
     d.mkdir(mode=0o700)
     user = "user root\n" if os.geteuid() == 0 else ""
@@ -352,7 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     mem: dict[str, Memory] = {}
     with tempfile.TemporaryDirectory(prefix="bench-server-") as tmpdir:
         tmp = Path(tmpdir)
-        t_port, c_port = _free_port(), _free_port()
+        t_port, c_port = free_port(), free_port()
         with tsyncd(tmp, t_port, args.workers) as t_proc, chronyd(tmp, c_port) as c_proc:
             servers = [("tsyncd", t_proc, t_port), ("chronyd", c_proc, c_port)]
             # Rounds alternate which server goes first, so a burst of other work on the
