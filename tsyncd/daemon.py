@@ -168,11 +168,16 @@ class Daemon:
             )
             # The workers have no peer's socket: passive answers to peers and a port shared
             # with a peer are served from the event loop.  NTS keys are pushed to workers.
-            on_loop = server_cfg.symmetric_passive or server_cfg.listen.port in peer_ports
+            # Symmetric peers need the event loop's socket; a simulator has one process only.
+            on_loop = (
+                server_cfg.symmetric_passive
+                or server_cfg.listen.port in peer_ports
+                or simulator_runtime()
+            )
             if on_loop and server_cfg.workers:
                 log.warning(
-                    "server %s: workers = %d ignored (symmetric peers need the event "
-                    "loop's server)",
+                    "server %s: workers = %d ignored (symmetric peers or a simulator need the "
+                    "event loop's server)",
                     server_cfg.listen,
                     server_cfg.workers,
                 )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -63,7 +64,7 @@ def test_the_shim_refuses_what_clknetsim_lacks(shim: Path) -> None:
 def test_tsyncd_syncs_and_stops_under_simulator_constraints(
     shim: Path, peers: Peers, tmp_path: Path
 ) -> None:
-    port = free_udp_port()
+    port, serve_port = free_udp_port(), free_udp_port()
     peers.chronyd(
         "chronyd-server", f"port {port}\nbindaddress 127.0.0.1\nlocal stratum 5\nallow 127.0.0.1\n"
     )
@@ -74,6 +75,8 @@ def test_tsyncd_syncs_and_stops_under_simulator_constraints(
         f'[control]\nsocket = "{tmp_path}/unused.sock"\n'
         f'[[source]]\nmode = "server"\naddress = "127.0.0.1:{port}"\niburst = true\n'
         "min-poll = -2\nmax-poll = -2\n"
+        # No IPv6 under the shim (nor in clknetsim): the default wildcard falls back to IPv4.
+        f'[[server]]\nlisten = "[::]:{serve_port}"\n'
     )
     log = tmp_path / "tsyncd.log"
     with log.open("wb") as out:
@@ -89,6 +92,8 @@ def test_tsyncd_syncs_and_stops_under_simulator_constraints(
             lambda: "selected source" in log.read_text() or proc.poll() is not None,
         )
         assert proc.poll() is None, log.read_text()
+        reply = _ask_ntp(serve_port)  # from outside the shim, over IPv4
+        assert reply[0] & 7 == 4 and reply[1] == 6, reply[:4]  # server mode, stratum 5 + 1
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
     finally:
@@ -97,8 +102,19 @@ def test_tsyncd_syncs_and_stops_under_simulator_constraints(
             proc.wait()
     text = log.read_text()
     assert "running without a control socket" in text  # no Unix sockets under the shim
+    assert f"serving NTP on 0.0.0.0:{serve_port}, IPv4 only" in text
     assert f"selected source 127.0.0.1:{port} (stratum 5)" in text
     assert "Traceback" not in text
     # Selection came with a clock update, so the frequency estimate was saved at exit.
     gain_ppm, skew_ppm = (float(x) for x in drift.read_text().split()[:2])
     assert abs(gain_ppm) <= 500 and skew_ppm >= 0
+
+
+def _ask_ntp(port: int) -> bytes:
+    """One NTPv4 client request to 127.0.0.1:``port``; the reply's bytes."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(5)
+        s.sendto(b"\x23" + bytes(39) + bytes(range(1, 9)), ("127.0.0.1", port))
+        reply, _ = s.recvfrom(512)
+    assert reply[24:32] == bytes(range(1, 9))  # our transmit comes back as the origin
+    return reply

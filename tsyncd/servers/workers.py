@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import errno
 import gc
 import logging
 import os
@@ -408,9 +409,22 @@ def start_server(
     access = AccessList(cfg.allow, cfg.deny)
     policy = server_policy(cfg)
     host, port = cfg.listen.host, cfg.listen.port
-    workers = default_workers() if cfg.workers is None else cfg.workers
-    if workers == 0 or event_loop_only:
-        responder = NtpResponder(access, policy)
-        responder.template = template
-        return NtpServer.create(host, port, access, clock, responder=responder, options=options)
-    return WorkerPool(host, port, workers, access, policy, clock, template, options, keys).start()
+    workers = 0 if event_loop_only else default_workers() if cfg.workers is None else cfg.workers
+
+    def start(host: str) -> NtpServer | WorkerPool:
+        if workers == 0:
+            responder = NtpResponder(access, policy)
+            responder.template = template
+            return NtpServer.create(host, port, access, clock, responder=responder, options=options)
+        pool = WorkerPool(host, port, workers, access, policy, clock, template, options, keys)
+        return pool.start()
+
+    try:
+        return start(host)
+    except OSError as exc:
+        # The wildcard "[::]" (the default) on a host without IPv6 (or in a simulator that
+        # has only IPv4): serve IPv4, as chronyd does, rather than not at all.
+        if host != "::" or exc.errno not in (errno.EAFNOSUPPORT, errno.EINVAL):
+            raise
+        log.warning("no IPv6 here (%s): serving NTP on 0.0.0.0:%d, IPv4 only", exc.strerror, port)
+        return start("0.0.0.0")
