@@ -24,7 +24,7 @@ outdir=$(cd -- "$1" && pwd)
 
 for tool in git tar dpkg-buildpackage dpkg-parsechangelog dh pybuild; do
 	command -v "$tool" >/dev/null 2>&1 ||
-		die "missing '$tool'; apt-get install dpkg-dev debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools git"
+		die "missing '$tool'; apt-get install build-essential dpkg-dev debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools git"
 done
 
 repo=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)

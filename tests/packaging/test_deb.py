@@ -22,8 +22,8 @@ BUILD_SCRIPT = REPO / "packaging" / "build-deb.sh"
 DIST_PACKAGES = Path("usr/lib/python3/dist-packages")
 BUILD_TOOLS = ("git", "dpkg-buildpackage", "dpkg-deb", "dh", "pybuild")
 APT_HINT = (
-    "apt-get install dpkg-dev debhelper dh-python pybuild-plugin-pyproject python3-all "
-    "python3-setuptools"
+    "apt-get install git build-essential dpkg-dev debhelper dh-python pybuild-plugin-pyproject "
+    "python3-all python3-setuptools"
 )
 
 

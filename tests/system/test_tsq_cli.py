@@ -6,6 +6,7 @@ Only ``--dry-run`` is ever used for sync: these tests must never touch the host 
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -40,7 +41,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         peers.tsyncd(
             "server",
             "[synchronization]\nlocal-stratum = 3\n"
-            + tsq_servers_toml(tmp / "pki", stream, datagram),
+            # Debian's /etc/hosts names ::1 localhost too (and getaddrinfo puts it first), so
+            # the servers listen on both loopbacks for the query by name.
+            + tsq_servers_toml(tmp / "pki", stream, datagram, hosts=("127.0.0.1", "::1")),
         )
         yield Served(pki, stream, datagram)
     finally:
@@ -67,9 +70,11 @@ def test_query_json(served: Served, transport: str) -> None:
     assert done.returncode == 0, done.stderr
     rows = json.loads(done.stdout)
     assert [r["server"] for r in rows] == ["localhost", "127.0.0.1"]
+    first = str(socket.getaddrinfo("localhost", port, type=socket.SOCK_DGRAM)[0][4][0])
+    by_name = f"[{first}]:{port}" if ":" in first else f"{first}:{port}"
+    assert [r["address"] for r in rows] == [by_name, f"127.0.0.1:{port}"]
     for row in rows:
         assert row["samples"] == 4 and row["errors"] == []
-        assert row["address"] == f"127.0.0.1:{port}"
         # Same clock on both ends: each sample's |offset| <= its delay / 2, and the kept
         # samples have at most twice the shortest delay.
         assert 0 < row["delay"] < 0.05 and abs(row["offset"]) <= row["delay"] + 1e-6

@@ -163,7 +163,8 @@ class TsqClient:
             raise TsqClientError("socket", f"cannot open a UDP socket for {ip}: {exc}") from exc
         client = cls(protocol, udp)
         try:
-            protocol.connect((ip, port))
+            # The socket reports IPv6 peers as 4-tuples; aioquic matches the path by equality.
+            protocol.connect((ip, port, 0, 0) if family == socket.AF_INET6 else (ip, port))
             await asyncio.wait_for(protocol.wait_connected(), timeout_s)
         except TimeoutError:
             client.close()

@@ -84,6 +84,10 @@ async def _exchange(
     ctx: SSL.Context, host: str, port: int, connect_host: str, aeads: tuple[int, ...]
 ) -> KeResult:
     reader, writer = await asyncio.open_connection(connect_host, port)
+    # With no NTPv4 Server Negotiation record, NTP goes to the NTS-KE server's IP address
+    # (RFC 8915 §4.1.7): the address this connection reached, not a fresh lookup of the name
+    # (which may give another address first, e.g. ::1 for a localhost that listens on IPv4).
+    ke_address = str(writer.get_extra_info("peername")[0])
     is_ip = _is_ip(host)
     tls = TlsStream(ctx, reader, writer, server=False, server_name=None if is_ip else host)
     try:
@@ -117,7 +121,7 @@ async def _exchange(
         outcome=outcome,
         c2s=c2s,
         s2c=s2c,
-        ntp_host=outcome.server or connect_host,
+        ntp_host=outcome.server or ke_address,
         ntp_port=outcome.port,
         group=group,
         finished_s=time.time(),
