@@ -1,0 +1,344 @@
+"""The building blocks of tsyncd's config checking: errors that name their place, endpoint
+parsing, and field parsers (one TOML value in, a typed value or ``_Invalid`` out).
+
+``tsyncd/config.py`` assembles them into the per-section field tables and the two-step check
+(see its theory of operation); this module knows nothing of tsyncd's sections.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
+from pathlib import Path
+from typing import Any, Final
+
+Network = IPv4Network | IPv6Network
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+class _Missing(enum.Enum):
+    """Marker for ``ConfigError.value`` when a required key is absent."""
+
+    MISSING = "MISSING"
+
+
+MISSING: Final = _Missing.MISSING
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_VALUE_TEXT_MAX = 100  # characters; long tables in an error are cut, the key path says where
+
+
+def _toml_key(key: str) -> str:
+    return key if _BARE_KEY.fullmatch(key) else json.dumps(key, ensure_ascii=False)
+
+
+def _toml_repr(value: object) -> str:
+    """Show a value as it would be written in TOML, so users recognise what they typed."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        # JSON string escapes are a subset of TOML basic-string escapes.
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, Mapping):
+        if not value:
+            return "{}"
+        inner = ", ".join(f"{_toml_key(str(k))} = {_toml_repr(v)}" for k, v in value.items())
+        return "{ " + inner + " }"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_repr(v) for v in value) + "]"
+    return str(value)  # numbers, inf, nan and dates print as TOML writes them
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigError:
+    """One problem in a config file.
+
+    ``key`` is the TOML path ("source[1].min-poll", 0-based index); ``""`` means the file as a
+    whole (unreadable, bad TOML), and then ``value`` is the message.  ``value`` is ``MISSING``
+    when a required key is absent.
+    """
+
+    file: Path
+    key: str
+    value: object
+    expected: str
+
+    def __str__(self) -> str:
+        if not self.key:
+            text = f"{self.file}: {self.value}"
+            return f"{text}: expected {self.expected}" if self.expected else text
+        if self.value is MISSING:
+            return f"{self.file}: {self.key} is missing: expected {self.expected}"
+        shown = _toml_repr(self.value)
+        if len(shown) > _VALUE_TEXT_MAX:
+            shown = shown[: _VALUE_TEXT_MAX - 3] + "..."
+        return f"{self.file}: {self.key} = {shown}: expected {self.expected}"
+
+
+class ConfigErrors(Exception):
+    """Every problem found in one config file; ``str()`` gives one per line."""
+
+    errors: tuple[ConfigError, ...]
+
+    def __init__(self, errors: Iterable[ConfigError]) -> None:
+        self.errors = tuple(errors)
+        super().__init__(self.errors)
+
+    def __str__(self) -> str:
+        return "\n".join(str(e) for e in self.errors)
+
+
+# --- endpoints --------------------------------------------------------------------------------
+
+_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A host (name or IP literal, without brackets) and a port."""
+
+    host: str
+    port: int
+
+    def __post_init__(self) -> None:
+        if not self.host or self.host.startswith("[") or not 0 <= self.port <= 65535:
+            raise ValueError(f"bad endpoint host {self.host!r} or port {self.port}")
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def _check_host(host: str) -> None:
+    """Accept an IPv4 literal or an RFC 1123 host name (optional trailing dot)."""
+    labels = host.removesuffix(".").split(".")
+    if labels[-1].isdigit():  # all-digit last label: only an IPv4 address makes sense
+        try:
+            IPv4Address(host)
+        except ValueError:
+            raise ValueError(f"{_toml_repr(host)} is not a valid IPv4 address") from None
+        return
+    if len(host) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
+        raise ValueError(f"{_toml_repr(host)} is not a valid host name")
+
+
+def _parse_port(text: str) -> int:
+    if not text:
+        raise ValueError("missing port after ':'")
+    if not (text.isascii() and text.isdigit()):
+        raise ValueError(f"port {_toml_repr(text)} is not a number")
+    port = int(text)
+    if port > 65535:
+        raise ValueError(f"port {port} is greater than 65535")
+    return port
+
+
+def parse_endpoint(text: str, default_port: int) -> Endpoint:
+    """Parse "host", "host:port", "[v6]", "[v6]:port" or a bare IPv6 literal like "::1".
+
+    A bare IPv6 literal cannot carry a port (its colons would be ambiguous); write "[::1]:123".
+    Raises ``ValueError`` saying what is wrong.  Host names are checked for form only.
+    """
+    if not text:
+        raise ValueError("empty address")
+    if text.startswith("["):
+        close = text.find("]")
+        if close < 0:
+            raise ValueError("missing ']' after the IPv6 address")
+        host, rest = text[1:close], text[close + 1 :]
+        try:
+            IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{_toml_repr(host)} in brackets is not an IPv6 address") from None
+        if not rest:
+            return Endpoint(host, default_port)
+        if not rest.startswith(":"):
+            raise ValueError(f"unexpected {_toml_repr(rest)} after ']'")
+        return Endpoint(host, _parse_port(rest[1:]))
+    if text.count(":") > 1:
+        try:
+            IPv6Address(text)
+        except ValueError:
+            raise ValueError(
+                f"{_toml_repr(text)} is not an IPv6 address (write [IPv6]:port to give a port)"
+            ) from None
+        return Endpoint(text, default_port)
+    host, colon, port_text = text.partition(":")
+    if not host:
+        raise ValueError("missing host before ':'")
+    _check_host(host)
+    return Endpoint(host, _parse_port(port_text) if colon else default_port)
+
+
+# --- field parsers ----------------------------------------------------------------------------
+
+
+class _Invalid(Exception):
+    """Raised by a field parser: no items if the whole value is wrong (the field's expected
+    form says why), else one (key suffix, value, expected) per bad part, e.g. ("[2]", 5, ...)."""
+
+    def __init__(self, *items: tuple[str, object, str]) -> None:
+        super().__init__(items)
+        self.items = items
+
+
+@dataclass(frozen=True, slots=True)
+class _Field:
+    key: str  # kebab-case TOML key; the dataclass attribute is the snake_case of it
+    parse: Callable[[object], Any]
+    expected: str
+    required: bool = False
+
+
+def _simple_field(
+    key: str,
+    expected: str,
+    valid: Callable[[Any], bool],
+    convert: Callable[[Any], Any] = lambda value: value,
+    required: bool = False,
+) -> _Field:
+    def parse(value: object) -> Any:
+        if not valid(value):
+            raise _Invalid()
+        return convert(value)
+
+    return _Field(key, parse, expected, required)
+
+
+def _int_field(key: str, lo: int, hi: int, unit: str = "") -> _Field:
+    # `type(...) is int`: bool is an int subclass, and TOML true must not pass as a number.
+    expected = f"integer {lo}..{hi}" + (f" ({unit})" if unit else "")
+    return _simple_field(key, expected, lambda v: type(v) is int and lo <= v <= hi)
+
+
+def _seconds_field(key: str, lo: float, hi: float) -> _Field:
+    expected = f"number of seconds {lo:g}..{hi:g}"
+
+    def valid(v: object) -> bool:
+        return type(v) in (int, float) and lo <= v <= hi  # type: ignore[operator]
+
+    return _simple_field(key, expected, valid, float)
+
+
+def _choice_field(key: str, *choices: str, required: bool = False) -> _Field:
+    expected = "one of: " + ", ".join(map(_toml_repr, choices))
+    return _simple_field(
+        key, expected, lambda v: isinstance(v, str) and v in choices, required=required
+    )
+
+
+def _string_field(key: str, convert: Callable[[str], Any] = str, required: bool = False) -> _Field:
+    def valid(v: object) -> bool:
+        return isinstance(v, str) and v != "" and "\0" not in v
+
+    return _simple_field(key, "non-empty string", valid, convert, required)
+
+
+def _path_field(key: str, what: str) -> _Field:
+    """A required file path (a non-empty string); existence is checked when it is opened."""
+    field = _string_field(key, Path)
+    return _Field(key, field.parse, f"{field.expected} ({what})", required=True)
+
+
+def _endpoint_field(
+    key: str, default_port: int, *, ip_only: bool, min_port: int = 0, required: bool = False
+) -> _Field:
+    host = "IPv4" if ip_only else "host"
+    ports = f"port {min_port}..65535, default {default_port}"
+    expected = f"{host}[:port], IPv6 or [IPv6][:port] ({ports})"
+
+    def parse(value: object) -> Endpoint:
+        if not isinstance(value, str):
+            raise _Invalid()
+        try:
+            endpoint = parse_endpoint(value, default_port)
+        except ValueError as e:
+            raise _Invalid(("", value, f"{expected}; {e}")) from None
+        try:
+            if ip_only:
+                ip_address(endpoint.host)
+        except ValueError:
+            reason = (
+                f"{_toml_repr(endpoint.host)} is not an IP address (listen needs one, not a name)"
+            )
+            raise _Invalid(("", value, f"{expected}; {reason}")) from None
+        if endpoint.port < min_port:
+            raise _Invalid(("", value, f"{expected}; port {endpoint.port} cannot be used"))
+        return endpoint
+
+    return _Field(key, parse, expected, required)
+
+
+def _host_field(key: str) -> _Field:
+    """A host name or IP literal (no port, no brackets), as NTS Server Negotiation sends it."""
+    expected = "host name, IPv4 or IPv6 address (no port)"
+
+    def parse(value: object) -> str:
+        if not isinstance(value, str) or not value.isascii():
+            raise _Invalid()
+        try:
+            IPv6Address(value)
+            return value
+        except ValueError:
+            pass
+        try:
+            _check_host(value)
+        except ValueError as e:
+            raise _Invalid(("", value, f"{expected}; {e}")) from None
+        return value
+
+    return _Field(key, parse, expected)
+
+
+_ALL_NETWORKS: Final = (IPv4Network("0.0.0.0/0"), IPv6Network("::/0"))
+_NETWORK_ENTRY: Final = 'IP address or CIDR network (e.g. "192.0.2.0/24", "2001:db8::/32") or "all"'
+
+
+def _networks_field(key: str) -> _Field:
+    def parse(value: object) -> tuple[Network, ...]:
+        # A single string is accepted as a one-entry list, so `allow = "all"` reads naturally.
+        entries = [value] if isinstance(value, str) else value
+        if not isinstance(entries, list):
+            raise _Invalid()
+        networks: list[Network] = []
+        bad: list[tuple[str, object, str]] = []
+        for i, entry in enumerate(entries):
+            suffix = "" if isinstance(value, str) else f"[{i}]"
+            if entry == "all":
+                networks.extend(_ALL_NETWORKS)
+                continue
+            try:
+                if not isinstance(entry, str):
+                    raise ValueError(entry)
+                networks.append(ip_network(entry, strict=False))
+            except ValueError:
+                bad.append((suffix, entry, _NETWORK_ENTRY))
+        if bad:
+            raise _Invalid(*bad)
+        return tuple(networks)
+
+    return _Field(key, parse, f"array of strings, each an {_NETWORK_ENTRY}")
+
+
+def _endpoints_field(key: str, default_port: int) -> _Field:
+    one = _endpoint_field(key, default_port, ip_only=True, min_port=1)
+
+    def parse(value: object) -> tuple[Endpoint, ...]:
+        if not isinstance(value, list):
+            raise _Invalid()
+        endpoints: list[Endpoint] = []
+        bad: list[tuple[str, object, str]] = []
+        for i, entry in enumerate(value):
+            try:
+                endpoints.append(one.parse(entry))
+            except _Invalid as e:
+                bad.extend((f"[{i}]", v, x) for _, v, x in e.items or (("", entry, one.expected),))
+        if bad:
+            raise _Invalid(*bad)
+        return tuple(endpoints)
+
+    return _Field(key, parse, f"array of strings, each an {one.expected}")
