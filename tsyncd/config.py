@@ -5,9 +5,10 @@ Theory of operation
 Loading runs in two steps, as ntpd-rs does, but unlike it every error names its place:
 
 1. *Shape*: each TOML table is read against a small field table (``_Field``: kebab-case key,
-   parser, expected form; the parsers live in ``config_fields.py``).  A parser turns one TOML value into a typed value or raises
-   ``_Invalid``; the table walker records the error and carries on, so one run finds every
-   wrong type, out-of-range number, unknown key and missing required key.  Tables that parse
+   parser, expected form; the parsers live in ``config_fields.py``).  A parser turns one TOML
+   value into a typed value or raises ``_Invalid``; the table walker records the error and
+   carries on, so one run finds every wrong type, out-of-range number, unknown key and missing
+   required key.  Tables that parse
    cleanly become frozen dataclasses.
 2. *Cross-field checks* run on those dataclasses: min-poll <= max-poll, ``count`` only on
    pools, no source or server listed twice.

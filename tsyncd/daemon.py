@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import math
 import random
@@ -26,6 +25,7 @@ from tsyncd.clock.base import Clock, ClockState
 from tsyncd.config import Config, ConfigErrors, SourceConfig, load_config
 from tsyncd.control.rpc import ErrorCode, RpcError
 from tsyncd.control.server import ControlServer
+from tsyncd.daemon_snapshots import SnapshotViews
 from tsyncd.net.eventloop import simulator_runtime
 from tsyncd.net.resolver import resolve
 from tsyncd.net.udp import SocketOptions
@@ -33,21 +33,15 @@ from tsyncd.sdnotify import Notifier
 from tsyncd.servers.broadcast import BroadcastSender
 from tsyncd.servers.ntp import NtpServer
 from tsyncd.servers.responder import ResponseTemplate
-from tsyncd.servers.stats import merge_client_rows, server_stats
 from tsyncd.servers.tsq_setup import (
     require_aioquic,
     start_tsq_server,
     tsq_server_info,
-    tsq_server_snapshots,
 )
 from tsyncd.servers.workers import WorkerPool, start_server
 from tsyncd.snapshots import (
     ClientSnapshot,
     ServerStatsSnapshot,
-    SourceSnapshot,
-    SourceStatsSnapshot,
-    SystemSnapshot,
-    TrackingSnapshot,
 )
 from tsyncd.sources.ntp import NtpSourceSocket
 from tsyncd.sources.pool import run_pool
@@ -67,7 +61,7 @@ from tsyncd.sync.pool import PoolMembers
 from tsyncd.sync.sample import Sample
 from tsyncd.sync.symmetric import SymmetricAssociation
 from tsyncd.sync.system import SystemDecision
-from tsyncd.wire.ntp import Leap, refid_for_address, refid_to_str
+from tsyncd.wire.ntp import Leap, refid_for_address
 from tsyncd.wire.timestamps import ntp64_from_unix_ns, short_from_ns
 
 if TYPE_CHECKING:
@@ -81,7 +75,6 @@ _RESOLVE_RETRY_S: Final = 30.0
 _POOL_RESOLVE_MAX_S: Final = 60.0  # pools re-resolve at most this often (8 min-polls if less)
 _DRIFT_WRITE_INTERVAL_S: Final = 3600.0
 _NS_PER_S: Final = 1_000_000_000
-_LEAP_NAMES: Final = {0: "none", 1: "insert", 2: "delete", 3: "unsynchronized"}
 
 
 def measure_precision_log2(now_ns: Any = time.time_ns) -> int:
@@ -96,7 +89,7 @@ def measure_precision_log2(now_ns: Any = time.time_ns) -> int:
     return math.ceil(math.log2(smallest * 1e-9))
 
 
-class Daemon:
+class Daemon(SnapshotViews):
     """A configured tsyncd; ``await run()`` until ``stop()`` (or a signal)."""
 
     def __init__(self, config: Config, clock: Clock, notifier: Notifier | None = None) -> None:
@@ -674,129 +667,6 @@ class Daemon:
         if d.synchronized:
             return f"synchronized to {d.selected}, stratum {d.stratum}"
         return f"not synchronized: {d.reason}"
-
-    # ---------------------------------------------------------------- snapshots
-
-    def system_snapshot(self) -> SystemSnapshot:
-        """The system variables as control and metrics show them."""
-        d = self.core.decision
-        now = self.clock.now_ns()
-        return SystemSnapshot(
-            synchronized=d.synchronized,
-            unsynchronized_reason=d.reason,
-            clock_mode=self.clock.mode,
-            stratum=d.stratum,
-            reference_id=refid_to_str(d.reference_id, 1 if d.selected is None else d.stratum),
-            reference_id_raw=d.reference_id,
-            reference_time=d.reference_time_ns * 1e-9 if d.reference_time_ns else None,
-            offset=d.offset_ns * 1e-9,
-            root_delay=d.root_delay_ns * 1e-9,
-            root_dispersion=d.root_dispersion_ns * 1e-9,
-            leap=_LEAP_NAMES[d.leap],
-            poll=self.core.system_poll(),
-            precision=self.precision_log2,
-            selected_source=d.selected,
-            uptime=(now - self._started_ns) * 1e-9,
-        )
-
-    def tracking_snapshot(self) -> TrackingSnapshot:
-        """The discipline's state, like chronyc tracking."""
-        d = self.core.decision
-        disc = self.discipline.snapshot()
-        return TrackingSnapshot(
-            synchronized=d.synchronized,
-            unsynchronized_reason=d.reason,
-            clock_mode=self.clock.mode,
-            reference_id=refid_to_str(d.reference_id, 1 if d.selected is None else d.stratum),
-            stratum=d.stratum,
-            reference_time=d.reference_time_ns * 1e-9 if d.reference_time_ns else None,
-            system_offset=d.offset_ns * 1e-9,
-            last_offset=disc.last_offset_ns * 1e-9,
-            rms_offset=disc.rms_offset_ns * 1e-9,
-            residual_offset=disc.residual_offset_ns * 1e-9,
-            frequency_ppm=disc.frequency_ppm,
-            skew_ppm=disc.skew_ppm,
-            applied_frequency_ppm=self.clock.frequency_ppm,
-            host_clock_offset=(d.offset_ns + self.clock.host_offset_ns()) * 1e-9,
-            root_delay=d.root_delay_ns * 1e-9,
-            root_dispersion=d.root_dispersion_ns * 1e-9,
-            update_interval=self.core.update_interval_ns * 1e-9
-            if self.core.update_interval_ns is not None
-            else None,
-            clock_updates=self.core.clock_updates,
-            discipline_state=disc.state,
-            leap=_LEAP_NAMES[d.leap],
-            poll=self.core.system_poll(),
-        )
-
-    def source_snapshots(self) -> list[SourceSnapshot]:
-        """Every association, in the order they were mobilized."""
-        now = self.clock.now_ns()
-        d = self.core.decision
-        snapshots = [
-            sock.snapshot(
-                self.core.sources[name],
-                d.states.get(name, "init"),
-                getattr(d, "reasons", {}).get(name),
-                now,
-            )
-            for name, sock in self.sockets.items()
-            if name in self.core.sources
-        ]
-        snapshots = [
-            dataclasses.replace(s, nts=self.nts_sources[s.name].snapshot())
-            if s.name in self.nts_sources
-            else s
-            for s in snapshots
-        ]
-        # NTS sources still waiting for their first NTS-KE: shown, with why they wait.
-        snapshots.extend(
-            nts.pending_snapshot()
-            for name, nts in self.nts_sources.items()
-            if name not in self.sockets
-        )
-        return snapshots
-
-    def sourcestats_snapshots(self) -> list[SourceStatsSnapshot]:
-        """Per-source sample statistics, like chronyc sourcestats."""
-        now = self.clock.now_ns()
-        out: list[SourceStatsSnapshot] = []
-        for name, sock in self.sockets.items():
-            state = self.core.sources.get(name)
-            if state is None:
-                continue
-            samples = state.filter.samples()
-            est = state.filter.output(now)
-            rx = [s.local_rx_ns for s in samples]
-            delays = [s.delay_ns for s in samples]
-            out.append(
-                SourceStatsSnapshot(
-                    name=name,
-                    address=sock.address,
-                    samples=len(samples),
-                    span=(max(rx) - min(rx)) * 1e-9 if rx else None,
-                    offset=est.sample.offset_ns * 1e-9 if est else None,
-                    std_dev=est.jitter_ns * 1e-9 if est else None,
-                    delay_min=min(delays) * 1e-9 if delays else None,
-                    delay_max=max(delays) * 1e-9 if delays else None,
-                )
-            )
-        return out
-
-    def server_snapshot(self) -> ServerStatsSnapshot:
-        """Counters summed over every NTP server socket (and its workers)."""
-        stats = server_stats([s.listen for s in self.servers], [s.counters() for s in self.servers])
-        return dataclasses.replace(
-            stats,
-            tsq=tsq_server_snapshots(self.tsq_servers),
-            **(self.nts.counters() if self.nts is not None else {}),  # type: ignore[arg-type]
-        )
-
-    def client_snapshots(self) -> list[ClientSnapshot]:
-        """The server's clients, busiest first."""
-        now = self.clock.now_ns()
-        rows = merge_client_rows(row for server in self.servers for row in server.client_rows(now))
-        return [ClientSnapshot(**row) for row in rows]
 
     # ---------------------------------------------------------------- TSQ (time over QUIC)
 

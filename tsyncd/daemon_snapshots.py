@@ -1,0 +1,169 @@
+"""The read-only views of a running daemon that control and metrics serve (ARCHITECTURE.md,
+"Control reads snapshots"): each builds a frozen snapshot from the live parts, and nothing
+else reads them.  ``Daemon`` inherits these; the attributes below are what they read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any, Final
+
+from tsyncd.servers.stats import merge_client_rows, server_stats
+from tsyncd.servers.tsq_setup import tsq_server_snapshots
+from tsyncd.snapshots import (
+    ClientSnapshot,
+    ServerStatsSnapshot,
+    SourceSnapshot,
+    SourceStatsSnapshot,
+    SystemSnapshot,
+    TrackingSnapshot,
+)
+from tsyncd.wire.ntp import refid_to_str
+
+if TYPE_CHECKING:
+    from tsyncd.clock.base import Clock
+    from tsyncd.servers.ntp import NtpServer
+    from tsyncd.servers.nts import NtsServerSide
+    from tsyncd.servers.workers import WorkerPool
+    from tsyncd.sources.ntp import NtpSourceSocket
+    from tsyncd.sources.nts import NtsSource
+    from tsyncd.sync.core import SyncCore
+    from tsyncd.sync.discipline import Discipline
+
+_LEAP_NAMES: Final = {0: "none", 1: "insert", 2: "delete", 3: "unsynchronized"}
+
+
+class SnapshotViews:
+    """Snapshot builders over the daemon's parts."""
+
+    core: SyncCore
+    clock: Clock
+    discipline: Discipline
+    precision_log2: int
+    sockets: dict[str, NtpSourceSocket]
+    servers: list[NtpServer | WorkerPool]
+    tsq_servers: list[Any]
+    nts: NtsServerSide | None
+    nts_sources: dict[str, NtsSource]
+    _started_ns: int
+
+    def system_snapshot(self) -> SystemSnapshot:
+        """The system variables as control and metrics show them."""
+        d = self.core.decision
+        now = self.clock.now_ns()
+        return SystemSnapshot(
+            synchronized=d.synchronized,
+            unsynchronized_reason=d.reason,
+            clock_mode=self.clock.mode,
+            stratum=d.stratum,
+            reference_id=refid_to_str(d.reference_id, 1 if d.selected is None else d.stratum),
+            reference_id_raw=d.reference_id,
+            reference_time=d.reference_time_ns * 1e-9 if d.reference_time_ns else None,
+            offset=d.offset_ns * 1e-9,
+            root_delay=d.root_delay_ns * 1e-9,
+            root_dispersion=d.root_dispersion_ns * 1e-9,
+            leap=_LEAP_NAMES[d.leap],
+            poll=self.core.system_poll(),
+            precision=self.precision_log2,
+            selected_source=d.selected,
+            uptime=(now - self._started_ns) * 1e-9,
+        )
+
+    def tracking_snapshot(self) -> TrackingSnapshot:
+        """The discipline's state, like chronyc tracking."""
+        d = self.core.decision
+        disc = self.discipline.snapshot()
+        return TrackingSnapshot(
+            synchronized=d.synchronized,
+            unsynchronized_reason=d.reason,
+            clock_mode=self.clock.mode,
+            reference_id=refid_to_str(d.reference_id, 1 if d.selected is None else d.stratum),
+            stratum=d.stratum,
+            reference_time=d.reference_time_ns * 1e-9 if d.reference_time_ns else None,
+            system_offset=d.offset_ns * 1e-9,
+            last_offset=disc.last_offset_ns * 1e-9,
+            rms_offset=disc.rms_offset_ns * 1e-9,
+            residual_offset=disc.residual_offset_ns * 1e-9,
+            frequency_ppm=disc.frequency_ppm,
+            skew_ppm=disc.skew_ppm,
+            applied_frequency_ppm=self.clock.frequency_ppm,
+            host_clock_offset=(d.offset_ns + self.clock.host_offset_ns()) * 1e-9,
+            root_delay=d.root_delay_ns * 1e-9,
+            root_dispersion=d.root_dispersion_ns * 1e-9,
+            update_interval=self.core.update_interval_ns * 1e-9
+            if self.core.update_interval_ns is not None
+            else None,
+            clock_updates=self.core.clock_updates,
+            discipline_state=disc.state,
+            leap=_LEAP_NAMES[d.leap],
+            poll=self.core.system_poll(),
+        )
+
+    def source_snapshots(self) -> list[SourceSnapshot]:
+        """Every association, in the order they were mobilized."""
+        now = self.clock.now_ns()
+        d = self.core.decision
+        snapshots = [
+            sock.snapshot(
+                self.core.sources[name],
+                d.states.get(name, "init"),
+                getattr(d, "reasons", {}).get(name),
+                now,
+            )
+            for name, sock in self.sockets.items()
+            if name in self.core.sources
+        ]
+        snapshots = [
+            dataclasses.replace(s, nts=self.nts_sources[s.name].snapshot())
+            if s.name in self.nts_sources
+            else s
+            for s in snapshots
+        ]
+        # NTS sources still waiting for their first NTS-KE: shown, with why they wait.
+        snapshots.extend(
+            nts.pending_snapshot()
+            for name, nts in self.nts_sources.items()
+            if name not in self.sockets
+        )
+        return snapshots
+
+    def sourcestats_snapshots(self) -> list[SourceStatsSnapshot]:
+        """Per-source sample statistics, like chronyc sourcestats."""
+        now = self.clock.now_ns()
+        out: list[SourceStatsSnapshot] = []
+        for name, sock in self.sockets.items():
+            state = self.core.sources.get(name)
+            if state is None:
+                continue
+            samples = state.filter.samples()
+            est = state.filter.output(now)
+            rx = [s.local_rx_ns for s in samples]
+            delays = [s.delay_ns for s in samples]
+            out.append(
+                SourceStatsSnapshot(
+                    name=name,
+                    address=sock.address,
+                    samples=len(samples),
+                    span=(max(rx) - min(rx)) * 1e-9 if rx else None,
+                    offset=est.sample.offset_ns * 1e-9 if est else None,
+                    std_dev=est.jitter_ns * 1e-9 if est else None,
+                    delay_min=min(delays) * 1e-9 if delays else None,
+                    delay_max=max(delays) * 1e-9 if delays else None,
+                )
+            )
+        return out
+
+    def server_snapshot(self) -> ServerStatsSnapshot:
+        """Counters summed over every NTP server socket (and its workers)."""
+        stats = server_stats([s.listen for s in self.servers], [s.counters() for s in self.servers])
+        return dataclasses.replace(
+            stats,
+            tsq=tsq_server_snapshots(self.tsq_servers),
+            **(self.nts.counters() if self.nts is not None else {}),  # type: ignore[arg-type]
+        )
+
+    def client_snapshots(self) -> list[ClientSnapshot]:
+        """The server's clients, busiest first."""
+        now = self.clock.now_ns()
+        rows = merge_client_rows(row for server in self.servers for row in server.client_rows(now))
+        return [ClientSnapshot(**row) for row in rows]
