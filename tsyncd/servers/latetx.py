@@ -33,7 +33,9 @@ runs, ``lag_for`` erred by 3.9 / 3.6 µs (median |error|; p95 14.9 / 12.1 µs) w
 median erred by 5.3 / 5.0 µs (p95 16.6 / 16.0 µs).  So ``lag_for(busy_ns)`` adds a slope,
 learnt from the same window: the gap's median of the slower half of the window minus that of
 the quicker half, over the difference in their handling times (robust to outliers, and cheap
-enough to redo on each stamp), kept within 0..``_MAX_SLOPE``.
+enough to redo on each stamp), kept within 0..``_MAX_SLOPE`` and applied only up to the
+longest wait in the window: a long wait under load is queueing on a warm CPU, so the worker
+uses it for a lone request only and batches get the median.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ class SendLag:
         self.lag_ns = 0  # add to the clock read before sending (0 until a stamp was seen)
         self.slope = 0.0  # more lag per ns of handling time above the median (``lag_for``)
         self._busy_ns = 0  # the window's median handling time
+        self._busy_max_ns = 0  # and its longest
         self._gaps: list[int] = []  # the latest gaps, oldest first
         self._window: list[tuple[int, int]] = []  # the latest (handling ns, gap ns)
         self._next_ns = 0  # host ns of the next calibration
@@ -80,6 +83,9 @@ class SendLag:
         """The lag of a reply whose request took ``busy_ns`` from its RX stamp to the read."""
         if not 0 <= busy_ns <= _MAX_GAP_NS:
             return self.lag_ns
+        # Never beyond the waits the slope was learnt from: a long wait under load is queueing
+        # on a warm CPU, not a cold one.
+        busy_ns = min(busy_ns, self._busy_max_ns)
         lag = self.lag_ns + int(self.slope * (busy_ns - self._busy_ns))
         return lag if 0 <= lag <= _MAX_GAP_NS else self.lag_ns
 
@@ -108,6 +114,7 @@ class SendLag:
             return
         quick, slow = by_busy[:half], by_busy[-half:]
         self._busy_ns = by_busy[half][0]
+        self._busy_max_ns = by_busy[-1][0]
         d_busy = _median([b for b, _ in slow]) - _median([b for b, _ in quick])
         d_gap = _median([g for _, g in slow]) - _median([g for _, g in quick])
         self.slope = min(_MAX_SLOPE, max(0.0, d_gap / d_busy)) if d_busy > 0 else 0.0

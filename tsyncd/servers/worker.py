@@ -205,7 +205,8 @@ def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
                 # Transmit read right before the batch goes out, plus the learnt send lag
                 # (latetx.py): RFC 5905 wants it as late as possible.
                 read = time_ns()
-                busy = read - (batch[0][2] or read)  # the oldest request's wait (latetx.py)
+                # A lone request's wait before the read predicts the lag (latetx.py)
+                busy = read - (batch[0][2] or read) if len(batch) == 1 else -1
                 tx = read + lag.lag_for(busy)
                 if rate:
                     d = tx - u0

@@ -163,6 +163,7 @@ def test_send_lag_grows_with_how_long_the_request_waited() -> None:
     assert lag.slope == pytest.approx(0.2, abs=0.01)
     assert lag.lag_for(130_000) - lag.lag_for(100_000) == pytest.approx(6_000, abs=300)
     assert lag.lag_for(-1) == lag.lag_for(2_000_000) == lag.lag_ns  # no sane wait: the median
+    assert lag.lag_for(900_000) == lag.lag_for(130_000)  # no extrapolation past the window
     for k in range(31):  # slower handling with a shorter gap: never a negative slope
         lag.observe(RX, RX + 50_000 - k * 1_000, 100_000 + k * 1_000)
     assert lag.slope == 0.0
