@@ -83,14 +83,15 @@ class NtpServer:
         read = 0
         if reason == BASIC:  # Transmit read right before sending, plus the lag (latetx.py)
             read = time.time_ns()  # the host clock, which kernel stamps use
-            response = restamp(response, rx, clock.from_kernel_ns(read + self._lag.lag_ns))
+            lag = self._lag.lag_for(read - rx_ns)
+            response = restamp(response, rx, clock.from_kernel_ns(read + lag))
             want_tx = want_tx or self._lag.due(read)
         sock = self._udp.sock
         if want_tx and self._tx_stamps:
             if txstamp.send_stamped(sock, response, address):
                 for payload, tx_ns in txstamp.read_stamps(sock):
                     if read and payload == response:
-                        self._lag.observe(read, tx_ns)
+                        self._lag.observe(read, tx_ns, read - rx_ns)
                     self.responder.handle_tx_timestamp(payload, clock.from_kernel_ns(tx_ns))
         else:
             self._udp.sendto(response, address)

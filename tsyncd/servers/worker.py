@@ -205,7 +205,9 @@ def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
                 # Transmit read right before the batch goes out, plus the learnt send lag
                 # (latetx.py): RFC 5905 wants it as late as possible.
                 read = time_ns()
-                tx = read + lag.lag_ns
+                # A lone request's wait before the read predicts the lag (latetx.py)
+                busy = read - (batch[0][2] or read) if len(batch) == 1 else -1
+                tx = read + lag.lag_for(busy)
                 if rate:
                     d = tx - u0
                     tx = v0 + d + d * rate // RATE_UNIT
@@ -222,7 +224,7 @@ def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
                     if txstamp.send_stamped(sock, response, address):
                         for payload, tx_ns in txstamp.read_stamps(sock):
                             if payload == response:
-                                lag.observe(read, tx_ns)
+                                lag.observe(read, tx_ns, busy)
                             responder.handle_tx_timestamp(payload, clock_map(tx_ns))
                     continue
             send(replies)  # the batch's answers in one system call

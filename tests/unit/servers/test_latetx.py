@@ -152,6 +152,23 @@ def test_send_lag_is_the_median_of_sane_gaps_and_calibrates_now_and_then() -> No
     assert lag.lag_ns == 3_000
 
 
+def test_send_lag_grows_with_how_long_the_request_waited() -> None:
+    lag = SendLag()
+    for _ in range(3):  # too few pairs for a slope: every reply gets the median
+        lag.observe(RX, RX + 20_000, 100_000)
+    assert lag.slope == 0.0 and lag.lag_for(500_000) == 20_000
+    for k in range(31):  # a request handled 1 µs slower leaves 0.2 µs later
+        busy = 100_000 + 1_000 * k
+        lag.observe(RX, RX + 20_000 + busy // 5, busy)
+    assert lag.slope == pytest.approx(0.2, abs=0.01)
+    assert lag.lag_for(130_000) - lag.lag_for(100_000) == pytest.approx(6_000, abs=300)
+    assert lag.lag_for(-1) == lag.lag_for(2_000_000) == lag.lag_ns  # no sane wait: the median
+    assert lag.lag_for(900_000) == lag.lag_for(130_000)  # no extrapolation past the window
+    for k in range(31):  # slower handling with a shorter gap: never a negative slope
+        lag.observe(RX, RX + 50_000 - k * 1_000, 100_000 + k * 1_000)
+    assert lag.slope == 0.0
+
+
 def test_event_loop_server_learns_the_send_lag_from_kernel_tx_stamps() -> None:
     async def main() -> tuple[bytes, int]:
         responder = NtpResponder(AccessList((), ()))
