@@ -20,7 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from tsyncd import __version__
-from tsyncd.snapshots import SnapshotProvider, TsqServerStatsSnapshot
+from tsyncd.snapshots import ServerStatsSnapshot, SnapshotProvider, TsqServerStatsSnapshot
 
 logger = logging.getLogger(__name__)
 
@@ -193,7 +193,40 @@ class SnapshotCollector(Collector):
         )
         restarts.add_metric([], snap.worker_restarts)
         yield from (received, sent, dropped, kod, answered, clients, workers, restarts)
+        if snap.nts_key_epoch is not None:  # NTS keys loaded: NTS-KE and/or NTS served
+            yield from _nts_server_metrics(snap)
         yield from _tsq_server_metrics(snap.tsq)
+
+
+def _nts_server_metrics(snap: ServerStatsSnapshot) -> Iterator[Metric]:
+    """NTS-KE sessions and NTS traffic (RFC 8915), the counters ``tsyncctl serverstats`` shows."""
+    counters = (
+        ("tsyncd_nts_ke_connections", "NTS-KE TCP connections accepted.", snap.nts_ke_connections),
+        (
+            "tsyncd_nts_ke_completed",
+            "NTS-KE sessions that ended with cookies.",
+            snap.nts_ke_completed,
+        ),
+        ("tsyncd_nts_ke_failures", "NTS-KE sessions that failed.", snap.nts_ke_failures),
+        (
+            "tsyncd_nts_cookies_issued",
+            "NTS cookies issued (NTS-KE and NTS responses).",
+            snap.nts_cookies_issued,
+        ),
+        (
+            "tsyncd_nts_requests",
+            "NTS requests answered with authenticated responses.",
+            snap.nts_requests,
+        ),
+        ("tsyncd_nts_naks", "NTS NAKs sent (cookie or authenticator not accepted).", snap.nts_naks),
+    )
+    for name, text, value in counters:
+        family = CounterMetricFamily(name, text)
+        family.add_metric([], value)
+        yield family
+    epoch = GaugeMetricFamily("tsyncd_nts_key_epoch", "Key id of the current NTS cookie key.")
+    epoch.add_metric([], snap.nts_key_epoch or 0)
+    yield epoch
 
 
 def _tsq_server_metrics(servers: list[TsqServerStatsSnapshot]) -> Iterator[Metric]:

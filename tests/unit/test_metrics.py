@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import urllib.error
 import urllib.request
@@ -170,3 +171,27 @@ def test_garbage_request_does_not_stop_the_exporter(exporter: MetricsExporter) -
 def test_port_before_start_is_an_error(provider: FakeProvider) -> None:
     with pytest.raises(RuntimeError, match="not started"):
         _ = MetricsExporter(provider, "127.0.0.1", 0).port
+
+
+def test_nts_server_metrics_appear_with_nts(
+    exporter: MetricsExporter, provider: FakeProvider
+) -> None:
+    assert not any(name.startswith("tsyncd_nts_") for name, _ in samples(fetch(exporter)[2]))
+    provider.server = dataclasses.replace(
+        provider.server,
+        nts_key_epoch=7,
+        nts_ke_connections=5,
+        nts_ke_completed=4,
+        nts_ke_failures=1,
+        nts_cookies_issued=40,
+        nts_requests=123,
+        nts_naks=2,
+    )
+    got = samples(fetch(exporter)[2])
+    assert got[("tsyncd_nts_ke_connections_total", ())] == 5
+    assert got[("tsyncd_nts_ke_completed_total", ())] == 4
+    assert got[("tsyncd_nts_ke_failures_total", ())] == 1
+    assert got[("tsyncd_nts_cookies_issued_total", ())] == 40
+    assert got[("tsyncd_nts_requests_total", ())] == 123
+    assert got[("tsyncd_nts_naks_total", ())] == 2
+    assert got[("tsyncd_nts_key_epoch", ())] == 7
