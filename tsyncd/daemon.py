@@ -351,13 +351,18 @@ class Daemon(SnapshotViews):
         ips = await self._resolve_retrying(cfg)
         self._add_association(cfg, ips[0], cfg.name)
 
-    async def _resolve_retrying(self, cfg: SourceConfig) -> list[str]:
-        """A source's addresses, retrying every _RESOLVE_RETRY_S until the name resolves."""
+    async def _resolve_retrying(
+        self, cfg: SourceConfig, host: str | None = None, port: int | None = None
+    ) -> list[str]:
+        """Addresses of ``host`` (default: the source's own), retrying every _RESOLVE_RETRY_S
+        until the name resolves."""
+        host = cfg.address.host if host is None else host
+        port = cfg.address.port if port is None else port
         while True:
             try:
-                return await self._resolve(cfg.address.host, cfg.address.port)
+                return await self._resolve(host, port)
             except OSError as exc:
-                log.warning("cannot resolve %s: %s; retrying", cfg.name, exc)
+                log.warning("cannot resolve %s for %s: %s; retrying", host, cfg.name, exc)
                 await asyncio.sleep(_RESOLVE_RETRY_S)
 
     def _add_association(
@@ -409,20 +414,12 @@ class Daemon(SnapshotViews):
         nts = NtsSource(cfg)
         self.nts_sources[cfg.name] = nts
         result = await nts.key_exchange_until_ok()
-        while True:
-            try:
-                ip = (await self._resolve(result.ntp_host, result.ntp_port))[0]
-            except OSError as exc:
-                log.warning("cannot resolve %s's NTP server: %s; retrying", cfg.name, exc)
-                await asyncio.sleep(_RESOLVE_RETRY_S)
-                continue
-            break
-        state = self._add_association(cfg, ip, cfg.name, result.ntp_port)
+        ips = await self._resolve_retrying(cfg, result.ntp_host, result.ntp_port)
+        state = self._add_association(cfg, ips[0], cfg.name, result.ntp_port)
         if state is None:
             return
         state.association.auth = nts.session
         nts.association = state.association
-        self._wake.set()
         await nts.maintain()
 
     def _announce(self) -> None:
