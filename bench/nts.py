@@ -39,7 +39,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from bench import nts_load, nts_micro
+from bench import loadgen, nts_load, nts_micro
 from bench.procs import find_binary, free_port
 from tests.nts_certs import make_pki, nts_server_toml
 from tsyncd.nts.client import NtsSession
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
         "--generator",
         choices=("c", "python"),
         default="c",
-        help="load generator processes: bench/nts_gen.c (built with cc; Python if none) or Python",
+        help="load generator processes: bench/loadgen.c (built with cc; Python if none) or Python",
     )
     parser.add_argument("--json", action="store_true")
     parser.add_argument(
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
                 )
                 packets = _requests(ke, _REQUESTS)
                 loads[name] = nts_load.Load(port=ke.ntp_port, packets=packets, aead=15, s2c=ke.s2c)
-            gen = nts_load.compile_generator(tmp) if args.generator == "c" else None
+            gen = loadgen.compile_generator(tmp) if args.generator == "c" else None
             runs = [
                 nts_load.measure(name, procs[i].pid, loads[name], clients, window, seconds, gen)
                 for window in windows

@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import multiprocessing
 import resource
-import shutil
 import socket
 import struct
-import subprocess
-import tempfile
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 
+from bench.loadgen import run_generator
 from bench.server import cpu_seconds
 from tsyncd.nts.aead import AEADS
 from tsyncd.wire.errors import WireError
@@ -38,7 +36,6 @@ __all__ = [
     "Run",
     "answers_per_cpu_s",
     "best_at_zero_loss",
-    "compile_generator",
     "measure",
 ]
 
@@ -174,48 +171,14 @@ def _generate(
     conn.close()
 
 
-def compile_generator(directory: Path) -> Path | None:
-    """bench/nts_gen.c built with the system's C compiler into ``directory``, or None."""
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        return None
-    out = directory / "nts_gen"
-    source = Path(__file__).with_name("nts_gen.c")
-    done = subprocess.run([cc, "-O2", "-o", str(out), str(source)], capture_output=True)
-    return out if done.returncode == 0 else None
-
-
 def _run_c(
     gen: Path, load: Load, clients: int, window: int, seconds: float, start_at: float
 ) -> tuple[int, int, int, int, int, int]:
     """(sent, ok, lost, bad, late, verified) from ``clients`` C generator processes."""
-    with tempfile.TemporaryDirectory(prefix="nts-gen-") as tmp_name:
-        tmp = Path(tmp_name)
-        (tmp / "packets").write_bytes(b"".join(load.packets))
-        procs = []
-        for i in range(clients):
-            argv = [str(gen), f"127.0.0.{2 + i}", str(load.port), str(window), str(seconds)]
-            argv += [repr(start_at), str(tmp / "packets"), str(len(load.packets[0]))]
-            argv.append(str(tmp / f"sample{i}"))
-            procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE))
-        sent = ok = lost = bad = late = verified = 0
-        for i, proc in enumerate(procs):
-            try:
-                out, _ = proc.communicate(timeout=seconds + 10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                out, _ = proc.communicate()
-            if proc.returncode != 0:
-                raise SystemExit(f"the C load generator failed (status {proc.returncode})")
-            s, o, lo, b, la = (int(x) for x in out.split())
-            sent, ok, lost, bad, late = sent + s, ok + o, lost + lo, bad + b, late + la
-            sample = tmp / f"sample{i}"
-            if sample.exists():
-                if _authentic(sample.read_bytes(), load.aead, load.s2c):
-                    verified += 1
-                else:
-                    bad += 1
-    return sent, ok, lost, bad, late, verified
+    got = run_generator(gen, load.port, load.packets, clients, window, seconds, start_at)
+    verified = sum(_authentic(sample, load.aead, load.s2c) for sample in got.samples)
+    bad = got.bad + len(got.samples) - verified
+    return got.sent, got.ok, got.lost, bad, got.late, verified
 
 
 def _run_python(

@@ -29,6 +29,7 @@ import contextlib
 import json
 import multiprocessing
 import os
+import random
 import signal
 import socket
 import struct
@@ -42,6 +43,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from bench.loadgen import compile_generator, run_generator
 from bench.procs import find_binary, free_port
 
 _REQUEST = bytes([0x23]) + bytes(47)  # LI 0, VN 4, mode 3
@@ -58,6 +60,7 @@ class Run:
     window: int  # requests in flight per generator process
     answers_per_s: float
     loss_pct: float
+    bad: int  # answers that matched no outstanding request, or were not a server's reply
     p50_us: float | None
     p99_us: float | None
     cpu_pct: float  # server CPU time (user + system, all its processes) / wall time
@@ -170,8 +173,57 @@ def join_all(procs: Sequence[multiprocessing.process.BaseProcess]) -> None:
             p.kill()
 
 
+def _plain_requests(count: int) -> list[bytes]:
+    """``count`` client requests whose transmit timestamps name them (magic << 32 | index)."""
+    magic = random.getrandbits(31) | 1 << 31
+    return [_REQUEST[:40] + _ORIGIN.pack(magic << 32 | i) for i in range(count)]
+
+
+def measure_c(
+    gen: Path, server: str, pid: int, port: int, clients: int, window: int, seconds: float
+) -> Run:
+    """``measure`` with the C generator ``gen`` (bench/loadgen.c)."""
+    start_at = time.time() + 0.3
+    while time.time() < start_at - 0.05:
+        time.sleep(0.001)
+    cpu_start, wall_start = cpu_seconds(pid), time.monotonic()
+    got = run_generator(gen, port, _plain_requests(4096), clients, window, seconds, start_at)
+    cpu = cpu_seconds(pid) - cpu_start
+    wall = time.monotonic() - wall_start - 0.05
+    return _run(server, window, seconds, got.ok, got.lost, got.bad, got.latencies_ns, cpu, wall)
+
+
+def _run(
+    server: str,
+    window: int,
+    seconds: float,
+    ok: int,
+    lost: int,
+    bad: int,
+    latencies: list[int],
+    cpu: float,
+    wall: float,
+) -> Run:
+    latencies.sort()
+
+    def pct(q: float) -> float | None:
+        return latencies[int(q * (len(latencies) - 1))] / 1000 if latencies else None
+
+    total = ok + lost
+    return Run(
+        server=server,
+        window=window,
+        answers_per_s=ok / seconds,
+        loss_pct=100.0 * lost / total if total else 100.0,
+        bad=bad,
+        p50_us=pct(0.5),
+        p99_us=pct(0.99),
+        cpu_pct=100.0 * cpu / wall if wall > 0 else 0.0,
+    )
+
+
 def measure(server: str, pid: int, port: int, clients: int, window: int, seconds: float) -> Run:
-    """Flood ``port`` with ``clients`` processes x ``window`` requests in flight."""
+    """Flood ``port`` with ``clients`` Python processes x ``window`` requests in flight."""
     ctx = multiprocessing.get_context("fork")
     start_at = time.time() + 0.3
     procs = []
@@ -195,21 +247,7 @@ def measure(server: str, pid: int, port: int, clients: int, window: int, seconds
     cpu = cpu_seconds(pid) - cpu_start
     wall = time.monotonic() - wall_start
     join_all(procs)
-    latencies.sort()
-
-    def pct(q: float) -> float | None:
-        return latencies[int(q * (len(latencies) - 1))] / 1000 if latencies else None
-
-    total = ok + lost
-    return Run(
-        server=server,
-        window=window,
-        answers_per_s=ok / seconds,
-        loss_pct=100.0 * lost / total if total else 100.0,
-        p50_us=pct(0.5),
-        p99_us=pct(0.99),
-        cpu_pct=100.0 * cpu / wall if wall > 0 else 0.0,
-    )
+    return _run(server, window, seconds, ok, lost, bad, latencies, cpu, wall)
 
 
 # --------------------------------------------------------------------------- servers
@@ -307,7 +345,8 @@ def memory(pid: int) -> Memory:
 def best_at_zero_loss(runs: Sequence[Run], server: str) -> float:
     """The highest answer rate among the server's runs that lost nothing (0 if none)."""
     return max(
-        (r.answers_per_s for r in runs if r.server == server and r.loss_pct == 0.0), default=0.0
+        (r.answers_per_s for r in runs if r.server == server and r.loss_pct == 0.0 and not r.bad),
+        default=0.0,
     )
 
 
@@ -335,6 +374,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--rounds", type=int, default=2, help="passes over the windows, servers alternating"
     )
+    parser.add_argument(
+        "--generator",
+        choices=("c", "python"),
+        default="c",
+        help="load generator: bench/loadgen.c (built with cc; Python if none) or Python",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     windows = args.window or [4, 16, 64]
@@ -345,6 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-server-") as tmpdir:
         tmp = Path(tmpdir)
         t_port, c_port = free_port(), free_port()
+        gen = compile_generator(tmp) if args.generator == "c" else None
         with tsyncd(tmp, t_port, args.workers) as t_proc, chronyd(tmp, c_port) as c_proc:
             servers = [("tsyncd", t_proc, t_port), ("chronyd", c_proc, c_port)]
             # Rounds alternate which server goes first, so a burst of other work on the
@@ -352,9 +398,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             for round_ in range(rounds):
                 for window in windows:
                     for name, proc, port in servers[:: -1 if round_ % 2 else 1]:
-                        runs.append(
-                            measure(name, proc.pid, port, args.clients, window, args.seconds)
-                        )
+                        level = (name, proc.pid, port, args.clients, window, args.seconds)
+                        if gen is not None:
+                            runs.append(measure_c(gen, *level))
+                        else:
+                            runs.append(measure(*level))
             mem["tsyncd"] = memory(t_proc.pid)
             mem["chronyd"] = memory(c_proc.pid)
     best = {name: best_at_zero_loss(runs, name) for name in ("tsyncd", "chronyd")}
@@ -369,6 +417,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "load_average_before": load_before,
                     "cpus": os.cpu_count(),
                     "clients": args.clients,
+                    "generator": "c" if gen is not None else "python",
                     "seconds": args.seconds,
                     "rounds": rounds,
                     "runs": [asdict(r) for r in runs],
@@ -385,16 +434,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     print(
         f"load average before: {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f} "
-        f"on {os.cpu_count()} CPUs; {args.clients} generator processes, {args.seconds:g} s each, "
+        f"on {os.cpu_count()} CPUs; {args.clients} {'C' if gen is not None else 'Python'} "
+        f"generator processes, {args.seconds:g} s each, "
         f"{rounds} round(s)"
     )
     print(
-        f"{'server':8} {'in flight':>9} {'answers/s':>11} {'loss %':>7} {'p50 µs':>8} {'p99 µs':>8}"
+        f"{'server':8} {'in flight':>9} {'answers/s':>11} {'loss %':>7} {'bad':>5} "
+        f"{'p50 µs':>8} {'p99 µs':>8} {'CPU %':>6}"
     )
     for r in runs:
         print(
             f"{r.server:8} {r.window * args.clients:>9} {r.answers_per_s:>11,.0f} "
-            f"{r.loss_pct:>7.3f} {_fmt(r.p50_us):>8} {_fmt(r.p99_us):>8} {r.cpu_pct:>6.0f}"
+            f"{r.loss_pct:>7.3f} {r.bad:>5} {_fmt(r.p50_us):>8} {_fmt(r.p99_us):>8} "
+            f"{r.cpu_pct:>6.0f}"
         )
     for name in ("tsyncd", "chronyd"):
         m = mem[name]

@@ -132,6 +132,11 @@ def restamp(response: bytes, rx_ns: int, tx_ns: int) -> bytes:
     """
     if tx_ns <= rx_ns:
         tx_ns = rx_ns + 1
-    # ntp64_from_unix_ns, inlined: this runs per packet, between the clock read and sendto.
-    tx_ntp = (((tx_ns + _NTP_UNIX_NS) << 32) + _HALF_S_NS) // _NS_PER_S & _MASK64
-    return response[:_TRANSMIT_AT] + _TIMESTAMP.pack(tx_ntp)
+    return response[:_TRANSMIT_AT] + _TIMESTAMP.pack(transmit_ntp(tx_ns))
+
+
+def transmit_ntp(tx_ns: int) -> int:
+    """The raw NTP timestamp of daemon Unix ns ``tx_ns`` (``ntp64_from_unix_ns``, inlined: it
+    runs between the clock read and the send; a worker converts once per batch and has the
+    batch's basic replies patched with it as they are copied out, ``mmsg.MessageBatch.send``)."""
+    return (((tx_ns + _NTP_UNIX_NS) << 32) + _HALF_S_NS) // _NS_PER_S & _MASK64

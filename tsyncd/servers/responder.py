@@ -273,9 +273,10 @@ class NtpResponder:
         record.last_ns = rx_ns
         # ntp64_from_unix_ns, inlined: this is the per-packet path of every worker.
         rx_ntp = (((rx_ns + _NTP_UNIX_NS) << 32) + _HALF_S_NS) // _NS_PER_S & _MASK64
-        if tx_ns < rx_ns:
-            tx_ns = rx_ns
-        tx_ntp = (((tx_ns + _NTP_UNIX_NS) << 32) + _HALF_S_NS) // _NS_PER_S & _MASK64
+        if tx_ns > rx_ns:
+            tx_ntp = (((tx_ns + _NTP_UNIX_NS) << 32) + _HALF_S_NS) // _NS_PER_S & _MASK64
+        else:  # a worker passes rx for a reply whose Transmit it writes later (latetx.py)
+            tx_ntp = rx_ntp
         reason = ANSWERED
         out_origin, out_tx = transmit, tx_ntp
         want_tx = self._interleaved and receive != transmit and receive != 0

@@ -43,9 +43,10 @@ from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from tsyncd.servers import mmsg, txstamp
-from tsyncd.servers.latetx import BASIC, SendLag, restamp
+from tsyncd.servers.latetx import BASIC, SendLag, restamp, transmit_ntp
 from tsyncd.servers.ntskeys import KeyState
 from tsyncd.servers.responder import AccessList, NtpResponder, ResponseTemplate, ServerPolicy
+from tsyncd.wire.ntp import HEADER_LEN
 
 if TYPE_CHECKING:
     from tsyncd.nts.server import NtsResponder
@@ -57,6 +58,8 @@ _PUSH_INTERVAL_S: Final = 0.5
 _CLIENT_ROWS: Final = 256  # busiest clients pushed up for `tsyncctl clients`
 RATE_UNIT: Final = 1_000_000_000_000  # ClockMap.rate_ppt denominator
 _PR_SET_PDEATHSIG: Final = 1
+_TRANSMIT: Final = struct.Struct("!Q")
+_TRANSMIT_AT: Final = 40  # offset of the Transmit Timestamp in an NTP header
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,20 +171,26 @@ def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
             except OSError:
                 continue  # ICMP errors from earlier sends surface here; not fatal
             packets += len(batch)
-            replies: list[tuple[int, bytes]] = []
-            basic: list[tuple[int, int]] = []  # (index in replies, mapped rx): plain basic
+            replies: list[tuple[int, bytes, bool]] = []
+            late = False  # some reply is basic: its Transmit is written as the batch goes out
+            last_rx = 0
             for i, (data, address, rx) in enumerate(batch):
-                tx = time_ns()
                 if rx is None:
-                    rx = tx
+                    rx = time_ns()
                 if rate:  # ClockMap inlined; a clock at the host's rate needs no product
                     d = rx - u0
                     rx = v0 + d + d * rate // RATE_UNIT
-                    d = tx - u0
-                    tx = v0 + d + d * rate // RATE_UNIT
                 else:
                     rx += offset
-                    tx += offset
+                if len(data) == HEADER_LEN:
+                    tx = rx  # a plain header: basic replies get their Transmit late (below)
+                else:  # NTS seals its reply now: its Transmit is read now
+                    tx = time_ns()
+                    if rate:
+                        d = tx - u0
+                        tx = v0 + d + d * rate // RATE_UNIT
+                    else:
+                        tx += offset
                 reason, response, want_tx = respond(data, address[0], rx, tx)
                 if response is None:
                     continue
@@ -197,11 +206,16 @@ def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
                             responder.handle_tx_timestamp(payload, clock_map(tx_ns))
                     continue
                 if reason == BASIC:
-                    basic.append((len(replies), rx))
-                replies.append((i, response))
+                    late = True
+                    if rx > last_rx:
+                        last_rx = rx
+                    replies.append((i, response, True))
+                else:
+                    replies.append((i, response, False))
             if not replies:
                 continue
-            if basic:
+            transmit = 0
+            if late:
                 # Transmit read right before the batch goes out, plus the learnt send lag
                 # (latetx.py): RFC 5905 wants it as late as possible.
                 read = time_ns()
@@ -213,13 +227,13 @@ def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
                     tx = v0 + d + d * rate // RATE_UNIT
                 else:
                     tx += offset
-                for k, rx in basic:
-                    i, response = replies[k]
-                    replies[k] = (i, restamp(response, rx, tx))
+                # After every Receive of the batch (RFC 9769: never equal to one).
+                transmit = transmit_ntp(tx if tx > last_rx else last_rx + 1)
                 if tx_stamps and len(replies) == 1 and lag.due(read):
                     # A lone reply (light load, where precision shows): send it stamped and
                     # learn how long the send itself takes.
-                    i, response = replies[0]
+                    i, response, _late = replies[0]
+                    response = response[:_TRANSMIT_AT] + _TRANSMIT.pack(transmit)
                     address = batch[i][1]
                     if txstamp.send_stamped(sock, response, address):
                         for payload, tx_ns in txstamp.read_stamps(sock):
@@ -227,7 +241,7 @@ def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
                                 lag.observe(read, tx_ns, busy)
                             responder.handle_tx_timestamp(payload, clock_map(tx_ns))
                     continue
-            send(replies)  # the batch's answers in one system call
+            send(replies, transmit)  # the batch's answers in one system call
         now = monotonic()
         # Push on schedule, or as soon as things calm down after new traffic, so control and
         # metrics lag a quiet server by one receive timeout at most.

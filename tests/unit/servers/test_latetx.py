@@ -14,6 +14,7 @@ import threading
 import time
 import types
 from multiprocessing import Pipe
+from typing import Any
 
 import pytest
 
@@ -109,6 +110,14 @@ def test_worker_stamps_basic_reply_after_responding(
     monkeypatch.setattr(
         worker_mod, "time", types.SimpleNamespace(time_ns=host, monotonic=time.monotonic)
     )
+    responded_at: list[int] = []  # how many readings there were when the responder ran
+
+    class Responder(NtpResponder):
+        def respond(self, *args: Any) -> tuple[str, bytes | None, bool]:
+            responded_at.append(len(host.readings))
+            return super().respond(*args)
+
+    monkeypatch.setattr(worker_mod, "NtpResponder", Responder)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
     assert txstamp.enable(sock)  # kernel RX stamps (as workers.py sets up): no clock read
@@ -132,7 +141,9 @@ def test_worker_stamps_basic_reply_after_responding(
     assert not thread.is_alive()
     packet = decode_ntp(reply)
     assert packet.origin_ts == COOKIE and packet.transmit_ts != packet.receive_ts
-    assert _transmit_reading(reply, host.readings, sent_at) > sent_at
+    assert len(responded_at) == 1
+    # No reading before the responder ran (a plain header); the Transmit is one taken after.
+    assert _transmit_reading(reply, host.readings, sent_at) >= responded_at[0]
     assert struct.unpack_from("!Q", reply, 32)[0] == packet.receive_ts
 
 

@@ -12,6 +12,7 @@ from tsyncd.net.udp import enable_rx_timestamps
 from tsyncd.servers.mmsg import MessageBatch, SingleMessage, address_of
 
 _TIMEOUT = struct.pack("@ll", 0, 200_000)
+_TRANSMIT = 0x0102_0304_0506_0708
 
 
 @pytest.mark.parametrize(
@@ -48,14 +49,17 @@ def test_batch_matches_recvmsg(
                     replies = []
                     for i, message in enumerate(batch):
                         got.append(message)
-                        replies.append((i, b"r" * (10 + len(got) + rnd)))
-                    assert io.send(replies) == len(batch)
+                        # The round's first reply gets its Transmit written as it goes out.
+                        replies.append((i, b"r" * (50 + len(got) + rnd), len(got) == 1))
+                    assert io.send(replies, _TRANSMIT) == len(batch)
                 assert [d for d, _, _ in got] == [bytes([k]) * (48 + k) for k in range(3)]
                 assert all(a[0] == expected_host for _, a, _ in got)
                 assert all(a[1] == client.getsockname()[1] for _, a, _ in got)
                 assert all(rx is not None and rx > 1_600_000_000 * 10**9 for _, _, rx in got)
-                replies = sorted(len(client.recv(100)) for _ in range(3))
-                assert replies == [11 + rnd, 12 + rnd, 13 + rnd]
+                answers = sorted((client.recv(100) for _ in range(3)), key=len)
+                assert [len(a) for a in answers] == [51 + rnd, 52 + rnd, 53 + rnd]
+                assert answers[0] == b"r" * 40 + _TRANSMIT.to_bytes(8, "big") + b"r" * (3 + rnd)
+                assert all(a == b"r" * len(a) for a in answers[1:])
             with pytest.raises(BlockingIOError):  # SO_RCVTIMEO bounds the wait
                 io.receive()
 

@@ -1,19 +1,23 @@
-/* NTS load generator process for bench.nts (bench/nts_load.py compiles and runs it).
+/* NTP load generator process for bench.server and bench.nts (bench/loadgen.py compiles and runs
+ * it).
  *
  * Why C: a Python generator costs more CPU per request than chronyd spends answering it, so on
- * a small machine it measured itself.  This one only sends pre-built requests (made and
- * authenticated by tsyncd's own NTS client in Python) and matches answers; it does no crypto.
+ * a small machine it measured itself.  This one only sends pre-built requests (plain NTP, or NTS
+ * requests made and authenticated by tsyncd's own NTS client in Python) and matches answers; it
+ * does no crypto.
  *
- * usage: nts_gen SRC_IP PORT WINDOW SECONDS START_AT PACKETS_FILE LEN SAMPLE_FILE
+ * usage: loadgen SRC_IP PORT WINDOW SECONDS START_AT PACKETS_FILE LEN SAMPLE_FILE LATENCY_FILE
  *   PACKETS_FILE holds N requests of LEN bytes; request i has transmit timestamp
  *   (magic << 32) | i, so an answer's origin names its request.  WINDOW requests stay in
- *   flight; an answer counts when its origin is outstanding, it is LEN bytes long (a NAK is
+ *   flight; an answer counts when its origin is outstanding, it is LEN bytes long (an NTS NAK is
  *   shorter), in server mode with a non-zero stratum.  50 ms without any answer: everything
  *   outstanding is lost and the window is sent again; an answer to such a request that
- *   still comes is "late" (the server or the machine stalled) and no longer lost.  The first good answer is written to
- *   SAMPLE_FILE for the caller to authenticate.  Datagrams go out and come in by batches
- *   (sendmmsg/recvmmsg), so the generator spends few syscalls per request.  START_AT is a CLOCK_REALTIME second, so that
- *   all processes start together.  Prints "sent ok lost bad late".
+ *   still comes is "late" (the server or the machine stalled) and no longer lost.  The first
+ *   good answer is written to SAMPLE_FILE for the caller to check (NTS: authenticate); the
+ *   round trip of every 8th good answer (ns, from queueing the request to reading the answer)
+ *   goes to LATENCY_FILE as native uint64s.  Datagrams go out and come in by batches
+ *   (sendmmsg/recvmmsg), so the generator spends few syscalls per request.  START_AT is a
+ *   CLOCK_REALTIME second, so that all processes start together.  Prints "sent ok lost bad late".
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -26,6 +30,12 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <time.h>
+
+static uint64_t now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
 
 static double clock_s(clockid_t id) {
     struct timespec t;
@@ -42,6 +52,9 @@ static uint64_t be64(const unsigned char *p) {
 #define BATCH 64 /* datagrams per recvmmsg/sendmmsg: syscalls, not packets, cost the most */
 
 static unsigned char *pkts, *pending;
+static uint64_t *sent_at; /* when request i was queued (CLOCK_MONOTONIC ns) */
+#define LATENCY_EVERY 8
+#define LATENCY_MAX (1u << 20)
 static size_t count, len, next_i, inflight;
 static unsigned long long sent;
 static int sock;
@@ -65,6 +78,7 @@ static void send_next(void) {
         next_i = next_i + 1 < count ? next_i + 1 : 0;
         if (!pending[i]) {
             pending[i] = 1;
+            sent_at[i] = now_ns();
             inflight++;
             sent++;
             out_iov[queued].iov_base = pkts + i * len;
@@ -76,8 +90,8 @@ static void send_next(void) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 9) {
-        fprintf(stderr, "usage: nts_gen SRC PORT WINDOW SECONDS START_AT PACKETS LEN SAMPLE\n");
+    if (argc != 10) {
+        fprintf(stderr, "usage: loadgen SRC PORT WINDOW SECONDS START_AT PACKETS LEN SAMPLE LATENCY\n");
         return 2;
     }
     int window = atoi(argv[3]);
@@ -91,7 +105,10 @@ int main(int argc, char **argv) {
     count = (size_t)size / len;
     pkts = malloc((size_t)size);
     pending = calloc(count, 1);
-    if (count == 0 || pkts == NULL || pending == NULL || fread(pkts, 1, (size_t)size, f) != (size_t)size)
+    sent_at = calloc(count, sizeof *sent_at);
+    uint64_t *latencies = malloc(LATENCY_MAX * sizeof *latencies);
+    size_t n_latencies = 0;
+    if (count == 0 || pkts == NULL || pending == NULL || sent_at == NULL || latencies == NULL || fread(pkts, 1, (size_t)size, f) != (size_t)size)
         return 2;
     fclose(f);
     uint64_t magic = be64(pkts + 40) >> 32;
@@ -170,6 +187,8 @@ int main(int argc, char **argv) {
                 bad++;
             } else {
                 ok++;
+                if (ok % LATENCY_EVERY == 0 && n_latencies < LATENCY_MAX)
+                    latencies[n_latencies++] = now_ns() - sent_at[i];
                 if (!sampled) {
                     FILE *s = fopen(argv[8], "wb");
                     if (s != NULL) {
@@ -185,6 +204,11 @@ int main(int argc, char **argv) {
         if (draining && inflight == 0) break;
     }
     lost += inflight;
+    FILE *lf = fopen(argv[9], "wb");
+    if (lf != NULL) {
+        fwrite(latencies, sizeof *latencies, n_latencies, lf);
+        fclose(lf);
+    }
     printf("%llu %llu %llu %llu %llu\n", sent, ok, lost, bad, late);
     return 0;
 }
