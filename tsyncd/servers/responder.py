@@ -73,6 +73,12 @@ _MODE_CLIENT: Final = int(Mode.CLIENT)  # a plain int: comparing with the enum c
 _REQUEST: Final = struct.Struct("!Bxc21xQQQ")
 # Response: LI/VN/mode, stratum, poll (echoed raw), precision, 20 fixed bytes, 3 timestamps.
 _RESPONSE: Final = struct.Struct("!BBcb20sQQQ")
+# A time reply as the template leaves it: LI/VN/mode and stratum (per version), the client's
+# poll, then precision and the body (per template), origin, receive, transmit.  Fewer
+# arguments than _RESPONSE: this is packed for every request.
+_REPLY: Final = struct.Struct("!2sc21sQQQ")
+_pack_reply: Final = _REPLY.pack
+_unpack_request: Final = _REQUEST.unpack_from
 _BODY: Final = struct.Struct("!IIIQ")  # root delay, root dispersion, refid, reference ts
 _RECEIVE_AT: Final = 32  # offset of the receive timestamp in a response
 _MASK64: Final = (1 << 64) - 1
@@ -195,15 +201,15 @@ class NtpResponder:
     def template(self, template: ResponseTemplate) -> None:
         self._template = template
         lead = (int(template.leap) << 6) | int(Mode.SERVER)
-        self._leads = tuple(lead | (version << 3) for version in range(8))
-        self._stratum = template.stratum
-        self._precision = template.precision
-        self._body = _BODY.pack(
+        stratum = template.stratum
+        self._heads = tuple(bytes((lead | (version << 3), stratum)) for version in range(8))
+        body = _BODY.pack(
             template.root_delay,
             template.root_dispersion,
             template.reference_id,
             template.reference_ts,
         )
+        self._tail = struct.pack("!b", template.precision) + body
 
     # ---------------------------------------------------------------- per packet
 
@@ -238,7 +244,7 @@ class NtpResponder:
         n = len(data)
         if n < _HEADER_LEN:
             return self._count(record, rx_ns, "malformed_truncated", None)
-        lvm, poll, origin, receive, transmit = _REQUEST.unpack_from(data)
+        lvm, poll, origin, receive, transmit = _unpack_request(data)
         version = (lvm >> 3) & 7
         if not 1 <= version <= 4:
             return self._count(record, rx_ns, "malformed_bad_version", None)
@@ -304,16 +310,7 @@ class NtpResponder:
                 del pairs[next(iter(pairs))]  # the oldest: its client has moved on or gone
             pairs[rx_ntp] = (tx_ntp, record.address)  # tx replaced by the kernel's stamp
         record.answered += 1
-        plain = _RESPONSE.pack(
-            self._leads[version],
-            self._stratum,
-            poll,
-            self._precision,
-            self._body,
-            out_origin,
-            rx_ntp,
-            out_tx,
-        )
+        plain = _pack_reply(self._heads[version], poll, self._tail, out_origin, rx_ntp, out_tx)
         response: bytes | None = plain
         if n != _HEADER_LEN and extensions is not None:
             # NTS: check the extension fields (as decode_ntp would), authenticate the request

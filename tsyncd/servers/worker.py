@@ -9,7 +9,7 @@ five times that), so each worker is a process running just that loop on its own
 ``SO_REUSEPORT`` socket.  The kernel spreads clients over the sockets by their IP (a BPF
 program attached by ``workers.py``), so each client always meets the same worker, which keeps
 that client's rate-limit bucket and interleaved timestamps (ARCHITECTURE.md, "Servers").
-The loop takes every queued request at once (``recvmmsg``, up to 16) and sends the batch's
+The loop takes every queued request at once (``recvmmsg``, up to 32) and sends the batch's
 answers with one ``sendmmsg`` (``servers/mmsg.py``): fewer system calls and no address
 parsing per answer.  Basic answers get their Transmit read once, right before the batch is
 sent, plus the send lag learnt from the kernel's TX stamps of lone answers (``latetx.py``);
