@@ -172,6 +172,13 @@ class KeysetConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class NtsClientConfig:
+    """[nts-client]: what NTS sources keep across restarts (chrony's ``ntsdumpdir``)."""
+
+    cookie_storage_path: Path | None = None  # directory: one file per NTS-KE server; None: none
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ControlConfig:
     """[control]: the JSON-RPC Unix socket."""
 
@@ -226,6 +233,7 @@ class Config:
     nts_ke_servers: tuple[NtsKeServerConfig, ...] = ()
     keyset: KeysetConfig = KeysetConfig()
     resolver: ResolverConfig = ResolverConfig()
+    nts_client: NtsClientConfig = NtsClientConfig()
     broadcasts: tuple[BroadcastConfig, ...] = ()
 
 
@@ -317,6 +325,7 @@ _KEYSET: Final = (
     _string_field("key-storage-path", Path),
     _int_field("key-rotation-interval", 60, 365 * 86400, "seconds"),
 )
+_NTS_CLIENT: Final = (_string_field("cookie-storage-path", Path),)
 _CONTROL: Final = (
     _string_field("socket", Path),
     _string_field("group"),
@@ -375,6 +384,7 @@ _SECTIONS: Final = {
     "keyset": _Section(_KEYSET, _plain(KeysetConfig)),
     "resolver": _Section(_RESOLVER, _plain(ResolverConfig)),
     "broadcast": _Section(_BROADCAST, _plain(BroadcastConfig), array=True),
+    "nts-client": _Section(_NTS_CLIENT, _plain(NtsClientConfig)),
 }
 
 
@@ -528,7 +538,16 @@ def parse_config(data: Mapping[str, object], path: Path) -> Config:
             ConfigError(path, key, value, expected) for key, value, expected in report
         )
 
-    singles = ("clock", "synchronization", "control", "metrics", "log", "resolver", "keyset")
+    singles = (
+        "clock",
+        "synchronization",
+        "control",
+        "metrics",
+        "log",
+        "resolver",
+        "keyset",
+        "nts-client",
+    )
     return Config(
         path=path,
         sources=tuple(obj for _, _, obj in parsed["source"]),
@@ -536,7 +555,7 @@ def parse_config(data: Mapping[str, object], path: Path) -> Config:
         tsq_servers=tuple(obj for _, _, obj in parsed["tsq-server"]),
         nts_ke_servers=tuple(obj for _, _, obj in parsed["nts-ke-server"]),
         broadcasts=tuple(obj for _, _, obj in parsed["broadcast"]),
-        **{name: parsed[name][0][2] for name in singles if parsed[name]},
+        **{name.replace("-", "_"): parsed[name][0][2] for name in singles if parsed[name]},
     )
 
 

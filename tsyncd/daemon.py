@@ -274,6 +274,8 @@ class Daemon(SnapshotViews):
                 await task
         self._tasks.clear()
         self._write_drift()
+        for nts in self.nts_sources.values():
+            nts.save()  # unused cookies and their keys, to resume without NTS-KE
         for sock in self.sockets.values():
             sock.close()
         self.sockets.clear()
@@ -315,6 +317,7 @@ class Daemon(SnapshotViews):
                     "keyset",
                     "resolver",
                     "broadcasts",
+                    "nts_client",
                 )
                 if getattr(new, name) != getattr(self.config, name)
             ]
@@ -411,9 +414,9 @@ class Daemon(SnapshotViews):
         """NTS-KE first (retrying), then an association to the NTP server it names."""
         from tsyncd.sources.nts import NtsSource  # pyOpenSSL only when NTS is used
 
-        nts = NtsSource(cfg)
+        nts = NtsSource(cfg, self.config.nts_client.cookie_storage_path)
         self.nts_sources[cfg.name] = nts
-        result = await nts.key_exchange_until_ok()
+        result = nts.restore() or await nts.key_exchange_until_ok()
         ips = await self._resolve_retrying(cfg, result.ntp_host, result.ntp_port)
         state = self._add_association(cfg, ips[0], cfg.name, result.ntp_port)
         if state is None:

@@ -5,8 +5,11 @@ chronyd always runs with ``-x`` (never touches the clock); tsyncd in measure mod
 
 from __future__ import annotations
 
-from nts_certs import make_pki, nts_server_toml, nts_source_toml
-from peers import Peers, free_tcp_port, free_udp_port, wait_for
+import json
+from typing import Any
+
+from nts_certs import Pki, make_pki, nts_server_toml, nts_source_toml
+from peers import Chronyd, Peers, Tsyncd, free_tcp_port, free_udp_port, wait_for
 
 
 def test_chronyd_is_nts_client_of_tsyncd(peers: Peers) -> None:
@@ -55,14 +58,20 @@ def test_chronyd_is_nts_client_of_tsyncd(peers: Peers) -> None:
     assert server.ctl("rekey")["key_file"] == str(keys)
 
 
-def test_tsyncd_is_nts_client_of_chronyd(peers: Peers) -> None:
+def _chronyd_nts_server(peers: Peers, name: str) -> tuple[Chronyd, Pki, int, int]:
+    """chronyd serving NTS on loopback with a fresh test CA: (chronyd, PKI, NTP, KE port)."""
     pki = make_pki(peers.tmp)
     ntp_port, ke_port = free_udp_port(), free_tcp_port()
     chrony = peers.chronyd(
-        "chronyd-nts-server",
+        name,
         f"port {ntp_port}\nntsport {ke_port}\nbindaddress 127.0.0.1\nlocal stratum 5\n"
         f"allow 127.0.0.1\nntsserverkey {pki.key}\nntsservercert {pki.chain}\n",
     )
+    return chrony, pki, ntp_port, ke_port
+
+
+def test_tsyncd_is_nts_client_of_chronyd(peers: Peers) -> None:
+    chrony, pki, ntp_port, ke_port = _chronyd_nts_server(peers, "chronyd-nts-server")
     client = peers.tsyncd(
         "tsyncd-nts-client",
         nts_source_toml(pki, f"127.0.0.1:{ke_port}", (-2, -1)),
@@ -89,3 +98,38 @@ def test_tsyncd_is_nts_client_of_chronyd(peers: Peers) -> None:
     stats = chrony.chronyc("serverstats").strip().split(",")
     assert int(stats[5]) >= 1  # NTS-KE connections accepted
     assert int(stats[7]) >= 4  # authenticated NTP packets
+
+
+def test_tsyncd_resumes_nts_with_saved_cookies_without_ke(peers: Peers) -> None:
+    """[nts-client] cookie-storage-path: a restart takes up the saved session, no NTS-KE."""
+    chrony, pki, ntp_port, ke_port = _chronyd_nts_server(peers, "chronyd-nts-resume")
+    store = peers.tmp / "nts-cookies"
+    toml = nts_source_toml(pki, f"127.0.0.1:{ke_port}", (-2, -1)) + (
+        f'[nts-client]\ncookie-storage-path = "{store}"\n'
+    )
+
+    def nts_row(daemon: Tsyncd) -> dict[str, Any] | None:
+        rows = daemon.ctl("peers")
+        good = [r for r in rows if r["nts"] and r["nts"]["authenticated"] >= 2]
+        return good[0] if good else None
+
+    def ke_connections() -> int:
+        return int(chrony.chronyc("serverstats").strip().split(",")[5])
+
+    first = peers.tsyncd("tsyncd-nts-first", toml)
+    assert wait_for("authenticated samples", lambda: nts_row(first), timeout=30)
+    assert ke_connections() == 1
+    assert first.proc.stop() == 0
+    saved = list(store.iterdir())
+    assert len(saved) == 1 and oct(saved[0].stat().st_mode & 0o777) == "0o600"
+    held = len(json.loads(saved[0].read_text())["cookies"])
+    assert held >= 7  # the session's unused cookies (8 held, minus one in flight)
+
+    second = peers.tsyncd("tsyncd-nts-second", toml)
+    row = wait_for("authenticated samples after restart", lambda: nts_row(second), timeout=30)
+    nts = row["nts"]
+    assert nts["key_exchanges"] == 0 and nts["naks"] == 0  # resumed: no NTS-KE at all
+    assert nts["tls_group"] is None and nts["last_ke"] > 0  # the first run's KE
+    assert ke_connections() == 1  # chronyd saw no second NTS-KE
+    assert row["address"] == f"127.0.0.1:{ntp_port}"
+    assert list(store.iterdir()) == []  # taken at start: never sent twice after a crash

@@ -314,7 +314,8 @@ def test_config_error_fields() -> None:
         (
             {"sources": []},
             "sources = []: expected key to be one of: clock, synchronization, source, server, "
-            "tsq-server, control, metrics, log, nts-ke-server, keyset, resolver, broadcast",
+            "tsq-server, control, metrics, log, nts-ke-server, keyset, resolver, broadcast, "
+            "nts-client",
         ),
         (
             {"source": [{"mode": "server", "address": "a", "min poll": 3}]},
@@ -499,8 +500,10 @@ def test_nts_source_and_server_keys(tmp_path: Path) -> None:
         '[[source]]\nmode = "nts"\naddress = "time.example.org"\n'
         'certificate-authority = "/ca.pem"\n'
         '[[nts-ke-server]]\ncertificate-chain-path = "/c.pem"\nprivate-key-path = "/k.pem"\n'
-        'ntp-port = 1123\n[keyset]\nkey-storage-path = "/k.json"\nkey-rotation-interval = 3600\n',
+        'ntp-port = 1123\n[keyset]\nkey-storage-path = "/k.json"\nkey-rotation-interval = 3600\n'
+        '[nts-client]\ncookie-storage-path = "/var/lib/tsyncd/nts"\n',
     )
+    assert config.nts_client.cookie_storage_path == Path("/var/lib/tsyncd/nts")
     source = config.sources[0]
     assert source.address == Endpoint("time.example.org", 4460)  # NTS-KE default port
     assert source.certificate_authority == Path("/ca.pem")
@@ -525,6 +528,7 @@ def test_nts_config_errors() -> None:
             ],
             "nts-ke-server": [{"listen": "127.0.0.1:4460", "ntp-server": "a b"}],
             "keyset": {"key-rotation-interval": 5},
+            "nts-client": {"cookie-storage-path": 7, "cookie-dir": "/x"},
         }
     )
     assert lines == [
@@ -535,6 +539,9 @@ def test_nts_config_errors() -> None:
         "/etc/tsyncd.toml: nts-ke-server[0].private-key-path is missing: expected non-empty string",
         "/etc/tsyncd.toml: keyset.key-rotation-interval = 5: expected integer 60..31536000 "
         "(seconds)",
+        "/etc/tsyncd.toml: nts-client.cookie-storage-path = 7: expected non-empty string",
+        '/etc/tsyncd.toml: nts-client.cookie-dir = "/x": expected key to be one of: '
+        "cookie-storage-path",
         '/etc/tsyncd.toml: source[0].certificate-authority = "/ca.pem": expected no '
         'certificate-authority unless mode = "tsq" or "nts"',
     ]

@@ -23,10 +23,8 @@ recomputed from it (forward secrecy for old cookies).  ``KeySet`` is pure (time 
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -37,6 +35,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from tsyncd.nts.aead import AEADS, Bytes
+from tsyncd.statefile import write_atomic
 from tsyncd.wire.errors import WireError
 from tsyncd.wire.ntske import AeadId
 
@@ -197,13 +196,4 @@ def save_keyset(path: Path, keys: KeySet) -> None:
     epoch, key = keys.oldest
     text = json.dumps({"epoch": epoch, "rotation-interval": keys.rotation_s, "key": key.hex()})
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, (text + "\n").encode("ascii"))

@@ -6,6 +6,10 @@ says so: cookies used up, or an NTS NAK.  Until a new KE succeeds the associatio
 nothing (never plain NTP: that would be NTS stripping, §9); old cookies stay in use while KE
 fails.  Failed KE attempts back off as §4.2 suggests (10 s · 1.5ⁿ, at most a day here), and
 successful ones are at least ``_MIN_KE_INTERVAL_S`` apart, so forged NAKs cannot cause a storm.
+
+With ``[nts-client] cookie-storage-path`` set, the session (keys, unused cookies, NTP server)
+is saved on a clean exit and taken up again at start instead of a first NTS-KE
+(``nts/saved.py`` says why and how).
 """
 
 from __future__ import annotations
@@ -14,12 +18,16 @@ import asyncio
 import contextlib
 import logging
 import time
+from pathlib import Path
 from typing import Final
 
 from tsyncd.config import SourceConfig
 from tsyncd.nts.client import NtsSession
+from tsyncd.nts.ke import KeOutcome
+from tsyncd.nts.saved import SavedSession, decode_saved, encode_saved, saved_path
 from tsyncd.snapshots import NtsSourceSnapshot, SourceSnapshot
 from tsyncd.sources.ntske import KeFailure, KeResult, run_ke
+from tsyncd.statefile import write_atomic
 from tsyncd.sync.association import NtpAssociation
 
 log = logging.getLogger(__name__)
@@ -35,8 +43,9 @@ _AEAD_NAMES: Final = {15: "AES-SIV-CMAC-256", 30: "AES-128-GCM-SIV"}
 class NtsSource:
     """Keeps one NTS source keyed: first KE, re-KE on demand, state for ``tsyncctl peers``."""
 
-    def __init__(self, cfg: SourceConfig) -> None:
+    def __init__(self, cfg: SourceConfig, storage: Path | None = None) -> None:
         self.cfg = cfg
+        self._saved = saved_path(storage, str(cfg.address)) if storage is not None else None
         self.session: NtsSession | None = None
         self.association: NtpAssociation | None = None
         self.last: KeResult | None = None
@@ -45,6 +54,86 @@ class NtsSource:
         self.last_error: str | None = None
         self._kick = asyncio.Event()
         self._last_ke_mono: float | None = None
+
+    def restore(self) -> KeResult | None:
+        """Take up the session saved at the last clean exit, if there is a usable one.
+
+        The file is removed whatever it holds: its cookies are used from now on (or are
+        useless), and must not be sent again after a crash."""
+        path = self._saved
+        if path is None:
+            return None
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            log.warning("cannot read the saved NTS session %s: %s", path, exc)
+            return None
+        try:
+            path.unlink()
+        except OSError as exc:  # never reuse cookies we could not take out of the file
+            log.warning("not resuming from %s: cannot remove it: %s", path, exc)
+            return None
+        try:
+            saved = decode_saved(data)
+        except ValueError as exc:
+            log.warning("ignoring the saved NTS session %s: %s", path, exc)
+            return None
+        if saved.ke_server != str(self.cfg.address) or not saved.cookies:
+            return None
+        aead = saved.aead
+        outcome = KeOutcome(
+            aead=aead,
+            context_aead=aead,
+            key_len=len(saved.c2s),
+            server=saved.ntp_host,
+            port=saved.ntp_port,
+            cookies=saved.cookies,
+        )
+        result = KeResult(
+            outcome=outcome,
+            c2s=saved.c2s,
+            s2c=saved.s2c,
+            ntp_host=saved.ntp_host,
+            ntp_port=saved.ntp_port,
+            group=None,  # no TLS this time
+            finished_s=saved.ke_s,
+        )
+        self.session = NtsSession(aead, saved.c2s, saved.s2c, list(saved.cookies))
+        self.last = result
+        log.info(
+            "NTS: %s resumes with %d saved cookies (AEAD %s, NTP at %s:%d), no NTS-KE",
+            self.cfg.name,
+            len(saved.cookies),
+            _AEAD_NAMES.get(aead, aead),
+            saved.ntp_host,
+            saved.ntp_port,
+        )
+        return result
+
+    def save(self) -> None:
+        """Keep the session's unused cookies and keys for the next start (``restore``)."""
+        path, s, last = self._saved, self.session, self.last
+        if path is None or s is None or last is None or not s.cookies:
+            return
+        saved = SavedSession(
+            ke_server=str(self.cfg.address),
+            ntp_host=last.ntp_host,
+            ntp_port=last.ntp_port,
+            aead=s.aead.aead_id,
+            c2s=s.c2s,
+            s2c=s.s2c,
+            cookies=tuple(s.cookies),
+            ke_s=last.finished_s,
+        )
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            write_atomic(path, encode_saved(saved))
+        except OSError as exc:
+            log.warning("cannot save the NTS session to %s: %s", path, exc)
+            return
+        log.info("NTS: saved %d cookies of %s to %s", len(s.cookies), self.cfg.name, path)
 
     async def key_exchange(self) -> KeResult:
         """One NTS-KE; on success the new session replaces the old (and its cookies)."""

@@ -17,13 +17,12 @@ and the daemon starts as if it had none.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Final
+
+from tsyncd.statefile import write_atomic
 
 _log = logging.getLogger(__name__)
 
@@ -85,31 +84,4 @@ def write_drift(path: Path, ppm: float, skew_ppm: float) -> None:
     if not (math.isfinite(ppm) and math.isfinite(skew_ppm)):
         raise ValueError(f"drift values must be finite, got {ppm!r} {skew_ppm!r}")
     line = f"{-ppm + 0.0:20.6f} {skew_ppm:20.6f}\n".encode("ascii")
-    directory = path.parent
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
-        raise
-    _fsync_dir(directory)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename itself durable (POSIX: the directory entry lives in the directory)."""
-    try:
-        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass  # some file systems refuse fsync on directories; the data itself is safe
-    finally:
-        os.close(dir_fd)
+    write_atomic(path, line, 0o644)
