@@ -411,19 +411,29 @@ class Daemon(SnapshotViews):
         return state
 
     async def _mobilize_nts(self, cfg: SourceConfig) -> None:
-        """NTS-KE first (retrying), then an association to the NTP server it names."""
+        """NTS-KE first (retrying), then an association to the NTP server it names, moved
+        whenever a later NTS-KE names another."""
         from tsyncd.sources.nts import NtsSource  # pyOpenSSL only when NTS is used
 
         nts = NtsSource(cfg, self.config.nts_client.cookie_storage_path)
         self.nts_sources[cfg.name] = nts
         result = nts.restore() or await nts.key_exchange_until_ok()
-        ips = await self._resolve_retrying(cfg, result.ntp_host, result.ntp_port)
-        state = self._add_association(cfg, ips[0], cfg.name, result.ntp_port)
-        if state is None:
-            return
-        state.association.auth = nts.session
-        nts.association = state.association
-        await nts.maintain()
+        while True:
+            ips = await self._resolve_retrying(cfg, result.ntp_host, result.ntp_port)
+            state = self._add_association(cfg, ips[0], cfg.name, result.ntp_port)
+            if state is None:
+                return
+            state.association.auth = nts.session
+            nts.association = state.association
+            result = await nts.maintain()  # returns when a new NTS-KE names another server
+            log.info(
+                "%s: NTS-KE now names %s:%d for NTP; moving there",
+                cfg.name,
+                result.ntp_host,
+                result.ntp_port,
+            )
+            nts.association = None
+            self._remove_association(cfg.name)
 
     def _announce(self) -> None:
         """Symmetric peers send our system variables, as our servers do."""

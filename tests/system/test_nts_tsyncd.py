@@ -8,6 +8,7 @@ import json
 import secrets
 import subprocess
 import sys
+from typing import Any
 
 from nts_certs import make_pki, nts_server_toml, nts_source_toml
 from peers import Peers, free_tcp_port, free_udp_port, wait_for
@@ -73,3 +74,32 @@ def test_nts_source_without_ke_server_shows_why(peers: Peers) -> None:
     assert row["mode"] == "nts" and row["state"] == "init" and row["reach"] == 0
     assert "NTS-KE failed: cannot connect" in str(row["state_reason"])
     assert row["packets_sent"] == 0  # never plain NTP instead
+
+
+def test_client_follows_a_later_ke_to_another_ntp_server(peers: Peers) -> None:
+    """A new NTS-KE (after an NTS NAK) that names another NTP port moves the association."""
+    pki = make_pki(peers.tmp)
+    old_port, new_port, ke_port = free_udp_port(), free_udp_port(), free_tcp_port()
+    first = peers.tsyncd(
+        "tsyncd-nts-old",
+        nts_server_toml(pki, old_port, ke_port, peers.tmp / "old-keys.json", stratum=7),
+    )
+    client = peers.tsyncd(
+        "tsyncd-nts-mover", nts_source_toml(pki, f"127.0.0.1:{ke_port}", (-3, -3))
+    )
+
+    def row_at(port: int) -> dict[str, Any] | None:
+        rows = client.ctl("peers")
+        good = rows and rows[0]["address"] == f"127.0.0.1:{port}" and rows[0]["nts"]
+        return rows[0] if good and rows[0]["nts"]["authenticated"] >= 2 else None
+
+    wait_for("authenticated samples from the first server", lambda: row_at(old_port), timeout=30)
+    assert first.proc.stop() == 0
+    # The replacement has new cookie keys (the old cookies get NAKs on the old port, which it
+    # still serves) and sends NTS-KE clients to a second port.
+    peers.tsyncd(
+        "tsyncd-nts-new",
+        nts_server_toml(pki, old_port, ke_port, peers.tmp / "new-keys.json", 7, send_to=new_port),
+    )
+    row = wait_for("the client to move to the new port", lambda: row_at(new_port), timeout=30)
+    assert row["nts"]["key_exchanges"] == 2 and row["nts"]["naks"] >= 1

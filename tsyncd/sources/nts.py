@@ -181,8 +181,10 @@ class NtsSource:
         if self.session is None or self.session.needs_ke:
             self._kick.set()
 
-    async def maintain(self) -> None:
-        """Run forever: re-key whenever the session asks for it."""
+    async def maintain(self) -> KeResult:
+        """Re-key whenever the session asks for it; return the result of a new NTS-KE that
+        sends NTP elsewhere (Server/Port Negotiation, RFC 8915 §4.1.7-8: the KE server's
+        answer may change, e.g. when an operator moves clients), for the caller to follow."""
         while True:
             self._kick.clear()
             if self.session is None or self.session.needs_ke:
@@ -190,7 +192,13 @@ class NtsSource:
                     wait_s = self._last_ke_mono + _MIN_KE_INTERVAL_S - time.monotonic()
                     if wait_s > 0:
                         await asyncio.sleep(wait_s)
-                await self.key_exchange_until_ok()
+                before = self.last
+                result = await self.key_exchange_until_ok()
+                if before is not None and (result.ntp_host, result.ntp_port) != (
+                    before.ntp_host,
+                    before.ntp_port,
+                ):
+                    return result
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._kick.wait(), _CHECK_S)
