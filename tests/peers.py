@@ -221,3 +221,15 @@ class Tsyncd:
         if done.returncode != 0:
             pytest.fail(f"tsyncctl {' '.join(args)} failed: {done.stderr}\n{self.proc.output()}")
         return json.loads(done.stdout)
+
+
+def chronyd_nts_server(peers: Peers, name: str, key: Path, chain: Path) -> tuple[Chronyd, int, int]:
+    """chronyd serving NTS on loopback with the test CA's ``key`` and ``chain``:
+    (chronyd, NTP port, NTS-KE port)."""
+    ntp_port, ke_port = free_udp_port(), free_tcp_port()
+    chrony = peers.chronyd(
+        name,
+        f"port {ntp_port}\nntsport {ke_port}\nbindaddress 127.0.0.1\nlocal stratum 5\n"
+        f"allow 127.0.0.1\nntsserverkey {key}\nntsservercert {chain}\n",
+    )
+    return chrony, ntp_port, ke_port

@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from nts_certs import Pki, make_pki, nts_server_toml, nts_source_toml
-from peers import Chronyd, Peers, Tsyncd, free_tcp_port, free_udp_port, wait_for
+from nts_certs import make_pki, nts_server_toml, nts_source_toml
+from peers import Peers, Tsyncd, chronyd_nts_server, free_tcp_port, free_udp_port, wait_for
 
 
 def test_chronyd_is_nts_client_of_tsyncd(peers: Peers) -> None:
@@ -58,20 +58,9 @@ def test_chronyd_is_nts_client_of_tsyncd(peers: Peers) -> None:
     assert server.ctl("rekey")["key_file"] == str(keys)
 
 
-def _chronyd_nts_server(peers: Peers, name: str) -> tuple[Chronyd, Pki, int, int]:
-    """chronyd serving NTS on loopback with a fresh test CA: (chronyd, PKI, NTP, KE port)."""
-    pki = make_pki(peers.tmp)
-    ntp_port, ke_port = free_udp_port(), free_tcp_port()
-    chrony = peers.chronyd(
-        name,
-        f"port {ntp_port}\nntsport {ke_port}\nbindaddress 127.0.0.1\nlocal stratum 5\n"
-        f"allow 127.0.0.1\nntsserverkey {pki.key}\nntsservercert {pki.chain}\n",
-    )
-    return chrony, pki, ntp_port, ke_port
-
-
 def test_tsyncd_is_nts_client_of_chronyd(peers: Peers) -> None:
-    chrony, pki, ntp_port, ke_port = _chronyd_nts_server(peers, "chronyd-nts-server")
+    pki = make_pki(peers.tmp)
+    chrony, ntp_port, ke_port = chronyd_nts_server(peers, "chronyd-nts-server", pki.key, pki.chain)
     client = peers.tsyncd(
         "tsyncd-nts-client",
         nts_source_toml(pki, f"127.0.0.1:{ke_port}", (-2, -1)),
@@ -102,7 +91,8 @@ def test_tsyncd_is_nts_client_of_chronyd(peers: Peers) -> None:
 
 def test_tsyncd_resumes_nts_with_saved_cookies_without_ke(peers: Peers) -> None:
     """[nts-client] cookie-storage-path: a restart takes up the saved session, no NTS-KE."""
-    chrony, pki, ntp_port, ke_port = _chronyd_nts_server(peers, "chronyd-nts-resume")
+    pki = make_pki(peers.tmp)
+    chrony, ntp_port, ke_port = chronyd_nts_server(peers, "chronyd-nts-resume", pki.key, pki.chain)
     store = peers.tmp / "nts-cookies"
     toml = nts_source_toml(pki, f"127.0.0.1:{ke_port}", (-2, -1)) + (
         f'[nts-client]\ncookie-storage-path = "{store}"\n'

@@ -2,7 +2,8 @@
 
 The build needs Debian 12's dpkg-dev, debhelper, dh-python, pybuild-plugin-pyproject,
 python3-all and python3-setuptools; running the packaged entry points needs the package's
-Depends (python3-click, python3-cryptography, python3-prometheus-client). Anything missing
+Depends (python3-click, python3-cryptography, python3-openssl, python3-service-identity,
+python3-prometheus-client). Anything missing
 fails these tests: a package we cannot build is a broken package, not a skipped check.
 """
 
@@ -12,10 +13,13 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import tsyncd
+from tests.nts_certs import make_pki, nts_server_toml, nts_source_toml
+from tests.peers import Peers, Tsyncd, chronyd_nts_server, free_tcp_port, free_udp_port, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO / "packaging" / "build-deb.sh"
@@ -109,7 +113,13 @@ def test_package_identity(deb: Path) -> None:
 
 def test_dependencies(deb: Path) -> None:
     depends = [d.strip() for d in field(deb, "Depends").split(",")]
-    for name in ("python3-click", "python3-cryptography", "python3-prometheus-client"):
+    for name in (
+        "python3-click",
+        "python3-cryptography",
+        "python3-openssl",  # NTS-KE (tested below on Debian 12's own libraries)
+        "python3-service-identity",
+        "python3-prometheus-client",
+    ):
         # Unversioned: Debian 12 ships older releases than pyproject's minimums.
         assert name in depends, depends
     assert "python3:any (>= 3.11~)" in depends
@@ -222,3 +232,75 @@ def test_shipped_config_passes_check(extracted: Path, tmp_path: Path) -> None:
     config = extracted / "etc" / "tsyncd" / "tsyncd.toml"
     result = run_packaged(extracted, "tsyncd", "--check", "-c", str(config), tmp_path=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _packaged_tsyncd(extracted: Path, peers: Peers, name: str, toml: str) -> Tsyncd:
+    """The extracted package's tsyncd on Debian's interpreter and Debian's libraries only."""
+    d = peers.tmp / name
+    d.mkdir()
+    sock = d / "tsyncd.sock"
+    conf = d / "tsyncd.toml"
+    conf.write_text(f'[clock]\nmode = "measure"\n[control]\nsocket = "{sock}"\n{toml}')
+    env = {
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        "PYTHONPATH": str(extracted / DIST_PACKAGES),
+        "LANG": "C.UTF-8",
+        "HOME": str(d),
+    }
+    argv = [str(extracted / "usr" / "bin" / "tsyncd"), "-c", str(conf)]
+    proc = peers._start(name, argv, env)
+    wait_for(f"{name} to start", lambda: sock.exists() or proc.popen.poll() is not None)
+    assert proc.popen.poll() is None, proc.output()
+    return Tsyncd(proc, sock)
+
+
+def test_debian_libraries_lack_what_the_venv_has() -> None:
+    """What the two tests below exercise: Debian 12's cryptography has no AES-GCM-SIV and
+    cannot seal an empty AES-SIV plaintext (tsyncd/nts/siv_compat.py fills that in)."""
+    probe = (
+        "import cryptography.hazmat.primitives.ciphers.aead as a\n"
+        "from tsyncd.nts.siv_compat import library_seals_empty\n"
+        "print(hasattr(a, 'AESGCMSIV'), library_seals_empty())"
+    )
+    result = run("/usr/bin/python3", "-c", probe, env={"PYTHONPATH": str(REPO)}, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "False"]
+
+
+def test_packaged_tsyncd_is_nts_client_of_chronyd(extracted: Path, peers: Peers) -> None:
+    pki = make_pki(peers.tmp)
+    _chrony, ntp_port, ke_port = chronyd_nts_server(peers, "chronyd-nts", pki.key, pki.chain)
+    client = _packaged_tsyncd(
+        extracted, peers, "deb-nts-client", nts_source_toml(pki, f"127.0.0.1:{ke_port}", (-2, -2))
+    )
+
+    def authenticated() -> dict[str, Any] | None:
+        rows = client.ctl("peers")
+        good = [r for r in rows if r["nts"] and r["nts"]["authenticated"] >= 3]
+        return good[0] if good else None
+
+    row = wait_for("authenticated NTS samples from chronyd", authenticated, timeout=30)
+    assert row["address"] == f"127.0.0.1:{ntp_port}"
+    assert row["nts"]["aead"] == "AES-SIV-CMAC-256" and row["nts"]["naks"] == 0
+
+
+def test_chronyd_is_nts_client_of_packaged_tsyncd(extracted: Path, peers: Peers) -> None:
+    pki = make_pki(peers.tmp)
+    ntp_port, ke_port = free_udp_port(), free_tcp_port()
+    keys = peers.tmp / "nts-keys.json"
+    server = _packaged_tsyncd(
+        extracted, peers, "deb-nts-server", nts_server_toml(pki, ntp_port, ke_port, keys, 8)
+    )
+    chrony = peers.chronyd(
+        "chronyd-nts-client",
+        f"server 127.0.0.1 port {ntp_port} nts ntsport {ke_port} iburst minpoll -2 maxpoll -2\n"
+        f"ntstrustedcerts {pki.ca}\nport 0\n",
+    )
+
+    def selected() -> list[str] | None:
+        rows = [r for r in chrony.sources() if r[2] == "127.0.0.1"]
+        return rows[0] if rows and rows[0][1] == "*" and int(rows[0][5], 8) >= 0o7 else None
+
+    wait_for("chronyd to select the packaged tsyncd over NTS", selected, timeout=30)
+    stats = server.ctl("serverstats")
+    assert stats["nts_requests"] >= 3 and stats["nts_naks"] == 0

@@ -168,8 +168,13 @@ class TlsStream:
 
     @property
     def group(self) -> str | None:
-        """The negotiated key-exchange group, e.g. "X25519MLKEM768" or "x25519"."""
+        """The negotiated key-exchange group, e.g. "X25519MLKEM768" or "x25519"; None where
+        pyOpenSSL cannot tell (before 24.3, e.g. Debian 12's 23.0)."""
+        get_group_name = getattr(self.conn, "get_group_name", None)
+        if get_group_name is None:
+            return None
         try:
-            return self.conn.get_group_name()
+            name: str | None = get_group_name()
         except (NotImplementedError, SSL.Error):
             return None
+        return name

@@ -1,7 +1,9 @@
 """The two NTS AEADs (RFC 8915 §5.1): AEAD_AES_SIV_CMAC_256 (15) and AEAD_AES_128_GCM_SIV (30).
 
-Both come from ``cryptography`` (>= 45.0.1: older wheels link an OpenSSL that refuses the empty
-plaintext every NTS client request authenticates, and lack AES-GCM-SIV before 42).
+Both come from ``cryptography`` (>= 45.0.1 in the venv).  Older builds lack AES-GCM-SIV (before
+42) and, like Debian 12's python3-cryptography 38, refuse the empty plaintext every NTS client
+request authenticates: there, AEAD 30 is simply not offered (``AEADS`` lacks it) and AES-SIV
+goes through ``siv_compat.SivCompat``, so the .deb speaks NTS with chrony (which uses 15).
 
 The two differ in API shape, which is why they sit behind one small class: AES-SIV (RFC 5297)
 takes the nonce as the *last* associated-data component and prepends its 16-byte tag, while
@@ -16,14 +18,31 @@ from dataclasses import dataclass
 from typing import Final
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCMSIV, AESSIV
+from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 
+from tsyncd.nts.siv_compat import SivCompat, library_seals_empty
 from tsyncd.wire.errors import WireError
 from tsyncd.wire.ntske import AeadId
 
-__all__ = ["AEADS", "Aead", "AuthenticationFailed", "Bytes", "Cipher", "aead_for"]
+__all__ = [
+    "AEADS",
+    "Aead",
+    "AuthenticationFailed",
+    "Bytes",
+    "Cipher",
+    "SivCipher",
+    "aead_for",
+    "siv_cipher",
+]
+
+try:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCMSIV
+except ImportError:  # cryptography < 42 (Debian 12): no AEAD 30
+    AESGCMSIV = None  # type: ignore[assignment,misc]
 
 TAG_LEN: Final = 16
+_SIV: Final = AESSIV if library_seals_empty() else SivCompat
+_SIV_TYPES: Final = (AESSIV, SivCompat)
 
 
 class AuthenticationFailed(WireError):
@@ -32,7 +51,10 @@ class AuthenticationFailed(WireError):
     reason = "auth_failed"
 
 
-Cipher = AESSIV | AESGCMSIV
+SivCipher = AESSIV | SivCompat
+"""A keyed AES-SIV (AEAD 15, and the cookie master key): ``AESSIV``'s interface."""
+
+Cipher = SivCipher | AESGCMSIV
 """A keyed cipher object: keying AES costs more than sealing a small packet, so keep them."""
 
 Bytes = bytes | bytearray | memoryview
@@ -50,7 +72,7 @@ class Aead:
     def cipher(self, key: bytes) -> Cipher:
         """A cipher object keyed with ``key``, for ``seal_with``/``open_with``."""
         if self.aead_id == AeadId.AES_SIV_CMAC_256:
-            return AESSIV(key)
+            return siv_cipher(key)
         return AESGCMSIV(key)
 
     def seal(self, key: bytes, nonce: Bytes, plaintext: Bytes, ad: Bytes) -> bytes:
@@ -59,7 +81,7 @@ class Aead:
 
     def seal_with(self, cipher: Cipher, nonce: Bytes, plaintext: Bytes, ad: Bytes) -> bytes:
         """``seal`` with a cipher from ``self.cipher``."""
-        if isinstance(cipher, AESSIV):
+        if isinstance(cipher, _SIV_TYPES):
             return cipher.encrypt(plaintext, [ad, nonce] if ad else [nonce])
         return cipher.encrypt(nonce, plaintext, ad or None)
 
@@ -74,7 +96,7 @@ class Aead:
         if len(ciphertext) < TAG_LEN:
             raise AuthenticationFailed(f"ciphertext of {len(ciphertext)} bytes has no tag")
         try:
-            if isinstance(cipher, AESSIV):
+            if isinstance(cipher, _SIV_TYPES):
                 if not nonce:
                     raise AuthenticationFailed("empty nonce")
                 return cipher.decrypt(ciphertext, [ad, nonce] if ad else [nonce])
@@ -93,8 +115,14 @@ class Aead:
 
 AEADS: Final[dict[int, Aead]] = {
     AeadId.AES_SIV_CMAC_256: Aead(AeadId.AES_SIV_CMAC_256, 32, 16),
-    AeadId.AES_128_GCM_SIV: Aead(AeadId.AES_128_GCM_SIV, 16, 12),
 }
+if AESGCMSIV is not None:
+    AEADS[AeadId.AES_128_GCM_SIV] = Aead(AeadId.AES_128_GCM_SIV, 16, 12)
+
+
+def siv_cipher(key: bytes) -> SivCipher:
+    """AES-SIV keyed with ``key`` (32 or 64 bytes), from this ``cryptography`` or the compat."""
+    return _SIV(key)
 
 
 def aead_for(aead_id: int) -> Aead | None:

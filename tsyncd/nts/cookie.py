@@ -31,10 +31,9 @@ from typing import Final
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from tsyncd.nts.aead import AEADS, Bytes
+from tsyncd.nts.aead import AEADS, Bytes, SivCipher, siv_cipher
 from tsyncd.statefile import write_atomic
 from tsyncd.wire.errors import WireError
 from tsyncd.wire.ntske import AeadId
@@ -96,7 +95,7 @@ class KeySet:
         self.rotation_s = rotation_s
         self._keys: dict[int, bytes] = {base_epoch: base_key}
         # Cipher objects per key id: the per-packet path should not re-key AES for every cookie.
-        self._ciphers: dict[int, AESSIV] = {base_epoch & 0xFFFF_FFFF: AESSIV(base_key)}
+        self._ciphers: dict[int, SivCipher] = {base_epoch & 0xFFFF_FFFF: siv_cipher(base_key)}
         self.current_epoch = base_epoch
 
     def epoch_at(self, now_s: float) -> int:
@@ -112,7 +111,7 @@ class KeySet:
             key = self._keys[self.current_epoch]
             self.current_epoch += 1
             self._keys[self.current_epoch] = new = ratchet(key, self.current_epoch - 1)
-            self._ciphers[self.current_epoch & 0xFFFF_FFFF] = AESSIV(new)
+            self._ciphers[self.current_epoch & 0xFFFF_FFFF] = siv_cipher(new)
             for old in [e for e in self._keys if e <= self.current_epoch - _KEEP_EPOCHS]:
                 del self._keys[old]
                 del self._ciphers[old & 0xFFFF_FFFF]

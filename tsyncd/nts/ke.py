@@ -47,7 +47,9 @@ EXPORTER_LABEL: Final = b"EXPORTER-network-time-security"
 """RFC 8446 §7.5 exporter label (§5.1): exact ASCII, no NUL, no "/1"."""
 
 COOKIES_PER_KE: Final = 8
-CLIENT_AEADS: Final = (AeadId.AES_128_GCM_SIV, AeadId.AES_SIV_CMAC_256)
+CLIENT_AEADS: Final = tuple(
+    a for a in (AeadId.AES_128_GCM_SIV, AeadId.AES_SIV_CMAC_256) if a in AEADS
+)  # GCM-SIV first where this cryptography has it (aead.py)
 
 
 class KeFailed(WireError):
@@ -78,7 +80,7 @@ def choose(request: KeRequest) -> ServerChoice:
     for aead in request.aead_algorithms:
         if aead == AeadId.AES_SIV_CMAC_256:
             return ServerChoice(protocol=0, aead=aead, context_aead=aead)
-        if aead == AeadId.AES_128_GCM_SIV and request.compliant_gcm_siv:
+        if aead == AeadId.AES_128_GCM_SIV and request.compliant_gcm_siv and aead in AEADS:
             return ServerChoice(protocol=0, aead=aead, compliant_gcm_siv=True, context_aead=aead)
     return ServerChoice(protocol=0, aead=None)
 
