@@ -28,7 +28,6 @@ import socket
 import struct
 import time
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection, Pipe
 from typing import Any, Final
 
 from tsyncd.clock.base import Clock
@@ -38,6 +37,7 @@ from tsyncd.net.udp import SocketOptions, enable_rx_timestamps, family_for_host
 from tsyncd.servers import worker as worker_mod
 from tsyncd.servers.ntp import NtpServer
 from tsyncd.servers.ntskeys import KeyState
+from tsyncd.servers.pipe import Connection, pipe
 from tsyncd.servers.responder import AccessList, NtpResponder, ResponseTemplate, ServerPolicy
 from tsyncd.servers.stats import server_policy, sum_counters
 
@@ -153,7 +153,7 @@ class WorkerPool:
     # ---------------------------------------------------------------- processes
 
     def _fork(self, w: _Worker) -> None:
-        parent_end, child_end = Pipe(duplex=True)
+        parent_end, child_end = pipe()
         setup = worker_mod.WorkerSetup(
             w.index, self._access, self._policy, self._template, self._clock_map, self._keys
         )

@@ -21,7 +21,6 @@ import contextlib
 import logging
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Final
 
@@ -86,6 +85,10 @@ def write_drift(path: Path, ppm: float, skew_ppm: float) -> None:
         raise ValueError(f"drift values must be finite, got {ppm!r} {skew_ppm!r}")
     line = f"{-ppm + 0.0:20.6f} {skew_ppm:20.6f}\n".encode("ascii")
     directory = path.parent
+    # Imported here, once an hour at most: tempfile brings shutil, bz2 and lzma, about 1 MB
+    # the daemon (and every forked server worker) would otherwise carry for nothing.
+    import tempfile
+
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:

@@ -1,0 +1,32 @@
+"""What the daemon loads to serve NTP: modules only some configurations need stay out.
+
+Every module the main process imports is heap (and libraries) that each forked server worker
+inherits and that the main process carries for its whole life (bench/README.md, "Server
+memory").  This pins the imports that were removed so they do not creep back.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+# Loaded only where used: multiprocessing (the worker pipe is our own, servers/pipe.py),
+# tempfile (with shutil, bz2, lzma: the drift file imports it when it writes).
+_NOT_AT_START = ("multiprocessing", "tempfile", "shutil", "bz2", "lzma")
+
+
+def _loaded_after(code: str) -> set[str]:
+    out = subprocess.run(
+        [sys.executable, "-c", f"{code}\nimport sys\nprint(' '.join(sys.modules))"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    return set(out.split())
+
+
+def test_the_daemon_and_its_server_workers_import_none_of_the_optional_modules() -> None:
+    loaded = _loaded_after("import tsyncd.__main__, tsyncd.daemon, tsyncd.servers.worker")
+    assert "tsyncd.daemon" in loaded  # the probe itself worked
+    assert sorted(loaded & set(_NOT_AT_START)) == []
