@@ -10,8 +10,11 @@ Both servers are started as ``bench.server`` starts them (tsyncd in measure mode
 ``local-stratum = 10`` and one ``[[server]]`` on 127.0.0.1 with its default workers; chronyd
 ``-x``), left idle for ``--settle`` seconds, and measured from ``/proc/PID/smaps_rollup`` per
 process: RSS, PSS (shared pages split between the processes that map them, so the sum over a
-server's processes is its real cost), Private_Dirty (pages that process alone has written:
-what a forked worker did not keep shared with its parent) and anonymous memory.  Then each
+server's processes is its real cost) and its two parts, anonymous (heap: shared only between
+tsyncd's own processes, so it does not depend on the rest of the machine) and file-backed
+(libraries: their share varies with how many other processes map them), Private_Dirty
+(pages that process alone holds: what a forked worker and its parent no longer share) and
+anonymous memory.  Then each
 server gets ``--load`` seconds of ``bench.server``'s flood and is measured again: a worker that
 writes to pages it inherited un-shares them, which shows as Private_Dirty growing.
 The issue's target is the tsyncd PSS sum (idle, default workers) at most 25 MB.
@@ -35,6 +38,8 @@ from bench.server import _tree, chronyd, measure, tsyncd
 _FIELDS = {
     "Rss": "rss_mb",
     "Pss": "pss_mb",
+    "Pss_Anon": "pss_anon_mb",
+    "Pss_File": "pss_file_mb",
     "Private_Dirty": "private_dirty_mb",
     "Anonymous": "anonymous_mb",
 }
@@ -48,6 +53,8 @@ class ProcessMemory:
     role: str  # "main" or "worker N" (tsyncd), "main" (chronyd)
     rss_mb: float
     pss_mb: float
+    pss_anon_mb: float  # PSS of anonymous pages: shared only within the server's own tree
+    pss_file_mb: float  # PSS of library pages: depends on what else runs on the machine
     private_dirty_mb: float
     anonymous_mb: float
 
@@ -79,6 +86,7 @@ def _print(server: str, phase: str, rows: Sequence[ProcessMemory]) -> None:
     for r in [*rows, total(rows)]:
         print(
             f"{server:8} {phase:6} {r.role:9} {r.rss_mb:>7.1f} {r.pss_mb:>7.1f} "
+            f"{r.pss_anon_mb:>8.1f} {r.pss_file_mb:>8.1f} "
             f"{r.private_dirty_mb:>13.1f} {r.anonymous_mb:>9.1f}"
         )
 
@@ -119,6 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     print(
         f"{'server':8} {'phase':6} {'process':9} {'RSS MB':>7} {'PSS MB':>7} "
+        f"{'anon PSS':>8} {'file PSS':>8} "
         f"{'Priv.dirty MB':>13} {'Anon MB':>9}"
     )
     for name, phases in result.items():

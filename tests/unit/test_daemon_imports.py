@@ -11,8 +11,18 @@ import subprocess
 import sys
 
 # Loaded only where used: multiprocessing (the worker pipe is our own, servers/pipe.py),
-# tempfile (with shutil, bz2, lzma: the drift file imports it when it writes).
-_NOT_AT_START = ("multiprocessing", "tempfile", "shutil", "bz2", "lzma")
+# tempfile (with shutil, bz2, lzma: the drift file imports it when it writes), click and what
+# it brings (the daemon's command line is argparse; tsyncctl keeps click).
+_NOT_AT_START = (
+    "multiprocessing",
+    "tempfile",
+    "shutil",
+    "bz2",
+    "lzma",
+    "click",
+    "uuid",
+    "platform",
+)
 
 
 def _loaded_after(code: str) -> set[str]:
