@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
@@ -54,10 +55,27 @@ def _load(path: Path) -> Config:
 
 
 class _Formatter(argparse.HelpFormatter):
-    """Help as the other tools print it: "Usage: tsyncd ..." (the packaging tests check it)."""
+    """Help as the other tools print it: "Usage: tsyncd ..." (the packaging tests check it).
+
+    The width is given, so argparse does not import ``shutil`` (with bz2 and lzma) to ask for
+    the terminal's size each time it builds a formatter, which it does for every option.
+    """
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, width=_terminal_columns() - 2)
 
     def add_usage(self, usage: Any, actions: Any, groups: Any, prefix: str | None = None) -> None:
         super().add_usage(usage, actions, groups, "Usage: " if prefix is None else prefix)
+
+
+def _terminal_columns() -> int:
+    """$COLUMNS, else the width of the terminal on stdout, else 80 (as shutil would say)."""
+    with contextlib.suppress(KeyError, ValueError):
+        return int(os.environ["COLUMNS"])
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+    except (OSError, ValueError, AttributeError):
+        return 80
 
 
 def _parser() -> argparse.ArgumentParser:
