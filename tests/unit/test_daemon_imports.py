@@ -7,6 +7,7 @@ memory").  This pins the imports that were removed so they do not creep back.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -18,6 +19,7 @@ _NOT_AT_START = (
     "fractions",
     "decimal",
     "tsyncd.wire.tsq",
+    "systemd",  # systemd-python only under systemd ($NOTIFY_SOCKET set)
     "multiprocessing",
     "tempfile",
     "shutil",
@@ -36,6 +38,7 @@ def _loaded_after(code: str) -> set[str]:
         capture_output=True,
         text=True,
         timeout=60,
+        env={k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"},  # not under systemd
     ).stdout
     return set(out.split())
 
@@ -43,7 +46,8 @@ def _loaded_after(code: str) -> set[str]:
 def test_the_daemon_and_its_server_workers_import_none_of_the_optional_modules() -> None:
     loaded = _loaded_after(
         "import tsyncd.__main__, tsyncd.daemon, tsyncd.servers.worker\n"
-        "tsyncd.__main__._parser().parse_args(['-c', 'tsyncd.toml'])"  # argparse: no shutil
+        "tsyncd.__main__._parser().parse_args(['-c', 'tsyncd.toml'])\n"  # argparse: no shutil
+        "tsyncd.sdnotify.Notifier()"
     )
     assert "tsyncd.daemon" in loaded  # the probe itself worked
     assert sorted(loaded & set(_NOT_AT_START)) == []
