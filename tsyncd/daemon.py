@@ -182,6 +182,7 @@ class Daemon(SnapshotViews):
                 options=options,
                 event_loop_only=on_loop,
                 keys=self.nts.key_state() if self.nts is not None else None,
+                fork=False,  # forked below, once the rest is started (memory)
             )
             if isinstance(server, NtpServer):
                 server.symmetric_passive = server_cfg.symmetric_passive
@@ -245,7 +246,17 @@ class Daemon(SnapshotViews):
         self._after_update()
         self._tasks.append(loop.create_task(self._timer_loop()))
         self._tasks.append(loop.create_task(self._housekeeping()))
+        self._fork_server_workers()
         self.notifier.ready(self._status_line())
+
+    def _fork_server_workers(self) -> None:
+        """Fork every pool's workers, last in start-up: pages the main process writes after a
+        fork stop being shared with the workers, so the less it still has to set up, the
+        less memory the workers cost (bench/README.md, "Server memory").  Their sockets are
+        bound already: requests that come meanwhile wait in the socket, none is lost."""
+        for server in self.servers:
+            if isinstance(server, WorkerPool):
+                server.start()
 
     async def run(self) -> None:
         """Start, serve until stopped, then close everything."""

@@ -85,7 +85,8 @@ class Notifier:
     when the path starts with ``@``). ``environ`` defaults to a snapshot of ``os.environ``
     taken now. ``backend`` picks the sender: ``auto`` uses systemd-python only when it is
     importable and ``environ`` names the same socket as the process environment (libsystemd
-    reads the real environment, so it cannot follow an injected one); ``pure`` never imports
+    reads the real environment, so it cannot follow an injected one), and only when that socket
+    is set (without it every method is a no-op, and nothing is imported); ``pure`` never imports
     systemd-python; ``systemd`` requires it and raises ImportError here if it is missing.
     """
 
@@ -102,7 +103,10 @@ class Notifier:
             if self._systemd_notify is None:
                 raise ImportError("backend='systemd' needs systemd-python (systemd.daemon)")
         elif backend == "auto" and self._notify_socket == os.environ.get("NOTIFY_SOCKET"):
-            self._systemd_notify = _load_systemd_notify()
+            # Only under systemd: outside it every method is a no-op, and systemd-python
+            # would map libsystemd and its libraries (about 0.7 MB) for nothing.
+            if self._notify_socket is not None:
+                self._systemd_notify = _load_systemd_notify()
         elif backend not in ("auto", "pure"):
             raise ValueError(f"unknown sd_notify backend {backend!r}")
 

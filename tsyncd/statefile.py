@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from pathlib import Path
 
 __all__ = ["write_atomic"]
@@ -19,6 +18,10 @@ __all__ = ["write_atomic"]
 def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
     """Replace ``path`` with ``data`` (permissions ``mode``); ``OSError`` if it cannot."""
     directory = path.parent
+    # Imported here: tempfile brings shutil, bz2 and lzma, about 1 MB the daemon (and every
+    # forked server worker) would otherwise carry for a write once an hour at most.
+    import tempfile
+
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:

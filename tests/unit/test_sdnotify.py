@@ -243,3 +243,15 @@ def test_systemd_python_backend_failure_does_not_raise(
         with caplog.at_level(logging.DEBUG, logger="tsyncd.sdnotify"):
             notifier.ready()
     assert any("failed" in r.getMessage() for r in caplog.records)
+
+
+def test_auto_outside_systemd_loads_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No $NOTIFY_SOCKET: the no-op notifier must not map libsystemd (memory, for nothing)."""
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    loaded: list[str] = []
+    monkeypatch.setattr("tsyncd.sdnotify.importlib.import_module", lambda name: loaded.append(name))
+    notifier = Notifier()
+    assert notifier.backend == "pure"
+    assert not notifier.enabled
+    notifier.ready("nobody listens")  # and a no-op
+    assert loaded == []

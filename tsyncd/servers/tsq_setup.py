@@ -13,7 +13,6 @@ from tsyncd.config import Config, TsqServerConfig
 from tsyncd.snapshots import TsqServerStatsSnapshot
 from tsyncd.sync.core import SyncCore
 from tsyncd.sync.discipline import Discipline
-from tsyncd.wire.tsq import ClockClass, ClockQuality, SourceInfo, SourceType
 
 if TYPE_CHECKING:
     from tsyncd.servers.tsq import TsqServer, TsqServerInfo
@@ -68,7 +67,9 @@ def tsq_server_info(core: SyncCore, discipline: Discipline | None) -> TsqServerI
     local clock (local-stratum): class unknown, source type "manual".  Otherwise stratum 0,
     which tells clients not to use us.
     """
+    # Imported here, like the TSQ server itself: a daemon without TSQ never loads the codec.
     from tsyncd.servers.tsq import TsqServerInfo
+    from tsyncd.wire.tsq import ClockClass, ClockQuality, SourceInfo, SourceType
 
     d = core.decision
     error_ns = d.root_delay_ns // 2 + d.root_dispersion_ns

@@ -39,12 +39,12 @@ import socket
 import struct
 import time
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from tsyncd.servers import mmsg, txstamp
 from tsyncd.servers.latetx import BASIC, SendLag, restamp, transmit_ntp
 from tsyncd.servers.ntskeys import KeyState
+from tsyncd.servers.pipe import Connection  # not multiprocessing's: it costs memory
 from tsyncd.servers.responder import AccessList, NtpResponder, ResponseTemplate, ServerPolicy
 from tsyncd.wire.ntp import HEADER_LEN
 

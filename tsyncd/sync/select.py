@@ -28,10 +28,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from fractions import Fraction
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from tsyncd.sync.sample import MAXDIST_NS
+
+if TYPE_CHECKING:
+    from fractions import Fraction
 
 NMIN: Final = 3  # RFC 5905 NMIN: clustering never leaves fewer survivors than this
 
@@ -197,6 +199,10 @@ def combine(
     """
     if not survivors:
         raise ValueError("combine() needs at least one survivor")
+    # Imported at the first combine: fractions brings decimal, about 0.5 MB that a daemon
+    # serving only its local clock (no sources) would carry, in every server worker too.
+    from fractions import Fraction
+
     inverse = {c.name: Fraction(1, c.root_distance_ns) for c in survivors}
     total = sum(inverse.values(), Fraction(0))
     weights = {name: w / total for name, w in inverse.items()}
