@@ -299,12 +299,17 @@ def test_client_reuses_one_connection(pki: Pki, transport: Any) -> None:
                 "127.0.0.1", port_of(server), config, now_ns=time.time_ns, timeout_s=2
             )
             try:
+                delays = []
                 for _ in range(5):
                     ex = await client.query(2.0)
                     sample = evaluate(ex.reply, nonce=ex.nonce, t1_ns=ex.t1_ns, t4_ns=ex.t4_ns)
                     # One clock on both ends: |offset| <= delay / 2 (plus NTP-format rounding).
-                    assert 0 <= sample.delay_ns < 50_000_000
+                    assert 0 <= sample.delay_ns < 2_000_000_000
                     assert abs(sample.offset_ns) <= sample.delay_ns // 2 + 2
+                    delays.append(sample.delay_ns)
+                # Client and server share this process's event loop, so a stall of the
+                # machine lands in one sample's delay; the best of five is the exchange's.
+                assert min(delays) < 50_000_000
             finally:
                 client.close()
             c = server.responder.counters
