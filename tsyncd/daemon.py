@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING, Any, Final
 
 from tsyncd import __version__
 from tsyncd.clock.base import Clock, ClockState
-from tsyncd.config import Config, ConfigErrors, SourceConfig, load_config
+from tsyncd.config import Config, ConfigErrors, load_config
 from tsyncd.control.rpc import ErrorCode, RpcError
 from tsyncd.control.server import ControlServer
 from tsyncd.daemon_snapshots import SnapshotViews
+from tsyncd.daemon_sources import SourceMobilizer
 from tsyncd.net.eventloop import simulator_runtime
-from tsyncd.net.resolver import resolve
 from tsyncd.net.udp import SocketOptions
 from tsyncd.sdnotify import Notifier
 from tsyncd.servers.broadcast import BroadcastSender
@@ -44,9 +44,7 @@ from tsyncd.snapshots import (
     ServerStatsSnapshot,
 )
 from tsyncd.sources.ntp import NtpSourceSocket
-from tsyncd.sources.pool import run_pool
-from tsyncd.sync.association import NtpAssociation
-from tsyncd.sync.core import SourceState, SyncCore
+from tsyncd.sync.core import SyncCore
 from tsyncd.sync.discipline import (
     ClockAction,
     Discipline,
@@ -57,11 +55,8 @@ from tsyncd.sync.discipline import (
 )
 from tsyncd.sync.driftfile import read_drift, write_drift
 from tsyncd.sync.leap import kernel_leap, leap_applied, utc_day
-from tsyncd.sync.pool import PoolMembers
-from tsyncd.sync.sample import Sample
-from tsyncd.sync.symmetric import SymmetricAssociation
 from tsyncd.sync.system import SystemDecision
-from tsyncd.wire.ntp import Leap, refid_for_address
+from tsyncd.wire.ntp import Leap
 from tsyncd.wire.timestamps import ntp64_from_unix_ns, short_from_ns
 
 if TYPE_CHECKING:
@@ -71,8 +66,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_RESOLVE_RETRY_S: Final = 30.0
-_POOL_RESOLVE_MAX_S: Final = 60.0  # pools re-resolve at most this often (8 min-polls if less)
 _DRIFT_WRITE_INTERVAL_S: Final = 3600.0
 _NS_PER_S: Final = 1_000_000_000
 
@@ -89,7 +82,7 @@ def measure_precision_log2(now_ns: Any = time.time_ns) -> int:
     return math.ceil(math.log2(smallest * 1e-9))
 
 
-class Daemon(SnapshotViews):
+class Daemon(SourceMobilizer, SnapshotViews):
     """A configured tsyncd; ``await run()`` until ``stop()`` (or a signal)."""
 
     def __init__(self, config: Config, clock: Clock, notifier: Notifier | None = None) -> None:
@@ -342,154 +335,6 @@ class Daemon(SnapshotViews):
                 log.info("reloaded %s", self.config.path)
         self.notifier.ready(self._status_line())
 
-    # ---------------------------------------------------------------- sources
-
-    async def _mobilize(self, cfg: SourceConfig) -> None:
-        """Resolve a source's address (retrying) and start its association(s)."""
-        if cfg.mode == "nts":
-            await self._mobilize_nts(cfg)
-            return
-        host, port = cfg.address.host, cfg.address.port
-        if cfg.mode == "pool":
-            interval_s = min(max(1.0, 8 * 2.0**cfg.min_poll), _POOL_RESOLVE_MAX_S)
-            await run_pool(
-                cfg.name,
-                PoolMembers(count=cfg.count, resolve_interval_ns=round(interval_s * _NS_PER_S)),
-                resolve=lambda: self._resolve(host, port),
-                add=lambda ip: self._add_association(cfg, ip, _join_host_port(ip, port)),
-                remove=lambda ip: self._remove_association(_join_host_port(ip, port)),
-                status=lambda ip: self._association_status(_join_host_port(ip, port)),
-                now_ns=self.clock.now_ns,
-            )
-            return
-        ips = await self._resolve_retrying(cfg)
-        self._add_association(cfg, ips[0], cfg.name)
-
-    async def _resolve_retrying(
-        self, cfg: SourceConfig, host: str | None = None, port: int | None = None
-    ) -> list[str]:
-        """Addresses of ``host`` (default: the source's own), retrying every _RESOLVE_RETRY_S
-        until the name resolves."""
-        host = cfg.address.host if host is None else host
-        port = cfg.address.port if port is None else port
-        while True:
-            try:
-                return await self._resolve(host, port)
-            except OSError as exc:
-                log.warning("cannot resolve %s for %s: %s; retrying", host, cfg.name, exc)
-                await asyncio.sleep(_RESOLVE_RETRY_S)
-
-    def _add_association(
-        self, cfg: SourceConfig, ip: str, name: str, port: int | None = None
-    ) -> SourceState | None:
-        """Open a socket to ``ip`` (default port: the configured one) and mobilize an
-        association named ``name``; None if it exists already or its socket cannot be opened."""
-        if name in self.sockets:
-            return None
-        port = cfg.address.port if port is None else port
-        broadcast = cfg.mode == "broadcast"
-        sock = NtpSourceSocket(
-            name=name,
-            mode=cfg.mode,
-            ip=ip,
-            port=port,
-            options=SocketOptions(dscp=cfg.dscp, reuse_addr=broadcast),
-            local_port={"peer": cfg.local_port, "broadcast": port}.get(cfg.mode, 0),
-            connect=not broadcast,
-        )
-        try:
-            sock.open(self._on_reply, self._on_tx_timestamp)
-        except OSError as exc:
-            # Peers and broadcast clients bind a fixed port, which something may hold.
-            log.error("cannot open a socket for %s (local port %d): %s", name, sock.local_port, exc)
-            return None
-        self.sockets[name] = sock
-        state = self.core.add_source(
-            name,
-            reference_id=refid_for_address(sock.ip),
-            min_poll=cfg.min_poll,
-            max_poll=cfg.max_poll,
-            iburst=cfg.iburst,
-            rng=self._rng,
-            now_ns=self.clock.now_ns(),
-            xleave=cfg.xleave,
-            symmetric=cfg.mode == "peer",
-            broadcast_delay_ns=round(cfg.broadcast_delay * _NS_PER_S) if broadcast else None,
-        )
-        self._announce()
-        log.info("polling %s (%s, %s)", name, sock.address, cfg.mode)
-        self._wake.set()
-        return state
-
-    async def _mobilize_nts(self, cfg: SourceConfig) -> None:
-        """NTS-KE first (retrying), then an association to the NTP server it names, moved
-        whenever a later NTS-KE names another."""
-        from tsyncd.sources.nts import NtsSource  # pyOpenSSL only when NTS is used
-
-        nts = NtsSource(cfg, self.config.nts_client.cookie_storage_path)
-        self.nts_sources[cfg.name] = nts
-        result = nts.restore() or await nts.key_exchange_until_ok()
-        while True:
-            ips = await self._resolve_retrying(cfg, result.ntp_host, result.ntp_port)
-            state = self._add_association(cfg, ips[0], cfg.name, result.ntp_port)
-            if state is None:
-                return
-            state.association.auth = nts.session
-            nts.association = state.association
-            result = await nts.maintain()  # returns when a new NTS-KE names another server
-            log.info(
-                "%s: NTS-KE now names %s:%d for NTP; moving there",
-                cfg.name,
-                result.ntp_host,
-                result.ntp_port,
-            )
-            nts.association = None
-            self._remove_association(cfg.name)
-
-    def _announce(self) -> None:
-        """Symmetric peers send our system variables, as our servers do."""
-        t = self._template
-        for state in self.core.sources.values():
-            if isinstance(state.association, SymmetricAssociation):
-                state.association.set_announced(
-                    leap=t.leap,
-                    stratum=t.stratum or 16,
-                    root_delay=t.root_delay,
-                    root_dispersion=t.root_dispersion,
-                    reference_id=t.reference_id,
-                    reference_ts=t.reference_ts,
-                )
-
-    def _remove_association(self, name: str) -> None:
-        """Demobilize ``name`` and close its socket."""
-        sock = self.sockets.pop(name, None)
-        if sock is not None:
-            sock.close()
-        if name in self.core.sources:
-            self.core.remove_source(name, self.clock.now_ns())
-        self._after_update()
-
-    def _association_status(self, name: str) -> tuple[NtpAssociation, str] | None:
-        state = self.core.sources.get(name)
-        if state is None:
-            return None
-        return state.association, self.core.decision.states.get(name, "init")
-
-    async def _resolve(self, host: str, port: int) -> list[str]:
-        """IP literals as they are; names through the configured DNS servers or getaddrinfo."""
-        return await resolve(host, port, self.config.resolver.servers)
-
-    def _on_tx_timestamp(self, name: str, kernel_tx_ns: int) -> None:
-        self.core.handle_tx_timestamp(name, self.clock.from_kernel_ns(kernel_tx_ns))
-
-    def _on_reply(self, name: str, data: bytes, kernel_rx_ns: int) -> None:
-        rx_ns = self.clock.from_kernel_ns(kernel_rx_ns)
-        self._apply(self.core.handle_reply(name, data, rx_ns))
-        if name in self.nts_sources:
-            self.nts_sources[name].kick()  # an NTS NAK asks for a new NTS-KE
-        self._after_update()
-        self._wake.set()  # a reply can move deadlines (KoD RATE, poll changes)
-
     # ---------------------------------------------------------------- timer and clock
 
     async def _timer_loop(self) -> None:
@@ -698,45 +543,3 @@ class Daemon(SnapshotViews):
             server = await start_tsq_server(cfg, self.clock.now_ns, info)
             self.tsq_servers.append(server)
             log.info("serving TSQ (%s) on %s", cfg.transport, server.listen)
-
-    async def _mobilize_tsq(self, cfg: SourceConfig) -> None:
-        """Resolve a TSQ source's address (retrying) and start polling it."""
-        from tsyncd.sources.tsq import TsqSource
-
-        host, port = cfg.address.host, cfg.address.port
-        ips = await self._resolve_retrying(cfg)
-        source = TsqSource(
-            name=cfg.name,
-            ip=ips[0],
-            port=port,
-            server_name=host,
-            transport=cfg.transport,
-            ca_file=cfg.certificate_authority,
-            now_ns=self.clock.now_ns,
-            precision_ns=max(1, _NS_PER_S >> -self.precision_log2),
-        )
-        source.start(self._on_tsq_sample, self._on_tsq_drop)
-        self.sockets[cfg.name] = source
-        self.core.add_source(
-            cfg.name,
-            reference_id=refid_for_address(source.ip),
-            min_poll=cfg.min_poll,
-            max_poll=cfg.max_poll,
-            iburst=cfg.iburst,
-            rng=self._rng,
-            now_ns=self.clock.now_ns(),
-        )
-        log.info("polling %s (TSQ %s, %s)", cfg.name, cfg.transport, source.address)
-        self._wake.set()
-
-    def _on_tsq_sample(self, name: str, sample: Sample) -> None:
-        self._apply(self.core.handle_sample(name, sample))
-        self._after_update()
-        self._wake.set()
-
-    def _on_tsq_drop(self, name: str, reason: str) -> None:
-        self.core.handle_drop(name, reason)
-
-
-def _join_host_port(ip: str, port: int) -> str:
-    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"

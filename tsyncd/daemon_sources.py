@@ -1,0 +1,257 @@
+"""How the daemon turns ``[[source]]`` entries into running associations (ARCHITECTURE.md,
+"Sources"): resolve names (retrying), open a socket per association, register it with the
+``SyncCore``, and keep pools, NTS sources (NTS-KE first, moving when a later KE names another
+NTP server) and TSQ sources going.  ``Daemon`` inherits this; the attributes and the two
+methods declared below are the daemon's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from typing import TYPE_CHECKING, Final
+
+from tsyncd.config import Config, SourceConfig
+from tsyncd.net.resolver import resolve
+from tsyncd.net.udp import SocketOptions
+from tsyncd.servers.responder import ResponseTemplate
+from tsyncd.sources.ntp import NtpSourceSocket
+from tsyncd.sources.pool import run_pool
+from tsyncd.sync.association import NtpAssociation
+from tsyncd.sync.core import SourceState, SyncCore
+from tsyncd.sync.discipline import ClockAction
+from tsyncd.sync.pool import PoolMembers
+from tsyncd.sync.sample import Sample
+from tsyncd.sync.symmetric import SymmetricAssociation
+from tsyncd.wire.ntp import refid_for_address
+
+if TYPE_CHECKING:
+    from tsyncd.clock.base import Clock
+    from tsyncd.sources.nts import NtsSource
+
+log = logging.getLogger("tsyncd.daemon")
+
+_RESOLVE_RETRY_S: Final = 30.0
+_POOL_RESOLVE_MAX_S: Final = 60.0  # pools re-resolve at most this often (8 min-polls if less)
+_NS_PER_S: Final = 1_000_000_000
+
+
+class SourceMobilizer:
+    """Source mobilization over the daemon's parts."""
+
+    config: Config
+    clock: Clock
+    core: SyncCore
+    sockets: dict[str, NtpSourceSocket]
+    nts_sources: dict[str, NtsSource]
+    precision_log2: int
+    _rng: random.Random
+    _wake: asyncio.Event
+    _template: ResponseTemplate
+
+    def _apply(self, actions: list[ClockAction]) -> None:
+        raise NotImplementedError  # the daemon's: carry out what the sync core decided
+
+    def _after_update(self) -> None:
+        raise NotImplementedError  # the daemon's: refresh the template and notify
+
+    async def _mobilize(self, cfg: SourceConfig) -> None:
+        """Resolve a source's address (retrying) and start its association(s)."""
+        if cfg.mode == "nts":
+            await self._mobilize_nts(cfg)
+            return
+        host, port = cfg.address.host, cfg.address.port
+        if cfg.mode == "pool":
+            interval_s = min(max(1.0, 8 * 2.0**cfg.min_poll), _POOL_RESOLVE_MAX_S)
+            await run_pool(
+                cfg.name,
+                PoolMembers(count=cfg.count, resolve_interval_ns=round(interval_s * _NS_PER_S)),
+                resolve=lambda: self._resolve(host, port),
+                add=lambda ip: self._add_association(cfg, ip, _join_host_port(ip, port)),
+                remove=lambda ip: self._remove_association(_join_host_port(ip, port)),
+                status=lambda ip: self._association_status(_join_host_port(ip, port)),
+                now_ns=self.clock.now_ns,
+            )
+            return
+        ips = await self._resolve_retrying(cfg)
+        self._add_association(cfg, ips[0], cfg.name)
+
+    async def _resolve_retrying(
+        self, cfg: SourceConfig, host: str | None = None, port: int | None = None
+    ) -> list[str]:
+        """Addresses of ``host`` (default: the source's own), retrying every _RESOLVE_RETRY_S
+        until the name resolves."""
+        host = cfg.address.host if host is None else host
+        port = cfg.address.port if port is None else port
+        while True:
+            try:
+                return await self._resolve(host, port)
+            except OSError as exc:
+                log.warning("cannot resolve %s for %s: %s; retrying", host, cfg.name, exc)
+                await asyncio.sleep(_RESOLVE_RETRY_S)
+
+    def _add_association(
+        self, cfg: SourceConfig, ip: str, name: str, port: int | None = None
+    ) -> SourceState | None:
+        """Open a socket to ``ip`` (default port: the configured one) and mobilize an
+        association named ``name``; None if it exists already or its socket cannot be opened."""
+        if name in self.sockets:
+            return None
+        port = cfg.address.port if port is None else port
+        broadcast = cfg.mode == "broadcast"
+        sock = NtpSourceSocket(
+            name=name,
+            mode=cfg.mode,
+            ip=ip,
+            port=port,
+            options=SocketOptions(dscp=cfg.dscp, reuse_addr=broadcast),
+            local_port={"peer": cfg.local_port, "broadcast": port}.get(cfg.mode, 0),
+            connect=not broadcast,
+        )
+        try:
+            sock.open(self._on_reply, self._on_tx_timestamp)
+        except OSError as exc:
+            # Peers and broadcast clients bind a fixed port, which something may hold.
+            log.error("cannot open a socket for %s (local port %d): %s", name, sock.local_port, exc)
+            return None
+        self.sockets[name] = sock
+        state = self._register(
+            cfg,
+            name,
+            sock.ip,
+            xleave=cfg.xleave,
+            symmetric=cfg.mode == "peer",
+            broadcast_delay_ns=round(cfg.broadcast_delay * _NS_PER_S) if broadcast else None,
+        )
+        self._announce()
+        log.info("polling %s (%s, %s)", name, sock.address, cfg.mode)
+        self._wake.set()
+        return state
+
+    def _register(
+        self,
+        cfg: SourceConfig,
+        name: str,
+        ip: str,
+        *,
+        xleave: bool = False,
+        symmetric: bool = False,
+        broadcast_delay_ns: int | None = None,
+    ) -> SourceState:
+        """Hand the sync core a new source ``name`` at ``ip`` with ``cfg``'s polling."""
+        return self.core.add_source(
+            name,
+            reference_id=refid_for_address(ip),
+            min_poll=cfg.min_poll,
+            max_poll=cfg.max_poll,
+            iburst=cfg.iburst,
+            rng=self._rng,
+            now_ns=self.clock.now_ns(),
+            xleave=xleave,
+            symmetric=symmetric,
+            broadcast_delay_ns=broadcast_delay_ns,
+        )
+
+    async def _mobilize_nts(self, cfg: SourceConfig) -> None:
+        """NTS-KE first (retrying), then an association to the NTP server it names, moved
+        whenever a later NTS-KE names another."""
+        from tsyncd.sources.nts import NtsSource  # pyOpenSSL only when NTS is used
+
+        nts = NtsSource(cfg, self.config.nts_client.cookie_storage_path)
+        self.nts_sources[cfg.name] = nts
+        result = nts.restore() or await nts.key_exchange_until_ok()
+        while True:
+            ips = await self._resolve_retrying(cfg, result.ntp_host, result.ntp_port)
+            state = self._add_association(cfg, ips[0], cfg.name, result.ntp_port)
+            if state is None:
+                return
+            state.association.auth = nts.session
+            nts.association = state.association
+            result = await nts.maintain()  # returns when a new NTS-KE names another server
+            log.info(
+                "%s: NTS-KE now names %s:%d for NTP; moving there",
+                cfg.name,
+                result.ntp_host,
+                result.ntp_port,
+            )
+            nts.association = None
+            self._remove_association(cfg.name)
+
+    def _announce(self) -> None:
+        """Symmetric peers send our system variables, as our servers do."""
+        t = self._template
+        for state in self.core.sources.values():
+            if isinstance(state.association, SymmetricAssociation):
+                state.association.set_announced(
+                    leap=t.leap,
+                    stratum=t.stratum or 16,
+                    root_delay=t.root_delay,
+                    root_dispersion=t.root_dispersion,
+                    reference_id=t.reference_id,
+                    reference_ts=t.reference_ts,
+                )
+
+    def _remove_association(self, name: str) -> None:
+        """Demobilize ``name`` and close its socket."""
+        sock = self.sockets.pop(name, None)
+        if sock is not None:
+            sock.close()
+        if name in self.core.sources:
+            self.core.remove_source(name, self.clock.now_ns())
+        self._after_update()
+
+    def _association_status(self, name: str) -> tuple[NtpAssociation, str] | None:
+        state = self.core.sources.get(name)
+        if state is None:
+            return None
+        return state.association, self.core.decision.states.get(name, "init")
+
+    async def _resolve(self, host: str, port: int) -> list[str]:
+        """IP literals as they are; names through the configured DNS servers or getaddrinfo."""
+        return await resolve(host, port, self.config.resolver.servers)
+
+    def _on_tx_timestamp(self, name: str, kernel_tx_ns: int) -> None:
+        self.core.handle_tx_timestamp(name, self.clock.from_kernel_ns(kernel_tx_ns))
+
+    def _on_reply(self, name: str, data: bytes, kernel_rx_ns: int) -> None:
+        rx_ns = self.clock.from_kernel_ns(kernel_rx_ns)
+        self._apply(self.core.handle_reply(name, data, rx_ns))
+        if name in self.nts_sources:
+            self.nts_sources[name].kick()  # an NTS NAK asks for a new NTS-KE
+        self._after_update()
+        self._wake.set()  # a reply can move deadlines (KoD RATE, poll changes)
+
+    async def _mobilize_tsq(self, cfg: SourceConfig) -> None:
+        """Resolve a TSQ source's address (retrying) and start polling it."""
+        from tsyncd.sources.tsq import TsqSource
+
+        host, port = cfg.address.host, cfg.address.port
+        ips = await self._resolve_retrying(cfg)
+        source = TsqSource(
+            name=cfg.name,
+            ip=ips[0],
+            port=port,
+            server_name=host,
+            transport=cfg.transport,
+            ca_file=cfg.certificate_authority,
+            now_ns=self.clock.now_ns,
+            precision_ns=max(1, _NS_PER_S >> -self.precision_log2),
+        )
+        source.start(self._on_tsq_sample, self._on_tsq_drop)
+        self.sockets[cfg.name] = source
+        self._register(cfg, cfg.name, source.ip)
+        log.info("polling %s (TSQ %s, %s)", cfg.name, cfg.transport, source.address)
+        self._wake.set()
+
+    def _on_tsq_sample(self, name: str, sample: Sample) -> None:
+        self._apply(self.core.handle_sample(name, sample))
+        self._after_update()
+        self._wake.set()
+
+    def _on_tsq_drop(self, name: str, reason: str) -> None:
+        self.core.handle_drop(name, reason)
+
+
+def _join_host_port(ip: str, port: int) -> str:
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
