@@ -43,6 +43,7 @@ _LENGTHS: Final = struct.Struct("@8xI4x8x8x8xN8xI4x")
 _NAME: Final = struct.Struct("@PI")  # msg_name, msg_namelen
 _SIZE: Final = struct.Struct("@N")
 _NS_PER_S: Final = 1_000_000_000
+_SOL_SOCKET: Final = socket.SOL_SOCKET
 _MAX_CACHED: Final = 4096  # address texts kept (a spoofed flood must not grow this forever)
 
 
@@ -179,14 +180,16 @@ class MessageBatch:
         namelens = self._namelens
         slot, cspace, unpack_stamp = self.slot, self._control, _STAMP.unpack_from
         unpack_v4 = _V4_KEY.unpack_from
-        out = []
+        name_len, v4_len, stamp_size, ns_per_s = _NAME_LEN, _V4_NAME_LEN, _STAMP.size, _NS_PER_S
+        out: list[tuple[bytes, tuple[Any, ...], int | None]] = []
+        append = out.append
         for i, (namelen, controllen, length) in enumerate(_LENGTHS.iter_unpack(view[: n * _HDR])):
             start = i * slot
             data = rdata[start : start + length]
-            start = i * _NAME_LEN
+            start = i * name_len
             namelens[i] = namelen
             key: int | bytes
-            if namelen == _V4_NAME_LEN:
+            if namelen == v4_len:
                 (key,) = unpack_v4(names, start)
             else:
                 key = bytes(names[start : start + namelen])
@@ -196,11 +199,11 @@ class MessageBatch:
                     addresses.clear()
                 address = addresses[key] = address_of(bytes(names[start : start + namelen]))
             rx = None
-            if controllen >= _STAMP.size:
+            if controllen >= stamp_size:
                 _len, level, kind, sec, nsec = unpack_stamp(controls, i * cspace)
-                if kind == SO_TIMESTAMPING and level == socket.SOL_SOCKET:
-                    rx = sec * _NS_PER_S + nsec
-            out.append((data, address, rx))
+                if kind == SO_TIMESTAMPING and level == _SOL_SOCKET:
+                    rx = sec * ns_per_s + nsec
+            append((data, address, rx))
         return out
 
     def send(self, replies: list[tuple[int, bytes, bool]], transmit: int = 0) -> int:
