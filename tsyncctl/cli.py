@@ -56,17 +56,24 @@ def _print_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, ensure_ascii=False))
 
 
-def _call(ctx: click.Context, method: str) -> Any:
+def _call(ctx: click.Context, method: str, params: dict[str, Any] | None = None) -> Any:
     settings = ctx.find_object(Settings)
     if settings is None:  # the group callback sets it before any command runs
         raise CliError("internal error: no settings (run tsyncctl through its main command)")
     with ControlClient(settings.socket_path, timeout=settings.timeout) as client:
-        return client.call(method)
+        return client.call(method, params)
 
 
-def _show(ctx: click.Context, method: str, kind: type, as_json: bool, human: Any) -> None:
+def _show(
+    ctx: click.Context,
+    method: str,
+    kind: type,
+    as_json: bool,
+    human: Any,
+    params: dict[str, Any] | None = None,
+) -> None:
     """Call ``method``, check its result's type, print it as JSON or through ``human``."""
-    result = _expect(_call(ctx, method), kind, method)
+    result = _expect(_call(ctx, method, params), kind, method)
     if as_json:
         _print_json(result)
     else:
@@ -219,6 +226,64 @@ def rekey(ctx: click.Context, as_json: bool) -> None:
             if r.get("epoch") is not None
             else "NTS is not configured"
         ),
+    )
+
+
+@cli.command()
+@click.argument("address")
+@click.option(
+    "--mode",
+    type=click.Choice(["server", "pool", "peer", "nts", "tsq", "broadcast"]),
+    default="server",
+    show_default=True,
+    help="What ADDRESS is, as a [[source]]'s mode.",
+)
+@click.option("--iburst", is_flag=True, help="Send a quick burst of requests at start.")
+@click.option("--min-poll", type=int, help="Shortest poll interval, log2 seconds.")
+@click.option("--max-poll", type=int, help="Longest poll interval, log2 seconds.")
+@click.option("--xleave", is_flag=True, help="Ask for interleaved mode.")
+@click.option("--count", type=int, help="Pool only: how many of its addresses to use.")
+@click.option(
+    "--certificate-authority",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="NTS/TSQ only: PEM CA file (default: the system store).",
+)
+@click.option("--transport", type=click.Choice(["stream", "datagram"]), help="TSQ only.")
+@click.option("--local-port", type=int, help="Peer only: our UDP port.")
+@click.option("--dscp", type=int, help="DSCP code point of our requests.")
+@json_option
+@click.pass_context
+def add(ctx: click.Context, /, address: str, as_json: bool, **options: Any) -> None:
+    """Add a time source until tsyncd stops, like 'chronyc add server' (needs root or the
+    admin group).  tsyncd checks it as a [[source]] in its config file, but does not write it
+    there: add it to the file too to keep it after a restart."""
+    table: dict[str, Any] = {"address": address}
+    for key, value in options.items():
+        if value is None or value is False:
+            continue  # not given: the config file's default
+        if isinstance(value, Path):
+            value = str(value.absolute())  # tsyncd's working directory is not ours
+        table[key.replace("_", "-")] = value
+    _show(ctx, "add_source", dict, as_json, lambda r: f"added source {r.get('name')}", table)
+
+
+@cli.command()
+@click.argument("name")
+@json_option
+@click.pass_context
+def delete(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Remove a time source by the name 'tsyncctl sources' shows (a pool by its name, with all
+    its members), like 'chronyc delete' (needs root or the admin group)."""
+    _show(
+        ctx,
+        "remove_source",
+        dict,
+        as_json,
+        lambda r: (
+            f"removed source {r.get('name')}"
+            + (f" ({', '.join(r['associations'])})" if r.get("associations") else "")
+        ),
+        {"name": name},
     )
 
 

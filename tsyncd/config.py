@@ -439,8 +439,11 @@ def _endpoint_identity(endpoint: Endpoint) -> tuple[str, int]:
     return host, endpoint.port
 
 
-def _check_sources(parsed: _Parsed, report: _Report) -> None:
-    first_use: dict[tuple[str, int], str] = {}
+def _check_sources(
+    parsed: _Parsed, report: _Report, in_use: Mapping[tuple[str, int], str] | None = None
+) -> None:
+    """``in_use``: addresses already taken (identity -> who), for sources added at run time."""
+    first_use: dict[tuple[str, int], str] = dict(in_use or {})
     for where, raw, source in parsed:
         if source.min_poll > source.max_poll:  # both were set explicitly (see _build_source)
             report.add(
@@ -573,3 +576,27 @@ def load_config(path: Path) -> Config:
     except tomllib.TOMLDecodeError as e:
         raise ConfigErrors([ConfigError(path, "", f"invalid TOML: {e}", "")]) from e
     return parse_config(data, path)
+
+
+def parse_source(
+    table: object,
+    in_use: Mapping[Endpoint, str] | None = None,
+    origin: Path = Path("add_source"),
+) -> SourceConfig:
+    """Check one ``[[source]]`` table given at run time (``tsyncctl add``) by the config file's
+    own rules, and that its address is none of ``in_use`` (address -> who uses it, e.g.
+    ``"source ntp.example"``); raise ``ConfigErrors`` naming ``origin`` and keys ``source.*``."""
+    report = _Report()
+    source: SourceConfig | None = None
+    if not isinstance(table, Mapping):
+        report.add("source", table, "table (the keys of a [[source]])")
+    else:
+        source = _parse_table(table, "source", _SECTIONS["source"], report)
+        if source is not None:
+            taken = {_endpoint_identity(e): who for e, who in (in_use or {}).items()}
+            _check_sources([("source", table, source)], report, taken)
+    if report or source is None:
+        raise ConfigErrors(
+            ConfigError(origin, key, value, expected) for key, value, expected in report
+        )
+    return source

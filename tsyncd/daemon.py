@@ -26,7 +26,7 @@ from tsyncd.config import Config, ConfigErrors, load_config
 from tsyncd.control.rpc import ErrorCode, RpcError
 from tsyncd.control.server import ControlServer
 from tsyncd.daemon_snapshots import SnapshotViews
-from tsyncd.daemon_sources import SourceMobilizer
+from tsyncd.daemon_source_admin import SourceAdmin
 from tsyncd.net.eventloop import simulator_runtime
 from tsyncd.net.udp import SocketOptions
 from tsyncd.sdnotify import Notifier
@@ -82,7 +82,7 @@ def measure_precision_log2(now_ns: Any = time.time_ns) -> int:
     return math.ceil(math.log2(smallest * 1e-9))
 
 
-class Daemon(SourceMobilizer, SnapshotViews):
+class Daemon(SourceAdmin, SnapshotViews):
     """A configured tsyncd; ``await run()`` until ``stop()`` (or a signal)."""
 
     def __init__(self, config: Config, clock: Clock, notifier: Notifier | None = None) -> None:
@@ -132,6 +132,7 @@ class Daemon(SourceMobilizer, SnapshotViews):
         self._leap_armed = 0  # leap passed to the kernel: 0 none, 1 insert, 2 delete
         self._leap_day = utc_day(now)
         self._template = ResponseTemplate()
+        self._init_source_admin()
 
     @property
     def decision(self) -> SystemDecision:
@@ -189,8 +190,7 @@ class Daemon(SourceMobilizer, SnapshotViews):
         await self._start_tsq_servers()
         await self._start_nts_ke_servers()
         for source_cfg in self.config.sources:
-            mobilize = self._mobilize_tsq if source_cfg.mode == "tsq" else self._mobilize
-            self._tasks.append(loop.create_task(mobilize(source_cfg)))
+            self._start_source(source_cfg)
         for bcast in self.config.broadcasts:
             sender = BroadcastSender(
                 bcast.address.host,
@@ -216,6 +216,8 @@ class Daemon(SourceMobilizer, SnapshotViews):
                 "makestep": self._rpc_makestep,
                 "burst": self._rpc_burst,
                 "rekey": self._rpc_rekey,
+                "add_source": self._rpc_add_source,
+                "remove_source": self._rpc_remove_source,
             },
             group=self.config.control.group,
             admin_group=self.config.control.admin_group,
@@ -271,6 +273,7 @@ class Daemon(SourceMobilizer, SnapshotViews):
 
     async def close(self) -> None:
         """Close sockets and tasks, save the drift; safe to call more than once."""
+        await self._stop_sources()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

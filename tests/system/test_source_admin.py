@@ -1,0 +1,150 @@
+"""``tsyncctl add`` / ``tsyncctl delete``: sources added and removed while tsyncd runs, against
+real chronyd servers (``-x``) on loopback, a pool through a real dnsmasq, NTS with a test CA."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from typing import Any
+
+from nts_certs import make_pki
+from peers import Peers, Tsyncd, chronyd_nts_server, free_udp_port, wait_for
+
+
+def ctl_fails(daemon: Tsyncd, *args: str) -> str:
+    """Run ``tsyncctl ARGS``, which must fail; its stderr."""
+    done = subprocess.run(
+        [sys.executable, "-m", "tsyncctl", "-s", str(daemon.socket), *args],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert done.stdout == ""
+    return done.stderr
+
+
+def row_in_state(daemon: Tsyncd, name: str, state: str) -> dict[str, Any] | None:
+    rows = [r for r in daemon.ctl("peers") if r["name"] == name and r["state"] == state]
+    return rows[0] if rows else None
+
+
+def test_add_select_refuse_and_delete_a_chronyd_server(peers: Peers) -> None:
+    port = free_udp_port()
+    peers.chronyd(
+        "chronyd", f"port {port}\nbindaddress 127.0.0.1\nlocal stratum 7\nallow 127.0.0.1\n"
+    )
+    client = peers.tsyncd("tsyncd", "")  # no sources at all
+    assert client.ctl("peers") == []
+    name = f"127.0.0.1:{port}"
+
+    added = client.ctl("add", name, "--iburst", "--min-poll", "-2", "--max-poll", "-2")
+    assert added == {"name": name}
+    row = wait_for("the added source selected", lambda: row_in_state(client, name, "selected"))
+    assert row["mode"] == "server" and row["stratum"] == 7 and row["poll"] == -2
+    assert client.ctl("status")["synchronized"] is True
+
+    # Refused by the config file's rules, with its messages; nothing changes.
+    error = ctl_fails(client, "add", "127.0.0.1:9", "--min-poll", "99")
+    assert error == (
+        "tsyncctl: add_source: source.min-poll = 99: expected integer -7..24 (log2 seconds)\n"
+    )
+    error = ctl_fails(client, "add", name, "--count", "2")
+    assert f'source.address = "{name}": expected an address no other source uses' in error
+    assert f"(same as source {name})" in error
+    assert 'source.count = 2: expected no count unless mode = "pool"' in error
+    assert [r["name"] for r in client.ctl("peers")] == [name]
+    assert "added at run time" in client.proc.output()
+
+    removed = client.ctl("delete", name)
+    assert removed == {"name": name, "associations": [name]}
+    assert client.ctl("peers") == []
+    status = client.ctl("status")
+    assert status["synchronized"] is False and status["selected_source"] is None
+    error = ctl_fails(client, "delete", name)
+    assert error == f"tsyncctl: remove_source: no source named '{name}' (sources: none)\n"
+    # The same address may come back once it is gone.
+    assert client.ctl("add", name, "--min-poll", "-2", "--max-poll", "-2") == {"name": name}
+    assert [r["name"] for r in client.ctl("peers")] == [name]
+
+
+def test_delete_a_pool_removes_its_members(peers: Peers) -> None:
+    ntp_port, dns_port = free_udp_port(), free_udp_port()
+    hosts = peers.tmp / "pool.hosts"
+    hosts.write_text("127.0.0.2 pool.test\n127.0.0.3 pool.test\n")
+    peers.dnsmasq("dnsmasq", dns_port, hosts)
+    for i in (2, 3):
+        peers.chronyd(
+            f"chronyd-{i}",
+            f"port {ntp_port}\nbindaddress 127.0.0.{i}\nlocal stratum {i + 4}\nallow 127.0.0.1\n",
+        )
+    configured = f"127.0.0.9:{ntp_port}"  # nothing answers there: it only has to be removable
+    client = peers.tsyncd(
+        "tsyncd",
+        textwrap.dedent(
+            f"""
+            [resolver]
+            servers = ["127.0.0.1:{dns_port}"]
+            [[source]]
+            mode = "server"
+            address = "{configured}"
+            """
+        ),
+    )
+    pool = f"pool.test:{ntp_port}"
+    added = client.ctl(
+        "add", pool, "--mode", "pool", "--count", "2", "--iburst", "--min-poll", "-2"
+    )
+    assert added == {"name": pool}
+    members = [f"127.0.0.{i}:{ntp_port}" for i in (2, 3)]
+
+    def both_reached() -> list[dict[str, Any]] | None:
+        rows = [r for r in client.ctl("peers") if r["name"] in members and r["reach"]]
+        return rows if len(rows) == 2 else None
+
+    rows = wait_for("both pool members reached", both_reached)
+    assert {r["mode"] for r in rows} == {"pool"}
+
+    error = ctl_fails(client, "delete", members[0])
+    assert f"{members[0]} is a member of {pool}: remove {pool}" in error
+    assert f"sources: {configured}, {pool})" in error
+    error = ctl_fails(client, "add", members[1])
+    assert f"(same as {members[1]}, a member of {pool})" in error
+
+    removed = client.ctl("delete", pool)
+    assert removed["name"] == pool and sorted(removed["associations"]) == members
+    assert [r["name"] for r in client.ctl("peers")] == [configured]
+    # A source from the config file goes the same way.
+    assert client.ctl("delete", configured) == {"name": configured, "associations": [configured]}
+    assert client.ctl("peers") == []
+
+
+def test_add_and_delete_an_nts_source(peers: Peers) -> None:
+    pki = make_pki(peers.tmp)
+    _chrony, ntp_port, ke_port = chronyd_nts_server(peers, "chronyd-nts", pki.key, pki.chain)
+    client = peers.tsyncd("tsyncd", "")
+    name = f"127.0.0.1:{ke_port}"
+    added = client.ctl(
+        "add",
+        name,
+        "--mode",
+        "nts",
+        "--certificate-authority",
+        str(pki.ca),
+        "--min-poll",
+        "-2",
+        "--max-poll",
+        "-2",
+    )
+    assert added == {"name": name}
+
+    def authenticated() -> dict[str, Any] | None:
+        rows = [r for r in client.ctl("peers") if r["nts"] and r["nts"]["authenticated"] >= 1]
+        return rows[0] if rows else None
+
+    row = wait_for("an authenticated sample from chronyd", authenticated, timeout=30)
+    assert row["name"] == name and row["address"] == f"127.0.0.1:{ntp_port}"
+    assert client.ctl("delete", name) == {"name": name, "associations": [name]}
+    assert client.ctl("peers") == []

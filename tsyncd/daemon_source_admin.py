@@ -1,0 +1,128 @@
+"""Sources added and removed while the daemon runs (``tsyncctl add`` / ``tsyncctl delete``, as
+``chronyc add server`` / ``chronyc delete``).
+
+Every source, from the config file or added later, runs as one task kept by name; the task
+kind per mode is the one start-up uses (``_start_source``).  A source may create several
+associations (a pool one per member, named "ip:port"), so each association remembers the
+source that made it, and removing a source removes exactly those.  An added source is checked
+by the config file's own rules (``config.parse_source``) and is not written to the config file:
+it is gone after a restart, as with chronyc.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from tsyncd.config import Config, ConfigErrors, Endpoint, SourceConfig, parse_source
+from tsyncd.control.rpc import InvalidParams
+from tsyncd.daemon_sources import SourceMobilizer
+from tsyncd.servers.tsq_setup import require_aioquic
+from tsyncd.sync.core import SourceState
+
+log = logging.getLogger("tsyncd.daemon")
+
+
+class SourceAdmin(SourceMobilizer):
+    """Per-source tasks by name, and the ``add_source`` / ``remove_source`` control methods."""
+
+    _source_configs: dict[str, SourceConfig]  # every running source, by name
+    _source_tasks: dict[str, asyncio.Task[None]]  # its mobilizing task (may have finished)
+    _association_source: dict[str, str]  # association name -> the source that created it
+
+    def _init_source_admin(self) -> None:
+        self._source_configs = {}
+        self._source_tasks = {}
+        self._association_source = {}
+
+    def _start_source(self, cfg: SourceConfig) -> None:
+        """Start ``cfg``'s task, the same kind for a source from the file or one added later."""
+        mobilize = self._mobilize_tsq if cfg.mode == "tsq" else self._mobilize
+        self._source_configs[cfg.name] = cfg
+        self._source_tasks[cfg.name] = asyncio.get_running_loop().create_task(
+            mobilize(cfg), name=f"source {cfg.name}"
+        )
+
+    async def _stop_sources(self) -> None:
+        """Cancel every source's task (the daemon closes their sockets afterwards)."""
+        tasks = list(self._source_tasks.values())
+        self._source_tasks.clear()
+        await _cancel(tasks)
+
+    def _add_association(
+        self, cfg: SourceConfig, ip: str, name: str, port: int | None = None
+    ) -> SourceState | None:
+        state = super()._add_association(cfg, ip, name, port)
+        if state is not None:
+            self._association_source[name] = cfg.name
+        return state
+
+    def _remove_association(self, name: str) -> None:
+        super()._remove_association(name)
+        self._association_source.pop(name, None)
+
+    def _addresses_in_use(self) -> dict[Endpoint, str]:
+        """Who uses which address: the sources, and pool members (whose names are "ip:port")."""
+        in_use = {cfg.address: f"source {name}" for name, cfg in self._source_configs.items()}
+        for name, owner in self._association_source.items():
+            sock = self.sockets.get(name)
+            if owner != name and sock is not None:
+                in_use.setdefault(Endpoint(sock.ip, sock.port), f"{name}, a member of {owner}")
+        return in_use
+
+    def _rpc_add_source(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Check ``params`` as a ``[[source]]`` table and start it; its name comes back."""
+        try:
+            cfg = parse_source(params, self._addresses_in_use())
+        except ConfigErrors as exc:
+            # One line for tsyncctl; each error, as the config file reports it, in ``data``.
+            lines = [str(e) for e in exc.errors]
+            raise InvalidParams("; ".join(lines)) from None
+        if cfg.mode == "tsq":
+            try:
+                require_aioquic(Config(path=self.config.path, sources=(cfg,)))
+            except OSError as exc:
+                raise InvalidParams(f"add_source: {exc}") from None
+        self._start_source(cfg)
+        log.info("source %s (%s) added at run time", cfg.name, cfg.mode)
+        return {"name": cfg.name}
+
+    async def _rpc_remove_source(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Stop source ``params["name"]``, remove every association it made, re-select."""
+        name = params.get("name")
+        if not isinstance(name, str):
+            raise InvalidParams('remove_source needs {"name": NAME}, a name tsyncctl sources shows')
+        if name not in self._source_configs:
+            owner = self._association_source.get(name, name)
+            hint = f"{name} is a member of {owner}: remove {owner}; " if owner != name else ""
+            known = ", ".join(sorted(self._source_configs)) or "none"
+            raise InvalidParams(f"remove_source: no source named {name!r} ({hint}sources: {known})")
+        del self._source_configs[name]
+        task = self._source_tasks.pop(name, None)
+        await _cancel([task] if task is not None else [])
+        nts = self.nts_sources.pop(name, None)
+        if nts is not None:
+            nts.association = None
+            nts.save()  # its cookies, should it be added again (as at a clean exit)
+        # Associations not in the map (TSQ) are named after their source.
+        removed = [
+            a
+            for a in {**dict.fromkeys(self.sockets), **dict.fromkeys(self.core.sources)}
+            if self._association_source.get(a, a) == name
+        ]
+        for association in removed:
+            self._remove_association(association)
+        self._after_update()
+        self._wake.set()
+        log.info("source %s removed at run time (%s)", name, ", ".join(removed) or "not mobilized")
+        return {"name": name, "associations": removed}
+
+
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel ``tasks`` and wait until they are done; their own errors are logged, not raised."""
+    for task in tasks:
+        task.cancel()
+    for result in await asyncio.gather(*tasks, return_exceptions=True):
+        if isinstance(result, Exception):
+            log.error("source task failed: %r", result)
