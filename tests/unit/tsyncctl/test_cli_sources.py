@@ -1,0 +1,94 @@
+"""tsyncctl add / delete: the parameters they send, and what they print, against a real
+ControlServer whose handlers record the call (the daemon's side: tests/system/)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from loop_thread import serving
+
+from tsyncctl.cli import cli
+from tsyncd.control.rpc import InvalidParams
+from tsyncd.control.server import ControlServer
+
+calls: list[tuple[str, dict[str, Any]]] = []
+
+
+def add_source(params: dict[str, Any]) -> dict[str, Any]:
+    calls.append(("add_source", params))
+    if params["address"] == "bad":
+        raise InvalidParams("add_source: source.min-poll = 99: expected integer -7..24")
+    return {"name": params["address"]}
+
+
+def remove_source(params: dict[str, Any]) -> dict[str, Any]:
+    calls.append(("remove_source", params))
+    return {"name": params["name"], "associations": ["192.0.2.1:123", "192.0.2.2:123"]}
+
+
+@pytest.fixture
+def sock() -> Iterator[Path]:
+    d = Path(tempfile.mkdtemp(prefix="tsc", dir="/tmp"))  # AF_UNIX paths max 107 bytes
+    calls.clear()
+    server = ControlServer(
+        d / "ctl.sock",
+        read_methods={},
+        admin_methods={"add_source": add_source, "remove_source": remove_source},
+    )
+    with serving(server):
+        yield d / "ctl.sock"
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def test_add_sends_only_the_keys_given(sock: Path) -> None:
+    result = CliRunner().invoke(cli, ["-s", str(sock), "add", "ntp.example"])
+    assert result.exit_code == 0 and result.stdout == "added source ntp.example\n"
+    assert calls == [("add_source", {"address": "ntp.example", "mode": "server"})]
+
+
+def test_add_sends_every_option_under_its_config_key(sock: Path) -> None:
+    args = [
+        *("add", "pool.example", "--mode", "pool", "--iburst", "--xleave"),
+        *("--min-poll", "-2", "--max-poll", "3", "--count", "2", "--dscp", "46", "--json"),
+    ]
+    result = CliRunner().invoke(cli, ["-s", str(sock), *args])
+    assert result.exit_code == 0 and result.stdout == '{\n  "name": "pool.example"\n}\n'
+    assert calls[0][1] == {
+        "address": "pool.example",
+        "mode": "pool",
+        "iburst": True,
+        "xleave": True,
+        "min-poll": -2,
+        "max-poll": 3,
+        "count": 2,
+        "dscp": 46,
+    }
+
+
+def test_a_relative_ca_file_is_sent_absolute(sock: Path) -> None:
+    args = ["add", "nts.example", "--mode", "nts", "--certificate-authority", "ca.pem"]
+    result = CliRunner().invoke(cli, ["-s", str(sock), *args])
+    assert result.exit_code == 0
+    assert calls[0][1]["certificate-authority"] == os.path.join(os.getcwd(), "ca.pem")
+
+
+def test_the_daemons_refusal_is_one_line_exit_1(sock: Path) -> None:
+    result = CliRunner().invoke(cli, ["-s", str(sock), "add", "bad", "--min-poll", "99"])
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr == (
+        "tsyncctl: add_source: source.min-poll = 99: expected integer -7..24\n"
+    )
+
+
+def test_delete(sock: Path) -> None:
+    result = CliRunner().invoke(cli, ["-s", str(sock), "delete", "pool.example"])
+    assert result.exit_code == 0
+    assert result.stdout == "removed source pool.example (192.0.2.1:123, 192.0.2.2:123)\n"
+    assert calls == [("remove_source", {"name": "pool.example"})]
