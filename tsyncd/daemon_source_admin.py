@@ -16,7 +16,7 @@ import logging
 from typing import Any
 
 from tsyncd.config import Config, ConfigErrors, Endpoint, SourceConfig, parse_source
-from tsyncd.control.rpc import InvalidParams
+from tsyncd.control.rpc import ErrorCode, InvalidParams, RpcError
 from tsyncd.daemon_sources import SourceMobilizer
 from tsyncd.servers.tsq_setup import require_aioquic
 from tsyncd.sync.core import SourceState
@@ -78,7 +78,7 @@ class SourceAdmin(SourceMobilizer):
         except ConfigErrors as exc:
             # One line for tsyncctl; each error, as the config file reports it, in ``data``.
             lines = [str(e) for e in exc.errors]
-            raise InvalidParams("; ".join(lines)) from None
+            raise RpcError(ErrorCode.INVALID_PARAMS, "; ".join(lines), {"errors": lines}) from None
         if cfg.mode == "tsq":
             try:
                 require_aioquic(Config(path=self.config.path, sources=(cfg,)))
@@ -98,9 +98,10 @@ class SourceAdmin(SourceMobilizer):
             hint = f"{name} is a member of {owner}: remove {owner}; " if owner != name else ""
             known = ", ".join(sorted(self._source_configs)) or "none"
             raise InvalidParams(f"remove_source: no source named {name!r} ({hint}sources: {known})")
-        del self._source_configs[name]
         task = self._source_tasks.pop(name, None)
         await _cancel([task] if task is not None else [])
+        # Forgotten only now: until its task has stopped, its address is still in use.
+        self._source_configs.pop(name, None)
         nts = self.nts_sources.pop(name, None)
         if nts is not None:
             nts.association = None

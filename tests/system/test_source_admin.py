@@ -3,11 +3,15 @@ real chronyd servers (``-x``) on loopback, a pool through a real dnsmasq, NTS wi
 
 from __future__ import annotations
 
+import json
+import socket
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 from typing import Any
 
+import tsqcerts
 from nts_certs import make_pki
 from peers import Peers, Tsyncd, chronyd_nts_server, free_udp_port, wait_for
 
@@ -24,6 +28,22 @@ def ctl_fails(daemon: Tsyncd, *args: str) -> str:
     assert done.returncode == 1, (done.stdout, done.stderr)
     assert done.stdout == ""
     return done.stderr
+
+
+def rpc(daemon: Tsyncd, method: str, params: dict[str, Any]) -> dict[str, Any]:
+    """One raw JSON-RPC call on the control socket; the error member of its answer."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(str(daemon.socket))
+        s.sendall(
+            json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).encode()
+            + b"\n"
+        )
+        answer = b""
+        while not answer.endswith(b"\n"):
+            answer += s.recv(65536)
+    error: dict[str, Any] = json.loads(answer)["error"]
+    return error
 
 
 def row_in_state(daemon: Tsyncd, name: str, state: str) -> dict[str, Any] | None:
@@ -57,6 +77,15 @@ def test_add_select_refuse_and_delete_a_chronyd_server(peers: Peers) -> None:
     assert 'source.count = 2: expected no count unless mode = "pool"' in error
     assert [r["name"] for r in client.ctl("peers")] == [name]
     assert "added at run time" in client.proc.output()
+    # Scripts get each error in the JSON-RPC error's data.
+    error = rpc(client, "add_source", {"mode": "server", "address": "x", "min-poll": 9, "a": 1})
+    assert error["code"] == -32602
+    assert error["data"]["errors"] == [
+        "add_source: source.a = 1: expected key to be one of: mode, address, iburst, min-poll, "
+        "max-poll, count, xleave, dscp, local-port, broadcast-delay, transport, "
+        "certificate-authority"
+    ]
+    assert error["message"] == error["data"]["errors"][0]
 
     removed = client.ctl("delete", name)
     assert removed == {"name": name, "associations": [name]}
@@ -148,3 +177,33 @@ def test_add_and_delete_an_nts_source(peers: Peers) -> None:
     assert row["name"] == name and row["address"] == f"127.0.0.1:{ntp_port}"
     assert client.ctl("delete", name) == {"name": name, "associations": [name]}
     assert client.ctl("peers") == []
+
+
+def test_add_and_delete_a_tsq_source(peers: Peers, tmp_path: Path) -> None:
+    pki = tsqcerts.make_pki(tmp_path / "pki")
+    stream, datagram = free_udp_port(), free_udp_port()
+    server = peers.tsyncd(
+        "server",
+        "[synchronization]\nlocal-stratum = 4\n"
+        + tsqcerts.tsq_servers_toml(tmp_path / "pki", stream, datagram),
+    )
+    client = peers.tsyncd("client", "")
+    name = f"127.0.0.1:{datagram}"
+    args = ("--mode", "tsq", "--transport", "datagram", "--certificate-authority", str(pki.ca))
+    assert client.ctl("add", name, *args, "--iburst", "--min-poll", "-3") == {"name": name}
+
+    def reached() -> dict[str, Any] | None:
+        rows = [r for r in client.ctl("peers") if r["reach"] & 3 == 3]
+        return rows[0] if rows else None
+
+    row = wait_for("the TSQ source reached", reached)
+    assert row["name"] == name and row["mode"] == "tsq" and row["stratum"] == 4
+
+    def tsq_connections() -> int:
+        return sum(s["connections"] for s in server.ctl("serverstats")["tsq"])
+
+    assert tsq_connections() == 1
+    assert client.ctl("delete", name) == {"name": name, "associations": [name]}
+    assert client.ctl("peers") == []
+    # The QUIC connection is closed, not left to time out.
+    wait_for("the server to see the connection closed", lambda: tsq_connections() == 0)
