@@ -17,6 +17,7 @@ from tsyncd.servers import txstamp
 from tsyncd.servers.latetx import BASIC, SendLag, restamp
 from tsyncd.servers.passive import is_symmetric_active, passive_reply
 from tsyncd.servers.responder import AccessList, NtpResponder, ResponseTemplate
+from tsyncd.servers.warmsend import SendWarmer
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ class NtpServer:
         self._udp: TimestampedUdp | None = None
         self._tx_stamps = False
         self._lag = SendLag()
+        self._warmer: SendWarmer | None = None  # made with the first basic reply
         self.passive_answered = 0  # symmetric active packets answered in mode 2
         self.symmetric_passive = False  # off: the responder drops mode 1 like other modes
 
@@ -82,6 +84,9 @@ class NtpServer:
             return
         read = 0
         if reason == BASIC:  # Transmit read right before sending, plus the lag (latetx.py)
+            if self._warmer is None:
+                self._warmer = SendWarmer(self._udp.sock)
+            self._warmer.warm(rx_ns)  # after a quiet spell the send path is cold
             read = time.time_ns()  # the host clock, which kernel stamps use
             lag = self._lag.lag_for(read - rx_ns)
             response = restamp(response, rx, clock.from_kernel_ns(read + lag))
@@ -95,6 +100,8 @@ class NtpServer:
                     self.responder.handle_tx_timestamp(payload, clock.from_kernel_ns(tx_ns))
         else:
             self._udp.sendto(response, address)
+        if read and self._warmer is not None:
+            self._warmer.sent(read)
 
     def set_template(self, template: ResponseTemplate) -> None:
         """Serve ``template`` from now on."""
@@ -110,5 +117,8 @@ class NtpServer:
 
     def close(self) -> None:
         """Stop serving."""
+        if self._warmer is not None:
+            self._warmer.close()
+            self._warmer = None
         if self._udp is not None:
             self._udp.close()

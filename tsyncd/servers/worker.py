@@ -46,6 +46,7 @@ from tsyncd.servers.latetx import BASIC, SendLag, restamp, transmit_ntp
 from tsyncd.servers.ntskeys import KeyState
 from tsyncd.servers.pipe import Connection  # not multiprocessing's: it costs memory
 from tsyncd.servers.responder import AccessList, NtpResponder, ResponseTemplate, ServerPolicy
+from tsyncd.servers.warmsend import SendWarmer
 from tsyncd.wire.ntp import HEADER_LEN
 
 if TYPE_CHECKING:
@@ -130,6 +131,7 @@ def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
     tx_stamps = True
     io = mmsg.datagram_io(sock)
     lag = SendLag()
+    warmer = SendWarmer(sock)
     # Locals: attribute lookups are a measurable share of a packet's cost in this loop.
     receive, send = io.receive, io.send
     respond = responder.respond
@@ -218,6 +220,8 @@ def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
             if late:
                 # Transmit read right before the batch goes out, plus the learnt send lag
                 # (latetx.py): RFC 5905 wants it as late as possible.
+                if len(batch) == 1:  # after a quiet spell the send path is cold (warmsend.py)
+                    warmer.warm(batch[0][2] or time_ns())
                 read = time_ns()
                 # A lone request's wait before the read predicts the lag (latetx.py)
                 busy = read - (batch[0][2] or read) if len(batch) == 1 else -1
@@ -240,8 +244,12 @@ def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
                             if payload == response:
                                 lag.observe(read, tx_ns, busy)
                             responder.handle_tx_timestamp(payload, clock_map(tx_ns))
+                    warmer.sent(read)
                     continue
-            send(replies, transmit)  # the batch's answers in one system call
+                send(replies, transmit)  # the batch's answers in one system call
+                warmer.sent(read)
+                continue
+            send(replies, transmit)
         now = monotonic()
         # Push on schedule, or as soon as things calm down after new traffic, so control and
         # metrics lag a quiet server by one receive timeout at most.
