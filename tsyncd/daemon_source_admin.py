@@ -71,6 +71,9 @@ class SourceAdmin(SourceMobilizer):
                 in_use.setdefault(Endpoint(sock.ip, sock.port), f"{name}, a member of {owner}")
         return in_use
 
+    def _server_ports(self) -> set[int]:
+        return {server.listen.port for server in self.config.servers}
+
     def _rpc_add_source(self, params: dict[str, Any]) -> dict[str, Any]:
         """Check ``params`` as a ``[[source]]`` table and start it; its name comes back."""
         try:
@@ -79,6 +82,13 @@ class SourceAdmin(SourceMobilizer):
             # One line for tsyncctl; each error, as the config file reports it, in ``data``.
             lines = [str(e) for e in exc.errors]
             raise RpcError(ErrorCode.INVALID_PARAMS, "; ".join(lines), {"errors": lines}) from None
+        if cfg.mode == "peer" and cfg.local_port in self._server_ports():
+            # A server shares its port with a peer only when both are in the config file at
+            # start-up (the socket is then bound with SO_REUSEPORT); now the bind would fail.
+            raise InvalidParams(
+                f"add_source: source.local-port = {cfg.local_port}: expected a port no [[server]]"
+                " listens on (a peer sharing a server's port must be in the config file)"
+            )
         if cfg.mode == "tsq":
             try:
                 require_aioquic(Config(path=self.config.path, sources=(cfg,)))

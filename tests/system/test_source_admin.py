@@ -207,3 +207,14 @@ def test_add_and_delete_a_tsq_source(peers: Peers, tmp_path: Path) -> None:
     assert client.ctl("peers") == []
     # The QUIC connection is closed, not left to time out.
     wait_for("the server to see the connection closed", lambda: tsq_connections() == 0)
+
+
+def test_a_peer_on_a_servers_port_is_refused_at_run_time(peers: Peers) -> None:
+    port = free_udp_port()
+    daemon = peers.tsyncd("tsyncd", f'[[server]]\nlisten = "127.0.0.1:{port}"\n')
+    error = ctl_fails(daemon, "add", "127.0.0.2", "--mode", "peer", "--local-port", str(port))
+    assert error == (
+        f"tsyncctl: add_source: source.local-port = {port}: expected a port no [[server]] "
+        "listens on (a peer sharing a server's port must be in the config file)\n"
+    )
+    assert daemon.ctl("peers") == []
