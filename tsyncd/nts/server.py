@@ -26,7 +26,7 @@ The session plaintext opened from the cookie is re-sealed as is into the new coo
 
 from __future__ import annotations
 
-import secrets
+import os
 import struct
 from typing import Final
 
@@ -69,6 +69,9 @@ _AUTH_HEAD: Final = struct.Struct("!HHHH")  # type, length, nonce length, cipher
 _NAK_MIDDLE: Final = struct.pack("!IQ", _NTSN, 0)
 _LEAP_UNSYNC: Final = 0xC0
 _EMPTY: Final = b""
+_ZEROS: Final = bytes(2048)  # padding is sliced from here (responses are never that long)
+_COOKIE_HEADS: Final = {n: _EF.pack(COOKIE, n) for n in range(4, 1024, 4)}  # Cookie EF headers
+_urandom: Final = os.urandom  # secrets.token_bytes is this behind one more call
 _N_REQ: Final = {aead_id: aead.min_padded_nonce for aead_id, aead in AEADS.items()}
 
 
@@ -228,8 +231,8 @@ class NtsResponder:
         count = min(wanted, MAX_COOKIES, (limit - fixed) // cookie_ef)
         if count < 1:
             return None
-        randomness = secrets.token_bytes(nonce_len + count * COOKIE_NONCE_LEN)
-        head = _EF.pack(COOKIE, cookie_ef)
+        randomness = _urandom(nonce_len + count * COOKIE_NONCE_LEN)
+        head = _COOKIE_HEADS.get(cookie_ef) or _EF.pack(COOKIE, cookie_ef)
         seal_cookie = self.keys.seal_session
         if count == 1:  # the usual request: a client holding 8 cookies sends no placeholder
             plaintext = head + seal_cookie(session, randomness[nonce_len:])
@@ -239,20 +242,25 @@ class NtsResponder:
                 parts.append(head)
                 parts.append(seal_cookie(session, randomness[i : i + COOKIE_NONCE_LEN]))
             plaintext = _EMPTY.join(parts)
-        out = bytearray(limit)
-        out[:HEADER_LEN] = plain[:HEADER_LEN]
-        out[HEADER_LEN:prefix] = request[uid_at : uid_at + uid_len]  # the UID EF, echoed
-        view = memoryview(out)
+        # The authenticated prefix: our header, then the request's UID EF, echoed.
+        ad = plain[:HEADER_LEN] + request[uid_at : uid_at + uid_len]
         nonce = randomness[:nonce_len]
-        ciphertext = aead.seal_with(s2c, nonce, plaintext, view[:prefix])
+        ciphertext = aead.seal_with(s2c, nonce, plaintext, ad)
         ct_len = len(ciphertext)
-        _AUTH_HEAD.pack_into(out, prefix, AUTHENTICATOR, limit - prefix, nonce_len, ct_len)
-        at = prefix + 8
-        out[at : at + nonce_len] = nonce
-        at += nonce_len + (-nonce_len & 3)
-        out[at : at + ct_len] = ciphertext  # then zeros: padding up to the request's length
+        auth = _AUTH_HEAD.pack(AUTHENTICATOR, limit - prefix, nonce_len, ct_len)
+        used = prefix + 8 + nonce_len + ct_len
         self.cookies_issued += count
-        return bytes(out)
+        # Then zeros (nonce padding, and padding up to the request's length): one join.
+        return _EMPTY.join(
+            (
+                ad,
+                auth,
+                nonce,
+                _ZEROS[: -nonce_len & 3],
+                ciphertext,
+                _ZEROS[: limit - used - (-nonce_len & 3)],
+            )
+        )
 
     def _nak(self, data: Bytes, uid_at: int, uid_len: int, plain: bytes) -> tuple[str, bytes]:
         """NTS NAK (§5.7): a KoD NTSN that echoes only the Unique Identifier."""
