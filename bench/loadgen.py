@@ -8,14 +8,25 @@ C one sends pre-built requests by batches and only matches answers, so the serve
 
 from __future__ import annotations
 
+import argparse
+import multiprocessing
 import shutil
 import subprocess
 import tempfile
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
-__all__ = ["GeneratorResult", "compile_generator", "run_generator"]
+__all__ = [
+    "GeneratorResult",
+    "add_generator_option",
+    "compile_generator",
+    "fork_python_generators",
+    "run_generator",
+]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -91,3 +102,39 @@ def run_generator(
         samples=samples,
         latencies_ns=latencies.tolist(),
     )
+
+
+def add_generator_option(parser: argparse.ArgumentParser) -> None:
+    """``--generator c|python`` (default c) for a benchmark's command line."""
+    parser.add_argument(
+        "--generator",
+        choices=("c", "python"),
+        default="c",
+        help="load generator: bench/loadgen.c (built with cc; Python if none) or Python",
+    )
+
+
+def fork_python_generators(
+    target: Callable[..., None], clients: int, args_of: Callable[[int, Connection], tuple[Any, ...]]
+) -> tuple[list[multiprocessing.process.BaseProcess], list[Connection]]:
+    """Fork ``clients`` Python generator processes running ``target(*args_of(i, conn))``, each
+    reporting on ``conn``; (processes, the parent ends of their pipes)."""
+    ctx = multiprocessing.get_context("fork")
+    procs: list[multiprocessing.process.BaseProcess] = []
+    conns: list[Connection] = []
+    for i in range(clients):
+        parent, child = ctx.Pipe(duplex=False)
+        p = ctx.Process(target=target, args=args_of(i, child))
+        p.start()
+        child.close()
+        procs.append(p)
+        conns.append(parent)
+    return procs, conns
+
+
+def join_all(procs: list[multiprocessing.process.BaseProcess]) -> None:
+    """Reap generator processes, killing any that hang (bounded: 5 s each)."""
+    for p in procs:
+        p.join(5)
+        if p.is_alive():
+            p.kill()

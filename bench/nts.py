@@ -97,12 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--window", type=int, action="append", help="requests in flight per process (repeat)"
     )
-    parser.add_argument(
-        "--generator",
-        choices=("c", "python"),
-        default="c",
-        help="load generator processes: bench/loadgen.c (built with cc; Python if none) or Python",
-    )
+    loadgen.add_generator_option(parser)
     parser.add_argument("--json", action="store_true")
     parser.add_argument(
         "--micro", action="store_true", help="µs per request in process (bench/nts_micro.py)"

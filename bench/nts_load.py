@@ -15,7 +15,6 @@ that timeout.
 
 from __future__ import annotations
 
-import multiprocessing
 import resource
 import socket
 import struct
@@ -24,7 +23,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from bench.loadgen import run_generator
+from bench.loadgen import fork_python_generators, join_all, run_generator
 from bench.server import cpu_seconds
 from tsyncd.nts.aead import AEADS
 from tsyncd.wire.errors import WireError
@@ -185,24 +184,15 @@ def _run_python(
     load: Load, clients: int, window: int, seconds: float, start_at: float
 ) -> tuple[int, int, int, int, int, int]:
     """(sent, ok, lost, bad, late, verified) from ``clients`` forked Python generator processes."""
-    ctx = multiprocessing.get_context("fork")
-    procs, conns = [], []
-    for i in range(clients):
-        parent, child = ctx.Pipe(duplex=False)
-        p = ctx.Process(target=_generate, args=(i, load, window, seconds, child, start_at))
-        p.start()
-        child.close()
-        procs.append(p)
-        conns.append(parent)
+    procs, conns = fork_python_generators(
+        _generate, clients, lambda i, conn: (i, load, window, seconds, conn, start_at)
+    )
     totals = [0] * 6
     for conn in conns:
         got = conn.recv() if conn.poll(seconds + 10) else (0,) * 6
         totals = [t + g for t, g in zip(totals, got, strict=True)]
     sent, ok, lost, bad, late, verified = totals
-    for p in procs:
-        p.join(5)
-        if p.is_alive():
-            p.kill()
+    join_all(procs)
     return sent, ok, lost, bad, late, verified
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import multiprocessing
 import os
 import random
 import signal
@@ -43,7 +42,13 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from bench.loadgen import compile_generator, run_generator
+from bench.loadgen import (
+    add_generator_option,
+    compile_generator,
+    fork_python_generators,
+    join_all,
+    run_generator,
+)
 from bench.procs import find_binary, free_port
 
 _REQUEST = bytes([0x23]) + bytes(47)  # LI 0, VN 4, mode 3
@@ -165,14 +170,6 @@ def cpu_seconds(pid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def join_all(procs: Sequence[multiprocessing.process.BaseProcess]) -> None:
-    """Reap generator processes, killing any that hang (bounded: 5 s each)."""
-    for p in procs:
-        p.join(5)
-        if p.is_alive():
-            p.kill()
-
-
 def _plain_requests(count: int) -> list[bytes]:
     """``count`` client requests whose transmit timestamps name them (magic << 32 | index)."""
     magic = random.getrandbits(31) | 1 << 31
@@ -224,17 +221,10 @@ def _run(
 
 def measure(server: str, pid: int, port: int, clients: int, window: int, seconds: float) -> Run:
     """Flood ``port`` with ``clients`` Python processes x ``window`` requests in flight."""
-    ctx = multiprocessing.get_context("fork")
     start_at = time.time() + 0.3
-    procs = []
-    conns = []
-    for i in range(clients):
-        parent, child = ctx.Pipe(duplex=False)
-        p = ctx.Process(target=_generate, args=(i, port, window, seconds, child, start_at))
-        p.start()
-        child.close()
-        procs.append(p)
-        conns.append(parent)
+    procs, conns = fork_python_generators(
+        _generate, clients, lambda i, conn: (i, port, window, seconds, conn, start_at)
+    )
     ok = lost = bad = 0
     latencies: list[int] = []
     while time.time() < start_at:
@@ -374,12 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--rounds", type=int, default=2, help="passes over the windows, servers alternating"
     )
-    parser.add_argument(
-        "--generator",
-        choices=("c", "python"),
-        default="c",
-        help="load generator: bench/loadgen.c (built with cc; Python if none) or Python",
-    )
+    add_generator_option(parser)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     windows = args.window or [4, 16, 64]

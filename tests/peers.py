@@ -128,8 +128,13 @@ class Peers:
         extra_args: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
         clock_toml: str = "",
+        command: tuple[str, ...] = (),
     ) -> Tsyncd:
-        """tsyncd in measure mode with its control socket in the temp dir."""
+        """tsyncd in measure mode with its control socket in the temp dir.
+
+        ``command`` runs another tsyncd (e.g. a package's entry point) with ``env`` alone as
+        its environment; by default it is this interpreter's, with ``env`` added to ours.
+        """
         d = self.tmp / name
         d.mkdir()
         sock = d / "tsyncd.sock"
@@ -137,11 +142,8 @@ class Peers:
         conf.write_text(
             f'[clock]\nmode = "measure"\n{clock_toml}\n[control]\nsocket = "{sock}"\n{toml}'
         )
-        proc = self._start(
-            name,
-            [sys.executable, "-m", "tsyncd", "-c", str(conf), *extra_args],
-            {**os.environ, **(env or {})},
-        )
+        argv = [*(command or (sys.executable, "-m", "tsyncd")), "-c", str(conf), *extra_args]
+        proc = self._start(name, argv, env if command else {**os.environ, **(env or {})})
         daemon = Tsyncd(proc, sock)
         wait_for(f"{name} to start", lambda: sock.exists() or proc.popen.poll() is not None)
         if proc.popen.poll() is not None:
@@ -233,3 +235,12 @@ def chronyd_nts_server(peers: Peers, name: str, key: Path, chain: Path) -> tuple
         f"allow 127.0.0.1\nntsserverkey {key}\nntsservercert {chain}\n",
     )
     return chrony, ntp_port, ke_port
+
+
+def chronyd_nts_client(peers: Peers, name: str, ntp_port: int, ke_port: int, ca: Path) -> Chronyd:
+    """chronyd polling an NTS server on loopback every 0.25 s, trusting the test CA ``ca``."""
+    return peers.chronyd(
+        name,
+        f"server 127.0.0.1 port {ntp_port} nts ntsport {ke_port} iburst minpoll -2 maxpoll -2\n"
+        f"ntstrustedcerts {ca}\nport 0\n",
+    )

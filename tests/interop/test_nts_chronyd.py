@@ -9,7 +9,15 @@ import json
 from typing import Any
 
 from nts_certs import make_pki, nts_server_toml, nts_source_toml
-from peers import Peers, Tsyncd, chronyd_nts_server, free_tcp_port, free_udp_port, wait_for
+from peers import (
+    Peers,
+    Tsyncd,
+    chronyd_nts_client,
+    chronyd_nts_server,
+    free_tcp_port,
+    free_udp_port,
+    wait_for,
+)
 
 
 def test_chronyd_is_nts_client_of_tsyncd(peers: Peers) -> None:
@@ -20,11 +28,7 @@ def test_chronyd_is_nts_client_of_tsyncd(peers: Peers) -> None:
         "tsyncd-nts-server",
         nts_server_toml(pki, ntp_port, ke_port, keys, stratum=8),
     )
-    chrony = peers.chronyd(
-        "chronyd-nts-client",
-        f"server 127.0.0.1 port {ntp_port} nts ntsport {ke_port} iburst minpoll -2 maxpoll -2\n"
-        f"ntstrustedcerts {pki.ca}\nport 0\n",
-    )
+    chrony = chronyd_nts_client(peers, "chronyd-nts-client", ntp_port, ke_port, pki.ca)
 
     def authdata() -> list[str] | None:
         # Name/IP, Mode, KeyID, Type, KLen, Last, Atmp, NAK, Cook, CLen

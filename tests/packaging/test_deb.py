@@ -19,7 +19,15 @@ import pytest
 
 import tsyncd
 from tests.nts_certs import make_pki, nts_server_toml, nts_source_toml
-from tests.peers import Peers, Tsyncd, chronyd_nts_server, free_tcp_port, free_udp_port, wait_for
+from tests.peers import (
+    Peers,
+    Tsyncd,
+    chronyd_nts_client,
+    chronyd_nts_server,
+    free_tcp_port,
+    free_udp_port,
+    wait_for,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO / "packaging" / "build-deb.sh"
@@ -236,22 +244,14 @@ def test_shipped_config_passes_check(extracted: Path, tmp_path: Path) -> None:
 
 def _packaged_tsyncd(extracted: Path, peers: Peers, name: str, toml: str) -> Tsyncd:
     """The extracted package's tsyncd on Debian's interpreter and Debian's libraries only."""
-    d = peers.tmp / name
-    d.mkdir()
-    sock = d / "tsyncd.sock"
-    conf = d / "tsyncd.toml"
-    conf.write_text(f'[clock]\nmode = "measure"\n[control]\nsocket = "{sock}"\n{toml}')
     env = {
         "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
         "PYTHONPATH": str(extracted / DIST_PACKAGES),
         "LANG": "C.UTF-8",
-        "HOME": str(d),
+        "HOME": str(peers.tmp),
     }
-    argv = [str(extracted / "usr" / "bin" / "tsyncd"), "-c", str(conf)]
-    proc = peers._start(name, argv, env)
-    wait_for(f"{name} to start", lambda: sock.exists() or proc.popen.poll() is not None)
-    assert proc.popen.poll() is None, proc.output()
-    return Tsyncd(proc, sock)
+    command = (str(extracted / "usr" / "bin" / "tsyncd"),)
+    return peers.tsyncd(name, toml, env=env, command=command)
 
 
 def test_debian_libraries_lack_what_the_venv_has() -> None:
@@ -291,11 +291,7 @@ def test_chronyd_is_nts_client_of_packaged_tsyncd(extracted: Path, peers: Peers)
     server = _packaged_tsyncd(
         extracted, peers, "deb-nts-server", nts_server_toml(pki, ntp_port, ke_port, keys, 8)
     )
-    chrony = peers.chronyd(
-        "chronyd-nts-client",
-        f"server 127.0.0.1 port {ntp_port} nts ntsport {ke_port} iburst minpoll -2 maxpoll -2\n"
-        f"ntstrustedcerts {pki.ca}\nport 0\n",
-    )
+    chrony = chronyd_nts_client(peers, "chronyd-nts-client", ntp_port, ke_port, pki.ca)
 
     def selected() -> list[str] | None:
         rows = [r for r in chrony.sources() if r[2] == "127.0.0.1"]

@@ -80,15 +80,24 @@ def enable_rx_timestamps(sock: socket.socket) -> TimestampSource:
         return TimestampSource("user")
 
 
+def software_stamp_ns(data: bytes) -> int | None:
+    """ts[0], the software stamp, of a ``struct scm_timestamping`` (Unix ns); None if the
+    data is short or the kernel left it zero."""
+    if len(data) < _SCM_TIMESTAMPING.size:
+        return None
+    sec, nsec = _TIMESPEC.unpack_from(data, 0)
+    return int(sec) * 1_000_000_000 + int(nsec) if sec or nsec else None
+
+
 def rx_timestamp_ns(ancdata: list[tuple[int, int, bytes]]) -> int | None:
     """The kernel's receive timestamp (Unix ns) from recvmsg ancillary data, if present."""
     for level, kind, data in ancdata:
         if level != socket.SOL_SOCKET:
             continue
-        if kind == SCM_TIMESTAMPING and len(data) >= _SCM_TIMESTAMPING.size:
-            sec, nsec = _TIMESPEC.unpack_from(data, 0)  # ts[0] is the software stamp
-            if sec or nsec:
-                return int(sec) * 1_000_000_000 + int(nsec)
+        if kind == SCM_TIMESTAMPING:
+            stamp = software_stamp_ns(data)
+            if stamp is not None:
+                return stamp
         elif kind == SCM_TIMESTAMPNS and len(data) >= _TIMESPEC.size:
             sec, nsec = _TIMESPEC.unpack_from(data, 0)
             return int(sec) * 1_000_000_000 + int(nsec)
@@ -282,10 +291,7 @@ def tx_timestamp(ancdata: list[tuple[int, int, bytes]]) -> tuple[int, int] | Non
     key: int | None = None
     for level, kind, data in ancdata:
         if level == socket.SOL_SOCKET and kind == SCM_TIMESTAMPING:
-            if len(data) >= _SCM_TIMESTAMPING.size:
-                sec, nsec = _TIMESPEC.unpack_from(data, 0)
-                if sec or nsec:
-                    ns = int(sec) * 1_000_000_000 + int(nsec)
+            ns = software_stamp_ns(data) or ns
         elif _is_recverr(level, kind) and len(data) >= _SOCK_EXTENDED_ERR.size:
             fields = _SOCK_EXTENDED_ERR.unpack_from(data)
             if fields[1] == SO_EE_ORIGIN_TIMESTAMPING:  # ee_origin; ee_data is the key

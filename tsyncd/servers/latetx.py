@@ -48,8 +48,10 @@ from tsyncd.wire.timestamps import NTP_UNIX_OFFSET_S
 
 BASIC: Final = ANSWERED  # the outcome whose reply ``restamp`` applies to
 
-_TRANSMIT_AT: Final = 40  # offset of the transmit timestamp in the 48-byte header
+TRANSMIT_AT: Final = 40  # offset of the transmit timestamp in the 48-byte header
 _TIMESTAMP: Final = struct.Struct("!Q")
+pack_transmit_into: Final = _TIMESTAMP.pack_into
+"""Write a raw NTP Transmit into a buffer (``buffer, offset of the reply + TRANSMIT_AT, ts``)."""
 _MASK64: Final = (1 << 64) - 1
 _NS_PER_S: Final = 1_000_000_000
 _HALF_S_NS: Final = _NS_PER_S // 2
@@ -132,7 +134,13 @@ def restamp(response: bytes, rx_ns: int, tx_ns: int) -> bytes:
     """
     if tx_ns <= rx_ns:
         tx_ns = rx_ns + 1
-    return response[:_TRANSMIT_AT] + _TIMESTAMP.pack(transmit_ntp(tx_ns))
+    return with_transmit(response, transmit_ntp(tx_ns))
+
+
+def with_transmit(response: bytes, transmit: int) -> bytes:
+    """``response`` with its Transmit Timestamp replaced by the raw NTP ``transmit``."""
+    at = TRANSMIT_AT
+    return response[:at] + _TIMESTAMP.pack(transmit) + response[at + 8 :]
 
 
 def transmit_ntp(tx_ns: int) -> int:

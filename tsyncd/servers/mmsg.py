@@ -26,7 +26,8 @@ import struct
 import sys
 from typing import Any, Final
 
-from tsyncd.net.udp import SO_TIMESTAMPING
+from tsyncd.net.udp import SO_TIMESTAMPING, rx_timestamp_ns
+from tsyncd.servers.latetx import TRANSMIT_AT, pack_transmit_into, with_transmit
 
 _MSG_WAITFORONE: Final = 0x10000
 _NAME_LEN: Final = 28  # sizeof(struct sockaddr_in6), the largest we receive
@@ -36,8 +37,6 @@ _STAMP: Final = struct.Struct("@Niiqq")
 # cache key than a copy of the name, and unique among IPv4 senders.
 _V4_KEY: Final = struct.Struct("=Q")
 _V4_NAME_LEN: Final = 16
-_TRANSMIT: Final = struct.Struct("!Q")
-_TRANSMIT_AT: Final = 40  # offset of the Transmit Timestamp in an NTP header
 # mmsghdr fields a batch needs: msg_namelen, msg_controllen, msg_len (struct msghdr layout)
 _LENGTHS: Final = struct.Struct("@8xI4x8x8x8xN8xI4x")
 _NAME: Final = struct.Struct("@PI")  # msg_name, msg_namelen
@@ -216,7 +215,7 @@ class MessageBatch:
         """
         sview, siview, shview = self._sview, self._siview, self._shview
         slot, nbase, namelens = self.slot, self._nbase, self._namelens
-        pack_len, pack_name, pack_tx = _SIZE.pack_into, _NAME.pack_into, _TRANSMIT.pack_into
+        pack_len, pack_name, pack_tx = _SIZE.pack_into, _NAME.pack_into, pack_transmit_into
         j = 0
         for i, response, late in replies:
             n = len(response)
@@ -225,7 +224,7 @@ class MessageBatch:
             start = j * slot
             sview[start : start + n] = response
             if late:
-                pack_tx(sview, start + _TRANSMIT_AT, transmit)
+                pack_tx(sview, start + TRANSMIT_AT, transmit)
             pack_len(siview, j * _IOV + _OFF_IOV_LEN, n)
             pack_name(shview, j * _HDR, nbase + i * _NAME_LEN, namelens[i])
             j += 1
@@ -253,21 +252,15 @@ class SingleMessage:
     def receive(self) -> list[tuple[bytes, tuple[Any, ...], int | None]]:
         """One datagram (``socket.recvmsg``'s exceptions)."""
         data, ancdata, _flags, address = self._sock.recvmsg(self._slot, self._control)
-        rx = None
-        for level, kind, cdata in ancdata:
-            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPING and len(cdata) >= 16:
-                sec, nsec = struct.unpack_from("@qq", cdata)
-                rx = sec * _NS_PER_S + nsec
         self._address = address
-        return [(data, address, rx)]
+        return [(data, address, rx_timestamp_ns(ancdata))]
 
     def send(self, replies: list[tuple[int, bytes, bool]], transmit: int = 0) -> int:
         """Send the response to the datagram's sender now (``late``: as ``MessageBatch``)."""
         sent = 0
         for _i, response, late in replies:
             if late:
-                at = _TRANSMIT_AT
-                response = response[:at] + _TRANSMIT.pack(transmit) + response[at + 8 :]
+                response = with_transmit(response, transmit)
             try:
                 self._sock.sendto(response, self._address)
                 sent += 1

@@ -31,7 +31,7 @@ class NtpServer:
         self._udp: TimestampedUdp | None = None
         self._tx_stamps = False
         self._lag = SendLag()
-        self._warmer: SendWarmer | None = None  # made with the first basic reply
+        self._warmer: SendWarmer | None = None  # with the socket (warmsend.py)
         self.passive_answered = 0  # symmetric active packets answered in mode 2
         self.symmetric_passive = False  # off: the responder drops mode 1 like other modes
 
@@ -50,6 +50,7 @@ class NtpServer:
         server = cls(responder or NtpResponder(access), clock)
         server._udp = TimestampedUdp.bind(host, port, server._on_datagram, options=options)
         server._tx_stamps = server._udp.timestamps.name == "kernel-timestamping"
+        server._warmer = SendWarmer(server._udp.sock)
         return server
 
     @property
@@ -84,9 +85,8 @@ class NtpServer:
             return
         read = 0
         if reason == BASIC:  # Transmit read right before sending, plus the lag (latetx.py)
-            if self._warmer is None:
-                self._warmer = SendWarmer(self._udp.sock)
-            self._warmer.warm(rx_ns)  # after a quiet spell the send path is cold
+            if self._warmer is not None:
+                self._warmer.warm(rx_ns)  # after a quiet spell the send path is cold
             read = time.time_ns()  # the host clock, which kernel stamps use
             lag = self._lag.lag_for(read - rx_ns)
             response = restamp(response, rx, clock.from_kernel_ns(read + lag))

@@ -23,7 +23,7 @@ import struct
 from collections.abc import Iterator
 from typing import Any, Final
 
-from tsyncd.net.udp import SO_TIMESTAMPING, enable_rx_timestamps
+from tsyncd.net.udp import SO_TIMESTAMPING, enable_rx_timestamps, software_stamp_ns
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,6 @@ SOF_TIMESTAMPING_TX_SOFTWARE: Final = 1 << 1
 _TX_REQUEST: Final = [
     (socket.SOL_SOCKET, SO_TIMESTAMPING, struct.pack("@I", SOF_TIMESTAMPING_TX_SOFTWARE))
 ]
-_TIMESPEC: Final = struct.Struct("@qq")
 _RESPONSE_LEN: Final = 48
 _ERRQUEUE_BUF: Final = 256  # link + IP(v6) + UDP headers + 48 bytes
 _ANC_BUF: Final = 512
@@ -81,8 +80,8 @@ def read_stamps(sock: socket.socket) -> Iterator[tuple[bytes, int]]:
 def tx_timestamp_ns(ancdata: list[tuple[int, int, bytes]]) -> int | None:
     """The software stamp (scm_timestamping ts[0]) from error-queue ancillary data."""
     for level, kind, data in ancdata:
-        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPING and len(data) >= _TIMESPEC.size:
-            sec, nsec = _TIMESPEC.unpack_from(data, 0)
-            if sec or nsec:
-                return int(sec) * 1_000_000_000 + int(nsec)
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPING:
+            stamp = software_stamp_ns(data)
+            if stamp is not None:
+                return stamp
     return None

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from tsyncd.servers import mmsg, txstamp
-from tsyncd.servers.latetx import BASIC, SendLag, restamp, transmit_ntp
+from tsyncd.servers.latetx import BASIC, SendLag, restamp, transmit_ntp, with_transmit
 from tsyncd.servers.ntskeys import KeyState
 from tsyncd.servers.pipe import Connection  # not multiprocessing's: it costs memory
 from tsyncd.servers.responder import AccessList, NtpResponder, ResponseTemplate, ServerPolicy
@@ -59,8 +59,6 @@ _PUSH_INTERVAL_S: Final = 0.5
 _CLIENT_ROWS: Final = 256  # busiest clients pushed up for `tsyncctl clients`
 RATE_UNIT: Final = 1_000_000_000_000  # ClockMap.rate_ppt denominator
 _PR_SET_PDEATHSIG: Final = 1
-_TRANSMIT: Final = struct.Struct("!Q")
-_TRANSMIT_AT: Final = 40  # offset of the Transmit Timestamp in an NTP header
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,7 +235,7 @@ def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
                     # A lone reply (light load, where precision shows): send it stamped and
                     # learn how long the send itself takes.
                     i, response, _late = replies[0]
-                    response = response[:_TRANSMIT_AT] + _TRANSMIT.pack(transmit)
+                    response = with_transmit(response, transmit)
                     address = batch[i][1]
                     if txstamp.send_stamped(sock, response, address):
                         for payload, tx_ns in txstamp.read_stamps(sock):
