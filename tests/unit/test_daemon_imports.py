@@ -28,6 +28,15 @@ _NOT_AT_START = (
     "click",
     "uuid",
     "platform",
+    # The standard library's TLS (asyncio is imported without it: tsyncd/startup_imports.py) and
+    # what maps libcrypto: hashlib (the IPv6 refid hash imports it when first used) and
+    # secrets with hmac (the DNS query id comes from os.urandom).
+    "ssl",
+    "_ssl",
+    "_hashlib",
+    "hashlib",
+    "hmac",
+    "secrets",
 )
 
 
@@ -45,9 +54,20 @@ def _loaded_after(code: str) -> set[str]:
 
 def test_the_daemon_and_its_server_workers_import_none_of_the_optional_modules() -> None:
     loaded = _loaded_after(
-        "import tsyncd.__main__, tsyncd.daemon, tsyncd.servers.worker\n"
-        "tsyncd.__main__._parser().parse_args(['-c', 'tsyncd.toml'])\n"  # argparse: no shutil
+        "import tsyncd.__main__, tsyncd.daemon, tsyncd.servers.worker, tsyncd.daemon_cli\n"
+        "tsyncd.daemon_cli._parser().parse_args(['-c', 'tsyncd.toml'])\n"  # argparse: no shutil
         "tsyncd.sdnotify.Notifier()"
     )
     assert "tsyncd.daemon" in loaded  # the probe itself worked
     assert sorted(loaded & set(_NOT_AT_START)) == []
+
+
+def test_tls_is_still_there_for_whoever_imports_it_later() -> None:
+    """Only asyncio goes without: aioquic's ``import ssl`` after start-up loads the module."""
+    loaded = _loaded_after(
+        "import tsyncd.__main__, asyncio.base_events as b\n"
+        "assert b.ssl is None, 'asyncio imported with TLS'\n"
+        "import ssl\n"
+        "ssl.create_default_context()"
+    )
+    assert {"ssl", "asyncio"} <= loaded

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import secrets
+import os
 import socket
 from typing import Final
 
@@ -46,7 +46,9 @@ async def _query(server: Endpoint, name: str, qtype: QType) -> list[str]:
     )
     try:
         for _ in range(_TRIES):
-            query_id = secrets.randbits(16)  # with the random port, a blind spoofer must guess
+            # With the random port, a blind spoofer must guess this.  os.urandom, not secrets: that
+            # imports hmac and with it libcrypto, which a daemon without NTS never needs.
+            query_id = int.from_bytes(os.urandom(2), "big")
             transport.sendto(encode_query(query_id, name, qtype))
             deadline = loop.time() + _TIMEOUT_S
             while (left := deadline - loop.time()) > 0:

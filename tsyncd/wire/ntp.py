@@ -25,7 +25,6 @@ decoded as ``mac=b"\\0\\0\\0\\0"`` when it directly follows an NTPv4 header.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import struct
 from dataclasses import dataclass
@@ -393,6 +392,8 @@ def refid_for_address(addr: str) -> int:
     if isinstance(ip, ipaddress.IPv6Address):
         mapped = ip.ipv4_mapped
         if mapped is None:
+            import hashlib  # here, not at start: it maps libcrypto (bench/README.md, memory)
+
             digest = hashlib.md5(ip.packed, usedforsecurity=False).digest()
             return int.from_bytes(digest[:4], "big")
         ip = mapped
