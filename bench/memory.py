@@ -17,6 +17,9 @@ tsyncd's own processes, so it does not depend on the rest of the machine) and fi
 anonymous memory.  Then each
 server gets ``--load`` seconds of ``bench.server``'s flood and is measured again: a worker that
 writes to pages it inherited un-shares them, which shows as Private_Dirty growing.
+Last, ``--addresses`` requests come each from its own loopback address (127.1.0.0 up), one
+round trip each, as a public server meets many clients: the "clients" phase shows what the
+server's per-client state (tsyncd's client log, bounded by ``max-clients`` per worker) costs.
 The issue's target is the tsyncd PSS sum (idle, default workers) at most 25 MB.
 """
 
@@ -25,6 +28,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import socket
+import struct
 import sys
 import tempfile
 import time
@@ -82,6 +87,32 @@ def total(rows: Sequence[ProcessMemory]) -> ProcessMemory:
     return ProcessMemory(pid=0, role="sum", **sums)
 
 
+def many_clients(port: int, addresses: int, window: int = 256, timeout_s: float = 60.0) -> int:
+    """One client request from each of ``addresses`` loopback addresses (127.1.0.0 up) to
+    127.0.0.1:port, ``window`` at a time; how many were answered (bounded by ``timeout_s``)."""
+    request = struct.pack("!B47x", 0x23)  # NTPv4 client mode, all else zero
+    answered = 0
+    deadline = time.monotonic() + timeout_s
+    for first in range(0, addresses, window):
+        if time.monotonic() > deadline:
+            break
+        socks = []
+        try:
+            for i in range(first, min(first + window, addresses)):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                socks.append(s)
+                s.bind((f"127.{1 + (i >> 16)}.{(i >> 8) & 255}.{i & 255}", 0))
+                s.sendto(request, ("127.0.0.1", port))
+            for s in socks:
+                s.settimeout(max(0.01, min(0.5, deadline - time.monotonic())))
+                with contextlib.suppress(OSError):
+                    answered += len(s.recv(512)) >= 48
+        finally:
+            for s in socks:
+                s.close()
+    return answered
+
+
 def _print(server: str, phase: str, rows: Sequence[ProcessMemory]) -> None:
     for r in [*rows, total(rows)]:
         print(
@@ -100,6 +131,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--load", type=float, default=2.0, help="load seconds per server (0: none)")
     parser.add_argument("--window", type=int, default=32, help="requests in flight per generator")
     parser.add_argument("--clients", type=int, default=2, help="generator processes")
+    parser.add_argument(
+        "--addresses",
+        type=int,
+        default=16384,
+        help="distinct client addresses for the last phase (0: none)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     result: dict[str, dict[str, list[ProcessMemory]]] = {}
@@ -115,6 +152,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for name, pid, port in servers:
                     measure(name, pid, port, args.clients, args.window, args.load)
                     result[name]["loaded"] = tree_memory(pid)
+            if args.addresses > 0:
+                for name, pid, port in servers:
+                    answered = many_clients(port, args.addresses)
+                    print(
+                        f"{name}: {answered} of {args.addresses} addresses answered",
+                        file=sys.stderr,
+                    )
+                    result[name]["clients"] = tree_memory(pid)
     if args.json:
         out = {
             name: {

@@ -26,7 +26,10 @@ from dataclasses import dataclass
 from typing import Final
 
 NS_PER_S: Final = 1_000_000_000
-DEFAULT_MAX_CLIENTS: Final = 65536
+# chronyd's default client log (clientloglimit 524288 bytes) holds "about four thousand
+# clients"; ours costs about 240 bytes each (1 MB per worker when full), where 65,536 per worker
+# let a public server's workers grow by 16 MB each.
+DEFAULT_MAX_CLIENTS: Final = 4096
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
