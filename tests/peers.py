@@ -176,6 +176,23 @@ class Peers:
             pytest.fail(f"{name} exited: {proc.output()}")
         return proc
 
+    def pool_peers(self, hosts_text: str, servers: tuple[int, ...]) -> tuple[int, int, Process]:
+        """Pool tests' set-up: dnsmasq answering from a hosts file holding ``hosts_text`` (its
+        path: ``self.tmp / "pool.hosts"``) and a chronyd on 127.0.0.N for each N in
+        ``servers`` (local stratum N + 4, one fresh port for all); (NTP port, DNS port, dnsmasq).
+        """
+        ntp_port, dns_port = free_udp_port(), free_udp_port()
+        hosts = self.tmp / "pool.hosts"
+        hosts.write_text(hosts_text)
+        dns = self.dnsmasq("dnsmasq", dns_port, hosts)
+        for i in servers:
+            self.chronyd(
+                f"chronyd-{i}",
+                f"port {ntp_port}\nbindaddress 127.0.0.{i}\nlocal stratum {i + 4}\n"
+                "allow 127.0.0.1\n",
+            )
+        return ntp_port, dns_port, dns
+
     def stop_all(self) -> None:
         for proc in reversed(self.procs):
             proc.stop()

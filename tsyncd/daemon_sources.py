@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Final
 
 from tsyncd.config import Config, SourceConfig
 from tsyncd.net.resolver import resolve
-from tsyncd.net.udp import SocketOptions
+from tsyncd.net.udp import SocketOptions, normalize_ip
 from tsyncd.servers.responder import ResponseTemplate
 from tsyncd.sources.ntp import NtpSourceSocket
 from tsyncd.sources.pool import run_pool
@@ -49,6 +49,7 @@ class SourceMobilizer:
     _rng: random.Random
     _wake: asyncio.Event
     _template: ResponseTemplate
+    _association_source: dict[str, str]  # association name -> the source that made it
 
     def _apply(self, actions: list[ClockAction]) -> None:
         raise NotImplementedError  # the daemon's: carry out what the sync core decided
@@ -68,14 +69,30 @@ class SourceMobilizer:
                 cfg.name,
                 PoolMembers(count=cfg.count, resolve_interval_ns=round(interval_s * _NS_PER_S)),
                 resolve=lambda: self._resolve(host, port),
-                add=lambda ip: self._add_association(cfg, ip, _join_host_port(ip, port)),
+                add=lambda ip: (
+                    None
+                    if self._polling(ip, port)  # by another source: never twice
+                    else self._add_association(cfg, ip, _join_host_port(ip, port))
+                ),
                 remove=lambda ip: self._remove_association(_join_host_port(ip, port)),
-                status=lambda ip: self._association_status(_join_host_port(ip, port)),
+                status=lambda ip: self._member_status(cfg.name, _join_host_port(ip, port)),
                 now_ns=self.clock.now_ns,
             )
             return
         ips = await self._resolve_retrying(cfg)
+        for name in self._polling(ips[0], cfg.address.port):
+            owner = self._association_source.get(name, name)
+            if owner not in (name, cfg.name):
+                # A pool got to this address first: the source takes it over, and the pool,
+                # finding its member gone, replaces it with another address.
+                log.info("%s: %s of %s polls it; taking it over", cfg.name, name, owner)
+                self._remove_association(name)
         self._add_association(cfg, ips[0], cfg.name)
+
+    def _polling(self, ip: str, port: int) -> list[str]:
+        """The associations polling ip:port now."""
+        ip = str(normalize_ip(ip))
+        return [name for name, s in self.sockets.items() if s.ip == ip and s.port == port]
 
     async def _resolve_retrying(
         self, cfg: SourceConfig, host: str | None = None, port: int | None = None
@@ -201,9 +218,11 @@ class SourceMobilizer:
             self.core.remove_source(name, self.clock.now_ns())
         self._after_update()
 
-    def _association_status(self, name: str) -> tuple[NtpAssociation, str] | None:
+    def _member_status(self, pool: str, name: str) -> tuple[NtpAssociation, str] | None:
+        """(association, selection state) of pool member ``name``; None unless ``pool`` made it (a
+        pool never judges, or removes, a configured source at the same address)."""
         state = self.core.sources.get(name)
-        if state is None:
+        if state is None or self._association_source.get(name) != pool:
             return None
         return state.association, self.core.decision.states.get(name, "init")
 

@@ -100,15 +100,9 @@ def test_add_select_refuse_and_delete_a_chronyd_server(peers: Peers) -> None:
 
 
 def test_delete_a_pool_removes_its_members(peers: Peers) -> None:
-    ntp_port, dns_port = free_udp_port(), free_udp_port()
-    hosts = peers.tmp / "pool.hosts"
-    hosts.write_text("127.0.0.2 pool.test\n127.0.0.3 pool.test\n")
-    peers.dnsmasq("dnsmasq", dns_port, hosts)
-    for i in (2, 3):
-        peers.chronyd(
-            f"chronyd-{i}",
-            f"port {ntp_port}\nbindaddress 127.0.0.{i}\nlocal stratum {i + 4}\nallow 127.0.0.1\n",
-        )
+    ntp_port, dns_port, _dns = peers.pool_peers(
+        "127.0.0.2 pool.test\n127.0.0.3 pool.test\n", (2, 3)
+    )
     configured = f"127.0.0.9:{ntp_port}"  # nothing answers there: it only has to be removable
     client = peers.tsyncd(
         "tsyncd",

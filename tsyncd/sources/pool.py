@@ -26,7 +26,7 @@ async def run_pool(
     members: PoolMembers,
     *,
     resolve: Callable[[], Awaitable[list[str]]],
-    add: Callable[[str], object],
+    add: Callable[[str], object | None],
     remove: Callable[[str], None],
     status: MemberStatus,
     now_ns: Callable[[], int],
@@ -43,7 +43,11 @@ async def run_pool(
             else:
                 chosen = members.choose(ips, now)
                 for ip in chosen:
-                    add(ip)
+                    if add(ip) is None:
+                        # Polled already (a configured source at that address) or its socket
+                        # could not be opened: not ours to watch; try it again later.
+                        log.info("pool %s: %s not used (in use or no socket)", name, ip)
+                        members.drop(ip, now)
                 if len(members.members) < members.count:
                     log.info(
                         "pool %s: %d of %d addresses usable",
@@ -54,6 +58,9 @@ async def run_pool(
         for ip in list(members.members):
             current = status(ip)
             if current is None:
+                # No longer ours: a configured source at the same address took it over.
+                log.info("pool %s: %s is no longer a member; replacing it", name, ip)
+                members.drop(ip, now)
                 continue
             reason = members.check(ip, *current, now)
             if reason is not None:
