@@ -192,14 +192,15 @@ def format_address(sockaddr: tuple[object, ...], family: int) -> str:
     return f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
 
 
-def resolve(host: str, port: int) -> tuple[int, tuple[object, ...]]:
-    """First UDP address for ``host``; raises ``QueryError`` if it does not resolve."""
+def resolve(host: str, port: int) -> list[tuple[int, tuple[object, ...]]]:
+    """Every UDP address of ``host``, in getaddrinfo's order of preference; raises
+    ``QueryError`` if it does not resolve."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
     except socket.gaierror as exc:
         raise QueryError(f"cannot resolve {host!r}: {exc.strerror}") from None
-    family, _type, _proto, _name, sockaddr = infos[0]
-    return int(family), tuple(sockaddr)
+    found = [(int(family), tuple(sockaddr)) for family, _t, _p, _n, sockaddr in infos]
+    return list(dict.fromkeys(found))
 
 
 def _receive(sock: socket.socket) -> tuple[bytes, int]:
@@ -273,13 +274,24 @@ def query_once(family: int, sockaddr: tuple[object, ...], timeout: float) -> Que
 def run_query(target: str, *, count: int, timeout: float, interval: float) -> QueryOutcome:
     """Query ``target`` ``count`` times, ``interval`` s apart; raises ``QueryError`` if unusable."""
     host, port = parse_target(target)
-    family, sockaddr = resolve(host, port)
-    outcome = QueryOutcome(target=target, address=format_address(sockaddr, family))
+    addresses = resolve(host, port)
+    outcome = QueryOutcome(target=target, address=format_address(addresses[0][1], addresses[0][0]))
     for i in range(count):
         if i:
             time.sleep(interval)
-        try:
-            outcome.replies.append(query_once(family, sockaddr, timeout))
-        except ReplyRejected as exc:
-            outcome.errors.append(str(exc))
+        # Until one address answers, each request tries them all in turn (a name such as
+        # localhost may give ::1 first to a server listening on IPv4 only); then that one.
+        failures: list[str] = []
+        for family, sockaddr in addresses:
+            address = format_address(sockaddr, family)
+            try:
+                outcome.replies.append(query_once(family, sockaddr, timeout))
+            except ReplyRejected as exc:
+                failures.append(f"{address}: {exc}" if len(addresses) > 1 else str(exc))
+                continue
+            outcome.address = address
+            addresses = [(family, sockaddr)]
+            break
+        else:
+            outcome.errors.append("; ".join(failures))
     return outcome

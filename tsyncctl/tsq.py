@@ -116,15 +116,21 @@ async def _measure_one(
     except OSError as exc:
         result.errors.append(f"cannot resolve {host!r}: {exc}")
         return result
-    ip = str(infos[0][4][0])
-    result.address = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
     config = client_configuration(transport, server_name=host, ca_file=ca_file, insecure=insecure)
-    try:
-        client = await TsqClient.connect(
-            ip, port, config, now_ns=time.time_ns, timeout_s=connect_timeout
-        )
-    except TsqClientError as exc:
-        result.errors.append(str(exc))
+    ips = list(dict.fromkeys(str(info[4][0]) for info in infos))
+    client = None
+    failures: list[str] = []
+    for ip in ips:  # the first that takes a connection (localhost may give ::1 first)
+        result.address = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+        try:
+            client = await TsqClient.connect(
+                ip, port, config, now_ns=time.time_ns, timeout_s=connect_timeout
+            )
+            break
+        except TsqClientError as exc:
+            failures.append(f"{result.address}: {exc}" if len(ips) > 1 else str(exc))
+    if client is None:
+        result.errors.extend(failures)
         return result
     try:
         for _ in range(count):

@@ -154,3 +154,26 @@ def test_sync_decision(
     result = CliRunner().invoke(cli, ["tsq", "sync", "192.0.2.1", "--dry-run"])
     assert result.exit_code == code and expected in result.output, result.output
     assert "(2 of 3 samples used, 1 of 1 servers" in result.output
+
+
+def test_query_falls_back_to_the_next_address(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """localhost whose first address has no TSQ server (as ::1 first to a server on IPv4
+    only): the query connects to the next one and reports no error."""
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: str, port: Any, *args: Any, **kwargs: Any) -> Any:
+        found = real("127.0.0.1", port, *args, **kwargs)
+        return [(f, t, p, c, ("127.0.0.9", a[1])) for f, t, p, c, a in found] + found
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    result = CliRunner().invoke(
+        cli,
+        ["tsq", "query", "localhost", "--port", str(served.datagram), "--ca",
+         str(served.pki.ca), "--count", "2", "--timeout", "1", "--json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.stdout)
+    assert row["address"] == f"127.0.0.1:{served.datagram}"
+    assert row["samples"] == 2 and row["errors"] == []

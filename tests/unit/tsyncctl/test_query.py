@@ -330,3 +330,36 @@ def test_cli_query_bad_target() -> None:
     result = CliRunner().invoke(cli, ["query", "host:99999"])
     assert result.exit_code == 1
     assert result.stderr == "tsyncctl: bad port '99999' in 'host:99999': expected 1..65535\n"
+
+
+def test_cli_query_tries_each_address_of_a_name(
+    fake_server: Callable[[Responder, str], int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A name whose first address has no server (``localhost`` giving ::1 first to a server
+    on IPv4 only): the next address answers, and stays the one asked."""
+    port = fake_server(honest(), "127.0.0.1")
+    addresses = [
+        (socket.AF_INET6, socket.SOCK_DGRAM, 17, "", ("::1", port, 0, 0)),  # nothing there
+        (socket.AF_INET, socket.SOCK_DGRAM, 17, "", ("127.0.0.1", port)),
+    ]
+    asked: list[str] = []
+
+    def getaddrinfo(host: str, *args: object, **kwargs: object) -> list[object]:
+        asked.append(host)
+        return list(addresses)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    result = CliRunner().invoke(cli, ["query", f"two.test:{port}", "-c", "2", "-i", "0", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert asked == ["two.test"]
+    assert data["address"] == f"127.0.0.1:{port}"
+    assert len(data["replies"]) == 2 and data["errors"] == []
+    # Neither answers: one error per request, naming each address tried.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    addresses[1] = (socket.AF_INET, socket.SOCK_DGRAM, 17, "", ("127.0.0.1", closed))
+    result = CliRunner().invoke(cli, ["query", f"two.test:{port}", "-t", "0.5"])
+    assert result.exit_code == 1
+    assert f"[::1]:{port}: " in result.stderr and f"127.0.0.1:{closed}: " in result.stderr
