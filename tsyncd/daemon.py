@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import math
 import random
@@ -302,7 +303,8 @@ class Daemon(SourceAdmin, SnapshotViews):
             self.metrics = None
 
     def reload(self) -> None:
-        """SIGHUP: re-read the config; apply the log level, report what needs a restart."""
+        """SIGHUP: re-read the config; apply the log level and the sources, report what
+        needs a restart."""
         self.notifier.reloading()
         try:
             new = load_config(self.config.path)
@@ -310,12 +312,14 @@ class Daemon(SourceAdmin, SnapshotViews):
             log.error("reload failed, keeping the running configuration:\n%s", exc)
         else:
             logging.getLogger().setLevel(new.log.level.upper())
+            if new.sources != self.config.sources:
+                self._schedule_source_reload(self.config.sources, new)
+                self.config = dataclasses.replace(self.config, sources=new.sources)
             changed = [
                 name
                 for name in (
                     "clock",
                     "synchronization",
-                    "sources",
                     "servers",
                     "control",
                     "metrics",

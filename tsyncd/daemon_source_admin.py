@@ -7,6 +7,10 @@ associations (a pool one per member, named "ip:port"), so each association remem
 source that made it, and removing a source removes exactly those.  An added source is checked
 by the config file's own rules (``config.parse_source``) and is not written to the config file:
 it is gone after a restart, as with chronyc.
+
+SIGHUP applies the config file's ``[[source]]`` tables the same way (``_reload_sources``): a
+table gone from the file stops its source, a new one starts, a changed one restarts; sources
+added at run time stay, as with ``chronyc reload sources``.
 """
 
 from __future__ import annotations
@@ -30,11 +34,13 @@ class SourceAdmin(SourceMobilizer):
     _source_configs: dict[str, SourceConfig]  # every running source, by name
     _source_tasks: dict[str, asyncio.Task[None]]  # its mobilizing task (may have finished)
     _association_source: dict[str, str]  # association name -> the source that created it
+    _reload_task: asyncio.Task[None] | None  # the last SIGHUP's source changes
 
     def _init_source_admin(self) -> None:
         self._source_configs = {}
         self._source_tasks = {}
         self._association_source = {}
+        self._reload_task = None
 
     def _start_source(self, cfg: SourceConfig) -> None:
         """Start ``cfg``'s task, the same kind for a source from the file or one added later."""
@@ -46,6 +52,8 @@ class SourceAdmin(SourceMobilizer):
 
     async def _stop_sources(self) -> None:
         """Cancel every source's task (the daemon closes their sockets afterwards)."""
+        if self._reload_task is not None:
+            await _cancel([self._reload_task])  # first: it may start sources
         tasks = list(self._source_tasks.values())
         self._source_tasks.clear()
         await _cancel(tasks)
@@ -108,6 +116,61 @@ class SourceAdmin(SourceMobilizer):
             hint = f"{name} is a member of {owner}: remove {owner}; " if owner != name else ""
             known = ", ".join(sorted(self._source_configs)) or "none"
             raise InvalidParams(f"remove_source: no source named {name!r} ({hint}sources: {known})")
+        removed = await self._stop_source(name)
+        log.info("source %s removed at run time (%s)", name, ", ".join(removed) or "not mobilized")
+        return {"name": name, "associations": removed}
+
+    def _schedule_source_reload(self, old: tuple[SourceConfig, ...], new: Config) -> None:
+        """Apply a reloaded file's sources in a task, after the previous reload's."""
+        previous = self._reload_task
+
+        async def reload() -> None:
+            if previous is not None:
+                await asyncio.gather(previous, return_exceptions=True)
+            await self._reload_sources(old, new)
+
+        self._reload_task = asyncio.get_running_loop().create_task(reload(), name="reload")
+
+    async def _reload_sources(self, old: tuple[SourceConfig, ...], new: Config) -> None:
+        """SIGHUP: make the running sources from the file match ``new``'s (``old``: the file's
+        sources as last applied); sources added at run time are left alone."""
+        before = {cfg.name: cfg for cfg in old}
+        after = {cfg.name: cfg for cfg in new.sources}
+        for name, cfg in before.items():
+            if after.get(name) != cfg and self._source_configs.get(name) == cfg:
+                removed = await self._stop_source(name)
+                log.info(
+                    "source %s stopped: %s (%s)", name, _WHY[name in after], ", ".join(removed)
+                )
+        for name, cfg in after.items():
+            if before.get(name) == cfg or self._source_configs.get(name) == cfg:
+                continue  # unchanged, or added at run time just as the file now has it
+            problem = self._cannot_start(cfg)
+            if problem:
+                log.error("%s: source %s not started: %s", new.path, name, problem)
+                continue
+            self._start_source(cfg)
+            log.info("source %s (%s) started from %s", name, cfg.mode, new.path)
+
+    def _cannot_start(self, cfg: SourceConfig) -> str | None:
+        """Why a source from a reloaded file cannot start now (what ``add_source`` checks)."""
+        running = self._source_configs.get(cfg.name)
+        if running is not None:
+            return f"{cfg.name} runs already (added at run time: tsyncctl delete it first)"
+        used = self._addresses_in_use().get(cfg.address)
+        if used is not None:
+            return f"its address is in use by {used}"
+        if cfg.mode == "peer" and cfg.local_port in self._server_ports():
+            return f"local-port {cfg.local_port} is a [[server]]'s port (takes a restart)"
+        if cfg.mode == "tsq":
+            try:
+                require_aioquic(Config(path=self.config.path, sources=(cfg,)))
+            except OSError as exc:
+                return str(exc)
+        return None
+
+    async def _stop_source(self, name: str) -> list[str]:
+        """Stop running source ``name``: its task, its associations (their names returned)."""
         task = self._source_tasks.pop(name, None)
         await _cancel([task] if task is not None else [])
         # Forgotten only now: until its task has stopped, its address is still in use.
@@ -126,8 +189,10 @@ class SourceAdmin(SourceMobilizer):
             self._remove_association(association)
         self._after_update()
         self._wake.set()
-        log.info("source %s removed at run time (%s)", name, ", ".join(removed) or "not mobilized")
-        return {"name": name, "associations": removed}
+        return removed
+
+
+_WHY = {True: "changed in the config file", False: "gone from the config file"}
 
 
 async def _cancel(tasks: list[asyncio.Task[None]]) -> None:

@@ -4,6 +4,7 @@ real chronyd servers (``-x``) on loopback, a pool through a real dnsmasq, NTS wi
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -212,3 +213,36 @@ def test_a_peer_on_a_servers_port_is_refused_at_run_time(peers: Peers) -> None:
         "listens on (a peer sharing a server's port must be in the config file)\n"
     )
     assert daemon.ctl("peers") == []
+
+
+def test_sighup_applies_the_files_sources_and_keeps_added_ones(peers: Peers) -> None:
+    port = free_udp_port()
+    for i in (2, 3, 4):
+        peers.chronyd(
+            f"chronyd-{i}",
+            f"port {port}\nbindaddress 127.0.0.{i}\nlocal stratum {i + 4}\nallow 127.0.0.1\n",
+        )
+    poll = "iburst = true\nmin-poll = -3\nmax-poll = -3\n"
+
+    def source(i: int) -> str:
+        return f'[[source]]\nmode = "server"\naddress = "127.0.0.{i}:{port}"\n{poll}'
+
+    client = peers.tsyncd("tsyncd", source(2))
+    added = f"127.0.0.4:{port}"
+    assert client.ctl("add", added, "--min-poll", "-3", "--max-poll", "-3") == {"name": added}
+
+    def names() -> set[str]:
+        return {str(r["name"]) for r in client.ctl("peers") if r["reach"]}
+
+    wait_for("both polled", lambda: names() == {f"127.0.0.2:{port}", added})
+    # The file now has .3 instead of .2, and also .4, which the added source polls already.
+    head = client.config.read_text().split("[[source]]")[0]
+    client.config.write_text(head + source(3) + source(4))
+    client.proc.popen.send_signal(signal.SIGHUP)
+    wait_for("the file's new source polled", lambda: names() == {f"127.0.0.3:{port}", added})
+    log = client.proc.output()
+    assert f"source 127.0.0.2:{port} stopped: gone from the config file" in log
+    assert f"source 127.0.0.4:{port} not started: 127.0.0.4:{port} runs already" in log
+    assert "take effect after a restart" not in log  # sources need no restart
+    status = client.ctl("sources")
+    assert {r["name"] for r in status} == {f"127.0.0.3:{port}", added}
