@@ -10,9 +10,14 @@ route) on a socket bound to the group's port.  Interfaces are named as ``ip link
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
+from typing import Final
 
+# Linux values; Python's socket module does not export them.
+IP_MULTICAST_ALL: Final = 49
+IPV6_MULTICAST_ALL: Final = 29
 _IP_MREQN = struct.Struct("=4s4si")  # struct ip_mreqn: group, local address, ifindex
 _IPV6_MREQ = struct.Struct("=16sI")  # struct ipv6_mreq: group, ifindex
 
@@ -23,14 +28,24 @@ def interface_index(name: str | None) -> int:
 
 
 def join_group(sock: socket.socket, group: str, interface: str | None) -> None:
-    """Make ``sock`` (bound to the group's port) receive datagrams sent to ``group``."""
+    """Make ``sock`` (bound to the group's port) receive datagrams sent to ``group``.
+
+    Only to that group: Linux otherwise hands a wildcard-bound socket the datagrams of every
+    group any socket on the host joined, on that port (``IP_MULTICAST_ALL``, on by default).
+    """
     index = interface_index(interface)
     if ":" in group:
         mreq = _IPV6_MREQ.pack(socket.inet_pton(socket.AF_INET6, group), index)
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
+        with contextlib.suppress(OSError):  # Linux >= 4.20; else the source check still holds
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MULTICAST_ALL, 0)
+        with contextlib.suppress(OSError):  # a dual-stack socket hears IPv4 groups too
+            sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
     else:
         mreqn = _IP_MREQN.pack(socket.inet_aton(group), bytes(4), index)
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreqn)
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
 
 
 def set_multicast_sender(
