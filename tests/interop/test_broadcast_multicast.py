@@ -11,6 +11,7 @@ namespace is deleted after the test whatever happened.
 
 from __future__ import annotations
 
+import os
 import secrets
 import subprocess
 import textwrap
@@ -53,6 +54,8 @@ def _ip(*args: str) -> None:
 @pytest.fixture
 def netns_peers(tmp_path: Path) -> Iterator[NetnsPeers]:
     """A fresh namespace with the multicast-capable v0; its peers are stopped, then it goes."""
+    if os.geteuid() != 0:
+        pytest.fail("the multicast tests need root: they create a network namespace (ip netns)")
     name = f"tsyncd-mcast-{secrets.token_hex(4)}"
     _ip("netns", "add", name)
     peers = NetnsPeers(tmp_path, netns=name)
