@@ -251,6 +251,12 @@ def rekey(ctx: click.Context, as_json: bool) -> None:
 @click.option("--transport", type=click.Choice(["stream", "datagram"]), help="TSQ only.")
 @click.option("--local-port", type=int, help="Peer only: our UDP port.")
 @click.option("--dscp", type=int, help="DSCP code point of our requests.")
+@click.option("--broadcast-delay", type=float, help="Broadcast only: assumed round trip, s.")
+@click.option("--broadcast-calibrate", is_flag=True, help="Broadcast only: measure the round trip.")
+@click.option(
+    "--broadcast-server", help="Broadcast only: the server's IP[:port] (needed for a group)."
+)
+@click.option("--broadcast-interface", help="Multicast only: the interface to join the group on.")
 @json_option
 @click.pass_context
 def add(ctx: click.Context, /, address: str, as_json: bool, **options: Any) -> None:

@@ -31,6 +31,7 @@ from ipaddress import ip_address
 from pathlib import Path
 from typing import Any, Final, Literal
 
+from tsyncd.config_broadcast import check_broadcast, check_broadcast_source, is_multicast
 from tsyncd.config_fields import (
     MISSING as MISSING,
 )
@@ -122,6 +123,9 @@ class SourceConfig:
     broadcast_delay: float = 0.004  # broadcast only: assumed round trip to the server, s
     transport: TsqTransport = "datagram"  # tsq only: the variant (the port decides, no fallback)
     certificate_authority: Path | None = None  # tsq/nts: PEM CA file (default: system store)
+    broadcast_calibrate: bool = False  # broadcast only: measure the round trip (client volley)
+    broadcast_server: Endpoint | None = None  # broadcast only: the sender and its unicast port
+    broadcast_interface: str | None = None  # multicast only: join the group on this interface
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -198,9 +202,11 @@ class MetricsConfig:
 class BroadcastConfig:
     """One [[broadcast]]: send our time to a broadcast address (RFC 8633: trusted LANs only)."""
 
-    address: Endpoint  # IPv4 broadcast address, port 123 by default
+    address: Endpoint  # IPv4 broadcast address or multicast group, port 123 by default
     interval: float = 64.0  # s between packets
     dscp: int = 0
+    interface: str | None = None  # multicast: send on this interface (default: by route)
+    ttl: int = 1  # multicast: IP TTL / IPv6 hop limit (1: this link only)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -293,6 +299,9 @@ _SOURCE: Final = (
     _seconds_field("broadcast-delay", 0.0, 1.0),
     _choice_field("transport", "stream", "datagram"),
     _string_field("certificate-authority", Path),
+    _simple_field("broadcast-calibrate", "true or false", lambda v: isinstance(v, bool)),
+    _endpoint_field("broadcast-server", 0, ip_only=True),
+    _string_field("broadcast-interface"),
 )
 _SERVER: Final = (
     _endpoint_field("listen", NTP_PORT, ip_only=True),
@@ -340,6 +349,8 @@ _BROADCAST: Final = (
     _endpoint_field("address", NTP_PORT, ip_only=True, min_port=1, required=True),
     _seconds_field("interval", 1 / 128, 86400.0),
     _int_field("dscp", 0, 63, "DSCP code point"),
+    _string_field("interface"),
+    _int_field("ttl", 1, 255, "multicast hops"),
 )
 
 
@@ -357,6 +368,9 @@ def _build_source(values: dict[str, Any], raw: Mapping[str, object]) -> SourceCo
     if values.get("mode") == "nts":
         # An NTS source names its NTS-KE server, whose default port is 4460, not 123.
         values["address"] = parse_endpoint(str(raw["address"]), NTS_KE_PORT)
+    server = values.get("broadcast_server")
+    if server is not None and server.port == 0:  # no port written: the broadcasts' port
+        values["broadcast_server"] = Endpoint(server.host, values["address"].port)
     return SourceConfig(name=str(raw["address"]), **values)
 
 
@@ -467,8 +481,15 @@ def _check_sources(
                 source.broadcast_delay,
                 'no broadcast-delay unless mode = "broadcast"',
             )
-        if source.mode == "broadcast" and not _is_ipv4(source.address.host):
-            report.add(f"{where}.address", source.name, "the broadcast server's IPv4 address")
+        host = source.address.host
+        if source.mode == "broadcast" and not _is_ipv4(host) and not is_multicast(host):
+            report.add(
+                f"{where}.address",
+                source.name,
+                "the broadcast server's IPv4 address, or a multicast group "
+                "(IPv6 ff0X::101, IPv4 224.0.1.1)",
+            )
+        check_broadcast_source(where, raw, source, report.add)
         if "local-port" in raw and source.mode != "peer":
             report.add(
                 f"{where}.local-port", source.local_port, 'no local-port unless mode = "peer"'
@@ -536,6 +557,8 @@ def parse_config(data: Mapping[str, object], path: Path) -> Config:
     _check_servers(parsed["server"], report)
     _check_servers(parsed["tsq-server"], report)
     _check_servers(parsed["nts-ke-server"], report)
+    for where, raw, bcast in parsed["broadcast"]:
+        check_broadcast(where, raw, bcast, report.add)
     if report:
         raise ConfigErrors(
             ConfigError(path, key, value, expected) for key, value, expected in report

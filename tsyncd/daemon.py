@@ -200,6 +200,8 @@ class Daemon(SourceAdmin, SnapshotViews):
                 self.clock,
                 lambda: self._template,
                 dscp=bcast.dscp,
+                interface=bcast.interface,
+                ttl=bcast.ttl,
             )
             self._tasks.append(loop.create_task(sender.run()))
         self.control = ControlServer(

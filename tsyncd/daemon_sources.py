@@ -16,9 +16,11 @@ from tsyncd.config import Config, SourceConfig
 from tsyncd.net.resolver import resolve
 from tsyncd.net.udp import SocketOptions, normalize_ip
 from tsyncd.servers.responder import ResponseTemplate
+from tsyncd.sources.broadcast import BroadcastSourceSocket
 from tsyncd.sources.ntp import NtpSourceSocket
 from tsyncd.sources.pool import run_pool
 from tsyncd.sync.association import NtpAssociation
+from tsyncd.sync.broadcast import BroadcastAssociation
 from tsyncd.sync.core import SourceState, SyncCore
 from tsyncd.sync.discipline import ClockAction
 from tsyncd.sync.pool import PoolMembers
@@ -117,14 +119,17 @@ class SourceMobilizer:
             return None
         port = cfg.address.port if port is None else port
         broadcast = cfg.mode == "broadcast"
-        sock = NtpSourceSocket(
-            name=name,
-            mode=cfg.mode,
-            ip=ip,
-            port=port,
-            options=SocketOptions(dscp=cfg.dscp, reuse_addr=broadcast),
-            local_port={"peer": cfg.local_port, "broadcast": port}.get(cfg.mode, 0),
-            connect=not broadcast,
+        sock = (
+            BroadcastSourceSocket(cfg, name, ip)
+            if broadcast
+            else NtpSourceSocket(
+                name=name,
+                mode=cfg.mode,
+                ip=ip,
+                port=port,
+                options=SocketOptions(dscp=cfg.dscp),
+                local_port={"peer": cfg.local_port}.get(cfg.mode, 0),
+            )
         )
         try:
             sock.open(self._on_reply, self._on_tx_timestamp)
@@ -141,6 +146,8 @@ class SourceMobilizer:
             symmetric=cfg.mode == "peer",
             broadcast_delay_ns=round(cfg.broadcast_delay * _NS_PER_S) if broadcast else None,
         )
+        if isinstance(state.association, BroadcastAssociation):
+            state.association.calibrate = cfg.broadcast_calibrate
         self._announce()
         log.info("polling %s (%s, %s)", name, sock.address, cfg.mode)
         self._wake.set()

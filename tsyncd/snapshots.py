@@ -78,6 +78,7 @@ class SourceSnapshot:
     kiss_code: str | None  # last KoD code received, if any
     nts: NtsSourceSnapshot | None = None  # mode "nts" only
     interleaved: bool = False  # the last valid reply was interleaved (RFC 9769)
+    broadcast_delay: float | None = None  # s, mode "broadcast": round trip in use (or measured)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

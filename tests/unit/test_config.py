@@ -75,7 +75,7 @@ def test_example_config_with_every_setting_uncommented_loads() -> None:
         "ntp.example.org:123",
         "nts.example.org:4460",
         "192.0.2.7",
-        "192.0.2.1:123",
+        "[ff05::101]:123",
         "tsq.example.org",
     ]
     assert config.sources[5].address == Endpoint("tsq.example.org", 443)
@@ -321,7 +321,7 @@ def test_config_error_fields() -> None:
             {"source": [{"mode": "server", "address": "a", "min poll": 3}]},
             'source[0]."min poll" = 3: expected key to be one of: mode, address, iburst, '
             "min-poll, max-poll, count, xleave, dscp, local-port, broadcast-delay, transport, "
-            "certificate-authority",
+            "certificate-authority, broadcast-calibrate, broadcast-server, broadcast-interface",
         ),
         ({"control": {"socket": ""}}, 'control.socket = "": expected non-empty string'),
         ({"control": {"group": 0}}, "control.group = 0: expected non-empty string"),
@@ -604,7 +604,8 @@ def test_broadcast_server_and_client_keys() -> None:
     assert [str(x) for x in e.value.errors] == [
         f"{P}: broadcast[0].address is missing: expected IPv4[:port], IPv6 or [IPv6][:port] "
         "(port 1..65535, default 123)",
-        f'{P}: source[0].address = "ntp.example": expected the broadcast server\'s IPv4 address',
+        f'{P}: source[0].address = "ntp.example": expected the broadcast server\'s IPv4 address, '
+        "or a multicast group (IPv6 ff0X::101, IPv4 224.0.1.1)",
         f"{P}: source[1].broadcast-delay = 0.1: expected no broadcast-delay unless "
         'mode = "broadcast"',
     ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from tsyncd.net.udp import Address, SocketOptions, TimestampedUdp, normalize_ip
+from tsyncd.net.udp import Address, SocketOptions, TimestampedUdp, TxStampHandler, normalize_ip
 from tsyncd.snapshots import SourceSnapshot
 from tsyncd.sync.core import SourceState
 from tsyncd.wire.ntp import Leap, refid_to_str
@@ -66,16 +66,12 @@ class NtpSourceSocket:
                 return
             on_reply(self.name, data, rx_ns)
 
-        def on_tx_stamp(key: int, tx_ns: int) -> None:
-            if on_tx is not None and key == self._last_key:
-                on_tx(self.name, tx_ns)
-
         wildcard = "::" if ":" in self.ip else "0.0.0.0"
         self._udp = TimestampedUdp.bind(
             wildcard,
             self.local_port,
             on_datagram,
-            on_tx_timestamp=on_tx_stamp if on_tx is not None else None,
+            on_tx_timestamp=self.tx_stamp_handler(on_tx),
             options=self.options,
             reuse_port=self.local_port != 0 and self.connect,
         )
@@ -84,12 +80,28 @@ class NtpSourceSocket:
             # SO_REUSEPORT shares the port (the kernel prefers the connected match).
             self._udp.sock.connect((self.ip, self.port))
 
+    def tx_stamp_handler(self, on_tx: TxHandler | None) -> TxStampHandler | None:
+        """What passes the kernel's TX stamp of our latest request on to ``on_tx``."""
+        if on_tx is None:
+            return None
+
+        def on_tx_stamp(key: int, tx_ns: int) -> None:
+            if key == self._last_key:
+                on_tx(self.name, tx_ns)
+
+        return on_tx_stamp
+
     def send(self, data: bytes) -> bool:
         """Send one request now; False if the kernel refused it."""
-        if self._udp is None:
+        udp = self._request_socket()
+        if udp is None:
             return False
-        self._last_key = self._udp.sent
-        return self._udp.sendto(data, (self.ip, self.port))
+        self._last_key = udp.sent
+        return udp.sendto(data, (self.ip, self.port))
+
+    def _request_socket(self) -> TimestampedUdp | None:
+        """The socket requests leave from (None: not open)."""
+        return self._udp
 
     def close(self) -> None:
         """Close the socket."""

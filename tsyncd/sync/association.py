@@ -160,6 +160,12 @@ class NtpAssociation:
         if self.reach == 0 and self.stats.packets_sent >= 8:
             # RFC 5905 §13: an unreachable server is polled ever less often.
             self.poll = min(self.poll + 1, self.max_poll)
+        request = self._new_request(now_ns)
+        self._next_ns = now_ns + self._interval_ns()
+        return self._encode_request(request)
+
+    def _new_request(self, now_ns: int) -> NtpPacket:
+        """The next request, with fresh cookies; it becomes the outstanding one (sent now)."""
         transmit_cookie = self._rng.getrandbits(64) or 1
         origin = receive_cookie = 0
         if (
@@ -175,8 +181,7 @@ class NtpAssociation:
         self._pending = _Request(transmit_cookie, receive_cookie, now_ns)
         self._t1_ns = now_ns
         self._latest_answered = False
-        self._next_ns = now_ns + self._interval_ns()
-        request = NtpPacket(
+        return NtpPacket(
             leap=Leap.NONE,
             version=4,
             mode=Mode.CLIENT,
@@ -185,6 +190,9 @@ class NtpAssociation:
             receive_ts=receive_cookie,
             transmit_ts=transmit_cookie,
         )
+
+    def _encode_request(self, request: NtpPacket) -> bytes | None:
+        """``request``'s bytes, protected when the source has ``auth`` (None: send nothing)."""
         data = encode_ntp(request)
         if self.auth is not None:
             protected = self.auth.protect(data)

@@ -8,7 +8,21 @@ sending; we never send anything.  One timestamp pair gives no round trip, so the
 ``broadcastdelay``); an error in it goes straight into the offset.  That, and the lack of any
 authentication here, is why RFC 8633 §5.5 tells operators to avoid broadcast mode unless the
 network is trusted and the accuracy needed is modest: anyone on the segment can send us
-packets, and a replayed or forged broadcast is only caught by the duplicate test.
+packets, and a replayed or forged broadcast is only caught by the duplicate test.  Multicast
+(the address is a group) changes nothing here: the IO edge accepts one server's packets.
+
+Calibration (``calibrate``, opt-in, as ntpd does on first hearing a broadcast server): a good
+broadcast that finds the reach register empty (the first one, or the first after the server
+was unreachable) starts a *volley* of client requests (mode 3) to the server's unicast
+address, at most ``VOLLEY_MAX_REQUESTS``, spaced by the broadcast interval (at most RFC 5905's
+2 s burst spacing), ending early after ``VOLLEY_GOOD_REPLIES`` valid replies.  The replies go
+through the client association's own checks and sample arithmetic, and the smallest measured
+round trip becomes ``broadcast_delay_ns``: the broadcast path is assumed as long as the best
+unicast one.  While a volley runs, broadcasts keep the server reachable but give no samples
+(their delay is what is being measured); the volley's replies give none either, so every
+sample of this source is a broadcast one.  A volley with no valid reply (the server does not
+answer clients, or sends a kiss-o'-death) leaves the configured delay in use; a kiss does not
+demobilize the association, since the broadcasts themselves are still welcome.
 
 The timer shifts the reach register once per expected interval (``min_poll``), so a server
 that goes quiet becomes unreachable as a polled one would.  The header tests (3, 6, 7) and
@@ -17,33 +31,76 @@ the sample bookkeeping are the client's (``NtpAssociation``).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Final
+
 from tsyncd.sync.association import AssociationState, NtpAssociation, poll_interval_ns
 from tsyncd.sync.sample import PHI_PPM, Sample
-from tsyncd.wire.ntp import Mode
+from tsyncd.wire.ntp import Mode, NtpPacket
 from tsyncd.wire.timestamps import ntp64_diff_ns, ntp64_from_unix_ns
+
+VOLLEY_MAX_REQUESTS: Final = 8  # requests per calibration volley, at most
+VOLLEY_GOOD_REPLIES: Final = 4  # valid replies that end a volley early
+_VOLLEY_MAX_SPACING_NS: Final = 2_000_000_000  # RFC 5905 BTIME
+_MODE_SERVER: Final = int(Mode.SERVER)
+
+
+@dataclass(slots=True)
+class _Volley:
+    """A calibration volley in progress."""
+
+    next_ns: int  # when to send the next request (or, all sent, to give up waiting)
+    sent: int = 0
+    delays_ns: list[int] = field(default_factory=list)  # round trips of the valid replies
 
 
 class BroadcastAssociation(NtpAssociation):
     """Listens to one broadcast server (``mode = "broadcast"``)."""
 
-    broadcast_delay_ns: int = 4_000_000  # assumed round trip (ntpd's default 4 ms)
+    broadcast_delay_ns: int = 4_000_000  # round trip in use (ntpd's default 4 ms, or measured)
+    calibrate: bool = False  # measure the round trip with a volley of client requests
+    calibrations: int = 0  # volleys that measured the delay
+    calibration_failures: int = 0  # volleys without a valid reply (configured delay kept)
     _last_xmt: int = 0
+    _volley: _Volley | None = None
+
+    @property
+    def calibrating(self) -> bool:
+        """A calibration volley is running (broadcasts give no samples meanwhile)."""
+        return self._volley is not None
+
+    def next_deadline_ns(self) -> int | None:
+        """The next reach interval, or the volley's next request if that comes first."""
+        if self._volley is None or self._next_ns is None:
+            return self._next_ns
+        return min(self._next_ns, self._volley.next_ns)
 
     def handle_timer(self, now_ns: int) -> bytes | None:
-        """No request: only age the reach register by one expected interval."""
-        if self.state is AssociationState.DEMOBILIZED:
+        """Age the reach register once per expected interval; during a volley, return its
+        next client request when due."""
+        if self.state is AssociationState.DEMOBILIZED or self._next_ns is None:
             return None
-        self.state = AssociationState.ACTIVE
-        self.reach = (self.reach << 1) & 0xFF
-        self.stats.packets_sent += 1  # intervals waited, so reach-based rules work unchanged
-        self._next_ns = now_ns + poll_interval_ns(self.poll)
-        return None
+        request = None
+        if self._volley is not None and self._volley.next_ns <= now_ns:
+            request = self._volley_request(self._volley, now_ns)
+        if self._next_ns <= now_ns:
+            self.state = AssociationState.ACTIVE
+            self.reach = (self.reach << 1) & 0xFF
+            self.stats.packets_sent += 1  # intervals waited, so reach-based rules work unchanged
+            self._next_ns = now_ns + poll_interval_ns(self.poll)
+        return request
 
     def set_system_poll(self, poll_log2: int) -> None:
         """The server decides how often it sends; our interval stays ``min_poll``."""
 
     def handle_reply(self, data: bytes, rx_ns: int) -> Sample | None:
-        """A broadcast packet from the server arrived at ``rx_ns``: a sample if it is good."""
+        """A packet from the server arrived at ``rx_ns``: a sample if it is a good broadcast.
+
+        A server reply (mode 4) is an answer to a calibration request while those are on.
+        """
+        if self.calibrate and data[:1] and data[0] & 0x7 == _MODE_SERVER:
+            self._handle_volley_reply(data, rx_ns)
+            return None
         packet = self._decode(data, (Mode.BROADCAST,), "not_broadcast_mode")
         if packet is None:
             return None
@@ -55,14 +112,24 @@ class BroadcastAssociation(NtpAssociation):
         checked = self._check_header(packet, packet.transmit_ts, answers=False)
         if checked is None:
             return None
+        if self.calibrate and self.reach == 0 and self._volley is None:
+            # First heard, or heard again after being unreachable: measure the round trip.
+            self._volley = _Volley(next_ns=rx_ns)
+        self.reach |= 1
+        self.stats.packets_received += 1
+        self.stats.last_rx_ns = rx_ns
+        if self._volley is not None:
+            return None  # its delay is being measured
+        return self._broadcast_sample(packet, checked, rx_ns)
+
+    def _broadcast_sample(
+        self, packet: NtpPacket, checked: tuple[int, int, int], rx_ns: int
+    ) -> Sample:
         stratum, root_delay_ns, root_disp_ns = checked
         offset = ntp64_diff_ns(packet.transmit_ts, ntp64_from_unix_ns(rx_ns)) + (
             self.broadcast_delay_ns // 2
         )
         precision_ns = max(1, 1_000_000_000 >> min(62, -self._precision_log2))
-        self.reach |= 1
-        self.stats.packets_received += 1
-        self.stats.last_rx_ns = rx_ns
         return Sample(
             offset_ns=offset,
             delay_ns=max(self.broadcast_delay_ns, precision_ns),
@@ -74,3 +141,43 @@ class BroadcastAssociation(NtpAssociation):
             reference_id=packet.reference_id,
             local_rx_ns=rx_ns,
         )
+
+    # ---------------------------------------------------------------- calibration
+
+    def _volley_request(self, volley: _Volley, now_ns: int) -> bytes | None:
+        """The volley's next client request, or None when it is over (then finished)."""
+        if volley.sent >= VOLLEY_MAX_REQUESTS:
+            self._finish_volley(volley)  # the last request's wait is over too
+            return None
+        volley.sent += 1
+        volley.next_ns = now_ns + min(_VOLLEY_MAX_SPACING_NS, poll_interval_ns(self.min_poll))
+        return self._encode_request(self._new_request(now_ns))
+
+    def _handle_volley_reply(self, data: bytes, rx_ns: int) -> None:
+        """The client's checks and arithmetic on a reply; only its round trip is kept."""
+        volley = self._volley
+        if volley is None:
+            self._drop("bogus")  # no request outstanding: nobody asked for it
+            return
+        sample = NtpAssociation.handle_reply(self, data, rx_ns)
+        if sample is None:
+            return
+        volley.delays_ns.append(sample.delay_ns)
+        if len(volley.delays_ns) >= VOLLEY_GOOD_REPLIES:
+            self._finish_volley(volley)
+
+    def _finish_volley(self, volley: _Volley) -> None:
+        if volley.delays_ns:
+            self.broadcast_delay_ns = min(volley.delays_ns)
+            self.calibrations += 1
+        else:
+            self.calibration_failures += 1
+        self._volley = None
+        self._pending = None  # a late reply is bogus from now on
+
+    def _handle_kod(self, code: str, packet: NtpPacket) -> None:
+        """A kiss to a calibration request ends the volley; broadcasts are still heard."""
+        self.stats.kiss_code = code
+        self._drop("kiss_of_death")
+        if self._volley is not None:
+            self._finish_volley(self._volley)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 import random
 
 from tsyncd.servers.broadcast import broadcast_packet
-from tsyncd.servers.responder import ResponseTemplate
-from tsyncd.sync.broadcast import BroadcastAssociation
+from tsyncd.servers.responder import AccessList, NtpResponder, ResponseTemplate
+from tsyncd.sync.association import AssociationState
+from tsyncd.sync.broadcast import VOLLEY_GOOD_REPLIES, VOLLEY_MAX_REQUESTS, BroadcastAssociation
+from tsyncd.sync.sample import Sample
 from tsyncd.wire.ntp import Leap, Mode, NtpPacket, decode_ntp, encode_ntp
 
 S = 1_000_000_000
@@ -49,3 +52,117 @@ def test_other_modes_and_unsynchronized_servers_are_not_used() -> None:
     unsynced = encode_ntp(NtpPacket(mode=Mode.BROADCAST, leap=Leap.UNSYNCHRONIZED, transmit_ts=9))
     assert a.handle_reply(unsynced, T0) is None
     assert a.stats.drops_by_reason == {"not_broadcast_mode": 1, "unsynchronized": 1}
+
+
+# ---------------------------------------------------------------- calibration volley
+
+SERVER = ResponseTemplate(leap=Leap.NONE, stratum=3, precision=-20)
+CLIENT_IP = ipaddress.ip_address("192.0.2.7")
+
+
+def calibrating(delay_ns: int = 500_000_000) -> tuple[BroadcastAssociation, NtpResponder]:
+    a = make(delay_ns)
+    a.calibrate = True
+    r = NtpResponder(AccessList((), ()))
+    r.template = SERVER
+    return a, r
+
+
+def broadcast(a: BroadcastAssociation, at_ns: int, *, offset: int, one_way: int) -> Sample | None:
+    packet = broadcast_packet(SERVER, 1.0, at_ns + offset)
+    assert packet is not None
+    return a.handle_reply(packet, at_ns + one_way)
+
+
+def next_request(a: BroadcastAssociation) -> tuple[int, bytes]:
+    """Run the timer at each deadline (reach intervals too) until a request goes out."""
+    for _ in range(4):
+        now = a.next_deadline_ns()
+        assert now is not None
+        request = a.handle_timer(now)
+        if request is not None:
+            assert decode_ntp(request).mode == Mode.CLIENT
+            return now, request
+    raise AssertionError("no volley request")
+
+
+def answer(a: BroadcastAssociation, r: NtpResponder, *, offset: int, one_way: int) -> int:
+    """Send the next volley request; the server answers over a symmetric path.  When sent."""
+    now, request = next_request(a)
+    a.handle_sent(now)
+    server_rx = now + one_way + offset
+    _, reply = r.handle_request(request, CLIENT_IP, server_rx, server_rx + 1000)
+    assert reply is not None
+    assert a.handle_reply(reply, now + 2 * one_way + 1000) is None  # a delay, not a sample
+    return now
+
+
+def test_first_broadcast_starts_a_volley_whose_best_round_trip_replaces_the_assumed_one() -> None:
+    a, r = calibrating()
+    offset = 3_000_000
+    assert broadcast(a, T0, offset=offset, one_way=40_000) is None  # calibrating first
+    assert a.calibrating and a.reach == 1
+    sent = [answer(a, r, offset=offset, one_way=w) for w in (90_000, 30_000, 70_000, 50_000)]
+    assert sent == [T0 + 40_000 + i * S for i in range(4)]  # spaced by the interval (min-poll)
+    assert not a.calibrating and a.calibrations == 1
+    assert abs(a.broadcast_delay_ns - 60_000) <= 2  # the best exchange: 2 x 30 µs
+    sample = broadcast(a, T0 + 5 * S, offset=offset, one_way=30_000)
+    assert sample is not None and abs(sample.offset_ns - offset) <= 2
+    assert abs(sample.delay_ns - 60_000) <= 2
+    assert a.stats.packets_dropped == 0
+
+
+def test_without_calibration_the_assumed_delay_stays_and_server_replies_are_dropped() -> None:
+    a, _ = calibrating()
+    a.calibrate = False
+    sample = broadcast(a, T0, offset=0, one_way=40_000)
+    # Half the wrong 0.5 s round trip goes straight into the offset.
+    assert sample is not None and abs(sample.offset_ns - (250_000_000 - 40_000)) <= 2
+    assert a.handle_timer(a.next_deadline_ns() or 0) is None  # never sends
+    server = encode_ntp(NtpPacket(mode=Mode.SERVER, stratum=2, transmit_ts=9, receive_ts=8))
+    assert a.handle_reply(server, T0 + S) is None
+    assert a.stats.drops_by_reason == {"not_broadcast_mode": 1}
+
+
+def test_unanswered_volley_is_bounded_and_keeps_the_configured_delay() -> None:
+    a, _ = calibrating(delay_ns=4_000_000)
+    assert broadcast(a, T0, offset=0, one_way=1000) is None
+    sent, samples = 0, []
+    while a.calibrating:  # the server broadcasts each second but never answers
+        now = a.next_deadline_ns() or 0
+        sent += a.handle_timer(now) is not None
+        samples.append(broadcast(a, now, offset=0, one_way=1000))
+        assert now < T0 + 60 * S
+    assert sent == VOLLEY_MAX_REQUESTS and a.calibration_failures == 1
+    assert a.broadcast_delay_ns == 4_000_000
+    *during, sample = samples
+    assert during == [None] * len(during)
+    assert sample is not None and abs(sample.offset_ns - (2_000_000 - 1000)) <= 2
+
+
+def test_unreachable_then_heard_again_recalibrates_and_a_kiss_ends_a_volley() -> None:
+    a, r = calibrating()
+    broadcast(a, T0, offset=0, one_way=1000)
+    for i in range(VOLLEY_GOOD_REPLIES):
+        answer(a, r, offset=0, one_way=20_000 + i)
+    assert a.calibrations == 1 and not a.calibrating
+    now = T0 + 10 * S
+    for i in range(9):  # silence: reach empties
+        a.handle_timer(now + i * S)
+    assert a.reach == 0
+    assert broadcast(a, now + 10 * S, offset=0, one_way=1000) is None
+    assert a.calibrating
+    _, request = next_request(a)
+    kiss = encode_ntp(
+        NtpPacket(
+            leap=Leap.UNSYNCHRONIZED,
+            mode=Mode.SERVER,
+            reference_id=int.from_bytes(b"DENY"),
+            origin_ts=decode_ntp(request).transmit_ts,
+        )
+    )
+    assert a.handle_reply(kiss, now + 11 * S) is None
+    assert not a.calibrating and a.calibration_failures == 1
+    assert a.state is not AssociationState.DEMOBILIZED and a.stats.kiss_code == "DENY"
+    assert abs(a.broadcast_delay_ns - 40_000) <= 2  # the earlier calibration stays
+    assert broadcast(a, now + 12 * S, offset=0, one_way=1000) is not None

@@ -92,3 +92,20 @@ def test_delete(sock: Path) -> None:
     assert result.exit_code == 0
     assert result.stdout == "removed source pool.example (192.0.2.1:123, 192.0.2.2:123)\n"
     assert calls == [("remove_source", {"name": "pool.example"})]
+
+
+def test_add_a_multicast_broadcast_source(sock: Path) -> None:
+    args = [
+        *("add", "[ff05::101]:123", "--mode", "broadcast", "--broadcast-server", "2001:db8::1"),
+        *("--broadcast-interface", "eth0", "--broadcast-calibrate", "--broadcast-delay", "0.01"),
+    ]
+    result = CliRunner().invoke(cli, ["-s", str(sock), *args])
+    assert result.exit_code == 0, result.output
+    assert calls[0][1] == {
+        "address": "[ff05::101]:123",
+        "mode": "broadcast",
+        "broadcast-server": "2001:db8::1",
+        "broadcast-interface": "eth0",
+        "broadcast-calibrate": True,
+        "broadcast-delay": 0.01,
+    }
