@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from netns import NetnsPeers, private_network
 from peers import Peers
 
 
@@ -22,3 +23,10 @@ def peers(tmp_path: Path) -> Iterator[Peers]:
         with contextlib.suppress(OSError):
             for proc in p.procs:
                 sys.stderr.write(f"--- {proc.name} ---\n{proc.output()[-4000:]}\n")
+
+
+@pytest.fixture
+def netns_peers(tmp_path: Path) -> Iterator[NetnsPeers]:
+    """Peers in a network namespace of the test's own (tests/netns.py), gone afterwards."""
+    with private_network(tmp_path) as p:
+        yield p

@@ -1,5 +1,6 @@
 """IPv6 on ::1 against real chronyd: tsyncd as client (interleaved, DSCP set) and as server,
-the RFC 5905 IPv6 refid hash checked against chronyd's own, and IPV6_V6ONLY."""
+the RFC 5905 IPv6 refid hash checked against chronyd's own, and IPV6_V6ONLY; and a link-local
+server address with its interface, in a network namespace of the test's own."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import socket
 import textwrap
 from typing import Any
 
+from netns import LINK_LOCAL, NetnsPeers
 from peers import Peers, free_udp_port, wait_for
 
 from tsyncd.wire.ntp import Mode, NtpPacket, decode_ntp, encode_ntp, refid_for_address
@@ -110,3 +112,24 @@ def test_ipv6_only_option(peers: Peers) -> None:
     assert not _answers(socket.AF_INET, "127.0.0.1", only6)
     assert _answers(socket.AF_INET6, "::1", dual)
     assert _answers(socket.AF_INET, "127.0.0.1", dual)
+
+
+def test_tsyncd_client_of_chronyd_at_a_link_local_address(netns_peers: NetnsPeers) -> None:
+    """``address = "[fe80::...%v0]:port"``, as chrony's ``server fe80::...%v0``: the interface
+    travels with the address (a link-local address means nothing without one)."""
+    port = free_udp_port()
+    assert netns_peers.far is not None  # the server is another host on v0's link
+    netns_peers.far.chronyd("chronyd-ll", f"port {port}\nlocal stratum 5\nallow all\n")
+    client = netns_peers.tsyncd(
+        "tsyncd-ll",
+        f'[[source]]\nmode = "server"\naddress = "[{LINK_LOCAL}%v0]:{port}"\n'
+        "iburst = true\nmin-poll = -3\nmax-poll = -3\n",
+    )
+
+    def selected() -> dict[str, Any] | None:
+        rows = client.ctl("peers")
+        return rows[0] if rows and rows[0]["state"] == "selected" else None
+
+    row = wait_for("tsyncd to select chronyd over the link-local address", selected)
+    assert row["address"] == f"[{LINK_LOCAL}%v0]:{port}" and row["stratum"] == 5
+    assert row["packets_dropped"] == 0

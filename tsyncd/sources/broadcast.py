@@ -70,7 +70,7 @@ class BroadcastSourceSocket(NtpSourceSocket):
             on_tx_timestamp=self.tx_stamp_handler(on_tx),
             options=SocketOptions(dscp=self._dscp),
         )
-        udp.sock.connect((self.ip, self.port))
+        udp.sock.connect(self.peer)
         return udp
 
     def _request_socket(self) -> TimestampedUdp | None:

@@ -7,6 +7,7 @@ Everything else (when to poll, whether a reply is good, filtering) lives in the 
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Callable
 
 from tsyncd.net.udp import Address, SocketOptions, TimestampedUdp, TxStampHandler, normalize_ip
@@ -43,13 +44,21 @@ class NtpSourceSocket:
         self.mode = mode
         self.ip = str(normalize_ip(ip))
         self.port = port
+        # A link-local IPv6 address names its interface ("fe80::1%eth0", as chrony takes it):
+        # kept for sending, while ``ip`` (without it) is what replies are matched against.
+        self.scope = ip.partition("%")[2] if ":" in self.ip else ""
+        self.peer: Address = (
+            (self.ip, port, 0, _scope_id(self.scope)) if self.scope else (self.ip, port)
+        )
         self.wrong_address = 0
         self._udp: TimestampedUdp | None = None
 
     @property
     def address(self) -> str:
         """'ip:port' or '[ip6]:port'."""
-        return f"[{self.ip}]:{self.port}" if ":" in self.ip else f"{self.ip}:{self.port}"
+        if ":" not in self.ip:
+            return f"{self.ip}:{self.port}"
+        return f"[{self.ip}%{self.scope}]:{self.port}" if self.scope else f"[{self.ip}]:{self.port}"
 
     def open(self, on_reply: ReplyHandler, on_tx: TxHandler | None = None) -> None:
         """Bind an ephemeral port (on the running loop) and start reading.
@@ -78,7 +87,7 @@ class NtpSourceSocket:
         if self.local_port and self.connect:
             # A connected socket gets this peer's datagrams even where a server socket with
             # SO_REUSEPORT shares the port (the kernel prefers the connected match).
-            self._udp.sock.connect((self.ip, self.port))
+            self._udp.sock.connect(self.peer)
 
     def tx_stamp_handler(self, on_tx: TxHandler | None) -> TxStampHandler | None:
         """What passes the kernel's TX stamp of our latest request on to ``on_tx``."""
@@ -97,7 +106,7 @@ class NtpSourceSocket:
         if udp is None:
             return False
         self._last_key = udp.sent
-        return udp.sendto(data, (self.ip, self.port))
+        return udp.sendto(data, self.peer)
 
     def _request_socket(self) -> TimestampedUdp | None:
         """The socket requests leave from (None: not open)."""
@@ -139,3 +148,14 @@ class NtpSourceSocket:
             kiss_code=a.stats.kiss_code,
             interleaved=a.interleaved,
         )
+
+
+def _scope_id(scope: str) -> int:
+    """The interface index a scope names ("eth0" or "2"); 0 (none) for an unknown name, so
+    sending fails with the kernel's error, logged, rather than the daemon."""
+    if scope.isdigit():
+        return int(scope)
+    try:
+        return socket.if_nametoindex(scope)
+    except OSError:
+        return 0
