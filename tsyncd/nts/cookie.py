@@ -33,7 +33,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from tsyncd.nts.aead import AEADS, Bytes, SivCipher, siv_cipher
+from tsyncd.nts.aead import AEADS, Aead, Bytes, SivCipher, siv_cipher
 from tsyncd.statefile import write_atomic
 from tsyncd.wire.errors import WireError
 from tsyncd.wire.ntske import AeadId
@@ -97,6 +97,7 @@ class KeySet:
         # Cipher objects per key id: the per-packet path should not re-key AES for every cookie.
         self._ciphers: dict[int, SivCipher] = {base_epoch & 0xFFFF_FFFF: siv_cipher(base_key)}
         self.current_epoch = base_epoch
+        self._sealer = self._current()
 
     def epoch_at(self, now_s: float) -> int:
         """The epoch wall-clock time ``now_s`` (Unix s) falls in."""
@@ -115,7 +116,13 @@ class KeySet:
             for old in [e for e in self._keys if e <= self.current_epoch - _KEEP_EPOCHS]:
                 del self._keys[old]
                 del self._ciphers[old & 0xFFFF_FFFF]
+        self._sealer = self._current()
         return True
+
+    def _current(self) -> tuple[bytes, SivCipher]:
+        """(packed key id, cipher) of the current epoch: what new cookies are sealed with."""
+        key_id = self.current_epoch & 0xFFFF_FFFF
+        return _KEY_ID.pack(key_id), self._ciphers[key_id]
 
     @property
     def oldest(self) -> tuple[int, bytes]:
@@ -130,10 +137,24 @@ class KeySet:
 
     def seal_session(self, session: bytes, nonce: Bytes) -> bytes:
         """A cookie for ``session`` (the plaintext ``open_session`` gives) with a fresh
-        ``nonce`` of ``COOKIE_NONCE_LEN`` random bytes; the server's per-packet path
-        re-seals the plaintext it just opened, so it never re-packs the keys."""
-        key_id = self.current_epoch & 0xFFFF_FFFF
-        return _KEY_ID.pack(key_id) + nonce + self._ciphers[key_id].encrypt(session, [nonce])
+        ``nonce`` of ``COOKIE_NONCE_LEN`` random bytes."""
+        key_id, cipher = self._sealer
+        return b"".join((key_id, nonce, cipher.encrypt(session, [nonce])))
+
+    def seal_efs(self, head: bytes, session: bytes, nonces: bytes, start: int) -> bytes:
+        """Cookie EFs for ``session``, each ``head`` (the EF header) then a cookie, one per
+        ``COOKIE_NONCE_LEN`` random bytes of ``nonces[start:]``.  The server's per-packet
+        path re-seals the session it just opened, so it never re-packs the keys."""
+        key_id, cipher = self._sealer
+        encrypt = cipher.encrypt
+        if len(nonces) - start == _NONCE_LEN:  # the usual request: one cookie back
+            nonce = nonces[start:]
+            return b"".join((head, key_id, nonce, encrypt(session, [nonce])))
+        parts: list[Bytes] = []
+        for i in range(start, len(nonces), _NONCE_LEN):
+            nonce = nonces[i : i + _NONCE_LEN]
+            parts += (head, key_id, nonce, encrypt(session, [nonce]))
+        return b"".join(parts)
 
     def open(self, cookie: Bytes) -> CookieContents:
         """The session inside ``cookie``, or ``BadCookie``."""
@@ -145,22 +166,32 @@ class KeySet:
 
     def open_session(self, cookie: Bytes) -> tuple[int, bytes]:
         """(AEAD id, session plaintext ``aead u16 | 0 u16 | S2C | C2S``), or ``BadCookie``."""
+        plaintext = self.open_plaintext(cookie)
+        return self.session_aead(plaintext).aead_id, plaintext
+
+    def open_plaintext(self, cookie: Bytes) -> bytes:
+        """The plaintext inside ``cookie``, or ``BadCookie``; not yet checked to be a session
+        (``session_aead`` does that: the server checks only sessions it has not cached)."""
         if len(cookie) < COOKIE_OVERHEAD + 4:
             raise BadCookie(f"cookie of {len(cookie)} bytes is too short")
         (key_id,) = _KEY_ID.unpack_from(cookie)
         cipher = self._ciphers.get(key_id)
         if cipher is None:
             raise BadCookie(f"cookie key id {key_id} is not one of ours")
-        nonce = cookie[4 : 4 + _NONCE_LEN]
         try:
-            plaintext = cipher.decrypt(cookie[4 + _NONCE_LEN :], [nonce])
+            return cipher.decrypt(cookie[4 + _NONCE_LEN :], [cookie[4 : 4 + _NONCE_LEN]])
         except InvalidTag:
             raise BadCookie(f"cookie under key id {key_id} does not decrypt") from None
+
+    @staticmethod
+    def session_aead(plaintext: bytes) -> Aead:
+        """The AEAD of the session ``plaintext`` opened from a cookie, or ``BadCookie`` if it
+        is not ``aead u16 | 0 u16 | S2C | C2S`` with keys of that AEAD's length."""
         (aead_id,) = _AEAD_ID.unpack_from(plaintext)
         aead = AEADS.get(aead_id)
         if aead is None or len(plaintext) != 4 + 2 * aead.key_len:
             raise BadCookie(f"cookie holds AEAD {aead_id} with {len(plaintext)} plaintext bytes")
-        return aead_id, plaintext
+        return aead
 
 
 def new_keyset(now_s: float, rotation_s: int) -> KeySet:
