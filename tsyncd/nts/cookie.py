@@ -153,16 +153,16 @@ class KeySet:
         key_id, cipher = self._sealer
         return key_id + cipher.encrypt(nonce + session, None)
 
-    def seal_efs(self, head: bytes, session: bytes, nonces: bytes, start: int) -> bytes:
+    def seal_efs(self, head: bytes, session: bytes, nonces: bytes, start: int, end: int) -> bytes:
         """Cookie EFs for ``session``, each ``head`` (the EF header) then a cookie, one per
-        ``COOKIE_NONCE_LEN`` random bytes of ``nonces[start:]``.  The server's per-packet
+        ``COOKIE_NONCE_LEN`` random bytes of ``nonces[start:end]``.  The server's per-packet
         path re-seals the session it just opened, so it never re-packs the keys."""
         key_id, cipher = self._sealer
         encrypt = cipher.encrypt
-        if len(nonces) - start == _NONCE_LEN:  # the usual request: one cookie back
-            return b"".join((head, key_id, encrypt(nonces[start:] + session, None)))
+        if end - start == _NONCE_LEN:  # the usual request: one cookie back
+            return b"".join((head, key_id, encrypt(nonces[start:end] + session, None)))
         parts: list[bytes] = []
-        for i in range(start, len(nonces), _NONCE_LEN):
+        for i in range(start, end, _NONCE_LEN):
             parts += (head, key_id, encrypt(nonces[i : i + _NONCE_LEN] + session, None))
         return b"".join(parts)
 

@@ -7,6 +7,7 @@ bounded session-cipher cache.
 
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import replace
 
@@ -172,3 +173,35 @@ def test_round_trip_through_the_compat_siv(monkeypatch: pytest.MonkeyPatch) -> N
     forged = request(s)
     forged = forged[:-1] + bytes([forged[-1] ^ 1])
     assert server.respond_raw(forged, PLAIN_BYTES)[0] == "nts_nak"
+
+
+def _nonce(response: bytes) -> bytes:
+    """The response Authenticator's nonce (after the header and the echoed UID EF)."""
+    at = 48 + struct.unpack_from("!H", response, 50)[0]
+    nonce_len = struct.unpack_from("!H", response, at + 4)[0]
+    return response[at + 8 : at + 8 + nonce_len]
+
+
+def test_random_pool_is_never_shared_across_fork() -> None:
+    # Nonces come from a pool of kernel random bytes; a forked child must not reuse the
+    # parent's pool, or parent and child would send the same nonces (and cookies).
+    s = session(15)
+    server = NtsResponder(KEYS)
+    first = server.respond_raw(request(s), PLAIN_BYTES)[1]
+    data = request(s)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next nonce, to the parent
+        try:
+            response = server.respond_raw(data, PLAIN_BYTES)[1]
+            os.write(write_end, _nonce(response) if response else b"")
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    child = os.read(read_end, 64)
+    os.close(read_end)
+    assert os.waitpid(pid, 0)[1] == 0
+    response = server.respond_raw(data, PLAIN_BYTES)[1]
+    assert first is not None and response is not None and len(child) == 16
+    nonces = {_nonce(first), _nonce(response), child}
+    assert len(nonces) == 3
