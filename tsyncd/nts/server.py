@@ -24,7 +24,8 @@ by one join, and the keyed cipher
 objects of recent client sessions kept (keying AES-SIV costs as much as two small seals),
 with the session's AEAD: a cached session needs no second look at the cookie's plaintext, and
 the cipher objects are called directly (``Aead.open_with``/``seal_with`` inlined).  The session
-plaintext opened from the cookie is re-sealed as is into the new cookies.
+plaintext opened from the cookie is re-sealed as is into the new cookies, and nonces come from
+a pool of kernel random bytes (one ``getrandom`` per 128 requests, emptied on fork).
 ``respond`` (decoded packets in) is the same code behind an ``encode_ntp``.
 """
 
@@ -86,6 +87,7 @@ _LIVE: Final[weakref.WeakSet[NtsResponder]] = weakref.WeakSet()
 
 
 def _after_fork() -> None:
+    """In a forked child: forget the random bytes the parent had drawn (and may still use)."""
     for responder in _LIVE:
         responder._pool = _EMPTY
         responder._pool_at = 0
