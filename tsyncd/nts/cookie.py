@@ -179,21 +179,27 @@ class KeySet:
         plaintext = self.open_plaintext(cookie)
         return self.session_aead(plaintext).aead_id, plaintext
 
-    def open_plaintext(self, cookie: Bytes) -> bytes:
-        """The plaintext inside ``cookie``, or ``BadCookie``; not yet checked to be a session
-        (``session_aead`` does that: the server checks only sessions it has not cached)."""
-        if len(cookie) < COOKIE_OVERHEAD + 4:
-            raise BadCookie(f"cookie of {len(cookie)} bytes is too short")
-        (key_id,) = _KEY_ID.unpack_from(cookie)
+    def open_plaintext(self, data: Bytes, start: int = 0, end: int | None = None) -> bytes:
+        """The plaintext inside the cookie ``data[start:end]``, or ``BadCookie``; not yet
+        checked to be a session (``session_aead`` does that: the server checks only sessions
+        it has not cached).  The server passes the datagram and the cookie's place in it, so
+        the cookie is sliced once."""
+        if end is None:
+            end = len(data)
+        if end - start < COOKIE_OVERHEAD + 4:
+            raise BadCookie(f"cookie of {end - start} bytes is too short")
+        (key_id,) = _KEY_ID.unpack_from(data, start)
         cipher = self._ciphers.get(key_id)
         if cipher is None:
             raise BadCookie(f"cookie key id {key_id} is not one of ours")
         try:
-            return cipher.decrypt(cookie[4:], None)[_NONCE_LEN:]
+            return cipher.decrypt(data[start + 4 : end], None)[_NONCE_LEN:]
         except InvalidTag:
             pass
+        start += 4
         try:  # the layout before the nonce moved inside (module docstring)
-            return cipher.decrypt(cookie[4 + _NONCE_LEN :], [cookie[4 : 4 + _NONCE_LEN]])
+            nonce = data[start : start + _NONCE_LEN]
+            return cipher.decrypt(data[start + _NONCE_LEN : end], [nonce])
         except InvalidTag:
             raise BadCookie(f"cookie under key id {key_id} does not decrypt") from None
 

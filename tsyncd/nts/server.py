@@ -190,7 +190,7 @@ class NtsResponder:
         if not cookie_at or cookies != 1 or not auth_at:
             return "nts_incomplete", None
         try:
-            session = self.keys.open_plaintext(data[cookie_at + 4 : cookie_at + cookie_len])
+            session = self.keys.open_plaintext(data, cookie_at + 4, cookie_at + cookie_len)
             state = self._sessions.get(session) or self._session(session)
         except BadCookie:
             return self._nak(data, uid_at, uid_len, plain)
