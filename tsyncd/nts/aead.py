@@ -26,6 +26,8 @@ from tsyncd.wire.ntske import AeadId
 
 __all__ = [
     "AEADS",
+    "SIV_TYPES",
+    "TAG_LEN",
     "Aead",
     "AuthenticationFailed",
     "Bytes",
@@ -42,7 +44,8 @@ except ImportError:  # cryptography < 42 (Debian 12): no AEAD 30
 
 TAG_LEN: Final = 16
 _SIV: Final = AESSIV if library_seals_empty() else SivCompat
-_SIV_TYPES: Final = (AESSIV, SivCompat)
+SIV_TYPES: Final = (AESSIV, SivCompat)
+"""``isinstance(cipher, SIV_TYPES)``: the AES-SIV call shape (nonce last in the AD list)."""
 
 
 class AuthenticationFailed(WireError):
@@ -81,7 +84,7 @@ class Aead:
 
     def seal_with(self, cipher: Cipher, nonce: Bytes, plaintext: Bytes, ad: Bytes) -> bytes:
         """``seal`` with a cipher from ``self.cipher``."""
-        if isinstance(cipher, _SIV_TYPES):
+        if isinstance(cipher, SIV_TYPES):
             return cipher.encrypt(plaintext, [ad, nonce] if ad else [nonce])
         return cipher.encrypt(nonce, plaintext, ad or None)
 
@@ -96,7 +99,7 @@ class Aead:
         if len(ciphertext) < TAG_LEN:
             raise AuthenticationFailed(f"ciphertext of {len(ciphertext)} bytes has no tag")
         try:
-            if isinstance(cipher, _SIV_TYPES):
+            if isinstance(cipher, SIV_TYPES):
                 if not nonce:
                     raise AuthenticationFailed("empty nonce")
                 return cipher.decrypt(ciphertext, [ad, nonce] if ad else [nonce])

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 
 from tsyncd.nts.cookie import BadCookie, CookieContents, KeySet, load_keyset, ratchet, save_keyset
 
@@ -26,6 +28,23 @@ def test_seal_open_and_sizes() -> None:
         keys.open(b"\x00\x00\x00\x65" + cookie[4:])  # unknown key id
     with pytest.raises(BadCookie):
         keys.open(cookie[:20])
+
+
+def test_layout_nonce_inside_and_the_old_layout_still_opens() -> None:
+    keys = KeySet(100, b"m" * 32, DAY)
+    session = struct.pack("!HH", 15, 0) + SESSION.s2c + SESSION.c2s
+    cookie = keys.seal(SESSION)
+    # key id | AES-SIV(master, no AD)(nonce 16 | session): nothing in clear but the key id.
+    assert cookie[:4] == struct.pack("!I", 100)
+    opened = AESSIV(b"m" * 32).decrypt(cookie[4:], None)
+    assert len(opened) == 16 + len(session) and opened[16:] == session
+    assert opened[:16] not in cookie
+    # Cookies sealed before the nonce moved inside (nonce in clear, SIV's AD) still open.
+    nonce = bytes(range(16))
+    old = struct.pack("!I", 100) + nonce + AESSIV(b"m" * 32).encrypt(session, [nonce])
+    assert len(old) == len(cookie) and keys.open(old) == SESSION
+    with pytest.raises(BadCookie):
+        keys.open(old[:-1] + bytes([old[-1] ^ 1]))
 
 
 def test_rotation_keeps_three_epochs() -> None:

@@ -7,15 +7,18 @@ bounded session-cipher cache.
 
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import replace
 
 import pytest
 
+from tsyncd.nts import aead as nts_aead
 from tsyncd.nts import server as nts_server
 from tsyncd.nts.client import NtsSession
 from tsyncd.nts.cookie import CookieContents, KeySet
 from tsyncd.nts.server import NtsResponder
+from tsyncd.nts.siv_compat import SivCompat
 from tsyncd.wire.errors import WireError
 from tsyncd.wire.ntp import (
     ExtensionField,
@@ -152,3 +155,53 @@ def test_session_cipher_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> Non
         assert reason == "answered_nts" and response is not None
         assert s.verify(response, decode_ntp(response)) is None
         assert len(server._sessions) <= 2
+
+
+def test_round_trip_through_the_compat_siv(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Debian 12's cryptography 38 gets SivCompat (bytes only, empty plaintexts by S2V) for
+    # cookies and AEAD 15 sessions: the server's inlined AEAD calls must work with it too.
+    monkeypatch.setattr(nts_aead, "_SIV", SivCompat)
+    keys = KeySet(1, bytes(32), 86400)
+    contents = CookieContents(aead_id=15, c2s=b"c" * 32, s2c=b"s" * 32)
+    s = NtsSession(15, contents.c2s, contents.s2c, [keys.seal(contents) for _ in range(7)])
+    server = NtsResponder(keys)
+    data = request(s)
+    reason, response = server.respond_raw(memoryview(bytearray(data)), PLAIN_BYTES)
+    assert reason == "answered_nts" and response is not None
+    assert isinstance(server._sessions[keys.open_session(s.cookies[0])[1]][1], SivCompat)
+    assert s.verify(response, decode_ntp(response)) is None and server.cookies_issued == 2
+    forged = request(s)
+    forged = forged[:-1] + bytes([forged[-1] ^ 1])
+    assert server.respond_raw(forged, PLAIN_BYTES)[0] == "nts_nak"
+
+
+def _nonce(response: bytes) -> bytes:
+    """The response Authenticator's nonce (after the header and the echoed UID EF)."""
+    at = 48 + struct.unpack_from("!H", response, 50)[0]
+    nonce_len = struct.unpack_from("!H", response, at + 4)[0]
+    return response[at + 8 : at + 8 + nonce_len]
+
+
+def test_random_pool_is_never_shared_across_fork() -> None:
+    # Nonces come from a pool of kernel random bytes; a forked child must not reuse the
+    # parent's pool, or parent and child would send the same nonces (and cookies).
+    s = session(15)
+    server = NtsResponder(KEYS)
+    first = server.respond_raw(request(s), PLAIN_BYTES)[1]
+    data = request(s)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next nonce, to the parent
+        try:
+            response = server.respond_raw(data, PLAIN_BYTES)[1]
+            os.write(write_end, _nonce(response) if response else b"")
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    child = os.read(read_end, 64)
+    os.close(read_end)
+    assert os.waitpid(pid, 0)[1] == 0
+    response = server.respond_raw(data, PLAIN_BYTES)[1]
+    assert first is not None and response is not None and len(child) == 16
+    nonces = {_nonce(first), _nonce(response), child}
+    assert len(nonces) == 3
