@@ -124,6 +124,11 @@ def test_tsq_source_reconnects_after_the_server_restarts(peers: Peers, tmp_path:
         tsq_source_toml(stream, "stream", pki.ca) + tsq_source_toml(datagram, "datagram", pki.ca),
     )
     wait_for("the client to sync", lambda: client.ctl("status")["synchronized"])
+    # Both sources connected to the first server (syncing needs only one of them).
+    wait_for(
+        "both sources answered",
+        lambda: all(s["sent"] >= 1 for s in first.ctl("serverstats")["tsq"]),
+    )
     first.proc.stop()  # closes its connections (CONNECTION_CLOSE)
     second = peers.tsyncd("second", servers)
 
