@@ -185,13 +185,16 @@ class Peers:
         hosts = self.tmp / "pool.hosts"
         hosts.write_text(hosts_text)
         dns = self.dnsmasq("dnsmasq", dns_port, hosts)
+        self.chronyd_servers(ntp_port, servers)
+        return ntp_port, dns_port, dns
+
+    def chronyd_servers(self, port: int, servers: tuple[int, ...]) -> None:
+        """A chronyd on 127.0.0.N:``port`` for each N in ``servers``, at local stratum N + 4."""
         for i in servers:
             self.chronyd(
                 f"chronyd-{i}",
-                f"port {ntp_port}\nbindaddress 127.0.0.{i}\nlocal stratum {i + 4}\n"
-                "allow 127.0.0.1\n",
+                f"port {port}\nbindaddress 127.0.0.{i}\nlocal stratum {i + 4}\nallow 127.0.0.1\n",
             )
-        return ntp_port, dns_port, dns
 
     def stop_all(self) -> None:
         for proc in reversed(self.procs):

@@ -230,6 +230,28 @@ def rekey(ctx: click.Context, as_json: bool) -> None:
 
 
 @cli.command()
+@json_option
+@click.pass_context
+def reload(ctx: click.Context, as_json: bool) -> None:
+    """Re-read tsyncd's config file, as SIGHUP does (needs root or the admin group): the log
+    level and the [[source]] tables apply at once (like 'chronyc reload sources'), the rest
+    after a restart."""
+    _show(ctx, "reload", dict, as_json, _reload_lines)
+
+
+def _reload_lines(r: dict[str, Any]) -> str:
+    lines = [f"reloaded {r.get('config')}"]
+    for key, label in (("sources_stopped", "stopped"), ("sources_started", "started")):
+        if r.get(key):
+            lines.append(f"{label}: {', '.join(r[key])}")
+    for item in r.get("sources_not_started", []):
+        lines.append(f"not started: {item.get('name')}: {item.get('reason')}")
+    if r.get("restart_needed"):
+        lines.append(f"takes a restart: {', '.join(r['restart_needed'])}")
+    return "\n".join(lines)
+
+
+@cli.command()
 @click.argument("address")
 @click.option(
     "--mode",

@@ -221,6 +221,7 @@ class Daemon(SourceAdmin, SnapshotViews):
                 "rekey": self._rpc_rekey,
                 "add_source": self._rpc_add_source,
                 "remove_source": self._rpc_remove_source,
+                "reload": self._rpc_reload,
             },
             group=self.config.control.group,
             admin_group=self.config.control.admin_group,
@@ -309,40 +310,69 @@ class Daemon(SourceAdmin, SnapshotViews):
         needs a restart."""
         self.notifier.reloading()
         try:
-            new = load_config(self.config.path)
+            self._reload()
         except ConfigErrors as exc:
             log.error("reload failed, keeping the running configuration:\n%s", exc)
-        else:
-            logging.getLogger().setLevel(new.log.level.upper())
-            if new.sources != self.config.sources:
-                self._schedule_source_reload(self.config.sources, new)
-                self.config = dataclasses.replace(self.config, sources=new.sources)
-            changed = [
-                name
-                for name in (
-                    "clock",
-                    "synchronization",
-                    "servers",
-                    "control",
-                    "metrics",
-                    "tsq_servers",
-                    "nts_ke_servers",
-                    "keyset",
-                    "resolver",
-                    "broadcasts",
-                    "nts_client",
-                )
-                if getattr(new, name) != getattr(self.config, name)
-            ]
-            if changed:
-                log.warning(
-                    "reloaded %s; changes to %s take effect after a restart",
-                    self.config.path,
-                    ", ".join(changed),
-                )
-            else:
-                log.info("reloaded %s", self.config.path)
         self.notifier.ready(self._status_line())
+
+    async def _rpc_reload(self, _params: dict[str, Any]) -> dict[str, Any]:
+        """``tsyncctl reload``: SIGHUP's work, answered once the sources have changed."""
+        self.notifier.reloading()
+        try:
+            sources, restart = self._reload()
+        except ConfigErrors as exc:
+            lines = [str(e) for e in exc.errors]
+            raise RpcError(
+                ErrorCode.INVALID_PARAMS,
+                "reload failed, keeping the running configuration: " + "; ".join(lines),
+                {"errors": lines},
+            ) from None
+        finally:
+            self.notifier.ready(self._status_line())
+        done = await sources if sources is not None else {}
+        return {
+            "config": str(self.config.path),
+            "sources_started": done.get("started", []),
+            "sources_stopped": done.get("stopped", []),
+            "sources_not_started": done.get("not_started", []),
+            "restart_needed": restart,
+        }
+
+    def _reload(self) -> tuple[asyncio.Task[dict[str, Any]] | None, list[str]]:
+        """Re-read the config file (ConfigErrors if it is bad): apply the log level, start
+        the source changes (their task, None if none); the sections that need a restart."""
+        new = load_config(self.config.path)
+        logging.getLogger().setLevel(new.log.level.upper())
+        sources = None
+        if new.sources != self.config.sources:
+            sources = self._schedule_source_reload(self.config.sources, new)
+            self.config = dataclasses.replace(self.config, sources=new.sources)
+        changed = [
+            name
+            for name in (
+                "clock",
+                "synchronization",
+                "servers",
+                "control",
+                "metrics",
+                "tsq_servers",
+                "nts_ke_servers",
+                "keyset",
+                "resolver",
+                "broadcasts",
+                "nts_client",
+            )
+            if getattr(new, name) != getattr(self.config, name)
+        ]
+        if changed:
+            log.warning(
+                "reloaded %s; changes to %s take effect after a restart",
+                self.config.path,
+                ", ".join(changed),
+            )
+        else:
+            log.info("reloaded %s", self.config.path)
+        return sources, changed
 
     # ---------------------------------------------------------------- timer and clock
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from tsyncd.config import Config, ConfigErrors, Endpoint, SourceConfig, parse_source
@@ -34,7 +35,7 @@ class SourceAdmin(SourceMobilizer):
     _source_configs: dict[str, SourceConfig]  # every running source, by name
     _source_tasks: dict[str, asyncio.Task[None]]  # its mobilizing task (may have finished)
     _association_source: dict[str, str]  # association name -> the source that created it
-    _reload_task: asyncio.Task[None] | None  # the last SIGHUP's source changes
+    _reload_task: asyncio.Task[dict[str, Any]] | None  # the last reload's source changes
 
     def _init_source_admin(self) -> None:
         self._source_configs = {}
@@ -120,25 +121,32 @@ class SourceAdmin(SourceMobilizer):
         log.info("source %s removed at run time (%s)", name, ", ".join(removed) or "not mobilized")
         return {"name": name, "associations": removed}
 
-    def _schedule_source_reload(self, old: tuple[SourceConfig, ...], new: Config) -> None:
+    def _schedule_source_reload(
+        self, old: tuple[SourceConfig, ...], new: Config
+    ) -> asyncio.Task[dict[str, Any]]:
         """Apply a reloaded file's sources in a task, after the previous reload's."""
         previous = self._reload_task
 
-        async def reload() -> None:
+        async def reload() -> dict[str, Any]:
             if previous is not None:
                 await asyncio.gather(previous, return_exceptions=True)
-            await self._reload_sources(old, new)
+            return await self._reload_sources(old, new)
 
-        self._reload_task = asyncio.get_running_loop().create_task(reload(), name="reload")
+        task = asyncio.get_running_loop().create_task(reload(), name="reload")
+        self._reload_task = task
+        return task
 
-    async def _reload_sources(self, old: tuple[SourceConfig, ...], new: Config) -> None:
-        """SIGHUP: make the running sources from the file match ``new``'s (``old``: the file's
-        sources as last applied); sources added at run time are left alone."""
+    async def _reload_sources(self, old: tuple[SourceConfig, ...], new: Config) -> dict[str, Any]:
+        """Make the running sources from the file match ``new``'s (``old``: the file's sources
+        as last applied); sources added at run time are left alone.  What changed: names of
+        the sources stopped and started, and of those not started with the reason."""
         before = {cfg.name: cfg for cfg in old}
         after = {cfg.name: cfg for cfg in new.sources}
+        done: dict[str, Any] = {"stopped": [], "started": [], "not_started": []}
         for name, cfg in before.items():
             if after.get(name) != cfg and self._source_configs.get(name) == cfg:
                 removed = await self._stop_source(name)
+                done["stopped"].append(name)
                 log.info(
                     "source %s stopped: %s (%s)", name, _WHY[name in after], ", ".join(removed)
                 )
@@ -147,10 +155,13 @@ class SourceAdmin(SourceMobilizer):
                 continue  # unchanged, or added at run time just as the file now has it
             problem = self._cannot_start(cfg)
             if problem:
+                done["not_started"].append({"name": name, "reason": problem})
                 log.error("%s: source %s not started: %s", new.path, name, problem)
                 continue
             self._start_source(cfg)
+            done["started"].append(name)
             log.info("source %s (%s) started from %s", name, cfg.mode, new.path)
+        return done
 
     def _cannot_start(self, cfg: SourceConfig) -> str | None:
         """Why a source from a reloaded file cannot start now (what ``add_source`` checks)."""
@@ -195,7 +206,7 @@ class SourceAdmin(SourceMobilizer):
 _WHY = {True: "changed in the config file", False: "gone from the config file"}
 
 
-async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+async def _cancel(tasks: Sequence[asyncio.Task[Any]]) -> None:
     """Cancel ``tasks`` and wait until they are done; their own errors are logged, not raised."""
     for task in tasks:
         task.cancel()

@@ -217,15 +217,10 @@ def test_a_peer_on_a_servers_port_is_refused_at_run_time(peers: Peers) -> None:
 
 def test_sighup_applies_the_files_sources_and_keeps_added_ones(peers: Peers) -> None:
     port = free_udp_port()
-    for i in (2, 3, 4):
-        peers.chronyd(
-            f"chronyd-{i}",
-            f"port {port}\nbindaddress 127.0.0.{i}\nlocal stratum {i + 4}\nallow 127.0.0.1\n",
-        )
-    poll = "iburst = true\nmin-poll = -3\nmax-poll = -3\n"
+    peers.chronyd_servers(port, (2, 3, 4))
 
     def source(i: int) -> str:
-        return f'[[source]]\nmode = "server"\naddress = "127.0.0.{i}:{port}"\n{poll}'
+        return _server_table(f"127.0.0.{i}:{port}")
 
     client = peers.tsyncd("tsyncd", source(2))
     added = f"127.0.0.4:{port}"
@@ -246,3 +241,49 @@ def test_sighup_applies_the_files_sources_and_keeps_added_ones(peers: Peers) -> 
     assert "take effect after a restart" not in log  # sources need no restart
     status = client.ctl("sources")
     assert {r["name"] for r in status} == {f"127.0.0.3:{port}", added}
+
+
+def test_tsyncctl_reload_reports_what_changed_and_refuses_a_bad_file(peers: Peers) -> None:
+    port = free_udp_port()
+    peers.chronyd_servers(port, (2, 3))
+
+    def source(i: int) -> str:
+        return _server_table(f"127.0.0.{i}:{port}")
+
+    client = peers.tsyncd("tsyncd", source(2))
+    head = client.config.read_text().split("[[source]]")[0]
+    server = f'[[server]]\nlisten = "127.0.0.1:{free_udp_port()}"\n'  # takes a restart
+    client.config.write_text(head + source(3) + server)
+    result = client.ctl("reload")
+    assert result["config"] == str(client.config)
+    assert result["sources_stopped"] == [f"127.0.0.2:{port}"]
+    assert result["sources_started"] == [f"127.0.0.3:{port}"]
+    assert result["sources_not_started"] == [] and result["restart_needed"] == ["servers"]
+    row = wait_for(
+        "the new source selected", lambda: row_in_state(client, f"127.0.0.3:{port}", "selected")
+    )
+    assert row["stratum"] == 7
+    # A bad file: the error names file, key and value; nothing changes.
+    client.config.write_text(head + source(3).replace("min-poll = -3", "min-poll = 99"))
+    error = ctl_fails(client, "reload")
+    assert error.startswith("tsyncctl: reload failed, keeping the running configuration: ")
+    assert f"{client.config}: source[0].min-poll = 99: expected integer -7..24" in error
+    assert [r["name"] for r in client.ctl("peers")] == [f"127.0.0.3:{port}"]
+    # Back to the good file: nothing to change but what only a restart applies.
+    client.config.write_text(head + source(3) + server)
+    done = subprocess.run(
+        [sys.executable, "-m", "tsyncctl", "-s", str(client.socket), "reload"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=True,
+    )
+    assert done.stdout == f"reloaded {client.config}\ntakes a restart: servers\n"
+
+
+def _server_table(address: str) -> str:
+    """A fast-polling ``[[source]]`` table for the server at ``address``."""
+    return (
+        f'[[source]]\nmode = "server"\naddress = "{address}"\n'
+        "iburst = true\nmin-poll = -3\nmax-poll = -3\n"
+    )
