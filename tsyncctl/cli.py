@@ -146,6 +146,25 @@ cli.add_command(peers, name="sources")
 
 
 @cli.command()
+@click.argument("names", nargs=-1, metavar="[NAME]...")
+@json_option
+@click.pass_context
+def ntpdata(ctx: click.Context, names: tuple[str, ...], as_json: bool) -> None:
+    """Everything known of each source, or of the NAMEs (as 'tsyncctl sources' shows them or
+    their addresses), one block per source (like 'chronyc ntpdata')."""
+    result = _expect(_call(ctx, "sources"), list, "sources")
+    if names:
+        wanted = set(names)
+        result = [r for r in result if r.get("name") in wanted or r.get("address") in wanted]
+        if not result:
+            raise CliError(f"no source named {', '.join(names)} (see tsyncctl sources)")
+    if as_json:
+        _print_json(result)
+    else:
+        click.echo(render.render_ntpdata(result))
+
+
+@cli.command()
 @json_option
 @click.pass_context
 def serverstats(ctx: click.Context, as_json: bool) -> None:

@@ -271,6 +271,56 @@ def render_nts_sources(sources: Sequence[Mapping[str, Any]]) -> str | None:
     return render_table(headers, rows, right={1, 3, 5, 6})
 
 
+def render_ntpdata(sources: Sequence[Mapping[str, Any]]) -> str:
+    """One ``chronyc ntpdata``-like block per source: everything the ``sources`` method
+    reports of it, one field a line (the table of ``peers`` has room for a few)."""
+    blocks = []
+    for src in sources:
+        reach = src.get("reach")
+        rows = [
+            ("Name", _text(src.get("name"))),
+            ("Address", _text(src.get("address"))),
+            ("Mode", _text(src.get("mode"))),
+            ("State", _text(src.get("state"))),
+            ("Reason", _text(src.get("state_reason"))),
+            ("Stratum", _text(src.get("stratum"))),
+            ("Reference ID", _text(src.get("reference_id"))),
+            ("Leap status", _text(src.get("leap"))),
+            ("Poll interval", format_log2(src.get("poll"))),
+            ("Reach", f"{reach:03o}" if isinstance(reach, int) else "-"),
+            ("Last RX", format_age(src.get("last_rx"))),
+            ("Offset", format_seconds(src.get("offset"), signed=True, digits=6)),
+            ("Delay", format_seconds(src.get("delay"), digits=6)),
+            ("Jitter", format_seconds(src.get("jitter"), digits=6)),
+            ("Dispersion", format_seconds(src.get("dispersion"), digits=6)),
+            ("Root delay", format_seconds(src.get("root_delay"), digits=6)),
+            ("Root dispersion", format_seconds(src.get("root_dispersion"), digits=6)),
+            ("Interleaved", "yes" if src.get("interleaved") else "no"),
+            ("Kiss code", _text(src.get("kiss_code"))),
+            ("Total TX", _text(src.get("packets_sent"))),
+            ("Total valid RX", _text(src.get("packets_received"))),
+            ("Total dropped RX", _text(src.get("packets_dropped"))),
+        ]
+        if src.get("broadcast_delay") is not None:
+            rows.append(("Broadcast delay", format_seconds(src.get("broadcast_delay"), digits=6)))
+        nts = src.get("nts")
+        if isinstance(nts, Mapping):
+            rows += [
+                ("NTS-KE server", _text(nts.get("ke_server"))),
+                ("NTS AEAD", _text(nts.get("aead"))),
+                ("NTS cookies", _text(nts.get("cookies"))),
+                ("NTS last KE", format_age(nts.get("last_ke"))),
+                ("NTS TLS group", _text(nts.get("tls_group"))),
+                ("NTS key exchanges", _text(nts.get("key_exchanges"))),
+                ("NTS KE failures", _text(nts.get("ke_failures"))),
+                ("NTS last error", _text(nts.get("last_error"))),
+                ("NTS authenticated", _text(nts.get("authenticated"))),
+                ("NTS NAKs", _text(nts.get("naks"))),
+            ]
+        blocks.append(_key_values(rows))
+    return "\n\n".join(blocks) if blocks else "no sources configured"
+
+
 def render_serverstats(stats: Mapping[str, Any]) -> str:
     """Key/value lines for the ``serverstats`` method's result, drops broken down by reason."""
     listen = stats.get("listen")

@@ -279,6 +279,25 @@ def test_tsyncctl_reload_reports_what_changed_and_refuses_a_bad_file(peers: Peer
         check=True,
     )
     assert done.stdout == f"reloaded {client.config}\ntakes a restart: servers\n"
+    # tsyncctl ntpdata on the daemon's own snapshot: the source, field by field.
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tsyncctl",
+            "-s",
+            str(client.socket),
+            "ntpdata",
+            f"127.0.0.3:{port}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=True,
+    )
+    pairs = (line.split(" : ", 1) for line in done.stdout.splitlines())
+    fields = {key.strip(): value for key, value in pairs}
+    assert fields["Stratum"] == "7" and fields["State"] == "selected"
 
 
 def _server_table(address: str) -> str:

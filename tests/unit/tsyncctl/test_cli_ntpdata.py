@@ -1,0 +1,94 @@
+"""tsyncctl ntpdata: every field of the ``sources`` result, one block per source, against a
+real ControlServer answering with snapshots as the daemon makes them."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from loop_thread import serving
+from snapshot_examples import SELECTED
+
+from tsyncctl.cli import cli
+from tsyncd.control.server import ControlServer
+from tsyncd.snapshots import NtsSourceSnapshot, SourceSnapshot
+
+PLAIN = dataclasses.replace(SELECTED, interleaved=True)
+NTS = dataclasses.replace(
+    PLAIN,
+    name="nts.example:4460",
+    address="192.0.2.2:123",
+    mode="nts",
+    state="candidate",
+    interleaved=False,
+    nts=NtsSourceSnapshot(
+        ke_server="nts.example:4460",
+        cookies=7,
+        aead="AES-SIV-CMAC-256",
+        last_ke=125.0,
+        tls_group="X25519MLKEM768",
+        key_exchanges=2,
+        ke_failures=0,
+        last_error=None,
+        authenticated=38,
+        naks=1,
+    ),
+)
+BROADCAST = dataclasses.replace(
+    PLAIN, name="[ff05::101]:123", address="[fd00::1]:123", mode="broadcast", broadcast_delay=5e-6
+)
+
+
+def sources(_params: dict[str, Any]) -> list[SourceSnapshot]:
+    return [PLAIN, NTS, BROADCAST]
+
+
+@pytest.fixture
+def sock() -> Iterator[Path]:
+    d = Path(tempfile.mkdtemp(prefix="tsc", dir="/tmp"))  # AF_UNIX paths max 107 bytes
+    server = ControlServer(d / "ctl.sock", read_methods={"sources": sources}, admin_methods={})
+    with serving(server):
+        yield d / "ctl.sock"
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def _block(text: str, name: str) -> dict[str, str]:
+    for block in text.split("\n\n"):
+        pairs = (line.split(" : ", 1) for line in block.splitlines())
+        fields = {key.strip(): value for key, value in pairs}
+        if fields["Name"] == name:
+            return fields
+    raise AssertionError(f"no block for {name}")
+
+
+def test_ntpdata_shows_every_source_with_its_details(sock: Path) -> None:
+    result = CliRunner().invoke(cli, ["-s", str(sock), "ntpdata"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.count("Name ") == 3
+    plain = _block(result.stdout, "a.example:123")
+    assert plain["Address"] == "192.0.2.1:123" and plain["Stratum"] == "1"
+    assert plain["Offset"] == "+1.234500 ms" and plain["Delay"] == "3.100000 ms"
+    assert plain["Poll interval"] == "6 (64 s)" and plain["Reach"] == "377"
+    assert plain["Interleaved"] == "yes" and plain["Total dropped RX"] == "1"
+    assert "NTS AEAD" not in plain and "Broadcast delay" not in plain
+    nts = _block(result.stdout, "nts.example:4460")
+    assert nts["NTS AEAD"] == "AES-SIV-CMAC-256" and nts["NTS cookies"] == "7"
+    assert nts["NTS TLS group"] == "X25519MLKEM768" and nts["NTS last KE"] == "125s"
+    assert _block(result.stdout, "[ff05::101]:123")["Broadcast delay"] == "5.000000 µs"
+
+
+def test_ntpdata_by_name_or_address_and_unknown_names(sock: Path) -> None:
+    runner = CliRunner()
+    one = runner.invoke(cli, ["-s", str(sock), "ntpdata", "192.0.2.2:123", "--json"])
+    assert one.exit_code == 0
+    assert [r["name"] for r in json.loads(one.stdout)] == ["nts.example:4460"]
+    missing = runner.invoke(cli, ["-s", str(sock), "ntpdata", "nope:123"])
+    assert missing.exit_code == 1
+    assert missing.stderr == "tsyncctl: no source named nope:123 (see tsyncctl sources)\n"
