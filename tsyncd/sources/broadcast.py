@@ -71,6 +71,7 @@ class BroadcastSourceSocket(NtpSourceSocket):
             options=SocketOptions(dscp=self._dscp),
         )
         udp.sock.connect(self.peer)
+        udp.yield_after_send = True  # as the requests of every other source
         return udp
 
     def _request_socket(self) -> TimestampedUdp | None:

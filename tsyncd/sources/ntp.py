@@ -84,6 +84,7 @@ class NtpSourceSocket:
             options=self.options,
             reuse_port=self.local_port != 0 and self.connect,
         )
+        self._udp.yield_after_send = True  # our requests (TimestampedUdp._sendto_stamped)
         if self.local_port and self.connect:
             # A connected socket gets this peer's datagrams even where a server socket with
             # SO_REUSEPORT shares the port (the kernel prefers the connected match).
