@@ -222,6 +222,9 @@ def render_sources(sources: Sequence[Mapping[str, Any]]) -> str:
             note = f"{note}; KoD {src['kiss_code']}" if note else f"KoD {src['kiss_code']}"
         if src.get("interleaved"):  # RFC 9769: the last reply was interleaved
             note = f"{note}; interleaved" if note else "interleaved"
+        if src.get("broadcast_delay") is not None:  # the round trip its offsets assume
+            delay = f"delay {format_seconds_compact(src['broadcast_delay'])}"
+            note = f"{note}; {delay}" if note else delay
         notes = notes or bool(note)
         rows.append(
             [

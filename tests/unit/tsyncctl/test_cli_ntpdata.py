@@ -92,3 +92,11 @@ def test_ntpdata_by_name_or_address_and_unknown_names(sock: Path) -> None:
     missing = runner.invoke(cli, ["-s", str(sock), "ntpdata", "nope:123"])
     assert missing.exit_code == 1
     assert missing.stderr == "tsyncctl: no source named nope:123 (see tsyncctl sources)\n"
+
+
+def test_peers_table_notes_a_broadcast_sources_delay(sock: Path) -> None:
+    result = CliRunner().invoke(cli, ["-s", str(sock), "peers"])
+    assert result.exit_code == 0, result.output
+    rows = {line.split()[1]: line for line in result.stdout.splitlines()[2:5]}
+    assert rows["[ff05::101]:123"].endswith("interleaved; delay 5.0µs")
+    assert "delay" not in rows["a.example:123"]
