@@ -23,12 +23,20 @@ def find_binary(name: str) -> str:
     return path
 
 
+_handed_out: set[int] = set()  # ports given out in this process
+
+
 def free_port(kind: int = socket.SOCK_DGRAM) -> int:
-    """A port of ``kind`` (UDP by default) free on 127.0.0.1 right now."""
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A port of ``kind`` (UDP by default) free on 127.0.0.1 right now, and never one this
+    process handed out before: the kernel may give the same ephemeral port to two binds in a
+    row, and two servers asked for two ports would then be configured on one."""
+    while True:
+        with socket.socket(socket.AF_INET, kind) as s:
+            s.bind(("127.0.0.1", 0))
+            port: int = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 @contextmanager

@@ -22,6 +22,8 @@ from typing import Any, TypeVar
 
 import pytest
 
+from bench.procs import free_port
+
 T = TypeVar("T")
 
 
@@ -34,19 +36,14 @@ def require(binary: str) -> str:
 
 
 def free_udp_port() -> int:
-    """An unprivileged UDP port free on 127.0.0.1 right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """An unprivileged UDP port free on 127.0.0.1 right now (``bench.procs.free_port``: never
+    the same twice in one test process)."""
+    return free_port(socket.SOCK_DGRAM)
 
 
 def free_tcp_port() -> int:
-    """An unprivileged TCP port free on 127.0.0.1 right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """An unprivileged TCP port free on 127.0.0.1 right now (as ``free_udp_port``)."""
+    return free_port(socket.SOCK_STREAM)
 
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 20.0) -> T:
