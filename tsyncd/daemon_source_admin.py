@@ -91,18 +91,9 @@ class SourceAdmin(SourceMobilizer):
             # One line for tsyncctl; each error, as the config file reports it, in ``data``.
             lines = [str(e) for e in exc.errors]
             raise RpcError(ErrorCode.INVALID_PARAMS, "; ".join(lines), {"errors": lines}) from None
-        if cfg.mode == "peer" and cfg.local_port in self._server_ports():
-            # A server shares its port with a peer only when both are in the config file at
-            # start-up (the socket is then bound with SO_REUSEPORT); now the bind would fail.
-            raise InvalidParams(
-                f"add_source: source.local-port = {cfg.local_port}: expected a port no [[server]]"
-                " listens on (a peer sharing a server's port must be in the config file)"
-            )
-        if cfg.mode == "tsq":
-            try:
-                require_aioquic(Config(path=self.config.path, sources=(cfg,)))
-            except OSError as exc:
-                raise InvalidParams(f"add_source: {exc}") from None
+        problem = self._cannot_start_now(cfg)
+        if problem:
+            raise InvalidParams(f"add_source: {problem}")
         self._start_source(cfg)
         log.info("source %s (%s) added at run time", cfg.name, cfg.mode)
         return {"name": cfg.name}
@@ -171,8 +162,18 @@ class SourceAdmin(SourceMobilizer):
         used = self._addresses_in_use().get(cfg.address)
         if used is not None:
             return f"its address is in use by {used}"
+        return self._cannot_start_now(cfg)
+
+    def _cannot_start_now(self, cfg: SourceConfig) -> str | None:
+        """Why a valid source cannot start while the daemon runs, for ``add_source`` and a
+        reload alike: a peer on a server's port, TSQ without aioquic."""
         if cfg.mode == "peer" and cfg.local_port in self._server_ports():
-            return f"local-port {cfg.local_port} is a [[server]]'s port (takes a restart)"
+            # A server shares its port with a peer only when both are in the config file at
+            # start-up (the socket is then bound with SO_REUSEPORT); now the bind would fail.
+            return (
+                f"source.local-port = {cfg.local_port}: expected a port no [[server]] listens"
+                " on (a peer sharing a server's port must be in the config file)"
+            )
         if cfg.mode == "tsq":
             try:
                 require_aioquic(Config(path=self.config.path, sources=(cfg,)))

@@ -20,7 +20,6 @@ from tsyncd.sources.broadcast import BroadcastSourceSocket
 from tsyncd.sources.ntp import NtpSourceSocket
 from tsyncd.sources.pool import run_pool
 from tsyncd.sync.association import NtpAssociation
-from tsyncd.sync.broadcast import BroadcastAssociation
 from tsyncd.sync.core import SourceState, SyncCore
 from tsyncd.sync.discipline import ClockAction
 from tsyncd.sync.pool import PoolMembers
@@ -146,8 +145,6 @@ class SourceMobilizer:
             symmetric=cfg.mode == "peer",
             broadcast_delay_ns=round(cfg.broadcast_delay * _NS_PER_S) if broadcast else None,
         )
-        if isinstance(state.association, BroadcastAssociation):
-            state.association.calibrate = cfg.broadcast_calibrate
         self._announce()
         log.info("polling %s (%s, %s)", name, sock.address, cfg.mode)
         self._wake.set()
@@ -175,6 +172,7 @@ class SourceMobilizer:
             xleave=xleave,
             symmetric=symmetric,
             broadcast_delay_ns=broadcast_delay_ns,
+            broadcast_calibrate=cfg.broadcast_calibrate,
         )
 
     async def _mobilize_nts(self, cfg: SourceConfig) -> None:

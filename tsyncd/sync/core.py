@@ -98,8 +98,11 @@ class SyncCore:
         xleave: bool = False,
         symmetric: bool = False,
         broadcast_delay_ns: int | None = None,
+        broadcast_calibrate: bool = False,
     ) -> SourceState:
-        """Mobilize an association (polling starts at its first deadline)."""
+        """Mobilize an association (polling starts at its first deadline); with
+        ``broadcast_delay_ns``, a broadcast client's, measuring that delay itself when
+        ``broadcast_calibrate``."""
         if name in self.sources:
             raise ValueError(f"source {name!r} already exists")
         precision_ns = max(1, _NS_PER_S >> -self.precision_log2)
@@ -119,6 +122,7 @@ class SyncCore:
         )
         if isinstance(state.association, BroadcastAssociation) and broadcast_delay_ns is not None:
             state.association.broadcast_delay_ns = broadcast_delay_ns
+            state.association.calibrate = broadcast_calibrate
         self.sources[name] = state
         return state
 
