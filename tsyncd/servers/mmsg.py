@@ -72,22 +72,19 @@ _OFF_IOV_LEN: Final = _Iovec.len.offset
 
 
 def _libc_calls() -> tuple[Any, Any] | None:
+    """``recvmmsg`` and ``sendmmsg`` as ctypes functions called without ``argtypes``.
+
+    Why no ``argtypes``: converting five arguments through them costs 0.4 µs a call here
+    (1.0 against 0.6 µs for a ``recvmmsg`` that finds nothing), twice a batch.  Without them
+    ctypes passes a Python int as a C ``int`` (the fd, ``vlen`` and flags all fit), None as
+    NULL and a ``c_void_p`` as the pointer it holds, which is what the calls take on Linux;
+    the result is a C ``int`` by default.
+    """
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        recvmmsg, sendmmsg = libc.recvmmsg, libc.sendmmsg
+        return libc.recvmmsg, libc.sendmmsg
     except (OSError, AttributeError):
         return None
-    args: list[Any] = [
-        ctypes.c_int,
-        ctypes.c_void_p,
-        ctypes.c_uint,
-        ctypes.c_int,
-    ]  # fd, vec, vlen, flags
-    recvmmsg.argtypes = [*args, ctypes.c_void_p]  # and a timeout, never passed
-    recvmmsg.restype = ctypes.c_int
-    sendmmsg.argtypes = args
-    sendmmsg.restype = ctypes.c_int
-    return recvmmsg, sendmmsg
 
 
 def address_of(name: bytes) -> tuple[Any, ...]:
@@ -141,7 +138,10 @@ class MessageBatch:
             r.control, r.controllen = cbase + i * self._control, self._control
             s = self._shdr[i].hdr
             s.iov, s.iovlen = ctypes.addressof(self._siov[i]), 1
-        self._rhdr_p, self._shdr_p = ctypes.addressof(self._rhdr), ctypes.addressof(self._shdr)
+        # Pointers as ctypes objects, made once (see _libc_calls)
+        self._rhdr_p = ctypes.c_void_p(ctypes.addressof(self._rhdr))
+        self._shdr_p = ctypes.c_void_p(ctypes.addressof(self._shdr))
+        self._shdr_at = ctypes.addressof(self._shdr)
         self.rdata = memoryview(self._rdata).cast("B")
         self._sview = memoryview(self._sdata).cast("B")
         self._nview = memoryview(self._names).cast("B")
@@ -230,7 +230,8 @@ class MessageBatch:
             j += 1
         sent = start = 0
         while start < j:
-            n = self._sendmmsg(self._fd, self._shdr_p + start * _HDR, j - start, 0)
+            at = self._shdr_p if not start else ctypes.c_void_p(self._shdr_at + start * _HDR)
+            n = self._sendmmsg(self._fd, at, j - start, 0)
             if n <= 0:
                 start += 1  # this one failed (full buffer, unreachable): the request is lost
                 continue

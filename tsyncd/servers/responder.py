@@ -277,39 +277,22 @@ class NtpResponder:
                 return self._count(record, rx_ns, reason, kod_response)
             return self._count(record, rx_ns, RATE_LIMITED, None)
         record.last_ns = rx_ns
+        record.answered += 1
         # ntp64_from_unix_ns, inlined: this is the per-packet path of every worker.
         rx_ntp = (((rx_ns + _NTP_UNIX_NS) << 32) + _HALF_S_NS) // _NS_PER_S & _MASK64
         if tx_ns > rx_ns:
             tx_ntp = (((tx_ns + _NTP_UNIX_NS) << 32) + _HALF_S_NS) // _NS_PER_S & _MASK64
         else:  # a worker passes rx for a reply whose Transmit it writes later (latetx.py)
             tx_ntp = rx_ntp
-        reason = ANSWERED
-        out_origin, out_tx = transmit, tx_ntp
         want_tx = self._interleaved and receive != transmit and receive != 0
         if want_tx:
-            # An interleaving-capable client (RFC 9769 §3): its origin may name the receive
-            # stamp of one of our earlier responses to it; keyed by that stamp, not by client,
-            # so several clients behind one address (NAT, or two daemons) each interleave.
-            pairs = self._pairs
-            pair = pairs.get(origin) if origin else None
-            if pair is not None and pair[1] == record.address:
-                del pairs[origin]  # each RX stamp serves one interleaved response
-                reason = INTERLEAVED
-                out_origin, out_tx = receive, pair[0]
-                record.interleaved += 1
-            while rx_ntp in pairs:
-                rx_ntp = (rx_ntp + 1) & _MASK64  # RX stamps name a pair: keep them unique
-        if tx_ntp == rx_ntp:
+            reason, out_origin, rx_ntp, out_tx = self._interleave(
+                record, origin, receive, transmit, rx_ntp, tx_ntp
+            )
+        else:  # basic mode, the common case: kept short
+            reason, out_origin = ANSWERED, transmit
             # RFC 9769: a basic reply whose transmit equals its receive would look interleaved.
-            tx_ntp = (tx_ntp + 1) & _MASK64
-            if reason == ANSWERED:
-                out_tx = tx_ntp
-        if want_tx:
-            pairs = self._pairs
-            if len(pairs) >= self._pairs_max:
-                del pairs[next(iter(pairs))]  # the oldest: its client has moved on or gone
-            pairs[rx_ntp] = (tx_ntp, record.address)  # tx replaced by the kernel's stamp
-        record.answered += 1
+            out_tx = tx_ntp if tx_ntp != rx_ntp else (tx_ntp + 1) & _MASK64
         plain = _pack_reply(self._heads[version], poll, self._tail, out_origin, rx_ntp, out_tx)
         response: bytes | None = plain
         if n != _HEADER_LEN and extensions is not None:
@@ -322,6 +305,40 @@ class NtpResponder:
         outcomes = self.outcomes
         outcomes[reason] = outcomes.get(reason, 0) + 1
         return reason, response, want_tx
+
+    def _interleave(
+        self,
+        record: ClientRecord,
+        origin: int,
+        receive: int,
+        transmit: int,
+        rx_ntp: int,
+        tx_ntp: int,
+    ) -> tuple[str, int, int, int]:
+        """(reason, origin, receive, transmit) of the reply to an interleaving-capable client
+        (RFC 9769 §3), keeping this reply's (RX, TX) pair for its next request."""
+        reason, out_origin, out_tx = ANSWERED, transmit, tx_ntp
+        # Its origin may name the receive stamp of one of our earlier responses to it; keyed by
+        # that stamp, not by client, so several clients behind one address (NAT, or two
+        # daemons) each interleave.
+        pairs = self._pairs
+        pair = pairs.get(origin) if origin else None
+        if pair is not None and pair[1] == record.address:
+            del pairs[origin]  # each RX stamp serves one interleaved response
+            reason = INTERLEAVED
+            out_origin, out_tx = receive, pair[0]
+            record.interleaved += 1
+        while rx_ntp in pairs:
+            rx_ntp = (rx_ntp + 1) & _MASK64  # RX stamps name a pair: keep them unique
+        if tx_ntp == rx_ntp:
+            # RFC 9769: a basic reply whose transmit equals its receive would look interleaved.
+            tx_ntp = (tx_ntp + 1) & _MASK64
+            if reason == ANSWERED:
+                out_tx = tx_ntp
+        if len(pairs) >= self._pairs_max:
+            del pairs[next(iter(pairs))]  # the oldest: its client has moved on or gone
+        pairs[rx_ntp] = (tx_ntp, record.address)  # tx replaced by the kernel's stamp
+        return reason, out_origin, rx_ntp, out_tx
 
     def _count(
         self, record: ClientRecord, rx_ns: int, reason: str, response: bytes | None
