@@ -46,11 +46,15 @@ _SOL_SOCKET: Final = socket.SOL_SOCKET
 _MAX_CACHED: Final = 4096  # address texts kept (a spoofed flood must not grow this forever)
 
 
-class _Iovec(ctypes.Structure):
+class Iovec(ctypes.Structure):
+    """struct iovec"""
+
     _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
 
 
-class _Msghdr(ctypes.Structure):
+class Msghdr(ctypes.Structure):
+    """struct msghdr (LP64 Linux)"""
+
     _fields_ = [
         ("name", ctypes.c_void_p),
         ("namelen", ctypes.c_uint32),
@@ -63,12 +67,12 @@ class _Msghdr(ctypes.Structure):
 
 
 class _Mmsghdr(ctypes.Structure):
-    _fields_ = [("hdr", _Msghdr), ("len", ctypes.c_uint)]
+    _fields_ = [("hdr", Msghdr), ("len", ctypes.c_uint)]
 
 
 _HDR: Final = ctypes.sizeof(_Mmsghdr)
-_IOV: Final = ctypes.sizeof(_Iovec)
-_OFF_IOV_LEN: Final = _Iovec.len.offset
+_IOV: Final = ctypes.sizeof(Iovec)
+_OFF_IOV_LEN: Final = Iovec.len.offset
 
 
 def _libc_calls() -> tuple[Any, Any] | None:
@@ -111,7 +115,7 @@ class MessageBatch:
         calls = _libc_calls()
         if calls is None:
             raise OSError(errno.ENOSYS, "recvmmsg/sendmmsg not available")
-        layout = (_Msghdr.namelen.offset, _Msghdr.controllen.offset, _Mmsghdr.len.offset)
+        layout = (Msghdr.namelen.offset, Msghdr.controllen.offset, _Mmsghdr.len.offset)
         if layout != (8, 40, 56) or _LENGTHS.size != _HDR:  # what _LENGTHS reads (LP64)
             raise OSError(errno.ENOSYS, f"unexpected struct mmsghdr layout {layout}, {_HDR}")
         self._recvmmsg, self._sendmmsg = calls
@@ -122,8 +126,8 @@ class MessageBatch:
         self._names = ctypes.create_string_buffer(size * _NAME_LEN)
         self._controls = ctypes.create_string_buffer(size * self._control)
         self._sdata = ctypes.create_string_buffer(size * slot)
-        self._riov = (_Iovec * size)()
-        self._siov = (_Iovec * size)()
+        self._riov = (Iovec * size)()
+        self._siov = (Iovec * size)()
         self._rhdr = (_Mmsghdr * size)()
         self._shdr = (_Mmsghdr * size)()
         rbase, sbase = ctypes.addressof(self._rdata), ctypes.addressof(self._sdata)
@@ -205,6 +209,10 @@ class MessageBatch:
             append((data, address, rx))
         return out
 
+    def name_of(self, i: int) -> tuple[int, int]:
+        """(address, length) of the raw ``sockaddr`` of the ``i``-th datagram's sender."""
+        return self._nbase + i * _NAME_LEN, self._namelens[i]
+
     def send(self, replies: list[tuple[int, bytes, bool]], transmit: int = 0) -> int:
         """Send each (index of a received datagram, response, late) to that datagram's
         sender, in one system call; how many the kernel took (a failed one is skipped).
@@ -249,6 +257,11 @@ class SingleMessage:
         self._slot = slot
         self._control = socket.CMSG_SPACE(48)
         self._address: tuple[Any, ...] = ()
+
+    @property
+    def address(self) -> tuple[Any, ...]:
+        """The sender of the last datagram received."""
+        return self._address
 
     def receive(self) -> list[tuple[bytes, tuple[Any, ...], int | None]]:
         """One datagram (``socket.recvmsg``'s exceptions)."""

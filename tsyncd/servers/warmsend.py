@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+from collections.abc import Callable
 from typing import Any, Final
 
 __all__ = ["SendWarmer"]
@@ -31,8 +32,13 @@ _PAYLOAD: Final = bytes(48)  # the size of a reply: the same buffer sizes get us
 class SendWarmer:
     """One server socket's warm-up sends to a private loopback sink."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(
+        self, sock: socket.socket, send: Callable[[Any, bytes], bool] | None = None
+    ) -> None:
+        """``send(address, payload)``: how replies leave ``sock`` (``lonesend.LoneSend.send_raw``
+        in a worker), so the warm-up runs the replies' own code; else ``sock.sendto``."""
         self._sock = sock
+        self._send = send
         self._last_ns = 0
         self._pending = 0
         self._sink: socket.socket | None = None
@@ -49,6 +55,9 @@ class SendWarmer:
     def warm(self, now_ns: int) -> None:
         """Before the clock read of a reply: send to the sink if the path has been idle."""
         if self._sink is None or now_ns - self._last_ns < _QUIET_NS:
+            return
+        if self._send is not None:
+            self._pending += self._send(self._address, _PAYLOAD)
             return
         try:
             self._sock.sendto(_PAYLOAD, self._address)

@@ -42,7 +42,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from tsyncd.servers import mmsg, txstamp
-from tsyncd.servers.latetx import BASIC, SendLag, restamp, transmit_ntp, with_transmit
+from tsyncd.servers.latetx import BASIC, TRANSMIT_AT, SendLag, restamp, transmit_ntp
+from tsyncd.servers.lonesend import lone_send
 from tsyncd.servers.ntskeys import KeyState
 from tsyncd.servers.pipe import Connection  # not multiprocessing's: it costs memory
 from tsyncd.servers.responder import AccessList, NtpResponder, ResponseTemplate, ServerPolicy
@@ -129,7 +130,8 @@ def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
     tx_stamps = True
     io = mmsg.datagram_io(sock)
     lag = SendLag()
-    warmer = SendWarmer(sock)
+    lone = lone_send(io, sock)
+    warmer = SendWarmer(sock, lone.send_raw)
     # Locals: attribute lookups are a measurable share of a packet's cost in this loop.
     receive, send = io.receive, io.send
     respond = responder.respond
@@ -215,15 +217,41 @@ def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
             if not replies:
                 continue
             transmit = 0
+            if late and len(replies) == 1:
+                # A lone reply (light load, where precision shows): made ready before the clock
+                # read, so only the system call follows it (lonesend.py).
+                if len(batch) == 1:  # after a quiet spell the send path is cold (warmsend.py)
+                    warmer.warm(batch[0][2] or time_ns())
+                i, response, _late = replies[0]
+                before = time_ns()
+                # A lone request's wait predicts the lag (latetx.py); some replies are sent
+                # stamped, to learn how long the send itself takes.
+                busy = before - (batch[0][2] or before) if len(batch) == 1 else -1
+                stamped = tx_stamps and lag.due(before)
+                lone.stage(i, response, stamped)
+                lag_ns = lag.lag_for(busy)
+                read = time_ns()
+                tx = read + lag_ns
+                if rate:
+                    d = tx - u0
+                    tx = v0 + d + d * rate // RATE_UNIT
+                else:
+                    tx += offset
+                # After the Receive (RFC 9769: never equal to it).
+                if lone.send(transmit_ntp(tx if tx > last_rx else last_rx + 1)) and stamped:
+                    head = response[:TRANSMIT_AT]
+                    for payload, tx_ns in txstamp.read_stamps(sock):
+                        if payload[:TRANSMIT_AT] == head:
+                            lag.observe(read, tx_ns, busy)
+                        responder.handle_tx_timestamp(payload, clock_map(tx_ns))
+                warmer.sent(read)
+                continue
+            transmit = 0
             if late:
                 # Transmit read right before the batch goes out, plus the learnt send lag
                 # (latetx.py): RFC 5905 wants it as late as possible.
-                if len(batch) == 1:  # after a quiet spell the send path is cold (warmsend.py)
-                    warmer.warm(batch[0][2] or time_ns())
                 read = time_ns()
-                # A lone request's wait before the read predicts the lag (latetx.py)
-                busy = read - (batch[0][2] or read) if len(batch) == 1 else -1
-                tx = read + lag.lag_for(busy)
+                tx = read + lag.lag_ns
                 if rate:
                     d = tx - u0
                     tx = v0 + d + d * rate // RATE_UNIT
@@ -231,19 +259,6 @@ def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
                     tx += offset
                 # After every Receive of the batch (RFC 9769: never equal to one).
                 transmit = transmit_ntp(tx if tx > last_rx else last_rx + 1)
-                if tx_stamps and len(replies) == 1 and lag.due(read):
-                    # A lone reply (light load, where precision shows): send it stamped and
-                    # learn how long the send itself takes.
-                    i, response, _late = replies[0]
-                    response = with_transmit(response, transmit)
-                    address = batch[i][1]
-                    if txstamp.send_stamped(sock, response, address):
-                        for payload, tx_ns in txstamp.read_stamps(sock):
-                            if payload == response:
-                                lag.observe(read, tx_ns, busy)
-                            responder.handle_tx_timestamp(payload, clock_map(tx_ns))
-                    warmer.sent(read)
-                    continue
                 send(replies, transmit)  # the batch's answers in one system call
                 warmer.sent(read)
                 continue
