@@ -97,3 +97,20 @@ def test_xleave_peer_falls_back_to_basic_without_chronyd_xleave(peers: Peers) ->
     assert theirs[_NTPDATA_INTERLEAVED] == "No"
     assert abs(float(theirs[_NTPDATA_OFFSET])) < 1e-3
     assert 0 < float(theirs[_NTPDATA_DELAY]) < 1e-3
+
+
+def test_two_tsyncd_xleave_peers_interleave(peers: Peers) -> None:
+    """tsyncd against tsyncd: both interleave from their kernel TX stamps (real sockets)."""
+    port_a, port_b = free_udp_port(), free_udp_port()
+    a = peers.tsyncd("tsyncd-a", peer_source_toml(port_a, port_b, "xleave = true\n"))
+    b = peers.tsyncd("tsyncd-b", peer_source_toml(port_b, port_a, "xleave = true\n"))
+    for daemon in (a, b):
+
+        def interleaved(d: Tsyncd = daemon) -> dict[str, Any] | None:
+            row = _our_row(d, 8)
+            return row if row and row["interleaved_replies"] >= 5 else None
+
+        row = wait_for("both tsyncd peers to interleave", interleaved, 30)
+        assert row["stratum"] == 9 and row["interleaved_replies"] * 2 >= row["packets_received"]
+        assert isinstance(row["offset"], float) and abs(row["offset"]) < 1e-3
+        assert isinstance(row["delay"], float) and 0 < row["delay"] < 1e-3

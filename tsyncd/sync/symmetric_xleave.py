@@ -51,7 +51,7 @@ from tsyncd.sync.association import poll_interval_ns
 from tsyncd.sync.sample import Sample
 from tsyncd.sync.symmetric import SymmetricAssociation
 from tsyncd.wire.ntp import Mode, NtpPacket, kiss_code
-from tsyncd.wire.timestamps import ntp64_diff_ns, ntp64_from_unix_ns
+from tsyncd.wire.timestamps import ntp64_add_ns, ntp64_diff_ns, ntp64_from_unix_ns
 
 _XLEAVE_MAX_BASIC: Final = 4  # basic answers in a row to our interleaved packets: fall back
 _XLEAVE_RETRY_POLLS: Final = 16  # polls in fallback before one interleaved packet again
@@ -163,9 +163,7 @@ class InterleavedSymmetricAssociation(SymmetricAssociation):
         if code is not None:
             self._handle_kod(code, packet)
             return None
-        checked = self._check_header(
-            packet, packet.receive_ts if interleaved else packet.transmit_ts
-        )
+        checked = self._check_header(packet, self._peer_now(packet, interleaved))
         if checked is None:
             return None
         self._valid_usable = True
@@ -182,6 +180,16 @@ class InterleavedSymmetricAssociation(SymmetricAssociation):
                 return None
             self.stats.interleaved_replies += 1
         return self._sample(packet, times, rx_ns, stratum, root_delay_ns, root_disp_ns)
+
+    def _peer_now(self, packet: NtpPacket, interleaved: bool) -> int:
+        """The latest time the peer can have sent ``packet`` at, for test 7 (a reference time
+        in the future).  A basic packet carries it; an interleaved one only its RX of our
+        packet, after which the peer sends at its next poll (2 polls: slack for jitter).  A
+        tsyncd peer on its local stratum announces a reference time refreshed at each update,
+        so its Receive field alone would make the test fail."""
+        if not interleaved:
+            return packet.transmit_ts
+        return ntp64_add_ns(packet.receive_ts, 2 * poll_interval_ns(max(-7, packet.poll)))
 
     def _take_valid(self, packet: NtpPacket, rx_ns: int) -> None:
         """``packet`` is the last valid packet: our next interleaved packet answers it."""

@@ -192,6 +192,19 @@ def test_interleaved_packet_after_an_unusable_one_is_unpaired() -> None:
     assert last is not None and last.interleaved and is_exact(last, OFFSET)
 
 
+def test_reference_time_after_the_receive_field_is_no_bad_header() -> None:
+    """A peer on its local stratum refreshes its reference time at each update: later than its
+    RX of our packet (an interleaved packet's Receive), yet not after it sent the packet."""
+    a, b = Side(peer(1, 3), 0), Side(peer(2, 4), OFFSET)
+    for i, ahead_ns in enumerate([-1_000_000] * 6 + [10 * S]):
+        t = T0 + i * S
+        deliver(b, *send(a, t))
+        b.assoc.reference_ts = ntp64_from_unix_ns(t + 300_000_000 + OFFSET + ahead_ns)
+        deliver(a, *send(b, t + 300_000_000))
+    assert a.assoc.stats.interleaved_replies == 5
+    assert a.samples[-1] is None and a.assoc.stats.drops_by_reason == {"bad_header": 1}
+
+
 def test_core_mobilizes_the_interleaved_class_for_xleave_peers() -> None:
     core = SyncCore(
         local_stratum=None, min_sources=1, precision_log2=-20, discipline=None, now_ns=T0
