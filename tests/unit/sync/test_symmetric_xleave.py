@@ -169,6 +169,11 @@ def test_duplicate_bogus_and_second_answers_give_no_sample() -> None:
     again, left2 = send(b, T0 + 4 * S + 600_000_000)  # B polls twice before A does
     assert deliver(a, again, left2) is None
     assert a.assoc.stats.drops_by_reason == {"duplicate": 1, "bogus": 2}
+    # A's next packet answers B's newer packet, which B then pairs correctly (as chronyd does).
+    answer, left3 = send(a, T0 + 5 * S)
+    assert decode_ntp(answer).origin_ts == decode_ntp(again).receive_ts
+    sample = deliver(b, answer, left3)
+    assert sample is not None and sample.interleaved and is_exact(sample, -OFFSET)
 
 
 def test_mismatched_interleaved_timestamps_are_dropped() -> None:
