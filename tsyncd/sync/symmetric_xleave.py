@@ -15,8 +15,10 @@ A packet from the peer is valid when its Origin is our latest Transmit (a basic 
 latest Receive field (an interleaved one; RFC 9769, as chronyd tells them apart), and only the
 first valid packet after each of ours counts.  An interleaved packet measures: T1 = our TX of our
 latest packet, T2 = its Receive (the peer's RX of that packet), T3 = its Transmit (the peer's
-precise TX of its previous packet), T4 = our RX of the previous valid packet — the RFC's set,
-and what chronyd uses.  T4 comes before T1 here, yet offset and delay keep their usual formulas.
+precise TX of its previous packet), T4 = our RX of the previous valid packet — the RFC's set
+and chronyd's usual one (chronyd takes its previous T1/T2 instead where that makes the
+intervals ten times shorter; we do not).  T4 comes before T1 here, yet offset and delay keep
+their usual formulas.
 
 Packet counting (RFC 9769; chronyd's ``peer ... xleave`` does the same): the precise Transmit we
 send is paired by the peer with its RX of our previous packet, which is only right if that
@@ -39,8 +41,8 @@ test_peer_xleave_chronyd.py), matching RFC 9769 and this module: chronyd's inter
 carry Origin = the Receive field of our latest packet and Transmit = its kernel TX stamp of its
 previous packet; it took ours as interleaved from its second sample on (its measurements log:
 "I", kernel TX and RX stamps), and after packets cross it takes a basic sample or two, then
-interleaves again.  chronyd ``peer`` without ``xleave`` fails our
-interleaved packets on its test 2, answers them in basic mode and measures us once we fall back.
+interleaves again.  chronyd ``peer`` without ``xleave`` fails our interleaved packets on its
+test 2, answers them in basic mode and measures us once we fall back.
 """
 
 from __future__ import annotations
