@@ -36,10 +36,10 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 from bench.procs import find_binary, free_port, running
 from tsyncd.daemon import measure_precision_log2
@@ -47,6 +47,7 @@ from tsyncd.sources.ntp import NtpSourceSocket
 from tsyncd.sync.association import NtpAssociation
 
 POLL: Final = -4
+_A = TypeVar("_A", bound=NtpAssociation)
 _WARMUP: Final = 4  # samples dropped at the start of each measurement
 
 
@@ -116,9 +117,14 @@ def _chrony_client_offsets(
     )
     with running(argv, tmp / f"{name}.log"):
         time.sleep(seconds)
+    return chrony_log_offsets(tmp / name / "measurements.log", xleave)
+
+
+def chrony_log_offsets(log: Path, xleave: bool) -> tuple[list[float], int]:
+    """Offsets of the wanted kind (interleaved or basic) in a chronyd ``measurements.log``, s,
+    and how many measurements were interleaved."""
     offsets: list[float] = []
     interleaved = 0
-    log = tmp / name / "measurements.log"
     for line in log.read_text().splitlines() if log.exists() else []:
         f = line.split()
         # date time ip L St 123 567 ABCD LP RP Score Offset ... Refid MTxRx (e.g. "4I K K").
@@ -135,16 +141,28 @@ def _chrony_client_offsets(
 
 async def _tsyncd_offsets(port: int, xleave: bool, seconds: float) -> list[float]:
     """tsyncd's per-source client path against 127.0.0.1:port, as the daemon drives it."""
-    now = time.time_ns()
-    assoc = NtpAssociation(
+    sock = NtpSourceSocket(name="bench", mode="server", ip="127.0.0.1", port=port)
+    return await drive_association(new_association(NtpAssociation, xleave), sock, xleave, seconds)
+
+
+def new_association(cls: type[_A], xleave: bool) -> _A:
+    """An association of ``cls`` polling at ``POLL``, starting now."""
+    return cls(
         min_poll=POLL,
         max_poll=POLL,
         iburst=False,
         precision_log2=measure_precision_log2(),
         rng=random.Random(),
-        now_ns=now,
+        now_ns=time.time_ns(),
         xleave=xleave,
     )
+
+
+async def drive_association(
+    assoc: NtpAssociation, sock: NtpSourceSocket, xleave: bool, seconds: float
+) -> list[float]:
+    """Poll through ``sock`` for ``seconds`` as the daemon does (Transmit re-read just before
+    sending, kernel TX stamps fed back); the offsets of samples of the wanted kind, s."""
     offsets: list[float] = []
 
     def on_reply(_name: str, data: bytes, rx_ns: int) -> None:
@@ -152,7 +170,6 @@ async def _tsyncd_offsets(port: int, xleave: bool, seconds: float) -> list[float
         if sample is not None and sample.interleaved == xleave:
             offsets.append(sample.offset_ns * 1e-9)
 
-    sock = NtpSourceSocket(name="bench", mode="server", ip="127.0.0.1", port=port)
     sock.open(on_reply, lambda _name, tx_ns: assoc.handle_tx_timestamp(tx_ns))
     end = time.monotonic() + seconds
     try:
@@ -163,7 +180,7 @@ async def _tsyncd_offsets(port: int, xleave: bool, seconds: float) -> list[float
             if data is None:
                 continue
             t1 = time.time_ns()
-            if sock.send(data):
+            if sock.send(assoc.stamp_transmit(data, t1)):
                 assoc.handle_sent(t1)
     finally:
         sock.close()
@@ -224,8 +241,30 @@ def _ratio(result: Result, results: list[Result]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.precision", description=__doc__)
-    parser.add_argument("--seconds", type=float, default=15.0, help="per measurement (5..60)")
+    return run_main(
+        argv,
+        prog="python -m bench.precision",
+        description=__doc__,
+        default_seconds=15.0,
+        run=run,
+        title="loopback",
+    )
+
+
+def run_main(
+    argv: Sequence[str] | None,
+    *,
+    prog: str,
+    description: str | None,
+    default_seconds: float,
+    run: Callable[[float], list[Result]],
+    title: str,
+) -> int:
+    """A precision benchmark's command line: ``--seconds``, ``--json``, the table."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument(
+        "--seconds", type=float, default=default_seconds, help="per measurement (5..60)"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
     seconds = min(60.0, max(5.0, args.seconds))
@@ -236,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps([{**asdict(r), "ratio_p95": _ratio(r, results)} for r in results]))
         return 0
     print(
-        f"loopback, poll {POLL}, {seconds:g} s per measurement; true offset 0; "
+        f"{title}, poll {POLL}, {seconds:g} s per measurement; true offset 0; "
         f"load average {load_before:.2f} before, {load_after:.2f} after"
     )
     print(

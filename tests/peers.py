@@ -46,6 +46,19 @@ def free_tcp_port() -> int:
     return free_port(socket.SOCK_STREAM)
 
 
+def peer_source_toml(our_port: int, peer_port: int, extra: str = "") -> str:
+    """tsyncd's config for a symmetric peer at 127.0.0.1:``peer_port``, from ``our_port``
+    (also a server's port), with ``extra`` source keys.  ``min-sources = 2`` keeps tsyncd on
+    its local stratum 9, so it and the peer never form a sync loop (chronyd would refuse
+    samples from a peer synchronized to it) and both keep measuring."""
+    return (
+        f"[synchronization]\nlocal-stratum = 9\nmin-sources = 2\n"
+        f'[[server]]\nlisten = "127.0.0.1:{our_port}"\n'
+        f'[[source]]\nmode = "peer"\naddress = "127.0.0.1:{peer_port}"\n'
+        f"local-port = {our_port}\nmin-poll = -2\nmax-poll = -2\n{extra}"
+    )
+
+
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 20.0) -> T:
     """Poll ``probe`` every 50 ms until it returns a truthy value; fail with ``what``."""
     deadline = time.monotonic() + timeout

@@ -304,6 +304,8 @@ def render_ntpdata(sources: Sequence[Mapping[str, Any]]) -> str:
             ("Total valid RX", _text(src.get("packets_received"))),
             ("Total dropped RX", _text(src.get("packets_dropped"))),
         ]
+        if src.get("interleaved_replies"):
+            rows.append(("Interleaved RX", _text(src.get("interleaved_replies"))))
         if src.get("broadcast_delay") is not None:
             rows.append(("Broadcast delay", format_seconds(src.get("broadcast_delay"), digits=6)))
         nts = src.get("nts")

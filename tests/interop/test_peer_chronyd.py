@@ -5,10 +5,9 @@ active packets in passive mode."""
 from __future__ import annotations
 
 import socket
-import textwrap
 from typing import Any
 
-from peers import Chronyd, Peers, free_udp_port, wait_for
+from peers import Chronyd, Peers, free_udp_port, peer_source_toml, wait_for
 
 from tsyncd.wire.ntp import Mode, NtpPacket, decode_ntp, encode_ntp
 
@@ -26,26 +25,7 @@ def test_symmetric_peers_measure_each_other(peers: Peers) -> None:
         f"port {chrony_port}\nbindaddress 127.0.0.1\nlocal stratum 10\nallow 127.0.0.1\n"
         f"peer 127.0.0.1 port {our_port} minpoll -2 maxpoll -2\n",
     )
-    # min-sources = 2: tsyncd stays on its local stratum, so the two never form a sync loop
-    # (chronyd would refuse samples from a peer synchronized to it) and both keep measuring.
-    tsyncd = peers.tsyncd(
-        "tsyncd-peer",
-        textwrap.dedent(
-            f"""
-            [synchronization]
-            local-stratum = 9
-            min-sources = 2
-            [[server]]
-            listen = "127.0.0.1:{our_port}"
-            [[source]]
-            mode = "peer"
-            address = "127.0.0.1:{chrony_port}"
-            local-port = {our_port}
-            min-poll = -2
-            max-poll = -2
-            """
-        ),
-    )
+    tsyncd = peers.tsyncd("tsyncd-peer", peer_source_toml(our_port, chrony_port))
 
     def measured() -> dict[str, Any] | None:
         rows = [r for r in tsyncd.ctl("peers") if r["reach"] & 0o17 == 0o17]

@@ -148,6 +148,7 @@ class NtpSourceSocket:
             packets_dropped=a.stats.packets_dropped + self.wrong_address,
             kiss_code=a.stats.kiss_code,
             interleaved=a.interleaved,
+            interleaved_replies=a.stats.interleaved_replies,
         )
 
 

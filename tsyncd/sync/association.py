@@ -372,7 +372,9 @@ class NtpAssociation:
         delay = max(t4_ns - t1_ns - server_busy, precision_ns)
         offset = (t2_minus_t1 + t3_minus_t4) // 2
         dispersion = (
-            _precision_ns(packet.precision) + precision_ns + (t4_ns - t1_ns) * PHI_PPM // 1_000_000
+            _precision_ns(packet.precision)
+            + precision_ns
+            + abs(t4_ns - t1_ns) * PHI_PPM // 1_000_000
         )
         self.reach |= 1
         self.stats.packets_received += 1

@@ -33,6 +33,7 @@ from tsyncd.sync.discipline import ClockAction, Discipline, Step
 from tsyncd.sync.filter import ClockFilter
 from tsyncd.sync.sample import Sample
 from tsyncd.sync.symmetric import SymmetricAssociation
+from tsyncd.sync.symmetric_xleave import InterleavedSymmetricAssociation
 from tsyncd.sync.system import Candidate, SystemDecision, SystemProcess
 
 _NS_PER_S: Final = 1_000_000_000
@@ -109,7 +110,7 @@ class SyncCore:
         state = SourceState(
             name=name,
             reference_id=reference_id,
-            association=_association_class(symmetric, broadcast_delay_ns)(
+            association=_association_class(symmetric, broadcast_delay_ns, xleave)(
                 min_poll=min_poll,
                 max_poll=max_poll,
                 iburst=iburst,
@@ -280,8 +281,13 @@ class SyncCore:
         return min(pending) if pending else None
 
 
-def _association_class(symmetric: bool, broadcast_delay_ns: int | None) -> type[NtpAssociation]:
-    """Client, symmetric active (``symmetric``) or broadcast client (a broadcast delay)."""
+def _association_class(
+    symmetric: bool, broadcast_delay_ns: int | None, xleave: bool = False
+) -> type[NtpAssociation]:
+    """Client, symmetric active (``symmetric``; interleaved with ``xleave``) or broadcast
+    client (a broadcast delay)."""
     if broadcast_delay_ns is not None:
         return BroadcastAssociation
-    return SymmetricAssociation if symmetric else NtpAssociation
+    if symmetric:
+        return InterleavedSymmetricAssociation if xleave else SymmetricAssociation
+    return NtpAssociation

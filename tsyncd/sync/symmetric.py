@@ -18,7 +18,8 @@ time.  Packets cross in flight, so a packet whose Origin is older (or 0: the pee
 us yet) is "bogus" for measuring but still updates ``p.org``/``p.rec``, so our next packet lets
 the peer measure (RFC 5905 A.5.1.1).  A matched Origin is then forgotten (``p.xmt = 0``), so a
 replay gives no second sample.  Reach, poll, KoD and the header tests are the client's
-(``NtpAssociation``); symmetric interleaved mode is not done (spec ntpv4.md §10 allows it).
+(``NtpAssociation``).  Symmetric interleaved mode (RFC 9769, ``xleave = true``) is the
+subclass in ``tsyncd/sync/symmetric_xleave.py``.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ class SymmetricAssociation(NtpAssociation):
         if self.state is AssociationState.DEMOBILIZED or self.next_deadline_ns() is None:
             return None
         super().handle_timer(now_ns)  # reach, poll backoff, counters, next deadline, T1
-        self._xmt = ntp64_from_unix_ns(now_ns)
+        origin, receive, transmit = self._packet_timestamps(now_ns)
         packet = NtpPacket(
             leap=self.leap,
             version=4,
@@ -78,11 +79,16 @@ class SymmetricAssociation(NtpAssociation):
             root_dispersion=self.root_dispersion,
             reference_id=self.reference_id,
             reference_ts=self.reference_ts,
-            origin_ts=self._org,
-            receive_ts=self._rec,
-            transmit_ts=self._xmt,
+            origin_ts=origin,
+            receive_ts=receive,
+            transmit_ts=transmit,
         )
         return encode_ntp(packet)
+
+    def _packet_timestamps(self, now_ns: int) -> tuple[int, int, int]:
+        """(Origin, Receive, Transmit) of the packet sent now: basic mode (RFC 5905 §9)."""
+        self._xmt = ntp64_from_unix_ns(now_ns)
+        return self._org, self._rec, self._xmt
 
     def stamp_transmit(self, data: bytes, t1_ns: int) -> bytes:
         """Put the clock read just before sending in the Transmit field: the peer takes it as

@@ -20,7 +20,7 @@ from tsyncctl.cli import cli
 from tsyncd.control.server import ControlServer
 from tsyncd.snapshots import NtsSourceSnapshot, SourceSnapshot
 
-PLAIN = dataclasses.replace(SELECTED, interleaved=True)
+PLAIN = dataclasses.replace(SELECTED, interleaved=True, interleaved_replies=12)
 NTS = dataclasses.replace(
     PLAIN,
     name="nts.example:4460",
@@ -28,6 +28,7 @@ NTS = dataclasses.replace(
     mode="nts",
     state="candidate",
     interleaved=False,
+    interleaved_replies=0,
     nts=NtsSourceSnapshot(
         ke_server="nts.example:4460",
         cookies=7,
@@ -77,7 +78,9 @@ def test_ntpdata_shows_every_source_with_its_details(sock: Path) -> None:
     assert plain["Offset"] == "+1.234500 ms" and plain["Delay"] == "3.100000 ms"
     assert plain["Poll interval"] == "6 (64 s)" and plain["Reach"] == "377"
     assert plain["Interleaved"] == "yes" and plain["Total dropped RX"] == "1"
+    assert plain["Interleaved RX"] == "12"
     assert "NTS AEAD" not in plain and "Broadcast delay" not in plain
+    assert "Interleaved RX" not in _block(result.stdout, "nts.example:4460")  # none counted
     nts = _block(result.stdout, "nts.example:4460")
     assert nts["NTS AEAD"] == "AES-SIV-CMAC-256" and nts["NTS cookies"] == "7"
     assert nts["NTS TLS group"] == "X25519MLKEM768" and nts["NTS last KE"] == "125s"
