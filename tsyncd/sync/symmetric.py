@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from tsyncd.sync.association import AssociationState, NtpAssociation
 from tsyncd.sync.sample import Sample
+from tsyncd.sync.sendlag import SendLag
 from tsyncd.wire.ntp import Leap, Mode, NtpPacket, encode_ntp, kiss_code
 from tsyncd.wire.timestamps import ntp64_from_unix_ns
 
@@ -43,6 +44,8 @@ class SymmetricAssociation(NtpAssociation):
     _org: int = 0  # peer's Transmit of the last packet received from it
     _rec: int = 0  # our receive time of that packet (raw NTP64)
     _xmt: int = 0  # our latest Transmit still waiting for its answer (0: none)
+    _lag: SendLag | None = None  # clock read to kernel TX stamp of our packets
+    _read_ns: int = 0  # the clock read of the packet in flight, until its TX stamp comes
 
     def set_announced(
         self,
@@ -91,13 +94,25 @@ class SymmetricAssociation(NtpAssociation):
         return self._org, self._rec, self._xmt
 
     def stamp_transmit(self, data: bytes, t1_ns: int) -> bytes:
-        """Put the clock read just before sending in the Transmit field: the peer takes it as
-        its T3, so every microsecond between ``handle_timer`` and the send would be an error
-        in the peer's measurement of us."""
+        """Put the clock read just before sending in the Transmit field, plus how long our
+        packets took from that read to their kernel TX stamps (``SendLag``, learnt in
+        ``handle_tx_timestamp``): the peer takes it as its T3, so every microsecond between
+        the read and the packet leaving is an error in the peer's measurement of us (about
+        40 µs through the event loop here: ``python -m bench.peer_xleave``, basic rows)."""
         if len(data) < 48 or self._xmt == 0 or data[40:48] != self._xmt.to_bytes(8, "big"):
             return data
-        self._xmt = ntp64_from_unix_ns(t1_ns)
+        if self._lag is None:
+            self._lag = SendLag()
+        self._read_ns = t1_ns
+        self._xmt = ntp64_from_unix_ns(t1_ns + self._lag.lag_ns)
         return data[:40] + self._xmt.to_bytes(8, "big") + data[48:]
+
+    def handle_tx_timestamp(self, tx_ns: int) -> None:
+        """The kernel's TX stamp of our latest packet: T1, and a measure of the send lag."""
+        super().handle_tx_timestamp(tx_ns)
+        if self._read_ns and self._lag is not None:
+            self._lag.observe(self._read_ns, tx_ns)
+            self._read_ns = 0
 
     def handle_reply(self, data: bytes, rx_ns: int) -> Sample | None:
         """Check a packet from the peer; a sample if it answers our latest packet."""

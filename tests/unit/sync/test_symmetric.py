@@ -110,3 +110,32 @@ def test_transmit_is_re_stamped_just_before_sending() -> None:
     sample = a.handle_reply(answer, T0 + S + ONE_WAY)
     assert sample is not None and abs(sample.offset_ns) <= 2  # matched the new Transmit
     assert a.stamp_transmit(b"short", T0) == b"short"
+
+
+def test_transmit_adds_the_send_lag_learnt_from_kernel_tx_stamps() -> None:
+    a, b = peer(1, 3), peer(2, 4)
+    lag = 37_000  # clock read to the kernel's TX stamp of each packet
+    now = T0
+    for _ in range(3):
+        data = a.handle_timer(now)
+        assert data is not None
+        data = a.stamp_transmit(data, now)
+        a.handle_sent(now)
+        a.handle_tx_timestamp(now + lag)
+        b.handle_reply(data, now + lag + ONE_WAY)
+        answer = b.handle_timer(now + S // 2)
+        assert answer is not None
+        a.handle_reply(answer, now + S // 2 + ONE_WAY)
+        now += S
+    # The first packet could only carry the read; later ones carry when they leave.
+    data = a.handle_timer(now)
+    assert data is not None
+    data = a.stamp_transmit(data, now)
+    assert decode_ntp(data).transmit_ts == ntp64_from_unix_ns(now + lag)
+    a.handle_sent(now)
+    a.handle_tx_timestamp(now + lag)
+    b.handle_reply(data, now + lag + ONE_WAY)
+    answer = b.handle_timer(now + S // 2)
+    assert answer is not None
+    sample = a.handle_reply(answer, now + S // 2 + ONE_WAY)
+    assert sample is not None and abs(sample.offset_ns) <= 2  # T1 is the kernel's stamp
