@@ -32,7 +32,7 @@ from tsyncd.servers import txstamp
 from tsyncd.servers.latetx import TRANSMIT_AT, pack_transmit_into, with_transmit
 from tsyncd.servers.mmsg import Iovec, MessageBatch, Msghdr, SingleMessage
 
-__all__ = ["LoneSend", "SocketLoneSend", "lone_send", "sockaddr_of"]
+__all__ = ["LoneSend", "SocketLoneSend", "address_send", "lone_send", "sockaddr_of"]
 
 # struct cmsghdr asking for this datagram's software TX stamp (txstamp.py)
 _TX_REQUEST: Final = struct.pack(
@@ -43,6 +43,7 @@ _TX_REQUEST: Final = struct.pack(
     txstamp.SOF_TIMESTAMPING_TX_SOFTWARE,
 )
 _CONTROL_LEN: Final = socket.CMSG_SPACE(4)
+_MAX_NAMES: Final = 4096  # addresses whose sockaddr is kept (stage_to: one per client)
 
 
 def sockaddr_of(address: tuple[Any, ...]) -> bytes:
@@ -69,9 +70,10 @@ def sockaddr_of(address: tuple[Any, ...]) -> bytes:
 
 
 class LoneSend:
-    """One reply at a time through ``sendmsg`` (ctypes), to senders ``batch`` received from."""
+    """One reply at a time through ``sendmsg`` (ctypes): to the sender of a datagram ``batch``
+    received (``stage``), or to an address tuple (``stage_to``: the event-loop server)."""
 
-    def __init__(self, batch: MessageBatch, fd: int, slot: int = 1024) -> None:
+    def __init__(self, fd: int, batch: MessageBatch | None = None, slot: int = 1024) -> None:
         self._batch = batch
         self._fd = fd
         self._sendmsg = ctypes.CDLL(None, use_errno=True).sendmsg
@@ -87,14 +89,18 @@ class LoneSend:
     def stage(self, i: int, response: bytes, stamped: bool) -> None:
         """Make ``response`` ready for the sender of the batch's ``i``-th datagram, asking for
         its TX stamp if ``stamped``."""
-        name, namelen = self._batch.name_of(i)
-        self._load(response)
-        hdr = self._hdr
-        hdr.name, hdr.namelen = name, namelen
-        if stamped:
-            hdr.control, hdr.controllen = ctypes.addressof(self._control), _CONTROL_LEN
-        else:
-            hdr.control, hdr.controllen = None, 0
+        assert self._batch is not None
+        self._stage(*self._batch.name_of(i), response, stamped)
+
+    def stage_to(self, address: tuple[Any, ...], response: bytes, stamped: bool) -> None:
+        """Make ``response`` ready for ``address`` (a numeric address tuple)."""
+        name = self._names.get(address)
+        if name is None:
+            if len(self._names) >= _MAX_NAMES:
+                self._names.clear()
+            raw = sockaddr_of(address)
+            name = self._names[address] = ctypes.create_string_buffer(raw, len(raw))
+        self._stage(ctypes.addressof(name), len(name), response, stamped)
 
     def send(self, transmit: int) -> bool:
         """Write the raw NTP ``transmit`` into the staged reply and send it; False if not sent."""
@@ -105,33 +111,37 @@ class LoneSend:
     def send_raw(self, address: tuple[Any, ...], payload: bytes) -> bool:
         """Send ``payload`` (at least a header long) to ``address`` through the same call as
         replies, with a made-up Transmit (for the send path's warm-up)."""
-        name = self._names.get(address)
-        if name is None:
-            raw = sockaddr_of(address)
-            name = self._names[address] = ctypes.create_string_buffer(raw, len(raw))
-        self._load(payload)
-        hdr = self._hdr
-        hdr.name, hdr.namelen = ctypes.addressof(name), len(name)
-        hdr.control, hdr.controllen = None, 0
+        self.stage_to(address, payload, False)
         return self.send(0)
 
-    def _load(self, data: bytes) -> None:
+    def _stage(self, name: int, namelen: int, data: bytes, stamped: bool) -> None:
         n = len(data)
         self._view[:n] = data
         self._iov.len = n
+        hdr = self._hdr
+        hdr.name, hdr.namelen = name, namelen
+        if stamped:
+            hdr.control, hdr.controllen = ctypes.addressof(self._control), _CONTROL_LEN
+        else:
+            hdr.control, hdr.controllen = None, 0
 
 
 class SocketLoneSend:
     """``LoneSend``'s interface over socket calls, for datagrams from ``SingleMessage``."""
 
-    def __init__(self, sock: socket.socket, single: SingleMessage) -> None:
+    def __init__(self, sock: socket.socket, single: SingleMessage | None = None) -> None:
         self._sock = sock
         self._single = single
         self._staged: tuple[bytes, Any, bool] = (b"", None, False)
 
     def stage(self, i: int, response: bytes, stamped: bool) -> None:
         """Keep ``response`` for the sender of the last datagram (``i`` is always 0)."""
-        self._staged = (response, self._single.address, stamped)
+        assert self._single is not None
+        self.stage_to(self._single.address, response, stamped)
+
+    def stage_to(self, address: tuple[Any, ...], response: bytes, stamped: bool) -> None:
+        """Keep ``response`` for ``address``."""
+        self._staged = (response, address, stamped)
 
     def send(self, transmit: int) -> bool:
         """Send the staged reply with ``transmit`` written in; False if not sent."""
@@ -157,5 +167,14 @@ class SocketLoneSend:
 def lone_send(io: MessageBatch | SingleMessage, sock: socket.socket) -> LoneSend | SocketLoneSend:
     """The lone-reply sender for the datagrams ``io`` receives on ``sock``."""
     if isinstance(io, MessageBatch):
-        return LoneSend(io, sock.fileno(), io.slot)
+        return LoneSend(sock.fileno(), io, io.slot)
     return SocketLoneSend(sock, io)
+
+
+def address_send(sock: socket.socket) -> LoneSend | SocketLoneSend:
+    """A lone-reply sender to address tuples on ``sock`` (``stage_to``), through ctypes where
+    the C library allows."""
+    try:
+        return LoneSend(sock.fileno())
+    except (OSError, AttributeError):
+        return SocketLoneSend(sock)

@@ -14,7 +14,8 @@ from typing import Any
 from tsyncd.clock.base import Clock
 from tsyncd.net.udp import Address, SocketOptions, TimestampedUdp, normalize_ip
 from tsyncd.servers import txstamp
-from tsyncd.servers.latetx import BASIC, SendLag, restamp
+from tsyncd.servers.latetx import BASIC, TRANSMIT_AT, SendLag, transmit_ntp
+from tsyncd.servers.lonesend import LoneSend, SocketLoneSend, address_send
 from tsyncd.servers.passive import is_symmetric_active, passive_reply
 from tsyncd.servers.responder import AccessList, NtpResponder, ResponseTemplate
 from tsyncd.servers.warmsend import SendWarmer
@@ -32,6 +33,7 @@ class NtpServer:
         self._tx_stamps = False
         self._lag = SendLag()
         self._warmer: SendWarmer | None = None  # with the socket (warmsend.py)
+        self._lone: LoneSend | SocketLoneSend | None = None  # basic replies (lonesend.py)
         self.passive_answered = 0  # symmetric active packets answered in mode 2
         self.symmetric_passive = False  # off: the responder drops mode 1 like other modes
 
@@ -50,7 +52,8 @@ class NtpServer:
         server = cls(responder or NtpResponder(access), clock)
         server._udp = TimestampedUdp.bind(host, port, server._on_datagram, options=options)
         server._tx_stamps = server._udp.timestamps.name == "kernel-timestamping"
-        server._warmer = SendWarmer(server._udp.sock)
+        server._lone = address_send(server._udp.sock)
+        server._warmer = SendWarmer(server._udp.sock, server._lone.send_raw)
         return server
 
     @property
@@ -83,24 +86,48 @@ class NtpServer:
         if response is None:
             log.debug("dropped request from %s: %s", address[0], reason)
             return
-        read = 0
-        if reason == BASIC:  # Transmit read right before sending, plus the lag (latetx.py)
-            if self._warmer is not None:
-                self._warmer.warm(rx_ns)  # after a quiet spell the send path is cold
-            read = time.time_ns()  # the host clock, which kernel stamps use
-            lag = self._lag.lag_for(read - rx_ns)
-            response = restamp(response, rx, clock.from_kernel_ns(read + lag))
-            want_tx = want_tx or self._lag.due(read)
+        if reason == BASIC and self._lone is not None:
+            self._send_basic(self._lone, response, address, rx_ns, rx, want_tx)
+            return
         sock = self._udp.sock
         if want_tx and self._tx_stamps:
             if txstamp.send_stamped(sock, response, address):
                 for payload, tx_ns in txstamp.read_stamps(sock):
-                    if read and payload == response:
-                        self._lag.observe(read, tx_ns, read - rx_ns)
                     self.responder.handle_tx_timestamp(payload, clock.from_kernel_ns(tx_ns))
         else:
             self._udp.sendto(response, address)
-        if read and self._warmer is not None:
+
+    def _send_basic(
+        self,
+        lone: LoneSend | SocketLoneSend,
+        response: bytes,
+        address: Address,
+        rx_ns: int,
+        rx: int,
+        want_tx: bool,
+    ) -> None:
+        """Send a basic reply with its Transmit read right before the system call, plus the
+        learnt lag (latetx.py): everything else is done before the read (lonesend.py)."""
+        assert self._udp is not None
+        clock, lag = self._clock, self._lag
+        if self._warmer is not None:
+            self._warmer.warm(rx_ns)  # after a quiet spell the send path is cold
+        before = time.time_ns()  # the host clock, which kernel stamps use
+        busy = before - rx_ns
+        stamped = self._tx_stamps and (want_tx or lag.due(before))
+        lone.stage_to(address, response, stamped)
+        lag_ns = lag.lag_for(busy)
+        shift = clock.from_kernel_ns(before) - before  # daemon minus host time
+        read = time.time_ns()
+        tx = read + lag_ns + shift
+        # After the Receive (RFC 9769: never equal to it).
+        if lone.send(transmit_ntp(tx if tx > rx else rx + 1)) and stamped:
+            head = response[:TRANSMIT_AT]
+            for payload, tx_ns in txstamp.read_stamps(self._udp.sock):
+                if payload[:TRANSMIT_AT] == head:
+                    lag.observe(read, tx_ns, busy)
+                self.responder.handle_tx_timestamp(payload, clock.from_kernel_ns(tx_ns))
+        if self._warmer is not None:
             self._warmer.sent(read)
 
     def set_template(self, template: ResponseTemplate) -> None:

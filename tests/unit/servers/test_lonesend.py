@@ -10,7 +10,7 @@ import struct
 import pytest
 
 from tsyncd.servers import txstamp
-from tsyncd.servers.lonesend import lone_send, sockaddr_of
+from tsyncd.servers.lonesend import LoneSend, SocketLoneSend, lone_send, sockaddr_of
 from tsyncd.servers.mmsg import MessageBatch, SingleMessage, address_of
 
 _TIMEOUT = struct.pack("@ll", 0, 500_000)
@@ -65,3 +65,24 @@ def test_sockaddr_of_inverts_address_of(address: tuple[object, ...]) -> None:
     back = address_of(sockaddr_of(address))
     host = str(back[0]).split("%", 1)[0]  # a scope comes back with the interface's name
     assert (host, *back[1:]) == address
+
+
+@pytest.mark.parametrize(
+    ("family", "host"), [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")]
+)
+@pytest.mark.parametrize("kind", ["ctypes", "socket"])
+def test_stage_to_an_address_tuple(family: int, host: str, kind: str) -> None:
+    with (
+        socket.socket(family, socket.SOCK_DGRAM) as server,
+        socket.socket(family, socket.SOCK_DGRAM) as client,
+    ):
+        server.bind((host, 0))
+        assert txstamp.enable(server)
+        client.bind((host, 0))
+        client.settimeout(1.0)
+        lone = LoneSend(server.fileno()) if kind == "ctypes" else SocketLoneSend(server)
+        for transmit in (7, 8):  # the second time from the cached sockaddr
+            lone.stage_to(client.getsockname(), b"b" * 40 + bytes(8), True)
+            assert lone.send(transmit)
+            assert client.recv(100) == b"b" * 40 + transmit.to_bytes(8, "big")
+            assert [p[:40] for p, _ns in txstamp.read_stamps(server)] == [b"b" * 40]
