@@ -12,9 +12,10 @@ that client's rate-limit bucket and interleaved timestamps (ARCHITECTURE.md, "Se
 The loop takes every queued request at once (``recvmmsg``, up to 32) and sends the batch's
 answers with one ``sendmmsg`` (``servers/mmsg.py``): fewer system calls and no address
 parsing per answer.  Basic answers get their Transmit read once, right before the batch is
-sent, plus the send lag learnt from the kernel's TX stamps of lone answers (``latetx.py``);
-interleaved clients, which want precision, get the kernel's own transmit stamp, sent one by
-one as before.
+sent, plus the send lag learnt from the kernel's TX stamps of lone answers (``latetx.py``).
+A lone answer (light load, where a client's precision shows) is made ready before that read
+and sent by itself, so only the system call follows the read (``lonesend.py``).  Interleaved
+clients, which want precision, get the kernel's own transmit stamp, sent one by one.
 
 The loop never waits on anything but its socket.  ``SO_RCVTIMEO`` bounds each receive
 (no extra ``poll`` per packet, as a Python socket timeout would cost), and every
