@@ -155,6 +155,8 @@ class MessageBatch:
         self._siview = memoryview(self._siov).cast("B")
         self._pristine = bytes(self._rview)  # the headers as set up, to restore after use
         self._namelens = [_NAME_LEN] * size
+        self._held_names = [-1] * size  # send header j's name: i << 8 | length (-1: none yet)
+        self._held_lens = [-1] * size  # send iovec j's length
         self._addresses: dict[int | bytes, tuple[Any, ...]] = {}
         self._received = 0
 
@@ -224,6 +226,9 @@ class MessageBatch:
         sview, siview, shview = self._sview, self._siview, self._shview
         slot, nbase, namelens = self.slot, self._nbase, self._namelens
         pack_len, pack_name, pack_tx = _SIZE.pack_into, _NAME.pack_into, pack_transmit_into
+        # What the send headers already hold: rewritten only where it changes (the usual batch
+        # answers request j from slot j, with replies of one length).
+        held_names, held_lens = self._held_names, self._held_lens
         j = 0
         for i, response, late in replies:
             n = len(response)
@@ -233,8 +238,13 @@ class MessageBatch:
             sview[start : start + n] = response
             if late:
                 pack_tx(sview, start + TRANSMIT_AT, transmit)
-            pack_len(siview, j * _IOV + _OFF_IOV_LEN, n)
-            pack_name(shview, j * _HDR, nbase + i * _NAME_LEN, namelens[i])
+            if held_lens[j] != n:
+                pack_len(siview, j * _IOV + _OFF_IOV_LEN, n)
+                held_lens[j] = n
+            name = i << 8 | namelens[i]
+            if held_names[j] != name:
+                pack_name(shview, j * _HDR, nbase + i * _NAME_LEN, namelens[i])
+                held_names[j] = name
             j += 1
         sent = start = 0
         while start < j:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 
 import pytest
 
@@ -40,6 +41,7 @@ def test_batch_matches_recvmsg(
             client.bind((source, 0))
             client.settimeout(1.0)
             target = "::1" if client_family == socket.AF_INET6 else "127.0.0.1"
+            _until_stamped(io, client, (target, port))
             for rnd in range(2):  # twice: the buffers must be ready again after a batch
                 for k in range(3):
                     client.sendto(bytes([k]) * (48 + k), (target, port))
@@ -64,9 +66,57 @@ def test_batch_matches_recvmsg(
                 io.receive()
 
 
+def _until_stamped(io: MessageBatch | SingleMessage, client: socket.socket, target: object) -> None:
+    """Wait until the kernel stamps arrivals: the first socket on a host to ask turns stamping
+    on through a deferred work item (``net_enable_timestamp``), so the very first datagrams
+    may come without a stamp (the workers then read the clock themselves)."""
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        client.sendto(b"p" * 48, target)
+        if all(rx is not None for _, _, rx in io.receive()):
+            return
+    pytest.fail("the kernel never stamped an arrival")
+
+
 def test_address_of_ipv6_with_scope() -> None:
     name = struct.pack("@H", socket.AF_INET6) + struct.pack("!HI", 123, 7)
     name += socket.inet_pton(socket.AF_INET6, "fe80::1") + struct.pack("@I", 1)
     host, port, flowinfo, scope = address_of(name)
     assert (port, flowinfo, scope) == (123, 7, 1)
     assert host == f"fe80::1%{socket.if_indextoname(1)}"
+
+
+def test_replies_to_some_requests_only_reach_their_senders() -> None:
+    """A dropped request shifts the replies after it to other send slots; the send headers
+    must name each reply's own sender, in that batch and in the next."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server:
+        server.bind(("127.0.0.1", 0))
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _TIMEOUT)
+        io = MessageBatch(server)
+        clients = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(3)]
+        try:
+            for k, client in enumerate(clients):
+                client.bind((f"127.0.0.{20 + k}", 0))
+                client.settimeout(0.2)
+            for skip in (0, None, 1, None):  # None: answer all
+                for client in clients:
+                    client.sendto(b"q" * 48, server.getsockname())
+                got: list[tuple[bytes, tuple[object, ...], int | None]] = []
+                while len(got) < 3:
+                    got += io.receive()
+                # Each reply is its sender's last address byte, as text, 24 times (48 bytes).
+                replies = [
+                    (i, str(a[0]).rsplit(".", 1)[1].encode() * 24, False)
+                    for i, (_d, a, _rx) in enumerate(got)
+                    if i != skip
+                ]
+                assert io.send(replies) == len(replies)
+                for k, client in enumerate(clients):
+                    if skip is not None and str(got[skip][1][0]) == f"127.0.0.{20 + k}":
+                        with pytest.raises(TimeoutError):
+                            client.recv(100)
+                    else:
+                        assert client.recv(100) == str(20 + k).encode() * 24
+        finally:
+            for client in clients:
+                client.close()
