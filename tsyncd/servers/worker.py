@@ -217,7 +217,6 @@ def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
                     replies.append((i, response, False))
             if not replies:
                 continue
-            transmit = 0
             if late and len(replies) == 1:
                 # A lone reply (light load, where precision shows): made ready before the clock
                 # read, so only the system call follows it (lonesend.py).
