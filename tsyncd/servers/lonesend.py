@@ -25,14 +25,24 @@ import ctypes
 import socket
 import struct
 import sys
+import time
+from collections.abc import Callable
 from typing import Any, Final
 
 from tsyncd.net.udp import SO_TIMESTAMPING
 from tsyncd.servers import txstamp
-from tsyncd.servers.latetx import TRANSMIT_AT, pack_transmit_into, with_transmit
+from tsyncd.servers.latetx import TRANSMIT_AT, pack_transmit_into, transmit_ntp, with_transmit
 from tsyncd.servers.mmsg import Iovec, MessageBatch, Msghdr, SingleMessage
+from tsyncd.sync.sendlag import SendLag
 
-__all__ = ["LoneSend", "SocketLoneSend", "address_send", "lone_send", "sockaddr_of"]
+__all__ = [
+    "LoneSend",
+    "SocketLoneSend",
+    "address_send",
+    "lone_send",
+    "send_staged",
+    "sockaddr_of",
+]
 
 # struct cmsghdr asking for this datagram's software TX stamp (txstamp.py)
 _TX_REQUEST: Final = struct.pack(
@@ -178,3 +188,33 @@ def address_send(sock: socket.socket) -> LoneSend | SocketLoneSend:
         return LoneSend(sock.fileno())
     except (OSError, AttributeError):
         return SocketLoneSend(sock)
+
+
+def send_staged(
+    lone: LoneSend | SocketLoneSend,
+    lag: SendLag,
+    sock: socket.socket,
+    response: bytes,
+    *,
+    stamped: bool,
+    busy_ns: int,
+    shift_ns: int,
+    after_ns: int,
+    on_stamp: Callable[[bytes, int], object],
+) -> int:
+    """Send the reply ``lone`` has staged (``response``, asking for its TX stamp if
+    ``stamped``): read the clock, add the lag predicted for ``busy_ns`` (the request's wait,
+    ``SendLag.lag_for``) and ``shift_ns`` (daemon minus host time), keep it after ``after_ns``
+    (RFC 9769: never equal to a Receive), send.  Then learn the lag from the reply's kernel TX
+    stamp, and hand every stamp read to ``on_stamp(payload, host ns)``.  The clock read (host
+    ns), for the warm-up's bookkeeping."""
+    lag_ns = lag.lag_for(busy_ns)
+    read = time.time_ns()
+    tx = read + lag_ns + shift_ns
+    if lone.send(transmit_ntp(tx if tx > after_ns else after_ns + 1)) and stamped:
+        head = response[:TRANSMIT_AT]
+        for payload, tx_ns in txstamp.read_stamps(sock):
+            if payload[:TRANSMIT_AT] == head:
+                lag.observe(read, tx_ns, busy_ns)
+            on_stamp(payload, tx_ns)
+    return read

@@ -14,8 +14,8 @@ from typing import Any
 from tsyncd.clock.base import Clock
 from tsyncd.net.udp import Address, SocketOptions, TimestampedUdp, normalize_ip
 from tsyncd.servers import txstamp
-from tsyncd.servers.latetx import BASIC, TRANSMIT_AT, SendLag, transmit_ntp
-from tsyncd.servers.lonesend import LoneSend, SocketLoneSend, address_send
+from tsyncd.servers.latetx import BASIC, SendLag
+from tsyncd.servers.lonesend import LoneSend, SocketLoneSend, address_send, send_staged
 from tsyncd.servers.passive import is_symmetric_active, passive_reply
 from tsyncd.servers.responder import AccessList, NtpResponder, ResponseTemplate
 from tsyncd.servers.warmsend import SendWarmer
@@ -113,20 +113,21 @@ class NtpServer:
         if self._warmer is not None:
             self._warmer.warm(rx_ns)  # after a quiet spell the send path is cold
         before = time.time_ns()  # the host clock, which kernel stamps use
-        busy = before - rx_ns
         stamped = self._tx_stamps and (want_tx or lag.due(before))
         lone.stage_to(address, response, stamped)
-        lag_ns = lag.lag_for(busy)
-        shift = clock.from_kernel_ns(before) - before  # daemon minus host time
-        read = time.time_ns()
-        tx = read + lag_ns + shift
-        # After the Receive (RFC 9769: never equal to it).
-        if lone.send(transmit_ntp(tx if tx > rx else rx + 1)) and stamped:
-            head = response[:TRANSMIT_AT]
-            for payload, tx_ns in txstamp.read_stamps(self._udp.sock):
-                if payload[:TRANSMIT_AT] == head:
-                    lag.observe(read, tx_ns, busy)
-                self.responder.handle_tx_timestamp(payload, clock.from_kernel_ns(tx_ns))
+        read = send_staged(
+            lone,
+            lag,
+            self._udp.sock,
+            response,
+            stamped=stamped,
+            busy_ns=before - rx_ns,
+            shift_ns=clock.from_kernel_ns(before) - before,
+            after_ns=rx,
+            on_stamp=lambda payload, tx_ns: self.responder.handle_tx_timestamp(
+                payload, clock.from_kernel_ns(tx_ns)
+            ),
+        )
         if self._warmer is not None:
             self._warmer.sent(read)
 

@@ -43,8 +43,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from tsyncd.servers import mmsg, txstamp
-from tsyncd.servers.latetx import BASIC, TRANSMIT_AT, SendLag, restamp, transmit_ntp
-from tsyncd.servers.lonesend import lone_send
+from tsyncd.servers.latetx import BASIC, SendLag, restamp, transmit_ntp
+from tsyncd.servers.lonesend import lone_send, send_staged
 from tsyncd.servers.ntskeys import KeyState
 from tsyncd.servers.pipe import Connection  # not multiprocessing's: it costs memory
 from tsyncd.servers.responder import AccessList, NtpResponder, ResponseTemplate, ServerPolicy
@@ -133,6 +133,10 @@ def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
     lag = SendLag()
     lone = lone_send(io, sock)
     warmer = SendWarmer(sock, lone.send_raw)
+
+    def on_stamp(payload: bytes, tx_ns: int) -> None:
+        responder.handle_tx_timestamp(payload, clock_map(tx_ns))  # the current clock map
+
     # Locals: attribute lookups are a measurable share of a packet's cost in this loop.
     receive, send = io.receive, io.send
     respond = responder.respond
@@ -226,24 +230,19 @@ def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
                 before = time_ns()
                 # A lone request's wait predicts the lag (latetx.py); some replies are sent
                 # stamped, to learn how long the send itself takes.
-                busy = before - (batch[0][2] or before) if len(batch) == 1 else -1
                 stamped = tx_stamps and lag.due(before)
                 lone.stage(i, response, stamped)
-                lag_ns = lag.lag_for(busy)
-                read = time_ns()
-                tx = read + lag_ns
-                if rate:
-                    d = tx - u0
-                    tx = v0 + d + d * rate // RATE_UNIT
-                else:
-                    tx += offset
-                # After the Receive (RFC 9769: never equal to it).
-                if lone.send(transmit_ntp(tx if tx > last_rx else last_rx + 1)) and stamped:
-                    head = response[:TRANSMIT_AT]
-                    for payload, tx_ns in txstamp.read_stamps(sock):
-                        if payload[:TRANSMIT_AT] == head:
-                            lag.observe(read, tx_ns, busy)
-                        responder.handle_tx_timestamp(payload, clock_map(tx_ns))
+                read = send_staged(
+                    lone,
+                    lag,
+                    sock,
+                    response,
+                    stamped=stamped,
+                    busy_ns=before - (batch[0][2] or before) if len(batch) == 1 else -1,
+                    shift_ns=clock_map(before) - before,  # the rate over µs: below 1 ns
+                    after_ns=last_rx,
+                    on_stamp=on_stamp,
+                )
                 warmer.sent(read)
                 continue
             transmit = 0

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from tsyncd.clock.measure import MeasureClock, VirtualClock
+from tsyncd.servers import lonesend as lonesend_mod
 from tsyncd.servers import ntp as ntp_mod
 from tsyncd.servers import txstamp
 from tsyncd.servers import worker as worker_mod
@@ -79,6 +80,7 @@ def test_event_loop_server_stamps_basic_reply_after_responding(
 ) -> None:
     host = SteppingTime()
     monkeypatch.setattr(ntp_mod, "time", types.SimpleNamespace(time_ns=host))
+    monkeypatch.setattr(lonesend_mod, "time", types.SimpleNamespace(time_ns=host))
 
     async def main() -> tuple[bytes, int]:
         clock = VirtualClock(host)  # no step or frequency: daemon time = host time
@@ -110,6 +112,7 @@ def test_worker_stamps_basic_reply_after_responding(
     monkeypatch.setattr(
         worker_mod, "time", types.SimpleNamespace(time_ns=host, monotonic=time.monotonic)
     )
+    monkeypatch.setattr(lonesend_mod, "time", types.SimpleNamespace(time_ns=host))
     responded_at: list[int] = []  # how many readings there were when the responder ran
 
     class Responder(NtpResponder):
