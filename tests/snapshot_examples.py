@@ -10,7 +10,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from tsyncd.snapshots import ServerStatsSnapshot, SourceSnapshot, SystemSnapshot
+from tsyncd.snapshots import (
+    NtsSourceSnapshot,
+    ServerStatsSnapshot,
+    SourceSnapshot,
+    SystemSnapshot,
+)
 
 SYSTEM = SystemSnapshot(
     synchronized=True,
@@ -70,6 +75,19 @@ UNREACHABLE = replace(
     packets_received=0,
     packets_dropped=0,
     kiss_code="RATE",
+)
+# An NTS source's state after two key exchanges.
+NTS_STATE = NtsSourceSnapshot(
+    ke_server="nts.example:4460",
+    cookies=7,
+    aead="AES-SIV-CMAC-256",
+    last_ke=125.0,
+    tls_group="X25519MLKEM768",
+    key_exchanges=2,
+    ke_failures=0,
+    last_error=None,
+    authenticated=38,
+    naks=1,
 )
 STATS = ServerStatsSnapshot(
     listen=["0.0.0.0:123", "[::]:123"],

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from tsyncctl import render
 from tsyncctl.client import ControlClient, ControlError
 from tsyncctl.query import QueryError, run_query
 from tsyncctl.tsq import tsq as tsq_commands
+from tsyncctl.waitsync import NoAnswer, SyncWanted, wait_for_sync
 from tsyncd import __version__
 
 DEFAULT_SOCKET = Path("/run/tsyncd/tsyncd.sock")
@@ -146,6 +148,30 @@ cli.add_command(peers, name="sources")
 
 
 @cli.command()
+@json_option
+@click.pass_context
+def authdata(ctx: click.Context, as_json: bool) -> None:
+    """How each source's packets are authenticated (like 'chronyc authdata'): NTS with its
+    cookies, AEAD, last key exchange and NAKs, or none."""
+    result = _expect(_call(ctx, "sources"), list, "sources")
+    if as_json:
+        _print_json(
+            [
+                {
+                    "name": src.get("name"),
+                    "address": src.get("address"),
+                    "mode": src.get("mode"),
+                    "auth": render.auth_kind(src),
+                    "nts": src.get("nts"),
+                }
+                for src in result
+            ]
+        )
+    else:
+        click.echo(render.render_authdata(result))
+
+
+@cli.command()
 @click.argument("names", nargs=-1, metavar="[NAME]...")
 @json_option
 @click.pass_context
@@ -190,6 +216,44 @@ def clients(ctx: click.Context, as_json: bool) -> None:
 def tracking(ctx: click.Context, as_json: bool) -> None:
     """The clock discipline: offsets, frequency, skew (like 'chronyc tracking')."""
     _show(ctx, "tracking", dict, as_json, render.render_tracking)
+
+
+@cli.command()
+@click.argument("max_tries", type=click.IntRange(min=0), default=0, required=False)
+@click.argument("max_correction", type=click.FloatRange(min=0.0), default=0.0, required=False)
+@click.argument("max_skew", type=click.FloatRange(min=0.0), default=0.0, required=False)
+@click.argument("interval", type=click.FloatRange(min=0.1), default=10.0, required=False)
+@click.pass_context
+def waitsync(
+    ctx: click.Context, max_tries: int, max_correction: float, max_skew: float, interval: float
+) -> None:
+    """Wait until the clock is synchronized, like 'chronyc waitsync': ask every INTERVAL
+    seconds (default 10) until tsyncd follows a real source, the correction it still has to
+    apply is at most MAX_CORRECTION seconds and the frequency's error bound at most MAX_SKEW
+    ppm (0: not checked), or until MAX_TRIES asks (0, the default: no limit).  Exits 0 once
+    synchronized, 1 when out of tries.
+    """
+
+    def tracking() -> dict[str, Any]:
+        try:
+            answer: dict[str, Any] = _expect(_call(ctx, "tracking"), dict, "tracking")
+        except ControlError as exc:
+            if exc.code is not None:  # the daemon answered with an error: asking again won't help
+                raise
+            raise NoAnswer(str(exc)) from None  # not up yet, or restarting: keep asking
+        return answer
+
+    wanted = SyncWanted(max_correction=max_correction, max_skew_ppm=max_skew)
+    synced = wait_for_sync(
+        tracking,
+        wanted,
+        max_tries=max_tries,
+        interval_s=interval,
+        sleep=time.sleep,
+        echo=click.echo,
+    )
+    if not synced:
+        raise CliError(f"not synchronized after {max_tries} tries")
 
 
 @cli.command()

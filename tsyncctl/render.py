@@ -249,6 +249,18 @@ def render_sources(sources: Sequence[Mapping[str, Any]]) -> str:
     return f"{table}\n\n{STATE_LEGEND}"
 
 
+def _nts_cells(nts: Mapping[str, Any]) -> list[str]:
+    """Cookies, AEAD, last NTS-KE, TLS group, key exchanges and NAKs of one NTS source."""
+    return [
+        _text(nts.get("cookies")),
+        _text(nts.get("aead")),
+        format_age(nts.get("last_ke")),
+        _text(nts.get("tls_group")),
+        _text(nts.get("key_exchanges")),
+        _text(nts.get("naks")),
+    ]
+
+
 def render_nts_sources(sources: Sequence[Mapping[str, Any]]) -> str | None:
     """A table of the NTS sources' state (cookies, AEAD, last NTS-KE, TLS group), or None."""
     rows = []
@@ -256,22 +268,32 @@ def render_nts_sources(sources: Sequence[Mapping[str, Any]]) -> str | None:
         nts = src.get("nts")
         if not isinstance(nts, Mapping):
             continue
-        rows.append(
-            [
-                _text(src.get("name")),
-                _text(nts.get("cookies")),
-                _text(nts.get("aead")),
-                format_age(nts.get("last_ke")),
-                _text(nts.get("tls_group")),
-                _text(nts.get("key_exchanges")),
-                _text(nts.get("naks")),
-                _text(nts.get("last_error")),
-            ]
-        )
+        rows.append([_text(src.get("name")), *_nts_cells(nts), _text(nts.get("last_error"))])
     if not rows:
         return None
     headers = ["NTS source", "Cookies", "AEAD", "Last KE", "TLS group", "KEs", "NAKs", "Error"]
     return render_table(headers, rows, right={1, 3, 5, 6})
+
+
+def auth_kind(src: Mapping[str, Any]) -> str | None:
+    """How a source's packets are authenticated: "NTS", "TLS" (TSQ, time over QUIC) or None."""
+    if isinstance(src.get("nts"), Mapping):
+        return "NTS"
+    return "TLS" if src.get("mode") == "tsq" else None
+
+
+def render_authdata(sources: Sequence[Mapping[str, Any]]) -> str:
+    """Every source with how its packets are authenticated, like ``chronyc authdata``: NTS
+    (with its cookies, AEAD and key exchanges), TLS or none (-)."""
+    rows = []
+    for src in sources:
+        nts = src.get("nts")
+        cells = _nts_cells(nts) if isinstance(nts, Mapping) else ["-"] * 6
+        rows.append([_text(src.get("name")), auth_kind(src) or "-", *cells])
+    if not rows:
+        return "no sources configured"
+    headers = ["Source", "Auth", "Cookies", "AEAD", "Last KE", "TLS group", "KEs", "NAKs"]
+    return render_table(headers, rows, right={2, 4, 6, 7})
 
 
 def render_ntpdata(sources: Sequence[Mapping[str, Any]]) -> str:

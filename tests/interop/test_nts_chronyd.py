@@ -85,6 +85,9 @@ def test_tsyncd_is_nts_client_of_chronyd(peers: Peers) -> None:
     assert nts["cookies"] >= 7  # refilled by each response (7 while a request is in flight)
     assert nts["authenticated"] >= 4 and nts["naks"] == 0 and nts["key_exchanges"] == 1
     assert nts["tls_group"] and nts["last_ke"] is not None
+    auth = client.ctl("authdata")  # chronyc authdata's view of the same source
+    assert [(a["name"], a["auth"]) for a in auth] == [(row["name"], "NTS")]
+    assert auth[0]["nts"]["cookies"] >= 7 and auth[0]["nts"]["aead"] == "AES-SIV-CMAC-256"
     status = client.ctl("status")
     assert status["synchronized"] is True and status["stratum"] == 6
     # chronyd's own count of authenticated NTP packets (serverstats field 8 in chrony 4.3).

@@ -10,7 +10,7 @@ import textwrap
 import urllib.request
 from pathlib import Path
 
-from peers import Peers, free_udp_port, wait_for
+from peers import Peers, Tsyncd, free_udp_port, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 from tsyncd.wire.ntp import Leap, Mode, NtpPacket, decode_ntp, encode_ntp
@@ -224,3 +224,37 @@ def test_tracking_sourcestats_burst_and_makestep(peers: Peers, tmp_path: Path) -
     assert skew_ppm >= 0 and abs(gain_ppm) <= 500
     tolerance = 5 * max(skew_ppm, last["skew_ppm"]) + 5
     assert abs(-gain_ppm - last["frequency_ppm"]) <= tolerance
+
+
+def test_waitsync_returns_once_the_client_follows_a_real_source(peers: Peers) -> None:
+    port = free_udp_port()
+    server = peers.tsyncd(
+        "server", f'[synchronization]\nlocal-stratum = 2\n[[server]]\nlisten = "127.0.0.1:{port}"\n'
+    )
+    client = peers.tsyncd("client", client_toml(port))
+
+    def waitsync(daemon: Tsyncd, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "tsyncctl", "-s", str(daemon.socket), "waitsync", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    # The server follows only its own local clock: that never counts as synchronized.
+    local = waitsync(server, "2", "0", "0", "0.1")
+    assert local.returncode == 1, local.stdout + local.stderr
+    assert [line.split(", ")[:2] for line in local.stdout.splitlines()] == [
+        ["try: 1", "refid: -"],
+        ["try: 2", "refid: -"],
+    ]
+    assert local.stderr == "tsyncctl: not synchronized after 2 tries\n"
+    # The client gets there within a few polls of 1/8 s; 300 tries of 0.1 s bound the wait.
+    synced = waitsync(client, "300", "0.01", "0", "0.1")
+    assert synced.returncode == 0, synced.stdout + synced.stderr
+    last = synced.stdout.splitlines()[-1]
+    assert "refid: 127.0.0.1" in last
+    correction = float(last.split("correction: ")[1].split(",")[0])
+    assert 0 <= correction <= 0.01
+    assert client.ctl("status")["synchronized"] is True

@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from loop_thread import serving
-from snapshot_examples import SELECTED
+from snapshot_examples import NTS_STATE, SELECTED
 
 from tsyncctl.cli import cli
 from tsyncd.control.server import ControlServer
-from tsyncd.snapshots import NtsSourceSnapshot, SourceSnapshot
+from tsyncd.snapshots import SourceSnapshot
 
 PLAIN = dataclasses.replace(SELECTED, interleaved=True, interleaved_replies=12)
 NTS = dataclasses.replace(
@@ -29,18 +29,7 @@ NTS = dataclasses.replace(
     state="candidate",
     interleaved=False,
     interleaved_replies=0,
-    nts=NtsSourceSnapshot(
-        ke_server="nts.example:4460",
-        cookies=7,
-        aead="AES-SIV-CMAC-256",
-        last_ke=125.0,
-        tls_group="X25519MLKEM768",
-        key_exchanges=2,
-        ke_failures=0,
-        last_error=None,
-        authenticated=38,
-        naks=1,
-    ),
+    nts=NTS_STATE,
 )
 BROADCAST = dataclasses.replace(
     PLAIN, name="[ff05::101]:123", address="[fd00::1]:123", mode="broadcast", broadcast_delay=5e-6
