@@ -4,7 +4,8 @@
 #   packaging/build-deb.sh OUTDIR
 #
 # The tree (git-tracked files plus untracked files git does not ignore) is copied to a
-# temporary directory, packaging/debian becomes debian/, the systemd files are placed where
+# temporary directory, packaging/debian becomes debian/, the systemd files (tsyncd.service,
+# tsyncd-wait.service, sysusers, tmpfiles) are placed where
 # dh_installsystemd/dh_installsysusers/dh_installtmpfiles look for them, and
 # `dpkg-buildpackage -us -uc -b` builds an unsigned binary package. Build output goes to
 # stderr; the last line on stdout is the path of the copied .deb.
@@ -31,7 +32,7 @@ repo=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
 [ -d "$repo/packaging/debian" ] || die "no packaging/debian under $repo"
 [ ! -e "$repo/debian" ] || die "$repo/debian exists; packaging/debian is the only source of truth"
 
-for f in systemd/tsyncd.service systemd/tsyncd.sysusers systemd/tsyncd.tmpfiles etc/tsyncd.toml; do
+for f in systemd/tsyncd.service systemd/tsyncd-wait.service systemd/tsyncd.sysusers systemd/tsyncd.tmpfiles etc/tsyncd.toml; do
 	[ -f "$repo/$f" ] || die "missing $f (it is packaged)"
 done
 
@@ -54,6 +55,8 @@ git -C "$repo" ls-files -z -c -o --exclude-standard |
 
 cp -a -- "$repo/packaging/debian" "$src/debian"
 cp -- "$repo/systemd/tsyncd.service" "$src/debian/tsyncd.service"
+# A second unit of package tsyncd: debhelper finds it as debian/tsyncd.tsyncd-wait.service.
+cp -- "$repo/systemd/tsyncd-wait.service" "$src/debian/tsyncd.tsyncd-wait.service"
 cp -- "$repo/systemd/tsyncd.sysusers" "$src/debian/tsyncd.sysusers"
 cp -- "$repo/systemd/tsyncd.tmpfiles" "$src/debian/tsyncd.tmpfiles"
 

@@ -168,6 +168,9 @@ def test_systemd_files_are_the_repos(members: set[str], extracted: Path) -> None
     )
     installed = {
         units[0]: REPO / "systemd" / "tsyncd.service",
+        units[0].replace("tsyncd.service", "tsyncd-wait.service"): REPO
+        / "systemd"
+        / "tsyncd-wait.service",
         "usr/lib/sysusers.d/tsyncd.conf": REPO / "systemd" / "tsyncd.sysusers",
         "usr/lib/tmpfiles.d/tsyncd.conf": REPO / "systemd" / "tsyncd.tmpfiles",
     }
@@ -195,6 +198,16 @@ def test_maintainer_scripts_create_user_then_state_then_start(control_dir: Path)
     assert -1 not in positions, postinst
     assert positions == sorted(positions), postinst
     assert "deb-systemd-invoke stop 'tsyncd.service'" in (control_dir / "prerm").read_text()
+
+
+def test_wait_unit_is_shipped_but_left_for_the_admin_to_enable(control_dir: Path) -> None:
+    postinst = (control_dir / "postinst").read_text()
+    # Kept enabled across upgrades if the admin enabled it; never enabled or started by us.
+    assert "deb-systemd-helper --quiet was-enabled 'tsyncd-wait.service'" in postinst
+    assert "deb-systemd-invoke $_dh_action 'tsyncd-wait.service'" not in postinst
+    enables = [line for line in postinst.splitlines() if "enable 'tsyncd-wait.service'" in line]
+    assert len(enables) == 1, enables  # the one under was-enabled
+    assert "deb-systemd-helper purge 'tsyncd-wait.service'" in (control_dir / "postrm").read_text()
 
 
 def run_packaged(extracted: Path, *argv: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:

@@ -40,6 +40,33 @@ def tool(name: str) -> str:
     return path
 
 
+def analyze(*args: str) -> subprocess.CompletedProcess[str]:
+    """``systemd-analyze ARGS`` (a missing tool fails the test)."""
+    return subprocess.run(
+        [tool("systemd-analyze"), *args], capture_output=True, text=True, timeout=30, check=False
+    )
+
+
+def runnable_copy(unit: Path, binary: str, directory: Path) -> Path:
+    """A copy of ``unit`` in ``directory`` whose ExecStart runs /bin/true instead of ``binary``
+    (absent unless the package is installed)."""
+    copy = directory / unit.name
+    text = unit.read_text()
+    assert f"ExecStart={binary} " in text
+    copy.write_text(text.replace(f"ExecStart={binary} ", "ExecStart=/bin/true "))
+    return copy
+
+
+def exposure(unit: Path) -> float:
+    """systemd's rating of a unit's sandbox: 0 (locked) .. 10 (unsafe)."""
+    result = analyze("security", "--offline=true", "--no-pager", str(unit))
+    match = re.search(
+        rf"Overall exposure level for {re.escape(unit.name)}: (\d+\.\d+)", result.stdout
+    )
+    assert match is not None, result.stdout + result.stderr
+    return float(match.group(1))
+
+
 def test_service_type_and_lifecycle() -> None:
     service = load_unit()["Service"]
     assert service["Type"] == "notify"
@@ -127,29 +154,11 @@ def test_user_and_state_directory_agree_across_files() -> None:
 
 
 def test_systemd_analyze_verify(tmp_path: Path) -> None:
-    analyze = tool("systemd-analyze")
-    # The unit as shipped names /usr/bin/tsyncd, absent unless the package is installed; a
-    # copy pointing at a binary that exists must verify with no complaint at all.
-    copy = tmp_path / "tsyncd.service"
-    text = SERVICE.read_text()
-    assert "ExecStart=/usr/bin/tsyncd " in text
-    copy.write_text(text.replace("ExecStart=/usr/bin/tsyncd ", "ExecStart=/bin/true "))
-    result = subprocess.run(
-        [analyze, "verify", "--man=no", str(copy)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    # A copy pointing at a binary that exists must verify with no complaint at all.
+    result = analyze("verify", "--man=no", str(runnable_copy(SERVICE, "/usr/bin/tsyncd", tmp_path)))
     assert (result.returncode, result.stdout + result.stderr) == (0, "")
 
-    shipped = subprocess.run(
-        [analyze, "verify", "--man=no", str(SERVICE)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    shipped = analyze("verify", "--man=no", str(SERVICE))
     complaints = [line for line in shipped.stderr.splitlines() if line.strip()]
     if Path("/usr/bin/tsyncd").exists():
         assert (shipped.returncode, complaints) == (0, [])
@@ -159,20 +168,9 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
 
 
 def test_systemd_analyze_security_exposure(tmp_path: Path) -> None:
-    """Guard the sandbox as a whole: systemd rates exposure 0 (locked) .. 10 (unsafe)."""
-    analyze = tool("systemd-analyze")
-    copy = tmp_path / "tsyncd.service"
-    copy.write_text(SERVICE.read_text().replace("/usr/bin/tsyncd ", "/bin/true "))
-    result = subprocess.run(
-        [analyze, "security", "--offline=true", "--no-pager", str(copy)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    match = re.search(r"Overall exposure level for tsyncd\.service: (\d+\.\d+)", result.stdout)
-    assert match is not None, result.stdout + result.stderr
-    assert float(match.group(1)) <= 3.0, result.stdout
+    """Guard the sandbox as a whole."""
+    copy = runnable_copy(SERVICE, "/usr/bin/tsyncd", tmp_path)
+    assert exposure(copy) <= 3.0
 
 
 @pytest.fixture
@@ -218,3 +216,33 @@ def test_sysusers_and_tmpfiles_apply_to_an_image(
     state = (image_root / "var" / "lib" / "tsyncd").stat()
     assert (state.st_uid, state.st_gid) == (int(uid), int(gid))
     assert state.st_mode & 0o7777 == 0o755
+
+
+WAIT_SERVICE = SYSTEMD_DIR / "tsyncd-wait.service"
+
+
+def test_wait_service_holds_time_sync_target_until_synchronized() -> None:
+    unit = load_unit(WAIT_SERVICE)
+    assert words(unit["Unit"]["After"]) == words(unit["Unit"]["Requires"]) == {"tsyncd.service"}
+    assert words(unit["Unit"]["Before"]) == words(unit["Unit"]["Wants"]) == {"time-sync.target"}
+    service = unit["Service"]
+    assert (service["Type"], service["RemainAfterExit"]) == ("oneshot", "yes")
+    assert service["TimeoutStartSec"] == "180"
+    assert unit["Install"]["WantedBy"] == "multi-user.target"
+
+
+def test_wait_service_command_is_one_tsyncctl_accepts() -> None:
+    from tsyncctl.cli import waitsync
+
+    argv = shlex.split(load_unit(WAIT_SERVICE)["Service"]["ExecStart"])
+    assert argv[:2] == ["/usr/bin/tsyncctl", "waitsync"]
+    params = waitsync.make_context("waitsync", argv[2:]).params
+    assert params == {"max_tries": 0, "max_correction": 0.1, "max_skew": 0.0, "interval": 1.0}
+
+
+def test_wait_service_verifies_and_is_locked_down(tmp_path: Path) -> None:
+    wait = runnable_copy(WAIT_SERVICE, "/usr/bin/tsyncctl", tmp_path)
+    daemon = runnable_copy(SERVICE, "/usr/bin/tsyncd", tmp_path)  # what its Requires= names
+    result = analyze("verify", "--man=no", str(wait), str(daemon))
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")
+    assert exposure(wait) <= 1.5  # it only reads tsyncd's control socket
