@@ -15,10 +15,15 @@ A packet from the peer is valid when its Origin is our latest Transmit (a basic 
 latest Receive field (an interleaved one; RFC 9769, as chronyd tells them apart), and only the
 first valid packet after each of ours counts.  An interleaved packet measures: T1 = our TX of our
 latest packet, T2 = its Receive (the peer's RX of that packet), T3 = its Transmit (the peer's
-precise TX of its previous packet), T4 = our RX of the previous valid packet — the RFC's set
-and chronyd's usual one (chronyd takes its previous T1/T2 instead where that makes the
-intervals ten times shorter; we do not).  T4 comes before T1 here, yet offset and delay keep
-their usual formulas.
+precise TX of its previous packet), T4 = our RX of the previous valid packet — the RFC's set.
+T4 comes before T1 here, yet offset and delay keep their usual formulas.
+
+Which T1/T2 (as chronyd chooses): the previous interleaved exchange's T1/T2 (our TX of the
+packet before, the peer's RX of it) pair with the same T3/T4 just as well, and where the peers'
+polls are close in phase they are much nearer in time to T4 than the latest ones are.  A sample
+spanning less time carries less of the frequency error between the two clocks (at 10 ppm, 1 µs
+per 0.1 s spanned), so the previous pair is used when our local interval T1' -> T4 is under a
+tenth of T4 -> T1 (chronyd's MAX_INTERLEAVED_L2L_RATIO, 0.1).
 
 Packet counting (RFC 9769; chronyd's ``peer ... xleave`` does the same): the precise Transmit we
 send is paired by the peer with its RX of our previous packet, which is only right if that
@@ -57,6 +62,7 @@ from tsyncd.wire.timestamps import ntp64_add_ns, ntp64_diff_ns, ntp64_from_unix_
 
 _XLEAVE_MAX_BASIC: Final = 4  # basic answers in a row to our interleaved packets: fall back
 _XLEAVE_RETRY_POLLS: Final = 16  # polls in fallback before one interleaved packet again
+_L2L_RATIO: Final = 10  # take the previous T1/T2 when T1' -> T4 is under 1/10 of T4 -> T1
 _MODES: Final = (Mode.SYMMETRIC_ACTIVE, Mode.SYMMETRIC_PASSIVE)
 _NTP64_MASK: Final = (1 << 64) - 1
 
@@ -75,6 +81,7 @@ class InterleavedSymmetricAssociation(SymmetricAssociation):
     _remote_tx: int = 0  # Transmit field of the last valid packet
     _valid_rx_ns: int | None = None  # our RX of the last valid packet
     _valid_usable: bool = False  # ... which passed the header tests (T4 of the next sample)
+    _prev_pair: tuple[int, int] | None = None  # (T1, T2) of the last valid interleaved packet
     _basic_answers: int = 0  # basic answers in a row to our interleaved packets
     _basic_polls: int = 0  # polls since we fell back to basic
 
@@ -148,14 +155,14 @@ class InterleavedSymmetricAssociation(SymmetricAssociation):
             # A second answer to the same packet (the peer polled twice): no sample, but our
             # next packet answers the newer one (as chronyd does).
             if ntp64_diff_ns(packet.transmit_ts, self._remote_tx) > 0:
-                self._take_valid(packet, rx_ns)
+                self._take_valid(packet, rx_ns, interleaved)
             self._drop("bogus")
             return None
         self._answered = True
         self._prev_tx_count, self._tx_count = self._tx_count, 0
         previous_rx_ns = self._valid_rx_ns if self._valid_usable else None
-        previous_remote_tx = self._remote_tx
-        self._take_valid(packet, rx_ns)
+        previous_remote_tx, previous_pair = self._remote_tx, self._prev_pair
+        self._take_valid(packet, rx_ns, interleaved)
         self.interleaved = interleaved
         if interleaved:
             self._basic_answers = self._basic_polls = 0
@@ -176,7 +183,12 @@ class InterleavedSymmetricAssociation(SymmetricAssociation):
             self._drop("interleaved_unpaired")
             return None
         else:
-            times = (self._t1_ns, packet.receive_ts, packet.transmit_ts, previous_rx_ns)
+            t1_ns, t2 = self._t1_ns, packet.receive_ts
+            if previous_pair is not None and _L2L_RATIO * (previous_rx_ns - previous_pair[0]) < (
+                t1_ns - previous_rx_ns
+            ):
+                t1_ns, t2 = previous_pair  # a shorter span: less of the frequency error
+            times = (t1_ns, t2, packet.transmit_ts, previous_rx_ns)
             if not self._plausible(packet, times, previous_remote_tx):
                 self._drop("interleaved_mismatch")
                 return None
@@ -193,10 +205,12 @@ class InterleavedSymmetricAssociation(SymmetricAssociation):
             return packet.transmit_ts
         return ntp64_add_ns(packet.receive_ts, 2 * poll_interval_ns(max(-7, packet.poll)))
 
-    def _take_valid(self, packet: NtpPacket, rx_ns: int) -> None:
-        """``packet`` is the last valid packet: our next interleaved packet answers it."""
+    def _take_valid(self, packet: NtpPacket, rx_ns: int, interleaved: bool) -> None:
+        """``packet`` is the last valid packet: our next interleaved packet answers it, and if
+        it is interleaved its T1/T2 may serve the next sample (chronyd: prev_local_tx)."""
         self._remote_rx, self._remote_tx = packet.receive_ts, packet.transmit_ts
         self._valid_rx_ns, self._valid_usable = rx_ns, False
+        self._prev_pair = (self._t1_ns, packet.receive_ts) if interleaved else None
 
     def _plausible(
         self, packet: NtpPacket, times: tuple[int, int, int, int], previous_remote_tx: int
@@ -206,7 +220,9 @@ class InterleavedSymmetricAssociation(SymmetricAssociation):
         same checks)."""
         t1_ns, t2, t3, t4_ns = times
         interval_ns = poll_interval_ns(max(-7, min(packet.poll, self.poll)))
-        if ntp64_diff_ns(t2, t3) <= 0:  # the peer got our packet after sending its previous
+        # The peer got our latest packet after sending its previous one (whichever T1/T2 the
+        # sample uses: the previous pair's T2 comes before T3 by design).
+        if ntp64_diff_ns(packet.receive_ts, packet.transmit_ts) <= 0:
             return False
         if (t4_ns - t1_ns) - ntp64_diff_ns(t3, t2) > interval_ns // 2:
             return False

@@ -53,15 +53,20 @@ class Side:
     """One peer, its clock offset from true time, and what it sent and measured."""
 
     assoc: SymmetricAssociation
-    clock_ns: int  # this peer's clock minus true time
+    clock_ns: int  # this peer's clock minus true time, at T0
     sent: list[NtpPacket] = field(default_factory=list)
     tx_ns: list[int] = field(default_factory=list)  # kernel TX stamps, own clock
     samples: list[Sample | None] = field(default_factory=list)
+    ppm: int = 0  # how much faster than true time this peer's clock runs
+
+    def clock(self, true_ns: int) -> int:
+        """This peer's clock reading at true time ``true_ns``."""
+        return true_ns + self.clock_ns + (true_ns - T0) * self.ppm // 1_000_000
 
 
 def send(side: Side, true_ns: int) -> tuple[bytes, int]:
     """Poll ``side`` at true time ``true_ns``; (packet, true time it leaves)."""
-    now = true_ns + side.clock_ns
+    now = side.clock(true_ns)
     data = side.assoc.handle_timer(now)
     assert data is not None
     data = side.assoc.stamp_transmit(data, now)
@@ -73,17 +78,19 @@ def send(side: Side, true_ns: int) -> tuple[bytes, int]:
 
 
 def deliver(side: Side, data: bytes, left_true_ns: int) -> Sample | None:
-    sample = side.assoc.handle_reply(data, left_true_ns + ONE_WAY + side.clock_ns)
+    sample = side.assoc.handle_reply(data, side.clock(left_true_ns + ONE_WAY))
     side.samples.append(sample)
     return sample
 
 
-def exchange_rounds(a: Side, b: Side, rounds: int, start: int = 0) -> None:
-    """A polls each second, B 300 ms later; every packet arrives."""
+def exchange_rounds(
+    a: Side, b: Side, rounds: int, start: int = 0, b_after_ns: int = 300_000_000
+) -> None:
+    """A polls each second, B ``b_after_ns`` later; every packet arrives."""
     for i in range(start, start + rounds):
         t = T0 + i * S
         deliver(b, *send(a, t))
-        deliver(a, *send(b, t + 300_000_000))
+        deliver(a, *send(b, t + b_after_ns))
 
 
 def is_exact(s: Sample, offset_ns: int) -> bool:
@@ -235,3 +242,25 @@ def test_core_mobilizes_the_interleaved_class_for_xleave_peers() -> None:
             xleave=xleave,
         )
         assert type(state.association) is cls
+
+
+def test_polls_close_in_phase_measure_over_the_shorter_span() -> None:
+    """B polls 10 ms after A with a clock 100 ppm fast.  A's latest T1/T2 come almost a
+    second after T3/T4, which would put 100 µs of frequency error in its delay; the previous
+    exchange's T1/T2 lie 10 ms before T4 (under a tenth of T4 -> T1), as chronyd picks them."""
+    ppm, after = 100, 10_000_000
+    a, b = Side(peer(1, 3), 0), Side(peer(2, 4), OFFSET, ppm=ppm)
+    exchange_rounds(a, b, 8, b_after_ns=after)
+    good_a = [s for s in a.samples if s is not None and s.interleaved]
+    good_b = [s for s in b.samples if s is not None and s.interleaved]
+    assert len(good_a) == 7 and len(good_b) == 6
+    # A's first interleaved sample has no earlier interleaved exchange to take T1/T2 from: it
+    # spans about a second, 100 µs of frequency error in its delay.
+    assert abs(good_a[0].delay_ns - 2 * ONE_WAY - 100_000) <= 1_500
+    # The rest span 10 ms: within its error (1 µs at 100 ppm).  B's own polls come 10 ms after
+    # A's packets, so its latest T1/T2 are already the close ones.
+    assert all(abs(s.delay_ns - 2 * ONE_WAY) <= 1_500 for s in good_a[1:] + good_b)
+    for s in good_a[1:]:
+        # B minus A near the exchange measured (a round before this packet), drifting 100 µs/s
+        drift = (s.local_rx_ns - T0 - S) * ppm // 1_000_000
+        assert abs(s.offset_ns - (OFFSET + drift)) <= 2_000, (s.offset_ns, OFFSET + drift)
