@@ -231,6 +231,20 @@ class Chronyd:
         """``chronyc -c sources`` rows: mode, state, address, stratum, poll, reach, ..."""
         return [line.split(",") for line in self.chronyc("sources").splitlines() if line]
 
+    def ntpdata(self, address: str = "127.0.0.1") -> list[str] | None:
+        """The ``chronyc -c ntpdata`` row of the source at ``address`` (columns: NTPDATA_*)."""
+        rows = [line.split(",") for line in self.chronyc("ntpdata").splitlines() if line]
+        rows = [r for r in rows if len(r) > NTPDATA_VALID_RX and r[0] == address]
+        return rows[0] if rows else None
+
+
+# `chronyc -c ntpdata` CSV columns the tests read (chrony 4.x order).
+NTPDATA_MODE = 7
+NTPDATA_OFFSET = 18
+NTPDATA_DELAY = 19
+NTPDATA_INTERLEAVED = 26
+NTPDATA_VALID_RX = 32
+
 
 @dataclass
 class Tsyncd:

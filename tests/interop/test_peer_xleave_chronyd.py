@@ -13,14 +13,19 @@ import subprocess
 import sys
 from typing import Any
 
-from peers import Chronyd, Peers, Tsyncd, free_udp_port, peer_source_toml, wait_for
-
-# `chronyc -c ntpdata` CSV columns we read (chrony 4.x order).
-_NTPDATA_MODE = 7
-_NTPDATA_OFFSET = 18
-_NTPDATA_DELAY = 19
-_NTPDATA_INTERLEAVED = 26
-_NTPDATA_VALID_RX = 32
+from peers import (
+    NTPDATA_DELAY,
+    NTPDATA_INTERLEAVED,
+    NTPDATA_MODE,
+    NTPDATA_OFFSET,
+    NTPDATA_VALID_RX,
+    Chronyd,
+    Peers,
+    Tsyncd,
+    free_udp_port,
+    peer_source_toml,
+    wait_for,
+)
 
 
 def _pair(peers: Peers, chrony_xleave: bool) -> tuple[Chronyd, Tsyncd, int]:
@@ -33,12 +38,6 @@ def _pair(peers: Peers, chrony_xleave: bool) -> tuple[Chronyd, Tsyncd, int]:
     )
     tsyncd = peers.tsyncd("tsyncd-peer", peer_source_toml(our_port, chrony_port, "xleave = true\n"))
     return chrony, tsyncd, chrony_port
-
-
-def _ntpdata(chrony: Chronyd) -> list[str] | None:
-    rows = [line.split(",") for line in chrony.chronyc("ntpdata").splitlines() if line]
-    rows = [r for r in rows if len(r) > _NTPDATA_VALID_RX and r[0] == "127.0.0.1"]
-    return rows[0] if rows else None
 
 
 def _our_row(tsyncd: Tsyncd, enough: int) -> dict[str, Any] | None:
@@ -62,13 +61,13 @@ def test_xleave_peers_interleave_both_ways(peers: Peers) -> None:
     assert row["interleaved_replies"] * 2 >= row["packets_received"]
 
     def interleaved_there() -> list[str] | None:
-        r = _ntpdata(chrony)
-        return r if r and r[_NTPDATA_INTERLEAVED] == "Yes" and int(r[_NTPDATA_VALID_RX]) else None
+        r = chrony.ntpdata()
+        return r if r and r[NTPDATA_INTERLEAVED] == "Yes" and int(r[NTPDATA_VALID_RX]) else None
 
     theirs = wait_for("chronyd to see tsyncd's packets as interleaved", interleaved_there, 30)
-    assert theirs[_NTPDATA_MODE] == "Symmetric active"
-    assert abs(float(theirs[_NTPDATA_OFFSET])) < 1e-3  # chronyd's last offset of tsyncd, s
-    assert 0 < float(theirs[_NTPDATA_DELAY]) < 1e-3
+    assert theirs[NTPDATA_MODE] == "Symmetric active"
+    assert abs(float(theirs[NTPDATA_OFFSET])) < 1e-3  # chronyd's last offset of tsyncd, s
+    assert 0 < float(theirs[NTPDATA_DELAY]) < 1e-3
     human = subprocess.run(
         [sys.executable, "-m", "tsyncctl", "-s", str(tsyncd.socket), "ntpdata"],
         capture_output=True,
@@ -86,17 +85,17 @@ def test_xleave_peer_falls_back_to_basic_without_chronyd_xleave(peers: Peers) ->
     chrony, tsyncd, _ = _pair(peers, chrony_xleave=False)
 
     def measured_both_ways() -> tuple[dict[str, Any], list[str]] | None:
-        ours, theirs = _our_row(tsyncd, 8), _ntpdata(chrony)
-        if ours is None or theirs is None or int(theirs[_NTPDATA_VALID_RX]) < 8:
+        ours, theirs = _our_row(tsyncd, 8), chrony.ntpdata()
+        if ours is None or theirs is None or int(theirs[NTPDATA_VALID_RX]) < 8:
             return None
         return ours, theirs
 
     ours, theirs = wait_for("both peers to measure in basic mode", measured_both_ways, 30)
     assert ours["interleaved"] is False and ours["interleaved_replies"] == 0
     assert isinstance(ours["offset"], float) and abs(ours["offset"]) < 1e-3
-    assert theirs[_NTPDATA_INTERLEAVED] == "No"
-    assert abs(float(theirs[_NTPDATA_OFFSET])) < 1e-3
-    assert 0 < float(theirs[_NTPDATA_DELAY]) < 1e-3
+    assert theirs[NTPDATA_INTERLEAVED] == "No"
+    assert abs(float(theirs[NTPDATA_OFFSET])) < 1e-3
+    assert 0 < float(theirs[NTPDATA_DELAY]) < 1e-3
 
 
 def test_two_tsyncd_xleave_peers_interleave(peers: Peers) -> None:

@@ -68,21 +68,17 @@ class NtpServer:
     def _on_datagram(self, data: bytes, address: Address, rx_ns: int) -> None:
         assert self._udp is not None
         clock = self._clock
-        if self.symmetric_passive and is_symmetric_active(data):  # answer a peer in mode 2
-            _, reply = passive_reply(
-                data,
-                self.responder,
-                normalize_ip(str(address[0])),
-                clock.from_kernel_ns(rx_ns),
-                clock.now_ns(),
-            )
-            if reply is not None and self._udp.sendto(reply, address):
-                self.passive_answered += 1
-            return
         rx = clock.from_kernel_ns(rx_ns)
-        reason, response, want_tx = self.responder.respond(
-            data, str(address[0]), rx, clock.now_ns()
-        )
+        if self.symmetric_passive and is_symmetric_active(data):
+            # A peer in mode 2, sent as a client's reply is (late Transmit or kernel TX stamp).
+            reason, response, want_tx = passive_reply(
+                data, self.responder, normalize_ip(str(address[0])), rx, clock.now_ns()
+            )
+            self.passive_answered += response is not None
+        else:
+            reason, response, want_tx = self.responder.respond(
+                data, str(address[0]), rx, clock.now_ns()
+            )
         if response is None:
             log.debug("dropped request from %s: %s", address[0], reason)
             return

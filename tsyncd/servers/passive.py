@@ -3,7 +3,8 @@
 A peer configured with ``peer <us>`` (chrony, ntpd) sends mode 1 packets to our server port.
 Like chrony, we keep no association for it: each packet gets, at once and statelessly, exactly
 the answer a client request would get (same access list, counters and policy of the server's
-responder, same template), with the mode changed to 2, so the peer can measure us.  The
+responder, same template, interleaved answers included), with the mode changed to 2, so the
+peer can measure us.  The
 responder never answers with more bytes than it got (RFC 8633: no amplification).
 """
 
@@ -22,10 +23,17 @@ def is_symmetric_active(data: bytes) -> bool:
 
 def passive_reply(
     data: bytes, responder: NtpResponder, peer: IPAddress, rx_ns: int, tx_ns: int
-) -> tuple[str, bytes | None]:
-    """(reason, mode 2 answer or None) for a symmetric active packet."""
+) -> tuple[str, bytes | None, bool]:
+    """(reason, mode 2 answer or None, whether to send it with a kernel TX stamp for the
+    responder) for a symmetric active packet, as ``NtpResponder.respond`` decides for a client.
+
+    A peer in symmetric interleaved mode (chronyd's ``peer ... xleave``) names our Receive
+    stamp of its previous packet as its Origin, exactly as an interleaving client does, so the
+    responder answers it interleaved with the kernel's TX stamp of our previous answer (chrony's
+    stateless passive answers do the same, RFC 9769)."""
     as_client = bytes([(data[0] & ~_MODE_MASK) | Mode.CLIENT]) + data[1:]
-    reason, response = responder.handle_request(as_client, peer, rx_ns, tx_ns)
+    reason, response, want_tx = responder.respond(as_client, str(peer), rx_ns, tx_ns)
     if response is None or response[0] & _MODE_MASK != Mode.SERVER:
-        return reason, None
-    return reason, bytes([(response[0] & ~_MODE_MASK) | Mode.SYMMETRIC_PASSIVE]) + response[1:]
+        return reason, None, False
+    passive = bytes([(response[0] & ~_MODE_MASK) | Mode.SYMMETRIC_PASSIVE]) + response[1:]
+    return reason, passive, want_tx

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
-import random
+
+from symmetric_peers import T0, S, symmetric_peer
 
 from tsyncd.servers.passive import is_symmetric_active, passive_reply
 from tsyncd.servers.responder import AccessList, NtpResponder, ResponseTemplate
@@ -11,25 +12,12 @@ from tsyncd.sync.symmetric import SymmetricAssociation
 from tsyncd.wire.ntp import Leap, Mode, NtpPacket, decode_ntp, encode_ntp
 from tsyncd.wire.timestamps import ntp64_from_unix_ns
 
-S = 1_000_000_000
-T0 = 1_800_000_000 * S
 OFFSET = 400_000  # B's clock minus A's, ns
 ONE_WAY = 30_000
 
 
-def peer(seed: int, stratum: int) -> SymmetricAssociation:
-    a = SymmetricAssociation(
-        min_poll=0, max_poll=0, iburst=False, precision_log2=-20, rng=random.Random(seed), now_ns=T0
-    )
-    a.set_announced(
-        leap=Leap.NONE,
-        stratum=stratum,
-        root_delay=0,
-        root_dispersion=0,
-        reference_id=0x7F000001,
-        reference_ts=ntp64_from_unix_ns(T0 - S),
-    )
-    return a
+def peer(seed: int, stratum: int, *, xleave: bool = False) -> SymmetricAssociation:
+    return symmetric_peer(seed, stratum, xleave=xleave)
 
 
 def test_peers_measure_each_other_with_crossing_polls() -> None:
@@ -84,7 +72,7 @@ def test_passive_reply_answers_symmetric_active_only() -> None:
     responder = NtpResponder(AccessList((), ()))
     responder.template = ResponseTemplate(leap=Leap.NONE, stratum=8, precision=-20)
     peer_ip = ipaddress.ip_address("127.0.0.1")
-    reason, reply = passive_reply(active, responder, peer_ip, T0 + ONE_WAY, T0 + ONE_WAY + 1000)
+    reason, reply, _ = passive_reply(active, responder, peer_ip, T0 + ONE_WAY, T0 + ONE_WAY + 1000)
     assert reason == "answered" and reply is not None and len(reply) <= len(active)
     answer = decode_ntp(reply)
     assert answer.mode == Mode.SYMMETRIC_PASSIVE and answer.stratum == 8
@@ -93,7 +81,42 @@ def test_passive_reply_answers_symmetric_active_only() -> None:
     assert sample is not None and abs(sample.offset_ns) <= 2
     assert not is_symmetric_active(encode_ntp(NtpPacket(mode=Mode.CLIENT, transmit_ts=1)))
     denied = NtpResponder(AccessList((), (ipaddress.ip_network("127.0.0.0/8"),)))
-    assert passive_reply(active, denied, peer_ip, T0, T0) == ("denied", None)
+    assert passive_reply(active, denied, peer_ip, T0, T0) == ("denied", None, False)
+
+
+def test_passive_answers_interleave_with_an_interleaving_peer() -> None:
+    """A peer in symmetric interleaved mode (chronyd ``peer ... xleave``) gets, from our
+    stateless mode 2 answers, the kernel TX stamp of our previous answer, as a client would."""
+    lag = 20_000  # our clock read before sending -> the kernel's TX stamp
+    a = peer(1, 3, xleave=True)
+    responder = NtpResponder(AccessList((), ()))
+    responder.template = ResponseTemplate(leap=Leap.NONE, stratum=8, precision=-20)
+    peer_ip = ipaddress.ip_address("127.0.0.1")
+    samples = []
+    for i in range(6):
+        t = T0 + i * S
+        data = a.handle_timer(t)
+        assert data is not None
+        data = a.stamp_transmit(data, t)
+        a.handle_sent(t)
+        a.handle_tx_timestamp(t)  # the peer's kernel stamp
+        rx = t + ONE_WAY
+        reason, reply, want_tx = passive_reply(data, responder, peer_ip, rx, rx + 1000)
+        assert reply is not None
+        # Stamp our answer once the peer's packets carry a Receive field (from its second on).
+        assert want_tx == (i > 0)
+        tx = rx + 1000 + lag  # when the kernel says our answer left
+        if want_tx:
+            assert responder.handle_tx_timestamp(reply, tx)
+        samples.append((reason, a.handle_reply(reply, tx + ONE_WAY)))
+    reasons = [reason for reason, _ in samples]
+    assert reasons[:2] == ["answered", "answered"] and set(reasons[2:]) == {"interleaved"}
+    interleaved = [s for _, s in samples[2:] if s is not None]
+    assert len(interleaved) >= 3 and all(s.interleaved for s in interleaved)
+    # Exact with both kernel stamps: a basic answer's Transmit (before the lag) is not.
+    assert all(abs(s.offset_ns) <= 2 and abs(s.delay_ns - 2 * ONE_WAY) <= 2 for s in interleaved)
+    basic = samples[1][1]
+    assert basic is not None and abs(basic.offset_ns) >= lag // 2 - 2
 
 
 def test_transmit_is_re_stamped_just_before_sending() -> None:

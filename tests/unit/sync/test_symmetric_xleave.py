@@ -8,44 +8,22 @@ import dataclasses
 import random
 from dataclasses import dataclass, field
 
+from symmetric_peers import T0, S, announce, symmetric_peer
+
 from tsyncd.sync.core import SyncCore
 from tsyncd.sync.sample import Sample
 from tsyncd.sync.symmetric import SymmetricAssociation
 from tsyncd.sync.symmetric_xleave import InterleavedSymmetricAssociation
-from tsyncd.wire.ntp import Leap, NtpPacket, decode_ntp, encode_ntp
+from tsyncd.wire.ntp import NtpPacket, decode_ntp, encode_ntp
 from tsyncd.wire.timestamps import ntp64_from_unix_ns
 
-S = 1_000_000_000
-T0 = 1_800_000_000 * S
 OFFSET = 400_000  # B's clock minus A's (= true time), ns
 ONE_WAY = 30_000  # ns
 LAG = 20_000  # from the clock read before sending to the kernel's TX stamp, ns
 
 
 def peer(seed: int, stratum: int, *, xleave: bool = True) -> SymmetricAssociation:
-    cls = InterleavedSymmetricAssociation if xleave else SymmetricAssociation
-    a = cls(
-        min_poll=0,
-        max_poll=0,
-        iburst=False,
-        precision_log2=-20,
-        rng=random.Random(seed),
-        now_ns=T0,
-        xleave=xleave,
-    )
-    announce(a, stratum)
-    return a
-
-
-def announce(a: SymmetricAssociation, stratum: int) -> None:
-    a.set_announced(
-        leap=Leap.NONE if stratum < 16 else Leap.UNSYNCHRONIZED,
-        stratum=stratum,
-        root_delay=0,
-        root_dispersion=0,
-        reference_id=0x7F000001,
-        reference_ts=ntp64_from_unix_ns(T0 - S),
-    )
+    return symmetric_peer(seed, stratum, xleave=xleave)
 
 
 @dataclass
