@@ -8,8 +8,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 from netns import NetnsPeers, private_network
 from peers import Peers
+
+# The property tests' parsers and codecs run a few hundred examples each in the suite; a longer
+# hunt for inputs that crash them: python -m pytest tests/property --hypothesis-profile=fuzz
+settings.register_profile("fuzz", max_examples=30_000, deadline=None)
 
 
 @pytest.fixture

@@ -26,7 +26,8 @@ from tsyncd.wire.timestamps import (
     unix_ns_from_ntp64,
 )
 
-EXAMPLES = settings(max_examples=300, deadline=None)
+# 300 examples in the suite, more under --hypothesis-profile=fuzz (tests/conftest.py)
+EXAMPLES = settings(max_examples=max(300, settings.default.max_examples), deadline=None)
 
 u32 = st.integers(0, 2**32 - 1)
 u64 = st.integers(0, 2**64 - 1)

@@ -25,7 +25,8 @@ from tsyncd.wire.ntske import (
     encode_response,
 )
 
-EXAMPLES = settings(max_examples=300, deadline=None)
+# 300 examples in the suite, more under --hypothesis-profile=fuzz (tests/conftest.py)
+EXAMPLES = settings(max_examples=max(300, settings.default.max_examples), deadline=None)
 KEYS = KeySet(1, bytes(32), 86400)
 SESSION = CookieContents(aead_id=15, c2s=b"c" * 32, s2c=b"s" * 32)
 

@@ -15,7 +15,8 @@ from tsyncd.wire.tsq import (
     encode_response,
 )
 
-EXAMPLES = settings(max_examples=400, deadline=None)
+# 400 examples in the suite, more under --hypothesis-profile=fuzz (tests/conftest.py)
+EXAMPLES = settings(max_examples=max(400, settings.default.max_examples), deadline=None)
 
 
 def _tlv_soup() -> st.SearchStrategy[bytes]:
