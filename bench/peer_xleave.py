@@ -33,9 +33,9 @@ from typing import Final
 
 from bench.precision import (
     POLL,
+    Pool,
     Result,
     _chronyd,
-    _summary,
     chrony_log_offsets,
     drive_association,
     new_association,
@@ -83,29 +83,32 @@ async def _tsyncd_peer_offsets(
     return await drive_association(assoc, sock, xleave, seconds)
 
 
-def run(seconds: float) -> list[Result]:
-    """Every measurement, in order; about 4 x ``seconds`` plus start-up."""
-    results: list[Result] = []
+def run(seconds: float, rounds: int = 1) -> list[Result]:
+    """Every measurement, ``rounds`` times, pooled per row; about 4 x ``seconds`` per round
+    plus start-up."""
+    pool = Pool()
     with tempfile.TemporaryDirectory(prefix="tsyncd-peer-") as tmp_text:
         tmp = Path(tmp_text)
-        for mode in ("basic", "xleave"):
-            xleave = mode == "xleave"
-            a, b = free_port(), free_port()
-            with (
-                running(_chrony_peer(tmp, f"a-{mode}", a, b, xleave), tmp / f"a-{mode}.log"),
-                running(_chrony_peer(tmp, f"b-{mode}", b, a, xleave), tmp / f"b-{mode}.log"),
-            ):
-                time.sleep(seconds)
-            offsets, _ = chrony_log_offsets(tmp / f"a-{mode}" / "measurements.log", xleave)
-            results.append(_summary("chronyd -> chronyd", mode, offsets))
-            ours, theirs = free_port(), free_port()
-            name = f"c-{mode}"
-            with running(_chrony_peer(tmp, name, theirs, ours, xleave), tmp / f"{name}.log"):
-                offsets = asyncio.run(_tsyncd_peer_offsets(ours, theirs, xleave, seconds))
-            results.append(_summary("tsyncd -> chronyd", mode, offsets))
-            offsets, _ = chrony_log_offsets(tmp / name / "measurements.log", xleave)
-            results.append(_summary("chronyd -> tsyncd", mode, offsets))
-    return results
+        for r in range(rounds):
+            for mode in ("basic", "xleave"):
+                xleave = mode == "xleave"
+                a, b = free_port(), free_port()
+                pair_a, pair_b = f"a-{mode}-{r}", f"b-{mode}-{r}"
+                with (
+                    running(_chrony_peer(tmp, pair_a, a, b, xleave), tmp / f"{pair_a}.log"),
+                    running(_chrony_peer(tmp, pair_b, b, a, xleave), tmp / f"{pair_b}.log"),
+                ):
+                    time.sleep(seconds)
+                offsets, _ = chrony_log_offsets(tmp / pair_a / "measurements.log", xleave)
+                pool.add("chronyd -> chronyd", mode, offsets)
+                ours, theirs = free_port(), free_port()
+                name = f"c-{mode}-{r}"
+                with running(_chrony_peer(tmp, name, theirs, ours, xleave), tmp / f"{name}.log"):
+                    offsets = asyncio.run(_tsyncd_peer_offsets(ours, theirs, xleave, seconds))
+                pool.add("tsyncd -> chronyd", mode, offsets)
+                offsets, _ = chrony_log_offsets(tmp / name / "measurements.log", xleave)
+                pool.add("chronyd -> tsyncd", mode, offsets)
+    return pool.results()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -5,6 +5,7 @@ Run from the repository root (tsyncd installed or importable, chronyd on the PAT
 
     python -m bench.precision                 # 15 s per measurement, poll -4 (16 per second)
     python -m bench.precision --seconds 30 --json
+    python -m bench.precision --seconds 10 --rounds 3   # pooled over 3 alternating rounds
 
 Measurements, one after the other so they do not compete for the CPU:
 
@@ -63,13 +64,38 @@ class Result:
     note: str = ""
 
 
-def _summary(who: str, mode: str, offsets_s: list[float], note: str = "") -> Result:
-    used = offsets_s[_WARMUP:]
+def _summary(
+    who: str, mode: str, offsets_s: list[float], note: str = "", warmup: int = _WARMUP
+) -> Result:
+    used = offsets_s[warmup:]
     if len(used) < 5:
         return Result(who, mode, len(used), None, None, note or "too few samples")
     absolute = sorted(abs(x) for x in used)
     p95 = absolute[min(len(absolute) - 1, round(0.95 * (len(absolute) - 1)))]
     return Result(who, mode, len(used), statistics.median(used) * 1e6, p95 * 1e6, note)
+
+
+class Pool:
+    """Each row's offsets over several rounds, every measurement's warm-up dropped, summarised
+    together: one p95 from rounds that alternate which side goes first is steadier than one
+    15 s window, whose tail is a dozen samples (``--rounds``)."""
+
+    def __init__(self) -> None:
+        self._offsets: dict[tuple[str, str], list[float]] = {}
+        self._notes: dict[tuple[str, str], str] = {}
+
+    def add(self, who: str, mode: str, offsets_s: list[float], note: str = "") -> None:
+        """One measurement's offsets (s), in the order measured; ``note`` if it had none."""
+        self._offsets.setdefault((who, mode), []).extend(offsets_s[_WARMUP:])
+        if note:
+            self._notes[(who, mode)] = note
+
+    def results(self) -> list[Result]:
+        """One row per (who, mode), in the order first measured."""
+        return [
+            _summary(who, mode, offsets, self._notes.get((who, mode), "") if not offsets else "", 0)
+            for (who, mode), offsets in self._offsets.items()
+        ]
 
 
 def _chronyd(tmp: Path, name: str, conf: str) -> list[str]:
@@ -187,8 +213,8 @@ async def drive_association(
     return offsets
 
 
-def _tsyncd_server(tmp: Path, port: int, workers: int | None = None) -> list[str]:
-    d = tmp / f"tsyncd-server-{workers}"
+def _tsyncd_server(tmp: Path, port: int, workers: int | None = None, tag: int = 0) -> list[str]:
+    d = tmp / f"tsyncd-server-{workers}-{tag}"
     d.mkdir()
     conf = d / "tsyncd.toml"
     conf.write_text(
@@ -199,36 +225,44 @@ def _tsyncd_server(tmp: Path, port: int, workers: int | None = None) -> list[str
     return [sys.executable, "-m", "tsyncd", "-c", str(conf)]
 
 
-def run(seconds: float) -> list[Result]:
-    """Every measurement, in order; about 8 x ``seconds`` plus start-up."""
-    results: list[Result] = []
+def run(seconds: float, rounds: int = 1) -> list[Result]:
+    """Every measurement, ``rounds`` times (odd rounds with chronyd's and tsyncd's client in
+    the other order), pooled per row; about 8 x ``seconds`` per round plus start-up."""
+    pool = Pool()
     with tempfile.TemporaryDirectory(prefix="tsyncd-precision-") as tmp_text:
         tmp = Path(tmp_text)
-        port = free_port()
-        with running(_chrony_server(tmp, "chronyd-server", port), tmp / "server.log"):
-            _wait_port(port)
-            for mode in ("basic", "xleave"):
-                xleave = mode == "xleave"
-                offsets, _ = _chrony_client_offsets(
-                    tmp, f"chronyd-client-{mode}", port, xleave, seconds
-                )
-                results.append(_summary("chronyd -> chronyd", mode, offsets))
-                offsets = asyncio.run(_tsyncd_offsets(port, xleave, seconds))
-                results.append(_summary("tsyncd -> chronyd", mode, offsets))
-        for workers, who in ((None, "chronyd -> tsyncd"), (0, "chronyd -> tsyncd w0")):
+        for r in range(rounds):
             port = free_port()
-            with running(_tsyncd_server(tmp, port, workers), tmp / f"tsyncd-{workers}.log"):
+            with running(_chrony_server(tmp, f"chronyd-server-{r}", port), tmp / f"s{r}.log"):
                 _wait_port(port)
-                offsets, _ = _chrony_client_offsets(
-                    tmp, f"chronyd-of-tsyncd-{workers}-basic", port, False, seconds
-                )
-                results.append(_summary(who, "basic", offsets))
-                offsets, interleaved = _chrony_client_offsets(
-                    tmp, f"chronyd-of-tsyncd-{workers}-xleave", port, True, seconds
-                )
-                note = "" if interleaved else "tsyncd's server answered in basic mode only"
-                results.append(_summary(who, "xleave", offsets, note))
-    return results
+                for mode in ("basic", "xleave"):
+                    xleave = mode == "xleave"
+                    clients = ("chronyd", "tsyncd") if r % 2 == 0 else ("tsyncd", "chronyd")
+                    for client in clients:
+                        if client == "chronyd":
+                            name = f"chronyd-client-{mode}-{r}"
+                            offsets, _ = _chrony_client_offsets(tmp, name, port, xleave, seconds)
+                        else:
+                            offsets = asyncio.run(_tsyncd_offsets(port, xleave, seconds))
+                        pool.add(f"{client} -> chronyd", mode, offsets)
+            for workers, who in ((None, "chronyd -> tsyncd"), (0, "chronyd -> tsyncd w0")):
+                port = free_port()
+                argv = _tsyncd_server(tmp, port, workers, r)
+                with running(argv, tmp / f"tsyncd-{workers}-{r}.log"):
+                    _wait_port(port)
+                    for mode in ("basic", "xleave"):
+                        offsets, interleaved = _chrony_client_offsets(
+                            tmp,
+                            f"chronyd-of-tsyncd-{workers}-{mode}-{r}",
+                            port,
+                            mode == "xleave",
+                            seconds,
+                        )
+                        note = ""
+                        if mode == "xleave" and not interleaved:
+                            note = "tsyncd's server answered in basic mode only"
+                        pool.add(who, mode, offsets, note)
+    return pool.results()
 
 
 def _ratio(result: Result, results: list[Result]) -> str:
@@ -257,7 +291,7 @@ def run_main(
     prog: str,
     description: str | None,
     default_seconds: float,
-    run: Callable[[float], list[Result]],
+    run: Callable[[float, int], list[Result]],
     title: str,
 ) -> int:
     """A precision benchmark's command line: ``--seconds``, ``--json``, the table."""
@@ -265,17 +299,24 @@ def run_main(
     parser.add_argument(
         "--seconds", type=float, default=default_seconds, help="per measurement (5..60)"
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="repeat every measurement, alternating who goes first, and pool them (1..10)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
     seconds = min(60.0, max(5.0, args.seconds))
+    rounds = min(10, max(1, args.rounds))
     load_before = os.getloadavg()[0]  # other work on the machine shows in every figure
-    results = run(seconds)
+    results = run(seconds, rounds)
     load_after = os.getloadavg()[0]
     if args.json:
         print(json.dumps([{**asdict(r), "ratio_p95": _ratio(r, results)} for r in results]))
         return 0
     print(
-        f"{title}, poll {POLL}, {seconds:g} s per measurement; true offset 0; "
+        f"{title}, poll {POLL}, {seconds:g} s per measurement x {rounds} round(s); true offset 0; "
         f"load average {load_before:.2f} before, {load_after:.2f} after"
     )
     print(
