@@ -4,8 +4,8 @@ A peer configured with ``peer <us>`` (chrony, ntpd) sends mode 1 packets to our 
 Like chrony, we keep no association for it: each packet gets, at once and statelessly, exactly
 the answer a client request would get (same access list, counters and policy of the server's
 responder, same template, interleaved answers included), with the mode changed to 2, so the
-peer can measure us.  The
-responder never answers with more bytes than it got (RFC 8633: no amplification).
+peer can measure us.  The responder never answers with more bytes than it got (RFC 8633: no
+amplification).
 """
 
 from __future__ import annotations
