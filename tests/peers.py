@@ -269,6 +269,20 @@ class Tsyncd:
         return json.loads(done.stdout)
 
 
+def ctl_fails(daemon: Tsyncd, *args: str) -> str:
+    """Run ``tsyncctl ARGS``, which must fail; its stderr."""
+    done = subprocess.run(
+        [sys.executable, "-m", "tsyncctl", "-s", str(daemon.socket), *args],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert done.stdout == ""
+    return done.stderr
+
+
 def chronyd_nts_server(peers: Peers, name: str, key: Path, chain: Path) -> tuple[Chronyd, int, int]:
     """chronyd serving NTS on loopback with the test CA's ``key`` and ``chain``:
     (chronyd, NTP port, NTS-KE port)."""

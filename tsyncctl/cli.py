@@ -7,12 +7,14 @@ Every failure is one line on stderr and exit code 1, never a traceback.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -290,6 +292,77 @@ def burst(ctx: click.Context, as_json: bool) -> None:
     _show(
         ctx, "burst", dict, as_json, lambda r: f"burst started for {r.get('sources', 0)} source(s)"
     )
+
+
+_SELECTOR_HELP = """SOURCEs are names as 'tsyncctl sources' shows them, configured names (a
+pool's selects its members), or IP addresses or networks (192.0.2.0/24) containing a source's
+address; none means every source."""
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _selectors(command: F) -> F:
+    """The [SOURCE]... argument, explained after the command's own help."""
+    command.__doc__ = f"{inspect.cleandoc(command.__doc__ or '')}\n\n{_SELECTOR_HELP}"
+    decorated: F = click.argument("sources", nargs=-1, metavar="[SOURCE]...")(command)
+    return decorated
+
+
+def _connectivity(ctx: click.Context, method: str, sources: tuple[str, ...], as_json: bool) -> None:
+    def human(r: dict[str, Any]) -> str:
+        changed, selected = r.get("changed", []), r.get("selected", [])
+        state = "online" if method == "online" else "offline"
+        already = len(selected) - len(changed)
+        text = f"{len(changed)} source(s) set {state}"
+        return f"{text} ({already} already were)" if already else text
+
+    _show(ctx, method, dict, as_json, human, {"sources": list(sources)})
+
+
+@cli.command()
+@json_option
+@click.pass_context
+@_selectors
+def offline(ctx: click.Context, sources: tuple[str, ...], as_json: bool) -> None:
+    """Stop polling SOURCEs until 'tsyncctl online', like 'chronyc offline' (needs root or the
+    admin group): for when the network to them is down, so that they neither age into
+    unreachable nor get replaced.  With no SOURCE, sources mobilized later start offline
+    too."""
+    _connectivity(ctx, "offline", sources, as_json)
+
+
+@cli.command()
+@json_option
+@click.pass_context
+@_selectors
+def online(ctx: click.Context, sources: tuple[str, ...], as_json: bool) -> None:
+    """Poll SOURCEs again, soon, like 'chronyc online' (needs root or the admin group)."""
+    _connectivity(ctx, "online", sources, as_json)
+
+
+@cli.command()
+@json_option
+@click.pass_context
+@_selectors
+def onoffline(ctx: click.Context, sources: tuple[str, ...], as_json: bool) -> None:
+    """Set each source online if this host has a route to its address, else offline, like
+    'chronyc onoffline' (needs root or the admin group); for network managers' hooks."""
+
+    def human(r: dict[str, Any]) -> str:
+        lines = [f"online: {', '.join(r.get('online', [])) or 'none'}"]
+        lines.append(f"offline: {', '.join(r.get('offline', [])) or 'none'}")
+        return "\n".join(lines)
+
+    _show(ctx, "onoffline", dict, as_json, human, {"sources": list(sources)})
+
+
+@cli.command()
+@json_option
+@click.pass_context
+def activity(ctx: click.Context, as_json: bool) -> None:
+    """How many sources are online, offline, in a burst, or without an address yet (like
+    'chronyc activity')."""
+    _show(ctx, "activity", dict, as_json, render.render_activity)
 
 
 @cli.command()

@@ -217,14 +217,16 @@ def render_sources(sources: Sequence[Mapping[str, Any]]) -> str:
     notes = False
     for src in sources:
         reach = src.get("reach")
-        note = src.get("state_reason") or ""
+        parts = [str(src["state_reason"])] if src.get("state_reason") else []
+        if src.get("online") is False:  # tsyncctl offline: not polled until online
+            parts.append("offline")
         if src.get("kiss_code"):
-            note = f"{note}; KoD {src['kiss_code']}" if note else f"KoD {src['kiss_code']}"
+            parts.append(f"KoD {src['kiss_code']}")
         if src.get("interleaved"):  # RFC 9769: the last reply was interleaved
-            note = f"{note}; interleaved" if note else "interleaved"
+            parts.append("interleaved")
         if src.get("broadcast_delay") is not None:  # the round trip its offsets assume
-            delay = f"delay {format_seconds_compact(src['broadcast_delay'])}"
-            note = f"{note}; {delay}" if note else delay
+            parts.append(f"delay {format_seconds_compact(src['broadcast_delay'])}")
+        note = "; ".join(parts)
         notes = notes or bool(note)
         rows.append(
             [
@@ -307,6 +309,7 @@ def render_ntpdata(sources: Sequence[Mapping[str, Any]]) -> str:
             ("Address", _text(src.get("address"))),
             ("Mode", _text(src.get("mode"))),
             ("State", _text(src.get("state"))),
+            ("Online", "no" if src.get("online") is False else "yes"),
             ("Reason", _text(src.get("state_reason"))),
             ("Stratum", _text(src.get("stratum"))),
             ("Reference ID", _text(src.get("reference_id"))),
@@ -428,3 +431,15 @@ def render_clients(clients: Sequence[Mapping[str, Any]]) -> str:
         for c in clients
     ]
     return render_table(headers, rows, right={1, 2, 3, 4, 5, 6, 7})
+
+
+def render_activity(counts: Mapping[str, Any]) -> str:
+    """``chronyc activity``'s lines for the ``activity`` method's counts."""
+    lines = (
+        ("online", "sources online"),
+        ("offline", "sources offline"),
+        ("burst_online", "sources doing burst (return to online)"),
+        ("burst_offline", "sources doing burst (return to offline)"),
+        ("unknown_address", "sources with unknown address"),
+    )
+    return "\n".join(f"{_text(counts.get(key))} {text}" for key, text in lines)

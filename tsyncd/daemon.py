@@ -26,8 +26,8 @@ from tsyncd.clock.base import Clock, ClockState
 from tsyncd.config import Config, ConfigErrors, load_config
 from tsyncd.control.rpc import ErrorCode, RpcError
 from tsyncd.control.server import ControlServer
+from tsyncd.daemon_connectivity import Connectivity
 from tsyncd.daemon_snapshots import SnapshotViews
-from tsyncd.daemon_source_admin import SourceAdmin
 from tsyncd.net.eventloop import simulator_runtime
 from tsyncd.net.udp import SocketOptions
 from tsyncd.sdnotify import Notifier
@@ -83,7 +83,7 @@ def measure_precision_log2(now_ns: Any = time.time_ns) -> int:
     return math.ceil(math.log2(smallest * 1e-9))
 
 
-class Daemon(SourceAdmin, SnapshotViews):
+class Daemon(Connectivity, SnapshotViews):
     """A configured tsyncd; ``await run()`` until ``stop()`` (or a signal)."""
 
     def __init__(self, config: Config, clock: Clock, notifier: Notifier | None = None) -> None:
@@ -134,6 +134,7 @@ class Daemon(SourceAdmin, SnapshotViews):
         self._leap_day = utc_day(now)
         self._template = ResponseTemplate()
         self._init_source_admin()
+        self._init_connectivity()
 
     @property
     def decision(self) -> SystemDecision:
@@ -214,6 +215,7 @@ class Daemon(SourceAdmin, SnapshotViews):
                 "serverstats": self._rpc_serverstats,
                 "clients": self._rpc_clients,
                 "version": lambda _p: {"version": __version__},
+                "activity": self._rpc_activity,
             },
             admin_methods={
                 "makestep": self._rpc_makestep,
@@ -222,6 +224,9 @@ class Daemon(SourceAdmin, SnapshotViews):
                 "add_source": self._rpc_add_source,
                 "remove_source": self._rpc_remove_source,
                 "reload": self._rpc_reload,
+                "offline": self._rpc_offline,
+                "online": self._rpc_online,
+                "onoffline": self._rpc_onoffline,
             },
             group=self.config.control.group,
             admin_group=self.config.control.admin_group,

@@ -161,7 +161,7 @@ class SourceMobilizer:
         broadcast_delay_ns: int | None = None,
     ) -> SourceState:
         """Hand the sync core a new source ``name`` at ``ip`` with ``cfg``'s polling."""
-        return self.core.add_source(
+        state = self.core.add_source(
             name,
             reference_id=refid_for_address(ip),
             min_poll=cfg.min_poll,
@@ -174,6 +174,11 @@ class SourceMobilizer:
             broadcast_delay_ns=broadcast_delay_ns,
             broadcast_calibrate=cfg.broadcast_calibrate,
         )
+        self._mobilized(state)
+        return state
+
+    def _mobilized(self, state: SourceState) -> None:
+        """A new association has just joined the sync core (the daemon may take it offline)."""
 
     async def _mobilize_nts(self, cfg: SourceConfig) -> None:
         """NTS-KE first (retrying), then an association to the NTP server it names, moved

@@ -126,6 +126,11 @@ class SnapshotCollector(Collector):
             "selected": GaugeMetricFamily(
                 "tsyncd_source_selected", "1 for the system peer, else 0.", labels=labels
             ),
+            "online": GaugeMetricFamily(
+                "tsyncd_source_online",
+                "1 while the source is polled, 0 after tsyncctl offline.",
+                labels=labels,
+            ),
         }
         counters = {
             "packets_sent": CounterMetricFamily(
@@ -148,6 +153,7 @@ class SnapshotCollector(Collector):
                 "poll": src.poll,
                 "stratum": src.stratum,
                 "selected": 1 if src.state == "selected" else 0,
+                "online": 1 if src.online else 0,
             }
             label_values = [src.name, src.address]
             for key, family in gauges.items():

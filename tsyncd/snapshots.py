@@ -80,6 +80,7 @@ class SourceSnapshot:
     interleaved: bool = False  # the last valid reply was interleaved (RFC 9769)
     broadcast_delay: float | None = None  # s, mode "broadcast": round trip in use (or measured)
     interleaved_replies: int = 0  # valid replies (peer packets) in interleaved mode (RFC 9769)
+    online: bool = True  # False after tsyncctl offline: not polled until tsyncctl online
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -14,21 +14,7 @@ from typing import Any
 
 import tsqcerts
 from nts_certs import make_pki
-from peers import Peers, Tsyncd, chronyd_nts_server, free_udp_port, wait_for
-
-
-def ctl_fails(daemon: Tsyncd, *args: str) -> str:
-    """Run ``tsyncctl ARGS``, which must fail; its stderr."""
-    done = subprocess.run(
-        [sys.executable, "-m", "tsyncctl", "-s", str(daemon.socket), *args],
-        capture_output=True,
-        text=True,
-        timeout=20,
-        check=False,
-    )
-    assert done.returncode == 1, (done.stdout, done.stderr)
-    assert done.stdout == ""
-    return done.stderr
+from peers import Peers, Tsyncd, chronyd_nts_server, ctl_fails, free_udp_port, wait_for
 
 
 def rpc(daemon: Tsyncd, method: str, params: dict[str, Any]) -> dict[str, Any]:

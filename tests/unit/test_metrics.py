@@ -28,7 +28,7 @@ SYSTEM = replace(
     poll=7,
 )
 SELECTED = replace(examples.SELECTED, offset=0.00025, jitter=0.00004)
-UNREACHABLE = replace(examples.UNREACHABLE, name="[2001:db8::1]:123", address="")
+UNREACHABLE = replace(examples.UNREACHABLE, name="[2001:db8::1]:123", address="", online=False)
 SERVER = examples.STATS
 
 
@@ -112,6 +112,7 @@ def test_source_metrics_have_labels_and_omit_unknown_values(exporter: MetricsExp
     assert got[("tsyncd_source_reach", b)] == 0
     assert got[("tsyncd_source_packets_sent_total", b)] == 5
     assert got[("tsyncd_source_selected", b)] == 0
+    assert got[("tsyncd_source_online", a)] == 1 and got[("tsyncd_source_online", b)] == 0
     for name in ("offset_seconds", "delay_seconds", "jitter_seconds", "stratum"):
         assert (f"tsyncd_source_{name}", b) not in got
 

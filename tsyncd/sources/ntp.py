@@ -149,6 +149,7 @@ class NtpSourceSocket:
             kiss_code=a.stats.kiss_code,
             interleaved=a.interleaved,
             interleaved_replies=a.stats.interleaved_replies,
+            online=a.online,
         )
 
 

@@ -18,6 +18,12 @@ by a good reply.  Poll intervals start at ``min_poll`` and follow the discipline
 the association for good (RFC 5905 §7.4) — both only after the origin check, so a spoofed KoD
 cannot silence us (RFC 8633 §5.4).
 
+Connectivity (chronyc ``offline``/``online``): an offline association sends nothing and its
+reach register stands still, so the network being down neither ages it into "unreachable" nor
+gets it replaced in a pool; replies to a request already sent still count.  Back online it
+polls within a moment from ``min_poll`` (with a burst for an ``iburst`` source), as chronyd does.
+A burst asked for while offline sends its requests, then the association is offline again.
+
 Interleaved mode (RFC 9769 client/server, spec ntpv4.md §10), with ``xleave``: the server's
 transmit timestamp in a basic reply is an estimate taken before sending; in interleaved mode the
 server returns, one exchange later, the precise (kernel) transmit time of its *previous* reply.
@@ -137,7 +143,10 @@ class NtpAssociation:
         self.auth: RequestAuth | None = None  # NTS: set by the source before the first poll
         self._precision_log2 = precision_log2
         self._rng = rng
+        self._iburst = iburst
         self._burst_left = _IBURST_COUNT if iburst else 1
+        self.online = True  # tsyncctl offline: no polls until tsyncctl online
+        self._offline_burst = 0  # polls left of a burst asked for while offline
         self._kod_poll = min_poll  # raised by KoD RATE; set_system_poll never goes below it
         self._next_ns: int | None = now_ns + rng.randrange(0, 1 + poll_interval_ns(-4))
         self._pending: _Request | None = None  # the outstanding request
@@ -204,11 +213,41 @@ class NtpAssociation:
         return data
 
     def start_burst(self, now_ns: int) -> None:
-        """Send the next requests quickly (like iburst), starting now (tsyncctl burst)."""
+        """Send the next requests quickly (like iburst), starting now (tsyncctl burst); while
+        offline, those requests only, then offline again (chronyd's burst of an offline source)."""
         if self.state is AssociationState.DEMOBILIZED:
             return
         self._burst_left = _IBURST_COUNT
         self._next_ns = now_ns
+        if not self.online:
+            self._offline_burst = _IBURST_COUNT
+
+    @property
+    def polling(self) -> bool:
+        """Polls are due at ``next_deadline_ns``: online, or in a burst asked for offline."""
+        return self.online or self._offline_burst > 0
+
+    @property
+    def bursting(self) -> bool:
+        """In a burst (iburst or tsyncctl burst): the next requests go out quickly."""
+        return self.polling and self._burst_left > 1
+
+    def set_online(self, online: bool, now_ns: int) -> bool:
+        """Go online or offline (tsyncctl online/offline); False if it already was, or is
+        demobilized.  Back online, poll soon from ``min_poll`` (a burst if ``iburst``)."""
+        if self.state is AssociationState.DEMOBILIZED or online == self.online:
+            return False
+        self.online = online
+        self._offline_burst = 0
+        if online:
+            self.poll = max(self.min_poll, self._kod_poll)
+            self._burst_left = _IBURST_COUNT if self._iburst else 1
+            self._next_ns = now_ns + self._rng.randrange(0, 1 + poll_interval_ns(-4))
+        return True
+
+    def polled_offline(self) -> None:
+        """One poll of a burst asked for while offline has gone (the sync core counts them)."""
+        self._offline_burst = max(0, self._offline_burst - 1)
 
     def set_system_poll(self, poll_log2: int) -> None:
         """Follow the discipline's poll (RFC 5905 §13 hpoll), within this source's limits.

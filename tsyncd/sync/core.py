@@ -138,10 +138,12 @@ class SyncCore:
         """Poll due associations and run the discipline's timer."""
         requests: list[tuple[str, bytes]] = []
         for state in self.sources.values():
-            deadline = state.association.next_deadline_ns()
+            a = state.association
+            deadline = a.next_deadline_ns() if a.polling else None
             if deadline is not None and deadline <= now_ns:
-                a = state.association
                 data = a.handle_timer(now_ns)
+                if not a.online:
+                    a.polled_offline()
                 if data is not None:
                     requests.append((state.name, data))
                     if a.reach & 0b111 == 0 and a.stats.packets_sent > 3:
@@ -203,6 +205,10 @@ class SyncCore:
         """Send a quick burst of requests to every source (tsyncctl burst)."""
         for state in self.sources.values():
             state.association.start_burst(now_ns)
+
+    def set_online(self, name: str, online: bool, now_ns: int) -> bool:
+        """Source ``name`` online or offline (tsyncctl online/offline); False if unchanged."""
+        return self.sources[name].association.set_online(online, now_ns)
 
     def makestep(self, now_ns: int) -> list[ClockAction]:
         """Step the clock by the current system offset now (tsyncctl makestep)."""
@@ -274,7 +280,9 @@ class SyncCore:
 
     def next_deadline_ns(self) -> int | None:
         """When ``handle_timer`` must run next (disciplined-clock ns), or None."""
-        deadlines = [s.association.next_deadline_ns() for s in self.sources.values()]
+        deadlines = [
+            s.association.next_deadline_ns() for s in self.sources.values() if s.association.polling
+        ]
         if self.discipline is not None:
             deadlines.append(self.discipline.next_deadline_ns())
         pending = [d for d in deadlines if d is not None]

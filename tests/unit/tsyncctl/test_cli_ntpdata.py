@@ -32,7 +32,12 @@ NTS = dataclasses.replace(
     nts=NTS_STATE,
 )
 BROADCAST = dataclasses.replace(
-    PLAIN, name="[ff05::101]:123", address="[fd00::1]:123", mode="broadcast", broadcast_delay=5e-6
+    PLAIN,
+    name="[ff05::101]:123",
+    address="[fd00::1]:123",
+    mode="broadcast",
+    broadcast_delay=5e-6,
+    online=False,
 )
 
 
@@ -73,7 +78,9 @@ def test_ntpdata_shows_every_source_with_its_details(sock: Path) -> None:
     nts = _block(result.stdout, "nts.example:4460")
     assert nts["NTS AEAD"] == "AES-SIV-CMAC-256" and nts["NTS cookies"] == "7"
     assert nts["NTS TLS group"] == "X25519MLKEM768" and nts["NTS last KE"] == "125s"
-    assert _block(result.stdout, "[ff05::101]:123")["Broadcast delay"] == "5.000000 µs"
+    broadcast = _block(result.stdout, "[ff05::101]:123")
+    assert broadcast["Broadcast delay"] == "5.000000 µs"
+    assert broadcast["Online"] == "no" and plain["Online"] == "yes"
 
 
 def test_ntpdata_by_name_or_address_and_unknown_names(sock: Path) -> None:
@@ -90,5 +97,5 @@ def test_peers_table_notes_a_broadcast_sources_delay(sock: Path) -> None:
     result = CliRunner().invoke(cli, ["-s", str(sock), "peers"])
     assert result.exit_code == 0, result.output
     rows = {line.split()[1]: line for line in result.stdout.splitlines()[2:5]}
-    assert rows["[ff05::101]:123"].endswith("interleaved; delay 5.0µs")
+    assert rows["[ff05::101]:123"].endswith("offline; interleaved; delay 5.0µs")
     assert "delay" not in rows["a.example:123"]

@@ -1,0 +1,74 @@
+"""tsyncctl offline/online/onoffline/activity: what they send and print, against a real
+ControlServer (the daemon side is tests/system/test_connectivity.py)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from loop_thread import serving
+
+from tsyncctl.cli import cli
+from tsyncd.control.server import ControlServer
+
+CALLS: list[tuple[str, dict[str, Any]]] = []
+
+
+def connectivity(method: str) -> Any:
+    def handler(params: dict[str, Any]) -> dict[str, Any]:
+        CALLS.append((method, params))
+        selected = ["a:123", "b:123"]
+        if method == "onoffline":
+            return {"online": ["a:123"], "offline": ["b:123"]}
+        return {"changed": selected[1:], "selected": selected}
+
+    return handler
+
+
+@pytest.fixture
+def sock() -> Iterator[Path]:
+    d = Path(tempfile.mkdtemp(prefix="tsc", dir="/tmp"))  # AF_UNIX paths max 107 bytes
+    counts = {"online": 3, "offline": 1, "burst_online": 0, "burst_offline": 0}
+    server = ControlServer(
+        d / "ctl.sock",
+        read_methods={"activity": lambda _p: {**counts, "unknown_address": 2}},
+        admin_methods={m: connectivity(m) for m in ("offline", "online", "onoffline")},
+    )
+    CALLS.clear()
+    with serving(server):
+        yield d / "ctl.sock"
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def test_activity_prints_chronyc_lines(sock: Path) -> None:
+    result = CliRunner().invoke(cli, ["-s", str(sock), "activity"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        "3 sources online",
+        "1 sources offline",
+        "0 sources doing burst (return to online)",
+        "0 sources doing burst (return to offline)",
+        "2 sources with unknown address",
+    ]
+
+
+def test_offline_online_send_their_selectors(sock: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(cli, ["-s", str(sock), "offline", "a:123", "192.0.2.0/24"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "1 source(s) set offline (1 already were)\n"
+    result = runner.invoke(cli, ["-s", str(sock), "online", "--json"])
+    assert json.loads(result.stdout) == {"changed": ["b:123"], "selected": ["a:123", "b:123"]}
+    result = runner.invoke(cli, ["-s", str(sock), "onoffline"])
+    assert result.stdout == "online: a:123\noffline: b:123\n"
+    assert CALLS == [
+        ("offline", {"sources": ["a:123", "192.0.2.0/24"]}),
+        ("online", {"sources": []}),
+        ("onoffline", {"sources": []}),
+    ]

@@ -1,0 +1,171 @@
+"""Sources taken offline and back online while the daemon runs, as with chronyc.
+
+``tsyncctl offline [SELECTOR]...`` stops polling the sources it selects, ``online`` starts them
+again, ``onoffline`` sets each one by whether the kernel has a route to its address (what a
+network manager's dispatcher script calls when links come and go), and ``activity`` counts
+them, with chronyc's ``activity`` categories.  A laptop or an intermittent link then neither
+fills the log with unanswered polls nor lets its sources' reach decay into "unreachable"
+(which would make a pool replace its members) while the network is down.
+
+Selectors: a name as ``tsyncctl sources`` shows it, the configured name of the source that made
+an association (a pool's name selects all its members), or an IP address or network
+("192.0.2.0/24", "192.0.2.0/255.255.255.0", "2001:db8::/32") containing its address.  No
+selector: every association, and associations made later (pool replacements, sources added or
+resolved later) start offline too until ``online`` with no selector, as chronyd's ``offline``
+without an address does.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from tsyncd.control.rpc import InvalidParams
+from tsyncd.daemon_source_admin import SourceAdmin
+from tsyncd.net.udp import normalize_ip
+from tsyncd.sources.ntp import NtpSourceSocket
+from tsyncd.sync.core import SourceState
+
+__all__ = ["Association", "Connectivity", "has_route", "select_associations"]
+
+log = logging.getLogger("tsyncd.daemon")
+
+
+@dataclass(frozen=True, slots=True)
+class Association:
+    """What selectors are matched against: an association's name, its source's, its IP."""
+
+    name: str
+    source: str
+    ip: str
+
+
+def select_associations(
+    selectors: Iterable[str], associations: Iterable[Association]
+) -> tuple[list[str], list[str]]:
+    """(names of the associations ``selectors`` pick, in order; selectors that pick none)."""
+    candidates = list(associations)
+    picked: dict[str, None] = {}
+    unmatched: list[str] = []
+    for selector in selectors:
+        network = _network(selector)
+        hits = [
+            a.name
+            for a in candidates
+            if selector in (a.name, a.source) or (network is not None and _ip_in(a.ip, network))
+        ]
+        if not hits:
+            unmatched.append(selector)
+        picked.update(dict.fromkeys(hits))
+    return list(picked), unmatched
+
+
+def _network(selector: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    try:
+        return ipaddress.ip_network(selector.strip("[]"), strict=False)
+    except ValueError:
+        return None
+
+
+def _ip_in(ip: str, network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
+    try:
+        return normalize_ip(ip) in network
+    except ValueError:
+        return False
+
+
+def has_route(sock: NtpSourceSocket) -> bool:
+    """Whether the kernel has a route to ``sock``'s peer now.  Connecting a UDP socket sends
+    nothing, it only looks the route up, as chronyd's ``onoffline`` does; as there, any
+    failure counts as no route."""
+    family = socket.AF_INET6 if ":" in sock.ip else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(sock.peer)
+        except OSError:
+            return False
+    return True
+
+
+class Connectivity(SourceAdmin):
+    """The ``online``, ``offline``, ``onoffline`` and ``activity`` control methods."""
+
+    _all_offline: bool  # "offline" with no selector: new associations start offline too
+
+    def _init_connectivity(self) -> None:
+        self._all_offline = False
+
+    def _mobilized(self, state: SourceState) -> None:
+        if self._all_offline:
+            state.association.set_online(False, self.clock.now_ns())
+
+    def _associations(self) -> list[Association]:
+        return [
+            Association(name, self._association_source.get(name, name), sock.ip)
+            for name, sock in self.sockets.items()
+            if name in self.core.sources
+        ]
+
+    def _selected(self, method: str, params: dict[str, Any]) -> list[str]:
+        """The association names ``params["sources"]`` selects (all when absent or empty)."""
+        selectors = params.get("sources", [])
+        if not isinstance(selectors, list) or not all(isinstance(s, str) for s in selectors):
+            raise InvalidParams(f'{method} takes {{"sources": [NAME, IP or NETWORK, ...]}}')
+        associations = self._associations()
+        if not selectors:
+            return [a.name for a in associations]
+        names, unmatched = select_associations(selectors, associations)
+        if unmatched:
+            known = ", ".join(a.name for a in associations) or "none"
+            raise InvalidParams(
+                f"{method}: no source matches {', '.join(unmatched)} (sources: {known})"
+            )
+        return names
+
+    def _set_online(self, names: Iterable[str], online: bool) -> list[str]:
+        now = self.clock.now_ns()
+        changed = [name for name in names if self.core.set_online(name, online, now)]
+        if changed:
+            log.info("%s: %s", "online" if online else "offline", ", ".join(changed))
+            self._wake.set()
+        return changed
+
+    def _rpc_offline(self, params: dict[str, Any]) -> dict[str, Any]:
+        names = self._selected("offline", params)
+        if not params.get("sources"):
+            self._all_offline = True
+        return {"changed": self._set_online(names, False), "selected": names}
+
+    def _rpc_online(self, params: dict[str, Any]) -> dict[str, Any]:
+        names = self._selected("online", params)
+        if not params.get("sources"):
+            self._all_offline = False
+        return {"changed": self._set_online(names, True), "selected": names}
+
+    def _rpc_onoffline(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Each selected association online if there is a route to it, else offline."""
+        names = self._selected("onoffline", params)
+        routed = {name: has_route(self.sockets[name]) for name in names}
+        up = [name for name, ok in routed.items() if ok]
+        down = [name for name, ok in routed.items() if not ok]
+        self._set_online(up, True)
+        self._set_online(down, False)
+        return {"online": up, "offline": down}
+
+    def _rpc_activity(self, _params: dict[str, Any]) -> dict[str, Any]:
+        """chronyc activity's counts: how many associations poll, burst, or wait offline, and
+        how many sources have no address yet (resolving, or before their first NTS-KE)."""
+        counts = dict.fromkeys(
+            ("online", "offline", "burst_online", "burst_offline", "unknown_address"), 0
+        )
+        for state in self.core.sources.values():
+            a = state.association
+            kind = "online" if a.online else "offline"
+            counts[f"burst_{kind}" if a.bursting else kind] += 1
+        owners = {self._association_source.get(name, name) for name in self.core.sources}
+        counts["unknown_address"] = sum(1 for name in self._source_configs if name not in owners)
+        return counts
