@@ -59,6 +59,15 @@ def peer_source_toml(our_port: int, peer_port: int, extra: str = "") -> str:
     )
 
 
+def fast_sources_toml(*addresses: str, mode: str = "server", extra: str = "") -> str:
+    """``[[source]]`` tables polling ``addresses`` every 1/8 s, each with ``extra`` TOML lines."""
+    return "".join(
+        f'\n[[source]]\nmode = "{mode}"\naddress = "{address}"\nmin-poll = -3\nmax-poll = -3\n'
+        f"{extra}"
+        for address in addresses
+    )
+
+
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 20.0) -> T:
     """Poll ``probe`` every 50 ms until it returns a truthy value; fail with ``what``."""
     deadline = time.monotonic() + timeout

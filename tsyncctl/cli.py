@@ -359,6 +359,22 @@ def onoffline(ctx: click.Context, sources: tuple[str, ...], as_json: bool) -> No
 @cli.command()
 @json_option
 @click.pass_context
+def refresh(ctx: click.Context, as_json: bool) -> None:
+    """Resolve the names of servers and pools again now, like 'chronyc refresh' (needs root or
+    the admin group): a server whose name no longer gives its address moves to one it gives,
+    a pool replaces members no longer in DNS.  Also done on its own for a server that turns
+    unreachable or a falseticker."""
+
+    def human(r: dict[str, Any]) -> str:
+        names = r.get("sources", [])
+        return f"resolving again: {', '.join(names)}" if names else "no source is given by name"
+
+    _show(ctx, "refresh", dict, as_json, human)
+
+
+@cli.command()
+@json_option
+@click.pass_context
 def activity(ctx: click.Context, as_json: bool) -> None:
     """How many sources are online, offline, in a burst, or without an address yet (like
     'chronyc activity')."""

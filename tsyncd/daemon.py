@@ -227,6 +227,7 @@ class Daemon(Connectivity, SnapshotViews):
                 "offline": self._rpc_offline,
                 "online": self._rpc_online,
                 "onoffline": self._rpc_onoffline,
+                "refresh": self._rpc_refresh,
             },
             group=self.config.control.group,
             admin_group=self.config.control.admin_group,

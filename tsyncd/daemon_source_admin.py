@@ -41,6 +41,7 @@ class SourceAdmin(SourceMobilizer):
         self._source_configs = {}
         self._source_tasks = {}
         self._association_source = {}
+        self._refresh_events = {}
         self._reload_task = None
 
     def _start_source(self, cfg: SourceConfig) -> None:
@@ -111,6 +112,14 @@ class SourceAdmin(SourceMobilizer):
         removed = await self._stop_source(name)
         log.info("source %s removed at run time (%s)", name, ", ".join(removed) or "not mobilized")
         return {"name": name, "associations": removed}
+
+    def _rpc_refresh(self, _params: dict[str, Any]) -> dict[str, Any]:
+        """Resolve every pool's and server's name again now, as chronyc refresh: a server moves
+        if its name no longer gives its address, a pool replaces members DNS no longer gives."""
+        names = [name for name in self._source_configs if name in self._refresh_events]
+        for name in names:
+            self._refresh_events[name].set()
+        return {"sources": names}
 
     def _schedule_source_reload(
         self, old: tuple[SourceConfig, ...], new: Config
@@ -187,6 +196,7 @@ class SourceAdmin(SourceMobilizer):
         await _cancel([task] if task is not None else [])
         # Forgotten only now: until its task has stopped, its address is still in use.
         self._source_configs.pop(name, None)
+        self._refresh_events.pop(name, None)
         nts = self.nts_sources.pop(name, None)
         if nts is not None:
             nts.association = None

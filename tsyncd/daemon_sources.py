@@ -8,12 +8,13 @@ methods declared below are the daemon's own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from typing import TYPE_CHECKING, Final
 
 from tsyncd.config import Config, SourceConfig
-from tsyncd.net.resolver import resolve
+from tsyncd.net.resolver import is_ip_literal, resolve
 from tsyncd.net.udp import SocketOptions, normalize_ip
 from tsyncd.servers.responder import ResponseTemplate
 from tsyncd.sources.broadcast import BroadcastSourceSocket
@@ -22,6 +23,7 @@ from tsyncd.sources.pool import run_pool
 from tsyncd.sync.association import NtpAssociation
 from tsyncd.sync.core import SourceState, SyncCore
 from tsyncd.sync.discipline import ClockAction
+from tsyncd.sync.named_server import NamedServer
 from tsyncd.sync.pool import PoolMembers
 from tsyncd.sync.sample import Sample
 from tsyncd.sync.symmetric import SymmetricAssociation
@@ -35,6 +37,7 @@ log = logging.getLogger("tsyncd.daemon")
 
 _RESOLVE_RETRY_S: Final = 30.0
 _POOL_RESOLVE_MAX_S: Final = 60.0  # pools re-resolve at most this often (8 min-polls if less)
+_NAME_CHECK_S: Final = 1.0  # how often a server given by name is judged (as a pool's members)
 _NS_PER_S: Final = 1_000_000_000
 
 
@@ -51,6 +54,7 @@ class SourceMobilizer:
     _wake: asyncio.Event
     _template: ResponseTemplate
     _association_source: dict[str, str]  # association name -> the source that made it
+    _refresh_events: dict[str, asyncio.Event]  # source name -> set by tsyncctl refresh
 
     def _apply(self, actions: list[ClockAction]) -> None:
         raise NotImplementedError  # the daemon's: carry out what the sync core decided
@@ -65,10 +69,9 @@ class SourceMobilizer:
             return
         host, port = cfg.address.host, cfg.address.port
         if cfg.mode == "pool":
-            interval_s = min(max(1.0, 8 * 2.0**cfg.min_poll), _POOL_RESOLVE_MAX_S)
             await run_pool(
                 cfg.name,
-                PoolMembers(count=cfg.count, resolve_interval_ns=round(interval_s * _NS_PER_S)),
+                PoolMembers(count=cfg.count, resolve_interval_ns=_resolve_interval_ns(cfg)),
                 resolve=lambda: self._resolve(host, port),
                 add=lambda ip: (
                     None
@@ -78,17 +81,74 @@ class SourceMobilizer:
                 remove=lambda ip: self._remove_association(_join_host_port(ip, port)),
                 status=lambda ip: self._member_status(cfg.name, _join_host_port(ip, port)),
                 now_ns=self.clock.now_ns,
+                refresh=self._refresh_event(cfg.name),
             )
             return
         ips = await self._resolve_retrying(cfg)
-        for name in self._polling(ips[0], cfg.address.port):
+        self._take(cfg, ips[0])
+        if cfg.mode == "server" and not is_ip_literal(host):
+            await self._follow_name(cfg)
+
+    def _take(self, cfg: SourceConfig, ip: str) -> None:
+        """Start ``cfg``'s association at ``ip``, taking the address over from a pool."""
+        for name in self._polling(ip, cfg.address.port):
             owner = self._association_source.get(name, name)
             if owner not in (name, cfg.name):
                 # A pool got to this address first: the source takes it over, and the pool,
                 # finding its member gone, replaces it with another address.
                 log.info("%s: %s of %s polls it; taking it over", cfg.name, name, owner)
                 self._remove_association(name)
-        self._add_association(cfg, ips[0], cfg.name)
+        self._add_association(cfg, ip, cfg.name)
+
+    def _refresh_event(self, name: str) -> asyncio.Event:
+        """Set by ``tsyncctl refresh``: source ``name`` resolves its name again now."""
+        return self._refresh_events.setdefault(name, asyncio.Event())
+
+    async def _follow_name(self, cfg: SourceConfig) -> None:
+        """Resolve a server source's name again when the server turns bad, or on refresh, and
+        move to another address the name gives (``sync/named_server.py``), until cancelled."""
+        host, port, name = cfg.address.host, cfg.address.port, cfg.name
+        watch = NamedServer(resolve_interval_ns=_resolve_interval_ns(cfg))
+        refresh = self._refresh_event(name)
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(refresh.wait(), _NAME_CHECK_S)
+            refreshing = refresh.is_set()
+            refresh.clear()
+            now = self.clock.now_ns()
+            state, sock = self.core.sources.get(name), self.sockets.get(name)
+            current = sock.ip if sock is not None else ""
+            if not refreshing:
+                if state is None or not state.association.online:
+                    continue  # nothing polled (offline): nothing learnt about the server
+                selection = self.core.decision.states.get(name, "init")
+                reason = watch.check(state.association, selection, now)
+                if reason is None:
+                    continue
+                log.warning("%s: %s is bad (%s); resolving %s again", name, current, reason, host)
+            try:
+                ips = await self._resolve(host, port)
+            except OSError as exc:
+                log.warning("cannot resolve %s for %s: %s", host, name, exc)
+                watch.resolution_failed(now)
+                continue
+            new = watch.choose(current, ips, now, refresh=refreshing)
+            if new is None:
+                if refreshing:
+                    log.info("%s: %s still resolves to %s; staying", name, host, current)
+                continue
+            log.info(
+                "%s: moving from %s to %s, which %s now resolves to",
+                name,
+                current or "no address",
+                new,
+                host,
+            )
+            online = state is None or state.association.online
+            self._remove_association(name)
+            self._take(cfg, new)
+            if not online and name in self.core.sources:
+                self.core.set_online(name, False, now)  # moved, still offline
 
     def _polling(self, ip: str, port: int) -> list[str]:
         """The associations polling ip:port now."""
@@ -280,6 +340,12 @@ class SourceMobilizer:
 
     def _on_tsq_drop(self, name: str, reason: str) -> None:
         self.core.handle_drop(name, reason)
+
+
+def _resolve_interval_ns(cfg: SourceConfig) -> int:
+    """The least time between two resolutions of a pool's or server's name: 8 min-polls,
+    within 1 s .. _POOL_RESOLVE_MAX_S."""
+    return round(min(max(1.0, 8 * 2.0**cfg.min_poll), _POOL_RESOLVE_MAX_S) * _NS_PER_S)
 
 
 def _join_host_port(ip: str, port: int) -> str:

@@ -6,27 +6,18 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import textwrap
 from typing import Any
 
 from netns import NetnsPeers
-from peers import Peers, Tsyncd, ctl_fails, free_udp_port, require, wait_for
-
-
-def sources_toml(*addresses: str, iburst: bool = False) -> str:
-    return "".join(
-        textwrap.dedent(
-            f"""
-            [[source]]
-            mode = "server"
-            address = "{address}"
-            min-poll = -3
-            max-poll = -3
-            iburst = {str(iburst).lower()}
-            """
-        )
-        for address in addresses
-    )
+from peers import (
+    Peers,
+    Tsyncd,
+    ctl_fails,
+    fast_sources_toml,
+    free_udp_port,
+    require,
+    wait_for,
+)
 
 
 def rows(daemon: Tsyncd) -> dict[str, dict[str, Any]]:
@@ -47,7 +38,7 @@ def test_offline_online_and_activity_against_chronyd(peers: Peers) -> None:
     port = free_udp_port()
     peers.chronyd_servers(port, (1, 2, 3))
     a, b, c = (f"127.0.0.{i}:{port}" for i in (1, 2, 3))
-    client = peers.tsyncd("tsyncd", sources_toml(a, b))
+    client = peers.tsyncd("tsyncd", fast_sources_toml(a, b))
     wait_for(
         "both sources reached",
         lambda: len(rs := rows(client)) == 2 and all(r["reach"] for r in rs.values()),
@@ -99,7 +90,7 @@ def test_onoffline_follows_the_routes(netns_peers: NetnsPeers) -> None:
     port = free_udp_port()
     netns_peers.chronyd_servers(port, (1,))
     near, far = f"127.0.0.1:{port}", "198.51.100.7:123"
-    client = netns_peers.tsyncd("tsyncd", sources_toml(near, far))
+    client = netns_peers.tsyncd("tsyncd", fast_sources_toml(near, far))
     wait_for("the loopback source reached", lambda: rows(client)[near]["reach"] != 0)
 
     assert client.ctl("onoffline") == {"online": [near], "offline": [far]}

@@ -69,15 +69,22 @@ async def _query(server: Endpoint, name: str, qtype: QType) -> list[str]:
         transport.close()
 
 
+def is_ip_literal(host: str) -> bool:
+    """``host`` is an IP address (IPv6 with or without a scope), not a name to resolve."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 async def resolve(host: str, port: int, servers: tuple[Endpoint, ...] = ()) -> list[str]:
     """The IP addresses of ``host`` (IPv4 first, then IPv6), without duplicates.
 
     IP literals come back as they are.  Raises OSError when nothing could be found.
     """
-    try:
+    if is_ip_literal(host):
         return [str(ipaddress.ip_address(host))]
-    except ValueError:
-        pass
     ips: list[str] = []
     if not servers:
         infos = await asyncio.get_running_loop().getaddrinfo(

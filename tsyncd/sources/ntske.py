@@ -9,7 +9,6 @@ with a message an operator can act on; the whole exchange has one deadline.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from OpenSSL import SSL
 from service_identity import VerificationError
 from service_identity.pyopenssl import verify_hostname, verify_ip_address
 
+from tsyncd.net.resolver import is_ip_literal
 from tsyncd.net.tls import TlsError, TlsStream, client_context
 from tsyncd.nts.ke import (
     CLIENT_AEADS,
@@ -88,7 +88,7 @@ async def _exchange(
     # (RFC 8915 §4.1.7): the address this connection reached, not a fresh lookup of the name
     # (which may give another address first, e.g. ::1 for a localhost that listens on IPv4).
     ke_address = str(writer.get_extra_info("peername")[0])
-    is_ip = _is_ip(host)
+    is_ip = is_ip_literal(host)
     tls = TlsStream(ctx, reader, writer, server=False, server_name=None if is_ip else host)
     try:
         await tls.handshake()
@@ -126,11 +126,3 @@ async def _exchange(
         group=group,
         finished_s=time.time(),
     )
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True

@@ -7,6 +7,7 @@ Decisions (which member is bad, when to resolve, which addresses to take) live i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Final
@@ -30,17 +31,26 @@ async def run_pool(
     remove: Callable[[str], None],
     status: MemberStatus,
     now_ns: Callable[[], int],
+    refresh: asyncio.Event | None = None,
 ) -> None:
-    """Keep ``members.count`` good addresses of pool ``name`` mobilized, until cancelled."""
+    """Keep ``members.count`` good addresses of pool ``name`` mobilized, until cancelled.
+    ``refresh`` set (tsyncctl refresh): resolve now, and replace members DNS no longer gives."""
+    refresh = refresh or asyncio.Event()
     while True:
         now = now_ns()
-        if members.wants_resolution(now):
+        refreshing = refresh.is_set()
+        refresh.clear()
+        if refreshing or members.wants_resolution(now):
             try:
                 ips = await resolve()
             except OSError as exc:
                 log.warning("cannot resolve pool %s: %s; retrying", name, exc)
                 members.resolution_failed(now)
             else:
+                for ip in members.stale(ips) if refreshing else []:
+                    log.info("pool %s: replacing %s: no longer in DNS", name, ip)
+                    members.drop(ip, now)
+                    remove(ip)
                 chosen = members.choose(ips, now)
                 for ip in chosen:
                     if add(ip) is None:
@@ -66,4 +76,5 @@ async def run_pool(
             if reason is not None:
                 log.warning("pool %s: replacing %s: %s", name, ip, reason)
                 remove(ip)
-        await asyncio.sleep(_CHECK_INTERVAL_S)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(refresh.wait(), _CHECK_INTERVAL_S)

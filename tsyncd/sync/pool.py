@@ -14,7 +14,8 @@ address from a new resolution:
 
 A dropped address is not picked again for ``_BAD_HOLD_NS`` (it may still be in DNS).  When the
 pool has fewer members than ``count`` it asks for a resolution, at most once per
-``resolve_interval_ns``; ``choose`` then picks new addresses in DNS order.  The IO adapter
+``resolve_interval_ns``; ``choose`` then picks new addresses in DNS order.  ``tsyncctl refresh``
+resolves at once and replaces the members DNS no longer gives (``stale``).  The IO adapter
 (``tsyncd.sources.pool``) calls ``check`` once a second and carries out what it returns.
 """
 
@@ -67,21 +68,17 @@ class PoolMembers:
         self, member: str, association: NtpAssociation, selection_state: str, now_ns: int
     ) -> str | None:
         """Why ``member`` must be replaced now (and drop it), or None to keep it."""
-        reason: str | None = None
-        if association.state is AssociationState.DEMOBILIZED:
-            reason = association.unusable_reason or "demobilized"
-        elif association.reach == 0 and association.stats.packets_sent >= _UNREACHABLE_POLLS:
-            reason = f"unreachable ({association.stats.packets_sent} requests unanswered)"
-        elif selection_state == "falseticker":
-            seen = self._falseticker_checks.get(member, 0) + 1
+        seen = self._falseticker_checks.pop(member, 0)
+        reason, seen = bad_reason(association, selection_state, seen)
+        if seen:
             self._falseticker_checks[member] = seen
-            if seen >= _FALSETICKER_CHECKS:
-                reason = "falseticker"
-        else:
-            self._falseticker_checks.pop(member, None)
         if reason is not None:
             self.drop(member, now_ns)
         return reason
+
+    def stale(self, resolved: list[str]) -> list[str]:
+        """Members a fresh resolution no longer gives (tsyncctl refresh replaces them)."""
+        return [ip for ip in self.members if ip not in resolved]
 
     def drop(self, member: str, now_ns: int) -> None:
         """Stop using ``member`` and keep it out for a while."""
@@ -92,3 +89,18 @@ class PoolMembers:
         self.bad_until_ns[member] = now_ns + _BAD_HOLD_NS
         # Replace it soon, but never resolve in a tight loop.
         self._next_resolve_ns = min(self._next_resolve_ns, now_ns + self.resolve_interval_ns)
+
+
+def bad_reason(
+    association: NtpAssociation, selection_state: str, falseticker_checks: int
+) -> tuple[str | None, int]:
+    """(Why a source is bad and should be replaced, or None; the falseticker checks in a row
+    counting this one).  Shared by pools and sources named by host name (``named_server``)."""
+    if association.state is AssociationState.DEMOBILIZED:
+        return association.unusable_reason or "demobilized", 0
+    if association.reach == 0 and association.stats.packets_sent >= _UNREACHABLE_POLLS:
+        return f"unreachable ({association.stats.packets_sent} requests unanswered)", 0
+    if selection_state != "falseticker":
+        return None, 0
+    seen = falseticker_checks + 1
+    return ("falseticker" if seen >= _FALSETICKER_CHECKS else None), seen

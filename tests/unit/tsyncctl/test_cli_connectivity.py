@@ -1,5 +1,6 @@
-"""tsyncctl offline/online/onoffline/activity: what they send and print, against a real
-ControlServer (the daemon side is tests/system/test_connectivity.py)."""
+"""tsyncctl offline/online/onoffline/activity/refresh: what they send and print, against a real
+ControlServer (the daemon side: tests/system/test_connectivity.py,
+tests/interop/test_names_dnsmasq.py)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ def connectivity(method: str) -> Any:
         selected = ["a:123", "b:123"]
         if method == "onoffline":
             return {"online": ["a:123"], "offline": ["b:123"]}
+        if method == "refresh":
+            return {"sources": selected}
         return {"changed": selected[1:], "selected": selected}
 
     return handler
@@ -38,7 +41,7 @@ def sock() -> Iterator[Path]:
     server = ControlServer(
         d / "ctl.sock",
         read_methods={"activity": lambda _p: {**counts, "unknown_address": 2}},
-        admin_methods={m: connectivity(m) for m in ("offline", "online", "onoffline")},
+        admin_methods={m: connectivity(m) for m in ("offline", "online", "onoffline", "refresh")},
     )
     CALLS.clear()
     with serving(server):
@@ -72,3 +75,10 @@ def test_offline_online_send_their_selectors(sock: Path) -> None:
         ("online", {"sources": []}),
         ("onoffline", {"sources": []}),
     ]
+
+
+def test_refresh_names_the_sources_it_resolves_again(sock: Path) -> None:
+    result = CliRunner().invoke(cli, ["-s", str(sock), "refresh"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "resolving again: a:123, b:123\n"
+    assert CALLS == [("refresh", {})]

@@ -1,0 +1,89 @@
+"""Servers and pools given by name follow DNS (chronyd's replacement and ``chronyc refresh``):
+names from a real DNS server (dnsmasq on a loopback port, hosts file re-read on SIGHUP), NTP
+from real chronyd servers on 127.0.0.N."""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+from peers import Peers, Process, Tsyncd, fast_sources_toml, wait_for
+
+
+def named_client(peers: Peers, dns_port: int, name: str, mode: str = "server") -> Tsyncd:
+    """tsyncd resolving through the test's dnsmasq, with one source ``name``."""
+    resolver = f'[resolver]\nservers = ["127.0.0.1:{dns_port}"]\n'
+    extra = "count = 2\n" if mode == "pool" else ""
+    return peers.tsyncd("tsyncd-client", resolver + fast_sources_toml(name, mode=mode, extra=extra))
+
+
+def point(peers: Peers, dns: Process, hosts: str) -> None:
+    """Change what the name resolves to, as a zone update would."""
+    (peers.tmp / "pool.hosts").write_text(hosts)
+    dns.popen.send_signal(signal.SIGHUP)
+
+
+def row(client: Tsyncd, name: str) -> dict[str, Any] | None:
+    rows = [r for r in client.ctl("peers") if r["name"] == name]
+    return rows[0] if rows else None
+
+
+def reached_at(client: Tsyncd, name: str, ip: str) -> dict[str, Any] | None:
+    """The source's row once it polls ``ip`` and has had an answer there."""
+    r = row(client, name)
+    return r if r and r["address"].startswith(f"{ip}:") and r["reach"] else None
+
+
+def test_an_unreachable_server_moves_to_the_new_address_of_its_name(peers: Peers) -> None:
+    # Nothing serves .4; the name moves to .3 while tsyncd polls .4.
+    ntp_port, dns_port, dns = peers.pool_peers("127.0.0.4 ntp.test\n", (3,))
+    name = f"ntp.test:{ntp_port}"
+    client = named_client(peers, dns_port, name)
+    # Unreachable, but DNS still gives only .4: resolved again, and it stays.
+    wait_for("a lookup for the dead server", lambda: "127.0.0.4 is bad" in client.proc.output())
+    wait_for("the answer", lambda: dns.output().count("query[AAAA] ntp.test") == 2)
+    assert (r := row(client, name)) is not None and r["address"] == f"127.0.0.4:{ntp_port}"
+    point(peers, dns, "127.0.0.3 ntp.test\n")
+    moved = wait_for(
+        "the source moved to 127.0.0.3 and reached",
+        lambda: reached_at(client, name, "127.0.0.3"),
+        timeout=30,
+    )
+    assert moved["name"] == name and moved["stratum"] == 7  # chronyd on .3: local stratum 7
+    assert "moving from 127.0.0.4 to 127.0.0.3, which ntp.test now resolves to" in (
+        client.proc.output()
+    )
+
+
+def test_refresh_moves_a_good_server_only_when_its_name_moved(peers: Peers) -> None:
+    ntp_port, dns_port, dns = peers.pool_peers("127.0.0.2 ntp.test\n", (2, 3))
+    name = f"ntp.test:{ntp_port}"
+    client = named_client(peers, dns_port, name)
+    wait_for("the server reached", lambda: reached_at(client, name, "127.0.0.2"))
+
+    # DNS unchanged: refresh asks again and stays with a good server.
+    assert client.ctl("refresh") == {"sources": [name]}
+    wait_for("the lookup", lambda: "ntp.test still resolves to 127.0.0.2" in client.proc.output())
+    assert dns.output().count("query[A] ntp.test") == 2
+    point(peers, dns, "127.0.0.3 ntp.test\n127.0.0.2 ntp.test.old\n")
+    assert reached_at(client, name, "127.0.0.2")
+    # The name moved: a good server is left for the name's new address, on refresh only.
+    assert client.ctl("refresh") == {"sources": [name]}
+    wait_for("the source moved to 127.0.0.3", lambda: reached_at(client, name, "127.0.0.3"))
+
+
+def test_refresh_replaces_pool_members_no_longer_in_dns(peers: Peers) -> None:
+    ntp_port, dns_port, dns = peers.pool_peers(
+        "127.0.0.2 pool.test\n127.0.0.3 pool.test\n", (2, 3, 5)
+    )
+    client = named_client(peers, dns_port, f"pool.test:{ntp_port}", "pool")
+
+    def addresses() -> set[str]:
+        return {r["address"] for r in client.ctl("peers")}
+
+    two, three, five = (f"127.0.0.{i}:{ntp_port}" for i in (2, 3, 5))
+    wait_for("both pool members mobilized", lambda: addresses() == {two, three})
+    point(peers, dns, "127.0.0.2 pool.test\n127.0.0.5 pool.test\n")
+    assert client.ctl("refresh") == {"sources": [f"pool.test:{ntp_port}"]}
+    wait_for("127.0.0.3 replaced by 127.0.0.5", lambda: addresses() == {two, five})
+    assert "replacing 127.0.0.3: no longer in DNS" in client.proc.output()
