@@ -436,6 +436,8 @@ def _reload_lines(r: dict[str, Any]) -> str:
 @click.option("--min-poll", type=int, help="Shortest poll interval, log2 seconds.")
 @click.option("--max-poll", type=int, help="Longest poll interval, log2 seconds.")
 @click.option("--xleave", is_flag=True, help="Ask for interleaved mode.")
+@click.option("--noselect", is_flag=True, help="Measure it, never select it.")
+@click.option("--prefer", is_flag=True, help="Prefer it over sources without --prefer.")
 @click.option("--count", type=int, help="Pool only: how many of its addresses to use.")
 @click.option(
     "--certificate-authority",

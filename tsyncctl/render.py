@@ -17,8 +17,9 @@ STATE_SYMBOLS = {
     "falseticker": "x",
     "unreachable": "?",
     "outlier": "-",
+    "noselect": "N",
 }
-STATE_LEGEND = "* selected  + combined  - outlier  x falseticker  ? unreachable"
+STATE_LEGEND = "* selected  + combined  - outlier  x falseticker  ? unreachable  N noselect"
 
 _UNITS = ((1.0, "s"), (1e-3, "ms"), (1e-6, "µs"), (1e-9, "ns"))
 

@@ -126,6 +126,8 @@ class SourceConfig:
     broadcast_calibrate: bool = False  # broadcast only: measure the round trip (client volley)
     broadcast_server: Endpoint | None = None  # broadcast only: the sender and its unicast port
     broadcast_interface: str | None = None  # multicast only: join the group on this interface
+    noselect: bool = False  # measured and shown, never selected nor combined (chrony's noselect)
+    prefer: bool = False  # preferred in selection over sources without it (chrony's prefer)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -302,6 +304,8 @@ _SOURCE: Final = (
     _simple_field("broadcast-calibrate", "true or false", lambda v: isinstance(v, bool)),
     _endpoint_field("broadcast-server", 0, ip_only=True),
     _string_field("broadcast-interface"),
+    _simple_field("noselect", "true or false", lambda v: isinstance(v, bool)),
+    _simple_field("prefer", "true or false", lambda v: isinstance(v, bool)),
 )
 _SERVER: Final = (
     _endpoint_field("listen", NTP_PORT, ip_only=True),
@@ -465,6 +469,8 @@ def _check_sources(
                 source.max_poll,
                 f"integer {source.min_poll}..{POLL_MAX} (log2 seconds, at least min-poll)",
             )
+        if source.noselect and source.prefer:
+            report.add(f"{where}.prefer", True, "not with noselect = true (never selected)")
         if "count" in raw and source.mode != "pool":
             report.add(f"{where}.count", source.count, 'no count unless mode = "pool"')
         if "transport" in raw and source.mode != "tsq":

@@ -233,6 +233,8 @@ class SourceMobilizer:
             symmetric=symmetric,
             broadcast_delay_ns=broadcast_delay_ns,
             broadcast_calibrate=cfg.broadcast_calibrate,
+            noselect=cfg.noselect,
+            prefer=cfg.prefer,
         )
         self._mobilized(state)
         return state

@@ -58,7 +58,7 @@ class SourceSnapshot:
     address: str  # resolved address "ip:port" ("[ip6]:port"), or "" when unresolved
     mode: str  # "server" | "pool" | "peer" | "broadcast"
     state: str  # "selected" | "candidate" | "outlier" | "falseticker" | "unreachable" |
-    # "unusable" | "init"
+    # "unusable" | "noselect" | "init"
     state_reason: str | None  # why unusable/unreachable, if known
     offset: float | None  # s, positive means the source is ahead of our clock
     delay: float | None  # s, round trip

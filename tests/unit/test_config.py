@@ -321,7 +321,8 @@ def test_config_error_fields() -> None:
             {"source": [{"mode": "server", "address": "a", "min poll": 3}]},
             'source[0]."min poll" = 3: expected key to be one of: mode, address, iburst, '
             "min-poll, max-poll, count, xleave, dscp, local-port, broadcast-delay, transport, "
-            "certificate-authority, broadcast-calibrate, broadcast-server, broadcast-interface",
+            "certificate-authority, broadcast-calibrate, broadcast-server, broadcast-interface, "
+            "noselect, prefer",
         ),
         ({"control": {"socket": ""}}, 'control.socket = "": expected non-empty string'),
         ({"control": {"group": 0}}, "control.group = 0: expected non-empty string"),
@@ -608,4 +609,24 @@ def test_broadcast_server_and_client_keys() -> None:
         "or a multicast group (IPv6 ff0X::101, IPv4 224.0.1.1)",
         f"{P}: source[1].broadcast-delay = 0.1: expected no broadcast-delay unless "
         'mode = "broadcast"',
+    ]
+
+
+def test_noselect_and_prefer() -> None:
+    config = parse_config(
+        {
+            "source": [
+                {"mode": "server", "address": "a.example", "noselect": True},
+                {"mode": "pool", "address": "b.example", "prefer": True},
+            ]
+        },
+        P,
+    )
+    assert [(s.noselect, s.prefer) for s in config.sources] == [(True, False), (False, True)]
+    with pytest.raises(ConfigErrors) as e:
+        parse_config(
+            {"source": [{"mode": "server", "address": "a", "noselect": True, "prefer": True}]}, P
+        )
+    assert [str(x) for x in e.value.errors] == [
+        f"{P}: source[0].prefer = true: expected not with noselect = true (never selected)"
     ]

@@ -47,6 +47,8 @@ class SourceState:
     reference_id: int  # what we announce as our refid when this source is the system peer
     association: NtpAssociation
     filter: ClockFilter
+    noselect: bool = False  # measured, never selected (chrony's noselect)
+    prefer: bool = False  # preferred over sources without it (chrony's prefer)
 
     def candidate(self, now_ns: int) -> Candidate:
         """This source as the system process sees it."""
@@ -60,6 +62,8 @@ class SourceState:
             unusable_reason=a.unusable_reason,
             estimate=self.filter.output(now_ns),
             poll_log2=a.poll,
+            noselect=self.noselect,
+            prefer=self.prefer,
         )
 
 
@@ -100,6 +104,8 @@ class SyncCore:
         symmetric: bool = False,
         broadcast_delay_ns: int | None = None,
         broadcast_calibrate: bool = False,
+        noselect: bool = False,
+        prefer: bool = False,
     ) -> SourceState:
         """Mobilize an association (polling starts at its first deadline); with
         ``broadcast_delay_ns``, a broadcast client's, measuring that delay itself when
@@ -120,6 +126,8 @@ class SyncCore:
                 xleave=xleave,
             ),
             filter=ClockFilter(precision_ns=precision_ns),
+            noselect=noselect,
+            prefer=prefer,
         )
         if isinstance(state.association, BroadcastAssociation) and broadcast_delay_ns is not None:
             state.association.broadcast_delay_ns = broadcast_delay_ns

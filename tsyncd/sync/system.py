@@ -17,9 +17,17 @@ Theory of operation
    sources at the same stratum cannot pass time back and forth without it growing.
 
 Every source ends in one state, chrony-like: "selected" (system peer), "candidate" (a survivor
-combined into the offset), "outlier" (a truechimer that clustering dropped), "falseticker"
-(outside the majority interval, or no majority at all), "unreachable", "unusable" or "init" (no
-reply yet).  ``SystemDecision.reasons`` says why for every source but the system peer.
+combined into the offset), "outlier" (a truechimer that clustering dropped, or left out for a
+prefer source), "falseticker" (outside the majority interval, or no majority at all),
+"unreachable", "unusable", "noselect" (configured so: measured, never selected, and not a vote
+in the selection either) or "init" (no reply yet).  ``SystemDecision.reasons`` says why for
+every source but the system peer.
+
+Source options, as chrony's: ``noselect`` sources are left out before the selection;
+``prefer`` sources, when any of them survives clustering, are the only survivors the system
+peer is picked from and combined (the others become outliers), so a preferred source (a local
+reference clock, a trusted LAN server) steers the clock while the others still vote in the
+selection and so can outvote it as a falseticker.
 
 The loop test.  RFC 5905 rejects a source whose refid equals the system refid.  Taken literally
 that drops every sibling synchronized to our own system peer, which is no loop, and the real
@@ -57,6 +65,8 @@ class Candidate:
     unusable_reason: str | None
     estimate: FilterOutput | None
     poll_log2: int | None = None  # the source's poll interval; None: no PHI·poll allowance
+    noselect: bool = False  # measured and shown, never in the selection (chrony's noselect)
+    prefer: bool = False  # if any prefer source survives, only those are combined (chrony's)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -75,7 +85,7 @@ class SystemDecision:
     root_dispersion_ns: int
     leap: int
     # name -> "selected" | "candidate" | "outlier" | "falseticker" | "unreachable" |
-    # "unusable" | "init"
+    # "unusable" | "noselect" | "init"
     states: dict[str, str]
     combined_offset_ns: int = 0  # Θ, the same as offset_ns
     system_jitter_ns: int = 0  # sqrt(Ψ_s² + Ψ_p²), the same as jitter_ns
@@ -179,6 +189,13 @@ class SystemProcess:
         for name in clustering.outliers:
             states[name] = "outlier"
             reasons[name] = "dropped by clustering: too far from the other sources"
+        preferred = tuple(ct for ct in survivors if by_name[ct.name][0].prefer)
+        if preferred and len(preferred) < len(survivors):
+            for ct in survivors:
+                if ct not in preferred:
+                    states[ct.name] = "outlier"
+                    reasons[ct.name] = "not combined: a prefer source survives"
+            survivors = preferred
         peer = pick_system_peer(survivors, self._selected)
         combo = combine(survivors, peer, selection_jitter_ns=clustering.selection_jitter_ns)
         for ct in survivors:
@@ -221,6 +238,8 @@ class SystemProcess:
         """RFC 5905 A.5.5.3 fitness, checked in the RFC's order; the contender if fit."""
         if not c.usable:
             return _Rejected("unusable", c.unusable_reason or "demobilized")
+        if c.noselect:
+            return _Rejected("noselect", "configured with noselect: measured, never selected")
         est = c.estimate
         if est is None:
             if c.polled and c.reach == 0:

@@ -61,6 +61,8 @@ def cand(
     reason: str | None = None,
     refid: int | None = None,
     poll_log2: int | None = None,
+    noselect: bool = False,
+    prefer: bool = False,
 ) -> Candidate:
     return Candidate(
         name=name,
@@ -71,6 +73,8 @@ def cand(
         unusable_reason=reason,
         estimate=estimate,
         poll_log2=poll_log2,
+        noselect=noselect,
+        prefer=prefer,
     )
 
 
@@ -274,3 +278,40 @@ def test_with_real_filters() -> None:
     )
     assert d.synchronized and d.stratum == 2 and len(d.survivors) == 3
     assert 130 * US <= d.offset_ns <= 330 * US
+
+
+def test_noselect_is_measured_but_never_selected_nor_a_vote() -> None:
+    system = SystemProcess(local_stratum=None, min_sources=1)
+    d = system.choose([cand("a", est(0), noselect=True)], NOW)
+    assert not d.synchronized and d.states == {"a": "noselect"}
+    assert d.reasons["a"] == "configured with noselect: measured, never selected"
+    # a does not vote: b and c disagree with no majority (a and b would outvote c).
+    d = system.choose(
+        [cand("a", est(0), noselect=True), cand("b", est(1)), cand("c", est(300))], NOW
+    )
+    assert d.states["a"] == "noselect" and not d.synchronized  # b and c: no majority
+    d = system.choose([cand("a", est(300), noselect=True), cand("b", est(1))], NOW)
+    assert d.selected == "b" and d.states == {"a": "noselect", "b": "selected"}
+
+
+def test_prefer_source_alone_is_combined_when_it_survives() -> None:
+    sources = [
+        cand("a", est(0, root_disp_ms=5.5)),  # the best root distance
+        cand("b", est(2, root_disp_ms=25.5), prefer=True),
+        cand("c", est(-1, root_disp_ms=45.5)),
+    ]
+    d = SystemProcess(local_stratum=None, min_sources=1).choose(sources, NOW)
+    assert d.selected == "b" and d.survivors == ("b",) and d.offset_ns == 2 * MS
+    assert d.states == {"a": "outlier", "b": "selected", "c": "outlier"}
+    assert d.reasons["a"] == "not combined: a prefer source survives"
+
+
+def test_a_prefer_falseticker_is_still_outvoted() -> None:
+    sources = [
+        cand("a", est(0)),
+        cand("b", est(1)),
+        cand("p", est(500), prefer=True),  # far from the majority
+    ]
+    d = SystemProcess(local_stratum=None, min_sources=1).choose(sources, NOW)
+    assert d.states["p"] == "falseticker" and d.selected in ("a", "b")
+    assert set(d.survivors) == {"a", "b"}
