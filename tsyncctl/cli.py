@@ -165,6 +165,8 @@ def authdata(ctx: click.Context, as_json: bool) -> None:
                     "mode": src.get("mode"),
                     "auth": render.auth_kind(src),
                     "nts": src.get("nts"),
+                    "key_id": src.get("key_id"),
+                    "key_type": src.get("key_type"),
                 }
                 for src in result
             ]
@@ -436,6 +438,7 @@ def _reload_lines(r: dict[str, Any]) -> str:
 @click.option("--min-poll", type=int, help="Shortest poll interval, log2 seconds.")
 @click.option("--max-poll", type=int, help="Longest poll interval, log2 seconds.")
 @click.option("--xleave", is_flag=True, help="Ask for interleaved mode.")
+@click.option("--key", type=int, help="Sign with, and demand, this key of [keys] file.")
 @click.option("--noselect", is_flag=True, help="Measure it, never select it.")
 @click.option("--prefer", is_flag=True, help="Prefer it over sources without --prefer.")
 @click.option("--count", type=int, help="Pool only: how many of its addresses to use.")

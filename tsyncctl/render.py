@@ -279,9 +279,12 @@ def render_nts_sources(sources: Sequence[Mapping[str, Any]]) -> str | None:
 
 
 def auth_kind(src: Mapping[str, Any]) -> str | None:
-    """How a source's packets are authenticated: "NTS", "TLS" (TSQ, time over QUIC) or None."""
+    """How a source's packets are authenticated: "NTS", "SK" (a symmetric key, as chronyc
+    says), "TLS" (TSQ, time over QUIC) or None."""
     if isinstance(src.get("nts"), Mapping):
         return "NTS"
+    if src.get("key_id") is not None:
+        return "SK"
     return "TLS" if src.get("mode") == "tsq" else None
 
 
@@ -292,7 +295,10 @@ def render_authdata(sources: Sequence[Mapping[str, Any]]) -> str:
     for src in sources:
         nts = src.get("nts")
         cells = _nts_cells(nts) if isinstance(nts, Mapping) else ["-"] * 6
-        rows.append([_text(src.get("name")), auth_kind(src) or "-", *cells])
+        kind = auth_kind(src) or "-"
+        if kind == "SK":
+            kind = f"SK {src.get('key_id')} {src.get('key_type')}"
+        rows.append([_text(src.get("name")), kind, *cells])
     if not rows:
         return "no sources configured"
     headers = ["Source", "Auth", "Cookies", "AEAD", "Last KE", "TLS group", "KEs", "NAKs"]

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import ip_address
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -126,6 +126,7 @@ class SourceConfig:
     broadcast_calibrate: bool = False  # broadcast only: measure the round trip (client volley)
     broadcast_server: Endpoint | None = None  # broadcast only: the sender and its unicast port
     broadcast_interface: str | None = None  # multicast only: join the group on this interface
+    key: int | None = None  # server/pool/peer: sign with, and demand, this [keys] key (RFC 5905)
     noselect: bool = False  # measured and shown, never selected nor combined (chrony's noselect)
     prefer: bool = False  # preferred in selection over sources without it (chrony's prefer)
 
@@ -212,6 +213,13 @@ class BroadcastConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class KeysConfig:
+    """[keys]: symmetric keys (RFC 5905 MAC) for sources' ``key`` and for clients that sign."""
+
+    file: Path | None = None  # chrony's keyfile format (tsyncd/symkey.py)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ResolverConfig:
     """[resolver]: how source names are resolved."""
 
@@ -243,6 +251,9 @@ class Config:
     resolver: ResolverConfig = ResolverConfig()
     nts_client: NtsClientConfig = NtsClientConfig()
     broadcasts: tuple[BroadcastConfig, ...] = ()
+    keys: KeysConfig = KeysConfig()
+    # The keys of [keys] file, read when the config is checked: key ID -> SymmetricKey.
+    symmetric_keys: Mapping[int, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 # --- step 1: field tables ---------------------------------------------------------------------
@@ -306,6 +317,7 @@ _SOURCE: Final = (
     _string_field("broadcast-interface"),
     _simple_field("noselect", "true or false", lambda v: isinstance(v, bool)),
     _simple_field("prefer", "true or false", lambda v: isinstance(v, bool)),
+    _int_field("key", 1, 0xFFFFFFFF, "a key ID of [keys] file"),
 )
 _SERVER: Final = (
     _endpoint_field("listen", NTP_PORT, ip_only=True),
@@ -349,6 +361,7 @@ _LOG: Final = (_choice_field("level", "debug", "info", "warning", "error"),)
 
 
 _RESOLVER: Final = (_endpoints_field("servers", 53),)
+_KEYS: Final = (_string_field("file", Path),)
 _BROADCAST: Final = (
     _endpoint_field("address", NTP_PORT, ip_only=True, min_port=1, required=True),
     _seconds_field("interval", 1 / 128, 86400.0),
@@ -403,6 +416,7 @@ _SECTIONS: Final = {
     "resolver": _Section(_RESOLVER, _plain(ResolverConfig)),
     "broadcast": _Section(_BROADCAST, _plain(BroadcastConfig), array=True),
     "nts-client": _Section(_NTS_CLIENT, _plain(NtsClientConfig)),
+    "keys": _Section(_KEYS, _plain(KeysConfig)),
 }
 
 
@@ -458,11 +472,25 @@ def _endpoint_identity(endpoint: Endpoint) -> tuple[str, int]:
 
 
 def _check_sources(
-    parsed: _Parsed, report: _Report, in_use: Mapping[tuple[str, int], str] | None = None
+    parsed: _Parsed,
+    report: _Report,
+    in_use: Mapping[tuple[str, int], str] | None = None,
+    keys: Mapping[int, object] | None = None,
 ) -> None:
-    """``in_use``: addresses already taken (identity -> who), for sources added at run time."""
+    """``in_use``: addresses already taken (identity -> who), for sources added at run time;
+    ``keys``: the symmetric keys a source's ``key`` may name (None: no [keys] file)."""
     first_use: dict[tuple[str, int], str] = dict(in_use or {})
     for where, raw, source in parsed:
+        if source.key is not None:
+            if source.mode not in ("server", "pool", "peer"):
+                report.add(
+                    f"{where}.key", source.key, 'no key unless mode = "server", "pool" or "peer"'
+                )
+            elif keys is None:
+                report.add(f"{where}.key", source.key, "a key ID of a [keys] file (none is set)")
+            elif source.key not in keys:
+                known = ", ".join(map(str, sorted(keys))) or "none"
+                report.add(f"{where}.key", source.key, f"a key ID of the [keys] file ({known})")
         if source.min_poll > source.max_poll:  # both were set explicitly (see _build_source)
             report.add(
                 f"{where}.max-poll",
@@ -559,7 +587,8 @@ def parse_config(data: Mapping[str, object], path: Path) -> Config:
             result = _parse_table(table, where, section, report)
             if result is not None:
                 parsed[name].append((where, table, result))
-    _check_sources(parsed["source"], report)
+    symmetric_keys = _load_keys(parsed["keys"], report)
+    _check_sources(parsed["source"], report, keys=symmetric_keys)
     _check_servers(parsed["server"], report)
     _check_servers(parsed["tsq-server"], report)
     _check_servers(parsed["nts-ke-server"], report)
@@ -579,8 +608,10 @@ def parse_config(data: Mapping[str, object], path: Path) -> Config:
         "resolver",
         "keyset",
         "nts-client",
+        "keys",
     )
     return Config(
+        symmetric_keys=symmetric_keys or {},
         path=path,
         sources=tuple(obj for _, _, obj in parsed["source"]),
         servers=tuple(obj for _, _, obj in parsed["server"]),
@@ -589,6 +620,23 @@ def parse_config(data: Mapping[str, object], path: Path) -> Config:
         broadcasts=tuple(obj for _, _, obj in parsed["broadcast"]),
         **{name.replace("-", "_"): parsed[name][0][2] for name in singles if parsed[name]},
     )
+
+
+def _load_keys(parsed: _Parsed, report: _Report) -> dict[int, Any] | None:
+    """The keys of ``[keys] file`` (None when unset); a file that cannot be read or parsed is
+    an error of ``keys.file``."""
+    if not parsed or parsed[0][2].file is None:
+        return None
+    path = parsed[0][2].file
+    from tsyncd.symkey import KeyFileError, load_key_file  # hashlib only when keys are used
+
+    try:
+        return dict(load_key_file(path))
+    except OSError as exc:
+        report.add("keys.file", str(path), f"a readable key file ({exc.strerror or exc})")
+    except (KeyFileError, UnicodeDecodeError) as exc:
+        report.add("keys.file", str(path), f"a key file in chrony's format ({exc})")
+    return {}
 
 
 def load_config(path: Path) -> Config:
@@ -611,6 +659,7 @@ def parse_source(
     table: object,
     in_use: Mapping[Endpoint, str] | None = None,
     origin: Path = Path("add_source"),
+    keys: Mapping[int, object] | None = None,
 ) -> SourceConfig:
     """Check one ``[[source]]`` table given at run time (``tsyncctl add``) by the config file's
     own rules, and that its address is none of ``in_use`` (address -> who uses it, e.g.
@@ -623,7 +672,7 @@ def parse_source(
         source = _parse_table(table, "source", _SECTIONS["source"], report)
         if source is not None:
             taken = {_endpoint_identity(e): who for e, who in (in_use or {}).items()}
-            _check_sources([("source", table, source)], report, taken)
+            _check_sources([("source", table, source)], report, taken, keys)
     if report or source is None:
         raise ConfigErrors(
             ConfigError(origin, key, value, expected) for key, value, expected in report

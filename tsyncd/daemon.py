@@ -88,6 +88,7 @@ class Daemon(Connectivity, SnapshotViews):
 
     def __init__(self, config: Config, clock: Clock, notifier: Notifier | None = None) -> None:
         self.config = config
+        self._served_keys = (config.keys, config.symmetric_keys)  # what the servers started with
         self.clock = clock
         self.notifier = notifier or Notifier()
         self.precision_log2 = measure_precision_log2(clock.now_ns)
@@ -179,6 +180,7 @@ class Daemon(Connectivity, SnapshotViews):
                 event_loop_only=on_loop,
                 keys=self.nts.key_state() if self.nts is not None else None,
                 fork=False,  # forked below, once the rest is started (memory)
+                symmetric_keys=self.config.symmetric_keys if self.config.keys.file else None,
             )
             if isinstance(server, NtpServer):
                 server.symmetric_passive = server_cfg.symmetric_passive
@@ -350,6 +352,10 @@ class Daemon(Connectivity, SnapshotViews):
         new = load_config(self.config.path)
         logging.getLogger().setLevel(new.log.level.upper())
         sources = None
+        # Sources (re)started from here on sign with the file's keys as they are now; the
+        # servers keep the keys they started with until a restart ("keys" below).
+        keys_changed = (new.keys, new.symmetric_keys) != self._served_keys
+        self.config = dataclasses.replace(self.config, symmetric_keys=new.symmetric_keys)
         if new.sources != self.config.sources:
             sources = self._schedule_source_reload(self.config.sources, new)
             self.config = dataclasses.replace(self.config, sources=new.sources)
@@ -369,7 +375,7 @@ class Daemon(Connectivity, SnapshotViews):
                 "nts_client",
             )
             if getattr(new, name) != getattr(self.config, name)
-        ]
+        ] + (["keys"] if keys_changed else [])
         if changed:
             log.warning(
                 "reloaded %s; changes to %s take effect after a restart",

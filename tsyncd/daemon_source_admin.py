@@ -87,7 +87,8 @@ class SourceAdmin(SourceMobilizer):
     def _rpc_add_source(self, params: dict[str, Any]) -> dict[str, Any]:
         """Check ``params`` as a ``[[source]]`` table and start it; its name comes back."""
         try:
-            cfg = parse_source(params, self._addresses_in_use())
+            keys = self.config.symmetric_keys if self.config.keys.file is not None else None
+            cfg = parse_source(params, self._addresses_in_use(), keys=keys)
         except ConfigErrors as exc:
             # One line for tsyncctl; each error, as the config file reports it, in ``data``.
             lines = [str(e) for e in exc.errors]

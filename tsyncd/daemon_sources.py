@@ -236,6 +236,10 @@ class SourceMobilizer:
             noselect=cfg.noselect,
             prefer=cfg.prefer,
         )
+        if cfg.key is not None:
+            from tsyncd.symkey import SymmetricKeyAuth  # hashlib only when keys are used
+
+            state.association.auth = SymmetricKeyAuth(self.config.symmetric_keys[cfg.key])
         self._mobilized(state)
         return state
 

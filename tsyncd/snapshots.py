@@ -81,6 +81,8 @@ class SourceSnapshot:
     broadcast_delay: float | None = None  # s, mode "broadcast": round trip in use (or measured)
     interleaved_replies: int = 0  # valid replies (peer packets) in interleaved mode (RFC 9769)
     online: bool = True  # False after tsyncctl offline: not polled until tsyncctl online
+    key_id: int | None = None  # the [keys] key its packets are signed with (RFC 5905 MAC)
+    key_type: str | None = None  # that key's type: MD5, SHA1, SHA256, ..., AES128, AES256
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

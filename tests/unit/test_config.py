@@ -65,10 +65,15 @@ def test_example_config_values() -> None:
     assert config.servers == (ServerConfig(listen=Endpoint("::", 123)),)
 
 
-def test_example_config_with_every_setting_uncommented_loads() -> None:
-    # "#key = value" lines are settings; uncommenting all of them must still be a valid config.
+def test_example_config_with_every_setting_uncommented_loads(tmp_path: Path) -> None:
+    # "#key = value" lines are settings; uncommenting all of them must still be a valid config
+    # (with a key file where the example names one).
     text = re.sub(r"(?m)^#(?=\S)", "", (ETC / "tsyncd.toml").read_text(encoding="utf-8"))
+    keys = tmp_path / "tsyncd.keys"
+    keys.write_text("1 SHA256 HEX:" + "ab" * 32 + "\n")
+    text = text.replace('"/etc/tsyncd/tsyncd.keys"', f'"{keys}"')
     config = parse_config(tomllib.loads(text), P)
+    assert config.sources[0].key == 1 and config.symmetric_keys[1].kind == "SHA256"
     assert config.synchronization.local_stratum == 10
     assert [s.name for s in config.sources] == [
         "pool.ntp.org",
@@ -315,14 +320,14 @@ def test_config_error_fields() -> None:
             {"sources": []},
             "sources = []: expected key to be one of: clock, synchronization, source, server, "
             "tsq-server, control, metrics, log, nts-ke-server, keyset, resolver, broadcast, "
-            "nts-client",
+            "nts-client, keys",
         ),
         (
             {"source": [{"mode": "server", "address": "a", "min poll": 3}]},
             'source[0]."min poll" = 3: expected key to be one of: mode, address, iburst, '
             "min-poll, max-poll, count, xleave, dscp, local-port, broadcast-delay, transport, "
             "certificate-authority, broadcast-calibrate, broadcast-server, broadcast-interface, "
-            "noselect, prefer",
+            "noselect, prefer, key",
         ),
         ({"control": {"socket": ""}}, 'control.socket = "": expected non-empty string'),
         ({"control": {"group": 0}}, "control.group = 0: expected non-empty string"),

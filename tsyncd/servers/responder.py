@@ -36,6 +36,7 @@ import heapq
 import ipaddress
 import random
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -46,8 +47,19 @@ from tsyncd.servers.clientlog import (
     RateLimit,
     take_token,
 )
+from tsyncd.symkey import SymmetricKey
+from tsyncd.symkey import seal as seal_mac
+from tsyncd.symkey import verify as verify_mac
 from tsyncd.wire.errors import WireError
-from tsyncd.wire.ntp import KissCode, Leap, Mode, decode_ntp, refid_from_ascii
+from tsyncd.wire.ntp import (
+    MAC_LENGTHS,
+    V3_MAC_LENGTHS,
+    KissCode,
+    Leap,
+    Mode,
+    decode_ntp,
+    refid_from_ascii,
+)
 from tsyncd.wire.timestamps import NTP_UNIX_OFFSET_S, ntp64_from_unix_ns
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -64,7 +76,8 @@ RATE_LIMITED: Final = "rate_limited"
 NOT_CLIENT_MODE: Final = "not_client_mode"
 ANSWERED_NTS: Final = "answered_nts"  # an authenticated NTS response (RFC 8915 §5.7)
 NTS_NAK: Final = "nts_nak"  # the NTS NAK is a KoD ("NTSN", RFC 8915 §5.7)
-SERVED: Final = frozenset({ANSWERED, INTERLEAVED, ANSWERED_NTS})
+ANSWERED_MAC: Final = "answered_mac"  # signed with the client's symmetric key (RFC 5905)
+SERVED: Final = frozenset({ANSWERED, INTERLEAVED, ANSWERED_NTS, ANSWERED_MAC})
 KODS: Final = frozenset({KOD_RATE, KOD_DENY, KOD_RSTR, NTS_NAK})
 
 _HEADER_LEN: Final = 48
@@ -114,6 +127,9 @@ class ServerPolicy:
     kod: bool = False  # answer limited/denied clients with KoD RATE/DENY/RSTR instead of silence
     interleaved: bool = True  # RFC 9769 interleaved responses for clients that ask
     max_clients: int = DEFAULT_MAX_CLIENTS  # client log bound
+    # [keys]: requests signed with one of these are answered signed (RFC 5905 MAC), others
+    # that carry a MAC are dropped; None: MACs are ignored (tsyncd/symkey.py).
+    symmetric_keys: Mapping[int, SymmetricKey] | None = None
 
 
 class ExtensionResponder(Protocol):
@@ -189,6 +205,7 @@ class NtpResponder:
         self._kod_interval_ns = (limit or RateLimit()).interval_ns
         self.template = ResponseTemplate()
         self.extensions: ExtensionResponder | None = None  # NTS, when configured
+        self._mac_keys = self.policy.symmetric_keys
 
     # ---------------------------------------------------------------- template
 
@@ -295,13 +312,28 @@ class NtpResponder:
             out_tx = tx_ntp if tx_ntp != rx_ntp else (tx_ntp + 1) & _MASK64
         plain = _pack_reply(self._heads[version], poll, self._tail, out_origin, rx_ntp, out_tx)
         response: bytes | None = plain
-        if n != _HEADER_LEN and extensions is not None:
-            # NTS: check the extension fields (as decode_ntp would), authenticate the request
-            # and seal this response, or NAK, or drop.
-            reason, response = extensions.respond_raw(data, plain)
-            if response is None:
-                record.dropped += 1
-            want_tx = want_tx and response is not None
+        if n != _HEADER_LEN:
+            if self._mac_keys is not None and n - _HEADER_LEN in (
+                MAC_LENGTHS if version == 4 else V3_MAC_LENGTHS
+            ):
+                # RFC 5905 §9.2 test 5: sign with the client's key.  A key we lack or a MAC
+                # that fails is dropped (reason unknown_key / bad_mac), as chronyd does, where
+                # ntpd would send a crypto-NAK: nothing to learn for a prober, nothing to
+                # reflect.
+                failure, key = verify_mac(self._mac_keys, data)
+                if failure is None and key is not None:
+                    reason, response = ANSWERED_MAC, seal_mac(key, plain)
+                else:
+                    reason, response = failure or "bad_mac", None
+                    record.dropped += 1
+                    want_tx = False
+            elif extensions is not None:
+                # NTS: check the extension fields (as decode_ntp would), authenticate the
+                # request and seal this response, or NAK, or drop.
+                reason, response = extensions.respond_raw(data, plain)
+                if response is None:
+                    record.dropped += 1
+                want_tx = want_tx and response is not None
         outcomes = self.outcomes
         outcomes[reason] = outcomes.get(reason, 0) + 1
         return reason, response, want_tx
@@ -423,7 +455,7 @@ class NtpResponder:
         return {
             "received": self.received,
             "sent": self.sent,
-            "answered": out.get(ANSWERED, 0) + out.get(INTERLEAVED, 0) + out.get(ANSWERED_NTS, 0),
+            "answered": sum(out.get(k, 0) for k in SERVED),
             "interleaved_answered": out.get(INTERLEAVED, 0),
             "kod_sent": sum(out.get(k, 0) for k in KODS),
             "dropped": self.dropped,

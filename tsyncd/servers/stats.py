@@ -13,18 +13,22 @@ from typing import Any
 from tsyncd.config import ServerConfig
 from tsyncd.servers.responder import ServerPolicy
 from tsyncd.snapshots import ServerStatsSnapshot
+from tsyncd.symkey import SymmetricKey
 
 _SUMMED = ("received", "sent", "answered", "interleaved_answered", "kod_sent", "dropped", "clients")
 NTS_SUMMED = ("nts_requests", "nts_naks", "nts_cookies_issued")
 
 
-def server_policy(cfg: ServerConfig) -> ServerPolicy:
-    """The responder policy a ``[[server]]`` table asks for."""
+def server_policy(
+    cfg: ServerConfig, symmetric_keys: Mapping[int, SymmetricKey] | None = None
+) -> ServerPolicy:
+    """The responder policy a ``[[server]]`` table asks for, with the ``[keys]`` keys."""
     return ServerPolicy(
         rate_limit=cfg.rate_limit,
         kod=cfg.kod,
         interleaved=cfg.interleaved,
         max_clients=cfg.max_clients,
+        symmetric_keys=symmetric_keys,
     )
 
 

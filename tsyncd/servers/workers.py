@@ -27,6 +27,7 @@ import signal
 import socket
 import struct
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -40,6 +41,7 @@ from tsyncd.servers.ntskeys import KeyState
 from tsyncd.servers.pipe import Connection, pipe
 from tsyncd.servers.responder import AccessList, NtpResponder, ResponseTemplate, ServerPolicy
 from tsyncd.servers.stats import server_policy, sum_counters
+from tsyncd.symkey import SymmetricKey
 
 log = logging.getLogger(__name__)
 
@@ -418,6 +420,7 @@ def start_server(
     event_loop_only: bool = False,
     keys: KeyState | None = None,
     fork: bool = True,
+    symmetric_keys: Mapping[int, SymmetricKey] | None = None,
 ) -> NtpServer | WorkerPool:
     """Serve one ``[[server]]`` with ``template``: a worker pool, or (``workers = 0``, or
     ``event_loop_only``) the event loop itself.  ``options`` apply to every socket; ``keys``
@@ -427,7 +430,7 @@ def start_server(
     of its start-up is done, so what start-up still allocates does not land on pages the
     workers would share, copying them (0.6 MB less summed PSS here, bench/README.md)."""
     access = AccessList(cfg.allow, cfg.deny)
-    policy = server_policy(cfg)
+    policy = server_policy(cfg, symmetric_keys)
     host, port = cfg.listen.host, cfg.listen.port
     workers = 0 if event_loop_only else default_workers() if cfg.workers is None else cfg.workers
 

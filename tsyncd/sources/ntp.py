@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from tsyncd.net.udp import Address, SocketOptions, TimestampedUdp, TxStampHandler, normalize_ip
 from tsyncd.snapshots import SourceSnapshot
+from tsyncd.symkey import SymmetricKeyAuth
 from tsyncd.sync.core import SourceState
 from tsyncd.wire.ntp import Leap, refid_to_str
 
@@ -125,6 +126,7 @@ class NtpSourceSocket:
         a = state.association
         est = state.filter.output(now_ns)
         s = est.sample if est is not None else None
+        key = a.auth.key if isinstance(a.auth, SymmetricKeyAuth) else None
         return SourceSnapshot(
             name=self.name,
             address=self.address,
@@ -150,6 +152,8 @@ class NtpSourceSocket:
             interleaved=a.interleaved,
             interleaved_replies=a.stats.interleaved_replies,
             online=a.online,
+            key_id=key.key_id if key is not None else None,
+            key_type=key.kind if key is not None else None,
         )
 
 

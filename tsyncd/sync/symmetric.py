@@ -86,7 +86,8 @@ class SymmetricAssociation(NtpAssociation):
             receive_ts=receive,
             transmit_ts=transmit,
         )
-        return encode_ntp(packet)
+        data = encode_ntp(packet)
+        return data if self.auth is None else self.auth.protect(data)
 
     def _packet_timestamps(self, now_ns: int) -> tuple[int, int, int]:
         """(Origin, Receive, Transmit) of the packet sent now: basic mode (RFC 5905 §9)."""
@@ -105,7 +106,10 @@ class SymmetricAssociation(NtpAssociation):
             self._lag = SendLag()
         self._read_ns = t1_ns
         self._xmt = ntp64_from_unix_ns(t1_ns + self._lag.lag_ns)
-        return data[:40] + self._xmt.to_bytes(8, "big") + data[48:]
+        stamped = data[:40] + self._xmt.to_bytes(8, "big")
+        if self.auth is not None:  # a symmetric key's MAC covers the Transmit: sign again
+            return self.auth.protect(stamped) or stamped
+        return stamped + data[48:]
 
     def handle_tx_timestamp(self, tx_ns: int) -> None:
         """The kernel's TX stamp of our latest packet: T1, and a measure of the send lag."""

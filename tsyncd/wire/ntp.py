@@ -41,6 +41,7 @@ __all__ = [
     "EF_MIN_LEN",
     "HEADER_LEN",
     "MAC_LENGTHS",
+    "V3_MAC_LENGTHS",
     "ExtensionField",
     "KissCode",
     "Leap",
@@ -72,6 +73,12 @@ EF_MAX_LEN: Final = 0xFFFC
 
 MAC_LENGTHS: Final = frozenset({20, 24})
 """Legacy MAC sizes: 4-byte key id + 16-byte (MD5) or 20-byte (SHA-1) digest."""
+
+V3_MAC_LENGTHS: Final = frozenset({20, 24, 36, 52, 68})
+"""MAC sizes after an NTPv1-3 header, which has no extension fields to confuse a MAC with:
+key id + a 16 (MD5, AES-CMAC), 20 (SHA-1), 32 (SHA-256), 48 (SHA-384) or 64-byte (SHA-512)
+digest.  chronyd signs with a longer digest than NTPv4 allows (RFC 7822: 24 bytes at most)
+by sending NTPv3."""
 
 CRYPTO_NAK: Final = b"\x00\x00\x00\x00"
 """RFC 5905 crypto-NAK: a MAC field holding just key id 0 (server could not authenticate)."""
@@ -196,12 +203,12 @@ def decode_ntp(data: bytes) -> NtpPacket:
             raise BadLength(f"NTP packet length {n} is not a multiple of 4")
         if version == 4:
             extensions, mac = _decode_trailer(data, n)
-        elif n - HEADER_LEN in MAC_LENGTHS:
+        elif n - HEADER_LEN in V3_MAC_LENGTHS:
             mac = bytes(data[HEADER_LEN:])
         else:
             raise BadLength(
                 f"NTPv{version} packet has {n - HEADER_LEN} bytes after the header; "
-                "only a 20- or 24-byte MAC may follow"
+                "only a MAC of 20, 24, 36, 52 or 68 bytes may follow"
             )
     return NtpPacket(
         leap=_LEAPS[lvm >> 6],
@@ -272,9 +279,12 @@ def encode_ntp(packet: NtpPacket) -> bytes:
     if mac is not None:
         if mac == CRYPTO_NAK and packet.version == 4 and not extensions:
             return header + mac
-        if len(mac) not in MAC_LENGTHS:
+        allowed = MAC_LENGTHS if packet.version == 4 else V3_MAC_LENGTHS
+        if len(mac) not in allowed:
+            sizes = ", ".join(map(str, sorted(allowed)))
             raise ValueError(
-                f"legacy MAC must be 20 or 24 bytes (or a bare crypto-NAK), got {len(mac)}"
+                f"an NTPv{packet.version} MAC is {sizes} bytes (or a bare crypto-NAK), "
+                f"not {len(mac)}"
             )
     last = len(extensions) - 1
     for i, ef in enumerate(extensions):

@@ -207,11 +207,22 @@ def test_length_not_multiple_of_4(extra: int) -> None:
 
 
 @pytest.mark.parametrize("version", [1, 2, 3])
-@pytest.mark.parametrize("extra", [4, 8, 16, 28, 36])
+@pytest.mark.parametrize("extra", [4, 8, 16, 28, 40, 72])
 def test_old_versions_only_allow_a_mac(version: int, extra: int) -> None:
     ef = struct.pack("!HH", 0x0104, extra) + bytes(extra - 4)  # a valid EF in v4
     with pytest.raises(BadLength, match=f"{extra} bytes after the header"):
         decode_ntp(header((version << 3) | 3) + ef)
+
+
+@pytest.mark.parametrize("version", [1, 2, 3])
+@pytest.mark.parametrize("mac_len", [36, 52, 68])
+def test_old_versions_take_long_macs(version: int, mac_len: int) -> None:
+    """chronyd signs as NTPv3 with a whole SHA-256/384/512 digest (too long for NTPv4)."""
+    wire = header((version << 3) | 3) + bytes(range(mac_len))
+    assert decode_ntp(wire).mac == bytes(range(mac_len))
+    assert encode_ntp(decode_ntp(wire)) == wire
+    with pytest.raises((BadLength, BadExtension)):
+        decode_ntp(header((4 << 3) | 3) + bytes(range(mac_len)))  # no MAC that long in v4
 
 
 @pytest.mark.parametrize("version", [1, 2, 3, 4])
