@@ -23,7 +23,6 @@ from tsyncd.sources.pool import run_pool
 from tsyncd.sync.association import NtpAssociation
 from tsyncd.sync.core import SourceState, SyncCore
 from tsyncd.sync.discipline import ClockAction
-from tsyncd.sync.named_server import NamedServer
 from tsyncd.sync.pool import PoolMembers
 from tsyncd.sync.sample import Sample
 from tsyncd.sync.symmetric import SymmetricAssociation
@@ -107,6 +106,8 @@ class SourceMobilizer:
     async def _follow_name(self, cfg: SourceConfig) -> None:
         """Resolve a server source's name again when the server turns bad, or on refresh, and
         move to another address the name gives (``sync/named_server.py``), until cancelled."""
+        from tsyncd.sync.named_server import NamedServer  # only for servers given by name
+
         host, port, name = cfg.address.host, cfg.address.port, cfg.name
         watch = NamedServer(resolve_interval_ns=_resolve_interval_ns(cfg))
         refresh = self._refresh_event(name)

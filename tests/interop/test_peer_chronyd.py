@@ -8,6 +8,7 @@ import socket
 from typing import Any
 
 from peers import (
+    NTPDATA_AUTHENTICATED,
     NTPDATA_DELAY,
     NTPDATA_INTERLEAVED,
     NTPDATA_MODE,
@@ -69,8 +70,58 @@ def test_symmetric_peers_measure_each_other(peers: Peers) -> None:
     assert answer.mode == Mode.SERVER and answer.origin_ts == 77 and answer.stratum == 9
 
 
-def _passive_server_and_active_chronyd(peers: Peers, peer_options: str) -> tuple[Tsyncd, Chronyd]:
-    """A tsyncd server answering symmetric active packets, and a chronyd ``peer`` of it."""
+def _passive_server_and_active_chronyd(
+    peers: Peers, peer_options: str, server_toml: str = ""
+) -> tuple[Tsyncd, Chronyd]:
+    """A tsyncd server answering symmetric active packets, and a chronyd ``peer`` of it with
+    ``peer_options`` (and ``server_toml`` in tsyncd's config)."""
+    server_port = free_udp_port()
+    server = peers.tsyncd(
+        "tsyncd-server",
+        f"[synchronization]\nlocal-stratum = 8\n{server_toml}[[server]]\n"
+        f'listen = "127.0.0.1:{server_port}"\nsymmetric-passive = true\n',
+    )
+    chrony = peers.chronyd(
+        "chronyd-active",
+        f"port {free_udp_port()}\nbindaddress 127.0.0.1\nallow 127.0.0.1\n"
+        f"peer 127.0.0.1 port {server_port} minpoll -2 maxpoll -2{peer_options}\n",
+    )
+    return server, chrony
+
+
+def _selected_passive(chrony: Chronyd) -> list[str]:
+    """chronyd's row for the tsyncd it polls in symmetric active mode, once selected."""
+
+    def selected() -> list[str] | None:
+        rows = [r for r in chrony.sources() if r[0] == "=" and r[1] == "*"]
+        return rows[0] if rows else None
+
+    return wait_for("chronyd to select tsyncd's passive answers", selected, timeout=30)
+
+
+def test_server_answers_symmetric_active_in_passive_mode(peers: Peers) -> None:
+    _server, chrony = _passive_server_and_active_chronyd(peers, "")
+    row = _selected_passive(chrony)
+    assert row[3] == "8"
+    tracking = chrony.chronyc("tracking").split(",")
+    assert tracking[2] == "9" and abs(float(tracking[4])) < 1e-3
+
+
+def test_passive_answers_to_a_signed_peer_are_signed(peers: Peers) -> None:
+    """chronyd's ``peer ... key 2`` (SHA256: NTPv3, whole digest) gets signed mode 2 answers
+    from a tsyncd with that key."""
+    keys = peers.tmp / "passive.keys"
+    keys.write_text("2 SHA256 HEX:" + "2a" * 32 + "\n")
+    server, chrony = _passive_server_and_active_chronyd(
+        peers, f" key 2\nkeyfile {keys}", f'[keys]\nfile = "{keys}"\n'
+    )
+    assert _selected_passive(chrony)[3] == "8"
+    row = chrony.ntpdata()
+    assert row is not None and row[NTPDATA_AUTHENTICATED] == "Yes"
+    assert server.ctl("serverstats")["dropped_by_reason"] == {}
+
+
+def test_passive_answers_to_an_interleaving_peer_carry_kernel_tx_stamps(peers: Peers) -> None:
     server, chrony = _passive_server_and_active_chronyd(peers, " xleave")
     samples: dict[int, tuple[float, float]] = {}  # chronyd's valid RX count -> (offset, delay)
 

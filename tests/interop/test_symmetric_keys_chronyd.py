@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from peers import (
+    NTPDATA_AUTHENTICATED,
     NTPDATA_MODE,
     NTPDATA_VALID_RX,
     Chronyd,
@@ -24,7 +25,6 @@ KEYS = """\
 3 AES128 HEX:000102030405060708090A0B0C0D0E0F
 4 SHA1 ASCII:the-servers-secret
 """
-NTPDATA_AUTHENTICATED = 27  # `chronyc -c ntpdata`: "Yes" / "No"
 
 
 def key_file(peers: Peers, name: str, text: str = KEYS) -> Path:

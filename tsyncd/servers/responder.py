@@ -38,7 +38,7 @@ import random
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from tsyncd.servers.clientlog import (
     DEFAULT_MAX_CLIENTS,
@@ -47,9 +47,6 @@ from tsyncd.servers.clientlog import (
     RateLimit,
     take_token,
 )
-from tsyncd.symkey import SymmetricKey
-from tsyncd.symkey import seal as seal_mac
-from tsyncd.symkey import verify as verify_mac
 from tsyncd.wire.errors import WireError
 from tsyncd.wire.ntp import (
     MAC_LENGTHS,
@@ -61,6 +58,9 @@ from tsyncd.wire.ntp import (
     refid_from_ascii,
 )
 from tsyncd.wire.timestamps import NTP_UNIX_OFFSET_S, ntp64_from_unix_ns
+
+if TYPE_CHECKING:
+    from tsyncd.symkey import SymmetricKey
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -320,9 +320,11 @@ class NtpResponder:
                 # that fails is dropped (reason unknown_key / bad_mac), as chronyd does, where
                 # ntpd would send a crypto-NAK: nothing to learn for a prober, nothing to
                 # reflect.
-                failure, key = verify_mac(self._mac_keys, data)
+                from tsyncd.symkey import seal, verify  # loaded already: [keys] read it
+
+                failure, key = verify(self._mac_keys, data)
                 if failure is None and key is not None:
-                    reason, response = ANSWERED_MAC, seal_mac(key, plain)
+                    reason, response = ANSWERED_MAC, seal(key, plain)
                 else:
                     reason, response = failure or "bad_mac", None
                     record.dropped += 1

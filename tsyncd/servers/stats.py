@@ -8,12 +8,14 @@ metrics read.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tsyncd.config import ServerConfig
 from tsyncd.servers.responder import ServerPolicy
 from tsyncd.snapshots import ServerStatsSnapshot
-from tsyncd.symkey import SymmetricKey
+
+if TYPE_CHECKING:
+    from tsyncd.symkey import SymmetricKey
 
 _SUMMED = ("received", "sent", "answered", "interleaved_answered", "kod_sent", "dropped", "clients")
 NTS_SUMMED = ("nts_requests", "nts_naks", "nts_cookies_issued")

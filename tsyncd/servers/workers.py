@@ -29,7 +29,7 @@ import struct
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from tsyncd.clock.base import Clock
 from tsyncd.config import ServerConfig
@@ -41,7 +41,9 @@ from tsyncd.servers.ntskeys import KeyState
 from tsyncd.servers.pipe import Connection, pipe
 from tsyncd.servers.responder import AccessList, NtpResponder, ResponseTemplate, ServerPolicy
 from tsyncd.servers.stats import server_policy, sum_counters
-from tsyncd.symkey import SymmetricKey
+
+if TYPE_CHECKING:
+    from tsyncd.symkey import SymmetricKey
 
 log = logging.getLogger(__name__)
 

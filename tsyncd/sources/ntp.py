@@ -12,7 +12,6 @@ from collections.abc import Callable
 
 from tsyncd.net.udp import Address, SocketOptions, TimestampedUdp, TxStampHandler, normalize_ip
 from tsyncd.snapshots import SourceSnapshot
-from tsyncd.symkey import SymmetricKeyAuth
 from tsyncd.sync.core import SourceState
 from tsyncd.wire.ntp import Leap, refid_to_str
 
@@ -126,7 +125,7 @@ class NtpSourceSocket:
         a = state.association
         est = state.filter.output(now_ns)
         s = est.sample if est is not None else None
-        key = a.auth.key if isinstance(a.auth, SymmetricKeyAuth) else None
+        key = getattr(a.auth, "key", None)  # SymmetricKeyAuth's (symkey.py, loaded on use)
         return SourceSnapshot(
             name=self.name,
             address=self.address,
