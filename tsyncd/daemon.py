@@ -31,7 +31,6 @@ from tsyncd.daemon_snapshots import SnapshotViews
 from tsyncd.net.eventloop import simulator_runtime
 from tsyncd.net.udp import SocketOptions
 from tsyncd.sdnotify import Notifier
-from tsyncd.servers.broadcast import BroadcastSender
 from tsyncd.servers.ntp import NtpServer
 from tsyncd.servers.responder import ResponseTemplate
 from tsyncd.servers.tsq_setup import (
@@ -196,6 +195,8 @@ class Daemon(Connectivity, SnapshotViews):
         for source_cfg in self.config.sources:
             self._start_source(source_cfg)
         for bcast in self.config.broadcasts:
+            from tsyncd.servers.broadcast import BroadcastSender  # off by default: on use
+
             sender = BroadcastSender(
                 bcast.address.host,
                 bcast.address.port,

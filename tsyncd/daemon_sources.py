@@ -14,16 +14,12 @@ import random
 from typing import TYPE_CHECKING, Final
 
 from tsyncd.config import Config, SourceConfig
-from tsyncd.net.resolver import is_ip_literal, resolve
-from tsyncd.net.udp import SocketOptions, normalize_ip
+from tsyncd.net.udp import SocketOptions, is_ip_literal, normalize_ip
 from tsyncd.servers.responder import ResponseTemplate
-from tsyncd.sources.broadcast import BroadcastSourceSocket
 from tsyncd.sources.ntp import NtpSourceSocket
-from tsyncd.sources.pool import run_pool
 from tsyncd.sync.association import NtpAssociation
 from tsyncd.sync.core import SourceState, SyncCore
 from tsyncd.sync.discipline import ClockAction
-from tsyncd.sync.pool import PoolMembers
 from tsyncd.sync.sample import Sample
 from tsyncd.sync.symmetric import SymmetricAssociation
 from tsyncd.wire.ntp import refid_for_address
@@ -68,6 +64,12 @@ class SourceMobilizer:
             return
         host, port = cfg.address.host, cfg.address.port
         if cfg.mode == "pool":
+            # Pools, broadcast clients and DNS are imported on first use: a daemon without
+            # them should not carry them, in every server worker too (bench/README.md,
+            # "Server memory").
+            from tsyncd.sources.pool import run_pool
+            from tsyncd.sync.pool import PoolMembers
+
             await run_pool(
                 cfg.name,
                 PoolMembers(count=cfg.count, resolve_interval_ns=_resolve_interval_ns(cfg)),
@@ -179,6 +181,8 @@ class SourceMobilizer:
             return None
         port = cfg.address.port if port is None else port
         broadcast = cfg.mode == "broadcast"
+        if broadcast:
+            from tsyncd.sources.broadcast import BroadcastSourceSocket
         sock = (
             BroadcastSourceSocket(cfg, name, ip)
             if broadcast
@@ -305,6 +309,8 @@ class SourceMobilizer:
 
     async def _resolve(self, host: str, port: int) -> list[str]:
         """IP literals as they are; names through the configured DNS servers or getaddrinfo."""
+        from tsyncd.net.resolver import resolve
+
         return await resolve(host, port, self.config.resolver.servers)
 
     def _on_tx_timestamp(self, name: str, kernel_tx_ns: int) -> None:

@@ -17,6 +17,7 @@ import socket
 from typing import Final
 
 from tsyncd.config import Endpoint
+from tsyncd.net.udp import is_ip_literal
 from tsyncd.wire.dns import DnsError, QType, decode_response, encode_query
 from tsyncd.wire.errors import WireError
 
@@ -67,15 +68,6 @@ async def _query(server: Endpoint, name: str, qtype: QType) -> list[str]:
         raise OSError(f"no answer from DNS server {server}")
     finally:
         transport.close()
-
-
-def is_ip_literal(host: str) -> bool:
-    """``host`` is an IP address (IPv6 with or without a scope), not a name to resolve."""
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 async def resolve(host: str, port: int, servers: tuple[Endpoint, ...] = ()) -> list[str]:

@@ -110,6 +110,15 @@ def family_for_host(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
 
 
+def is_ip_literal(host: str) -> bool:
+    """``host`` is an IP address (IPv6 with or without a scope), not a name to resolve."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def normalize_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     """The client's IP; IPv4-mapped IPv6 addresses become IPv4 so ACLs and refids match."""
     ip = ipaddress.ip_address(host.split("%", 1)[0])

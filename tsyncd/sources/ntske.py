@@ -18,8 +18,8 @@ from OpenSSL import SSL
 from service_identity import VerificationError
 from service_identity.pyopenssl import verify_hostname, verify_ip_address
 
-from tsyncd.net.resolver import is_ip_literal
 from tsyncd.net.tls import TlsError, TlsStream, client_context
+from tsyncd.net.udp import is_ip_literal
 from tsyncd.nts.ke import (
     CLIENT_AEADS,
     EXPORTER_LABEL,
