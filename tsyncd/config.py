@@ -128,6 +128,7 @@ class SourceConfig:
     broadcast_interface: str | None = None  # multicast only: join the group on this interface
     key: int | None = None  # server/pool/peer: sign with, and demand, this [keys] key (RFC 5905)
     noselect: bool = False  # measured and shown, never selected nor combined (chrony's noselect)
+    offline: bool = False  # start offline: no polls until tsyncctl online (chrony's offline)
     prefer: bool = False  # preferred in selection over sources without it (chrony's prefer)
 
 
@@ -318,6 +319,7 @@ _SOURCE: Final = (
     _simple_field("noselect", "true or false", lambda v: isinstance(v, bool)),
     _simple_field("prefer", "true or false", lambda v: isinstance(v, bool)),
     _int_field("key", 1, 0xFFFFFFFF, "a key ID of [keys] file"),
+    _simple_field("offline", "true or false", lambda v: isinstance(v, bool)),
 )
 _SERVER: Final = (
     _endpoint_field("listen", NTP_PORT, ip_only=True),

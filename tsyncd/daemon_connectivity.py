@@ -13,10 +13,16 @@ an association (a pool's name selects all its members), or an IP address or netw
 selector: every association, and associations made later (pool replacements, sources added or
 resolved later) start offline too until ``online`` with no selector, as chronyd's ``offline``
 without an address does.
+
+``offline = true`` on a ``[[source]]`` (chrony's ``offline`` option) starts its associations
+offline, until an ``online`` covers the source; an NTS source's first NTS-KE waits for that
+too (a session saved at the last exit is taken up without one, and then polls nothing until
+online).  Such a source, before its first association, is selected by its configured name.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import socket
@@ -24,6 +30,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from tsyncd.config import SourceConfig
 from tsyncd.control.rpc import InvalidParams
 from tsyncd.daemon_source_admin import SourceAdmin
 from tsyncd.net.udp import normalize_ip
@@ -95,20 +102,36 @@ class Connectivity(SourceAdmin):
     """The ``online``, ``offline``, ``onoffline`` and ``activity`` control methods."""
 
     _all_offline: bool  # "offline" with no selector: new associations start offline too
+    _onlined: set[str]  # offline = true sources an "online" has covered since
+    _waiting: dict[str, asyncio.Event]  # offline NTS sources waiting for "online" to NTS-KE
 
     def _init_connectivity(self) -> None:
         self._all_offline = False
+        self._onlined = set()
+        self._waiting = {}
 
-    def _mobilized(self, state: SourceState) -> None:
-        if self._all_offline:
+    def _starts_offline(self, cfg: SourceConfig) -> bool:
+        return self._all_offline or (cfg.offline and cfg.name not in self._onlined)
+
+    def _mobilized(self, cfg: SourceConfig, state: SourceState) -> None:
+        if self._starts_offline(cfg):
             state.association.set_online(False, self.clock.now_ns())
 
+    async def _until_online(self, cfg: SourceConfig) -> None:
+        if self._starts_offline(cfg):
+            log.info("%s: offline; NTS-KE waits for tsyncctl online", cfg.name)
+            try:
+                await self._waiting.setdefault(cfg.name, asyncio.Event()).wait()
+            finally:  # also when the source is deleted meanwhile
+                self._waiting.pop(cfg.name, None)
+
     def _associations(self) -> list[Association]:
-        return [
+        running = [
             Association(name, self._association_source.get(name, name), sock.ip)
             for name, sock in self.sockets.items()
             if name in self.core.sources
         ]
+        return running + [Association(name, name, "") for name in self._waiting]
 
     def _selected(self, method: str, params: dict[str, Any]) -> list[str]:
         """The association names ``params["sources"]`` selects (all when absent or empty)."""
@@ -128,7 +151,20 @@ class Connectivity(SourceAdmin):
 
     def _set_online(self, names: Iterable[str], online: bool) -> list[str]:
         now = self.clock.now_ns()
-        changed = [name for name in names if self.core.set_online(name, online, now)]
+        changed = []
+        for name in names:
+            waiting = self._waiting.get(name)
+            owner = self._association_source.get(name, name)
+            if online:
+                self._onlined.add(owner)
+            else:
+                self._onlined.discard(owner)
+            if waiting is not None:  # an NTS source before its first NTS-KE
+                if online and not waiting.is_set():
+                    waiting.set()
+                    changed.append(name)
+            elif self.core.set_online(name, online, now):
+                changed.append(name)
         if changed:
             log.info("%s: %s", "online" if online else "offline", ", ".join(changed))
             self._wake.set()
@@ -144,12 +180,13 @@ class Connectivity(SourceAdmin):
         names = self._selected("online", params)
         if not params.get("sources"):
             self._all_offline = False
+            self._onlined.update(self._source_configs)  # also those not mobilized yet
         return {"changed": self._set_online(names, True), "selected": names}
 
     def _rpc_onoffline(self, params: dict[str, Any]) -> dict[str, Any]:
         """Each selected association online if there is a route to it, else offline."""
         names = self._selected("onoffline", params)
-        routed = {name: has_route(self.sockets[name]) for name in names}
+        routed = {name: has_route(self.sockets[name]) for name in names if name in self.sockets}
         up = [name for name, ok in routed.items() if ok]
         down = [name for name, ok in routed.items() if not ok]
         self._set_online(up, True)

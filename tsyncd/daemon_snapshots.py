@@ -5,6 +5,7 @@ else reads them.  ``Daemon`` inherits these; the attributes below are what they 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from typing import TYPE_CHECKING, Any, Final
 
@@ -45,6 +46,7 @@ class SnapshotViews:
     tsq_servers: list[Any]
     nts: NtsServerSide | None
     nts_sources: dict[str, NtsSource]
+    _waiting: dict[str, asyncio.Event]  # offline NTS sources before their first NTS-KE
     _started_ns: int
 
     def system_snapshot(self) -> SystemSnapshot:
@@ -122,6 +124,12 @@ class SnapshotViews:
         # NTS sources still waiting for their first NTS-KE: shown, with why they wait.
         snapshots.extend(
             nts.pending_snapshot()
+            if name not in self._waiting
+            else dataclasses.replace(
+                nts.pending_snapshot(),
+                online=False,
+                state_reason="offline: its NTS-KE waits for tsyncctl online",
+            )
             for name, nts in self.nts_sources.items()
             if name not in self.sockets
         )

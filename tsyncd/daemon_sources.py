@@ -245,11 +245,15 @@ class SourceMobilizer:
             from tsyncd.symkey import SymmetricKeyAuth  # hashlib only when keys are used
 
             state.association.auth = SymmetricKeyAuth(self.config.symmetric_keys[cfg.key])
-        self._mobilized(state)
+        self._mobilized(cfg, state)
         return state
 
-    def _mobilized(self, state: SourceState) -> None:
-        """A new association has just joined the sync core (the daemon may take it offline)."""
+    def _mobilized(self, cfg: SourceConfig, state: SourceState) -> None:
+        """A new association of ``cfg`` has just joined the sync core (the daemon may take it
+        offline)."""
+
+    async def _until_online(self, cfg: SourceConfig) -> None:
+        """Before an NTS source's first NTS-KE: wait while it is to stay offline."""
 
     async def _mobilize_nts(self, cfg: SourceConfig) -> None:
         """NTS-KE first (retrying), then an association to the NTP server it names, moved
@@ -258,7 +262,10 @@ class SourceMobilizer:
 
         nts = NtsSource(cfg, self.config.nts_client.cookie_storage_path)
         self.nts_sources[cfg.name] = nts
-        result = nts.restore() or await nts.key_exchange_until_ok()
+        result = nts.restore()
+        if result is None:
+            await self._until_online(cfg)  # an offline source does no NTS-KE either
+            result = await nts.key_exchange_until_ok()
         while True:
             ips = await self._resolve_retrying(cfg, result.ntp_host, result.ntp_port)
             state = self._add_association(cfg, ips[0], cfg.name, result.ntp_port)

@@ -130,3 +130,25 @@ def test_tsyncd_resumes_nts_with_saved_cookies_without_ke(peers: Peers) -> None:
     assert ke_connections() == 1  # chronyd saw no second NTS-KE
     assert row["address"] == f"127.0.0.1:{ntp_port}"
     assert list(store.iterdir()) == []  # taken at start: never sent twice after a crash
+
+
+def test_an_offline_nts_source_does_no_key_exchange_until_online(peers: Peers) -> None:
+    pki = make_pki(peers.tmp)
+    chrony, _ntp_port, ke_port = chronyd_nts_server(peers, "chronyd-nts", pki.key, pki.chain)
+    name = f"127.0.0.1:{ke_port}"
+    client = peers.tsyncd(
+        "tsyncd-nts-client", nts_source_toml(pki, name, (-2, -1)) + "offline = true\n"
+    )
+    row = wait_for("the source shown, waiting", lambda: client.ctl("peers"))[0]
+    assert row["online"] is False and "waits for tsyncctl online" in row["state_reason"]
+    assert client.ctl("activity")["unknown_address"] == 1
+    assert int(chrony.chronyc("serverstats").strip().split(",")[5]) == 0  # no NTS-KE yet
+    assert client.ctl("online", name) == {"changed": [name], "selected": [name]}
+
+    def authenticated() -> dict[str, Any] | None:
+        rows = [r for r in client.ctl("peers") if r["nts"] and r["nts"]["authenticated"] >= 2]
+        return rows[0] if rows else None
+
+    row = wait_for("NTS samples once online", authenticated, timeout=30)
+    assert row["online"] is True and row["nts"]["key_exchanges"] == 1
+    assert int(chrony.chronyc("serverstats").strip().split(",")[5]) == 1

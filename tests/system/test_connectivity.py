@@ -102,3 +102,17 @@ def test_onoffline_follows_the_routes(netns_peers: NetnsPeers) -> None:
     assert client.ctl("onoffline", "198.51.100.0/24") == {"online": [far], "offline": []}
     assert sent_while(client, far, near) > 0
     assert client.ctl("activity")["offline"] == 0
+
+
+def test_a_source_configured_offline_waits_for_online(peers: Peers) -> None:
+    port = free_udp_port()
+    peers.chronyd_servers(port, (1, 2))
+    quiet, busy = f"127.0.0.1:{port}", f"127.0.0.2:{port}"
+    client = peers.tsyncd(
+        "tsyncd", fast_sources_toml(quiet, extra="offline = true\n") + fast_sources_toml(busy)
+    )
+    wait_for("both mobilized", lambda: len(rows(client)) == 2)
+    assert rows(client)[quiet]["online"] is False
+    assert sent_while(client, quiet, busy) == 0 and rows(client)[quiet]["packets_sent"] == 0
+    assert client.ctl("online", quiet)["changed"] == [quiet]
+    wait_for("the source reached once online", lambda: rows(client)[quiet]["reach"] != 0)
