@@ -441,6 +441,7 @@ def _reload_lines(r: dict[str, Any]) -> str:
 @click.option("--key", type=int, help="Sign with, and demand, this key of [keys] file.")
 @click.option("--noselect", is_flag=True, help="Measure it, never select it.")
 @click.option("--prefer", is_flag=True, help="Prefer it over sources without --prefer.")
+@click.option("--offline", is_flag=True, help="Start it offline, until 'tsyncctl online'.")
 @click.option("--count", type=int, help="Pool only: how many of its addresses to use.")
 @click.option(
     "--certificate-authority",

@@ -116,3 +116,8 @@ def test_a_source_configured_offline_waits_for_online(peers: Peers) -> None:
     assert sent_while(client, quiet, busy) == 0 and rows(client)[quiet]["packets_sent"] == 0
     assert client.ctl("online", quiet)["changed"] == [quiet]
     wait_for("the source reached once online", lambda: rows(client)[quiet]["reach"] != 0)
+    # tsyncctl add --offline: the same, for a source added at run time.
+    later = f"127.0.0.3:{port}"
+    assert client.ctl("add", later, "--offline", "--min-poll", "-3") == {"name": later}
+    wait_for("the added source mobilized", lambda: later in rows(client))
+    assert rows(client)[later]["online"] is False
