@@ -494,6 +494,25 @@ def delete(ctx: click.Context, name: str, as_json: bool) -> None:
 
 
 @cli.command()
+@click.argument("key_id", type=click.IntRange(1, 0xFFFFFFFF), default=1, required=False)
+@click.argument("kind", metavar="TYPE", default="SHA1", required=False)
+@click.argument("bits", type=int, required=False)
+def keygen(key_id: int, kind: str, bits: int | None) -> None:
+    """Print a new random key for the [keys] file, like 'chronyc keygen': ID (default 1),
+    TYPE (SHA1 by default; MD5, SHA256, SHA384, SHA512, AES128, AES256) and BITS (160 by
+    default for hashes; AES keys have their own).  Needs no running tsyncd."""
+    import secrets
+
+    from tsyncd.symkey import SymmetricKey, key_line, keygen_bits
+
+    try:
+        size = keygen_bits(kind.upper(), bits)
+    except ValueError as exc:
+        raise CliError(f"keygen: {exc}") from None
+    click.echo(key_line(SymmetricKey(key_id, kind.upper(), secrets.token_bytes(size // 8))))
+
+
+@cli.command()
 @json_option
 @click.pass_context
 def version(ctx: click.Context, as_json: bool) -> None:

@@ -42,6 +42,8 @@ __all__ = [
     "KeyFileError",
     "SymmetricKey",
     "SymmetricKeyAuth",
+    "key_line",
+    "keygen_bits",
     "load_key_file",
     "parse_key_file",
     "seal",
@@ -148,6 +150,28 @@ class SymmetricKeyAuth:
     def verify(self, data: bytes, packet: NtpPacket) -> str | None:
         reason, _key = verify(self._keys, data)
         return reason
+
+
+def key_line(key: SymmetricKey) -> str:
+    """``key`` as a key file line (``tsyncctl keygen``, chronyc keygen's format)."""
+    return f"{key.key_id} {key.kind} HEX:{key.secret.hex().upper()}"
+
+
+def keygen_bits(kind: str, bits: int | None) -> int:
+    """The key length for ``tsyncctl keygen``: AES keys have theirs; a hash key 160 bits by
+    default, as chronyc's, 80..4096 in whole bytes; ValueError otherwise."""
+    if kind not in KEY_TYPES:
+        raise ValueError(f"key type {kind!r} is not one of {', '.join(KEY_TYPES)}")
+    fixed = _CMAC_KEY_LENGTHS.get(kind)
+    if fixed is not None:
+        if bits not in (None, fixed * 8):
+            raise ValueError(f"an {kind} key is {fixed * 8} bits")
+        return fixed * 8
+    if bits is None:
+        return 160
+    if not 80 <= bits <= 4096 or bits % 8:
+        raise ValueError(f"{bits} bits: expected 80..4096, a multiple of 8")
+    return bits
 
 
 def parse_key_file(text: str) -> dict[int, SymmetricKey]:

@@ -4,6 +4,8 @@ secret differs), chronyd as client of tsyncd's server, and signed symmetric peer
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +113,14 @@ def test_chronyd_signs_to_tsyncd_server_and_gets_signed_answers(peers: Peers) ->
 def test_signed_symmetric_peers(peers: Peers) -> None:
     """SHA256: chronyd sends NTPv3 with the whole 32-byte digest, tsyncd NTPv4 with 20."""
     chrony_port, our_port = free_udp_port(), free_udp_port()
-    keys = key_file(peers, "peer.keys")
+    # The key made by tsyncctl keygen: chronyd reads its line as tsyncd does.
+    line = subprocess.run(
+        [sys.executable, "-m", "tsyncctl", "keygen", "2", "SHA256", "256"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    keys = key_file(peers, "peer.keys", line)
     chrony = peers.chronyd(
         "chronyd-peer",
         f"port {chrony_port}\nbindaddress 127.0.0.1\nlocal stratum 10\nallow 127.0.0.1\n"
