@@ -116,7 +116,8 @@ class SourceConfig:
     min_poll: int = 6  # log2 s
     max_poll: int = 10  # log2 s
     count: int = 4  # pool only: how many of its addresses to use
-    name: str  # the address text as written; unique; how control refers to the source
+    name: str  # the name key, else the address text as written; unique; how control and
+    # metrics refer to the source
     xleave: bool = False  # ask for interleaved mode (RFC 9769); falls back to basic
     dscp: int = 0  # DSCP code point of our requests (0..63; 46 = EF)
     local_port: int = NTP_PORT  # peer only: our UDP port, where the peer sends its packets
@@ -320,6 +321,7 @@ _SOURCE: Final = (
     _simple_field("prefer", "true or false", lambda v: isinstance(v, bool)),
     _int_field("key", 1, 0xFFFFFFFF, "a key ID of [keys] file"),
     _simple_field("offline", "true or false", lambda v: isinstance(v, bool)),
+    _string_field("name"),
 )
 _SERVER: Final = (
     _endpoint_field("listen", NTP_PORT, ip_only=True),
@@ -390,7 +392,7 @@ def _build_source(values: dict[str, Any], raw: Mapping[str, object]) -> SourceCo
     server = values.get("broadcast_server")
     if server is not None and server.port == 0:  # no port written: the broadcasts' port
         values["broadcast_server"] = Endpoint(server.host, values["address"].port)
-    return SourceConfig(name=str(raw["address"]), **values)
+    return SourceConfig(name=values.pop("name", None) or str(raw["address"]), **values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -464,6 +466,15 @@ def _parse_table(
 _Parsed = list[tuple[str, Mapping[str, object], Any]]  # (key path, raw table, dataclass)
 
 
+def _source_identity(source: SourceConfig) -> tuple[object, ...]:
+    """What makes two sources the same: their address, and for a source on a multicast group
+    also the server it listens to (several servers may send to one group)."""
+    identity: tuple[object, ...] = _endpoint_identity(source.address)
+    if source.broadcast_server is not None and is_multicast(source.address.host):
+        identity += _endpoint_identity(source.broadcast_server)
+    return identity
+
+
 def _endpoint_identity(endpoint: Endpoint) -> tuple[str, int]:
     """What makes two endpoints the same: case-insensitive names, canonical IP literals."""
     try:
@@ -476,12 +487,13 @@ def _endpoint_identity(endpoint: Endpoint) -> tuple[str, int]:
 def _check_sources(
     parsed: _Parsed,
     report: _Report,
-    in_use: Mapping[tuple[str, int], str] | None = None,
+    in_use: Mapping[tuple[object, ...], str] | None = None,
     keys: Mapping[int, object] | None = None,
 ) -> None:
     """``in_use``: addresses already taken (identity -> who), for sources added at run time;
     ``keys``: the symmetric keys a source's ``key`` may name (None: no [keys] file)."""
-    first_use: dict[tuple[str, int], str] = dict(in_use or {})
+    first_use: dict[tuple[object, ...], str] = dict(in_use or {})
+    names: dict[str, str] = {}  # source name -> where it was first given
     for where, raw, source in parsed:
         if source.key is not None:
             if source.mode not in ("server", "pool", "peer"):
@@ -530,15 +542,23 @@ def _check_sources(
             report.add(
                 f"{where}.local-port", source.local_port, 'no local-port unless mode = "peer"'
             )
-        identity = _endpoint_identity(source.address)
+        identity = _source_identity(source)
         if identity in first_use:
             report.add(
                 f"{where}.address",
-                source.name,
+                str(raw["address"]),
                 f"an address no other source uses (same as {first_use[identity]})",
             )
         else:
             first_use[identity] = f"{where}.address"
+            if source.name in names:
+                report.add(
+                    f"{where}.name" if "name" in raw else f"{where}.address",
+                    source.name,
+                    f"a name no other source has (same as {names[source.name]}; give each its"
+                    " own name = ...)",
+                )
+            names.setdefault(source.name, f"{where}")
 
 
 def _is_ipv4(host: str) -> bool:
@@ -659,13 +679,14 @@ def load_config(path: Path) -> Config:
 
 def parse_source(
     table: object,
-    in_use: Mapping[Endpoint, str] | None = None,
+    in_use: Mapping[Endpoint | SourceConfig, str] | None = None,
     origin: Path = Path("add_source"),
     keys: Mapping[int, object] | None = None,
 ) -> SourceConfig:
     """Check one ``[[source]]`` table given at run time (``tsyncctl add``) by the config file's
-    own rules, and that its address is none of ``in_use`` (address -> who uses it, e.g.
-    ``"source ntp.example"``); raise ``ConfigErrors`` naming ``origin`` and keys ``source.*``."""
+    own rules, and that its address is none of ``in_use`` (a running source, or an address
+    such as a pool member's -> who uses it, e.g. ``"source ntp.example"``); raise
+    ``ConfigErrors`` naming ``origin`` and keys ``source.*``."""
     report = _Report()
     source: SourceConfig | None = None
     if not isinstance(table, Mapping):
@@ -673,7 +694,10 @@ def parse_source(
     else:
         source = _parse_table(table, "source", _SECTIONS["source"], report)
         if source is not None:
-            taken = {_endpoint_identity(e): who for e, who in (in_use or {}).items()}
+            taken = {
+                _source_identity(e) if isinstance(e, SourceConfig) else _endpoint_identity(e): who
+                for e, who in (in_use or {}).items()
+            }
             _check_sources([("source", table, source)], report, taken, keys)
     if report or source is None:
         raise ConfigErrors(

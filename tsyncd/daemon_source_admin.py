@@ -72,9 +72,11 @@ class SourceAdmin(SourceMobilizer):
         super()._remove_association(name)
         self._association_source.pop(name, None)
 
-    def _addresses_in_use(self) -> dict[Endpoint, str]:
+    def _addresses_in_use(self) -> dict[Endpoint | SourceConfig, str]:
         """Who uses which address: the sources, and pool members (whose names are "ip:port")."""
-        in_use = {cfg.address: f"source {name}" for name, cfg in self._source_configs.items()}
+        in_use: dict[Endpoint | SourceConfig, str] = {
+            cfg: f"source {name}" for name, cfg in self._source_configs.items()
+        }
         for name, owner in self._association_source.items():
             sock = self.sockets.get(name)
             if owner != name and sock is not None:
@@ -94,6 +96,12 @@ class SourceAdmin(SourceMobilizer):
             lines = [str(e) for e in exc.errors]
             raise RpcError(ErrorCode.INVALID_PARAMS, "; ".join(lines), {"errors": lines}) from None
         problem = self._cannot_start_now(cfg)
+        if cfg.name in self._source_configs or cfg.name in self.sockets:
+            key = "name" if "name" in params else "address"
+            problem = (
+                f"source.{key} = {cfg.name!r}: expected a name no other source has"
+                " (give it its own name = ...)"
+            )
         if problem:
             raise InvalidParams(f"add_source: {problem}")
         self._start_source(cfg)

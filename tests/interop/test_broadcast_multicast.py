@@ -8,11 +8,13 @@ nothing leaves it.
 
 from __future__ import annotations
 
+import subprocess
 import textwrap
+from typing import Any
 
 from broadcast_clients import broadcast_client, chronyd_broadcaster, host_offset, selected
 from netns import SERVER4, SERVER6, NetnsPeers
-from peers import free_udp_port, wait_for
+from peers import free_udp_port, require, wait_for
 
 
 def test_tsyncd_hears_chronyd_on_ipv6_and_ipv4_multicast_groups_and_calibrates(
@@ -94,3 +96,47 @@ def test_tsyncd_multicast_server_to_tsyncd_client_only_from_the_named_server(
         lambda: (r := other.ctl("peers")[0])["packets_dropped"] >= 3 and r,
     )
     assert row["packets_received"] == 0 and row["offset"] is None and row["reach"] == 0
+
+
+def test_two_servers_on_one_group_are_two_named_sources(netns_peers: NetnsPeers) -> None:
+    """Two chronyd multicasting to ff05::101, from fd00:5905::1 and ::2 at strata 5 and 6:
+    one tsyncd follows both, a source each (named, as they share the group's address)."""
+    bport = free_udp_port()
+    second = "fd00:5905::2"
+    subprocess.run(
+        [*netns_peers.enter, require("ip"), "addr", "add", f"{second}/64", "dev", "v0", "nodad"],
+        check=True,
+    )
+    for name, address, stratum in (("a", SERVER6, 5), ("b", second, 6)):
+        netns_peers.chronyd(
+            f"chronyd-{name}",
+            f"port {free_udp_port()}\nbindaddress {address}\nlocal stratum {stratum}\n"
+            f"broadcast 1 ff05::101 {bport}\n",
+        )
+    tables = "".join(
+        textwrap.dedent(
+            f"""
+            [[source]]
+            mode = "broadcast"
+            name = "{name}"
+            address = "[ff05::101]:{bport}"
+            broadcast-server = "{server}"
+            broadcast-interface = "v0"
+            broadcast-delay = 0.00005
+            min-poll = 0
+            max-poll = 0
+            """
+        )
+        for name, server in (("lan-a", SERVER6), ("lan-b", second))
+    )
+    client = netns_peers.tsyncd("tsyncd-two", tables)
+
+    def both() -> dict[str, dict[str, Any]] | None:
+        rows = {r["name"]: r for r in client.ctl("peers")}
+        ok = len(rows) == 2 and all(r["packets_received"] >= 3 for r in rows.values())
+        return rows if ok else None
+
+    rows = wait_for("samples from both servers on the group", both, 30)
+    assert rows["lan-a"]["stratum"] == 5 and rows["lan-a"]["address"].startswith(f"[{SERVER6}]")
+    assert rows["lan-b"]["stratum"] == 6 and rows["lan-b"]["address"].startswith(f"[{second}]")
+    assert client.ctl("status")["stratum"] == 6  # the stratum-5 server is the system peer

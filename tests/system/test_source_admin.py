@@ -71,7 +71,7 @@ def test_add_select_refuse_and_delete_a_chronyd_server(peers: Peers) -> None:
         "add_source: source.a = 1: expected key to be one of: mode, address, iburst, min-poll, "
         "max-poll, count, xleave, dscp, local-port, broadcast-delay, transport, "
         "certificate-authority, broadcast-calibrate, broadcast-server, broadcast-interface, "
-        "noselect, prefer, key, offline"
+        "noselect, prefer, key, offline, name"
     ]
     assert error["message"] == error["data"]["errors"][0]
 
@@ -293,3 +293,20 @@ def _server_table(address: str) -> str:
         f'[[source]]\nmode = "server"\naddress = "{address}"\n'
         "iburst = true\nmin-poll = -3\nmax-poll = -3\n"
     )
+
+
+def test_added_sources_by_name_and_name_clashes(peers: Peers) -> None:
+    port = free_udp_port()
+    peers.chronyd_servers(port, (1, 2))
+    client = peers.tsyncd("tsyncd", "")
+    first, second = f"127.0.0.1:{port}", f"127.0.0.2:{port}"
+    assert client.ctl("add", first, "--name", "lab", "--min-poll", "-3") == {"name": "lab"}
+    error = ctl_fails(client, "add", second, "--name", "lab")
+    assert error == (
+        "tsyncctl: add_source: source.name = 'lab': expected a name no other source has"
+        " (give it its own name = ...)\n"
+    )
+    row = wait_for("the named source reached", lambda: row_in_state(client, "lab", "selected"))
+    assert row["address"] == first
+    assert client.ctl("delete", "lab") == {"name": "lab", "associations": ["lab"]}
+    assert client.ctl("peers") == []

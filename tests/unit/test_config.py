@@ -76,7 +76,7 @@ def test_example_config_with_every_setting_uncommented_loads(tmp_path: Path) -> 
     assert config.sources[0].key == 1 and config.symmetric_keys[1].kind == "SHA256"
     assert config.synchronization.local_stratum == 10
     assert [s.name for s in config.sources] == [
-        "pool.ntp.org",
+        "pool",  # its name = "pool"
         "ntp.example.org:123",
         "nts.example.org:4460",
         "192.0.2.7",
@@ -327,7 +327,7 @@ def test_config_error_fields() -> None:
             'source[0]."min poll" = 3: expected key to be one of: mode, address, iburst, '
             "min-poll, max-poll, count, xleave, dscp, local-port, broadcast-delay, transport, "
             "certificate-authority, broadcast-calibrate, broadcast-server, broadcast-interface, "
-            "noselect, prefer, key, offline",
+            "noselect, prefer, key, offline, name",
         ),
         ({"control": {"socket": ""}}, 'control.socket = "": expected non-empty string'),
         ({"control": {"group": 0}}, "control.group = 0: expected non-empty string"),
@@ -635,3 +635,39 @@ def test_noselect_and_prefer() -> None:
     assert [str(x) for x in e.value.errors] == [
         f"{P}: source[0].prefer = true: expected not with noselect = true (never selected)"
     ]
+
+
+def test_sources_on_one_multicast_group_need_their_own_servers_and_names() -> None:
+    def group(server: str, **extra: object) -> dict[str, object]:
+        table = {"mode": "broadcast", "address": "[ff05::101]:123", "broadcast-server": server}
+        return table | extra
+
+    config = parse_config(
+        {"source": [group("fd00::1", name="lan-a"), group("fd00::2", name="lan-b")]}, P
+    )
+    assert [(s.name, s.broadcast_server) for s in config.sources] == [
+        ("lan-a", Endpoint("fd00::1", 123)),
+        ("lan-b", Endpoint("fd00::2", 123)),
+    ]
+    with pytest.raises(ConfigErrors) as e:
+        parse_config({"source": [group("fd00::1"), group("fd00::2"), group("fd00::1")]}, P)
+    assert [str(x).split(": ", 1)[1] for x in e.value.errors] == [
+        'source[1].address = "[ff05::101]:123": expected a name no other source has (same as '
+        "source[0]; give each its own name = ...)",
+        'source[2].address = "[ff05::101]:123": expected an address no other source uses '
+        "(same as source[0].address)",
+    ]
+    with pytest.raises(ConfigErrors) as e:
+        parse_config(
+            {
+                "source": [
+                    {"mode": "server", "address": "a", "name": "x"},
+                    {"mode": "server", "address": "b", "name": "x"},
+                ]
+            },
+            P,
+        )
+    assert str(e.value.errors[0]).endswith(
+        'source[1].name = "x": expected a name no other source has (same as source[0]; give '
+        "each its own name = ...)"
+    )
