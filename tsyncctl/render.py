@@ -317,6 +317,7 @@ def render_ntpdata(sources: Sequence[Mapping[str, Any]]) -> str:
             ("Mode", _text(src.get("mode"))),
             ("State", _text(src.get("state"))),
             ("Online", "no" if src.get("online") is False else "yes"),
+            ("Options", ", ".join(src.get("options") or []) or "-"),
             ("Reason", _text(src.get("state_reason"))),
             ("Stratum", _text(src.get("stratum"))),
             ("Reference ID", _text(src.get("reference_id"))),

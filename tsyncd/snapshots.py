@@ -83,6 +83,7 @@ class SourceSnapshot:
     online: bool = True  # False after tsyncctl offline: not polled until tsyncctl online
     key_id: int | None = None  # the [keys] key its packets are signed with (RFC 5905 MAC)
     key_type: str | None = None  # that key's type: MD5, SHA1, SHA256, ..., AES128, AES256
+    options: tuple[str, ...] = ()  # selection options as configured: "noselect", "prefer"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -29,6 +29,7 @@ def test_noselect_is_measured_never_selected_and_prefer_wins(peers: Peers) -> No
     rows = wait_for("the prefer source selected, all reached", settled)
     assert rows[best]["state"] == "noselect" and rows[best]["stratum"] == 5
     assert isinstance(rows[best]["offset"], float)  # measured all the same
+    assert [rows[n]["options"] for n in (best, plain, preferred)] == [["noselect"], [], ["prefer"]]
     assert rows[plain]["state"] == "outlier"
     assert rows[plain]["state_reason"] == "not combined: a prefer source survives"
     status = client.ctl("status")

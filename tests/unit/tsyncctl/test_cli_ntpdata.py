@@ -20,7 +20,7 @@ from tsyncctl.cli import cli
 from tsyncd.control.server import ControlServer
 from tsyncd.snapshots import SourceSnapshot
 
-PLAIN = dataclasses.replace(SELECTED, interleaved=True, interleaved_replies=12)
+PLAIN = dataclasses.replace(SELECTED, interleaved=True, interleaved_replies=12, options=("prefer",))
 NTS = dataclasses.replace(
     PLAIN,
     name="nts.example:4460",
@@ -38,6 +38,7 @@ BROADCAST = dataclasses.replace(
     mode="broadcast",
     broadcast_delay=5e-6,
     online=False,
+    options=(),
 )
 
 
@@ -81,6 +82,7 @@ def test_ntpdata_shows_every_source_with_its_details(sock: Path) -> None:
     broadcast = _block(result.stdout, "[ff05::101]:123")
     assert broadcast["Broadcast delay"] == "5.000000 µs"
     assert broadcast["Online"] == "no" and plain["Online"] == "yes"
+    assert plain["Options"] == "prefer" and broadcast["Options"] == "-"
 
 
 def test_ntpdata_by_name_or_address_and_unknown_names(sock: Path) -> None:
