@@ -33,7 +33,7 @@ from typing import Any
 from tsyncd.config import SourceConfig
 from tsyncd.control.rpc import InvalidParams
 from tsyncd.daemon_source_admin import SourceAdmin
-from tsyncd.net.udp import normalize_ip
+from tsyncd.net.udp import family_for_host, normalize_ip
 from tsyncd.sources.ntp import NtpSourceSocket
 from tsyncd.sync.core import SourceState
 
@@ -89,8 +89,7 @@ def has_route(sock: NtpSourceSocket) -> bool:
     """Whether the kernel has a route to ``sock``'s peer now.  Connecting a UDP socket sends
     nothing, it only looks the route up, as chronyd's ``onoffline`` does; as there, any
     failure counts as no route."""
-    family = socket.AF_INET6 if ":" in sock.ip else socket.AF_INET
-    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+    with socket.socket(family_for_host(sock.ip), socket.SOCK_DGRAM) as probe:
         try:
             probe.connect(sock.peer)
         except OSError:

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from tsyncd.wire.ntp import CRYPTO_NAK, HEADER_LEN, MAC_LENGTHS, V3_MAC_LENGTHS, NtpPacket
+from tsyncd.wire.ntp import CRYPTO_NAK, HEADER_LEN, NtpPacket, mac_lengths
 
 __all__ = [
     "KEY_TYPES",
@@ -120,7 +120,7 @@ def verify(keys: Mapping[int, SymmetricKey], data: bytes) -> tuple[str | None, S
     if mac_len == len(CRYPTO_NAK) and data[HEADER_LEN:] == CRYPTO_NAK:
         return "crypto_nak", None
     version = _version(data)
-    if mac_len not in (MAC_LENGTHS if version == 4 else V3_MAC_LENGTHS):
+    if mac_len not in mac_lengths(version):
         return "no_mac", None
     (key_id,) = _KEY_ID.unpack_from(data, HEADER_LEN)
     key = keys.get(key_id)

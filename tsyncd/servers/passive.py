@@ -17,7 +17,7 @@ Transmit is then final (no late stamp: reason ``answered_mac``).
 from __future__ import annotations
 
 from tsyncd.servers.responder import ANSWERED_MAC, IPAddress, NtpResponder
-from tsyncd.wire.ntp import HEADER_LEN, MAC_LENGTHS, V3_MAC_LENGTHS, Mode
+from tsyncd.wire.ntp import HEADER_LEN, Mode, mac_lengths
 
 _MODE_MASK = 0x07
 
@@ -39,8 +39,7 @@ def passive_reply(
     stateless passive answers do the same, RFC 9769)."""
     keys = responder.policy.symmetric_keys
     key = None
-    mac_lengths = MAC_LENGTHS if (data[0] >> 3) & 7 == 4 else V3_MAC_LENGTHS
-    if keys is not None and len(data) - HEADER_LEN in mac_lengths:
+    if keys is not None and len(data) - HEADER_LEN in mac_lengths((data[0] >> 3) & 7):
         from tsyncd.symkey import verify  # loaded already: [keys] read it
 
         failure, key = verify(keys, data)

@@ -49,12 +49,11 @@ from tsyncd.servers.clientlog import (
 )
 from tsyncd.wire.errors import WireError
 from tsyncd.wire.ntp import (
-    MAC_LENGTHS,
-    V3_MAC_LENGTHS,
     KissCode,
     Leap,
     Mode,
     decode_ntp,
+    mac_lengths,
     refid_from_ascii,
 )
 from tsyncd.wire.timestamps import NTP_UNIX_OFFSET_S, ntp64_from_unix_ns
@@ -313,9 +312,7 @@ class NtpResponder:
         plain = _pack_reply(self._heads[version], poll, self._tail, out_origin, rx_ntp, out_tx)
         response: bytes | None = plain
         if n != _HEADER_LEN:
-            if self._mac_keys is not None and n - _HEADER_LEN in (
-                MAC_LENGTHS if version == 4 else V3_MAC_LENGTHS
-            ):
+            if self._mac_keys is not None and n - _HEADER_LEN in mac_lengths(version):
                 # RFC 5905 §9.2 test 5: sign with the client's key.  A key we lack or a MAC
                 # that fails is dropped (reason unknown_key / bad_mac), as chronyd does, where
                 # ntpd would send a crypto-NAK: nothing to learn for a prober, nothing to

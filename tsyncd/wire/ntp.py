@@ -51,6 +51,7 @@ __all__ = [
     "encode_ntp",
     "is_crypto_nak",
     "kiss_code",
+    "mac_lengths",
     "refid_for_address",
     "refid_from_ascii",
     "refid_to_str",
@@ -79,6 +80,12 @@ V3_MAC_LENGTHS: Final = frozenset({20, 24, 36, 52, 68})
 key id + a 16 (MD5, AES-CMAC), 20 (SHA-1), 32 (SHA-256), 48 (SHA-384) or 64-byte (SHA-512)
 digest.  chronyd signs with a longer digest than NTPv4 allows (RFC 7822: 24 bytes at most)
 by sending NTPv3."""
+
+
+def mac_lengths(version: int) -> frozenset[int]:
+    """The MAC sizes that may follow the header of an NTP``version`` packet."""
+    return MAC_LENGTHS if version == 4 else V3_MAC_LENGTHS
+
 
 CRYPTO_NAK: Final = b"\x00\x00\x00\x00"
 """RFC 5905 crypto-NAK: a MAC field holding just key id 0 (server could not authenticate)."""
@@ -279,7 +286,7 @@ def encode_ntp(packet: NtpPacket) -> bytes:
     if mac is not None:
         if mac == CRYPTO_NAK and packet.version == 4 and not extensions:
             return header + mac
-        allowed = MAC_LENGTHS if packet.version == 4 else V3_MAC_LENGTHS
+        allowed = mac_lengths(packet.version)
         if len(mac) not in allowed:
             sizes = ", ".join(map(str, sorted(allowed)))
             raise ValueError(
