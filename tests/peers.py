@@ -267,27 +267,25 @@ class Tsyncd:
 
     def ctl(self, *args: str) -> Any:
         """Run ``tsyncctl -s SOCKET ARGS --json`` and return the parsed JSON."""
-        done = subprocess.run(
-            [sys.executable, "-m", "tsyncctl", "-s", str(self.socket), *args, "--json"],
+        done = self.run_ctl(*args, "--json")
+        if done.returncode != 0:
+            pytest.fail(f"tsyncctl {' '.join(args)} failed: {done.stderr}\n{self.proc.output()}")
+        return json.loads(done.stdout)
+
+    def run_ctl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run ``tsyncctl -s SOCKET ARGS`` as a user would; whatever it prints and returns."""
+        return subprocess.run(
+            [sys.executable, "-m", "tsyncctl", "-s", str(self.socket), *args],
             capture_output=True,
             text=True,
             timeout=20,
             check=False,
         )
-        if done.returncode != 0:
-            pytest.fail(f"tsyncctl {' '.join(args)} failed: {done.stderr}\n{self.proc.output()}")
-        return json.loads(done.stdout)
 
 
 def ctl_fails(daemon: Tsyncd, *args: str) -> str:
     """Run ``tsyncctl ARGS``, which must fail; its stderr."""
-    done = subprocess.run(
-        [sys.executable, "-m", "tsyncctl", "-s", str(daemon.socket), *args],
-        capture_output=True,
-        text=True,
-        timeout=20,
-        check=False,
-    )
+    done = daemon.run_ctl(*args)
     assert done.returncode == 1, (done.stdout, done.stderr)
     assert done.stdout == ""
     return done.stderr

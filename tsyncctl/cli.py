@@ -155,24 +155,28 @@ cli.add_command(peers, name="sources")
 def authdata(ctx: click.Context, as_json: bool) -> None:
     """How each source's packets are authenticated (like 'chronyc authdata'): NTS with its
     cookies, AEAD, last key exchange and NAKs, or none."""
+    fields = ("name", "address", "mode", "auth", "nts", "key_id", "key_type")
+    _show_source_view(ctx, as_json, fields, render.render_authdata)
+
+
+def _show_source_view(
+    ctx: click.Context,
+    as_json: bool,
+    fields: tuple[str, ...],
+    human: Callable[[list[dict[str, Any]]], str],
+) -> None:
+    """A view of the ``sources`` method: as JSON, only ``fields`` of each source ("auth" is
+    how it authenticates, ``render.auth_kind``); else through ``human``."""
     result = _expect(_call(ctx, "sources"), list, "sources")
-    if as_json:
-        _print_json(
-            [
-                {
-                    "name": src.get("name"),
-                    "address": src.get("address"),
-                    "mode": src.get("mode"),
-                    "auth": render.auth_kind(src),
-                    "nts": src.get("nts"),
-                    "key_id": src.get("key_id"),
-                    "key_type": src.get("key_type"),
-                }
-                for src in result
-            ]
-        )
-    else:
-        click.echo(render.render_authdata(result))
+    if not as_json:
+        click.echo(human(result))
+        return
+    _print_json(
+        [
+            {f: render.auth_kind(src) if f == "auth" else src.get(f) for f in fields}
+            for src in result
+        ]
+    )
 
 
 @cli.command()
@@ -372,6 +376,62 @@ def refresh(ctx: click.Context, as_json: bool) -> None:
         return f"resolving again: {', '.join(names)}" if names else "no source is given by name"
 
     _show(ctx, "refresh", dict, as_json, human)
+
+
+@cli.command()
+@json_option
+@click.pass_context
+def selectdata(ctx: click.Context, as_json: bool) -> None:
+    """How the last source selection judged each source (like 'chronyc selectdata'): its
+    state letter, options, how old its measurement was, and the interval (offset ± root
+    distance) it put the true offset in."""
+    fields = (
+        "name",
+        "address",
+        "select_code",
+        "select_interval",
+        "select_age",
+        "options",
+        "auth",
+        "leap",
+        "state",
+        "state_reason",
+    )
+    _show_source_view(ctx, as_json, fields, render.render_selectdata)
+
+
+@cli.command()
+@json_option
+@click.pass_context
+def reselect(ctx: click.Context, as_json: bool) -> None:
+    """Select the best source again now, even if the current one is still good, like
+    'chronyc reselect' (needs root or the admin group)."""
+
+    def human(r: dict[str, Any]) -> str:
+        selected, previous = r.get("selected"), r.get("previous")
+        if selected is None:
+            return "no source is selected"
+        if selected == previous:
+            return f"{selected} is still selected"
+        return f"{selected} is selected (was {previous or 'none'})"
+
+    _show(ctx, "reselect", dict, as_json, human)
+
+
+@cli.command()
+@click.argument("address")
+@json_option
+@click.pass_context
+def accheck(ctx: click.Context, address: str, as_json: bool) -> None:
+    """Whether tsyncd's NTP server answers ADDRESS (its allow and deny lists), like
+    'chronyc accheck'.  Exit status 1 if any server socket refuses it."""
+    result = _expect(_call(ctx, "accheck", {"address": address}), list, "accheck")
+    if as_json:
+        _print_json(result)
+    else:
+        click.echo(render.render_accheck(address, result))
+    if not result or not all(row.get("allowed") for row in result):
+        ctx.exit(1)
 
 
 @cli.command()

@@ -305,6 +305,73 @@ def render_authdata(sources: Sequence[Mapping[str, Any]]) -> str:
     return render_table(headers, rows, right={2, 4, 6, 7})
 
 
+SELECT_LEGEND = """\
+* selected  + combined  W too few agree (min-sources)  P a prefer source is used
+D dropped by clustering  x falseticker  N noselect  M no measurement yet
+S no reply to the last 8 polls  s unsynchronized  d root distance too large
+? out for the reason in Note"""
+_LEAP_SYMBOLS = {"none": "N", "insert": "+", "delete": "-", "unsynchronized": "?"}
+
+
+def _option_flags(options: Any) -> str:
+    """chronyc's COpts letters for the options we have: N noselect, P prefer."""
+    given = set(options) if isinstance(options, list | tuple) else set()
+    return ("N" if "noselect" in given else "-") + ("P" if "prefer" in given else "-")
+
+
+def render_selectdata(sources: Sequence[Mapping[str, Any]]) -> str:
+    """A ``chronyc selectdata``-like table: how the last selection judged each source, with
+    the interval its measurement put the true offset in (offset ± root distance, the sign of
+    the Offset in ``sources``)."""
+    rows = []
+    notes = False
+    for src in sources:
+        interval = src.get("select_interval")
+        low, high = (
+            interval if isinstance(interval, list | tuple) and len(interval) == 2 else (None, None)
+        )
+        note = _text(src.get("state_reason")) if src.get("state_reason") else ""
+        notes = notes or bool(note)
+        rows.append(
+            [
+                _text(src.get("select_code")),
+                _text(src.get("name")),
+                "Y" if auth_kind(src) else "N",
+                _option_flags(src.get("options")),
+                format_age(src.get("select_age")),
+                format_seconds_compact(low, signed=True),
+                format_seconds_compact(high, signed=True),
+                _LEAP_SYMBOLS.get(str(src.get("leap")), "-"),
+                note,
+            ]
+        )
+    if not rows:
+        return "no sources configured"
+    headers = ["S", "Name", "Auth", "Opts", "Last", "Low", "High", "Leap"]
+    if notes:
+        headers.append("Note")
+    else:
+        rows = [row[:-1] for row in rows]
+    table = render_table(headers, rows, right={4, 5, 6})
+    return f"{table}\n\n{SELECT_LEGEND}"
+
+
+def render_accheck(address: str, servers: Sequence[Mapping[str, Any]]) -> str:
+    """One line per NTP server socket: whether it answers ``address``, and if not, why."""
+    if not servers:
+        return "no NTP server is configured ([[server]]): nobody is answered"
+    lines = []
+    for row in servers:
+        if row.get("allowed"):
+            lines.append(f"{row.get('listen')}: {address} is allowed")
+        else:
+            why = {"denied": "on the deny list", "restricted": "not on the allow list"}.get(
+                str(row.get("reason")), str(row.get("reason"))
+            )
+            lines.append(f"{row.get('listen')}: {address} is denied ({why})")
+    return "\n".join(lines)
+
+
 def render_ntpdata(sources: Sequence[Mapping[str, Any]]) -> str:
     """One ``chronyc ntpdata``-like block per source: everything the ``sources`` method
     reports of it, one field a line (the table of ``peers`` has room for a few)."""

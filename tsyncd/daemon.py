@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Final
 from tsyncd import __version__
 from tsyncd.clock.base import Clock, ClockState
 from tsyncd.config import Config, ConfigErrors, load_config
-from tsyncd.control.rpc import ErrorCode, RpcError
+from tsyncd.control.rpc import ErrorCode, InvalidParams, RpcError
 from tsyncd.control.server import ControlServer
 from tsyncd.daemon_connectivity import Connectivity
 from tsyncd.daemon_snapshots import SnapshotViews
@@ -32,7 +32,7 @@ from tsyncd.net.eventloop import simulator_runtime
 from tsyncd.net.udp import SocketOptions
 from tsyncd.sdnotify import Notifier
 from tsyncd.servers.ntp import NtpServer
-from tsyncd.servers.responder import ResponseTemplate
+from tsyncd.servers.responder import AccessList, ResponseTemplate, client_ip
 from tsyncd.servers.tsq_setup import (
     require_aioquic,
     start_tsq_server,
@@ -219,6 +219,7 @@ class Daemon(Connectivity, SnapshotViews):
                 "clients": self._rpc_clients,
                 "version": lambda _p: {"version": __version__},
                 "activity": self._rpc_activity,
+                "accheck": self._rpc_accheck,
             },
             admin_methods={
                 "makestep": self._rpc_makestep,
@@ -231,6 +232,7 @@ class Daemon(Connectivity, SnapshotViews):
                 "online": self._rpc_online,
                 "onoffline": self._rpc_onoffline,
                 "refresh": self._rpc_refresh,
+                "reselect": self._rpc_reselect,
             },
             group=self.config.control.group,
             admin_group=self.config.control.admin_group,
@@ -530,6 +532,33 @@ class Daemon(Connectivity, SnapshotViews):
         self.core.burst(self.clock.now_ns())
         self._wake.set()
         return {"sources": len(self.core.sources)}
+
+    def _rpc_reselect(self, _params: dict[str, Any]) -> dict[str, Any]:
+        """``tsyncctl reselect``: pick the system peer afresh, as chronyc reselect does."""
+        previous = self.core.decision.selected
+        self.core.reselect(self.clock.now_ns())
+        self._after_update()
+        return {"selected": self.core.decision.selected, "previous": previous}
+
+    def _rpc_accheck(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """``tsyncctl accheck``: would each NTP server socket answer ``params["address"]``?
+
+        The servers' running allow and deny lists (a reload changes them only after a restart),
+        checked as the server checks a request, IPv4-mapped IPv6 included."""
+        address = params.get("address")
+        try:
+            ip = client_ip(address) if isinstance(address, str) else None
+        except ValueError:
+            ip = None
+        if ip is None:
+            raise InvalidParams(f'accheck needs {{"address": IP}}, an IP address, not {address!r}')
+        rows = []
+        for server in self.config.servers:
+            verdict = AccessList(server.allow, server.deny).verdict(ip)
+            rows.append(
+                {"listen": str(server.listen), "allowed": not verdict, "reason": verdict or None}
+            )
+        return rows
 
     async def _start_nts_server_side(self) -> None:
         """Load the NTS cookie keys when NTS-KE is served or a key file is configured."""

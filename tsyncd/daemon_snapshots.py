@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from tsyncd.sources.nts import NtsSource
     from tsyncd.sync.core import SyncCore
     from tsyncd.sync.discipline import Discipline
+    from tsyncd.sync.system import SelectData
 
 _LEAP_NAMES: Final = {0: "none", 1: "insert", 2: "delete", 3: "unsynchronized"}
 
@@ -121,6 +122,7 @@ class SnapshotViews:
             else s
             for s in snapshots
         ]
+        snapshots = [_with_selection(s, d.selection.get(s.name)) for s in snapshots]
         # NTS sources still waiting for their first NTS-KE: shown, with why they wait.
         snapshots.extend(
             nts.pending_snapshot()
@@ -175,3 +177,16 @@ class SnapshotViews:
         now = self.clock.now_ns()
         rows = merge_client_rows(row for server in self.servers for row in server.client_rows(now))
         return [ClientSnapshot(**row) for row in rows]
+
+
+def _with_selection(snapshot: SourceSnapshot, row: SelectData | None) -> SourceSnapshot:
+    """``snapshot`` with what the last selection made of it (chronyc selectdata's row)."""
+    if row is None:
+        return snapshot
+    interval = row.interval_ns
+    return dataclasses.replace(
+        snapshot,
+        select_code=row.code,
+        select_interval=None if interval is None else (interval[0] * 1e-9, interval[1] * 1e-9),
+        select_age=None if row.age_ns is None else row.age_ns * 1e-9,
+    )

@@ -84,6 +84,12 @@ class SourceSnapshot:
     key_id: int | None = None  # the [keys] key its packets are signed with (RFC 5905 MAC)
     key_type: str | None = None  # that key's type: MD5, SHA1, SHA256, ..., AES128, AES256
     options: tuple[str, ...] = ()  # selection options as configured: "noselect", "prefer"
+    # The last selection, as chronyc selectdata shows it (tsyncd.sync.system.SelectData): its
+    # letter, [low, high] (s, source minus our clock) where the truth was expected to be, and
+    # how old the measurement it used was (s); None before the first selection or measurement.
+    select_code: str | None = None
+    select_interval: tuple[float, float] | None = None
+    select_age: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

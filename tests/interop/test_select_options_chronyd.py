@@ -34,3 +34,39 @@ def test_noselect_is_measured_never_selected_and_prefer_wins(peers: Peers) -> No
     assert rows[plain]["state_reason"] == "not combined: a prefer source survives"
     status = client.ctl("status")
     assert status["stratum"] == 8  # the stratum-7 prefer source's, not 5 or 6
+    # chronyc selectdata's view of the same selection.
+    select = {r["name"]: r for r in client.ctl("selectdata")}
+    assert {n: select[n]["select_code"] for n in (best, plain, preferred)} == {
+        best: "N",  # noselect
+        plain: "P",  # selectable, but a prefer source is used
+        preferred: "*",
+    }
+    for row in select.values():
+        low, high = row["select_interval"]
+        # Loopback: the true offset, 0, lies inside every source's correctness interval.
+        assert low < 0 < high and high - low < 0.1, row
+        assert 0 <= row["select_age"] < 2, row
+        assert row["auth"] is None and row["leap"] == "none"
+    shown = client.run_ctl("selectdata")
+    assert shown.returncode == 0, shown.stderr
+    lines = {line.split()[1]: line.split() for line in shown.stdout.splitlines()[2:5]}
+    assert [lines[n][:4] for n in (best, plain, preferred)] == [
+        ["N", best, "N", "N-"],
+        ["P", plain, "N", "--"],
+        ["*", preferred, "N", "-P"],
+    ]
+
+
+def test_reselect_answers_with_the_system_peer(peers: Peers) -> None:
+    port = free_udp_port()
+    peers.chronyd_servers(port, (1, 2))
+    first, second = (f"127.0.0.{i}:{port}" for i in (1, 2))
+    client = peers.tsyncd("tsyncd", fast_sources_toml(first, second))
+    wait_for("a system peer", lambda: client.ctl("status")["synchronized"] or None)
+    # Stratum 5 against 6: merit picks the first however often we ask (the choice without a
+    # system peer to keep is tests/unit/sync/test_system_selectdata.py's).
+    wait_for("the stratum-5 server selected", lambda: client.ctl("status")["stratum"] == 6 or None)
+    for _ in range(2):
+        assert client.ctl("reselect") == {"selected": first, "previous": first}
+    shown = client.run_ctl("reselect")
+    assert (shown.returncode, shown.stdout) == (0, f"{first} is still selected\n"), shown.stderr

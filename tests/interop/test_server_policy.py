@@ -6,10 +6,11 @@ chronyd always runs with ``-x``; tsyncd in measure mode; all traffic on loopback
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
-from peers import Chronyd, Peers, free_udp_port, wait_for
+from peers import Chronyd, Peers, ctl_fails, free_udp_port, wait_for
 
 # `chronyc -c ntpdata` CSV columns we read (chrony 4.x order).
 _NTPDATA_INTERLEAVED = 26
@@ -109,3 +110,21 @@ def test_dual_stack_acl_with_chronyd(peers: Peers) -> None:
     assert stats["kod_sent"] >= 1 and stats["answered"] >= 1
     v4_client = [c for c in server.ctl("clients") if c["address"] == "127.0.0.1"]
     assert v4_client[0]["answered"] >= 1 and v4_client[0]["kod_sent"] == 0
+    # tsyncctl accheck agrees with what both clients just met, and says why.
+    listen = f"[::]:{port}"
+
+    def accheck(address: str) -> tuple[int, Any]:
+        done = server.run_ctl("accheck", address, "--json")
+        return done.returncode, json.loads(done.stdout)
+
+    allowed = [{"listen": listen, "allowed": True, "reason": None}]
+    assert accheck("127.0.0.1") == (0, allowed)
+    assert accheck("::ffff:127.0.0.1") == (0, allowed)  # how the [::] socket sees it
+    assert accheck("::1") == (1, [{"listen": listen, "allowed": False, "reason": "denied"}])
+    assert accheck("127.0.0.2") == (
+        1,
+        [{"listen": listen, "allowed": False, "reason": "restricted"}],
+    )
+    shown = server.run_ctl("accheck", "::1")
+    assert (shown.returncode, shown.stdout) == (1, f"{listen}: ::1 is denied (on the deny list)\n")
+    assert "an IP address, not 'ntp.example'" in ctl_fails(server, "accheck", "ntp.example")

@@ -218,6 +218,13 @@ class SyncCore:
         """Source ``name`` online or offline (tsyncctl online/offline); False if unchanged."""
         return self.sources[name].association.set_online(online, now_ns)
 
+    def reselect(self, now_ns: int) -> None:
+        """Select again now with no preference for the current system peer (tsyncctl reselect,
+        as chronyc's): the best survivor becomes the system peer even if the current one
+        still survives.  The clock is not touched; the next sample of the peer steers it."""
+        self.system.forget_system_peer()
+        self._reselect(now_ns, None)
+
     def makestep(self, now_ns: int) -> list[ClockAction]:
         """Step the clock by the current system offset now (tsyncctl makestep)."""
         d = self.decision

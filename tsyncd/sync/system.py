@@ -70,6 +70,23 @@ class Candidate:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SelectData:
+    """How the last selection saw one source, as ``chronyc selectdata`` shows it."""
+
+    # chronyc's letters: "*" system peer, "+" combined; selectable but not combined: "W" too
+    # few agree (min-sources), "P" a prefer source survives, "D" dropped by clustering (too far
+    # from the others to be combined, chrony's combinelimit); not selectable: "x" falseticker,
+    # "N" noselect, "M" no measurement yet, "S" no reply to the last 8 polls, "s" unsynchronized
+    # (leap alarm, stratum 16, or a loop through us), "d" root distance too large.  One letter
+    # of our own: "?", out for the association's reason (a KoD, a failed NTS-KE, ...).
+    code: str
+    # [offset - Λ, offset + Λ] in ns, source time minus our clock: where the truth was expected
+    # at the selection (RFC 5905 correctness interval); None without a measurement.
+    interval_ns: tuple[int, int] | None = None
+    age_ns: int | None = None  # from the measurement used to the selection
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SystemDecision:
     """The outcome of one pass over the candidates."""
 
@@ -91,6 +108,7 @@ class SystemDecision:
     system_jitter_ns: int = 0  # sqrt(Ψ_s² + Ψ_p²), the same as jitter_ns
     survivors: tuple[str, ...] = ()  # combined sources, best merit first
     reasons: dict[str, str] = field(default_factory=dict)  # name -> why it is not selected
+    selection: dict[str, SelectData] = field(default_factory=dict)  # name -> selectdata row
 
 
 def root_distance_ns(est: FilterOutput, now_ns: int) -> int:
@@ -107,6 +125,26 @@ def root_distance_ns(est: FilterOutput, now_ns: int) -> int:
         + dispersion_at(est.dispersion_ns, now_ns - since)
         + est.jitter_ns
     )
+
+
+def _selection(
+    candidates: list[Candidate], codes: dict[str, str], now_ns: int
+) -> dict[str, SelectData]:
+    """Each source's selectdata row: its letter, and where its measurement put the truth."""
+    rows: dict[str, SelectData] = {}
+    for c in candidates:
+        est = c.estimate
+        if est is None:
+            rows[c.name] = SelectData(code=codes.get(c.name, "?"))
+            continue
+        offset = est.sample.offset_ns
+        dist = root_distance_ns(est, now_ns)
+        rows[c.name] = SelectData(
+            code=codes.get(c.name, "?"),
+            interval_ns=(offset - dist, offset + dist),
+            age_ns=now_ns - est.sample.local_rx_ns,
+        )
+    return rows
 
 
 def max_distance_ns(poll_log2: int | None) -> int:
@@ -127,6 +165,7 @@ class _Rejected:
 
     state: str
     reason: str
+    code: str  # chronyc selectdata's letter (SelectData.code)
 
 
 class SystemProcess:
@@ -138,6 +177,11 @@ class SystemProcess:
         self._selected: str | None = None
         self._announced: tuple[int, int] | None = None  # (refid, stratum) while synchronized
 
+    def forget_system_peer(self) -> None:
+        """Let the next ``choose`` pick the best survivor, not keep the current system peer
+        (anti-clockhop, ``pick_system_peer``); the loop test keeps what we announce."""
+        self._selected = None
+
     def choose(self, candidates: list[Candidate], now_ns: int) -> SystemDecision:
         """Select, cluster and combine; derive the system variables.
 
@@ -147,6 +191,7 @@ class SystemProcess:
         """
         states: dict[str, str] = {}
         reasons: dict[str, str] = {}
+        codes: dict[str, str] = {}
         contenders: list[Contender] = []
         by_name: dict[str, tuple[Candidate, FilterOutput]] = {}
         for c in candidates:
@@ -154,6 +199,7 @@ class SystemProcess:
             if isinstance(verdict, _Rejected):
                 states[c.name] = verdict.state
                 reasons[c.name] = verdict.reason
+                codes[c.name] = verdict.code
                 continue
             contenders.append(verdict[0])
             by_name[c.name] = (c, verdict[1])
@@ -164,7 +210,7 @@ class SystemProcess:
                 reason = "waiting for the first replies from sources"
             else:
                 reason = "no source is reachable and usable"
-            return self._unsynchronized(reason, states, reasons)
+            return self._unsynchronized(reason, states, reasons, codes, candidates, now_ns)
 
         chosen = intersect(contenders)
         if chosen is None:
@@ -172,37 +218,44 @@ class SystemProcess:
             for ct in contenders:
                 states[ct.name] = "falseticker"
                 reasons[ct.name] = reason
-            return self._unsynchronized(reason, states, reasons)
+                codes[ct.name] = "x"
+            return self._unsynchronized(reason, states, reasons, codes, candidates, now_ns)
         for name in chosen.falsetickers:
             states[name] = "falseticker"
             reasons[name] = "outside the majority interval"
+            codes[name] = "x"
         truechimers = [ct for ct in contenders if ct.name in chosen.truechimers]
         if len(truechimers) < self.min_sources:
             reason = f"{len(truechimers)} source(s) agree, min-sources is {self.min_sources}"
             for ct in truechimers:
                 states[ct.name] = "candidate"
                 reasons[ct.name] = reason
-            return self._unsynchronized(reason, states, reasons)
+                codes[ct.name] = "W"
+            return self._unsynchronized(reason, states, reasons, codes, candidates, now_ns)
 
         clustering = cluster(truechimers)
         survivors = clustering.survivors
         for name in clustering.outliers:
             states[name] = "outlier"
             reasons[name] = "dropped by clustering: too far from the other sources"
+            codes[name] = "D"
         preferred = tuple(ct for ct in survivors if by_name[ct.name][0].prefer)
         if preferred and len(preferred) < len(survivors):
             for ct in survivors:
                 if ct not in preferred:
                     states[ct.name] = "outlier"
                     reasons[ct.name] = "not combined: a prefer source survives"
+                    codes[ct.name] = "P"
             survivors = preferred
         peer = pick_system_peer(survivors, self._selected)
         combo = combine(survivors, peer, selection_jitter_ns=clustering.selection_jitter_ns)
         for ct in survivors:
             states[ct.name] = "candidate"
             reasons[ct.name] = f"combined with weight {float(combo.weights[ct.name]):.0%}"
+            codes[ct.name] = "+"
         states[peer.name] = "selected"
         del reasons[peer.name]
+        codes[peer.name] = "*"
 
         cand, est = by_name[peer.name]
         s = est.sample
@@ -232,31 +285,34 @@ class SystemProcess:
             system_jitter_ns=combo.system_jitter_ns,
             survivors=tuple(ct.name for ct in survivors),
             reasons=reasons,
+            selection=_selection(candidates, codes, now_ns),
         )
 
     def _accept(self, c: Candidate, now_ns: int) -> _Rejected | tuple[Contender, FilterOutput]:
         """RFC 5905 A.5.5.3 fitness, checked in the RFC's order; the contender if fit."""
         if not c.usable:
-            return _Rejected("unusable", c.unusable_reason or "demobilized")
+            return _Rejected("unusable", c.unusable_reason or "demobilized", "?")
         if c.noselect:
-            return _Rejected("noselect", "configured with noselect: measured, never selected")
+            return _Rejected("noselect", "configured with noselect: measured, never selected", "N")
         est = c.estimate
         if est is None:
             if c.polled and c.reach == 0:
-                return _Rejected("unreachable", c.unusable_reason or "no valid reply yet")
-            return _Rejected("init", c.unusable_reason or "waiting for the first reply")
+                return _Rejected("unreachable", c.unusable_reason or "no valid reply yet", "M")
+            return _Rejected("init", c.unusable_reason or "waiting for the first reply", "M")
         if c.reach == 0:
             why = c.unusable_reason or "no valid reply to the last 8 polls"
-            return _Rejected("unreachable", why)
+            return _Rejected("unreachable", why, "S")
         s = est.sample
         if s.leap == 3:
-            return _Rejected("unusable", "source is unsynchronized (leap alarm)")
+            return _Rejected("unusable", "source is unsynchronized (leap alarm)", "s")
         if s.stratum >= MAXSTRAT:
-            return _Rejected("unusable", f"source is unsynchronized (stratum {s.stratum})")
+            return _Rejected("unusable", f"source is unsynchronized (stratum {s.stratum})", "s")
         dist = root_distance_ns(est, now_ns)
         limit = max_distance_ns(c.poll_log2)
         if dist > limit:
-            return _Rejected("unusable", f"distance {_seconds(dist)} exceeds {_seconds(limit)}")
+            return _Rejected(
+                "unusable", f"distance {_seconds(dist)} exceeds {_seconds(limit)}", "d"
+            )
         if self._announced is not None and c.name != self._selected:
             refid, stratum = self._announced
             if s.reference_id == refid and s.stratum >= stratum:
@@ -264,7 +320,7 @@ class SystemProcess:
                     f"synchronization loop: synchronized to our reference "
                     f"{refid_to_str(refid, stratum)} at stratum {s.stratum}"
                 )
-                return _Rejected("unusable", why)
+                return _Rejected("unusable", why, "s")
         contender = Contender(
             name=c.name,
             offset_ns=s.offset_ns,
@@ -275,7 +331,13 @@ class SystemProcess:
         return contender, est
 
     def _unsynchronized(
-        self, reason: str, states: dict[str, str], reasons: dict[str, str]
+        self,
+        reason: str,
+        states: dict[str, str],
+        reasons: dict[str, str],
+        codes: dict[str, str],
+        candidates: list[Candidate],
+        now_ns: int,
     ) -> SystemDecision:
         self._selected = None
         self._announced = None
@@ -295,4 +357,5 @@ class SystemProcess:
             leap=0 if self.local_stratum is not None else 3,
             states=states,
             reasons=reasons,
+            selection=_selection(candidates, codes, now_ns),
         )
