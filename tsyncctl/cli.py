@@ -419,6 +419,23 @@ def reselect(ctx: click.Context, as_json: bool) -> None:
 
 
 @cli.command()
+@click.argument("what", type=click.Choice(["sources"]))
+@json_option
+@click.pass_context
+def reset(ctx: click.Context, what: str, as_json: bool) -> None:
+    """'reset sources': drop every measurement, e.g. after a resume or a move to another
+    network, like 'chronyc reset sources' (needs root or the admin group).  tsyncd is
+    unsynchronized until new replies come; the frequency is kept."""
+    _show(
+        ctx,
+        "reset_sources",
+        dict,
+        as_json,
+        lambda r: f"measurements of {r.get('sources', 0)} source(s) dropped",
+    )
+
+
+@cli.command()
 @click.argument("address")
 @json_option
 @click.pass_context

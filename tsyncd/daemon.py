@@ -233,6 +233,7 @@ class Daemon(Connectivity, SnapshotViews):
                 "onoffline": self._rpc_onoffline,
                 "refresh": self._rpc_refresh,
                 "reselect": self._rpc_reselect,
+                "reset_sources": self._rpc_reset_sources,
             },
             group=self.config.control.group,
             admin_group=self.config.control.admin_group,
@@ -539,6 +540,17 @@ class Daemon(Connectivity, SnapshotViews):
         self.core.reselect(self.clock.now_ns())
         self._after_update()
         return {"selected": self.core.decision.selected, "previous": previous}
+
+    def _rpc_reset_sources(self, _params: dict[str, Any]) -> dict[str, Any]:
+        """``tsyncctl reset sources``: drop every measurement, as chronyc reset sources does;
+        answered with the state right after (no samples, not synchronized)."""
+        self.core.reset_sources(self.clock.now_ns())
+        self._after_update()
+        return {
+            "sources": len(self.core.sources),
+            "samples": sum(len(state.filter) for state in self.core.sources.values()),
+            "synchronized": self.core.decision.synchronized,
+        }
 
     def _rpc_accheck(self, params: dict[str, Any]) -> list[dict[str, Any]]:
         """``tsyncctl accheck``: would each NTP server socket answer ``params["address"]``?

@@ -57,7 +57,7 @@ def test_noselect_is_measured_never_selected_and_prefer_wins(peers: Peers) -> No
     ]
 
 
-def test_reselect_answers_with_the_system_peer(peers: Peers) -> None:
+def test_reselect_and_reset_sources(peers: Peers) -> None:
     port = free_udp_port()
     peers.chronyd_servers(port, (1, 2))
     first, second = (f"127.0.0.{i}:{port}" for i in (1, 2))
@@ -70,3 +70,9 @@ def test_reselect_answers_with_the_system_peer(peers: Peers) -> None:
         assert client.ctl("reselect") == {"selected": first, "previous": first}
     shown = client.run_ctl("reselect")
     assert (shown.returncode, shown.stdout) == (0, f"{first} is still selected\n"), shown.stderr
+    # reset sources: every measurement dropped at once, then synchronized again from new ones.
+    assert client.ctl("reset", "sources") == {"sources": 2, "samples": 0, "synchronized": False}
+    wait_for("synchronized again", lambda: client.ctl("status")["synchronized"] or None)
+    assert all(row["samples"] >= 1 for row in client.ctl("sourcestats"))
+    shown = client.run_ctl("reset", "sources")
+    assert (shown.returncode, shown.stdout) == (0, "measurements of 2 source(s) dropped\n")

@@ -225,6 +225,16 @@ class SyncCore:
         self.system.forget_system_peer()
         self._reselect(now_ns, None)
 
+    def reset_sources(self, now_ns: int) -> None:
+        """Drop every measurement (tsyncctl reset sources, as chronyc's): each source's clock
+        filter and the discipline's offset history; we are unsynchronized until new replies
+        come.  Associations (reach, poll) and the frequency stay."""
+        for state in self.sources.values():
+            state.filter.clear()
+        if self.discipline is not None:
+            self.discipline.forget_offsets(now_ns)
+        self._reselect(now_ns, None)
+
     def makestep(self, now_ns: int) -> list[ClockAction]:
         """Step the clock by the current system offset now (tsyncctl makestep)."""
         d = self.decision

@@ -329,6 +329,16 @@ class Discipline:
         self._advance(now_ns)
         self._apply_step(offset_ns)
 
+    def forget_offsets(self, now_ns: int) -> None:
+        """Drop the offset history (``tsyncctl reset sources``, as chronyd drops its
+        measurements): the offsets are known to be no longer valid (after a resume, a move to
+        another network).  The frequency is kept as the prior of the next estimate, with its
+        uncertainty, as a restart after two agreeing spikes keeps it."""
+        self._advance(now_ns)
+        self._keep_estimate_as_prior()
+        self._points = []
+        self._pending = None
+
     def handle_leap(self, now_ns: int, delta_s: int) -> None:
         """The kernel applied a leap second at ``now_ns``: the clock moved by ``delta_s`` s.
 
@@ -445,11 +455,16 @@ class Discipline:
         return abs(miss2 - miss1) <= max(_SPIKE_Z * noise, abs(miss1) / 4.0)
 
     def _restart(self, first: _Point) -> None:
+        self._keep_estimate_as_prior()
+        self._points = [first]
+
+    def _keep_estimate_as_prior(self) -> None:
+        """Before a new history: the last fit's frequency and its uncertainty become the prior
+        the next fit is blended with (none from fewer than two samples)."""
         fit = self._last_fit
         if fit is not None and fit.used >= 2:
             self._prior_ppm = _clamp(fit.slope / _PPM, self._config.max_frequency_ppm)
             self._prior_skew_ppm = max(math.sqrt(fit.slope_var) / _PPM, _MIN_PRIOR_SKEW_PPM)
-        self._points = [first]
         self._last_fit = None
 
     def _note_interval(self, now_ns: int) -> None:

@@ -324,3 +324,19 @@ def test_snapshot_describes_the_state() -> None:
     snap = loop.disc.snapshot()
     assert snap.updates == 2 and snap.state == "sync"
     assert snap.rms_offset_ns >= 0 and snap.poll_log2 in range(5, 8)
+
+
+def test_forgotten_offsets_take_the_next_one_at_once_and_keep_the_frequency() -> None:
+    """tsyncctl reset sources: after a resume the old offsets say nothing about the new one."""
+    loop = Loop(freq_ppm=5.0)
+    for _ in range(10):
+        loop.update()
+        loop.advance(64)
+    freq = loop.disc.frequency_ppm
+    loop.offset_ns -= 5_000_000  # the clock jumped while we slept
+    loop.disc.forget_offsets(loop.now())
+    actions = loop.update()  # no history to call it a spike: used at once
+    assert actions and loop.disc.snapshot().updates == 11
+    assert loop.disc.frequency_ppm == pytest.approx(freq, abs=0.01)  # kept as the prior
+    loop.advance(600)
+    assert abs(loop.theta()) < 10_000
