@@ -2,7 +2,8 @@
 
 ``tsyncctl offline [SELECTOR]...`` stops polling the sources it selects, ``online`` starts them
 again, ``onoffline`` sets each one by whether the kernel has a route to its address (what a
-network manager's dispatcher script calls when links come and go), and ``activity`` counts
+network manager's dispatcher script calls when links come and go; an NTS source before its first
+NTS-KE by the route to its NTS-KE server), and ``activity`` counts
 them, with chronyc's ``activity`` categories.  A laptop or an intermittent link then neither
 fills the log with unanswered polls nor lets its sources' reach decay into "unreachable"
 (which would make a pool replace its members) while the network is down.
@@ -33,8 +34,7 @@ from typing import Any
 from tsyncd.config import SourceConfig
 from tsyncd.control.rpc import InvalidParams
 from tsyncd.daemon_source_admin import SourceAdmin
-from tsyncd.net.udp import family_for_host, normalize_ip
-from tsyncd.sources.ntp import NtpSourceSocket
+from tsyncd.net.udp import Address, family_for_host, normalize_ip
 from tsyncd.sync.core import SourceState
 
 __all__ = ["Association", "Connectivity", "has_route", "select_associations"]
@@ -85,13 +85,13 @@ def _ip_in(ip: str, network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> b
         return False
 
 
-def has_route(sock: NtpSourceSocket) -> bool:
-    """Whether the kernel has a route to ``sock``'s peer now.  Connecting a UDP socket sends
-    nothing, it only looks the route up, as chronyd's ``onoffline`` does; as there, any
+def has_route(ip: str, peer: Address) -> bool:
+    """Whether the kernel has a route to ``peer`` (at ``ip``) now.  Connecting a UDP socket
+    sends nothing, it only looks the route up, as chronyd's ``onoffline`` does; as there, any
     failure counts as no route."""
-    with socket.socket(family_for_host(sock.ip), socket.SOCK_DGRAM) as probe:
+    with socket.socket(family_for_host(ip), socket.SOCK_DGRAM) as probe:
         try:
-            probe.connect(sock.peer)
+            probe.connect(peer)
         except OSError:
             return False
     return True
@@ -182,15 +182,33 @@ class Connectivity(SourceAdmin):
             self._onlined.update(self._source_configs)  # also those not mobilized yet
         return {"changed": self._set_online(names, True), "selected": names}
 
-    def _rpc_onoffline(self, params: dict[str, Any]) -> dict[str, Any]:
-        """Each selected association online if there is a route to it, else offline."""
+    async def _rpc_onoffline(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Each selected association online if there is a route to it, else offline; an NTS
+        source before its first NTS-KE by whether there is a route to its NTS-KE server."""
         names = self._selected("onoffline", params)
-        routed = {name: has_route(self.sockets[name]) for name in names if name in self.sockets}
+        routed: dict[str, bool] = {}
+        for name in names:
+            sock = self.sockets.get(name)
+            if sock is not None:
+                routed[name] = has_route(sock.ip, sock.peer)
+            elif name in self._waiting:
+                routed[name] = await self._ke_server_routed(self._source_configs[name])
         up = [name for name, ok in routed.items() if ok]
         down = [name for name, ok in routed.items() if not ok]
         self._set_online(up, True)
         self._set_online(down, False)
         return {"online": up, "offline": down}
+
+    async def _ke_server_routed(self, cfg: SourceConfig) -> bool:
+        """Whether any address of ``cfg``'s NTS-KE server has a route (a name it cannot be
+        resolved to counts as none: the NTS-KE would fail as well)."""
+        host, port = cfg.address.host, cfg.address.port
+        try:
+            ips = await self._resolve(host, port)
+        except OSError as exc:
+            log.info("%s: onoffline: cannot resolve %s: %s", cfg.name, host, exc)
+            return False
+        return any(has_route(ip, (ip, port)) for ip in ips)
 
     def _rpc_activity(self, _params: dict[str, Any]) -> dict[str, Any]:
         """chronyc activity's counts: how many associations poll, burst, or wait offline, and

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from nts_certs import make_pki, nts_server_toml, nts_source_toml
 from peers import (
     Peers,
@@ -132,7 +133,11 @@ def test_tsyncd_resumes_nts_with_saved_cookies_without_ke(peers: Peers) -> None:
     assert list(store.iterdir()) == []  # taken at start: never sent twice after a crash
 
 
-def test_an_offline_nts_source_does_no_key_exchange_until_online(peers: Peers) -> None:
+@pytest.mark.parametrize("command", ["online", "onoffline"])
+def test_an_offline_nts_source_does_no_key_exchange_until_online(
+    peers: Peers, command: str
+) -> None:
+    """Released by ``online``, or by ``onoffline`` once its NTS-KE server has a route."""
     pki = make_pki(peers.tmp)
     chrony, _ntp_port, ke_port = chronyd_nts_server(peers, "chronyd-nts", pki.key, pki.chain)
     name = f"127.0.0.1:{ke_port}"
@@ -143,7 +148,10 @@ def test_an_offline_nts_source_does_no_key_exchange_until_online(peers: Peers) -
     assert row["online"] is False and "waits for tsyncctl online" in row["state_reason"]
     assert client.ctl("activity")["unknown_address"] == 1
     assert int(chrony.chronyc("serverstats").strip().split(",")[5]) == 0  # no NTS-KE yet
-    assert client.ctl("online", name) == {"changed": [name], "selected": [name]}
+    if command == "online":
+        assert client.ctl("online", name) == {"changed": [name], "selected": [name]}
+    else:
+        assert client.ctl("onoffline") == {"online": [name], "offline": []}
 
     def authenticated() -> dict[str, Any] | None:
         rows = [r for r in client.ctl("peers") if r["nts"] and r["nts"]["authenticated"] >= 2]

@@ -46,7 +46,8 @@ def test_selectors_that_pick_nothing_are_reported() -> None:
 
 
 def test_route_test_sends_nothing_and_tells_loopback_from_unroutable() -> None:
-    assert has_route(NtpSourceSocket(name="lo", mode="server", ip="127.0.0.1", port=9)) is True
+    lo = NtpSourceSocket(name="lo", mode="server", ip="127.0.0.1", port=9)
+    assert has_route(lo.ip, lo.peer) is True
     # A link-local address with an interface that does not exist: no route, whatever the host.
     gone = NtpSourceSocket(name="ll", mode="server", ip="fe80::1%tsyncd-none0", port=123)
-    assert has_route(gone) is False
+    assert has_route(gone.ip, gone.peer) is False
