@@ -519,6 +519,7 @@ def _reload_lines(r: dict[str, Any]) -> str:
 @click.option("--noselect", is_flag=True, help="Measure it, never select it.")
 @click.option("--prefer", is_flag=True, help="Prefer it over sources without --prefer.")
 @click.option("--offline", is_flag=True, help="Start it offline, until 'tsyncctl online'.")
+@click.option("--max-delay", type=float, help="Drop samples with a longer round trip, s.")
 @click.option("--name", help="Its name in tsyncctl and metrics (default: ADDRESS as given).")
 @click.option("--count", type=int, help="Pool only: how many of its addresses to use.")
 @click.option(

@@ -131,6 +131,7 @@ class SourceConfig:
     noselect: bool = False  # measured and shown, never selected nor combined (chrony's noselect)
     offline: bool = False  # start offline: no polls until tsyncctl online (chrony's offline)
     prefer: bool = False  # preferred in selection over sources without it (chrony's prefer)
+    max_delay: float = 3.0  # s: samples with a longer round trip are dropped (chrony's maxdelay)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -322,6 +323,7 @@ _SOURCE: Final = (
     _int_field("key", 1, 0xFFFFFFFF, "a key ID of [keys] file"),
     _simple_field("offline", "true or false", lambda v: isinstance(v, bool)),
     _string_field("name"),
+    _seconds_field("max-delay", 1e-9, 1000.0),
 )
 _SERVER: Final = (
     _endpoint_field("listen", NTP_PORT, ip_only=True),

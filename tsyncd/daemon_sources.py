@@ -240,6 +240,7 @@ class SourceMobilizer:
             broadcast_calibrate=cfg.broadcast_calibrate,
             noselect=cfg.noselect,
             prefer=cfg.prefer,
+            max_delay_ns=round(cfg.max_delay * _NS_PER_S),
         )
         if cfg.key is not None:
             from tsyncd.symkey import SymmetricKeyAuth  # hashlib only when keys are used

@@ -1,5 +1,5 @@
-"""``noselect`` and ``prefer`` (chrony's source options) against real chronyd servers (``-x``)
-at 127.0.0.1, .2, .3 with local strata 5, 6 and 7."""
+"""``noselect``, ``prefer`` and ``max-delay`` (chrony's source options), ``reselect`` and ``reset
+sources`` against real chronyd servers (``-x``) at 127.0.0.1, .2, .3 with local strata 5, 6, 7."""
 
 from __future__ import annotations
 
@@ -76,3 +76,25 @@ def test_reselect_and_reset_sources(peers: Peers) -> None:
     assert all(row["samples"] >= 1 for row in client.ctl("sourcestats"))
     shown = client.run_ctl("reset", "sources")
     assert (shown.returncode, shown.stdout) == (0, "measurements of 2 source(s) dropped\n")
+
+
+def test_max_delay_drops_the_samples_but_not_the_reach(peers: Peers) -> None:
+    port = free_udp_port()
+    peers.chronyd_servers(port, (1, 2))
+    strict, plain = (f"127.0.0.{i}:{port}" for i in (1, 2))
+    client = peers.tsyncd("tsyncd", fast_sources_toml(plain))
+    # No loopback round trip is as short as 1 ns: every sample of this one is dropped.
+    assert client.ctl("add", strict, "--max-delay", "1e-9", "--min-poll", "-3") == {"name": strict}
+
+    def answered() -> dict[str, dict[str, Any]] | None:
+        rows = {r["name"]: r for r in client.ctl("peers")}
+        ready = strict in rows and rows[strict]["packets_dropped"] >= 3
+        return rows if ready and rows[plain]["state"] == "selected" else None
+
+    rows = wait_for("the strict source's replies dropped", answered)
+    row = rows[strict]
+    assert row["reach"] != 0 and row["offset"] is None and row["state"] == "init"
+    assert row["packets_dropped"] <= row["packets_received"]  # each valid, then dropped here
+    assert "over max-delay 1e-09 s" in row["state_reason"]
+    stats = {r["name"]: r["samples"] for r in client.ctl("sourcestats")}
+    assert stats[strict] == 0 and stats[plain] >= 1

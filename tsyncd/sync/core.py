@@ -49,6 +49,22 @@ class SourceState:
     filter: ClockFilter
     noselect: bool = False  # measured, never selected (chrony's noselect)
     prefer: bool = False  # preferred over sources without it (chrony's prefer)
+    max_delay_ns: int | None = None  # samples with a longer round trip are dropped
+    rejected: str | None = None  # why the last sample was dropped here, until one is taken
+
+    def accepts(self, sample: Sample) -> bool:
+        """chrony's maxdelay test: a sample whose round trip is over ``max_delay_ns`` says
+        little about the offset (the asymmetry it may hide is up to half the delay).  The
+        reply still counts for reach; the drop is counted as ``max_delay``."""
+        if self.max_delay_ns is not None and sample.delay_ns > self.max_delay_ns:
+            self.association.record_drop("max_delay")
+            self.rejected = (
+                f"round trip {sample.delay_ns / _NS_PER_S:.3g} s over max-delay "
+                f"{self.max_delay_ns / _NS_PER_S:.3g} s"
+            )
+            return False
+        self.rejected = None
+        return True
 
     def candidate(self, now_ns: int) -> Candidate:
         """This source as the system process sees it."""
@@ -59,7 +75,7 @@ class SourceState:
             reach=a.reach,
             polled=a.stats.packets_sent > 0,
             usable=a.state is not AssociationState.DEMOBILIZED,
-            unusable_reason=a.unusable_reason,
+            unusable_reason=a.unusable_reason or self.rejected,
             estimate=self.filter.output(now_ns),
             poll_log2=a.poll,
             noselect=self.noselect,
@@ -106,6 +122,7 @@ class SyncCore:
         broadcast_calibrate: bool = False,
         noselect: bool = False,
         prefer: bool = False,
+        max_delay_ns: int | None = None,
     ) -> SourceState:
         """Mobilize an association (polling starts at its first deadline); with
         ``broadcast_delay_ns``, a broadcast client's, measuring that delay itself when
@@ -128,6 +145,7 @@ class SyncCore:
             filter=ClockFilter(precision_ns=precision_ns),
             noselect=noselect,
             prefer=prefer,
+            max_delay_ns=max_delay_ns,
         )
         if isinstance(state.association, BroadcastAssociation) and broadcast_delay_ns is not None:
             state.association.broadcast_delay_ns = broadcast_delay_ns
@@ -189,6 +207,8 @@ class SyncCore:
         if state is None:
             return []
         sample = state.association.handle_reply(data, rx_ns)
+        if sample is not None and not state.accepts(sample):
+            sample = None
         if sample is not None:
             state.filter.add(sample, poll_log2=state.association.poll)
         return self._reselect(rx_ns, (name, sample) if sample is not None else None)
@@ -200,6 +220,8 @@ class SyncCore:
         if state is None:
             return []
         state.association.handle_measured(sample)
+        if not state.accepts(sample):
+            return self._reselect(sample.local_rx_ns, None)
         state.filter.add(sample, poll_log2=state.association.poll)
         return self._reselect(sample.local_rx_ns, (name, sample))
 
