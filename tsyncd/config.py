@@ -679,6 +679,19 @@ def load_config(path: Path) -> Config:
     return parse_config(data, path)
 
 
+def parse_source_value(key: str, value: object) -> Any:
+    """One ``[[source]]`` key's value, checked as the config file checks it, for settings
+    changed at run time (tsyncctl minpoll, maxpoll, maxdelay); ValueError says what was
+    expected, in the config file's words."""
+    field = next((f for f in _SOURCE if f.key == key), None)
+    if field is None:
+        raise ValueError(f"source.{key}: no such key")
+    try:
+        return field.parse(value)
+    except _Invalid:
+        raise ValueError(f"source.{key} = {value!r}: expected {field.expected}") from None
+
+
 def parse_source(
     table: object,
     in_use: Mapping[Endpoint | SourceConfig, str] | None = None,

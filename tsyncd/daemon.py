@@ -26,8 +26,8 @@ from tsyncd.clock.base import Clock, ClockState
 from tsyncd.config import Config, ConfigErrors, load_config
 from tsyncd.control.rpc import ErrorCode, InvalidParams, RpcError
 from tsyncd.control.server import ControlServer
-from tsyncd.daemon_connectivity import Connectivity
 from tsyncd.daemon_snapshots import SnapshotViews
+from tsyncd.daemon_source_settings import SourceSettings
 from tsyncd.net.eventloop import simulator_runtime
 from tsyncd.net.udp import SocketOptions
 from tsyncd.sdnotify import Notifier
@@ -82,7 +82,7 @@ def measure_precision_log2(now_ns: Any = time.time_ns) -> int:
     return math.ceil(math.log2(smallest * 1e-9))
 
 
-class Daemon(Connectivity, SnapshotViews):
+class Daemon(SourceSettings, SnapshotViews):
     """A configured tsyncd; ``await run()`` until ``stop()`` (or a signal)."""
 
     def __init__(self, config: Config, clock: Clock, notifier: Notifier | None = None) -> None:
@@ -234,6 +234,7 @@ class Daemon(Connectivity, SnapshotViews):
                 "refresh": self._rpc_refresh,
                 "reselect": self._rpc_reselect,
                 "reset_sources": self._rpc_reset_sources,
+                "set_source": self._rpc_set_source,
             },
             group=self.config.control.group,
             admin_group=self.config.control.admin_group,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from peers import Peers, fast_sources_toml, free_udp_port, wait_for
+from peers import Peers, ctl_fails, fast_sources_toml, free_udp_port, wait_for
 
 
 def test_noselect_is_measured_never_selected_and_prefer_wins(peers: Peers) -> None:
@@ -98,3 +98,39 @@ def test_max_delay_drops_the_samples_but_not_the_reach(peers: Peers) -> None:
     assert "over max-delay 1e-09 s" in row["state_reason"]
     stats = {r["name"]: r["samples"] for r in client.ctl("sourcestats")}
     assert stats[strict] == 0 and stats[plain] >= 1
+
+
+def test_minpoll_maxpoll_and_maxdelay_change_a_running_source(peers: Peers) -> None:
+    port = free_udp_port()
+    peers.chronyd_servers(port, (1,))
+    server = f"127.0.0.1:{port}"
+    client = peers.tsyncd(
+        "tsyncd",
+        f'\n[[source]]\nmode = "server"\naddress = "{server}"\nmin-poll = 4\nmax-poll = 4\n',
+    )
+
+    def sent() -> int:
+        return int(client.ctl("peers")[0]["packets_sent"])
+
+    wait_for("the first poll answered", lambda: client.ctl("peers")[0]["reach"] != 0)
+    before = sent()  # the next poll is 16 s away ...
+    assert client.ctl("minpoll", server, "-3") == {"changed": [server]}
+    assert client.ctl("maxpoll", "127.0.0.0/8", "-3") == {"changed": [server]}
+    wait_for("polls every 1/8 s", lambda: sent() >= before + 8, timeout=10)  # ... not any more
+    row = client.ctl("peers")[0]
+    assert row["poll"] == -3
+    dropped = row["packets_dropped"]
+    assert client.ctl("maxdelay", server, "1e-9") == {"changed": [server]}
+    wait_for(
+        "samples dropped by max-delay",
+        lambda: client.ctl("peers")[0]["packets_dropped"] >= dropped + 3,
+    )
+    shown = client.run_ctl("maxdelay", server, "3")
+    assert (shown.returncode, shown.stdout) == (0, f"max-delay = 3.0 for {server}\n")
+    # Checked as the config file checks the keys, and min-poll <= max-poll.
+    assert "source.min-poll = 99: expected integer" in ctl_fails(client, "minpoll", server, "99")
+    assert f"{server} would have min-poll 2 > max-poll -3" in ctl_fails(
+        client, "minpoll", server, "2"
+    )
+    assert "no source matches 192.0.2.1" in ctl_fails(client, "maxpoll", "192.0.2.1", "6")
+    assert client.ctl("peers")[0]["poll"] == -3  # nothing changed by the refused ones

@@ -245,6 +245,17 @@ class NtpAssociation:
             self._next_ns = now_ns + self._rng.randrange(0, 1 + poll_interval_ns(-4))
         return True
 
+    def set_poll_limits(self, min_poll: int, max_poll: int, now_ns: int) -> None:
+        """New poll limits (tsyncctl minpoll/maxpoll, as chronyc's): the poll moves inside
+        them, and a next poll now further away than the new longest interval comes sooner.
+        A floor a KoD RATE raised stays, within the new limits."""
+        raised = self._kod_poll > self.min_poll
+        self.min_poll, self.max_poll = min_poll, max_poll
+        self._kod_poll = min(max(self._kod_poll, min_poll), max_poll) if raised else min_poll
+        self.poll = min(max(self.poll, self._kod_poll), max_poll)
+        if self._next_ns is not None:
+            self._next_ns = min(self._next_ns, now_ns + poll_interval_ns(self.poll))
+
     def polled_offline(self) -> None:
         """One poll of a burst asked for while offline has gone (the sync core counts them)."""
         self._offline_burst = max(0, self._offline_burst - 1)
