@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, TypeVar
 
 import click
 
@@ -435,58 +435,38 @@ def reset(ctx: click.Context, what: str, as_json: bool) -> None:
     )
 
 
-def _set_source(ctx: click.Context, source: str, key: str, value: Any, as_json: bool) -> None:
-    """One setting of the running sources ``source`` selects (method ``set_source``)."""
-
-    def human(r: dict[str, Any]) -> str:
-        changed = r.get("changed") or []
-        return f"{key} = {value} for {', '.join(changed)}" if changed else "no source changed"
-
-    _show(ctx, "set_source", dict, as_json, human, {"sources": [source], key: value})
-
-
-_NEGATIVE_ARGUMENTS: Final = {"ignore_unknown_options": True}  # "minpoll SOURCE -3", not an option
 _SETTING_HELP = """SOURCE is a name as 'tsyncctl sources' shows it, a configured name (a pool's
 selects its members), or an IP address or network.  Until the source is replaced or reloaded,
 or tsyncd restarts: the config file is not changed (needs root or the admin group)."""
 
 
-@cli.command(
-    context_settings=_NEGATIVE_ARGUMENTS,
-    help=f"Set the shortest poll interval of SOURCE, log2 seconds, like 'chronyc "
-    f"minpoll'.\n\n{_SETTING_HELP}",
+def _setting_command(name: str, key: str, metavar: str, kind: type, summary: str) -> None:
+    """``tsyncctl NAME SOURCE VALUE``: set ``key`` of the running sources SOURCE selects
+    (method ``set_source``), like the chronyc command of that name.  Unknown options pass as
+    arguments, so a negative poll ("minpoll SOURCE -3") is a value, as chronyc takes it."""
+
+    @cli.command(
+        name=name,
+        context_settings={"ignore_unknown_options": True},
+        help=f"{summary}, like 'chronyc {name}'.\n\n{_SETTING_HELP}",
+    )
+    @click.argument("source")
+    @click.argument("value", metavar=metavar, type=kind)
+    @json_option
+    @click.pass_context
+    def command(ctx: click.Context, source: str, value: Any, as_json: bool) -> None:
+        def human(r: dict[str, Any]) -> str:
+            changed = r.get("changed") or []
+            return f"{key} = {value} for {', '.join(changed)}" if changed else "no source changed"
+
+        _show(ctx, "set_source", dict, as_json, human, {"sources": [source], key: value})
+
+
+_setting_command("minpoll", "min-poll", "POLL", int, "Set SOURCE's shortest poll, log2 seconds")
+_setting_command("maxpoll", "max-poll", "POLL", int, "Set SOURCE's longest poll, log2 seconds")
+_setting_command(
+    "maxdelay", "max-delay", "SECONDS", float, "Drop SOURCE's samples with a longer round trip"
 )
-@click.argument("source")
-@click.argument("poll", type=int)
-@json_option
-@click.pass_context
-def minpoll(ctx: click.Context, source: str, poll: int, as_json: bool) -> None:
-    _set_source(ctx, source, "min-poll", poll, as_json)
-
-
-@cli.command(
-    context_settings=_NEGATIVE_ARGUMENTS,
-    help=f"Set the longest poll interval of SOURCE, log2 seconds, like 'chronyc "
-    f"maxpoll'.\n\n{_SETTING_HELP}",
-)
-@click.argument("source")
-@click.argument("poll", type=int)
-@json_option
-@click.pass_context
-def maxpoll(ctx: click.Context, source: str, poll: int, as_json: bool) -> None:
-    _set_source(ctx, source, "max-poll", poll, as_json)
-
-
-@cli.command(
-    help=f"Drop SOURCE's samples with a round trip over SECONDS, like 'chronyc "
-    f"maxdelay'.\n\n{_SETTING_HELP}"
-)
-@click.argument("source")
-@click.argument("seconds", type=float)
-@json_option
-@click.pass_context
-def maxdelay(ctx: click.Context, source: str, seconds: float, as_json: bool) -> None:
-    _set_source(ctx, source, "max-delay", seconds, as_json)
 
 
 @cli.command()

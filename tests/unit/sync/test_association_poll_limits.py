@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-import random
+from test_association import T0, S, make
 
-from tsyncd.sync.association import NtpAssociation, poll_interval_ns
-
-S = 1_000_000_000
-T0 = 1_800_000_000 * S
-
-
-def association(min_poll: int = 6, max_poll: int = 10) -> NtpAssociation:
-    return NtpAssociation(
-        min_poll=min_poll,
-        max_poll=max_poll,
-        iburst=False,
-        precision_log2=-20,
-        rng=random.Random(1),
-        now_ns=T0,
-    )
+from tsyncd.sync.association import poll_interval_ns
 
 
 def test_a_lower_max_poll_brings_the_next_poll_nearer() -> None:
-    a = association(min_poll=10, max_poll=10)
+    a = make(min_poll=10, max_poll=10)
     a.handle_timer(a.next_deadline_ns() or T0)
     deadline = a.next_deadline_ns()
     assert deadline is not None and deadline - T0 > poll_interval_ns(9)
@@ -32,7 +18,7 @@ def test_a_lower_max_poll_brings_the_next_poll_nearer() -> None:
 
 
 def test_the_poll_moves_inside_new_limits_and_a_later_poll_stays() -> None:
-    a = association(min_poll=4, max_poll=4)
+    a = make(min_poll=4, max_poll=4)
     a.handle_timer(a.next_deadline_ns() or T0)
     deadline = a.next_deadline_ns()
     a.set_poll_limits(6, 8, T0)
@@ -45,13 +31,13 @@ def test_the_poll_moves_inside_new_limits_and_a_later_poll_stays() -> None:
 
 
 def test_a_kod_rate_floor_is_kept_within_the_new_limits() -> None:
-    a = association(min_poll=4, max_poll=10)
+    a = make(min_poll=4, max_poll=10)
     a._kod_poll = 7  # as a KoD RATE leaves it
     a.set_poll_limits(2, 10, T0)
     assert a.poll == 7 and a._kod_poll == 7
     a.set_poll_limits(2, 5, T0)
     assert a.poll == 5 and a._kod_poll == 5
-    b = association(min_poll=6, max_poll=10)
+    b = make(min_poll=6, max_poll=10)
     b.set_poll_limits(3, 10, T0)  # no kiss: the floor follows min-poll down
     b.set_online(False, T0)
     b.set_online(True, T0)
