@@ -552,6 +552,10 @@ def _reload_lines(r: dict[str, Any]) -> str:
 @click.option("--key", type=int, help="Sign with, and demand, this key of [keys] file.")
 @click.option("--noselect", is_flag=True, help="Measure it, never select it.")
 @click.option("--prefer", is_flag=True, help="Prefer it over sources without --prefer.")
+@click.option("--trust", is_flag=True, help="Take it as true unless other --trust ones disagree.")
+@click.option(
+    "--require", is_flag=True, help="Update the clock only while one --require is usable."
+)
 @click.option("--offline", is_flag=True, help="Start it offline, until 'tsyncctl online'.")
 @click.option("--max-delay", type=float, help="Drop samples with a longer round trip, s.")
 @click.option("--name", help="Its name in tsyncctl and metrics (default: ADDRESS as given).")

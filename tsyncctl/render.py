@@ -306,17 +306,19 @@ def render_authdata(sources: Sequence[Mapping[str, Any]]) -> str:
 
 
 SELECT_LEGEND = """\
-* selected  + combined  W too few agree (min-sources)  P a prefer source is used
-D dropped by clustering  x falseticker  N noselect  M no measurement yet
+* selected  + combined  W too few agree (min-sources) or no require source is selectable
+P a prefer source is used  D dropped by clustering  x falseticker
+T does not fully agree with the trust sources  N noselect  M no measurement yet
 S no reply to the last 8 polls  s unsynchronized  d root distance too large
 ? out for the reason in Note"""
 _LEAP_SYMBOLS = {"none": "N", "insert": "+", "delete": "-", "unsynchronized": "?"}
 
 
 def _option_flags(options: Any) -> str:
-    """chronyc's COpts letters for the options we have: N noselect, P prefer."""
+    """chronyc's COpts letters: N noselect, P prefer, T trust, R require ("-" where unset)."""
     given = set(options) if isinstance(options, list | tuple) else set()
-    return ("N" if "noselect" in given else "-") + ("P" if "prefer" in given else "-")
+    names = ("noselect", "prefer", "trust", "require")
+    return "".join(name[0].upper() if name in given else "-" for name in names)
 
 
 def render_selectdata(sources: Sequence[Mapping[str, Any]]) -> str:

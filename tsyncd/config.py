@@ -131,6 +131,8 @@ class SourceConfig:
     noselect: bool = False  # measured and shown, never selected nor combined (chrony's noselect)
     offline: bool = False  # start offline: no polls until tsyncctl online (chrony's offline)
     prefer: bool = False  # preferred in selection over sources without it (chrony's prefer)
+    trust: bool = False  # always true unless other trust sources disagree (chrony's trust)
+    require: bool = False  # no clock update unless a require source is selectable (chrony's)
     max_delay: float = 3.0  # s: samples with a longer round trip are dropped (chrony's maxdelay)
 
 
@@ -320,6 +322,8 @@ _SOURCE: Final = (
     _string_field("broadcast-interface"),
     _simple_field("noselect", "true or false", lambda v: isinstance(v, bool)),
     _simple_field("prefer", "true or false", lambda v: isinstance(v, bool)),
+    _simple_field("trust", "true or false", lambda v: isinstance(v, bool)),
+    _simple_field("require", "true or false", lambda v: isinstance(v, bool)),
     _int_field("key", 1, 0xFFFFFFFF, "a key ID of [keys] file"),
     _simple_field("offline", "true or false", lambda v: isinstance(v, bool)),
     _string_field("name"),
@@ -513,8 +517,9 @@ def _check_sources(
                 source.max_poll,
                 f"integer {source.min_poll}..{POLL_MAX} (log2 seconds, at least min-poll)",
             )
-        if source.noselect and source.prefer:
-            report.add(f"{where}.prefer", True, "not with noselect = true (never selected)")
+        for option in ("prefer", "trust", "require"):
+            if source.noselect and getattr(source, option):
+                report.add(f"{where}.{option}", True, "not with noselect = true (never selected)")
         if "count" in raw and source.mode != "pool":
             report.add(f"{where}.count", source.count, 'no count unless mode = "pool"')
         if "transport" in raw and source.mode != "tsq":

@@ -240,6 +240,8 @@ class SourceMobilizer:
             broadcast_calibrate=cfg.broadcast_calibrate,
             noselect=cfg.noselect,
             prefer=cfg.prefer,
+            trust=cfg.trust,
+            require=cfg.require,
             max_delay_ns=round(cfg.max_delay * _NS_PER_S),
         )
         if cfg.key is not None:

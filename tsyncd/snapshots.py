@@ -83,7 +83,7 @@ class SourceSnapshot:
     online: bool = True  # False after tsyncctl offline: not polled until tsyncctl online
     key_id: int | None = None  # the [keys] key its packets are signed with (RFC 5905 MAC)
     key_type: str | None = None  # that key's type: MD5, SHA1, SHA256, ..., AES128, AES256
-    options: tuple[str, ...] = ()  # selection options as configured: "noselect", "prefer"
+    options: tuple[str, ...] = ()  # selection options set: "noselect", "prefer", "trust", "require"
     # The last selection, as chronyc selectdata shows it (tsyncd.sync.system.SelectData): its
     # letter, [low, high] (s, source minus our clock) where the truth was expected to be, and
     # how old the measurement it used was (s); None before the first selection or measurement.

@@ -51,9 +51,9 @@ def test_noselect_is_measured_never_selected_and_prefer_wins(peers: Peers) -> No
     assert shown.returncode == 0, shown.stderr
     lines = {line.split()[1]: line.split() for line in shown.stdout.splitlines()[2:5]}
     assert [lines[n][:4] for n in (best, plain, preferred)] == [
-        ["N", best, "N", "N-"],
-        ["P", plain, "N", "--"],
-        ["*", preferred, "N", "-P"],
+        ["N", best, "N", "N---"],
+        ["P", plain, "N", "----"],
+        ["*", preferred, "N", "-P--"],
     ]
 
 
@@ -134,3 +134,37 @@ def test_minpoll_maxpoll_and_maxdelay_change_a_running_source(peers: Peers) -> N
     )
     assert "no source matches 192.0.2.1" in ctl_fails(client, "maxpoll", "192.0.2.1", "6")
     assert client.ctl("peers")[0]["poll"] == -3  # nothing changed by the refused ones
+
+
+def test_require_holds_the_clock_and_trust_takes_agreeing_sources(peers: Peers) -> None:
+    port = free_udp_port()
+    peers.chronyd_servers(port, (1, 2))
+    trusted, plain = (f"127.0.0.{i}:{port}" for i in (1, 2))
+    silent = f"127.0.0.3:{free_udp_port()}"  # nobody answers there
+    client = peers.tsyncd(
+        "tsyncd", fast_sources_toml(trusted, extra="trust = true\n") + fast_sources_toml(plain)
+    )
+    assert client.ctl("add", silent, "--require", "--min-poll", "-3", "--max-poll", "-3") == {
+        "name": silent
+    }
+
+    def waiting() -> dict[str, dict[str, Any]] | None:
+        rows = {r["name"]: r for r in client.ctl("selectdata")}
+        codes = [rows[n]["select_code"] for n in (trusted, plain, silent)]
+        return rows if codes == ["W", "W", "M"] else None
+
+    rows = wait_for("both answering sources held back by the silent require one", waiting)
+    assert rows[trusted]["state_reason"] == f"no require source is selectable ({silent})"
+    assert [rows[n]["options"] for n in (trusted, plain, silent)] == [["trust"], [], ["require"]]
+    status = client.ctl("status")
+    assert status["synchronized"] is False
+    assert status["unsynchronized_reason"].startswith("no require source is selectable")
+    # Without it, the trust source is used, and the other (agreeing on loopback) with it.
+    assert client.ctl("delete", silent) == {"name": silent, "associations": [silent]}
+
+    def used() -> dict[str, str] | None:
+        codes = {r["name"]: r["select_code"] for r in client.ctl("selectdata")}
+        return codes if sorted(codes.values()) == ["*", "+"] else None
+
+    wait_for("both combined once the require source is gone", used)
+    assert client.ctl("status")["synchronized"] is True

@@ -327,7 +327,7 @@ def test_config_error_fields() -> None:
             'source[0]."min poll" = 3: expected key to be one of: mode, address, iburst, '
             "min-poll, max-poll, count, xleave, dscp, local-port, broadcast-delay, transport, "
             "certificate-authority, broadcast-calibrate, broadcast-server, broadcast-interface, "
-            "noselect, prefer, key, offline, name, max-delay",
+            "noselect, prefer, trust, require, key, offline, name, max-delay",
         ),
         ({"control": {"socket": ""}}, 'control.socket = "": expected non-empty string'),
         ({"control": {"group": 0}}, "control.group = 0: expected non-empty string"),
@@ -634,6 +634,13 @@ def test_noselect_and_prefer() -> None:
         )
     assert [str(x) for x in e.value.errors] == [
         f"{P}: source[0].prefer = true: expected not with noselect = true (never selected)"
+    ]
+    table = {"mode": "server", "address": "a", "noselect": True, "trust": True, "require": True}
+    with pytest.raises(ConfigErrors) as e:
+        parse_config({"source": [table]}, P)
+    assert [str(x) for x in e.value.errors] == [
+        f"{P}: source[0].{key} = true: expected not with noselect = true (never selected)"
+        for key in ("trust", "require")
     ]
 
 

@@ -153,7 +153,7 @@ class NtpSourceSocket:
             online=a.online,
             key_id=key.key_id if key is not None else None,
             key_type=key.kind if key is not None else None,
-            options=("noselect",) * state.noselect + ("prefer",) * state.prefer,
+            options=state.options,
         )
 
 

@@ -37,6 +37,7 @@ from tsyncd.sync.symmetric_xleave import InterleavedSymmetricAssociation
 from tsyncd.sync.system import Candidate, SystemDecision, SystemProcess
 
 _NS_PER_S: Final = 1_000_000_000
+_OPTIONS: Final = ("noselect", "prefer", "trust", "require")
 
 
 @dataclass(slots=True)
@@ -49,6 +50,8 @@ class SourceState:
     filter: ClockFilter
     noselect: bool = False  # measured, never selected (chrony's noselect)
     prefer: bool = False  # preferred over sources without it (chrony's prefer)
+    trust: bool = False  # true unless other trust sources disagree (chrony's trust)
+    require: bool = False  # a require source must be selectable to update (chrony's require)
     max_delay_ns: int | None = None  # samples with a longer round trip are dropped
     rejected: str | None = None  # why the last sample was dropped here, until one is taken
 
@@ -66,6 +69,12 @@ class SourceState:
         self.rejected = None
         return True
 
+    @property
+    def options(self) -> tuple[str, ...]:
+        """The selection options set, as the config names them."""
+        flags = (self.noselect, self.prefer, self.trust, self.require)
+        return tuple(name for name, on in zip(_OPTIONS, flags, strict=True) if on)
+
     def candidate(self, now_ns: int) -> Candidate:
         """This source as the system process sees it."""
         a = self.association
@@ -80,6 +89,8 @@ class SourceState:
             poll_log2=a.poll,
             noselect=self.noselect,
             prefer=self.prefer,
+            trust=self.trust,
+            require=self.require,
         )
 
 
@@ -122,6 +133,8 @@ class SyncCore:
         broadcast_calibrate: bool = False,
         noselect: bool = False,
         prefer: bool = False,
+        trust: bool = False,
+        require: bool = False,
         max_delay_ns: int | None = None,
     ) -> SourceState:
         """Mobilize an association (polling starts at its first deadline); with
@@ -145,6 +158,8 @@ class SyncCore:
             filter=ClockFilter(precision_ns=precision_ns),
             noselect=noselect,
             prefer=prefer,
+            trust=trust,
+            require=require,
             max_delay_ns=max_delay_ns,
         )
         if isinstance(state.association, BroadcastAssociation) and broadcast_delay_ns is not None:

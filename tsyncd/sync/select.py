@@ -127,6 +127,45 @@ def intersect(contenders: Sequence[Contender]) -> Intersection | None:
     return None
 
 
+def intersect_trusting(
+    contenders: Sequence[Contender], trusted: frozenset[str]
+) -> tuple[Intersection | None, tuple[str, ...]]:
+    """Selection with chrony's ``trust`` option: (the intersection, untrusted sources that do
+    not fully agree with it).
+
+    Trusted sources are taken as true: the majority interval is found among them alone, so a
+    trusted source can only be outvoted by other trusted ones.  Every other source must then
+    agree fully, its correctness interval containing that whole interval, or it is out
+    (chrony's "T").  Without trusted sources this is ``intersect``.
+    """
+    among = [c for c in contenders if c.name in trusted]
+    if not among:
+        return intersect(contenders), ()
+    base = intersect(among)
+    if base is None:
+        return None, ()
+    untrusted = tuple(
+        c.name
+        for c in contenders
+        if c.name not in trusted
+        and not c.offset_ns - c.root_distance_ns
+        <= base.low_ns
+        <= base.high_ns
+        <= c.offset_ns + c.root_distance_ns
+    )
+    agree = set(base.truechimers) | {
+        c.name for c in contenders if c.name not in trusted and c.name not in untrusted
+    }
+    chosen = Intersection(
+        low_ns=base.low_ns,
+        high_ns=base.high_ns,
+        faults=base.faults,
+        truechimers=tuple(c.name for c in contenders if c.name in agree),
+        falsetickers=base.falsetickers,
+    )
+    return chosen, untrusted
+
+
 def _scan(edges: list[tuple[int, int]], need: int) -> tuple[int | None, int]:
     """Walk up the edges until ``need`` intervals overlap: (that edge, midpoints passed)."""
     chime = 0

@@ -45,7 +45,13 @@ from typing import Final
 
 from tsyncd.sync.filter import FilterOutput
 from tsyncd.sync.sample import MAXDIST_NS, MINDISP_NS, PHI_PPM, dispersion_at
-from tsyncd.sync.select import Contender, cluster, combine, intersect, pick_system_peer
+from tsyncd.sync.select import (
+    Contender,
+    cluster,
+    combine,
+    intersect_trusting,
+    pick_system_peer,
+)
 from tsyncd.wire.ntp import refid_to_str
 
 LOCAL_REFID: Final = 0x7F7F0101  # 127.127.1.1, chrony's refid for "local stratum"
@@ -67,6 +73,8 @@ class Candidate:
     poll_log2: int | None = None  # the source's poll interval; None: no PHI·poll allowance
     noselect: bool = False  # measured and shown, never in the selection (chrony's noselect)
     prefer: bool = False  # if any prefer source survives, only those are combined (chrony's)
+    trust: bool = False  # outvoted only by other trust sources; the others must agree with them
+    require: bool = False  # while no require source is selectable, nothing is (chrony's)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -212,9 +220,11 @@ class SystemProcess:
                 reason = "no source is reachable and usable"
             return self._unsynchronized(reason, states, reasons, codes, candidates, now_ns)
 
-        chosen = intersect(contenders)
+        trusted = frozenset(name for name, (c, _) in by_name.items() if c.trust)
+        chosen, untrusted = intersect_trusting(contenders, trusted)
         if chosen is None:
-            reason = f"no majority agreement among {len(contenders)} sources"
+            among = f"{len(trusted)} trust sources" if trusted else f"{len(contenders)} sources"
+            reason = f"no majority agreement among {among}"
             for ct in contenders:
                 states[ct.name] = "falseticker"
                 reasons[ct.name] = reason
@@ -224,7 +234,19 @@ class SystemProcess:
             states[name] = "falseticker"
             reasons[name] = "outside the majority interval"
             codes[name] = "x"
+        for name in untrusted:
+            states[name] = "falseticker"
+            reasons[name] = "does not fully agree with the trust sources"
+            codes[name] = "T"
         truechimers = [ct for ct in contenders if ct.name in chosen.truechimers]
+        required = [c.name for c in candidates if c.require]
+        if required and not set(required) & set(chosen.truechimers):
+            reason = "no require source is selectable"
+            for ct in truechimers:
+                states[ct.name] = "candidate"
+                reasons[ct.name] = f"{reason} ({', '.join(required)})"
+                codes[ct.name] = "W"
+            return self._unsynchronized(reason, states, reasons, codes, candidates, now_ns)
         if len(truechimers) < self.min_sources:
             reason = f"{len(truechimers)} source(s) agree, min-sources is {self.min_sources}"
             for ct in truechimers:

@@ -63,6 +63,8 @@ def cand(
     poll_log2: int | None = None,
     noselect: bool = False,
     prefer: bool = False,
+    trust: bool = False,
+    require: bool = False,
 ) -> Candidate:
     return Candidate(
         name=name,
@@ -75,6 +77,8 @@ def cand(
         poll_log2=poll_log2,
         noselect=noselect,
         prefer=prefer,
+        trust=trust,
+        require=require,
     )
 
 

@@ -56,10 +56,10 @@ def test_selectdata_table(sock: Path) -> None:
     header, _rule, first, second, *legend = result.stdout.splitlines()
     assert header.split() == ["S", "Name", "Auth", "Opts", "Last", "Low", "High", "Leap", "Note"]
     assert first.split() == [
-        "x", "ntp1:123", "Y", "-P", "3s", "+10.5ms", "+12.5ms", "+",
+        "x", "ntp1:123", "Y", "-P--", "3s", "+10.5ms", "+12.5ms", "+",
         "outside", "the", "majority", "interval",
     ]  # fmt: skip
-    assert second.split() == ["M", "ntp2:123", "N", "--", "-", "-", "-", "-"]
+    assert second.split() == ["M", "ntp2:123", "N", "----", "-", "-", "-", "-"]
     assert "x falseticker" in "\n".join(legend)
 
 
