@@ -558,6 +558,7 @@ def _reload_lines(r: dict[str, Any]) -> str:
 )
 @click.option("--offline", is_flag=True, help="Start it offline, until 'tsyncctl online'.")
 @click.option("--max-delay", type=float, help="Drop samples with a longer round trip, s.")
+@click.option("--offset", type=float, help="Add this to every measured offset, s (asymmetry).")
 @click.option("--name", help="Its name in tsyncctl and metrics (default: ADDRESS as given).")
 @click.option("--count", type=int, help="Pool only: how many of its addresses to use.")
 @click.option(

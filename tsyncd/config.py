@@ -134,6 +134,7 @@ class SourceConfig:
     trust: bool = False  # always true unless other trust sources disagree (chrony's trust)
     require: bool = False  # no clock update unless a require source is selectable (chrony's)
     max_delay: float = 3.0  # s: samples with a longer round trip are dropped (chrony's maxdelay)
+    offset: float = 0.0  # s added to every measured offset: a known asymmetry (chrony's offset)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -328,6 +329,7 @@ _SOURCE: Final = (
     _simple_field("offline", "true or false", lambda v: isinstance(v, bool)),
     _string_field("name"),
     _seconds_field("max-delay", 1e-9, 1000.0),
+    _seconds_field("offset", -1.0, 1.0),
 )
 _SERVER: Final = (
     _endpoint_field("listen", NTP_PORT, ip_only=True),

@@ -243,6 +243,7 @@ class SourceMobilizer:
             trust=cfg.trust,
             require=cfg.require,
             max_delay_ns=round(cfg.max_delay * _NS_PER_S),
+            offset_correction_ns=round(cfg.offset * _NS_PER_S),
         )
         if cfg.key is not None:
             from tsyncd.symkey import SymmetricKeyAuth  # hashlib only when keys are used

@@ -168,3 +168,22 @@ def test_require_holds_the_clock_and_trust_takes_agreeing_sources(peers: Peers) 
 
     wait_for("both combined once the require source is gone", used)
     assert client.ctl("status")["synchronized"] is True
+
+
+def test_offset_corrects_every_sample_of_its_source(peers: Peers) -> None:
+    port = free_udp_port()
+    peers.chronyd_servers(port, (1, 2))
+    corrected, plain = (f"127.0.0.{i}:{port}" for i in (1, 2))
+    client = peers.tsyncd("tsyncd", fast_sources_toml(plain))
+    # A request leg 4 ms longer than the reply leg would overstate by 2 ms: tell it -2 ms.
+    added = client.ctl("add", corrected, "--offset", "-0.002", "--min-poll", "-3")
+    assert added == {"name": corrected}
+
+    def measured() -> dict[str, float] | None:
+        rows = {r["name"]: r["offset"] for r in client.ctl("peers")}
+        return rows if None not in rows.values() and len(rows) == 2 else None
+
+    offsets = wait_for("both measured", measured)
+    # Loopback, true offset 0: the plain source within 100 µs of it, the other 2 ms off.
+    assert abs(offsets[plain]) < 100e-6
+    assert abs(offsets[corrected] + 0.002) < 100e-6

@@ -71,7 +71,7 @@ def test_add_select_refuse_and_delete_a_chronyd_server(peers: Peers) -> None:
         "add_source: source.a = 1: expected key to be one of: mode, address, iburst, min-poll, "
         "max-poll, count, xleave, dscp, local-port, broadcast-delay, transport, "
         "certificate-authority, broadcast-calibrate, broadcast-server, broadcast-interface, "
-        "noselect, prefer, trust, require, key, offline, name, max-delay"
+        "noselect, prefer, trust, require, key, offline, name, max-delay, offset"
     ]
     assert error["message"] == error["data"]["errors"][0]
 

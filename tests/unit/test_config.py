@@ -327,7 +327,7 @@ def test_config_error_fields() -> None:
             'source[0]."min poll" = 3: expected key to be one of: mode, address, iburst, '
             "min-poll, max-poll, count, xleave, dscp, local-port, broadcast-delay, transport, "
             "certificate-authority, broadcast-calibrate, broadcast-server, broadcast-interface, "
-            "noselect, prefer, trust, require, key, offline, name, max-delay",
+            "noselect, prefer, trust, require, key, offline, name, max-delay, offset",
         ),
         ({"control": {"socket": ""}}, 'control.socket = "": expected non-empty string'),
         ({"control": {"group": 0}}, "control.group = 0: expected non-empty string"),

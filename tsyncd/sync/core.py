@@ -24,7 +24,7 @@ because those offsets were measured against a clock that no longer reads the sam
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 from tsyncd.sync.association import AssociationState, NtpAssociation
@@ -53,21 +53,28 @@ class SourceState:
     trust: bool = False  # true unless other trust sources disagree (chrony's trust)
     require: bool = False  # a require source must be selectable to update (chrony's require)
     max_delay_ns: int | None = None  # samples with a longer round trip are dropped
+    offset_correction_ns: int = 0  # added to every offset (chrony's offset option)
     rejected: str | None = None  # why the last sample was dropped here, until one is taken
 
-    def accepts(self, sample: Sample) -> bool:
-        """chrony's maxdelay test: a sample whose round trip is over ``max_delay_ns`` says
-        little about the offset (the asymmetry it may hide is up to half the delay).  The
-        reply still counts for reach; the drop is counted as ``max_delay``."""
+    def admit(self, sample: Sample) -> Sample | None:
+        """The sample as this source's options make it, or None if they drop it.
+
+        chrony's maxdelay test: a sample whose round trip is over ``max_delay_ns`` says little
+        about the offset (the asymmetry it may hide is up to half the delay); the reply still
+        counts for reach, the drop as ``max_delay``.  chrony's offset option: a known
+        asymmetry (requests delayed 2c longer than replies overstate the offset by c) is
+        corrected by adding ``offset_correction_ns``, -c, to every offset."""
         if self.max_delay_ns is not None and sample.delay_ns > self.max_delay_ns:
             self.association.record_drop("max_delay")
             self.rejected = (
                 f"round trip {sample.delay_ns / _NS_PER_S:.3g} s over max-delay "
                 f"{self.max_delay_ns / _NS_PER_S:.3g} s"
             )
-            return False
+            return None
         self.rejected = None
-        return True
+        if self.offset_correction_ns:
+            return replace(sample, offset_ns=sample.offset_ns + self.offset_correction_ns)
+        return sample
 
     @property
     def options(self) -> tuple[str, ...]:
@@ -136,6 +143,7 @@ class SyncCore:
         trust: bool = False,
         require: bool = False,
         max_delay_ns: int | None = None,
+        offset_correction_ns: int = 0,
     ) -> SourceState:
         """Mobilize an association (polling starts at its first deadline); with
         ``broadcast_delay_ns``, a broadcast client's, measuring that delay itself when
@@ -161,6 +169,7 @@ class SyncCore:
             trust=trust,
             require=require,
             max_delay_ns=max_delay_ns,
+            offset_correction_ns=offset_correction_ns,
         )
         if isinstance(state.association, BroadcastAssociation) and broadcast_delay_ns is not None:
             state.association.broadcast_delay_ns = broadcast_delay_ns
@@ -222,8 +231,8 @@ class SyncCore:
         if state is None:
             return []
         sample = state.association.handle_reply(data, rx_ns)
-        if sample is not None and not state.accepts(sample):
-            sample = None
+        if sample is not None:
+            sample = state.admit(sample)
         if sample is not None:
             state.filter.add(sample, poll_log2=state.association.poll)
         return self._reselect(rx_ns, (name, sample) if sample is not None else None)
@@ -235,8 +244,10 @@ class SyncCore:
         if state is None:
             return []
         state.association.handle_measured(sample)
-        if not state.accepts(sample):
+        admitted = state.admit(sample)
+        if admitted is None:
             return self._reselect(sample.local_rx_ns, None)
+        sample = admitted
         state.filter.add(sample, poll_log2=state.association.poll)
         return self._reselect(sample.local_rx_ns, (name, sample))
 
