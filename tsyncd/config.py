@@ -65,11 +65,6 @@ from tsyncd.config_fields import (
 )
 from tsyncd.servers.clientlog import DEFAULT_MAX_CLIENTS, RateLimit
 
-if sys.version_info < (3, 11):  # noqa: UP036 - tomli is the fallback pyproject declares
-    import tomli as tomllib
-else:
-    import tomllib
-
 NTP_PORT: Final = 123
 METRICS_PORT: Final = 9975
 NTS_KE_PORT: Final = 4460
@@ -671,7 +666,14 @@ def _load_keys(parsed: _Parsed, report: _Report) -> dict[int, Any] | None:
 
 
 def load_config(path: Path) -> Config:
-    """Read and check the TOML file at ``path``; raise ``ConfigErrors`` with every error."""
+    """Read and check the TOML file at ``path``; raise ``ConfigErrors`` with every error.
+
+    The TOML parser is imported here, not with this module: the daemon needs it only while it
+    reads the file and forgets it afterwards (``startup_imports.TRANSIENT``)."""
+    if sys.version_info < (3, 11):  # noqa: UP036 - tomli is the fallback pyproject declares
+        import tomli as tomllib
+    else:
+        import tomllib
     try:
         with path.open("rb") as f:
             data = tomllib.load(f)

@@ -44,6 +44,7 @@ from tsyncd.snapshots import (
     ServerStatsSnapshot,
 )
 from tsyncd.sources.ntp import NtpSourceSocket
+from tsyncd.startup_imports import forget_transient_modules
 from tsyncd.sync.core import SyncCore
 from tsyncd.sync.discipline import (
     ClockAction,
@@ -355,6 +356,7 @@ class Daemon(SourceSettings, SnapshotViews):
         """Re-read the config file (ConfigErrors if it is bad): apply the log level, start
         the source changes (their task, None if none); the sections that need a restart."""
         new = load_config(self.config.path)
+        forget_transient_modules()  # the TOML parser, until the next reload
         logging.getLogger().setLevel(new.log.level.upper())
         sources = None
         # Sources (re)started from here on sign with the file's keys as they are now; the

@@ -10,12 +10,19 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 # Loaded only where used: multiprocessing (the worker pipe is our own, servers/pipe.py),
 # tempfile (with shutil, bz2, lzma: the drift file imports it when it writes), click and what
 # it brings (the daemon's command line is argparse; tsyncctl keeps click), fractions with
 # decimal (the first combine of sources imports it), the TSQ codec (only TSQ servers use it).
+_CONFIG = Path(__file__).resolve().parents[2] / "etc" / "demo-server.toml"
 _NOT_AT_START = (
+    # Start-up only, forgotten once the config file is read (startup_imports.TRANSIENT):
+    "argparse",
+    "gettext",
+    "tomllib",
+    "tsyncd.daemon_args",
     "fractions",
     "decimal",
     "tsyncd.wire.tsq",
@@ -54,12 +61,30 @@ def _loaded_after(code: str) -> set[str]:
 
 def test_the_daemon_and_its_server_workers_import_none_of_the_optional_modules() -> None:
     loaded = _loaded_after(
-        "import tsyncd.__main__, tsyncd.daemon, tsyncd.servers.worker, tsyncd.daemon_cli\n"
-        "tsyncd.daemon_cli._parser().parse_args(['-c', 'tsyncd.toml'])\n"  # argparse: no shutil
+        "import tsyncd.__main__, tsyncd.daemon_cli\n"
+        f"tsyncd.daemon_cli._startup(['-c', {str(_CONFIG)!r}])\n"  # argparse: no shutil
+        "import tsyncd.daemon, tsyncd.servers.worker\n"
         "tsyncd.sdnotify.Notifier()"
     )
     assert "tsyncd.daemon" in loaded  # the probe itself worked
     assert sorted(loaded & set(_NOT_AT_START)) == []
+
+
+def test_start_up_forgets_the_command_line_and_toml_parsers_and_a_reload_still_reads() -> None:
+    """startup_imports.TRANSIENT: gone once the config is read, and nothing of them kept."""
+    loaded = _loaded_after(
+        "import gc, tsyncd.__main__, tsyncd.daemon_cli\n"
+        f"tsyncd.daemon_cli._startup(['-c', {str(_CONFIG)!r}])\n"
+        "kept = [o for o in gc.get_objects() if isinstance(o, type)\n"
+        "        and o.__module__.split('.')[0] in ('argparse', 'tomllib', 'gettext')]\n"
+        "assert kept == [], kept\n"
+        "from tsyncd.config import load_config\n"  # a reload: the parser comes back
+        f"assert load_config(__import__('pathlib').Path({str(_CONFIG)!r})).servers\n"
+        "import tsyncd.startup_imports as s; s.forget_transient_modules()"
+    )
+    assert "tsyncd.daemon_cli" in loaded
+    assert sorted(m for m in loaded if m.split(".")[0] in ("argparse", "tomllib", "gettext")) == []
+    assert "tsyncd.daemon_args" not in loaded
 
 
 def test_tls_is_still_there_for_whoever_imports_it_later() -> None:
