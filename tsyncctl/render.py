@@ -428,6 +428,13 @@ def render_ntpdata(sources: Sequence[Mapping[str, Any]]) -> str:
     return "\n\n".join(blocks) if blocks else "no sources configured"
 
 
+def _by_reason(counts: Any, indent: str = "  ") -> list[tuple[str, str]]:
+    """Indented "reason: count" lines under a total, reasons in order (none if absent)."""
+    if not isinstance(counts, Mapping):
+        return []
+    return [(f"{indent}{reason}", _text(count)) for reason, count in sorted(counts.items())]
+
+
 def render_serverstats(stats: Mapping[str, Any]) -> str:
     """Key/value lines for the ``serverstats`` method's result, drops broken down by reason."""
     listen = stats.get("listen")
@@ -438,9 +445,7 @@ def render_serverstats(stats: Mapping[str, Any]) -> str:
         ("Packets sent", _text(stats.get("sent"))),
         ("Packets dropped", _text(stats.get("dropped"))),
     ]
-    by_reason = stats.get("dropped_by_reason")
-    if isinstance(by_reason, Mapping):
-        rows.extend((f"  {reason}", _text(count)) for reason, count in sorted(by_reason.items()))
+    rows.extend(_by_reason(stats.get("dropped_by_reason")))
     rows.append(("KoD sent", _text(stats.get("kod_sent"))))
     rows.append(("Answered", _text(stats.get("answered"))))
     rows.append(("Interleaved answered", _text(stats.get("interleaved_answered"))))
@@ -456,6 +461,7 @@ def render_serverstats(stats: Mapping[str, Any]) -> str:
                 ("NTS-KE connections", _text(stats.get("nts_ke_connections"))),
                 ("NTS-KE completed", _text(stats.get("nts_ke_completed"))),
                 ("NTS-KE failures", _text(stats.get("nts_ke_failures"))),
+                *_by_reason(stats.get("nts_ke_failures_by_reason")),
                 ("NTS-KE TLS group", _text(stats.get("nts_ke_group"))),
                 ("NTS requests", _text(stats.get("nts_requests"))),
                 ("NTS cookies issued", _text(stats.get("nts_cookies_issued"))),
@@ -483,9 +489,7 @@ def _tsq_rows(servers: Any) -> list[tuple[str, str]]:
             ("dropped", "  Requests dropped"),
         ):
             rows.append((label, _text(tsq.get(key))))
-        by_reason = tsq.get("dropped_by_reason")
-        if isinstance(by_reason, Mapping):
-            rows.extend((f"    {r}", _text(n)) for r, n in sorted(by_reason.items()))
+        rows.extend(_by_reason(tsq.get("dropped_by_reason"), "    "))
     return rows
 
 

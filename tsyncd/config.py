@@ -169,6 +169,7 @@ class NtsKeServerConfig:
     private_key_path: Path  # PEM
     ntp_server: str | None = None  # sent to clients (Server Negotiation); None: this host
     ntp_port: int | None = None  # sent to clients; None: our first [[server]]'s port, else 123
+    rate_limit: RateLimit | None = None  # NTS-KE connections per client IP (chrony's ntsratelimit)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -352,6 +353,7 @@ _NTS_KE_SERVER: Final = (
     _string_field("private-key-path", Path, required=True),
     _host_field("ntp-server"),
     _int_field("ntp-port", 1, 65535),
+    _rate_limit_field("rate-limit"),
 )
 _KEYSET: Final = (
     _string_field("key-storage-path", Path),

@@ -6,6 +6,7 @@ chronyd always runs with ``-x`` (never touches the clock); tsyncd in measure mod
 from __future__ import annotations
 
 import json
+import socket
 from typing import Any
 
 import pytest
@@ -160,3 +161,28 @@ def test_an_offline_nts_source_does_no_key_exchange_until_online(
     row = wait_for("NTS samples once online", authenticated, timeout=30)
     assert row["online"] is True and row["nts"]["key_exchanges"] == 1
     assert int(chrony.chronyc("serverstats").strip().split(",")[5]) == 1
+
+
+def test_nts_ke_rate_limit_closes_connections_over_it_before_tls(peers: Peers) -> None:
+    pki = make_pki(peers.tmp)
+    ntp_port, ke_port = free_udp_port(), free_tcp_port()
+    toml = nts_server_toml(pki, ntp_port, ke_port, peers.tmp / "keys.json", stratum=8)
+    toml = toml.replace("[keyset]", "rate-limit = { interval = 6, burst = 1, leak = 0 }\n[keyset]")
+    server = peers.tsyncd("tsyncd-nts-server", toml)
+    # The client's one connection in the burst: chronyd gets its cookies.
+    chrony = chronyd_nts_client(peers, "chronyd-nts-client", ntp_port, ke_port, pki.ca)
+
+    def cookies() -> bool:
+        rows = [r.split(",") for r in chrony.chronyc("authdata").splitlines() if r]
+        return any(r[1] == "NTS" and int(r[8]) >= 1 for r in rows)
+
+    wait_for("chronyd to hold NTS cookies", cookies, timeout=30)
+    # The next connection from 127.0.0.1 within 64 s is over the limit: closed at once, no TLS
+    # (a connection that is let through waits 5 s for a ClientHello).
+    with socket.create_connection(("127.0.0.1", ke_port), timeout=3) as conn:
+        assert conn.recv(1) == b""
+    stats = server.ctl("serverstats")
+    assert stats["nts_ke_failures_by_reason"].get("rate_limited") == 1
+    assert stats["nts_ke_completed"] == 1
+    shown = server.run_ctl("serverstats")
+    assert "  rate_limited" in shown.stdout

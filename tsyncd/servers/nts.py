@@ -9,6 +9,7 @@ picks up a key an operator distributed, or draws a fresh random key when there i
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from pathlib import Path
 
 from OpenSSL import SSL
@@ -70,6 +71,7 @@ class NtsServerSide:
             lambda: self.keys,
             ntp_server=cfg.ntp_server,
             ntp_port=cfg.ntp_port if cfg.ntp_port is not None else default_ntp_port,
+            rate_limit=cfg.rate_limit,
         )
         await server.start(cfg.listen.host, cfg.listen.port)
         self.ke_servers.append(server)
@@ -122,6 +124,7 @@ class NtsServerSide:
             "nts_ke_connections": sum(s.connections for s in ke),
             "nts_ke_completed": sum(s.completed for s in ke),
             "nts_ke_failures": sum(sum(s.failures.values()) for s in ke),
+            "nts_ke_failures_by_reason": dict(sum((s.failures for s in ke), Counter())),
             "nts_ke_group": next((s.last_group for s in ke if s.last_group), None),
             "nts_cookies_issued": sum(s.cookies_issued for s in ke)
             + sum(r.cookies_issued for r in self.responders)

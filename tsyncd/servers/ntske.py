@@ -4,7 +4,11 @@ Each connection gets a TLS 1.3 handshake (ALPN ``ntske/1``), then its request re
 to the sans-IO ``RecordParser``; the decisions (AEAD choice, cookies, errors) come from
 ``tsyncd/nts/ke.py``.  Garbage and half-open connections must cost little: the whole session has
 one deadline (``SESSION_TIMEOUT_S``), requests are capped at 16 KiB by the parser, and at most
-``max_connections`` sessions run at once; beyond that new connections are closed at once.
+``max_connections`` sessions run at once; beyond that new connections are closed at once.  With a
+``rate_limit`` (chrony's ``ntsratelimit``), each client IP has a token bucket like the NTP
+server's (``servers/clientlog.py``): a connection over it is closed before any TLS work, except
+one in 2**leak as there (TCP addresses cannot be spoofed the way UDP ones can, so ``leak = 0``
+is safe here).
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +29,8 @@ from tsyncd.net.tls import TlsError, TlsStream
 from tsyncd.nts.aead import AEADS
 from tsyncd.nts.cookie import KeySet
 from tsyncd.nts.ke import EXPORTER_LABEL, choose, error_response, exporter_context, server_response
+from tsyncd.servers.clientlog import ClientLog, ClientRecord, RateLimit, take_token
+from tsyncd.servers.responder import client_ip
 from tsyncd.wire.errors import WireError
 from tsyncd.wire.ntske import KeError, RecordParser, decode_request
 
@@ -55,6 +63,8 @@ class NtsKeServer:
         ntp_port: int | None,
         max_connections: int = MAX_CONNECTIONS,
         timeout_s: float = SESSION_TIMEOUT_S,
+        rate_limit: RateLimit | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self._ctx = ctx
         self._keys = keys
@@ -63,6 +73,9 @@ class NtsKeServer:
         self.max_connections = max_connections
         self.timeout_s = timeout_s
         self.stats = KeServerStats()
+        self.rate_limit = rate_limit
+        self.clients = ClientLog()  # per client IP: the rate limit's buckets
+        self._rng = rng or random.Random()
         self._active = 0
         self._server: asyncio.Server | None = None
         self.listen = ""
@@ -83,13 +96,17 @@ class NtsKeServer:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.stats.connections += 1
+        peer = writer.get_extra_info("peername")
+        if self._rate_limited(peer):
+            self.stats.failures["rate_limited"] += 1
+            writer.close()
+            return
         if self._active >= self.max_connections:
             self.stats.failures["too_many_connections"] += 1
             writer.close()
             return
         self._active += 1
         tls = TlsStream(self._ctx, reader, writer, server=True)
-        peer = writer.get_extra_info("peername")
         try:
             async with asyncio.timeout(self.timeout_s):
                 await self._session(tls)
@@ -109,6 +126,26 @@ class NtsKeServer:
             self._active -= 1
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(tls.close(), 1.0)
+
+    def _rate_limited(self, peer: object) -> bool:
+        """Whether this connection is over its client's rate limit (and not let through)."""
+        limit = self.rate_limit
+        if limit is None or not isinstance(peer, tuple) or not peer:
+            return False
+        now = time.monotonic_ns()
+        address = str(client_ip(str(peer[0])))
+        record = self.clients.records.get(address)
+        if record is None:
+            burst = limit.interval_ns * limit.burst
+            record = self.clients.add(ClientRecord(address, "", now, burst))
+        allowed = take_token(record, limit, now)
+        record.last_ns = now
+        record.received += 1
+        if allowed or (limit.leak_log2 and not self._rng.getrandbits(limit.leak_log2)):
+            record.answered += 1
+            return False
+        record.dropped += 1
+        return True
 
     async def _session(self, tls: TlsStream) -> None:
         await tls.handshake()
