@@ -99,6 +99,8 @@ class SynchronizationConfig:
     step_threshold: float = 0.128  # s: step (not slew) offsets above this ...
     step_limit: int = 3  # ... in the first N clock updates only (-1: always; 0: never)
     panic_threshold: float | None = 1000.0  # s: refuse larger offsets after the first update
+    leap_seconds_file: Path | None = None  # leap-seconds.list: leaps to announce (chrony's
+    # leapseclist); read with the config (Config.leap_table)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -256,6 +258,8 @@ class Config:
     keys: KeysConfig = KeysConfig()
     # The keys of [keys] file, read when the config is checked: key ID -> SymmetricKey.
     symmetric_keys: Mapping[int, Any] = field(default_factory=dict, compare=False, repr=False)
+    # [synchronization] leap-seconds-file, read when the config is checked (a LeapTable).
+    leap_table: Any = field(default=None, compare=False, repr=False)
 
 
 # --- step 1: field tables ---------------------------------------------------------------------
@@ -300,6 +304,7 @@ _SYNCHRONIZATION: Final = (
     _seconds_field("step-threshold", 0.0, 1e6),
     _int_field("step-limit", -1, 1_000_000, "clock updates; -1: always"),
     _seconds_field("panic-threshold", 0.0, 1e9),
+    _string_field("leap-seconds-file", Path),
 )
 _SOURCE: Final = (
     _choice_field("mode", "server", "pool", "peer", "broadcast", "nts", "tsq", required=True),
@@ -616,6 +621,7 @@ def parse_config(data: Mapping[str, object], path: Path) -> Config:
             if result is not None:
                 parsed[name].append((where, table, result))
     symmetric_keys = _load_keys(parsed["keys"], report)
+    leap_table = _load_leap_table(parsed["synchronization"], report)
     _check_sources(parsed["source"], report, keys=symmetric_keys)
     _check_servers(parsed["server"], report)
     _check_servers(parsed["tsq-server"], report)
@@ -640,6 +646,7 @@ def parse_config(data: Mapping[str, object], path: Path) -> Config:
     )
     return Config(
         symmetric_keys=symmetric_keys or {},
+        leap_table=leap_table,
         path=path,
         sources=tuple(obj for _, _, obj in parsed["source"]),
         servers=tuple(obj for _, _, obj in parsed["server"]),
@@ -665,6 +672,24 @@ def _load_keys(parsed: _Parsed, report: _Report) -> dict[int, Any] | None:
     except (KeyFileError, UnicodeDecodeError) as exc:
         report.add("keys.file", str(path), f"a key file in chrony's format ({exc})")
     return {}
+
+
+def _load_leap_table(parsed: _Parsed, report: _Report) -> Any:
+    """The table of ``[synchronization] leap-seconds-file`` (None when unset); a file that
+    cannot be read or parsed is an error of that key."""
+    if not parsed or parsed[0][2].leap_seconds_file is None:
+        return None
+    path = parsed[0][2].leap_seconds_file
+    from tsyncd.sync.leapfile import parse_leap_seconds  # only when configured
+
+    key = "synchronization.leap-seconds-file"
+    try:
+        return parse_leap_seconds(path.read_text(encoding="ascii"))
+    except OSError as exc:
+        report.add(key, str(path), f"a readable leap-seconds.list file ({exc.strerror or exc})")
+    except (ValueError, UnicodeDecodeError) as exc:
+        report.add(key, str(path), f"a file in the leap-seconds.list format ({exc})")
+    return None
 
 
 def load_config(path: Path) -> Config:

@@ -132,6 +132,7 @@ class Daemon(SourceSettings, SnapshotViews):
         self._panic_logged = False
         self._drift_written_ns = now
         self._leap_armed = 0  # leap passed to the kernel: 0 none, 1 insert, 2 delete
+        self._leap_file_expired = False  # warned that the leap-seconds file has expired
         self._leap_day = utc_day(now)
         self._template = ResponseTemplate()
         self._init_source_admin()
@@ -363,6 +364,9 @@ class Daemon(SourceSettings, SnapshotViews):
         # servers keep the keys they started with until a restart ("keys" below).
         keys_changed = (new.keys, new.symmetric_keys) != self._served_keys
         self.config = dataclasses.replace(self.config, symmetric_keys=new.symmetric_keys)
+        if new.synchronization == self.config.synchronization:  # the leap file, read again
+            self.config = dataclasses.replace(self.config, leap_table=new.leap_table)
+            self._leap_file_expired = False
         if new.sources != self.config.sources:
             sources = self._schedule_source_reload(self.config.sources, new)
             self.config = dataclasses.replace(self.config, sources=new.sources)
@@ -466,7 +470,7 @@ class Daemon(SourceSettings, SnapshotViews):
         """What the NTP servers answer with, from the system process's current decision."""
         d = self.core.decision
         return ResponseTemplate(
-            leap=Leap(d.leap),
+            leap=Leap(self.effective_leap(now)),
             stratum=d.stratum if d.stratum < 16 else 0,
             precision=self.precision_log2,
             root_delay=short_from_ns(d.root_delay_ns),
@@ -513,7 +517,15 @@ class Daemon(SourceSettings, SnapshotViews):
                 log.warning("leap second applied by the kernel (clock moved %+d s)", jump)
                 self.discipline.handle_leap(now, jump)
         self._leap_day = utc_day(now)
-        self._leap_armed = kernel_leap(self.core.decision.leap, now)
+        self._leap_armed = kernel_leap(self.effective_leap(now), now)
+        table = self.config.leap_table
+        if table is not None and table.expired(now) and not self._leap_file_expired:
+            self._leap_file_expired = True
+            log.warning(
+                "%s has expired: leap seconds come from the sources only (install a newer one,"
+                " e.g. update tzdata, then tsyncctl reload)",
+                self.config.synchronization.leap_seconds_file,
+            )
 
     def _write_drift(self) -> None:
         path = self.config.clock.drift_file

@@ -23,6 +23,7 @@ from tsyncd.wire.ntp import refid_to_str
 
 if TYPE_CHECKING:
     from tsyncd.clock.base import Clock
+    from tsyncd.config import Config
     from tsyncd.servers.ntp import NtpServer
     from tsyncd.servers.nts import NtsServerSide
     from tsyncd.servers.workers import WorkerPool
@@ -49,6 +50,20 @@ class SnapshotViews:
     nts_sources: dict[str, NtsSource]
     _waiting: dict[str, asyncio.Event]  # offline NTS sources before their first NTS-KE
     _started_ns: int
+    config: Config
+
+    def effective_leap(self, now_ns: int) -> int:
+        """The leap we announce and arm the kernel for (0 none, 1 insert, 2 delete, 3 alarm).
+
+        While ``[synchronization] leap-seconds-file`` is current, it decides: it knows the
+        leaps to come better than sources (several of which may not announce them), and a
+        server on its own clock has nothing else.  Expired, or while we are unsynchronized
+        (the alarm), the system peer's word stands."""
+        leap = self.core.decision.leap
+        table = self.config.leap_table
+        if table is None or leap == 3 or table.expired(now_ns):
+            return leap
+        return int(table.leap_today(now_ns))
 
     def system_snapshot(self) -> SystemSnapshot:
         """The system variables as control and metrics show them."""
@@ -65,7 +80,7 @@ class SnapshotViews:
             offset=d.offset_ns * 1e-9,
             root_delay=d.root_delay_ns * 1e-9,
             root_dispersion=d.root_dispersion_ns * 1e-9,
-            leap=_LEAP_NAMES[d.leap],
+            leap=_LEAP_NAMES[self.effective_leap(self.clock.now_ns())],
             poll=self.core.system_poll(),
             precision=self.precision_log2,
             selected_source=d.selected,
@@ -98,7 +113,7 @@ class SnapshotViews:
             else None,
             clock_updates=self.core.clock_updates,
             discipline_state=disc.state,
-            leap=_LEAP_NAMES[d.leap],
+            leap=_LEAP_NAMES[self.effective_leap(self.clock.now_ns())],
             poll=self.core.system_poll(),
         )
 

@@ -678,3 +678,22 @@ def test_sources_on_one_multicast_group_need_their_own_servers_and_names() -> No
         'source[1].name = "x": expected a name no other source has (same as source[0]; give '
         "each its own name = ...)"
     )
+
+
+def test_leap_seconds_file_is_read_with_the_config(tmp_path: Path) -> None:
+    good = tmp_path / "leap-seconds.list"
+    good.write_text("#@ 3991593600\n3692217600 37 # 1 Jan 2017\n", encoding="ascii")
+    config = parse_config({"synchronization": {"leap-seconds-file": str(good)}}, P)
+    assert config.leap_table.tai_offset(1_800_000_000 * 10**9) == 37
+    bad = tmp_path / "bad.list"
+    bad.write_text("#@ 3991593600\n3692217600\n", encoding="ascii")
+    for path, expected in (
+        (tmp_path / "none.list", "a readable leap-seconds.list file (No such file or directory)"),
+        (bad, "a file in the leap-seconds.list format (line 2: '3692217600': expected"),
+    ):
+        with pytest.raises(ConfigErrors) as e:
+            parse_config({"synchronization": {"leap-seconds-file": str(path)}}, P)
+        [error] = [str(x) for x in e.value.errors]
+        assert error.startswith(
+            f'{P}: synchronization.leap-seconds-file = "{path}": expected {expected}'
+        )
