@@ -27,7 +27,10 @@ Source options, as chrony's: ``noselect`` sources are left out before the select
 ``prefer`` sources, when any of them survives clustering, are the only survivors the system
 peer is picked from and combined (the others become outliers), so a preferred source (a local
 reference clock, a trusted LAN server) steers the clock while the others still vote in the
-selection and so can outvote it as a falseticker.
+selection and so can outvote it as a falseticker.  ``trust`` sources find the majority interval
+among themselves alone (``select.intersect_trusting``): only another trust source can outvote
+one, and the other sources must agree with them fully or are out.  While no ``require`` source
+is selectable, no source is used.
 
 The loop test.  RFC 5905 rejects a source whose refid equals the system refid.  Taken literally
 that drops every sibling synchronized to our own system peer, which is no loop, and the real
@@ -82,11 +85,13 @@ class SelectData:
     """How the last selection saw one source, as ``chronyc selectdata`` shows it."""
 
     # chronyc's letters: "*" system peer, "+" combined; selectable but not combined: "W" too
-    # few agree (min-sources), "P" a prefer source survives, "D" dropped by clustering (too far
-    # from the others to be combined, chrony's combinelimit); not selectable: "x" falseticker,
-    # "N" noselect, "M" no measurement yet, "S" no reply to the last 8 polls, "s" unsynchronized
-    # (leap alarm, stratum 16, or a loop through us), "d" root distance too large.  One letter
-    # of our own: "?", out for the association's reason (a KoD, a failed NTS-KE, ...).
+    # few agree (min-sources) or no require source is selectable, "P" a prefer source survives,
+    # "D" dropped by clustering (too far from the others to be combined, chrony's
+    # combinelimit); not selectable: "x" falseticker, "T" not fully inside the trust sources'
+    # interval, "N" noselect, "M" no measurement yet, "S" no reply to the last 8 polls, "s"
+    # unsynchronized (leap alarm, stratum 16, or a loop through us), "d" root distance too
+    # large.  One letter of our own: "?", out for the association's reason (a KoD, a failed
+    # NTS-KE, ...).
     code: str
     # [offset - Λ, offset + Λ] in ns, source time minus our clock: where the truth was expected
     # at the selection (RFC 5905 correctness interval); None without a measurement.
