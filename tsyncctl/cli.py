@@ -488,6 +488,24 @@ def accheck(ctx: click.Context, address: str, as_json: bool) -> None:
 @cli.command()
 @json_option
 @click.pass_context
+def cyclelogs(ctx: click.Context, as_json: bool) -> None:
+    """Reopen the measurement logs ([log] measurements, statistics, tracking), after logrotate
+    has moved them, like 'chronyc cyclelogs' (needs root or the admin group)."""
+    _show(
+        ctx,
+        "cyclelogs",
+        dict,
+        as_json,
+        lambda r: (
+            "\n".join(f"reopened {path}" for path in r.get("reopened", []))
+            or "no measurement log is configured"
+        ),
+    )
+
+
+@cli.command()
+@json_option
+@click.pass_context
 def activity(ctx: click.Context, as_json: bool) -> None:
     """How many sources are online, offline, in a burst, or without an address yet (like
     'chronyc activity')."""

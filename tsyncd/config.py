@@ -232,9 +232,13 @@ class ResolverConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LogConfig:
-    """[log]: the message log."""
+    """[log]: the message log, and the measurement logs (chrony's logdir and log)."""
 
     level: LogLevel = "info"
+    directory: Path | None = None  # where the measurement logs go (made if missing)
+    measurements: bool = False  # measurements.log: every sample of every source
+    statistics: bool = False  # statistics.log: each source's clock filter after a sample
+    tracking: bool = False  # tracking.log: every clock update
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -371,7 +375,13 @@ _CONTROL: Final = (
     _string_field("admin-group"),
 )
 _METRICS: Final = (_endpoint_field("listen", METRICS_PORT, ip_only=True),)
-_LOG: Final = (_choice_field("level", "debug", "info", "warning", "error"),)
+_LOG: Final = (
+    _choice_field("level", "debug", "info", "warning", "error"),
+    _string_field("directory", Path),
+    _simple_field("measurements", "true or false", lambda v: isinstance(v, bool)),
+    _simple_field("statistics", "true or false", lambda v: isinstance(v, bool)),
+    _simple_field("tracking", "true or false", lambda v: isinstance(v, bool)),
+)
 
 
 _RESOLVER: Final = (_endpoints_field("servers", 53),)
@@ -628,6 +638,12 @@ def parse_config(data: Mapping[str, object], path: Path) -> Config:
     _check_servers(parsed["nts-ke-server"], report)
     for where, raw, bcast in parsed["broadcast"]:
         check_broadcast(where, raw, bcast, report.add)
+    for where, _, log in parsed["log"]:
+        for kind in ("measurements", "statistics", "tracking"):
+            if getattr(log, kind) and log.directory is None:
+                report.add(
+                    f"{where}.{kind}", True, f"{where}.directory set (where {kind}.log goes)"
+                )
     if report:
         raise ConfigErrors(
             ConfigError(path, key, value, expected) for key, value, expected in report

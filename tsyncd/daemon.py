@@ -57,13 +57,16 @@ from tsyncd.sync.discipline import (
 from tsyncd.sync.driftfile import read_drift, write_drift
 from tsyncd.sync.leap import kernel_leap, leap_applied, utc_day
 from tsyncd.sync.system import SystemDecision
-from tsyncd.wire.ntp import Leap
+from tsyncd.wire.ntp import Leap, refid_to_str
 from tsyncd.wire.timestamps import ntp64_from_unix_ns, short_from_ns
 
 if TYPE_CHECKING:
+    from tsyncd.measurement_logs import MeasurementLogs
     from tsyncd.metrics import MetricsExporter  # imported with [metrics]: it costs memory
     from tsyncd.servers.nts import NtsServerSide
     from tsyncd.sources.nts import NtsSource
+    from tsyncd.sync.core import SourceState
+    from tsyncd.sync.sample import Sample
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +136,8 @@ class Daemon(SourceSettings, SnapshotViews):
         self._drift_written_ns = now
         self._leap_armed = 0  # leap passed to the kernel: 0 none, 1 insert, 2 delete
         self._leap_file_expired = False  # warned that the leap-seconds file has expired
+        self.measurement_logs: MeasurementLogs | None = None  # [log] measurements, ...
+        self._logged_updates = 0  # core.clock_updates at the last tracking.log line
         self._leap_day = utc_day(now)
         self._template = ResponseTemplate()
         self._init_source_admin()
@@ -146,8 +151,10 @@ class Daemon(SourceSettings, SnapshotViews):
     # ---------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
-        """Bind every socket and start every task; raises OSError if a socket cannot be bound."""
+        """Bind every socket and start every task; raises OSError if a socket cannot be bound
+        (or the measurement logs cannot be opened)."""
         loop = asyncio.get_running_loop()
+        self._open_measurement_logs()
         await self._start_nts_server_side()
         peer_ports = {s.local_port for s in self.config.sources if s.mode == "peer"}
         for server_cfg in self.config.servers:
@@ -237,6 +244,7 @@ class Daemon(SourceSettings, SnapshotViews):
                 "reselect": self._rpc_reselect,
                 "reset_sources": self._rpc_reset_sources,
                 "set_source": self._rpc_set_source,
+                "cyclelogs": self._rpc_cyclelogs,
             },
             group=self.config.control.group,
             admin_group=self.config.control.admin_group,
@@ -300,6 +308,9 @@ class Daemon(SourceSettings, SnapshotViews):
                 await task
         self._tasks.clear()
         self._write_drift()
+        if self.measurement_logs is not None:
+            self.measurement_logs.close()
+            self.measurement_logs = None
         for nts in self.nts_sources.values():
             nts.save()  # unused cookies and their keys, to resume without NTS-KE
         for sock in self.sockets.values():
@@ -387,6 +398,8 @@ class Daemon(SourceSettings, SnapshotViews):
             )
             if getattr(new, name) != getattr(self.config, name)
         ] + (["keys"] if keys_changed else [])
+        if dataclasses.replace(new.log, level=self.config.log.level) != self.config.log:
+            changed.append("log")  # the measurement logs; the level applies at once
         if changed:
             log.warning(
                 "reloaded %s; changes to %s take effect after a restart",
@@ -446,8 +459,63 @@ class Daemon(SourceSettings, SnapshotViews):
             except OSError as exc:
                 log.error("cannot adjust the clock: %s", exc)
 
+    def _open_measurement_logs(self) -> None:
+        """The [log] measurement logs, if any is asked for (OSError if they cannot be opened)."""
+        cfg = self.config.log
+        if cfg.directory is None or not (cfg.measurements or cfg.statistics or cfg.tracking):
+            return
+        from tsyncd.measurement_logs import MeasurementLogs  # only when configured
+
+        logs = MeasurementLogs(
+            cfg.directory,
+            measurements=cfg.measurements,
+            statistics=cfg.statistics,
+            tracking=cfg.tracking,
+        )
+        self.measurement_logs = logs
+        self._logged_updates = self.core.clock_updates
+
+        def on_sample(name: str, sample: Sample, state: SourceState) -> None:
+            now = self.clock.now_ns()
+            logs.sample(now, name, sample, len(state.filter), state.filter.output(now))
+
+        self.core.on_sample = on_sample
+
+    def _log_clock_update(self) -> None:
+        """A tracking.log line for each clock update since the last one logged."""
+        logs = self.measurement_logs
+        if logs is None or not logs.tracking or self.core.clock_updates == self._logged_updates:
+            return
+        self._logged_updates = self.core.clock_updates
+        from tsyncd.measurement_logs import tracking_line
+
+        now = self.clock.now_ns()
+        d = self.core.decision
+        disc = self.discipline.snapshot()
+        logs.update(
+            tracking_line(
+                now,
+                reference=refid_to_str(d.reference_id, 1 if d.selected is None else d.stratum),
+                stratum=d.stratum,
+                frequency_ppm=disc.frequency_ppm,
+                skew_ppm=disc.skew_ppm,
+                offset_ns=d.offset_ns,
+                leap=self.effective_leap(now),
+                combined=len(d.survivors),
+                jitter_ns=d.jitter_ns,
+                root_delay_ns=d.root_delay_ns,
+                root_dispersion_ns=d.root_dispersion_ns,
+            )
+        )
+
+    def _rpc_cyclelogs(self, _params: dict[str, Any]) -> dict[str, Any]:
+        """``tsyncctl cyclelogs``: reopen the measurement logs (after logrotate moved them)."""
+        logs = self.measurement_logs
+        return {"reopened": logs.reopen() if logs is not None else []}
+
     def _after_update(self) -> None:
         """Refresh what we serve and announce from the current decision."""
+        self._log_clock_update()
         now = self.clock.now_ns()
         d = self.core.decision
         if d.selected != self._last_selected:

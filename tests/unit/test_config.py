@@ -416,7 +416,8 @@ def test_every_error_in_one_run(tmp_path: Path) -> None:
         f"{path}: source[0].min-poll = 99: expected integer -7..24 (log2 seconds)",
         f'{path}: source[0].iburst = "yes": expected true or false',
         f'{path}: log.level = 3: expected one of: "debug", "info", "warning", "error"',
-        f"{path}: log.colour = true: expected key to be one of: level",
+        f"{path}: log.colour = true: expected key to be one of: level, directory, measurements,"
+        " statistics, tracking",
     ]
     assert all(e.file == path for e in info.value.errors)
 

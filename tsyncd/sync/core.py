@@ -24,6 +24,7 @@ because those offsets were measured against a clock that no longer reads the sam
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Final
 
@@ -121,6 +122,9 @@ class SyncCore:
         self.clock_updates = 0  # offsets handed to the discipline
         self.last_update_ns: int | None = None
         self.update_interval_ns: int | None = None  # between the last two clock updates
+        # Told of every sample that enters a clock filter (name, sample, its state after):
+        # the measurement logs.  Called inside the handler, so it must not call back in.
+        self.on_sample: Callable[[str, Sample, SourceState], None] | None = None
 
     # ---------------------------------------------------------------- sources
 
@@ -234,7 +238,7 @@ class SyncCore:
         if sample is not None:
             sample = state.admit(sample)
         if sample is not None:
-            state.filter.add(sample, poll_log2=state.association.poll)
+            self._filtered(state, sample)
         return self._reselect(rx_ns, (name, sample) if sample is not None else None)
 
     def handle_sample(self, name: str, sample: Sample) -> list[ClockAction]:
@@ -248,8 +252,13 @@ class SyncCore:
         if admitted is None:
             return self._reselect(sample.local_rx_ns, None)
         sample = admitted
-        state.filter.add(sample, poll_log2=state.association.poll)
+        self._filtered(state, sample)
         return self._reselect(sample.local_rx_ns, (name, sample))
+
+    def _filtered(self, state: SourceState, sample: Sample) -> None:
+        state.filter.add(sample, poll_log2=state.association.poll)
+        if self.on_sample is not None:
+            self.on_sample(state.name, sample, state)
 
     def handle_drop(self, name: str, reason: str) -> None:
         """A reply of source ``name`` was rejected outside the core; count it."""
