@@ -96,6 +96,7 @@ class SynchronizationConfig:
 
     local_stratum: int | None = None  # 1..15: serve our own clock at this stratum while unsynced
     min_sources: int = 1  # 1..16 agreeing sources needed before we trust any
+    max_distance: float = 1.0  # s: sources with a larger root distance are not selectable
     step_threshold: float = 0.128  # s: step (not slew) offsets above this ...
     step_limit: int = 3  # ... in the first N clock updates only (-1: always; 0: never)
     panic_threshold: float | None = 1000.0  # s: refuse larger offsets after the first update
@@ -305,6 +306,7 @@ _CLOCK: Final = (_choice_field("mode", "system", "measure"), _string_field("drif
 _SYNCHRONIZATION: Final = (
     _int_field("local-stratum", 1, 15),
     _int_field("min-sources", 1, 16),
+    _seconds_field("max-distance", 0.001, 16.0),
     _seconds_field("step-threshold", 0.0, 1e6),
     _int_field("step-limit", -1, 1_000_000, "clock updates; -1: always"),
     _seconds_field("panic-threshold", 0.0, 1e9),

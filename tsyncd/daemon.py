@@ -114,6 +114,7 @@ class Daemon(SourceSettings, SnapshotViews):
         self.core = SyncCore(
             local_stratum=sync.local_stratum,
             min_sources=sync.min_sources,
+            max_distance_ns=round(sync.max_distance * _NS_PER_S),
             precision_log2=self.precision_log2,
             discipline=self.discipline,
             now_ns=now,

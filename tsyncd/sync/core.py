@@ -32,7 +32,7 @@ from tsyncd.sync.association import AssociationState, NtpAssociation
 from tsyncd.sync.broadcast import BroadcastAssociation
 from tsyncd.sync.discipline import ClockAction, Discipline, Step
 from tsyncd.sync.filter import ClockFilter
-from tsyncd.sync.sample import Sample
+from tsyncd.sync.sample import MAXDIST_NS, Sample
 from tsyncd.sync.symmetric import SymmetricAssociation
 from tsyncd.sync.symmetric_xleave import InterleavedSymmetricAssociation
 from tsyncd.sync.system import Candidate, SystemDecision, SystemProcess
@@ -110,11 +110,14 @@ class SyncCore:
         *,
         local_stratum: int | None,
         min_sources: int,
+        max_distance_ns: int = MAXDIST_NS,
         precision_log2: int,
         discipline: Discipline | None,
         now_ns: int,
     ) -> None:
-        self.system = SystemProcess(local_stratum=local_stratum, min_sources=min_sources)
+        self.system = SystemProcess(
+            local_stratum=local_stratum, min_sources=min_sources, max_distance_ns=max_distance_ns
+        )
         self.discipline = discipline
         self.precision_log2 = precision_log2
         self.sources: dict[str, SourceState] = {}

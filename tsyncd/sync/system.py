@@ -160,12 +160,12 @@ def _selection(
     return rows
 
 
-def max_distance_ns(poll_log2: int | None) -> int:
-    """RFC 5905 A.5.5.3: MAXDIST plus what PHI adds over one poll interval."""
+def max_distance_ns(poll_log2: int | None, maxdist_ns: int = MAXDIST_NS) -> int:
+    """RFC 5905 A.5.5.3: MAXDIST (or ``max-distance``) plus what PHI adds over one poll."""
     if poll_log2 is None:
-        return MAXDIST_NS
+        return maxdist_ns
     interval = _NS_PER_S << poll_log2 if poll_log2 >= 0 else _NS_PER_S >> -poll_log2
-    return MAXDIST_NS + interval * PHI_PPM // 1_000_000
+    return maxdist_ns + interval * PHI_PPM // 1_000_000
 
 
 def _seconds(ns: int) -> str:
@@ -184,9 +184,12 @@ class _Rejected:
 class SystemProcess:
     """Chooses the system peer, combines the survivors and computes what we serve."""
 
-    def __init__(self, *, local_stratum: int | None, min_sources: int) -> None:
+    def __init__(
+        self, *, local_stratum: int | None, min_sources: int, max_distance_ns: int = MAXDIST_NS
+    ) -> None:
         self.local_stratum = local_stratum
         self.min_sources = min_sources
+        self.max_distance_ns = max_distance_ns  # RFC 5905 MAXDIST, chrony's maxdistance
         self._selected: str | None = None
         self._announced: tuple[int, int] | None = None  # (refid, stratum) while synchronized
 
@@ -335,7 +338,7 @@ class SystemProcess:
         if s.stratum >= MAXSTRAT:
             return _Rejected("unusable", f"source is unsynchronized (stratum {s.stratum})", "s")
         dist = root_distance_ns(est, now_ns)
-        limit = max_distance_ns(c.poll_log2)
+        limit = max_distance_ns(c.poll_log2, self.max_distance_ns)
         if dist > limit:
             return _Rejected(
                 "unusable", f"distance {_seconds(dist)} exceeds {_seconds(limit)}", "d"

@@ -319,3 +319,11 @@ def test_a_prefer_falseticker_is_still_outvoted() -> None:
     d = SystemProcess(local_stratum=None, min_sources=1).choose(sources, NOW)
     assert d.states["p"] == "falseticker" and d.selected in ("a", "b")
     assert set(d.survivors) == {"a", "b"}
+
+
+def test_max_distance_is_configurable() -> None:
+    far = cand("far", est(0, delay_ms=10, root_disp_ms=1200, disp_ms=90, jitter_ms=5))
+    d = SystemProcess(local_stratum=None, min_sources=1).choose([far], NOW)
+    assert d.states == {"far": "unusable"} and d.reasons["far"] == "distance 1.3 s exceeds 1 s"
+    wide = SystemProcess(local_stratum=None, min_sources=1, max_distance_ns=3 * S)  # chrony's
+    assert wide.choose([far], NOW).selected == "far"
