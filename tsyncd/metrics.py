@@ -143,7 +143,15 @@ class SnapshotCollector(Collector):
                 "tsyncd_source_packets_dropped", "Replies that failed a check.", labels=labels
             ),
         }
+        # chrony_exporter's pattern: the state as labels of a gauge that is 1, so a query can
+        # group sources by it; code is tsyncctl selectdata's letter ("" before a selection).
+        state = GaugeMetricFamily(
+            "tsyncd_source_state_info",
+            "1, labelled with the source's selection state and selectdata letter.",
+            labels=[*labels, "state", "code"],
+        )
         for src in sources:
+            state.add_metric([src.name, src.address, src.state, src.select_code or ""], 1)
             values: dict[str, float | None] = {
                 "offset": src.offset,
                 "delay": src.delay,
@@ -165,6 +173,7 @@ class SnapshotCollector(Collector):
             counters["packets_dropped"].add_metric(label_values, src.packets_dropped)
         yield from gauges.values()
         yield from counters.values()
+        yield state
 
     def _server(self) -> Iterator[Metric]:
         snap = self._provider.server_snapshot()
@@ -230,6 +239,14 @@ def _nts_server_metrics(snap: ServerStatsSnapshot) -> Iterator[Metric]:
         family = CounterMetricFamily(name, text)
         family.add_metric([], value)
         yield family
+    failed = CounterMetricFamily(
+        "tsyncd_nts_ke_failed_sessions",
+        "NTS-KE sessions that failed, by reason.",
+        labels=["reason"],
+    )
+    for reason, count in sorted(snap.nts_ke_failures_by_reason.items()):
+        failed.add_metric([reason], count)
+    yield failed
     epoch = GaugeMetricFamily("tsyncd_nts_key_epoch", "Key id of the current NTS cookie key.")
     epoch.add_metric([], snap.nts_key_epoch or 0)
     yield epoch

@@ -27,7 +27,7 @@ SYSTEM = replace(
     leap="insert",
     poll=7,
 )
-SELECTED = replace(examples.SELECTED, offset=0.00025, jitter=0.00004)
+SELECTED = replace(examples.SELECTED, offset=0.00025, jitter=0.00004, select_code="*")
 UNREACHABLE = replace(examples.UNREACHABLE, name="[2001:db8::1]:123", address="", online=False)
 SERVER = examples.STATS
 
@@ -108,6 +108,9 @@ def test_source_metrics_have_labels_and_omit_unknown_values(exporter: MetricsExp
     assert got[("tsyncd_source_packets_sent_total", a)] == 20
     assert got[("tsyncd_source_packets_received_total", a)] == 19
     assert got[("tsyncd_source_selected", a)] == 1
+    info = "tsyncd_source_state_info"
+    assert got[(info, tuple(sorted((*a, ("code", "*"), ("state", "selected")))))] == 1
+    assert got[(info, tuple(sorted((*b, ("code", ""), ("state", "unreachable")))))] == 1
     # the unreachable source: counters and reach present, no invented measurements
     assert got[("tsyncd_source_reach", b)] == 0
     assert got[("tsyncd_source_packets_sent_total", b)] == 5
@@ -184,6 +187,7 @@ def test_nts_server_metrics_appear_with_nts(
         nts_ke_connections=5,
         nts_ke_completed=4,
         nts_ke_failures=1,
+        nts_ke_failures_by_reason={"rate_limited": 1},
         nts_cookies_issued=40,
         nts_requests=123,
         nts_naks=2,
@@ -192,6 +196,7 @@ def test_nts_server_metrics_appear_with_nts(
     assert got[("tsyncd_nts_ke_connections_total", ())] == 5
     assert got[("tsyncd_nts_ke_completed_total", ())] == 4
     assert got[("tsyncd_nts_ke_failures_total", ())] == 1
+    assert got[("tsyncd_nts_ke_failed_sessions_total", (("reason", "rate_limited"),))] == 1
     assert got[("tsyncd_nts_cookies_issued_total", ())] == 40
     assert got[("tsyncd_nts_requests_total", ())] == 123
     assert got[("tsyncd_nts_naks_total", ())] == 2
