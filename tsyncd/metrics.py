@@ -183,13 +183,11 @@ class SnapshotCollector(Collector):
         received.add_metric([], snap.received)
         sent = CounterMetricFamily("tsyncd_server_sent_packets", "Responses the NTP server sent.")
         sent.add_metric([], snap.sent)
-        dropped = CounterMetricFamily(
+        dropped = _by_reason(
             "tsyncd_server_dropped_packets",
             "Requests answered with nothing, by reason.",
-            labels=["reason"],
+            snap.dropped_by_reason,
         )
-        for reason, count in sorted(snap.dropped_by_reason.items()):
-            dropped.add_metric([reason], count)
         kod = CounterMetricFamily("tsyncd_server_kod_sent", "Kiss-o'-Death responses sent.")
         kod.add_metric([], snap.kod_sent)
         answered = CounterMetricFamily(
@@ -211,6 +209,14 @@ class SnapshotCollector(Collector):
         if snap.nts_key_epoch is not None:  # NTS keys loaded: NTS-KE and/or NTS served
             yield from _nts_server_metrics(snap)
         yield from _tsq_server_metrics(snap.tsq)
+
+
+def _by_reason(name: str, text: str, counts: dict[str, int]) -> CounterMetricFamily:
+    """A counter family with a ``reason`` label, one sample per reason."""
+    family = CounterMetricFamily(name, text, labels=["reason"])
+    for reason, count in sorted(counts.items()):
+        family.add_metric([reason], count)
+    return family
 
 
 def _nts_server_metrics(snap: ServerStatsSnapshot) -> Iterator[Metric]:
@@ -239,14 +245,11 @@ def _nts_server_metrics(snap: ServerStatsSnapshot) -> Iterator[Metric]:
         family = CounterMetricFamily(name, text)
         family.add_metric([], value)
         yield family
-    failed = CounterMetricFamily(
+    yield _by_reason(
         "tsyncd_nts_ke_failed_sessions",
         "NTS-KE sessions that failed, by reason.",
-        labels=["reason"],
+        snap.nts_ke_failures_by_reason,
     )
-    for reason, count in sorted(snap.nts_ke_failures_by_reason.items()):
-        failed.add_metric([reason], count)
-    yield failed
     epoch = GaugeMetricFamily("tsyncd_nts_key_epoch", "Key id of the current NTS cookie key.")
     epoch.add_metric([], snap.nts_key_epoch or 0)
     yield epoch
