@@ -486,6 +486,27 @@ def accheck(ctx: click.Context, address: str, as_json: bool) -> None:
 
 
 @cli.command()
+@click.argument("off", required=False, type=click.Choice(["off"]))
+@click.option(
+    "--stratum", type=click.IntRange(1, 15), default=10, show_default=True, help="Stratum to serve."
+)
+@json_option
+@click.pass_context
+def local(ctx: click.Context, off: str | None, stratum: int, as_json: bool) -> None:
+    """Serve this host's own clock while no source is selected ('local off': do not), like
+    'chronyc local' ([synchronization] local-stratum, until a restart; needs root or the admin
+    group)."""
+
+    def human(r: dict[str, Any]) -> str:
+        if r.get("local_stratum") is None:
+            return "local clock not served while unsynchronized"
+        return f"local clock served at stratum {r['local_stratum']} while unsynchronized"
+
+    params = {"stratum": None if off else stratum}
+    _show(ctx, "local", dict, as_json, human, params)
+
+
+@cli.command()
 @json_option
 @click.pass_context
 def cyclelogs(ctx: click.Context, as_json: bool) -> None:

@@ -246,6 +246,7 @@ class Daemon(SourceSettings, SnapshotViews):
                 "reset_sources": self._rpc_reset_sources,
                 "set_source": self._rpc_set_source,
                 "cyclelogs": self._rpc_cyclelogs,
+                "local": self._rpc_local,
             },
             group=self.config.control.group,
             admin_group=self.config.control.admin_group,
@@ -624,6 +625,18 @@ class Daemon(SourceSettings, SnapshotViews):
         self.core.reselect(self.clock.now_ns())
         self._after_update()
         return {"selected": self.core.decision.selected, "previous": previous}
+
+    def _rpc_local(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``tsyncctl local [--stratum N] | local off``: serve the local clock while
+        unsynchronized, at ``params["stratum"]`` (None: off), until a restart or another
+        ``local`` (the config file is not changed, as with chronyc)."""
+        stratum = params.get("stratum")
+        if stratum is not None and (type(stratum) is not int or not 1 <= stratum <= 15):
+            raise InvalidParams(f"local: stratum {stratum!r}: expected an integer 1..15 or null")
+        self.core.set_local_stratum(stratum, self.clock.now_ns())
+        self._after_update()
+        d = self.core.decision
+        return {"local_stratum": stratum, "stratum": d.stratum, "synchronized": d.synchronized}
 
     def _rpc_reset_sources(self, _params: dict[str, Any]) -> dict[str, Any]:
         """``tsyncctl reset sources``: drop every measurement, as chronyc reset sources does;

@@ -285,6 +285,12 @@ class SyncCore:
         self.system.forget_system_peer()
         self._reselect(now_ns, None)
 
+    def set_local_stratum(self, stratum: int | None, now_ns: int) -> None:
+        """Serve our own clock at ``stratum`` while unsynchronized, or not (None): tsyncctl
+        local, as chronyc's; takes effect at once."""
+        self.system.local_stratum = stratum
+        self._reselect(now_ns, None)
+
     def reset_sources(self, now_ns: int) -> None:
         """Drop every measurement (tsyncctl reset sources, as chronyc's): each source's clock
         filter and the discipline's offset history; we are unsynchronized until new replies
