@@ -211,11 +211,23 @@ def serverstats(ctx: click.Context, as_json: bool) -> None:
 
 
 @cli.command()
+@click.option(
+    "-p", "--packets", type=click.IntRange(min=0), default=0, help="Only clients with this many."
+)
+@click.option("-k", "--nts-ke", is_flag=True, help="The NTS-KE server's clients instead.")
 @json_option
 @click.pass_context
-def clients(ctx: click.Context, as_json: bool) -> None:
-    """Clients of tsyncd's NTP server, busiest first (like 'chronyc clients')."""
-    _show(ctx, "clients", list, as_json, render.render_clients)
+def clients(ctx: click.Context, packets: int, nts_ke: bool, as_json: bool) -> None:
+    """Clients of tsyncd's NTP server, busiest first (like 'chronyc clients'); with -k, of its
+    NTS-KE server (connections, sessions that gave cookies, connections refused)."""
+    result = _expect(_call(ctx, "clients", {"nts_ke": nts_ke}), list, "clients")
+    result = [c for c in result if int(c.get("received", 0)) >= packets]
+    if as_json:
+        _print_json(result)
+    elif nts_ke:
+        click.echo(render.render_ke_clients(result))
+    else:
+        click.echo(render.render_clients(result))
 
 
 @cli.command()

@@ -493,25 +493,47 @@ def _tsq_rows(servers: Any) -> list[tuple[str, str]]:
     return rows
 
 
+_Column = tuple[str, str, Any]  # header, field, how to show it
+
+
+def _client_table(clients: Sequence[Mapping[str, Any]], columns: Sequence[_Column]) -> str:
+    """One row per client, the first column left-aligned (its address), the rest right."""
+    headers = [header for header, _, _ in columns]
+    rows = [[show(c.get(field)) for _, field, show in columns] for c in clients]
+    return render_table(headers, rows, right=set(range(1, len(columns))))
+
+
 def render_clients(clients: Sequence[Mapping[str, Any]]) -> str:
     """A ``chronyc clients``-like table for the ``clients`` method's result."""
     if not clients:
         return "no clients"
-    headers = ["Address", "NTP", "Answered", "Interleaved", "Drop", "KoD", "Int", "Last"]
-    rows = [
-        [
-            _text(c.get("address")),
-            _text(c.get("received")),
-            _text(c.get("answered")),
-            _text(c.get("interleaved")),
-            _text(c.get("dropped")),
-            _text(c.get("kod_sent")),
-            format_seconds_compact(c.get("interval")),
-            format_age(c.get("last_rx")),
-        ]
-        for c in clients
+    columns: list[_Column] = [
+        ("Address", "address", _text),
+        ("NTP", "received", _text),
+        ("Answered", "answered", _text),
+        ("Interleaved", "interleaved", _text),
+        ("Drop", "dropped", _text),
+        ("KoD", "kod_sent", _text),
+        ("Int", "interval", format_seconds_compact),
+        ("Last", "last_rx", format_age),
     ]
-    return render_table(headers, rows, right={1, 2, 3, 4, 5, 6, 7})
+    return _client_table(clients, columns)
+
+
+def render_ke_clients(clients: Sequence[Mapping[str, Any]]) -> str:
+    """``chronyc clients -k``-like: NTS-KE connections, those that ended with cookies, those
+    refused (rate limit, connection bound), interval and age."""
+    if not clients:
+        return "no NTS-KE clients"
+    columns: list[_Column] = [
+        ("Address", "address", _text),
+        ("NTS-KE", "received", _text),
+        ("Cookies", "answered", _text),
+        ("Drop", "dropped", _text),
+        ("Int", "interval", format_seconds_compact),
+        ("Last", "last_rx", format_age),
+    ]
+    return _client_table(clients, columns)
 
 
 def render_activity(counts: Mapping[str, Any]) -> str:

@@ -714,7 +714,12 @@ class Daemon(SourceSettings, SnapshotViews):
         await self.refresh_snapshots()
         return self.server_snapshot()
 
-    async def _rpc_clients(self, _params: dict[str, Any]) -> list[ClientSnapshot]:
+    async def _rpc_clients(self, params: dict[str, Any]) -> list[ClientSnapshot]:
+        """The NTP server's clients, or with ``{"nts_ke": true}`` the NTS-KE server's
+        (``received``: connections, ``answered``: sessions that ended with cookies,
+        ``dropped``: connections refused by the rate limit or the connection bound)."""
+        if params.get("nts_ke"):
+            return self.ke_client_snapshots()
         await self.refresh_snapshots()
         return self.client_snapshots()
 

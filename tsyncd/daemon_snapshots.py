@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from tsyncd.servers.stats import merge_client_rows, server_stats
@@ -190,8 +191,16 @@ class SnapshotViews:
     def client_snapshots(self) -> list[ClientSnapshot]:
         """The server's clients, busiest first."""
         now = self.clock.now_ns()
-        rows = merge_client_rows(row for server in self.servers for row in server.client_rows(now))
-        return [ClientSnapshot(**row) for row in rows]
+        return _client_snapshots(row for server in self.servers for row in server.client_rows(now))
+
+    def ke_client_snapshots(self) -> list[ClientSnapshot]:
+        """The NTS-KE server's clients, busiest first (none without NTS-KE)."""
+        servers = self.nts.ke_servers if self.nts is not None else []
+        return _client_snapshots(row for server in servers for row in server.client_rows())
+
+
+def _client_snapshots(rows: Iterable[Mapping[str, Any]]) -> list[ClientSnapshot]:
+    return [ClientSnapshot(**row) for row in merge_client_rows(rows)]
 
 
 def _with_selection(snapshot: SourceSnapshot, row: SelectData | None) -> SourceSnapshot:

@@ -186,3 +186,25 @@ def test_nts_ke_rate_limit_closes_connections_over_it_before_tls(peers: Peers) -
     assert stats["nts_ke_completed"] == 1
     shown = server.run_ctl("serverstats")
     assert "  rate_limited" in shown.stdout
+    # chronyc clients -k: per client IP, connections, those that gave cookies, those refused.
+    [row] = server.ctl("clients", "--nts-ke")
+    assert (row["address"], row["received"], row["answered"], row["dropped"]) == (
+        "127.0.0.1",
+        2,
+        1,
+        1,
+    )
+    assert server.ctl("clients", "-k", "-p", "3") == []
+    shown = server.run_ctl("clients", "-k")
+    assert shown.stdout.split("\n")[0].split() == [
+        "Address",
+        "NTS-KE",
+        "Cookies",
+        "Drop",
+        "Int",
+        "Last",
+    ]
+    assert shown.stdout.split("\n")[2].split()[:4] == ["127.0.0.1", "2", "1", "1"]
+    # chronyd's NTS requests are the NTP server's clients, counted apart.
+    [ntp] = wait_for("chronyd's NTP requests", lambda: server.ctl("clients") or None)
+    assert ntp["address"] == "127.0.0.1" and ntp["answered"] >= 1

@@ -22,8 +22,10 @@ bound, and it is the same trade chrony's fixed-size client table makes.
 
 from __future__ import annotations
 
+import heapq
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 NS_PER_S: Final = 1_000_000_000
 # chronyd's default client log (clientloglimit 524288 bytes) holds "about four thousand
@@ -98,6 +100,29 @@ class ClientLog:
 
     def __len__(self) -> int:
         return len(self.records)
+
+
+def client_rows(
+    log: ClientLog, now_ns: int, limit: int = 1000, show: Callable[[str], str] = str
+) -> list[dict[str, Any]]:
+    """The busiest ``limit`` clients as plain data, for ``tsyncctl clients``; ``show`` turns
+    a record's address key into what is shown."""
+    records = heapq.nlargest(limit, log.records.values(), key=lambda r: r.received)
+    return [
+        {
+            "address": show(r.address),
+            "received": r.received,
+            "answered": r.answered,
+            "interleaved": r.interleaved,
+            "dropped": r.dropped,
+            "kod_sent": r.kod_sent,
+            "last_rx": max(0, now_ns - r.last_ns) * 1e-9,
+            "interval": (r.last_ns - r.first_ns) * 1e-9 / (r.received - 1)
+            if r.received > 1
+            else None,
+        }
+        for r in records
+    ]
 
 
 def take_token(record: ClientRecord, limit: RateLimit, now_ns: int) -> bool:

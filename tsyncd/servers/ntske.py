@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from OpenSSL import SSL
 
@@ -29,7 +29,13 @@ from tsyncd.net.tls import TlsError, TlsStream
 from tsyncd.nts.aead import AEADS
 from tsyncd.nts.cookie import KeySet
 from tsyncd.nts.ke import EXPORTER_LABEL, choose, error_response, exporter_context, server_response
-from tsyncd.servers.clientlog import ClientLog, ClientRecord, RateLimit, take_token
+from tsyncd.servers.clientlog import (
+    ClientLog,
+    ClientRecord,
+    RateLimit,
+    client_rows,
+    take_token,
+)
 from tsyncd.servers.responder import client_ip
 from tsyncd.wire.errors import WireError
 from tsyncd.wire.ntske import KeError, RecordParser, decode_request
@@ -97,19 +103,26 @@ class NtsKeServer:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.stats.connections += 1
         peer = writer.get_extra_info("peername")
-        if self._rate_limited(peer):
-            self.stats.failures["rate_limited"] += 1
-            writer.close()
-            return
-        if self._active >= self.max_connections:
-            self.stats.failures["too_many_connections"] += 1
+        record = self._client(peer)
+        refused = (
+            "rate_limited"
+            if self._rate_limited(record)
+            else "too_many_connections"
+            if self._active >= self.max_connections
+            else None
+        )
+        if refused is not None:
+            self.stats.failures[refused] += 1
+            if record is not None:
+                record.dropped += 1
             writer.close()
             return
         self._active += 1
         tls = TlsStream(self._ctx, reader, writer, server=True)
         try:
             async with asyncio.timeout(self.timeout_s):
-                await self._session(tls)
+                if await self._session(tls) and record is not None:
+                    record.answered += 1
         except TimeoutError:
             self.stats.failures["timeout"] += 1
             log.debug("NTS-KE session with %s timed out", peer)
@@ -127,27 +140,40 @@ class NtsKeServer:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(tls.close(), 1.0)
 
-    def _rate_limited(self, peer: object) -> bool:
-        """Whether this connection is over its client's rate limit (and not let through)."""
-        limit = self.rate_limit
-        if limit is None or not isinstance(peer, tuple) or not peer:
-            return False
+    def client_rows(self) -> list[dict[str, Any]]:
+        """Its clients (connections, sessions with cookies, refused), busiest first."""
+        return client_rows(self.clients, time.monotonic_ns())
+
+    def _client(self, peer: object) -> ClientRecord | None:
+        """The client log's record of this connection's IP (``tsyncctl clients --nts-ke``,
+        and the rate limit's bucket); None without an IP peer."""
+        if not isinstance(peer, tuple) or not peer:
+            return None
         now = time.monotonic_ns()
         address = str(client_ip(str(peer[0])))
         record = self.clients.records.get(address)
         if record is None:
-            burst = limit.interval_ns * limit.burst
+            limit = self.rate_limit
+            burst = limit.interval_ns * limit.burst if limit is not None else 0
             record = self.clients.add(ClientRecord(address, "", now, burst))
-        allowed = take_token(record, limit, now)
+        return record
+
+    def _rate_limited(self, record: ClientRecord | None) -> bool:
+        """Count this connection in its client's record; whether it is over the client's rate
+        limit (and not let through by the leak)."""
+        limit = self.rate_limit
+        if record is None:
+            return False
+        now = time.monotonic_ns()
+        allowed = limit is None or take_token(record, limit, now)
         record.last_ns = now
         record.received += 1
-        if allowed or (limit.leak_log2 and not self._rng.getrandbits(limit.leak_log2)):
-            record.answered += 1
+        if limit is None or allowed:
             return False
-        record.dropped += 1
-        return True
+        return not (limit.leak_log2 and not self._rng.getrandbits(limit.leak_log2))
 
-    async def _session(self, tls: TlsStream) -> None:
+    async def _session(self, tls: TlsStream) -> bool:
+        """One NTS-KE exchange; True if it ended with cookies."""
         await tls.handshake()
         parser = RecordParser()
         records = []
@@ -161,10 +187,10 @@ class NtsKeServer:
         except KeError as exc:
             self.stats.failures[exc.reason] += 1
             await tls.send(error_response(exc.code))
-            return
+            return False
         except WireError as exc:
             self.stats.failures[exc.reason] += 1
-            return  # the client went away mid-request: nobody to answer
+            return False  # the client went away mid-request: nobody to answer
         choice = choose(request)
         c2s = s2c = b""
         if choice.aead is not None and choice.context_aead is not None:
@@ -186,5 +212,6 @@ class NtsKeServer:
         if issued:
             self.stats.completed += 1
             self.stats.cookies_issued += issued
-        else:
-            self.stats.failures["nothing_acceptable"] += 1
+            return True
+        self.stats.failures["nothing_acceptable"] += 1
+        return False

@@ -32,7 +32,6 @@ Outcome reasons: ``answered`` and ``interleaved`` (time served), ``kod_rate``, `
 
 from __future__ import annotations
 
-import heapq
 import ipaddress
 import random
 import struct
@@ -45,6 +44,7 @@ from tsyncd.servers.clientlog import (
     ClientLog,
     ClientRecord,
     RateLimit,
+    client_rows,
     take_token,
 )
 from tsyncd.wire.errors import WireError
@@ -464,19 +464,4 @@ class NtpResponder:
 
     def client_rows(self, now_ns: int, limit: int = 1000) -> list[dict[str, Any]]:
         """The busiest ``limit`` clients as plain data, for ``tsyncctl clients``."""
-        records = heapq.nlargest(limit, self.clients.records.values(), key=lambda r: r.received)
-        return [
-            {
-                "address": str(client_ip(r.address)),
-                "received": r.received,
-                "answered": r.answered,
-                "interleaved": r.interleaved,
-                "dropped": r.dropped,
-                "kod_sent": r.kod_sent,
-                "last_rx": max(0, now_ns - r.last_ns) * 1e-9,
-                "interval": (r.last_ns - r.first_ns) * 1e-9 / (r.received - 1)
-                if r.received > 1
-                else None,
-            }
-            for r in records
-        ]
+        return client_rows(self.clients, now_ns, limit, lambda a: str(client_ip(a)))
