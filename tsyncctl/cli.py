@@ -521,6 +521,15 @@ def local(ctx: click.Context, off: str | None, stratum: int, as_json: bool) -> N
 @cli.command()
 @json_option
 @click.pass_context
+def shutdown(ctx: click.Context, as_json: bool) -> None:
+    """Stop tsyncd, as SIGTERM does (the drift and NTS sessions are saved), like 'chronyc
+    shutdown' (needs root or the admin group).  Under systemd, prefer systemctl stop."""
+    _show(ctx, "shutdown", dict, as_json, lambda _r: "tsyncd is stopping")
+
+
+@cli.command()
+@json_option
+@click.pass_context
 def cyclelogs(ctx: click.Context, as_json: bool) -> None:
     """Reopen the measurement logs ([log] measurements, statistics, tracking), after logrotate
     has moved them, like 'chronyc cyclelogs' (needs root or the admin group)."""

@@ -247,6 +247,7 @@ class Daemon(SourceSettings, SnapshotViews):
                 "set_source": self._rpc_set_source,
                 "cyclelogs": self._rpc_cyclelogs,
                 "local": self._rpc_local,
+                "shutdown": self._rpc_shutdown,
             },
             group=self.config.control.group,
             admin_group=self.config.control.admin_group,
@@ -625,6 +626,12 @@ class Daemon(SourceSettings, SnapshotViews):
         self.core.reselect(self.clock.now_ns())
         self._after_update()
         return {"selected": self.core.decision.selected, "previous": previous}
+
+    def _rpc_shutdown(self, _params: dict[str, Any]) -> dict[str, Any]:
+        """``tsyncctl shutdown``: stop as SIGTERM does (drift, NTS sessions saved), after
+        this answer has gone out."""
+        asyncio.get_running_loop().call_soon(self.stop)
+        return {"stopping": True}
 
     def _rpc_local(self, params: dict[str, Any]) -> dict[str, Any]:
         """``tsyncctl local [--stratum N] | local off``: serve the local clock while

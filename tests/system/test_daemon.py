@@ -258,3 +258,15 @@ def test_waitsync_returns_once_the_client_follows_a_real_source(peers: Peers) ->
     correction = float(last.split("correction: ")[1].split(",")[0])
     assert 0 <= correction <= 0.01
     assert client.ctl("status")["synchronized"] is True
+
+
+def test_shutdown_stops_the_daemon_cleanly(peers: Peers) -> None:
+    port = free_udp_port()
+    daemon = peers.tsyncd(
+        "tsyncd", f'[synchronization]\nlocal-stratum = 9\n[[server]]\nlisten = "127.0.0.1:{port}"\n'
+    )
+    shown = daemon.run_ctl("shutdown")
+    assert (shown.returncode, shown.stdout) == (0, "tsyncd is stopping\n"), shown.stderr
+    assert daemon.proc.popen.wait(10) == 0
+    assert not daemon.socket.exists()  # as after SIGTERM
+    assert "stopping" in daemon.proc.output()
