@@ -450,6 +450,7 @@ def render_serverstats(stats: Mapping[str, Any]) -> str:
     rows.append(("Answered", _text(stats.get("answered"))))
     rows.append(("Interleaved answered", _text(stats.get("interleaved_answered"))))
     rows.append(("Clients", _text(stats.get("clients"))))
+    rows.append(("Client log records dropped", _text(stats.get("clients_evicted"))))
     rows.append(("Workers", _text(stats.get("workers"))))
     rows.append(("Worker restarts", _text(stats.get("worker_restarts"))))
     rows.extend(_tsq_rows(stats.get("tsq")))

@@ -199,13 +199,17 @@ class SnapshotCollector(Collector):
         answered.add_metric(["interleaved"], snap.interleaved_answered)
         clients = GaugeMetricFamily("tsyncd_server_clients", "Clients in the server's client log.")
         clients.add_metric([], snap.clients)
+        evicted = CounterMetricFamily(
+            "tsyncd_server_clients_evicted", "Client log entries forgotten to make room."
+        )
+        evicted.add_metric([], snap.clients_evicted)
         workers = GaugeMetricFamily("tsyncd_server_workers", "Server receive worker processes.")
         workers.add_metric([], snap.workers)
         restarts = CounterMetricFamily(
             "tsyncd_server_worker_restarts", "Server workers restarted after dying."
         )
         restarts.add_metric([], snap.worker_restarts)
-        yield from (received, sent, dropped, kod, answered, clients, workers, restarts)
+        yield from (received, sent, dropped, kod, answered, clients, evicted, workers, restarts)
         if snap.nts_key_epoch is not None:  # NTS keys loaded: NTS-KE and/or NTS served
             yield from _nts_server_metrics(snap)
         yield from _tsq_server_metrics(snap.tsq)

@@ -134,6 +134,7 @@ class ServerStatsSnapshot:
     answered: int = 0  # responses carrying time (basic or interleaved), i.e. sent minus KoDs
     interleaved_answered: int = 0  # of which in interleaved mode (RFC 9769)
     clients: int = 0  # client log entries (summed over workers)
+    clients_evicted: int = 0  # entries forgotten to make room (chrony's "records dropped")
     workers: int = 0  # receive worker processes (0: served on the main event loop)
     worker_restarts: int = 0  # workers that died and were started again
 

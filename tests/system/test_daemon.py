@@ -29,10 +29,12 @@ def client_toml(port: int) -> str:
     )
 
 
-def ask(port: int, data: bytes, timeout: float = 2.0) -> bytes | None:
-    """Send one datagram to 127.0.0.1:port; the reply, or None on timeout."""
+def ask(port: int, data: bytes, timeout: float = 2.0, source: str = "") -> bytes | None:
+    """Send one datagram to 127.0.0.1:port (from ``source``, a loopback address, if given);
+    the reply, or None on timeout."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.settimeout(timeout)
+        s.bind((source, 0))
         s.sendto(data, ("127.0.0.1", port))
         try:
             return s.recv(2048)
@@ -270,3 +272,23 @@ def test_shutdown_stops_the_daemon_cleanly(peers: Peers) -> None:
     assert daemon.proc.popen.wait(10) == 0
     assert not daemon.socket.exists()  # as after SIGTERM
     assert "stopping" in daemon.proc.output()
+
+
+def test_a_full_client_log_forgets_the_oldest_and_counts_it(peers: Peers) -> None:
+    """chronyc serverstats' "Client log records dropped", with each worker's log full at 1."""
+    port = free_udp_port()
+    daemon = peers.tsyncd(
+        "tsyncd",
+        f'[synchronization]\nlocal-stratum = 9\n[[server]]\nlisten = "127.0.0.1:{port}"\n'
+        "max-clients = 1\n",
+    )
+    request = encode_ntp(NtpPacket(mode=Mode.CLIENT, transmit_ts=5))
+    for i in range(2, 8):  # six clients, 127.0.0.2 .. 127.0.0.7, over at most 2 workers
+        assert ask(port, request, source=f"127.0.0.{i}") is not None
+    stats = wait_for(
+        "the evictions counted",
+        lambda: (s := daemon.ctl("serverstats"))["clients_evicted"] >= 4 and s,
+    )
+    assert 1 <= stats["clients"] <= max(1, stats["workers"])  # one kept per worker it reached
+    assert stats["clients"] + stats["clients_evicted"] == 6
+    assert "Client log records dropped" in daemon.run_ctl("serverstats").stdout

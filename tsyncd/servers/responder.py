@@ -460,6 +460,7 @@ class NtpResponder:
             "dropped": self.dropped,
             "dropped_by_reason": self.drops_by_reason(),
             "clients": len(self.clients),
+            "clients_evicted": self.clients.evicted,
         }
 
     def client_rows(self, now_ns: int, limit: int = 1000) -> list[dict[str, Any]]:

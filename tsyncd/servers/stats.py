@@ -17,7 +17,16 @@ from tsyncd.snapshots import ServerStatsSnapshot
 if TYPE_CHECKING:
     from tsyncd.symkey import SymmetricKey
 
-_SUMMED = ("received", "sent", "answered", "interleaved_answered", "kod_sent", "dropped", "clients")
+_SUMMED = (
+    "received",
+    "sent",
+    "answered",
+    "interleaved_answered",
+    "kod_sent",
+    "dropped",
+    "clients",
+    "clients_evicted",
+)
 NTS_SUMMED = ("nts_requests", "nts_naks", "nts_cookies_issued")
 
 

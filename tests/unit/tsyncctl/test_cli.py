@@ -178,18 +178,19 @@ def test_peers_human_table(sock: Path) -> None:
 def test_serverstats_human(sock: Path) -> None:
     lines = run("-s", str(sock), "serverstats").stdout.splitlines()
     assert lines == [
-        "Listening on         : 0.0.0.0:123, [::]:123",
-        "Packets received     : 1000",
-        "Packets sent         : 990",
-        "Packets dropped      : 10",
-        "  malformed          : 3",
-        "  rate_limited       : 7",
-        "KoD sent             : 4",
-        "Answered             : 0",
-        "Interleaved answered : 0",
-        "Clients              : 0",
-        "Workers              : 0",
-        "Worker restarts      : 0",
+        "Listening on               : 0.0.0.0:123, [::]:123",
+        "Packets received           : 1000",
+        "Packets sent               : 990",
+        "Packets dropped            : 10",
+        "  malformed                : 3",
+        "  rate_limited             : 7",
+        "KoD sent                   : 4",
+        "Answered                   : 0",
+        "Interleaved answered       : 0",
+        "Clients                    : 0",
+        "Client log records dropped : 0",
+        "Workers                    : 0",
+        "Worker restarts            : 0",
     ]
 
 
