@@ -24,15 +24,17 @@ from typing import TYPE_CHECKING, Any, Final
 from tsyncd import __version__
 from tsyncd.clock.base import Clock, ClockState
 from tsyncd.config import Config, ConfigErrors, load_config
-from tsyncd.control.rpc import ErrorCode, InvalidParams, RpcError
+from tsyncd.control.rpc import ErrorCode, RpcError
 from tsyncd.control.server import ControlServer
+from tsyncd.daemon_commands import ChronycCommands
+from tsyncd.daemon_logs import MeasurementLogging
 from tsyncd.daemon_snapshots import SnapshotViews
 from tsyncd.daemon_source_settings import SourceSettings
 from tsyncd.net.eventloop import simulator_runtime
 from tsyncd.net.udp import SocketOptions
 from tsyncd.sdnotify import Notifier
 from tsyncd.servers.ntp import NtpServer
-from tsyncd.servers.responder import AccessList, ResponseTemplate, client_ip
+from tsyncd.servers.responder import ResponseTemplate
 from tsyncd.servers.tsq_setup import (
     require_aioquic,
     start_tsq_server,
@@ -57,7 +59,7 @@ from tsyncd.sync.discipline import (
 from tsyncd.sync.driftfile import read_drift, write_drift
 from tsyncd.sync.leap import kernel_leap, leap_applied, utc_day
 from tsyncd.sync.system import SystemDecision
-from tsyncd.wire.ntp import Leap, refid_to_str
+from tsyncd.wire.ntp import Leap
 from tsyncd.wire.timestamps import ntp64_from_unix_ns, short_from_ns
 
 if TYPE_CHECKING:
@@ -65,8 +67,6 @@ if TYPE_CHECKING:
     from tsyncd.metrics import MetricsExporter  # imported with [metrics]: it costs memory
     from tsyncd.servers.nts import NtsServerSide
     from tsyncd.sources.nts import NtsSource
-    from tsyncd.sync.core import SourceState
-    from tsyncd.sync.sample import Sample
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def measure_precision_log2(now_ns: Any = time.time_ns) -> int:
     return math.ceil(math.log2(smallest * 1e-9))
 
 
-class Daemon(SourceSettings, SnapshotViews):
+class Daemon(SourceSettings, ChronycCommands, MeasurementLogging, SnapshotViews):
     """A configured tsyncd; ``await run()`` until ``stop()`` (or a signal)."""
 
     def __init__(self, config: Config, clock: Clock, notifier: Notifier | None = None) -> None:
@@ -462,60 +462,6 @@ class Daemon(SourceSettings, SnapshotViews):
             except OSError as exc:
                 log.error("cannot adjust the clock: %s", exc)
 
-    def _open_measurement_logs(self) -> None:
-        """The [log] measurement logs, if any is asked for (OSError if they cannot be opened)."""
-        cfg = self.config.log
-        if cfg.directory is None or not (cfg.measurements or cfg.statistics or cfg.tracking):
-            return
-        from tsyncd.measurement_logs import MeasurementLogs  # only when configured
-
-        logs = MeasurementLogs(
-            cfg.directory,
-            measurements=cfg.measurements,
-            statistics=cfg.statistics,
-            tracking=cfg.tracking,
-        )
-        self.measurement_logs = logs
-        self._logged_updates = self.core.clock_updates
-
-        def on_sample(name: str, sample: Sample, state: SourceState) -> None:
-            now = self.clock.now_ns()
-            logs.sample(now, name, sample, len(state.filter), state.filter.output(now))
-
-        self.core.on_sample = on_sample
-
-    def _log_clock_update(self) -> None:
-        """A tracking.log line for each clock update since the last one logged."""
-        logs = self.measurement_logs
-        if logs is None or not logs.tracking or self.core.clock_updates == self._logged_updates:
-            return
-        self._logged_updates = self.core.clock_updates
-        from tsyncd.measurement_logs import tracking_line
-
-        now = self.clock.now_ns()
-        d = self.core.decision
-        disc = self.discipline.snapshot()
-        logs.update(
-            tracking_line(
-                now,
-                reference=refid_to_str(d.reference_id, 1 if d.selected is None else d.stratum),
-                stratum=d.stratum,
-                frequency_ppm=disc.frequency_ppm,
-                skew_ppm=disc.skew_ppm,
-                offset_ns=d.offset_ns,
-                leap=self.effective_leap(now),
-                combined=len(d.survivors),
-                jitter_ns=d.jitter_ns,
-                root_delay_ns=d.root_delay_ns,
-                root_dispersion_ns=d.root_dispersion_ns,
-            )
-        )
-
-    def _rpc_cyclelogs(self, _params: dict[str, Any]) -> dict[str, Any]:
-        """``tsyncctl cyclelogs``: reopen the measurement logs (after logrotate moved them)."""
-        logs = self.measurement_logs
-        return {"reopened": logs.reopen() if logs is not None else []}
-
     def _after_update(self) -> None:
         """Refresh what we serve and announce from the current decision."""
         self._log_clock_update()
@@ -619,62 +565,6 @@ class Daemon(SourceSettings, SnapshotViews):
         self.core.burst(self.clock.now_ns())
         self._wake.set()
         return {"sources": len(self.core.sources)}
-
-    def _rpc_reselect(self, _params: dict[str, Any]) -> dict[str, Any]:
-        """``tsyncctl reselect``: pick the system peer afresh, as chronyc reselect does."""
-        previous = self.core.decision.selected
-        self.core.reselect(self.clock.now_ns())
-        self._after_update()
-        return {"selected": self.core.decision.selected, "previous": previous}
-
-    def _rpc_shutdown(self, _params: dict[str, Any]) -> dict[str, Any]:
-        """``tsyncctl shutdown``: stop as SIGTERM does (drift, NTS sessions saved), after
-        this answer has gone out."""
-        asyncio.get_running_loop().call_soon(self.stop)
-        return {"stopping": True}
-
-    def _rpc_local(self, params: dict[str, Any]) -> dict[str, Any]:
-        """``tsyncctl local [--stratum N] | local off``: serve the local clock while
-        unsynchronized, at ``params["stratum"]`` (None: off), until a restart or another
-        ``local`` (the config file is not changed, as with chronyc)."""
-        stratum = params.get("stratum")
-        if stratum is not None and (type(stratum) is not int or not 1 <= stratum <= 15):
-            raise InvalidParams(f"local: stratum {stratum!r}: expected an integer 1..15 or null")
-        self.core.set_local_stratum(stratum, self.clock.now_ns())
-        self._after_update()
-        d = self.core.decision
-        return {"local_stratum": stratum, "stratum": d.stratum, "synchronized": d.synchronized}
-
-    def _rpc_reset_sources(self, _params: dict[str, Any]) -> dict[str, Any]:
-        """``tsyncctl reset sources``: drop every measurement, as chronyc reset sources does;
-        answered with the state right after (no samples, not synchronized)."""
-        self.core.reset_sources(self.clock.now_ns())
-        self._after_update()
-        return {
-            "sources": len(self.core.sources),
-            "samples": sum(len(state.filter) for state in self.core.sources.values()),
-            "synchronized": self.core.decision.synchronized,
-        }
-
-    def _rpc_accheck(self, params: dict[str, Any]) -> list[dict[str, Any]]:
-        """``tsyncctl accheck``: would each NTP server socket answer ``params["address"]``?
-
-        The servers' running allow and deny lists (a reload changes them only after a restart),
-        checked as the server checks a request, IPv4-mapped IPv6 included."""
-        address = params.get("address")
-        try:
-            ip = client_ip(address) if isinstance(address, str) else None
-        except ValueError:
-            ip = None
-        if ip is None:
-            raise InvalidParams(f'accheck needs {{"address": IP}}, an IP address, not {address!r}')
-        rows = []
-        for server in self.config.servers:
-            verdict = AccessList(server.allow, server.deny).verdict(ip)
-            rows.append(
-                {"listen": str(server.listen), "allowed": not verdict, "reason": verdict or None}
-            )
-        return rows
 
     async def _start_nts_server_side(self) -> None:
         """Load the NTS cookie keys when NTS-KE is served or a key file is configured."""
