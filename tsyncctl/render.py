@@ -209,13 +209,20 @@ def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: s
     return "\n".join([line(headers), rule, *(line(row) for row in rows)])
 
 
+def _table_with_notes(headers: list[str], rows: list[list[str]], right: set[int]) -> str:
+    """``render_table`` for rows whose last cell is a note: a Note column only if any row
+    has one."""
+    if any(row[-1] for row in rows):
+        return render_table([*headers, "Note"], rows, right)
+    return render_table(headers, [row[:-1] for row in rows], right)
+
+
 def render_sources(sources: Sequence[Mapping[str, Any]]) -> str:
     """A ``chronyc sources``-like table for the ``sources`` method's result."""
     if not sources:
         return "no sources configured"
     headers = ["S", "Name", "Address", "St", "Poll", "Reach", "LastRx", "Offset", "Delay", "Jitter"]
     rows: list[list[str]] = []
-    notes = False
     for src in sources:
         reach = src.get("reach")
         parts = [str(src["state_reason"])] if src.get("state_reason") else []
@@ -228,7 +235,6 @@ def render_sources(sources: Sequence[Mapping[str, Any]]) -> str:
         if src.get("broadcast_delay") is not None:  # the round trip its offsets assume
             parts.append(f"delay {format_seconds_compact(src['broadcast_delay'])}")
         note = "; ".join(parts)
-        notes = notes or bool(note)
         rows.append(
             [
                 STATE_SYMBOLS.get(str(src.get("state")), "-"),
@@ -244,11 +250,7 @@ def render_sources(sources: Sequence[Mapping[str, Any]]) -> str:
                 note,
             ]
         )
-    if notes:
-        headers.append("Note")
-    else:
-        rows = [row[:-1] for row in rows]
-    table = render_table(headers, rows, right={3, 4, 5, 6, 7, 8, 9})
+    table = _table_with_notes(headers, rows, right={3, 4, 5, 6, 7, 8, 9})
     return f"{table}\n\n{STATE_LEGEND}"
 
 
@@ -326,14 +328,12 @@ def render_selectdata(sources: Sequence[Mapping[str, Any]]) -> str:
     the interval its measurement put the true offset in (offset ± root distance, the sign of
     the Offset in ``sources``)."""
     rows = []
-    notes = False
     for src in sources:
         interval = src.get("select_interval")
         low, high = (
             interval if isinstance(interval, list | tuple) and len(interval) == 2 else (None, None)
         )
         note = _text(src.get("state_reason")) if src.get("state_reason") else ""
-        notes = notes or bool(note)
         rows.append(
             [
                 _text(src.get("select_code")),
@@ -350,11 +350,7 @@ def render_selectdata(sources: Sequence[Mapping[str, Any]]) -> str:
     if not rows:
         return "no sources configured"
     headers = ["S", "Name", "Auth", "Opts", "Last", "Low", "High", "Leap"]
-    if notes:
-        headers.append("Note")
-    else:
-        rows = [row[:-1] for row in rows]
-    table = render_table(headers, rows, right={4, 5, 6})
+    table = _table_with_notes(headers, rows, right={4, 5, 6})
     return f"{table}\n\n{SELECT_LEGEND}"
 
 

@@ -103,14 +103,10 @@ class NtsKeServer:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.stats.connections += 1
         peer = writer.get_extra_info("peername")
-        record = self._client(peer)
-        refused = (
-            "rate_limited"
-            if self._rate_limited(record)
-            else "too_many_connections"
-            if self._active >= self.max_connections
-            else None
-        )
+        record, limited = self._count(peer)
+        refused = "rate_limited" if limited else None
+        if not limited and self._active >= self.max_connections:
+            refused = "too_many_connections"
         if refused is not None:
             self.stats.failures[refused] += 1
             if record is not None:
@@ -144,33 +140,25 @@ class NtsKeServer:
         """Its clients (connections, sessions with cookies, refused), busiest first."""
         return client_rows(self.clients, time.monotonic_ns())
 
-    def _client(self, peer: object) -> ClientRecord | None:
-        """The client log's record of this connection's IP (``tsyncctl clients --nts-ke``,
-        and the rate limit's bucket); None without an IP peer."""
+    def _count(self, peer: object) -> tuple[ClientRecord | None, bool]:
+        """This connection counted in its client's record (``tsyncctl clients --nts-ke``, and
+        the rate limit's bucket; None without an IP peer), and whether it is over the client's
+        rate limit and not let through by the leak."""
         if not isinstance(peer, tuple) or not peer:
-            return None
+            return None, False
         now = time.monotonic_ns()
+        limit = self.rate_limit
         address = str(client_ip(str(peer[0])))
         record = self.clients.records.get(address)
         if record is None:
-            limit = self.rate_limit
             burst = limit.interval_ns * limit.burst if limit is not None else 0
             record = self.clients.add(ClientRecord(address, "", now, burst))
-        return record
-
-    def _rate_limited(self, record: ClientRecord | None) -> bool:
-        """Count this connection in its client's record; whether it is over the client's rate
-        limit (and not let through by the leak)."""
-        limit = self.rate_limit
-        if record is None:
-            return False
-        now = time.monotonic_ns()
         allowed = limit is None or take_token(record, limit, now)
         record.last_ns = now
         record.received += 1
         if limit is None or allowed:
-            return False
-        return not (limit.leak_log2 and not self._rng.getrandbits(limit.leak_log2))
+            return record, False
+        return record, not (limit.leak_log2 and not self._rng.getrandbits(limit.leak_log2))
 
     async def _session(self, tls: TlsStream) -> bool:
         """One NTS-KE exchange; True if it ended with cookies."""

@@ -153,14 +153,15 @@ def intersect_trusting(
         <= base.high_ns
         <= c.offset_ns + c.root_distance_ns
     )
-    agree = set(base.truechimers) | {
-        c.name for c in contenders if c.name not in trusted and c.name not in untrusted
-    }
     chosen = Intersection(
         low_ns=base.low_ns,
         high_ns=base.high_ns,
         faults=base.faults,
-        truechimers=tuple(c.name for c in contenders if c.name in agree),
+        truechimers=tuple(  # the trusted that agree, and every untrusted one that is not out
+            c.name
+            for c in contenders
+            if c.name in base.truechimers or (c.name not in trusted and c.name not in untrusted)
+        ),
         falsetickers=base.falsetickers,
     )
     return chosen, untrusted
