@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import ipaddress
 import json
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -44,6 +46,7 @@ class Settings:
 
     socket_path: Path
     timeout: float
+    as_json: bool = False  # "tsyncctl --json COMMAND": every command's --json
 
 
 class TsyncctlGroup(click.Group):
@@ -90,7 +93,24 @@ def _expect(value: Any, kind: type, method: str) -> Any:
     return value
 
 
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def _json_wanted(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+    """A command's ``--json``, or the main command's (``tsyncctl --json peers``, as chronyc
+    takes its ``-c`` before the command)."""
+    settings = ctx.find_object(Settings)
+    return value or (settings is not None and settings.as_json)
+
+
+json_option = click.option(
+    "--json", "as_json", is_flag=True, callback=_json_wanted, help="Print JSON for scripts."
+)
+
+
+def _finite(_ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Refuse ``nan`` and ``inf`` here, where the user sees what they typed, rather than in
+    tsyncd after JSON has lost them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise click.BadParameter(f"{value!r} is not a finite number", param=param)
+    return value
 
 
 @click.group(cls=TsyncctlGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -112,11 +132,12 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON f
     show_default=True,
     help="Seconds to wait for tsyncd's answer.",
 )
+@click.option("--json", "as_json", is_flag=True, help="Every command prints JSON for scripts.")
 @click.version_option(__version__, prog_name="tsyncctl", message="%(prog)s %(version)s")
 @click.pass_context
-def cli(ctx: click.Context, socket_path: Path, timeout: float) -> None:
+def cli(ctx: click.Context, socket_path: Path, timeout: float, as_json: bool) -> None:
     """Inspect a running tsyncd, or query an NTP server with 'query'."""
-    ctx.obj = Settings(socket_path=socket_path, timeout=timeout)
+    ctx.obj = Settings(socket_path=socket_path, timeout=timeout, as_json=as_json)
 
 
 @cli.command()
@@ -188,10 +209,12 @@ def ntpdata(ctx: click.Context, names: tuple[str, ...], as_json: bool) -> None:
     their addresses), one block per source (like 'chronyc ntpdata')."""
     result = _expect(_call(ctx, "sources"), list, "sources")
     if names:
+        known = {r.get("name") for r in result} | {r.get("address") for r in result}
+        unknown = [n for n in names if n not in known]
+        if unknown:  # a typo among several names is an error too, not a shorter answer
+            raise CliError(f"no source named {', '.join(unknown)} (see tsyncctl sources)")
         wanted = set(names)
         result = [r for r in result if r.get("name") in wanted or r.get("address") in wanted]
-        if not result:
-            raise CliError(f"no source named {', '.join(names)} (see tsyncctl sources)")
     if as_json:
         _print_json(result)
     else:
@@ -221,13 +244,15 @@ def clients(ctx: click.Context, packets: int, nts_ke: bool, as_json: bool) -> No
     """Clients of tsyncd's NTP server, busiest first (like 'chronyc clients'); with -k, of its
     NTS-KE server (connections, sessions that gave cookies, connections refused)."""
     result = _expect(_call(ctx, "clients", {"nts_ke": nts_ke}), list, "clients")
-    result = [c for c in result if int(c.get("received", 0)) >= packets]
+    busy = [c for c in result if int(c.get("received", 0)) >= packets]
     if as_json:
-        _print_json(result)
+        _print_json(busy)
+    elif result and not busy:
+        click.echo(f"no client has sent {packets} or more ({len(result)} sent fewer)")
     elif nts_ke:
-        click.echo(render.render_ke_clients(result))
+        click.echo(render.render_ke_clients(busy))
     else:
-        click.echo(render.render_clients(result))
+        click.echo(render.render_clients(busy))
 
 
 @cli.command()
@@ -463,7 +488,7 @@ def _setting_command(name: str, key: str, metavar: str, kind: type, summary: str
         help=f"{summary}, like 'chronyc {name}'.\n\n{_SETTING_HELP}",
     )
     @click.argument("source")
-    @click.argument("value", metavar=metavar, type=kind)
+    @click.argument("value", metavar=metavar, type=kind, callback=_finite)
     @json_option
     @click.pass_context
     def command(ctx: click.Context, source: str, value: Any, as_json: bool) -> None:
@@ -477,7 +502,11 @@ def _setting_command(name: str, key: str, metavar: str, kind: type, summary: str
 _setting_command("minpoll", "min-poll", "POLL", int, "Set SOURCE's shortest poll, log2 seconds")
 _setting_command("maxpoll", "max-poll", "POLL", int, "Set SOURCE's longest poll, log2 seconds")
 _setting_command(
-    "maxdelay", "max-delay", "SECONDS", float, "Drop SOURCE's samples with a longer round trip"
+    "maxdelay",
+    "max-delay",
+    "SECONDS",
+    float,
+    "Drop SOURCE's samples with a longer round trip",
 )
 
 
@@ -488,6 +517,10 @@ _setting_command(
 def accheck(ctx: click.Context, address: str, as_json: bool) -> None:
     """Whether tsyncd's NTP server answers ADDRESS (its allow and deny lists), like
     'chronyc accheck'.  Exit status 1 if any server socket refuses it."""
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        raise CliError(f"accheck: {address!r} is not an IP address") from None
     result = _expect(_call(ctx, "accheck", {"address": address}), list, "accheck")
     if as_json:
         _print_json(result)
@@ -673,8 +706,8 @@ def delete(ctx: click.Context, name: str, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("key_id", type=click.IntRange(1, 0xFFFFFFFF), default=1, required=False)
-@click.argument("kind", metavar="TYPE", default="SHA1", required=False)
-@click.argument("bits", type=int, required=False)
+@click.argument("kind", metavar="[TYPE]", default="SHA1", required=False)
+@click.argument("bits", metavar="[BITS]", type=int, required=False)
 def keygen(key_id: int, kind: str, bits: int | None) -> None:
     """Print a new random key for the [keys] file, like 'chronyc keygen': ID (default 1),
     TYPE (SHA1 by default; MD5, SHA256, SHA384, SHA512, AES128, AES256) and BITS (160 by

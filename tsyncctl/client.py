@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import socket
+import stat
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -116,6 +117,8 @@ class ControlClient:
                 message = (
                     f"{where}: no such socket (is tsyncd running? use -s to choose the socket)"
                 )
+            elif isinstance(exc, ConnectionRefusedError) and not _is_socket(self.socket_path):
+                message = f"{where}: not a socket (use -s to choose tsyncd's control socket)"
             elif isinstance(exc, ConnectionRefusedError):
                 message = f"{where}: connection refused (stale socket: is tsyncd running?)"
             elif isinstance(exc, PermissionError):
@@ -133,3 +136,11 @@ class ControlClient:
             raise ControlError(message) from None
         self._sock = sock
         return sock
+
+
+def _is_socket(path: Path) -> bool:
+    """Whether ``path`` is a Unix socket (connecting to a plain file is "refused" too)."""
+    try:
+        return stat.S_ISSOCK(path.stat().st_mode)
+    except OSError:
+        return False

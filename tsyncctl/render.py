@@ -16,10 +16,16 @@ STATE_SYMBOLS = {
     "candidate": "+",
     "falseticker": "x",
     "unreachable": "?",
+    "unusable": "?",
+    "init": "?",
     "outlier": "-",
     "noselect": "N",
 }
-STATE_LEGEND = "* selected  + combined  - outlier  x falseticker  ? unreachable  N noselect"
+"""chronyc sources' S column: "?" is every source out for a reason of its own (no reply yet,
+unreachable, unsynchronized, too far, a KoD, a failed NTS-KE), which the Note gives."""
+STATE_LEGEND = (
+    "* selected  + combined  - outlier  x falseticker  ? unreachable or unusable (Note)  N noselect"
+)
 
 _UNITS = ((1.0, "s"), (1e-3, "ms"), (1e-6, "µs"), (1e-9, "ns"))
 
@@ -228,8 +234,9 @@ def render_sources(sources: Sequence[Mapping[str, Any]]) -> str:
         parts = [str(src["state_reason"])] if src.get("state_reason") else []
         if src.get("online") is False:  # tsyncctl offline: not polled until online
             parts.append("offline")
-        if src.get("kiss_code"):
-            parts.append(f"KoD {src['kiss_code']}")
+        kod = src.get("kiss_code")
+        if kod and f"kiss-o'-death {kod}" not in "; ".join(parts):  # said once
+            parts.append(f"KoD {kod}")
         if src.get("interleaved"):  # RFC 9769: the last reply was interleaved
             parts.append("interleaved")
         if src.get("broadcast_delay") is not None:  # the round trip its offsets assume

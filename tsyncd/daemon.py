@@ -86,10 +86,29 @@ def measure_precision_log2(now_ns: Any = time.time_ns) -> int:
     return math.ceil(math.log2(smallest * 1e-9))
 
 
-class Daemon(SourceSettings, ChronycCommands, MeasurementLogging, SnapshotViews):
-    """A configured tsyncd; ``await run()`` until ``stop()`` (or a signal)."""
+def measure_only(config: Config) -> Config:
+    """``config`` with ``[clock] mode = "measure"`` and the rest of ``[clock]`` (the drift
+    file) kept: what ``tsyncd --measure-only`` runs, at start and after each reload."""
+    return dataclasses.replace(config, clock=dataclasses.replace(config.clock, mode="measure"))
 
-    def __init__(self, config: Config, clock: Clock, notifier: Notifier | None = None) -> None:
+
+class Daemon(SourceSettings, ChronycCommands, MeasurementLogging, SnapshotViews):
+    """A configured tsyncd; ``await run()`` until ``stop()`` (or a signal).
+
+    ``force_measure`` (``--measure-only``) keeps the clock in measure mode whatever the
+    config file says, reloads included."""
+
+    def __init__(
+        self,
+        config: Config,
+        clock: Clock,
+        notifier: Notifier | None = None,
+        *,
+        force_measure: bool = False,
+    ) -> None:
+        self._force_measure = force_measure
+        if force_measure:
+            config = measure_only(config)
         self.config = config
         self._served_keys = (config.keys, config.symmetric_keys)  # what the servers started with
         self.clock = clock
@@ -371,6 +390,8 @@ class Daemon(SourceSettings, ChronycCommands, MeasurementLogging, SnapshotViews)
         """Re-read the config file (ConfigErrors if it is bad): apply the log level, start
         the source changes (their task, None if none); the sections that need a restart."""
         new = load_config(self.config.path)
+        if self._force_measure:
+            new = measure_only(new)
         forget_transient_modules()  # the TOML parser, until the next reload
         logging.getLogger().setLevel(new.log.level.upper())
         sources = None

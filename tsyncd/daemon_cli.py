@@ -13,7 +13,6 @@ The command line is parsed in ``tsyncd.daemon_args``.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import os
 import sys
@@ -21,7 +20,7 @@ from pathlib import Path
 
 from tsyncd import __version__
 from tsyncd.clock import make_clock
-from tsyncd.config import ClockConfig, Config, ConfigErrors, load_config
+from tsyncd.config import Config, ConfigErrors, load_config
 from tsyncd.net.eventloop import loop_factory
 from tsyncd.startup_imports import forget_transient_modules
 
@@ -75,17 +74,16 @@ def main(argv: list[str] | None = None) -> None:
             f"({len(config.sources)} source(s), {len(config.servers)} server(s))"
         )
         return
-    if measure_only:
-        config = dataclasses.replace(config, clock=ClockConfig(mode="measure"))
     _setup_logging(config.log.level)
     from tsyncd.control.server import ControlSetupError
     from tsyncd.daemon import Daemon
 
-    daemon = Daemon(config, make_clock(config.clock.mode))
+    mode = "measure" if measure_only else config.clock.mode
+    daemon = Daemon(config, make_clock(mode), force_measure=measure_only)
     logging.getLogger("tsyncd").info(
         "tsyncd %s starting, clock mode %s, config %s",
         __version__,
-        config.clock.mode,
+        daemon.config.clock.mode,
         config_path,
     )
     try:

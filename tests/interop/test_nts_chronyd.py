@@ -147,6 +147,7 @@ def test_an_offline_nts_source_does_no_key_exchange_until_online(
     )
     row = wait_for("the source shown, waiting", lambda: client.ctl("peers"))[0]
     assert row["online"] is False and "waits for tsyncctl online" in row["state_reason"]
+    assert row["select_code"] == "M"  # nothing measured yet
     assert client.ctl("activity")["unknown_address"] == 1
     assert int(chrony.chronyc("serverstats").strip().split(",")[5]) == 0  # no NTS-KE yet
     if command == "online":

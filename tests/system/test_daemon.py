@@ -53,7 +53,9 @@ def test_unsynchronized_server_says_so_and_client_does_not_use_it(peers: Peers) 
         "the client to count unsynchronized replies",
         lambda: next((r for r in client.ctl("peers") if r["packets_dropped"] >= 2), None),
     )
-    assert row["state"] in ("unreachable", "init") and row["reach"] == 0
+    assert row["state"] == "unusable" and row["reach"] == 0
+    assert row["state_reason"] == "source is unsynchronized (its last reply says so)"
+    assert row["select_code"] == "s"  # as chronyc selectdata shows such a server
     status = client.ctl("status")
     assert status["synchronized"] is False
     assert status["stratum"] == 16 and status["leap"] == "unsynchronized"
@@ -226,6 +228,33 @@ def test_tracking_sourcestats_burst_and_makestep(peers: Peers, tmp_path: Path) -
     assert skew_ppm >= 0 and abs(gain_ppm) <= 500
     tolerance = 5 * max(skew_ppm, last["skew_ppm"]) + 5
     assert abs(-gain_ppm - last["frequency_ppm"]) <= tolerance
+
+
+def test_measure_only_keeps_the_drift_file_and_survives_reload(
+    peers: Peers, tmp_path: Path
+) -> None:
+    """``--measure-only`` overrides only ``[clock] mode``: the drift file is still read and
+    written, and a file saying ``mode = "system"`` is no change needing a restart."""
+    port = free_udp_port()
+    peers.tsyncd(
+        "server", f'[synchronization]\nlocal-stratum = 2\n[[server]]\nlisten = "127.0.0.1:{port}"\n'
+    )
+    drift = tmp_path / "client.drift"
+    client = peers.tsyncd(
+        "client",
+        client_toml(port),
+        clock_toml=f'drift-file = "{drift}"',
+        extra_args=("--measure-only",),
+    )
+    wait_for("a clock update", lambda: client.ctl("tracking")["clock_updates"] >= 1)
+    text = client.config.read_text()
+    client.config.write_text(text.replace('mode = "measure"', 'mode = "system"', 1))
+    reloaded = client.ctl("reload")
+    assert reloaded["restart_needed"] == []
+    assert client.ctl("tracking")["clock_mode"] == "measure"
+    client.proc.stop()
+    assert client.proc.popen.returncode == 0
+    assert len(drift.read_text().split()) >= 2
 
 
 def test_waitsync_returns_once_the_client_follows_a_real_source(peers: Peers) -> None:

@@ -74,6 +74,9 @@ def test_nts_source_without_ke_server_shows_why(peers: Peers) -> None:
     assert row["mode"] == "nts" and row["state"] == "init" and row["reach"] == 0
     assert "NTS-KE failed: cannot connect" in str(row["state_reason"])
     assert row["packets_sent"] == 0  # never plain NTP instead
+    assert row["select_code"] == "?"  # out for its own reason, as the README's legend says
+    table = client.run_ctl("peers").stdout.splitlines()
+    assert next(line for line in table if "NTS-KE failed" in line).startswith("?")
 
 
 def test_client_follows_a_later_ke_to_another_ntp_server(peers: Peers) -> None:

@@ -246,4 +246,6 @@ class NtsSource:
             packets_dropped=0,
             kiss_code=None,
             nts=self.snapshot(),
+            # selectdata: "?" out for its own reason (the failed KE), "M" nothing measured yet
+            select_code="?" if self.last_error else "M",
         )

@@ -140,6 +140,9 @@ class NtpAssociation:
         self.state = AssociationState.INIT
         self.stats = AssociationStats()
         self.unusable_reason: str | None = None
+        # The server's last reply said it is unsynchronized (leap alarm, stratum 0/16): not a
+        # source now, whatever older samples say (chronyd's "s"); cleared by a synced reply.
+        self.server_unsynchronized = False
         self.auth: RequestAuth | None = None  # NTS: set by the source before the first poll
         self._precision_log2 = precision_log2
         self._rng = rng
@@ -390,7 +393,9 @@ class NtpAssociation:
         stratum = packet.stratum if packet.stratum != 0 else 16
         if packet.leap == Leap.UNSYNCHRONIZED or stratum >= 16:
             self._drop("unsynchronized")
+            self.server_unsynchronized = True
             return None
+        self.server_unsynchronized = False
         # Test 7, bad header: distance too large, or a reference time in the future.  "Now" at
         # the server is its Transmit in a basic reply, but its Receive in an interleaved one
         # (whose Transmit is the send time of an older reply, RFC 9769).

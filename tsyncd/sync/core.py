@@ -96,6 +96,7 @@ class SourceState:
             estimate=self.filter.output(now_ns),
             poll_log2=a.poll,
             noselect=self.noselect,
+            unsynchronized=a.server_unsynchronized,
             prefer=self.prefer,
             trust=self.trust,
             require=self.require,

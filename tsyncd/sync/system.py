@@ -75,6 +75,7 @@ class Candidate:
     estimate: FilterOutput | None
     poll_log2: int | None = None  # the source's poll interval; None: no PHI·poll allowance
     noselect: bool = False  # measured and shown, never in the selection (chrony's noselect)
+    unsynchronized: bool = False  # its last reply said so (leap alarm or stratum 0)
     prefer: bool = False  # if any prefer source survives, only those are combined (chrony's)
     trust: bool = False  # outvoted only by other trust sources; the others must agree with them
     require: bool = False  # while no require source is selectable, nothing is (chrony's)
@@ -324,6 +325,8 @@ class SystemProcess:
             return _Rejected("unusable", c.unusable_reason or "demobilized", "?")
         if c.noselect:
             return _Rejected("noselect", "configured with noselect: measured, never selected", "N")
+        if c.unsynchronized:
+            return _Rejected("unusable", "source is unsynchronized (its last reply says so)", "s")
         est = c.estimate
         if est is None:
             if c.polled and c.reach == 0:

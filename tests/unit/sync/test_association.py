@@ -109,6 +109,18 @@ def test_unfit_server_is_not_used(template: ResponseTemplate, reason: str) -> No
     assert a.handle_reply(reply, T0 + 3000) is None
     assert a.stats.drops_by_reason == {reason: 1}
     assert a.reach == 0
+    assert a.server_unsynchronized is (reason == "unsynchronized")
+
+
+def test_a_synchronized_reply_clears_the_unsynchronized_mark() -> None:
+    a, r = make(), server()
+    r.template = ResponseTemplate(leap=Leap.UNSYNCHRONIZED, stratum=0)
+    _, reply = exchange(a, r, T0, offset=0, one_way=1000)
+    assert a.handle_reply(reply, T0 + 3000) is None and a.server_unsynchronized
+    r.template = ResponseTemplate(leap=Leap.NONE, stratum=3)
+    _, reply = exchange(a, r, T0 + 10 * S, offset=0, one_way=1000)
+    assert a.handle_reply(reply, T0 + 10 * S + 3000) is not None
+    assert not a.server_unsynchronized
 
 
 def kod(request: bytes, code: str, poll: int = 0) -> bytes:

@@ -65,6 +65,7 @@ def cand(
     prefer: bool = False,
     trust: bool = False,
     require: bool = False,
+    unsynchronized: bool = False,
 ) -> Candidate:
     return Candidate(
         name=name,
@@ -76,6 +77,7 @@ def cand(
         estimate=estimate,
         poll_log2=poll_log2,
         noselect=noselect,
+        unsynchronized=unsynchronized,
         prefer=prefer,
         trust=trust,
         require=require,
@@ -107,10 +109,15 @@ def test_unfit_sources_get_states_and_reasons() -> None:
             cand("sixteen", est(0, stratum=16)),
             cand("alarm", est(0, leap=3)),
             cand("far", est(0, delay_ms=10, root_disp_ms=1200, disp_ms=90, jitter_ms=5)),
+            cand("says", None, unsynchronized=True),
+            cand("lapsed", est(0), unsynchronized=True),
         ],
         NOW,
     )
     assert not d.synchronized and d.reason == "no source is reachable and usable"
+    # A server whose last reply says it is unsynchronized is out at once, samples or not,
+    # as chronyd's "s".
+    assert d.selection["says"].code == d.selection["lapsed"].code == "s"
     assert d.states == {
         "gone": "unusable",
         "quiet": "unreachable",
@@ -118,6 +125,8 @@ def test_unfit_sources_get_states_and_reasons() -> None:
         "sixteen": "unusable",
         "alarm": "unusable",
         "far": "unusable",
+        "says": "unusable",
+        "lapsed": "unusable",
     }
     assert d.reasons == {
         "gone": "server sent kiss-o'-death DENY",
@@ -126,6 +135,8 @@ def test_unfit_sources_get_states_and_reasons() -> None:
         "sixteen": "source is unsynchronized (stratum 16)",
         "alarm": "source is unsynchronized (leap alarm)",
         "far": "distance 1.3 s exceeds 1 s",
+        "says": "source is unsynchronized (its last reply says so)",
+        "lapsed": "source is unsynchronized (its last reply says so)",
     }
 
 

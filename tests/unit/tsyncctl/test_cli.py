@@ -73,6 +73,34 @@ def assert_one_line_error(result: Result, expected: str) -> None:
 # --------------------------------------------------------------------------- --json
 
 
+def test_json_before_the_command_as_chronyc_takes_c(sock: Path) -> None:
+    result = run("-s", str(sock), "--json", "status")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["stratum"] == 2
+    assert not run("-s", str(sock), "status").stdout.startswith("{")
+
+
+def test_a_plain_file_as_the_socket_is_named_so(tmp_path: Path) -> None:
+    plain = tmp_path / "not-a-socket"
+    plain.write_text("")
+    assert_one_line_error(
+        run("-s", str(plain), "status"),
+        f"cannot connect to tsyncd at {plain}: not a socket "
+        "(use -s to choose tsyncd's control socket)",
+    )
+
+
+def test_values_checked_before_asking_tsyncd(tmp_path: Path) -> None:
+    """What the user typed is refused as typed: no socket is needed to say so."""
+    nowhere = str(tmp_path / "none.sock")
+    for value in ("nan", "inf", "-inf", "1e400"):
+        result = run("-s", nowhere, "maxdelay", "a.example:123", value)
+        assert result.exit_code == 2 and "is not a finite number" in result.stderr, value
+    assert_one_line_error(
+        run("-s", nowhere, "accheck", "notanip"), "accheck: 'notanip' is not an IP address"
+    )
+
+
 def test_status_json_has_the_contract_keys(sock: Path) -> None:
     result = run("-s", str(sock), "status", "--json")
     assert result.exit_code == 0, result.output
@@ -314,3 +342,14 @@ def test_python_dash_m_runs_the_cli(short_dir: Path) -> None:
     assert done.stdout == ""
     assert done.stderr.count("\n") == 1
     assert done.stderr.startswith("tsyncctl: cannot connect to tsyncd at ")
+
+
+def test_clients_below_the_threshold_are_not_called_no_clients(short_dir: Path) -> None:
+    rows = [{"address": "192.0.2.7", "received": 3, "answered": 3}]
+    methods = {**READ_METHODS, "clients": lambda params: rows}
+    with control_socket(short_dir / "c.sock", methods) as path:
+        some = run("-s", str(path), "clients", "-p", "100")
+        assert some.exit_code == 0
+        assert some.stdout == "no client has sent 100 or more (1 sent fewer)\n"
+        assert json.loads(run("-s", str(path), "clients", "-p", "100", "--json").stdout) == []
+        assert "192.0.2.7" in run("-s", str(path), "clients", "-p", "3").stdout

@@ -93,6 +93,10 @@ def test_ntpdata_by_name_or_address_and_unknown_names(sock: Path) -> None:
     missing = runner.invoke(cli, ["-s", str(sock), "ntpdata", "nope:123"])
     assert missing.exit_code == 1
     assert missing.stderr == "tsyncctl: no source named nope:123 (see tsyncctl sources)\n"
+    # One unknown among known names is an error too, naming only it (not a shorter answer).
+    typo = runner.invoke(cli, ["-s", str(sock), "ntpdata", "192.0.2.2:123", "nope:123"])
+    assert typo.exit_code == 1 and typo.stdout == ""
+    assert typo.stderr == "tsyncctl: no source named nope:123 (see tsyncctl sources)\n"
 
 
 def test_peers_table_notes_a_broadcast_sources_delay(sock: Path) -> None:
