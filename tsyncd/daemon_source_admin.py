@@ -20,7 +20,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from tsyncd.config import Config, ConfigErrors, Endpoint, SourceConfig, parse_source
+from tsyncd.config import Config, ConfigErrors, Endpoint, SourceConfig, address_user, parse_source
 from tsyncd.control.rpc import ErrorCode, InvalidParams, RpcError
 from tsyncd.daemon_sources import SourceMobilizer
 from tsyncd.servers.tsq_setup import require_aioquic
@@ -177,7 +177,7 @@ class SourceAdmin(SourceMobilizer):
         running = self._source_configs.get(cfg.name)
         if running is not None:
             return f"{cfg.name} runs already (added at run time: tsyncctl delete it first)"
-        used = self._addresses_in_use().get(cfg.address)
+        used = address_user(cfg, self._addresses_in_use())
         if used is not None:
             return f"its address is in use by {used}"
         return self._cannot_start_now(cfg)

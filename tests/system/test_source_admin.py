@@ -310,3 +310,27 @@ def test_added_sources_by_name_and_name_clashes(peers: Peers) -> None:
     assert row["address"] == first
     assert client.ctl("delete", "lab") == {"name": "lab", "associations": ["lab"]}
     assert client.ctl("peers") == []
+
+
+def test_reload_does_not_start_a_table_whose_address_an_added_source_polls(peers: Peers) -> None:
+    port = free_udp_port()
+    peers.chronyd_servers(port, (2, 3))
+    two, three = f"127.0.0.2:{port}", f"127.0.0.3:{port}"
+    client = peers.tsyncd("tsyncd", _server_table(two))
+    fast = ("--min-poll", "-3", "--max-poll", "-3")
+    assert client.ctl("add", three, "--name", "dup3", *fast) == {"name": "dup3"}
+    # The file gains a table for the address the added source polls, under another name.
+    head = client.config.read_text().split("[[source]]")[0]
+    client.config.write_text(head + _server_table(two) + _server_table(three) + 'name = "three"\n')
+    result = client.ctl("reload")
+    assert result["sources_started"] == [] and result["sources_stopped"] == []
+    assert result["sources_not_started"] == [
+        {"name": "three", "reason": "its address is in use by source dup3"}
+    ]
+    assert sorted((r["name"], r["address"]) for r in client.ctl("peers")) == [
+        (two, two),
+        ("dup3", three),
+    ]
+    assert f"{client.config}: source three not started: its address is in use by source dup3" in (
+        client.proc.output()
+    )
