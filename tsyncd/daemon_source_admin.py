@@ -23,6 +23,7 @@ from typing import Any
 from tsyncd.config import Config, ConfigErrors, Endpoint, SourceConfig, address_user, parse_source
 from tsyncd.control.rpc import ErrorCode, InvalidParams, RpcError
 from tsyncd.daemon_sources import SourceMobilizer
+from tsyncd.net.udp import is_ip_literal
 from tsyncd.servers.tsq_setup import require_aioquic
 from tsyncd.sync.core import SourceState
 
@@ -42,6 +43,7 @@ class SourceAdmin(SourceMobilizer):
         self._source_tasks = {}
         self._association_source = {}
         self._refresh_events = {}
+        self._address_waits = {}
         self._reload_task = None
 
     def _start_source(self, cfg: SourceConfig) -> None:
@@ -73,14 +75,23 @@ class SourceAdmin(SourceMobilizer):
         self._association_source.pop(name, None)
 
     def _addresses_in_use(self) -> dict[Endpoint | SourceConfig, str]:
-        """Who uses which address: the sources, and pool members (whose names are "ip:port")."""
+        """Who uses which address: the sources, pool members (whose names are "ip:port"), and
+        the address a server given by name polls."""
         in_use: dict[Endpoint | SourceConfig, str] = {
             cfg: f"source {name}" for name, cfg in self._source_configs.items()
         }
         for name, owner in self._association_source.items():
             sock = self.sockets.get(name)
-            if owner != name and sock is not None:
+            cfg = self._source_configs.get(owner)
+            if sock is None or cfg is None:
+                continue
+            if owner != name:
                 in_use.setdefault(Endpoint(sock.ip, sock.port), f"{name}, a member of {owner}")
+            elif cfg.mode == "server" and not is_ip_literal(cfg.address.host):
+                in_use.setdefault(
+                    Endpoint(sock.ip, sock.port),
+                    f"source {name}, which polls it as an address of {cfg.address.host}",
+                )
         return in_use
 
     def _server_ports(self) -> set[int]:
@@ -206,6 +217,7 @@ class SourceAdmin(SourceMobilizer):
         # Forgotten only now: until its task has stopped, its address is still in use.
         self._source_configs.pop(name, None)
         self._refresh_events.pop(name, None)
+        self._address_waits.pop(name, None)
         nts = self.nts_sources.pop(name, None)
         if nts is not None:
             nts.association = None

@@ -92,6 +92,37 @@ class SourceSnapshot:
     select_age: float | None = None
 
 
+def pending_source_snapshot(
+    name: str, mode: str, reason: str, poll: int, **more: Any
+) -> SourceSnapshot:
+    """A ``peers`` row for a source that has no association yet (no address to poll), with
+    ``reason`` saying why it waits; ``more``: other fields (``nts``, ``online``)."""
+    return SourceSnapshot(
+        name=name,
+        address="",
+        mode=mode,
+        state="init",
+        state_reason=reason,
+        offset=None,
+        delay=None,
+        jitter=None,
+        dispersion=None,
+        root_delay=None,
+        root_dispersion=None,
+        stratum=None,
+        reference_id=None,
+        leap=None,
+        reach=0,
+        poll=poll,
+        last_rx=None,
+        packets_sent=0,
+        packets_received=0,
+        packets_dropped=0,
+        kiss_code=None,
+        **more,
+    )
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TsqServerStatsSnapshot:
     """Counters of one TSQ (time over QUIC) server."""

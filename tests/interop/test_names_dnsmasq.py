@@ -5,9 +5,10 @@ from real chronyd servers on 127.0.0.N."""
 from __future__ import annotations
 
 import signal
+import time
 from typing import Any
 
-from peers import Peers, Process, Tsyncd, fast_sources_toml, wait_for
+from peers import Peers, Process, Tsyncd, ctl_fails, fast_sources_toml, wait_for
 
 
 def named_client(peers: Peers, dns_port: int, name: str, mode: str = "server") -> Tsyncd:
@@ -87,3 +88,45 @@ def test_refresh_replaces_pool_members_no_longer_in_dns(peers: Peers) -> None:
     assert client.ctl("refresh") == {"sources": [f"pool.test:{ntp_port}"]}
     wait_for("127.0.0.3 replaced by 127.0.0.5", lambda: addresses() == {two, five})
     assert "replacing 127.0.0.3: no longer in DNS" in client.proc.output()
+
+
+def test_a_server_by_name_never_polls_an_address_another_source_polls(peers: Peers) -> None:
+    """As chronyd's: a name's addresses another source polls are skipped; with none left the
+    source waits, says why in peers, and asks DNS again later; ``tsyncctl add`` of an address
+    it polls is refused."""
+    hosts = "127.0.0.2 srv.test\n127.0.0.3 srv.test\n127.0.0.3 alias.test\n127.0.0.2 alias.test\n"
+    ntp_port, dns_port, _dns = peers.pool_peers(hosts, (2, 3))
+    two, three = f"127.0.0.2:{ntp_port}", f"127.0.0.3:{ntp_port}"
+    name = f"srv.test:{ntp_port}"
+    # The IP's source polls at once; the name's when DNS has answered.
+    resolver = f'[resolver]\nservers = ["127.0.0.1:{dns_port}"]\n'
+    client = peers.tsyncd("tsyncd-client", resolver + fast_sources_toml(two, name))
+    # srv.test's first address is the configured source's: it takes the second.
+    wait_for("srv.test reached at 127.0.0.3", lambda: reached_at(client, name, "127.0.0.3"))
+    error = ctl_fails(client, "add", three)
+    assert f'source.address = "{three}": expected an address no other source uses' in error
+    assert f"(same as source {name}, which polls it as an address of srv.test)" in error
+
+    # A name for the same servers: every address is in use; it polls nothing and waits.
+    alias = f"alias.test:{ntp_port}"
+    assert client.ctl("add", alias, "--name", "again", "--min-poll", "-3") == {"name": "again"}
+    why = (
+        f"every address of alias.test is polled by another source ({two} by {two}, {three} by "
+        f"{name}); resolving it again later"
+    )
+    waiting = wait_for("the second source waiting", lambda: row(client, "again"))
+    assert waiting["address"] == "" and waiting["state_reason"] == why
+    time.sleep(4)  # lookups again after 1 and 2 s: still in use, and not said again
+    assert client.proc.output().count(why) == 1
+    addresses = [r["address"] for r in client.ctl("peers") if r["address"]]
+    assert sorted(addresses) == [two, three]
+    assert client.ctl("activity")["unknown_address"] == 1
+
+    # The configured source goes: the waiting one takes its address at the next lookup.
+    client.ctl("delete", two)
+    assert "again" in client.ctl("refresh")["sources"]
+    wait_for("the second source at 127.0.0.2", lambda: reached_at(client, "again", "127.0.0.2"))
+    assert "again: 127.0.0.2, an address of alias.test, is free now; polling it" in (
+        client.proc.output()
+    )
+    assert sorted(r["address"] for r in client.ctl("peers")) == [two, three]
