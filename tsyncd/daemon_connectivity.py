@@ -24,65 +24,21 @@ online).  Such a source, before its first association, is selected by its config
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import socket
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from tsyncd.config import SourceConfig
 from tsyncd.control.rpc import InvalidParams
 from tsyncd.daemon_source_admin import SourceAdmin
-from tsyncd.net.udp import Address, family_for_host, normalize_ip
+from tsyncd.net.udp import Address, family_for_host
+from tsyncd.source_selectors import Association, select_associations
 from tsyncd.sync.core import SourceState
 
 __all__ = ["Association", "Connectivity", "has_route", "select_associations"]
 
 log = logging.getLogger("tsyncd.daemon")
-
-
-@dataclass(frozen=True, slots=True)
-class Association:
-    """What selectors are matched against: an association's name, its source's, its IP."""
-
-    name: str
-    source: str
-    ip: str
-
-
-def select_associations(
-    selectors: Iterable[str], associations: Iterable[Association]
-) -> tuple[list[str], list[str]]:
-    """(names of the associations ``selectors`` pick, in order; selectors that pick none)."""
-    candidates = list(associations)
-    picked: dict[str, None] = {}
-    unmatched: list[str] = []
-    for selector in selectors:
-        network = _network(selector)
-        hits = [
-            a.name
-            for a in candidates
-            if selector in (a.name, a.source) or (network is not None and _ip_in(a.ip, network))
-        ]
-        if not hits:
-            unmatched.append(selector)
-        picked.update(dict.fromkeys(hits))
-    return list(picked), unmatched
-
-
-def _network(selector: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
-    try:
-        return ipaddress.ip_network(selector.strip("[]"), strict=False)
-    except ValueError:
-        return None
-
-
-def _ip_in(ip: str, network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
-    try:
-        return normalize_ip(ip) in network
-    except ValueError:
-        return False
 
 
 def has_route(ip: str, peer: Address) -> bool:

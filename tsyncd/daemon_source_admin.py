@@ -25,6 +25,7 @@ from tsyncd.control.rpc import ErrorCode, InvalidParams, RpcError
 from tsyncd.daemon_sources import SourceMobilizer
 from tsyncd.net.udp import is_ip_literal
 from tsyncd.servers.tsq_setup import require_aioquic
+from tsyncd.source_selectors import Association, select_associations
 from tsyncd.sync.core import SourceState
 
 log = logging.getLogger("tsyncd.daemon")
@@ -195,7 +196,11 @@ class SourceAdmin(SourceMobilizer):
 
     def _cannot_start_now(self, cfg: SourceConfig) -> str | None:
         """Why a valid source cannot start while the daemon runs, for ``add_source`` and a
-        reload alike: a peer on a server's port, TSQ without aioquic."""
+        reload alike: a peer on a server's port, TSQ without aioquic, a name that would select
+        another source."""
+        ambiguous = self._name_selects_another(cfg)
+        if ambiguous:
+            return ambiguous
         if cfg.mode == "peer" and cfg.local_port in self._server_ports():
             # A server shares its port with a peer only when both are in the config file at
             # start-up (the socket is then bound with SO_REUSEPORT); now the bind would fail.
@@ -208,6 +213,24 @@ class SourceAdmin(SourceMobilizer):
                 require_aioquic(Config(path=self.config.path, sources=(cfg,)))
             except OSError as exc:
                 return str(exc)
+        return None
+
+    def _name_selects_another(self, cfg: SourceConfig) -> str | None:
+        """Why ``cfg``'s name would make a selector (tsyncctl offline NAME, ...) ambiguous: it
+        is a running association's address as ``tsyncctl peers`` shows it, or an IP address or
+        network holding it, and not ``cfg``'s own address (as written, the default name)."""
+        host = cfg.address.host
+        if cfg.name in (str(cfg.address), host, f"[{host}]"):
+            return None
+        for name, sock in self.sockets.items():
+            owner = self._association_source.get(name, name)
+            picked, _ = select_associations([cfg.name], [Association(name, owner, sock.ip)])
+            if cfg.name == sock.address or picked:
+                return (
+                    f"source.name = {cfg.name!r}: expected a name that is not another source's"
+                    f" address ({owner} polls {sock.address}; tsyncctl offline {cfg.name} and"
+                    " the like would not know which source is meant)"
+                )
         return None
 
     async def _stop_source(self, name: str) -> list[str]:

@@ -334,3 +334,31 @@ def test_reload_does_not_start_a_table_whose_address_an_added_source_polls(peers
     assert f"{client.config}: source three not started: its address is in use by source dup3" in (
         client.proc.output()
     )
+
+
+def test_a_name_that_is_another_sources_address_is_refused(peers: Peers) -> None:
+    """``offline NAME`` and the like take a name before an address: a source named after
+    another's address would be picked in its place."""
+    port = free_udp_port()
+    peers.chronyd_servers(port, (2, 3))
+    two, three = f"127.0.0.2:{port}", f"127.0.0.3:{port}"
+    client = peers.tsyncd("tsyncd", "")
+    assert client.ctl("add", two, "--name", "a") == {"name": "a"}
+    for name in (two, "127.0.0.2", "127.0.0.0/24"):
+        error = ctl_fails(client, "add", three, "--name", name)
+        assert error == (
+            f"tsyncctl: add_source: source.name = {name!r}: expected a name that is not another"
+            f" source's address (a polls {two}; tsyncctl offline {name} and the like would not"
+            " know which source is meant)\n"
+        )
+    assert [r["name"] for r in client.ctl("peers")] == ["a"]
+    # Its own address is a name as good as the default.
+    assert client.ctl("add", three, "--name", "127.0.0.3") == {"name": "127.0.0.3"}
+    assert client.ctl("delete", "127.0.0.3")["name"] == "127.0.0.3"
+    # A reload does not start a table so named either.
+    client.config.write_text(client.config.read_text() + _server_table(three) + f'name = "{two}"\n')
+    result = client.ctl("reload")
+    assert result["sources_started"] == []
+    [not_started] = result["sources_not_started"]
+    assert not_started["name"] == two and "expected a name that is not" in not_started["reason"]
+    assert client.ctl("offline", "127.0.0.2")["selected"] == ["a"]  # a's IP: a alone
