@@ -224,7 +224,8 @@ class SourceMobilizer:
         self, cfg: SourceConfig, host: str | None = None, port: int | None = None
     ) -> list[str]:
         """Addresses of ``host`` (default: the source's own), retrying every _RESOLVE_RETRY_S
-        until the name resolves."""
+        until the name resolves (a server's own name at once on tsyncctl refresh, too)."""
+        own = host is None
         host = cfg.address.host if host is None else host
         port = cfg.address.port if port is None else port
         while True:
@@ -232,6 +233,12 @@ class SourceMobilizer:
                 return await self._resolve(host, port)
             except OSError as exc:
                 log.warning("cannot resolve %s for %s: %s; retrying", host, cfg.name, exc)
+            if own and cfg.mode == "server":
+                refresh = self._refresh_event(cfg.name)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(refresh.wait(), _RESOLVE_RETRY_S)
+                refresh.clear()
+            else:
                 await asyncio.sleep(_RESOLVE_RETRY_S)
 
     def _add_association(

@@ -130,3 +130,38 @@ def test_a_server_by_name_never_polls_an_address_another_source_polls(peers: Pee
         client.proc.output()
     )
     assert sorted(r["address"] for r in client.ctl("peers")) == [two, three]
+
+
+def test_sources_waiting_for_dns_go_offline_and_online_by_their_names(peers: Peers) -> None:
+    """A server and a pool whose names do not resolve yet are selected by their configured
+    names, and start as the last offline/online left them once their names resolve."""
+    ntp_port, dns_port, dns = peers.pool_peers("127.0.0.9 other.test\n", (2, 3))
+    resolver = f'[resolver]\nservers = ["127.0.0.1:{dns_port}"]\n'
+    pool = fast_sources_toml(f"dp.test:{ntp_port}", mode="pool", extra='name = "dp"\ncount = 1\n')
+    client = peers.tsyncd("tsyncd-client", resolver + pool)
+    ns = ("add", f"ns.test:{ntp_port}", "--name", "ns", "--min-poll", "-3", "--max-poll", "-3")
+    assert client.ctl(*ns) == {"name": "ns"}
+    wait_for("ns looked up", lambda: "cannot resolve ns.test for ns" in client.proc.output())
+    assert client.ctl("activity")["unknown_address"] == 2
+    assert client.ctl("offline", "ns") == {"changed": ["ns"], "selected": ["ns"]}
+    assert client.ctl("offline", "dp", "ns") == {"changed": ["dp"], "selected": ["dp", "ns"]}
+    assert client.ctl("online", "dp") == {"changed": ["dp"], "selected": ["dp"]}
+    assert client.ctl("offline", "dp")["changed"] == ["dp"]
+    # No address, so no route: onoffline leaves it offline.
+    assert client.ctl("onoffline", "ns") == {"online": [], "offline": ["ns"]}
+
+    point(peers, dns, "127.0.0.2 ns.test\n127.0.0.3 dp.test\n")
+    assert client.ctl("refresh") == {"sources": ["dp", "ns"]}  # resolved at once
+
+    def both_offline() -> list[dict[str, Any]] | None:
+        rows = client.ctl("peers")
+        return rows if len(rows) == 2 and not any(r["online"] for r in rows) else None
+
+    rows = wait_for("both resolved, offline", both_offline)
+    assert sorted(r["address"] for r in rows) == [f"127.0.0.{i}:{ntp_port}" for i in (2, 3)]
+    time.sleep(1)  # 8 polls' time: nothing sent
+    assert all(r["packets_sent"] == 0 for r in client.ctl("peers"))
+    assert client.ctl("online", "ns", "dp")["changed"] == ["ns", f"127.0.0.3:{ntp_port}"]
+    wait_for("ns reached", lambda: reached_at(client, "ns", "127.0.0.2"))
+    member = f"127.0.0.3:{ntp_port}"
+    wait_for("the pool's member reached", lambda: reached_at(client, member, "127.0.0.3"))
