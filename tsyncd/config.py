@@ -746,6 +746,19 @@ def parse_source_value(key: str, value: object) -> Any:
         raise ValueError(f"source.{key} = {value!r}: expected {field.expected}") from None
 
 
+def address_user(source: SourceConfig, in_use: Mapping[Endpoint | SourceConfig, str]) -> str | None:
+    """Who of ``in_use`` (as ``parse_source`` takes it) uses ``source``'s address, or None:
+    addresses compared as the config file compares its sources'."""
+    return _address_users(in_use).get(_source_identity(source))
+
+
+def _address_users(in_use: Mapping[Endpoint | SourceConfig, str]) -> dict[tuple[object, ...], str]:
+    return {
+        _source_identity(e) if isinstance(e, SourceConfig) else _endpoint_identity(e): who
+        for e, who in in_use.items()
+    }
+
+
 def parse_source(
     table: object,
     in_use: Mapping[Endpoint | SourceConfig, str] | None = None,
@@ -763,10 +776,7 @@ def parse_source(
     else:
         source = _parse_table(table, "source", _SECTIONS["source"], report)
         if source is not None:
-            taken = {
-                _source_identity(e) if isinstance(e, SourceConfig) else _endpoint_identity(e): who
-                for e, who in (in_use or {}).items()
-            }
+            taken = _address_users(in_use or {})
             _check_sources([("source", table, source)], report, taken, keys)
     if report or source is None:
         raise ConfigErrors(

@@ -2,9 +2,9 @@
 
 ``tsyncctl offline [SELECTOR]...`` stops polling the sources it selects, ``online`` starts them
 again, ``onoffline`` sets each one by whether the kernel has a route to its address (what a
-network manager's dispatcher script calls when links come and go; an NTS source before its first
-NTS-KE by the route to its NTS-KE server), and ``activity`` counts
-them, with chronyc's ``activity`` categories.  A laptop or an intermittent link then neither
+network manager's dispatcher script calls when links come and go; a source with no association
+yet by the route to an address of its name, an NTS source's NTS-KE server's), and ``activity``
+counts them, with chronyc's ``activity`` categories.  A laptop or an intermittent link then neither
 fills the log with unanswered polls nor lets its sources' reach decay into "unreachable"
 (which would make a pool replace its members) while the network is down.
 
@@ -18,71 +18,29 @@ without an address does.
 ``offline = true`` on a ``[[source]]`` (chrony's ``offline`` option) starts its associations
 offline, until an ``online`` covers the source; an NTS source's first NTS-KE waits for that
 too (a session saved at the last exit is taken up without one, and then polls nothing until
-online).  Such a source, before its first association, is selected by its configured name.
+online).  A source with no association yet (a name not resolved, every address of its name in
+use, an NTS source before its first NTS-KE) is selected by its configured name: an ``offline``
+or ``online`` then decides how its associations start once it has them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import socket
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from tsyncd.config import SourceConfig
 from tsyncd.control.rpc import InvalidParams
 from tsyncd.daemon_source_admin import SourceAdmin
-from tsyncd.net.udp import Address, family_for_host, normalize_ip
+from tsyncd.net.udp import Address, family_for_host
+from tsyncd.source_selectors import Association, select_associations
 from tsyncd.sync.core import SourceState
 
 __all__ = ["Association", "Connectivity", "has_route", "select_associations"]
 
 log = logging.getLogger("tsyncd.daemon")
-
-
-@dataclass(frozen=True, slots=True)
-class Association:
-    """What selectors are matched against: an association's name, its source's, its IP."""
-
-    name: str
-    source: str
-    ip: str
-
-
-def select_associations(
-    selectors: Iterable[str], associations: Iterable[Association]
-) -> tuple[list[str], list[str]]:
-    """(names of the associations ``selectors`` pick, in order; selectors that pick none)."""
-    candidates = list(associations)
-    picked: dict[str, None] = {}
-    unmatched: list[str] = []
-    for selector in selectors:
-        network = _network(selector)
-        hits = [
-            a.name
-            for a in candidates
-            if selector in (a.name, a.source) or (network is not None and _ip_in(a.ip, network))
-        ]
-        if not hits:
-            unmatched.append(selector)
-        picked.update(dict.fromkeys(hits))
-    return list(picked), unmatched
-
-
-def _network(selector: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
-    try:
-        return ipaddress.ip_network(selector.strip("[]"), strict=False)
-    except ValueError:
-        return None
-
-
-def _ip_in(ip: str, network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
-    try:
-        return normalize_ip(ip) in network
-    except ValueError:
-        return False
 
 
 def has_route(ip: str, peer: Address) -> bool:
@@ -102,15 +60,21 @@ class Connectivity(SourceAdmin):
 
     _all_offline: bool  # "offline" with no selector: new associations start offline too
     _onlined: set[str]  # offline = true sources an "online" has covered since
+    _offlined: set[str]  # sources an "offline" selected before they had an association
     _waiting: dict[str, asyncio.Event]  # offline NTS sources waiting for "online" to NTS-KE
 
     def _init_connectivity(self) -> None:
         self._all_offline = False
         self._onlined = set()
+        self._offlined = set()
         self._waiting = {}
 
     def _starts_offline(self, cfg: SourceConfig) -> bool:
-        return self._all_offline or (cfg.offline and cfg.name not in self._onlined)
+        return (
+            self._all_offline
+            or cfg.name in self._offlined
+            or (cfg.offline and cfg.name not in self._onlined)
+        )
 
     def _mobilized(self, cfg: SourceConfig, state: SourceState) -> None:
         if self._starts_offline(cfg):
@@ -125,12 +89,20 @@ class Connectivity(SourceAdmin):
                 self._waiting.pop(cfg.name, None)
 
     def _associations(self) -> list[Association]:
+        """What selectors pick from: the running associations, and the sources that have none
+        yet (a name not resolved, every address in use, before the first NTS-KE), by their
+        configured names."""
         running = [
             Association(name, self._association_source.get(name, name), sock.ip)
             for name, sock in self.sockets.items()
             if name in self.core.sources
         ]
-        return running + [Association(name, name, "") for name in self._waiting]
+        return running + [Association(name, name, "") for name in self._unplaced()]
+
+    def _unplaced(self) -> list[str]:
+        """The sources that have no association yet."""
+        owners = {self._association_source.get(name, name) for name in self.core.sources}
+        return [name for name in self._source_configs if name not in owners]
 
     def _selected(self, method: str, params: dict[str, Any]) -> list[str]:
         """The association names ``params["sources"]`` selects (all when absent or empty)."""
@@ -152,22 +124,48 @@ class Connectivity(SourceAdmin):
         now = self.clock.now_ns()
         changed = []
         for name in names:
-            waiting = self._waiting.get(name)
-            owner = self._association_source.get(name, name)
-            if online:
-                self._onlined.add(owner)
-            else:
-                self._onlined.discard(owner)
-            if waiting is not None:  # an NTS source before its first NTS-KE
-                if online and not waiting.is_set():
-                    waiting.set()
+            if name not in self.core.sources:
+                if self._set_unplaced_online(name, online):
                     changed.append(name)
-            elif self.core.set_online(name, online, now):
+                continue
+            self._remember(self._association_source.get(name, name), online)
+            if self.core.set_online(name, online, now):
                 changed.append(name)
         if changed:
             log.info("%s: %s", "online" if online else "offline", ", ".join(changed))
             self._wake.set()
         return changed
+
+    def _set_unplaced_online(self, name: str, online: bool) -> bool:
+        """Take source ``name``, which has no association yet, online or offline: its
+        associations start so (an offline NTS source's first NTS-KE waits for online).
+        Whether that changed anything."""
+        cfg = self._source_configs.get(name)
+        if cfg is None:
+            return False  # deleted meanwhile (onoffline resolves names first)
+        before = self._starts_offline(cfg)
+        self._remember(name, online, unplaced=True)
+        waiting = self._waiting.get(name)  # an offline NTS source before its first NTS-KE
+        if online and waiting is not None and not waiting.is_set():
+            waiting.set()
+            return True
+        return before != self._starts_offline(cfg)
+
+    def _remember(self, source: str, online: bool, *, unplaced: bool = False) -> None:
+        """How associations of ``source`` made later start: online after an ``online`` that
+        covered it; offline after an ``offline`` that selected it while it had none (one
+        member of a pool taken offline leaves its replacements as they were)."""
+        if online:
+            self._onlined.add(source)
+            self._offlined.discard(source)
+        else:
+            self._onlined.discard(source)
+            if unplaced:
+                self._offlined.add(source)
+
+    async def _stop_source(self, name: str) -> list[str]:
+        self._offlined.discard(name)  # a source added again later starts as configured
+        return await super()._stop_source(name)
 
     def _rpc_offline(self, params: dict[str, Any]) -> dict[str, Any]:
         names = self._selected("offline", params)
@@ -180,28 +178,30 @@ class Connectivity(SourceAdmin):
         if not params.get("sources"):
             self._all_offline = False
             self._onlined.update(self._source_configs)  # also those not mobilized yet
+            self._offlined.clear()
         return {"changed": self._set_online(names, True), "selected": names}
 
     async def _rpc_onoffline(self, params: dict[str, Any]) -> dict[str, Any]:
-        """Each selected association online if there is a route to it, else offline; an NTS
-        source before its first NTS-KE by whether there is a route to its NTS-KE server."""
+        """Each selected association online if there is a route to it, else offline; a source
+        with no association yet by whether there is a route to an address of its name (an NTS
+        source's: its NTS-KE server)."""
         names = self._selected("onoffline", params)
         routed: dict[str, bool] = {}
         for name in names:
             sock = self.sockets.get(name)
             if sock is not None:
                 routed[name] = has_route(sock.ip, sock.peer)
-            elif name in self._waiting:
-                routed[name] = await self._ke_server_routed(self._source_configs[name])
+            elif name in self._source_configs:
+                routed[name] = await self._address_routed(self._source_configs[name])
         up = [name for name, ok in routed.items() if ok]
         down = [name for name, ok in routed.items() if not ok]
         self._set_online(up, True)
         self._set_online(down, False)
         return {"online": up, "offline": down}
 
-    async def _ke_server_routed(self, cfg: SourceConfig) -> bool:
-        """Whether any address of ``cfg``'s NTS-KE server has a route (a name it cannot be
-        resolved to counts as none: the NTS-KE would fail as well)."""
+    async def _address_routed(self, cfg: SourceConfig) -> bool:
+        """Whether any address of ``cfg``'s (for NTS: its NTS-KE server's) has a route (a name
+        that cannot be resolved counts as none: polling, or the NTS-KE, would fail as well)."""
         host, port = cfg.address.host, cfg.address.port
         try:
             ips = await self._resolve(host, port)
@@ -220,6 +220,5 @@ class Connectivity(SourceAdmin):
             a = state.association
             kind = "online" if a.online else "offline"
             counts[f"burst_{kind}" if a.bursting else kind] += 1
-        owners = {self._association_source.get(name, name) for name in self.core.sources}
-        counts["unknown_address"] = sum(1 for name in self._source_configs if name not in owners)
+        counts["unknown_address"] = len(self._unplaced())
         return counts

@@ -19,12 +19,13 @@ from tsyncd.snapshots import (
     SourceStatsSnapshot,
     SystemSnapshot,
     TrackingSnapshot,
+    pending_source_snapshot,
 )
 from tsyncd.wire.ntp import refid_to_str
 
 if TYPE_CHECKING:
     from tsyncd.clock.base import Clock
-    from tsyncd.config import Config
+    from tsyncd.config import Config, SourceConfig
     from tsyncd.servers.ntp import NtpServer
     from tsyncd.servers.nts import NtsServerSide
     from tsyncd.servers.workers import WorkerPool
@@ -50,8 +51,14 @@ class SnapshotViews:
     nts: NtsServerSide | None
     nts_sources: dict[str, NtsSource]
     _waiting: dict[str, asyncio.Event]  # offline NTS sources before their first NTS-KE
+    _address_waits: dict[str, str]  # servers by name polling nothing (addresses in use) -> why
+    _source_configs: dict[str, SourceConfig]
     _started_ns: int
     config: Config
+
+    if TYPE_CHECKING:  # the daemon's own (daemon_connectivity); declared for the type checker
+
+        def _starts_offline(self, cfg: SourceConfig) -> bool: ...
 
     def effective_leap(self, now_ns: int) -> int:
         """The leap we announce and arm the kernel for (0 none, 1 insert, 2 delete, 3 alarm).
@@ -139,7 +146,19 @@ class SnapshotViews:
             for s in snapshots
         ]
         snapshots = [_with_selection(s, d.selection.get(s.name)) for s in snapshots]
-        # NTS sources still waiting for their first NTS-KE: shown, with why they wait.
+        # Sources that poll nothing yet: shown, with why they wait.
+        snapshots.extend(
+            pending_source_snapshot(
+                name,
+                cfg.mode,
+                why,
+                cfg.min_poll,
+                select_code="?",  # every address it could poll is another source's
+                online=not self._starts_offline(cfg),
+            )
+            for name, why in self._address_waits.items()
+            if name not in self.sockets and (cfg := self._source_configs.get(name)) is not None
+        )
         snapshots.extend(
             nts.pending_snapshot()
             if name not in self._waiting

@@ -20,10 +20,12 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from tsyncd.config import Config, ConfigErrors, Endpoint, SourceConfig, parse_source
+from tsyncd.config import Config, ConfigErrors, Endpoint, SourceConfig, address_user, parse_source
 from tsyncd.control.rpc import ErrorCode, InvalidParams, RpcError
 from tsyncd.daemon_sources import SourceMobilizer
+from tsyncd.net.udp import is_ip_literal
 from tsyncd.servers.tsq_setup import require_aioquic
+from tsyncd.source_selectors import Association, select_associations
 from tsyncd.sync.core import SourceState
 
 log = logging.getLogger("tsyncd.daemon")
@@ -42,6 +44,7 @@ class SourceAdmin(SourceMobilizer):
         self._source_tasks = {}
         self._association_source = {}
         self._refresh_events = {}
+        self._address_waits = {}
         self._reload_task = None
 
     def _start_source(self, cfg: SourceConfig) -> None:
@@ -73,14 +76,23 @@ class SourceAdmin(SourceMobilizer):
         self._association_source.pop(name, None)
 
     def _addresses_in_use(self) -> dict[Endpoint | SourceConfig, str]:
-        """Who uses which address: the sources, and pool members (whose names are "ip:port")."""
+        """Who uses which address: the sources, pool members (whose names are "ip:port"), and
+        the address a server given by name polls."""
         in_use: dict[Endpoint | SourceConfig, str] = {
             cfg: f"source {name}" for name, cfg in self._source_configs.items()
         }
         for name, owner in self._association_source.items():
             sock = self.sockets.get(name)
-            if owner != name and sock is not None:
+            cfg = self._source_configs.get(owner)
+            if sock is None or cfg is None:
+                continue
+            if owner != name:
                 in_use.setdefault(Endpoint(sock.ip, sock.port), f"{name}, a member of {owner}")
+            elif cfg.mode == "server" and not is_ip_literal(cfg.address.host):
+                in_use.setdefault(
+                    Endpoint(sock.ip, sock.port),
+                    f"source {name}, which polls it as an address of {cfg.address.host}",
+                )
         return in_use
 
     def _server_ports(self) -> set[int]:
@@ -177,14 +189,18 @@ class SourceAdmin(SourceMobilizer):
         running = self._source_configs.get(cfg.name)
         if running is not None:
             return f"{cfg.name} runs already (added at run time: tsyncctl delete it first)"
-        used = self._addresses_in_use().get(cfg.address)
+        used = address_user(cfg, self._addresses_in_use())
         if used is not None:
             return f"its address is in use by {used}"
         return self._cannot_start_now(cfg)
 
     def _cannot_start_now(self, cfg: SourceConfig) -> str | None:
         """Why a valid source cannot start while the daemon runs, for ``add_source`` and a
-        reload alike: a peer on a server's port, TSQ without aioquic."""
+        reload alike: a peer on a server's port, TSQ without aioquic, a name that would select
+        another source."""
+        ambiguous = self._name_selects_another(cfg)
+        if ambiguous:
+            return ambiguous
         if cfg.mode == "peer" and cfg.local_port in self._server_ports():
             # A server shares its port with a peer only when both are in the config file at
             # start-up (the socket is then bound with SO_REUSEPORT); now the bind would fail.
@@ -199,6 +215,24 @@ class SourceAdmin(SourceMobilizer):
                 return str(exc)
         return None
 
+    def _name_selects_another(self, cfg: SourceConfig) -> str | None:
+        """Why ``cfg``'s name would make a selector (tsyncctl offline NAME, ...) ambiguous: it
+        is a running association's address as ``tsyncctl peers`` shows it, or an IP address or
+        network holding it, and not ``cfg``'s own address (as written, the default name)."""
+        host = cfg.address.host
+        if cfg.name in (str(cfg.address), host, f"[{host}]"):
+            return None
+        for name, sock in self.sockets.items():
+            owner = self._association_source.get(name, name)
+            picked, _ = select_associations([cfg.name], [Association(name, owner, sock.ip)])
+            if cfg.name == sock.address or picked:
+                return (
+                    f"source.name = {cfg.name!r}: expected a name that is not another source's"
+                    f" address ({owner} polls {sock.address}; tsyncctl offline {cfg.name} and"
+                    " the like would not know which source is meant)"
+                )
+        return None
+
     async def _stop_source(self, name: str) -> list[str]:
         """Stop running source ``name``: its task, its associations (their names returned)."""
         task = self._source_tasks.pop(name, None)
@@ -206,6 +240,7 @@ class SourceAdmin(SourceMobilizer):
         # Forgotten only now: until its task has stopped, its address is still in use.
         self._source_configs.pop(name, None)
         self._refresh_events.pop(name, None)
+        self._address_waits.pop(name, None)
         nts = self.nts_sources.pop(name, None)
         if nts is not None:
             nts.association = None

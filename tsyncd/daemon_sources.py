@@ -27,6 +27,7 @@ from tsyncd.wire.ntp import refid_for_address
 if TYPE_CHECKING:
     from tsyncd.clock.base import Clock
     from tsyncd.sources.nts import NtsSource
+    from tsyncd.sync.named_server import NamedServer
 
 log = logging.getLogger("tsyncd.daemon")
 
@@ -50,6 +51,7 @@ class SourceMobilizer:
     _template: ResponseTemplate
     _association_source: dict[str, str]  # association name -> the source that made it
     _refresh_events: dict[str, asyncio.Event]  # source name -> set by tsyncctl refresh
+    _address_waits: dict[str, str]  # server by name -> why it polls nothing (addresses in use)
 
     def _apply(self, actions: list[ClockAction]) -> None:
         raise NotImplementedError  # the daemon's: carry out what the sync core decided
@@ -86,9 +88,10 @@ class SourceMobilizer:
             )
             return
         ips = await self._resolve_retrying(cfg)
-        self._take(cfg, ips[0])
         if cfg.mode == "server" and not is_ip_literal(host):
-            await self._follow_name(cfg)
+            await self._follow_name(cfg, ips)
+        else:
+            self._take(cfg, ips[0])
 
     def _take(self, cfg: SourceConfig, ip: str) -> None:
         """Start ``cfg``'s association at ``ip``, taking the address over from a pool."""
@@ -105,14 +108,17 @@ class SourceMobilizer:
         """Set by ``tsyncctl refresh``: source ``name`` resolves its name again now."""
         return self._refresh_events.setdefault(name, asyncio.Event())
 
-    async def _follow_name(self, cfg: SourceConfig) -> None:
-        """Resolve a server source's name again when the server turns bad, or on refresh, and
-        move to another address the name gives (``sync/named_server.py``), until cancelled."""
+    async def _follow_name(self, cfg: SourceConfig, ips: list[str]) -> None:
+        """Poll the first of ``ips`` (the name's addresses) that no other source polls, then
+        resolve the name again when the server turns bad, on refresh, or while every address
+        was in use, and move to another address it gives (``sync/named_server.py``), until
+        cancelled."""
         from tsyncd.sync.named_server import NamedServer  # only for servers given by name
 
         host, port, name = cfg.address.host, cfg.address.port, cfg.name
         watch = NamedServer(resolve_interval_ns=_resolve_interval_ns(cfg))
         refresh = self._refresh_event(name)
+        self._place(cfg, watch, ips, self.clock.now_ns(), refreshing=False, first=True)
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(refresh.wait(), _NAME_CHECK_S)
@@ -122,24 +128,54 @@ class SourceMobilizer:
             state, sock = self.core.sources.get(name), self.sockets.get(name)
             current = sock.ip if sock is not None else ""
             if not refreshing:
-                if state is None or not state.association.online:
+                if sock is None:
+                    if not watch.due(now):
+                        continue  # waiting for an address no other source polls
+                elif state is None or not state.association.online:
                     continue  # nothing polled (offline): nothing learnt about the server
-                selection = self.core.decision.states.get(name, "init")
-                reason = watch.check(state.association, selection, now)
-                if reason is None:
-                    continue
-                log.warning("%s: %s is bad (%s); resolving %s again", name, current, reason, host)
+                else:
+                    selection = self.core.decision.states.get(name, "init")
+                    reason = watch.check(state.association, selection, now)
+                    if reason is None:
+                        continue
+                    log.warning(
+                        "%s: %s is bad (%s); resolving %s again", name, current, reason, host
+                    )
             try:
                 ips = await self._resolve(host, port)
             except OSError as exc:
                 log.warning("cannot resolve %s for %s: %s", host, name, exc)
                 watch.resolution_failed(now)
                 continue
-            new = watch.choose(current, ips, now, refresh=refreshing)
-            if new is None:
-                if refreshing:
-                    log.info("%s: %s still resolves to %s; staying", name, host, current)
-                continue
+            self._place(cfg, watch, ips, now, refreshing=refreshing)
+
+    def _place(
+        self,
+        cfg: SourceConfig,
+        watch: NamedServer,
+        ips: list[str],
+        now_ns: int,
+        *,
+        refreshing: bool,
+        first: bool = False,
+    ) -> None:
+        """Move server ``cfg`` (given by name) to the address ``watch`` chooses among ``ips``,
+        the name's addresses, leaving out those another source polls (a pool member it takes
+        over); or, if it polls nothing and every address is in use, wait for one."""
+        name, host = cfg.name, cfg.address.host
+        sock = self.sockets.get(name)
+        current = sock.ip if sock is not None else ""
+        free = [ip for ip in ips if self._other_poller(cfg, ip) is None]
+        new = watch.choose(current, free, now_ns, refresh=refreshing)
+        if new is None:
+            if not current:
+                self._wait_for_address(cfg, ips)
+            elif refreshing:
+                log.info("%s: %s still resolves to %s; staying", name, host, current)
+            return
+        if name in self._address_waits:
+            log.info("%s: %s, an address of %s, is free now; polling it", name, new, host)
+        elif not first:
             log.info(
                 "%s: moving from %s to %s, which %s now resolves to",
                 name,
@@ -147,11 +183,37 @@ class SourceMobilizer:
                 new,
                 host,
             )
-            online = state is None or state.association.online
-            self._remove_association(name)
-            self._take(cfg, new)
-            if not online and name in self.core.sources:
-                self.core.set_online(name, False, now)  # moved, still offline
+        self._address_waits.pop(name, None)
+        state = self.core.sources.get(name)
+        online = state is None or state.association.online
+        self._remove_association(name)
+        self._take(cfg, new)
+        if not online and name in self.core.sources:
+            self.core.set_online(name, False, now_ns)  # moved, still offline
+
+    def _other_poller(self, cfg: SourceConfig, ip: str) -> str | None:
+        """The other source polling ``ip`` at ``cfg``'s port, or None (a pool's member there
+        is no other source's: ``_take`` takes it over)."""
+        for name in self._polling(ip, cfg.address.port):
+            owner = self._association_source.get(name, name)
+            if owner == name != cfg.name:
+                return owner
+        return None
+
+    def _wait_for_address(self, cfg: SourceConfig, ips: list[str]) -> None:
+        """Every address of server ``cfg``'s name is polled by another source: say so (once
+        at WARNING, then at DEBUG while it stays so), and in ``tsyncctl peers``."""
+        port = cfg.address.port
+        users = ", ".join(  # sorted: DNS may give them in another order each time
+            f"{_join_host_port(ip, port)} by {self._other_poller(cfg, ip)}" for ip in sorted(ips)
+        )
+        why = (
+            f"every address of {cfg.address.host} is polled by another source ({users});"
+            " resolving it again later"
+        )
+        level = logging.DEBUG if self._address_waits.get(cfg.name) == why else logging.WARNING
+        log.log(level, "%s: %s", cfg.name, why)
+        self._address_waits[cfg.name] = why
 
     def _polling(self, ip: str, port: int) -> list[str]:
         """The associations polling ip:port now."""
@@ -162,7 +224,8 @@ class SourceMobilizer:
         self, cfg: SourceConfig, host: str | None = None, port: int | None = None
     ) -> list[str]:
         """Addresses of ``host`` (default: the source's own), retrying every _RESOLVE_RETRY_S
-        until the name resolves."""
+        until the name resolves (a server's own name at once on tsyncctl refresh, too)."""
+        own = host is None
         host = cfg.address.host if host is None else host
         port = cfg.address.port if port is None else port
         while True:
@@ -170,6 +233,12 @@ class SourceMobilizer:
                 return await self._resolve(host, port)
             except OSError as exc:
                 log.warning("cannot resolve %s for %s: %s; retrying", host, cfg.name, exc)
+            if own and cfg.mode == "server":
+                refresh = self._refresh_event(cfg.name)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(refresh.wait(), _RESOLVE_RETRY_S)
+                refresh.clear()
+            else:
                 await asyncio.sleep(_RESOLVE_RETRY_S)
 
     def _add_association(

@@ -92,6 +92,40 @@ class SourceSnapshot:
     select_age: float | None = None
 
 
+def pending_source_snapshot(
+    name: str, mode: str, reason: str, poll: int, *, select_code: str = "M", **more: Any
+) -> SourceSnapshot:
+    """A ``peers`` row for a source that has no association yet (no address to poll), with
+    ``reason`` saying why it waits; ``more``: other fields (``nts``, ``online``).
+    ``select_code``: selectdata's letter, "M" (nothing measured yet) or "?" (out for a reason
+    of its own: a failed NTS-KE, every address taken by other sources)."""
+    return SourceSnapshot(
+        name=name,
+        address="",
+        mode=mode,
+        state="init",
+        state_reason=reason,
+        offset=None,
+        delay=None,
+        jitter=None,
+        dispersion=None,
+        root_delay=None,
+        root_dispersion=None,
+        stratum=None,
+        reference_id=None,
+        leap=None,
+        reach=0,
+        poll=poll,
+        last_rx=None,
+        packets_sent=0,
+        packets_received=0,
+        packets_dropped=0,
+        kiss_code=None,
+        select_code=select_code,
+        **more,
+    )
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TsqServerStatsSnapshot:
     """Counters of one TSQ (time over QUIC) server."""

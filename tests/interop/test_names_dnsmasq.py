@@ -5,9 +5,10 @@ from real chronyd servers on 127.0.0.N."""
 from __future__ import annotations
 
 import signal
+import time
 from typing import Any
 
-from peers import Peers, Process, Tsyncd, fast_sources_toml, wait_for
+from peers import Peers, Process, Tsyncd, ctl_fails, fast_sources_toml, wait_for
 
 
 def named_client(peers: Peers, dns_port: int, name: str, mode: str = "server") -> Tsyncd:
@@ -87,3 +88,80 @@ def test_refresh_replaces_pool_members_no_longer_in_dns(peers: Peers) -> None:
     assert client.ctl("refresh") == {"sources": [f"pool.test:{ntp_port}"]}
     wait_for("127.0.0.3 replaced by 127.0.0.5", lambda: addresses() == {two, five})
     assert "replacing 127.0.0.3: no longer in DNS" in client.proc.output()
+
+
+def test_a_server_by_name_never_polls_an_address_another_source_polls(peers: Peers) -> None:
+    """As chronyd's: a name's addresses another source polls are skipped; with none left the
+    source waits, says why in peers, and asks DNS again later; ``tsyncctl add`` of an address
+    it polls is refused."""
+    hosts = "127.0.0.2 srv.test\n127.0.0.3 srv.test\n127.0.0.3 alias.test\n127.0.0.2 alias.test\n"
+    ntp_port, dns_port, _dns = peers.pool_peers(hosts, (2, 3))
+    two, three = f"127.0.0.2:{ntp_port}", f"127.0.0.3:{ntp_port}"
+    name = f"srv.test:{ntp_port}"
+    # The IP's source polls at once; the name's when DNS has answered.
+    resolver = f'[resolver]\nservers = ["127.0.0.1:{dns_port}"]\n'
+    client = peers.tsyncd("tsyncd-client", resolver + fast_sources_toml(two, name))
+    # srv.test's first address is the configured source's: it takes the second.
+    wait_for("srv.test reached at 127.0.0.3", lambda: reached_at(client, name, "127.0.0.3"))
+    error = ctl_fails(client, "add", three)
+    assert f'source.address = "{three}": expected an address no other source uses' in error
+    assert f"(same as source {name}, which polls it as an address of srv.test)" in error
+
+    # A name for the same servers: every address is in use; it polls nothing and waits.
+    alias = f"alias.test:{ntp_port}"
+    assert client.ctl("add", alias, "--name", "again", "--min-poll", "-3") == {"name": "again"}
+    why = (
+        f"every address of alias.test is polled by another source ({two} by {two}, {three} by "
+        f"{name}); resolving it again later"
+    )
+    waiting = wait_for("the second source waiting", lambda: row(client, "again"))
+    assert waiting["address"] == "" and waiting["state_reason"] == why
+    time.sleep(4)  # lookups again after 1 and 2 s: still in use, and not said again
+    assert client.proc.output().count(why) == 1
+    addresses = [r["address"] for r in client.ctl("peers") if r["address"]]
+    assert sorted(addresses) == [two, three]
+    assert client.ctl("activity")["unknown_address"] == 1
+
+    # The configured source goes: the waiting one takes its address at the next lookup.
+    client.ctl("delete", two)
+    assert "again" in client.ctl("refresh")["sources"]
+    wait_for("the second source at 127.0.0.2", lambda: reached_at(client, "again", "127.0.0.2"))
+    assert "again: 127.0.0.2, an address of alias.test, is free now; polling it" in (
+        client.proc.output()
+    )
+    assert sorted(r["address"] for r in client.ctl("peers")) == [two, three]
+
+
+def test_sources_waiting_for_dns_go_offline_and_online_by_their_names(peers: Peers) -> None:
+    """A server and a pool whose names do not resolve yet are selected by their configured
+    names, and start as the last offline/online left them once their names resolve."""
+    ntp_port, dns_port, dns = peers.pool_peers("127.0.0.9 other.test\n", (2, 3))
+    resolver = f'[resolver]\nservers = ["127.0.0.1:{dns_port}"]\n'
+    pool = fast_sources_toml(f"dp.test:{ntp_port}", mode="pool", extra='name = "dp"\ncount = 1\n')
+    client = peers.tsyncd("tsyncd-client", resolver + pool)
+    ns = ("add", f"ns.test:{ntp_port}", "--name", "ns", "--min-poll", "-3", "--max-poll", "-3")
+    assert client.ctl(*ns) == {"name": "ns"}
+    wait_for("ns looked up", lambda: "cannot resolve ns.test for ns" in client.proc.output())
+    assert client.ctl("activity")["unknown_address"] == 2
+    assert client.ctl("offline", "ns") == {"changed": ["ns"], "selected": ["ns"]}
+    assert client.ctl("offline", "dp", "ns") == {"changed": ["dp"], "selected": ["dp", "ns"]}
+    assert client.ctl("online", "dp") == {"changed": ["dp"], "selected": ["dp"]}
+    assert client.ctl("offline", "dp")["changed"] == ["dp"]
+    # No address, so no route: onoffline leaves it offline.
+    assert client.ctl("onoffline", "ns") == {"online": [], "offline": ["ns"]}
+
+    point(peers, dns, "127.0.0.2 ns.test\n127.0.0.3 dp.test\n")
+    assert client.ctl("refresh") == {"sources": ["dp", "ns"]}  # resolved at once
+
+    def both_offline() -> list[dict[str, Any]] | None:
+        rows = client.ctl("peers")
+        return rows if len(rows) == 2 and not any(r["online"] for r in rows) else None
+
+    rows = wait_for("both resolved, offline", both_offline)
+    assert sorted(r["address"] for r in rows) == [f"127.0.0.{i}:{ntp_port}" for i in (2, 3)]
+    time.sleep(1)  # 8 polls' time: nothing sent
+    assert all(r["packets_sent"] == 0 for r in client.ctl("peers"))
+    assert client.ctl("online", "ns", "dp")["changed"] == ["ns", f"127.0.0.3:{ntp_port}"]
+    wait_for("ns reached", lambda: reached_at(client, "ns", "127.0.0.2"))
+    member = f"127.0.0.3:{ntp_port}"
+    wait_for("the pool's member reached", lambda: reached_at(client, member, "127.0.0.3"))

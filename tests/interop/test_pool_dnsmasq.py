@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import textwrap
+import time
 
 from peers import Peers, wait_for
 
@@ -85,3 +86,33 @@ def test_a_pool_never_polls_an_address_another_source_polls(peers: Peers) -> Non
     rows = wait_for("both addresses polled", all_reached)
     modes = sorted((str(r["address"]), r["mode"]) for r in rows)
     assert modes == [(f"127.0.0.2:{ntp_port}", "server"), (f"127.0.0.3:{ntp_port}", "pool")]
+
+
+def test_a_pool_short_of_addresses_asks_dns_less_and_less_often(peers: Peers) -> None:
+    """DNS gives one address for a pool of two: each lookup that leaves it short doubles the
+    wait before the next (from 8 min-polls: 1 s here), the shortfall is said once at INFO,
+    and ``tsyncctl refresh`` asks at once and starts again from the interval."""
+    ntp_port, dns_port, dns = peers.pool_peers("127.0.0.2 pool.test\n", (2,))
+    client = peers.tsyncd(
+        "tsyncd-client",
+        f'[resolver]\nservers = ["127.0.0.1:{dns_port}"]\n'
+        f'[[source]]\nmode = "pool"\naddress = "pool.test:{ntp_port}"\ncount = 2\n'
+        "min-poll = -3\nmax-poll = -3\n",
+    )
+
+    def lookups() -> int:
+        return dns.output().count("query[A] pool.test")
+
+    wait_for("a pool short", lambda: "1 of 2 addresses usable" in client.proc.output())
+    time.sleep(8.5)
+    # Lookups at about 0, 1, 3 and 7 s; every second (9 or more) without the back-off.
+    assert 3 <= lookups() <= 5, dns.output()
+    shortfalls = [line for line in client.proc.output().splitlines() if "addresses usable" in line]
+    assert len(shortfalls) == 1 and " INFO " in shortfalls[0], shortfalls
+    assert "asking DNS again in 1 s" in shortfalls[0]
+
+    before = lookups()
+    assert client.ctl("refresh") == {"sources": [f"pool.test:{ntp_port}"]}
+    # At once, then 1 s and 2 s later: the back-off starts again from the interval (without
+    # the reset the next lookup would come 16 s or more after the refresh).
+    wait_for("three lookups after the refresh", lambda: lookups() >= before + 3, timeout=6)

@@ -310,3 +310,55 @@ def test_added_sources_by_name_and_name_clashes(peers: Peers) -> None:
     assert row["address"] == first
     assert client.ctl("delete", "lab") == {"name": "lab", "associations": ["lab"]}
     assert client.ctl("peers") == []
+
+
+def test_reload_does_not_start_a_table_whose_address_an_added_source_polls(peers: Peers) -> None:
+    port = free_udp_port()
+    peers.chronyd_servers(port, (2, 3))
+    two, three = f"127.0.0.2:{port}", f"127.0.0.3:{port}"
+    client = peers.tsyncd("tsyncd", _server_table(two))
+    fast = ("--min-poll", "-3", "--max-poll", "-3")
+    assert client.ctl("add", three, "--name", "dup3", *fast) == {"name": "dup3"}
+    # The file gains a table for the address the added source polls, under another name.
+    head = client.config.read_text().split("[[source]]")[0]
+    client.config.write_text(head + _server_table(two) + _server_table(three) + 'name = "three"\n')
+    result = client.ctl("reload")
+    assert result["sources_started"] == [] and result["sources_stopped"] == []
+    assert result["sources_not_started"] == [
+        {"name": "three", "reason": "its address is in use by source dup3"}
+    ]
+    assert sorted((r["name"], r["address"]) for r in client.ctl("peers")) == [
+        (two, two),
+        ("dup3", three),
+    ]
+    assert f"{client.config}: source three not started: its address is in use by source dup3" in (
+        client.proc.output()
+    )
+
+
+def test_a_name_that_is_another_sources_address_is_refused(peers: Peers) -> None:
+    """``offline NAME`` and the like take a name before an address: a source named after
+    another's address would be picked in its place."""
+    port = free_udp_port()
+    peers.chronyd_servers(port, (2, 3))
+    two, three = f"127.0.0.2:{port}", f"127.0.0.3:{port}"
+    client = peers.tsyncd("tsyncd", "")
+    assert client.ctl("add", two, "--name", "a") == {"name": "a"}
+    for name in (two, "127.0.0.2", "127.0.0.0/24"):
+        error = ctl_fails(client, "add", three, "--name", name)
+        assert error == (
+            f"tsyncctl: add_source: source.name = {name!r}: expected a name that is not another"
+            f" source's address (a polls {two}; tsyncctl offline {name} and the like would not"
+            " know which source is meant)\n"
+        )
+    assert [r["name"] for r in client.ctl("peers")] == ["a"]
+    # Its own address is a name as good as the default.
+    assert client.ctl("add", three, "--name", "127.0.0.3") == {"name": "127.0.0.3"}
+    assert client.ctl("delete", "127.0.0.3")["name"] == "127.0.0.3"
+    # A reload does not start a table so named either.
+    client.config.write_text(client.config.read_text() + _server_table(three) + f'name = "{two}"\n')
+    result = client.ctl("reload")
+    assert result["sources_started"] == []
+    [not_started] = result["sources_not_started"]
+    assert not_started["name"] == two and "expected a name that is not" in not_started["reason"]
+    assert client.ctl("offline", "127.0.0.2")["selected"] == ["a"]  # a's IP: a alone

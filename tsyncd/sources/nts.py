@@ -25,7 +25,7 @@ from tsyncd.config import SourceConfig
 from tsyncd.nts.client import NtsSession
 from tsyncd.nts.ke import KeOutcome
 from tsyncd.nts.saved import SavedSession, decode_saved, encode_saved, saved_path
-from tsyncd.snapshots import NtsSourceSnapshot, SourceSnapshot
+from tsyncd.snapshots import NtsSourceSnapshot, SourceSnapshot, pending_source_snapshot
 from tsyncd.sources.ntske import KeFailure, KeResult, run_ke
 from tsyncd.statefile import write_atomic
 from tsyncd.sync.association import NtpAssociation
@@ -221,31 +221,12 @@ class NtsSource:
 
     def pending_snapshot(self) -> SourceSnapshot:
         """A ``peers`` row for a source that has no NTP association yet (first NTS-KE)."""
-        return SourceSnapshot(
-            name=self.cfg.name,
-            address="",
-            mode="nts",
-            state="init",
-            state_reason=f"NTS-KE failed: {self.last_error}"
-            if self.last_error
-            else "waiting for NTS-KE",
-            offset=None,
-            delay=None,
-            jitter=None,
-            dispersion=None,
-            root_delay=None,
-            root_dispersion=None,
-            stratum=None,
-            reference_id=None,
-            leap=None,
-            reach=0,
-            poll=self.cfg.min_poll,
-            last_rx=None,
-            packets_sent=0,
-            packets_received=0,
-            packets_dropped=0,
-            kiss_code=None,
-            nts=self.snapshot(),
-            # selectdata: "?" out for its own reason (the failed KE), "M" nothing measured yet
+        reason = f"NTS-KE failed: {self.last_error}" if self.last_error else "waiting for NTS-KE"
+        return pending_source_snapshot(
+            self.cfg.name,
+            "nts",
+            reason,
+            self.cfg.min_poll,
             select_code="?" if self.last_error else "M",
+            nts=self.snapshot(),
         )

@@ -36,10 +36,13 @@ async def run_pool(
     """Keep ``members.count`` good addresses of pool ``name`` mobilized, until cancelled.
     ``refresh`` set (tsyncctl refresh): resolve now, and replace members DNS no longer gives."""
     refresh = refresh or asyncio.Event()
+    shortfall = ""  # the last shortfall logged at INFO; the same again goes to DEBUG
     while True:
         now = now_ns()
         refreshing = refresh.is_set()
         refresh.clear()
+        if refreshing:
+            members.reset_backoff()
         if refreshing or members.wants_resolution(now):
             try:
                 ips = await resolve()
@@ -57,14 +60,8 @@ async def run_pool(
                         # Polled already (a configured source at that address) or its socket
                         # could not be opened: not ours to watch; try it again later.
                         log.info("pool %s: %s not used (in use or no socket)", name, ip)
-                        members.drop(ip, now)
-                if len(members.members) < members.count:
-                    log.info(
-                        "pool %s: %d of %d addresses usable",
-                        name,
-                        len(members.members),
-                        members.count,
-                    )
+                        members.refuse(ip, now)
+                shortfall = _log_shortfall(name, members, now, shortfall)
         for ip in list(members.members):
             current = status(ip)
             if current is None:
@@ -78,3 +75,21 @@ async def run_pool(
                 remove(ip)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(refresh.wait(), _CHECK_INTERVAL_S)
+
+
+def _log_shortfall(name: str, members: PoolMembers, now_ns: int, logged: str) -> str:
+    """Say that pool ``name`` has too few members after a resolution: at INFO when that is
+    news (``logged``: what was said last), else at DEBUG; what is now said ("" if complete)."""
+    have, want = len(members.members), members.count
+    if have >= want:
+        return ""
+    shortfall = f"{have} of {want} addresses usable"
+    wait_s = (members.next_resolution_ns - now_ns) / 1e9
+    log.log(
+        logging.DEBUG if shortfall == logged else logging.INFO,
+        "pool %s: %s; asking DNS again in %.0f s",
+        name,
+        shortfall,
+        wait_s,
+    )
+    return shortfall

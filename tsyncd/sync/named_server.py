@@ -3,14 +3,16 @@
 Theory of operation
 -------------------
 A ``mode = "server"`` source whose address is a name polls the first address the name resolved
-to at start.  Names move (a server renumbered, a service behind DNS failing over), so, as
-chronyd does for sources given by name, the name is resolved again when the server turns bad by
-the pool's rules (``pool.bad_reason``: KoD DENY/RSTR, eight polls unanswered, a falseticker in
-eight checks in a row), and the source moves to an address the name now gives other than the
-one in use.  When DNS still gives only that address the source stays and the name is asked
-again later, at intervals doubling from ``resolve_interval_ns`` up to ``_MAX_INTERVAL_NS``, so a
-dead server with a stable name costs little DNS traffic.  A good answer from the server resets
-the interval.
+to at start that no other source polls (the daemon gives ``choose`` only those: as chronyd, one
+server is never polled twice).  Names move (a server renumbered, a service behind DNS failing
+over), so, as chronyd does for sources given by name, the name is resolved again when the server
+turns bad by the pool's rules (``pool.bad_reason``: KoD DENY/RSTR, eight polls unanswered, a
+falseticker in eight checks in a row), and the source moves to an address the name now gives
+other than the one in use.  When DNS still gives only that address the source stays and the
+name is asked again later, at intervals doubling from ``resolve_interval_ns`` up to an hour
+(``backed_off``, which pools share), so a dead server with a stable name costs little DNS
+traffic; the same goes for a source whose every address another source polls (it polls
+nothing meanwhile: ``due``).  A good answer from the server resets the interval.
 
 ``tsyncctl refresh`` (chronyc's ``refresh``, e.g. after a laptop resumes in another network)
 resolves at once, and moves the source only if the name no longer gives the address in use:
@@ -20,12 +22,9 @@ a good server is not given up for a DNS reordering.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
 
 from tsyncd.sync.association import NtpAssociation
-from tsyncd.sync.pool import bad_reason
-
-_MAX_INTERVAL_NS: Final = 3600 * 1_000_000_000
+from tsyncd.sync.pool import backed_off, bad_reason
 
 
 @dataclass(slots=True)
@@ -49,10 +48,16 @@ class NamedServer:
             return None
         return reason if now_ns >= self._next_ns else None
 
+    def due(self, now_ns: int) -> bool:
+        """Whether a source that polls nothing (every address of its name was in use, or
+        gave no socket) should resolve its name again now."""
+        return now_ns >= self._next_ns
+
     def choose(
         self, current: str, resolved: list[str], now_ns: int, *, refresh: bool = False
     ) -> str | None:
-        """The address to move to from ``current`` after a resolution, or None to stay.  A
+        """The address to move to from ``current`` ("": none) after a resolution, or None to
+        stay (and back off).  ``resolved``: the name's addresses the source may poll.  A
         ``refresh`` moves only when ``current`` is no longer among the ``resolved``."""
         if refresh and current in resolved:
             return None  # still the name's: nothing to do, and no reason to wait longer
@@ -68,7 +73,5 @@ class NamedServer:
 
     def resolution_failed(self, now_ns: int) -> None:
         """DNS gave nothing new (or nothing): wait longer before asking again."""
-        self._interval_ns = min(
-            _MAX_INTERVAL_NS, max(self.resolve_interval_ns, 2 * self._interval_ns)
-        )
+        self._interval_ns = backed_off(self._interval_ns, self.resolve_interval_ns)
         self._next_ns = now_ns + self._interval_ns

@@ -13,10 +13,15 @@ address from a new resolution:
 * *falseticker*: selection called it a falseticker in ``_FALSETICKER_CHECKS`` checks in a row.
 
 A dropped address is not picked again for ``_BAD_HOLD_NS`` (it may still be in DNS).  When the
-pool has fewer members than ``count`` it asks for a resolution, at most once per
-``resolve_interval_ns``; ``choose`` then picks new addresses in DNS order.  ``tsyncctl refresh``
-resolves at once and replaces the members DNS no longer gives (``stale``).  The IO adapter
-(``tsyncd.sources.pool``) calls ``check`` once a second and carries out what it returns.
+pool has fewer members than ``count`` it asks for a resolution, ``resolve_interval_ns`` after the
+last one; ``choose`` then picks new addresses in DNS order.  A resolution that leaves the pool
+short (DNS gives too few usable addresses, or fails) doubles the wait before the next, up to
+``MAX_RESOLVE_INTERVAL_NS`` (``backed_off``, as a server given by name waits in
+``named_server``), so a name with too few addresses costs little DNS traffic; a complete pool,
+a dropped member (it is replaced soon) and ``tsyncctl refresh`` (``reset_backoff``) start again
+from ``resolve_interval_ns``.  ``tsyncctl refresh`` resolves at once and replaces the members
+DNS no longer gives (``stale``).  The IO adapter (``tsyncd.sources.pool``) calls ``check`` once
+a second and carries out what it returns.
 """
 
 from __future__ import annotations
@@ -29,6 +34,14 @@ from tsyncd.sync.association import AssociationState, NtpAssociation
 _UNREACHABLE_POLLS: Final = 8
 _FALSETICKER_CHECKS: Final = 8
 _BAD_HOLD_NS: Final = 3600 * 1_000_000_000  # an address we dropped stays out for an hour
+MAX_RESOLVE_INTERVAL_NS: Final = 3600 * 1_000_000_000  # the longest back-off between resolutions
+
+
+def backed_off(wait_ns: int, base_ns: int) -> int:
+    """The wait before the next resolution of a name after one more that gave nothing (more)
+    to use, the last wait having been ``wait_ns`` (0: none yet): ``base_ns`` at first, then
+    doubling up to ``MAX_RESOLVE_INTERVAL_NS``."""
+    return min(MAX_RESOLVE_INTERVAL_NS, max(base_ns, 2 * wait_ns))
 
 
 @dataclass(slots=True)
@@ -41,15 +54,22 @@ class PoolMembers:
     bad_until_ns: dict[str, int] = field(default_factory=dict)  # dropped address -> hold end
     replaced: int = 0  # members dropped so far
     _next_resolve_ns: int = 0
+    _wait_ns: int = 0  # the back-off after the last resolution that left the pool short
+    _wait_before_ns: int = 0  # the back-off before the last resolution
     _falseticker_checks: dict[str, int] = field(default_factory=dict)
 
     def wants_resolution(self, now_ns: int) -> bool:
         """True if DNS should be asked now (too few members, and not asked too recently)."""
         return len(self.members) < self.count and now_ns >= self._next_resolve_ns
 
+    @property
+    def next_resolution_ns(self) -> int:
+        """When the pool, if short, asks DNS again."""
+        return self._next_resolve_ns
+
     def choose(self, resolved: list[str], now_ns: int) -> list[str]:
-        """Addresses from a fresh resolution to add now (the caller mobilizes them)."""
-        self._next_resolve_ns = now_ns + self.resolve_interval_ns
+        """Addresses from a fresh resolution to add now (the caller mobilizes them, and
+        ``refuse``s those it cannot)."""
         new: list[str] = []
         for ip in resolved:
             if len(self.members) >= self.count:
@@ -58,11 +78,25 @@ class PoolMembers:
                 continue
             self.members.append(ip)
             new.append(ip)
+        self._wait_before_ns = self._wait_ns
+        self._schedule(now_ns)
         return new
 
+    def _schedule(self, now_ns: int) -> None:
+        """The next resolution after one at ``now_ns``: ``resolve_interval_ns`` on if that made
+        the pool complete, else backing off from the wait before it."""
+        short = len(self.members) < self.count
+        self._wait_ns = backed_off(self._wait_before_ns, self.resolve_interval_ns) if short else 0
+        self._next_resolve_ns = now_ns + (self._wait_ns or self.resolve_interval_ns)
+
     def resolution_failed(self, now_ns: int) -> None:
-        """DNS gave nothing usable: try again after the interval."""
-        self._next_resolve_ns = now_ns + self.resolve_interval_ns
+        """DNS gave nothing: try again later, backing off."""
+        self._wait_ns = backed_off(self._wait_ns, self.resolve_interval_ns)
+        self._next_resolve_ns = now_ns + self._wait_ns
+
+    def reset_backoff(self) -> None:
+        """The next short resolution waits ``resolve_interval_ns`` again (tsyncctl refresh)."""
+        self._wait_ns = 0
 
     def check(
         self, member: str, association: NtpAssociation, selection_state: str, now_ns: int
@@ -83,12 +117,22 @@ class PoolMembers:
     def drop(self, member: str, now_ns: int) -> None:
         """Stop using ``member`` and keep it out for a while."""
         if member in self.members:
-            self.members.remove(member)
             self.replaced += 1
-        self._falseticker_checks.pop(member, None)
-        self.bad_until_ns[member] = now_ns + _BAD_HOLD_NS
+        self._forget(member, now_ns)
         # Replace it soon, but never resolve in a tight loop.
         self._next_resolve_ns = min(self._next_resolve_ns, now_ns + self.resolve_interval_ns)
+
+    def refuse(self, ip: str, now_ns: int) -> None:
+        """``ip``, just chosen, cannot be used (another source polls it, or it has no socket):
+        keep it out as a dropped member, and count that resolution as short of it."""
+        self._forget(ip, now_ns)
+        self._schedule(now_ns)
+
+    def _forget(self, ip: str, now_ns: int) -> None:
+        if ip in self.members:
+            self.members.remove(ip)
+        self._falseticker_checks.pop(ip, None)
+        self.bad_until_ns[ip] = now_ns + _BAD_HOLD_NS
 
 
 def bad_reason(

@@ -76,6 +76,22 @@ def test_refresh_moves_only_when_the_name_lost_the_address() -> None:
     assert watch.choose("", [A], T0, refresh=True) == A  # never had one (no socket)
 
 
+def test_a_source_with_every_address_in_use_asks_again_backing_off() -> None:
+    watch = NamedServer(resolve_interval_ns=8 * S)
+    assert watch.choose("", [], T0) is None  # every address the name gave is in use
+    now, waits = T0, []
+    for _ in range(4):
+        wait = 0
+        while not watch.due(now + wait * S):
+            wait += 1
+        waits.append(wait)
+        now += wait * S
+        assert watch.choose("", [], now) is None
+    assert waits == [8, 16, 32, 64]
+    assert watch.choose("", [B], now) == B  # one is free now
+    assert not watch.due(now + 7 * S) and watch.due(now + 8 * S)  # the back-off starts anew
+
+
 def test_pool_members_dns_no_longer_gives_are_stale() -> None:
     pool = PoolMembers(count=2, resolve_interval_ns=S)
     pool.choose([A, B], T0)

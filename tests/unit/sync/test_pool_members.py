@@ -61,3 +61,56 @@ def test_falseticker_needs_consecutive_checks() -> None:
     for _ in range(7):
         assert pool.check("192.0.2.1", a, "falseticker", T0) is None
     assert pool.check("192.0.2.1", a, "falseticker", T0) == "falseticker"
+
+
+def _waits(pool: PoolMembers, resolved: list[str], start: int, rounds: int) -> list[int]:
+    """Seconds between the resolutions a short ``pool`` asks for, DNS always giving
+    ``resolved``."""
+    now, waits = start, []
+    for _ in range(rounds):
+        wait = 0
+        while not pool.wants_resolution(now + wait * S):
+            wait += 1
+        waits.append(wait)
+        now += wait * S
+        pool.choose(resolved, now)
+    return waits
+
+
+def test_a_pool_short_of_addresses_backs_off_doubling_to_an_hour() -> None:
+    pool = PoolMembers(count=2, resolve_interval_ns=4 * S)
+    assert pool.choose(["192.0.2.1"], T0) == ["192.0.2.1"]  # one of two: short
+    waits = _waits(pool, ["192.0.2.1"], T0, 12)
+    assert waits[:4] == [4, 8, 16, 32] and waits[-1] == 3600
+    # A failed lookup backs off the same way.
+    pool.resolution_failed(T0)
+    assert not pool.wants_resolution(T0 + 3599 * S) and pool.wants_resolution(T0 + 3600 * S)
+
+
+def test_refresh_a_complete_pool_or_a_dropped_member_start_from_the_interval_again() -> None:
+    pool = PoolMembers(count=2, resolve_interval_ns=4 * S)
+    pool.choose(["192.0.2.1"], T0)
+    assert _waits(pool, ["192.0.2.1"], T0, 4) == [4, 8, 16, 32]
+    later = T0 + 60 * S
+    pool.reset_backoff()  # tsyncctl refresh
+    pool.choose(["192.0.2.1"], later)
+    assert _waits(pool, ["192.0.2.1"], later, 2) == [4, 8]
+    # Complete at last: a member dropped later is replaced soon, and backing off starts anew.
+    later += 12 * S
+    assert pool.choose(["192.0.2.1", "192.0.2.2"], later) == ["192.0.2.2"]
+    pool.drop("192.0.2.2", later + S)  # replaced at the interval after the last resolution
+    assert _waits(pool, ["192.0.2.1"], later + S, 3) == [3, 4, 8]
+
+
+def test_an_address_refused_after_choosing_is_held_out_without_hastening_dns() -> None:
+    pool = PoolMembers(count=2, resolve_interval_ns=4 * S)
+    pool.choose(["192.0.2.1"], T0)
+    assert _waits(pool, ["192.0.2.1"], T0, 4) == [4, 8, 16, 32]
+    now = T0 + 60 * S + 64 * S
+    # DNS now gives a second address, which turns out to be in use by another source.
+    assert pool.choose(["192.0.2.1", "192.0.2.9"], now) == ["192.0.2.9"]
+    pool.refuse("192.0.2.9", now)
+    assert pool.members == ["192.0.2.1"] and pool.replaced == 0
+    # Still backing off: 128 s after the 64 s before.
+    assert not pool.wants_resolution(now + 127 * S) and pool.wants_resolution(now + 128 * S)
+    assert pool.choose(["192.0.2.1", "192.0.2.9"], now + 128 * S) == []  # held out
