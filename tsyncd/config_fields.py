@@ -262,8 +262,10 @@ def _endpoint_field(
             if ip_only:
                 ip_address(endpoint.host)
         except ValueError:
+            # Name the key this is for: listen, servers, broadcast-server all need an IP.
             reason = (
-                f"{_toml_repr(endpoint.host)} is not an IP address (listen needs one, not a name)"
+                f"{_toml_repr(endpoint.host)} is not an IP address "
+                f"({key} takes an IP address, not a name)"
             )
             raise _Invalid(("", value, f"{expected}; {reason}")) from None
         if endpoint.port < min_port:

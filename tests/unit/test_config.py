@@ -335,7 +335,7 @@ def test_config_error_fields() -> None:
             {"server": [{"listen": "ntp.example.org"}]},
             'server[0].listen = "ntp.example.org": expected IPv4[:port], IPv6 or [IPv6][:port] '
             '(port 0..65535, default 123); "ntp.example.org" is not an IP address '
-            "(listen needs one, not a name)",
+            "(listen takes an IP address, not a name)",
         ),
         (
             {"metrics": {"listen": "127.0.0.1:99999"}},
@@ -572,6 +572,10 @@ def test_resolver_server_must_be_an_ip() -> None:
     with pytest.raises(ConfigErrors) as e:
         parse_config({"resolver": {"servers": ["127.0.0.1", "dns.example"]}, "source": []}, P)
     assert str(e.value).startswith(f'{P}: resolver.servers[1] = "dns.example": expected IPv4')
+    # The reason names this key, not "listen" (QA s16 finding 9).
+    assert str(e.value).endswith(
+        '"dns.example" is not an IP address (servers takes an IP address, not a name)'
+    )
 
 
 def test_peer_mode_and_local_port() -> None:
