@@ -8,10 +8,12 @@ Loading runs in two steps, as ntpd-rs does, but unlike it every error names its 
    parser, expected form; the parsers live in ``config_fields.py``).  A parser turns one TOML
    value into a typed value or raises ``_Invalid``; the table walker records the error and
    carries on, so one run finds every wrong type, out-of-range number, unknown key and missing
-   required key.  Tables that parse
-   cleanly become frozen dataclasses.
-2. *Cross-field checks* run on those dataclasses: min-poll <= max-poll, ``count`` only on
-   pools, no source or server listed twice.
+   required key.  Each table becomes a frozen dataclass of the keys that parsed, a wrong key
+   counting as unset (a table missing a required key, such as a source's mode, becomes none).
+2. *Cross-field checks* run on those dataclasses, so a wrong ``dscp`` does not hide a
+   ``count`` on a server: min-poll <= max-poll, ``count`` only on pools, no source or server
+   listed twice.  A key that step 1 found wrong gets no second error here (``_Report``), and
+   "is it set?" is asked of the table as written, so a wrong value is not a missing one.
 
 Every problem becomes a ``ConfigError(file, key, value, expected)``; if there are any,
 ``ConfigErrors`` is raised with all of them: step 1's in file order, then step 2's.  Nothing
@@ -29,6 +31,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import ip_address
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Final, Literal
 
 from tsyncd.config_broadcast import check_broadcast, check_broadcast_source, is_multicast
@@ -447,10 +450,18 @@ _SECTIONS: Final = {
 
 
 class _Report(list[tuple[str, object, str]]):
-    """(key path, value, expected) of each error found so far, in file order."""
+    """(key path, value, expected) of each error found so far, in file order.
+
+    ``invalid`` holds the key paths step 1 found wrong ("source[0].count"): a later check that
+    blames one of them again adds nothing, as the key's own error says what to fix first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.invalid: set[str] = set()
 
     def add(self, key: str, value: object, expected: str) -> None:
-        self.append((key, value, expected))
+        if key not in self.invalid:
+            self.append((key, value, expected))
 
 
 def _join(where: str, key: str) -> str:
@@ -460,32 +471,45 @@ def _join(where: str, key: str) -> str:
 def _parse_table(
     raw: Mapping[str, object], where: str, section: _Section, report: _Report
 ) -> Any | None:
-    """Step 1 for one table: its dataclass, or None after reporting why not."""
+    """Step 1 for one table, each problem reported: its dataclass, built from the keys that
+    parsed as if the wrong ones were not there, so that step 2 still checks what is right (one
+    run finds every mistake); None when a required key is wrong or missing, as the table then
+    has nothing to check against (no mode, no address)."""
     known = {f.key: f for f in section.fields}
     values: dict[str, Any] = {}
-    ok = True
     for key, value in raw.items():
         spec = known.get(key)
         if spec is None:
             report.add(_join(where, key), value, "key to be one of: " + ", ".join(known))
-            ok = False
-            continue
-        try:
-            values[spec.key.replace("-", "_")] = spec.parse(value)
-        except _Invalid as e:
-            for suffix, bad, expected in e.items or (("", value, spec.expected),):
-                report.add(_join(where, key) + suffix, bad, expected)
-            ok = False
+        else:
+            try:
+                values[spec.key.replace("-", "_")] = spec.parse(value)
+                continue
+            except _Invalid as e:
+                for suffix, bad, expected in e.items or (("", value, spec.expected),):
+                    report.add(_join(where, key) + suffix, bad, expected)
+        report.invalid.add(_join(where, key))
+    complete = True
     for spec in section.fields:
         if spec.required and spec.key not in raw:
             report.add(_join(where, spec.key), MISSING, spec.expected)
-            ok = False
-    return section.build(values, raw) if ok else None
+        if spec.required and spec.key.replace("-", "_") not in values:
+            complete = False
+    if not complete:
+        return None
+    valid = {key: value for key, value in raw.items() if _join(where, key) not in report.invalid}
+    return section.build(values, valid)
 
 
 # --- step 2: cross-field checks ---------------------------------------------------------------
 
-_Parsed = list[tuple[str, Mapping[str, object], Any]]  # (key path, raw table, dataclass)
+# (key path, raw table as written, dataclass): the raw table keeps the keys step 1 found wrong,
+# so that "is it set?" is answered as written ("count" in raw); their values are the defaults.
+_Parsed = list[tuple[str, Mapping[str, object], Any]]
+
+KEYS_UNREADABLE: Final[Mapping[int, Any]] = MappingProxyType({})
+"""``_load_keys``'s answer when ``[keys] file`` is set but could not be read: that error is
+reported, so a source's ``key`` is not checked against the file (it is not "empty")."""
 
 
 def _source_identity(source: SourceConfig) -> tuple[object, ...]:
@@ -524,8 +548,8 @@ def _check_sources(
                 )
             elif keys is None:
                 report.add(f"{where}.key", source.key, "a key ID of a [keys] file (none is set)")
-            elif source.key not in keys:
-                known = ", ".join(map(str, sorted(keys))) or "none"
+            elif keys is not KEYS_UNREADABLE and source.key not in keys:
+                known = ", ".join(map(str, sorted(keys))) or "it has none"
                 report.add(f"{where}.key", source.key, f"a key ID of the [keys] file ({known})")
         if source.min_poll > source.max_poll:  # both were set explicitly (see _build_source)
             report.add(
@@ -640,9 +664,9 @@ def parse_config(data: Mapping[str, object], path: Path) -> Config:
     _check_servers(parsed["nts-ke-server"], report)
     for where, raw, bcast in parsed["broadcast"]:
         check_broadcast(where, raw, bcast, report.add)
-    for where, _, log in parsed["log"]:
+    for where, raw, log in parsed["log"]:
         for kind in ("measurements", "statistics", "tracking"):
-            if getattr(log, kind) and log.directory is None:
+            if getattr(log, kind) and "directory" not in raw:  # a wrong one is reported already
                 report.add(
                     f"{where}.{kind}", True, f"{where}.directory set (where {kind}.log goes)"
                 )
@@ -675,21 +699,26 @@ def parse_config(data: Mapping[str, object], path: Path) -> Config:
     )
 
 
-def _load_keys(parsed: _Parsed, report: _Report) -> dict[int, Any] | None:
+def _load_keys(parsed: _Parsed, report: _Report) -> Mapping[int, Any] | None:
     """The keys of ``[keys] file`` (None when unset); a file that cannot be read or parsed is
-    an error of ``keys.file``."""
-    if not parsed or parsed[0][2].file is None:
+    an error of ``keys.file``, one per bad line, and gives ``KEYS_UNREADABLE``."""
+    if not parsed or "file" not in parsed[0][1]:
         return None
     path = parsed[0][2].file
+    if path is None:  # file = 7: reported in step 1
+        return KEYS_UNREADABLE
     from tsyncd.symkey import KeyFileError, load_key_file  # hashlib only when keys are used
 
     try:
         return dict(load_key_file(path))
     except OSError as exc:
         report.add("keys.file", str(path), f"a readable key file ({exc.strerror or exc})")
-    except (KeyFileError, UnicodeDecodeError) as exc:
+    except KeyFileError as exc:
+        for problem in exc.problems:
+            report.add("keys.file", str(path), f"a key file in chrony's format ({problem})")
+    except UnicodeDecodeError as exc:
         report.add("keys.file", str(path), f"a key file in chrony's format ({exc})")
-    return {}
+    return KEYS_UNREADABLE
 
 
 def _load_leap_table(parsed: _Parsed, report: _Report) -> Any:

@@ -418,6 +418,9 @@ def test_every_error_in_one_run(tmp_path: Path) -> None:
         f'{path}: log.level = 3: expected one of: "debug", "info", "warning", "error"',
         f"{path}: log.colour = true: expected key to be one of: level, directory, measurements,"
         " statistics, tracking",
+        # Step 2 still checks source[0], though two of its keys are wrong.
+        f'{path}: source[1].address = "a.example": expected an address no other source uses '
+        "(same as source[0].address)",
     ]
     assert all(e.file == path for e in info.value.errors)
 
