@@ -56,6 +56,7 @@ from tsyncd.config_fields import (
     _host_field,
     _int_field,
     _Invalid,
+    _name_field,
     _networks_field,
     _path_field,
     _seconds_field,
@@ -64,8 +65,13 @@ from tsyncd.config_fields import (
     _toml_key,
 )
 from tsyncd.config_fields import (
+    endpoint_identity as _endpoint_identity,
+)
+from tsyncd.config_fields import (
     parse_endpoint as parse_endpoint,
 )
+from tsyncd.config_names import check_selectors
+from tsyncd.config_names import selector_clash as selector_clash
 from tsyncd.servers.clientlog import DEFAULT_MAX_CLIENTS, RateLimit
 
 NTP_PORT: Final = 123
@@ -337,7 +343,7 @@ _SOURCE: Final = (
     _simple_field("require", "true or false", lambda v: isinstance(v, bool)),
     _int_field("key", 1, 0xFFFFFFFF, "a key ID of [keys] file"),
     _simple_field("offline", "true or false", lambda v: isinstance(v, bool)),
-    _string_field("name"),
+    _name_field("name"),
     _seconds_field("max-delay", 1e-9, 1000.0),
     _seconds_field("offset", -1.0, 1.0),
 )
@@ -521,15 +527,6 @@ def _source_identity(source: SourceConfig) -> tuple[object, ...]:
     return identity
 
 
-def _endpoint_identity(endpoint: Endpoint) -> tuple[str, int]:
-    """What makes two endpoints the same: case-insensitive names, canonical IP literals."""
-    try:
-        host = str(ip_address(endpoint.host))
-    except ValueError:
-        host = endpoint.host.lower().removesuffix(".")
-    return host, endpoint.port
-
-
 def _check_sources(
     parsed: _Parsed,
     report: _Report,
@@ -659,6 +656,7 @@ def parse_config(data: Mapping[str, object], path: Path) -> Config:
     symmetric_keys = _load_keys(parsed["keys"], report)
     leap_table = _load_leap_table(parsed["synchronization"], report)
     _check_sources(parsed["source"], report, keys=symmetric_keys)
+    check_selectors(parsed["source"], report.add)
     _check_servers(parsed["server"], report)
     _check_servers(parsed["tsq-server"], report)
     _check_servers(parsed["nts-ke-server"], report)
@@ -783,7 +781,8 @@ def parse_source(
 ) -> SourceConfig:
     """Check one ``[[source]]`` table given at run time (``tsyncctl add``) by the config file's
     own rules, and that its address is none of ``in_use`` (a running source, or an address
-    such as a pool member's -> who uses it, e.g. ``"source ntp.example"``); raise
+    such as a pool member's -> who uses it, e.g. ``"source ntp.example"``) and that no
+    selector would pick both it and one of them (``selector_clash``, both ways round); raise
     ``ConfigErrors`` naming ``origin`` and keys ``source.*``."""
     report = _Report()
     source: SourceConfig | None = None
@@ -797,6 +796,7 @@ def parse_source(
                 for e, who in (in_use or {}).items()
             }
             _check_sources([("source", table, source)], report, taken, keys)
+            check_selectors([("source", table, source)], report.add, in_use)
     if report or source is None:
         raise ConfigErrors(
             ConfigError(origin, key, value, expected) for key, value, expected in report
