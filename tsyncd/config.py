@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-Loading runs in two steps, as ntpd-rs does, but unlike it every error names its place:
+Loading runs in steps, the first two as ntpd-rs's, but unlike it every error names its place:
 
 1. *Shape*: each TOML table is read against a small field table (``_Field``: kebab-case key,
    parser, expected form; the parsers live in ``config_fields.py``).  A parser turns one TOML
@@ -15,10 +15,14 @@ Loading runs in two steps, as ntpd-rs does, but unlike it every error names its 
    listed twice.  A key that step 1 found wrong gets no second error here (``_Report``), and
    "is it set?" is asked of the table as written, so a wrong value is not a missing one.
 
+3. *The host* (``config_host.py``): what the file names must be there for the daemon to
+   start: ``[control]`` groups, the measurement logs' directory, PEM files.  Looked at, never
+   changed (no directory is made), so reloads and ``tsyncctl add`` run them too.
+
 Every problem becomes a ``ConfigError(file, key, value, expected)``; if there are any,
-``ConfigErrors`` is raised with all of them: step 1's in file order, then step 2's.  Nothing
-here uses ``assert`` (``python -O`` strips it) and nothing touches the network: host names are
-checked for form, not resolved, and groups are looked up by the daemon, not here.
+``ConfigErrors`` is raised with all of them: step 1's in file order, then step 2's and 3's.
+Nothing here uses ``assert`` (``python -O`` strips it) and nothing touches the network: host
+names are checked for form, not resolved.
 
 Relative paths (``control.socket``) are kept as written, so they are relative to the daemon's
 working directory; the demo configs rely on that.
@@ -31,7 +35,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import ip_address
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any, Final, Literal
 
 from tsyncd.config_broadcast import check_broadcast, check_broadcast_source, is_multicast
@@ -69,6 +72,13 @@ from tsyncd.config_fields import (
 )
 from tsyncd.config_fields import (
     parse_endpoint as parse_endpoint,
+)
+from tsyncd.config_host import (
+    KEYS_UNREADABLE,
+    check_host,
+    check_source_files,
+    load_keys,
+    load_leap_table,
 )
 from tsyncd.config_names import check_selectors
 from tsyncd.config_names import selector_clash as selector_clash
@@ -513,10 +523,6 @@ def _parse_table(
 # so that "is it set?" is answered as written ("count" in raw); their values are the defaults.
 _Parsed = list[tuple[str, Mapping[str, object], Any]]
 
-KEYS_UNREADABLE: Final[Mapping[int, Any]] = MappingProxyType({})
-"""``_load_keys``'s answer when ``[keys] file`` is set but could not be read: that error is
-reported, so a source's ``key`` is not checked against the file (it is not "empty")."""
-
 
 def _source_identity(source: SourceConfig) -> tuple[object, ...]:
     """What makes two sources the same: their address, and for a source on a multicast group
@@ -653,8 +659,8 @@ def parse_config(data: Mapping[str, object], path: Path) -> Config:
             result = _parse_table(table, where, section, report)
             if result is not None:
                 parsed[name].append((where, table, result))
-    symmetric_keys = _load_keys(parsed["keys"], report)
-    leap_table = _load_leap_table(parsed["synchronization"], report)
+    symmetric_keys = load_keys(parsed["keys"], report.add)
+    leap_table = load_leap_table(parsed["synchronization"], report.add)
     _check_sources(parsed["source"], report, keys=symmetric_keys)
     check_selectors(parsed["source"], report.add)
     _check_servers(parsed["server"], report)
@@ -668,6 +674,7 @@ def parse_config(data: Mapping[str, object], path: Path) -> Config:
                 report.add(
                     f"{where}.{kind}", True, f"{where}.directory set (where {kind}.log goes)"
                 )
+    check_host(parsed, report.add)
     if report:
         raise ConfigErrors(
             ConfigError(path, key, value, expected) for key, value, expected in report
@@ -695,46 +702,6 @@ def parse_config(data: Mapping[str, object], path: Path) -> Config:
         broadcasts=tuple(obj for _, _, obj in parsed["broadcast"]),
         **{name.replace("-", "_"): parsed[name][0][2] for name in singles if parsed[name]},
     )
-
-
-def _load_keys(parsed: _Parsed, report: _Report) -> Mapping[int, Any] | None:
-    """The keys of ``[keys] file`` (None when unset); a file that cannot be read or parsed is
-    an error of ``keys.file``, one per bad line, and gives ``KEYS_UNREADABLE``."""
-    if not parsed or "file" not in parsed[0][1]:
-        return None
-    path = parsed[0][2].file
-    if path is None:  # file = 7: reported in step 1
-        return KEYS_UNREADABLE
-    from tsyncd.symkey import KeyFileError, load_key_file  # hashlib only when keys are used
-
-    try:
-        return dict(load_key_file(path))
-    except OSError as exc:
-        report.add("keys.file", str(path), f"a readable key file ({exc.strerror or exc})")
-    except KeyFileError as exc:
-        for problem in exc.problems:
-            report.add("keys.file", str(path), f"a key file in chrony's format ({problem})")
-    except UnicodeDecodeError as exc:
-        report.add("keys.file", str(path), f"a key file in chrony's format ({exc})")
-    return KEYS_UNREADABLE
-
-
-def _load_leap_table(parsed: _Parsed, report: _Report) -> Any:
-    """The table of ``[synchronization] leap-seconds-file`` (None when unset); a file that
-    cannot be read or parsed is an error of that key."""
-    if not parsed or parsed[0][2].leap_seconds_file is None:
-        return None
-    path = parsed[0][2].leap_seconds_file
-    from tsyncd.sync.leapfile import parse_leap_seconds  # only when configured
-
-    key = "synchronization.leap-seconds-file"
-    try:
-        return parse_leap_seconds(path.read_text(encoding="ascii"))
-    except OSError as exc:
-        report.add(key, str(path), f"a readable leap-seconds.list file ({exc.strerror or exc})")
-    except (ValueError, UnicodeDecodeError) as exc:
-        report.add(key, str(path), f"a file in the leap-seconds.list format ({exc})")
-    return None
 
 
 def load_config(path: Path) -> Config:
@@ -797,6 +764,7 @@ def parse_source(
             }
             _check_sources([("source", table, source)], report, taken, keys)
             check_selectors([("source", table, source)], report.add, in_use)
+            check_source_files("source", source, report.add)
     if report or source is None:
         raise ConfigErrors(
             ConfigError(origin, key, value, expected) for key, value, expected in report

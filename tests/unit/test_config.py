@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import grp
+import os
 import re
 import tomllib
 from collections.abc import Mapping
@@ -10,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.pki import make_pki
 from tsyncd.config import (
     MISSING,
     ClockConfig,
@@ -72,6 +75,21 @@ def test_example_config_with_every_setting_uncommented_loads(tmp_path: Path) -> 
     keys = tmp_path / "tsyncd.keys"
     keys.write_text("1 SHA256 HEX:" + "ab" * 32 + "\n")
     text = text.replace('"/etc/tsyncd/tsyncd.keys"', f'"{keys}"')
+    # What the file names must be on this host too (config_host): PEM files, groups, and a
+    # log directory the test may make.
+    pki = make_pki(tmp_path / "pki")
+    for example, real in [
+        ("nts-ca.pem", pki.ca),
+        ("nts.crt", pki.chain),
+        ("nts.key", pki.key),
+        ("tsq-ca.pem", pki.ca),
+        ("tsq-fullchain.pem", pki.chain),
+        ("tsq-key.pem", pki.key),
+    ]:
+        text = text.replace(f'"/etc/tsyncd/{example}"', f'"{real}"')
+    group = grp.getgrgid(os.getgid()).gr_name
+    text = text.replace('"tsyncd"', f'"{group}"').replace('"tsyncd-admin"', f'"{group}"')
+    text = text.replace('"/var/log/tsyncd"', f'"{tmp_path / "log"}"')
     config = parse_config(tomllib.loads(text), P)
     assert config.sources[0].key == 1 and config.symmetric_keys[1].kind == "SHA256"
     assert config.synchronization.local_stratum == 10
@@ -89,7 +107,7 @@ def test_example_config_with_every_setting_uncommented_loads(tmp_path: Path) -> 
         IPv4Network("192.0.2.0/24"),
         IPv6Network("2001:db8::/32"),
     )
-    assert config.control.admin_group == "tsyncd-admin"
+    assert config.control.admin_group == group
     assert config.metrics.listen == Endpoint("127.0.0.1", 9975)
 
 
@@ -459,7 +477,9 @@ def test_long_values_are_cut() -> None:
     assert len(text) < 160
 
 
-def test_tsq_keys() -> None:
+def test_tsq_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_pki(tmp_path)  # ca.pem, chain.pem, key.pem: relative paths are the daemon's cwd's
+    monkeypatch.chdir(tmp_path)
     config = parse_config(
         {
             "source": [
@@ -505,23 +525,25 @@ def test_tsq_errors() -> None:
 def test_nts_source_and_server_keys(tmp_path: Path) -> None:
     from tsyncd.config import KeysetConfig, NtsKeServerConfig
 
+    pki = make_pki(tmp_path / "pki")
     config = load_text(
         tmp_path,
         '[[source]]\nmode = "nts"\naddress = "time.example.org"\n'
-        'certificate-authority = "/ca.pem"\n'
-        '[[nts-ke-server]]\ncertificate-chain-path = "/c.pem"\nprivate-key-path = "/k.pem"\n'
+        f'certificate-authority = "{pki.ca}"\n'
+        f'[[nts-ke-server]]\ncertificate-chain-path = "{pki.chain}"\n'
+        f'private-key-path = "{pki.key}"\n'
         'ntp-port = 1123\n[keyset]\nkey-storage-path = "/k.json"\nkey-rotation-interval = 3600\n'
         '[nts-client]\ncookie-storage-path = "/var/lib/tsyncd/nts"\n',
     )
     assert config.nts_client.cookie_storage_path == Path("/var/lib/tsyncd/nts")
     source = config.sources[0]
     assert source.address == Endpoint("time.example.org", 4460)  # NTS-KE default port
-    assert source.certificate_authority == Path("/ca.pem")
+    assert source.certificate_authority == pki.ca
     assert config.nts_ke_servers == (
         NtsKeServerConfig(
             listen=Endpoint("::", 4460),
-            certificate_chain_path=Path("/c.pem"),
-            private_key_path=Path("/k.pem"),
+            certificate_chain_path=pki.chain,
+            private_key_path=pki.key,
             ntp_port=1123,
         ),
     )
