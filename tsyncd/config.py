@@ -2,21 +2,27 @@
 
 Theory of operation
 -------------------
-Loading runs in two steps, as ntpd-rs does, but unlike it every error names its place:
+Loading runs in steps, the first two as ntpd-rs's, but unlike it every error names its place:
 
 1. *Shape*: each TOML table is read against a small field table (``_Field``: kebab-case key,
    parser, expected form; the parsers live in ``config_fields.py``).  A parser turns one TOML
    value into a typed value or raises ``_Invalid``; the table walker records the error and
    carries on, so one run finds every wrong type, out-of-range number, unknown key and missing
-   required key.  Tables that parse
-   cleanly become frozen dataclasses.
-2. *Cross-field checks* run on those dataclasses: min-poll <= max-poll, ``count`` only on
-   pools, no source or server listed twice.
+   required key.  Each table becomes a frozen dataclass of the keys that parsed, a wrong key
+   counting as unset (a table missing a required key, such as a source's mode, becomes none).
+2. *Cross-field checks* run on those dataclasses, so a wrong ``dscp`` does not hide a
+   ``count`` on a server: min-poll <= max-poll, ``count`` only on pools, no source or server
+   listed twice.  A key that step 1 found wrong gets no second error here (``_Report``), and
+   "is it set?" is asked of the table as written, so a wrong value is not a missing one.
+
+3. *The host* (``config_host.py``): what the file names must be there for the daemon to
+   start: ``[control]`` groups, the measurement logs' directory, PEM files.  Looked at, never
+   changed (no directory is made), so reloads and ``tsyncctl add`` run them too.
 
 Every problem becomes a ``ConfigError(file, key, value, expected)``; if there are any,
-``ConfigErrors`` is raised with all of them: step 1's in file order, then step 2's.  Nothing
-here uses ``assert`` (``python -O`` strips it) and nothing touches the network: host names are
-checked for form, not resolved, and groups are looked up by the daemon, not here.
+``ConfigErrors`` is raised with all of them: step 1's in file order, then step 2's and 3's.
+Nothing here uses ``assert`` (``python -O`` strips it) and nothing touches the network: host
+names are checked for form, not resolved.
 
 Relative paths (``control.socket``) are kept as written, so they are relative to the daemon's
 working directory; the demo configs rely on that.
@@ -53,6 +59,7 @@ from tsyncd.config_fields import (
     _host_field,
     _int_field,
     _Invalid,
+    _name_field,
     _networks_field,
     _path_field,
     _seconds_field,
@@ -61,8 +68,20 @@ from tsyncd.config_fields import (
     _toml_key,
 )
 from tsyncd.config_fields import (
+    endpoint_identity as _endpoint_identity,
+)
+from tsyncd.config_fields import (
     parse_endpoint as parse_endpoint,
 )
+from tsyncd.config_host import (
+    KEYS_UNREADABLE,
+    check_host,
+    check_source_files,
+    load_keys,
+    load_leap_table,
+)
+from tsyncd.config_names import check_selectors
+from tsyncd.config_names import selector_clash as selector_clash
 from tsyncd.servers.clientlog import DEFAULT_MAX_CLIENTS, RateLimit
 
 NTP_PORT: Final = 123
@@ -334,7 +353,7 @@ _SOURCE: Final = (
     _simple_field("require", "true or false", lambda v: isinstance(v, bool)),
     _int_field("key", 1, 0xFFFFFFFF, "a key ID of [keys] file"),
     _simple_field("offline", "true or false", lambda v: isinstance(v, bool)),
-    _string_field("name"),
+    _name_field("name"),
     _seconds_field("max-delay", 1e-9, 1000.0),
     _seconds_field("offset", -1.0, 1.0),
 )
@@ -447,10 +466,18 @@ _SECTIONS: Final = {
 
 
 class _Report(list[tuple[str, object, str]]):
-    """(key path, value, expected) of each error found so far, in file order."""
+    """(key path, value, expected) of each error found so far, in file order.
+
+    ``invalid`` holds the key paths step 1 found wrong ("source[0].count"): a later check that
+    blames one of them again adds nothing, as the key's own error says what to fix first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.invalid: set[str] = set()
 
     def add(self, key: str, value: object, expected: str) -> None:
-        self.append((key, value, expected))
+        if key not in self.invalid:
+            self.append((key, value, expected))
 
 
 def _join(where: str, key: str) -> str:
@@ -460,32 +487,41 @@ def _join(where: str, key: str) -> str:
 def _parse_table(
     raw: Mapping[str, object], where: str, section: _Section, report: _Report
 ) -> Any | None:
-    """Step 1 for one table: its dataclass, or None after reporting why not."""
+    """Step 1 for one table, each problem reported: its dataclass, built from the keys that
+    parsed as if the wrong ones were not there, so that step 2 still checks what is right (one
+    run finds every mistake); None when a required key is wrong or missing, as the table then
+    has nothing to check against (no mode, no address)."""
     known = {f.key: f for f in section.fields}
     values: dict[str, Any] = {}
-    ok = True
     for key, value in raw.items():
         spec = known.get(key)
         if spec is None:
             report.add(_join(where, key), value, "key to be one of: " + ", ".join(known))
-            ok = False
-            continue
-        try:
-            values[spec.key.replace("-", "_")] = spec.parse(value)
-        except _Invalid as e:
-            for suffix, bad, expected in e.items or (("", value, spec.expected),):
-                report.add(_join(where, key) + suffix, bad, expected)
-            ok = False
+        else:
+            try:
+                values[spec.key.replace("-", "_")] = spec.parse(value)
+                continue
+            except _Invalid as e:
+                for suffix, bad, expected in e.items or (("", value, spec.expected),):
+                    report.add(_join(where, key) + suffix, bad, expected)
+        report.invalid.add(_join(where, key))
+    complete = True
     for spec in section.fields:
         if spec.required and spec.key not in raw:
             report.add(_join(where, spec.key), MISSING, spec.expected)
-            ok = False
-    return section.build(values, raw) if ok else None
+        if spec.required and spec.key.replace("-", "_") not in values:
+            complete = False
+    if not complete:
+        return None
+    valid = {key: value for key, value in raw.items() if _join(where, key) not in report.invalid}
+    return section.build(values, valid)
 
 
 # --- step 2: cross-field checks ---------------------------------------------------------------
 
-_Parsed = list[tuple[str, Mapping[str, object], Any]]  # (key path, raw table, dataclass)
+# (key path, raw table as written, dataclass): the raw table keeps the keys step 1 found wrong,
+# so that "is it set?" is answered as written ("count" in raw); their values are the defaults.
+_Parsed = list[tuple[str, Mapping[str, object], Any]]
 
 
 def _source_identity(source: SourceConfig) -> tuple[object, ...]:
@@ -495,15 +531,6 @@ def _source_identity(source: SourceConfig) -> tuple[object, ...]:
     if source.broadcast_server is not None and is_multicast(source.address.host):
         identity += _endpoint_identity(source.broadcast_server)
     return identity
-
-
-def _endpoint_identity(endpoint: Endpoint) -> tuple[str, int]:
-    """What makes two endpoints the same: case-insensitive names, canonical IP literals."""
-    try:
-        host = str(ip_address(endpoint.host))
-    except ValueError:
-        host = endpoint.host.lower().removesuffix(".")
-    return host, endpoint.port
 
 
 def _check_sources(
@@ -524,8 +551,8 @@ def _check_sources(
                 )
             elif keys is None:
                 report.add(f"{where}.key", source.key, "a key ID of a [keys] file (none is set)")
-            elif source.key not in keys:
-                known = ", ".join(map(str, sorted(keys))) or "none"
+            elif keys is not KEYS_UNREADABLE and source.key not in keys:
+                known = ", ".join(map(str, sorted(keys))) or "it has none"
                 report.add(f"{where}.key", source.key, f"a key ID of the [keys] file ({known})")
         if source.min_poll > source.max_poll:  # both were set explicitly (see _build_source)
             report.add(
@@ -632,20 +659,22 @@ def parse_config(data: Mapping[str, object], path: Path) -> Config:
             result = _parse_table(table, where, section, report)
             if result is not None:
                 parsed[name].append((where, table, result))
-    symmetric_keys = _load_keys(parsed["keys"], report)
-    leap_table = _load_leap_table(parsed["synchronization"], report)
+    symmetric_keys = load_keys(parsed["keys"], report.add)
+    leap_table = load_leap_table(parsed["synchronization"], report.add)
     _check_sources(parsed["source"], report, keys=symmetric_keys)
+    check_selectors(parsed["source"], report.add)
     _check_servers(parsed["server"], report)
     _check_servers(parsed["tsq-server"], report)
     _check_servers(parsed["nts-ke-server"], report)
     for where, raw, bcast in parsed["broadcast"]:
         check_broadcast(where, raw, bcast, report.add)
-    for where, _, log in parsed["log"]:
+    for where, raw, log in parsed["log"]:
         for kind in ("measurements", "statistics", "tracking"):
-            if getattr(log, kind) and log.directory is None:
+            if getattr(log, kind) and "directory" not in raw:  # a wrong one is reported already
                 report.add(
                     f"{where}.{kind}", True, f"{where}.directory set (where {kind}.log goes)"
                 )
+    check_host(parsed, report.add)
     if report:
         raise ConfigErrors(
             ConfigError(path, key, value, expected) for key, value, expected in report
@@ -673,41 +702,6 @@ def parse_config(data: Mapping[str, object], path: Path) -> Config:
         broadcasts=tuple(obj for _, _, obj in parsed["broadcast"]),
         **{name.replace("-", "_"): parsed[name][0][2] for name in singles if parsed[name]},
     )
-
-
-def _load_keys(parsed: _Parsed, report: _Report) -> dict[int, Any] | None:
-    """The keys of ``[keys] file`` (None when unset); a file that cannot be read or parsed is
-    an error of ``keys.file``."""
-    if not parsed or parsed[0][2].file is None:
-        return None
-    path = parsed[0][2].file
-    from tsyncd.symkey import KeyFileError, load_key_file  # hashlib only when keys are used
-
-    try:
-        return dict(load_key_file(path))
-    except OSError as exc:
-        report.add("keys.file", str(path), f"a readable key file ({exc.strerror or exc})")
-    except (KeyFileError, UnicodeDecodeError) as exc:
-        report.add("keys.file", str(path), f"a key file in chrony's format ({exc})")
-    return {}
-
-
-def _load_leap_table(parsed: _Parsed, report: _Report) -> Any:
-    """The table of ``[synchronization] leap-seconds-file`` (None when unset); a file that
-    cannot be read or parsed is an error of that key."""
-    if not parsed or parsed[0][2].leap_seconds_file is None:
-        return None
-    path = parsed[0][2].leap_seconds_file
-    from tsyncd.sync.leapfile import parse_leap_seconds  # only when configured
-
-    key = "synchronization.leap-seconds-file"
-    try:
-        return parse_leap_seconds(path.read_text(encoding="ascii"))
-    except OSError as exc:
-        report.add(key, str(path), f"a readable leap-seconds.list file ({exc.strerror or exc})")
-    except (ValueError, UnicodeDecodeError) as exc:
-        report.add(key, str(path), f"a file in the leap-seconds.list format ({exc})")
-    return None
 
 
 def load_config(path: Path) -> Config:
@@ -767,7 +761,8 @@ def parse_source(
 ) -> SourceConfig:
     """Check one ``[[source]]`` table given at run time (``tsyncctl add``) by the config file's
     own rules, and that its address is none of ``in_use`` (a running source, or an address
-    such as a pool member's -> who uses it, e.g. ``"source ntp.example"``); raise
+    such as a pool member's -> who uses it, e.g. ``"source ntp.example"``) and that no
+    selector would pick both it and one of them (``selector_clash``, both ways round); raise
     ``ConfigErrors`` naming ``origin`` and keys ``source.*``."""
     report = _Report()
     source: SourceConfig | None = None
@@ -778,6 +773,8 @@ def parse_source(
         if source is not None:
             taken = _address_users(in_use or {})
             _check_sources([("source", table, source)], report, taken, keys)
+            check_selectors([("source", table, source)], report.add, in_use)
+            check_source_files("source", source, report.add)
     if report or source is None:
         raise ConfigErrors(
             ConfigError(origin, key, value, expected) for key, value, expected in report

@@ -113,6 +113,15 @@ class Endpoint:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
+def endpoint_identity(endpoint: Endpoint) -> tuple[str, int]:
+    """What makes two endpoints the same: case-insensitive names, canonical IP literals."""
+    try:
+        host = str(ip_address(endpoint.host))
+    except ValueError:
+        host = endpoint.host.lower().removesuffix(".")
+    return host, endpoint.port
+
+
 def _check_host(host: str) -> None:
     """Accept an IPv4 literal or an RFC 1123 host name (optional trailing dot)."""
     labels = host.removesuffix(".").split(".")
@@ -238,6 +247,16 @@ def _string_field(key: str, convert: Callable[[str], Any] = str, required: bool 
     return _simple_field(key, "non-empty string", valid, convert, required)
 
 
+def _name_field(key: str) -> _Field:
+    """A name shown in tables and typed as a tsyncctl argument: printable (no newline, tab or
+    other control character to break a table row) and not only spaces (nothing to type)."""
+
+    def valid(v: object) -> bool:
+        return isinstance(v, str) and v.strip() != "" and v.isprintable()
+
+    return _simple_field(key, "non-empty string of printable characters, not only spaces", valid)
+
+
 def _path_field(key: str, what: str) -> _Field:
     """A required file path (a non-empty string); existence is checked when it is opened."""
     field = _string_field(key, Path)
@@ -262,8 +281,10 @@ def _endpoint_field(
             if ip_only:
                 ip_address(endpoint.host)
         except ValueError:
+            # Name the key this is for: listen, servers, broadcast-server all need an IP.
             reason = (
-                f"{_toml_repr(endpoint.host)} is not an IP address (listen needs one, not a name)"
+                f"{_toml_repr(endpoint.host)} is not an IP address "
+                f"({key} takes an IP address, not a name)"
             )
             raise _Invalid(("", value, f"{expected}; {reason}")) from None
         if endpoint.port < min_port:

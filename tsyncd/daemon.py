@@ -25,7 +25,7 @@ from tsyncd import __version__
 from tsyncd.clock.base import Clock, ClockState
 from tsyncd.config import Config, ConfigErrors, load_config
 from tsyncd.control.rpc import ErrorCode, RpcError
-from tsyncd.control.server import ControlServer
+from tsyncd.control.server import ControlServer, ControlSetupError
 from tsyncd.daemon_commands import ChronycCommands
 from tsyncd.daemon_logs import MeasurementLogging
 from tsyncd.daemon_snapshots import SnapshotViews
@@ -63,6 +63,9 @@ from tsyncd.wire.ntp import Leap
 from tsyncd.wire.timestamps import ntp64_from_unix_ns, short_from_ns
 
 if TYPE_CHECKING:
+    from OpenSSL import SSL
+
+    from tsyncd.config import NtsKeServerConfig
     from tsyncd.measurement_logs import MeasurementLogs
     from tsyncd.metrics import MetricsExporter  # imported with [metrics]: it costs memory
     from tsyncd.servers.nts import NtsServerSide
@@ -273,6 +276,11 @@ class Daemon(SourceSettings, ChronycCommands, MeasurementLogging, SnapshotViews)
         )
         try:
             await self.control.start()
+        except ControlSetupError as exc:
+            if exc.key is None:
+                raise
+            # A group checked with the config and gone since: name the file too.
+            raise ControlSetupError(f"{self.config.path}: {exc}", exc.key) from exc
         except OSError as exc:
             # A simulator may offer no Unix sockets at all; time keeping matters more there.
             if not simulator_runtime():
@@ -605,13 +613,26 @@ class Daemon(SourceSettings, ChronycCommands, MeasurementLogging, SnapshotViews)
         from OpenSSL import SSL  # pyOpenSSL (about 10 MB) only when NTS is served
 
         default_port = self.config.servers[0].listen.port if self.config.servers else None
-        for ke_cfg in self.config.nts_ke_servers:
+        for i, ke_cfg in enumerate(self.config.nts_ke_servers):
             try:
                 await self.nts.start_ke(ke_cfg, default_port)
             except SSL.Error as exc:
                 raise OSError(
-                    f"NTS-KE server {ke_cfg.listen}: certificate or key unusable: {exc}"
+                    self._credentials_refused(f"nts-ke-server[{i}]", ke_cfg, exc)
                 ) from exc
+
+    def _credentials_refused(self, where: str, cfg: NtsKeServerConfig, exc: SSL.Error) -> str:
+        """Why OpenSSL refused a server's PEM files, which passed the config check (so they
+        changed since): the check's own words again, else OpenSSL's reasons, with the keys."""
+        from tsyncd.config_host import credential_errors
+        from tsyncd.net.tls import ssl_error_text
+
+        chain, key = cfg.certificate_chain_path, cfg.private_key_path
+        found = credential_errors(self.config.path, where, chain, key)
+        return "\n".join(found) or (
+            f"{self.config.path}: {where}: OpenSSL cannot use certificate-chain-path = {chain} "
+            f"with private-key-path = {key} ({ssl_error_text(exc)})"
+        )
 
     def _rpc_rekey(self, _params: dict[str, Any]) -> dict[str, Any]:
         if self.nts is None:

@@ -39,12 +39,18 @@ class MeasurementLogging:
             return
         from tsyncd.measurement_logs import MeasurementLogs  # only when configured
 
-        logs = MeasurementLogs(
-            cfg.directory,
-            measurements=cfg.measurements,
-            statistics=cfg.statistics,
-            tracking=cfg.tracking,
-        )
+        try:
+            logs = MeasurementLogs(
+                cfg.directory,
+                measurements=cfg.measurements,
+                statistics=cfg.statistics,
+                tracking=cfg.tracking,
+            )
+        except OSError as exc:  # checked with the config: changed since (or as another user)
+            from tsyncd.config_host import log_directory_error, log_files
+
+            files = log_files(cfg)
+            raise OSError(log_directory_error(self.config.path, cfg.directory, files, exc)) from exc
         self.measurement_logs = logs
         self._logged_updates = self.core.clock_updates
 

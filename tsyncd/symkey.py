@@ -69,7 +69,12 @@ _KEY_ID: Final = struct.Struct("!I")
 
 
 class KeyFileError(ValueError):
-    """A key file line that is not a key: says which line and why."""
+    """Key file lines that are not keys: ``problems`` says which lines and why, one each
+    ("line 3: ..."), so that one look at the file finds every bad line."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = tuple(problems)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,8 +180,9 @@ def keygen_bits(kind: str, bits: int | None) -> int:
 
 
 def parse_key_file(text: str) -> dict[int, SymmetricKey]:
-    """The keys in chrony's key file format; ``KeyFileError`` names the first bad line."""
+    """The keys in chrony's key file format; ``KeyFileError`` names every bad line."""
     keys: dict[int, SymmetricKey] = {}
+    problems: list[str] = []
     for number, line in enumerate(text.splitlines(), 1):
         words = line.split("#", 1)[0].split()
         if not words:
@@ -184,10 +190,13 @@ def parse_key_file(text: str) -> dict[int, SymmetricKey]:
         try:
             key = _parse_key(words)
         except ValueError as exc:
-            raise KeyFileError(f"line {number}: {exc}") from None
+            problems.append(f"line {number}: {exc}")
+            continue
         if key.key_id in keys:
-            raise KeyFileError(f"line {number}: key {key.key_id} is defined twice")
+            problems.append(f"line {number}: key {key.key_id} is defined twice")
         keys[key.key_id] = key
+    if problems:
+        raise KeyFileError(problems)
     return keys
 
 

@@ -90,7 +90,7 @@ def test_wrong_ca_never_syncs_and_bad_key_refuses_to_start(peers: Peers, tmp_pat
     assert client.ctl("status")["synchronized"] is False
     assert client.ctl("peers")[0]["reach"] == 0
     assert server.ctl("serverstats")["tsq"][1]["sent"] == 0
-    # A key file that is not PEM: the daemon refuses to start and names the file.
+    # A key file that is not PEM: the config check refuses it, naming the key and the file.
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "chain.pem").write_bytes((tmp_path / "pki" / "chain.pem").read_bytes())
@@ -108,8 +108,11 @@ def test_wrong_ca_never_syncs_and_bad_key_refuses_to_start(peers: Peers, tmp_pat
         timeout=20,
         check=False,
     )
-    assert done.returncode == 2
-    assert f"cannot load the TSQ certificate {bad / 'chain.pem'}" in done.stderr
+    assert done.returncode == 1
+    assert (
+        f'{conf}: tsq-server[0].private-key-path = "{bad / "key.pem"}": expected a readable PEM '
+        "private key (no PEM private key in it)"
+    ) in done.stderr
 
 
 def test_tsq_source_reconnects_after_the_server_restarts(peers: Peers, tmp_path: Path) -> None:

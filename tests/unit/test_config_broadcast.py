@@ -2,20 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
-
-from tsyncd.config import ConfigErrors, Endpoint, parse_config
+from tests.config_errors import P, errors
+from tsyncd.config import Endpoint, parse_config
 from tsyncd.config_broadcast import is_multicast
-
-P = Path("/etc/tsyncd.toml")
-
-
-def errors(data: dict[str, object]) -> list[str]:
-    with pytest.raises(ConfigErrors) as e:
-        parse_config(data, P)
-    return [str(x).removeprefix(f"{P}: ") for x in e.value.errors]
 
 
 def test_multicast_groups_are_recognized() -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.pki import make_pki
 from tsyncd.config import (
     MISSING,
     ConfigError,
@@ -31,12 +32,16 @@ def errors_of(table: object, in_use: dict[Endpoint, str] | None = None) -> list[
     [
         {"mode": "server", "address": "127.0.0.1:1234", "iburst": True, "min-poll": -2},
         {"mode": "pool", "address": "pool.example", "count": 2, "max-poll": 4},
-        {"mode": "nts", "address": "nts.example", "certificate-authority": "/etc/ca.pem"},
+        {"mode": "nts", "address": "nts.example", "certificate-authority": "ca.pem"},
         {"mode": "tsq", "address": "[::1]", "transport": "stream"},
         {"mode": "peer", "address": "192.0.2.1", "local-port": 1123, "xleave": True},
     ],
 )
-def test_same_source_as_the_config_file_gives(table: dict[str, object]) -> None:
+def test_same_source_as_the_config_file_gives(
+    table: dict[str, object], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_pki(tmp_path)  # the ca.pem a certificate-authority names must be one
+    monkeypatch.chdir(tmp_path)
     from_file = parse_config({"source": [table]}, Path("x.toml")).sources[0]
     assert parse_source(table) == from_file
 

@@ -59,6 +59,17 @@ def test_bad_key_file_lines_are_named(text: str, message: str) -> None:
     assert str(e.value) == message
 
 
+def test_every_bad_key_file_line_is_named() -> None:
+    with pytest.raises(KeyFileError) as e:
+        parse_key_file("1 MD5 HEX:0g\n2 MD5 HEX:01\n# fine\n3 MD4 x\n2 SHA1 y\n")
+    assert e.value.problems == (
+        "line 1: HEX: value is not hexadecimal",
+        "line 4: key type 'MD4' is not one of MD5, SHA1, SHA256, SHA384, SHA512, AES128, AES256",
+        "line 5: key 2 is defined twice",
+    )
+    assert str(e.value) == "; ".join(e.value.problems)
+
+
 def test_digests_are_hash_of_key_then_packet_truncated_to_20_or_cmac() -> None:
     md5 = seal(KEYS[1], PACKET)
     assert md5[48:52] == b"\0\0\0\1" and len(md5) == 48 + 4 + 16

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import grp
 import inspect
+import json
 import logging
 import os
 import pwd
@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from tsyncd.config_host import group_expected, group_id
 from tsyncd.control.rpc import (
     ErrorCode,
     Request,
@@ -48,7 +49,12 @@ _UCRED = struct.Struct("=iII")
 
 
 class ControlSetupError(Exception):
-    """The control socket cannot be set up; the message says what to change."""
+    """The control socket cannot be set up; the message says what to change, and ``key``
+    which ``[control]`` setting it is about, if one is ("control.group")."""
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 def supplementary_groups(uid: int) -> set[int]:
@@ -88,16 +94,13 @@ def may_call_admin(
     return admin_gid in supplementary(uid)
 
 
-def _resolve_group(name: str, what: str) -> int:
-    """Map a group name (or a numeric gid) to a gid, or explain why it cannot."""
-    if name.isdigit():
-        return int(name)
-    try:
-        return grp.getgrnam(name).gr_gid
-    except KeyError:
-        raise ControlSetupError(
-            f"{what} {name!r} does not exist; create it (groupadd {name}) or change the setting"
-        ) from None
+def _resolve_group(name: str, key: str) -> int:
+    """Map a group name (or a numeric gid) to a gid, or explain why it cannot, naming the
+    setting (``key``: "control.group") in the config check's words (``config_host``)."""
+    gid = group_id(name)
+    if gid is None:
+        raise ControlSetupError(f"{key} = {json.dumps(name)}: expected {group_expected(name)}", key)
+    return gid
 
 
 def peer_credentials(sock: Any) -> tuple[int, int, int]:
@@ -160,9 +163,9 @@ class ControlServer:
         Raises ``ControlSetupError`` if a group is unknown, another daemon is listening on the
         path, or the path holds something that is not a socket.
         """
-        gid = _resolve_group(self._group, "control socket group") if self._group else None
+        gid = _resolve_group(self._group, "control.group") if self._group else None
         if self._admin_group is not None:
-            self._admin_gid = _resolve_group(self._admin_group, "control admin group")
+            self._admin_gid = _resolve_group(self._admin_group, "control.admin-group")
         self._prepare_path()
         self._server = await asyncio.start_unix_server(
             self._serve, path=str(self._path), limit=self._max_line

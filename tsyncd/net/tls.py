@@ -22,13 +22,24 @@ from OpenSSL import SSL
 
 from tsyncd.wire.ntske import ALPN
 
-__all__ = ["TlsError", "TlsStream", "client_context", "server_context"]
+__all__ = ["TlsError", "TlsStream", "client_context", "server_context", "ssl_error_text"]
 
 _CHUNK: Final = 65536
 
 
 class TlsError(Exception):
     """The TLS session failed (handshake, ALPN, certificate, or the peer went away)."""
+
+
+def ssl_error_text(exc: SSL.Error) -> str:
+    """OpenSSL's reasons in ``exc`` ("no certificate or crl found"), without the
+    ``[('x509 certificate routines', '', ...)]`` list pyOpenSSL shows."""
+    queue = exc.args[0] if exc.args else None
+    if isinstance(queue, list):
+        reasons = [str(entry[-1]) for entry in queue if isinstance(entry, tuple) and entry[-1]]
+        if reasons:
+            return "; ".join(dict.fromkeys(reasons))
+    return str(exc) or type(exc).__name__
 
 
 def _tls13_context() -> SSL.Context:

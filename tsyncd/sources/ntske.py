@@ -18,7 +18,8 @@ from OpenSSL import SSL
 from service_identity import VerificationError
 from service_identity.pyopenssl import verify_hostname, verify_ip_address
 
-from tsyncd.net.tls import TlsError, TlsStream, client_context
+from tsyncd.config_host import pem_ca_problem
+from tsyncd.net.tls import TlsError, TlsStream, client_context, ssl_error_text
 from tsyncd.net.udp import is_ip_literal
 from tsyncd.nts.ke import (
     CLIENT_AEADS,
@@ -66,7 +67,13 @@ async def run_ke(
     try:
         ctx = client_context(ca_path)
     except (SSL.Error, OSError) as exc:
-        raise KeFailure(f"cannot load certificate authority {ca_path}: {exc}") from exc
+        # Checked with the config, so gone or changed since: say how, in the config's words.
+        what = f"certificate-authority = {ca_path}" if ca_path else "the system trust store"
+        problem = pem_ca_problem(ca_path) if ca_path is not None else None
+        if problem is not None:
+            raise KeFailure(f"{what}: expected {problem}") from exc
+        why = ssl_error_text(exc) if isinstance(exc, SSL.Error) else str(exc)
+        raise KeFailure(f"{what}: OpenSSL cannot use it ({why})") from exc
     try:
         async with asyncio.timeout(timeout_s):
             return await _exchange(ctx, host, port, connect_host or host, aeads)

@@ -377,8 +377,13 @@ def test_unknown_group_is_a_setup_error(loop: LoopThread, short_dir: Path) -> No
     server = ControlServer(
         short_dir / "ctl.sock", read_methods={}, admin_methods={}, group="no-such-group-xyz"
     )
-    with pytest.raises(ControlSetupError, match="'no-such-group-xyz' does not exist"):
+    with pytest.raises(ControlSetupError) as info:
         loop.run(server.start())
+    assert str(info.value) == (
+        'control.group = "no-such-group-xyz": expected the name or GID of an existing group '
+        "(create it: groupadd no-such-group-xyz)"
+    )
+    assert info.value.key == "control.group"  # the daemon adds the config file's name
     assert not (short_dir / "ctl.sock").exists()
 
 

@@ -88,6 +88,41 @@ def test_client_checks_the_certificate(pki: Pki, tmp_path: Path) -> None:
     with_server(pki, body)
 
 
+def test_an_unusable_certificate_authority_is_named_with_its_key(tmp_path: Path) -> None:
+    """Checked with the config, the file may still go (or change) before the first NTS-KE:
+    the Note says which key and what was expected, not OpenSSL's error list."""
+    text = tmp_path / "text.pem"
+    text.write_text("not a certificate\n")
+
+    async def attempt(ca: Path) -> str:
+        with pytest.raises(KeFailure) as info:
+            await run_ke("127.0.0.1", 9, ca)  # fails before connecting
+        return str(info.value)
+
+    assert asyncio.run(attempt(tmp_path / "gone.pem")) == (
+        f"certificate-authority = {tmp_path}/gone.pem: expected a readable PEM file of CA "
+        "certificates (No such file or directory)"
+    )
+    assert asyncio.run(attempt(text)) == (
+        f"certificate-authority = {text}: expected a readable PEM file of CA certificates "
+        "(no PEM certificate in it)"
+    )
+
+
+def test_openssl_errors_read_as_reasons(tmp_path: Path) -> None:
+    from OpenSSL import SSL
+
+    from tsyncd.net.tls import ssl_error_text
+
+    text = tmp_path / "text.pem"
+    text.write_text("not a certificate\n")
+    with pytest.raises(SSL.Error) as info:
+        client_context(text)
+    assert str(info.value).startswith("[(")  # pyOpenSSL's form: a list of tuples
+    assert "no certificate" in ssl_error_text(info.value)
+    assert "[(" not in ssl_error_text(info.value)
+
+
 async def raw_exchange(pki: Pki, port: int, request: bytes) -> bytes:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     tls = TlsStream(client_context(pki.ca), reader, writer, server=False)

@@ -1,0 +1,203 @@
+"""tsyncd.config_host: ``--check`` (and every reload, and ``tsyncctl add``) catches what the
+daemon would refuse at start: unknown groups, a log directory it cannot make or write, PEM
+files it cannot use (QA s16, finding 4)."""
+
+from __future__ import annotations
+
+import grp
+import os
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from tests.config_errors import errors
+from tests.pki import Pki, make_pki
+from tsyncd.config import ConfigErrors, parse_config, parse_source
+from tsyncd.config_host import credential_errors, log_directory_error
+
+NO_FILE = "(No such file or directory)"
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+def nts_ke(chain: Path, key: Path) -> dict[str, object]:
+    return {
+        "listen": "127.0.0.1:4460",
+        "certificate-chain-path": str(chain),
+        "private-key-path": str(key),
+    }
+
+
+# --- [control] groups -------------------------------------------------------------------------
+
+
+def test_control_groups_must_exist() -> None:
+    assert errors({"control": {"group": "no-such-group-xyz", "admin-group": "nor-this-one"}}) == [
+        'control.group = "no-such-group-xyz": expected the name or GID of an existing group '
+        "(create it: groupadd no-such-group-xyz)",
+        'control.admin-group = "nor-this-one": expected the name or GID of an existing group '
+        "(create it: groupadd nor-this-one)",
+    ]
+    existing = grp.getgrgid(os.getgid()).gr_name
+    config = parse_config({"control": {"group": existing, "admin-group": "4242"}}, Path("t"))
+    assert config.control.admin_group == "4242"  # a GID is taken as it is, as chown does
+
+
+# --- [log] directory --------------------------------------------------------------------------
+
+
+def test_log_directory_the_daemon_cannot_make(tmp_path: Path) -> None:
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    assert errors({"log": {"directory": "/proc/forbidden", "tracking": True}}) == [
+        'log.directory = "/proc/forbidden": expected a directory tsyncd can write tracking.log '
+        "in, or make (/proc is on the kernel's proc file system)",
+    ]
+    assert errors(
+        {"log": {"directory": str(a_file / "logs"), "measurements": True, "statistics": True}}
+    ) == [
+        f'log.directory = "{a_file}/logs": expected a directory tsyncd can write '
+        f"measurements.log and statistics.log in, or make ({a_file} is not a directory)",
+    ]
+    (tmp_path / "logs" / "tracking.log").mkdir(parents=True)
+    assert errors({"log": {"directory": str(tmp_path / "logs"), "tracking": True}}) == [
+        f'log.directory = "{tmp_path}/logs": expected a directory tsyncd can write tracking.log '
+        f"in, or make ({tmp_path}/logs/tracking.log is a directory)",
+    ]
+
+
+def test_log_directory_is_judged_without_making_it(tmp_path: Path) -> None:
+    missing = tmp_path / "a" / "b"
+    config = parse_config({"log": {"directory": str(missing), "tracking": True}}, Path("t"))
+    assert config.log.directory == missing and not (tmp_path / "a").exists()
+    # Only the logs that are on need the directory.
+    assert parse_config({"log": {"directory": "/proc/forbidden"}}, Path("t")).log.tracking is False
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def test_log_directory_not_writable(tmp_path: Path) -> None:
+    tmp_path.chmod(0o500)
+    try:
+        assert errors({"log": {"directory": str(tmp_path / "logs"), "tracking": True}}) == [
+            f'log.directory = "{tmp_path}/logs": expected a directory tsyncd can write '
+            f"tracking.log in, or make ({tmp_path} is not writable)",
+        ]
+    finally:
+        tmp_path.chmod(0o700)
+
+
+def test_the_daemons_own_log_directory_error_names_the_key() -> None:
+    exc = OSError(2, "No such file or directory", "/proc/forbidden")
+    assert log_directory_error(Path("/t.toml"), Path("/proc/forbidden"), ["tracking.log"], exc) == (
+        '/t.toml: log.directory = "/proc/forbidden": expected a directory tsyncd can write '
+        "tracking.log in, or make (No such file or directory: /proc/forbidden)"
+    )
+
+
+# --- PEM files --------------------------------------------------------------------------------
+
+
+def test_nts_ke_server_files_that_are_missing_or_not_pem(tmp_path: Path) -> None:
+    (tmp_path / "text").write_text("not a certificate\n")
+    assert errors({"nts-ke-server": [nts_ke(Path("/x.crt"), Path("/x"))]}) == [
+        f'nts-ke-server[0].certificate-chain-path = "/x.crt": expected a readable PEM '
+        f"certificate chain {NO_FILE}",
+        f'nts-ke-server[0].private-key-path = "/x": expected a readable PEM private key {NO_FILE}',
+    ]
+    assert errors({"nts-ke-server": [nts_ke(tmp_path / "text", tmp_path)]}) == [
+        f'nts-ke-server[0].certificate-chain-path = "{tmp_path}/text": expected a readable PEM '
+        "certificate chain (no PEM certificate in it)",
+        f'nts-ke-server[0].private-key-path = "{tmp_path}": expected a readable PEM private key '
+        "(not a regular file)",
+    ]
+    broken = tmp_path / "broken.pem"
+    broken.write_text("-----BEGIN CERTIFICATE-----\nnot*base64\n-----END CERTIFICATE-----\n")
+    assert errors({"tsq-server": [{"transport": "datagram"} | nts_ke(broken, tmp_path / "k")]}) == [
+        f'tsq-server[0].certificate-chain-path = "{broken}": expected a readable PEM '
+        "certificate chain (its certificate 1 is not valid PEM (bad base64))",
+        f'tsq-server[0].private-key-path = "{tmp_path}/k": expected a readable PEM private key '
+        f"{NO_FILE}",
+    ]
+
+
+def test_a_key_that_is_not_the_certificates(pki: Pki, tmp_path: Path) -> None:
+    other = make_pki(tmp_path / "other")
+    assert errors({"nts-ke-server": [nts_ke(pki.chain, other.key)]}) == [
+        f'nts-ke-server[0].private-key-path = "{other.key}": expected the private key of '
+        "certificate-chain-path's certificate (it is another key)",
+    ]
+    # The CA certificate first is the wrong order for a chain: its key is not this one.
+    assert errors({"nts-ke-server": [nts_ke(pki.ca, pki.key)]})[0].startswith(
+        f'nts-ke-server[0].private-key-path = "{pki.key}": expected the private key of '
+    )
+
+
+def test_an_encrypted_key_is_refused_as_tsyncd_asks_no_password(pki: Pki, tmp_path: Path) -> None:
+    key = serialization.load_pem_private_key(pki.key.read_bytes(), password=None)
+    locked = tmp_path / "locked.pem"
+    locked.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"secret"),
+        )
+    )
+    assert errors({"nts-ke-server": [nts_ke(pki.chain, locked)]}) == [
+        f'nts-ke-server[0].private-key-path = "{locked}": expected a readable PEM private key '
+        "(it is encrypted, and tsyncd takes no password)",
+    ]
+
+
+def test_good_files_pass_also_with_the_key_beside_the_certificate(pki: Pki, tmp_path: Path) -> None:
+    both = tmp_path / "both.pem"
+    both.write_bytes(pki.chain.read_bytes() + pki.key.read_bytes())
+    config = parse_config(
+        {
+            "nts-ke-server": [nts_ke(pki.chain, pki.key), nts_ke(both, both) | {"listen": "::1"}],
+            "tsq-server": [{"transport": "stream"} | nts_ke(pki.chain, pki.key)],
+            "source": [{"mode": "nts", "address": "a", "certificate-authority": str(pki.ca)}],
+        },
+        Path("t"),
+    )
+    assert config.nts_ke_servers[1].private_key_path == both
+
+
+def test_certificate_authority_of_a_source_and_of_tsyncctl_add(pki: Pki) -> None:
+    assert errors(
+        {
+            "source": [
+                {"mode": "nts", "address": "a", "certificate-authority": "/nonexistent.pem"},
+                {"mode": "tsq", "address": "b", "certificate-authority": str(pki.key)},
+            ]
+        }
+    ) == [
+        'source[0].certificate-authority = "/nonexistent.pem": expected a readable PEM file of '
+        f"CA certificates {NO_FILE}",
+        f'source[1].certificate-authority = "{pki.key}": expected a readable PEM file of CA '
+        "certificates (no PEM certificate in it)",
+    ]
+    with pytest.raises(ConfigErrors) as info:
+        parse_source({"mode": "nts", "address": "a", "certificate-authority": "/nonexistent.pem"})
+    assert [str(e) for e in info.value.errors] == [
+        'add_source: source.certificate-authority = "/nonexistent.pem": expected a readable PEM '
+        f"file of CA certificates {NO_FILE}",
+    ]
+    # Not an NTS or TSQ source: only the step-2 error, the file is not looked at.
+    assert errors(
+        {"source": [{"mode": "server", "address": "a", "certificate-authority": "/x.pem"}]}
+    ) == [
+        'source[0].certificate-authority = "/x.pem": expected no certificate-authority unless '
+        'mode = "tsq" or "nts"',
+    ]
+
+
+def test_credential_errors_are_the_checks_words_for_the_daemon(pki: Pki) -> None:
+    assert credential_errors(Path("/t.toml"), "nts-ke-server[1]", pki.chain, Path("/x")) == [
+        f'/t.toml: nts-ke-server[1].private-key-path = "/x": expected a readable PEM private '
+        f"key {NO_FILE}",
+    ]
+    assert credential_errors(Path("/t.toml"), "nts-ke-server[0]", pki.chain, pki.key) == []
