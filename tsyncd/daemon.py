@@ -31,6 +31,7 @@ from tsyncd.daemon_logs import MeasurementLogging
 from tsyncd.daemon_snapshots import SnapshotViews
 from tsyncd.daemon_source_settings import SourceSettings
 from tsyncd.net.eventloop import simulator_runtime
+from tsyncd.net.sockets import listen_error
 from tsyncd.net.udp import SocketOptions
 from tsyncd.sdnotify import Notifier
 from tsyncd.servers.ntp import NtpServer
@@ -158,7 +159,7 @@ class Daemon(SourceSettings, ChronycCommands, MeasurementLogging, SnapshotViews)
         self._open_measurement_logs()
         await self._start_nts_server_side()
         peer_ports = {s.local_port for s in self.config.sources if s.mode == "peer"}
-        for server_cfg in self.config.servers:
+        for index, server_cfg in enumerate(self.config.servers):
             options = SocketOptions(
                 dscp=server_cfg.dscp,
                 ipv6_only=server_cfg.ipv6_only,
@@ -181,16 +182,19 @@ class Daemon(SourceSettings, ChronycCommands, MeasurementLogging, SnapshotViews)
                     server_cfg.workers,
                 )
             template = self._response_template(self.clock.now_ns())
-            server = start_server(
-                server_cfg,
-                self.clock,
-                template,
-                options=options,
-                event_loop_only=on_loop,
-                keys=self.nts.key_state() if self.nts is not None else None,
-                fork=False,  # forked below, once the rest is started (memory)
-                symmetric_keys=self.config.symmetric_keys if self.config.keys.file else None,
-            )
+            try:
+                server = start_server(
+                    server_cfg,
+                    self.clock,
+                    template,
+                    options=options,
+                    event_loop_only=on_loop,
+                    keys=self.nts.key_state() if self.nts is not None else None,
+                    fork=False,  # forked below, once the rest is started (memory)
+                    symmetric_keys=self.config.symmetric_keys if self.config.keys.file else None,
+                )
+            except OSError as exc:
+                raise listen_error(f"server[{index}].listen", server_cfg.listen, exc) from exc
             if isinstance(server, NtpServer):
                 server.symmetric_passive = server_cfg.symmetric_passive
                 if self.nts is not None:
@@ -584,9 +588,9 @@ class Daemon(SourceSettings, ChronycCommands, MeasurementLogging, SnapshotViews)
         from OpenSSL import SSL  # pyOpenSSL (about 10 MB) only when NTS is served
 
         default_port = self.config.servers[0].listen.port if self.config.servers else None
-        for ke_cfg in self.config.nts_ke_servers:
+        for index, ke_cfg in enumerate(self.config.nts_ke_servers):
             try:
-                await self.nts.start_ke(ke_cfg, default_port)
+                await self.nts.start_ke(ke_cfg, default_port, f"nts-ke-server[{index}]")
             except SSL.Error as exc:
                 raise OSError(
                     f"NTS-KE server {ke_cfg.listen}: certificate or key unusable: {exc}"
@@ -631,7 +635,7 @@ class Daemon(SourceSettings, ChronycCommands, MeasurementLogging, SnapshotViews)
     async def _start_tsq_servers(self) -> None:
         """Bind every [[tsq-server]]; OSError (with the file named) if a PEM file is bad."""
         info = partial(tsq_server_info, self.core, self.discipline)
-        for cfg in self.config.tsq_servers:
-            server = await start_tsq_server(cfg, self.clock.now_ns, info)
+        for index, cfg in enumerate(self.config.tsq_servers):
+            server = await start_tsq_server(cfg, self.clock.now_ns, info, f"tsq-server[{index}]")
             self.tsq_servers.append(server)
             log.info("serving TSQ (%s) on %s", cfg.transport, server.listen)

@@ -8,7 +8,7 @@ import socket
 import time
 from pathlib import Path
 
-from peers import Peers, free_udp_port, wait_for
+from peers import Peers, free_udp_port, tsyncd_start_fails, wait_for
 
 from tsyncd.wire.ntp import Mode, NtpPacket, decode_ntp, encode_ntp
 
@@ -92,3 +92,27 @@ def test_workers_zero_serves_from_the_event_loop(peers: Peers) -> None:
     assert children(daemon.proc.popen.pid) == []
     stats = daemon.ctl("serverstats")
     assert stats["workers"] == 0 and stats["answered"] == 1
+
+
+def test_a_second_daemon_on_a_served_port_is_refused(peers: Peers, tmp_path: Path) -> None:
+    """SO_REUSEPORT would let a second tsyncd join the first one's worker group (and replace
+    its IP steering for good): it must refuse to start instead, as chronyd does."""
+    port = free_udp_port()
+    daemon = peers.tsyncd(
+        "tsyncd-server",
+        f'[synchronization]\nlocal-stratum = 9\n[[server]]\nlisten = "127.0.0.1:{port}"\n'
+        "workers = 2\n",
+    )
+    for listen, workers in ((f"127.0.0.1:{port}", 4), (f"[::]:{port}", 2), (f"[::]:{port}", 0)):
+        log = tsyncd_start_fails(
+            tmp_path, f'[[server]]\nlisten = "{listen}"\nworkers = {workers}\n'
+        )
+        assert (
+            f'cannot start: server[0].listen = "{listen}": cannot bind (Address already in use:'
+            " another process already uses this port)"
+        ) in log
+        assert "serving NTP" not in log
+    # The first is untouched: a client changing its source port every time still meets the
+    # one worker holding its rate-limit bucket.
+    assert all(ask(port, "127.0.0.2") for _ in range(4))
+    assert daemon.ctl("serverstats")["answered"] == 4

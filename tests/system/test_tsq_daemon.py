@@ -7,7 +7,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from peers import Peers, free_udp_port, wait_for
+from peers import Peers, free_udp_port, tsyncd_start_fails, wait_for
 from tsqcerts import make_pki, tsq_servers_toml
 
 
@@ -95,21 +95,8 @@ def test_wrong_ca_never_syncs_and_bad_key_refuses_to_start(peers: Peers, tmp_pat
     bad.mkdir()
     (bad / "chain.pem").write_bytes((tmp_path / "pki" / "chain.pem").read_bytes())
     (bad / "key.pem").write_text("not a key\n")
-    conf = tmp_path / "broken.toml"
-    conf.write_text(
-        '[clock]\nmode = "measure"\n'
-        f'[control]\nsocket = "{tmp_path / "broken.sock"}"\n'
-        + tsq_servers_toml(bad, free_udp_port(), free_udp_port())
-    )
-    done = subprocess.run(
-        [sys.executable, "-m", "tsyncd", "-c", str(conf)],
-        capture_output=True,
-        text=True,
-        timeout=20,
-        check=False,
-    )
-    assert done.returncode == 2
-    assert f"cannot load the TSQ certificate {bad / 'chain.pem'}" in done.stderr
+    log = tsyncd_start_fails(tmp_path, tsq_servers_toml(bad, free_udp_port(), free_udp_port()))
+    assert f"cannot load the TSQ certificate {bad / 'chain.pem'}" in log
 
 
 def test_tsq_source_reconnects_after_the_server_restarts(peers: Peers, tmp_path: Path) -> None:

@@ -12,7 +12,14 @@ import time
 from typing import Any
 
 from tsyncd.clock.base import Clock
-from tsyncd.net.udp import Address, SocketOptions, TimestampedUdp, normalize_ip
+from tsyncd.net.udp import (
+    Address,
+    SocketOptions,
+    TimestampedUdp,
+    ensure_port_free,
+    listen_text,
+    normalize_ip,
+)
 from tsyncd.servers import txstamp
 from tsyncd.servers.latetx import BASIC, SendLag
 from tsyncd.servers.lonesend import LoneSend, SocketLoneSend, address_send, send_staged
@@ -49,6 +56,8 @@ class NtpServer:
         options: SocketOptions | None = None,
     ) -> NtpServer:
         """Bind and start serving (on the running loop); OSError if the address is taken."""
+        if options is not None and options.reuse_port:
+            ensure_port_free(host, port, options)  # shared with a peer's socket, not a stranger
         server = cls(responder or NtpResponder(access), clock)
         server._udp = TimestampedUdp.bind(host, port, server._on_datagram, options=options)
         server._tx_stamps = server._udp.timestamps.name == "kernel-timestamping"
@@ -62,8 +71,7 @@ class NtpServer:
         if self._udp is None:
             return ""
         addr = self._udp.local_address
-        host = str(addr[0])
-        return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"
+        return listen_text(str(addr[0]), addr[1])
 
     def _on_datagram(self, data: bytes, address: Address, rx_ns: int) -> None:
         assert self._udp is not None

@@ -3,10 +3,13 @@
 The main process binds one ``SO_REUSEPORT`` socket per worker (so a bad address fails at
 start, and a restarted worker takes over the same socket: the kernel's hash keeps sending it
 the same clients, and nothing queued is lost), then forks a worker onto each
-(``servers/worker.py``).  It talks to each over a pipe: the response template, clock
-mapping and NTS cookie keys (``ntskeys.KeyState``, after a rotation or reload) go down when
-they change; counters and the busiest clients come up twice a second and
-are kept here for control and metrics (so they are at most about half a second old).
+(``servers/worker.py``).  Before binding, a probe bound without ``SO_REUSEPORT`` makes sure
+nobody holds the port yet: a second tsyncd on it would otherwise join the group and replace
+its client-steering program (chronyd's plain bind refuses such a port too).  It talks to
+each worker over a pipe: the response template, clock mapping and NTS cookie keys
+(``ntskeys.KeyState``, after a rotation or reload) go down when they change; counters and
+the busiest clients come up twice a second and are kept here for control and metrics (so
+they are at most about half a second old).
 
 A worker that dies is noticed within ``_REAP_INTERVAL_S``, logged, counted and forked again
 (after a growing delay if it keeps dying within seconds of its start: a crash loop should not
@@ -19,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import dataclasses
 import errno
 import gc
 import logging
@@ -33,8 +37,14 @@ from typing import TYPE_CHECKING, Any, Final
 
 from tsyncd.clock.base import Clock
 from tsyncd.config import ServerConfig
-from tsyncd.net.sockets import open_socket
-from tsyncd.net.udp import SocketOptions, enable_rx_timestamps, family_for_host
+from tsyncd.net.udp import (
+    SocketOptions,
+    bind_udp,
+    enable_rx_timestamps,
+    ensure_port_free,
+    is_ipv6_wildcard,
+    listen_text,
+)
 from tsyncd.servers import worker as worker_mod
 from tsyncd.servers.ntp import NtpServer
 from tsyncd.servers.ntskeys import KeyState
@@ -119,6 +129,9 @@ class WorkerPool:
         # Numbered "push" requests: stats already in the pipe when we ask are not fresh.
         self._push_seq = 0
         self._closed = False
+        # SO_REUSEPORT would let this group join one already on the port (another tsyncd),
+        # whose steering program ours would then replace: refuse, as a plain bind does.
+        ensure_port_free(host, port, options)
         try:
             for index in range(workers):
                 sock = _bind_reuseport(host, port, options)
@@ -148,8 +161,7 @@ class WorkerPool:
     @property
     def listen(self) -> str:
         """The bound address as 'ip:port' or '[ip6]:port'."""
-        host = self._host
-        return f"[{host}]:{self._port}" if ":" in host else f"{host}:{self._port}"
+        return listen_text(self._host, self._port)
 
     @property
     def pids(self) -> list[int]:
@@ -385,20 +397,8 @@ def _trim_heap() -> None:
 
 
 def _bind_reuseport(host: str, port: int, options: SocketOptions | None) -> socket.socket:
-    family = family_for_host(host)
-    sock = open_socket(family, socket.SOCK_DGRAM)
-    try:
-        if family == socket.AF_INET6:
-            # Dual stack for the wildcard, so one [::] server also answers IPv4 clients.
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if host == "::" else 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if options is not None:
-            options.apply(sock, family)
-        sock.bind((host, port))
-        enable_rx_timestamps(sock)
-    except OSError:
-        sock.close()
-        raise
+    sock = bind_udp(host, port, dataclasses.replace(options or SocketOptions(), reuse_port=True))
+    enable_rx_timestamps(sock)
     return sock
 
 
@@ -449,7 +449,7 @@ def start_server(
     except OSError as exc:
         # The wildcard "[::]" (the default) on a host without IPv6 (or in a simulator that
         # has only IPv4): serve IPv4, as chronyd does, rather than not at all.
-        if host != "::" or exc.errno not in (errno.EAFNOSUPPORT, errno.EINVAL):
+        if not is_ipv6_wildcard(host) or exc.errno not in (errno.EAFNOSUPPORT, errno.EINVAL):
             raise
         log.warning("no IPv6 here (%s): serving NTP on 0.0.0.0:%d, IPv4 only", exc.strerror, port)
         return start("0.0.0.0")
