@@ -606,10 +606,12 @@ class Daemon(SourceSettings, ChronycCommands, MeasurementLogging, SnapshotViews)
                 ErrorCode.INTERNAL_ERROR, f"cannot reload the NTS keys, keeping the old: {exc}"
             ) from exc
 
-    async def refresh_snapshots(self) -> None:
-        """Fresh counters from every worker pool, before control or metrics read them."""
+    async def refresh_snapshots(self, client_keys: bool = True) -> None:
+        """Fresh counters from every worker pool, before control or metrics read them (with
+        ``client_keys``, what ``server_snapshot`` needs to count each client once)."""
+        keys = client_keys and self.clients_may_overlap()
         pools = [s for s in self.servers if isinstance(s, WorkerPool)]
-        await asyncio.gather(*(pool.refresh() for pool in pools))
+        await asyncio.gather(*(pool.refresh(keys=keys) for pool in pools))
 
     async def _rpc_serverstats(self, _params: dict[str, Any]) -> ServerStatsSnapshot:
         await self.refresh_snapshots()
@@ -621,7 +623,7 @@ class Daemon(SourceSettings, ChronycCommands, MeasurementLogging, SnapshotViews)
         ``dropped``: connections refused by the rate limit or the connection bound)."""
         if params.get("nts_ke"):
             return self.ke_client_snapshots()
-        await self.refresh_snapshots()
+        await self.refresh_snapshots(client_keys=False)
         return self.client_snapshots()
 
     def _status_line(self) -> str:

@@ -63,6 +63,9 @@ def test_workers_answer_restart_and_exit(peers: Peers) -> None:
     assert stats["received"] >= len(sources)  # the dead worker's counts are kept
     for source in sources:  # every client is served again, whichever worker it meets
         assert wait_for(f"an answer to {source}", lambda src=source: ask(port, src), timeout=5)
+    # The dead worker's client log went with it: its clients are counted once, as they came
+    # back, not also as the dead worker's.
+    assert daemon.ctl("serverstats")["clients"] == len(sources)
     assert "died (killed by SIGKILL); restarting it" in daemon.proc.output()
 
     alive = children(pid)

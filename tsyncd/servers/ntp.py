@@ -42,6 +42,7 @@ class NtpServer:
         self._warmer: SendWarmer | None = None  # with the socket (warmsend.py)
         self._lone: LoneSend | SocketLoneSend | None = None  # basic replies (lonesend.py)
         self.passive_answered = 0  # symmetric active packets answered in mode 2
+        self.steered = True  # one client log: each client always meets it (WorkerPool's)
         self.symmetric_passive = False  # off: the responder drops mode 1 like other modes
 
     @classmethod
@@ -142,6 +143,10 @@ class NtpServer:
     def counters(self) -> dict[str, Any]:
         """The responder's counters (see ``NtpResponder.counters``)."""
         return self.responder.counters()
+
+    def client_keys(self) -> tuple[list[str], int]:
+        """The client log's keys (``WorkerPool.client_keys``' form: none unknown)."""
+        return list(self.responder.clients.records), 0
 
     def client_rows(self, now_ns: int) -> list[dict[str, Any]]:
         """Per-client rows for ``tsyncctl clients``."""

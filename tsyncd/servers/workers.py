@@ -86,6 +86,7 @@ class _Worker:
     conn: Connection | None = None
     counters: dict[str, Any] = field(default_factory=dict)
     clients: list[dict[str, Any]] = field(default_factory=list)
+    keys: list[str] | None = None  # its client log's keys, when last asked (refresh)
     pushes: int = 0  # stats messages received from the current process
     acked: int = 0  # the last "push" request its stats answered (WorkerPool._push_seq)
     started_at: float = 0.0  # monotonic s of the last fork
@@ -143,9 +144,12 @@ class WorkerPool:
             raise
         self._host = host
         self._port = port
+        # Whether each client IP meets one worker only (the workers' client logs are disjoint).
+        self.steered = workers == 1
         if workers > 1:
             try:
                 attach_ip_hash(self._workers[0].sock, workers)
+                self.steered = True
             except OSError as exc:
                 log.info("cannot steer clients by IP (%s): the kernel hashes address and port", exc)
 
@@ -204,6 +208,7 @@ class WorkerPool:
         w.started_at = time.monotonic()
         w.pushes = 0
         w.acked = self._push_seq  # a newborn worker has nothing older to report
+        w.keys = None
         self._loop.add_reader(parent_end.fileno(), self._on_message, w)
 
     def _on_message(self, w: _Worker) -> None:
@@ -217,6 +222,8 @@ class WorkerPool:
                     w.counters, w.clients = message[1], message[2]
                     w.pushes += 1
                     w.acked = message[3]
+                    if message[4] is not None:
+                        w.keys = message[4]
                     if self._fresh is not None and all(
                         x.acked >= self._push_seq or x.conn is None for x in self._workers
                     ):
@@ -267,8 +274,10 @@ class WorkerPool:
         self._retire_counters(w)
 
     def _retire_counters(self, w: _Worker) -> None:
-        self._retired = sum_counters([self._retired, w.counters])
+        # Its client log died with it: ``clients`` (a gauge) counts live logs only.
+        self._retired = sum_counters([self._retired, {**w.counters, "clients": 0}])
         w.counters = {}
+        w.keys = None
 
     # ---------------------------------------------------------------- main-process side
 
@@ -296,11 +305,12 @@ class WorkerPool:
             self._keys = keys  # also what a restarted worker starts with
             self._send_all(("keys", keys))
 
-    async def refresh(self, timeout_s: float = 1.0) -> None:
-        """Ask every worker for its counters now and wait (bounded) until all have answered."""
+    async def refresh(self, timeout_s: float = 1.0, *, keys: bool = False) -> None:
+        """Ask every worker for its counters now and wait (bounded) until all have answered;
+        with ``keys``, for its client log's keys too (``client_keys``)."""
         self._push_seq += 1
         self._fresh = asyncio.Event()
-        self._send_all(("push", self._push_seq))
+        self._send_all(("push", self._push_seq, keys))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._fresh.wait(), timeout_s)
         self._fresh = None
@@ -313,6 +323,19 @@ class WorkerPool:
         total["workers"] = len(self._workers)
         total["worker_restarts"] = self.restarts
         return total
+
+    def client_keys(self) -> tuple[list[str], int]:
+        """The live workers' client log keys from the last ``refresh(keys=True)`` (handed
+        over once), and how many clients the workers that sent none hold."""
+        keys: list[str] = []
+        unknown = 0
+        for w in self._workers:
+            if w.keys is None:
+                unknown += int(w.counters.get("clients", 0))
+            else:
+                keys.extend(w.keys)
+            w.keys = None
+        return keys, unknown
 
     def client_rows(self, now_ns: int) -> list[dict[str, Any]]:
         """Each worker's busiest clients (a client always meets the same worker)."""
