@@ -487,13 +487,15 @@ _setting_command(
 @click.pass_context
 def accheck(ctx: click.Context, address: str, as_json: bool) -> None:
     """Whether tsyncd's NTP server answers ADDRESS (its allow and deny lists), like
-    'chronyc accheck'.  Exit status 1 if any server socket refuses it."""
+    'chronyc accheck'.  Exit status 1 if any server socket that ADDRESS can reach (one of its
+    address family) refuses it, or none can."""
     result = _expect(_call(ctx, "accheck", {"address": address}), list, "accheck")
     if as_json:
         _print_json(result)
     else:
         click.echo(render.render_accheck(address, result))
-    if not result or not all(row.get("allowed") for row in result):
+    reached = [row for row in result if row.get("reason") != "unreachable"]
+    if not reached or not all(row.get("allowed") for row in reached):
         ctx.exit(1)
 
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Final
 from tsyncd import __version__
 from tsyncd.clock.base import Clock, ClockState
 from tsyncd.config import Config, ConfigErrors, load_config
-from tsyncd.control.rpc import ErrorCode, RpcError
+from tsyncd.control.rpc import ErrorCode, InvalidParams, RpcError
 from tsyncd.control.server import ControlServer
 from tsyncd.daemon_commands import ChronycCommands
 from tsyncd.daemon_logs import MeasurementLogging
@@ -72,6 +72,25 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _DRIFT_WRITE_INTERVAL_S: Final = 3600.0
+# The param names each control method takes: the control server refuses others (a misspelt
+# name must not pass for a missing one).  add_source's are a [[source]] table, checked there.
+_METHOD_PARAMS: Final[dict[str, tuple[str, ...] | None]] = {
+    **dict.fromkeys(
+        ("status", "tracking", "sources", "sourcestats", "serverstats", "version", "activity"),
+        (),
+    ),
+    **dict.fromkeys(
+        ("makestep", "burst", "rekey", "reload", "refresh", "reselect", "reset_sources"), ()
+    ),
+    **dict.fromkeys(("cyclelogs", "shutdown"), ()),
+    **dict.fromkeys(("offline", "online", "onoffline"), ("sources",)),
+    "clients": ("nts_ke",),
+    "accheck": ("address",),
+    "add_source": None,
+    "remove_source": ("name",),
+    "set_source": ("sources", "min-poll", "max-poll", "max-delay"),
+    "local": ("stratum",),
+}
 _NS_PER_S: Final = 1_000_000_000
 
 
@@ -253,6 +272,7 @@ class Daemon(SourceSettings, ChronycCommands, MeasurementLogging, SnapshotViews)
                 "local": self._rpc_local,
                 "shutdown": self._rpc_shutdown,
             },
+            params=_METHOD_PARAMS,
             group=self.config.control.group,
             admin_group=self.config.control.admin_group,
         )
@@ -621,7 +641,10 @@ class Daemon(SourceSettings, ChronycCommands, MeasurementLogging, SnapshotViews)
         """The NTP server's clients, or with ``{"nts_ke": true}`` the NTS-KE server's
         (``received``: connections, ``answered``: sessions that ended with cookies,
         ``dropped``: connections refused by the rate limit or the connection bound)."""
-        if params.get("nts_ke"):
+        nts_ke = params.get("nts_ke", False)
+        if not isinstance(nts_ke, bool):
+            raise InvalidParams(f"clients: nts_ke {nts_ke!r}: expected true or false")
+        if nts_ke:
             return self.ke_client_snapshots()
         await self.refresh_snapshots(client_keys=False)
         return self.client_snapshots()

@@ -137,6 +137,21 @@ def dual_stack(host: str, ipv6_only: bool | None = None) -> bool:
     return not ipv6_only if ipv6_only is not None else is_ipv6_wildcard(host)
 
 
+def receives_from(
+    host: str, ipv6_only: bool | None, client: ipaddress.IPv4Address | ipaddress.IPv6Address
+) -> bool:
+    """Whether a socket bound to ``host`` can receive from ``client`` (already normalised,
+    IPv4-mapped -> IPv4): an IPv4 socket only from IPv4, an IPv6 one from IPv6, and from IPv4
+    too when dual-stack on the wildcard or an IPv4-mapped address (which takes only IPv4)."""
+    bound = ipaddress.ip_address(host.split("%", 1)[0])
+    if bound.version == 4:
+        return client.version == 4
+    mapped = bound.ipv4_mapped is not None
+    if client.version == 6:
+        return not mapped
+    return (bound.is_unspecified or mapped) and dual_stack(host, ipv6_only)
+
+
 def canonical_host(host: str) -> str:
     """An IP literal as the kernel writes it (``0:0::0`` -> ``::``); anything else unchanged."""
     try:

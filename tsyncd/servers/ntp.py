@@ -21,7 +21,7 @@ from tsyncd.net.udp import (
     normalize_ip,
 )
 from tsyncd.servers import txstamp
-from tsyncd.servers.latetx import BASIC, SendLag
+from tsyncd.servers.latetx import BASIC, LATE_KODS, SendLag
 from tsyncd.servers.lonesend import LoneSend, SocketLoneSend, address_send, send_staged
 from tsyncd.servers.passive import is_symmetric_active, passive_reply
 from tsyncd.servers.responder import AccessList, NtpResponder, ResponseTemplate
@@ -91,7 +91,7 @@ class NtpServer:
         if response is None:
             log.debug("dropped request from %s: %s", address[0], reason)
             return
-        if reason == BASIC and self._lone is not None:
+        if (reason == BASIC or reason in LATE_KODS) and self._lone is not None:
             self._send_basic(self._lone, response, address, rx_ns, rx, want_tx)
             return
         sock = self._udp.sock
@@ -111,8 +111,9 @@ class NtpServer:
         rx: int,
         want_tx: bool,
     ) -> None:
-        """Send a basic reply with its Transmit read right before the system call, plus the
-        learnt lag (latetx.py): everything else is done before the read (lonesend.py)."""
+        """Send a basic reply (or a KoD) with its Transmit read right before the system call,
+        plus the learnt lag (latetx.py): everything else is done before the read
+        (lonesend.py)."""
         assert self._udp is not None
         clock, lag = self._clock, self._lag
         if self._warmer is not None:

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from tsyncd.servers import mmsg, txstamp
-from tsyncd.servers.latetx import BASIC, SendLag, restamp, transmit_ntp
+from tsyncd.servers.latetx import BASIC, LATE_KODS, SendLag, restamp, transmit_ntp
 from tsyncd.servers.lonesend import lone_send, send_staged
 from tsyncd.servers.ntskeys import KeyState
 from tsyncd.servers.pipe import Connection  # not multiprocessing's: it costs memory
@@ -214,7 +214,7 @@ def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
                                 lag.observe(read, tx_ns)
                             responder.handle_tx_timestamp(payload, clock_map(tx_ns))
                     continue
-                if reason == BASIC:
+                if reason == BASIC or reason in LATE_KODS:  # Transmit written as it is sent
                     late = True
                     if rx > last_rx:
                         last_rx = rx

@@ -1,9 +1,10 @@
-"""Binding server sockets: which addresses are dual-stack,
+"""Binding server sockets: which addresses are dual-stack, which clients a socket can hear,
 and the probe that refuses a port somebody already holds (even through SO_REUSEPORT)."""
 
 from __future__ import annotations
 
 import errno
+import ipaddress
 import socket
 
 import pytest
@@ -14,6 +15,7 @@ from tsyncd.net.udp import (
     canonical_host,
     dual_stack,
     ensure_port_free,
+    receives_from,
 )
 
 
@@ -40,6 +42,24 @@ def test_other_ipv6_addresses_are_ipv6_only_unless_configured() -> None:
         assert v6only(sock) == 1
     with bind_udp("0::0", 0, SocketOptions(ipv6_only=True)) as sock:
         assert v6only(sock) == 1
+
+
+@pytest.mark.parametrize(
+    ("host", "ipv6_only", "v4", "v6"),
+    [
+        ("127.0.0.1", None, True, False),
+        ("0.0.0.0", None, True, False),
+        ("::", None, True, True),
+        ("0:0::0", None, True, True),
+        ("::", True, False, True),
+        ("::1", None, False, True),
+        ("::1", False, False, True),  # dual-stack, but no IPv4 packet is addressed to ::1
+        ("::ffff:127.0.0.1", False, True, False),
+    ],
+)
+def test_receives_from_by_family(host: str, ipv6_only: bool | None, v4: bool, v6: bool) -> None:
+    assert receives_from(host, ipv6_only, ipaddress.ip_address("192.0.2.1")) is v4
+    assert receives_from(host, ipv6_only, ipaddress.ip_address("2001:db8::1")) is v6
 
 
 @pytest.mark.parametrize("reuse_port", [False, True])
