@@ -291,6 +291,25 @@ def ctl_fails(daemon: Tsyncd, *args: str) -> str:
     return done.stderr
 
 
+def tsyncd_start_fails(directory: Path, toml: str) -> str:
+    """Run tsyncd on ``toml`` (measure mode, its control socket in ``directory``), which must
+    refuse to start (exit status 2, no traceback); what it logged."""
+    conf = directory / "refused.toml"
+    conf.write_text(
+        f'[clock]\nmode = "measure"\n[control]\nsocket = "{directory}/refused.sock"\n{toml}'
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "tsyncd", "-c", str(conf)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    return done.stderr
+
+
 def chronyd_nts_server(peers: Peers, name: str, key: Path, chain: Path) -> tuple[Chronyd, int, int]:
     """chronyd serving NTS on loopback with the test CA's ``key`` and ``chain``:
     (chronyd, NTP port, NTS-KE port)."""

@@ -516,7 +516,8 @@ _setting_command(
 @click.pass_context
 def accheck(ctx: click.Context, address: str, as_json: bool) -> None:
     """Whether tsyncd's NTP server answers ADDRESS (its allow and deny lists), like
-    'chronyc accheck'.  Exit status 1 if any server socket refuses it."""
+    'chronyc accheck'.  Exit status 1 if any server socket that ADDRESS can reach (one of its
+    address family) refuses it, or none can."""
     try:
         ipaddress.ip_address(address)
     except ValueError:
@@ -526,7 +527,8 @@ def accheck(ctx: click.Context, address: str, as_json: bool) -> None:
         _print_json(result)
     else:
         click.echo(render.render_accheck(address, result))
-    if not result or not all(row.get("allowed") for row in result):
+    reached = [row for row in result if row.get("reason") != "unreachable"]
+    if not reached or not all(row.get("allowed") for row in reached):
         ctx.exit(1)
 
 

@@ -370,8 +370,13 @@ def render_accheck(address: str, servers: Sequence[Mapping[str, Any]]) -> str:
         if row.get("allowed"):
             lines.append(f"{row.get('listen')}: {address} is allowed")
         else:
+            reason = str(row.get("reason"))
+            if reason == "unreachable":
+                why = "it takes another address family"
+                lines.append(f"{row.get('listen')}: {address} cannot reach it ({why})")
+                continue
             why = {"denied": "on the deny list", "restricted": "not on the allow list"}.get(
-                str(row.get("reason")), str(row.get("reason"))
+                reason, reason
             )
             lines.append(f"{row.get('listen')}: {address} is denied ({why})")
     return "\n".join(lines)

@@ -24,13 +24,14 @@ from typing import TYPE_CHECKING, Any, Final
 from tsyncd import __version__
 from tsyncd.clock.base import Clock, ClockState
 from tsyncd.config import Config, ConfigErrors, load_config
-from tsyncd.control.rpc import ErrorCode, RpcError
+from tsyncd.control.rpc import ErrorCode, InvalidParams, RpcError
 from tsyncd.control.server import ControlServer, ControlSetupError
 from tsyncd.daemon_commands import ChronycCommands
 from tsyncd.daemon_logs import MeasurementLogging
 from tsyncd.daemon_snapshots import SnapshotViews
 from tsyncd.daemon_source_settings import SourceSettings
 from tsyncd.net.eventloop import simulator_runtime
+from tsyncd.net.sockets import listen_error
 from tsyncd.net.udp import SocketOptions
 from tsyncd.sdnotify import Notifier
 from tsyncd.servers.ntp import NtpServer
@@ -74,6 +75,25 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _DRIFT_WRITE_INTERVAL_S: Final = 3600.0
+# The param names each control method takes: the control server refuses others (a misspelt
+# name must not pass for a missing one).  add_source's are a [[source]] table, checked there.
+_METHOD_PARAMS: Final[dict[str, tuple[str, ...] | None]] = {
+    **dict.fromkeys(
+        ("status", "tracking", "sources", "sourcestats", "serverstats", "version", "activity"),
+        (),
+    ),
+    **dict.fromkeys(
+        ("makestep", "burst", "rekey", "reload", "refresh", "reselect", "reset_sources"), ()
+    ),
+    **dict.fromkeys(("cyclelogs", "shutdown"), ()),
+    **dict.fromkeys(("offline", "online", "onoffline"), ("sources",)),
+    "clients": ("nts_ke",),
+    "accheck": ("address",),
+    "add_source": None,
+    "remove_source": ("name",),
+    "set_source": ("sources", "min-poll", "max-poll", "max-delay"),
+    "local": ("stratum",),
+}
 _NS_PER_S: Final = 1_000_000_000
 
 
@@ -180,7 +200,7 @@ class Daemon(SourceSettings, ChronycCommands, MeasurementLogging, SnapshotViews)
         self._open_measurement_logs()
         await self._start_nts_server_side()
         peer_ports = {s.local_port for s in self.config.sources if s.mode == "peer"}
-        for server_cfg in self.config.servers:
+        for index, server_cfg in enumerate(self.config.servers):
             options = SocketOptions(
                 dscp=server_cfg.dscp,
                 ipv6_only=server_cfg.ipv6_only,
@@ -203,16 +223,19 @@ class Daemon(SourceSettings, ChronycCommands, MeasurementLogging, SnapshotViews)
                     server_cfg.workers,
                 )
             template = self._response_template(self.clock.now_ns())
-            server = start_server(
-                server_cfg,
-                self.clock,
-                template,
-                options=options,
-                event_loop_only=on_loop,
-                keys=self.nts.key_state() if self.nts is not None else None,
-                fork=False,  # forked below, once the rest is started (memory)
-                symmetric_keys=self.config.symmetric_keys if self.config.keys.file else None,
-            )
+            try:
+                server = start_server(
+                    server_cfg,
+                    self.clock,
+                    template,
+                    options=options,
+                    event_loop_only=on_loop,
+                    keys=self.nts.key_state() if self.nts is not None else None,
+                    fork=False,  # forked below, once the rest is started (memory)
+                    symmetric_keys=self.config.symmetric_keys if self.config.keys.file else None,
+                )
+            except OSError as exc:
+                raise listen_error(f"server[{index}].listen", server_cfg.listen, exc) from exc
             if isinstance(server, NtpServer):
                 server.symmetric_passive = server_cfg.symmetric_passive
                 if self.nts is not None:
@@ -271,6 +294,7 @@ class Daemon(SourceSettings, ChronycCommands, MeasurementLogging, SnapshotViews)
                 "local": self._rpc_local,
                 "shutdown": self._rpc_shutdown,
             },
+            params=_METHOD_PARAMS,
             group=self.config.control.group,
             admin_group=self.config.control.admin_group,
         )
@@ -613,12 +637,12 @@ class Daemon(SourceSettings, ChronycCommands, MeasurementLogging, SnapshotViews)
         from OpenSSL import SSL  # pyOpenSSL (about 10 MB) only when NTS is served
 
         default_port = self.config.servers[0].listen.port if self.config.servers else None
-        for i, ke_cfg in enumerate(self.config.nts_ke_servers):
+        for index, ke_cfg in enumerate(self.config.nts_ke_servers):
             try:
-                await self.nts.start_ke(ke_cfg, default_port)
+                await self.nts.start_ke(ke_cfg, default_port, f"nts-ke-server[{index}]")
             except SSL.Error as exc:
                 raise OSError(
-                    self._credentials_refused(f"nts-ke-server[{i}]", ke_cfg, exc)
+                    self._credentials_refused(f"nts-ke-server[{index}]", ke_cfg, exc)
                 ) from exc
 
     def _credentials_refused(self, where: str, cfg: NtsKeServerConfig, exc: SSL.Error) -> str:
@@ -644,10 +668,12 @@ class Daemon(SourceSettings, ChronycCommands, MeasurementLogging, SnapshotViews)
                 ErrorCode.INTERNAL_ERROR, f"cannot reload the NTS keys, keeping the old: {exc}"
             ) from exc
 
-    async def refresh_snapshots(self) -> None:
-        """Fresh counters from every worker pool, before control or metrics read them."""
+    async def refresh_snapshots(self, client_keys: bool = True) -> None:
+        """Fresh counters from every worker pool, before control or metrics read them (with
+        ``client_keys``, what ``server_snapshot`` needs to count each client once)."""
+        keys = client_keys and self.clients_may_overlap()
         pools = [s for s in self.servers if isinstance(s, WorkerPool)]
-        await asyncio.gather(*(pool.refresh() for pool in pools))
+        await asyncio.gather(*(pool.refresh(keys=keys) for pool in pools))
 
     async def _rpc_serverstats(self, _params: dict[str, Any]) -> ServerStatsSnapshot:
         await self.refresh_snapshots()
@@ -657,9 +683,12 @@ class Daemon(SourceSettings, ChronycCommands, MeasurementLogging, SnapshotViews)
         """The NTP server's clients, or with ``{"nts_ke": true}`` the NTS-KE server's
         (``received``: connections, ``answered``: sessions that ended with cookies,
         ``dropped``: connections refused by the rate limit or the connection bound)."""
-        if params.get("nts_ke"):
+        nts_ke = params.get("nts_ke", False)
+        if not isinstance(nts_ke, bool):
+            raise InvalidParams(f"clients: nts_ke {nts_ke!r}: expected true or false")
+        if nts_ke:
             return self.ke_client_snapshots()
-        await self.refresh_snapshots()
+        await self.refresh_snapshots(client_keys=False)
         return self.client_snapshots()
 
     def _status_line(self) -> str:
@@ -673,7 +702,7 @@ class Daemon(SourceSettings, ChronycCommands, MeasurementLogging, SnapshotViews)
     async def _start_tsq_servers(self) -> None:
         """Bind every [[tsq-server]]; OSError (with the file named) if a PEM file is bad."""
         info = partial(tsq_server_info, self.core, self.discipline)
-        for cfg in self.config.tsq_servers:
-            server = await start_tsq_server(cfg, self.clock.now_ns, info)
+        for index, cfg in enumerate(self.config.tsq_servers):
+            server = await start_tsq_server(cfg, self.clock.now_ns, info, f"tsq-server[{index}]")
             self.tsq_servers.append(server)
             log.info("serving TSQ (%s) on %s", cfg.transport, server.listen)

@@ -9,9 +9,10 @@ None of them writes the config file.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from tsyncd.control.rpc import InvalidParams
+from tsyncd.net.udp import listen_text, receives_from
 from tsyncd.servers.responder import AccessList, client_ip
 
 if TYPE_CHECKING:
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
     from tsyncd.sync.core import SyncCore
 
 __all__ = ["ChronycCommands"]
+
+UNREACHABLE: Final = "unreachable"  # accheck: the socket never receives from that family
 
 
 class ChronycCommands:
@@ -52,7 +55,9 @@ class ChronycCommands:
         """``tsyncctl local [--stratum N] | local off``: serve the local clock while
         unsynchronized, at ``params["stratum"]`` (None: off), until a restart or another
         ``local`` (the config file is not changed, as with chronyc)."""
-        stratum = params.get("stratum")
+        if "stratum" not in params:
+            raise InvalidParams('local needs {"stratum": N}, N 1..15, or null to stop')
+        stratum = params["stratum"]
         if stratum is not None and (type(stratum) is not int or not 1 <= stratum <= 15):
             raise InvalidParams(f"local: stratum {stratum!r}: expected an integer 1..15 or null")
         self.core.set_local_stratum(stratum, self.clock.now_ns())
@@ -75,7 +80,9 @@ class ChronycCommands:
         """``tsyncctl accheck``: would each NTP server socket answer ``params["address"]``?
 
         The servers' running allow and deny lists (a reload changes them only after a restart),
-        checked as the server checks a request, IPv4-mapped IPv6 included."""
+        checked as the server checks a request, IPv4-mapped IPv6 included.  A socket that
+        never receives from the address's family (an IPv4 one from IPv6, an IPv6-only one
+        from IPv4) is not asked: its row says ``"reason": "unreachable"``."""
         address = params.get("address")
         try:
             ip = client_ip(address) if isinstance(address, str) else None
@@ -85,8 +92,10 @@ class ChronycCommands:
             raise InvalidParams(f'accheck needs {{"address": IP}}, an IP address, not {address!r}')
         rows = []
         for server in self.config.servers:
-            verdict = AccessList(server.allow, server.deny).verdict(ip)
-            rows.append(
-                {"listen": str(server.listen), "allowed": not verdict, "reason": verdict or None}
-            )
+            if receives_from(server.listen.host, server.ipv6_only, ip):
+                verdict = AccessList(server.allow, server.deny).verdict(ip)
+            else:
+                verdict = UNREACHABLE
+            listen = listen_text(server.listen.host, server.listen.port)
+            rows.append({"listen": listen, "allowed": not verdict, "reason": verdict or None})
         return rows

@@ -10,7 +10,7 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
-from tsyncd.servers.stats import merge_client_rows, server_stats
+from tsyncd.servers.stats import distinct_clients, merge_client_rows, server_stats
 from tsyncd.servers.tsq_setup import tsq_server_snapshots
 from tsyncd.snapshots import (
     ClientSnapshot,
@@ -198,9 +198,20 @@ class SnapshotViews:
             )
         return out
 
+    def clients_may_overlap(self) -> bool:
+        """Whether one client can be in several client logs: with several server sockets, or
+        workers that the kernel cannot steer by client IP."""
+        return len(self.servers) > 1 or not all(s.steered for s in self.servers)
+
     def server_snapshot(self) -> ServerStatsSnapshot:
-        """Counters summed over every NTP server socket (and its workers)."""
+        """Counters summed over every NTP server socket (and its workers); ``clients`` counts
+        each client once, from the client log keys the last refresh brought where clients
+        may be in several logs (``clients_may_overlap``)."""
         stats = server_stats([s.listen for s in self.servers], [s.counters() for s in self.servers])
+        if self.clients_may_overlap():
+            stats = dataclasses.replace(
+                stats, clients=distinct_clients(s.client_keys() for s in self.servers)
+            )
         return dataclasses.replace(
             stats,
             tsq=tsq_server_snapshots(self.tsq_servers),

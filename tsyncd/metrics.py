@@ -197,7 +197,9 @@ class SnapshotCollector(Collector):
         )
         answered.add_metric(["basic"], snap.answered - snap.interleaved_answered)
         answered.add_metric(["interleaved"], snap.interleaved_answered)
-        clients = GaugeMetricFamily("tsyncd_server_clients", "Clients in the server's client log.")
+        clients = GaugeMetricFamily(
+            "tsyncd_server_clients", "Different client IPs in the servers' client logs."
+        )
         clients.add_metric([], snap.clients)
         evicted = CounterMetricFamily(
             "tsyncd_server_clients_evicted", "Client log entries forgotten to make room."

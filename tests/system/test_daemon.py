@@ -10,7 +10,9 @@ import textwrap
 import urllib.request
 from pathlib import Path
 
-from peers import Peers, Tsyncd, free_udp_port, wait_for
+import pytest
+from nts_certs import make_pki
+from peers import Peers, Tsyncd, free_udp_port, tsyncd_start_fails, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 from tsyncd.wire.ntp import Leap, Mode, NtpPacket, decode_ntp, encode_ntp
@@ -169,25 +171,45 @@ def test_bad_config_refuses_to_start(tmp_path: Path) -> None:
     assert check.returncode == 1 and "clock.mode" in check.stderr
 
 
-def test_port_in_use_is_a_clear_startup_error(peers: Peers, tmp_path: Path) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+@pytest.mark.parametrize("case", ["not-local", "in-use", "nts-ke-in-use", "tsq-in-use"])
+def test_bind_failures_name_the_listener(peers: Peers, tmp_path: Path, case: str) -> None:
+    """A listening address that cannot be bound stops the start-up with the table, key and
+    value at fault, and why: with several servers the operator must not have to guess."""
+    pki = make_pki(tmp_path)
+    certs = f'certificate-chain-path = "{pki.chain}"\nprivate-key-path = "{pki.key}"\n'
+    kind = socket.SOCK_STREAM if case == "nts-ke-in-use" else socket.SOCK_DGRAM
+    with socket.socket(socket.AF_INET, kind) as taken:
         taken.bind(("127.0.0.1", 0))
+        if kind == socket.SOCK_STREAM:
+            taken.listen()
         port = taken.getsockname()[1]
-        conf = tmp_path / "t.toml"
-        conf.write_text(
-            f'[clock]\nmode = "measure"\n[control]\nsocket = "{tmp_path}/s.sock"\n'
-            f'[[server]]\nlisten = "127.0.0.1:{port}"\n'
-        )
-        done = subprocess.run(
-            [sys.executable, "-m", "tsyncd", "-c", str(conf)],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-    assert done.returncode == 2
-    assert "cannot start" in done.stderr and "Address already in use" in done.stderr
-    assert "Traceback" not in done.stderr
+        free = free_udp_port()
+        toml, key, listen = {
+            "not-local": (
+                f'[[server]]\nlisten = "127.0.0.1:{free}"\nworkers = 0\n'
+                f'[[server]]\nlisten = "192.0.2.1:{free}"\n',
+                "server[1].listen",
+                f"192.0.2.1:{free}",
+            ),
+            "in-use": (f'[[server]]\nlisten = "127.0.0.1:{port}"\n', "server[0].listen", None),
+            "nts-ke-in-use": (
+                f'[[nts-ke-server]]\nlisten = "127.0.0.1:{port}"\n{certs}',
+                "nts-ke-server[0].listen",
+                None,
+            ),
+            "tsq-in-use": (
+                f'[[tsq-server]]\ntransport = "datagram"\nlisten = "127.0.0.1:{port}"\n{certs}',
+                "tsq-server[0].listen",
+                None,
+            ),
+        }[case]
+        log = tsyncd_start_fails(tmp_path, toml)
+    why = (
+        "Cannot assign requested address: not an address of this host"
+        if case == "not-local"
+        else "Address already in use: another process already uses this port"
+    )
+    assert f'cannot start: {key} = "{listen or f"127.0.0.1:{port}"}": cannot bind ({why})\n' in log
 
 
 def test_tracking_sourcestats_burst_and_makestep(peers: Peers, tmp_path: Path) -> None:

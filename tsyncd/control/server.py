@@ -24,13 +24,14 @@ import pwd
 import socket
 import stat
 import struct
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
 from tsyncd.config_host import group_expected, group_id
 from tsyncd.control.rpc import (
     ErrorCode,
+    InvalidParams,
     Request,
     RpcError,
     make_error,
@@ -110,6 +111,20 @@ def peer_credentials(sock: Any) -> tuple[int, int, int]:
     return pid, uid, gid
 
 
+def check_param_names(
+    method: str, params: Mapping[str, Any], known: Collection[str] | None
+) -> None:
+    """``InvalidParams`` if ``params`` has a name ``method`` does not take (``known``; None:
+    not checked here)."""
+    if known is None:
+        return
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        takes = ", ".join(sorted(known)) or "no params"
+        names = ", ".join(repr(name) for name in unknown)
+        raise InvalidParams(f"{method}: unknown param {names}; it takes {takes}")
+
+
 class ControlServer:
     """JSON-RPC control server on a Unix stream socket.
 
@@ -122,6 +137,7 @@ class ControlServer:
         *,
         read_methods: Mapping[str, Handler],
         admin_methods: Mapping[str, Handler],
+        params: Mapping[str, Collection[str] | None] | None = None,
         group: str | None = None,
         admin_group: str | None = None,
         max_connections: int = 32,
@@ -136,6 +152,10 @@ class ControlServer:
         self._path = Path(socket_path)
         self._read = dict(read_methods)
         self._admin = dict(admin_methods)
+        # Per method, the param names it takes: others are refused before it runs, so a
+        # misspelt one cannot pass for a missing one.  None, or a method not listed: the
+        # handler checks its params itself.
+        self._params = {m: None if k is None else frozenset(k) for m, k in (params or {}).items()}
         self._group = group
         self._admin_group = admin_group
         self._admin_gid: int | None = None
@@ -364,6 +384,7 @@ class ControlServer:
                 raise RpcError(
                     ErrorCode.PERMISSION_DENIED, f"permission denied: '{method}' needs {who}"
                 )
+        check_param_names(method, request.params, self._params.get(method))
         try:
             result = handler(request.params)
             if inspect.isawaitable(result):

@@ -46,3 +46,22 @@ def set_nonblocking(sock: socket.socket) -> int:
     except OSError:
         return socket.MSG_DONTWAIT
     return 0
+
+
+_BIND_HINTS = {
+    errno.EADDRINUSE: "another process already uses this port",
+    errno.EADDRNOTAVAIL: "not an address of this host",
+    errno.EACCES: "ports below 1024 need root or CAP_NET_BIND_SERVICE",
+}
+
+
+def listen_error(key: str, listen: object, exc: OSError) -> OSError:
+    """``exc`` (a failed bind of a configured listening address) as the start-up error an
+    operator can act on: which key and value, and why (``errno`` kept), e.g.
+    ``server[1].listen = "192.0.2.1:123": cannot bind (Cannot assign requested address:
+    not an address of this host)``."""
+    why = os.strerror(exc.errno) if exc.errno else str(exc)
+    hint = _BIND_HINTS.get(exc.errno or 0)
+    error = OSError(f'{key} = "{listen}": cannot bind ({why}{": " + hint if hint else ""})')
+    error.errno = exc.errno
+    return error

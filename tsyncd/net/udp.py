@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import ipaddress
 import logging
@@ -119,6 +120,81 @@ def is_ip_literal(host: str) -> bool:
     return True
 
 
+def is_ipv6_wildcard(host: str) -> bool:
+    """``host`` is the IPv6 unspecified address, however written (``::``, ``::0``, ``0:0::0``)."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return ip.version == 6 and ip.is_unspecified
+
+
+def dual_stack(host: str, ipv6_only: bool | None = None) -> bool:
+    """Whether a socket bound to ``host`` also takes IPv4 (``IPV6_V6ONLY`` off): by default
+    only the IPv6 wildcard is dual-stack; ``ipv6_only`` (the config's) decides when set."""
+    if family_for_host(host) != socket.AF_INET6:
+        return False
+    return not ipv6_only if ipv6_only is not None else is_ipv6_wildcard(host)
+
+
+def receives_from(
+    host: str, ipv6_only: bool | None, client: ipaddress.IPv4Address | ipaddress.IPv6Address
+) -> bool:
+    """Whether a socket bound to ``host`` can receive from ``client`` (already normalised,
+    IPv4-mapped -> IPv4): an IPv4 socket only from IPv4, an IPv6 one from IPv6, and from IPv4
+    too when dual-stack on the wildcard or an IPv4-mapped address (which takes only IPv4)."""
+    bound = ipaddress.ip_address(host.split("%", 1)[0])
+    if bound.version == 4:
+        return client.version == 4
+    mapped = bound.ipv4_mapped is not None
+    if client.version == 6:
+        return not mapped
+    return (bound.is_unspecified or mapped) and dual_stack(host, ipv6_only)
+
+
+def canonical_host(host: str) -> str:
+    """An IP literal as the kernel writes it (``0:0::0`` -> ``::``); anything else unchanged."""
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return host
+
+
+def listen_text(host: str, port: int) -> str:
+    """A listening address as logs, control and metrics show it: ``ip:port`` or ``[ip6]:port``,
+    the IP in its canonical form (``[0:0::0]`` -> ``[::]``)."""
+    host = canonical_host(host)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def bind_udp(host: str, port: int, options: SocketOptions | None = None) -> socket.socket:
+    """A UDP socket bound to ``host``:``port`` with ``options`` (the IPv6 wildcard dual-stack
+    unless ``options.ipv6_only`` says otherwise); OSError, with nothing left open, if refused."""
+    family = family_for_host(host)
+    sock = open_socket(family, socket.SOCK_DGRAM)
+    try:
+        if family == socket.AF_INET6:
+            # Dual stack for the wildcard, so one [::] server also answers IPv4 clients.
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(not dual_stack(host)))
+        if options is not None:
+            options.apply(sock, family)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def ensure_port_free(host: str, port: int, options: SocketOptions | None = None) -> None:
+    """OSError (EADDRINUSE) if a socket already holds ``host``:``port``, even one that would
+    let a ``SO_REUSEPORT`` socket join it: a probe bound without sharing options, closed at
+    once.  Port 0 is always free."""
+    if port == 0:
+        return
+    shared = options or SocketOptions()
+    bind_udp(host, port, SocketOptions(ipv6_only=shared.ipv6_only)).close()
+
+
 def normalize_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     """The client's IP; IPv4-mapped IPv6 addresses become IPv4 so ACLs and refids match."""
     ip = ipaddress.ip_address(host.split("%", 1)[0])
@@ -171,20 +247,9 @@ class TimestampedUdp:
         options: SocketOptions | None = None,
     ) -> TimestampedUdp:
         """Bind a socket on an IP literal (``::`` listens on IPv4 too) and start reading."""
-        family = family_for_host(host)
-        sock = open_socket(family, socket.SOCK_DGRAM)
-        try:
-            if family == socket.AF_INET6:
-                # Dual stack for the wildcard, so one [::] server also answers IPv4 clients.
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if host == "::" else 1)
-            if reuse_port:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            if options is not None:
-                options.apply(sock, family)
-            sock.bind((host, port))
-        except OSError:
-            sock.close()
-            raise
+        if reuse_port:
+            options = dataclasses.replace(options or SocketOptions(), reuse_port=True)
+        sock = bind_udp(host, port, options)
         return cls(sock, on_datagram, on_tx_timestamp=on_tx_timestamp)
 
     @property

@@ -8,9 +8,11 @@ tsyncd saw a median offset of about -24 µs on loopback where the truth is 0.
 
 The responder (``servers/responder.py``) decides and packs the whole reply; the IO edges
 (``servers/worker.py``, ``servers/ntp.py``) read the clock again after that, right before
-``sendto``, and overwrite only the last eight bytes here.  Only plain basic replies
-(``ANSWERED``) are re-stamped: an interleaved reply's Transmit is the kernel's stamp of an
-earlier reply (RFC 9769), a KoD carries no time worth refining, and an NTS reply is sealed.
+``sendto``, and overwrite only the last eight bytes here.  Plain basic replies (``ANSWERED``)
+are re-stamped, and the responder's KoDs (``LATE_KODS``): a KoD carries no time a client
+may use, but its Transmit is still when it was sent, the same from a worker as from the
+event loop.  An interleaved reply's Transmit is the kernel's stamp of an earlier reply
+(RFC 9769), and an NTS reply (or NAK) is sealed.
 The Transmit stays strictly after the Receive (RFC 9769: a basic reply whose Transmit equals
 its Receive would read as interleaved).
 
@@ -43,12 +45,13 @@ from __future__ import annotations
 import struct
 from typing import Final
 
-from tsyncd.servers.responder import ANSWERED
+from tsyncd.servers.responder import ANSWERED, KOD_DENY, KOD_RATE, KOD_RSTR
 from tsyncd.sync.sendlag import SendLag
 from tsyncd.wire.timestamps import NTP_UNIX_OFFSET_S
 
 __all__ = [
     "BASIC",
+    "LATE_KODS",
     "TRANSMIT_AT",
     "SendLag",
     "pack_transmit_into",
@@ -58,6 +61,7 @@ __all__ = [
 ]
 
 BASIC: Final = ANSWERED  # the outcome whose reply ``restamp`` applies to
+LATE_KODS: Final = frozenset({KOD_RATE, KOD_DENY, KOD_RSTR})  # KoDs re-stamped as BASIC is
 
 TRANSMIT_AT: Final = 40  # offset of the transmit timestamp in the 48-byte header
 _TIMESTAMP: Final = struct.Struct("!Q")

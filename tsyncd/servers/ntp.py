@@ -12,9 +12,16 @@ import time
 from typing import Any
 
 from tsyncd.clock.base import Clock
-from tsyncd.net.udp import Address, SocketOptions, TimestampedUdp, normalize_ip
+from tsyncd.net.udp import (
+    Address,
+    SocketOptions,
+    TimestampedUdp,
+    ensure_port_free,
+    listen_text,
+    normalize_ip,
+)
 from tsyncd.servers import txstamp
-from tsyncd.servers.latetx import BASIC, SendLag
+from tsyncd.servers.latetx import BASIC, LATE_KODS, SendLag
 from tsyncd.servers.lonesend import LoneSend, SocketLoneSend, address_send, send_staged
 from tsyncd.servers.passive import is_symmetric_active, passive_reply
 from tsyncd.servers.responder import AccessList, NtpResponder, ResponseTemplate
@@ -35,6 +42,7 @@ class NtpServer:
         self._warmer: SendWarmer | None = None  # with the socket (warmsend.py)
         self._lone: LoneSend | SocketLoneSend | None = None  # basic replies (lonesend.py)
         self.passive_answered = 0  # symmetric active packets answered in mode 2
+        self.steered = True  # one client log: each client always meets it (WorkerPool's)
         self.symmetric_passive = False  # off: the responder drops mode 1 like other modes
 
     @classmethod
@@ -49,6 +57,8 @@ class NtpServer:
         options: SocketOptions | None = None,
     ) -> NtpServer:
         """Bind and start serving (on the running loop); OSError if the address is taken."""
+        if options is not None and options.reuse_port:
+            ensure_port_free(host, port, options)  # shared with a peer's socket, not a stranger
         server = cls(responder or NtpResponder(access), clock)
         server._udp = TimestampedUdp.bind(host, port, server._on_datagram, options=options)
         server._tx_stamps = server._udp.timestamps.name == "kernel-timestamping"
@@ -62,8 +72,7 @@ class NtpServer:
         if self._udp is None:
             return ""
         addr = self._udp.local_address
-        host = str(addr[0])
-        return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"
+        return listen_text(str(addr[0]), addr[1])
 
     def _on_datagram(self, data: bytes, address: Address, rx_ns: int) -> None:
         assert self._udp is not None
@@ -82,7 +91,7 @@ class NtpServer:
         if response is None:
             log.debug("dropped request from %s: %s", address[0], reason)
             return
-        if reason == BASIC and self._lone is not None:
+        if (reason == BASIC or reason in LATE_KODS) and self._lone is not None:
             self._send_basic(self._lone, response, address, rx_ns, rx, want_tx)
             return
         sock = self._udp.sock
@@ -102,8 +111,9 @@ class NtpServer:
         rx: int,
         want_tx: bool,
     ) -> None:
-        """Send a basic reply with its Transmit read right before the system call, plus the
-        learnt lag (latetx.py): everything else is done before the read (lonesend.py)."""
+        """Send a basic reply (or a KoD) with its Transmit read right before the system call,
+        plus the learnt lag (latetx.py): everything else is done before the read
+        (lonesend.py)."""
         assert self._udp is not None
         clock, lag = self._clock, self._lag
         if self._warmer is not None:
@@ -134,6 +144,10 @@ class NtpServer:
     def counters(self) -> dict[str, Any]:
         """The responder's counters (see ``NtpResponder.counters``)."""
         return self.responder.counters()
+
+    def client_keys(self) -> tuple[list[str], int]:
+        """The client log's keys (``WorkerPool.client_keys``' form: none unknown)."""
+        return list(self.responder.clients.records), 0
 
     def client_rows(self, now_ns: int) -> list[dict[str, Any]]:
         """Per-client rows for ``tsyncctl clients``."""

@@ -15,6 +15,7 @@ from pathlib import Path
 from OpenSSL import SSL
 
 from tsyncd.config import KeysetConfig, NtsKeServerConfig
+from tsyncd.net.sockets import listen_error
 from tsyncd.net.tls import server_context
 from tsyncd.nts.cookie import KeySet, load_keyset, new_keyset, save_keyset
 from tsyncd.nts.server import NtsResponder
@@ -63,8 +64,11 @@ class NtsServerSide:
         for pool in self.pools:
             pool.set_keys(state)
 
-    async def start_ke(self, cfg: NtsKeServerConfig, default_ntp_port: int | None) -> NtsKeServer:
-        """Start one NTS-KE listener; ``OSError``/``SSL.Error`` if it cannot."""
+    async def start_ke(
+        self, cfg: NtsKeServerConfig, default_ntp_port: int | None, where: str = "nts-ke-server"
+    ) -> NtsKeServer:
+        """Start one NTS-KE listener; ``OSError``/``SSL.Error`` if it cannot (a bind failure
+        names ``where``'s listen address)."""
         ctx: SSL.Context = server_context(cfg.certificate_chain_path, cfg.private_key_path)
         server = NtsKeServer(
             ctx,
@@ -73,7 +77,10 @@ class NtsServerSide:
             ntp_port=cfg.ntp_port if cfg.ntp_port is not None else default_ntp_port,
             rate_limit=cfg.rate_limit,
         )
-        await server.start(cfg.listen.host, cfg.listen.port)
+        try:
+            await server.start(cfg.listen.host, cfg.listen.port)
+        except OSError as exc:
+            raise listen_error(f"{where}.listen", cfg.listen, exc) from exc
         self.ke_servers.append(server)
         log.info("serving NTS-KE on %s", server.listen)
         return server

@@ -7,9 +7,11 @@ current, so the per-packet work is parse, check, fill, pack: this module is the 
 run as is by the asyncio server and by the multi-core workers (``servers/workers.py``).
 
 Rules (RFC 5905 §9.2, RFC 8633, RFC 9769):
-* only client-mode (3) requests are answered; symmetric, broadcast and the amplification-prone
-  control (6) and private (7) modes are dropped;
-* the reply echoes the request's version and poll, and its transmit timestamp as our origin;
+* only client-mode (3) requests are answered, and NTPv1 ones (version 1, mode field 0, as
+  ntpd takes them); symmetric, broadcast and the amplification-prone control (6) and
+  private (7) modes are dropped;
+* the reply (mode 4) echoes the request's version and poll, and its transmit timestamp as
+  our origin;
 * the reply is never longer than the request (no amplification): we answer with a bare 48-byte
   header, and requests are at least that long;
 * access control applies to the client's IP, IPv4-mapped IPv6 addresses compared as IPv4, deny
@@ -81,6 +83,13 @@ KODS: Final = frozenset({KOD_RATE, KOD_DENY, KOD_RSTR, NTS_NAK})
 
 _HEADER_LEN: Final = 48
 _MODE_CLIENT: Final = int(Mode.CLIENT)  # a plain int: comparing with the enum costs 50 ns
+# NTPv1 (RFC 1059) has no mode field: its requests carry version 1 and mode bits 0.  ntpd
+# takes "mode 0 in version 1 as client mode" (ntp_proto.c receive()), and chronyd answers
+# them too; so do we.  The reply is a server's (mode 4) with the request's version, as for
+# every request: RFC 5905 Appendix A.5.3 fast_xmit() copies the version "for backward
+# compatibility".  Version 1 with mode 3 is answered as any client request.
+_MODE_CONTROL: Final = int(Mode.CONTROL)  # 6, and 7 (private) above it
+_V1_REQUEST: Final = 1 << 3  # LI/VN/mode & 0x3F of an NTPv1 request: VN 1, mode 0
 # Request: LI/VN/mode, (stratum), poll, (precision ... reference ts), origin, receive, transmit.
 _REQUEST: Final = struct.Struct("!Bxc21xQQQ")
 # Response: LI/VN/mode, stratum, poll (echoed raw), precision, 20 fixed bytes, 3 timestamps.
@@ -259,6 +268,10 @@ class NtpResponder:
             return self._count(record, rx_ns, denied, None)
         n = len(data)
         if n < _HEADER_LEN:
+            # ntpq's and ntpdc's requests (modes 6 and 7) are shorter than a header: counted
+            # by what they are, not as broken time requests.
+            if n and data[0] & 7 >= _MODE_CONTROL:
+                return self._count(record, rx_ns, NOT_CLIENT_MODE, None)
             return self._count(record, rx_ns, "malformed_truncated", None)
         lvm, poll, origin, receive, transmit = _unpack_request(data)
         version = (lvm >> 3) & 7
@@ -270,7 +283,7 @@ class NtpResponder:
                 decode_ntp(data)  # syntax of EFs / MAC; rare, so the full codec is fine
             except WireError as exc:
                 return self._count(record, rx_ns, f"malformed_{exc.reason}", None)
-        if lvm & 7 != _MODE_CLIENT:
+        if lvm & 7 != _MODE_CLIENT and lvm & 0x3F != _V1_REQUEST:
             return self._count(record, rx_ns, NOT_CLIENT_MODE, None)
         if denied:
             kod = KOD_DENY if denied == DENIED else KOD_RSTR

@@ -67,6 +67,21 @@ def server_stats(listen: list[str], parts: Iterable[Mapping[str, Any]]) -> Serve
     return ServerStatsSnapshot(listen=listen, **total)
 
 
+def distinct_clients(logs: Iterable[tuple[Iterable[str], int]]) -> int:
+    """How many different clients several client logs hold, each given as (its keys, how
+    many more clients whose keys are not known): a client met on two sockets counts once.
+
+    Keys are the address texts sockets report; an IPv4 client on a dual-stack socket
+    (``::ffff:192.0.2.1``) is the same as on an IPv4 one (``192.0.2.1``).
+    """
+    seen: set[str] = set()
+    unknown = 0
+    for keys, more in logs:
+        seen.update(k[7:] if k.startswith("::ffff:") and "." in k else k for k in keys)
+        unknown += more
+    return len(seen) + unknown
+
+
 def merge_client_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """One row per client address, busiest first.
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Final
 
 from tsyncd import __version__
 from tsyncd.config import Config, TsqServerConfig
+from tsyncd.net.sockets import listen_error
 from tsyncd.snapshots import TsqServerStatsSnapshot
 from tsyncd.sync.core import SyncCore
 from tsyncd.sync.discipline import Discipline
@@ -34,9 +35,13 @@ def require_aioquic(config: Config) -> None:
 
 
 async def start_tsq_server(
-    cfg: TsqServerConfig, now_ns: Callable[[], int], info: Callable[[], TsqServerInfo]
+    cfg: TsqServerConfig,
+    now_ns: Callable[[], int],
+    info: Callable[[], TsqServerInfo],
+    where: str = "tsq-server",
 ) -> TsqServer:
-    """Load the certificate and bind; OSError naming the file if a PEM file is unusable."""
+    """Load the certificate and bind; OSError naming the file if a PEM file is unusable, or
+    ``where``'s listen address if it cannot be bound."""
     from tsyncd.net.quic import server_configuration
     from tsyncd.servers.tsq import TsqResponder, TsqServer
 
@@ -49,14 +54,17 @@ async def start_tsq_server(
             f"cannot load the TSQ certificate {cfg.certificate_chain_path} or key "
             f"{cfg.private_key_path}: {exc}"
         ) from exc
-    return await TsqServer.create(
-        cfg.listen.host,
-        cfg.listen.port,
-        cfg.transport,
-        configuration,
-        TsqResponder(now_ns, info),
-        max_connections_per_client=cfg.max_connections_per_client,
-    )
+    try:
+        return await TsqServer.create(
+            cfg.listen.host,
+            cfg.listen.port,
+            cfg.transport,
+            configuration,
+            TsqResponder(now_ns, info),
+            max_connections_per_client=cfg.max_connections_per_client,
+        )
+    except OSError as exc:
+        raise listen_error(f"{where}.listen", cfg.listen, exc) from exc
 
 
 def tsq_server_info(core: SyncCore, discipline: Discipline | None) -> TsqServerInfo:

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from tsyncd.servers import mmsg, txstamp
-from tsyncd.servers.latetx import BASIC, SendLag, restamp, transmit_ntp
+from tsyncd.servers.latetx import BASIC, LATE_KODS, SendLag, restamp, transmit_ntp
 from tsyncd.servers.lonesend import lone_send, send_staged
 from tsyncd.servers.ntskeys import KeyState
 from tsyncd.servers.pipe import Connection  # not multiprocessing's: it costs memory
@@ -59,6 +59,7 @@ _CHECK_INTERVAL_S: Final = 0.1  # ... or this long, whichever comes first
 _RCV_TIMEOUT: Final = struct.pack("@ll", 0, 200_000)  # struct timeval: 0.2 s
 _PUSH_INTERVAL_S: Final = 0.5
 _CLIENT_ROWS: Final = 256  # busiest clients pushed up for `tsyncctl clients`
+_MAX_KEYS: Final = 65_536  # client log keys pushed when asked (16 times the default log)
 RATE_UNIT: Final = 1_000_000_000_000  # ClockMap.rate_ppt denominator
 _PR_SET_PDEATHSIG: Final = 1
 
@@ -145,6 +146,7 @@ def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
     next_push = monotonic()
     pushed = -1  # responder.received at the last push
     acked = 0  # the main process's last "push" request number
+    with_keys = False  # that request wants the client log's keys too (``_push``)
     while True:
         while conn.poll():
             message = conn.recv()
@@ -157,7 +159,7 @@ def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
                 nts.keys = message[1].keyset()  # rotated or reloaded by the main process
             elif kind == "push":
                 next_push = 0.0  # a control client is waiting for fresh counters
-                acked = message[1]
+                acked, with_keys = message[1], message[2]
             elif kind == "stop":
                 return
         u0, v0, rate = clock_map.u0, clock_map.v0, clock_map.rate_ppt
@@ -212,7 +214,7 @@ def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
                                 lag.observe(read, tx_ns)
                             responder.handle_tx_timestamp(payload, clock_map(tx_ns))
                     continue
-                if reason == BASIC:
+                if reason == BASIC or reason in LATE_KODS:  # Transmit written as it is sent
                     late = True
                     if rx > last_rx:
                         last_rx = rx
@@ -268,15 +270,26 @@ def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
         if now >= next_push or (idle and responder.received != pushed):
             next_push = now + _PUSH_INTERVAL_S
             pushed = responder.received
-            _push(conn, responder, nts, clock_map(time_ns()), acked)
+            _push(conn, responder, nts, clock_map(time_ns()), acked, with_keys)
+            with_keys = False
 
 
 def _push(
-    conn: Connection, responder: NtpResponder, nts: NtsResponder | None, now_ns: int, acked: int
+    conn: Connection,
+    responder: NtpResponder,
+    nts: NtsResponder | None,
+    now_ns: int,
+    acked: int,
+    with_keys: bool,
 ) -> None:
+    """Counters and the busiest clients up the pipe; with ``with_keys`` (asked for when
+    clients may meet several client logs) every client log key, up to ``_MAX_KEYS``, so the
+    main process can count each client once (``stats.distinct_clients``)."""
     counters: dict[str, Any] = responder.counters()
     if nts is not None:
         counters["nts_requests"] = nts.requests
         counters["nts_naks"] = nts.naks
         counters["nts_cookies_issued"] = nts.cookies_issued
-    conn.send(("stats", counters, responder.client_rows(now_ns, _CLIENT_ROWS), acked))
+    records = responder.clients.records
+    keys = list(records) if with_keys and len(records) <= _MAX_KEYS else None
+    conn.send(("stats", counters, responder.client_rows(now_ns, _CLIENT_ROWS), acked, keys))

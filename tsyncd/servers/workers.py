@@ -3,10 +3,13 @@
 The main process binds one ``SO_REUSEPORT`` socket per worker (so a bad address fails at
 start, and a restarted worker takes over the same socket: the kernel's hash keeps sending it
 the same clients, and nothing queued is lost), then forks a worker onto each
-(``servers/worker.py``).  It talks to each over a pipe: the response template, clock
-mapping and NTS cookie keys (``ntskeys.KeyState``, after a rotation or reload) go down when
-they change; counters and the busiest clients come up twice a second and
-are kept here for control and metrics (so they are at most about half a second old).
+(``servers/worker.py``).  Before binding, a probe bound without ``SO_REUSEPORT`` makes sure
+nobody holds the port yet: a second tsyncd on it would otherwise join the group and replace
+its client-steering program (chronyd's plain bind refuses such a port too).  It talks to
+each worker over a pipe: the response template, clock mapping and NTS cookie keys
+(``ntskeys.KeyState``, after a rotation or reload) go down when they change; counters and
+the busiest clients come up twice a second and are kept here for control and metrics (so
+they are at most about half a second old).
 
 A worker that dies is noticed within ``_REAP_INTERVAL_S``, logged, counted and forked again
 (after a growing delay if it keeps dying within seconds of its start: a crash loop should not
@@ -19,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import dataclasses
 import errno
 import gc
 import logging
@@ -33,8 +37,14 @@ from typing import TYPE_CHECKING, Any, Final
 
 from tsyncd.clock.base import Clock
 from tsyncd.config import ServerConfig
-from tsyncd.net.sockets import open_socket
-from tsyncd.net.udp import SocketOptions, enable_rx_timestamps, family_for_host
+from tsyncd.net.udp import (
+    SocketOptions,
+    bind_udp,
+    enable_rx_timestamps,
+    ensure_port_free,
+    is_ipv6_wildcard,
+    listen_text,
+)
 from tsyncd.servers import worker as worker_mod
 from tsyncd.servers.ntp import NtpServer
 from tsyncd.servers.ntskeys import KeyState
@@ -76,6 +86,7 @@ class _Worker:
     conn: Connection | None = None
     counters: dict[str, Any] = field(default_factory=dict)
     clients: list[dict[str, Any]] = field(default_factory=list)
+    keys: list[str] | None = None  # its client log's keys, when last asked (refresh)
     pushes: int = 0  # stats messages received from the current process
     acked: int = 0  # the last "push" request its stats answered (WorkerPool._push_seq)
     started_at: float = 0.0  # monotonic s of the last fork
@@ -119,6 +130,9 @@ class WorkerPool:
         # Numbered "push" requests: stats already in the pipe when we ask are not fresh.
         self._push_seq = 0
         self._closed = False
+        # SO_REUSEPORT would let this group join one already on the port (another tsyncd),
+        # whose steering program ours would then replace: refuse, as a plain bind does.
+        ensure_port_free(host, port, options)
         try:
             for index in range(workers):
                 sock = _bind_reuseport(host, port, options)
@@ -130,9 +144,12 @@ class WorkerPool:
             raise
         self._host = host
         self._port = port
+        # Whether each client IP meets one worker only (the workers' client logs are disjoint).
+        self.steered = workers == 1
         if workers > 1:
             try:
                 attach_ip_hash(self._workers[0].sock, workers)
+                self.steered = True
             except OSError as exc:
                 log.info("cannot steer clients by IP (%s): the kernel hashes address and port", exc)
 
@@ -148,8 +165,7 @@ class WorkerPool:
     @property
     def listen(self) -> str:
         """The bound address as 'ip:port' or '[ip6]:port'."""
-        host = self._host
-        return f"[{host}]:{self._port}" if ":" in host else f"{host}:{self._port}"
+        return listen_text(self._host, self._port)
 
     @property
     def pids(self) -> list[int]:
@@ -192,6 +208,7 @@ class WorkerPool:
         w.started_at = time.monotonic()
         w.pushes = 0
         w.acked = self._push_seq  # a newborn worker has nothing older to report
+        w.keys = None
         self._loop.add_reader(parent_end.fileno(), self._on_message, w)
 
     def _on_message(self, w: _Worker) -> None:
@@ -205,6 +222,8 @@ class WorkerPool:
                     w.counters, w.clients = message[1], message[2]
                     w.pushes += 1
                     w.acked = message[3]
+                    if message[4] is not None:
+                        w.keys = message[4]
                     if self._fresh is not None and all(
                         x.acked >= self._push_seq or x.conn is None for x in self._workers
                     ):
@@ -255,8 +274,10 @@ class WorkerPool:
         self._retire_counters(w)
 
     def _retire_counters(self, w: _Worker) -> None:
-        self._retired = sum_counters([self._retired, w.counters])
+        # Its client log died with it: ``clients`` (a gauge) counts live logs only.
+        self._retired = sum_counters([self._retired, {**w.counters, "clients": 0}])
         w.counters = {}
+        w.keys = None
 
     # ---------------------------------------------------------------- main-process side
 
@@ -284,11 +305,12 @@ class WorkerPool:
             self._keys = keys  # also what a restarted worker starts with
             self._send_all(("keys", keys))
 
-    async def refresh(self, timeout_s: float = 1.0) -> None:
-        """Ask every worker for its counters now and wait (bounded) until all have answered."""
+    async def refresh(self, timeout_s: float = 1.0, *, keys: bool = False) -> None:
+        """Ask every worker for its counters now and wait (bounded) until all have answered;
+        with ``keys``, for its client log's keys too (``client_keys``)."""
         self._push_seq += 1
         self._fresh = asyncio.Event()
-        self._send_all(("push", self._push_seq))
+        self._send_all(("push", self._push_seq, keys))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._fresh.wait(), timeout_s)
         self._fresh = None
@@ -301,6 +323,19 @@ class WorkerPool:
         total["workers"] = len(self._workers)
         total["worker_restarts"] = self.restarts
         return total
+
+    def client_keys(self) -> tuple[list[str], int]:
+        """The live workers' client log keys from the last ``refresh(keys=True)`` (handed
+        over once), and how many clients the workers that sent none hold."""
+        keys: list[str] = []
+        unknown = 0
+        for w in self._workers:
+            if w.keys is None:
+                unknown += int(w.counters.get("clients", 0))
+            else:
+                keys.extend(w.keys)
+            w.keys = None
+        return keys, unknown
 
     def client_rows(self, now_ns: int) -> list[dict[str, Any]]:
         """Each worker's busiest clients (a client always meets the same worker)."""
@@ -385,20 +420,8 @@ def _trim_heap() -> None:
 
 
 def _bind_reuseport(host: str, port: int, options: SocketOptions | None) -> socket.socket:
-    family = family_for_host(host)
-    sock = open_socket(family, socket.SOCK_DGRAM)
-    try:
-        if family == socket.AF_INET6:
-            # Dual stack for the wildcard, so one [::] server also answers IPv4 clients.
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if host == "::" else 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if options is not None:
-            options.apply(sock, family)
-        sock.bind((host, port))
-        enable_rx_timestamps(sock)
-    except OSError:
-        sock.close()
-        raise
+    sock = bind_udp(host, port, dataclasses.replace(options or SocketOptions(), reuse_port=True))
+    enable_rx_timestamps(sock)
     return sock
 
 
@@ -449,7 +472,7 @@ def start_server(
     except OSError as exc:
         # The wildcard "[::]" (the default) on a host without IPv6 (or in a simulator that
         # has only IPv4): serve IPv4, as chronyd does, rather than not at all.
-        if host != "::" or exc.errno not in (errno.EAFNOSUPPORT, errno.EINVAL):
+        if not is_ipv6_wildcard(host) or exc.errno not in (errno.EAFNOSUPPORT, errno.EINVAL):
             raise
         log.warning("no IPv6 here (%s): serving NTP on 0.0.0.0:%d, IPv4 only", exc.strerror, port)
         return start("0.0.0.0")

@@ -157,6 +157,23 @@ def test_notification_gets_no_answer(serve: ServerFactory) -> None:
 # --------------------------------------------------------------------------- errors
 
 
+def test_unknown_params_are_refused_before_the_handler_runs(serve: ServerFactory) -> None:
+    """Methods with declared param names refuse others (a misspelt one must not pass for a
+    missing one); an undeclared method's handler checks its params itself."""
+    server = serve(params={"status": (), "echo": ("a",), "sources": None})
+    with ControlClient(server.socket_path) as client:
+        with pytest.raises(ControlError) as info:
+            client.call("status", {"verbose": True})
+        assert info.value.code == ErrorCode.INVALID_PARAMS
+        assert str(info.value) == "status: unknown param 'verbose'; it takes no params"
+        with pytest.raises(ControlError) as info:
+            client.call("echo", {"a": 1, "off": "yes", "b": 2})
+        assert str(info.value) == "echo: unknown param 'b', 'off'; it takes a"
+        assert client.call("echo", {"a": 1}) == {"echo": {"a": 1}}
+        assert client.call("sources", {"anything": 1}) == []
+        assert client.call("serverstats", {"anything": 1})["dropped_by_reason"]  # not listed
+
+
 def test_unknown_method_lists_the_known_ones(serve: ServerFactory) -> None:
     server = serve()
     with ControlClient(server.socket_path) as client, pytest.raises(ControlError) as info:

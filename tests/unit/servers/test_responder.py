@@ -61,6 +61,12 @@ def test_transmit_never_equals_receive() -> None:
     ("data", "reason"),
     [
         (b"\x23" + bytes(20), "malformed_truncated"),
+        # ntpq's readvar (mode 6, a 12-byte header) and an ntpdc request (mode 7, 8 bytes):
+        # counted as what they are, not as truncated time requests.
+        (bytes.fromhex("1602000100000000 00000000"), "not_client_mode"),
+        (bytes.fromhex("1700032a00000000"), "not_client_mode"),
+        (bytes(12), "malformed_truncated"),
+        (b"", "malformed_truncated"),
         (request(mode=Mode.SERVER), "not_client_mode"),
         (request(mode=Mode.CONTROL), "not_client_mode"),
         (request(mode=Mode.SYMMETRIC_ACTIVE), "not_client_mode"),
@@ -72,6 +78,22 @@ def test_drops_are_counted_by_reason(data: bytes, reason: str) -> None:
     assert r.handle_request(data, V4, RX, RX + 1) == (reason, None)
     assert r.drops_by_reason() == {reason: 1}
     assert (r.received, r.sent, r.dropped) == (1, 0, 1)
+
+
+def test_ntpv1_requests_are_answered_in_their_version() -> None:
+    """NTPv1 has no mode field (mode bits 0): ntpd and chronyd take such a request as a
+    client's and answer it as a server, in version 1; v1 with mode 3 is answered too."""
+    r = NtpResponder(AccessList((), ()))
+    r.template = ResponseTemplate(leap=Leap.NONE, stratum=3)
+    v1_mode_0 = bytes([0x08]) + request(version=1)[1:]
+    for data in (v1_mode_0, request(version=1)):
+        reason, reply = r.handle_request(data, V4, RX, RX + 5000)
+        assert reason == "answered" and reply is not None
+        assert (reply[0] >> 3 & 7, reply[0] & 7) == (1, 4)
+        assert decode_ntp(reply).origin_ts == 0x1122334455667788
+    # Mode 0 means nothing in later versions: still dropped.
+    v2_mode_0 = bytes([0x10]) + request(version=2)[1:]
+    assert r.handle_request(v2_mode_0, V4, RX, RX + 1) == ("not_client_mode", None)
 
 
 def test_access_list_deny_wins_and_mapped_addresses_match() -> None:

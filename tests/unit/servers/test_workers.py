@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import socket
 
-from tsyncd.clock.measure import VirtualClock
-from tsyncd.servers.stats import merge_client_rows, sum_counters
+import pytest
+
+from tsyncd.clock.measure import MeasureClock, VirtualClock
+from tsyncd.net.udp import SocketOptions
+from tsyncd.servers.ntp import NtpServer
+from tsyncd.servers.responder import AccessList, ServerPolicy
+from tsyncd.servers.stats import distinct_clients, merge_client_rows, sum_counters
 from tsyncd.servers.worker import RATE_UNIT, ClockMap
-from tsyncd.servers.workers import _map_moved, attach_ip_hash, clock_map_of
+from tsyncd.servers.workers import WorkerPool, _map_moved, attach_ip_hash, clock_map_of
 
 S = 1_000_000_000
 
@@ -96,3 +103,65 @@ def test_merge_client_rows_and_sum_counters() -> None:
     )
     assert total["received"] == 5 and total["workers"] == 1
     assert total["dropped_by_reason"] == {"denied": 3, "rate_limited": 1}
+
+
+def test_distinct_clients_across_logs() -> None:
+    """A client on a dual-stack and on an IPv4 socket is one client; unknown keys add up."""
+    logs = [
+        (["::ffff:192.0.2.1", "2001:db8::1", "::ffff:192.0.2.2"], 0),
+        (["192.0.2.1", "192.0.2.3", "fe80::1%eth0"], 0),
+        ([], 4),  # a worker that sent no keys: its 4 clients, as they are
+    ]
+    assert distinct_clients(logs) == 5 + 4
+
+
+def pool(host: str, port: int, workers: int = 2) -> WorkerPool:
+    return WorkerPool(host, port, workers, AccessList((), ()), ServerPolicy(), MeasureClock())
+
+
+def test_a_pool_refuses_a_port_another_group_holds() -> None:
+    """SO_REUSEPORT would let a second group join the first (replacing its steering program):
+    whoever comes second gets EADDRINUSE, a pool or an event-loop server sharing the port."""
+
+    async def scenario() -> None:
+        first = pool("0:0::0", 0)
+        try:
+            assert first.listen.startswith("[::]:")  # the canonical text, dual-stack
+            port = int(first.listen.rsplit(":", 1)[1])
+            for host in ("::", "127.0.0.1"):
+                with pytest.raises(OSError) as caught:
+                    pool(host, port, 4)
+                assert caught.value.errno == errno.EADDRINUSE
+            with pytest.raises(OSError) as caught:
+                NtpServer.create(
+                    "127.0.0.1",
+                    port,
+                    AccessList((), ()),
+                    MeasureClock(),
+                    options=SocketOptions(reuse_port=True),  # a port shared with a peer
+                )
+            assert caught.value.errno == errno.EADDRINUSE
+        finally:
+            first.close()
+        pool("::", port).close()  # free again once the first is closed
+
+    asyncio.run(scenario())
+
+
+def test_a_dead_workers_clients_are_no_longer_counted() -> None:
+    async def scenario() -> None:
+        p = pool("127.0.0.1", 0)
+        try:
+            w0, w1 = p._workers
+            w0.counters = {"received": 10, "clients": 3, "clients_evicted": 1}
+            w1.counters = {"received": 5, "clients": 2}
+            assert p.counters()["clients"] == 5
+            p._retire_counters(w0)  # as when it died: its log went with it
+            total = p.counters()
+            assert total["clients"] == 2
+            assert total["received"] == 15 and total["clients_evicted"] == 1  # counters stay
+            assert p.client_keys() == ([], 2)  # no keys asked for: the count stands in
+        finally:
+            p.close()
+
+    asyncio.run(scenario())

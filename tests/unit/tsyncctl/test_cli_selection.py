@@ -31,6 +31,7 @@ SOURCES: list[dict[str, Any]] = [
     {"name": "ntp2:123", "select_code": "M", "options": [], "leap": None},
 ]
 RESELECT: dict[str, Any] = {}
+ACCHECK: list[dict[str, Any]] = []
 
 
 @pytest.fixture
@@ -38,7 +39,7 @@ def sock() -> Iterator[Path]:
     d = Path(tempfile.mkdtemp(prefix="tsc", dir="/tmp"))  # AF_UNIX paths max 107 bytes
     server = ControlServer(
         d / "ctl.sock",
-        read_methods={"sources": lambda _p: SOURCES, "accheck": lambda _p: []},
+        read_methods={"sources": lambda _p: SOURCES, "accheck": lambda _p: ACCHECK},
         admin_methods={"reselect": lambda _p: RESELECT},
     )
     with serving(server):
@@ -89,3 +90,35 @@ def test_accheck_without_a_server_refuses(sock: Path) -> None:
     result = run(sock, "accheck", "192.0.2.1")
     assert result.exit_code == 1
     assert result.stdout == "no NTP server is configured ([[server]]): nobody is answered\n"
+
+
+V4_ONLY = {"listen": "127.0.0.1:123", "allowed": False, "reason": "unreachable"}
+
+
+@pytest.mark.parametrize(
+    ("rows", "code", "printed"),
+    [
+        (
+            [V4_ONLY, {"listen": "[::]:123", "allowed": True, "reason": None}],
+            0,
+            "127.0.0.1:123: ::1 cannot reach it (it takes another address family)\n"
+            "[::]:123: ::1 is allowed\n",
+        ),
+        (
+            [V4_ONLY, {"listen": "[::]:123", "allowed": False, "reason": "denied"}],
+            1,
+            "127.0.0.1:123: ::1 cannot reach it (it takes another address family)\n"
+            "[::]:123: ::1 is denied (on the deny list)\n",
+        ),
+        ([V4_ONLY], 1, "127.0.0.1:123: ::1 cannot reach it (it takes another address family)\n"),
+    ],
+)
+def test_accheck_judges_only_the_sockets_the_address_reaches(
+    sock: Path, rows: list[dict[str, Any]], code: int, printed: str
+) -> None:
+    ACCHECK[:] = rows
+    try:
+        result = run(sock, "accheck", "::1")
+    finally:
+        ACCHECK.clear()
+    assert (result.exit_code, result.stdout) == (code, printed)
