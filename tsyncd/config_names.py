@@ -62,6 +62,17 @@ def selector_clash(
     return not _is_own_address(source) and _selects(source.name, address, written)
 
 
+def name_clash_expectation(who: str) -> str:
+    """What a source's name must be when, as a selector, it would pick ``who`` too: one
+    wording for the config file, ``tsyncctl add`` and a reload against running sources."""
+    return f"a name that is no other source's address (as a tsyncctl selector it picks {who} too)"
+
+
+def name_clash_error(name: str, who: str) -> str:
+    """The whole error for ``name`` picking ``who`` too, as the config check words errors."""
+    return f"source.name = {_toml_repr(name)}: expected {name_clash_expectation(who)}"
+
+
 def check_selectors(
     tables: _Tables, report: Report, running: Mapping[Endpoint | SourceConfig, str] | None = None
 ) -> None:
@@ -89,8 +100,7 @@ def check_selectors(
             report(
                 f"{where}.name",
                 source.name,
-                "a name that is no other source's address (as a tsyncctl selector it picks"
-                f" {clash} too)",
+                name_clash_expectation(clash),
             )
         for other, who in (running or {}).items():
             if not isinstance(other, Endpoint) and selector_clash(

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tsyncd.config import Config, ConfigErrors, Endpoint, SourceConfig, address_user, parse_source
+from tsyncd.config_names import name_clash_error
 from tsyncd.control.rpc import ErrorCode, InvalidParams, RpcError
 from tsyncd.daemon_sources import SourceMobilizer
 from tsyncd.net.udp import is_ip_literal
@@ -226,11 +227,7 @@ class SourceAdmin(SourceMobilizer):
             owner = self._association_source.get(name, name)
             picked, _ = select_associations([cfg.name], [Association(name, owner, sock.ip)])
             if cfg.name == sock.address or picked:
-                return (
-                    f"source.name = {cfg.name!r}: expected a name that is not another source's"
-                    f" address ({owner} polls {sock.address}; tsyncctl offline {cfg.name} and"
-                    " the like would not know which source is meant)"
-                )
+                return name_clash_error(cfg.name, f"source {owner}")
         return None
 
     async def _stop_source(self, name: str) -> list[str]:

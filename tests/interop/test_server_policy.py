@@ -127,4 +127,4 @@ def test_dual_stack_acl_with_chronyd(peers: Peers) -> None:
     )
     shown = server.run_ctl("accheck", "::1")
     assert (shown.returncode, shown.stdout) == (1, f"{listen}: ::1 is denied (on the deny list)\n")
-    assert "an IP address, not 'ntp.example'" in ctl_fails(server, "accheck", "ntp.example")
+    assert "'ntp.example' is not an IP address" in ctl_fails(server, "accheck", "ntp.example")

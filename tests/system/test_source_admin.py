@@ -347,9 +347,8 @@ def test_a_name_that_is_another_sources_address_is_refused(peers: Peers) -> None
     for name in (two, "127.0.0.2", "127.0.0.0/24"):
         error = ctl_fails(client, "add", three, "--name", name)
         assert error == (
-            f"tsyncctl: add_source: source.name = {name!r}: expected a name that is not another"
-            f" source's address (a polls {two}; tsyncctl offline {name} and the like would not"
-            " know which source is meant)\n"
+            f'tsyncctl: add_source: source.name = "{name}": expected a name that is no other'
+            " source's address (as a tsyncctl selector it picks source a too)\n"
         )
     assert [r["name"] for r in client.ctl("peers")] == ["a"]
     # Its own address is a name as good as the default.
@@ -360,5 +359,8 @@ def test_a_name_that_is_another_sources_address_is_refused(peers: Peers) -> None
     result = client.ctl("reload")
     assert result["sources_started"] == []
     [not_started] = result["sources_not_started"]
-    assert not_started["name"] == two and "expected a name that is not" in not_started["reason"]
+    assert not_started["name"] == two and not_started["reason"] == (
+        f'source.name = "{two}": expected a name that is no other source\'s address (as a'
+        " tsyncctl selector it picks source a too)"
+    )
     assert client.ctl("offline", "127.0.0.2")["selected"] == ["a"]  # a's IP: a alone

@@ -5,7 +5,11 @@ files it cannot use (QA s16, finding 4)."""
 from __future__ import annotations
 
 import grp
+import json
 import os
+import pwd
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -78,16 +82,49 @@ def test_log_directory_is_judged_without_making_it(tmp_path: Path) -> None:
     assert parse_config({"log": {"directory": "/proc/forbidden"}}, Path("t")).log.tracking is False
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
-def test_log_directory_not_writable(tmp_path: Path) -> None:
-    tmp_path.chmod(0o500)
+def _as_nobody(check: Callable[[], list[str]]) -> list[str]:
+    """``check()``, run as user nobody when we are root (root may write anywhere, so the
+    check would see nothing to refuse): in a forked child that drops to nobody first."""
+    if os.geteuid() != 0:
+        return check()
+    nobody = pwd.getpwnam("nobody")
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        status = 1
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setresgid(nobody.pw_gid, nobody.pw_gid, nobody.pw_gid)
+            os.setresuid(nobody.pw_uid, nobody.pw_uid, nobody.pw_uid)
+            os.write(write_end, json.dumps(check()).encode())
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        data = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    assert status == 0, "the check failed as nobody"
+    result: list[str] = json.loads(data)
+    return result
+
+
+def test_log_directory_not_writable() -> None:
+    # Under /tmp, so that nobody may look into it when the test drops to nobody.
+    parent = Path(tempfile.mkdtemp(prefix="tsyncd-logdir-", dir="/tmp"))
+    parent.chmod(0o555)
     try:
-        assert errors({"log": {"directory": str(tmp_path / "logs"), "tracking": True}}) == [
-            f'log.directory = "{tmp_path}/logs": expected a directory tsyncd can write '
-            f"tracking.log in, or make ({tmp_path} is not writable)",
+        found = _as_nobody(
+            lambda: errors({"log": {"directory": str(parent / "logs"), "tracking": True}})
+        )
+        assert found == [
+            f'log.directory = "{parent}/logs": expected a directory tsyncd can write '
+            f"tracking.log in, or make ({parent} is not writable)",
         ]
     finally:
-        tmp_path.chmod(0o700)
+        parent.chmod(0o700)
+        parent.rmdir()
 
 
 def test_the_daemons_own_log_directory_error_names_the_key() -> None:
