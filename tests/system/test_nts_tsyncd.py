@@ -103,3 +103,49 @@ def test_client_follows_a_later_ke_to_another_ntp_server(peers: Peers) -> None:
     )
     row = wait_for("the client to move to the new port", lambda: row_at(new_port), timeout=30)
     assert row["nts"]["key_exchanges"] == 2 and row["nts"]["naks"] >= 1
+
+
+def test_bad_or_missing_key_files_are_named_and_keep_the_running_keys(peers: Peers) -> None:
+    """A malformed key file: one line at start-up; ``tsyncctl rekey`` exits 1 naming the file
+    and the field, keeping the running keys.  A missing file is refused too (a fleet member
+    must not draw a key of its own), and so is rekey without NTS."""
+    pki = make_pki(peers.tmp)
+    keys = peers.tmp / "keys.json"
+    toml = nts_server_toml(pki, free_udp_port(), free_tcp_port(), keys, stratum=7)
+    # Start-up: no traceback, the file and what it should hold.
+    keys.write_text("[]")
+    conf = peers.tmp / "bad.toml"
+    conf.write_text(f'[clock]\nmode = "measure"\n[control]\nsocket = "{peers.tmp}/b.sock"\n{toml}')
+    done = subprocess.run(
+        [sys.executable, "-m", "tsyncd", "-c", str(conf)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"cannot start: NTS key file {keys}: expected a JSON object" in done.stderr
+    keys.unlink()
+    server = peers.tsyncd("tsyncd-nts-server", toml)
+    good = keys.read_text()
+    epoch = server.ctl("serverstats")["nts_key_epoch"]
+    for content, problem in (
+        ("[]", "expected a JSON object"),
+        (json.dumps({**json.loads(good), "epoch": "x"}), '"epoch" is "x": expected an integer'),
+        (None, "does not exist"),
+    ):
+        if content is None:
+            keys.unlink()
+        else:
+            keys.write_text(content)
+        done = server.run_ctl("rekey")
+        assert done.returncode == 1 and "internal error" not in done.stderr
+        assert f"NTS key file {keys}" in done.stderr and problem in done.stderr
+        assert f"keeping the running NTS keys (epoch {epoch})" in done.stderr
+    assert not keys.exists()  # rekey never draws a key of its own
+    assert "Traceback" not in server.proc.output()
+    keys.write_text(good)
+    assert server.ctl("rekey") == {"epoch": epoch, "key_file": str(keys)}
+    plain = peers.tsyncd("tsyncd-plain", f'[[server]]\nlisten = "127.0.0.1:{free_udp_port()}"\n')
+    done = plain.run_ctl("rekey")
+    assert done.returncode == 1 and "NTS is not configured" in done.stderr
