@@ -6,6 +6,7 @@ chronyd always runs with ``-x`` (never touches the clock); tsyncd in measure mod
 from __future__ import annotations
 
 import json
+import secrets
 import socket
 from typing import Any
 
@@ -62,6 +63,20 @@ def test_chronyd_is_nts_client_of_tsyncd(peers: Peers) -> None:
     assert keys.exists() and oct(keys.stat().st_mode & 0o777) == "0o600"
     # rekey with the same key file keeps the keys: chronyd's cookies keep working.
     assert server.ctl("rekey")["key_file"] == str(keys)
+    # A new key (as a fleet's operator distributes one): chronyd's next request gets an NTS
+    # NAK, then chronyd re-runs NTS-KE.  `clients` counts the NAK as a KoD, not an answer.
+    data = json.loads(keys.read_text())
+    data["key"] = secrets.token_hex(32)
+    keys.write_text(json.dumps(data))
+    server.ctl("rekey")
+    wait_for("the NAK and a new NTS-KE", lambda: server.ctl("serverstats")["nts_ke_completed"] >= 2)
+    wait_for("an NTS answer after it", lambda: authdata() is not None)
+    chrony.proc.stop()  # counters hold still: the client's row must match the totals
+    stats = server.ctl("serverstats")
+    [row] = server.ctl("clients")
+    assert stats["nts_naks"] == stats["kod_sent"] == row["kod_sent"] >= 1
+    for key in ("received", "answered", "dropped"):
+        assert row[key] == stats[key], (key, row, stats)
 
 
 def test_tsyncd_is_nts_client_of_chronyd(peers: Peers) -> None:
