@@ -149,3 +149,32 @@ def test_bad_or_missing_key_files_are_named_and_keep_the_running_keys(peers: Pee
     plain = peers.tsyncd("tsyncd-plain", f'[[server]]\nlisten = "127.0.0.1:{free_udp_port()}"\n')
     done = plain.run_ctl("rekey")
     assert done.returncode == 1 and "NTS is not configured" in done.stderr
+
+
+def test_an_ntp_server_name_that_does_not_resolve_is_shown_after_the_ke(peers: Peers) -> None:
+    """NTS-KE works, but the NTP server it names (RFC 8915 §4.1.7) is not in the DNS: peers
+    says so, not "waiting for NTS-KE"."""
+    pki = make_pki(peers.tmp)
+    ntp_port, ke_port, dns_port = free_udp_port(), free_tcp_port(), free_udp_port()
+    server_toml = nts_server_toml(pki, ntp_port, ke_port, peers.tmp / "keys.json", stratum=7)
+    server_toml = server_toml.replace("[keyset]", 'ntp-server = "ntp.invalid"\n[keyset]')
+    peers.tsyncd("tsyncd-nts-server", server_toml)
+    hosts = peers.tmp / "hosts"
+    hosts.write_text("")
+    peers.dnsmasq("dnsmasq", dns_port, hosts)  # knows no name: ntp.invalid gets no address
+    client = peers.tsyncd(
+        "tsyncd-nts-client",
+        nts_source_toml(pki, f"127.0.0.1:{ke_port}", (-3, -3))
+        + f'[resolver]\nservers = ["127.0.0.1:{dns_port}"]\n',
+    )
+
+    def unresolved() -> dict[str, Any] | None:
+        rows = client.ctl("peers")
+        return rows[0] if rows and "cannot resolve" in str(rows[0]["state_reason"]) else None
+
+    row = wait_for("the unresolved NTP server in peers", unresolved, timeout=20)
+    assert str(row["state_reason"]).startswith(
+        "NTS-KE done; cannot resolve the NTP server ntp.invalid it named: "
+    )
+    assert row["state"] == "init" and row["nts"]["key_exchanges"] == 1
+    assert row["nts"]["cookies"] == 8 and row["packets_sent"] == 0
