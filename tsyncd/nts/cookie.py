@@ -43,7 +43,7 @@ Several servers starting together without a file would each draw their own key: 
 created exclusively (``write_atomic(exclusive=True)``) and a server that finds another got
 there first takes the key that server wrote.
 
-A file far behind the clock (a hand-made ``"epoch": 0``, a server off for years) would take
+A file far behind the clock (a hand-made ``"epoch": 0``, a server off for weeks) would take
 one HKDF per epoch to catch up, millions of them at a 60 s interval.  ``advance`` ratchets at
 most ``_RATCHET_MAX`` epochs; past that it *jumps* (``_jump``).
 """
@@ -330,20 +330,30 @@ def load_keyset(path: Path, rotation_s: int, now_s: float, *, create: bool = Tru
         epoch, key = _parse_key_file(path, raw, rotation_s)
         keys = KeySet(epoch, key, rotation_s)
         behind = keys.epoch_at(now_s) - epoch
-        if behind > _RATCHET_MAX:
-            log.warning(
-                "NTS key file %s is %d key rotations old: none of its keys opens a cookie any"
-                " more, so the current key is derived from it in one jump, not %d ratchet steps"
-                " (fleet members that load this file within the same %d rotations derive the"
-                " same keys; to be sure, give them the file this server writes now)",
-                path,
-                behind,
-                behind,
-                _RATCHET_MAX,
-            )
         keys.advance(now_s)
+        if behind > _RATCHET_MAX:
+            _jumped(path, keys, behind)
         return keys
     raise KeyFileError(f"NTS key file {path} keeps appearing and disappearing; try again")
+
+
+def _jumped(path: Path, keys: KeySet, behind: int) -> None:
+    """Say that the key file ``path``, ``behind`` rotations old, was jumped (``KeySet._jump``),
+    and replace it at once, so servers loading it from now on take the keys we use."""
+    log.warning(
+        "NTS key file %s was %d key rotations old: none of its keys opened a cookie any more,"
+        " so the current key was derived from it in one jump, not %d ratchet steps (fleet"
+        " members loading the old file within the same %d rotations derive the same keys; to be"
+        " sure, give them the file as this server rewrites it)",
+        path,
+        behind,
+        behind,
+        _RATCHET_MAX,
+    )
+    try:
+        save_keyset(path, keys)
+    except OSError as exc:
+        log.warning("cannot rewrite the NTS key file %s: %s", path, _why(exc))
 
 
 def _why(exc: OSError) -> str:
