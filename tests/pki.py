@@ -28,8 +28,15 @@ def _name(cn: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
 
-def make_pki(directory: Path, names: tuple[str, ...] = ("localhost",)) -> Pki:
-    """Write a CA, a server certificate for ``names``, 127.0.0.1 and ::1, and its key."""
+def make_pki(
+    directory: Path,
+    names: tuple[str, ...] = ("localhost",),
+    *,
+    valid_days: tuple[float, float] = (-1, 30),
+) -> Pki:
+    """Write a CA, a server certificate for ``names``, 127.0.0.1 and ::1, and its key; the
+    server certificate is valid from ``valid_days[0]`` to ``valid_days[1]`` days from now
+    (e.g. ``(-30, -1)``: expired)."""
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_cert = (
@@ -64,8 +71,8 @@ def make_pki(directory: Path, names: tuple[str, ...] = ("localhost",)) -> Pki:
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=30))
+        .not_valid_before(now + datetime.timedelta(days=valid_days[0]))
+        .not_valid_after(now + datetime.timedelta(days=valid_days[1]))
         .add_extension(
             x509.SubjectAlternativeName(
                 [x509.DNSName(n) for n in names]

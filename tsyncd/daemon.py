@@ -628,8 +628,8 @@ class Daemon(SourceSettings, ChronycCommands, MeasurementLogging, SnapshotViews)
 
         try:
             self.nts = NtsServerSide(cfg.keyset, self.clock.now_ns() / _NS_PER_S)
-        except (ValueError, KeyError) as exc:
-            raise OSError(f"NTS key file {cfg.keyset.key_storage_path}: {exc}") from exc
+        except ValueError as exc:  # KeyFileError: one line naming the file and the field
+            raise OSError(str(exc)) from exc
 
     async def _start_nts_ke_servers(self) -> None:
         if self.nts is None:
@@ -660,12 +660,16 @@ class Daemon(SourceSettings, ChronycCommands, MeasurementLogging, SnapshotViews)
 
     def _rpc_rekey(self, _params: dict[str, Any]) -> dict[str, Any]:
         if self.nts is None:
-            return {"epoch": None, "key_file": None}
+            raise RpcError(
+                ErrorCode.INVALID_PARAMS,
+                "NTS is not configured: no [[nts-ke-server]] and no [keyset] key-storage-path",
+            )
         try:
             return self.nts.rekey(self.clock.now_ns() / _NS_PER_S)
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError) as exc:  # KeyFileError: the file, the field, what's wrong
             raise RpcError(
-                ErrorCode.INTERNAL_ERROR, f"cannot reload the NTS keys, keeping the old: {exc}"
+                ErrorCode.INVALID_PARAMS,
+                f"{exc}; keeping the running NTS keys (epoch {self.nts.keys.current_epoch})",
             ) from exc
 
     async def refresh_snapshots(self, client_keys: bool = True) -> None:

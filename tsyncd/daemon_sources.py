@@ -340,7 +340,7 @@ class SourceMobilizer:
             await self._until_online(cfg)  # an offline source does no NTS-KE either
             result = await nts.key_exchange_until_ok()
         while True:
-            ips = await self._resolve_retrying(cfg, result.ntp_host, result.ntp_port)
+            ips = await self._resolve_ke_named(nts, cfg, result.ntp_host, result.ntp_port)
             state = self._add_association(cfg, ips[0], cfg.name, result.ntp_port)
             if state is None:
                 return
@@ -355,6 +355,19 @@ class SourceMobilizer:
             )
             nts.association = None
             self._remove_association(cfg.name)
+
+    async def _resolve_ke_named(
+        self, nts: NtsSource, cfg: SourceConfig, host: str, port: int
+    ) -> list[str]:
+        """Addresses of the NTP server an NTS-KE named (RFC 8915 §4.1.7), retrying; if it does
+        not resolve, ``nts`` keeps why, for ``tsyncctl peers``."""
+        try:
+            return await self._resolve(host, port)
+        except OSError as exc:
+            nts.ntp_server_unresolved(exc)
+            log.warning("cannot resolve %s for %s: %s; retrying", host, cfg.name, exc)
+        await asyncio.sleep(_RESOLVE_RETRY_S)
+        return await self._resolve_retrying(cfg, host, port)
 
     def _announce(self) -> None:
         """Symmetric peers send our system variables, as our servers do."""

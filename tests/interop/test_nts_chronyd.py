@@ -6,6 +6,7 @@ chronyd always runs with ``-x`` (never touches the clock); tsyncd in measure mod
 from __future__ import annotations
 
 import json
+import secrets
 import socket
 from typing import Any
 
@@ -62,6 +63,20 @@ def test_chronyd_is_nts_client_of_tsyncd(peers: Peers) -> None:
     assert keys.exists() and oct(keys.stat().st_mode & 0o777) == "0o600"
     # rekey with the same key file keeps the keys: chronyd's cookies keep working.
     assert server.ctl("rekey")["key_file"] == str(keys)
+    # A new key (as a fleet's operator distributes one): chronyd's next request gets an NTS
+    # NAK, then chronyd re-runs NTS-KE.  `clients` counts the NAK as a KoD, not an answer.
+    data = json.loads(keys.read_text())
+    data["key"] = secrets.token_hex(32)
+    keys.write_text(json.dumps(data))
+    server.ctl("rekey")
+    wait_for("the NAK and a new NTS-KE", lambda: server.ctl("serverstats")["nts_ke_completed"] >= 2)
+    wait_for("an NTS answer after it", lambda: authdata() is not None)
+    chrony.proc.stop()  # counters hold still: the client's row must match the totals
+    stats = server.ctl("serverstats")
+    [row] = server.ctl("clients")
+    assert stats["nts_naks"] == stats["kod_sent"] == row["kod_sent"] >= 1
+    for key in ("received", "answered", "dropped"):
+        assert row[key] == stats[key], (key, row, stats)
 
 
 def test_tsyncd_is_nts_client_of_chronyd(peers: Peers) -> None:
@@ -209,3 +224,35 @@ def test_nts_ke_rate_limit_closes_connections_over_it_before_tls(peers: Peers) -
     # chronyd's NTS requests are the NTP server's clients, counted apart.
     [ntp] = wait_for("chronyd's NTP requests", lambda: server.ctl("clients") or None)
     assert ntp["address"] == "127.0.0.1" and ntp["answered"] >= 1
+
+
+@pytest.mark.parametrize(
+    ("valid_days", "trusted", "why"),
+    [
+        ((-30, -1), "own", "certificate has expired"),
+        ((1, 30), "own", "certificate is not yet valid"),
+        ((-1, 30), "other", "certificate signature failure"),  # another CA, the same name
+    ],
+)
+def test_tsyncd_says_why_it_does_not_trust_chronyds_certificate(
+    peers: Peers, valid_days: tuple[int, int], trusted: str, why: str
+) -> None:
+    pki = make_pki(peers.tmp / "pki", valid_days=valid_days)
+    other = make_pki(peers.tmp / "other")
+    _chrony, _ntp_port, ke_port = chronyd_nts_server(peers, "chronyd-nts", pki.key, pki.chain)
+    client = peers.tsyncd(
+        "tsyncd-nts-client",
+        nts_source_toml(pki if trusted == "own" else other, f"127.0.0.1:{ke_port}", (-2, -1)),
+    )
+
+    def failed() -> dict[str, Any] | None:
+        rows = client.ctl("peers")
+        return rows[0] if rows and rows[0]["nts"]["ke_failures"] >= 1 else None
+
+    row = wait_for("the failed NTS-KE in peers", failed, timeout=20)
+    reason = str(row["state_reason"])  # OpenSSL's words may go on ("... or the system clock")
+    assert reason.startswith(
+        f"NTS-KE failed: NTS-KE with 127.0.0.1:{ke_port}: TLS handshake failed: certificate "
+        f"not trusted: {why}"
+    )
+    assert reason.endswith(" (the server's certificate, CN=localhost)"), reason

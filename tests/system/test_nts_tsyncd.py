@@ -106,3 +106,78 @@ def test_client_follows_a_later_ke_to_another_ntp_server(peers: Peers) -> None:
     )
     row = wait_for("the client to move to the new port", lambda: row_at(new_port), timeout=30)
     assert row["nts"]["key_exchanges"] == 2 and row["nts"]["naks"] >= 1
+
+
+def test_bad_or_missing_key_files_are_named_and_keep_the_running_keys(peers: Peers) -> None:
+    """A malformed key file: one line at start-up; ``tsyncctl rekey`` exits 1 naming the file
+    and the field, keeping the running keys.  A missing file is refused too (a fleet member
+    must not draw a key of its own), and so is rekey without NTS."""
+    pki = make_pki(peers.tmp)
+    keys = peers.tmp / "keys.json"
+    toml = nts_server_toml(pki, free_udp_port(), free_tcp_port(), keys, stratum=7)
+    # Start-up: no traceback, the file and what it should hold.
+    keys.write_text("[]")
+    conf = peers.tmp / "bad.toml"
+    conf.write_text(f'[clock]\nmode = "measure"\n[control]\nsocket = "{peers.tmp}/b.sock"\n{toml}')
+    done = subprocess.run(
+        [sys.executable, "-m", "tsyncd", "-c", str(conf)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"cannot start: NTS key file {keys}: expected a JSON object" in done.stderr
+    keys.unlink()
+    server = peers.tsyncd("tsyncd-nts-server", toml)
+    good = keys.read_text()
+    epoch = server.ctl("serverstats")["nts_key_epoch"]
+    for content, problem in (
+        ("[]", "expected a JSON object"),
+        (json.dumps({**json.loads(good), "epoch": "x"}), '"epoch" is "x": expected an integer'),
+        (None, "does not exist"),
+    ):
+        if content is None:
+            keys.unlink()
+        else:
+            keys.write_text(content)
+        done = server.run_ctl("rekey")
+        assert done.returncode == 1 and "internal error" not in done.stderr
+        assert f"NTS key file {keys}" in done.stderr and problem in done.stderr
+        assert f"keeping the running NTS keys (epoch {epoch})" in done.stderr
+    assert not keys.exists()  # rekey never draws a key of its own
+    assert "Traceback" not in server.proc.output()
+    keys.write_text(good)
+    assert server.ctl("rekey") == {"epoch": epoch, "key_file": str(keys)}
+    plain = peers.tsyncd("tsyncd-plain", f'[[server]]\nlisten = "127.0.0.1:{free_udp_port()}"\n')
+    done = plain.run_ctl("rekey")
+    assert done.returncode == 1 and "NTS is not configured" in done.stderr
+
+
+def test_an_ntp_server_name_that_does_not_resolve_is_shown_after_the_ke(peers: Peers) -> None:
+    """NTS-KE works, but the NTP server it names (RFC 8915 §4.1.7) is not in the DNS: peers
+    says so, not "waiting for NTS-KE"."""
+    pki = make_pki(peers.tmp)
+    ntp_port, ke_port, dns_port = free_udp_port(), free_tcp_port(), free_udp_port()
+    server_toml = nts_server_toml(pki, ntp_port, ke_port, peers.tmp / "keys.json", stratum=7)
+    server_toml = server_toml.replace("[keyset]", 'ntp-server = "ntp.invalid"\n[keyset]')
+    peers.tsyncd("tsyncd-nts-server", server_toml)
+    hosts = peers.tmp / "hosts"
+    hosts.write_text("")
+    peers.dnsmasq("dnsmasq", dns_port, hosts)  # knows no name: ntp.invalid gets no address
+    client = peers.tsyncd(
+        "tsyncd-nts-client",
+        nts_source_toml(pki, f"127.0.0.1:{ke_port}", (-3, -3))
+        + f'[resolver]\nservers = ["127.0.0.1:{dns_port}"]\n',
+    )
+
+    def unresolved() -> dict[str, Any] | None:
+        rows = client.ctl("peers")
+        return rows[0] if rows and "cannot resolve" in str(rows[0]["state_reason"]) else None
+
+    row = wait_for("the unresolved NTP server in peers", unresolved, timeout=20)
+    assert str(row["state_reason"]).startswith(
+        "NTS-KE done; cannot resolve the NTP server ntp.invalid it named: "
+    )
+    assert row["state"] == "init" and row["nts"]["key_exchanges"] == 1
+    assert row["nts"]["cookies"] == 8 and row["packets_sent"] == 0

@@ -9,6 +9,11 @@ pushed into it.  Each ``WantReadError`` means "flush, then wait for more bytes".
 Post-quantum: OpenSSL >= 3.5 offers X25519MLKEM768 first by default (and a key share for it), so
 the hybrid is preferred whenever the library has it; ``group`` reports what was negotiated.
 pyOpenSSL exposes no call to change the group list, so we do not try.
+
+Why a client's certificate check failed: OpenSSL only says "certificate verify failed", and
+pyOpenSSL has no ``SSL_get_verify_result``.  The client context's verify callback sees each
+certificate's error number; the first failure is kept on the connection (its app data) and
+``handshake`` names it in OpenSSL's words ("certificate has expired"), as chronyd does.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import contextlib
 from pathlib import Path
 from typing import Final
 
-from OpenSSL import SSL
+from OpenSSL import SSL, crypto
 
 from tsyncd.wire.ntske import ALPN
 
@@ -68,13 +73,40 @@ def server_context(chain_path: Path, key_path: Path) -> SSL.Context:
 def client_context(ca_path: Path | None) -> SSL.Context:
     """Context for an NTS-KE client trusting ``ca_path`` (PEM), else the system store."""
     ctx = _tls13_context()
-    ctx.set_verify(SSL.VERIFY_PEER)
+    ctx.set_verify(SSL.VERIFY_PEER, _note_verify_failure)
     if ca_path is not None:
         ctx.load_verify_locations(str(ca_path))
     else:
         ctx.set_default_verify_paths()
     ctx.set_alpn_protos([ALPN])
     return ctx
+
+
+def _note_verify_failure(
+    conn: SSL.Connection, cert: crypto.X509, errnum: int, depth: int, ok: int
+) -> bool:
+    """OpenSSL's verify callback: keep why the first certificate failed; change nothing."""
+    failures = conn.get_app_data()
+    if not ok and isinstance(failures, list) and not failures:
+        which = "the server's certificate" if depth == 0 else f"certificate {depth} up its chain"
+        try:  # an exception here would end the handshake as something else than SSL.Error
+            subject = cert.to_cryptography().subject.rfc4514_string()  # e.g. "CN=localhost"
+        except Exception:
+            subject = ""
+        failures.append(f"{verify_error_text(errnum)} ({which}{', ' if subject else ''}{subject})")
+    return bool(ok)
+
+
+def verify_error_text(errnum: int) -> str:
+    """OpenSSL's text for the X509 verify error ``errnum`` (``X509_verify_cert_error_string``,
+    through the bindings pyOpenSSL itself uses for ``X509StoreContextError``)."""
+    try:
+        from OpenSSL._util import ffi, lib
+
+        text: bytes = ffi.string(lib.X509_verify_cert_error_string(errnum))
+        return text.decode("ascii", "replace")
+    except (ImportError, AttributeError):  # bindings without it: the number, at least
+        return f"X509 verify error {errnum}"
 
 
 class TlsStream:
@@ -90,6 +122,8 @@ class TlsStream:
         server_name: str | None = None,
     ) -> None:
         self.conn = SSL.Connection(ctx, None)
+        self._verify_failures: list[str] = []  # from _note_verify_failure, client side
+        self.conn.set_app_data(self._verify_failures)
         if server:
             self.conn.set_accept_state()
         else:
@@ -132,6 +166,9 @@ class TlsStream:
             await self._flush()
         except SSL.Error as exc:
             await self._flush_quietly()
+            if self._verify_failures:
+                why = self._verify_failures[0]
+                raise TlsError(f"TLS handshake failed: certificate not trusted: {why}") from None
             raise TlsError(f"TLS handshake failed: {exc}") from None
         if self.conn.get_alpn_proto_negotiated() != ALPN:
             raise TlsError("peer did not negotiate ALPN ntske/1")

@@ -30,11 +30,28 @@ the key id is the epoch, so a cookie from any of them opens at all of them.  The
 only the oldest key still accepted: the ratchet is one-way, so keys of expired epochs cannot be
 recomputed from it (forward secrecy for old cookies).  ``KeySet`` is pure (time passed in);
 ``load_keyset``/``save_keyset`` are the only file IO, with atomic replace.
+
+Each member rotates on its own housekeeping tick by its own clock, so around a rotation one
+member may already hand out cookies of epoch ``e + 1`` while another is still in ``e``.  A key
+set therefore also opens cookies under the *next* epoch's key, derived ahead of time; it never
+seals with it before its epoch (``advance``).  That costs forward secrecy nothing: RFC 8915 §6
+asks that a compromised server not expose cookies made under keys it has erased, and the key
+of ``e + 1`` is the ratchet of the key of ``e``, which the server holds anyway, so holding it
+early reveals nothing that stealing the key of ``e`` would not.
+
+Several servers starting together without a file would each draw their own key: the file is
+created exclusively (``write_atomic(exclusive=True)``) and a server that finds another got
+there first takes the key that server wrote.
+
+A file far behind the clock (a hand-made ``"epoch": 0``, a server off for weeks) would take
+one HKDF per epoch to catch up, millions of them at a 60 s interval.  ``advance`` ratchets at
+most ``_RATCHET_MAX`` epochs; past that it *jumps* (``_jump``).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import struct
 from dataclasses import dataclass
@@ -55,6 +72,7 @@ __all__ = [
     "COOKIE_OVERHEAD",
     "BadCookie",
     "CookieContents",
+    "KeyFileError",
     "KeySet",
     "load_keyset",
     "save_keyset",
@@ -70,12 +88,24 @@ COOKIE_NONCE_LEN: Final = _NONCE_LEN
 COOKIE_OVERHEAD: Final = 4 + _NONCE_LEN + 16
 """Cookie bytes besides the session: key id, AES-SIV tag, (encrypted) nonce."""
 _INFO: Final = b"tsyncd nts cookie key ratchet"
+_JUMP_INFO: Final = b"tsyncd nts cookie key jump"
+_U64: Final = (1 << 64) - 1
+_RATCHET_MAX: Final = 1 << 15
+"""Epochs ``advance`` ratchets one by one (about 3 µs each: 0.1 s at most); past that it jumps
+to a multiple of this (``KeySet._jump``).  22 days at the shortest interval (60 s), 3.7 years
+at an hour, 90 at a day."""
+
+log = logging.getLogger(__name__)
 
 
 class BadCookie(WireError):
     """A cookie we cannot open: unknown key id, forged, or from another server."""
 
     reason = "bad_cookie"
+
+
+class KeyFileError(ValueError):
+    """The key file cannot be used; the message names it and says what is wrong, on one line."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,38 +128,86 @@ def ratchet(key: bytes, epoch: int) -> bytes:
     return hkdf.derive(key)
 
 
+def jump(key: bytes, epoch: int, target: int) -> bytes:
+    """The master key of ``target`` when the ratchet from ``epoch`` would be too long
+    (``KeySet._jump``); a different HKDF label, so it is never a ratchet step's key."""
+    hkdf = HKDF(
+        algorithm=hashes.SHA256(),
+        length=_MASTER.key_len,
+        salt=struct.pack("!QQ", epoch & _U64, target & _U64),
+        info=_JUMP_INFO,
+    )
+    return hkdf.derive(key)
+
+
 class KeySet:
-    """Cookie master keys for the epochs still accepted; ``advance`` moves with time."""
+    """Cookie master keys for the epochs still accepted; ``advance`` moves with time.
+
+    Cookies open under the current key, the ``_KEEP_EPOCHS - 1`` before it, and the next one
+    (a fleet member whose tick came first may already seal with it: module docstring); new
+    cookies are sealed with the current key only."""
 
     def __init__(self, base_epoch: int, base_key: bytes, rotation_s: int) -> None:
         if len(base_key) != _MASTER.key_len:
             raise ValueError(f"master key must be {_MASTER.key_len} bytes, got {len(base_key)}")
         self.rotation_s = rotation_s
-        self._keys: dict[int, bytes] = {base_epoch: base_key}
+        self._keys: dict[int, bytes] = {}
         # Cipher objects per key id: the per-packet path should not re-key AES for every cookie.
-        self._ciphers: dict[int, SivCipher] = {base_epoch & 0xFFFF_FFFF: siv_cipher(base_key)}
-        self.current_epoch = base_epoch
+        self._ciphers: dict[int, SivCipher] = {}
+        self._start(base_epoch, base_key)
+
+    def _start(self, epoch: int, key: bytes) -> None:
+        """Hold ``key`` of ``epoch`` (as the current one) and the next epoch's, nothing else."""
+        self._keys.clear()
+        self._ciphers.clear()
+        self._add(epoch, key)
+        self.current_epoch = epoch
+        self._add(epoch + 1, ratchet(key, epoch))
         self._sealer = self._current()
+
+    def _add(self, epoch: int, key: bytes) -> None:
+        self._keys[epoch] = key
+        self._ciphers[epoch & 0xFFFF_FFFF] = siv_cipher(key)
 
     def epoch_at(self, now_s: float) -> int:
         """The epoch wall-clock time ``now_s`` (Unix s) falls in."""
         return int(now_s // self.rotation_s)
 
     def advance(self, now_s: float) -> bool:
-        """Derive keys up to the epoch of ``now_s``, forget expired ones; True if rotated."""
+        """Derive keys up to the epoch of ``now_s`` (and the one after), forget expired ones;
+        True if rotated.  More than ``_RATCHET_MAX`` epochs ahead, jump first (``_jump``)."""
         target = self.epoch_at(now_s)
         if target <= self.current_epoch:
             return False
+        if target - self.current_epoch > _RATCHET_MAX:
+            self._jump(target)
+        keys = self._keys
         while self.current_epoch < target:
-            key = self._keys[self.current_epoch]
-            self.current_epoch += 1
-            self._keys[self.current_epoch] = new = ratchet(key, self.current_epoch - 1)
-            self._ciphers[self.current_epoch & 0xFFFF_FFFF] = siv_cipher(new)
-            for old in [e for e in self._keys if e <= self.current_epoch - _KEEP_EPOCHS]:
-                del self._keys[old]
+            self.current_epoch = current = self.current_epoch + 1
+            self._add(current + 1, ratchet(keys[current], current))  # next epoch's, ahead
+            for old in [e for e in keys if e <= current - _KEEP_EPOCHS]:
+                del keys[old]
                 del self._ciphers[old & 0xFFFF_FFFF]
         self._sealer = self._current()
         return True
+
+    def _jump(self, target: int) -> None:
+        """Replace the keys by the key of ``anchor``, the last multiple of ``_RATCHET_MAX`` not
+        after ``target``, derived in one step from the current key (``jump``).
+
+        Why this and not the ratchet, or a fresh random key: a gap this long means no cookie of
+        the old keys can open any more, and running the ratchet across it could block start-up
+        for minutes.  A random key would be different at every fleet member; the jump depends
+        only on the current (epoch, key) and the anchor, so members that load the same file
+        within one stretch of ``_RATCHET_MAX`` epochs (22 days at 60 s, 90 years at a day)
+        still derive the same keys, whenever each starts (then at most ``_RATCHET_MAX``
+        ratchet steps to ``target``).  What the jump cannot match is a member that kept
+        ratcheting from that file all along: its file is not stale.  Forward secrecy holds, as
+        the jump is one-way too and the old key is forgotten.
+        """
+        anchor = target - target % _RATCHET_MAX
+        epoch, key = self.current_epoch, self._keys[self.current_epoch]
+        self._start(anchor, jump(key, epoch, anchor))
 
     def _current(self) -> tuple[bytes, SivCipher]:
         """(packed key id, cipher) of the current epoch: what new cookies are sealed with."""
@@ -219,31 +297,123 @@ def new_keyset(now_s: float, rotation_s: int) -> KeySet:
     return KeySet(int(now_s // rotation_s), secrets.token_bytes(_MASTER.key_len), rotation_s)
 
 
-def load_keyset(path: Path, rotation_s: int, now_s: float) -> KeySet:
-    """Read the key file and ratchet to now; ``OSError``/``ValueError`` if unusable.
+_SHAPE: Final = '{"epoch": N, "rotation-interval": SECONDS, "key": "64 hex digits"}'
+_KEY_HEX: Final = f"{2 * _MASTER.key_len} hex digits (the {_MASTER.key_len}-byte master key)"
 
-    An absent file is created with a fresh random key (mode 0600).
+
+def load_keyset(path: Path, rotation_s: int, now_s: float, *, create: bool = True) -> KeySet:
+    """Read the key file and ratchet to now; ``KeyFileError`` (one line, naming the file) if
+    it is unusable.
+
+    An absent file is created with a fresh random key (mode 0600), exclusively: if another
+    server (a fleet member starting too) creates it meanwhile, its key is read and used.
+    Without ``create`` (``tsyncctl rekey``), an absent file is an error: a fleet member must
+    not draw a key of its own because the distributed file is missing for a moment.
     """
-    try:
-        raw = path.read_text()
-    except FileNotFoundError:
-        keys = new_keyset(now_s, rotation_s)
-        save_keyset(path, keys)
+    for _ in range(3):  # the file may vanish again between the race and the read
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            if not create:
+                raise KeyFileError(f"NTS key file {path} does not exist") from None
+            keys = new_keyset(now_s, rotation_s)
+            try:
+                save_keyset(path, keys, exclusive=True)
+            except FileExistsError:
+                log.info("NTS key file %s was just created by another server: using its key", path)
+                continue
+            except OSError as exc:
+                raise KeyFileError(f"NTS key file {path}: cannot create it ({_why(exc)})") from exc
+            return keys
+        except OSError as exc:
+            raise KeyFileError(f"NTS key file {path}: cannot read it ({_why(exc)})") from exc
+        epoch, key = _parse_key_file(path, raw, rotation_s)
+        keys = KeySet(epoch, key, rotation_s)
+        behind = keys.epoch_at(now_s) - epoch
+        keys.advance(now_s)
+        if behind > _RATCHET_MAX:
+            _jumped(path, keys, behind)
         return keys
-    data = json.loads(raw)
-    if not isinstance(data, dict) or data.get("rotation-interval") != rotation_s:
-        raise ValueError(
-            f"{path}: key file made for rotation interval {data.get('rotation-interval')!r} "
-            f"s, configured {rotation_s} s"
+    raise KeyFileError(f"NTS key file {path} keeps appearing and disappearing; try again")
+
+
+def _jumped(path: Path, keys: KeySet, behind: int) -> None:
+    """Say that the key file ``path``, ``behind`` rotations old, was jumped (``KeySet._jump``),
+    and replace it at once, so servers loading it from now on take the keys we use."""
+    log.warning(
+        "NTS key file %s was %d key rotations old: none of its keys opened a cookie any more,"
+        " so the current key was derived from it in one jump, not %d ratchet steps (fleet"
+        " members loading the old file within the same %d rotations derive the same keys; to be"
+        " sure, give them the file as this server rewrites it)",
+        path,
+        behind,
+        behind,
+        _RATCHET_MAX,
+    )
+    try:
+        save_keyset(path, keys)
+    except OSError as exc:
+        log.warning("cannot rewrite the NTS key file %s: %s", path, _why(exc))
+
+
+def _why(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def _parse_key_file(path: Path, raw: bytes, rotation_s: int) -> tuple[int, bytes]:
+    """(epoch, key) from the key file's bytes; ``KeyFileError`` saying what is wrong."""
+
+    def bad(what: str) -> KeyFileError:
+        return KeyFileError(f"NTS key file {path}: {what}")
+
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise bad(f"not JSON ({exc.msg}); expected {_SHAPE}") from None
+    except (ValueError, RecursionError):  # not UTF-8 (UnicodeDecodeError), nested too deep
+        raise bad(f"not JSON; expected {_SHAPE}") from None
+    if not isinstance(data, dict):
+        raise bad(f"expected a JSON object {_SHAPE}, not {_shown(data)}")
+    for field in ("epoch", "rotation-interval", "key"):
+        if field not in data:
+            raise bad(f'"{field}" is missing; expected {_SHAPE}')
+    epoch, interval, key_hex = data["epoch"], data["rotation-interval"], data["key"]
+    if not _is_int(epoch) or epoch < 0:
+        raise bad(
+            f'"epoch" is {_shown(epoch)}: expected an integer >= 0 (Unix time // rotation-interval)'
         )
-    keys = KeySet(int(data["epoch"]), bytes.fromhex(str(data["key"])), rotation_s)
-    keys.advance(now_s)
-    return keys
+    if not _is_int(interval) or interval <= 0:
+        raise bad(f'"rotation-interval" is {_shown(interval)}: expected a whole number of seconds')
+    if interval != rotation_s:
+        raise bad(
+            f'"rotation-interval" is {interval} s but [keyset] key-rotation-interval is '
+            f"{rotation_s} s: the file was made for another interval"
+        )
+    if not isinstance(key_hex, str):
+        raise bad(f'"key" is {_shown(key_hex)}: expected a string of {_KEY_HEX}')
+    try:
+        key = bytes.fromhex(key_hex)
+    except ValueError:
+        raise bad(f'"key" is not hexadecimal: expected {_KEY_HEX}') from None
+    if len(key) != _MASTER.key_len:
+        raise bad(f'"key" has {2 * len(key)} hex digits: expected {_KEY_HEX}')
+    return epoch, key
 
 
-def save_keyset(path: Path, keys: KeySet) -> None:
-    """Write the oldest accepted key atomically (temp file in the same directory + rename)."""
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _shown(value: object) -> str:
+    """``value`` as JSON, cut short: what the file holds where a field was expected."""
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def save_keyset(path: Path, keys: KeySet, *, exclusive: bool = False) -> None:
+    """Write the oldest accepted key atomically (temp file in the same directory + rename);
+    with ``exclusive``, only if there is no file yet (``FileExistsError``)."""
     epoch, key = keys.oldest
     text = json.dumps({"epoch": epoch, "rotation-interval": keys.rotation_s, "key": key.hex()})
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, (text + "\n").encode("ascii"))
+    write_atomic(path, (text + "\n").encode("ascii"), exclusive=exclusive)

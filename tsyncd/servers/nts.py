@@ -3,7 +3,9 @@
 One ``KeySet`` serves every NTS-KE listener (to make cookies) and every NTP server socket (to
 open them).  The housekeeping tick calls ``tick`` to rotate the keys on schedule and save the
 key file atomically; ``rekey`` (``tsyncctl rekey``) re-reads the file, which is how a fleet
-picks up a key an operator distributed, or draws a fresh random key when there is no file.
+picks up a key an operator distributed.  A missing file is an error there (the running keys
+stay): a fleet member must not fork the fleet with a key of its own while the distributed
+file is briefly absent.  Only without a key file at all does ``rekey`` draw a fresh random key.
 """
 
 from __future__ import annotations
@@ -38,12 +40,13 @@ class NtsServerSide:
         self.ke_servers: list[NtsKeServer] = []
         self.pools: list[WorkerPool] = []  # worker processes that got our keys (key_state)
 
-    def _load(self, now_s: float) -> KeySet:
+    def _load(self, now_s: float, create: bool = True) -> KeySet:
+        """The keys of the key file (``KeyFileError`` if unusable), else random ones."""
         path = self._cfg.key_storage_path
         interval = self._cfg.key_rotation_interval
         if path is None:
             return new_keyset(now_s, interval)
-        return load_keyset(path, interval, now_s)
+        return load_keyset(path, interval, now_s, create=create)
 
     def attach(self, responder: NtpResponder) -> None:
         """Let ``responder`` answer NTS requests with our keys."""
@@ -108,8 +111,9 @@ class NtsServerSide:
             log.warning("cannot write the NTS key file %s: %s", path, exc)
 
     def rekey(self, now_s: float) -> dict[str, object]:
-        """Reload the key file (or draw a new random key without one)."""
-        keys = self._load(now_s)
+        """Reload the key file (or draw a new random key without one); ``KeyFileError`` if
+        the file is missing or unusable, the running keys kept."""
+        keys = self._load(now_s, create=False)
         self._install(keys)
         log.info("NTS cookie keys reloaded (epoch %d)", keys.current_epoch)
         path = self._cfg.key_storage_path

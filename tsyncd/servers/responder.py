@@ -337,6 +337,7 @@ class NtpResponder:
                     reason, response = ANSWERED_MAC, seal(key, plain)
                 else:
                     reason, response = failure or "bad_mac", None
+                    record.answered -= 1  # counted above, for the common case: take it back
                     record.dropped += 1
                     want_tx = False
             elif extensions is not None:
@@ -344,7 +345,11 @@ class NtpResponder:
                 # request and seal this response, or NAK, or drop.
                 reason, response = extensions.respond_raw(data, plain)
                 if response is None:
+                    record.answered -= 1  # as serverstats: a drop, or a KoD (the NAK)
                     record.dropped += 1
+                elif reason == NTS_NAK:
+                    record.answered -= 1
+                    record.kod_sent += 1
                 want_tx = want_tx and response is not None
         outcomes = self.outcomes
         outcomes[reason] = outcomes.get(reason, 0) + 1

@@ -52,6 +52,7 @@ class NtsSource:
         self.ke_count = 0
         self.ke_failures = 0
         self.last_error: str | None = None
+        self.unresolved: str | None = None  # why the NTP server the KE named does not resolve
         self._kick = asyncio.Event()
         self._last_ke_mono: float | None = None
 
@@ -150,7 +151,7 @@ class NtsSource:
         self.last = result
         self._last_ke_mono = time.monotonic()
         self.ke_count += 1
-        self.last_error = None
+        self.last_error = self.unresolved = None
         log.info(
             "NTS-KE with %s: AEAD %s, %d cookies, NTP at %s:%d, TLS group %s",
             self.cfg.name,
@@ -175,6 +176,10 @@ class NtsSource:
                 delay = min(_BACKOFF_FIRST_S * _BACKOFF_BASE ** (failures - 1), _BACKOFF_MAX_S)
                 log.warning("%s; retrying in %.0f s", exc, delay)
                 await asyncio.sleep(delay)
+
+    def ntp_server_unresolved(self, exc: OSError) -> None:
+        """The NTP server the last NTS-KE named (or the saved session's) does not resolve."""
+        self.unresolved = str(exc)
 
     def kick(self) -> None:
         """Wake the maintenance task (after a poll or a reply)."""
@@ -219,14 +224,26 @@ class NtsSource:
             naks=s.counters.naks if s is not None else 0,
         )
 
+    def _pending_reason(self) -> str:
+        """Why a source without an association has none yet."""
+        if self.last_error:
+            return f"NTS-KE failed: {self.last_error}"
+        if self.unresolved and self.last is not None:
+            return (
+                f"NTS-KE done; cannot resolve the NTP server {self.last.ntp_host} it named: "
+                f"{self.unresolved}"
+            )
+        return "waiting for NTS-KE"
+
     def pending_snapshot(self) -> SourceSnapshot:
         """A ``peers`` row for a source that has no NTP association yet (first NTS-KE)."""
-        reason = f"NTS-KE failed: {self.last_error}" if self.last_error else "waiting for NTS-KE"
         return pending_source_snapshot(
             self.cfg.name,
             "nts",
-            reason,
+            self._pending_reason(),
             self.cfg.min_poll,
-            select_code="?" if self.last_error else "M",
+            # selectdata: "?" out for its own reason (a failed KE, an NTP server name that
+            # does not resolve), "M" nothing measured yet
+            select_code="?" if self.last_error or self.unresolved else "M",
             nts=self.snapshot(),
         )

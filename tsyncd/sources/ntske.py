@@ -18,6 +18,7 @@ from OpenSSL import SSL
 from service_identity import VerificationError
 from service_identity.pyopenssl import verify_hostname, verify_ip_address
 
+from tsyncd.config import Endpoint
 from tsyncd.config_host import pem_ca_problem
 from tsyncd.net.tls import TlsError, TlsStream, client_context, ssl_error_text
 from tsyncd.net.udp import is_ip_literal
@@ -78,13 +79,14 @@ async def run_ke(
         async with asyncio.timeout(timeout_s):
             return await _exchange(ctx, host, port, connect_host or host, aeads)
     except TimeoutError:
-        raise KeFailure(f"NTS-KE with {host}:{port} timed out after {timeout_s:g} s") from None
+        where = Endpoint(host, port)  # [::1]:4460, as the source is named
+        raise KeFailure(f"NTS-KE with {where} timed out after {timeout_s:g} s") from None
     except OSError as exc:
-        raise KeFailure(f"cannot connect to NTS-KE server {host}:{port}: {exc}") from exc
+        raise KeFailure(f"cannot connect to NTS-KE server {Endpoint(host, port)}: {exc}") from exc
     except TlsError as exc:
-        raise KeFailure(f"NTS-KE with {host}:{port}: {exc}") from exc
+        raise KeFailure(f"NTS-KE with {Endpoint(host, port)}: {exc}") from exc
     except WireError as exc:
-        raise KeFailure(f"NTS-KE with {host}:{port}: bad response: {exc}") from exc
+        raise KeFailure(f"NTS-KE with {Endpoint(host, port)}: bad response: {exc}") from exc
 
 
 async def _exchange(
