@@ -20,6 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from tsyncd import __version__
+from tsyncd.net.tcp import start_tcp_server
 from tsyncd.snapshots import ServerStatsSnapshot, SnapshotProvider, TsqServerStatsSnapshot
 
 logger = logging.getLogger(__name__)
@@ -321,7 +322,7 @@ class MetricsExporter:
 
     async def start(self) -> None:
         """Bind and start serving; OSError (e.g. port in use) propagates to the caller."""
-        self._server = await asyncio.start_server(
+        self._server = await start_tcp_server(
             self._serve, self._host, self._requested_port, limit=MAX_REQUEST_BYTES
         )
         logger.info("metrics exporter listening on %s port %d", self._host, self.port)

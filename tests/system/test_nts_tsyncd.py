@@ -8,6 +8,8 @@ import json
 import secrets
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from typing import Any
 
 from nts_certs import make_pki, nts_server_toml, nts_source_toml
@@ -181,3 +183,35 @@ def test_an_ntp_server_name_that_does_not_resolve_is_shown_after_the_ke(peers: P
     )
     assert row["state"] == "init" and row["nts"]["key_exchanges"] == 1
     assert row["nts"]["cookies"] == 8 and row["packets_sent"] == 0
+
+
+def test_wildcard_listeners_take_ipv4_and_ipv6_clients(peers: Peers) -> None:
+    """``[::]`` is dual-stack for the NTS-KE server and the metrics exporter too, as for the
+    NTP server (asyncio's own listeners would be IPv6-only)."""
+    pki = make_pki(peers.tmp)
+    ntp_port, ke_port, metrics_port = free_udp_port(), free_tcp_port(), free_tcp_port()
+    toml = nts_server_toml(pki, ntp_port, ke_port, peers.tmp / "keys.json", stratum=7)
+    for port in (ntp_port, ke_port):  # NTS-KE sends each client to NTP at the address it used
+        toml = toml.replace(f'listen = "127.0.0.1:{port}"', f'listen = "[::]:{port}"')
+    server = peers.tsyncd("tsyncd-nts-wild", toml + f'[metrics]\nlisten = "[::]:{metrics_port}"\n')
+
+    def scrape(host: str) -> bytes | None:
+        try:
+            with urllib.request.urlopen(f"http://{host}:{metrics_port}/metrics", timeout=10) as r:
+                return bytes(r.read())
+        except urllib.error.URLError:
+            return None  # the exporter starts a moment after the control socket
+
+    for host in ("127.0.0.1", "[::1]"):
+        assert b"tsyncd_server" in wait_for(f"metrics over {host}", lambda h=host: scrape(h))
+    clients = [
+        peers.tsyncd(f"tsyncd-nts-{family}", nts_source_toml(pki, f"{host}:{ke_port}", (-3, -3)))
+        for family, host in (("v4", "127.0.0.1"), ("v6", "[::1]"))
+    ]
+    for client in clients:
+        wait_for(
+            "an authenticated sample over each family's NTS-KE",
+            lambda c=client: (rows := c.ctl("peers")) and rows[0]["nts"]["authenticated"] >= 1,
+            timeout=30,
+        )
+    assert server.ctl("serverstats")["nts_ke_completed"] >= 2

@@ -25,6 +25,7 @@ from typing import Any, Final
 
 from OpenSSL import SSL
 
+from tsyncd.net.tcp import start_tcp_server
 from tsyncd.net.tls import TlsError, TlsStream
 from tsyncd.nts.aead import AEADS
 from tsyncd.nts.cookie import KeySet
@@ -88,7 +89,7 @@ class NtsKeServer:
 
     async def start(self, host: str, port: int) -> None:
         """Bind and start accepting; OSError if the address is taken."""
-        self._server = await asyncio.start_server(self._handle, host, port)
+        self._server = await start_tcp_server(self._handle, host, port)
         addr = self._server.sockets[0].getsockname()
         self.listen = f"[{addr[0]}]:{addr[1]}" if ":" in addr[0] else f"{addr[0]}:{addr[1]}"
 
