@@ -626,6 +626,10 @@ def _reload_lines(r: dict[str, Any]) -> str:
             lines.append(f"{label}: {', '.join(r[key])}")
     for item in r.get("sources_not_started", []):
         lines.append(f"not started: {item.get('name')}: {item.get('reason')}")
+    if r.get("certificates_reloaded"):
+        lines.append(f"certificate reloaded: {', '.join(r['certificates_reloaded'])}")
+    for error in r.get("certificate_errors", []):
+        lines.append(f"certificate kept: {error}")
     if r.get("restart_needed"):
         lines.append(f"takes a restart: {', '.join(r['restart_needed'])}")
     return "\n".join(lines)

@@ -64,8 +64,6 @@ from tsyncd.wire.ntp import Leap
 from tsyncd.wire.timestamps import ntp64_from_unix_ns, short_from_ns
 
 if TYPE_CHECKING:
-    from OpenSSL import SSL
-
     from tsyncd.config import NtsKeServerConfig
     from tsyncd.measurement_logs import MeasurementLogs
     from tsyncd.metrics import MetricsExporter  # imported with [metrics]: it costs memory
@@ -399,7 +397,7 @@ class Daemon(SourceSettings, ChronycCommands, MeasurementLogging, SnapshotViews)
         """``tsyncctl reload``: SIGHUP's work, answered once the sources have changed."""
         self.notifier.reloading()
         try:
-            sources, restart = self._reload()
+            sources, restart, certificates = self._reload()
         except ConfigErrors as exc:
             lines = [str(e) for e in exc.errors]
             raise RpcError(
@@ -416,11 +414,17 @@ class Daemon(SourceSettings, ChronycCommands, MeasurementLogging, SnapshotViews)
             "sources_stopped": done.get("stopped", []),
             "sources_not_started": done.get("not_started", []),
             "restart_needed": restart,
+            "certificates_reloaded": certificates[0],
+            "certificate_errors": certificates[1],
         }
 
-    def _reload(self) -> tuple[asyncio.Task[dict[str, Any]] | None, list[str]]:
+    def _reload(
+        self,
+    ) -> tuple[asyncio.Task[dict[str, Any]] | None, list[str], tuple[list[str], list[str]]]:
         """Re-read the config file (ConfigErrors if it is bad): apply the log level, start
-        the source changes (their task, None if none); the sections that need a restart."""
+        the source changes (their task, None if none); the sections that need a restart; the
+        NTS-KE listeners whose renewed certificate and key now serve, and why others could
+        not (their old ones serve on)."""
         new = load_config(self.config.path)
         if self._force_measure:
             new = measure_only(new)
@@ -456,6 +460,11 @@ class Daemon(SourceSettings, ChronycCommands, MeasurementLogging, SnapshotViews)
         ] + (["keys"] if keys_changed else [])
         if dataclasses.replace(new.log, level=self.config.log.level) != self.config.log:
             changed.append("log")  # the measurement logs; the level applies at once
+        certificates: tuple[list[str], list[str]] = ([], [])
+        if self.nts is not None and "nts_ke_servers" not in changed:
+            certificates = self.nts.reload_credentials(self._credentials_refused)
+            for error in certificates[1]:
+                log.error("keeping the running certificate: %s", error)
         if changed:
             log.warning(
                 "reloaded %s; changes to %s take effect after a restart",
@@ -464,7 +473,7 @@ class Daemon(SourceSettings, ChronycCommands, MeasurementLogging, SnapshotViews)
             )
         else:
             log.info("reloaded %s", self.config.path)
-        return sources, changed
+        return sources, changed, certificates
 
     # ---------------------------------------------------------------- timer and clock
 
@@ -645,7 +654,7 @@ class Daemon(SourceSettings, ChronycCommands, MeasurementLogging, SnapshotViews)
                     self._credentials_refused(f"nts-ke-server[{index}]", ke_cfg, exc)
                 ) from exc
 
-    def _credentials_refused(self, where: str, cfg: NtsKeServerConfig, exc: SSL.Error) -> str:
+    def _credentials_refused(self, where: str, cfg: NtsKeServerConfig, exc: Exception) -> str:
         """Why OpenSSL refused a server's PEM files, which passed the config check (so they
         changed since): the check's own words again, else OpenSSL's reasons, with the keys."""
         from tsyncd.config_host import credential_errors

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import json
 import secrets
+import socket
+import ssl
 import subprocess
 import sys
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 from nts_certs import make_pki, nts_server_toml, nts_source_toml
@@ -215,3 +218,49 @@ def test_wildcard_listeners_take_ipv4_and_ipv6_clients(peers: Peers) -> None:
             timeout=30,
         )
     assert server.ctl("serverstats")["nts_ke_completed"] >= 2
+
+
+def _handshake(port: int, ca: Path) -> str | None:
+    """A TLS 1.3 handshake with the NTS-KE server at 127.0.0.1:``port`` trusting only ``ca``:
+    None if it verified, else why not."""
+    context = ssl.create_default_context(cafile=str(ca))
+    context.set_alpn_protocols(["ntske/1"])
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+            context.wrap_socket(raw, server_hostname="localhost"),
+        ):
+            return None
+    except ssl.SSLCertVerificationError as exc:
+        return str(exc.verify_message)
+
+
+def test_reload_serves_a_renewed_certificate(peers: Peers) -> None:
+    """A renewed certificate (new files at the same paths) serves the next NTS-KE after
+    ``tsyncctl reload``, as a certbot deploy hook running ``systemctl reload`` expects; a
+    broken renewal is refused and the running certificate kept."""
+    old, new = make_pki(peers.tmp / "old"), make_pki(peers.tmp / "new")
+    live = peers.tmp / "live"
+    live.mkdir()
+    chain, key = live / "chain.pem", live / "key.pem"
+    chain.write_bytes(old.chain.read_bytes())
+    key.write_bytes(old.key.read_bytes())
+    ke_port = free_tcp_port()
+    toml = nts_server_toml(old, free_udp_port(), ke_port, peers.tmp / "keys.json", stratum=7)
+    toml = toml.replace(str(old.chain), str(chain)).replace(str(old.key), str(key))
+    server = peers.tsyncd("tsyncd-nts-renew", toml)
+    assert wait_for("the NTS-KE listener", lambda: _handshake(ke_port, old.ca) is None or None)
+    assert _handshake(ke_port, new.ca) is not None  # the new CA does not know the old one
+    assert server.ctl("reload")["certificates_reloaded"] == []  # nothing changed yet
+    chain.write_bytes(new.chain.read_bytes())
+    key.write_bytes(new.key.read_bytes())
+    reloaded = server.ctl("reload")
+    assert reloaded["certificates_reloaded"] == ["nts-ke-server[0]"]
+    assert reloaded["certificate_errors"] == [] and reloaded["restart_needed"] == []
+    assert _handshake(ke_port, new.ca) is None and _handshake(ke_port, old.ca) is not None
+    # A half-written renewal (the old key with the new chain) fails the config check: the
+    # reload is refused as a whole and the renewed certificate serves on.
+    key.write_bytes(old.key.read_bytes())
+    refused = server.run_ctl("reload")
+    assert refused.returncode == 1 and "private-key-path" in refused.stderr
+    assert _handshake(ke_port, new.ca) is None

@@ -36,7 +36,7 @@ class TlsError(Exception):
     """The TLS session failed (handshake, ALPN, certificate, or the peer went away)."""
 
 
-def ssl_error_text(exc: SSL.Error) -> str:
+def ssl_error_text(exc: BaseException) -> str:
     """OpenSSL's reasons in ``exc`` ("no certificate or crl found"), without the
     ``[('x509 certificate routines', '', ...)]`` list pyOpenSSL shows."""
     queue = exc.args[0] if exc.args else None

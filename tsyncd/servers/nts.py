@@ -10,8 +10,10 @@ file is briefly absent.  Only without a key file at all does ``rekey`` draw a fr
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 from OpenSSL import SSL
@@ -38,6 +40,8 @@ class NtsServerSide:
         self.keys = self._load(now_s)
         self.responders: list[NtsResponder] = []
         self.ke_servers: list[NtsKeServer] = []
+        # Each listener's config, name (nts-ke-server[i]) and files' digest, for reloads.
+        self._credentials: list[tuple[NtsKeServer, NtsKeServerConfig, str, bytes]] = []
         self.pools: list[WorkerPool] = []  # worker processes that got our keys (key_state)
 
     def _load(self, now_s: float, create: bool = True) -> KeySet:
@@ -72,6 +76,7 @@ class NtsServerSide:
     ) -> NtsKeServer:
         """Start one NTS-KE listener; ``OSError``/``SSL.Error`` if it cannot (a bind failure
         names ``where``'s listen address)."""
+        digest = _credentials_digest(cfg)
         ctx: SSL.Context = server_context(cfg.certificate_chain_path, cfg.private_key_path)
         server = NtsKeServer(
             ctx,
@@ -85,8 +90,32 @@ class NtsServerSide:
         except OSError as exc:
             raise listen_error(f"{where}.listen", cfg.listen, exc) from exc
         self.ke_servers.append(server)
+        self._credentials.append((server, cfg, where, digest))
         log.info("serving NTS-KE on %s", server.listen)
         return server
+
+    def reload_credentials(
+        self, refused: Callable[[str, NtsKeServerConfig, Exception], str]
+    ) -> tuple[list[str], list[str]]:
+        """Load again the certificate chain and key of each NTS-KE listener whose files
+        changed (a renewed certificate: ``systemctl reload`` from certbot's deploy hook), for
+        the connections to come; those under way finish with the old.  (Listeners reloaded,
+        why others could not be: ``refused(where, cfg, exc)``, which keep their old files.)"""
+        reloaded: list[str] = []
+        errors: list[str] = []
+        for i, (server, cfg, where, digest) in enumerate(self._credentials):
+            try:
+                now = _credentials_digest(cfg)
+                if now == digest:
+                    continue
+                server.use_context(server_context(cfg.certificate_chain_path, cfg.private_key_path))
+            except (OSError, SSL.Error) as exc:
+                errors.append(refused(where, cfg, exc))
+                continue
+            self._credentials[i] = (server, cfg, where, now)
+            reloaded.append(where)
+            log.info("%s: certificate and key reloaded from %s", where, cfg.certificate_chain_path)
+        return reloaded, errors
 
     def _install(self, keys: KeySet) -> None:
         self.keys = keys
@@ -124,6 +153,7 @@ class NtsServerSide:
         for server in self.ke_servers:
             await server.close()
         self.ke_servers.clear()
+        self._credentials.clear()
 
     def counters(self) -> dict[str, object]:
         """NTS counters for ``serverstats``."""
@@ -144,3 +174,12 @@ class NtsServerSide:
             "nts_naks": sum(r.naks for r in self.responders) + remote["nts_naks"],
             "nts_key_epoch": self.keys.current_epoch,
         }
+
+
+def _credentials_digest(cfg: NtsKeServerConfig) -> bytes:
+    """A digest of the chain and key files as they are now (OSError if unreadable)."""
+    digest = hashlib.sha256()
+    for path in (cfg.certificate_chain_path, cfg.private_key_path):
+        digest.update(path.read_bytes())
+        digest.update(b"\0")
+    return digest.digest()

@@ -93,6 +93,10 @@ class NtsKeServer:
         addr = self._server.sockets[0].getsockname()
         self.listen = f"[{addr[0]}]:{addr[1]}" if ":" in addr[0] else f"{addr[0]}:{addr[1]}"
 
+    def use_context(self, ctx: SSL.Context) -> None:
+        """Serve the connections to come with ``ctx`` (a renewed certificate)."""
+        self._ctx = ctx
+
     async def close(self) -> None:
         """Stop accepting and close the listening socket."""
         if self._server is not None:
