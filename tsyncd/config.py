@@ -290,10 +290,11 @@ class Config:
 _RATE_LIMIT_KEYS: Final = (
     ("interval", "interval_log2", -4, 12, "log2 seconds between requests on average"),
     ("burst", "burst", 1, 255, "requests a client may send at once"),
-    ("leak", "leak_log2", 0, 4, "log2: limited requests still answered 1 in 2**leak"),
+    ("leak", "leak_log2", 0, 4, "log2: limited requests still answered 1 in 2**leak, none with 0"),
 )
 _RATE_LIMIT_EXPECTED: Final = (
-    "table with optional keys interval, burst, leak (e.g. {}), as chrony's ratelimit"
+    "table with optional keys interval, burst, leak (e.g. { interval = 3, burst = 8, leak = 2 "
+    "}), as chrony's ratelimit"
 )
 
 
