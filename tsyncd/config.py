@@ -82,7 +82,7 @@ from tsyncd.config_host import (
     load_keys,
     load_leap_table,
 )
-from tsyncd.config_listen import check_listeners
+from tsyncd.config_listen import check_listeners, check_nts_ke_cookies
 from tsyncd.config_names import check_selectors
 from tsyncd.config_names import selector_clash as selector_clash
 from tsyncd.servers.clientlog import DEFAULT_MAX_CLIENTS, RateLimit
@@ -654,6 +654,7 @@ def parse_config(data: Mapping[str, object], path: Path) -> Config:
     _check_sources(parsed["source"], report, keys=symmetric_keys)
     check_selectors(parsed["source"], report.add)
     check_listeners(parsed, report.add, report.invalid)
+    check_nts_ke_cookies(data, parsed, report.add)
     for where, raw, bcast in parsed["broadcast"]:
         check_broadcast(where, raw, bcast, report.add)
     for where, raw, log in parsed["log"]:

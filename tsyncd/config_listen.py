@@ -11,7 +11,8 @@ dual-stack: a ``[[server]]``'s unless ``ipv6-only = true`` (``net/udp.py``), a T
 always (aioquic's socket keeps Linux's default, ``net.ipv6.bindv6only = 0``), a TCP one's
 never (asyncio's ``start_server`` sets ``IPV6_V6ONLY``).
 
-Also here: ``ipv6-only`` only on an IPv6 ``listen``.
+Also here: ``ipv6-only`` only on an IPv6 ``listen``, and an ``[[nts-ke-server]]`` must hand
+out cookies some process can open.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any, Final
 
-from tsyncd.config_fields import Endpoint, _toml_repr
+from tsyncd.config_fields import MISSING, Endpoint, _toml_repr
 
 Report = Callable[[str, object, str], None]  # (key path, value, expected)
 # Per section name: (key path of the table, raw table as written, its dataclass).
@@ -118,4 +119,23 @@ def check_listeners(parsed: Parsed, report: Report, invalid: set[str]) -> None:
                 f"{where}.ipv6-only",
                 raw["ipv6-only"],
                 "no ipv6-only unless listen is an IPv6 address (it sets IPV6_V6ONLY)",
+            )
+
+
+def check_nts_ke_cookies(data: Mapping[str, object], parsed: Parsed, report: Report) -> None:
+    """An ``[[nts-ke-server]]`` hands out cookies for an NTP server that can open them: a
+    ``[[server]]`` here, the ``ntp-server`` it names, or any process sharing the key file.
+    With none of them (or a random in-memory key), no process ever can."""
+    keyset = data.get("keyset")
+    if data.get("server") or (keyset is not None and not isinstance(keyset, Mapping)):
+        return  # a server table (a wrong one is reported already), or a [keyset] to fix first
+    if isinstance(keyset, Mapping) and "key-storage-path" in keyset:
+        return
+    for where, raw, _ in parsed.get("nts-ke-server", ()):
+        if "ntp-server" not in raw:
+            report(
+                f"{where}.ntp-server",
+                MISSING,
+                "a [[server]] in this process, an ntp-server, or a shared [keyset] "
+                "key-storage-path (no process could open the cookies it hands out)",
             )

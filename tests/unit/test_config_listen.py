@@ -1,6 +1,6 @@
-"""What tsyncd listens on, checked with the config (QA s16 hunt-server F5 and F7): listen
-addresses that cannot work or overlap on a port, IPv4-mapped allow/deny entries, and
-ipv6-only where it means nothing."""
+"""What tsyncd listens on, checked with the config (QA s16 hunt-server F5 and F7, and
+hunt-nts F9.1): listen addresses that cannot work or overlap on a port, IPv4-mapped allow/deny
+entries, ipv6-only where it means nothing, and an NTS-KE server whose cookies nobody opens."""
 
 from __future__ import annotations
 
@@ -238,6 +238,41 @@ def test_ipv4_mapped_allow_and_deny_entries_are_refused_for_their_ipv4_form() ->
     # A network reaching past ::ffff:0:0/96 holds IPv6 clients too: it stays.
     server = parse_config({"server": [{"allow": ["127.0.0.0/8", "::fffe:0:0/95"]}]}, P).servers[0]
     assert server.allow == (IPv4Network("127.0.0.0/8"), IPv6Network("::fffe:0:0/95"))
+
+
+# --- hunt-nts F9.1: an NTS-KE server whose cookies nobody can open ----------------------------
+
+
+def test_an_nts_ke_server_needs_an_ntp_server_for_its_cookies(pki: Pki) -> None:
+    ke = {"listen": "127.0.0.1:4460"} | pem(pki)
+    nobody = (
+        "expected a [[server]] in this process, an ntp-server, or a shared [keyset] "
+        "key-storage-path (no process could open the cookies it hands out)"
+    )
+    assert errors({"nts-ke-server": [ke, ke | {"listen": "[::1]:4460"}]}) == [
+        f"nts-ke-server[0].ntp-server is missing: {nobody}",
+        f"nts-ke-server[1].ntp-server is missing: {nobody}",
+    ]
+    # A random in-memory key opens nothing elsewhere; ntp-port alone names no other process.
+    assert errors(
+        {"nts-ke-server": [ke | {"ntp-port": 1123}], "keyset": {"key-rotation-interval": 3600}}
+    ) == [f"nts-ke-server[0].ntp-server is missing: {nobody}"]
+    # Any one of the three will do.
+    assert loads({"nts-ke-server": [ke], "server": [{"listen": "127.0.0.1:1123"}]})
+    assert loads({"nts-ke-server": [ke | {"ntp-server": "ntp1.example.org"}]})
+    assert loads({"nts-ke-server": [ke], "keyset": {"key-storage-path": "/k.json"}})
+    # A wrong [[server]] or [keyset] is its own error: nothing follows from it.
+    assert errors({"nts-ke-server": [ke], "server": {"listen": "127.0.0.1:1123"}}) == [
+        'server = { listen = "127.0.0.1:1123" }: expected array of tables (write [[server]], '
+        "once per server)"
+    ]
+    assert errors({"nts-ke-server": [ke], "keyset": "/k.json"}) == [
+        'keyset = "/k.json": expected table (write [keyset])'
+    ]
+    assert errors({"nts-ke-server": [ke | {"ntp-server": "a b"}]}) == [
+        'nts-ke-server[0].ntp-server = "a b": expected host name, IPv4 or IPv6 address (no '
+        'port); "a b" is not a valid host name'
+    ]
 
 
 # --- one run ----------------------------------------------------------------------------------

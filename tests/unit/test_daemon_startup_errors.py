@@ -47,6 +47,7 @@ def test_nts_ke_server_files_changed_since_the_check(tmp_path: Path, damage: str
     pki = make_pki(tmp_path / "pki")
     ke = {
         "listen": f"127.0.0.1:{free_tcp_port()}",
+        "ntp-server": "ntp.example.org",
         "certificate-chain-path": str(pki.chain),
         "private-key-path": str(pki.key),
     }
