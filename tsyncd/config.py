@@ -11,9 +11,10 @@ Loading runs in steps, the first two as ntpd-rs's, but unlike it every error nam
    required key.  Each table becomes a frozen dataclass of the keys that parsed, a wrong key
    counting as unset (a table missing a required key, such as a source's mode, becomes none).
 2. *Cross-field checks* run on those dataclasses, so a wrong ``dscp`` does not hide a
-   ``count`` on a server: min-poll <= max-poll, ``count`` only on pools, no source or server
-   listed twice.  A key that step 1 found wrong gets no second error here (``_Report``), and
-   "is it set?" is asked of the table as written, so a wrong value is not a missing one.
+   ``count`` on a server: min-poll <= max-poll, ``count`` only on pools, no source listed
+   twice, no two listeners overlapping on a port (``config_listen.py``).  A key that step 1
+   found wrong gets no second error here (``_Report``), and "is it set?" is asked of the
+   table as written, so a wrong value is not a missing one.
 
 3. *The host* (``config_host.py``): what the file names must be there for the daemon to
    start: ``[control]`` groups, the measurement logs' directory, PEM files.  Looked at, never
@@ -59,6 +60,7 @@ from tsyncd.config_fields import (
     _host_field,
     _int_field,
     _Invalid,
+    _listen_field,
     _name_field,
     _networks_field,
     _path_field,
@@ -80,6 +82,7 @@ from tsyncd.config_host import (
     load_keys,
     load_leap_table,
 )
+from tsyncd.config_listen import check_listeners, check_nts_ke_cookies
 from tsyncd.config_names import check_selectors
 from tsyncd.config_names import selector_clash as selector_clash
 from tsyncd.servers.clientlog import DEFAULT_MAX_CLIENTS, RateLimit
@@ -290,10 +293,11 @@ class Config:
 _RATE_LIMIT_KEYS: Final = (
     ("interval", "interval_log2", -4, 12, "log2 seconds between requests on average"),
     ("burst", "burst", 1, 255, "requests a client may send at once"),
-    ("leak", "leak_log2", 0, 4, "log2: limited requests still answered 1 in 2**leak"),
+    ("leak", "leak_log2", 0, 4, "log2: limited requests still answered 1 in 2**leak, none with 0"),
 )
 _RATE_LIMIT_EXPECTED: Final = (
-    "table with optional keys interval, burst, leak (e.g. {}), as chrony's ratelimit"
+    "table with optional keys interval, burst, leak (e.g. { interval = 3, burst = 8, leak = 2 "
+    "}), as chrony's ratelimit"
 )
 
 
@@ -358,7 +362,7 @@ _SOURCE: Final = (
     _seconds_field("offset", -1.0, 1.0),
 )
 _SERVER: Final = (
-    _endpoint_field("listen", NTP_PORT, ip_only=True),
+    _listen_field("listen", NTP_PORT),
     _networks_field("allow"),
     _networks_field("deny"),
     _rate_limit_field("rate-limit"),
@@ -372,13 +376,13 @@ _SERVER: Final = (
 )
 _TSQ_SERVER: Final = (
     _choice_field("transport", "stream", "datagram", required=True),
-    _endpoint_field("listen", TSQ_DATAGRAM_PORT, ip_only=True),
+    _listen_field("listen", TSQ_DATAGRAM_PORT),
     _path_field("certificate-chain-path", "PEM file: the certificate, then its chain"),
     _path_field("private-key-path", "PEM file"),
     _int_field("max-connections-per-client", 1, 4096),
 )
 _NTS_KE_SERVER: Final = (
-    _endpoint_field("listen", NTS_KE_PORT, ip_only=True),
+    _listen_field("listen", NTS_KE_PORT),
     _string_field("certificate-chain-path", Path, required=True),
     _string_field("private-key-path", Path, required=True),
     _host_field("ntp-server"),
@@ -395,7 +399,7 @@ _CONTROL: Final = (
     _string_field("group"),
     _string_field("admin-group"),
 )
-_METRICS: Final = (_endpoint_field("listen", METRICS_PORT, ip_only=True),)
+_METRICS: Final = (_listen_field("listen", METRICS_PORT),)
 _LOG: Final = (
     _choice_field("level", "debug", "info", "warning", "error"),
     _string_field("directory", Path),
@@ -618,20 +622,6 @@ def _is_ipv4(host: str) -> bool:
         return False
 
 
-def _check_servers(parsed: _Parsed, report: _Report) -> None:
-    first_use: dict[tuple[str, int], str] = {}
-    for where, raw, server in parsed:
-        identity = _endpoint_identity(server.listen)
-        if identity in first_use:
-            report.add(
-                f"{where}.listen",
-                raw.get("listen", str(server.listen)),
-                f"an address no other server listens on (same as {first_use[identity]})",
-            )
-        else:
-            first_use[identity] = f"{where}.listen"
-
-
 # --- entry points -----------------------------------------------------------------------------
 
 
@@ -663,9 +653,8 @@ def parse_config(data: Mapping[str, object], path: Path) -> Config:
     leap_table = load_leap_table(parsed["synchronization"], report.add)
     _check_sources(parsed["source"], report, keys=symmetric_keys)
     check_selectors(parsed["source"], report.add)
-    _check_servers(parsed["server"], report)
-    _check_servers(parsed["tsq-server"], report)
-    _check_servers(parsed["nts-ke-server"], report)
+    check_listeners(parsed, report.add, report.invalid)
+    check_nts_ke_cookies(data, parsed, report.add)
     for where, raw, bcast in parsed["broadcast"]:
         check_broadcast(where, raw, bcast, report.add)
     for where, raw, log in parsed["log"]:

@@ -264,11 +264,18 @@ def _path_field(key: str, what: str) -> _Field:
 
 
 def _endpoint_field(
-    key: str, default_port: int, *, ip_only: bool, min_port: int = 0, required: bool = False
+    key: str,
+    default_port: int,
+    *,
+    ip_only: bool,
+    min_port: int = 0,
+    required: bool = False,
+    listen: bool = False,
 ) -> _Field:
     host = "IPv4" if ip_only else "host"
     ports = f"port {min_port}..65535, default {default_port}"
     expected = f"{host}[:port], IPv6 or [IPv6][:port] ({ports})"
+    port_zero = "port 0 would bind a random port" if listen else "port 0 cannot be used"
 
     def parse(value: object) -> Endpoint:
         if not isinstance(value, str):
@@ -288,10 +295,23 @@ def _endpoint_field(
             )
             raise _Invalid(("", value, f"{expected}; {reason}")) from None
         if endpoint.port < min_port:
-            raise _Invalid(("", value, f"{expected}; port {endpoint.port} cannot be used"))
+            raise _Invalid(("", value, f"{expected}; {port_zero}"))
+        mapped = _ipv4_mapped(endpoint.host) if listen else None
+        if mapped is not None:
+            # An IPv6 socket bound to ::ffff:a.b.c.d is refused (EINVAL) unless it is
+            # dual-stack, and then it only takes IPv4 to a.b.c.d: the IPv4 form says just that.
+            written = Endpoint(mapped, endpoint.port) if "]:" in value else mapped
+            reason = f"{_toml_repr(endpoint.host)} is an IPv4-mapped IPv6 address: write it as IPv4"
+            raise _Invalid(("", value, f"{expected}; {reason}, {_toml_repr(str(written))}"))
         return endpoint
 
     return _Field(key, parse, expected, required)
+
+
+def _listen_field(key: str, default_port: int) -> _Field:
+    """An address of ours to bind: an IP literal and a port 1..65535 (port 0 would bind a
+    random port), not IPv4-mapped IPv6 (refused for its IPv4 form)."""
+    return _endpoint_field(key, default_port, ip_only=True, min_port=1, listen=True)
 
 
 def _host_field(key: str) -> _Field:
@@ -315,7 +335,19 @@ def _host_field(key: str) -> _Field:
     return _Field(key, parse, expected)
 
 
+def _ipv4_mapped(host: str) -> str | None:
+    """The IPv4 address an IPv4-mapped IPv6 literal (``::ffff:a.b.c.d``) stands for, else
+    None."""
+    try:
+        ip = ip_address(host)
+    except ValueError:
+        return None
+    mapped = ip.ipv4_mapped if isinstance(ip, IPv6Address) else None
+    return None if mapped is None else str(mapped)
+
+
 _ALL_NETWORKS: Final = (IPv4Network("0.0.0.0/0"), IPv6Network("::/0"))
+_MAPPED: Final = IPv6Network("::ffff:0:0/96")
 _NETWORK_ENTRY: Final = 'IP address or CIDR network (e.g. "192.0.2.0/24", "2001:db8::/32") or "all"'
 
 
@@ -335,14 +367,30 @@ def _networks_field(key: str) -> _Field:
             try:
                 if not isinstance(entry, str):
                     raise ValueError(entry)
-                networks.append(ip_network(entry, strict=False))
+                network = ip_network(entry, strict=False)
             except ValueError:
                 bad.append((suffix, entry, _NETWORK_ENTRY))
+                continue
+            if isinstance(network, IPv6Network) and network.subnet_of(_MAPPED):
+                bad.append((suffix, entry, _ipv4_form(network)))
+                continue
+            networks.append(network)
         if bad:
             raise _Invalid(*bad)
         return tuple(networks)
 
     return _Field(key, parse, f"array of strings, each an {_NETWORK_ENTRY}")
+
+
+def _ipv4_form(network: IPv6Network) -> str:
+    """What an allow/deny entry inside ::ffff:0:0/96 expected: clients are matched as IPv4
+    (a dual-stack socket's ::ffff:a.b.c.d too), so such an entry would never match."""
+    ipv4 = IPv4Network((network.network_address.ipv4_mapped, network.prefixlen - 96))
+    text = str(ipv4.network_address) if ipv4.prefixlen == 32 else str(ipv4)
+    return (
+        "an IPv4 network for IPv4 clients (they are matched as IPv4, so an IPv4-mapped entry "
+        f"never matches): write {_toml_repr(text)}"
+    )
 
 
 def _endpoints_field(key: str, default_port: int) -> _Field:

@@ -193,7 +193,8 @@ def test_bind_failures_name_the_listener(peers: Peers, tmp_path: Path, case: str
             ),
             "in-use": (f'[[server]]\nlisten = "127.0.0.1:{port}"\n', "server[0].listen", None),
             "nts-ke-in-use": (
-                f'[[nts-ke-server]]\nlisten = "127.0.0.1:{port}"\n{certs}',
+                f'[[nts-ke-server]]\nlisten = "127.0.0.1:{port}"\nntp-server = "ntp.example.org"\n'
+                f"{certs}",
                 "nts-ke-server[0].listen",
                 None,
             ),

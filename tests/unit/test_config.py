@@ -352,13 +352,13 @@ def test_config_error_fields() -> None:
         (
             {"server": [{"listen": "ntp.example.org"}]},
             'server[0].listen = "ntp.example.org": expected IPv4[:port], IPv6 or [IPv6][:port] '
-            '(port 0..65535, default 123); "ntp.example.org" is not an IP address '
+            '(port 1..65535, default 123); "ntp.example.org" is not an IP address '
             "(listen takes an IP address, not a name)",
         ),
         (
             {"metrics": {"listen": "127.0.0.1:99999"}},
             'metrics.listen = "127.0.0.1:99999": expected IPv4[:port], IPv6 or [IPv6][:port] '
-            "(port 0..65535, default 9975); port 99999 is greater than 65535",
+            "(port 1..65535, default 9975); port 99999 is greater than 65535",
         ),
         (
             {"source": [{"mode": "server", "address": "192.0.2.1:0"}]},
@@ -413,6 +413,9 @@ def test_cross_field_messages() -> None:
         "no other source uses (same as source[4].address)",
         '/etc/tsyncd.toml: server[1].listen = "[0::0]": expected an address no other server '
         "listens on (same as server[0].listen)",
+        '/etc/tsyncd.toml: server[2].listen = "0.0.0.0": expected an address no other server '
+        'listens on (server[0].listen = "[::]:123" is dual-stack and takes port 123 on every '
+        "IPv4 address too, this one too: set ipv6-only = true in server[0])",
     ]
 
 

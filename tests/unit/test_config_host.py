@@ -28,12 +28,17 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return make_pki(tmp_path_factory.mktemp("pki"))
 
 
-def nts_ke(chain: Path, key: Path) -> dict[str, object]:
+def pem_files(chain: Path, key: Path) -> dict[str, object]:
     return {
         "listen": "127.0.0.1:4460",
         "certificate-chain-path": str(chain),
         "private-key-path": str(key),
     }
+
+
+def nts_ke(chain: Path, key: Path) -> dict[str, object]:
+    # Its cookies go to another host's NTP server (there is no [[server]] here).
+    return pem_files(chain, key) | {"ntp-server": "ntp.example.org"}
 
 
 # --- [control] groups -------------------------------------------------------------------------
@@ -153,7 +158,9 @@ def test_nts_ke_server_files_that_are_missing_or_not_pem(tmp_path: Path) -> None
     ]
     broken = tmp_path / "broken.pem"
     broken.write_text("-----BEGIN CERTIFICATE-----\nnot*base64\n-----END CERTIFICATE-----\n")
-    assert errors({"tsq-server": [{"transport": "datagram"} | nts_ke(broken, tmp_path / "k")]}) == [
+    assert errors(
+        {"tsq-server": [{"transport": "datagram"} | pem_files(broken, tmp_path / "k")]}
+    ) == [
         f'tsq-server[0].certificate-chain-path = "{broken}": expected a readable PEM '
         "certificate chain (its certificate 1 is not valid PEM (bad base64))",
         f'tsq-server[0].private-key-path = "{tmp_path}/k": expected a readable PEM private key '
@@ -195,7 +202,7 @@ def test_good_files_pass_also_with_the_key_beside_the_certificate(pki: Pki, tmp_
     config = parse_config(
         {
             "nts-ke-server": [nts_ke(pki.chain, pki.key), nts_ke(both, both) | {"listen": "::1"}],
-            "tsq-server": [{"transport": "stream"} | nts_ke(pki.chain, pki.key)],
+            "tsq-server": [{"transport": "stream"} | pem_files(pki.chain, pki.key)],
             "source": [{"mode": "nts", "address": "a", "certificate-authority": str(pki.ca)}],
         },
         Path("t"),

@@ -71,7 +71,7 @@ def test_tsyncctl_add_reports_every_mistake_too() -> None:
         (
             {"server": [{}, {"listen": "ntp.example"}]},
             'server[1].listen = "ntp.example": expected IPv4[:port], IPv6 or [IPv6][:port] '
-            '(port 0..65535, default 123); "ntp.example" is not an IP address (listen takes '
+            '(port 1..65535, default 123); "ntp.example" is not an IP address (listen takes '
             "an IP address, not a name)",
         ),
         # A wrong broadcast-server is not a missing one.

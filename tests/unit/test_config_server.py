@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from tsyncd.servers.responder import ServerPolicy
 from tsyncd.servers.stats import server_policy
 
 P = Path("/etc/tsyncd.toml")
+EXAMPLE = "{ interval = 3, burst = 8, leak = 2 }"
 
 
 def test_policy_keys_and_defaults() -> None:
@@ -60,7 +62,7 @@ def test_policy_keys_and_defaults() -> None:
             {"rate-limit": 8},
             [
                 "server[0].rate-limit = 8: expected table with optional keys interval, burst, "
-                "leak (e.g. {}), as chrony's ratelimit"
+                "leak (e.g. { interval = 3, burst = 8, leak = 2 }), as chrony's ratelimit"
             ],
         ),
         ({"kod": "yes"}, ['server[0].kod = "yes": expected true or false']),
@@ -77,3 +79,31 @@ def test_policy_key_errors(server: dict[str, object], messages: list[str]) -> No
     with pytest.raises(ConfigErrors) as info:
         parse_config({"server": [server]}, P)
     assert str(info.value).splitlines() == [f"/etc/tsyncd.toml: {m}" for m in messages]
+
+
+def test_rate_limit_texts_say_what_leak_0_means_and_give_a_real_example() -> None:
+    """leak = 0 answers no limited request (QA s16 F6: "1 in 2**leak" said all of them), and
+    the type error's example is a real table (F8: it was "{}")."""
+    with pytest.raises(ConfigErrors) as info:
+        parse_config(
+            {
+                "server": [
+                    {"rate-limit": {"leak": 5}},
+                    {"listen": "[::1]:1123", "rate-limit": "3/8"},
+                ]
+            },
+            P,
+        )
+    assert str(info.value).splitlines() == [
+        "/etc/tsyncd.toml: server[0].rate-limit.leak = 5: expected integer 0..4 (log2: limited "
+        "requests still answered 1 in 2**leak, none with 0)",
+        '/etc/tsyncd.toml: server[1].rate-limit = "3/8": expected table with optional keys '
+        "interval, burst, leak (e.g. { interval = 3, burst = 8, leak = 2 }), as chrony's "
+        "ratelimit",
+    ]
+    example = parse_config({"server": [{"rate-limit": tomllib.loads("r = " + EXAMPLE)["r"]}]}, P)
+    assert example.servers[0].rate_limit == RateLimit(interval_log2=3, burst=8, leak_log2=2)
+    # Where the formula is written, so is what 0 means.
+    root = Path(__file__).resolve().parents[2]
+    for doc in (root / "README.md", root / "etc" / "tsyncd.toml"):
+        assert "leak = 0" in doc.read_text(encoding="utf-8"), doc

@@ -5,6 +5,7 @@ OpenSSL error list or a bare errno (QA s16, finding 4)."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,12 @@ def start_error(config: Config) -> str:
     return asyncio.run(start())
 
 
+def free_tcp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def base(tmp_path: Path) -> dict[str, object]:
     return {"clock": {"mode": "measure"}, "control": {"socket": str(tmp_path / "ctl.sock")}}
 
@@ -39,7 +46,8 @@ def base(tmp_path: Path) -> dict[str, object]:
 def test_nts_ke_server_files_changed_since_the_check(tmp_path: Path, damage: str) -> None:
     pki = make_pki(tmp_path / "pki")
     ke = {
-        "listen": "127.0.0.1:0",
+        "listen": f"127.0.0.1:{free_tcp_port()}",
+        "ntp-server": "ntp.example.org",
         "certificate-chain-path": str(pki.chain),
         "private-key-path": str(pki.key),
     }

@@ -30,7 +30,7 @@ def test_help_and_version(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_check_reports_a_valid_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     conf = tmp_path / "tsyncd.toml"
-    conf.write_text('[clock]\nmode = "measure"\n[[server]]\nlisten = "127.0.0.1:0"\n')
+    conf.write_text('[clock]\nmode = "measure"\n[[server]]\nlisten = "127.0.0.1:1123"\n')
     main(["--check", "-c", str(conf)])
     assert capsys.readouterr().out == f"{conf}: configuration OK (0 source(s), 1 server(s))\n"
 

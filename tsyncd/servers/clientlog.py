@@ -13,7 +13,8 @@ Rate limiting follows RFC 8633 §5 as chrony does it (``ratelimit interval burst
   starts full, so a client's first ``burst`` requests are never punished;
 * each request takes a token; a request finding the bucket empty is *limited*;
 * a limited request is still answered with probability ``2**-leak`` (chrony's "leak"): a
-  spoofed flood from a victim's address then cannot cut the victim off completely.
+  spoofed flood from a victim's address then cannot cut the victim off completely.  ``leak =
+  0`` answers none (tsyncd's own: chrony's smallest leak is 1, one in two).
 
 The log is bounded: at ``max_clients`` the oldest record (by creation) is forgotten.  A
 forgotten heavy client starts again with a full bucket; that is the price of a fixed memory
@@ -40,7 +41,7 @@ class RateLimit:
 
     interval_log2: int = 3  # log2 s between requests a client may send on average
     burst: int = 8  # requests a client may send at once (also its first requests)
-    leak_log2: int = 2  # a limited request is still answered with probability 2**-leak
+    leak_log2: int = 2  # a limited request is still answered with probability 2**-leak; 0: never
 
     @property
     def interval_ns(self) -> int:

@@ -7,8 +7,8 @@ one deadline (``SESSION_TIMEOUT_S``), requests are capped at 16 KiB by the parse
 ``max_connections`` sessions run at once; beyond that new connections are closed at once.  With a
 ``rate_limit`` (chrony's ``ntsratelimit``), each client IP has a token bucket like the NTP
 server's (``servers/clientlog.py``): a connection over it is closed before any TLS work, except
-one in 2**leak as there (TCP addresses cannot be spoofed the way UDP ones can, so ``leak = 0``
-is safe here).
+one in 2**leak as there, none with ``leak = 0`` (TCP addresses cannot be spoofed the way UDP
+ones can, so ``leak = 0`` is safe here).
 """
 
 from __future__ import annotations

@@ -4,11 +4,12 @@ holds what comes meanwhile, ``start`` forks the workers once, and they answer it
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 from pathlib import Path
 
 from tsyncd.clock.measure import MeasureClock
-from tsyncd.config import load_config
+from tsyncd.config import Endpoint, load_config
 from tsyncd.servers.responder import ResponseTemplate
 from tsyncd.servers.workers import WorkerPool, start_server
 from tsyncd.wire.ntp import Mode, NtpPacket, decode_ntp, encode_ntp
@@ -16,13 +17,12 @@ from tsyncd.wire.ntp import Mode, NtpPacket, decode_ntp, encode_ntp
 
 def test_requests_before_the_fork_are_answered_after_it(tmp_path: Path) -> None:
     conf = tmp_path / "tsyncd.toml"
-    conf.write_text('[[server]]\nlisten = "127.0.0.1:0"\nworkers = 2\n')
-    config = load_config(conf)
+    conf.write_text('[[server]]\nlisten = "127.0.0.1:1123"\nworkers = 2\n')
+    # Bound to a free port instead, which the config file cannot ask for (port 0).
+    server = dataclasses.replace(load_config(conf).servers[0], listen=Endpoint("127.0.0.1", 0))
 
     async def scenario() -> None:
-        pool = start_server(
-            config.servers[0], MeasureClock(), ResponseTemplate(stratum=10), fork=False
-        )
+        pool = start_server(server, MeasureClock(), ResponseTemplate(stratum=10), fork=False)
         assert isinstance(pool, WorkerPool)
         try:
             assert pool.pids == []  # bound, not forked
