@@ -22,6 +22,7 @@ import click
 
 from tsyncctl import render
 from tsyncctl.client import ControlClient, ControlError
+from tsyncctl.options import json_option
 from tsyncctl.query import QueryError, run_query
 from tsyncctl.tsq import tsq as tsq_commands
 from tsyncctl.waitsync import NoAnswer, SyncWanted, wait_for_sync
@@ -46,7 +47,6 @@ class Settings:
 
     socket_path: Path
     timeout: float
-    as_json: bool = False  # "tsyncctl --json COMMAND": every command's --json
 
 
 class TsyncctlGroup(click.Group):
@@ -93,18 +93,6 @@ def _expect(value: Any, kind: type, method: str) -> Any:
     return value
 
 
-def _json_wanted(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
-    """A command's ``--json``, or the main command's (``tsyncctl --json peers``, as chronyc
-    takes its ``-c`` before the command)."""
-    settings = ctx.find_object(Settings)
-    return value or (settings is not None and settings.as_json)
-
-
-json_option = click.option(
-    "--json", "as_json", is_flag=True, callback=_json_wanted, help="Print JSON for scripts."
-)
-
-
 def _finite(_ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     """Refuse ``nan`` and ``inf`` here, where the user sees what they typed, rather than in
     tsyncd after JSON has lost them."""
@@ -136,15 +124,15 @@ def _finite(_ctx: click.Context, param: click.Parameter, value: Any) -> Any:
 @click.version_option(__version__, prog_name="tsyncctl", message="%(prog)s %(version)s")
 @click.pass_context
 def cli(ctx: click.Context, socket_path: Path, timeout: float, as_json: bool) -> None:
-    """Inspect a running tsyncd, or query an NTP server with 'query'."""
-    ctx.obj = Settings(socket_path=socket_path, timeout=timeout, as_json=as_json)
+    """Inspect and steer a running tsyncd; 'query', 'tsq' and 'keygen' need no daemon."""
+    ctx.obj = Settings(socket_path=socket_path, timeout=timeout)  # as_json: options.py
 
 
 @cli.command()
 @json_option
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
-    """How well the clock is synchronized (like 'chronyc tracking')."""
+    """Synchronized or why not: stratum, reference, offset (the short form of 'tracking')."""
     result = _expect(_call(ctx, "status"), dict, "status")
     if as_json:
         _print_json(result)
@@ -663,7 +651,7 @@ def _reload_lines(r: dict[str, Any]) -> str:
 @click.option(
     "--certificate-authority",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="NTS/TSQ only: PEM CA file (default: the system store).",
+    help="NTS/TSQ only: PEM CA file (default: NTS the system store, TSQ certifi's bundle).",
 )
 @click.option("--transport", type=click.Choice(["stream", "datagram"]), help="TSQ only.")
 @click.option("--local-port", type=int, help="Peer only: our UDP port.")

@@ -30,10 +30,12 @@ from typing import Any, Final
 
 import click
 
+from tsyncctl.options import json_option
 from tsyncd.config import TSQ_DATAGRAM_PORT as DATAGRAM_PORT
 from tsyncd.config import TSQ_STREAM_PORT as STREAM_PORT
 from tsyncd.config import TsqTransport as Transport
 from tsyncd.config import parse_endpoint
+from tsyncd.config_host import AIOQUIC_HINT
 from tsyncd.sync.tsq import Combined, Rejected, TsqSample, combine, evaluate
 
 CONNECT_TIMEOUT_S: Final = 3.0  # default handshake wait (the reference has none, spec §2.4)
@@ -232,7 +234,7 @@ def _run(targets: list[Any], *, reply_timeout: float, **kwargs: Any) -> list[Ser
     try:
         import aioquic  # noqa: F401
     except ImportError:
-        raise TsqToolError("TSQ needs the Python package aioquic (pip install aioquic)") from None
+        raise TsqToolError(f"TSQ needs the Python package aioquic ({AIOQUIC_HINT})") from None
     return asyncio.run(
         measure(targets, reply_timeout=reply_timeout, connect_timeout=reply_timeout, **kwargs)
     )
@@ -252,7 +254,7 @@ def tsq() -> None:
     show_default=True,
     help="Samples per server (1-100), on one connection.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@json_option
 def query_command(
     servers: tuple[str, ...],
     port: int | None,

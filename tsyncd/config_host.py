@@ -24,7 +24,9 @@ from __future__ import annotations
 import base64
 import binascii
 import grp
+import importlib.util
 import os
+import pwd
 import re
 import stat
 import warnings
@@ -71,9 +73,49 @@ def group_expected(name: str) -> str:
     return f"the name or GID of an existing group (create it: groupadd {name})"
 
 
-def _check_group(key: str, name: str, report: Report) -> None:
-    if group_id(name) is None:
+def _check_group(key: str, name: str, report: Report, *, given: bool = False) -> None:
+    """``name`` must exist; a group the socket is ``given`` to must also be one of ours unless
+    we are root: without CAP_CHOWN (the unit grants none) chown only gives a file to a group
+    its owner is in."""
+    gid = group_id(name)
+    if gid is None:
         report(key, name, group_expected(name))
+    elif given and os.geteuid() != 0 and gid not in (os.getegid(), *os.getgroups()):
+        report(key, name, group_unjoined(name))
+
+
+def group_unjoined(name: str) -> str:
+    """What a ``[control] group`` the daemon's user is not in expected instead."""
+    user = _user_name()
+    return (
+        f"a group {user}, who runs tsyncd, is in (it gives the control socket to that group:"
+        f" usermod -aG {name} {user})"
+    )
+
+
+def _user_name() -> str:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return f"uid {os.geteuid()}"
+
+
+def check_tsq_library(tables: Mapping[str, _Tables], report: Report) -> None:
+    """TSQ needs aioquic (imported only when used, so only looked for here): the first TSQ
+    server or source names the problem."""
+    uses = [(f"{where}.transport", t.transport) for where, _, t in tables.get("tsq-server", ())]
+    uses += [
+        (f"{where}.mode", "tsq") for where, _, s in tables.get("source", ()) if s.mode == "tsq"
+    ]
+    if uses and importlib.util.find_spec("aioquic") is None:
+        key, value = uses[0]
+        report(key, value, f"the Python package aioquic installed ({AIOQUIC_HINT})")
+
+
+AIOQUIC_HINT: Final = (
+    "pip install aioquic; Debian 12 packages none: pip install --break-system-packages aioquic"
+    " puts it in /usr/local for the system's python3, or run tsyncd from a virtualenv"
+)
 
 
 # --- [log] directory --------------------------------------------------------------------------
@@ -352,7 +394,7 @@ def check_host(tables: Mapping[str, _Tables], report: Report) -> None:
     for where, _, control in tables.get("control", ()):
         for key, name in (("group", control.group), ("admin-group", control.admin_group)):
             if name is not None:
-                _check_group(f"{where}.{key}", name, report)
+                _check_group(f"{where}.{key}", name, report, given=key == "group")
     for where, _, log in tables.get("log", ()):
         files = log_files(log)
         if files and log.directory is not None:
@@ -367,3 +409,4 @@ def check_host(tables: Mapping[str, _Tables], report: Report) -> None:
             )
     for where, _, source in tables.get("source", ()):
         check_source_files(where, source, report)
+    check_tsq_library(tables, report)

@@ -708,6 +708,10 @@ class Daemon(SourceSettings, ChronycCommands, MeasurementLogging, SnapshotViews)
         d = self.core.decision
         if d.synchronized:
             return f"synchronized to {d.selected}, stratum {d.stratum}"
+        if not d.states and self._source_configs:
+            # At READY=1 no selection has seen the sources yet (their tasks still resolve
+            # names, or handshake for TSQ and NTS): not "no sources configured".
+            return f"not synchronized: starting {len(self._source_configs)} source(s)"
         return f"not synchronized: {d.reason}"
 
     # ---------------------------------------------------------------- TSQ (time over QUIC)

@@ -113,6 +113,25 @@ def test_malformed_requests_are_counted_and_service_goes_on(peers: Peers) -> Non
     assert sum(v for k, v in stats["dropped_by_reason"].items() if k.startswith("malformed")) == 5
 
 
+def test_ready_status_counts_the_sources_still_starting(peers: Peers, tmp_path: Path) -> None:
+    """At READY=1 the sources' tasks have made no association yet: the status says they are
+    starting, not "no sources configured"."""
+    notify_path = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        notify.bind(str(notify_path))
+        notify.settimeout(10)
+        peers.tsyncd(
+            "daemon",
+            client_toml(free_udp_port()),
+            env={"NOTIFY_SOCKET": str(notify_path)},
+        )
+        seen = [notify.recv(4096).decode()]
+        while "READY=1" not in seen[-1]:
+            seen.append(notify.recv(4096).decode())
+    assert seen[-1] == "READY=1\nSTATUS=not synchronized: starting 1 source(s)"
+    assert not any("no sources configured" in m for m in seen)
+
+
 def test_systemd_notifications_and_signals(peers: Peers, tmp_path: Path) -> None:
     notify_path = tmp_path / "notify.sock"
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)

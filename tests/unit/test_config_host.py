@@ -8,6 +8,7 @@ import grp
 import json
 import os
 import pwd
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -54,6 +55,31 @@ def test_control_groups_must_exist() -> None:
     existing = grp.getgrgid(os.getgid()).gr_name
     config = parse_config({"control": {"group": existing, "admin-group": "4242"}}, Path("t"))
     assert config.control.admin_group == "4242"  # a GID is taken as it is, as chown does
+
+
+def test_the_control_group_must_be_one_the_daemons_user_is_in() -> None:
+    """Without CAP_CHOWN (the shipped unit grants none) the socket can only be given to a
+    group of its owner's; root may give it to any."""
+    data = {"control": {"group": "root", "admin-group": "root"}}
+    assert parse_config(data, Path("t")).control.group == "root"  # as root, or in group root
+    assert _as_nobody(lambda: errors(data)) == [
+        'control.group = "root": expected a group nobody, who runs tsyncd, is in (it gives the '
+        "control socket to that group: usermod -aG root nobody)",
+    ]  # admin-group only names who may change things: nothing is given to it
+
+
+def test_tsq_needs_aioquic_named_at_check(pki: Pki, monkeypatch: pytest.MonkeyPatch) -> None:
+    tsq = {"tsq-server": [{"transport": "stream"} | pem_files(pki.chain, pki.key)]}
+    source = {"source": [{"mode": "tsq", "address": "192.0.2.1"}]}
+    parse_config(tsq, Path("t"))
+    monkeypatch.setitem(sys.modules, "aioquic", None)  # find_spec: not installed
+    [server_error] = errors(tsq)
+    assert server_error.startswith(
+        'tsq-server[0].transport = "stream": expected the Python package aioquic installed '
+        "(pip install aioquic; Debian 12 packages none:"
+    )
+    assert errors(source)[0].startswith('source[0].mode = "tsq": expected the Python package')
+    assert parse_config({"source": [{"mode": "server", "address": "192.0.2.1"}]}, Path("t"))
 
 
 # --- [log] directory --------------------------------------------------------------------------

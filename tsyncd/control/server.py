@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import inspect
 import json
 import logging
@@ -28,7 +29,7 @@ from collections.abc import Awaitable, Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
-from tsyncd.config_host import group_expected, group_id
+from tsyncd.config_host import group_expected, group_id, group_unjoined
 from tsyncd.control.rpc import (
     ErrorCode,
     InvalidParams,
@@ -201,6 +202,12 @@ class ControlServer:
                 os.chmod(self._path, 0o666)
         except OSError as exc:
             await self.close()
+            if gid is not None and exc.errno == errno.EPERM:
+                raise ControlSetupError(
+                    f"control.group = {json.dumps(self._group)}: expected"
+                    f" {group_unjoined(str(self._group))}",
+                    "control.group",
+                ) from exc
             raise ControlSetupError(
                 f"cannot set ownership/permissions of {self._path}: {exc.strerror}"
             ) from exc

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Final
 
 from tsyncd import __version__
 from tsyncd.config import Config, TsqServerConfig
+from tsyncd.config_host import AIOQUIC_HINT
 from tsyncd.net.sockets import listen_error
 from tsyncd.snapshots import TsqServerStatsSnapshot
 from tsyncd.sync.core import SyncCore
@@ -31,7 +32,7 @@ def require_aioquic(config: Config) -> None:
     try:
         import aioquic  # noqa: F401
     except ImportError:
-        raise OSError("TSQ needs the Python package aioquic (pip install aioquic)") from None
+        raise OSError(f"TSQ needs the Python package aioquic ({AIOQUIC_HINT})") from None
 
 
 async def start_tsq_server(
