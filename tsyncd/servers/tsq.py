@@ -99,6 +99,7 @@ class TsqResponder:
         self.now_ns = now_ns
         self.info = info
         self.counters = TsqCounters()
+        self._encode_failed = False  # logged once
 
     def respond(self, data: bytes, t2_ns: int) -> bytes | None:
         """The response to a whole request received at ``t2_ns``, or None (dropped, counted)."""
@@ -119,22 +120,37 @@ class TsqResponder:
         if request.precision_mode:
             extra["precision_mode"] = True
         t2 = ntp64_from_unix_ns(t2_ns)
+        try:
+            data_out = self._encode(request.nonce, t2, len(data), request.precision_mode, extra)
+        except (ValueError, OverflowError) as exc:
+            # The encoder clips what it is given to fit; should anything still not fit, the
+            # request is dropped and counted, never an exception out of the event loop.
+            if not self._encode_failed:
+                log.error("TSQ response cannot be encoded: %s", exc)
+                self._encode_failed = True
+            self.counters.drop("unencodable")
+            return None
+        self.counters.sent += 1
+        return data_out
+
+    def _encode(
+        self, nonce: bytes, t2: int, request_len: int, precision: bool, extra: dict[str, Any]
+    ) -> bytes:
         response = TsqResponse(
-            nonce=request.nonce, receive_ts=t2, send_ts=ntp64_from_unix_ns(self.now_ns()), **extra
+            nonce=nonce, receive_ts=t2, send_ts=ntp64_from_unix_ns(self.now_ns()), **extra
         )
         data_out = encode_response(response)
-        if request.precision_mode and len(data) > len(data_out) + 2:
+        if precision and request_len > len(data_out) + 2:
             # Draft §5.5: equal request and response sizes; pad up to the request's length.
             data_out = encode_response(
                 TsqResponse(
-                    nonce=request.nonce,
+                    nonce=nonce,
                     receive_ts=t2,
                     send_ts=ntp64_from_unix_ns(self.now_ns()),
-                    padding=min(255, len(data) - len(data_out) - 2),
+                    padding=min(255, request_len - len(data_out) - 2),
                     **extra,
                 )
             )
-        self.counters.sent += 1
         return data_out
 
 

@@ -78,7 +78,14 @@ def tsq_server_info(core: SyncCore, discipline: Discipline | None) -> TsqServerI
     """
     # Imported here, like the TSQ server itself: a daemon without TSQ never loads the codec.
     from tsyncd.servers.tsq import TsqServerInfo
-    from tsyncd.wire.tsq import ClockClass, ClockQuality, SourceInfo, SourceType
+    from tsyncd.wire.tsq import (
+        SOURCE_INFO_TEXT_MAX,
+        ClockClass,
+        ClockQuality,
+        SourceInfo,
+        SourceType,
+        clip_utf8,
+    )
 
     d = core.decision
     error_ns = d.root_delay_ns // 2 + d.root_dispersion_ns
@@ -99,7 +106,8 @@ def tsq_server_info(core: SyncCore, discipline: Discipline | None) -> TsqServerI
         source_info=SourceInfo(
             stratum=stratum if stratum < 16 else 0,
             source_type=source_type,
-            info=(d.selected or "")[:200],
+            # The name as it fits the TLV: in bytes, cut on a character boundary.
+            info=clip_utf8(d.selected or "", SOURCE_INFO_TEXT_MAX).decode(),
         ),
         metadata=(("implementation", "tsyncd"), ("version", __version__)),
     )

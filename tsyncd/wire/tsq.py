@@ -41,10 +41,13 @@ from typing import Final
 from tsyncd.wire.errors import Truncated, WireError
 
 __all__ = [
+    "CLOCK_QUALITY_TAG_MAX",
     "MAX_MESSAGE",
+    "MAX_TLV_VALUE",
     "NONCE_LEN",
     "REQUEST_LEN",
     "RESPONSE_LEN",
+    "SOURCE_INFO_TEXT_MAX",
     "ClockClass",
     "ClockQuality",
     "ErrorCode",
@@ -59,6 +62,7 @@ __all__ = [
     "TsqErrorReply",
     "TsqRequest",
     "TsqResponse",
+    "clip_utf8",
     "decode_request",
     "decode_response",
     "decode_tlvs",
@@ -70,6 +74,9 @@ __all__ = [
 NONCE_LEN: Final = 16
 REQUEST_LEN: Final = 18  # the reference request: Nonce TLV only
 RESPONSE_LEN: Final = 38  # the reference response: Nonce, T2, T3
+MAX_TLV_VALUE: Final = 255  # bytes: the Length field is one byte
+SOURCE_INFO_TEXT_MAX: Final = MAX_TLV_VALUE - 2  # after stratum and source type
+CLOCK_QUALITY_TAG_MAX: Final = MAX_TLV_VALUE - 6  # after class, reserved, error and drift
 MAX_MESSAGE: Final = 1200  # bytes; QUIC's minimum datagram size, far above any real message
 
 
@@ -276,6 +283,14 @@ def _check_tlv(kind: int, value: bytes, pos: int) -> None:
             )
 
 
+def clip_utf8(text: str, max_bytes: int) -> bytes:
+    """``text`` in UTF-8, cut to at most ``max_bytes`` bytes on a character boundary."""
+    data = text.encode("utf-8", "replace")
+    if len(data) <= max_bytes:
+        return data
+    return data[:max_bytes].decode("utf-8", "ignore").encode()
+
+
 def _tlv(kind: int, value: bytes) -> bytes:
     if len(value) > 255:
         raise ValueError(f"TLV type {kind} value of {len(value)} bytes does not fit (max 255)")
@@ -363,11 +378,14 @@ def encode_response(response: TsqResponse) -> bytes:
         out += _tlv(
             TlvType.CLOCK_QUALITY,
             _CLOCK_QUALITY.pack(q.clock_class, 0, min(q.error_us, 0xFFFF), min(q.drift_ppb, 0xFFFF))
-            + q.tag.encode(),
+            + clip_utf8(q.tag, CLOCK_QUALITY_TAG_MAX),
         )
     if response.source_info is not None:
         s = response.source_info
-        out += _tlv(TlvType.SOURCE_INFO, bytes((s.stratum, s.source_type)) + s.info.encode())
+        out += _tlv(
+            TlvType.SOURCE_INFO,
+            bytes((s.stratum, s.source_type)) + clip_utf8(s.info, SOURCE_INFO_TEXT_MAX),
+        )
     if response.metadata:
         out += _tlv(TlvType.METADATA, _encode_metadata(response.metadata))
     if response.precision_mode:
@@ -453,12 +471,14 @@ def _decode_signature(value: bytes) -> Signature:
 
 
 def _encode_metadata(pairs: tuple[tuple[str, str], ...]) -> bytes:
+    """The pairs that fit in one TLV, in order; longer ones are left out, not cut (a cut key or
+    value would say something else)."""
     out = b""
     for key, value in pairs:
-        for part in (key.encode(), value.encode()):
-            if len(part) > 255:
-                raise ValueError(f"metadata item of {len(part)} bytes (max 255)")
-            out += bytes((len(part),)) + part
+        k, v = key.encode("utf-8", "replace"), value.encode("utf-8", "replace")
+        item = bytes((len(k),)) + k + bytes((len(v),)) + v if max(len(k), len(v)) < 256 else b""
+        if item and len(out) + len(item) <= MAX_TLV_VALUE:
+            out += item
     return out
 
 

@@ -64,13 +64,15 @@ def run(coro: Callable[[], Awaitable[T]]) -> T:
 
 
 @contextlib.asynccontextmanager
-async def tsq_server(pki: Pki, transport: Any, **kwargs: Any) -> AsyncIterator[TsqServer]:
+async def tsq_server(
+    pki: Pki, transport: Any, info: TsqServerInfo = INFO, **kwargs: Any
+) -> AsyncIterator[TsqServer]:
     server = await TsqServer.create(
         "127.0.0.1",
         0,
         transport,
         server_configuration(transport, pki.chain, pki.key),
-        TsqResponder(time.time_ns, lambda: INFO),
+        TsqResponder(time.time_ns, lambda: info),
         **kwargs,
     )
     try:
@@ -439,3 +441,60 @@ def test_datagram_client_without_sni(pki: Pki) -> None:
             client.close()
 
     run(go)
+
+
+@pytest.mark.parametrize("transport", ["stream", "datagram"])
+def test_metadata_query_with_a_long_source_name_is_answered(pki: Pki, transport: Any) -> None:
+    """Our source's name in Time Source Info, 300 bytes once encoded: answered, cut to fit."""
+    long_info = TsqServerInfo(
+        clock_quality=INFO.clock_quality,
+        source_info=SourceInfo(stratum=2, source_type=3, info="€" * 100),
+        metadata=INFO.metadata,
+    )
+
+    async def go() -> None:
+        async with tsq_server(pki, transport, info=long_info) as server:
+            config = client_configuration(transport, server_name="localhost", ca_file=pki.ca)
+            client = await TsqClient.connect(
+                "127.0.0.1", port_of(server), config, now_ns=time.time_ns, timeout_s=2
+            )
+            try:
+                reply = (await client.query(2.0, metadata_query=True)).reply
+            finally:
+                client.close()
+            assert isinstance(reply, TsqResponse) and reply.source_info is not None
+            assert reply.source_info.info == "€" * 84
+            assert server.responder.counters.dropped == 0
+
+    run(go)
+
+
+def test_server_info_names_the_source_within_the_tlv() -> None:
+    """The daemon's Time Source Info: the selected source's name cut in bytes, on a UTF-8
+    character boundary (a cut by characters left 200 x '€', 600 bytes)."""
+    from types import SimpleNamespace
+
+    from tsyncd.servers.tsq_setup import tsq_server_info
+
+    decision = SimpleNamespace(
+        synchronized=True,
+        selected="€" * 200,
+        stratum=3,
+        root_delay_ns=0,
+        root_dispersion_ns=0,
+    )
+    core = SimpleNamespace(decision=decision, system=SimpleNamespace(local_stratum=None))
+    info = tsq_server_info(core, None)  # type: ignore[arg-type]
+    assert info.source_info.info == "€" * 84
+
+
+def test_a_response_that_cannot_be_encoded_is_dropped_and_counted() -> None:
+    bad = TsqServerInfo(
+        clock_quality=INFO.clock_quality,
+        source_info=SourceInfo(stratum=300, source_type=3),  # not a byte
+    )
+    responder = TsqResponder(time.time_ns, lambda: bad)
+    assert responder.respond(REQUEST + b"\xf7\x00", time.time_ns()) is None
+    assert responder.respond(REQUEST, time.time_ns()) is not None  # no metadata: fine
+    c = responder.counters
+    assert (c.received, c.sent, c.dropped_by_reason) == (2, 1, {"unencodable": 1})

@@ -16,6 +16,7 @@ from tsyncd.wire.tsq import (
     TsqErrorReply,
     TsqRequest,
     TsqResponse,
+    clip_utf8,
     decode_request,
     decode_response,
     encode_error,
@@ -178,3 +179,23 @@ def test_encoder_refuses_our_own_bugs() -> None:
         encode_request(TsqRequest(nonce=b"short"))
     with pytest.raises(ValueError):
         encode_response(TsqResponse(nonce=NONCE, receive_ts=0, send_ts=0, padding=300))
+
+
+def test_long_texts_are_clipped_to_the_tlv_on_a_character_boundary() -> None:
+    """A Time Source Info of 300 bytes (100 x '€', 3 bytes each) would not fit the 1-byte
+    length: the encoder cuts it to 253 bytes on a character boundary (84 '€'), and the
+    Clock Quality tag to 249; metadata pairs that do not fit are left out."""
+    reply = TsqResponse(
+        nonce=NONCE,
+        receive_ts=1,
+        send_ts=2,
+        clock_quality=ClockQuality(clock_class=3, error_us=1, drift_ppb=2, tag="é" * 200),
+        source_info=SourceInfo(stratum=2, source_type=3, info="€" * 100),
+        metadata=(("implementation", "tsyncd"), ("long", "x" * 300), ("more", "y" * 250)),
+    )
+    decoded = decode_response(encode_response(reply))
+    assert isinstance(decoded, TsqResponse)
+    assert decoded.source_info is not None and decoded.source_info.info == "€" * 84
+    assert decoded.clock_quality is not None and decoded.clock_quality.tag == "é" * 124
+    assert decoded.metadata == (("implementation", "tsyncd"),)
+    assert clip_utf8("a€", 3) == b"a" and clip_utf8("a€", 4) == "a€".encode()
