@@ -15,7 +15,10 @@ Query, 247), and count each outcome under a stable reason.
   sent in the same write), whether or not FIN came, in one write with FIN -- no 5 s hold as
   the reference has.  A request still incomplete at FIN, or longer than ``MAX_MESSAGE``, gets
   an Error TLV (draft §5.4), which the reference clients count as a failed sample, as they do
-  the reference's empty FIN;
+  the reference's empty FIN.  A stream the client abandons (RESET_STREAM, or STOP_SENDING,
+  on which aioquic resets our side) is forgotten at once, its request counted as dropped
+  (``stream_reset``) if still unanswered: what a connection holds stays within its stream
+  limit however many streams it opens over its life;
 * datagram: one DATAGRAM reply per valid DATAGRAM request; malformed ones are dropped silently
   (draft SHOULD, and the reference).  Repeated nonces are answered: the reference adjtime tool
   sends a constant nonce (spec §5), so a replay cache would break it.  No client streams.
@@ -41,7 +44,9 @@ from aioquic.quic.events import (
     ConnectionTerminated,
     DatagramFrameReceived,
     QuicEvent,
+    StopSendingReceived,
     StreamDataReceived,
+    StreamReset,
 )
 from aioquic.quic.packet import QuicPacketType, pull_quic_header
 
@@ -155,7 +160,13 @@ class TsqResponder:
 
 
 class _TsqServerProtocol(TimestampedProtocol):
-    """One client connection to a TSQ server."""
+    """One client connection to a TSQ server.
+
+    Per-connection state is bounded by the client stream limit: ``_streams`` holds the bytes
+    of requests still arriving, ``_answered`` the streams answered before the client's FIN (or
+    abandoned) whose further bytes are ignored.  Each entry goes when its stream ends (FIN,
+    RESET_STREAM, STOP_SENDING), and an entry whose stream aioquic no longer holds is pruned.
+    """
 
     def __init__(
         self, quic: QuicConnection, *, server: TsqServer, peer: NetworkAddress, **kwargs: Any
@@ -173,6 +184,8 @@ class _TsqServerProtocol(TimestampedProtocol):
             self._on_stream(event)
         elif isinstance(event, DatagramFrameReceived):
             self._on_datagram(event.data)
+        elif isinstance(event, StreamReset | StopSendingReceived):
+            self._on_abandoned(event)
         elif isinstance(event, ConnectionTerminated):
             self.server.forget(self)
 
@@ -185,18 +198,45 @@ class _TsqServerProtocol(TimestampedProtocol):
         self.transmit()
         log.info("TSQ query from %s (datagram)", self.client)
 
+    def _on_abandoned(self, event: StreamReset | StopSendingReceived) -> None:
+        """The client reset its side of the stream, or asked us to stop sending (aioquic has
+        then reset our side): it will not take an answer any more."""
+        sid = event.stream_id
+        reset = isinstance(event, StreamReset)
+        if sid in self._answered:
+            if reset:
+                self._answered.discard(sid)  # its last event: nothing more comes
+            return
+        stream = self._quic._streams.get(sid)
+        if (
+            not reset
+            and sid not in self._streams
+            and (stream is None or stream.receiver.is_finished)
+        ):
+            return  # answered already, the request having come whole with its FIN
+        # Unanswered (whatever part of the request came): received and dropped.
+        self._streams.pop(sid, None)
+        counters = self.server.responder.counters
+        counters.received += 1
+        counters.drop("stream_reset")
+        log.debug("TSQ stream from %s abandoned before its answer", self.client)
+        if reset:
+            # We will never answer: end our side too, so that aioquic frees the stream (and
+            # gives the client its credit back) rather than keep it half open.
+            self._quic.reset_stream(sid, 0)
+            self.transmit()
+        else:
+            self._mark_answered(sid)  # the client may still send: ignored until it ends
+
     def _on_stream(self, event: StreamDataReceived) -> None:
         sid = event.stream_id
         if sid in self._answered:
-            # Bytes after the request on an answered stream: ignored.  Its FIN ends it, so the
-            # set only holds streams still open (a long-lived connection does not grow it).
+            # Bytes after the request on an answered stream: ignored.  Its FIN ends it.
             if event.end_stream:
                 self._answered.discard(sid)
             return
-        if self.server.transport == "datagram":
-            self.server.responder.counters.drop("stream_on_datagram_port")
-            self._answered.add(sid)
-            return
+        # A datagram server advertises no client streams (limit_client_streams): aioquic
+        # closes a connection that opens one, so no stream reaches this point there.
         buf = self._streams.setdefault(sid, bytearray())
         buf += event.data
         if len(buf) > MAX_MESSAGE:
@@ -214,11 +254,17 @@ class _TsqServerProtocol(TimestampedProtocol):
         response = self.server.responder.respond(bytes(buf), self.rx_ns)
         self._finish(sid, response, "malformed request", event.end_stream)
 
+    def _mark_answered(self, sid: int) -> None:
+        self._answered.add(sid)
+        if len(self._answered) > _STREAMS_PER_CONNECTION:
+            # More than the client may have open: some ended without an event reaching us.
+            live = self._quic._streams
+            self._answered = {s for s in self._answered if s in live}
+
     def _finish(self, sid: int, response: bytes | None, why: str, fin_seen: bool) -> None:
         self._streams.pop(sid, None)
-        if not fin_seen:
-            self._answered.add(sid)
         counters = self.server.responder.counters
+        refused = response is None
         if response is None:
             if why == "request too long":
                 counters.received += 1
@@ -228,8 +274,20 @@ class _TsqServerProtocol(TimestampedProtocol):
             log.info("TSQ stream query from %s failed: %s", self.client, why)
         else:
             log.info("TSQ query from %s (stream)", self.client)
-        self._quic.send_stream_data(sid, response, end_stream=True)
-        self.transmit()
+        try:
+            self._quic.send_stream_data(sid, response, end_stream=True)
+        except RuntimeError:
+            # STOP_SENDING came in the same packet as the request, and aioquic handled it
+            # first: our side is reset, nothing may be sent.  Count what was not sent.
+            if refused:
+                counters.errors_sent -= 1  # the request is counted as dropped already
+            else:
+                counters.sent -= 1
+                counters.drop("stream_reset")
+        else:
+            self.transmit()
+        if not fin_seen:
+            self._mark_answered(sid)
 
 
 class _BoundedQuicServer(QuicServer):

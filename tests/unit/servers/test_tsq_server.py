@@ -123,6 +123,16 @@ def raw_config(pki: Pki, transport: Any, alpn: str = "tsq/1") -> QuicConfigurati
     return config
 
 
+@contextlib.asynccontextmanager
+async def raw_client(pki: Pki, server: TsqServer) -> AsyncIterator[Raw]:
+    """A bare client connected to ``server`` (stream)."""
+    async with connect(
+        "127.0.0.1", port_of(server), configuration=raw_config(pki, "stream"), create_protocol=Raw
+    ) as p:
+        assert isinstance(p, Raw)
+        yield p
+
+
 async def send_stream(p: Raw, *chunks: bytes, fin: bool = False, gap: float = 0.0) -> int:
     quic = p._quic
     sid = quic.get_next_available_stream_id()
@@ -439,6 +449,85 @@ def test_datagram_client_without_sni(pki: Pki) -> None:
             ex = await client.query(2.0, nonce=NONCE)
             assert isinstance(ex.reply, TsqResponse) and ex.reply.nonce == NONCE
             client.close()
+
+    run(go)
+
+
+# --- bounded state and address validation ------------------------------------------------------
+
+
+async def _until(what: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not what():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+def _server_side(server: TsqServer) -> Any:
+    (protocol,) = server._by_ip["127.0.0.1"]
+    return protocol
+
+
+def test_streams_the_client_resets_are_forgotten(pki: Pki) -> None:
+    """A client that opens streams and abandons them (RESET_STREAM, STOP_SENDING) cannot make
+    a connection hold more than its stream limit: 3 x 100 streams, more than the 128 it may
+    have open, each forgotten and counted."""
+
+    async def go() -> None:
+        async with tsq_server(pki, "stream") as server, raw_client(pki, server) as p:
+            quic = p._quic
+            side = _server_side(server)
+            counters = server.responder.counters
+            # An incomplete request (a TLV still arriving), then RESET_STREAM only, then
+            # RESET_STREAM and STOP_SENDING.
+            for stop in (False, True):
+                sids = [
+                    await send_stream(p, REQUEST + b"\x05\xff" + bytes(200)) for _ in range(100)
+                ]
+                await _until(lambda: len(side._streams) == 100)  # all of them arrived
+                for sid in sids:
+                    quic.reset_stream(sid, 0)
+                    if stop:
+                        quic.stop_stream(sid, 0)
+                p.transmit()
+                goal = 200 if stop else 100
+                await _until(lambda g=goal: counters.dropped == g)  # type: ignore[misc]
+                assert side._streams == {} and side._answered == set()
+            # Answered (no FIN from the client), then abandoned.
+            sids = [await send_stream(p, REQUEST) for _ in range(100)]
+            for sid in sids:
+                await p.until(lambda s=sid: p.stream(s))  # type: ignore[misc]
+                quic.reset_stream(sid, 0)
+                quic.stop_stream(sid, 0)
+            p.transmit()
+            await _until(lambda: not side._answered)
+            assert side._streams == {}
+            # aioquic freed them too: the client got its stream credit back.
+            await _until(lambda: len(side._quic._streams) == 0)
+            assert counters.dropped_by_reason == {"stream_reset": 200}
+            assert (counters.received, counters.sent) == (300, 100)
+
+    run(go)
+
+
+def test_stop_sending_with_the_request_is_not_answered(pki: Pki) -> None:
+    """STOP_SENDING in the packet that completes the request: nothing may be sent on the
+    stream; the request is counted as dropped, not as sent, and nothing raises."""
+
+    async def go() -> None:
+        async with tsq_server(pki, "stream") as server, raw_client(pki, server) as p:
+            sid = p._quic.get_next_available_stream_id()
+            p._quic.send_stream_data(sid, REQUEST)
+            p._quic.stop_stream(sid, 0)
+            p.transmit()
+            counters = server.responder.counters
+            await _until(lambda: counters.dropped == 1)
+            assert counters.dropped_by_reason == {"stream_reset": 1}
+            assert counters.sent == 0
+            # The connection still serves.
+            sid = await send_stream(p, REQUEST, fin=True)
+            data, _ = await p.until(lambda: p.stream(sid))
+            assert data[:18] == REQUEST
 
     run(go)
 
