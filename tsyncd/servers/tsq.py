@@ -23,14 +23,16 @@ Query, 247), and count each outcome under a stable reason.
   (draft SHOULD, and the reference).  Repeated nonces are answered: the reference adjtime tool
   sends a constant nonce (spec §5), so a replay cache would break it.  No client streams.
 
-Connections per client IP are bounded: a new connection (a QUIC Initial for an unknown
-connection ID) from a client at its limit is dropped before aioquic allocates anything.
+Connections per client IP are bounded, and only connections from a validated address count
+(``_BoundedQuicServer``: a Retry first, RFC 9000 §8.1).  A new connection from a client at its
+limit is dropped before aioquic allocates anything.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import ip_address
@@ -69,6 +71,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_CONNECTIONS_PER_CLIENT: Final = 8
 _STREAMS_PER_CONNECTION: Final = 128  # concurrent client streams (aioquic's default)
+_REFUSED_REMEMBERED: Final = 1024  # refused connection attempts remembered, to count each once
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -90,7 +93,7 @@ class TsqCounters:
     dropped: int = 0  # requests answered with nothing (or an error)
     dropped_by_reason: dict[str, int] = field(default_factory=dict)
     connections: int = 0  # connections accepted
-    connections_refused: int = 0  # over the per-client limit
+    connections_refused: int = 0  # connections (not packets) refused: over the per-client limit
 
     def drop(self, reason: str) -> None:
         self.dropped += 1
@@ -291,12 +294,31 @@ class _TsqServerProtocol(TimestampedProtocol):
 
 
 class _BoundedQuicServer(QuicServer):
-    """aioquic's server with a cap on connections per client IP; tells each protocol its peer."""
+    """aioquic's server with address validation and a cap on connections per client IP; tells
+    each protocol its peer.
+
+    The cap must not be usable against a client by someone else.  So a connection, and the
+    slot it takes, exists only for an address shown to receive our packets: the first Initial
+    of an attempt gets a Retry packet with a token (aioquic's, the address and connection IDs
+    sealed with AES-GCM), and only an Initial that brings the token back from that address
+    creates a connection (RFC 9000 §8.1: address validation before committing state; §21.1.1,
+    the handshake's defence against server-side denial of service).  An Initial from a spoofed
+    address, or one nobody follows up, costs one small packet (no amplification: the Retry is
+    shorter than the 1200-byte Initial) and holds no slot, where without it each held one for
+    the 30 s idle timeout.  The price is one round trip per new connection, which a client
+    keeping its connection (the daemon's sources, ``tsyncctl tsq``) pays once; the reference
+    clients (aioquic, quiche) follow Retry as QUIC requires.
+
+    ``connections_refused`` counts connections: an attempt at a client's limit is known by its
+    address and destination connection ID, which its retransmitted Initials repeat; the last
+    ``_REFUSED_REMEMBERED`` refused attempts are remembered so that each is counted once.
+    """
 
     def __init__(self, *, tsq: TsqServer, **kwargs: Any) -> None:
-        super().__init__(create_protocol=self._create, **kwargs)
+        super().__init__(create_protocol=self._create, retry=True, **kwargs)
         self.tsq = tsq
         self._peer: NetworkAddress = ("", 0)
+        self._refused: OrderedDict[tuple[str, int, bytes], None] = OrderedDict()
 
     def _create(self, quic: QuicConnection, **kwargs: Any) -> _TsqServerProtocol:
         protocol = _TsqServerProtocol(quic, server=self.tsq, peer=self._peer, **kwargs)
@@ -304,24 +326,38 @@ class _BoundedQuicServer(QuicServer):
         return protocol
 
     def datagram_received(self, data: bytes | str, addr: NetworkAddress) -> None:
-        if isinstance(data, bytes) and self.tsq.at_limit(addr) and self._is_new(data):
-            self.tsq.responder.counters.connections_refused += 1
-            return
+        if isinstance(data, bytes) and self.tsq.at_limit(addr):
+            attempt = self._new_attempt(data)
+            if attempt is not None:
+                self._refuse((str(addr[0]), int(addr[1]), attempt))
+                return
         self._peer = addr
         super().datagram_received(data, addr)
 
-    def _is_new(self, data: bytes) -> bool:
-        """An Initial for a connection ID we do not know: it would create a connection."""
+    def _refuse(self, attempt: tuple[str, int, bytes]) -> None:
+        if attempt in self._refused:
+            self._refused.move_to_end(attempt)
+            return
+        self._refused[attempt] = None
+        if len(self._refused) > _REFUSED_REMEMBERED:
+            self._refused.popitem(last=False)
+        self.tsq.responder.counters.connections_refused += 1
+
+    def _new_attempt(self, data: bytes) -> bytes | None:
+        """The destination connection ID of an Initial for a connection we do not know (one
+        that would lead to a connection), else None."""
         try:
             header = pull_quic_header(
                 Buffer(data=data), host_cid_length=self._configuration.connection_id_length
             )
         except ValueError:
-            return False
-        return (
+            return None
+        if (
             header.packet_type == QuicPacketType.INITIAL
             and header.destination_cid not in self._protocols
-        )
+        ):
+            return header.destination_cid
+        return None
 
 
 class TsqServer:

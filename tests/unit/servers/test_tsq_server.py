@@ -532,6 +532,52 @@ def test_stop_sending_with_the_request_is_not_answered(pki: Pki) -> None:
     run(go)
 
 
+def _initial(port: int, pki: Pki) -> bytes:
+    """A client's first Initial packet (1200 bytes), as a QUIC client sends it."""
+    from aioquic.quic.connection import QuicConnection
+
+    quic = QuicConnection(configuration=raw_config(pki, "datagram"))
+    quic.connect(("127.0.0.1", port), now=time.monotonic())
+    return quic.datagrams_to_send(now=time.monotonic())[0][0]
+
+
+def test_unanswered_initials_take_no_connection_slot(pki: Pki) -> None:
+    """Initials that nobody follows up (a spoofed source address, or a client that went
+    away) create no connection: the client IP they name still connects at once.  A refused
+    connection counts once, however many Initials it retransmits."""
+
+    async def go() -> None:
+        async with tsq_server(pki, "datagram", max_connections_per_client=2) as server:
+            port = port_of(server)
+            silent = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(8)]
+            try:
+                for sock in silent:
+                    sock.bind(("127.0.0.1", 0))
+                    sock.sendto(_initial(port, pki), ("127.0.0.1", port))
+                await asyncio.sleep(0.2)
+                assert server.connections() == 0
+                assert all(sock.recv(2048)[0] & 0xF0 == 0xF0 for sock in silent)  # a Retry
+            finally:
+                for sock in silent:
+                    sock.close()
+            config = client_configuration("datagram", server_name="localhost", ca_file=pki.ca)
+            kept = [
+                await TsqClient.connect("127.0.0.1", port, config, now_ns=time.time_ns, timeout_s=2)
+                for _ in range(2)
+            ]
+            assert server.connections() == 2
+            # At the limit: refused, while its Initial is sent again (a PTO is about 1 s).
+            with pytest.raises(TsqClientError):
+                await TsqClient.connect(
+                    "127.0.0.1", port, config, now_ns=time.time_ns, timeout_s=2.5
+                )
+            assert server.responder.counters.connections_refused == 1
+            for client in kept:
+                client.close()
+
+    run(go)
+
+
 @pytest.mark.parametrize("transport", ["stream", "datagram"])
 def test_metadata_query_with_a_long_source_name_is_answered(pki: Pki, transport: Any) -> None:
     """Our source's name in Time Source Info, 300 bytes once encoded: answered, cut to fit."""
