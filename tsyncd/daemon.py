@@ -34,9 +34,11 @@ from tsyncd.net.eventloop import simulator_runtime
 from tsyncd.net.sockets import listen_error
 from tsyncd.net.udp import SocketOptions
 from tsyncd.sdnotify import Notifier
+from tsyncd.servers.credentials import ServedCredentials, reload_changed
 from tsyncd.servers.ntp import NtpServer
 from tsyncd.servers.responder import ResponseTemplate
 from tsyncd.servers.tsq_setup import (
+    TSQ_CREDENTIAL_ERRORS,
     require_aioquic,
     start_tsq_server,
     tsq_server_info,
@@ -64,7 +66,8 @@ from tsyncd.wire.ntp import Leap
 from tsyncd.wire.timestamps import ntp64_from_unix_ns, short_from_ns
 
 if TYPE_CHECKING:
-    from tsyncd.config import NtsKeServerConfig
+    from pathlib import Path
+
     from tsyncd.measurement_logs import MeasurementLogs
     from tsyncd.metrics import MetricsExporter  # imported with [metrics]: it costs memory
     from tsyncd.servers.nts import NtsServerSide
@@ -162,6 +165,7 @@ class Daemon(SourceSettings, ChronycCommands, MeasurementLogging, SnapshotViews)
         self.sockets: dict[str, NtpSourceSocket] = {}
         self.servers: list[NtpServer | WorkerPool] = []
         self.tsq_servers: list[Any] = []  # TsqServer (aioquic is imported only for TSQ)
+        self.tsq_credentials: list[ServedCredentials] = []  # their files, for reloads
         self.control: ControlServer | None = None
         self.metrics: MetricsExporter | None = None
         self.nts: NtsServerSide | None = None  # NTS keys and NTS-KE listeners, when configured
@@ -374,6 +378,7 @@ class Daemon(SourceSettings, ChronycCommands, MeasurementLogging, SnapshotViews)
         for tsq_server in self.tsq_servers:
             tsq_server.close()
         self.tsq_servers.clear()
+        self.tsq_credentials.clear()
         if self.nts is not None:
             await self.nts.close()
         if self.control is not None:
@@ -463,8 +468,13 @@ class Daemon(SourceSettings, ChronycCommands, MeasurementLogging, SnapshotViews)
         certificates: tuple[list[str], list[str]] = ([], [])
         if self.nts is not None and "nts_ke_servers" not in changed:
             certificates = self.nts.reload_credentials(self._credentials_refused)
-            for error in certificates[1]:
-                log.error("keeping the running certificate: %s", error)
+        if "tsq_servers" not in changed:
+            tsq = reload_changed(
+                self.tsq_credentials, self._credentials_refused, TSQ_CREDENTIAL_ERRORS
+            )
+            certificates = (certificates[0] + tsq[0], certificates[1] + tsq[1])
+        for error in certificates[1]:
+            log.error("keeping the running certificate: %s", error)
         if changed:
             log.warning(
                 "reloaded %s; changes to %s take effect after a restart",
@@ -651,20 +661,30 @@ class Daemon(SourceSettings, ChronycCommands, MeasurementLogging, SnapshotViews)
                 await self.nts.start_ke(ke_cfg, default_port, f"nts-ke-server[{index}]")
             except SSL.Error as exc:
                 raise OSError(
-                    self._credentials_refused(f"nts-ke-server[{index}]", ke_cfg, exc)
+                    self._credentials_refused(
+                        f"nts-ke-server[{index}]",
+                        ke_cfg.certificate_chain_path,
+                        ke_cfg.private_key_path,
+                        exc,
+                    )
                 ) from exc
 
-    def _credentials_refused(self, where: str, cfg: NtsKeServerConfig, exc: Exception) -> str:
-        """Why OpenSSL refused a server's PEM files, which passed the config check (so they
-        changed since): the check's own words again, else OpenSSL's reasons, with the keys."""
+    def _credentials_refused(self, where: str, chain: Path, key: Path, exc: Exception) -> str:
+        """Why a TLS server's PEM files were refused (OpenSSL for NTS-KE, aioquic for TSQ),
+        which passed the config check (so they changed since): the check's own words again,
+        else the library's reasons, with the keys."""
         from tsyncd.config_host import credential_errors
-        from tsyncd.net.tls import ssl_error_text
 
-        chain, key = cfg.certificate_chain_path, cfg.private_key_path
         found = credential_errors(self.config.path, where, chain, key)
+        if type(exc).__module__.startswith("OpenSSL"):
+            from tsyncd.net.tls import ssl_error_text  # pyOpenSSL: loaded for NTS-KE already
+
+            why = f"OpenSSL cannot use them ({ssl_error_text(exc)})"
+        else:
+            why = f"cannot use them ({exc or type(exc).__name__})"
         return "\n".join(found) or (
-            f"{self.config.path}: {where}: OpenSSL cannot use certificate-chain-path = {chain} "
-            f"with private-key-path = {key} ({ssl_error_text(exc)})"
+            f"{self.config.path}: {where}: certificate-chain-path = {chain}, "
+            f"private-key-path = {key}: {why}"
         )
 
     def _rpc_rekey(self, _params: dict[str, Any]) -> dict[str, Any]:
@@ -720,6 +740,9 @@ class Daemon(SourceSettings, ChronycCommands, MeasurementLogging, SnapshotViews)
         """Bind every [[tsq-server]]; OSError (with the file named) if a PEM file is bad."""
         info = partial(tsq_server_info, self.core, self.discipline)
         for index, cfg in enumerate(self.config.tsq_servers):
-            server = await start_tsq_server(cfg, self.clock.now_ns, info, f"tsq-server[{index}]")
+            server, served = await start_tsq_server(
+                cfg, self.clock.now_ns, info, f"tsq-server[{index}]"
+            )
             self.tsq_servers.append(server)
+            self.tsq_credentials.append(served)
             log.info("serving TSQ (%s) on %s", cfg.transport, server.listen)

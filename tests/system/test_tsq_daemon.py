@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 from peers import Peers, free_udp_port, wait_for
 from tsqcerts import make_pki, tsq_servers_toml
+
+from tsyncd.net.quic import client_configuration
+from tsyncd.net.tsq import TsqClient, TsqClientError
 
 
 def tsq_source_toml(port: int, transport: str, ca: Path) -> str:
@@ -141,3 +146,51 @@ def test_tsq_source_reconnects_after_the_server_restarts(peers: Peers, tmp_path:
     wait_for("the client to reconnect to the restarted server", both_answered)
     assert all(s["connections_accepted"] == 1 for s in second.ctl("serverstats")["tsq"])
     assert client.proc.output().count("connected (stream)") == 2
+
+
+def _tsq_handshake(port: int, ca: Path) -> str | None:
+    """A QUIC handshake with the TSQ datagram server at 127.0.0.1:``port`` trusting only
+    ``ca``: None if it verified, else why not."""
+
+    async def go() -> str | None:
+        config = client_configuration("datagram", server_name="localhost", ca_file=ca)
+        try:
+            client = await TsqClient.connect(
+                "127.0.0.1", port, config, now_ns=time.time_ns, timeout_s=5
+            )
+        except TsqClientError as exc:
+            return str(exc)
+        client.close()
+        return None
+
+    return asyncio.run(go())
+
+
+def test_reload_serves_a_renewed_tsq_certificate(peers: Peers, tmp_path: Path) -> None:
+    """A renewed certificate (new files at the same paths) serves the next TSQ connection
+    after ``tsyncctl reload``, as for NTS-KE; a broken renewal is refused and the running
+    certificate kept."""
+    old, new = make_pki(tmp_path / "old"), make_pki(tmp_path / "new")
+    live = tmp_path / "live"
+    live.mkdir()
+    chain, key = live / "chain.pem", live / "key.pem"
+    chain.write_bytes(old.chain.read_bytes())
+    key.write_bytes(old.key.read_bytes())
+    stream, datagram = free_udp_port(), free_udp_port()
+    server = peers.tsyncd("server", tsq_servers_toml(live, stream, datagram))
+    assert wait_for("the TSQ server", lambda: _tsq_handshake(datagram, old.ca) is None or None)
+    assert "certificate" in str(_tsq_handshake(datagram, new.ca))
+    assert server.ctl("reload")["certificates_reloaded"] == []  # nothing changed yet
+    chain.write_bytes(new.chain.read_bytes())
+    key.write_bytes(new.key.read_bytes())
+    reloaded = server.ctl("reload")
+    assert reloaded["certificates_reloaded"] == ["tsq-server[0]", "tsq-server[1]"]
+    assert reloaded["certificate_errors"] == [] and reloaded["restart_needed"] == []
+    assert _tsq_handshake(datagram, new.ca) is None
+    assert _tsq_handshake(datagram, old.ca) is not None
+    # A half-written renewal (the old key with the new chain) fails the config check: the
+    # reload is refused as a whole and the renewed certificate serves on.
+    key.write_bytes(old.key.read_bytes())
+    refused = server.run_ctl("reload")
+    assert refused.returncode == 1 and "private-key-path" in refused.stderr
+    assert _tsq_handshake(datagram, new.ca) is None

@@ -10,10 +10,8 @@ file is briefly absent.  Only without a key file at all does ``rekey`` draw a fr
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 
 from OpenSSL import SSL
@@ -23,6 +21,7 @@ from tsyncd.net.sockets import listen_error
 from tsyncd.net.tls import server_context
 from tsyncd.nts.cookie import KeySet, load_keyset, new_keyset, save_keyset
 from tsyncd.nts.server import NtsResponder
+from tsyncd.servers.credentials import Refused, ServedCredentials, reload_changed
 from tsyncd.servers.ntske import NtsKeServer
 from tsyncd.servers.ntskeys import KeyState, key_state
 from tsyncd.servers.responder import NtpResponder
@@ -40,8 +39,7 @@ class NtsServerSide:
         self.keys = self._load(now_s)
         self.responders: list[NtsResponder] = []
         self.ke_servers: list[NtsKeServer] = []
-        # Each listener's config, name (nts-ke-server[i]) and files' digest, for reloads.
-        self._credentials: list[tuple[NtsKeServer, NtsKeServerConfig, str, bytes]] = []
+        self._credentials: list[ServedCredentials] = []  # each listener's files, for reloads
         self.pools: list[WorkerPool] = []  # worker processes that got our keys (key_state)
 
     def _load(self, now_s: float, create: bool = True) -> KeySet:
@@ -76,8 +74,11 @@ class NtsServerSide:
     ) -> NtsKeServer:
         """Start one NTS-KE listener; ``OSError``/``SSL.Error`` if it cannot (a bind failure
         names ``where``'s listen address)."""
-        digest = _credentials_digest(cfg)
-        ctx: SSL.Context = server_context(cfg.certificate_chain_path, cfg.private_key_path)
+        chain, key = cfg.certificate_chain_path, cfg.private_key_path
+        served = ServedCredentials.watch(
+            where, chain, key, lambda: server.use_context(server_context(chain, key))
+        )
+        ctx: SSL.Context = server_context(chain, key)
         server = NtsKeServer(
             ctx,
             lambda: self.keys,
@@ -90,32 +91,17 @@ class NtsServerSide:
         except OSError as exc:
             raise listen_error(f"{where}.listen", cfg.listen, exc) from exc
         self.ke_servers.append(server)
-        self._credentials.append((server, cfg, where, digest))
+        self._credentials.append(served)
         log.info("serving NTS-KE on %s", server.listen)
         return server
 
-    def reload_credentials(
-        self, refused: Callable[[str, NtsKeServerConfig, Exception], str]
-    ) -> tuple[list[str], list[str]]:
+    def reload_credentials(self, refused: Refused) -> tuple[list[str], list[str]]:
         """Load again the certificate chain and key of each NTS-KE listener whose files
         changed (a renewed certificate: ``systemctl reload`` from certbot's deploy hook), for
         the connections to come; those under way finish with the old.  (Listeners reloaded,
-        why others could not be: ``refused(where, cfg, exc)``, which keep their old files.)"""
-        reloaded: list[str] = []
-        errors: list[str] = []
-        for i, (server, cfg, where, digest) in enumerate(self._credentials):
-            try:
-                now = _credentials_digest(cfg)
-                if now == digest:
-                    continue
-                server.use_context(server_context(cfg.certificate_chain_path, cfg.private_key_path))
-            except (OSError, SSL.Error) as exc:
-                errors.append(refused(where, cfg, exc))
-                continue
-            self._credentials[i] = (server, cfg, where, now)
-            reloaded.append(where)
-            log.info("%s: certificate and key reloaded from %s", where, cfg.certificate_chain_path)
-        return reloaded, errors
+        why others could not be: ``refused(where, chain, key, exc)``, which keep their old
+        files.)"""
+        return reload_changed(self._credentials, refused, (SSL.Error,))
 
     def _install(self, keys: KeySet) -> None:
         self.keys = keys
@@ -174,12 +160,3 @@ class NtsServerSide:
             "nts_naks": sum(r.naks for r in self.responders) + remote["nts_naks"],
             "nts_key_epoch": self.keys.current_epoch,
         }
-
-
-def _credentials_digest(cfg: NtsKeServerConfig) -> bytes:
-    """A digest of the chain and key files as they are now (OSError if unreadable)."""
-    digest = hashlib.sha256()
-    for path in (cfg.certificate_chain_path, cfg.private_key_path):
-        digest.update(path.read_bytes())
-        digest.update(b"\0")
-    return digest.digest()

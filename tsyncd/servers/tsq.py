@@ -325,6 +325,10 @@ class _BoundedQuicServer(QuicServer):
         self.tsq.admit(protocol)
         return protocol
 
+    def use_configuration(self, configuration: QuicConfiguration) -> None:
+        """New connections use ``configuration``; open ones keep theirs."""
+        self._configuration = configuration
+
     def datagram_received(self, data: bytes | str, addr: NetworkAddress) -> None:
         if isinstance(data, bytes) and self.tsq.at_limit(addr):
             attempt = self._new_attempt(data)
@@ -405,6 +409,12 @@ class TsqServer:
         if self._udp is None:
             return ""
         return _address_text(self._udp.get_extra_info("sockname"))
+
+    def use_configuration(self, configuration: QuicConfiguration) -> None:
+        """Serve the connections to come with ``configuration`` (a renewed certificate); those
+        open keep the one they started with."""
+        if self._quic_server is not None:
+            self._quic_server.use_configuration(configuration)
 
     def connections(self) -> int:
         """Open connections."""

@@ -12,6 +12,7 @@ from tsyncd import __version__
 from tsyncd.config import Config, TsqServerConfig
 from tsyncd.config_host import AIOQUIC_HINT
 from tsyncd.net.sockets import listen_error
+from tsyncd.servers.credentials import ServedCredentials
 from tsyncd.snapshots import TsqServerStatsSnapshot
 from tsyncd.sync.core import SyncCore
 from tsyncd.sync.discipline import Discipline
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
     from tsyncd.servers.tsq import TsqServer, TsqServerInfo
 
 _U16: Final = 0xFFFF
+# What aioquic's load_cert_chain raises for PEM files it cannot use, besides OSError.
+TSQ_CREDENTIAL_ERRORS: Final = (ValueError, TypeError)
 
 
 def require_aioquic(config: Config) -> None:
@@ -40,23 +43,26 @@ async def start_tsq_server(
     now_ns: Callable[[], int],
     info: Callable[[], TsqServerInfo],
     where: str = "tsq-server",
-) -> TsqServer:
+) -> tuple[TsqServer, ServedCredentials]:
     """Load the certificate and bind; OSError naming the file if a PEM file is unusable, or
-    ``where``'s listen address if it cannot be bound."""
+    ``where``'s listen address if it cannot be bound.  With the server, its files as loaded,
+    for ``reload_changed`` to serve renewed ones (the connections to come use them)."""
     from tsyncd.net.quic import server_configuration
     from tsyncd.servers.tsq import TsqResponder, TsqServer
 
+    chain, key = cfg.certificate_chain_path, cfg.private_key_path
     try:
-        configuration = server_configuration(
-            cfg.transport, cfg.certificate_chain_path, cfg.private_key_path
+        served = ServedCredentials.watch(
+            where,
+            chain,
+            key,
+            lambda: server.use_configuration(server_configuration(cfg.transport, chain, key)),
         )
-    except (OSError, ValueError, TypeError) as exc:
-        raise OSError(
-            f"cannot load the TSQ certificate {cfg.certificate_chain_path} or key "
-            f"{cfg.private_key_path}: {exc}"
-        ) from exc
+        configuration = server_configuration(cfg.transport, chain, key)
+    except (OSError, *TSQ_CREDENTIAL_ERRORS) as exc:
+        raise OSError(f"cannot load the TSQ certificate {chain} or key {key}: {exc}") from exc
     try:
-        return await TsqServer.create(
+        server = await TsqServer.create(
             cfg.listen.host,
             cfg.listen.port,
             cfg.transport,
@@ -66,6 +72,7 @@ async def start_tsq_server(
         )
     except OSError as exc:
         raise listen_error(f"{where}.listen", cfg.listen, exc) from exc
+    return server, served
 
 
 def tsq_server_info(core: SyncCore, discipline: Discipline | None) -> TsqServerInfo:
