@@ -177,3 +177,18 @@ def test_query_falls_back_to_the_next_address(
     (row,) = json.loads(result.stdout)
     assert row["address"] == f"127.0.0.1:{served.datagram}"
     assert row["samples"] == 2 and row["errors"] == []
+
+
+def test_wrong_transport_is_named_at_once(served: Served) -> None:
+    """A stream query to the datagram port fails at the handshake, saying why, instead of
+    three 3 s reply timeouts."""
+    done = tsyncctl(
+        "query", "127.0.0.1", "--port", str(served.datagram), "--transport", "stream",
+        "--ca", str(served.pki.ca),
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        f"127.0.0.1: FAILED: QUIC handshake with 127.0.0.1:{served.datagram}: the server takes "
+        "DATAGRAM frames, no streams: a TSQ datagram port? (try the datagram transport)",
+        "Error: No valid measurements received",
+    ]

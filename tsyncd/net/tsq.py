@@ -122,6 +122,26 @@ class _ClientProtocol(TimestampedProtocol):
         self._buffers.pop(sid, None)
 
 
+def _wrong_transport(quic: QuicConnection, transport: Transport) -> str | None:
+    """Why the server, by its transport parameters, speaks the other TSQ variant, or None.
+
+    The port decides the variant and nothing is negotiated (shared/specs/tsq.md §1), so a
+    client on the wrong port would only time out on every query.  The handshake tells: a
+    datagram server advertises ``max_datagram_frame_size`` and no client streams (the
+    reference quiche server, and ours), a stream server no ``max_datagram_frame_size``
+    (without it we may not send a DATAGRAM at all, RFC 9221 §3).
+    """
+    datagrams = quic._remote_max_datagram_frame_size is not None
+    if transport == "datagram" and not datagrams:
+        return "the server takes no DATAGRAM frames: a TSQ stream port? (try the stream transport)"
+    if transport == "stream" and datagrams and quic._remote_max_streams_bidi == 0:
+        return (
+            "the server takes DATAGRAM frames, no streams: a TSQ datagram port? "
+            "(try the datagram transport)"
+        )
+    return None
+
+
 def _nonce_of(data: bytes) -> bytes:
     """The nonce of a reference-layout response (Nonce TLV first), else b""."""
     return data[2 : 2 + NONCE_LEN] if data[:2] == b"\x01\x10" and len(data) >= 18 else b""
@@ -162,6 +182,7 @@ class TsqClient:
         except OSError as exc:
             raise TsqClientError("socket", f"cannot open a UDP socket for {ip}: {exc}") from exc
         client = cls(protocol, udp)
+        where = f"[{ip}]:{port}" if family == socket.AF_INET6 else f"{ip}:{port}"
         try:
             # The socket reports IPv6 peers as 4-tuples; aioquic matches the path by equality.
             protocol.connect((ip, port, 0, 0) if family == socket.AF_INET6 else (ip, port))
@@ -169,12 +190,16 @@ class TsqClient:
         except TimeoutError:
             client.close()
             raise TsqClientError(
-                "connect_timeout", f"no QUIC handshake with {ip}:{port} within {timeout_s:g} s"
+                "connect_timeout", f"no QUIC handshake with {where} within {timeout_s:g} s"
             ) from None
         except ConnectionError:
             client.close()
             why = protocol.terminated or "handshake failed"
-            raise TsqClientError("handshake", f"QUIC handshake with {ip}:{port}: {why}") from None
+            raise TsqClientError("handshake", f"QUIC handshake with {where}: {why}") from None
+        mismatch = _wrong_transport(protocol._quic, client.transport)
+        if mismatch is not None:
+            client.close()
+            raise TsqClientError("wrong_transport", f"QUIC handshake with {where}: {mismatch}")
         return client
 
     @property

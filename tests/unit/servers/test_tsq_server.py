@@ -633,3 +633,39 @@ def test_a_response_that_cannot_be_encoded_is_dropped_and_counted() -> None:
     assert responder.respond(REQUEST, time.time_ns()) is not None  # no metadata: fine
     c = responder.counters
     assert (c.received, c.sent, c.dropped_by_reason) == (2, 1, {"unencodable": 1})
+
+
+@pytest.mark.parametrize(("client", "server"), [("stream", "datagram"), ("datagram", "stream")])
+def test_client_on_the_other_variants_port_says_so(pki: Pki, client: Any, server: Any) -> None:
+    """The port decides the variant: a client of the other one learns it from the handshake's
+    transport parameters, at once, rather than timing out on every query."""
+
+    async def go() -> None:
+        async with tsq_server(pki, server) as srv:
+            config = client_configuration(client, server_name="localhost", ca_file=pki.ca)
+            started = time.monotonic()
+            with pytest.raises(TsqClientError) as info:
+                await TsqClient.connect(
+                    "127.0.0.1", port_of(srv), config, now_ns=time.time_ns, timeout_s=2
+                )
+            assert time.monotonic() - started < 1.5
+            assert info.value.reason == "wrong_transport"
+            assert f"a TSQ {server} port? (try the {server} transport)" in str(info.value)
+
+    run(go)
+
+
+def test_ipv6_addresses_are_bracketed_in_errors() -> None:
+    async def go() -> None:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as silent:
+            silent.bind(("::1", 0))
+            config = client_configuration("stream", server_name="localhost", insecure=True)
+            with pytest.raises(TsqClientError) as info:
+                await TsqClient.connect(
+                    "::1", silent.getsockname()[1], config, now_ns=time.time_ns, timeout_s=0.2
+                )
+            assert f"no QUIC handshake with [::1]:{silent.getsockname()[1]} within" in str(
+                info.value
+            )
+
+    run(go)
