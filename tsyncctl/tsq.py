@@ -35,7 +35,7 @@ from tsyncd.config import TSQ_DATAGRAM_PORT as DATAGRAM_PORT
 from tsyncd.config import TSQ_STREAM_PORT as STREAM_PORT
 from tsyncd.config import TsqTransport as Transport
 from tsyncd.config import parse_endpoint
-from tsyncd.config_host import AIOQUIC_HINT
+from tsyncd.config_host import AIOQUIC_HINT, pem_ca_problem
 from tsyncd.sync.tsq import Combined, Rejected, TsqSample, combine, evaluate
 
 CONNECT_TIMEOUT_S: Final = 3.0  # default handshake wait (the reference has none, spec §2.4)
@@ -75,6 +75,16 @@ class ServerResult:
 def _port_option(value: int | None) -> int | None:
     if value is not None and not 1 <= value <= 65535:
         raise TsqToolError("Port must be between 1 and 65535")
+    return value
+
+
+def _ca_option(value: Path | None) -> Path | None:
+    """A CA file aioquic can verify with: checked here, as the daemon checks a source's
+    certificate-authority, since aioquic reads it only in the handshake (a traceback then)."""
+    if value is not None:
+        problem = pem_ca_problem(value)
+        if problem is not None:
+            raise TsqToolError(f"--ca {value}: expected {problem}")
     return value
 
 
@@ -207,6 +217,7 @@ def _common_options(f: Any) -> Any:
                 "--ca",
                 "ca_file",
                 type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                callback=lambda _c, _p, v: _ca_option(v),
                 help="PEM file of the CA(s) to verify servers with (default: certifi's bundle).",
             ),
             click.option(

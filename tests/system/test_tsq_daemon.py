@@ -94,6 +94,10 @@ def test_wrong_ca_never_syncs_and_bad_key_refuses_to_start(peers: Peers, tmp_pat
     )
     assert client.ctl("status")["synchronized"] is False
     assert client.ctl("peers")[0]["reach"] == 0
+    # A new connection fails at every poll: aioquic's own line about it is said once, not at
+    # every poll (tsyncd's own is said once until it changes).
+    wait_for("more polls", lambda: client.ctl("peers")[0]["packets_sent"] >= 6)
+    assert client.proc.output().count("certificate signature failure") == 2
     assert server.ctl("serverstats")["tsq"][1]["sent"] == 0
     # A key file that is not PEM: the config check refuses it, naming the key and the file.
     bad = tmp_path / "bad"

@@ -11,7 +11,10 @@ the connection on a DATAGRAM frame, as the reference stream server does, spec §
 from __future__ import annotations
 
 import logging
+import re
 import ssl
+import time
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -20,8 +23,44 @@ from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import NetworkAddress, QuicConnection
 
-# aioquic logs every connection's version and ALPN at INFO: noise for a time server.
-logging.getLogger("quic").setLevel(logging.WARNING)
+
+class RepeatFilter(logging.Filter):
+    """Leaves out an aioquic line said already within the last ``window_s`` seconds.
+
+    aioquic logs a connection's failure with the connection's ID (``[5f2a...] Error: 298,
+    reason: certificate signature failure``), so a source that fails the same way at every
+    poll, with a new connection each time, would log the same line at every poll.  Lines are
+    compared without the ID; the last ``size`` distinct ones are remembered.
+    """
+
+    _CONNECTION_ID: Final = re.compile(r"^\[[0-9a-f]*\] ")
+
+    def __init__(self, window_s: float = 3600.0, size: int = 64) -> None:
+        super().__init__()
+        self.window_s = window_s
+        self.size = size
+        self._said: OrderedDict[str, float] = OrderedDict()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = self._CONNECTION_ID.sub("", record.getMessage(), count=1)
+        now = time.monotonic()
+        said = self._said.get(text)
+        if said is not None and now - said < self.window_s:
+            return False
+        self._said[text] = now
+        self._said.move_to_end(text)
+        while len(self._said) > self.size:
+            self._said.popitem(last=False)
+        return True
+
+
+_quic_log = logging.getLogger("quic")
+if _quic_log.level == logging.NOTSET:
+    # aioquic logs every connection's version and ALPN at INFO: noise for a time server.  A
+    # level set already is kept: tsyncctl's tsq commands silence aioquic before importing us.
+    _quic_log.setLevel(logging.WARNING)
+if not any(isinstance(f, RepeatFilter) for f in _quic_log.filters):
+    _quic_log.addFilter(RepeatFilter())
 
 ALPN: Final = "tsq/1"
 MAX_DATAGRAM_FRAME_SIZE: Final = 65536  # what quiche's enable_dgram advertises (spec §2.1)
