@@ -635,7 +635,7 @@ def _reload_lines(r: dict[str, Any]) -> str:
 @click.option("--iburst", is_flag=True, help="Send a quick burst of requests at start.")
 @click.option("--min-poll", type=int, help="Shortest poll interval, log2 seconds.")
 @click.option("--max-poll", type=int, help="Longest poll interval, log2 seconds.")
-@click.option("--xleave", is_flag=True, help="Ask for interleaved mode.")
+@click.option("--xleave", is_flag=True, help="Ask for interleaved mode (not TSQ).")
 @click.option("--key", type=int, help="Sign with, and demand, this key of [keys] file.")
 @click.option("--noselect", is_flag=True, help="Measure it, never select it.")
 @click.option("--prefer", is_flag=True, help="Prefer it over sources without --prefer.")

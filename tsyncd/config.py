@@ -138,8 +138,8 @@ class SourceConfig:
     count: int = 4  # pool only: how many of its addresses to use
     name: str  # the name key, else the address text as written; unique; how control and
     # metrics refer to the source
-    xleave: bool = False  # ask for interleaved mode (RFC 9769); falls back to basic
-    dscp: int = 0  # DSCP code point of our requests (0..63; 46 = EF)
+    xleave: bool = False  # ask for interleaved mode (RFC 9769); falls back to basic; not tsq
+    dscp: int = 0  # DSCP code point of our requests (0..63; 46 = EF); tsq: its QUIC packets
     local_port: int = NTP_PORT  # peer only: our UDP port, where the peer sends its packets
     broadcast_delay: float = 0.004  # broadcast only: assumed round trip to the server, s
     transport: TsqTransport = "datagram"  # tsq only: the variant (the port decides, no fallback)
@@ -571,6 +571,9 @@ def _check_sources(
             report.add(f"{where}.count", source.count, 'no count unless mode = "pool"')
         if "transport" in raw and source.mode != "tsq":
             report.add(f"{where}.transport", raw["transport"], 'no transport unless mode = "tsq"')
+        if "xleave" in raw and source.mode == "tsq":
+            # TSQ carries T2 and T3 of the same exchange: there is nothing to interleave.
+            report.add(f"{where}.xleave", source.xleave, 'no xleave with mode = "tsq"')
         if "certificate-authority" in raw and source.mode not in ("tsq", "nts"):
             report.add(
                 f"{where}.certificate-authority",

@@ -432,6 +432,7 @@ class SourceMobilizer:
             ca_file=cfg.certificate_authority,
             now_ns=self.clock.now_ns,
             precision_ns=max(1, _NS_PER_S >> -self.precision_log2),
+            dscp=cfg.dscp,
         )
         source.start(self._on_tsq_sample, self._on_tsq_drop)
         self.sockets[cfg.name] = source

@@ -520,6 +520,13 @@ def test_tsq_errors() -> None:
         '/etc/tsyncd.toml: source[0].transport = "stream": expected no transport unless '
         'mode = "tsq"',
     ]
+    # Interleaved mode means nothing over TSQ (T2 and T3 come with their own exchange); DSCP
+    # marks the QUIC packets.
+    tsq = {"mode": "tsq", "address": "192.0.2.1"}
+    assert errors_of({"source": [{**tsq, "xleave": True, "dscp": 46}]}) == [
+        '/etc/tsyncd.toml: source[0].xleave = true: expected no xleave with mode = "tsq"',
+    ]
+    assert parse_config({"source": [{**tsq, "dscp": 46}]}, P).sources[0].dscp == 46
 
 
 # --- NTS (issue 5) ----------------------------------------------------------------------------

@@ -36,6 +36,7 @@ from aioquic.quic.events import (
 )
 
 from tsyncd.net.quic import NowNs, TimestampedProtocol, Transport
+from tsyncd.net.udp import SocketOptions
 from tsyncd.wire.errors import Truncated, WireError
 from tsyncd.wire.tsq import (
     MAX_MESSAGE,
@@ -168,18 +169,22 @@ class TsqClient:
         *,
         now_ns: NowNs,
         timeout_s: float,
+        dscp: int = 0,
     ) -> TsqClient:
-        """Handshake with ``ip:port`` within ``timeout_s``; raise ``TsqClientError``."""
+        """Handshake with ``ip:port`` within ``timeout_s``, every packet of the connection
+        marked with ``dscp`` (a source's ``dscp``); raise ``TsqClientError``."""
         loop = asyncio.get_running_loop()
         family = socket.AF_INET6 if ":" in ip else socket.AF_INET
         quic = QuicConnection(configuration=configuration)
+        sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
+            SocketOptions(dscp=dscp).apply(sock, family)
+            sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", 0))
             udp, protocol = await loop.create_datagram_endpoint(
-                lambda: _ClientProtocol(quic, now_ns=now_ns),
-                local_addr=("::" if family == socket.AF_INET6 else "0.0.0.0", 0),
-                family=family,
+                lambda: _ClientProtocol(quic, now_ns=now_ns), sock=sock
             )
         except OSError as exc:
+            sock.close()
             raise TsqClientError("socket", f"cannot open a UDP socket for {ip}: {exc}") from exc
         client = cls(protocol, udp)
         where = f"[{ip}]:{port}" if family == socket.AF_INET6 else f"{ip}:{port}"

@@ -65,6 +65,7 @@ class TsqSource(NtpSourceSocket):
         precision_ns: int,
         connect_timeout_s: float = CONNECT_TIMEOUT_S,
         reply_timeout_s: float = REPLY_TIMEOUT_S,
+        dscp: int = 0,
     ) -> None:
         super().__init__(name=name, mode="tsq", ip=ip, port=port)
         self.server_name = server_name
@@ -74,6 +75,7 @@ class TsqSource(NtpSourceSocket):
         self.precision_ns = precision_ns
         self.connect_timeout_s = connect_timeout_s
         self.reply_timeout_s = reply_timeout_s
+        self.dscp = dscp  # DSCP code point of the connection's packets
         self.connects = 0
         self._client: TsqClient | None = None
         self._task: asyncio.Task[None] | None = None
@@ -137,7 +139,12 @@ class TsqSource(NtpSourceSocket):
             self.transport, server_name=self.server_name, ca_file=self.ca_file
         )
         self._client = await TsqClient.connect(
-            self.ip, self.port, config, now_ns=self.now_ns, timeout_s=self.connect_timeout_s
+            self.ip,
+            self.port,
+            config,
+            now_ns=self.now_ns,
+            timeout_s=self.connect_timeout_s,
+            dscp=self.dscp,
         )
         self.connects += 1
         log.info("TSQ source %s: connected (%s)", self.name, self.transport)

@@ -669,3 +669,31 @@ def test_ipv6_addresses_are_bracketed_in_errors() -> None:
             )
 
     run(go)
+
+
+def test_source_dscp_marks_its_quic_packets(pki: Pki) -> None:
+    """A TSQ source's dscp is set on its QUIC connection's socket (IP_TOS = DSCP << 2)."""
+    from tsyncd.sources.tsq import TsqSource
+
+    async def go() -> None:
+        async with tsq_server(pki, "datagram") as server:
+            source = TsqSource(
+                name="tsq",
+                ip="127.0.0.1",
+                port=port_of(server),
+                server_name="localhost",
+                transport="datagram",
+                ca_file=pki.ca,
+                now_ns=time.time_ns,
+                precision_ns=1000,
+                dscp=46,
+            )
+            try:
+                client = await source._connected()
+                sock = client._udp.get_extra_info("socket")
+                assert sock.getsockopt(socket.IPPROTO_IP, socket.IP_TOS) == 46 << 2
+                assert isinstance((await client.query(2.0)).reply, TsqResponse)
+            finally:
+                source.close()
+
+    run(go)
