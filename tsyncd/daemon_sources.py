@@ -434,7 +434,7 @@ class SourceMobilizer:
             precision_ns=max(1, _NS_PER_S >> -self.precision_log2),
             dscp=cfg.dscp,
         )
-        source.start(self._on_tsq_sample, self._on_tsq_drop)
+        source.start(self._on_tsq_sample, self._on_tsq_drop, self.core.handle_failure)
         self.sockets[cfg.name] = source
         self._register(cfg, cfg.name, source.ip)
         log.info("polling %s (TSQ %s, %s)", cfg.name, cfg.transport, source.address)

@@ -98,6 +98,10 @@ def test_wrong_ca_never_syncs_and_bad_key_refuses_to_start(peers: Peers, tmp_pat
     # every poll (tsyncd's own is said once until it changes).
     wait_for("more polls", lambda: client.ctl("peers")[0]["packets_sent"] >= 6)
     assert client.proc.output().count("certificate signature failure") == 2
+    # tsyncctl peers says why, not "no valid reply yet".
+    assert client.ctl("peers")[0]["state_reason"] == (
+        f"TSQ failed: QUIC handshake with 127.0.0.1:{datagram}: certificate signature failure"
+    )
     assert server.ctl("serverstats")["tsq"][1]["sent"] == 0
     # A key file that is not PEM: the config check refuses it, naming the key and the file.
     bad = tmp_path / "bad"

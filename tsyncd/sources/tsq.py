@@ -46,7 +46,8 @@ REPLY_TIMEOUT_S: Final = 3.0  # the reference clients' per-query wait
 _UNKNOWN_STRATUM: Final = 1
 
 SampleHandler = Callable[[str, Sample], None]
-DropHandler = Callable[[str, str], None]
+DropHandler = Callable[[str, str], None]  # (source name, drop reason) of a rejected reply
+FailureHandler = Callable[[str, str], None]  # (source name, why) of any failed exchange
 
 
 class TsqSource(NtpSourceSocket):
@@ -81,16 +82,23 @@ class TsqSource(NtpSourceSocket):
         self._task: asyncio.Task[None] | None = None
         self._on_sample: SampleHandler | None = None
         self._on_drop: DropHandler | None = None
+        self._on_failure: FailureHandler | None = None
         self._last_error: str | None = None
         self._timeouts = 0  # consecutive reply timeouts
         self._last_poll_s: float | None = None  # loop time of the last poll
         self._poll_gap_s = 0.0  # between the last two polls
         self._keepalive: asyncio.Task[None] | None = None
 
-    def start(self, on_sample: SampleHandler, on_drop: DropHandler) -> None:
-        """Where samples and rejected replies go."""
+    def start(
+        self,
+        on_sample: SampleHandler,
+        on_drop: DropHandler,
+        on_failure: FailureHandler | None = None,
+    ) -> None:
+        """Where samples, rejected replies and why exchanges failed go."""
         self._on_sample = on_sample
         self._on_drop = on_drop
+        self._on_failure = on_failure
 
     def send(self, data: bytes) -> bool:
         """Poll now (``data``, the NTP request the core built, is not used)."""
@@ -173,6 +181,8 @@ class TsqSource(NtpSourceSocket):
     def _fail(self, reason: str, message: str, *, drop: bool = False) -> None:
         if drop and self._on_drop is not None:
             self._on_drop(self.name, reason)
+        if self._on_failure is not None:
+            self._on_failure(self.name, f"TSQ failed: {message}")
         self._timeouts = self._timeouts + 1 if reason == "timeout" else 0
         # A lost datagram is one timeout; two in a row, or any other failure, suggest the
         # connection is gone (server restarted, path changed): reconnect at the next poll.

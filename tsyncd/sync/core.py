@@ -55,7 +55,10 @@ class SourceState:
     require: bool = False  # a require source must be selectable to update (chrony's require)
     max_delay_ns: int | None = None  # samples with a longer round trip are dropped
     offset_correction_ns: int = 0  # added to every offset (chrony's offset option)
-    rejected: str | None = None  # why the last sample was dropped here, until one is taken
+    # Why the last sample was dropped here, or the last exchange failed outside the core (a
+    # TSQ handshake, a timeout): the source's Note while it has no usable estimate.  Cleared
+    # when a sample is taken.
+    rejected: str | None = None
 
     def admit(self, sample: Sample) -> Sample | None:
         """The sample as this source's options make it, or None if they drop it.
@@ -269,6 +272,13 @@ class SyncCore:
         state = self.sources.get(name)
         if state is not None:
             state.association.record_drop(reason)
+
+    def handle_failure(self, name: str, why: str) -> None:
+        """An exchange of source ``name`` failed outside the core (TSQ): ``why`` is what
+        ``tsyncctl peers`` and the selection say about it until a sample is taken."""
+        state = self.sources.get(name)
+        if state is not None:
+            state.rejected = why
 
     def burst(self, now_ns: int) -> None:
         """Send a quick burst of requests to every source (tsyncctl burst)."""
