@@ -42,6 +42,7 @@ shorter than ours, so taking it could only route our reference back to us one ho
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Final
@@ -363,6 +364,22 @@ class SystemProcess:
         )
         return contender, est
 
+    def refusing(self, d: SystemDecision, reason: str) -> SystemDecision:
+        """``d``, a synchronized outcome, as reported while the clock is not kept to it (the
+        discipline refuses its offset): unsynchronized for ``reason``, serving what we serve
+        when unsynchronized; the system peer, its offset and every source's verdict stay, for
+        tsyncctl makestep and the sources views."""
+        own = self._own_clock(reason, d.states, d.reasons, d.selection)
+        return dataclasses.replace(
+            own,
+            selected=d.selected,
+            offset_ns=d.offset_ns,
+            jitter_ns=d.jitter_ns,
+            combined_offset_ns=d.combined_offset_ns,
+            system_jitter_ns=d.system_jitter_ns,
+            survivors=d.survivors,
+        )
+
     def _unsynchronized(
         self,
         reason: str,
@@ -374,6 +391,17 @@ class SystemProcess:
     ) -> SystemDecision:
         self._selected = None
         self._announced = None
+        return self._own_clock(reason, states, reasons, _selection(candidates, codes, now_ns))
+
+    def _own_clock(
+        self,
+        reason: str,
+        states: dict[str, str],
+        reasons: dict[str, str],
+        selection: dict[str, SelectData],
+    ) -> SystemDecision:
+        """Unsynchronized for ``reason``, serving what we serve then: the local clock at
+        ``local_stratum``, else stratum 16 with the leap alarm."""
         if self.local_stratum is not None:
             reason += f"; serving the local clock at stratum {self.local_stratum}"
         return SystemDecision(
@@ -390,5 +418,5 @@ class SystemProcess:
             leap=0 if self.local_stratum is not None else 3,
             states=states,
             reasons=reasons,
-            selection=_selection(candidates, codes, now_ns),
+            selection=selection,
         )
