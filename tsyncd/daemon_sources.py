@@ -265,7 +265,7 @@ class SourceMobilizer:
             )
         )
         try:
-            sock.open(self._on_reply, self._on_tx_timestamp)
+            sock.open(self._on_reply, self._on_tx_timestamp, self.core.handle_drop)
         except OSError as exc:
             # Peers and broadcast clients bind a fixed port, which something may hold.
             log.error("cannot open a socket for %s (local port %d): %s", name, sock.local_port, exc)

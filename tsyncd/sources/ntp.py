@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 _NS = 1e-9
 ReplyHandler = Callable[[str, bytes, int], None]  # (source name, data, kernel rx ns)
 TxHandler = Callable[[str, int], None]  # (source name, kernel tx ns of its latest request)
+DropHandler = Callable[[str, str], None]  # (source name, drop reason) of a datagram dropped here
 
 
 class NtpSourceSocket:
@@ -60,18 +61,28 @@ class NtpSourceSocket:
             return f"{self.ip}:{self.port}"
         return f"[{self.ip}%{self.scope}]:{self.port}" if self.scope else f"[{self.ip}]:{self.port}"
 
-    def open(self, on_reply: ReplyHandler, on_tx: TxHandler | None = None) -> None:
+    def open(
+        self,
+        on_reply: ReplyHandler,
+        on_tx: TxHandler | None = None,
+        on_drop: DropHandler | None = None,
+    ) -> None:
         """Bind an ephemeral port (on the running loop) and start reading.
 
         With ``on_tx``, the kernel's TX stamp of each request is reported (where the kernel
-        gives one); stamps of older requests are ignored.
+        gives one); stamps of older requests are ignored.  With ``on_drop``, a datagram from
+        another address is reported there (``wrong_address``, for the association's drop
+        counts), else counted here.
         """
 
         def on_datagram(data: bytes, address: Address, rx_ns: int) -> None:
             if str(normalize_ip(str(address[0]))) != self.ip or (
                 self.connect and address[1] != self.port
             ):
-                self.wrong_address += 1
+                if on_drop is None:
+                    self.wrong_address += 1
+                else:
+                    on_drop(self.name, "wrong_address")
                 return
             on_reply(self.name, data, rx_ns)
 

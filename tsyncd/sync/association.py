@@ -73,6 +73,8 @@ class AssociationStats:
     packets_received: int = 0
     packets_dropped: int = 0
     drops_by_reason: dict[str, int] = field(default_factory=dict)
+    # ... of which since the last valid reply: why a source has none ("no valid reply yet")
+    drops_since_reply: dict[str, int] = field(default_factory=dict)
     kiss_code: str | None = None
     last_rx_ns: int | None = None
     interleaved_replies: int = 0  # valid replies in interleaved mode
@@ -308,8 +310,18 @@ class NtpAssociation:
         return base + self._rng.randrange(-base // 20, base // 20 + 1)
 
     def _drop(self, reason: str) -> None:
-        self.stats.packets_dropped += 1
-        self.stats.drops_by_reason[reason] = self.stats.drops_by_reason.get(reason, 0) + 1
+        stats = self.stats
+        stats.packets_dropped += 1
+        stats.drops_by_reason[reason] = stats.drops_by_reason.get(reason, 0) + 1
+        stats.drops_since_reply[reason] = stats.drops_since_reply.get(reason, 0) + 1
+
+    def _replied(self, rx_ns: int) -> None:
+        """A valid reply arrived at ``rx_ns``: reach and the receive counters."""
+        self.reach |= 1
+        self.stats.packets_received += 1
+        self.stats.last_rx_ns = rx_ns
+        self.stats.kiss_code = None
+        self.stats.drops_since_reply.clear()
 
     def _decode(self, data: bytes, modes: tuple[Mode, ...], reason: str) -> NtpPacket | None:
         """The packet if it decodes and has one of ``modes``; else None, counted as dropped."""
@@ -431,10 +443,7 @@ class NtpAssociation:
             + precision_ns
             + abs(t4_ns - t1_ns) * PHI_PPM // 1_000_000
         )
-        self.reach |= 1
-        self.stats.packets_received += 1
-        self.stats.last_rx_ns = rx_ns
-        self.stats.kiss_code = None
+        self._replied(rx_ns)
         return Sample(
             offset_ns=offset,
             delay_ns=delay,
@@ -455,10 +464,7 @@ class NtpAssociation:
         outstanding request is answered, and reach and the receive statistics move on.
         """
         self._cookie = None
-        self.reach |= 1
-        self.stats.packets_received += 1
-        self.stats.last_rx_ns = sample.local_rx_ns
-        self.stats.kiss_code = None
+        self._replied(sample.local_rx_ns)
         return sample
 
     def record_drop(self, reason: str) -> None:

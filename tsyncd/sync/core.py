@@ -104,6 +104,7 @@ class SourceState:
             poll_log2=a.poll,
             noselect=self.noselect,
             unsynchronized=a.server_unsynchronized,
+            drops=tuple(a.stats.drops_since_reply.items()),
             prefer=self.prefer,
             trust=self.trust,
             require=self.require,

@@ -77,6 +77,7 @@ class Candidate:
     poll_log2: int | None = None  # the source's poll interval; None: no PHI·poll allowance
     noselect: bool = False  # measured and shown, never in the selection (chrony's noselect)
     unsynchronized: bool = False  # its last reply said so (leap alarm or stratum 0)
+    drops: tuple[tuple[str, int], ...] = ()  # (reason, count) of replies dropped since a valid one
     prefer: bool = False  # if any prefer source survives, only those are combined (chrony's)
     trust: bool = False  # outvoted only by other trust sources; the others must agree with them
     require: bool = False  # while no require source is selectable, nothing is (chrony's)
@@ -168,6 +169,17 @@ def max_distance_ns(poll_log2: int | None, maxdist_ns: int = MAXDIST_NS) -> int:
         return maxdist_ns
     interval = _NS_PER_S << poll_log2 if poll_log2 >= 0 else _NS_PER_S >> -poll_log2
     return maxdist_ns + interval * PHI_PPM // 1_000_000
+
+
+def _with_drops(why: str, drops: tuple[tuple[str, int], ...]) -> str:
+    """``why`` a source has no valid reply, with what became of the replies that came:
+    "no valid reply yet: 15 dropped, bad_mac" (several reasons: "..., 12 bad_mac, 3 bogus")."""
+    if not drops:
+        return why
+    total = sum(n for _, n in drops)
+    ranked = sorted(drops, key=lambda d: (-d[1], d[0]))
+    reasons = ranked[0][0] if len(ranked) == 1 else ", ".join(f"{n} {r}" for r, n in ranked)
+    return f"{why}: {total} dropped, {reasons}"
 
 
 def _seconds(ns: int) -> str:
@@ -331,11 +343,12 @@ class SystemProcess:
         est = c.estimate
         if est is None:
             if c.polled and c.reach == 0:
-                return _Rejected("unreachable", c.unusable_reason or "no valid reply yet", "M")
+                why = _with_drops(c.unusable_reason or "no valid reply yet", c.drops)
+                return _Rejected("unreachable", why, "M")
             return _Rejected("init", c.unusable_reason or "waiting for the first reply", "M")
         if c.reach == 0:
             why = c.unusable_reason or "no valid reply to the last 8 polls"
-            return _Rejected("unreachable", why, "S")
+            return _Rejected("unreachable", _with_drops(why, c.drops), "S")
         s = est.sample
         if s.leap == 3:
             return _Rejected("unusable", "source is unsynchronized (leap alarm)", "s")

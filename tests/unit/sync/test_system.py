@@ -66,6 +66,7 @@ def cand(
     trust: bool = False,
     require: bool = False,
     unsynchronized: bool = False,
+    drops: tuple[tuple[str, int], ...] = (),
 ) -> Candidate:
     return Candidate(
         name=name,
@@ -78,6 +79,7 @@ def cand(
         poll_log2=poll_log2,
         noselect=noselect,
         unsynchronized=unsynchronized,
+        drops=drops,
         prefer=prefer,
         trust=trust,
         require=require,
@@ -269,6 +271,22 @@ def test_a_source_synchronized_to_our_reference_is_a_loop() -> None:
     assert d.reasons["q"] == (
         "synchronization loop: synchronized to our reference 10.0.0.1 at stratum 3"
     )
+
+
+def test_no_valid_reply_says_what_became_of_the_replies() -> None:
+    d = SystemProcess(local_stratum=None, min_sources=1).choose(
+        [
+            cand("keyed", None, reach=0, drops=(("bad_mac", 15),)),
+            cand("mixed", None, reach=0, drops=(("bogus", 3), ("bad_mac", 12))),
+            cand("lost", est(0), reach=0, drops=(("wrong_address", 8),)),
+        ],
+        NOW,
+    )
+    assert d.reasons == {
+        "keyed": "no valid reply yet: 15 dropped, bad_mac",
+        "mixed": "no valid reply yet: 15 dropped, 12 bad_mac, 3 bogus",
+        "lost": "no valid reply to the last 8 polls: 8 dropped, wrong_address",
+    }
 
 
 def test_with_real_filters() -> None:
