@@ -11,9 +11,10 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Final
 
-from tsyncd.config import Config, SourceConfig
+from tsyncd.config import Config, ServerConfig, SourceConfig
 from tsyncd.net.udp import SocketOptions, is_ip_literal, normalize_ip
 from tsyncd.servers.responder import ResponseTemplate
 from tsyncd.sources.ntp import NtpSourceSocket
@@ -279,6 +280,9 @@ class SourceMobilizer:
             symmetric=cfg.mode == "peer",
             broadcast_delay_ns=round(cfg.broadcast_delay * _NS_PER_S) if broadcast else None,
         )
+        # The loop test: a reply naming an address of ours comes from a server synchronized
+        # to us (where our packets leave from, and where our [[server]]s listen).
+        state.association.local_refids = sock.local_refids(own_server_ips(self.config.servers))
         self._announce()
         log.info("polling %s (%s, %s)", name, sock.address, cfg.mode)
         self._wake.set()
@@ -446,6 +450,12 @@ class SourceMobilizer:
 
     def _on_tsq_drop(self, name: str, reason: str) -> None:
         self.core.handle_drop(name, reason)
+
+
+def own_server_ips(servers: Iterable[ServerConfig]) -> tuple[str, ...]:
+    """The addresses our [[server]]s listen on, where others reach us (wildcards left out)."""
+    ips = (normalize_ip(s.listen.host) for s in servers)
+    return tuple(str(ip) for ip in ips if not ip.is_unspecified)
 
 
 def _resolve_interval_ns(cfg: SourceConfig) -> int:

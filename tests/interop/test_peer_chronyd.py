@@ -36,7 +36,7 @@ def test_symmetric_peers_measure_each_other(peers: Peers) -> None:
     chrony = peers.chronyd(
         "chronyd-peer",
         f"port {chrony_port}\nbindaddress 127.0.0.1\nlocal stratum 10\nallow 127.0.0.1\n"
-        f"peer 127.0.0.1 port {our_port} minpoll -2 maxpoll -2\n",
+        f"peer 127.0.0.1 port {our_port} minpoll -2 maxpoll -2 noselect\n",
     )
     tsyncd = peers.tsyncd("tsyncd-peer", peer_source_toml(our_port, chrony_port))
 

@@ -125,7 +125,7 @@ def test_signed_symmetric_peers(peers: Peers) -> None:
     chrony = peers.chronyd(
         "chronyd-peer",
         f"port {chrony_port}\nbindaddress 127.0.0.1\nlocal stratum 10\nallow 127.0.0.1\n"
-        f"keyfile {keys}\npeer 127.0.0.1 port {our_port} key 2 minpoll -2 maxpoll -2\n",
+        f"keyfile {keys}\npeer 127.0.0.1 port {our_port} key 2 minpoll -2 maxpoll -2 noselect\n",
     )
     tsyncd = peers.tsyncd(
         "tsyncd-peer",

@@ -10,10 +10,17 @@ import logging
 import socket
 from collections.abc import Callable
 
-from tsyncd.net.udp import Address, SocketOptions, TimestampedUdp, TxStampHandler, normalize_ip
+from tsyncd.net.udp import (
+    Address,
+    SocketOptions,
+    TimestampedUdp,
+    TxStampHandler,
+    normalize_ip,
+    routed_source_ip,
+)
 from tsyncd.snapshots import SourceSnapshot
 from tsyncd.sync.core import SourceState
-from tsyncd.wire.ntp import Leap, refid_to_str
+from tsyncd.wire.ntp import Leap, refid_for_address, refid_to_str
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +48,7 @@ class NtpSourceSocket:
         self.options = options
         self.local_port = local_port  # peers, broadcast clients: the port packets come to
         self.connect = connect  # peers: connected; broadcast clients accept any source port
+        self.local_ip: str | None = None  # where our packets leave from, once open
         self._last_key = -1  # TX stamp key of our latest request
         self.mode = mode
         self.ip = str(normalize_ip(ip))
@@ -100,6 +108,24 @@ class NtpSourceSocket:
             # A connected socket gets this peer's datagrams even where a server socket with
             # SO_REUSEPORT shares the port (the kernel prefers the connected match).
             self._udp.sock.connect(self.peer)
+        self.local_ip = self._find_local_ip(self._udp)
+
+    def _find_local_ip(self, udp: TimestampedUdp) -> str | None:
+        """The address our packets to the source leave from: the socket's own (bound, or given
+        by connecting), else the one the kernel routes from (None if it has no route now)."""
+        try:
+            host = str(udp.local_address[0])
+            if not normalize_ip(host).is_unspecified:
+                return str(normalize_ip(host))
+        except (OSError, ValueError):
+            pass
+        return routed_source_ip(self.peer)
+
+    def local_refids(self, own_ips: tuple[str, ...] = ()) -> frozenset[int]:
+        """Refids naming us, for the association's loop test: of ``local_ip`` and of
+        ``own_ips`` (the addresses our [[server]]s listen on, where others reach us)."""
+        ips = (self.local_ip, *own_ips) if self.local_ip is not None else own_ips
+        return frozenset(refid_for_address(ip) for ip in ips)
 
     def tx_stamp_handler(self, on_tx: TxHandler | None) -> TxStampHandler | None:
         """What passes the kernel's TX stamp of our latest request on to ``on_tx``."""

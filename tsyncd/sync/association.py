@@ -26,6 +26,13 @@ poll after a RATE also waits ``_RATE_BACKOFF_POLLS`` more intervals, twice as ma
 further RATE without a valid reply in between, up to ``_RATE_BACKOFF_MAX_POLLS``: beyond
 ``max_poll`` while the server keeps kissing.  A valid reply ends the back-off.
 
+The loop test (chronyd's test D; RFC 5905 fit() compares the refid with our address): a reply of
+stratum 2 or more whose refid is one of ``local_refids`` (the refid of the address our packets
+leave from, which the IO edge finds: the server is synchronized to us) is dropped as ``loop``,
+and ``synchronized_to_us`` keeps that refid until a reply without it, so older samples do not
+keep the source selectable (as ``server_unsynchronized`` does for test 6); such a reply still
+counts for reach, as in chronyd.
+
 Connectivity (chronyc ``offline``/``online``): an offline association sends nothing and its
 reach register stands still, so the network being down neither ages it into "unreachable" nor
 gets it replaced in a pool; replies to a request already sent still count.  Back online it
@@ -155,6 +162,11 @@ class NtpAssociation:
         # The server's last reply said it is unsynchronized (leap alarm, stratum 0/16): not a
         # source now, whatever older samples say (chronyd's "s"); cleared by a synced reply.
         self.server_unsynchronized = False
+        # Our own addresses as refids (the IO edge's: where our packets to this server leave
+        # from); a reply of stratum >= 2 naming one is from a server synchronized to us.
+        self.local_refids: frozenset[int] = frozenset()
+        # The server's last reply said it is synchronized to us (that refid): not a source now.
+        self.synchronized_to_us: int | None = None
         self.auth: RequestAuth | None = None  # NTS: set by the source before the first poll
         self._precision_log2 = precision_log2
         self._rng = rng
@@ -430,6 +442,16 @@ class NtpAssociation:
         ):
             self._drop("bad_header")
             return None
+        # Test D, loop (chronyd's; RFC 5905 fit()): a server whose refid is our own address is
+        # synchronized to us, so its time is ours come back; taking it would make a timing
+        # loop.  Stratum 1 refids name reference clocks, not addresses.  The server does
+        # answer, so it is reachable (as chronyd counts it): a peer shows it hears us.
+        if stratum > 1 and packet.reference_id in self.local_refids:
+            self._drop("loop")
+            self.synchronized_to_us = packet.reference_id
+            self.reach |= 1
+            return None
+        self.synchronized_to_us = None
         return stratum, root_delay_ns, root_disp_ns
 
     def _sample(

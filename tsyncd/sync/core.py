@@ -104,6 +104,7 @@ class SourceState:
             poll_log2=a.poll,
             noselect=self.noselect,
             unsynchronized=a.server_unsynchronized,
+            synchronized_to_us=a.synchronized_to_us,
             drops=tuple(a.stats.drops_since_reply.items()),
             prefer=self.prefer,
             trust=self.trust,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import random
 
@@ -121,6 +122,27 @@ def test_a_synchronized_reply_clears_the_unsynchronized_mark() -> None:
     _, reply = exchange(a, r, T0 + 10 * S, offset=0, one_way=1000)
     assert a.handle_reply(reply, T0 + 10 * S + 3000) is not None
     assert not a.server_unsynchronized
+
+
+def test_a_server_synchronized_to_us_is_a_loop() -> None:
+    """chronyd's test D: a reply of stratum >= 2 naming our address is our own time come
+    back; it counts for reach, not as a sample, until a reply names another reference."""
+    a, r = make(), server(stratum=3)
+    a.local_refids = frozenset({0x7F000001})
+    r.template = dataclasses.replace(r.template, reference_id=0x7F000001)
+    _, reply = exchange(a, r, T0, offset=0, one_way=1000)
+    assert a.handle_reply(reply, T0 + 3000) is None
+    assert a.stats.drops_by_reason == {"loop": 1} and a.synchronized_to_us == 0x7F000001
+    assert a.reach == 1 and a.stats.packets_received == 0
+    assert a.stats.drops_since_reply == {"loop": 1}
+    r.template = dataclasses.replace(r.template, reference_id=0x0A000001)
+    _, reply = exchange(a, r, T0 + 16 * S, offset=0, one_way=1000)
+    assert a.handle_reply(reply, T0 + 16 * S + 3000) is not None
+    assert a.synchronized_to_us is None and a.stats.drops_since_reply == {}
+    # At stratum 1 the refid names a reference clock, never an address.
+    r.template = dataclasses.replace(r.template, stratum=1, reference_id=0x7F000001)
+    _, reply = exchange(a, r, T0 + 32 * S, offset=0, one_way=1000)
+    assert a.handle_reply(reply, T0 + 32 * S + 3000) is not None
 
 
 def kod(request: bytes, code: str, poll: int = 0) -> bytes:
