@@ -43,11 +43,15 @@ class NtpSourceSocket:
         options: SocketOptions | None = None,
         local_port: int = 0,
         connect: bool = True,
+        bind_ip: str | None = None,
     ) -> None:
         self.name = name
         self.options = options
         self.local_port = local_port  # peers, broadcast clients: the port packets come to
         self.connect = connect  # peers: connected; broadcast clients accept any source port
+        # Peers sharing a [[server]]'s port: that server's address, so our packets leave from
+        # the address the peer sends to (None: the wildcard, packets leave as routed).
+        self.bind_ip = bind_ip
         self.local_ip: str | None = None  # where our packets leave from, once open
         self._last_key = -1  # TX stamp key of our latest request
         self.mode = mode
@@ -96,7 +100,7 @@ class NtpSourceSocket:
 
         wildcard = "::" if ":" in self.ip else "0.0.0.0"
         self._udp = TimestampedUdp.bind(
-            wildcard,
+            self.bind_ip or wildcard,
             self.local_port,
             on_datagram,
             on_tx_timestamp=self.tx_stamp_handler(on_tx),
