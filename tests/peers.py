@@ -49,8 +49,9 @@ def free_tcp_port() -> int:
 def peer_source_toml(our_port: int, peer_port: int, extra: str = "") -> str:
     """tsyncd's config for a symmetric peer at 127.0.0.1:``peer_port``, from ``our_port``
     (also a server's port), with ``extra`` source keys.  ``min-sources = 2`` keeps tsyncd on
-    its local stratum 9, so it and the peer never form a sync loop (chronyd would refuse
-    samples from a peer synchronized to it) and both keep measuring."""
+    its local stratum 9, so with a peer that does not select it either (chronyd's ``peer ...
+    noselect``) the two never form a sync loop and both keep measuring: each refuses to
+    measure a peer synchronized to it (chronyd's test D, tsyncd's loop test)."""
     return (
         f"[synchronization]\nlocal-stratum = 9\nmin-sources = 2\n"
         f'[[server]]\nlisten = "127.0.0.1:{our_port}"\n'

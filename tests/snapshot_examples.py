@@ -56,6 +56,7 @@ SELECTED = SourceSnapshot(
     packets_received=19,
     packets_dropped=1,
     kiss_code=None,
+    drops_by_reason={"duplicate": 1},
 )
 # No reply yet: counters and reach, but no measurements to show.
 UNREACHABLE = replace(
@@ -73,8 +74,9 @@ UNREACHABLE = replace(
     last_rx=None,
     packets_sent=5,
     packets_received=0,
-    packets_dropped=0,
+    packets_dropped=5,
     kiss_code="RATE",
+    drops_by_reason={"kiss_of_death": 2, "bad_mac": 3},
 )
 # An NTS source's state after two key exchanges.
 NTS_STATE = NtsSourceSnapshot(

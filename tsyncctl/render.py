@@ -413,6 +413,7 @@ def render_ntpdata(sources: Sequence[Mapping[str, Any]]) -> str:
             ("Total TX", _text(src.get("packets_sent"))),
             ("Total valid RX", _text(src.get("packets_received"))),
             ("Total dropped RX", _text(src.get("packets_dropped"))),
+            *_by_reason(src.get("drops_by_reason")),
         ]
         if src.get("interleaved_replies"):
             rows.append(("Interleaved RX", _text(src.get("interleaved_replies"))))

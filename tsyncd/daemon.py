@@ -537,6 +537,8 @@ class Daemon(SourceSettings, ChronycCommands, MeasurementLogging, SnapshotViews)
     def _after_update(self) -> None:
         """Refresh what we serve and announce from the current decision."""
         self._log_clock_update()
+        if self.discipline.panic is None:
+            self._panic_logged = False  # a later panic is logged again
         now = self.clock.now_ns()
         d = self.core.decision
         if d.selected != self._last_selected:

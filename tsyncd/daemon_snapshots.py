@@ -146,6 +146,9 @@ class SnapshotViews:
             for s in snapshots
         ]
         snapshots = [_with_selection(s, d.selection.get(s.name)) for s in snapshots]
+        snapshots = [
+            dataclasses.replace(s, drops_by_reason=self._drops_by_reason(s.name)) for s in snapshots
+        ]
         # Sources that poll nothing yet: shown, with why they wait.
         snapshots.extend(
             pending_source_snapshot(
@@ -171,6 +174,15 @@ class SnapshotViews:
             if name not in self.sockets
         )
         return snapshots
+
+    def _drops_by_reason(self, name: str) -> dict[str, int]:
+        """Source ``name``'s dropped replies by reason: its association's, and those from other
+        addresses that its socket counted itself."""
+        drops = dict(self.core.sources[name].association.stats.drops_by_reason)
+        wrong = getattr(self.sockets.get(name), "wrong_address", 0)
+        if wrong:
+            drops["wrong_address"] = drops.get("wrong_address", 0) + wrong
+        return drops
 
     def sourcestats_snapshots(self) -> list[SourceStatsSnapshot]:
         """Per-source sample statistics, like chronyc sourcestats."""

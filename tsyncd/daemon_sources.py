@@ -11,10 +11,17 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Final
 
-from tsyncd.config import Config, SourceConfig
-from tsyncd.net.udp import SocketOptions, is_ip_literal, normalize_ip
+from tsyncd.config import Config, ServerConfig, SourceConfig
+from tsyncd.net.udp import (
+    SocketOptions,
+    is_ip_literal,
+    normalize_ip,
+    receives_from,
+    routed_source_ip,
+)
 from tsyncd.servers.responder import ResponseTemplate
 from tsyncd.sources.ntp import NtpSourceSocket
 from tsyncd.sync.association import NtpAssociation
@@ -262,10 +269,13 @@ class SourceMobilizer:
                 port=port,
                 options=SocketOptions(dscp=cfg.dscp),
                 local_port={"peer": cfg.local_port}.get(cfg.mode, 0),
+                bind_ip=peer_bind_ip(self.config.servers, cfg.local_port, ip)
+                if cfg.mode == "peer"
+                else None,
             )
         )
         try:
-            sock.open(self._on_reply, self._on_tx_timestamp)
+            sock.open(self._on_reply, self._on_tx_timestamp, self.core.handle_drop)
         except OSError as exc:
             # Peers and broadcast clients bind a fixed port, which something may hold.
             log.error("cannot open a socket for %s (local port %d): %s", name, sock.local_port, exc)
@@ -279,6 +289,9 @@ class SourceMobilizer:
             symmetric=cfg.mode == "peer",
             broadcast_delay_ns=round(cfg.broadcast_delay * _NS_PER_S) if broadcast else None,
         )
+        # The loop test: a reply naming an address of ours comes from a server synchronized
+        # to us (where our packets leave from, and where our [[server]]s listen).
+        state.association.local_refids = sock.local_refids(own_server_ips(self.config.servers))
         self._announce()
         log.info("polling %s (%s, %s)", name, sock.address, cfg.mode)
         self._wake.set()
@@ -447,6 +460,38 @@ class SourceMobilizer:
 
     def _on_tsq_drop(self, name: str, reason: str) -> None:
         self.core.handle_drop(name, reason)
+
+
+def own_server_ips(servers: Iterable[ServerConfig]) -> tuple[str, ...]:
+    """The addresses our [[server]]s listen on, where others reach us (wildcards left out)."""
+    ips = (normalize_ip(s.listen.host) for s in servers)
+    return tuple(str(ip) for ip in ips if not ip.is_unspecified)
+
+
+def peer_bind_ip(servers: Iterable[ServerConfig], local_port: int, peer_ip: str) -> str | None:
+    """The address a peer's socket binds on ``local_port``, or None for the wildcard.
+
+    A peer sends to the address it knows us by, and that must be where our packets to it come
+    from (chronyd sends a peer's packets from its server socket).  A [[server]] on the same
+    port listening on a specific address takes every packet to that address, the peer's too,
+    while our packets would leave from the routed address: so the peer's socket binds the
+    server's address (the one routed to the peer if several servers take the peer's family on
+    that port, else the first).  A wildcard server leaves the wildcard: the kernel hands the
+    peer's packets to the connected socket there."""
+    peer = normalize_ip(peer_ip)
+    hosts = [
+        s.listen.host
+        for s in servers
+        if s.listen.port == local_port and receives_from(s.listen.host, s.ipv6_only, peer)
+    ]
+    if not hosts or any(normalize_ip(host).is_unspecified for host in hosts):
+        return None
+    if len(hosts) > 1:
+        routed = routed_source_ip((peer_ip, local_port))
+        for host in hosts:
+            if str(normalize_ip(host)) == routed:
+                return host
+    return hosts[0]
 
 
 def _resolve_interval_ns(cfg: SourceConfig) -> int:

@@ -144,6 +144,11 @@ class SnapshotCollector(Collector):
                 "tsyncd_source_packets_dropped", "Replies that failed a check.", labels=labels
             ),
         }
+        dropped = CounterMetricFamily(
+            "tsyncd_source_dropped_packets",
+            "Replies from the source that failed a check, by reason.",
+            labels=[*labels, "reason"],
+        )
         # chrony_exporter's pattern: the state as labels of a gauge that is 1, so a query can
         # group sources by it; code is tsyncctl selectdata's letter ("" before a selection).
         state = GaugeMetricFamily(
@@ -172,8 +177,11 @@ class SnapshotCollector(Collector):
             counters["packets_sent"].add_metric(label_values, src.packets_sent)
             counters["packets_received"].add_metric(label_values, src.packets_received)
             counters["packets_dropped"].add_metric(label_values, src.packets_dropped)
+            for reason, count in sorted(src.drops_by_reason.items()):
+                dropped.add_metric([*label_values, reason], count)
         yield from gauges.values()
         yield from counters.values()
+        yield dropped
         yield state
 
     def _server(self) -> Iterator[Metric]:

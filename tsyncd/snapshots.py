@@ -90,6 +90,9 @@ class SourceSnapshot:
     select_code: str | None = None
     select_interval: tuple[float, float] | None = None
     select_age: float | None = None
+    # packets_dropped by reason (the reply checks' names: "bogus", "bad_mac", "loop",
+    # "wrong_address", "kiss_of_death", "max_delay", ...), since the association started
+    drops_by_reason: dict[str, int] = field(default_factory=dict)
 
 
 def pending_source_snapshot(

@@ -36,7 +36,7 @@ def test_symmetric_peers_measure_each_other(peers: Peers) -> None:
     chrony = peers.chronyd(
         "chronyd-peer",
         f"port {chrony_port}\nbindaddress 127.0.0.1\nlocal stratum 10\nallow 127.0.0.1\n"
-        f"peer 127.0.0.1 port {our_port} minpoll -2 maxpoll -2\n",
+        f"peer 127.0.0.1 port {our_port} minpoll -2 maxpoll -2 noselect\n",
     )
     tsyncd = peers.tsyncd("tsyncd-peer", peer_source_toml(our_port, chrony_port))
 
@@ -139,3 +139,47 @@ def test_passive_answers_to_an_interleaving_peer_carry_kernel_tx_stamps(peers: P
     best_offset, best_delay = min(samples.values(), key=lambda s: s[1])
     assert 0 < best_delay < 15e-6 and abs(best_offset) < 5e-6, samples
     assert server.ctl("serverstats")["interleaved_answered"] >= 5
+
+
+def test_peer_sharing_a_servers_address_is_heard_there(peers: Peers) -> None:
+    """A peer on the port of a [[server]] that listens on a specific address sends from that
+    address, where the remote peer sends its own packets (chronyd's ``peer 127.0.0.30``), so
+    both sides hear each other; sent from the routed 127.0.0.1, chronyd took our packets for a
+    stranger's and its own landed on the server socket (QA s16 hunt-sync F3)."""
+    our_port, chrony_port = free_udp_port(), free_udp_port()
+    chrony = peers.chronyd(
+        "chronyd-peer",
+        f"port {chrony_port}\nbindaddress 127.0.0.31\nlocal stratum 6\nallow 127.0.0.0/8\n"
+        f"peer 127.0.0.30 port {our_port} minpoll -2 maxpoll -2 noselect\n",
+    )
+    tsyncd = peers.tsyncd(
+        "tsyncd-peer",
+        "[synchronization]\nlocal-stratum = 8\nmin-sources = 2\n"
+        f'[[server]]\nlisten = "127.0.0.30:{our_port}"\n'
+        f'[[source]]\nmode = "peer"\naddress = "127.0.0.31:{chrony_port}"\n'
+        f"local-port = {our_port}\nmin-poll = -2\nmax-poll = -2\n",
+    )
+
+    def chronyd_hears_its_peer() -> list[str] | None:
+        rows = [r for r in chrony.sources() if r[0] == "=" and r[2] == "127.0.0.30"]
+        return rows[0] if rows and int(rows[0][5], 8) & 0o17 == 0o17 else None
+
+    theirs = wait_for("chronyd to hear tsyncd as its peer", chronyd_hears_its_peer, timeout=30)
+    assert theirs[3] == "8"  # the stratum tsyncd announces from its local clock
+    ntpdata = chrony.ntpdata("127.0.0.30")
+    assert ntpdata is not None and ntpdata[NTPDATA_MODE] == "Symmetric active"
+
+    def tsyncd_hears_its_peer() -> dict[str, Any] | None:
+        rows = [r for r in tsyncd.ctl("peers") if r["reach"] & 0o17 == 0o17]
+        return rows[0] if rows else None
+
+    row = wait_for("tsyncd to measure chronyd as its peer", tsyncd_hears_its_peer, timeout=30)
+    assert row["stratum"] == 6 and isinstance(row["offset"], float)
+    assert abs(row["offset"]) < 1e-3
+    # chronyd's packets reached the peer's association, none the server socket.
+    assert "not_client_mode" not in tsyncd.ctl("serverstats")["dropped_by_reason"]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:  # clients still get answers
+        s.settimeout(2)
+        s.sendto(encode_ntp(NtpPacket(mode=Mode.CLIENT, transmit_ts=78)), ("127.0.0.30", our_port))
+        answer = decode_ntp(s.recv(2048))
+    assert answer.mode == Mode.SERVER and answer.origin_ts == 78 and answer.stratum == 8

@@ -3,8 +3,9 @@
 other with the other's kernel TX timestamps; and the fallback to basic symmetric mode against a
 chronyd ``peer`` without ``xleave``.
 
-As in test_peer_chronyd.py, tsyncd keeps ``min-sources = 2`` (``peer_source_toml``), so the two
-never form a sync loop and both keep measuring.
+As in test_peer_chronyd.py, tsyncd keeps ``min-sources = 2`` (``peer_source_toml``) and
+chronyd's peer is ``noselect``, so neither follows the other and both keep measuring (each
+refuses to measure a peer synchronized to it: chronyd's test D, tsyncd's loop test).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def _pair(peers: Peers, chrony_xleave: bool) -> tuple[Chronyd, Tsyncd, int]:
     chrony = peers.chronyd(
         "chronyd-peer",
         f"port {chrony_port}\nbindaddress 127.0.0.1\nlocal stratum 10\nallow 127.0.0.1\n"
-        f"peer 127.0.0.1 port {our_port} minpoll -2 maxpoll -2"
+        f"peer 127.0.0.1 port {our_port} minpoll -2 maxpoll -2 noselect"
         f"{' xleave' if chrony_xleave else ''}\n",
     )
     tsyncd = peers.tsyncd("tsyncd-peer", peer_source_toml(our_port, chrony_port, "xleave = true\n"))

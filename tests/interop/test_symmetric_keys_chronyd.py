@@ -4,6 +4,7 @@ secret differs), chronyd as client of tsyncd's server, and signed symmetric peer
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -124,7 +125,7 @@ def test_signed_symmetric_peers(peers: Peers) -> None:
     chrony = peers.chronyd(
         "chronyd-peer",
         f"port {chrony_port}\nbindaddress 127.0.0.1\nlocal stratum 10\nallow 127.0.0.1\n"
-        f"keyfile {keys}\npeer 127.0.0.1 port {our_port} key 2 minpoll -2 maxpoll -2\n",
+        f"keyfile {keys}\npeer 127.0.0.1 port {our_port} key 2 minpoll -2 maxpoll -2 noselect\n",
     )
     tsyncd = peers.tsyncd(
         "tsyncd-peer",
@@ -165,6 +166,11 @@ def test_unsigned_answers_to_signed_requests_are_dropped(peers: Peers) -> None:
     assert row["reach"] == 0 and row["packets_received"] == 0 and row["state"] != "selected"
     ntpdata = client.ctl("ntpdata", name)[0]
     assert ntpdata["packets_dropped"] >= 8
+    # Why is shown (QA s16 hunt-sync F6): by reason, and in the Note while no reply is valid.
+    assert set(ntpdata["drops_by_reason"]) == {"no_mac"}
+    assert re.fullmatch(r"no valid reply yet: \d+ dropped, no_mac", ntpdata["state_reason"])
+    assert "dropped, no_mac" in client.run_ctl("peers").stdout
+    assert re.search(r"^\s+no_mac\s+: \d+$", client.run_ctl("ntpdata").stdout, re.M)
     # A reload takes a new key into use for sources; the server keeps its keys to a restart.
     keys.write_text(KEYS + "9 SHA512 HEX:" + "42" * 64 + "\n")
     assert client.ctl("reload")["restart_needed"] == ["keys"]

@@ -18,12 +18,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from tsyncd.wire.ntp import Leap, Mode, NtpPacket, decode_ntp, encode_ntp
 
 
-def client_toml(port: int) -> str:
+def client_toml(port: int, ip: str = "127.0.0.1") -> str:
     return textwrap.dedent(
         f"""
         [[source]]
         mode = "server"
-        address = "127.0.0.1:{port}"
+        address = "{ip}:{port}"
         iburst = true
         min-poll = -3
         max-poll = -2
@@ -65,15 +65,19 @@ def test_unsynchronized_server_says_so_and_client_does_not_use_it(peers: Peers) 
 
 
 def test_chain_of_three_and_metrics(peers: Peers) -> None:
-    """A local-stratum server, a middle daemon serving what it learnt, and a leaf client."""
+    """A local-stratum server, a middle daemon serving what it learnt, and a leaf client.
+
+    The top serves on 127.0.0.2: the middle announces its server's address as its reference
+    ID, and were that 127.0.0.1, the leaf's own address, the leaf would take the middle for a
+    server synchronized to it (a loop), as chronyd would."""
     top, middle = free_udp_port(), free_udp_port()
     peers.tsyncd(
-        "top", f'[synchronization]\nlocal-stratum = 4\n[[server]]\nlisten = "127.0.0.1:{top}"\n'
+        "top", f'[synchronization]\nlocal-stratum = 4\n[[server]]\nlisten = "127.0.0.2:{top}"\n'
     )
     metrics_port = free_udp_port()  # a TCP port number free enough for loopback
     mid = peers.tsyncd(
         "middle",
-        client_toml(top)
+        client_toml(top, "127.0.0.2")
         + f'[[server]]\nlisten = "127.0.0.1:{middle}"\n'
         + f'[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n',
     )
@@ -88,7 +92,7 @@ def test_chain_of_three_and_metrics(peers: Peers) -> None:
     families = {f.name: f for f in text_string_to_metric_families(body.decode())}
     assert families["tsyncd_system_stratum"].samples[0].value == 5
     reach = families["tsyncd_source_reach"].samples[0]
-    assert reach.labels["source"] == f"127.0.0.1:{top}" and reach.value > 0
+    assert reach.labels["source"] == f"127.0.0.2:{top}" and reach.value > 0
     sent = families["tsyncd_server_sent_packets"].samples[0].value
     assert sent >= 1
 

@@ -116,6 +116,10 @@ def test_source_metrics_have_labels_and_omit_unknown_values(exporter: MetricsExp
     assert got[("tsyncd_source_packets_sent_total", b)] == 5
     assert got[("tsyncd_source_selected", b)] == 0
     assert got[("tsyncd_source_online", a)] == 1 and got[("tsyncd_source_online", b)] == 0
+    dropped = "tsyncd_source_dropped_packets_total"
+    assert got[(dropped, tuple(sorted((*a, ("reason", "duplicate")))))] == 1
+    assert got[(dropped, tuple(sorted((*b, ("reason", "bad_mac")))))] == 3
+    assert got[(dropped, tuple(sorted((*b, ("reason", "kiss_of_death")))))] == 2
     for name in ("offset_seconds", "delay_seconds", "jitter_seconds", "stratum"):
         assert (f"tsyncd_source_{name}", b) not in got
 

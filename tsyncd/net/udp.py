@@ -195,6 +195,18 @@ def ensure_port_free(host: str, port: int, options: SocketOptions | None = None)
     bind_udp(host, port, SocketOptions(ipv6_only=shared.ipv6_only)).close()
 
 
+def routed_source_ip(address: Address) -> str | None:
+    """The address the kernel sends datagrams to ``address`` from, when the socket is not bound
+    to one (None: no route, or the lookup was refused).  Connecting a UDP socket sends nothing;
+    it only looks the route up."""
+    try:
+        with open_socket(family_for_host(str(address[0])), socket.SOCK_DGRAM) as probe:
+            probe.connect(address)
+            return str(normalize_ip(str(probe.getsockname()[0])))
+    except (OSError, ValueError):
+        return None
+
+
 def normalize_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     """The client's IP; IPv4-mapped IPv6 addresses become IPv4 so ACLs and refids match."""
     ip = ipaddress.ip_address(host.split("%", 1)[0])

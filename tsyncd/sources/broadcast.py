@@ -20,7 +20,7 @@ from tsyncd.config_broadcast import is_multicast
 from tsyncd.net.multicast import join_group
 from tsyncd.net.udp import Address, SocketOptions, TimestampedUdp
 from tsyncd.snapshots import SourceSnapshot
-from tsyncd.sources.ntp import NtpSourceSocket, ReplyHandler, TxHandler
+from tsyncd.sources.ntp import DropHandler, NtpSourceSocket, ReplyHandler, TxHandler
 from tsyncd.sync.broadcast import BroadcastAssociation
 from tsyncd.sync.core import SourceState
 
@@ -47,9 +47,15 @@ class BroadcastSourceSocket(NtpSourceSocket):
         self._dscp = cfg.dscp
         self._volley_udp: TimestampedUdp | None = None
 
-    def open(self, on_reply: ReplyHandler, on_tx: TxHandler | None = None) -> None:
-        """Bind the broadcasts' port (joining the group) and, to calibrate, the volley socket."""
-        super().open(on_reply)
+    def open(
+        self,
+        on_reply: ReplyHandler,
+        on_tx: TxHandler | None = None,
+        on_drop: DropHandler | None = None,
+    ) -> None:
+        """Bind the broadcasts' port (joining the group) and, to calibrate, the volley socket;
+        other servers' broadcasts go to ``on_drop``."""
+        super().open(on_reply, on_drop=on_drop)
         try:
             if self.group is not None and self._udp is not None:
                 join_group(self._udp.sock, self.group, self.interface)

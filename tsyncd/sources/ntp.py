@@ -10,16 +10,24 @@ import logging
 import socket
 from collections.abc import Callable
 
-from tsyncd.net.udp import Address, SocketOptions, TimestampedUdp, TxStampHandler, normalize_ip
+from tsyncd.net.udp import (
+    Address,
+    SocketOptions,
+    TimestampedUdp,
+    TxStampHandler,
+    normalize_ip,
+    routed_source_ip,
+)
 from tsyncd.snapshots import SourceSnapshot
 from tsyncd.sync.core import SourceState
-from tsyncd.wire.ntp import Leap, refid_to_str
+from tsyncd.wire.ntp import Leap, refid_for_address, refid_to_str
 
 log = logging.getLogger(__name__)
 
 _NS = 1e-9
 ReplyHandler = Callable[[str, bytes, int], None]  # (source name, data, kernel rx ns)
 TxHandler = Callable[[str, int], None]  # (source name, kernel tx ns of its latest request)
+DropHandler = Callable[[str, str], None]  # (source name, drop reason) of a datagram dropped here
 
 
 class NtpSourceSocket:
@@ -35,11 +43,16 @@ class NtpSourceSocket:
         options: SocketOptions | None = None,
         local_port: int = 0,
         connect: bool = True,
+        bind_ip: str | None = None,
     ) -> None:
         self.name = name
         self.options = options
         self.local_port = local_port  # peers, broadcast clients: the port packets come to
         self.connect = connect  # peers: connected; broadcast clients accept any source port
+        # Peers sharing a [[server]]'s port: that server's address, so our packets leave from
+        # the address the peer sends to (None: the wildcard, packets leave as routed).
+        self.bind_ip = bind_ip
+        self.local_ip: str | None = None  # where our packets leave from, once open
         self._last_key = -1  # TX stamp key of our latest request
         self.mode = mode
         self.ip = str(normalize_ip(ip))
@@ -60,24 +73,34 @@ class NtpSourceSocket:
             return f"{self.ip}:{self.port}"
         return f"[{self.ip}%{self.scope}]:{self.port}" if self.scope else f"[{self.ip}]:{self.port}"
 
-    def open(self, on_reply: ReplyHandler, on_tx: TxHandler | None = None) -> None:
+    def open(
+        self,
+        on_reply: ReplyHandler,
+        on_tx: TxHandler | None = None,
+        on_drop: DropHandler | None = None,
+    ) -> None:
         """Bind an ephemeral port (on the running loop) and start reading.
 
         With ``on_tx``, the kernel's TX stamp of each request is reported (where the kernel
-        gives one); stamps of older requests are ignored.
+        gives one); stamps of older requests are ignored.  With ``on_drop``, a datagram from
+        another address is reported there (``wrong_address``, for the association's drop
+        counts), else counted here.
         """
 
         def on_datagram(data: bytes, address: Address, rx_ns: int) -> None:
             if str(normalize_ip(str(address[0]))) != self.ip or (
                 self.connect and address[1] != self.port
             ):
-                self.wrong_address += 1
+                if on_drop is None:
+                    self.wrong_address += 1
+                else:
+                    on_drop(self.name, "wrong_address")
                 return
             on_reply(self.name, data, rx_ns)
 
         wildcard = "::" if ":" in self.ip else "0.0.0.0"
         self._udp = TimestampedUdp.bind(
-            wildcard,
+            self.bind_ip or wildcard,
             self.local_port,
             on_datagram,
             on_tx_timestamp=self.tx_stamp_handler(on_tx),
@@ -89,6 +112,24 @@ class NtpSourceSocket:
             # A connected socket gets this peer's datagrams even where a server socket with
             # SO_REUSEPORT shares the port (the kernel prefers the connected match).
             self._udp.sock.connect(self.peer)
+        self.local_ip = self._find_local_ip(self._udp)
+
+    def _find_local_ip(self, udp: TimestampedUdp) -> str | None:
+        """The address our packets to the source leave from: the socket's own (bound, or given
+        by connecting), else the one the kernel routes from (None if it has no route now)."""
+        try:
+            host = str(udp.local_address[0])
+            if not normalize_ip(host).is_unspecified:
+                return str(normalize_ip(host))
+        except (OSError, ValueError):
+            pass
+        return routed_source_ip(self.peer)
+
+    def local_refids(self, own_ips: tuple[str, ...] = ()) -> frozenset[int]:
+        """Refids naming us, for the association's loop test: of ``local_ip`` and of
+        ``own_ips`` (the addresses our [[server]]s listen on, where others reach us)."""
+        ips = (self.local_ip, *own_ips) if self.local_ip is not None else own_ips
+        return frozenset(refid_for_address(ip) for ip in ips)
 
     def tx_stamp_handler(self, on_tx: TxHandler | None) -> TxStampHandler | None:
         """What passes the kernel's TX stamp of our latest request on to ``on_tx``."""

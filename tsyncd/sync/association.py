@@ -14,9 +14,24 @@ what makes the origin check (test 2) strong: a blind spoofer must guess 64 rando
 Reachability is the RFC 5905 §13 eight-bit shift register, shifted at each poll and with bit 0 set
 by a good reply.  Poll intervals start at ``min_poll`` and follow the discipline's recommendation
 (``set_system_poll``) within ``min_poll``..``max_poll``; ``iburst`` sends the first
-``_IBURST_COUNT`` requests at most 2 s apart.  A KoD RATE doubles the interval; DENY and RSTR stop
-the association for good (RFC 5905 §7.4) — both only after the origin check, so a spoofed KoD
-cannot silence us (RFC 8633 §5.4).
+``_IBURST_COUNT`` requests at most 2 s apart.  DENY and RSTR stop the association for good
+(RFC 5905 §7.4) — like RATE, only after the origin check, so a spoofed KoD cannot silence us
+(RFC 8633 §5.4).
+
+KoD RATE: RFC 5905 §7.4 says the client must reduce its rate at once and further at each RATE.
+The poll rises by one (at least to the server's poll hint), within ``max_poll``, and stays a
+floor the discipline cannot undo.  At ``max_poll`` (always, with min-poll = max-poll) that
+changes nothing, so as chronyd does (it waits 4 more poll intervals after each RATE), the next
+poll after a RATE also waits ``_RATE_BACKOFF_POLLS`` more intervals, twice as many after each
+further RATE without a valid reply in between, up to ``_RATE_BACKOFF_MAX_POLLS``: beyond
+``max_poll`` while the server keeps kissing.  A valid reply ends the back-off.
+
+The loop test (chronyd's test D; RFC 5905 fit() compares the refid with our address): a reply of
+stratum 2 or more whose refid is one of ``local_refids`` (the refid of the address our packets
+leave from, which the IO edge finds: the server is synchronized to us) is dropped as ``loop``,
+and ``synchronized_to_us`` keeps that refid until a reply without it, so older samples do not
+keep the source selectable (as ``server_unsynchronized`` does for test 6); such a reply still
+counts for reach, as in chronyd.
 
 Connectivity (chronyc ``offline``/``online``): an offline association sends nothing and its
 reach register stands still, so the network being down neither ages it into "unreachable" nor
@@ -52,6 +67,8 @@ from tsyncd.wire.ntp import Leap, Mode, NtpPacket, decode_ntp, encode_ntp, kiss_
 from tsyncd.wire.timestamps import ns_from_short, ntp64_diff_ns, ntp64_from_unix_ns
 
 _IBURST_COUNT: Final = 4
+_RATE_BACKOFF_POLLS: Final = 4  # extra poll intervals before the poll after a RATE (chronyd's)
+_RATE_BACKOFF_MAX_POLLS: Final = 32  # ... doubling with each RATE in a row, up to this
 _XLEAVE_MAX_UNANSWERED: Final = 4  # RFC 9769 example client
 _BURST_SPACING_NS: Final = 2_000_000_000  # RFC 5905 BTIME
 _NS_PER_S: Final = 1_000_000_000
@@ -73,6 +90,8 @@ class AssociationStats:
     packets_received: int = 0
     packets_dropped: int = 0
     drops_by_reason: dict[str, int] = field(default_factory=dict)
+    # ... of which since the last valid reply: why a source has none ("no valid reply yet")
+    drops_since_reply: dict[str, int] = field(default_factory=dict)
     kiss_code: str | None = None
     last_rx_ns: int | None = None
     interleaved_replies: int = 0  # valid replies in interleaved mode
@@ -143,6 +162,11 @@ class NtpAssociation:
         # The server's last reply said it is unsynchronized (leap alarm, stratum 0/16): not a
         # source now, whatever older samples say (chronyd's "s"); cleared by a synced reply.
         self.server_unsynchronized = False
+        # Our own addresses as refids (the IO edge's: where our packets to this server leave
+        # from); a reply of stratum >= 2 naming one is from a server synchronized to us.
+        self.local_refids: frozenset[int] = frozenset()
+        # The server's last reply said it is synchronized to us (that refid): not a source now.
+        self.synchronized_to_us: int | None = None
         self.auth: RequestAuth | None = None  # NTS: set by the source before the first poll
         self._precision_log2 = precision_log2
         self._rng = rng
@@ -151,6 +175,7 @@ class NtpAssociation:
         self.online = True  # tsyncctl offline: no polls until tsyncctl online
         self._offline_burst = 0  # polls left of a burst asked for while offline
         self._kod_poll = min_poll  # raised by KoD RATE; set_system_poll never goes below it
+        self._rate_kisses = 0  # KoD RATE in a row without a valid reply (the back-off grows)
         self._next_ns: int | None = now_ns + rng.randrange(0, 1 + poll_interval_ns(-4))
         self._pending: _Request | None = None  # the outstanding request
         self._t1_ns = 0  # our clock when the latest request left
@@ -308,8 +333,19 @@ class NtpAssociation:
         return base + self._rng.randrange(-base // 20, base // 20 + 1)
 
     def _drop(self, reason: str) -> None:
-        self.stats.packets_dropped += 1
-        self.stats.drops_by_reason[reason] = self.stats.drops_by_reason.get(reason, 0) + 1
+        stats = self.stats
+        stats.packets_dropped += 1
+        stats.drops_by_reason[reason] = stats.drops_by_reason.get(reason, 0) + 1
+        stats.drops_since_reply[reason] = stats.drops_since_reply.get(reason, 0) + 1
+
+    def _replied(self, rx_ns: int) -> None:
+        """A valid reply arrived at ``rx_ns``: reach, counters, and the end of a RATE back-off."""
+        self.reach |= 1
+        self.stats.packets_received += 1
+        self.stats.last_rx_ns = rx_ns
+        self.stats.kiss_code = None
+        self.stats.drops_since_reply.clear()
+        self._rate_kisses = 0
 
     def _decode(self, data: bytes, modes: tuple[Mode, ...], reason: str) -> NtpPacket | None:
         """The packet if it decodes and has one of ``modes``; else None, counted as dropped."""
@@ -406,6 +442,16 @@ class NtpAssociation:
         ):
             self._drop("bad_header")
             return None
+        # Test D, loop (chronyd's; RFC 5905 fit()): a server whose refid is our own address is
+        # synchronized to us, so its time is ours come back; taking it would make a timing
+        # loop.  Stratum 1 refids name reference clocks, not addresses.  The server does
+        # answer, so it is reachable (as chronyd counts it): a peer shows it hears us.
+        if stratum > 1 and packet.reference_id in self.local_refids:
+            self._drop("loop")
+            self.synchronized_to_us = packet.reference_id
+            self.reach |= 1
+            return None
+        self.synchronized_to_us = None
         return stratum, root_delay_ns, root_disp_ns
 
     def _sample(
@@ -431,10 +477,7 @@ class NtpAssociation:
             + precision_ns
             + abs(t4_ns - t1_ns) * PHI_PPM // 1_000_000
         )
-        self.reach |= 1
-        self.stats.packets_received += 1
-        self.stats.last_rx_ns = rx_ns
-        self.stats.kiss_code = None
+        self._replied(rx_ns)
         return Sample(
             offset_ns=offset,
             delay_ns=delay,
@@ -455,10 +498,7 @@ class NtpAssociation:
         outstanding request is answered, and reach and the receive statistics move on.
         """
         self._cookie = None
-        self.reach |= 1
-        self.stats.packets_received += 1
-        self.stats.last_rx_ns = sample.local_rx_ns
-        self.stats.kiss_code = None
+        self._replied(sample.local_rx_ns)
         return sample
 
     def record_drop(self, reason: str) -> None:
@@ -477,8 +517,20 @@ class NtpAssociation:
             # RFC 5905 §7.4: poll less often; never below the server's own poll hint.
             self.poll = min(self.max_poll, max(self.poll + 1, packet.poll))
             self._burst_left = 1
+            # ... and less often again at each RATE, even at max_poll (chronyd waits 4 more
+            # intervals): the next poll waits extra intervals, doubling per RATE in a row.
+            self._rate_kisses += 1
             if self._next_ns is not None:
-                self._next_ns = self._t1_ns + poll_interval_ns(self.poll)
+                self._next_ns = self._t1_ns + poll_interval_ns(self.poll) * (
+                    1 + self.rate_backoff_polls
+                )
+
+    @property
+    def rate_backoff_polls(self) -> int:
+        """Poll intervals added after the latest KoD RATE (0: no RATE since a valid reply)."""
+        if self._rate_kisses == 0:
+            return 0
+        return min(_RATE_BACKOFF_POLLS << (self._rate_kisses - 1), _RATE_BACKOFF_MAX_POLLS)
 
 
 def _precision_ns(precision_log2: int) -> int:

@@ -118,6 +118,7 @@ class BroadcastAssociation(NtpAssociation):
         self.reach |= 1
         self.stats.packets_received += 1
         self.stats.last_rx_ns = rx_ns
+        self.stats.drops_since_reply.clear()
         if self._volley is not None:
             return None  # its delay is being measured
         return self._broadcast_sample(packet, checked, rx_ns)

@@ -19,6 +19,13 @@ The caller applies every ``Step``/``SetFrequency`` at once, so the core and the 
 assume the clock did what they said; after a step the core shifts every stored sample by it,
 because those offsets were measured against a clock that no longer reads the same.
 ``next_deadline_ns()`` says when to call ``handle_timer`` next.
+
+``selection`` is the system process's latest outcome; ``decision``, what status, the servers
+and the kernel are told, is the same except while the discipline refuses the offsets it is
+handed (panic: over ``panic-threshold``): then the clock is not being kept, so we are not
+synchronized (``tsyncctl status``, waitsync, systemd's status say why) and serve as when
+unsynchronized, until an offset is taken again or ``tsyncctl makestep`` accepts the offset.
+chronyd's ``maxchange`` exits after its N refused updates, RFC 5905's panic exits at once.
 """
 
 from __future__ import annotations
@@ -100,6 +107,8 @@ class SourceState:
             poll_log2=a.poll,
             noselect=self.noselect,
             unsynchronized=a.server_unsynchronized,
+            synchronized_to_us=a.synchronized_to_us,
+            drops=tuple(a.stats.drops_since_reply.items()),
             prefer=self.prefer,
             trust=self.trust,
             require=self.require,
@@ -125,7 +134,8 @@ class SyncCore:
         self.discipline = discipline
         self.precision_log2 = precision_log2
         self.sources: dict[str, SourceState] = {}
-        self.decision: SystemDecision = self.system.choose([], now_ns)
+        self.selection: SystemDecision = self.system.choose([], now_ns)
+        self.decision: SystemDecision = self.selection  # what is reported (see the docstring)
         self.clock_updates = 0  # offsets handed to the discipline
         self.last_update_ns: int | None = None
         self.update_interval_ns: int | None = None  # between the last two clock updates
@@ -313,8 +323,9 @@ class SyncCore:
         self._reselect(now_ns, None)
 
     def makestep(self, now_ns: int) -> list[ClockAction]:
-        """Step the clock by the current system offset now (tsyncctl makestep)."""
-        d = self.decision
+        """Step the clock by the current system offset now (tsyncctl makestep), one the
+        discipline refuses (panic) too."""
+        d = self.selection
         if not d.synchronized or d.offset_ns == 0:
             return []
         actions: list[ClockAction] = [Step(offset_ns=d.offset_ns)]
@@ -332,9 +343,10 @@ class SyncCore:
         it must not be starved by the RFC 5905 clock filter's once-only, lowest-delay-of-eight
         and popcorn rules, which there only serve selection, jitter and dispersion.
         """
-        self.decision = d = self.system.choose(
+        self.selection = d = self.system.choose(
             [s.candidate(now_ns) for s in self.sources.values()], now_ns
         )
+        self.decision = self._reported(d)
         if fresh is None or not d.synchronized or d.selected != fresh[0]:
             return []
         name, sample = fresh
@@ -360,7 +372,8 @@ class SyncCore:
         return self._applied(actions, now_ns)
 
     def _applied(self, actions: list[ClockAction], now_ns: int) -> list[ClockAction]:
-        """Account for steps in the stored samples before the caller applies them."""
+        """Account for steps in the stored samples before the caller applies them (and for
+        a panic the discipline started or ended in what is reported)."""
         stepped = False
         for action in actions:
             if isinstance(action, Step):
@@ -368,14 +381,23 @@ class SyncCore:
                 for state in self.sources.values():
                     state.filter.shift(action.offset_ns)
         if stepped:
-            self.decision = self.system.choose(
+            self.selection = self.system.choose(
                 [s.candidate(now_ns) for s in self.sources.values()], now_ns
             )
+        self.decision = self._reported(self.selection)
         return actions
+
+    def _reported(self, d: SystemDecision) -> SystemDecision:
+        """The selection ``d`` as we report and serve it: not synchronized while the
+        discipline refuses its offsets (panic), saying why and what accepts the offset."""
+        panic = self.discipline.panic if self.discipline is not None else None
+        if panic is None or not d.synchronized:
+            return d
+        return self.system.refusing(d, f"panic: {panic.reason}; tsyncctl makestep to accept it")
 
     def system_poll(self) -> int:
         """The poll interval the system runs at: the system peer's, else the smallest."""
-        d = self.decision
+        d = self.selection
         if d.selected is not None and d.selected in self.sources:
             return self.sources[d.selected].association.poll
         return min((s.association.poll for s in self.sources.values()), default=6)

@@ -182,6 +182,10 @@ class Discipline:
         self._pending: _Point | None = None  # an ignored spike, waiting for confirmation
         self._updates = 0
         self._state = "fset" if has_file else "nset"
+        self._state_before_panic = self._state
+        # The refusal in force: the last offset was over the panic threshold (None once an
+        # offset is taken again, or the operator stepped the clock with tsyncctl makestep).
+        self.panic: Panic | None = None
         self._poll_log2 = 6
         self._poll_score = 0.0
         self._interval_ns = 0.0  # average interval between updates
@@ -262,13 +266,18 @@ class Discipline:
             and abs(offset_ns) > cfg.panic_threshold_ns
             and not (self._updates == 0 and step_allowed)
         ):
+            entering = self._state != "panic"
+            if entering:
+                self._state_before_panic = self._state
             self._state = "panic"
-            limit_s = cfg.panic_threshold_ns / _NS_PER_S
             reason = (
-                f"offset {offset_ns / _NS_PER_S:+.3f} s exceeds the panic threshold {limit_s:.0f} s"
+                f"offset {offset_ns / _NS_PER_S:+.3f} s exceeds the panic threshold "
+                f"{seconds_text(cfg.panic_threshold_ns)} s"
             )
-            _log.warning("clock discipline refuses an update: %s", reason)
-            return [Panic(offset_ns=offset_ns, reason=reason)]
+            self.panic = Panic(offset_ns=offset_ns, reason=reason)
+            level = logging.WARNING if entering else logging.DEBUG  # once, not every poll
+            _log.log(level, "clock discipline refuses an update: %s", reason)
+            return [self.panic]
         at = now_ns if measured_ns is None else min(measured_ns, now_ns)
         k = self._correction_ns - self._freq_correction_since(at)
         delay = math.nan if delay_ns is None else float(delay_ns)
@@ -287,6 +296,7 @@ class Discipline:
             self._restart(pending)
             self._poll_score = min(self._poll_score, 0.0) - 2.0  # poll faster at once
         self._pending = None
+        self.panic = None
         self._note_interval(now_ns)
         self._updates += 1
         self._last_offset_ns = offset_ns
@@ -328,6 +338,9 @@ class Discipline:
         """
         self._advance(now_ns)
         self._apply_step(offset_ns)
+        if self.panic is not None:  # the operator accepted the offset the panic refused
+            self.panic = None
+            self._state = self._state_before_panic
 
     def forget_offsets(self, now_ns: int) -> None:
         """Drop the offset history (``tsyncctl reset sources``, as chronyd drops its
@@ -607,6 +620,12 @@ def _tail_ok(resid: list[float], ws: list[float], unit_var: float) -> bool:
         if k >= 3 and sum_wr * sum_wr > limit * sum_w:
             return False
     return True
+
+
+def seconds_text(ns: int) -> str:
+    """``ns`` as seconds, with as many decimals as it has (to the ns): 0.3, 1000, 0.000125."""
+    text = f"{abs(ns) // _NS_PER_S}.{abs(ns) % _NS_PER_S:09d}".rstrip("0").rstrip(".")
+    return f"-{text}" if ns < 0 else text
 
 
 def _clamp(value: float, limit: float) -> float:

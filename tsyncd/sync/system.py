@@ -32,16 +32,29 @@ among themselves alone (``select.intersect_trusting``): only another trust sourc
 one, and the other sources must agree with them fully or are out.  While no ``require`` source
 is selectable, no source is used.
 
-The loop test.  RFC 5905 rejects a source whose refid equals the system refid.  Taken literally
-that drops every sibling synchronized to our own system peer, which is no loop, and the real
-test (the source's refid is our own address) needs an address we do not know in this sans-IO
-core.  So we reject a source, other than the system peer, only when its refid is the refid we
-announce and its stratum is at least ours: its time comes from our reference by a path no
-shorter than ours, so taking it could only route our reference back to us one hop longer.
+The loop tests.  RFC 5905's fit() rejects a source whose refid is our own address: it is
+synchronized to us.  Our address is the IO edge's to find (where our packets to the source
+leave from); the association checks each reply against it (chronyd's test D, drop reason
+``loop``) and the candidate says so (``synchronized_to_us``), which keeps two servers on their
+local clocks that poll each other from both selecting the other.  RFC 5905 also rejects a
+source whose refid equals the system refid.  Taken literally that drops every sibling
+synchronized to our own system peer, which is no loop, so we reject a source, other than the
+system peer, only when its refid is the refid we announce and its stratum is at least ours: its
+time comes from our reference by a path no shorter than ours, so taking it could only route our
+reference back to us one hop longer.
+
+The loop test alone leaves two servers on their local clocks that poll each other a race at
+start-up: each takes the other's local clock at once, sees it synchronized to itself, drops
+it, and both can keep doing that in step.  So while we have a ``local_stratum``, a source
+serving its own local clock (refid 127.127.1.1, chronyd's and ours, or ntpd's "LOCL") at a
+stratum not below it is not selected (chronyd's ``local orphan`` ignores such sources at the
+local stratum): its clock is no better than ours.  The lower local stratum then serves and the
+other follows it, as two chronyds settle.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Final
@@ -58,6 +71,8 @@ from tsyncd.sync.select import (
 from tsyncd.wire.ntp import refid_to_str
 
 LOCAL_REFID: Final = 0x7F7F0101  # 127.127.1.1, chrony's refid for "local stratum"
+# Refids of servers on their own clocks: ours and chronyd's; ntpd's local clock driver's "LOCL".
+_LOCAL_CLOCK_REFIDS: Final = frozenset({LOCAL_REFID, 0x4C4F434C})
 MAXSTRAT: Final = 16  # RFC 5905: stratum 16 means unsynchronized
 _NS_PER_S: Final = 1_000_000_000
 
@@ -76,6 +91,8 @@ class Candidate:
     poll_log2: int | None = None  # the source's poll interval; None: no PHI·poll allowance
     noselect: bool = False  # measured and shown, never in the selection (chrony's noselect)
     unsynchronized: bool = False  # its last reply said so (leap alarm or stratum 0)
+    synchronized_to_us: int | None = None  # its last reply's refid is our address (that refid)
+    drops: tuple[tuple[str, int], ...] = ()  # (reason, count) of replies dropped since a valid one
     prefer: bool = False  # if any prefer source survives, only those are combined (chrony's)
     trust: bool = False  # outvoted only by other trust sources; the others must agree with them
     require: bool = False  # while no require source is selectable, nothing is (chrony's)
@@ -90,9 +107,9 @@ class SelectData:
     # "D" dropped by clustering (too far from the others to be combined, chrony's
     # combinelimit); not selectable: "x" falseticker, "T" not fully inside the trust sources'
     # interval, "N" noselect, "M" no measurement yet, "S" no reply to the last 8 polls, "s"
-    # unsynchronized (leap alarm, stratum 16, or a loop through us), "d" root distance too
-    # large.  One letter of our own: "?", out for the association's reason (a KoD, a failed
-    # NTS-KE, ...).
+    # unsynchronized (leap alarm, stratum 16, a loop through us, or a local clock no better
+    # than ours), "d" root distance too large.  One letter of our own: "?", out for the
+    # association's reason (a KoD, a failed NTS-KE, ...).
     code: str
     # [offset - Λ, offset + Λ] in ns, source time minus our clock: where the truth was expected
     # at the selection (RFC 5905 correctness interval); None without a measurement.
@@ -167,6 +184,17 @@ def max_distance_ns(poll_log2: int | None, maxdist_ns: int = MAXDIST_NS) -> int:
         return maxdist_ns
     interval = _NS_PER_S << poll_log2 if poll_log2 >= 0 else _NS_PER_S >> -poll_log2
     return maxdist_ns + interval * PHI_PPM // 1_000_000
+
+
+def _with_drops(why: str, drops: tuple[tuple[str, int], ...]) -> str:
+    """``why`` a source has no valid reply, with what became of the replies that came:
+    "no valid reply yet: 15 dropped, bad_mac" (several reasons: "..., 12 bad_mac, 3 bogus")."""
+    if not drops:
+        return why
+    total = sum(n for _, n in drops)
+    ranked = sorted(drops, key=lambda d: (-d[1], d[0]))
+    reasons = ranked[0][0] if len(ranked) == 1 else ", ".join(f"{n} {r}" for r, n in ranked)
+    return f"{why}: {total} dropped, {reasons}"
 
 
 def _seconds(ns: int) -> str:
@@ -327,19 +355,28 @@ class SystemProcess:
             return _Rejected("noselect", "configured with noselect: measured, never selected", "N")
         if c.unsynchronized:
             return _Rejected("unusable", "source is unsynchronized (its last reply says so)", "s")
+        if c.synchronized_to_us is not None:
+            ours = refid_to_str(c.synchronized_to_us, 2)
+            why = f"synchronization loop: synchronized to us (its reference ID {ours} is ours)"
+            return _Rejected("unusable", why, "s")
         est = c.estimate
         if est is None:
             if c.polled and c.reach == 0:
-                return _Rejected("unreachable", c.unusable_reason or "no valid reply yet", "M")
+                why = _with_drops(c.unusable_reason or "no valid reply yet", c.drops)
+                return _Rejected("unreachable", why, "M")
             return _Rejected("init", c.unusable_reason or "waiting for the first reply", "M")
         if c.reach == 0:
             why = c.unusable_reason or "no valid reply to the last 8 polls"
-            return _Rejected("unreachable", why, "S")
+            return _Rejected("unreachable", _with_drops(why, c.drops), "S")
         s = est.sample
         if s.leap == 3:
             return _Rejected("unusable", "source is unsynchronized (leap alarm)", "s")
         if s.stratum >= MAXSTRAT:
             return _Rejected("unusable", f"source is unsynchronized (stratum {s.stratum})", "s")
+        local = self.local_stratum
+        if local is not None and s.reference_id in _LOCAL_CLOCK_REFIDS and s.stratum >= local:
+            why = f"serves its local clock at stratum {s.stratum}, not below ours ({local})"
+            return _Rejected("unusable", why, "s")
         dist = root_distance_ns(est, now_ns)
         limit = max_distance_ns(c.poll_log2, self.max_distance_ns)
         if dist > limit:
@@ -363,6 +400,22 @@ class SystemProcess:
         )
         return contender, est
 
+    def refusing(self, d: SystemDecision, reason: str) -> SystemDecision:
+        """``d``, a synchronized outcome, as reported while the clock is not kept to it (the
+        discipline refuses its offset): unsynchronized for ``reason``, serving what we serve
+        when unsynchronized; the system peer, its offset and every source's verdict stay, for
+        tsyncctl makestep and the sources views."""
+        own = self._own_clock(reason, d.states, d.reasons, d.selection)
+        return dataclasses.replace(
+            own,
+            selected=d.selected,
+            offset_ns=d.offset_ns,
+            jitter_ns=d.jitter_ns,
+            combined_offset_ns=d.combined_offset_ns,
+            system_jitter_ns=d.system_jitter_ns,
+            survivors=d.survivors,
+        )
+
     def _unsynchronized(
         self,
         reason: str,
@@ -374,6 +427,17 @@ class SystemProcess:
     ) -> SystemDecision:
         self._selected = None
         self._announced = None
+        return self._own_clock(reason, states, reasons, _selection(candidates, codes, now_ns))
+
+    def _own_clock(
+        self,
+        reason: str,
+        states: dict[str, str],
+        reasons: dict[str, str],
+        selection: dict[str, SelectData],
+    ) -> SystemDecision:
+        """Unsynchronized for ``reason``, serving what we serve then: the local clock at
+        ``local_stratum``, else stratum 16 with the leap alarm."""
         if self.local_stratum is not None:
             reason += f"; serving the local clock at stratum {self.local_stratum}"
         return SystemDecision(
@@ -390,5 +454,5 @@ class SystemProcess:
             leap=0 if self.local_stratum is not None else 3,
             states=states,
             reasons=reasons,
-            selection=_selection(candidates, codes, now_ns),
+            selection=selection,
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import random
 
@@ -123,6 +124,27 @@ def test_a_synchronized_reply_clears_the_unsynchronized_mark() -> None:
     assert not a.server_unsynchronized
 
 
+def test_a_server_synchronized_to_us_is_a_loop() -> None:
+    """chronyd's test D: a reply of stratum >= 2 naming our address is our own time come
+    back; it counts for reach, not as a sample, until a reply names another reference."""
+    a, r = make(), server(stratum=3)
+    a.local_refids = frozenset({0x7F000001})
+    r.template = dataclasses.replace(r.template, reference_id=0x7F000001)
+    _, reply = exchange(a, r, T0, offset=0, one_way=1000)
+    assert a.handle_reply(reply, T0 + 3000) is None
+    assert a.stats.drops_by_reason == {"loop": 1} and a.synchronized_to_us == 0x7F000001
+    assert a.reach == 1 and a.stats.packets_received == 0
+    assert a.stats.drops_since_reply == {"loop": 1}
+    r.template = dataclasses.replace(r.template, reference_id=0x0A000001)
+    _, reply = exchange(a, r, T0 + 16 * S, offset=0, one_way=1000)
+    assert a.handle_reply(reply, T0 + 16 * S + 3000) is not None
+    assert a.synchronized_to_us is None and a.stats.drops_since_reply == {}
+    # At stratum 1 the refid names a reference clock, never an address.
+    r.template = dataclasses.replace(r.template, stratum=1, reference_id=0x7F000001)
+    _, reply = exchange(a, r, T0 + 32 * S, offset=0, one_way=1000)
+    assert a.handle_reply(reply, T0 + 32 * S + 3000) is not None
+
+
 def kod(request: bytes, code: str, poll: int = 0) -> bytes:
     req = decode_ntp(request)
     return encode_ntp(
@@ -155,10 +177,33 @@ def test_kod_rate_increases_poll() -> None:
     request = a.handle_timer(T0) or b""
     a.handle_reply(kod(request, "RATE", poll=6), T0 + 1000)
     assert a.poll == 6  # at least the server's hint
-    assert a.next_deadline_ns() == T0 + poll_interval_ns(6)
+    # ... and the next poll waits 4 intervals more, as chronyd's does after a RATE.
+    assert a.next_deadline_ns() == T0 + 5 * poll_interval_ns(6)
     a.reach = 1
     a.set_system_poll(4)
     assert a.poll == 6  # the discipline may not undo a RATE kiss
+
+
+def test_kod_rate_at_max_poll_still_backs_off_and_a_reply_ends_it() -> None:
+    """RFC 5905 §7.4: each RATE reduces the rate, even with min-poll = max-poll (QA s16 F1)."""
+    a, r = make(min_poll=0, max_poll=0), server()
+    now, gaps = T0, []
+    for _ in range(7):
+        request = a.handle_timer(now) or b""
+        a.handle_reply(kod(request, "RATE"), now + 1000)
+        nxt = a.next_deadline_ns()
+        assert nxt is not None
+        gaps.append((nxt - now) // S)
+        now = nxt
+    assert a.poll == 0  # max-poll holds the poll ...
+    assert gaps == [5, 9, 17, 33, 33, 33, 33]  # ... the wait grows: 4, 8, 16, 32 more polls
+    _, reply = exchange(a, r, now, offset=0, one_way=1000)
+    assert a.handle_reply(reply, now + 3000) is not None
+    nxt = a.next_deadline_ns()
+    assert nxt is not None and nxt - now <= 2 * S  # a valid reply: the normal poll again
+    request = a.handle_timer(nxt) or b""
+    a.handle_reply(kod(request, "RATE"), nxt + 1000)
+    assert (a.next_deadline_ns() or 0) - nxt == 5 * S  # a new RATE starts at 4 polls again
 
 
 def test_iburst_then_poll_rises_and_reach_fills() -> None:

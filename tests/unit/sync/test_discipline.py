@@ -15,6 +15,7 @@ from tsyncd.sync.discipline import (
     Panic,
     SetFrequency,
     Step,
+    seconds_text,
 )
 
 S = 1_000_000_000
@@ -170,6 +171,28 @@ def test_panic_refuses_huge_offsets_except_a_first_update_that_may_step() -> Non
         offset_ns=-5000 * S, config=DisciplineConfig(step_limit=0, panic_threshold_ns=None)
     )
     assert isinstance(loop3.update()[0], SetFrequency)
+
+
+def test_panic_names_the_threshold_as_configured() -> None:
+    """0.3 s, not "0 s" (QA s16 hunt-sync F4); makestep (an external step) ends the panic."""
+    loop = Loop(config=DisciplineConfig(panic_threshold_ns=300_000_000, step_limit=0))
+    for _ in range(4):
+        loop.update()
+        loop.advance(16)
+    loop.offset_ns -= 500_000_000
+    (panic,) = loop.update()
+    assert isinstance(panic, Panic) and loop.disc.panic == panic
+    assert panic.reason == "offset +0.500 s exceeds the panic threshold 0.3 s"
+    loop.disc.handle_external_step(loop.now(), 500_000_000)
+    assert loop.disc.panic is None and loop.disc.snapshot().state != "panic"
+
+
+@pytest.mark.parametrize(
+    ("ns", "text"),
+    [(300_000_000, "0.3"), (1000 * S, "1000"), (125_000, "0.000125"), (-1_500_000_000, "-1.5")],
+)
+def test_seconds_text_keeps_every_decimal_it_has(ns: int, text: str) -> None:
+    assert seconds_text(ns) == text
 
 
 @pytest.mark.parametrize("freq_ppm", [100.0, -37.5, 0.0])

@@ -66,6 +66,8 @@ def cand(
     trust: bool = False,
     require: bool = False,
     unsynchronized: bool = False,
+    synchronized_to_us: int | None = None,
+    drops: tuple[tuple[str, int], ...] = (),
 ) -> Candidate:
     return Candidate(
         name=name,
@@ -78,6 +80,8 @@ def cand(
         poll_log2=poll_log2,
         noselect=noselect,
         unsynchronized=unsynchronized,
+        synchronized_to_us=synchronized_to_us,
+        drops=drops,
         prefer=prefer,
         trust=trust,
         require=require,
@@ -269,6 +273,50 @@ def test_a_source_synchronized_to_our_reference_is_a_loop() -> None:
     assert d.reasons["q"] == (
         "synchronization loop: synchronized to our reference 10.0.0.1 at stratum 3"
     )
+
+
+def test_a_source_synchronized_to_us_is_out_whatever_its_samples() -> None:
+    """Its last reply named our address as its reference (the association's loop test): out
+    at once, as chronyd's test D keeps such a source out (QA s16 hunt-sync F2)."""
+    d = SystemProcess(local_stratum=5, min_sources=1).choose(
+        [cand("b", est(0, stratum=6), synchronized_to_us=0x7F000001)], NOW
+    )
+    assert not d.synchronized and d.stratum == 5
+    assert d.states == {"b": "unusable"} and d.selection["b"].code == "s"
+    assert d.reasons["b"] == (
+        "synchronization loop: synchronized to us (its reference ID 127.0.0.1 is ours)"
+    )
+
+
+def test_a_local_clock_no_better_than_ours_is_not_followed() -> None:
+    """With a local stratum, another server's local clock at the same or a higher stratum is
+    no better than ours: two such servers polling each other settle on the lower one."""
+    local = 0x7F7F0101
+    system = SystemProcess(local_stratum=5, min_sources=1)
+    d = system.choose([cand("b", est(0, stratum=7, refid=local))], NOW)
+    assert not d.synchronized and d.stratum == 5 and d.selection["b"].code == "s"
+    assert d.reasons["b"] == "serves its local clock at stratum 7, not below ours (5)"
+    assert not system.choose([cand("b", est(0, stratum=5, refid=local))], NOW).synchronized
+    # A lower local clock is followed, and so is any source without a local stratum of ours.
+    assert system.choose([cand("a", est(0, stratum=3, refid=local))], NOW).stratum == 4
+    plain = SystemProcess(local_stratum=None, min_sources=1)
+    assert plain.choose([cand("b", est(0, stratum=7, refid=local))], NOW).stratum == 8
+
+
+def test_no_valid_reply_says_what_became_of_the_replies() -> None:
+    d = SystemProcess(local_stratum=None, min_sources=1).choose(
+        [
+            cand("keyed", None, reach=0, drops=(("bad_mac", 15),)),
+            cand("mixed", None, reach=0, drops=(("bogus", 3), ("bad_mac", 12))),
+            cand("lost", est(0), reach=0, drops=(("wrong_address", 8),)),
+        ],
+        NOW,
+    )
+    assert d.reasons == {
+        "keyed": "no valid reply yet: 15 dropped, bad_mac",
+        "mixed": "no valid reply yet: 15 dropped, 12 bad_mac, 3 bogus",
+        "lost": "no valid reply to the last 8 polls: 8 dropped, wrong_address",
+    }
 
 
 def test_with_real_filters() -> None:

@@ -73,6 +73,7 @@ def test_ntpdata_shows_every_source_with_its_details(sock: Path) -> None:
     assert plain["Offset"] == "+1.234500 ms" and plain["Delay"] == "3.100000 ms"
     assert plain["Poll interval"] == "6 (64 s)" and plain["Reach"] == "377"
     assert plain["Interleaved"] == "yes" and plain["Total dropped RX"] == "1"
+    assert plain["duplicate"] == "1"  # by reason, indented under the total
     assert plain["Interleaved RX"] == "12"
     assert "NTS AEAD" not in plain and "Broadcast delay" not in plain
     assert "Interleaved RX" not in _block(result.stdout, "nts.example:4460")  # none counted

@@ -1,0 +1,63 @@
+"""Where a source's packets leave from: the address a symmetric peer's socket binds (QA s16
+hunt-sync F3) and the addresses the loop test takes as ours (F2)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from peers import free_udp_port
+
+from tsyncd.config import ServerConfig
+from tsyncd.config_fields import Endpoint
+from tsyncd.daemon_sources import own_server_ips, peer_bind_ip
+from tsyncd.sources.ntp import NtpSourceSocket
+
+
+def servers(*listens: tuple[str, int], ipv6_only: bool | None = None) -> list[ServerConfig]:
+    return [ServerConfig(listen=Endpoint(h, p), ipv6_only=ipv6_only) for h, p in listens]
+
+
+def test_a_peer_binds_the_address_of_the_server_on_its_port() -> None:
+    assert peer_bind_ip(servers(("127.0.0.30", 1230)), 1230, "127.0.0.31") == "127.0.0.30"
+    # Another port, another family, or a wildcard server: the wildcard (packets as routed).
+    assert peer_bind_ip(servers(("127.0.0.30", 1230)), 1231, "127.0.0.31") is None
+    assert peer_bind_ip(servers(("::1", 1230)), 1230, "127.0.0.31") is None
+    assert peer_bind_ip(servers(("0.0.0.0", 1230)), 1230, "127.0.0.31") is None
+    assert peer_bind_ip(servers(("::", 1230)), 1230, "127.0.0.31") is None  # dual-stack
+    assert peer_bind_ip(servers(("::1", 1230)), 1230, "::1") == "::1"
+    assert peer_bind_ip([], 123, "127.0.0.31") is None
+
+
+def test_of_several_servers_on_the_port_a_peer_binds_the_routed_one() -> None:
+    both = servers(("127.0.0.30", 1230), ("127.0.0.1", 1230))
+    assert peer_bind_ip(both, 1230, "127.0.0.31") == "127.0.0.1"  # loopback routes from .1
+    assert peer_bind_ip(both[:1] * 2, 1230, "127.0.0.31") == "127.0.0.30"  # else the first
+
+
+def test_own_server_ips_leave_out_wildcards() -> None:
+    listens = servers(("0.0.0.0", 123), ("::", 124), ("127.0.0.30", 125), ("::1", 126))
+    assert own_server_ips(listens) == ("127.0.0.30", "::1")
+
+
+def test_a_source_socket_knows_where_its_packets_leave_from() -> None:
+    async def local_addresses() -> list[tuple[str | None, frozenset[int]]]:
+        client = NtpSourceSocket(name="c", mode="server", ip="127.0.0.31", port=9)
+        peer = NtpSourceSocket(
+            name="p",
+            mode="peer",
+            ip="127.0.0.31",
+            port=9,
+            local_port=free_udp_port(),
+            bind_ip="127.0.0.30",
+        )
+        out = []
+        for sock in (client, peer):
+            sock.open(lambda *_: None)
+            out.append((sock.local_ip, sock.local_refids(("127.0.0.40",))))
+            sock.close()
+        return out
+
+    (client_ip, client_refids), (peer_ip, peer_refids) = asyncio.run(local_addresses())
+    assert client_ip == "127.0.0.1"  # unbound: as the kernel routes to the server
+    assert client_refids == {0x7F000001, 0x7F000028}
+    assert peer_ip == "127.0.0.30" and peer_refids == {0x7F00001E, 0x7F000028}
