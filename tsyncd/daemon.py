@@ -593,7 +593,8 @@ class Daemon(SourceSettings, ChronycCommands, MeasurementLogging, SnapshotViews)
                 )
             if (self.clock.now_ns() - self._drift_written_ns) * 1e-9 >= _DRIFT_WRITE_INTERVAL_S:
                 self._write_drift()
-            self.notifier.watchdog()
+            if interval is not None:  # armed (WatchdogSec=): else nobody reads the pings
+                self.notifier.watchdog()
 
     def _track_leap(self) -> None:
         """Arm the kernel for an announced leap on its day; tell the discipline once it happened.

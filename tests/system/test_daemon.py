@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import time
 import urllib.request
 from pathlib import Path
 
@@ -132,8 +134,17 @@ def test_ready_status_counts_the_sources_still_starting(peers: Peers, tmp_path: 
         seen = [notify.recv(4096).decode()]
         while "READY=1" not in seen[-1]:
             seen.append(notify.recv(4096).decode())
+        # No WatchdogSec= (no WATCHDOG_USEC): no pings, which nobody would read.  The
+        # housekeeping tick is 1 s, so 2.5 s hold two ticks.
+        later: list[str] = []
+        deadline = time.monotonic() + 2.5
+        with contextlib.suppress(TimeoutError):
+            while (left := deadline - time.monotonic()) > 0:
+                notify.settimeout(left)
+                later.append(notify.recv(4096).decode())
     assert seen[-1] == "READY=1\nSTATUS=not synchronized: starting 1 source(s)"
     assert not any("no sources configured" in m for m in seen)
+    assert not any("WATCHDOG" in m for m in seen + later)
 
 
 def test_systemd_notifications_and_signals(peers: Peers, tmp_path: Path) -> None:
