@@ -75,16 +75,6 @@ from tsyncd.config_fields import (
 from tsyncd.config_fields import (
     parse_endpoint as parse_endpoint,
 )
-from tsyncd.config_host import (
-    KEYS_UNREADABLE,
-    check_host,
-    check_source_files,
-    load_keys,
-    load_leap_table,
-)
-from tsyncd.config_listen import check_listeners, check_nts_ke_cookies
-from tsyncd.config_names import check_selectors
-from tsyncd.config_names import selector_clash as selector_clash
 from tsyncd.servers.clientlog import DEFAULT_MAX_CLIENTS, RateLimit
 
 NTP_PORT: Final = 123
@@ -555,7 +545,7 @@ def _check_sources(
                 )
             elif keys is None:
                 report.add(f"{where}.key", source.key, "a key ID of a [keys] file (none is set)")
-            elif keys is not KEYS_UNREADABLE and source.key not in keys:
+            elif keys is not _keys_unreadable() and source.key not in keys:
                 known = ", ".join(map(str, sorted(keys))) or "it has none"
                 report.add(f"{where}.key", source.key, f"a key ID of the [keys] file ({known})")
         if source.min_poll > source.max_poll:  # both were set explicitly (see _build_source)
@@ -652,6 +642,12 @@ def parse_config(data: Mapping[str, object], path: Path) -> Config:
             result = _parse_table(table, where, section, report)
             if result is not None:
                 parsed[name].append((where, table, result))
+    # Imported here, not at the top: only reading a config needs them, and the daemon forgets
+    # them once it has (startup_imports.TRANSIENT).
+    from tsyncd.config_host import check_host, load_keys, load_leap_table
+    from tsyncd.config_listen import check_listeners, check_nts_ke_cookies
+    from tsyncd.config_names import check_selectors
+
     symmetric_keys = load_keys(parsed["keys"], report.add)
     leap_table = load_leap_table(parsed["synchronization"], report.add)
     _check_sources(parsed["source"], report, keys=symmetric_keys)
@@ -756,6 +752,9 @@ def parse_source(
     such as a pool member's -> who uses it, e.g. ``"source ntp.example"``) and that no
     selector would pick both it and one of them (``selector_clash``, both ways round); raise
     ``ConfigErrors`` naming ``origin`` and keys ``source.*``."""
+    from tsyncd.config_host import check_source_files  # as parse_config: not for life
+    from tsyncd.config_names import check_selectors
+
     report = _Report()
     source: SourceConfig | None = None
     if not isinstance(table, Mapping):
@@ -772,3 +771,10 @@ def parse_source(
             ConfigError(origin, key, value, expected) for key, value, expected in report
         )
     return source
+
+
+def _keys_unreadable() -> Mapping[int, Any]:
+    """``config_host.KEYS_UNREADABLE`` (imported while a config is read, as there)."""
+    from tsyncd.config_host import KEYS_UNREADABLE
+
+    return KEYS_UNREADABLE

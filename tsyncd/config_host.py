@@ -21,12 +21,8 @@ the check), so those name the key and the file too, not an OpenSSL error list or
 
 from __future__ import annotations
 
-import base64
-import binascii
-import grp
 import importlib.util
 import os
-import pwd
 import re
 import stat
 import warnings
@@ -36,6 +32,7 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from tsyncd.config_fields import ConfigError
+from tsyncd.groups import group_expected, group_id, group_unjoined
 
 __all__ = [
     "KEYS_UNREADABLE",
@@ -43,8 +40,6 @@ __all__ = [
     "check_server_credentials",
     "check_source_files",
     "credential_errors",
-    "group_expected",
-    "group_id",
     "load_keys",
     "load_leap_table",
     "log_directory_error",
@@ -57,22 +52,6 @@ Report = Callable[[str, object, str], None]  # (key path, value, expected)
 # --- [control] groups -------------------------------------------------------------------------
 
 
-def group_id(name: str) -> int | None:
-    """The GID of group ``name`` (digits are a GID, taken as they are, as chown does); None if
-    there is no such group."""
-    if name.isdigit():
-        return int(name)
-    try:
-        return grp.getgrnam(name).gr_gid
-    except KeyError:
-        return None
-
-
-def group_expected(name: str) -> str:
-    """What a group setting naming the missing group ``name`` expected instead."""
-    return f"the name or GID of an existing group (create it: groupadd {name})"
-
-
 def _check_group(key: str, name: str, report: Report, *, given: bool = False) -> None:
     """``name`` must exist; a group the socket is ``given`` to must also be one of ours unless
     we are root: without CAP_CHOWN (the unit grants none) chown only gives a file to a group
@@ -82,22 +61,6 @@ def _check_group(key: str, name: str, report: Report, *, given: bool = False) ->
         report(key, name, group_expected(name))
     elif given and os.geteuid() != 0 and gid not in (os.getegid(), *os.getgroups()):
         report(key, name, group_unjoined(name))
-
-
-def group_unjoined(name: str) -> str:
-    """What a ``[control] group`` the daemon's user is not in expected instead."""
-    user = _user_name()
-    return (
-        f"a group {user}, who runs tsyncd, is in (it gives the control socket to that group:"
-        f" usermod -aG {name} {user})"
-    )
-
-
-def _user_name() -> str:
-    try:
-        return pwd.getpwuid(os.geteuid()).pw_name
-    except KeyError:
-        return f"uid {os.geteuid()}"
 
 
 def check_tsq_library(tables: Mapping[str, _Tables], report: Report) -> None:
@@ -245,6 +208,9 @@ def _certificates(path: Path) -> list[tuple[bytes, bytes]]:
     """(label, DER) of each PEM certificate in ``path``; ``_Unusable`` if there is none or
     one is not valid base64.  The DER itself is left to OpenSSL, which takes certificates that
     cryptography's stricter parser warns about (a CA's negative serial number)."""
+    import base64  # on use: base64 would outlive this module (startup_imports.TRANSIENT)
+    import binascii
+
     found = []
     for n, block in enumerate(_pem_blocks(path, _CERTIFICATE_LABELS, "certificate"), 1):
         try:

@@ -34,7 +34,6 @@ from tsyncd.net.eventloop import simulator_runtime
 from tsyncd.net.sockets import listen_error
 from tsyncd.net.udp import SocketOptions
 from tsyncd.sdnotify import Notifier
-from tsyncd.servers.credentials import ServedCredentials, reload_changed
 from tsyncd.servers.ntp import NtpServer
 from tsyncd.servers.responder import ResponseTemplate
 from tsyncd.servers.tsq_setup import (
@@ -70,6 +69,7 @@ if TYPE_CHECKING:
 
     from tsyncd.measurement_logs import MeasurementLogs
     from tsyncd.metrics import MetricsExporter  # imported with [metrics]: it costs memory
+    from tsyncd.servers.credentials import ServedCredentials
     from tsyncd.servers.nts import NtsServerSide
     from tsyncd.sources.nts import NtsSource
 
@@ -469,6 +469,8 @@ class Daemon(SourceSettings, ChronycCommands, MeasurementLogging, SnapshotViews)
         if self.nts is not None and "nts_ke_servers" not in changed:
             certificates = self.nts.reload_credentials(self._credentials_refused)
         if "tsq_servers" not in changed:
+            from tsyncd.servers.credentials import reload_changed  # TSQ only
+
             tsq = reload_changed(
                 self.tsq_credentials, self._credentials_refused, TSQ_CREDENTIAL_ERRORS
             )

@@ -21,7 +21,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from tsyncd.config import Config, ConfigErrors, Endpoint, SourceConfig, address_user, parse_source
-from tsyncd.config_names import name_clash_error
 from tsyncd.control.rpc import ErrorCode, InvalidParams, RpcError
 from tsyncd.daemon_sources import SourceMobilizer
 from tsyncd.net.udp import is_ip_literal
@@ -227,6 +226,8 @@ class SourceAdmin(SourceMobilizer):
             owner = self._association_source.get(name, name)
             picked, _ = select_associations([cfg.name], [Association(name, owner, sock.ip)])
             if cfg.name == sock.address or picked:
+                from tsyncd.config_names import name_clash_error  # forgotten after start-up
+
                 return name_clash_error(cfg.name, f"source {owner}")
         return None
 

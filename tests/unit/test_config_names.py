@@ -14,8 +14,8 @@ from tsyncd.config import (
     SourceConfig,
     parse_config,
     parse_source,
-    selector_clash,
 )
+from tsyncd.config_names import selector_clash
 
 PRINTABLE = "non-empty string of printable characters, not only spaces"
 

@@ -71,12 +71,16 @@ def test_the_daemon_and_its_server_workers_import_none_of_the_optional_modules()
 
 
 def test_start_up_forgets_the_command_line_and_toml_parsers_and_a_reload_still_reads() -> None:
-    """startup_imports.TRANSIENT: gone once the config is read, and nothing of them kept."""
+    """startup_imports.TRANSIENT: gone once the config is read, and nothing of them kept (no
+    class or function of theirs)."""
     loaded = _loaded_after(
         "import gc, tsyncd.__main__, tsyncd.daemon_cli\n"
         f"tsyncd.daemon_cli._startup(['-c', {str(_CONFIG)!r}])\n"
-        "kept = [o for o in gc.get_objects() if isinstance(o, type)\n"
-        "        and o.__module__.split('.')[0] in ('argparse', 'tomllib', 'gettext')]\n"
+        "gone = ('argparse', 'tomllib', 'gettext', 'tsyncd.config_host',\n"
+        "        'tsyncd.config_listen', 'tsyncd.config_names')\n"
+        "kept = [o for o in gc.get_objects() if isinstance(o, type | type(gc.collect))\n"
+        "        or callable(o) and hasattr(o, '__code__')]\n"
+        "kept = [o for o in kept if str(getattr(o, '__module__', '')).startswith(gone)]\n"
         "assert kept == [], kept\n"
         "from tsyncd.config import load_config\n"  # a reload: the parser comes back
         f"assert load_config(__import__('pathlib').Path({str(_CONFIG)!r})).servers\n"
@@ -85,6 +89,8 @@ def test_start_up_forgets_the_command_line_and_toml_parsers_and_a_reload_still_r
     assert "tsyncd.daemon_cli" in loaded
     assert sorted(m for m in loaded if m.split(".")[0] in ("argparse", "tomllib", "gettext")) == []
     assert "tsyncd.daemon_args" not in loaded
+    # The config's cross-table and host checks: only while a config is read.
+    assert {"tsyncd.config_host", "tsyncd.config_listen", "tsyncd.config_names"} & loaded == set()
 
 
 def test_tls_is_still_there_for_whoever_imports_it_later() -> None:

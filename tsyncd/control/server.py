@@ -29,7 +29,6 @@ from collections.abc import Awaitable, Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
-from tsyncd.config_host import group_expected, group_id, group_unjoined
 from tsyncd.control.rpc import (
     ErrorCode,
     InvalidParams,
@@ -40,6 +39,7 @@ from tsyncd.control.rpc import (
     parse_request,
     request_id_of,
 )
+from tsyncd.groups import group_expected, group_id, group_unjoined
 from tsyncd.snapshots import as_json
 
 logger = logging.getLogger(__name__)

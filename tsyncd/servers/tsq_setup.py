@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Final
 
 from tsyncd import __version__
 from tsyncd.config import Config, TsqServerConfig
-from tsyncd.config_host import AIOQUIC_HINT
 from tsyncd.net.sockets import listen_error
 from tsyncd.servers.credentials import ServedCredentials
 from tsyncd.snapshots import TsqServerStatsSnapshot
@@ -35,6 +34,8 @@ def require_aioquic(config: Config) -> None:
     try:
         import aioquic  # noqa: F401
     except ImportError:
+        from tsyncd.config_host import AIOQUIC_HINT
+
         raise OSError(f"TSQ needs the Python package aioquic ({AIOQUIC_HINT})") from None
 
 

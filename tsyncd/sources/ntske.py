@@ -19,7 +19,6 @@ from service_identity import VerificationError
 from service_identity.pyopenssl import verify_hostname, verify_ip_address
 
 from tsyncd.config import Endpoint
-from tsyncd.config_host import pem_ca_problem
 from tsyncd.net.tls import TlsError, TlsStream, client_context, ssl_error_text
 from tsyncd.net.udp import is_ip_literal
 from tsyncd.nts.ke import (
@@ -69,6 +68,8 @@ async def run_ke(
         ctx = client_context(ca_path)
     except (SSL.Error, OSError) as exc:
         # Checked with the config, so gone or changed since: say how, in the config's words.
+        from tsyncd.config_host import pem_ca_problem  # forgotten after start-up: on need
+
         what = f"certificate-authority = {ca_path}" if ca_path else "the system trust store"
         problem = pem_ca_problem(ca_path) if ca_path is not None else None
         if problem is not None:
