@@ -326,11 +326,18 @@ class SyncCore:
         """Step the clock by the current system offset now (tsyncctl makestep), one the
         discipline refuses (panic) too."""
         d = self.selection
-        if not d.synchronized or d.offset_ns == 0:
+        if not d.synchronized:
             return []
-        actions: list[ClockAction] = [Step(offset_ns=d.offset_ns)]
+        # Under a panic, the offset refused is the one to accept (what the refusal named):
+        # the selection's offset comes from the clock filter, which may still hold an older,
+        # lower-delay sample from before the source's jump.
+        panic = self.discipline.panic if self.discipline is not None else None
+        offset_ns = panic.offset_ns if panic is not None else d.offset_ns
+        if offset_ns == 0:
+            return []
+        actions: list[ClockAction] = [Step(offset_ns=offset_ns)]
         if self.discipline is not None:
-            self.discipline.handle_external_step(now_ns, d.offset_ns)
+            self.discipline.handle_external_step(now_ns, offset_ns)
         return self._applied(actions, now_ns)
 
     # ---------------------------------------------------------------- the system process

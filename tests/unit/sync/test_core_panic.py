@@ -29,16 +29,18 @@ def server() -> NtpResponder:
     return r
 
 
-def poll(core: SyncCore, r: NtpResponder, now: int, offset_ns: int) -> list[object]:
-    """One exchange at ``now`` with a server ``offset_ns`` ahead, 50 µs each way."""
+def poll(
+    core: SyncCore, r: NtpResponder, now: int, offset_ns: int, one_way_ns: int = 50_000
+) -> list[object]:
+    """One exchange at ``now`` with a server ``offset_ns`` ahead, ``one_way_ns`` each way."""
     requests, _ = core.handle_timer(now)
     actions: list[object] = []
     for name, data in requests:
         core.handle_sent(name, now)
-        rx = now + 50_000 + offset_ns
+        rx = now + one_way_ns + offset_ns
         _, reply = r.handle_request(data, CLIENT, rx, rx + 1_000)
         assert reply is not None
-        actions += core.handle_reply(name, reply, now + 101_000)
+        actions += core.handle_reply(name, reply, now + 2 * one_way_ns + 1_000)
     return actions
 
 
@@ -82,6 +84,19 @@ def test_panic_reports_unsynchronized_until_makestep_accepts_the_offset() -> Non
     assert len(steps) == 1 and steps[0].offset_ns > 400_000_000
     assert core.decision.synchronized and disc.panic is None
     assert disc.snapshot().state != "panic"
+
+
+def test_makestep_steps_the_offset_the_panic_refused() -> None:
+    """The clock filter may still hold an older sample of lower delay (so the selection's
+    offset is the old one); makestep accepts what the refusal named, not that."""
+    core, disc, r, now = synchronized_core(None)
+    for _ in range(2):  # the jump (the first is held back as a spike), over a slower path
+        poll(core, r, now, 500_000_000, one_way_ns=60_000)
+        now += S
+    assert disc.panic is not None and abs(core.selection.offset_ns) < 1_000_000
+    steps = [a for a in core.makestep(now + S) if isinstance(a, Step)]
+    assert len(steps) == 1 and 490_000_000 < steps[0].offset_ns < 510_000_000
+    assert disc.panic is None
 
 
 def test_panic_with_a_local_stratum_serves_the_local_clock_and_ends_by_itself() -> None:
