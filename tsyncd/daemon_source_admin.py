@@ -25,7 +25,6 @@ from tsyncd.control.rpc import ErrorCode, InvalidParams, RpcError
 from tsyncd.daemon_sources import SourceMobilizer
 from tsyncd.net.udp import is_ip_literal
 from tsyncd.servers.tsq_setup import require_aioquic
-from tsyncd.source_selectors import Association, select_associations
 from tsyncd.sync.core import SourceState
 
 log = logging.getLogger("tsyncd.daemon")
@@ -189,18 +188,21 @@ class SourceAdmin(SourceMobilizer):
         running = self._source_configs.get(cfg.name)
         if running is not None:
             return f"{cfg.name} runs already (added at run time: tsyncctl delete it first)"
-        used = address_user(cfg, self._addresses_in_use())
+        in_use = self._addresses_in_use()
+        used = address_user(cfg, in_use)
         if used is not None:
             return f"its address is in use by {used}"
+        # tsyncctl add has parse_source check this; a reloaded table, the same rule here.
+        from tsyncd.config_names import name_clash_error, selector_clash  # read-time modules
+
+        clash = next((who for other, who in in_use.items() if selector_clash(cfg, other)), None)
+        if clash is not None:
+            return name_clash_error(cfg.name, clash)
         return self._cannot_start_now(cfg)
 
     def _cannot_start_now(self, cfg: SourceConfig) -> str | None:
         """Why a valid source cannot start while the daemon runs, for ``add_source`` and a
-        reload alike: a peer on a server's port, TSQ without aioquic, a name that would select
-        another source."""
-        ambiguous = self._name_selects_another(cfg)
-        if ambiguous:
-            return ambiguous
+        reload alike: a peer on a server's port, TSQ without aioquic."""
         if cfg.mode == "peer" and cfg.local_port in self._server_ports():
             # A server shares its port with a peer only when both are in the config file at
             # start-up (the socket is then bound with SO_REUSEPORT); now the bind would fail.
@@ -213,22 +215,6 @@ class SourceAdmin(SourceMobilizer):
                 require_aioquic(Config(path=self.config.path, sources=(cfg,)))
             except OSError as exc:
                 return str(exc)
-        return None
-
-    def _name_selects_another(self, cfg: SourceConfig) -> str | None:
-        """Why ``cfg``'s name would make a selector (tsyncctl offline NAME, ...) ambiguous: it
-        is a running association's address as ``tsyncctl peers`` shows it, or an IP address or
-        network holding it, and not ``cfg``'s own address (as written, the default name)."""
-        host = cfg.address.host
-        if cfg.name in (str(cfg.address), host, f"[{host}]"):
-            return None
-        for name, sock in self.sockets.items():
-            owner = self._association_source.get(name, name)
-            picked, _ = select_associations([cfg.name], [Association(name, owner, sock.ip)])
-            if cfg.name == sock.address or picked:
-                from tsyncd.config_names import name_clash_error  # forgotten after start-up
-
-                return name_clash_error(cfg.name, f"source {owner}")
         return None
 
     async def _stop_source(self, name: str) -> list[str]:

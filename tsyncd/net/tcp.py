@@ -13,7 +13,7 @@ import socket
 from typing import Any
 
 from tsyncd.net.sockets import open_socket
-from tsyncd.net.udp import dual_stack, family_for_host, is_ip_literal
+from tsyncd.net.udp import dual_stack, family_for_host
 
 __all__ = ["listen_tcp", "start_tcp_server"]
 
@@ -41,7 +41,6 @@ def listen_tcp(host: str, port: int, backlog: int = _BACKLOG) -> socket.socket:
 
 
 async def start_tcp_server(handler: Any, host: str, port: int, **kwargs: Any) -> asyncio.Server:
-    """``asyncio.start_server`` on ``listen_tcp``'s socket (a host name: asyncio's own way)."""
-    if not is_ip_literal(host):
-        return await asyncio.start_server(handler, host, port, **kwargs)
+    """``asyncio.start_server`` on ``listen_tcp``'s socket (the config admits only IP literals
+    for these listeners)."""
     return await asyncio.start_server(handler, sock=listen_tcp(host, port), **kwargs)
