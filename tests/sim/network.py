@@ -14,6 +14,8 @@ class PathSpec:
     jitter_mean_ns: int = 100_000  # mean of the exponential part, each direction
     asymmetry_ns: int = 0  # added to client->server, subtracted from server->client base
     loss: float = 0.0  # probability that a packet (either direction) is lost
+    popcorn: float = 0.0  # probability that a packet is queued ``popcorn_delay_ns`` longer
+    popcorn_delay_ns: int = 200_000_000
 
 
 class Path:
@@ -30,6 +32,8 @@ class Path:
         jitter = (
             round(self._rng.expovariate(1.0 / spec.jitter_mean_ns)) if spec.jitter_mean_ns else 0
         )
+        if spec.popcorn and self._rng.random() < spec.popcorn:
+            jitter += spec.popcorn_delay_ns
         return max(1, base_ns + jitter)
 
     def to_server(self) -> int | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from .engine import Scenario, Trace, simulate
 from .metrics import Stats, intervals_s, stats
+from .network import PathSpec
 from .scenarios import (
     FAILOVER_DEATH_S,
     KOD_INTERVAL_S,
@@ -22,6 +23,7 @@ from .scenarios import (
     lan_first_sync,
     packet_loss,
 )
+from .servers import ServerSpec
 
 US = 1e-6
 CHRONY_MAX_OFFSET_S = 1e-3
@@ -123,3 +125,22 @@ def test_same_seed_same_figures() -> None:
     first, second = run(scenario, seed=5), run(scenario, seed=5)
     assert first[1] == second[1]
     assert first[0].selected == second[0].selected and first[0].kods == second[0].kods
+
+
+def test_a_long_queued_reply_at_start_up_does_not_throw_the_clock_off() -> None:
+    """QA s17 hunt-sync F2: 5 % of packets queued 200 ms longer.  With these seeds one such
+    reply among the first ones used to reach the discipline, pull the clock 100 ms the wrong
+    way and make every good reply after it a "spike": 130-330 ms off for 5-18 minutes."""
+    for seed in (1, 9):
+        path = PathSpec(popcorn=0.05)
+        scenario = Scenario(
+            name="popcorn at start-up",
+            description="one server, 5 % of packets queued 200 ms",
+            duration_s=1200,
+            servers=(ServerSpec(name="A", path=path),),
+        )
+        trace = simulate(scenario, seed)
+        worst = max(abs(x) for x in trace.offsets_ns[60:])
+        print(f"seed {seed}: max |offset| after 60 s {worst / 1e6:.2f} ms, steps {trace.steps}")
+        assert worst < 20_000_000, seed
+        assert not trace.steps, seed  # nothing to step once the 100 ms start is slewed out

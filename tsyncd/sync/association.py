@@ -34,9 +34,13 @@ keep the source selectable (as ``server_unsynchronized`` does for test 6); such 
 counts for reach, as in chronyd.
 
 Connectivity (chronyc ``offline``/``online``): an offline association sends nothing and its
-reach register stands still, so the network being down neither ages it into "unreachable" nor
-gets it replaced in a pool; replies to a request already sent still count.  Back online it
-polls within a moment from ``min_poll`` (with a burst for an ``iburst`` source), as chronyd does.
+reach register is cleared, as chronyd clears it: the source is not selectable (a system peer
+taken offline would otherwise stay selected, its old samples steering nothing, for as long as
+their dispersion takes to grow out of range), and the selection moves to the sources still
+online at once.  It is not "unreachable" either (``pool.bad_reason``): nothing was learnt about
+the server, so a pool does not replace it.  Replies to a request already sent still count.
+Back online it polls within a moment from ``min_poll`` (with a burst for an ``iburst`` source),
+as chronyd does.
 A burst asked for while offline sends its requests, then the association is offline again.
 
 Interleaved mode (RFC 9769 client/server, spec ntpv4.md §10), with ``xleave``: the server's
@@ -267,6 +271,8 @@ class NtpAssociation:
             return False
         self.online = online
         self._offline_burst = 0
+        if not online:
+            self.reach = 0
         if online:
             self.poll = max(self.min_poll, self._kod_poll)
             self._burst_left = _IBURST_COUNT if self._iburst else 1
@@ -283,6 +289,24 @@ class NtpAssociation:
         self.poll = min(max(self.poll, self._kod_poll), max_poll)
         if self._next_ns is not None:
             self._next_ns = min(self._next_ns, now_ns + poll_interval_ns(self.poll))
+
+    def shift_times(self, delta_ns: int) -> None:
+        """Our clock was stepped by ``delta_ns``: re-express every clock time kept here.
+
+        The deadline moves with the clock (a step back of an hour must not stop polling for an
+        hour, as chronyd's scheduler moves its timeouts), and so do the send and receive times
+        of exchanges still to be measured, so no sample mixes times from both sides of the
+        step."""
+        if self._next_ns is not None:
+            self._next_ns += delta_ns
+        self._t1_ns += delta_ns
+        if self._pending is not None:
+            self._pending.t1_ns += delta_ns
+        if self._previous is not None:
+            p = self._previous
+            self._previous = _Exchange(p.t1_ns + delta_ns, p.server_rx, p.t4_ns + delta_ns)
+        if self.stats.last_rx_ns is not None:
+            self.stats.last_rx_ns += delta_ns
 
     def polled_offline(self) -> None:
         """One poll of a burst asked for while offline has gone (the sync core counts them)."""

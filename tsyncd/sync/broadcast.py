@@ -69,6 +69,12 @@ class BroadcastAssociation(NtpAssociation):
         """A calibration volley is running (broadcasts give no samples meanwhile)."""
         return self._volley is not None
 
+    def shift_times(self, delta_ns: int) -> None:
+        """Our clock was stepped by ``delta_ns``: the volley's deadline moves with it too."""
+        super().shift_times(delta_ns)
+        if self._volley is not None:
+            self._volley.next_ns += delta_ns
+
     def next_deadline_ns(self) -> int | None:
         """The next reach interval, or the volley's next request if that comes first."""
         if self._volley is None or self._next_ns is None:

@@ -16,8 +16,9 @@ are requests to send and clock actions to apply:
   RFC 5905 clock filter serves selection, jitter and dispersion, and is told what was used.
 
 The caller applies every ``Step``/``SetFrequency`` at once, so the core and the discipline can
-assume the clock did what they said; after a step the core shifts every stored sample by it,
-because those offsets were measured against a clock that no longer reads the same.
+assume the clock did what they said; after a step the core shifts every stored sample, send
+time and deadline by it, because they were measured against a clock that no longer reads the
+same (a step back of an hour must not stop polling for an hour).
 ``next_deadline_ns()`` says when to call ``handle_timer`` next.
 
 ``selection`` is the system process's latest outcome; ``decision``, what status, the servers
@@ -46,6 +47,14 @@ from tsyncd.sync.system import Candidate, SystemDecision, SystemProcess
 
 _NS_PER_S: Final = 1_000_000_000
 _OPTIONS: Final = ("noselect", "prefer", "trust", "require")
+# A fresh sample of the system peer whose round trip exceeds the least one its filter holds by
+# more than this many times that least one (and by more than the floor) waited in a queue long
+# enough to be off by half the excess: it goes into the filter, not to the discipline, which
+# with few samples cannot out-weigh it (one such reply at start-up pulled the clock 100 ms the
+# wrong way and the good replies after it then looked like spikes).  chrony's maxdelaydevratio
+# guards the same way.
+_EXCESS_DELAY_RATIO: Final = 3
+_EXCESS_DELAY_FLOOR_NS: Final = 1_000_000
 
 
 @dataclass(slots=True)
@@ -62,6 +71,7 @@ class SourceState:
     require: bool = False  # a require source must be selectable to update (chrony's require)
     max_delay_ns: int | None = None  # samples with a longer round trip are dropped
     offset_correction_ns: int = 0  # added to every offset (chrony's offset option)
+    leap: int = 0  # the leap indicator of the latest sample (RFC 5905: the latest packet's)
     # Why the last sample was dropped here, or the last exchange failed outside the core (a
     # TSQ handshake, a timeout): the source's Note while it has no usable estimate.  Cleared
     # when a sample is taken.
@@ -101,9 +111,11 @@ class SourceState:
             reference_id=self.reference_id,
             reach=a.reach,
             polled=a.stats.packets_sent > 0,
+            replied=a.stats.packets_received > 0,
             usable=a.state is not AssociationState.DEMOBILIZED,
-            unusable_reason=a.unusable_reason or self.rejected,
+            unusable_reason=a.unusable_reason or ("offline" if not a.online else self.rejected),
             estimate=self.filter.output(now_ns),
+            leap=self.leap,
             poll_log2=a.poll,
             noselect=self.noselect,
             unsynchronized=a.server_unsynchronized,
@@ -184,7 +196,7 @@ class SyncCore:
                 now_ns=now_ns,
                 xleave=xleave,
             ),
-            filter=ClockFilter(precision_ns=precision_ns),
+            filter=self._new_filter(precision_ns),
             noselect=noselect,
             prefer=prefer,
             trust=trust,
@@ -197,6 +209,13 @@ class SyncCore:
             state.association.calibrate = broadcast_calibrate
         self.sources[name] = state
         return state
+
+    def _new_filter(self, precision_ns: int) -> ClockFilter:
+        """A clock filter whose offsets follow our own slews (see ``ClockFilter.slewed``)."""
+        f = ClockFilter(precision_ns=precision_ns)
+        if self.discipline is not None:
+            f.slewed = self.discipline.slewed_ns
+        return f
 
     def remove_source(self, name: str, now_ns: int) -> None:
         """Demobilize and forget a source."""
@@ -274,6 +293,7 @@ class SyncCore:
 
     def _filtered(self, state: SourceState, sample: Sample) -> None:
         state.filter.add(sample, poll_log2=state.association.poll)
+        state.leap = sample.leap
         if self.on_sample is not None:
             self.on_sample(state.name, sample, state)
 
@@ -358,6 +378,10 @@ class SyncCore:
             return []
         name, sample = fresh
         peer = self.sources[name]
+        least = min(s.delay_ns for s in peer.filter.samples())
+        excess = sample.delay_ns - least
+        if excess > max(_EXCESS_DELAY_RATIO * least, _EXCESS_DELAY_FLOOR_NS):
+            return []
         peer.filter.mark_used(sample)
         self.clock_updates += 1
         if self.last_update_ns is not None:
@@ -365,10 +389,15 @@ class SyncCore:
         self.last_update_ns = now_ns
         if self.discipline is None:
             return []
+        # The sample's own uncertainty is at least its source's jitter: the system jitter
+        # alone is the survivors' spread, zero with one source, which made the discipline
+        # take a line through its first two samples as exact.
+        est = peer.filter.output(now_ns)
+        peer_jitter = est.jitter_ns if est is not None else 0
         actions = self.discipline.handle_offset(
             now_ns,
             sample.offset_ns,
-            error_ns=max(d.jitter_ns, 1),
+            error_ns=max(d.jitter_ns, peer_jitter, 1),
             poll_log2=self.system_poll(),
             measured_ns=sample.local_rx_ns,
             delay_ns=sample.delay_ns,
@@ -387,6 +416,9 @@ class SyncCore:
                 stepped = True
                 for state in self.sources.values():
                     state.filter.shift(action.offset_ns)
+                    state.association.shift_times(action.offset_ns)
+                if self.last_update_ns is not None:
+                    self.last_update_ns += action.offset_ns
         if stepped:
             self.selection = self.system.choose(
                 [s.candidate(now_ns) for s in self.sources.values()], now_ns

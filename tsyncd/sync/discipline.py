@@ -322,6 +322,24 @@ class Discipline:
             return [Step(offset_ns=step), self._set(now_ns + step, self._freq_ppm, None)]
         return [self._slew(now_ns, phase_ns)]
 
+    def slewed_ns(self, since_ns: int, now_ns: int) -> int:
+        """Phase our frequency corrections moved the clock by, between clock times ``since_ns``
+        and ``now_ns``, beyond running at the drift estimate (steps excluded).
+
+        An offset measured at ``since_ns`` says less about the clock now by this much: a slew
+        since has taken it out (chrony corrects its stored samples for its own slews the same
+        way).  Measured against the current drift estimate, the best guess of the oscillator's
+        own rate, so a drift estimate that improved since counts as a correction too."""
+        if now_ns <= since_ns:
+            return 0
+        total = self._freq_correction_since(since_ns)  # up to self._last_ns
+        tail_from = max(since_ns, self._last_ns)
+        if now_ns > tail_from:
+            f = self._applied_ppm * _PPM
+            total += (now_ns - tail_from) * f / (1.0 + f)
+        drift = self._freq_ppm * _PPM
+        return round(total - (now_ns - since_ns) * drift / (1.0 + drift))
+
     def handle_timer(self, now_ns: int) -> list[ClockAction]:
         """Run when ``next_deadline_ns`` has passed: end a phase slew (or apply the start-up
         frequency); returns the frequency to apply now."""

@@ -38,12 +38,18 @@ Deviations from RFC 5905, on purpose:
   test almost never fires.  The poll interval is the one given to ``add()``; without one, the
   spacing between the two newest samples stands in for it.
 * Equal delays prefer the newer sample.
+* Offsets are corrected for our own slews since they were measured (``slewed``, from the
+  discipline; steps are ``shift``): a sample taken before the clock slewed out 100 ms still says
+  the clock is 100 ms off, and, being the lowest-delay one, would keep saying it for eight
+  polls, to the selection (two agreeing servers looking like falsetickers), the jitter and
+  the root dispersion we serve.  chrony corrects its stored samples the same way.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Final
 
@@ -83,6 +89,9 @@ class ClockFilter:
         self._precision_ns = max(1, precision_ns)
         self._poll_log2 = poll_log2
         self._used: _Used | None = None
+        # (measured at, now) -> phase our own slews moved the clock by in between: the sync
+        # core sets the discipline's; None: no correction.
+        self.slewed: Callable[[int, int], int] | None = None
 
     # ---------------------------------------------------------------- inputs
 
@@ -120,17 +129,32 @@ class ClockFilter:
         """Our clock was stepped by ``offset_ns``: every stored offset shrinks by as much.
 
         The offsets were measured against a clock that now reads ``offset_ns`` later, so the
-        source is ``offset_ns`` less ahead of it.  Delays and dispersions are unaffected.
+        source is ``offset_ns`` less ahead of it, and the times they were taken at read
+        ``offset_ns`` later too (else a step back would make them look younger than they are,
+        and their dispersion would stop growing).  Delays and dispersions are unaffected.
         """
         self._stages = deque(
             (
-                (replace(s, offset_ns=s.offset_ns - offset_ns) if s is not None else None, t)
+                (
+                    replace(
+                        s,
+                        offset_ns=s.offset_ns - offset_ns,
+                        local_rx_ns=s.local_rx_ns + offset_ns,
+                    )
+                    if s is not None
+                    else None,
+                    t + offset_ns,
+                )
                 for s, t in self._stages
             ),
             maxlen=NSTAGE,
         )
         if self._used is not None:
-            self._used = replace(self._used, offset_ns=self._used.offset_ns - offset_ns)
+            self._used = replace(
+                self._used,
+                rx_ns=self._used.rx_ns + offset_ns,
+                offset_ns=self._used.offset_ns - offset_ns,
+            )
 
     def clear(self) -> None:
         """Forget everything, including which sample was last used."""
@@ -152,7 +176,7 @@ class ClockFilter:
 
         Side-effect free: call ``mark_used(out.sample)`` after using a ``new`` output.
         """
-        ordered = self._ordered()
+        ordered = self._ordered(now_ns)
         if not ordered:
             return None
         best = ordered[0]
@@ -162,7 +186,7 @@ class ClockFilter:
             eps = MAXDISP_NS if s is None else dispersion_at(s.dispersion_ns, now_ns - t)
             disp += min(eps, MAXDISP_NS) >> (i + 1)
         new = self._used is None or best.local_rx_ns > self._used.rx_ns
-        popcorn = new and self._is_spike(best)
+        popcorn = new and self._is_spike(best, now_ns)
         return FilterOutput(
             sample=best,
             jitter_ns=jitter,
@@ -174,10 +198,18 @@ class ClockFilter:
 
     # ---------------------------------------------------------------- helpers
 
-    def _ordered(self) -> list[Sample]:
-        """Real samples by increasing delay; equal delays newest first."""
+    def _ordered(self, now_ns: int | None = None) -> list[Sample]:
+        """Real samples by increasing delay; equal delays newest first.  With ``now_ns``, each
+        offset corrected for our slews since it was measured."""
         real = [s for s, _ in self._stages if s is not None]
+        slewed = self.slewed
+        if slewed is not None and now_ns is not None:
+            real = [self._corrected(s, slewed(s.local_rx_ns, now_ns)) for s in real]
         return sorted(real, key=lambda s: (s.delay_ns, -s.local_rx_ns))
+
+    @staticmethod
+    def _corrected(sample: Sample, slewed_ns: int) -> Sample:
+        return replace(sample, offset_ns=sample.offset_ns - slewed_ns) if slewed_ns else sample
 
     def _dispersion_order(self, ordered: list[Sample]) -> list[tuple[Sample | None, int]]:
         """All stages as the dispersion sum weighs them: samples by delay, then dummies."""
@@ -192,12 +224,16 @@ class ClockFilter:
         sq = sum((s.offset_ns - best.offset_ns) ** 2 for s in others)
         return max(math.isqrt(sq // len(others)), self._precision_ns)
 
-    def _is_spike(self, best: Sample) -> bool:
-        """RFC 5905 A.5.2 popcorn test of ``best`` against the last used sample."""
+    def _is_spike(self, best: Sample, now_ns: int) -> bool:
+        """RFC 5905 A.5.2 popcorn test of ``best`` against the last used sample (both as
+        corrected for our slews since)."""
         used = self._used
         if used is None:
             return False
-        if abs(best.offset_ns - used.offset_ns) <= SGATE * used.jitter_ns:
+        used_offset = used.offset_ns
+        if self.slewed is not None:
+            used_offset -= self.slewed(used.rx_ns, now_ns)
+        if abs(best.offset_ns - used_offset) <= SGATE * used.jitter_ns:
             return False
         return best.local_rx_ns - used.rx_ns < 2 * self._poll_interval_ns()
 

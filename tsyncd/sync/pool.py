@@ -142,7 +142,11 @@ def bad_reason(
     counting this one).  Shared by pools and sources named by host name (``named_server``)."""
     if association.state is AssociationState.DEMOBILIZED:
         return association.unusable_reason or "demobilized", 0
-    if association.reach == 0 and association.stats.packets_sent >= _UNREACHABLE_POLLS:
+    if (
+        association.online  # offline, its reach is cleared, but nothing was learnt
+        and association.reach == 0
+        and association.stats.packets_sent >= _UNREACHABLE_POLLS
+    ):
         return f"unreachable ({association.stats.packets_sent} requests unanswered)", 0
     if selection_state != "falseticker":
         return None, 0

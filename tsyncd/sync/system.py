@@ -85,6 +85,7 @@ class Candidate:
     reference_id: int  # the refid we announce if this source is selected
     reach: int
     polled: bool  # at least one request sent
+    replied: bool = False  # at least one valid reply came (it may since have gone silent)
     usable: bool  # False when demobilized or otherwise out (reason given)
     unusable_reason: str | None
     estimate: FilterOutput | None
@@ -96,6 +97,7 @@ class Candidate:
     prefer: bool = False  # if any prefer source survives, only those are combined (chrony's)
     trust: bool = False  # outvoted only by other trust sources; the others must agree with them
     require: bool = False  # while no require source is selectable, nothing is (chrony's)
+    leap: int = 0  # leap indicator of its latest sample: what we announce if it is selected
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -338,7 +340,7 @@ class SystemProcess:
             reference_time_ns=s.local_rx_ns,
             root_delay_ns=s.root_delay_ns + s.delay_ns,
             root_dispersion_ns=s.root_dispersion_ns + max(MINDISP_NS, increment),
-            leap=s.leap,
+            leap=cand.leap,  # RFC 5905: the system peer's latest packet, not an older sample
             states=states,
             combined_offset_ns=combo.offset_ns,
             system_jitter_ns=combo.system_jitter_ns,
@@ -361,6 +363,11 @@ class SystemProcess:
             return _Rejected("unusable", why, "s")
         est = c.estimate
         if est is None:
+            if c.polled and c.reach == 0 and c.replied:
+                # Its samples were all pushed out of the filter by polls that went unanswered
+                # (RFC 5905 §13): silent now, not a source that never answered.
+                why = c.unusable_reason or "no valid reply to the last 8 polls"
+                return _Rejected("unreachable", _with_drops(why, c.drops), "S")
             if c.polled and c.reach == 0:
                 why = _with_drops(c.unusable_reason or "no valid reply yet", c.drops)
                 return _Rejected("unreachable", why, "M")
