@@ -10,6 +10,9 @@ Each source that passed accept() is a ``Contender``: its filter offset θ and it
    number f of liars, f < m/2, such that m − f intervals share a common stretch [l, u] and at
    most f midpoints lie outside it.  Sources whose offset lies inside are truechimers, the
    rest falsetickers.  If no such f exists there is no majority, and nothing is selected.
+   With chrony's ``trust`` sources, ``intersect_trusting`` does chronyd's selection instead:
+   the interval covered by the most trust sources, then by the most sources in all, and
+   only the trust sources vote on the majority.
 2. ``cluster`` (§11.2.2) sorts the truechimers by merit (stratum first, then root distance)
    and, while more than NMIN remain, drops the one whose offset is farthest from the others
    (largest selection jitter) until that spread is smaller than the smallest peer jitter: at
@@ -56,8 +59,12 @@ class Intersection:
     low_ns: int  # l
     high_ns: int  # u
     faults: int  # f: how many sources had to be presumed wrong
-    truechimers: tuple[str, ...]  # offset inside [l, u], in input order
-    falsetickers: tuple[str, ...]  # the others, in input order
+    # offset inside [l, u], in input order (intersect_trusting: interval holding [l, u] or
+    # inside it, and an untrusted one also inside the trust sources' interval)
+    truechimers: tuple[str, ...]
+    # the others, in input order (intersect_trusting: those whose interval neither holds
+    # [l, u] nor lies inside it; its "T" sources are in neither tuple)
+    falsetickers: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -130,41 +137,85 @@ def intersect(contenders: Sequence[Contender]) -> Intersection | None:
 def intersect_trusting(
     contenders: Sequence[Contender], trusted: frozenset[str]
 ) -> tuple[Intersection | None, tuple[str, ...]]:
-    """Selection with chrony's ``trust`` option: (the intersection, untrusted sources that do
-    not fully agree with it).
+    """Selection with chrony's ``trust`` option: (the intersection, the untrusted sources that
+    do not fully agree with the trust sources, chrony's "T").
 
-    Trusted sources are taken as true: the majority interval is found among them alone, so a
-    trusted source can only be outvoted by other trusted ones.  Every other source must then
-    agree fully, its correctness interval containing that whole interval, or it is out
-    (chrony's "T").  Without trusted sources this is ``intersect``.
+    Without a trusted contender this is ``intersect``.  With one it is chronyd's selection (4.x
+    sources.c, checked against chronyd 4.3): one sweep over the correctness intervals of all
+    contenders looks for the stretch covered by the most trusted intervals and, among those,
+    by the most intervals in all ([low, high]; where several disjoint stretches tie, from the
+    first one's start to the last one's end).  The trust sources alone vote on the majority:
+    more than half of them must cover it, so only trust sources can outvote a trust source,
+    and two that disagree leave no majority however many others side with one.  The
+    untrusted sources add depth (they pick among stretches the trust sources cover equally,
+    and narrow the interval to where they agree), so a LAN server more accurate than the
+    trusted internet source it sits inside is used with it.
+
+    A source whose interval holds [low, high] or lies within it agrees; any other is a
+    falseticker.  An untrusted source that agrees must also lie within the trust sources'
+    interval (the stretch of the most trusted depth, ties spanned as above), so that it cannot
+    pull the combined offset outside what they vouch for; a wider one is out as "T".
     """
-    among = [c for c in contenders if c.name in trusted]
-    if not among:
+    n_trusted = sum(c.name in trusted for c in contenders)
+    if not n_trusted:
         return intersect(contenders), ()
-    base = intersect(among)
-    if base is None:
-        return None, ()
-    untrusted = tuple(
-        c.name
-        for c in contenders
-        if c.name not in trusted
-        and not c.offset_ns - c.root_distance_ns
-        <= base.low_ns
-        <= base.high_ns
-        <= c.offset_ns + c.root_distance_ns
-    )
+    # (value, -1 lowpoint / +1 highpoint, trusted): lowpoints first at equal values, so
+    # intervals that merely touch overlap, as in ``intersect``.
+    edges: list[tuple[int, int, bool]] = []
+    for c in contenders:
+        if c.root_distance_ns <= 0:
+            raise ValueError(f"{c.name}: root distance must be positive")
+        edges += [
+            (c.offset_ns - c.root_distance_ns, -1, c.name in trusted),
+            (c.offset_ns + c.root_distance_ns, 1, c.name in trusted),
+        ]
+    edges.sort()
+    depth = trust_depth = 0
+    best = (0, 0)  # (trust depth, depth) of the best stretch so far, compared in that order
+    low = high = trust_low = trust_high = 0
+    for value, kind, is_trusted in edges:
+        if kind < 0:
+            depth += 1
+            trust_depth += is_trusted
+            if (trust_depth, depth) > best:
+                if trust_depth > best[0]:
+                    trust_low = value  # a stretch of more trusted depth starts
+                best = (trust_depth, depth)
+                low = value
+        else:
+            if trust_depth == best[0]:
+                trust_high = value  # the last stretch of the best trusted depth ends here
+                if depth == best[1]:
+                    high = value
+            depth -= 1
+            trust_depth -= is_trusted
+    if 2 * best[0] <= n_trusted:
+        return None, ()  # no majority of the trust sources agrees
+
+    def inside(c: Contender, lo: int, hi: int) -> bool:
+        return lo <= c.offset_ns - c.root_distance_ns and c.offset_ns + c.root_distance_ns <= hi
+
+    def holds(c: Contender) -> bool:
+        return c.offset_ns - c.root_distance_ns <= low and high <= c.offset_ns + c.root_distance_ns
+
+    agree: list[str] = []
+    untrusted: list[str] = []
+    outside: list[str] = []
+    for c in contenders:
+        if not (holds(c) or inside(c, low, high)):
+            outside.append(c.name)
+        elif c.name not in trusted and not inside(c, trust_low, trust_high):
+            untrusted.append(c.name)
+        else:
+            agree.append(c.name)
     chosen = Intersection(
-        low_ns=base.low_ns,
-        high_ns=base.high_ns,
-        faults=base.faults,
-        truechimers=tuple(  # the trusted that agree, and every untrusted one that is not out
-            c.name
-            for c in contenders
-            if c.name in base.truechimers or (c.name not in trusted and c.name not in untrusted)
-        ),
-        falsetickers=base.falsetickers,
+        low_ns=low,
+        high_ns=high,
+        faults=len(outside),
+        truechimers=tuple(agree),
+        falsetickers=tuple(outside),
     )
-    return chosen, untrusted
+    return chosen, tuple(untrusted)
 
 
 def _scan(edges: list[tuple[int, int]], need: int) -> tuple[int | None, int]:

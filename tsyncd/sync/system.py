@@ -27,10 +27,13 @@ Source options, as chrony's: ``noselect`` sources are left out before the select
 ``prefer`` sources, when any of them survives clustering, are the only survivors the system
 peer is picked from and combined (the others become outliers), so a preferred source (a local
 reference clock, a trusted LAN server) steers the clock while the others still vote in the
-selection and so can outvote it as a falseticker.  ``trust`` sources find the majority interval
-among themselves alone (``select.intersect_trusting``): only another trust source can outvote
-one, and the other sources must agree with them fully or are out.  While no ``require`` source
-is selectable, no source is used.
+selection and so can outvote it as a falseticker.  With ``trust`` sources the selection is
+chronyd's (``select.intersect_trusting``): the interval is the one covered by the most trust
+sources and then by the most sources, only the trust sources vote on the majority (so only
+another trust source can outvote one), and the other sources are used when they agree with
+that interval and lie within the trust sources' (a more accurate LAN server inside a trusted
+internet source's interval is combined with it); one that agrees but reaches outside the trust
+sources' interval is out ("T").  While no ``require`` source is selectable, no source is used.
 
 The loop tests.  RFC 5905's fit() rejects a source whose refid is our own address: it is
 synchronized to us.  Our address is the IO edge's to find (where our packets to the source
@@ -95,7 +98,7 @@ class Candidate:
     synchronized_to_us: int | None = None  # its last reply's refid is our address (that refid)
     drops: tuple[tuple[str, int], ...] = ()  # (reason, count) of replies dropped since a valid one
     prefer: bool = False  # if any prefer source survives, only those are combined (chrony's)
-    trust: bool = False  # outvoted only by other trust sources; the others must agree with them
+    trust: bool = False  # outvoted only by other trust sources; the others must lie within them
     require: bool = False  # while no require source is selectable, nothing is (chrony's)
     leap: int = 0  # leap indicator of its latest sample: what we announce if it is selected
 
@@ -275,7 +278,7 @@ class SystemProcess:
             codes[name] = "x"
         for name in untrusted:
             states[name] = "falseticker"
-            reasons[name] = "does not fully agree with the trust sources"
+            reasons[name] = "does not fully agree with the trust sources (reaches outside them)"
             codes[name] = "T"
         truechimers = [ct for ct in contenders if ct.name in chosen.truechimers]
         required = [c.name for c in candidates if c.require]
