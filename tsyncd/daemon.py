@@ -319,7 +319,10 @@ class Daemon(SourceSettings, ChronycCommands, MeasurementLogging, SnapshotViews)
             self.metrics = MetricsExporter(
                 self, self.config.metrics.listen.host, self.config.metrics.listen.port
             )
-            await self.metrics.start()
+            try:
+                await self.metrics.start()
+            except OSError as exc:
+                raise listen_error("metrics.listen", self.config.metrics.listen, exc) from exc
             log.info("metrics on http://%s/metrics", self.config.metrics.listen)
         self._after_update()
         self._tasks.append(loop.create_task(self._timer_loop()))

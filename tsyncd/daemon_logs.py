@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from tsyncd.wire.ntp import refid_to_str
@@ -16,6 +17,8 @@ if TYPE_CHECKING:
     from tsyncd.sync.sample import Sample
 
 __all__ = ["MeasurementLogging"]
+
+log = logging.getLogger("tsyncd.daemon")
 
 
 class MeasurementLogging:
@@ -90,4 +93,16 @@ class MeasurementLogging:
     def _rpc_cyclelogs(self, _params: dict[str, Any]) -> dict[str, Any]:
         """``tsyncctl cyclelogs``: reopen the measurement logs (after logrotate moved them)."""
         logs = self.measurement_logs
-        return {"reopened": logs.reopen() if logs is not None else []}
+        if logs is None:
+            return {"reopened": []}
+        reopened, errors = logs.reopen()
+        for error in errors:
+            log.warning("cyclelogs: %s; still writing to the file open before", error)
+        if errors:
+            from tsyncd.control.rpc import ErrorCode, RpcError
+
+            message = "; ".join(errors) + " (still writing to the file open before)"
+            raise RpcError(
+                ErrorCode.INTERNAL_ERROR, message, {"reopened": reopened, "errors": errors}
+            )
+        return {"reopened": reopened}

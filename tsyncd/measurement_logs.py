@@ -7,6 +7,11 @@ As chrony does (its ``logbanner``), a banner naming the columns starts each file
 again every ``BANNER_EVERY`` lines, so a ``tail`` or a rotated file is readable on its own.
 ``tsyncctl cyclelogs`` reopens the files, after logrotate has renamed them.
 
+A log is a record, never a dependency: a file that cannot be written (disk full, a reopen that
+failed) loses its lines with one warning, and sync goes on; a reopen that fails keeps writing to
+the file already open and says which one failed, so the operator can fix its permissions and
+cycle again (logrotate's ``create`` may make a file the daemon's user cannot open).
+
 Times are UTC with microseconds; offsets, delays and dispersions are seconds, offsets with the
 sign of ``tsyncctl`` (source time minus our clock).  The lines are formatted by the pure
 functions below; ``MeasurementLogs`` is the IO around them.
@@ -15,6 +20,7 @@ functions below; ``MeasurementLogs`` is the IO around them.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 from pathlib import Path
 from typing import Final, TextIO
@@ -22,6 +28,8 @@ from typing import Final, TextIO
 from tsyncd.sync.filter import FilterOutput
 from tsyncd.sync.sample import Sample
 from tsyncd.wire.ntp import refid_to_str
+
+_log = logging.getLogger(__name__)
 
 __all__ = [
     "BANNER_EVERY",
@@ -102,20 +110,32 @@ class _LogFile:
         self._banner = "=" * len(columns) + "\n" + columns + "\n" + "=" * len(columns) + "\n"
         self._lines = 0
         self._file: TextIO = self._open()
+        self.failing = False  # the last write failed (warned once until one succeeds)
 
     def _open(self) -> TextIO:
         # Line-buffered: a line is in the file when it is written (tail -f, a crash).
         return open(self.path, "a", buffering=1, encoding="utf-8")
 
     def write(self, line: str) -> None:
-        if self._lines % BANNER_EVERY == 0:
-            self._file.write(self._banner)
-        self._file.write(line + "\n")
+        try:
+            if self._lines % BANNER_EVERY == 0:
+                self._file.write(self._banner)
+            self._file.write(line + "\n")
+        except (OSError, ValueError) as exc:  # ValueError: the file is closed
+            if not self.failing:
+                _log.warning(
+                    "cannot write %s (%s): its lines are lost until it can", self.path, exc
+                )
+            self.failing = True
+            return
+        self.failing = False
         self._lines += 1
 
     def reopen(self) -> None:
-        self._file.close()
-        self._file = self._open()
+        """Open the file anew; if that fails, the old one stays open and the error is raised."""
+        new = self._open()
+        old, self._file = self._file, new
+        old.close()
         self._lines = 0
 
     def close(self) -> None:
@@ -153,11 +173,19 @@ class MeasurementLogs:
         """Whether clock updates are logged (the caller formats them only then)."""
         return "tracking" in self._files
 
-    def reopen(self) -> list[str]:
-        """Reopen every file (after logrotate moved them); their paths."""
+    def reopen(self) -> tuple[list[str], list[str]]:
+        """Reopen every file (after logrotate moved them): (the paths reopened, an error for
+        each that could not be, which keeps writing where it did)."""
+        reopened: list[str] = []
+        errors: list[str] = []
         for log in self._files.values():
-            log.reopen()
-        return [str(log.path) for log in self._files.values()]
+            try:
+                log.reopen()
+            except OSError as exc:
+                errors.append(f"cannot reopen {log.path}: {exc.strerror or exc}")
+            else:
+                reopened.append(str(log.path))
+        return reopened, errors
 
     def close(self) -> None:
         for log in self._files.values():

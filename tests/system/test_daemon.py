@@ -205,13 +205,15 @@ def test_bad_config_refuses_to_start(tmp_path: Path) -> None:
     assert check.returncode == 1 and "clock.mode" in check.stderr
 
 
-@pytest.mark.parametrize("case", ["not-local", "in-use", "nts-ke-in-use", "tsq-in-use"])
+@pytest.mark.parametrize(
+    "case", ["not-local", "in-use", "nts-ke-in-use", "tsq-in-use", "metrics-in-use"]
+)
 def test_bind_failures_name_the_listener(peers: Peers, tmp_path: Path, case: str) -> None:
     """A listening address that cannot be bound stops the start-up with the table, key and
     value at fault, and why: with several servers the operator must not have to guess."""
     pki = make_pki(tmp_path)
     certs = f'certificate-chain-path = "{pki.chain}"\nprivate-key-path = "{pki.key}"\n'
-    kind = socket.SOCK_STREAM if case == "nts-ke-in-use" else socket.SOCK_DGRAM
+    kind = socket.SOCK_STREAM if case in ("nts-ke-in-use", "metrics-in-use") else socket.SOCK_DGRAM
     with socket.socket(socket.AF_INET, kind) as taken:
         taken.bind(("127.0.0.1", 0))
         if kind == socket.SOCK_STREAM:
@@ -237,6 +239,7 @@ def test_bind_failures_name_the_listener(peers: Peers, tmp_path: Path, case: str
                 "tsq-server[0].listen",
                 None,
             ),
+            "metrics-in-use": (f'[metrics]\nlisten = "127.0.0.1:{port}"\n', "metrics.listen", None),
         }[case]
         log = tsyncd_start_fails(tmp_path, toml)
     why = (

@@ -69,9 +69,10 @@ def test_banner_every_32_lines_and_reopen_after_a_move(tmp_path: Path) -> None:
                                          "+5.0000e-06", "+4.2000e-05"]  # fmt: skip
     assert not (tmp_path / "logs" / "tracking.log").exists()
     (tmp_path / "logs" / "measurements.log").rename(tmp_path / "logs" / "measurements.log.1")
-    assert logs.reopen() == [
-        str(tmp_path / "logs" / f"{k}.log") for k in ("measurements", "statistics")
-    ]
+    assert logs.reopen() == (
+        [str(tmp_path / "logs" / f"{k}.log") for k in ("measurements", "statistics")],
+        [],
+    )
     logs.sample(NOW, "ntp1:123", SAMPLE, 8, output)
     fresh = (tmp_path / "logs" / "measurements.log").read_text().splitlines()
     assert len(fresh) == 4 and fresh[0].startswith("====")  # a new file, with its banner
@@ -84,3 +85,23 @@ def test_a_log_needs_the_directory() -> None:
     assert [str(x) for x in e.value.errors] == [
         "t.toml: log.tracking = true: expected log.directory set (where tracking.log goes)"
     ]
+
+
+def test_a_reopen_that_fails_keeps_the_old_file_and_a_log_never_breaks_sync(
+    tmp_path: Path,
+) -> None:
+    """QA s17 hunt-life F1: a failed reopen used to leave the file closed, and every later
+    sample then raised before reaching the selection: clock updates stopped, unreported."""
+    logs = MeasurementLogs(tmp_path / "logs", measurements=True, statistics=False, tracking=False)
+    output = FilterOutput(sample=SAMPLE, jitter_ns=700, dispersion_ns=5_000, new=True)
+    logs.sample(NOW, "ntp1:123", SAMPLE, 8, output)
+    live = tmp_path / "logs" / "measurements.log"
+    live.rename(tmp_path / "logs" / "measurements.log.1")
+    live.mkdir()  # what is there now cannot be opened as a file (as root too)
+    reopened, errors = logs.reopen()
+    assert reopened == [] and len(errors) == 1 and str(live) in errors[0]
+    logs.sample(NOW, "ntp1:123", SAMPLE, 8, output)  # still written, to the old file
+    old = (tmp_path / "logs" / "measurements.log.1").read_text().splitlines()
+    assert len(old) == 3 + 2
+    logs.close()
+    logs.sample(NOW, "ntp1:123", SAMPLE, 8, output)  # a closed file loses lines, raises nothing
