@@ -2,10 +2,13 @@
 
 Started through ``tsyncd.__main__`` (the ``tsyncd`` command, ``python -m tsyncd``).
 
-Logs go to stderr; under systemd (``JOURNAL_STREAM`` set) they go to journald, through
-systemd-python's handler when it is installed, else as plain lines journald picks up from
-stderr.  Exit codes: 0 clean stop or valid config, 1 bad config, 2 cannot start (or a bad
-command line).
+Logs go to stderr; under systemd (``JOURNAL_STREAM`` names our stderr, as systemd.exec(5) says
+to check: the variable is inherited, so a stale one must not send the logs to a journal that
+may not be there) they go to journald, through systemd-python's handler when it is installed,
+else as lines on stderr carrying sd-daemon(3)'s ``<N>`` priority prefix, which journald parses
+(so ``journalctl -p warning`` finds them without systemd-python).
+
+Exit codes: 0 clean stop or valid config, 1 bad config, 2 cannot start (or a bad command line).
 
 The command line is parsed in ``tsyncd.daemon_args``.
 """
@@ -17,6 +20,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Final
 
 from tsyncd import __version__
 from tsyncd.clock import make_clock
@@ -24,19 +28,42 @@ from tsyncd.config import Config, ConfigErrors, load_config
 from tsyncd.net.eventloop import loop_factory
 from tsyncd.startup_imports import forget_transient_modules
 
+_JOURNAL_PRIORITY: Final = {"CRITICAL": 2, "ERROR": 3, "WARNING": 4, "INFO": 6, "DEBUG": 7}
+
+
+class _JournalPrefixFormatter(logging.Formatter):
+    """``<N>name: message`` on every line of a record: sd-daemon(3)'s priority prefix."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = f"<{_JOURNAL_PRIORITY.get(record.levelname, 6)}>"
+        text = super().format(record)
+        return "\n".join(prefix + line for line in text.splitlines() or [""])
+
+
+def stderr_is_journal(journal_stream: str | None, stderr_fd: int) -> bool:
+    """Whether ``JOURNAL_STREAM`` (``device:inode``) names the file ``stderr_fd`` is open on."""
+    if not journal_stream:
+        return False
+    try:
+        device, inode = (int(part) for part in journal_stream.split(":"))
+        st = os.fstat(stderr_fd)
+    except (ValueError, OSError):
+        return False
+    return (st.st_dev, st.st_ino) == (device, inode)
+
 
 def _setup_logging(level: str) -> None:
     root = logging.getLogger()
     root.setLevel(level.upper())
     handler: logging.Handler
-    if os.environ.get("JOURNAL_STREAM"):
+    if stderr_is_journal(os.environ.get("JOURNAL_STREAM"), sys.stderr.fileno()):
         try:
             from systemd.journal import JournalHandler  # type: ignore[import-not-found,unused-ignore]
 
             handler = JournalHandler(SYSLOG_IDENTIFIER="tsyncd")
         except ImportError:
             handler = logging.StreamHandler(sys.stderr)
-            handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+            handler.setFormatter(_JournalPrefixFormatter("%(name)s: %(message)s"))
     else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
