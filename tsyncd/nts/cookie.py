@@ -333,8 +333,25 @@ def load_keyset(path: Path, rotation_s: int, now_s: float, *, create: bool = Tru
         keys.advance(now_s)
         if behind > _RATCHET_MAX:
             _jumped(path, keys, behind)
+        elif behind < -1:  # the next epoch is a fleet member's clock a little ahead: fine
+            _ahead(path, -behind, rotation_s)
         return keys
     raise KeyFileError(f"NTS key file {path} keeps appearing and disappearing; try again")
+
+
+def _ahead(path: Path, ahead: int, rotation_s: int) -> None:
+    """Say that the key file ``path`` is ``ahead`` rotations in the future (written by a server
+    whose clock was wrong, a bad RTC at first boot): the ratchet only runs forward, so its key
+    stays the current one, unrotated, until our clock reaches its epoch."""
+    log.warning(
+        "NTS key file %s is %d key rotations (%.1f days) ahead of this clock: its key will not"
+        " rotate until then, which forfeits the forward secrecy rotation gives; if the clock"
+        " that wrote it was wrong, remove the file and restart (a new key is made; every fleet"
+        " member must then load the new file)",
+        path,
+        ahead,
+        ahead * rotation_s / 86400,
+    )
 
 
 def _jumped(path: Path, keys: KeySet, behind: int) -> None:

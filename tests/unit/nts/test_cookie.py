@@ -305,3 +305,21 @@ def test_worker_rebuild_after_a_jump_matches() -> None:
     rebuilt = key_state(keys).keyset()
     assert rebuilt.current_epoch == keys.current_epoch
     assert rebuilt.open(keys.seal(SESSION)) == SESSION
+
+
+def test_a_key_file_from_the_future_is_used_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """QA s17 hunt-life F4: a file written by a server whose clock was 100 days ahead is still
+    loaded (the fleet shares it), but it says its key will not rotate for 100 days; one epoch
+    ahead (a fleet member's clock a little fast) is normal and says nothing."""
+    path = tmp_path / "keys.json"
+    load_keyset(path, DAY, 150 * DAY)  # written at day 150
+    with caplog.at_level(logging.WARNING, logger="tsyncd.nts.cookie"):
+        keys = load_keyset(path, DAY, 50 * DAY)  # read at day 50
+    assert keys.current_epoch == 150
+    assert "100 key rotations (100.0 days) ahead of this clock" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="tsyncd.nts.cookie"):
+        load_keyset(path, DAY, 149 * DAY)
+    assert caplog.text == ""
