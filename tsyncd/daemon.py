@@ -398,7 +398,7 @@ class Daemon(SourceSettings, ChronycCommands, MeasurementLogging, SnapshotViews)
         try:
             self._reload()
         except ConfigErrors as exc:
-            log.error("reload failed, keeping the running configuration:\n%s", exc)
+            _log_reload_failure(exc, "SIGHUP")
         self.notifier.ready(self._status_line())
 
     async def _rpc_reload(self, _params: dict[str, Any]) -> dict[str, Any]:
@@ -407,7 +407,7 @@ class Daemon(SourceSettings, ChronycCommands, MeasurementLogging, SnapshotViews)
         try:
             sources, restart, certificates = self._reload()
         except ConfigErrors as exc:
-            lines = [str(e) for e in exc.errors]
+            lines = _log_reload_failure(exc, "tsyncctl reload")
             raise RpcError(
                 ErrorCode.INVALID_PARAMS,
                 "reload failed, keeping the running configuration: " + "; ".join(lines),
@@ -754,3 +754,12 @@ class Daemon(SourceSettings, ChronycCommands, MeasurementLogging, SnapshotViews)
             self.tsq_servers.append(server)
             self.tsq_credentials.append(served)
             log.info("serving TSQ (%s) on %s", cfg.transport, server.listen)
+
+
+def _log_reload_failure(exc: ConfigErrors, how: str) -> list[str]:
+    """Log a failed reload (``how``: what asked for it) as one line per mistake, each in full
+    (journald shows a multi-line message as one entry, grep finds each line); the lines."""
+    lines = [str(e) for e in exc.errors]
+    for line in lines:
+        log.error("reload (%s) failed, keeping the running configuration: %s", how, line)
+    return lines

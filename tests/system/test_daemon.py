@@ -171,7 +171,9 @@ def test_systemd_notifications_and_signals(peers: Peers, tmp_path: Path) -> None
     daemon.config.write_text(daemon.config.read_text() + "\n[bogus]\n")
     daemon.proc.popen.send_signal(signal.SIGHUP)
     until("RELOADING=1")
-    wait_for("the reload error in the log", lambda: "reload failed" in daemon.proc.output())
+    wait_for(
+        "the reload error in the log", lambda: "reload (SIGHUP) failed" in daemon.proc.output()
+    )
     assert "bogus" in daemon.proc.output()
     assert ask(port, encode_ntp(NtpPacket(mode=Mode.CLIENT, transmit_ts=5))) is not None
     daemon.proc.popen.send_signal(signal.SIGTERM)

@@ -255,6 +255,13 @@ def test_tsyncctl_reload_reports_what_changed_and_refuses_a_bad_file(peers: Peer
     error = ctl_fails(client, "reload")
     assert error.startswith("tsyncctl: reload failed, keeping the running configuration: ")
     assert f"{client.config}: source[0].min-poll = 99: expected integer -7..24" in error
+    wait_for(  # the daemon's own log says so too, one line naming what asked (QA s17 F6)
+        "the failed reload in the daemon's log",
+        lambda: (
+            "reload (tsyncctl reload) failed, keeping the running configuration: "
+            f"{client.config}: source[0].min-poll = 99" in client.proc.output()
+        ),
+    )
     assert [r["name"] for r in client.ctl("peers")] == [f"127.0.0.3:{port}"]
     # Back to the good file: nothing to change but what only a restart applies.
     client.config.write_text(head + source(3) + server)
