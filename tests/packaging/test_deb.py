@@ -135,6 +135,9 @@ def test_dependencies(deb: Path) -> None:
     assert "systemd | systemd-standalone-sysusers | systemd-sysusers" in depends
     assert not any("tomli" in d for d in depends)
     assert field(deb, "Recommends") == "python3-systemd"
+    # One time daemon at a time, as chrony and systemd-timesyncd declare it (QA s17 F7).
+    for relation in ("Provides", "Conflicts", "Replaces"):
+        assert field(deb, relation) == "time-daemon", relation
 
 
 def test_entry_point_scripts(members: set[str], extracted: Path) -> None:
@@ -183,7 +186,10 @@ def test_config_is_a_conffile(members: set[str], extracted: Path, control_dir: P
     packaged = (extracted / "etc" / "tsyncd" / "tsyncd.toml").read_bytes()
     assert packaged == (REPO / "etc" / "tsyncd.toml").read_bytes()
     conffiles = (control_dir / "conffiles").read_text().split()
-    assert conffiles == ["/etc/tsyncd/tsyncd.toml"]
+    assert sorted(conffiles) == ["/etc/logrotate.d/tsyncd", "/etc/tsyncd/tsyncd.toml"]
+    rotate = (extracted / "etc" / "logrotate.d" / "tsyncd").read_text()
+    assert "/var/log/tsyncd/*.log" in rotate and "nocreate" in rotate
+    assert "/usr/bin/tsyncctl cyclelogs" in rotate
 
 
 def test_maintainer_scripts_create_user_then_state_then_start(control_dir: Path) -> None:

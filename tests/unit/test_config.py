@@ -65,7 +65,11 @@ def test_example_config_values() -> None:
     assert config.sources == (
         SourceConfig(mode="pool", address=Endpoint("pool.ntp.org", 123), name="pool.ntp.org"),
     )
-    assert config.servers == (ServerConfig(listen=Endpoint("::", 123)),)
+    # As chrony's default configuration: no server until the operator uncomments one (and
+    # says whom to serve), a drift file and NTS sessions kept in the service's StateDirectory.
+    assert config.servers == ()
+    assert config.clock.drift_file == Path("/var/lib/tsyncd/drift")
+    assert config.nts_client.cookie_storage_path == Path("/var/lib/tsyncd")
 
 
 def test_example_config_with_every_setting_uncommented_loads(tmp_path: Path) -> None:

@@ -74,6 +74,8 @@ def test_service_type_and_lifecycle() -> None:
     assert service["ExecReload"] == "/bin/kill -HUP $MAINPID"
     assert service["WatchdogSec"] == "30"
     assert service["Restart"] == "on-failure"
+    # Exit status 1 (an invalid configuration, tsyncd.daemon_cli) is not restarted in a loop.
+    assert service["RestartPreventExitStatus"] == "1"
 
 
 def test_service_runs_unprivileged_with_exactly_two_capabilities() -> None:
