@@ -42,7 +42,7 @@ def read_drift(path: Path) -> tuple[float, float] | None:
         with path.open("rb") as f:
             raw = f.read(_MAX_FILE_BYTES + 1)
     except FileNotFoundError:
-        _log.warning("drift file %s does not exist yet; measuring the frequency from scratch", path)
+        _log.info("drift file %s does not exist yet; measuring the frequency from scratch", path)
         return None
     except OSError as exc:
         _log.warning("cannot read drift file %s: %s; ignoring it", path, exc)
