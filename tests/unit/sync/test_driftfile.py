@@ -46,12 +46,15 @@ def test_frequency_only_file_gets_a_default_skew(tmp_path: Path) -> None:
     assert_drift(read_drift(path), -4.0, DEFAULT_SKEW_PPM)
 
 
-def test_missing_file_reads_as_none_with_a_warning(
+def test_missing_file_reads_as_none_said_at_info(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="tsyncd.sync.driftfile"):
+    """A first start has no drift file yet: said, but not as a warning (nothing is wrong)."""
+    with caplog.at_level(logging.INFO, logger="tsyncd.sync.driftfile"):
         assert read_drift(tmp_path / "nope") is None
-    assert "does not exist" in caplog.text
+    assert [(r.levelno, "does not exist" in r.getMessage()) for r in caplog.records] == [
+        (logging.INFO, True)
+    ]
 
 
 @pytest.mark.parametrize(
