@@ -106,7 +106,9 @@ def _finite(_ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     "-s",
     "--socket",
     "socket_path",
-    type=click.Path(dir_okay=False, path_type=Path),
+    # readable=False: connect() needs write permission, not read, and ControlClient says what
+    # to do when it is refused (root or the socket's group); click would say "not readable".
+    type=click.Path(dir_okay=False, readable=False, path_type=Path),
     envvar=SOCKET_ENV,
     default=DEFAULT_SOCKET,
     show_default=True,
@@ -650,7 +652,8 @@ def _reload_lines(r: dict[str, Any]) -> str:
 @click.option("--count", type=int, help="Pool only: how many of its addresses to use.")
 @click.option(
     "--certificate-authority",
-    type=click.Path(dir_okay=False, path_type=Path),
+    # tsyncd reads it, not tsyncctl: one that only tsyncd's user may read is fine.
+    type=click.Path(dir_okay=False, readable=False, path_type=Path),
     help="NTS/TSQ only: PEM CA file (default: NTS the system store, TSQ certifi's bundle).",
 )
 @click.option("--transport", type=click.Choice(["stream", "datagram"]), help="TSQ only.")

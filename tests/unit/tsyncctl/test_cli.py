@@ -293,6 +293,32 @@ def test_permission_denied_on_the_socket(short_dir: Path, monkeypatch: pytest.Mo
     )
 
 
+def test_a_socket_the_user_may_not_open_is_permission_denied_not_a_usage_error(
+    short_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 0660 socket of a group the user is not in: the client's own message and exit 1, not
+    click's "not readable" usage error (exit 2); waitsync keeps asking, as for any connect
+    error.  We run as root: the access test and the connect() failure are faked."""
+    path = short_dir / "x.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.bind(str(path))
+
+    def refuse(self: socket.socket, address: Any) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(os, "access", lambda *args, **kwargs: False)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    denied = (
+        f"cannot connect to tsyncd at {path}: permission denied"
+        " (run as root or as a member of the socket's group)"
+    )
+    assert_one_line_error(run("-s", str(path), "status"), denied)
+    result = run("-s", str(path), "waitsync", "2", "0", "0", "0.1")
+    assert result.exit_code == 1, result.output
+    assert result.stdout.splitlines() == [f"try: {n}, no answer: {denied}" for n in (1, 2)]
+    assert result.stderr == "tsyncctl: not synchronized after 2 tries\n"
+
+
 def test_timeout_when_the_daemon_does_not_answer(short_dir: Path) -> None:
     path = short_dir / "hung.sock"
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:

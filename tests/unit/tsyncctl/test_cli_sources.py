@@ -79,6 +79,19 @@ def test_a_relative_ca_file_is_sent_absolute(sock: Path) -> None:
     assert calls[0][1]["certificate-authority"] == os.path.join(os.getcwd(), "ca.pem")
 
 
+def test_a_ca_file_only_tsyncd_may_read_is_sent(
+    sock: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """tsyncd reads the file, not tsyncctl (an admin-group member may not read it)."""
+    ca = tmp_path / "ca.pem"
+    ca.write_text("")
+    monkeypatch.setattr(os, "access", lambda *args, **kwargs: False)  # we run as root
+    args = ["add", "nts.example", "--mode", "nts", "--certificate-authority", str(ca)]
+    result = CliRunner().invoke(cli, ["-s", str(sock), *args])
+    assert result.exit_code == 0, result.output
+    assert calls[0][1]["certificate-authority"] == str(ca)
+
+
 def test_the_daemons_refusal_is_one_line_exit_1(sock: Path) -> None:
     result = CliRunner().invoke(cli, ["-s", str(sock), "add", "bad", "--min-poll", "99"])
     assert result.exit_code == 1 and result.stdout == ""
