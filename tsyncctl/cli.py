@@ -87,6 +87,25 @@ def _show(
         click.echo(human(result))
 
 
+def _sources_text(ctx: click.Context, rows: list[Any], human: Callable[[list[Any]], str]) -> str:
+    """``human(rows)``; for no rows, whether none are configured or they have no address to
+    poll yet (``activity``'s ``unknown_address``: names not resolved, before an NTS-KE),
+    which ``sourcestats`` (and an older tsyncd's ``sources``) leaves out."""
+    if rows:
+        return human(rows)
+    try:
+        counts = _call(ctx, "activity")
+    except ControlError:
+        return render.NO_SOURCES
+    waiting = counts.get("unknown_address") if isinstance(counts, dict) else None
+    if not isinstance(waiting, int) or isinstance(waiting, bool) or waiting <= 0:
+        return render.NO_SOURCES
+    return (
+        f"no source has an address to poll yet: {waiting} source(s) waiting for name"
+        " resolution or an NTS-KE (tsyncctl sources)"
+    )
+
+
 def _expect(value: Any, kind: type, method: str) -> Any:
     if not isinstance(value, kind):
         raise CliError(f"tsyncd answered '{method}' with unexpected data (is tsyncctl too old?)")
@@ -151,7 +170,7 @@ def peers(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         _print_json(result)
     else:
-        click.echo(render.render_sources(result))
+        click.echo(_sources_text(ctx, result, render.render_sources))
         nts = render.render_nts_sources(result)
         if nts is not None:
             click.echo(f"\n{nts}")
@@ -180,7 +199,7 @@ def _show_source_view(
     how it authenticates, ``render.auth_kind``); else through ``human``."""
     result = _expect(_call(ctx, "sources"), list, "sources")
     if not as_json:
-        click.echo(human(result))
+        click.echo(_sources_text(ctx, result, human))
         return
     _print_json(
         [
@@ -208,7 +227,7 @@ def ntpdata(ctx: click.Context, names: tuple[str, ...], as_json: bool) -> None:
     if as_json:
         _print_json(result)
     else:
-        click.echo(render.render_ntpdata(result))
+        click.echo(_sources_text(ctx, result, render.render_ntpdata))
 
 
 @cli.command()
@@ -296,7 +315,13 @@ def waitsync(
 @click.pass_context
 def sourcestats(ctx: click.Context, as_json: bool) -> None:
     """Sample statistics per source (like 'chronyc sourcestats')."""
-    _show(ctx, "sourcestats", list, as_json, render.render_sourcestats)
+    _show(
+        ctx,
+        "sourcestats",
+        list,
+        as_json,
+        lambda r: _sources_text(ctx, r, render.render_sourcestats),
+    )
 
 
 @cli.command()

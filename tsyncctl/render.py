@@ -28,6 +28,9 @@ STATE_LEGEND = (
 )
 
 _UNITS = ((1.0, "s"), (1e-3, "ms"), (1e-6, "µs"), (1e-9, "ns"))
+NO_SOURCES = "no sources configured"
+"""What the source tables print for an empty list (tsyncctl asks ``activity`` first whether
+sources wait for an address, which the lists may leave out)."""
 
 
 def format_seconds(value: Any, *, signed: bool = False, digits: int = 3) -> str:
@@ -181,7 +184,7 @@ def render_tracking(t: Mapping[str, Any]) -> str:
 def render_sourcestats(stats: Sequence[Mapping[str, Any]]) -> str:
     """A ``chronyc sourcestats``-like table."""
     if not stats:
-        return "no sources configured"
+        return NO_SOURCES
     headers = ["Name", "NP", "Span", "Offset", "Std Dev", "Delay min", "Delay max"]
     rows = [
         [
@@ -226,7 +229,7 @@ def _table_with_notes(headers: list[str], rows: list[list[str]], right: set[int]
 def render_sources(sources: Sequence[Mapping[str, Any]]) -> str:
     """A ``chronyc sources``-like table for the ``sources`` method's result."""
     if not sources:
-        return "no sources configured"
+        return NO_SOURCES
     headers = ["S", "Name", "Address", "St", "Poll", "Reach", "LastRx", "Offset", "Delay", "Jitter"]
     rows: list[list[str]] = []
     for src in sources:
@@ -309,7 +312,7 @@ def render_authdata(sources: Sequence[Mapping[str, Any]]) -> str:
             kind = f"SK {src.get('key_id')} {src.get('key_type')}"
         rows.append([_text(src.get("name")), kind, *cells])
     if not rows:
-        return "no sources configured"
+        return NO_SOURCES
     headers = ["Source", "Auth", "Cookies", "AEAD", "Last KE", "TLS group", "KEs", "NAKs"]
     return render_table(headers, rows, right={2, 4, 6, 7})
 
@@ -355,7 +358,7 @@ def render_selectdata(sources: Sequence[Mapping[str, Any]]) -> str:
             ]
         )
     if not rows:
-        return "no sources configured"
+        return NO_SOURCES
     headers = ["S", "Name", "Auth", "Opts", "Last", "Low", "High", "Leap"]
     table = _table_with_notes(headers, rows, right={4, 5, 6})
     return f"{table}\n\n{SELECT_LEGEND}"
@@ -434,7 +437,7 @@ def render_ntpdata(sources: Sequence[Mapping[str, Any]]) -> str:
                 ("NTS NAKs", _text(nts.get("naks"))),
             ]
         blocks.append(_key_values(rows))
-    return "\n\n".join(blocks) if blocks else "no sources configured"
+    return "\n\n".join(blocks) if blocks else NO_SOURCES
 
 
 def _by_reason(counts: Any, indent: str = "  ") -> list[tuple[str, str]]:

@@ -104,6 +104,20 @@ class Connectivity(SourceAdmin):
         owners = {self._association_source.get(name, name) for name in self.core.sources}
         return [name for name in self._source_configs if name not in owners]
 
+    def _resolving(self) -> list[str]:
+        """The sources with no association yet because their name has not resolved yet: not
+        those waiting for an address no other source polls, nor NTS sources (both have rows
+        of their own in ``tsyncctl sources``), nor one whose task has ended (its socket could
+        not be opened: logged)."""
+        return [
+            name
+            for name in self._unplaced()
+            if name not in self._address_waits
+            and name not in self.nts_sources
+            and (task := self._source_tasks.get(name)) is not None
+            and not task.done()
+        ]
+
     def _selected(self, method: str, params: dict[str, Any]) -> list[str]:
         """The association names ``params["sources"]`` selects (all when absent or empty)."""
         selectors = params.get("sources", [])

@@ -44,6 +44,7 @@ class SourceAdmin(SourceMobilizer):
         self._association_source = {}
         self._refresh_events = {}
         self._address_waits = {}
+        self._resolve_failures = {}
         self._reload_task = None
 
     def _start_source(self, cfg: SourceConfig) -> None:
@@ -225,6 +226,7 @@ class SourceAdmin(SourceMobilizer):
         self._source_configs.pop(name, None)
         self._refresh_events.pop(name, None)
         self._address_waits.pop(name, None)
+        self._resolve_failures.pop(name, None)
         nts = self.nts_sources.pop(name, None)
         if nts is not None:
             nts.association = None

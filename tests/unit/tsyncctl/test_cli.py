@@ -228,6 +228,26 @@ def test_empty_source_list(short_dir: Path) -> None:
     assert out == "no sources configured\n"
 
 
+def test_no_rows_while_sources_wait_for_an_address_is_not_no_sources(short_dir: Path) -> None:
+    """sourcestats (and an older tsyncd's sources) lists no source without an address: an
+    empty list is "no sources configured" only if activity counts none waiting."""
+    counts = {"online": 0, "offline": 0, "unknown_address": 2}
+    methods = {
+        "sources": lambda p: [],
+        "sourcestats": lambda p: [],
+        "activity": lambda p: counts,
+    }
+    with control_socket(short_dir / "w.sock", methods) as path:
+        for view in ("sources", "sourcestats", "selectdata", "ntpdata", "authdata"):
+            result = run("-s", str(path), view)
+            assert result.exit_code == 0, result.output
+            assert result.stdout == (
+                "no source has an address to poll yet: 2 source(s) waiting for name"
+                " resolution or an NTS-KE (tsyncctl sources)\n"
+            ), view
+        assert json.loads(run("-s", str(path), "sources", "--json").stdout) == []
+
+
 @pytest.mark.parametrize(
     ("value", "signed", "text"),
     [
