@@ -27,6 +27,7 @@ from tsyncctl.query import QueryError, run_query
 from tsyncctl.tsq import tsq as tsq_commands
 from tsyncctl.waitsync import NoAnswer, SyncWanted, wait_for_sync
 from tsyncd import __version__
+from tsyncd.source_selectors import Association, select_associations
 
 DEFAULT_SOCKET = Path("/run/tsyncd/tsyncd.sock")
 SOCKET_ENV = "TSYNCD_SOCKET"
@@ -120,6 +121,20 @@ def _finite(_ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     return value
 
 
+_SELECTOR_HELP = """SOURCEs are names as 'tsyncctl sources' shows them, configured names (a
+pool's selects its members), or IP addresses or networks (192.0.2.0/24) containing a source's
+address; none means every source."""
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _selectors(command: F) -> F:
+    """The [SOURCE]... argument, explained after the command's own help."""
+    command.__doc__ = f"{inspect.cleandoc(command.__doc__ or '')}\n\n{_SELECTOR_HELP}"
+    decorated: F = click.argument("sources", nargs=-1, metavar="[SOURCE]...")(command)
+    return decorated
+
+
 @click.group(cls=TsyncctlGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "-s",
@@ -210,24 +225,46 @@ def _show_source_view(
 
 
 @cli.command()
-@click.argument("names", nargs=-1, metavar="[NAME]...")
 @json_option
 @click.pass_context
-def ntpdata(ctx: click.Context, names: tuple[str, ...], as_json: bool) -> None:
-    """Everything known of each source, or of the NAMEs (as 'tsyncctl sources' shows them or
-    their addresses), one block per source (like 'chronyc ntpdata')."""
+@_selectors
+def ntpdata(ctx: click.Context, sources: tuple[str, ...], as_json: bool) -> None:
+    """Everything known of each source, or of the SOURCEs (or the Addresses 'tsyncctl
+    sources' shows), one block per source (like 'chronyc ntpdata')."""
     result = _expect(_call(ctx, "sources"), list, "sources")
-    if names:
-        known = {r.get("name") for r in result} | {r.get("address") for r in result}
-        unknown = [n for n in names if n not in known]
-        if unknown:  # a typo among several names is an error too, not a shorter answer
-            raise CliError(f"no source named {', '.join(unknown)} (see tsyncctl sources)")
-        wanted = set(names)
-        result = [r for r in result if r.get("name") in wanted or r.get("address") in wanted]
+    if sources:
+        result = _picked(result, sources)
     if as_json:
         _print_json(result)
     else:
         click.echo(_sources_text(ctx, result, render.render_ntpdata))
+
+
+def _picked(rows: list[Any], selectors: tuple[str, ...]) -> list[Any]:
+    """The ``sources`` rows ``selectors`` pick as tsyncd's commands pick them (by name, the
+    source that made it, an IP address or network: ``select_associations``), or by the
+    Address they show; CliError naming those that pick none (a typo among several is an
+    error too, not a shorter answer)."""
+    rows = [r for r in rows if isinstance(r, dict)]
+    by_address = {str(r["address"]): str(r.get("name")) for r in rows if r.get("address")}
+    associations = [
+        Association(
+            str(r.get("name")), str(r.get("source") or r.get("name")), _ip_of(r.get("address"))
+        )
+        for r in rows
+    ]
+    names, unmatched = select_associations([by_address.get(s, s) for s in selectors], associations)
+    if unmatched:
+        raise CliError(f"no source matches {', '.join(unmatched)} (see tsyncctl sources)")
+    return [r for r in rows if str(r.get("name")) in names]
+
+
+def _ip_of(address: Any) -> str:
+    """The IP of an Address as 'sources' shows it ("ip:port", "[ip6]:port"), "" if none."""
+    text = str(address or "")
+    if text.startswith("["):
+        return text[1 : text.find("]")]
+    return text.rpartition(":")[0]
 
 
 @cli.command()
@@ -350,20 +387,6 @@ def burst(ctx: click.Context, as_json: bool) -> None:
     _show(
         ctx, "burst", dict, as_json, lambda r: f"burst started for {r.get('sources', 0)} source(s)"
     )
-
-
-_SELECTOR_HELP = """SOURCEs are names as 'tsyncctl sources' shows them, configured names (a
-pool's selects its members), or IP addresses or networks (192.0.2.0/24) containing a source's
-address; none means every source."""
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _selectors(command: F) -> F:
-    """The [SOURCE]... argument, explained after the command's own help."""
-    command.__doc__ = f"{inspect.cleandoc(command.__doc__ or '')}\n\n{_SELECTOR_HELP}"
-    decorated: F = click.argument("sources", nargs=-1, metavar="[SOURCE]...")(command)
-    return decorated
 
 
 def _connectivity(ctx: click.Context, method: str, sources: tuple[str, ...], as_json: bool) -> None:
@@ -707,12 +730,14 @@ def add(ctx: click.Context, /, address: str, as_json: bool, **options: Any) -> N
 
 
 @cli.command()
-@click.argument("name")
+@click.argument("name", metavar="SOURCE")
 @json_option
 @click.pass_context
 def delete(ctx: click.Context, name: str, as_json: bool) -> None:
-    """Remove a time source by the name 'tsyncctl sources' shows (a pool by its name, with all
-    its members), like 'chronyc delete' (needs root or the admin group)."""
+    """Remove a time source, like 'chronyc delete' (needs root or the admin group): SOURCE is
+    the name 'tsyncctl sources' shows (a pool's name removes it with all its members), or an
+    IP address or network that selects one source's address and no other (a pool's member
+    only goes with its pool)."""
     _show(
         ctx,
         "remove_source",

@@ -88,22 +88,6 @@ class Connectivity(SourceAdmin):
             finally:  # also when the source is deleted meanwhile
                 self._waiting.pop(cfg.name, None)
 
-    def _associations(self) -> list[Association]:
-        """What selectors pick from: the running associations, and the sources that have none
-        yet (a name not resolved, every address in use, before the first NTS-KE), by their
-        configured names."""
-        running = [
-            Association(name, self._association_source.get(name, name), sock.ip)
-            for name, sock in self.sockets.items()
-            if name in self.core.sources
-        ]
-        return running + [Association(name, name, "") for name in self._unplaced()]
-
-    def _unplaced(self) -> list[str]:
-        """The sources that have no association yet."""
-        owners = {self._association_source.get(name, name) for name in self.core.sources}
-        return [name for name in self._source_configs if name not in owners]
-
     def _resolving(self) -> list[str]:
         """The sources with no association yet because their name has not resolved yet: not
         those waiting for an address no other source polls, nor NTS sources (both have rows

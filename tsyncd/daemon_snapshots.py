@@ -54,6 +54,7 @@ class SnapshotViews:
     _waiting: dict[str, asyncio.Event]  # offline NTS sources before their first NTS-KE
     _address_waits: dict[str, str]  # servers by name polling nothing (addresses in use) -> why
     _resolve_failures: dict[str, str]  # source -> why its name did not resolve last time
+    _association_source: dict[str, str]  # association name -> the source that made it
     _source_configs: dict[str, SourceConfig]
     _started_ns: int
     config: Config
@@ -171,7 +172,12 @@ class SnapshotViews:
         ]
         snapshots = [_with_selection(s, d.selection.get(s.name)) for s in snapshots]
         snapshots = [
-            dataclasses.replace(s, drops_by_reason=self._drops_by_reason(s.name)) for s in snapshots
+            dataclasses.replace(
+                s,
+                drops_by_reason=self._drops_by_reason(s.name),
+                source=self._association_source.get(s.name, s.name),
+            )
+            for s in snapshots
         ]
         # Sources that poll nothing yet: shown, with why they wait.
         snapshots.extend(

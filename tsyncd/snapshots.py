@@ -93,6 +93,9 @@ class SourceSnapshot:
     # packets_dropped by reason (the reply checks' names: "bogus", "bad_mac", "loop",
     # "wrong_address", "kiss_of_death", "max_delay", ...), since the association started
     drops_by_reason: dict[str, int] = field(default_factory=dict)
+    # The [[source]] (or tsyncctl add) that made it: its own name, a pool's for its members;
+    # what tsyncctl selects sources by besides their names and addresses.
+    source: str = ""
 
 
 def pending_source_snapshot(
@@ -104,6 +107,7 @@ def pending_source_snapshot(
     of its own: a failed NTS-KE, every address taken by other sources)."""
     return SourceSnapshot(
         name=name,
+        source=name,
         address="",
         mode=mode,
         state="init",
