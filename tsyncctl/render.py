@@ -105,12 +105,19 @@ def _key_values(rows: Sequence[tuple[str, str]]) -> str:
     return "\n".join(f"{key:<{width}} : {value}" for key, value in rows)
 
 
+def _reference_id(system: Mapping[str, Any]) -> str:
+    """chronyc's "CF404DC8 (::1)": the refid in hex and what it stands for, the system peer's
+    address where the refid is made from it (an IPv6 address's is a hash of it), else its
+    text (an IPv4 address, or a code such as GPS)."""
+    raw = system.get("reference_id_raw")
+    text = _text(system.get("reference_address") or system.get("reference_id"))
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return f"{raw:08X} ({text})"
+    return text
+
+
 def render_status(status: Mapping[str, Any]) -> str:
     """A chronyc-tracking-like block for the ``status`` method's result."""
-    raw = status.get("reference_id_raw")
-    refid = _text(status.get("reference_id"))
-    if isinstance(raw, int) and not isinstance(raw, bool):
-        refid = f"{raw:08X} ({refid})"
     synced = status.get("synchronized")
     if synced:
         sync_text = "yes"
@@ -127,7 +134,7 @@ def render_status(status: Mapping[str, Any]) -> str:
     if isinstance(ref_time, int | float) and math.isfinite(ref_time):
         ref_text = dt.datetime.fromtimestamp(ref_time, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     rows = [
-        ("Reference ID", refid),
+        ("Reference ID", _reference_id(status)),
         ("Stratum", _text(status.get("stratum"))),
         ("Synchronized", sync_text),
         ("Selected source", _text(status.get("selected_source"))),
@@ -157,7 +164,7 @@ def render_tracking(t: Mapping[str, Any]) -> str:
     skew = t.get("skew_ppm")
     applied = t.get("applied_frequency_ppm")
     rows = [
-        ("Reference ID", _text(t.get("reference_id"))),
+        ("Reference ID", _reference_id(t)),
         ("Stratum", _text(t.get("stratum"))),
         ("Synchronized", sync_text),
         ("Ref time", ref_text),

@@ -10,6 +10,7 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
+from tsyncd.net.udp import normalize_ip
 from tsyncd.servers.stats import distinct_clients, merge_client_rows, server_stats
 from tsyncd.servers.tsq_setup import tsq_server_snapshots
 from tsyncd.snapshots import (
@@ -22,7 +23,7 @@ from tsyncd.snapshots import (
     pending_source_snapshot,
 )
 from tsyncd.sync.system import NO_SOURCES
-from tsyncd.wire.ntp import refid_to_str
+from tsyncd.wire.ntp import refid_for_address, refid_to_str
 
 if TYPE_CHECKING:
     from tsyncd.clock.base import Clock
@@ -118,6 +119,7 @@ class SnapshotViews:
             precision=self.precision_log2,
             selected_source=d.selected,
             uptime=(now - self._started_ns) * 1e-9,
+            reference_address=self._reference_address(),
         )
 
     def tracking_snapshot(self) -> TrackingSnapshot:
@@ -148,7 +150,20 @@ class SnapshotViews:
             discipline_state=disc.state,
             leap=_LEAP_NAMES[self.effective_leap(self.clock.now_ns())],
             poll=self.core.system_poll(),
+            reference_id_raw=d.reference_id,
+            selected_source=d.selected,
+            reference_address=self._reference_address(),
         )
+
+    def _reference_address(self) -> str | None:
+        """The system peer's IP address if the reference ID is made from it (RFC 5905 §7.3),
+        else None: tsyncctl shows it as chronyc does, since an IPv6 address's refid is a hash
+        that reads as an unrelated IPv4 address."""
+        d = self.core.decision
+        sock = self.sockets.get(d.selected) if d.selected is not None else None
+        if sock is None or not sock.ip or refid_for_address(sock.ip) != d.reference_id:
+            return None
+        return str(normalize_ip(sock.ip))
 
     def source_snapshots(self) -> list[SourceSnapshot]:
         """Every association, in the order they were mobilized."""

@@ -32,6 +32,9 @@ class SystemSnapshot:
     precision: int  # log2 s
     selected_source: str | None  # name of the system peer
     uptime: float  # s since the daemon started
+    # The system peer's IP address when reference_id stands for it (RFC 5905 §7.3): for an
+    # IPv6 one, reference_id is the first 4 bytes of its MD5, which reads as an IPv4 address.
+    reference_address: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -220,6 +223,9 @@ class TrackingSnapshot:
     discipline_state: str
     leap: str
     poll: int  # log2 s
+    reference_id_raw: int = 0  # as SystemSnapshot's
+    selected_source: str | None = None
+    reference_address: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
