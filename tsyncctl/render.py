@@ -26,6 +26,12 @@ unreachable, unsynchronized, too far, a KoD, a failed NTS-KE), which the Note gi
 STATE_LEGEND = (
     "* selected  + combined  - outlier  x falseticker  ? unreachable or unusable (Note)  N noselect"
 )
+OFFSET_LEGEND = (
+    "Offset: source minus local clock (RFC 5905), + local clock slow, - fast"
+    " (chronyc shows the opposite sign)"
+)
+"""The sign of ``sources``' and ``sourcestats``' offsets, which a chronyc user would read
+backwards: chronyc's are the local clock minus the source."""
 
 _UNITS = ((1.0, "s"), (1e-3, "ms"), (1e-6, "µs"), (1e-9, "ns"))
 NO_SOURCES = "no sources configured"
@@ -151,6 +157,16 @@ def render_status(status: Mapping[str, Any]) -> str:
     return _key_values(rows)
 
 
+def _offset_of_ntp_time(value: Any) -> str:
+    """An offset of NTP time from the local clock (RFC 5905's sign, positive: the clock is
+    behind) in chronyc tracking's words, which a bare sign would not give a chronyc user,
+    whose "Last offset" has the opposite sign: ``+1.283 µs (slow of NTP time)``."""
+    text = format_seconds(value, signed=True)
+    if text != "-" and value:
+        text += " (slow of NTP time)" if value > 0 else " (fast of NTP time)"
+    return text
+
+
 def render_tracking(t: Mapping[str, Any]) -> str:
     """A ``chronyc tracking``-like block for the ``tracking`` method's result."""
     synced = t.get("synchronized")
@@ -168,11 +184,11 @@ def render_tracking(t: Mapping[str, Any]) -> str:
         ("Stratum", _text(t.get("stratum"))),
         ("Synchronized", sync_text),
         ("Ref time", ref_text),
-        ("System offset", format_seconds(t.get("system_offset"), signed=True)),
-        ("Host clock offset", format_seconds(t.get("host_clock_offset"), signed=True)),
-        ("Last offset", format_seconds(t.get("last_offset"), signed=True)),
+        ("System offset", _offset_of_ntp_time(t.get("system_offset"))),
+        ("Host clock offset", _offset_of_ntp_time(t.get("host_clock_offset"))),
+        ("Last offset", _offset_of_ntp_time(t.get("last_offset"))),
         ("RMS offset", format_seconds(t.get("rms_offset"))),
-        ("Residual offset", format_seconds(t.get("residual_offset"), signed=True)),
+        ("Residual offset", _offset_of_ntp_time(t.get("residual_offset"))),
         ("Frequency", f"{freq:+.3f} ppm" if isinstance(freq, int | float) else "-"),
         ("Skew", f"{skew:.3f} ppm" if isinstance(skew, int | float) else "-"),
         ("Applied rate", f"{applied:+.3f} ppm" if isinstance(applied, int | float) else "-"),
@@ -205,7 +221,8 @@ def render_sourcestats(stats: Sequence[Mapping[str, Any]]) -> str:
         ]
         for s in stats
     ]
-    return render_table(headers, rows, right={1, 2, 3, 4, 5, 6})
+    table = render_table(headers, rows, right={1, 2, 3, 4, 5, 6})
+    return f"{table}\n\n{OFFSET_LEGEND}"
 
 
 def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> str:
@@ -268,7 +285,7 @@ def render_sources(sources: Sequence[Mapping[str, Any]]) -> str:
             ]
         )
     table = _table_with_notes(headers, rows, right={3, 4, 5, 6, 7, 8, 9})
-    return f"{table}\n\n{STATE_LEGEND}"
+    return f"{table}\n\n{STATE_LEGEND}\n{OFFSET_LEGEND}"
 
 
 def _nts_cells(nts: Mapping[str, Any]) -> list[str]:

@@ -200,7 +200,11 @@ def test_peers_human_table(sock: Path) -> None:
     # columns line up: every row's offset ends where the header's does
     end = lines[0].index("Offset") + len("Offset")
     assert lines[2][:end].endswith("+1.2ms")
-    assert lines[-1].startswith("* selected")
+    assert lines[-2].startswith("* selected")
+    assert lines[-1] == (
+        "Offset: source minus local clock (RFC 5905), + local clock slow, - fast"
+        " (chronyc shows the opposite sign)"
+    )
 
 
 def test_serverstats_human(sock: Path) -> None:

@@ -56,3 +56,15 @@ def test_an_ipv6_reference_shows_its_hex_refid_and_address_as_chronyc() -> None:
     ipv4 = {"reference_id": "192.0.2.1", "reference_id_raw": 0xC0000201}
     assert _fields(render_tracking(ipv4))["Reference ID"] == "C0000201 (192.0.2.1)"
     assert _fields(render_tracking({}))["Reference ID"] == "-"
+
+
+def test_tracking_says_which_way_each_offset_goes_in_chronycs_words() -> None:
+    """chronyc's "fast/slow of NTP time": its Last offset has the opposite sign to ours, so a
+    bare sign would be read backwards."""
+    fields = _fields(render_tracking(TRACKING))
+    assert fields["System offset"] == "+1.283 µs (slow of NTP time)"
+    assert fields["Host clock offset"] == "-899.999 ms (fast of NTP time)"
+    assert fields["Last offset"] == "-95.000 ns (fast of NTP time)"
+    assert fields["Residual offset"] == "+0.000 ns"  # nothing to say of none
+    assert fields["RMS offset"] == "200.000 ns"
+    assert _fields(render_tracking({}))["System offset"] == "-"
