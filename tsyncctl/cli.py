@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from click.core import ParameterSource
 
 from tsyncctl import render
 from tsyncctl.client import ControlClient, ControlError
@@ -382,10 +383,17 @@ def makestep(ctx: click.Context, as_json: bool) -> None:
 @cli.command()
 @json_option
 @click.pass_context
-def burst(ctx: click.Context, as_json: bool) -> None:
-    """Send a quick burst of requests to every source (needs root or the admin group)."""
+@_selectors
+def burst(ctx: click.Context, sources: tuple[str, ...], as_json: bool) -> None:
+    """Send a quick burst of requests to SOURCEs, like 'chronyc burst' (needs root or the
+    admin group); an offline source goes offline again after it."""
     _show(
-        ctx, "burst", dict, as_json, lambda r: f"burst started for {r.get('sources', 0)} source(s)"
+        ctx,
+        "burst",
+        dict,
+        as_json,
+        lambda r: f"burst started for {r.get('sources', 0)} source(s)",
+        {"sources": list(sources)} if sources else None,  # None: what an older tsyncd takes
     )
 
 
@@ -648,12 +656,13 @@ def rekey(ctx: click.Context, as_json: bool) -> None:
 
 
 @cli.command()
+@click.argument("what", type=click.Choice(["sources"]), required=False)
 @json_option
 @click.pass_context
-def reload(ctx: click.Context, as_json: bool) -> None:
+def reload(ctx: click.Context, what: str | None, as_json: bool) -> None:
     """Re-read tsyncd's config file, as SIGHUP does (needs root or the admin group): the log
-    level and the [[source]] tables apply at once (like 'chronyc reload sources'), the rest
-    after a restart."""
+    level and the [[source]] tables apply at once (like 'chronyc reload sources', which is
+    taken too, and does the same), the rest after a restart."""
     _show(ctx, "reload", dict, as_json, _reload_lines)
 
 
@@ -673,14 +682,17 @@ def _reload_lines(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+_MODES = ("server", "pool", "peer", "nts", "tsq", "broadcast")
+
+
 @cli.command()
-@click.argument("address")
+@click.argument("words", nargs=-1, required=True, metavar="[MODE] ADDRESS")
 @click.option(
     "--mode",
-    type=click.Choice(["server", "pool", "peer", "nts", "tsq", "broadcast"]),
+    type=click.Choice(_MODES),
     default="server",
     show_default=True,
-    help="What ADDRESS is, as a [[source]]'s mode.",
+    help="What ADDRESS is, as a [[source]]'s mode (or the MODE word before it).",
 )
 @click.option("--iburst", is_flag=True, help="Send a quick burst of requests at start.")
 @click.option("--min-poll", type=int, help="Shortest poll interval, log2 seconds.")
@@ -715,10 +727,12 @@ def _reload_lines(r: dict[str, Any]) -> str:
 @click.option("--broadcast-interface", help="Multicast only: the interface to join the group on.")
 @json_option
 @click.pass_context
-def add(ctx: click.Context, /, address: str, as_json: bool, **options: Any) -> None:
+def add(ctx: click.Context, /, words: tuple[str, ...], as_json: bool, **options: Any) -> None:
     """Add a time source until tsyncd stops, like 'chronyc add server' (needs root or the
     admin group).  tsyncd checks it as a [[source]] in its config file, but does not write it
-    there: add it to the file too to keep it after a restart."""
+    there: add it to the file too to keep it after a restart.  'add server|pool|peer ADDRESS'
+    (chronyc's words; any --mode) is 'add ADDRESS --mode server|pool|peer'."""
+    address, options["mode"] = _add_words(ctx, words, options["mode"])
     table: dict[str, Any] = {"address": address}
     for key, value in options.items():
         if value is None or value is False:
@@ -727,6 +741,22 @@ def add(ctx: click.Context, /, address: str, as_json: bool, **options: Any) -> N
             value = str(value.absolute())  # tsyncd's working directory is not ours
         table[key.replace("_", "-")] = value
     _show(ctx, "add_source", dict, as_json, lambda r: f"added source {r.get('name')}", table)
+
+
+def _add_words(ctx: click.Context, words: tuple[str, ...], mode: str) -> tuple[str, str]:
+    """(address, mode) of 'add ADDRESS' or chronyc's 'add MODE ADDRESS'; a usage error if the
+    words are neither, or MODE and an explicit --mode disagree."""
+    if len(words) == 1:
+        return words[0], mode
+    if len(words) == 2 and words[0] in _MODES:
+        given = ctx.get_parameter_source("mode") is ParameterSource.COMMANDLINE
+        if given and mode != words[0]:
+            raise click.UsageError(f"'add {words[0]}' and '--mode {mode}' disagree")
+        return words[1], words[0]
+    raise click.UsageError(
+        f"expected ADDRESS or MODE ADDRESS, got {' '.join(words)!r} (chronyc's options are"
+        " given as options here: --iburst, --min-poll N, ...)"
+    )
 
 
 @cli.command()

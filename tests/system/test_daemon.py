@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from nts_certs import make_pki
-from peers import Peers, Tsyncd, free_udp_port, tsyncd_start_fails, wait_for
+from peers import Peers, Tsyncd, ctl_fails, free_udp_port, tsyncd_start_fails, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 from tsyncd.wire.ntp import Leap, Mode, NtpPacket, decode_ntp, encode_ntp
@@ -309,7 +309,10 @@ def test_tracking_sourcestats_burst_and_makestep(peers: Peers, tmp_path: Path) -
     assert stats[0]["name"] == f"127.0.0.1:{port}" and stats[0]["samples"] >= 3
     assert 0 <= stats[0]["delay_min"] <= stats[0]["delay_max"] < 1e-2
     sent_before = client.ctl("peers")[0]["packets_sent"]
-    assert client.ctl("burst") == {"sources": 1}
+    # chronyc's burst [SOURCE]: by offline's selectors, none picking no source.
+    error = ctl_fails(client, "burst", "192.0.2.0/24")
+    assert error.startswith("tsyncctl: burst: no source matches 192.0.2.0/24 (sources: ")
+    assert client.ctl("burst", "127.0.0.1") == {"sources": 1}
     wait_for(
         "the burst's requests",
         lambda: client.ctl("peers")[0]["packets_sent"] >= sent_before + 3,

@@ -72,6 +72,27 @@ def test_add_sends_every_option_under_its_config_key(sock: Path) -> None:
     }
 
 
+def test_add_takes_chronycs_mode_word_before_the_address(sock: Path) -> None:
+    """'add server HOST', 'add pool HOST' (chronyc's): 'add HOST --mode ...'."""
+    runner = CliRunner()
+    for args in (["server", "ntp.example"], ["pool", "pool.example", "--count", "2"]):
+        result = runner.invoke(cli, ["-s", str(sock), "add", *args])
+        assert result.exit_code == 0, result.output
+    same = runner.invoke(cli, ["-s", str(sock), "add", "pool", "p.example", "--mode", "pool"])
+    assert same.exit_code == 0, same.output
+    assert calls == [
+        ("add_source", {"address": "ntp.example", "mode": "server"}),
+        ("add_source", {"address": "pool.example", "mode": "pool", "count": 2}),
+        ("add_source", {"address": "p.example", "mode": "pool"}),
+    ]
+    both = runner.invoke(cli, ["-s", str(sock), "add", "pool", "p.example", "--mode", "peer"])
+    assert both.exit_code == 2 and "'add pool' and '--mode peer' disagree" in both.stderr
+    chrony = runner.invoke(cli, ["-s", str(sock), "add", "server", "ntp.example", "iburst"])
+    assert chrony.exit_code == 2
+    assert "chronyc's options are given as options here: --iburst" in chrony.stderr
+    assert len(calls) == 3
+
+
 def test_a_relative_ca_file_is_sent_absolute(sock: Path) -> None:
     args = ["add", "nts.example", "--mode", "nts", "--certificate-authority", "ca.pem"]
     result = CliRunner().invoke(cli, ["-s", str(sock), *args])
