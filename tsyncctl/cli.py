@@ -28,6 +28,7 @@ from tsyncctl.query import QueryError, run_query
 from tsyncctl.tsq import tsq as tsq_commands
 from tsyncctl.waitsync import NoAnswer, SyncWanted, wait_for_sync
 from tsyncd import __version__
+from tsyncd.control.rpc import ErrorCode
 from tsyncd.source_selectors import Association, select_associations
 
 DEFAULT_SOCKET = Path("/run/tsyncd/tsyncd.sock")
@@ -70,7 +71,14 @@ def _call(ctx: click.Context, method: str, params: dict[str, Any] | None = None)
     if settings is None:  # the group callback sets it before any command runs
         raise CliError("internal error: no settings (run tsyncctl through its main command)")
     with ControlClient(settings.socket_path, timeout=settings.timeout) as client:
-        return client.call(method, params)
+        try:
+            return client.call(method, params)
+        except ControlError as exc:
+            if exc.code != ErrorCode.PERMISSION_DENIED:
+                raise
+            # tsyncd names its method (and who may call it); the user typed the command.
+            command = f"'tsyncctl {ctx.info_name}'"
+            raise ControlError(exc.message.replace(f"'{method}'", command), exc.code) from None
 
 
 def _show(

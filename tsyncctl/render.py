@@ -39,8 +39,13 @@ NO_SOURCES = "no sources configured"
 sources wait for an address, which the lists may leave out)."""
 
 
-def format_seconds(value: Any, *, signed: bool = False, digits: int = 3) -> str:
-    """A duration in the largest unit that keeps it >= 1: ``+12.345 µs``, ``1.500 ms``.
+_NS_DIGITS = (9, 6, 3, 0)  # decimals that show s, ms, µs, ns to the nanosecond
+
+
+def format_seconds(value: Any, *, signed: bool = False, digits: int | None = 3) -> str:
+    """A duration in the largest unit that keeps it >= 1: ``+12.345 µs``, ``1.500 ms``;
+    ``digits=None``: to the nanosecond, the resolution of tsyncd's values, whatever the unit
+    (``+500.000323 ms``, ``+729 ns``, not ``+729.000000 ns``).
 
     None (or anything that is not a finite number) prints as ``-``.
     """
@@ -49,13 +54,14 @@ def format_seconds(value: Any, *, signed: bool = False, digits: int = 3) -> str:
     sign = ("+" if value >= 0 else "-") if signed else ("-" if value < 0 else "")
     magnitude = abs(float(value))
     index = next(i for i, (scale, _unit) in enumerate(_UNITS) if magnitude >= scale or i == 3)
-    scale, unit = _UNITS[index]
-    shown = round(magnitude / scale, digits)
+    places = _NS_DIGITS[index] if digits is None else digits
+    shown = round(magnitude / _UNITS[index][0], places)
     if shown >= 1000 and index > 0:
         # 999.9996 µs would print as "1000.000 µs": use the next unit up instead.
-        scale, unit = _UNITS[index - 1]
-        shown = round(magnitude / scale, digits)
-    return f"{sign}{shown:.{digits}f} {unit}"
+        index -= 1
+        places = _NS_DIGITS[index] if digits is None else digits
+        shown = round(magnitude / _UNITS[index][0], places)
+    return f"{sign}{shown:.{places}f} {_UNITS[index][1]}"
 
 
 def format_seconds_compact(value: Any, *, signed: bool = False) -> str:
@@ -157,6 +163,16 @@ def render_status(status: Mapping[str, Any]) -> str:
     return _key_values(rows)
 
 
+_CHRONYC_LEAP = {
+    "none": "Normal",
+    "insert": "Insert second",
+    "delete": "Delete second",
+    "unsynchronized": "Not synchronised",
+}
+"""chronyc tracking's words for the leap status, which tracking's layout follows (JSON and
+``status`` keep tsyncd's)."""
+
+
 def _offset_of_ntp_time(value: Any) -> str:
     """An offset of NTP time from the local clock (RFC 5905's sign, positive: the clock is
     behind) in chronyc tracking's words, which a bare sign would not give a chronyc user,
@@ -197,7 +213,7 @@ def render_tracking(t: Mapping[str, Any]) -> str:
         ("Update interval", format_seconds(t.get("update_interval"))),
         ("Clock updates", _text(t.get("clock_updates"))),
         ("Discipline", _text(t.get("discipline_state"))),
-        ("Leap status", _text(t.get("leap"))),
+        ("Leap status", _CHRONYC_LEAP.get(str(t.get("leap")), _text(t.get("leap")))),
         ("Poll", format_log2(t.get("poll"))),
         ("Clock mode", _text(t.get("clock_mode"))),
     ]
@@ -429,12 +445,12 @@ def render_ntpdata(sources: Sequence[Mapping[str, Any]]) -> str:
             ("Poll interval", format_log2(src.get("poll"))),
             ("Reach", f"{reach:03o}" if isinstance(reach, int) else "-"),
             ("Last RX", format_age(src.get("last_rx"))),
-            ("Offset", format_seconds(src.get("offset"), signed=True, digits=6)),
-            ("Delay", format_seconds(src.get("delay"), digits=6)),
-            ("Jitter", format_seconds(src.get("jitter"), digits=6)),
-            ("Dispersion", format_seconds(src.get("dispersion"), digits=6)),
-            ("Root delay", format_seconds(src.get("root_delay"), digits=6)),
-            ("Root dispersion", format_seconds(src.get("root_dispersion"), digits=6)),
+            ("Offset", format_seconds(src.get("offset"), signed=True, digits=None)),
+            ("Delay", format_seconds(src.get("delay"), digits=None)),
+            ("Jitter", format_seconds(src.get("jitter"), digits=None)),
+            ("Dispersion", format_seconds(src.get("dispersion"), digits=None)),
+            ("Root delay", format_seconds(src.get("root_delay"), digits=None)),
+            ("Root dispersion", format_seconds(src.get("root_dispersion"), digits=None)),
             ("Interleaved", "yes" if src.get("interleaved") else "no"),
             ("Kiss code", _text(src.get("kiss_code"))),
             ("Total TX", _text(src.get("packets_sent"))),
@@ -445,7 +461,9 @@ def render_ntpdata(sources: Sequence[Mapping[str, Any]]) -> str:
         if src.get("interleaved_replies"):
             rows.append(("Interleaved RX", _text(src.get("interleaved_replies"))))
         if src.get("broadcast_delay") is not None:
-            rows.append(("Broadcast delay", format_seconds(src.get("broadcast_delay"), digits=6)))
+            rows.append(
+                ("Broadcast delay", format_seconds(src.get("broadcast_delay"), digits=None))
+            )
         nts = src.get("nts")
         if isinstance(nts, Mapping):
             rows += [

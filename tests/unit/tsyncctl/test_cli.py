@@ -268,6 +268,23 @@ def test_format_seconds(value: float | None, signed: bool, text: str) -> None:
     assert format_seconds(value, signed=signed) == text
 
 
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (7.29e-7, "+729 ns"),  # not "+729.000000 ns"
+        (0.0, "+0 ns"),
+        (-1.2345678e-6, "-1.235 µs"),
+        (0.500000323, "+500.000323 ms"),
+        (0.4999999704, "+499.999970 ms"),
+        (1.5, "+1.500000000 s"),
+        (9.999996e-7, "+1.000 µs"),  # not "+1000 ns"
+    ],
+)
+def test_format_seconds_to_the_nanosecond(value: float, text: str) -> None:
+    """ntpdata's times: digits down to the nanosecond (tsyncd's resolution), no further."""
+    assert format_seconds(value, signed=True, digits=None) == text
+
+
 def test_format_age_and_log2() -> None:
     assert [format_age(x) for x in (None, 5, 599, 600, 7200, 200000)] == [
         "-", "5s", "599s", "10m", "2h", "2d"

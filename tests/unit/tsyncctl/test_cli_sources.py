@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from loop_thread import serving
 
 from tsyncctl.cli import cli
+from tsyncd.control import server as control_server
 from tsyncd.control.rpc import InvalidParams
 from tsyncd.control.server import ControlServer
 
@@ -143,3 +144,28 @@ def test_add_a_multicast_broadcast_source(sock: Path) -> None:
         "broadcast-calibrate": True,
         "broadcast-delay": 0.01,
     }
+
+
+@pytest.mark.parametrize(("admin_group", "who"), [(None, "root"), ("root", "root or group 'root'")])
+def test_a_refusal_names_the_command_and_who_may(
+    admin_group: str | None, who: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """'tsyncctl delete', as typed, not tsyncd's method 'remove_source'; and the admin group
+    when the config allows one."""
+    monkeypatch.setattr(control_server, "may_call_admin", lambda *args, **kwargs: False)
+    calls.clear()
+    d = Path(tempfile.mkdtemp(prefix="tsc", dir="/tmp"))
+    server = ControlServer(
+        d / "ctl.sock",
+        read_methods={},
+        admin_methods={"add_source": add_source, "remove_source": remove_source},
+        admin_group=admin_group,
+    )
+    with serving(server):
+        result = CliRunner().invoke(cli, ["-s", str(d / "ctl.sock"), "delete", "x"])
+        added = CliRunner().invoke(cli, ["-s", str(d / "ctl.sock"), "add", "server", "x"])
+    shutil.rmtree(d, ignore_errors=True)
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr == f"tsyncctl: permission denied: 'tsyncctl delete' needs {who}\n"
+    assert added.stderr == f"tsyncctl: permission denied: 'tsyncctl add' needs {who}\n"
+    assert calls == []

@@ -68,3 +68,19 @@ def test_tracking_says_which_way_each_offset_goes_in_chronycs_words() -> None:
     assert fields["Residual offset"] == "+0.000 ns"  # nothing to say of none
     assert fields["RMS offset"] == "200.000 ns"
     assert _fields(render_tracking({}))["System offset"] == "-"
+
+
+def test_tracking_says_the_leap_status_in_chronycs_words() -> None:
+    """tracking follows chronyc tracking's layout, so its words too; JSON keeps its values."""
+    shown = {
+        leap: _fields(render_tracking({**TRACKING, "leap": leap}))["Leap status"]
+        for leap in ("none", "insert", "delete", "unsynchronized", "future")
+    }
+    assert shown == {
+        "none": "Normal",
+        "insert": "Insert second",
+        "delete": "Delete second",
+        "unsynchronized": "Not synchronised",
+        "future": "future",  # a newer daemon's value, as it is
+    }
+    assert _fields(render_status({"leap": "none"}))["Leap status"] == "none"
