@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from click.core import ParameterSource
 
 from tsyncctl import render
 from tsyncctl.client import ControlClient, ControlError
@@ -27,6 +28,8 @@ from tsyncctl.query import QueryError, run_query
 from tsyncctl.tsq import tsq as tsq_commands
 from tsyncctl.waitsync import NoAnswer, SyncWanted, wait_for_sync
 from tsyncd import __version__
+from tsyncd.control.rpc import ErrorCode
+from tsyncd.source_selectors import Association, select_associations
 
 DEFAULT_SOCKET = Path("/run/tsyncd/tsyncd.sock")
 SOCKET_ENV = "TSYNCD_SOCKET"
@@ -68,7 +71,14 @@ def _call(ctx: click.Context, method: str, params: dict[str, Any] | None = None)
     if settings is None:  # the group callback sets it before any command runs
         raise CliError("internal error: no settings (run tsyncctl through its main command)")
     with ControlClient(settings.socket_path, timeout=settings.timeout) as client:
-        return client.call(method, params)
+        try:
+            return client.call(method, params)
+        except ControlError as exc:
+            if exc.code != ErrorCode.PERMISSION_DENIED:
+                raise
+            # tsyncd names its method (and who may call it); the user typed the command.
+            command = f"'tsyncctl {ctx.info_name}'"
+            raise ControlError(exc.message.replace(f"'{method}'", command), exc.code) from None
 
 
 def _show(
@@ -87,6 +97,25 @@ def _show(
         click.echo(human(result))
 
 
+def _sources_text(ctx: click.Context, rows: list[Any], human: Callable[[list[Any]], str]) -> str:
+    """``human(rows)``; for no rows, whether none are configured or they have no address to
+    poll yet (``activity``'s ``unknown_address``: names not resolved, before an NTS-KE),
+    which ``sourcestats`` (and an older tsyncd's ``sources``) leaves out."""
+    if rows:
+        return human(rows)
+    try:
+        counts = _call(ctx, "activity")
+    except ControlError:
+        return render.NO_SOURCES
+    waiting = counts.get("unknown_address") if isinstance(counts, dict) else None
+    if not isinstance(waiting, int) or isinstance(waiting, bool) or waiting <= 0:
+        return render.NO_SOURCES
+    return (
+        f"no source has an address to poll yet: {waiting} source(s) waiting for name"
+        " resolution or an NTS-KE (tsyncctl sources)"
+    )
+
+
 def _expect(value: Any, kind: type, method: str) -> Any:
     if not isinstance(value, kind):
         raise CliError(f"tsyncd answered '{method}' with unexpected data (is tsyncctl too old?)")
@@ -101,12 +130,28 @@ def _finite(_ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     return value
 
 
+_SELECTOR_HELP = """SOURCEs are names as 'tsyncctl sources' shows them, configured names (a
+pool's selects its members), or IP addresses or networks (192.0.2.0/24) containing a source's
+address; none means every source."""
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _selectors(command: F) -> F:
+    """The [SOURCE]... argument, explained after the command's own help."""
+    command.__doc__ = f"{inspect.cleandoc(command.__doc__ or '')}\n\n{_SELECTOR_HELP}"
+    decorated: F = click.argument("sources", nargs=-1, metavar="[SOURCE]...")(command)
+    return decorated
+
+
 @click.group(cls=TsyncctlGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "-s",
     "--socket",
     "socket_path",
-    type=click.Path(dir_okay=False, path_type=Path),
+    # readable=False: connect() needs write permission, not read, and ControlClient says what
+    # to do when it is refused (root or the socket's group); click would say "not readable".
+    type=click.Path(dir_okay=False, readable=False, path_type=Path),
     envvar=SOCKET_ENV,
     default=DEFAULT_SOCKET,
     show_default=True,
@@ -149,7 +194,7 @@ def peers(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         _print_json(result)
     else:
-        click.echo(render.render_sources(result))
+        click.echo(_sources_text(ctx, result, render.render_sources))
         nts = render.render_nts_sources(result)
         if nts is not None:
             click.echo(f"\n{nts}")
@@ -178,7 +223,7 @@ def _show_source_view(
     how it authenticates, ``render.auth_kind``); else through ``human``."""
     result = _expect(_call(ctx, "sources"), list, "sources")
     if not as_json:
-        click.echo(human(result))
+        click.echo(_sources_text(ctx, result, human))
         return
     _print_json(
         [
@@ -189,24 +234,46 @@ def _show_source_view(
 
 
 @cli.command()
-@click.argument("names", nargs=-1, metavar="[NAME]...")
 @json_option
 @click.pass_context
-def ntpdata(ctx: click.Context, names: tuple[str, ...], as_json: bool) -> None:
-    """Everything known of each source, or of the NAMEs (as 'tsyncctl sources' shows them or
-    their addresses), one block per source (like 'chronyc ntpdata')."""
+@_selectors
+def ntpdata(ctx: click.Context, sources: tuple[str, ...], as_json: bool) -> None:
+    """Everything known of each source, or of the SOURCEs (or the Addresses 'tsyncctl
+    sources' shows), one block per source (like 'chronyc ntpdata')."""
     result = _expect(_call(ctx, "sources"), list, "sources")
-    if names:
-        known = {r.get("name") for r in result} | {r.get("address") for r in result}
-        unknown = [n for n in names if n not in known]
-        if unknown:  # a typo among several names is an error too, not a shorter answer
-            raise CliError(f"no source named {', '.join(unknown)} (see tsyncctl sources)")
-        wanted = set(names)
-        result = [r for r in result if r.get("name") in wanted or r.get("address") in wanted]
+    if sources:
+        result = _picked(result, sources)
     if as_json:
         _print_json(result)
     else:
-        click.echo(render.render_ntpdata(result))
+        click.echo(_sources_text(ctx, result, render.render_ntpdata))
+
+
+def _picked(rows: list[Any], selectors: tuple[str, ...]) -> list[Any]:
+    """The ``sources`` rows ``selectors`` pick as tsyncd's commands pick them (by name, the
+    source that made it, an IP address or network: ``select_associations``), or by the
+    Address they show; CliError naming those that pick none (a typo among several is an
+    error too, not a shorter answer)."""
+    rows = [r for r in rows if isinstance(r, dict)]
+    by_address = {str(r["address"]): str(r.get("name")) for r in rows if r.get("address")}
+    associations = [
+        Association(
+            str(r.get("name")), str(r.get("source") or r.get("name")), _ip_of(r.get("address"))
+        )
+        for r in rows
+    ]
+    names, unmatched = select_associations([by_address.get(s, s) for s in selectors], associations)
+    if unmatched:
+        raise CliError(f"no source matches {', '.join(unmatched)} (see tsyncctl sources)")
+    return [r for r in rows if str(r.get("name")) in names]
+
+
+def _ip_of(address: Any) -> str:
+    """The IP of an Address as 'sources' shows it ("ip:port", "[ip6]:port"), "" if none."""
+    text = str(address or "")
+    if text.startswith("["):
+        return text[1 : text.find("]")]
+    return text.rpartition(":")[0]
 
 
 @cli.command()
@@ -294,7 +361,13 @@ def waitsync(
 @click.pass_context
 def sourcestats(ctx: click.Context, as_json: bool) -> None:
     """Sample statistics per source (like 'chronyc sourcestats')."""
-    _show(ctx, "sourcestats", list, as_json, render.render_sourcestats)
+    _show(
+        ctx,
+        "sourcestats",
+        list,
+        as_json,
+        lambda r: _sources_text(ctx, r, render.render_sourcestats),
+    )
 
 
 @cli.command()
@@ -318,25 +391,18 @@ def makestep(ctx: click.Context, as_json: bool) -> None:
 @cli.command()
 @json_option
 @click.pass_context
-def burst(ctx: click.Context, as_json: bool) -> None:
-    """Send a quick burst of requests to every source (needs root or the admin group)."""
+@_selectors
+def burst(ctx: click.Context, sources: tuple[str, ...], as_json: bool) -> None:
+    """Send a quick burst of requests to SOURCEs, like 'chronyc burst' (needs root or the
+    admin group); an offline source goes offline again after it."""
     _show(
-        ctx, "burst", dict, as_json, lambda r: f"burst started for {r.get('sources', 0)} source(s)"
+        ctx,
+        "burst",
+        dict,
+        as_json,
+        lambda r: f"burst started for {r.get('sources', 0)} source(s)",
+        {"sources": list(sources)} if sources else None,  # None: what an older tsyncd takes
     )
-
-
-_SELECTOR_HELP = """SOURCEs are names as 'tsyncctl sources' shows them, configured names (a
-pool's selects its members), or IP addresses or networks (192.0.2.0/24) containing a source's
-address; none means every source."""
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _selectors(command: F) -> F:
-    """The [SOURCE]... argument, explained after the command's own help."""
-    command.__doc__ = f"{inspect.cleandoc(command.__doc__ or '')}\n\n{_SELECTOR_HELP}"
-    decorated: F = click.argument("sources", nargs=-1, metavar="[SOURCE]...")(command)
-    return decorated
 
 
 def _connectivity(ctx: click.Context, method: str, sources: tuple[str, ...], as_json: bool) -> None:
@@ -598,12 +664,13 @@ def rekey(ctx: click.Context, as_json: bool) -> None:
 
 
 @cli.command()
+@click.argument("what", type=click.Choice(["sources"]), required=False)
 @json_option
 @click.pass_context
-def reload(ctx: click.Context, as_json: bool) -> None:
+def reload(ctx: click.Context, what: str | None, as_json: bool) -> None:
     """Re-read tsyncd's config file, as SIGHUP does (needs root or the admin group): the log
-    level and the [[source]] tables apply at once (like 'chronyc reload sources'), the rest
-    after a restart."""
+    level and the [[source]] tables apply at once (like 'chronyc reload sources', which is
+    taken too, and does the same), the rest after a restart."""
     _show(ctx, "reload", dict, as_json, _reload_lines)
 
 
@@ -623,14 +690,17 @@ def _reload_lines(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+_MODES = ("server", "pool", "peer", "nts", "tsq", "broadcast")
+
+
 @cli.command()
-@click.argument("address")
+@click.argument("words", nargs=-1, required=True, metavar="[MODE] ADDRESS")
 @click.option(
     "--mode",
-    type=click.Choice(["server", "pool", "peer", "nts", "tsq", "broadcast"]),
+    type=click.Choice(_MODES),
     default="server",
     show_default=True,
-    help="What ADDRESS is, as a [[source]]'s mode.",
+    help="What ADDRESS is, as a [[source]]'s mode (or the MODE word before it).",
 )
 @click.option("--iburst", is_flag=True, help="Send a quick burst of requests at start.")
 @click.option("--min-poll", type=int, help="Shortest poll interval, log2 seconds.")
@@ -650,7 +720,8 @@ def _reload_lines(r: dict[str, Any]) -> str:
 @click.option("--count", type=int, help="Pool only: how many of its addresses to use.")
 @click.option(
     "--certificate-authority",
-    type=click.Path(dir_okay=False, path_type=Path),
+    # tsyncd reads it, not tsyncctl: one that only tsyncd's user may read is fine.
+    type=click.Path(dir_okay=False, readable=False, path_type=Path),
     help="NTS/TSQ only: PEM CA file (default: NTS the system store, TSQ certifi's bundle).",
 )
 @click.option("--transport", type=click.Choice(["stream", "datagram"]), help="TSQ only.")
@@ -664,10 +735,12 @@ def _reload_lines(r: dict[str, Any]) -> str:
 @click.option("--broadcast-interface", help="Multicast only: the interface to join the group on.")
 @json_option
 @click.pass_context
-def add(ctx: click.Context, /, address: str, as_json: bool, **options: Any) -> None:
+def add(ctx: click.Context, /, words: tuple[str, ...], as_json: bool, **options: Any) -> None:
     """Add a time source until tsyncd stops, like 'chronyc add server' (needs root or the
     admin group).  tsyncd checks it as a [[source]] in its config file, but does not write it
-    there: add it to the file too to keep it after a restart."""
+    there: add it to the file too to keep it after a restart.  'add server|pool|peer ADDRESS'
+    (chronyc's words; any --mode) is 'add ADDRESS --mode server|pool|peer'."""
+    address, options["mode"] = _add_words(ctx, words, options["mode"])
     table: dict[str, Any] = {"address": address}
     for key, value in options.items():
         if value is None or value is False:
@@ -678,13 +751,31 @@ def add(ctx: click.Context, /, address: str, as_json: bool, **options: Any) -> N
     _show(ctx, "add_source", dict, as_json, lambda r: f"added source {r.get('name')}", table)
 
 
+def _add_words(ctx: click.Context, words: tuple[str, ...], mode: str) -> tuple[str, str]:
+    """(address, mode) of 'add ADDRESS' or chronyc's 'add MODE ADDRESS'; a usage error if the
+    words are neither, or MODE and an explicit --mode disagree."""
+    if len(words) == 1:
+        return words[0], mode
+    if len(words) == 2 and words[0] in _MODES:
+        given = ctx.get_parameter_source("mode") is ParameterSource.COMMANDLINE
+        if given and mode != words[0]:
+            raise click.UsageError(f"'add {words[0]}' and '--mode {mode}' disagree")
+        return words[1], words[0]
+    raise click.UsageError(
+        f"expected ADDRESS or MODE ADDRESS, got {' '.join(words)!r} (chronyc's options are"
+        " given as options here: --iburst, --min-poll N, ...)"
+    )
+
+
 @cli.command()
-@click.argument("name")
+@click.argument("name", metavar="SOURCE")
 @json_option
 @click.pass_context
 def delete(ctx: click.Context, name: str, as_json: bool) -> None:
-    """Remove a time source by the name 'tsyncctl sources' shows (a pool by its name, with all
-    its members), like 'chronyc delete' (needs root or the admin group)."""
+    """Remove a time source, like 'chronyc delete' (needs root or the admin group): SOURCE is
+    the name 'tsyncctl sources' shows (a pool's name removes it with all its members), or an
+    IP address or network that selects one source's address and no other (a pool's member
+    only goes with its pool)."""
     _show(
         ctx,
         "remove_source",

@@ -26,12 +26,26 @@ unreachable, unsynchronized, too far, a KoD, a failed NTS-KE), which the Note gi
 STATE_LEGEND = (
     "* selected  + combined  - outlier  x falseticker  ? unreachable or unusable (Note)  N noselect"
 )
+OFFSET_LEGEND = (
+    "Offset: source minus local clock (RFC 5905), + local clock slow, - fast"
+    " (chronyc shows the opposite sign)"
+)
+"""The sign of ``sources``' and ``sourcestats``' offsets, which a chronyc user would read
+backwards: chronyc's are the local clock minus the source."""
 
 _UNITS = ((1.0, "s"), (1e-3, "ms"), (1e-6, "µs"), (1e-9, "ns"))
+NO_SOURCES = "no sources configured"
+"""What the source tables print for an empty list (tsyncctl asks ``activity`` first whether
+sources wait for an address, which the lists may leave out)."""
 
 
-def format_seconds(value: Any, *, signed: bool = False, digits: int = 3) -> str:
-    """A duration in the largest unit that keeps it >= 1: ``+12.345 µs``, ``1.500 ms``.
+_NS_DIGITS = (9, 6, 3, 0)  # decimals that show s, ms, µs, ns to the nanosecond
+
+
+def format_seconds(value: Any, *, signed: bool = False, digits: int | None = 3) -> str:
+    """A duration in the largest unit that keeps it >= 1: ``+12.345 µs``, ``1.500 ms``;
+    ``digits=None``: to the nanosecond, the resolution of tsyncd's values, whatever the unit
+    (``+500.000323 ms``, ``+729 ns``, not ``+729.000000 ns``).
 
     None (or anything that is not a finite number) prints as ``-``.
     """
@@ -40,13 +54,14 @@ def format_seconds(value: Any, *, signed: bool = False, digits: int = 3) -> str:
     sign = ("+" if value >= 0 else "-") if signed else ("-" if value < 0 else "")
     magnitude = abs(float(value))
     index = next(i for i, (scale, _unit) in enumerate(_UNITS) if magnitude >= scale or i == 3)
-    scale, unit = _UNITS[index]
-    shown = round(magnitude / scale, digits)
+    places = _NS_DIGITS[index] if digits is None else digits
+    shown = round(magnitude / _UNITS[index][0], places)
     if shown >= 1000 and index > 0:
         # 999.9996 µs would print as "1000.000 µs": use the next unit up instead.
-        scale, unit = _UNITS[index - 1]
-        shown = round(magnitude / scale, digits)
-    return f"{sign}{shown:.{digits}f} {unit}"
+        index -= 1
+        places = _NS_DIGITS[index] if digits is None else digits
+        shown = round(magnitude / _UNITS[index][0], places)
+    return f"{sign}{shown:.{places}f} {_UNITS[index][1]}"
 
 
 def format_seconds_compact(value: Any, *, signed: bool = False) -> str:
@@ -102,12 +117,19 @@ def _key_values(rows: Sequence[tuple[str, str]]) -> str:
     return "\n".join(f"{key:<{width}} : {value}" for key, value in rows)
 
 
+def _reference_id(system: Mapping[str, Any]) -> str:
+    """chronyc's "CF404DC8 (::1)": the refid in hex and what it stands for, the system peer's
+    address where the refid is made from it (an IPv6 address's is a hash of it), else its
+    text (an IPv4 address, or a code such as GPS)."""
+    raw = system.get("reference_id_raw")
+    text = _text(system.get("reference_address") or system.get("reference_id"))
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return f"{raw:08X} ({text})"
+    return text
+
+
 def render_status(status: Mapping[str, Any]) -> str:
     """A chronyc-tracking-like block for the ``status`` method's result."""
-    raw = status.get("reference_id_raw")
-    refid = _text(status.get("reference_id"))
-    if isinstance(raw, int) and not isinstance(raw, bool):
-        refid = f"{raw:08X} ({refid})"
     synced = status.get("synchronized")
     if synced:
         sync_text = "yes"
@@ -124,7 +146,7 @@ def render_status(status: Mapping[str, Any]) -> str:
     if isinstance(ref_time, int | float) and math.isfinite(ref_time):
         ref_text = dt.datetime.fromtimestamp(ref_time, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     rows = [
-        ("Reference ID", refid),
+        ("Reference ID", _reference_id(status)),
         ("Stratum", _text(status.get("stratum"))),
         ("Synchronized", sync_text),
         ("Selected source", _text(status.get("selected_source"))),
@@ -141,6 +163,26 @@ def render_status(status: Mapping[str, Any]) -> str:
     return _key_values(rows)
 
 
+_CHRONYC_LEAP = {
+    "none": "Normal",
+    "insert": "Insert second",
+    "delete": "Delete second",
+    "unsynchronized": "Not synchronised",
+}
+"""chronyc tracking's words for the leap status, which tracking's layout follows (JSON and
+``status`` keep tsyncd's)."""
+
+
+def _offset_of_ntp_time(value: Any) -> str:
+    """An offset of NTP time from the local clock (RFC 5905's sign, positive: the clock is
+    behind) in chronyc tracking's words, which a bare sign would not give a chronyc user,
+    whose "Last offset" has the opposite sign: ``+1.283 µs (slow of NTP time)``."""
+    text = format_seconds(value, signed=True)
+    if text != "-" and value:
+        text += " (slow of NTP time)" if value > 0 else " (fast of NTP time)"
+    return text
+
+
 def render_tracking(t: Mapping[str, Any]) -> str:
     """A ``chronyc tracking``-like block for the ``tracking`` method's result."""
     synced = t.get("synchronized")
@@ -154,15 +196,15 @@ def render_tracking(t: Mapping[str, Any]) -> str:
     skew = t.get("skew_ppm")
     applied = t.get("applied_frequency_ppm")
     rows = [
-        ("Reference ID", _text(t.get("reference_id"))),
+        ("Reference ID", _reference_id(t)),
         ("Stratum", _text(t.get("stratum"))),
         ("Synchronized", sync_text),
         ("Ref time", ref_text),
-        ("System offset", format_seconds(t.get("system_offset"), signed=True)),
-        ("Host clock offset", format_seconds(t.get("host_clock_offset"), signed=True)),
-        ("Last offset", format_seconds(t.get("last_offset"), signed=True)),
+        ("System offset", _offset_of_ntp_time(t.get("system_offset"))),
+        ("Host clock offset", _offset_of_ntp_time(t.get("host_clock_offset"))),
+        ("Last offset", _offset_of_ntp_time(t.get("last_offset"))),
         ("RMS offset", format_seconds(t.get("rms_offset"))),
-        ("Residual offset", format_seconds(t.get("residual_offset"), signed=True)),
+        ("Residual offset", _offset_of_ntp_time(t.get("residual_offset"))),
         ("Frequency", f"{freq:+.3f} ppm" if isinstance(freq, int | float) else "-"),
         ("Skew", f"{skew:.3f} ppm" if isinstance(skew, int | float) else "-"),
         ("Applied rate", f"{applied:+.3f} ppm" if isinstance(applied, int | float) else "-"),
@@ -171,7 +213,7 @@ def render_tracking(t: Mapping[str, Any]) -> str:
         ("Update interval", format_seconds(t.get("update_interval"))),
         ("Clock updates", _text(t.get("clock_updates"))),
         ("Discipline", _text(t.get("discipline_state"))),
-        ("Leap status", _text(t.get("leap"))),
+        ("Leap status", _CHRONYC_LEAP.get(str(t.get("leap")), _text(t.get("leap")))),
         ("Poll", format_log2(t.get("poll"))),
         ("Clock mode", _text(t.get("clock_mode"))),
     ]
@@ -181,7 +223,7 @@ def render_tracking(t: Mapping[str, Any]) -> str:
 def render_sourcestats(stats: Sequence[Mapping[str, Any]]) -> str:
     """A ``chronyc sourcestats``-like table."""
     if not stats:
-        return "no sources configured"
+        return NO_SOURCES
     headers = ["Name", "NP", "Span", "Offset", "Std Dev", "Delay min", "Delay max"]
     rows = [
         [
@@ -195,7 +237,8 @@ def render_sourcestats(stats: Sequence[Mapping[str, Any]]) -> str:
         ]
         for s in stats
     ]
-    return render_table(headers, rows, right={1, 2, 3, 4, 5, 6})
+    table = render_table(headers, rows, right={1, 2, 3, 4, 5, 6})
+    return f"{table}\n\n{OFFSET_LEGEND}"
 
 
 def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> str:
@@ -226,7 +269,7 @@ def _table_with_notes(headers: list[str], rows: list[list[str]], right: set[int]
 def render_sources(sources: Sequence[Mapping[str, Any]]) -> str:
     """A ``chronyc sources``-like table for the ``sources`` method's result."""
     if not sources:
-        return "no sources configured"
+        return NO_SOURCES
     headers = ["S", "Name", "Address", "St", "Poll", "Reach", "LastRx", "Offset", "Delay", "Jitter"]
     rows: list[list[str]] = []
     for src in sources:
@@ -258,7 +301,7 @@ def render_sources(sources: Sequence[Mapping[str, Any]]) -> str:
             ]
         )
     table = _table_with_notes(headers, rows, right={3, 4, 5, 6, 7, 8, 9})
-    return f"{table}\n\n{STATE_LEGEND}"
+    return f"{table}\n\n{STATE_LEGEND}\n{OFFSET_LEGEND}"
 
 
 def _nts_cells(nts: Mapping[str, Any]) -> list[str]:
@@ -309,7 +352,7 @@ def render_authdata(sources: Sequence[Mapping[str, Any]]) -> str:
             kind = f"SK {src.get('key_id')} {src.get('key_type')}"
         rows.append([_text(src.get("name")), kind, *cells])
     if not rows:
-        return "no sources configured"
+        return NO_SOURCES
     headers = ["Source", "Auth", "Cookies", "AEAD", "Last KE", "TLS group", "KEs", "NAKs"]
     return render_table(headers, rows, right={2, 4, 6, 7})
 
@@ -355,7 +398,7 @@ def render_selectdata(sources: Sequence[Mapping[str, Any]]) -> str:
             ]
         )
     if not rows:
-        return "no sources configured"
+        return NO_SOURCES
     headers = ["S", "Name", "Auth", "Opts", "Last", "Low", "High", "Leap"]
     table = _table_with_notes(headers, rows, right={4, 5, 6})
     return f"{table}\n\n{SELECT_LEGEND}"
@@ -402,12 +445,12 @@ def render_ntpdata(sources: Sequence[Mapping[str, Any]]) -> str:
             ("Poll interval", format_log2(src.get("poll"))),
             ("Reach", f"{reach:03o}" if isinstance(reach, int) else "-"),
             ("Last RX", format_age(src.get("last_rx"))),
-            ("Offset", format_seconds(src.get("offset"), signed=True, digits=6)),
-            ("Delay", format_seconds(src.get("delay"), digits=6)),
-            ("Jitter", format_seconds(src.get("jitter"), digits=6)),
-            ("Dispersion", format_seconds(src.get("dispersion"), digits=6)),
-            ("Root delay", format_seconds(src.get("root_delay"), digits=6)),
-            ("Root dispersion", format_seconds(src.get("root_dispersion"), digits=6)),
+            ("Offset", format_seconds(src.get("offset"), signed=True, digits=None)),
+            ("Delay", format_seconds(src.get("delay"), digits=None)),
+            ("Jitter", format_seconds(src.get("jitter"), digits=None)),
+            ("Dispersion", format_seconds(src.get("dispersion"), digits=None)),
+            ("Root delay", format_seconds(src.get("root_delay"), digits=None)),
+            ("Root dispersion", format_seconds(src.get("root_dispersion"), digits=None)),
             ("Interleaved", "yes" if src.get("interleaved") else "no"),
             ("Kiss code", _text(src.get("kiss_code"))),
             ("Total TX", _text(src.get("packets_sent"))),
@@ -418,7 +461,9 @@ def render_ntpdata(sources: Sequence[Mapping[str, Any]]) -> str:
         if src.get("interleaved_replies"):
             rows.append(("Interleaved RX", _text(src.get("interleaved_replies"))))
         if src.get("broadcast_delay") is not None:
-            rows.append(("Broadcast delay", format_seconds(src.get("broadcast_delay"), digits=6)))
+            rows.append(
+                ("Broadcast delay", format_seconds(src.get("broadcast_delay"), digits=None))
+            )
         nts = src.get("nts")
         if isinstance(nts, Mapping):
             rows += [
@@ -434,7 +479,7 @@ def render_ntpdata(sources: Sequence[Mapping[str, Any]]) -> str:
                 ("NTS NAKs", _text(nts.get("naks"))),
             ]
         blocks.append(_key_values(rows))
-    return "\n\n".join(blocks) if blocks else "no sources configured"
+    return "\n\n".join(blocks) if blocks else NO_SOURCES
 
 
 def _by_reason(counts: Any, indent: str = "  ") -> list[tuple[str, str]]:

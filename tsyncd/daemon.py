@@ -83,11 +83,9 @@ _METHOD_PARAMS: Final[dict[str, tuple[str, ...] | None]] = {
         ("status", "tracking", "sources", "sourcestats", "serverstats", "version", "activity"),
         (),
     ),
-    **dict.fromkeys(
-        ("makestep", "burst", "rekey", "reload", "refresh", "reselect", "reset_sources"), ()
-    ),
+    **dict.fromkeys(("makestep", "rekey", "reload", "refresh", "reselect", "reset_sources"), ()),
     **dict.fromkeys(("cyclelogs", "shutdown"), ()),
-    **dict.fromkeys(("offline", "online", "onoffline"), ("sources",)),
+    **dict.fromkeys(("offline", "online", "onoffline", "burst"), ("sources",)),
     "clients": ("nts_ke",),
     "accheck": ("address",),
     "add_source": None,
@@ -641,10 +639,14 @@ class Daemon(SourceSettings, ChronycCommands, MeasurementLogging, SnapshotViews)
         steps = [a.offset_ns * 1e-9 for a in actions if isinstance(a, Step)]
         return {"stepped": bool(steps), "offset": steps[0] if steps else 0.0}
 
-    def _rpc_burst(self, _params: dict[str, Any]) -> dict[str, Any]:
-        self.core.burst(self.clock.now_ns())
+    def _rpc_burst(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``tsyncctl burst [SOURCE]...``: a quick burst of requests from the associations
+        ``params["sources"]`` selects (every one when absent or empty), as chronyc burst;
+        how many (a source with no association yet has nothing to burst)."""
+        names = [name for name in self._selected("burst", params) if name in self.core.sources]
+        self.core.burst(self.clock.now_ns(), names)
         self._wake.set()
-        return {"sources": len(self.core.sources)}
+        return {"sources": len(names)}
 
     async def _start_nts_server_side(self) -> None:
         """Load the NTS cookie keys when NTS-KE is served or a key file is configured."""

@@ -88,21 +88,19 @@ class Connectivity(SourceAdmin):
             finally:  # also when the source is deleted meanwhile
                 self._waiting.pop(cfg.name, None)
 
-    def _associations(self) -> list[Association]:
-        """What selectors pick from: the running associations, and the sources that have none
-        yet (a name not resolved, every address in use, before the first NTS-KE), by their
-        configured names."""
-        running = [
-            Association(name, self._association_source.get(name, name), sock.ip)
-            for name, sock in self.sockets.items()
-            if name in self.core.sources
+    def _resolving(self) -> list[str]:
+        """The sources with no association yet because their name has not resolved yet: not
+        those waiting for an address no other source polls, nor NTS sources (both have rows
+        of their own in ``tsyncctl sources``), nor one whose task has ended (its socket could
+        not be opened: logged)."""
+        return [
+            name
+            for name in self._unplaced()
+            if name not in self._address_waits
+            and name not in self.nts_sources
+            and (task := self._source_tasks.get(name)) is not None
+            and not task.done()
         ]
-        return running + [Association(name, name, "") for name in self._unplaced()]
-
-    def _unplaced(self) -> list[str]:
-        """The sources that have no association yet."""
-        owners = {self._association_source.get(name, name) for name in self.core.sources}
-        return [name for name in self._source_configs if name not in owners]
 
     def _selected(self, method: str, params: dict[str, Any]) -> list[str]:
         """The association names ``params["sources"]`` selects (all when absent or empty)."""
@@ -120,12 +118,29 @@ class Connectivity(SourceAdmin):
             )
         return names
 
-    def _set_online(self, names: Iterable[str], online: bool) -> list[str]:
+    def _set_online(
+        self, names: Iterable[str], online: bool, *, everything: bool = False
+    ) -> list[str]:
+        """Set associations ``names`` online or offline, and the sources among them with no
+        association yet by how theirs will start; ``everything`` (no selector): sources
+        mobilized later too.  The names whose state this changed."""
+        names = list(names)
+        # How the sources with no association would start, taken before ``everything`` changes
+        # it for all of them at once: else each would look unchanged, either way.
+        was_offline = {
+            name: self._starts_offline(cfg)
+            for name in names
+            if name not in self.core.sources and (cfg := self._source_configs.get(name))
+        }
+        if everything:
+            self._set_everything(online)
         now = self.clock.now_ns()
         changed = []
         for name in names:
             if name not in self.core.sources:
-                if self._set_unplaced_online(name, online):
+                if name in was_offline and self._set_unplaced_online(
+                    name, online, was_offline[name]
+                ):
                     changed.append(name)
                 continue
             self._remember(self._association_source.get(name, name), online)
@@ -136,20 +151,25 @@ class Connectivity(SourceAdmin):
             self._wake.set()
         return changed
 
-    def _set_unplaced_online(self, name: str, online: bool) -> bool:
+    def _set_unplaced_online(self, name: str, online: bool, was_offline: bool) -> bool:
         """Take source ``name``, which has no association yet, online or offline: its
         associations start so (an offline NTS source's first NTS-KE waits for online).
-        Whether that changed anything."""
-        cfg = self._source_configs.get(name)
-        if cfg is None:
-            return False  # deleted meanwhile (onoffline resolves names first)
-        before = self._starts_offline(cfg)
+        Whether that changed anything (``was_offline``: how they would have started)."""
+        cfg = self._source_configs[name]
         self._remember(name, online, unplaced=True)
         waiting = self._waiting.get(name)  # an offline NTS source before its first NTS-KE
         if online and waiting is not None and not waiting.is_set():
             waiting.set()
             return True
-        return before != self._starts_offline(cfg)
+        return was_offline != self._starts_offline(cfg)
+
+    def _set_everything(self, online: bool) -> None:
+        """``online`` or ``offline`` with no selector: sources mobilized later start so too
+        (``offline = true`` ones included, after an ``online``)."""
+        self._all_offline = not online
+        if online:
+            self._onlined.update(self._source_configs)  # also those not mobilized yet
+            self._offlined.clear()
 
     def _remember(self, source: str, online: bool, *, unplaced: bool = False) -> None:
         """How associations of ``source`` made later start: online after an ``online`` that
@@ -169,17 +189,13 @@ class Connectivity(SourceAdmin):
 
     def _rpc_offline(self, params: dict[str, Any]) -> dict[str, Any]:
         names = self._selected("offline", params)
-        if not params.get("sources"):
-            self._all_offline = True
-        return {"changed": self._set_online(names, False), "selected": names}
+        changed = self._set_online(names, False, everything=not params.get("sources"))
+        return {"changed": changed, "selected": names}
 
     def _rpc_online(self, params: dict[str, Any]) -> dict[str, Any]:
         names = self._selected("online", params)
-        if not params.get("sources"):
-            self._all_offline = False
-            self._onlined.update(self._source_configs)  # also those not mobilized yet
-            self._offlined.clear()
-        return {"changed": self._set_online(names, True), "selected": names}
+        changed = self._set_online(names, True, everything=not params.get("sources"))
+        return {"changed": changed, "selected": names}
 
     async def _rpc_onoffline(self, params: dict[str, Any]) -> dict[str, Any]:
         """Each selected association online if there is a route to it, else offline; a source

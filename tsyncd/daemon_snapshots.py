@@ -10,6 +10,7 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
+from tsyncd.net.udp import normalize_ip
 from tsyncd.servers.stats import distinct_clients, merge_client_rows, server_stats
 from tsyncd.servers.tsq_setup import tsq_server_snapshots
 from tsyncd.snapshots import (
@@ -21,7 +22,8 @@ from tsyncd.snapshots import (
     TrackingSnapshot,
     pending_source_snapshot,
 )
-from tsyncd.wire.ntp import refid_to_str
+from tsyncd.sync.system import NO_SOURCES
+from tsyncd.wire.ntp import refid_for_address, refid_to_str
 
 if TYPE_CHECKING:
     from tsyncd.clock.base import Clock
@@ -52,6 +54,8 @@ class SnapshotViews:
     nts_sources: dict[str, NtsSource]
     _waiting: dict[str, asyncio.Event]  # offline NTS sources before their first NTS-KE
     _address_waits: dict[str, str]  # servers by name polling nothing (addresses in use) -> why
+    _resolve_failures: dict[str, str]  # source -> why its name did not resolve last time
+    _association_source: dict[str, str]  # association name -> the source that made it
     _source_configs: dict[str, SourceConfig]
     _started_ns: int
     config: Config
@@ -59,6 +63,10 @@ class SnapshotViews:
     if TYPE_CHECKING:  # the daemon's own (daemon_connectivity); declared for the type checker
 
         def _starts_offline(self, cfg: SourceConfig) -> bool: ...
+
+        def _unplaced(self) -> list[str]: ...
+
+        def _resolving(self) -> list[str]: ...
 
     def effective_leap(self, now_ns: int) -> int:
         """The leap we announce and arm the kernel for (0 none, 1 insert, 2 delete, 3 alarm).
@@ -73,13 +81,31 @@ class SnapshotViews:
             return leap
         return int(table.leap_today(now_ns))
 
+    def _unsynchronized_reason(self) -> str | None:
+        """The sync core's reason for being unsynchronized (None if it is not), except that
+        where it sees no sources while sources are configured with nothing to poll yet, it
+        says how many wait and for what: "no sources configured" would send an operator
+        looking for a config file that is fine."""
+        reason = self.core.decision.reason
+        unplaced = len(self._unplaced())
+        if reason is None or not reason.startswith(NO_SOURCES) or not unplaced:
+            return reason
+        resolving = len(self._resolving())
+        waits = [
+            f"{resolving} source(s) waiting for name resolution" if resolving else "",
+            f"{unplaced - resolving} source(s) not polling yet (tsyncctl sources says why)"
+            if unplaced > resolving
+            else "",
+        ]
+        return reason.replace(NO_SOURCES, "; ".join(w for w in waits if w), 1)
+
     def system_snapshot(self) -> SystemSnapshot:
         """The system variables as control and metrics show them."""
         d = self.core.decision
         now = self.clock.now_ns()
         return SystemSnapshot(
             synchronized=d.synchronized,
-            unsynchronized_reason=d.reason,
+            unsynchronized_reason=self._unsynchronized_reason(),
             clock_mode=self.clock.mode,
             stratum=d.stratum,
             reference_id=refid_to_str(d.reference_id, 1 if d.selected is None else d.stratum),
@@ -93,6 +119,7 @@ class SnapshotViews:
             precision=self.precision_log2,
             selected_source=d.selected,
             uptime=(now - self._started_ns) * 1e-9,
+            reference_address=self._reference_address(),
         )
 
     def tracking_snapshot(self) -> TrackingSnapshot:
@@ -101,7 +128,7 @@ class SnapshotViews:
         disc = self.discipline.snapshot()
         return TrackingSnapshot(
             synchronized=d.synchronized,
-            unsynchronized_reason=d.reason,
+            unsynchronized_reason=self._unsynchronized_reason(),
             clock_mode=self.clock.mode,
             reference_id=refid_to_str(d.reference_id, 1 if d.selected is None else d.stratum),
             stratum=d.stratum,
@@ -123,7 +150,20 @@ class SnapshotViews:
             discipline_state=disc.state,
             leap=_LEAP_NAMES[self.effective_leap(self.clock.now_ns())],
             poll=self.core.system_poll(),
+            reference_id_raw=d.reference_id,
+            selected_source=d.selected,
+            reference_address=self._reference_address(),
         )
+
+    def _reference_address(self) -> str | None:
+        """The system peer's IP address if the reference ID is made from it (RFC 5905 §7.3),
+        else None: tsyncctl shows it as chronyc does, since an IPv6 address's refid is a hash
+        that reads as an unrelated IPv4 address."""
+        d = self.core.decision
+        sock = self.sockets.get(d.selected) if d.selected is not None else None
+        if sock is None or not sock.ip or refid_for_address(sock.ip) != d.reference_id:
+            return None
+        return str(normalize_ip(sock.ip))
 
     def source_snapshots(self) -> list[SourceSnapshot]:
         """Every association, in the order they were mobilized."""
@@ -147,7 +187,12 @@ class SnapshotViews:
         ]
         snapshots = [_with_selection(s, d.selection.get(s.name)) for s in snapshots]
         snapshots = [
-            dataclasses.replace(s, drops_by_reason=self._drops_by_reason(s.name)) for s in snapshots
+            dataclasses.replace(
+                s,
+                drops_by_reason=self._drops_by_reason(s.name),
+                source=self._association_source.get(s.name, s.name),
+            )
+            for s in snapshots
         ]
         # Sources that poll nothing yet: shown, with why they wait.
         snapshots.extend(
@@ -173,7 +218,25 @@ class SnapshotViews:
             for name, nts in self.nts_sources.items()
             if name not in self.sockets
         )
+        # Sources whose names do not resolve (yet): shown, not left out as if not configured.
+        snapshots.extend(
+            pending_source_snapshot(
+                name,
+                cfg.mode,
+                self._resolving_note(cfg),
+                cfg.min_poll,
+                online=not self._starts_offline(cfg),
+            )
+            for name in self._resolving()
+            if (cfg := self._source_configs.get(name)) is not None
+        )
         return snapshots
+
+    def _resolving_note(self, cfg: SourceConfig) -> str:
+        """The Note of a source whose name has not resolved yet: the name, and why the last
+        try failed (which the log says only after the resolver's retries)."""
+        failure = self._resolve_failures.get(cfg.name)
+        return f"resolving {cfg.address.host}" + (f" (last try: {failure})" if failure else "")
 
     def _drops_by_reason(self, name: str) -> dict[str, int]:
         """Source ``name``'s dropped replies by reason: its association's, and those from other

@@ -25,6 +25,7 @@ from tsyncd.control.rpc import ErrorCode, InvalidParams, RpcError
 from tsyncd.daemon_sources import SourceMobilizer
 from tsyncd.net.udp import is_ip_literal
 from tsyncd.servers.tsq_setup import require_aioquic
+from tsyncd.source_selectors import Association, select_associations
 from tsyncd.sync.core import SourceState
 
 log = logging.getLogger("tsyncd.daemon")
@@ -44,6 +45,7 @@ class SourceAdmin(SourceMobilizer):
         self._association_source = {}
         self._refresh_events = {}
         self._address_waits = {}
+        self._resolve_failures = {}
         self._reload_task = None
 
     def _start_source(self, cfg: SourceConfig) -> None:
@@ -120,18 +122,55 @@ class SourceAdmin(SourceMobilizer):
         return {"name": cfg.name}
 
     async def _rpc_remove_source(self, params: dict[str, Any]) -> dict[str, Any]:
-        """Stop source ``params["name"]``, remove every association it made, re-select."""
+        """Stop source ``params["name"]`` (a source's name, or a selector of ``tsyncctl
+        offline`` that picks one source's own association: its IP address, a network),
+        remove every association it made, re-select."""
         name = params.get("name")
         if not isinstance(name, str):
             raise InvalidParams('remove_source needs {"name": NAME}, a name tsyncctl sources shows')
         if name not in self._source_configs:
-            owner = self._association_source.get(name, name)
-            hint = f"{name} is a member of {owner}: remove {owner}; " if owner != name else ""
-            known = ", ".join(sorted(self._source_configs)) or "none"
-            raise InvalidParams(f"remove_source: no source named {name!r} ({hint}sources: {known})")
+            name = self._one_source(name)
         removed = await self._stop_source(name)
         log.info("source %s removed at run time (%s)", name, ", ".join(removed) or "not mobilized")
         return {"name": name, "associations": removed}
+
+    def _one_source(self, selector: str) -> str:
+        """The source whose own association ``selector`` alone picks (``select_associations``),
+        for ``remove_source``; else InvalidParams saying why: it picks none, a pool's member
+        (the pool is removed by its name, with all its members), or several (chronyc's delete
+        removes one source, and a network is easily wider than meant)."""
+        picked, _ = select_associations([selector], self._associations())
+        owners = {a: self._association_source.get(a, a) for a in picked}
+        if len(picked) == 1 and owners[picked[0]] == picked[0]:
+            return picked[0]
+        known = ", ".join(sorted(self._source_configs)) or "none"
+        if len(picked) > 1:
+            listed = ", ".join(a if owners[a] == a else f"{a} of {owners[a]}" for a in picked)
+            raise InvalidParams(
+                f"remove_source: {selector!r} matches {len(picked)} sources ({listed});"
+                " delete removes one: give its name"
+            )
+        hint = ""
+        if picked:  # one pool member
+            member, pool = picked[0], owners[picked[0]]
+            hint = f"{member} is a member of {pool}: remove {pool}; "
+        raise InvalidParams(f"remove_source: no source named {selector!r} ({hint}sources: {known})")
+
+    def _associations(self) -> list[Association]:
+        """What selectors pick from: the running associations, and the sources that have none
+        yet (a name not resolved, every address in use, before the first NTS-KE), by their
+        configured names."""
+        running = [
+            Association(name, self._association_source.get(name, name), sock.ip)
+            for name, sock in self.sockets.items()
+            if name in self.core.sources
+        ]
+        return running + [Association(name, name, "") for name in self._unplaced()]
+
+    def _unplaced(self) -> list[str]:
+        """The sources that have no association yet."""
+        owners = {self._association_source.get(name, name) for name in self.core.sources}
+        return [name for name in self._source_configs if name not in owners]
 
     def _rpc_refresh(self, _params: dict[str, Any]) -> dict[str, Any]:
         """Resolve every pool's and server's name again now, as chronyc refresh: a server moves
@@ -225,6 +264,7 @@ class SourceAdmin(SourceMobilizer):
         self._source_configs.pop(name, None)
         self._refresh_events.pop(name, None)
         self._address_waits.pop(name, None)
+        self._resolve_failures.pop(name, None)
         nts = self.nts_sources.pop(name, None)
         if nts is not None:
             nts.association = None

@@ -59,6 +59,7 @@ class SourceMobilizer:
     _association_source: dict[str, str]  # association name -> the source that made it
     _refresh_events: dict[str, asyncio.Event]  # source name -> set by tsyncctl refresh
     _address_waits: dict[str, str]  # server by name -> why it polls nothing (addresses in use)
+    _resolve_failures: dict[str, str]  # source -> why its own name did not resolve last time
 
     def _apply(self, actions: list[ClockAction]) -> None:
         raise NotImplementedError  # the daemon's: carry out what the sync core decided
@@ -82,7 +83,7 @@ class SourceMobilizer:
             await run_pool(
                 cfg.name,
                 PoolMembers(count=cfg.count, resolve_interval_ns=_resolve_interval_ns(cfg)),
-                resolve=lambda: self._resolve(host, port),
+                resolve=lambda: self._resolve_own(cfg),
                 add=lambda ip: (
                     None
                     if self._polling(ip, port)  # by another source: never twice
@@ -237,7 +238,7 @@ class SourceMobilizer:
         port = cfg.address.port if port is None else port
         while True:
             try:
-                return await self._resolve(host, port)
+                return await (self._resolve_own(cfg) if own else self._resolve(host, port))
             except OSError as exc:
                 log.warning("cannot resolve %s for %s: %s; retrying", host, cfg.name, exc)
             if own and cfg.mode == "server":
@@ -412,6 +413,17 @@ class SourceMobilizer:
         if state is None or self._association_source.get(name) != pool:
             return None
         return state.association, self.core.decision.states.get(name, "init")
+
+    async def _resolve_own(self, cfg: SourceConfig) -> list[str]:
+        """``_resolve`` of ``cfg``'s own name, keeping why it failed (``_resolve_failures``)
+        until it resolves: ``tsyncctl sources`` shows it while the source has no address."""
+        try:
+            ips = await self._resolve(cfg.address.host, cfg.address.port)
+        except OSError as exc:
+            self._resolve_failures[cfg.name] = str(exc)
+            raise
+        self._resolve_failures.pop(cfg.name, None)
+        return ips
 
     async def _resolve(self, host: str, port: int) -> list[str]:
         """IP literals as they are; names through the configured DNS servers or getaddrinfo."""

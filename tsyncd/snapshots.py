@@ -32,6 +32,9 @@ class SystemSnapshot:
     precision: int  # log2 s
     selected_source: str | None  # name of the system peer
     uptime: float  # s since the daemon started
+    # The system peer's IP address when reference_id stands for it (RFC 5905 §7.3): for an
+    # IPv6 one, reference_id is the first 4 bytes of its MD5, which reads as an IPv4 address.
+    reference_address: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -93,6 +96,9 @@ class SourceSnapshot:
     # packets_dropped by reason (the reply checks' names: "bogus", "bad_mac", "loop",
     # "wrong_address", "kiss_of_death", "max_delay", ...), since the association started
     drops_by_reason: dict[str, int] = field(default_factory=dict)
+    # The [[source]] (or tsyncctl add) that made it: its own name, a pool's for its members;
+    # what tsyncctl selects sources by besides their names and addresses.
+    source: str = ""
 
 
 def pending_source_snapshot(
@@ -104,6 +110,7 @@ def pending_source_snapshot(
     of its own: a failed NTS-KE, every address taken by other sources)."""
     return SourceSnapshot(
         name=name,
+        source=name,
         address="",
         mode=mode,
         state="init",
@@ -216,6 +223,9 @@ class TrackingSnapshot:
     discipline_state: str
     leap: str
     poll: int  # log2 s
+    reference_id_raw: int = 0  # as SystemSnapshot's
+    selected_source: str | None = None
+    reference_address: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

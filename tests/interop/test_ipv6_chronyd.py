@@ -59,6 +59,14 @@ def test_tsyncd_client_over_ipv6_interleaved(peers: Peers) -> None:
     # An IPv6 upstream is announced by the MD5 hash, not an address.
     assert status["reference_id_raw"] == LOOPBACK6_REFID
     assert status["reference_id"] == str(ipaddress.IPv4Address(LOOPBACK6_REFID))
+    # ... which tsyncctl shows as chronyc does, with the address it stands for.
+    assert status["reference_address"] == "::1"
+    tracking = client.ctl("tracking")
+    assert tracking["reference_id_raw"] == LOOPBACK6_REFID
+    assert tracking["reference_address"] == "::1"
+    assert tracking["selected_source"] == status["selected_source"] == f"[::1]:{port}"
+    text = client.run_ctl("tracking").stdout
+    assert f"Reference ID      : {LOOPBACK6_REFID:08X} (::1)\n" in text
 
 
 def test_chronyd_client_of_tsyncd_over_ipv6_computes_the_same_refid(peers: Peers) -> None:

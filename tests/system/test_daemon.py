@@ -11,10 +11,11 @@ import textwrap
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 from nts_certs import make_pki
-from peers import Peers, Tsyncd, free_udp_port, tsyncd_start_fails, wait_for
+from peers import Peers, Tsyncd, ctl_fails, free_udp_port, tsyncd_start_fails, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 from tsyncd.wire.ntp import Leap, Mode, NtpPacket, decode_ntp, encode_ntp
@@ -147,6 +148,47 @@ def test_ready_status_counts_the_sources_still_starting(peers: Peers, tmp_path: 
     assert not any("WATCHDOG" in m for m in seen + later)
 
 
+def test_sources_whose_names_do_not_resolve_are_listed_and_counted(peers: Peers) -> None:
+    """A server and a pool whose names DNS does not know: 'sources' lists them with the name
+    being resolved and why the last try failed, 'status' says they wait for it, and no view
+    says "no sources configured"; offline and online each count both."""
+    hosts = peers.tmp / "empty.hosts"
+    hosts.write_text("")
+    dns_port = free_udp_port()
+    peers.dnsmasq("dnsmasq", dns_port, hosts)
+    daemon = peers.tsyncd(
+        "tsyncd",
+        f'[resolver]\nservers = ["127.0.0.1:{dns_port}"]\n'
+        '[[source]]\nmode = "server"\naddress = "ntp.example.invalid:123"\n'
+        '[[source]]\nmode = "pool"\naddress = "pool.example.invalid:123"\n',
+    )
+    names = ["ntp.example.invalid:123", "pool.example.invalid:123"]
+
+    def failed_once() -> list[dict[str, Any]] | None:
+        rows: list[dict[str, Any]] = daemon.ctl("sources")
+        return rows if all("(last try: " in (r["state_reason"] or "") for r in rows) else None
+
+    rows = wait_for("both names tried", failed_once)
+    assert [(r["name"], r["mode"], r["state"], r["address"]) for r in rows] == [
+        (names[0], "server", "init", ""),
+        (names[1], "pool", "init", ""),
+    ]
+    assert rows[0]["state_reason"].startswith("resolving ntp.example.invalid (last try: ")
+    assert rows[1]["state_reason"].startswith("resolving pool.example.invalid (last try: ")
+    waiting = "2 source(s) waiting for name resolution"
+    assert daemon.ctl("status")["unsynchronized_reason"] == waiting
+    assert daemon.ctl("tracking")["unsynchronized_reason"] == waiting
+    assert daemon.ctl("activity")["unknown_address"] == 2
+    table = daemon.run_ctl("sources").stdout
+    assert "? ntp.example.invalid:123" in table and "resolving pool.example.invalid" in table
+    for view in ("status", "sources", "sourcestats", "selectdata", "ntpdata", "authdata"):
+        done = daemon.run_ctl(view)
+        assert done.returncode == 0 and "no sources configured" not in done.stdout, done.stdout
+    assert daemon.ctl("offline") == {"changed": names, "selected": names}
+    assert [r["online"] for r in daemon.ctl("sources")] == [False, False]
+    assert daemon.ctl("online") == {"changed": names, "selected": names}
+
+
 def test_systemd_notifications_and_signals(peers: Peers, tmp_path: Path) -> None:
     notify_path = tmp_path / "notify.sock"
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -272,7 +314,10 @@ def test_tracking_sourcestats_burst_and_makestep(peers: Peers, tmp_path: Path) -
     assert stats[0]["name"] == f"127.0.0.1:{port}" and stats[0]["samples"] >= 3
     assert 0 <= stats[0]["delay_min"] <= stats[0]["delay_max"] < 1e-2
     sent_before = client.ctl("peers")[0]["packets_sent"]
-    assert client.ctl("burst") == {"sources": 1}
+    # chronyc's burst [SOURCE]: by offline's selectors, none picking no source.
+    error = ctl_fails(client, "burst", "192.0.2.0/24")
+    assert error.startswith("tsyncctl: burst: no source matches 192.0.2.0/24 (sources: ")
+    assert client.ctl("burst", "127.0.0.1") == {"sources": 1}
     wait_for(
         "the burst's requests",
         lambda: client.ctl("peers")[0]["packets_sent"] >= sent_before + 3,

@@ -116,7 +116,8 @@ def test_delete_a_pool_removes_its_members(peers: Peers) -> None:
         return rows if len(rows) == 2 else None
 
     rows = wait_for("both pool members reached", both_reached)
-    assert {r["mode"] for r in rows} == {"pool"}
+    assert {r["mode"] for r in rows} == {"pool"} and {r["source"] for r in rows} == {pool}
+    assert sorted(r["name"] for r in client.ctl("ntpdata", pool)) == members  # as offline takes
 
     error = ctl_fails(client, "delete", members[0])
     assert f"{members[0]} is a member of {pool}: remove {pool}" in error
@@ -124,11 +125,19 @@ def test_delete_a_pool_removes_its_members(peers: Peers) -> None:
     error = ctl_fails(client, "add", members[1])
     assert f"(same as {members[1]}, a member of {pool})" in error
 
+    # By address, as offline takes it: a member's is its pool's to remove, several are refused.
+    error = ctl_fails(client, "delete", "127.0.0.3")
+    assert f"no source named '127.0.0.3' ({members[1]} is a member of {pool}: remove" in error
+    error = ctl_fails(client, "delete", "127.0.0.0/24")
+    assert error.startswith("tsyncctl: remove_source: '127.0.0.0/24' matches 3 sources (")
+    assert f"{configured}, " in error and f"{members[0]} of {pool}" in error
+    assert error.endswith("; delete removes one: give its name\n")
+
     removed = client.ctl("delete", pool)
     assert removed["name"] == pool and sorted(removed["associations"]) == members
     assert [r["name"] for r in client.ctl("peers")] == [configured]
-    # A source from the config file goes the same way.
-    assert client.ctl("delete", configured) == {"name": configured, "associations": [configured]}
+    # A source from the config file goes the same way, here by its IP address (chronyc's way).
+    assert client.ctl("delete", "127.0.0.9") == {"name": configured, "associations": [configured]}
     assert client.ctl("peers") == []
 
 

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+from types import SimpleNamespace
+
 import pytest
 
-from tsyncd.daemon_connectivity import Association, has_route, select_associations
+from tsyncd.config import parse_source
+from tsyncd.daemon_connectivity import (
+    Association,
+    Connectivity,
+    has_route,
+    select_associations,
+)
 from tsyncd.sources.ntp import NtpSourceSocket
 
 ASSOCIATIONS = [
@@ -51,3 +60,36 @@ def test_route_test_sends_nothing_and_tells_loopback_from_unroutable() -> None:
     # A link-local address with an interface that does not exist: no route, whatever the host.
     gone = NtpSourceSocket(name="ll", mode="server", ip="fe80::1%tsyncd-none0", port=123)
     assert has_route(gone.ip, gone.peer) is False
+
+
+class Unresolved(Connectivity):
+    """The connectivity methods over sources none of which has an association yet (their
+    names do not resolve): no sync core sources, no sockets."""
+
+    def __init__(self, *addresses: str) -> None:
+        self._init_source_admin()
+        self._init_connectivity()
+        self.core = SimpleNamespace(sources={})
+        self.clock = SimpleNamespace(now_ns=lambda: 0)
+        self.sockets = {}
+        self._wake = asyncio.Event()
+        for address in addresses:
+            cfg = parse_source({"mode": "server", "address": address})
+            self._source_configs[cfg.name] = cfg
+
+
+@pytest.mark.parametrize("selectors", [[], ["ntp.example.invalid", "ntp2.example.invalid"]])
+def test_offline_and_online_of_unresolved_sources_count_each_change_once(
+    selectors: list[str],
+) -> None:
+    """Each says what it changed: not "0 changed (2 already were)" both ways."""
+    daemon = Unresolved("ntp.example.invalid", "ntp2.example.invalid")
+    both = ["ntp.example.invalid", "ntp2.example.invalid"]
+    params = {"sources": selectors}
+    assert daemon._rpc_offline(params) == {"changed": both, "selected": both}
+    assert daemon._rpc_offline(params) == {"changed": [], "selected": both}
+    assert daemon._rpc_activity({})["unknown_address"] == 2
+    assert all(daemon._starts_offline(cfg) for cfg in daemon._source_configs.values())
+    assert daemon._rpc_online(params) == {"changed": both, "selected": both}
+    assert daemon._rpc_online(params) == {"changed": [], "selected": both}
+    assert not any(daemon._starts_offline(cfg) for cfg in daemon._source_configs.values())

@@ -32,7 +32,7 @@ chronyd's ``maxchange`` exits after its N refused updates, RFC 5905's panic exit
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Final
 
@@ -310,10 +310,11 @@ class SyncCore:
         if state is not None:
             state.rejected = why
 
-    def burst(self, now_ns: int) -> None:
-        """Send a quick burst of requests to every source (tsyncctl burst)."""
-        for state in self.sources.values():
-            state.association.start_burst(now_ns)
+    def burst(self, now_ns: int, names: Iterable[str] | None = None) -> None:
+        """Send a quick burst of requests to sources ``names`` (default: every one; tsyncctl
+        burst)."""
+        for name in self.sources if names is None else names:
+            self.sources[name].association.start_burst(now_ns)
 
     def set_online(self, name: str, online: bool, now_ns: int) -> bool:
         """Source ``name`` online or offline (tsyncctl online/offline); False if unchanged."""

@@ -77,6 +77,9 @@ LOCAL_REFID: Final = 0x7F7F0101  # 127.127.1.1, chrony's refid for "local stratu
 # Refids of servers on their own clocks: ours and chronyd's; ntpd's local clock driver's "LOCL".
 _LOCAL_CLOCK_REFIDS: Final = frozenset({LOCAL_REFID, 0x4C4F434C})
 MAXSTRAT: Final = 16  # RFC 5905: stratum 16 means unsynchronized
+# The reason with no candidates at all; the daemon, which knows of the sources that have no
+# association yet (names not resolved), says so instead (daemon_snapshots).
+NO_SOURCES: Final = "no sources configured"
 _NS_PER_S: Final = 1_000_000_000
 
 
@@ -255,7 +258,7 @@ class SystemProcess:
             by_name[c.name] = (c, verdict[1])
         if not contenders:
             if not candidates:
-                reason = "no sources configured"
+                reason = NO_SOURCES
             elif "init" in states.values():
                 reason = "waiting for the first replies from sources"
             else:

@@ -83,6 +83,16 @@ def test_burst_while_offline_sends_four_then_is_offline_again() -> None:
     assert not a.polling and not a.online and core.next_deadline_ns() is None
 
 
+def test_burst_of_named_sources_only() -> None:
+    """tsyncctl burst SOURCE...: the others keep their polls."""
+    core = core_with("a", "b")
+    core.burst(T0 + S, ["b"])
+    assert core.sources["b"].association.bursting
+    assert not core.sources["a"].association.bursting
+    core.burst(T0 + S)
+    assert all(state.association.bursting for state in core.sources.values())
+
+
 def test_demobilized_source_stays_down() -> None:
     core = core_with("a")
     a = core.sources["a"].association

@@ -200,7 +200,11 @@ def test_peers_human_table(sock: Path) -> None:
     # columns line up: every row's offset ends where the header's does
     end = lines[0].index("Offset") + len("Offset")
     assert lines[2][:end].endswith("+1.2ms")
-    assert lines[-1].startswith("* selected")
+    assert lines[-2].startswith("* selected")
+    assert lines[-1] == (
+        "Offset: source minus local clock (RFC 5905), + local clock slow, - fast"
+        " (chronyc shows the opposite sign)"
+    )
 
 
 def test_serverstats_human(sock: Path) -> None:
@@ -228,6 +232,26 @@ def test_empty_source_list(short_dir: Path) -> None:
     assert out == "no sources configured\n"
 
 
+def test_no_rows_while_sources_wait_for_an_address_is_not_no_sources(short_dir: Path) -> None:
+    """sourcestats (and an older tsyncd's sources) lists no source without an address: an
+    empty list is "no sources configured" only if activity counts none waiting."""
+    counts = {"online": 0, "offline": 0, "unknown_address": 2}
+    methods = {
+        "sources": lambda p: [],
+        "sourcestats": lambda p: [],
+        "activity": lambda p: counts,
+    }
+    with control_socket(short_dir / "w.sock", methods) as path:
+        for view in ("sources", "sourcestats", "selectdata", "ntpdata", "authdata"):
+            result = run("-s", str(path), view)
+            assert result.exit_code == 0, result.output
+            assert result.stdout == (
+                "no source has an address to poll yet: 2 source(s) waiting for name"
+                " resolution or an NTS-KE (tsyncctl sources)\n"
+            ), view
+        assert json.loads(run("-s", str(path), "sources", "--json").stdout) == []
+
+
 @pytest.mark.parametrize(
     ("value", "signed", "text"),
     [
@@ -242,6 +266,23 @@ def test_empty_source_list(short_dir: Path) -> None:
 )
 def test_format_seconds(value: float | None, signed: bool, text: str) -> None:
     assert format_seconds(value, signed=signed) == text
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (7.29e-7, "+729 ns"),  # not "+729.000000 ns"
+        (0.0, "+0 ns"),
+        (-1.2345678e-6, "-1.235 µs"),
+        (0.500000323, "+500.000323 ms"),
+        (0.4999999704, "+499.999970 ms"),
+        (1.5, "+1.500000000 s"),
+        (9.999996e-7, "+1.000 µs"),  # not "+1000 ns"
+    ],
+)
+def test_format_seconds_to_the_nanosecond(value: float, text: str) -> None:
+    """ntpdata's times: digits down to the nanosecond (tsyncd's resolution), no further."""
+    assert format_seconds(value, signed=True, digits=None) == text
 
 
 def test_format_age_and_log2() -> None:
@@ -291,6 +332,32 @@ def test_permission_denied_on_the_socket(short_dir: Path, monkeypatch: pytest.Mo
         f"cannot connect to tsyncd at {path}: permission denied"
         " (run as root or as a member of the socket's group)"
     )
+
+
+def test_a_socket_the_user_may_not_open_is_permission_denied_not_a_usage_error(
+    short_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 0660 socket of a group the user is not in: the client's own message and exit 1, not
+    click's "not readable" usage error (exit 2); waitsync keeps asking, as for any connect
+    error.  We run as root: the access test and the connect() failure are faked."""
+    path = short_dir / "x.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.bind(str(path))
+
+    def refuse(self: socket.socket, address: Any) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(os, "access", lambda *args, **kwargs: False)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    denied = (
+        f"cannot connect to tsyncd at {path}: permission denied"
+        " (run as root or as a member of the socket's group)"
+    )
+    assert_one_line_error(run("-s", str(path), "status"), denied)
+    result = run("-s", str(path), "waitsync", "2", "0", "0", "0.1")
+    assert result.exit_code == 1, result.output
+    assert result.stdout.splitlines() == [f"try: {n}, no answer: {denied}" for n in (1, 2)]
+    assert result.stderr == "tsyncctl: not synchronized after 2 tries\n"
 
 
 def test_timeout_when_the_daemon_does_not_answer(short_dir: Path) -> None:

@@ -29,6 +29,10 @@ def connectivity(method: str) -> Any:
             return {"online": ["a:123"], "offline": ["b:123"]}
         if method == "refresh":
             return {"sources": selected}
+        if method == "burst":
+            return {"sources": len(params.get("sources", selected))}
+        if method == "reload":
+            return {"config": "/etc/tsyncd.toml"}
         return {"changed": selected[1:], "selected": selected}
 
     return handler
@@ -41,7 +45,10 @@ def sock() -> Iterator[Path]:
     server = ControlServer(
         d / "ctl.sock",
         read_methods={"activity": lambda _p: {**counts, "unknown_address": 2}},
-        admin_methods={m: connectivity(m) for m in ("offline", "online", "onoffline", "refresh")},
+        admin_methods={
+            m: connectivity(m)
+            for m in ("offline", "online", "onoffline", "refresh", "burst", "reload")
+        },
     )
     CALLS.clear()
     with serving(server):
@@ -82,3 +89,19 @@ def test_refresh_names_the_sources_it_resolves_again(sock: Path) -> None:
     assert result.exit_code == 0, result.output
     assert result.stdout == "resolving again: a:123, b:123\n"
     assert CALLS == [("refresh", {})]
+
+
+def test_burst_and_reload_take_chronycs_words(sock: Path) -> None:
+    """'burst [SOURCE]...' (none: every source, sent as before) and 'reload sources'."""
+    runner = CliRunner()
+    result = runner.invoke(cli, ["-s", str(sock), "burst", "192.0.2.1"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "burst started for 1 source(s)\n"
+    assert runner.invoke(cli, ["-s", str(sock), "burst"]).stdout == (
+        "burst started for 2 source(s)\n"
+    )
+    result = runner.invoke(cli, ["-s", str(sock), "reload", "sources"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "reloaded /etc/tsyncd.toml\n"
+    assert runner.invoke(cli, ["-s", str(sock), "reload", "servers"]).exit_code == 2
+    assert CALLS == [("burst", {"sources": ["192.0.2.1"]}), ("burst", {}), ("reload", {})]

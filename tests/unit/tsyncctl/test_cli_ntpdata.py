@@ -81,7 +81,7 @@ def test_ntpdata_shows_every_source_with_its_details(sock: Path) -> None:
     assert nts["NTS AEAD"] == "AES-SIV-CMAC-256" and nts["NTS cookies"] == "7"
     assert nts["NTS TLS group"] == "X25519MLKEM768" and nts["NTS last KE"] == "125s"
     broadcast = _block(result.stdout, "[ff05::101]:123")
-    assert broadcast["Broadcast delay"] == "5.000000 µs"
+    assert broadcast["Broadcast delay"] == "5.000 µs"  # to the ns, as every time here
     assert broadcast["Online"] == "no" and plain["Online"] == "yes"
     assert plain["Options"] == "prefer" and broadcast["Options"] == "-"
 
@@ -93,11 +93,42 @@ def test_ntpdata_by_name_or_address_and_unknown_names(sock: Path) -> None:
     assert [r["name"] for r in json.loads(one.stdout)] == ["nts.example:4460"]
     missing = runner.invoke(cli, ["-s", str(sock), "ntpdata", "nope:123"])
     assert missing.exit_code == 1
-    assert missing.stderr == "tsyncctl: no source named nope:123 (see tsyncctl sources)\n"
+    assert missing.stderr == "tsyncctl: no source matches nope:123 (see tsyncctl sources)\n"
     # One unknown among known names is an error too, naming only it (not a shorter answer).
     typo = runner.invoke(cli, ["-s", str(sock), "ntpdata", "192.0.2.2:123", "nope:123"])
     assert typo.exit_code == 1 and typo.stdout == ""
-    assert typo.stderr == "tsyncctl: no source named nope:123 (see tsyncctl sources)\n"
+    assert typo.stderr == "tsyncctl: no source matches nope:123 (see tsyncctl sources)\n"
+
+
+def test_ntpdata_takes_what_offline_takes() -> None:
+    """An IP address or network, or the source that made it (a pool's name for its members),
+    as offline and online take them, besides names and addresses."""
+    member = dataclasses.replace(
+        PLAIN, name="198.51.100.7:123", address="198.51.100.7:123", source="pool.example"
+    )
+    d = Path(tempfile.mkdtemp(prefix="tsc", dir="/tmp"))
+    rows = [PLAIN, NTS, BROADCAST, member]
+    server = ControlServer(
+        d / "c.sock", read_methods={"sources": lambda _p: rows}, admin_methods={}
+    )
+
+    def picked(*selectors: str) -> list[str]:
+        result = CliRunner().invoke(cli, ["-s", str(d / "c.sock"), "ntpdata", *selectors, "--json"])
+        assert result.exit_code == 0, result.output
+        return [r["name"] for r in json.loads(result.stdout)]
+
+    with serving(server):
+        assert picked("192.0.2.2") == ["nts.example:4460"]
+        assert picked("192.0.2.0/24") == ["a.example:123", "nts.example:4460"]
+        assert picked("fd00::1") == picked("[fd00::1]") == ["[ff05::101]:123"]
+        assert picked("pool.example") == ["198.51.100.7:123"]
+        assert picked("[fd00::1]:123", "a.example:123") == ["a.example:123", "[ff05::101]:123"]
+        result = CliRunner().invoke(cli, ["-s", str(d / "c.sock"), "ntpdata", "203.0.113.0/24"])
+        assert result.exit_code == 1
+        assert result.stderr == (
+            "tsyncctl: no source matches 203.0.113.0/24 (see tsyncctl sources)\n"
+        )
+    shutil.rmtree(d, ignore_errors=True)
 
 
 def test_peers_table_notes_a_broadcast_sources_delay(sock: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tsyncctl.render import render_sources
+from tsyncctl.render import render_sources, render_sourcestats
 
 
 def _row(name: str, state: str, **fields: Any) -> dict[str, Any]:
@@ -32,3 +32,15 @@ def test_sources_out_for_a_reason_of_their_own_show_a_question_mark() -> None:
     assert lines["far"].startswith("-") and lines["rated"].startswith("+")
     assert lines["denied"].count("DENY") == 1  # the reason says it: no "KoD DENY" after it
     assert lines["rated"].endswith("KoD RATE")
+
+
+def test_offset_tables_say_what_the_sign_means() -> None:
+    """RFC 5905's sign, source minus local, the opposite of chronyc's sources/sourcestats."""
+    legend = (
+        "Offset: source minus local clock (RFC 5905), + local clock slow, - fast"
+        " (chronyc shows the opposite sign)"
+    )
+    stats = render_sourcestats([{"name": "v6", "samples": 8, "offset": 0.5}])
+    assert stats.splitlines()[2].split()[:4] == ["v6", "8", "-", "+500.0ms"]
+    assert stats.splitlines()[-1] == legend
+    assert render_sources([_row("v6", "noselect", offset=0.5)]).splitlines()[-1] == legend
