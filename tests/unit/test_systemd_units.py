@@ -236,7 +236,7 @@ def test_wait_service_holds_time_sync_target_until_synchronized() -> None:
 
 
 def test_wait_service_command_is_one_tsyncctl_accepts() -> None:
-    from tsyncctl.cli import waitsync
+    from tsyncctl.monitor import waitsync
 
     argv = shlex.split(load_unit(WAIT_SERVICE)["Service"]["ExecStart"])
     assert argv[:2] == ["/usr/bin/tsyncctl", "waitsync"]
