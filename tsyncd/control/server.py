@@ -9,7 +9,17 @@ for each admin request, so an edit of /etc/group applies without a restart.
 
 A bad client can cost us at most one connection slot for ``idle_timeout`` seconds and
 ``max_line_bytes`` of memory: every failure becomes a JSON-RPC error or a closed connection,
-never an exception out of the server.
+never an exception out of the server.  The idle timeout runs from the connection's start or
+its last request to the next complete request: blank lines and partial lines do not restart
+it, so a client must keep asking to keep its slot.
+
+Connection slots (chronyc's datagrams need none; a stream socket does): at most
+``max_connections`` at once.  Any local user may open the socket, so one user must not be
+able to take every slot and lock out the rest, root included (``tsyncctl waitsync``, the
+admin commands).  So a user other than root or the daemon's own holds at most
+``max_connections_per_uid`` connections, and the last ``reserved_connections`` slots are only
+for callers who may use admin methods (``may_call_admin``).  A refused connection gets one
+SERVER_BUSY error line, then is closed.
 """
 
 from __future__ import annotations
@@ -142,14 +152,18 @@ class ControlServer:
         group: str | None = None,
         admin_group: str | None = None,
         max_connections: int = 32,
+        max_connections_per_uid: int = 8,
+        reserved_connections: int = 4,
         max_line_bytes: int = 65536,
         idle_timeout: float = 60.0,
     ) -> None:
         both = sorted(set(read_methods) & set(admin_methods))
         if both:
             raise ValueError(f"methods both read-only and admin: {', '.join(both)}")
-        if max_connections < 1 or max_line_bytes < 64:
-            raise ValueError("max_connections must be >= 1 and max_line_bytes >= 64")
+        if max_connections < 1 or max_connections_per_uid < 1 or max_line_bytes < 64:
+            raise ValueError(
+                "max_connections and max_connections_per_uid must be >= 1, max_line_bytes >= 64"
+            )
         self._path = Path(socket_path)
         self._read = dict(read_methods)
         self._admin = dict(admin_methods)
@@ -161,6 +175,9 @@ class ControlServer:
         self._admin_group = admin_group
         self._admin_gid: int | None = None
         self._max_connections = max_connections
+        self._max_per_uid = max_connections_per_uid
+        self._reserved = max(0, min(reserved_connections, max_connections - 1))
+        self._by_uid: dict[int, int] = {}  # open connections per peer uid
         self._max_line = max_line_bytes
         self._idle_timeout = idle_timeout
         self._own_uid = os.geteuid()
@@ -275,25 +292,27 @@ class ControlServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         try:
-            if len(self._tasks) >= self._max_connections:
+            uid, gid = self._credentials(writer)
+            refusal = self._refusal(uid, gid)
+            if refusal is not None:
                 logger.warning(
-                    "control socket: refusing a connection, %d already open", len(self._tasks)
+                    "control socket: refusing a connection from uid %d, %d already open",
+                    uid,
+                    len(self._tasks),
                 )
-                error = RpcError(
-                    ErrorCode.SERVER_BUSY,
-                    f"tsyncd is serving {self._max_connections} control connections already;"
-                    " try again later",
-                )
-                await self._send(writer, make_error(None, error))
+                await self._send(writer, make_error(None, RpcError(ErrorCode.SERVER_BUSY, refusal)))
                 return
             if task is not None:
                 self._tasks.add(task)
+            self._by_uid[uid] = self._by_uid.get(uid, 0) + 1
             try:
-                uid, gid = self._credentials(writer)
                 await self._serve_lines(reader, writer, uid, gid)
             finally:
                 if task is not None:
                     self._tasks.discard(task)
+                left = self._by_uid.pop(uid, 1) - 1
+                if left > 0:
+                    self._by_uid[uid] = left
         except asyncio.CancelledError:
             raise
         except OSError as exc:  # includes TimeoutError from a stuck drain()
@@ -304,6 +323,35 @@ class ControlServer:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+
+    def _refusal(self, uid: int, gid: int) -> str | None:
+        """Why a new connection from ``uid``/``gid`` gets no slot (the error message), or None.
+
+        Root and the daemon's user may take any free slot; another user at most
+        ``max_connections_per_uid``, and the reserved last slots only if it may call admin
+        methods (looked up only then: the group lookup may be slow)."""
+        open_now = len(self._tasks)
+        if open_now >= self._max_connections:
+            return (
+                f"tsyncd is serving {self._max_connections} control connections already;"
+                " try again later"
+            )
+        if uid == 0 or uid == self._own_uid:
+            return None
+        mine = self._by_uid.get(uid, 0)
+        if mine >= self._max_per_uid:
+            return (
+                f"tsyncd is serving {mine} control connections for uid {uid} already"
+                f" (at most {self._max_per_uid} per user); try again later"
+            )
+        if open_now >= self._max_connections - self._reserved and not may_call_admin(
+            uid, gid, own_uid=self._own_uid, admin_gid=self._admin_gid
+        ):
+            return (
+                f"tsyncd is serving {open_now} control connections already; the last"
+                f" {self._reserved} are kept for administrators; try again later"
+            )
+        return None
 
     def _credentials(self, writer: asyncio.StreamWriter) -> tuple[int, int]:
         sock = writer.get_extra_info("socket")
@@ -317,9 +365,11 @@ class ControlServer:
     async def _serve_lines(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, uid: int, gid: int
     ) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._idle_timeout  # the next request's; blank lines keep it
         while True:
             try:
-                async with asyncio.timeout(self._idle_timeout):
+                async with asyncio.timeout_at(deadline):
                     line = await reader.readuntil(b"\n")
             except asyncio.IncompleteReadError as exc:
                 if exc.partial.strip():
@@ -339,6 +389,7 @@ class ControlServer:
             if not line.strip():
                 continue  # blank lines keep a hand-typed session (socat) forgiving
             await self._answer(writer, line, uid, gid)
+            deadline = loop.time() + self._idle_timeout
 
     async def _answer(self, writer: asyncio.StreamWriter, line: bytes, uid: int, gid: int) -> None:
         response = await self.handle_line(line, uid=uid, gid=gid)

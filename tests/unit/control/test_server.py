@@ -8,6 +8,7 @@ can talk to it from the test thread.  Handlers are plain functions returning exa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -322,6 +323,128 @@ def test_idle_connection_is_closed(serve: ServerFactory) -> None:
         start = time.monotonic()
         assert s.recv(100) == b""
         assert time.monotonic() - start < 3
+
+
+def test_blank_lines_do_not_keep_an_idle_connection(serve: ServerFactory) -> None:
+    """Only a request restarts the idle timeout: a client sending blank lines is closed."""
+    server = serve(idle_timeout=0.4)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(0.1)
+        s.connect(str(server.socket_path))
+        start = time.monotonic()
+        closed = False
+        while not closed and time.monotonic() - start < 3:
+            try:
+                s.sendall(b"\n")
+                closed = s.recv(100) == b""
+            except TimeoutError:
+                continue
+            except OSError:
+                closed = True
+        assert closed and time.monotonic() - start < 2
+
+
+def _hold_connections(
+    path: Path, n: int, uid: int, groups: tuple[int, ...] = ()
+) -> tuple[list[str], Callable[[], None]]:
+    """Open ``n`` connections as ``uid`` (a forked child that drops to it; we are root), each
+    asking one request: what each got ("ok" or the error message), and a function that makes
+    the child close them all and exit."""
+    results_r, results_w = os.pipe()
+    release_r, release_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        status = 1
+        try:
+            os.close(results_r)
+            os.close(release_w)
+            os.setgroups(list(groups))
+            os.setresgid(uid, uid, uid)
+            os.setresuid(uid, uid, uid)
+            held, outcomes = [], []
+            for _ in range(n):
+                c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                c.settimeout(5)
+                c.connect(str(path))
+                with contextlib.suppress(OSError):  # a refused one may be closed already
+                    c.sendall(b'{"jsonrpc":"2.0","id":1,"method":"sources"}\n')
+                reply = json.loads(c.makefile("rb").readline())
+                outcomes.append(reply["error"]["message"] if "error" in reply else "ok")
+                held.append(c)
+            os.write(results_w, json.dumps(outcomes).encode())
+            os.close(results_w)
+            os.read(release_r, 1)  # until the parent says so (or dies)
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(results_w)
+    os.close(release_r)
+    with os.fdopen(results_r, "rb") as pipe:
+        data = pipe.read()
+
+    def release() -> None:
+        os.close(release_w)
+        _, status = os.waitpid(pid, 0)
+        assert status == 0
+
+    if not data:
+        release()
+        raise AssertionError("the child could not hold its connections")
+    outcomes: list[str] = json.loads(data)
+    return outcomes, release
+
+
+def _wait_for_count(server: ControlServer, count: int) -> None:
+    deadline = time.monotonic() + 5
+    while server.connection_count != count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert server.connection_count == count
+
+
+def test_one_user_cannot_lock_out_the_others_or_root(serve: ServerFactory, short_dir: Path) -> None:
+    """Any user may open the (0666) socket: one user holds at most its share of slots, and
+    the last ones are kept for administrators (before: 32 connections of user nobody locked
+    out everyone, root included)."""
+    short_dir.chmod(0o755)  # so that nobody can reach the socket
+    server = serve(max_connections=6, max_connections_per_uid=3, reserved_connections=2)
+    path = server.socket_path
+    first, release_first = _hold_connections(path, 5, 65534)
+    try:
+        assert first[:3] == ["ok"] * 3
+        assert (
+            first[3:]
+            == [
+                "tsyncd is serving 3 control connections for uid 65534 already (at most 3 per"
+                " user); try again later"
+            ]
+            * 2
+        )
+        _wait_for_count(server, 3)
+        second, release_second = _hold_connections(path, 3, 65533)
+        try:
+            # 4 open: the last 2 slots are for administrators only.
+            assert (
+                second[0] == "ok"
+                and second[1:]
+                == [
+                    "tsyncd is serving 4 control connections already; the last 2 are kept for"
+                    " administrators; try again later"
+                ]
+                * 2
+            )
+            _wait_for_count(server, 4)
+            with ControlClient(path) as a, ControlClient(path) as b:  # root: reserved slots
+                assert a.call("sources") == [] and b.call("sources") == []
+                with pytest.raises(ControlError) as full:
+                    ControlClient(path).call("sources")
+                assert full.value.code == ErrorCode.SERVER_BUSY
+        finally:
+            release_second()
+    finally:
+        release_first()
+    _wait_for_count(server, 0)
+    with ControlClient(path) as client:
+        assert client.call("sources") == []
 
 
 # --------------------------------------------------------------------------- permissions
