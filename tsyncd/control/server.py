@@ -156,6 +156,7 @@ class ControlServer:
         reserved_connections: int = 4,
         max_line_bytes: int = 65536,
         idle_timeout: float = 60.0,
+        refusal_log_interval: float = 60.0,
     ) -> None:
         both = sorted(set(read_methods) & set(admin_methods))
         if both:
@@ -180,6 +181,10 @@ class ControlServer:
         self._by_uid: dict[int, int] = {}  # open connections per peer uid
         self._max_line = max_line_bytes
         self._idle_timeout = idle_timeout
+        # Refused connections: one WARNING, then one line per interval with how many more.
+        self._refusal_log_interval = refusal_log_interval
+        self._refused_unlogged = 0
+        self._refusal_log_timer: asyncio.TimerHandle | None = None
         self._own_uid = os.geteuid()
         self._server: asyncio.AbstractServer | None = None
         self._inode: int | None = None
@@ -275,6 +280,9 @@ class ControlServer:
         server, self._server = self._server, None
         if server is not None:
             server.close()
+        if self._refusal_log_timer is not None:
+            self._refusal_log_timer.cancel()
+            self._refusal_log_timer = None
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -295,11 +303,7 @@ class ControlServer:
             uid, gid = self._credentials(writer)
             refusal = self._refusal(uid, gid)
             if refusal is not None:
-                logger.warning(
-                    "control socket: refusing a connection from uid %d, %d already open",
-                    uid,
-                    len(self._tasks),
-                )
+                self._log_refusal(uid)
                 await self._send(writer, make_error(None, RpcError(ErrorCode.SERVER_BUSY, refusal)))
                 return
             if task is not None:
@@ -323,6 +327,38 @@ class ControlServer:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+
+    def _log_refusal(self, uid: int) -> None:
+        """A WARNING for a refused connection, at most one per ``refusal_log_interval``: any
+        user can make refusals, and must not flood the log with them.  The others are
+        counted and reported in one line at the end of the interval."""
+        if self._refusal_log_timer is not None:
+            self._refused_unlogged += 1
+            return
+        logger.warning(
+            "control socket: refusing a connection from uid %d, %d already open",
+            uid,
+            len(self._tasks),
+        )
+        self._arm_refusal_log()
+
+    def _arm_refusal_log(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._refusal_log_timer = loop.call_later(
+            self._refusal_log_interval, self._flush_refusal_log
+        )
+
+    def _flush_refusal_log(self) -> None:
+        self._refusal_log_timer = None
+        if self._refused_unlogged:
+            logger.warning(
+                "control socket: refused %d more connections in the last %g s"
+                " (all slots, or the caller's share, taken)",
+                self._refused_unlogged,
+                self._refusal_log_interval,
+            )
+            self._refused_unlogged = 0
+            self._arm_refusal_log()  # the next ones are counted for another interval
 
     def _refusal(self, uid: int, gid: int) -> str | None:
         """Why a new connection from ``uid``/``gid`` gets no slot (the error message), or None.

@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import stat
@@ -220,6 +221,66 @@ def test_invalid_requests(
     (reply,) = raw_exchange(server.socket_path, json.dumps(request_obj).encode() + b"\n", 1)
     assert reply["error"]["code"] == code
     assert reply["id"] == expected_id
+
+
+def test_lines_python_cannot_parse_get_an_error_not_a_traceback(
+    serve: ServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Lines Python's json rejects with other errors than JSONDecodeError (an integer over
+    4300 digits, deep nesting) or accepts though they are not JSON (NaN) get a JSON-RPC error
+    on a connection that goes on, and log no ERROR (before: a traceback and no answer)."""
+    server = serve()
+    long_id = b'{"jsonrpc":"2.0","id":' + b"9" * 5000 + b',"method":"status"}\n'
+    deep_list = b"[" * 20000 + b"]" * 20000 + b"\n"
+    deep_object = b'{"a":' * 10000 + b"1" + b"}" * 10000 + b"\n"
+    nan_id = b'{"jsonrpc":"2.0","id":NaN,"method":"status"}\n'
+    nan_param = b'{"jsonrpc":"2.0","id":7,"method":"echo","params":{"x":-Infinity}}\n'
+    after = b'{"jsonrpc":"2.0","id":8,"method":"sources"}\n'
+    with caplog.at_level(logging.DEBUG, logger="tsyncd.control.server"):
+        replies = raw_exchange(
+            server.socket_path, long_id + deep_list + deep_object + nan_id + nan_param + after, 6
+        )
+    assert [r["error"]["code"] for r in replies[:3]] == [ErrorCode.PARSE_ERROR] * 3
+    assert "4300" in replies[0]["error"]["message"]
+    assert replies[1]["error"]["message"] == "parse error: JSON nested too deeply"
+    assert replies[3]["error"] == {
+        "code": ErrorCode.INVALID_REQUEST,
+        "message": 'invalid request: "id" must be a string, number or null',
+    }
+    assert replies[4]["id"] == 7 and replies[4]["error"] == {
+        "code": ErrorCode.INVALID_REQUEST,
+        "message": "invalid request: -Infinity is not a JSON number",
+    }
+    assert all(r["id"] is None for r in replies[:4])
+    assert replies[5] == {"jsonrpc": "2.0", "id": 8, "result": []}
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_refused_connections_are_logged_once_per_interval(
+    serve: ServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Any user can make refusals: one WARNING, then one line per interval with the count
+    (before: a WARNING for every refused connection)."""
+    server = serve(max_connections=1, refusal_log_interval=1.0)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as held:
+        held.settimeout(5)
+        held.connect(str(server.socket_path))
+        held.sendall(b'{"jsonrpc":"2.0","id":1,"method":"sources"}\n')
+        assert held.recv(65536)
+        with caplog.at_level(logging.WARNING, logger="tsyncd.control.server"):
+            for _ in range(30):
+                (reply,) = raw_exchange(server.socket_path, b"", 1)
+                assert reply["error"]["code"] == ErrorCode.SERVER_BUSY
+            time.sleep(3.2)  # every count reported; a quiet interval adds nothing
+    first, *more = [r.getMessage() for r in caplog.records]
+    assert first == "control socket: refusing a connection from uid 0, 1 already open"
+    # All 29 in one line, or two if the refusals took longer than an interval.
+    pattern = re.compile(
+        r"control socket: refused (\d+) more connections in the last 1 s"
+        r" \(all slots, or the caller's share, taken\)"
+    )
+    counts = [int(m.group(1)) for m in map(pattern.fullmatch, more) if m is not None]
+    assert len(counts) == len(more) and 1 <= len(more) <= 2 and sum(counts) == 29
 
 
 def test_oversize_line_gets_an_error_and_the_connection_is_closed(serve: ServerFactory) -> None:
