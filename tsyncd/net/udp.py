@@ -48,7 +48,11 @@ SO_EE_ORIGIN_TIMESTAMPING: Final = 4
 _TIMESPEC = struct.Struct("@qq")
 _SCM_TIMESTAMPING = struct.Struct("@qqqqqq")  # struct scm_timestamping: ts[3]
 _CMSG_SPACE: Final = socket.CMSG_SPACE(_SCM_TIMESTAMPING.size)
-_MAX_DATAGRAM: Final = 2048  # NTP with NTS extension fields stays well under this
+# The longest datagram read, on every path that reads NTP (the event loop here, the server
+# workers' batches): NTP with NTS extension fields stays well under it, and one size for all
+# means the same request is read, and so answered or dropped, the same way whichever path
+# takes it.  Longer datagrams are cut to it (and then fail their extension-field parse).
+MAX_DATAGRAM: Final = 2048
 _BATCH: Final = 64  # datagrams read per wake-up before yielding to other tasks
 
 Address = tuple[str, int] | tuple[str, int, int, int]
@@ -277,7 +281,7 @@ class TimestampedUdp:
         for _ in range(_BATCH):
             try:
                 data, ancdata, _flags, address = self.sock.recvmsg(
-                    _MAX_DATAGRAM, _CMSG_SPACE, self._flags
+                    MAX_DATAGRAM, _CMSG_SPACE, self._flags
                 )
             except (BlockingIOError, InterruptedError):
                 return
