@@ -405,12 +405,15 @@ def test_blank_lines_do_not_keep_an_idle_connection(serve: ServerFactory) -> Non
         assert closed and time.monotonic() - start < 2
 
 
+SOURCES = b'{"jsonrpc":"2.0","id":1,"method":"sources"}\n'
+
+
 def _hold_connections(
-    path: Path, n: int, uid: int, groups: tuple[int, ...] = ()
+    path: Path, n: int, uid: int, groups: tuple[int, ...] = (), request: bytes = SOURCES
 ) -> tuple[list[str], Callable[[], None]]:
-    """Open ``n`` connections as ``uid`` (a forked child that drops to it; we are root), each
-    asking one request: what each got ("ok" or the error message), and a function that makes
-    the child close them all and exit."""
+    """Open ``n`` connections as ``uid`` with supplementary ``groups`` (a forked child that
+    drops to them; we are root), each asking ``request``: what each got ("ok" or the error
+    message), and a function that makes the child close them all and exit."""
     results_r, results_w = os.pipe()
     release_r, release_w = os.pipe()
     pid = os.fork()
@@ -428,7 +431,7 @@ def _hold_connections(
                 c.settimeout(5)
                 c.connect(str(path))
                 with contextlib.suppress(OSError):  # a refused one may be closed already
-                    c.sendall(b'{"jsonrpc":"2.0","id":1,"method":"sources"}\n')
+                    c.sendall(request)
                 reply = json.loads(c.makefile("rb").readline())
                 outcomes.append(reply["error"]["message"] if "error" in reply else "ok")
                 held.append(c)
@@ -511,6 +514,26 @@ def test_one_user_cannot_lock_out_the_others_or_root(serve: ServerFactory, short
 # --------------------------------------------------------------------------- permissions
 
 
+def test_admin_group_counts_the_callers_own_supplementary_groups(
+    serve: ServerFactory, short_dir: Path
+) -> None:
+    """Membership is the process's, as the kernel reports it (SO_PEERGROUPS): a group given
+    by setpriv or systemd's SupplementaryGroups= counts though /etc/group does not list the
+    user in it (before: only /etc/group was read, and such a caller was refused)."""
+    short_dir.chmod(0o755)  # so that nobody can reach the socket
+    server = serve(admin_group="4242")  # a GID with no /etc/group entry: nobody is no member
+    makestep = b'{"jsonrpc":"2.0","id":1,"method":"makestep"}\n'
+    for groups, expected in (
+        ((50, 4242), "ok"),
+        ((50,), "permission denied: 'makestep' needs root or group '4242'"),
+    ):
+        outcomes, release = _hold_connections(
+            server.socket_path, 1, 65534, groups=groups, request=makestep
+        )
+        release()
+        assert outcomes == [expected], groups
+
+
 def test_may_call_admin_rules() -> None:
     def groups(uid: int) -> set[int]:
         return {1000: {1000, 27}, 1001: {1001}}.get(uid, set())
@@ -525,6 +548,13 @@ def test_may_call_admin_rules() -> None:
     assert check(1002, 27, 27)  # effective gid
     assert not check(1001, 1001, 27)
     assert not check(-1, -1, 27)  # unknown peer credentials
+    # The groups the kernel reports for the peer process are what count, when it reports them.
+    assert may_call_admin(
+        1001, 1001, own_uid=999, admin_gid=27, groups={5, 27}, supplementary=groups
+    )
+    assert not may_call_admin(
+        1000, 1000, own_uid=999, admin_gid=27, groups=(), supplementary=groups
+    )
 
 
 def test_admin_method_denied_for_other_users(serve: ServerFactory, loop: LoopThread) -> None:
