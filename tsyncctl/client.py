@@ -85,10 +85,36 @@ class ControlClient:
                 f"tsyncd at {self.socket_path} did not answer '{method}' within {self.timeout:g} s"
             ) from None
         except OSError as exc:
+            # A busy server answers a new connection with an error line and closes at once: a
+            # request sent after that fails (EPIPE), while the error waits unread.
+            refusal = self._pending_error(sock)
             self.close()
+            if refusal is not None:
+                raise refusal from None
             raise ControlError(
                 f"lost the connection to tsyncd at {self.socket_path}: {exc.strerror or exc}"
             ) from None
+
+    def _pending_error(self, sock: socket.socket) -> ControlError | None:
+        """The error response the server sent before it closed the connection, if one is
+        waiting in our receive buffer (read without waiting)."""
+        try:
+            sock.setblocking(False)
+            while not self._lines:
+                data = sock.recv(65536)
+                if not data:
+                    break
+                self._lines.extend(self._splitter.feed(data))
+        except (OSError, LineTooLong):
+            pass
+        for line in self._lines:
+            try:
+                response = parse_response(line)
+            except ValueError:
+                continue
+            if response.error is not None:
+                return ControlError(response.error.message, response.error.code)
+        return None
 
     def _read_line(self, sock: socket.socket) -> bytes:
         while not self._lines:

@@ -6,6 +6,9 @@ there is no second copy of the state to keep in step (the same rule as the contr
 read snapshots, never live objects).  The HTTP side is a deliberately tiny asyncio server on
 the daemon's event loop, no threads: one GET per connection, answered and closed, with a cap
 on request size, time and concurrent connections, since a scraper is the only expected client.
+One client address holds at most half of the connections, so a slow or hostile client on one
+host cannot lock the scraper out.  A connection over a cap has its request read (briefly)
+before its 503, as closing with unread data would reset the connection instead.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ LEAP_VALUES = {"none": 0, "insert": 1, "delete": 2, "unsynchronized": 3}
 MAX_REQUEST_BYTES = 8192
 REQUEST_TIMEOUT_S = 10.0
 MAX_CONNECTIONS = 16
+MAX_CONNECTIONS_PER_IP = MAX_CONNECTIONS // 2
+REFUSE_READ_TIMEOUT_S = 1.0  # how long a refused connection may take to send its request
 
 
 class SnapshotCollector(Collector):
@@ -320,6 +325,8 @@ class MetricsExporter:
         self.registry.register(SnapshotCollector(provider))
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._by_ip: dict[str, int] = {}  # open connections per client address
+        self._refusing: set[asyncio.Task[None]] = set()  # connections over a cap, being told
 
     @property
     def port(self) -> int:
@@ -327,6 +334,11 @@ class MetricsExporter:
         if self._server is None or not self._server.sockets:
             raise RuntimeError("metrics exporter is not started")
         return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def connection_count(self) -> int:
+        """Connections being served right now (refused ones not counted)."""
+        return len(self._tasks)
 
     async def start(self) -> None:
         """Bind and start serving; OSError (e.g. port in use) propagates to the caller."""
@@ -340,7 +352,7 @@ class MetricsExporter:
         server, self._server = self._server, None
         if server is not None:
             server.close()
-        tasks = list(self._tasks)
+        tasks = [*self._tasks, *self._refusing]
         for task in tasks:
             task.cancel()
         if tasks:
@@ -350,12 +362,19 @@ class MetricsExporter:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
+        peer = writer.get_extra_info("peername")
+        ip = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        counted = False
         try:
-            if len(self._tasks) >= MAX_CONNECTIONS:
-                await self._respond(writer, 503, "text/plain", b"too many connections\n")
+            if len(self._tasks) >= MAX_CONNECTIONS or (
+                self._by_ip.get(ip, 0) >= MAX_CONNECTIONS_PER_IP
+            ):
+                await self._refuse(reader, writer, task)
                 return
             if task is not None:
                 self._tasks.add(task)
+            self._by_ip[ip] = self._by_ip.get(ip, 0) + 1
+            counted = True
             async with asyncio.timeout(REQUEST_TIMEOUT_S):
                 head = await reader.readuntil(b"\r\n\r\n")
                 # Providers whose counters live in other processes (server workers) may
@@ -376,9 +395,35 @@ class MetricsExporter:
         finally:
             if task is not None:
                 self._tasks.discard(task)
+            if counted:
+                left = self._by_ip.pop(ip, 1) - 1
+                if left > 0:
+                    self._by_ip[ip] = left
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+
+    async def _refuse(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        task: asyncio.Task[None] | None,
+    ) -> None:
+        """503 for a connection over a cap, after reading its request (closing with the
+        request unread would reset the connection, and the scraper would see no answer).
+        At most ``MAX_CONNECTIONS`` are told at once; beyond that, a flood: just close."""
+        if len(self._refusing) >= MAX_CONNECTIONS or task is None:
+            return
+        self._refusing.add(task)
+        try:
+            with contextlib.suppress(
+                asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError
+            ):
+                async with asyncio.timeout(REFUSE_READ_TIMEOUT_S):
+                    await reader.readuntil(b"\r\n\r\n")
+            await self._respond(writer, 503, "text/plain", b"too many connections\n")
+        finally:
+            self._refusing.discard(task)
 
     def _route(self, head: bytes) -> tuple[int, str, bytes, bool]:
         request_line = head.split(b"\r\n", 1)[0].decode("latin-1")

@@ -139,4 +139,5 @@ def test_two_servers_on_one_group_are_two_named_sources(netns_peers: NetnsPeers)
     rows = wait_for("samples from both servers on the group", both, 30)
     assert rows["lan-a"]["stratum"] == 5 and rows["lan-a"]["address"].startswith(f"[{SERVER6}]")
     assert rows["lan-b"]["stratum"] == 6 and rows["lan-b"]["address"].startswith(f"[{second}]")
-    assert client.ctl("status")["stratum"] == 6  # the stratum-5 server is the system peer
+    # The stratum-5 server is the system peer, once several broadcasts made it selectable.
+    wait_for("the stratum-5 server selected", lambda: client.ctl("status")["stratum"] == 6, 30)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import socket
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from loop_thread import serving
 from prometheus_client.parser import text_string_to_metric_families
 
 from tsyncd import __version__
-from tsyncd.metrics import MetricsExporter
+from tsyncd.metrics import MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP, MetricsExporter
 from tsyncd.snapshots import ServerStatsSnapshot, SourceSnapshot, SystemSnapshot
 
 # The shared examples, with the values asserted on below that differ from them.
@@ -205,3 +206,52 @@ def test_nts_server_metrics_appear_with_nts(
     assert got[("tsyncd_nts_requests_total", ())] == 123
     assert got[("tsyncd_nts_naks_total", ())] == 2
     assert got[("tsyncd_nts_key_epoch", ())] == 7
+
+
+def _hold(exp: MetricsExporter, source_ip: str, n: int) -> list[socket.socket]:
+    """``n`` connections from ``source_ip`` that send half a request and wait (slowloris)."""
+    held = []
+    for _ in range(n):
+        s = socket.create_connection(
+            ("127.0.0.1", exp.port), timeout=5, source_address=(source_ip, 0)
+        )
+        s.sendall(b"GET /metrics HTTP/1.1\r\n")
+        held.append(s)
+    return held
+
+
+def _scrape_from(exp: MetricsExporter, source_ip: str) -> bytes:
+    with socket.create_connection(
+        ("127.0.0.1", exp.port), timeout=5, source_address=(source_ip, 0)
+    ) as s:
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    return data
+
+
+def _wait_for_count(exp: MetricsExporter, count: int) -> None:
+    deadline = time.monotonic() + 5
+    while exp.connection_count != count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert exp.connection_count == count
+
+
+def test_one_address_cannot_hold_every_connection(exporter: MetricsExporter) -> None:
+    """Half-sent requests from one address hold at most half the slots: a scraper elsewhere
+    still gets its metrics, and a connection over a cap a 503 rather than a reset."""
+    held = _hold(exporter, "127.0.0.1", MAX_CONNECTIONS)
+    try:
+        _wait_for_count(exporter, MAX_CONNECTIONS_PER_IP)
+        assert _scrape_from(exporter, "127.0.0.1").startswith(b"HTTP/1.1 503")
+        assert _scrape_from(exporter, "127.0.0.2").startswith(b"HTTP/1.1 200")
+        held += _hold(exporter, "127.0.0.3", MAX_CONNECTIONS_PER_IP)
+        _wait_for_count(exporter, MAX_CONNECTIONS)
+        for _ in range(5):  # every slot taken: each scrape is told so, none is reset
+            assert _scrape_from(exporter, "127.0.0.4").startswith(b"HTTP/1.1 503")
+    finally:
+        for s in held:
+            s.close()
+    _wait_for_count(exporter, 0)
+    assert fetch(exporter)[0] == 200

@@ -162,8 +162,24 @@ def make_error(request_id: RequestId, error: RpcError) -> bytes:
 
 
 def _valid_id(value: Any) -> bool:
-    # JSON-RPC 2.0 §4: an id is a string, a number or null (bool is not a number here).
-    return value is None or (isinstance(value, str | int | float) and not isinstance(value, bool))
+    # JSON-RPC 2.0 §4: an id is a string, a number or null (bool is not a number here, nor
+    # NaN or infinity, which JSON cannot write).
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return value is None or (isinstance(value, str | int) and not isinstance(value, bool))
+
+
+def _loads(line: bytes, not_json: list[str]) -> Any:
+    """``json.loads`` of a line; the NaN/Infinity tokens Python's json accepts (JSON has no
+    such numbers) are appended to ``not_json``.  Raises UnicodeDecodeError, ValueError
+    (JSONDecodeError, or an integer over Python's 4300-digit limit) or RecursionError (nested
+    too deeply)."""
+
+    def constant(token: str) -> float:
+        not_json.append(token)
+        return float(token)
+
+    return json.loads(line.decode("utf-8"), parse_constant=constant)
 
 
 def parse_request(line: bytes) -> Request:
@@ -172,14 +188,19 @@ def parse_request(line: bytes) -> Request:
     Raises ``RpcError`` with PARSE_ERROR or INVALID_REQUEST; its ``data`` is unused, and the
     caller answers with id null when the id could not be read (JSON-RPC 2.0 §5).
     """
+    not_json: list[str] = []
     try:
-        message = json.loads(line.decode("utf-8"))
+        message = _loads(line, not_json)
     except UnicodeDecodeError as exc:
         raise RpcError(ErrorCode.PARSE_ERROR, f"parse error: request is not UTF-8 ({exc})") from exc
     except json.JSONDecodeError as exc:
         raise RpcError(
             ErrorCode.PARSE_ERROR, f"parse error: invalid JSON at column {exc.colno}: {exc.msg}"
         ) from exc
+    except ValueError as exc:  # Python's limit on integer digits
+        raise RpcError(ErrorCode.PARSE_ERROR, f"parse error: {exc}") from exc
+    except RecursionError as exc:
+        raise RpcError(ErrorCode.PARSE_ERROR, "parse error: JSON nested too deeply") from exc
     if isinstance(message, list):
         raise RpcError(
             ErrorCode.INVALID_REQUEST,
@@ -198,6 +219,10 @@ def parse_request(line: bytes) -> Request:
         raise RpcError(
             ErrorCode.INVALID_REQUEST, 'invalid request: "id" must be a string, number or null'
         )
+    if not_json:
+        raise RpcError(
+            ErrorCode.INVALID_REQUEST, f"invalid request: {not_json[0]} is not a JSON number"
+        )
     params = message.get("params", {})
     if params is None:
         params = {}
@@ -212,8 +237,8 @@ def parse_request(line: bytes) -> Request:
 def request_id_of(line: bytes) -> RequestId:
     """Best-effort id of a request that failed validation, so the error can still be matched."""
     try:
-        message = json.loads(line.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        message = _loads(line, [])
+    except (UnicodeDecodeError, ValueError, RecursionError):
         return None
     if isinstance(message, dict):
         request_id = message.get("id")

@@ -4,12 +4,28 @@ Theory of operation: each connection is read one line at a time and answered in 
 request names a method from one of two tables, fixed at construction: read-only methods (open to
 whoever can open the socket, like chronyc's monitoring commands) and admin methods, which change
 the daemon and need uid 0, the daemon's own uid, or membership in the admin group.  The peer's
-uid/gid come from ``SO_PEERCRED`` (the kernel vouches for them); group membership is looked up
-for each admin request, so an edit of /etc/group applies without a restart.
+uid/gid come from ``SO_PEERCRED`` and its supplementary groups from ``SO_PEERGROUPS`` (the
+kernel vouches for both, as they were at connect()): membership is the process's own, as the
+kernel checks it for files and for this socket's own group (groups given by systemd's
+``SupplementaryGroups=``, ``setpriv`` or a container count; one added in /etc/group counts
+from the user's next login).  Where the kernel does not report the groups (before Linux 4.13,
+or an architecture whose option number we do not know), the user's groups are looked up in the
+group database at each admin request instead.  Not /proc/PID/status: the pid may be reused by
+another process after the caller exits, while its socket lives on in a child.
 
 A bad client can cost us at most one connection slot for ``idle_timeout`` seconds and
 ``max_line_bytes`` of memory: every failure becomes a JSON-RPC error or a closed connection,
-never an exception out of the server.
+never an exception out of the server.  The idle timeout runs from the connection's start or
+its last request to the next complete request: blank lines and partial lines do not restart
+it, so a client must keep asking to keep its slot.
+
+Connection slots (chronyc's datagrams need none; a stream socket does): at most
+``max_connections`` at once.  Any local user may open the socket, so one user must not be
+able to take every slot and lock out the rest, root included (``tsyncctl waitsync``, the
+admin commands).  So a user other than root or the daemon's own holds at most
+``max_connections_per_uid`` connections, and the last ``reserved_connections`` slots are only
+for callers who may use admin methods (``may_call_admin``).  A refused connection gets one
+SERVER_BUSY error line, then is closed.
 """
 
 from __future__ import annotations
@@ -48,6 +64,22 @@ Handler = Callable[[dict[str, Any]], Awaitable[Any] | Any]
 
 # struct ucred from <sys/socket.h>: pid_t pid; uid_t uid; gid_t gid (three 32-bit ints on Linux).
 _UCRED = struct.Struct("=iII")
+# SO_PEERGROUPS (Linux >= 4.13), which Python 3.11's socket module lacks: 59 in
+# asm-generic/socket.h, which these architectures use; others number it differently.
+_SO_PEERGROUPS: int | None = getattr(socket, "SO_PEERGROUPS", None)
+if _SO_PEERGROUPS is None and os.uname().machine in (
+    "x86_64",
+    "i686",
+    "i386",
+    "aarch64",
+    "armv7l",
+    "armv8l",
+    "riscv64",
+    "ppc64le",
+    "s390x",
+    "loongarch64",
+):
+    _SO_PEERGROUPS = 59
 
 
 class ControlSetupError(Exception):
@@ -80,12 +112,15 @@ def may_call_admin(
     *,
     own_uid: int,
     admin_gid: int | None,
+    groups: Collection[int] | None = None,
     supplementary: Callable[[int], set[int]] = supplementary_groups,
 ) -> bool:
     """Decide whether a peer with ``uid``/``gid`` (from SO_PEERCRED) may call admin methods.
 
     Root and the daemon's own user always may; otherwise the peer's effective gid or one of its
-    user's groups must be ``admin_gid``.  With no admin group only those two may.
+    supplementary ``groups`` (SO_PEERGROUPS) must be ``admin_gid``, or, where those are not
+    known (None), one of its user's groups in the group database.  With no admin group only
+    those two users may.
     """
     if uid == 0 or uid == own_uid:
         return True
@@ -93,6 +128,8 @@ def may_call_admin(
         return False
     if gid == admin_gid:
         return True
+    if groups is not None:
+        return admin_gid in groups
     return admin_gid in supplementary(uid)
 
 
@@ -110,6 +147,22 @@ def peer_credentials(sock: Any) -> tuple[int, int, int]:
     raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
     pid, uid, gid = _UCRED.unpack(raw)
     return pid, uid, gid
+
+
+def peer_groups(sock: Any) -> frozenset[int] | None:
+    """The supplementary groups of the process at the other end of a Unix socket, as the
+    kernel recorded them at connect() (SO_PEERGROUPS); None where it does not say."""
+    if _SO_PEERGROUPS is None:
+        return None
+    for count in (256, 65536):  # NGROUPS_MAX is 65536
+        try:
+            raw = sock.getsockopt(socket.SOL_SOCKET, _SO_PEERGROUPS, 4 * count)
+        except OSError as exc:
+            if exc.errno == errno.ERANGE:
+                continue  # more groups than that: ask again with room for all
+            return None
+        return frozenset(struct.unpack(f"={len(raw) // 4}I", raw[: len(raw) // 4 * 4]))
+    return None
 
 
 def check_param_names(
@@ -142,14 +195,19 @@ class ControlServer:
         group: str | None = None,
         admin_group: str | None = None,
         max_connections: int = 32,
+        max_connections_per_uid: int = 8,
+        reserved_connections: int = 4,
         max_line_bytes: int = 65536,
         idle_timeout: float = 60.0,
+        refusal_log_interval: float = 60.0,
     ) -> None:
         both = sorted(set(read_methods) & set(admin_methods))
         if both:
             raise ValueError(f"methods both read-only and admin: {', '.join(both)}")
-        if max_connections < 1 or max_line_bytes < 64:
-            raise ValueError("max_connections must be >= 1 and max_line_bytes >= 64")
+        if max_connections < 1 or max_connections_per_uid < 1 or max_line_bytes < 64:
+            raise ValueError(
+                "max_connections and max_connections_per_uid must be >= 1, max_line_bytes >= 64"
+            )
         self._path = Path(socket_path)
         self._read = dict(read_methods)
         self._admin = dict(admin_methods)
@@ -161,8 +219,15 @@ class ControlServer:
         self._admin_group = admin_group
         self._admin_gid: int | None = None
         self._max_connections = max_connections
+        self._max_per_uid = max_connections_per_uid
+        self._reserved = max(0, min(reserved_connections, max_connections - 1))
+        self._by_uid: dict[int, int] = {}  # open connections per peer uid
         self._max_line = max_line_bytes
         self._idle_timeout = idle_timeout
+        # Refused connections: one WARNING, then one line per interval with how many more.
+        self._refusal_log_interval = refusal_log_interval
+        self._refused_unlogged = 0
+        self._refusal_log_timer: asyncio.TimerHandle | None = None
         self._own_uid = os.geteuid()
         self._server: asyncio.AbstractServer | None = None
         self._inode: int | None = None
@@ -258,6 +323,9 @@ class ControlServer:
         server, self._server = self._server, None
         if server is not None:
             server.close()
+        if self._refusal_log_timer is not None:
+            self._refusal_log_timer.cancel()
+            self._refusal_log_timer = None
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -275,25 +343,23 @@ class ControlServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         try:
-            if len(self._tasks) >= self._max_connections:
-                logger.warning(
-                    "control socket: refusing a connection, %d already open", len(self._tasks)
-                )
-                error = RpcError(
-                    ErrorCode.SERVER_BUSY,
-                    f"tsyncd is serving {self._max_connections} control connections already;"
-                    " try again later",
-                )
-                await self._send(writer, make_error(None, error))
+            uid, gid, groups = self._credentials(writer)
+            refusal = self._refusal(uid, gid, groups)
+            if refusal is not None:
+                self._log_refusal(uid)
+                await self._send(writer, make_error(None, RpcError(ErrorCode.SERVER_BUSY, refusal)))
                 return
             if task is not None:
                 self._tasks.add(task)
+            self._by_uid[uid] = self._by_uid.get(uid, 0) + 1
             try:
-                uid, gid = self._credentials(writer)
-                await self._serve_lines(reader, writer, uid, gid)
+                await self._serve_lines(reader, writer, uid, gid, groups)
             finally:
                 if task is not None:
                     self._tasks.discard(task)
+                left = self._by_uid.pop(uid, 1) - 1
+                if left > 0:
+                    self._by_uid[uid] = left
         except asyncio.CancelledError:
             raise
         except OSError as exc:  # includes TimeoutError from a stuck drain()
@@ -305,26 +371,94 @@ class ControlServer:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    def _credentials(self, writer: asyncio.StreamWriter) -> tuple[int, int]:
+    def _log_refusal(self, uid: int) -> None:
+        """A WARNING for a refused connection, at most one per ``refusal_log_interval``: any
+        user can make refusals, and must not flood the log with them.  The others are
+        counted and reported in one line at the end of the interval."""
+        if self._refusal_log_timer is not None:
+            self._refused_unlogged += 1
+            return
+        logger.warning(
+            "control socket: refusing a connection from uid %d, %d already open",
+            uid,
+            len(self._tasks),
+        )
+        self._arm_refusal_log()
+
+    def _arm_refusal_log(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._refusal_log_timer = loop.call_later(
+            self._refusal_log_interval, self._flush_refusal_log
+        )
+
+    def _flush_refusal_log(self) -> None:
+        self._refusal_log_timer = None
+        if self._refused_unlogged:
+            logger.warning(
+                "control socket: refused %d more connections in the last %g s"
+                " (all slots, or the caller's share, taken)",
+                self._refused_unlogged,
+                self._refusal_log_interval,
+            )
+            self._refused_unlogged = 0
+            self._arm_refusal_log()  # the next ones are counted for another interval
+
+    def _refusal(self, uid: int, gid: int, groups: frozenset[int] | None) -> str | None:
+        """Why a new connection from ``uid``/``gid`` gets no slot (the error message), or None.
+
+        Root and the daemon's user may take any free slot; another user at most
+        ``max_connections_per_uid``, and the reserved last slots only if it may call admin
+        methods (looked up only then: the group lookup may be slow)."""
+        open_now = len(self._tasks)
+        if open_now >= self._max_connections:
+            return (
+                f"tsyncd is serving {self._max_connections} control connections already;"
+                " try again later"
+            )
+        if uid == 0 or uid == self._own_uid:
+            return None
+        mine = self._by_uid.get(uid, 0)
+        if mine >= self._max_per_uid:
+            return (
+                f"tsyncd is serving {mine} control connections for uid {uid} already"
+                f" (at most {self._max_per_uid} per user); try again later"
+            )
+        if open_now >= self._max_connections - self._reserved and not may_call_admin(
+            uid, gid, own_uid=self._own_uid, admin_gid=self._admin_gid, groups=groups
+        ):
+            return (
+                f"tsyncd is serving {open_now} control connections already; the last"
+                f" {self._reserved} are kept for administrators; try again later"
+            )
+        return None
+
+    def _credentials(self, writer: asyncio.StreamWriter) -> tuple[int, int, frozenset[int] | None]:
         sock = writer.get_extra_info("socket")
         try:
             _pid, uid, gid = peer_credentials(sock)
         except (OSError, struct.error):
             # Without credentials, assume the least privilege.
-            return -1, -1
-        return uid, gid
+            return -1, -1, frozenset()
+        return uid, gid, peer_groups(sock)
 
     async def _serve_lines(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, uid: int, gid: int
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        uid: int,
+        gid: int,
+        groups: frozenset[int] | None,
     ) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._idle_timeout  # the next request's; blank lines keep it
         while True:
             try:
-                async with asyncio.timeout(self._idle_timeout):
+                async with asyncio.timeout_at(deadline):
                     line = await reader.readuntil(b"\n")
             except asyncio.IncompleteReadError as exc:
                 if exc.partial.strip():
                     # The peer closed after a last line without its newline: answer it anyway.
-                    await self._answer(writer, exc.partial, uid, gid)
+                    await self._answer(writer, exc.partial, uid, gid, groups)
                 return
             except asyncio.LimitOverrunError:
                 error = RpcError(
@@ -338,10 +472,18 @@ class ControlServer:
                 return
             if not line.strip():
                 continue  # blank lines keep a hand-typed session (socat) forgiving
-            await self._answer(writer, line, uid, gid)
+            await self._answer(writer, line, uid, gid, groups)
+            deadline = loop.time() + self._idle_timeout
 
-    async def _answer(self, writer: asyncio.StreamWriter, line: bytes, uid: int, gid: int) -> None:
-        response = await self.handle_line(line, uid=uid, gid=gid)
+    async def _answer(
+        self,
+        writer: asyncio.StreamWriter,
+        line: bytes,
+        uid: int,
+        gid: int,
+        groups: frozenset[int] | None,
+    ) -> None:
+        response = await self.handle_line(line, uid=uid, gid=gid, groups=groups)
         if response is not None:
             await self._send(writer, response)
 
@@ -351,14 +493,17 @@ class ControlServer:
         async with asyncio.timeout(self._idle_timeout):
             await writer.drain()
 
-    async def handle_line(self, line: bytes, *, uid: int, gid: int) -> bytes | None:
-        """Answer one request line from a peer with ``uid``/``gid``; None for notifications."""
+    async def handle_line(
+        self, line: bytes, *, uid: int, gid: int, groups: frozenset[int] | None = None
+    ) -> bytes | None:
+        """Answer one request line from a peer with ``uid``/``gid`` and supplementary
+        ``groups`` (None: not known, looked up by uid); None for notifications."""
         try:
             request = parse_request(line)
         except RpcError as error:
             return make_error(request_id_of(line), error)
         try:
-            result = await self._dispatch(request, uid, gid)
+            result = await self._dispatch(request, uid, gid, groups)
             if request.notification:
                 return None
             try:
@@ -375,7 +520,9 @@ class ControlServer:
         except RpcError as error:
             return None if request.notification else make_error(request.id, error)
 
-    async def _dispatch(self, request: Request, uid: int, gid: int) -> Any:
+    async def _dispatch(
+        self, request: Request, uid: int, gid: int, groups: frozenset[int] | None
+    ) -> Any:
         method = request.method
         handler = self._read.get(method)
         if handler is None:
@@ -385,7 +532,9 @@ class ControlServer:
                 raise RpcError(
                     ErrorCode.METHOD_NOT_FOUND, f"unknown method '{method}'; known: {known}"
                 )
-            if not may_call_admin(uid, gid, own_uid=self._own_uid, admin_gid=self._admin_gid):
+            if not may_call_admin(
+                uid, gid, own_uid=self._own_uid, admin_gid=self._admin_gid, groups=groups
+            ):
                 who = f"root or group '{self._admin_group}'" if self._admin_group else "root"
                 logger.info("control: uid %d denied admin method %r", uid, method)
                 raise RpcError(

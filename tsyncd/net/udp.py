@@ -48,7 +48,11 @@ SO_EE_ORIGIN_TIMESTAMPING: Final = 4
 _TIMESPEC = struct.Struct("@qq")
 _SCM_TIMESTAMPING = struct.Struct("@qqqqqq")  # struct scm_timestamping: ts[3]
 _CMSG_SPACE: Final = socket.CMSG_SPACE(_SCM_TIMESTAMPING.size)
-_MAX_DATAGRAM: Final = 2048  # NTP with NTS extension fields stays well under this
+# The longest datagram read, on every path that reads NTP (the event loop here, the server
+# workers' batches): NTP with NTS extension fields stays well under it, and one size for all
+# means the same request is read, and so answered or dropped, the same way whichever path
+# takes it.  Longer datagrams are cut to it (and then fail their extension-field parse).
+MAX_DATAGRAM: Final = 2048
 _BATCH: Final = 64  # datagrams read per wake-up before yielding to other tasks
 
 Address = tuple[str, int] | tuple[str, int, int, int]
@@ -277,7 +281,7 @@ class TimestampedUdp:
         for _ in range(_BATCH):
             try:
                 data, ancdata, _flags, address = self.sock.recvmsg(
-                    _MAX_DATAGRAM, _CMSG_SPACE, self._flags
+                    MAX_DATAGRAM, _CMSG_SPACE, self._flags
                 )
             except (BlockingIOError, InterruptedError):
                 return
@@ -430,3 +434,36 @@ class SocketOptions:
             # A dual-stack IPv6 socket sends IPv4 with the IPv4 TOS; setting it is harmless.
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, self.dscp << 2)
+
+
+class BroadcastRoutes:
+    """Asks the kernel's routes whether an address is an IPv4 broadcast one: the limited
+    broadcast or a directed broadcast of one of our interfaces (loopback's 127.255.255.255
+    too), which the host's netmasks decide.  A UDP socket without ``SO_BROADCAST`` is refused
+    (EACCES) a ``connect()`` there; nothing is sent.  One socket, reused (about 1 µs a
+    question, against 8 µs with a socket each); ``close()`` it.  Without a socket (refused:
+    a simulator), every answer is no."""
+
+    def __init__(self) -> None:
+        try:
+            self._sock: socket.socket | None = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        except OSError:
+            self._sock = None
+
+    def __call__(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        """Whether ``ip`` (IPv4-mapped addresses already made IPv4) is a broadcast address."""
+        if self._sock is None or ip.version != 4:
+            return False  # IPv6 has no broadcast
+        try:
+            self._sock.connect((str(ip), 123))
+        except PermissionError:
+            return True
+        except OSError:
+            return False  # no route, or a simulator's refusal: not known to be broadcast
+        return False
+
+    def close(self) -> None:
+        """Close the socket."""
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None

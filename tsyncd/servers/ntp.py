@@ -14,6 +14,7 @@ from typing import Any
 from tsyncd.clock.base import Clock
 from tsyncd.net.udp import (
     Address,
+    BroadcastRoutes,
     SocketOptions,
     TimestampedUdp,
     ensure_port_free,
@@ -41,6 +42,7 @@ class NtpServer:
         self._lag = SendLag()
         self._warmer: SendWarmer | None = None  # with the socket (warmsend.py)
         self._lone: LoneSend | SocketLoneSend | None = None  # basic replies (lonesend.py)
+        self._broadcast_routes: BroadcastRoutes | None = None  # bad sources (responder.py)
         self.passive_answered = 0  # symmetric active packets answered in mode 2
         self.steered = True  # one client log: each client always meets it (WorkerPool's)
         self.symmetric_passive = False  # off: the responder drops mode 1 like other modes
@@ -63,6 +65,8 @@ class NtpServer:
         server._udp = TimestampedUdp.bind(host, port, server._on_datagram, options=options)
         server._tx_stamps = server._udp.timestamps.name == "kernel-timestamping"
         server._lone = address_send(server._udp.sock)
+        server._broadcast_routes = BroadcastRoutes()
+        server.responder.broadcast_routes = server._broadcast_routes
         server._warmer = SendWarmer(server._udp.sock, server._lone.send_raw)
         return server
 
@@ -81,12 +85,12 @@ class NtpServer:
         if self.symmetric_passive and is_symmetric_active(data):
             # A peer in mode 2, sent as a client's reply is (late Transmit or kernel TX stamp).
             reason, response, want_tx = passive_reply(
-                data, self.responder, normalize_ip(str(address[0])), rx, clock.now_ns()
+                data, self.responder, normalize_ip(str(address[0])), rx, clock.now_ns(), address[1]
             )
             self.passive_answered += response is not None
         else:
             reason, response, want_tx = self.responder.respond(
-                data, str(address[0]), rx, clock.now_ns()
+                data, str(address[0]), rx, clock.now_ns(), address[1]
             )
         if response is None:
             log.debug("dropped request from %s: %s", address[0], reason)
@@ -155,6 +159,9 @@ class NtpServer:
 
     def close(self) -> None:
         """Stop serving."""
+        if self._broadcast_routes is not None:
+            self._broadcast_routes.close()
+            self._broadcast_routes = None
         if self._warmer is not None:
             self._warmer.close()
             self._warmer = None

@@ -28,7 +28,7 @@ def is_symmetric_active(data: bytes) -> bool:
 
 
 def passive_reply(
-    data: bytes, responder: NtpResponder, peer: IPAddress, rx_ns: int, tx_ns: int
+    data: bytes, responder: NtpResponder, peer: IPAddress, rx_ns: int, tx_ns: int, port: int = -1
 ) -> tuple[str, bytes | None, bool]:
     """(reason, mode 2 answer or None, whether to send it with a kernel TX stamp for the
     responder) for a symmetric active packet, as ``NtpResponder.respond`` decides for a client.
@@ -48,7 +48,7 @@ def passive_reply(
             return failure, None, False
         data = data[:HEADER_LEN]
     as_client = bytes([(data[0] & ~_MODE_MASK) | Mode.CLIENT]) + data[1:]
-    reason, response, want_tx = responder.respond(as_client, str(peer), rx_ns, tx_ns)
+    reason, response, want_tx = responder.respond(as_client, str(peer), rx_ns, tx_ns, port)
     if response is None or response[0] & _MODE_MASK != Mode.SERVER:
         return reason, None, False
     passive = bytes([(response[0] & ~_MODE_MASK) | Mode.SYMMETRIC_PASSIVE]) + response[1:]

@@ -27,9 +27,16 @@ Rules (RFC 5905 §9.2, RFC 8633, RFC 9769):
   origin = its receive field and transmit = that precise TX (the pair is used once).
   Otherwise basic mode.  Basic-only clients cost no pair and no TX stamp.
 
+* a request no reply can reach is dropped as ``bad_source``, never answered or counted as
+  served: source port 0 (ntpd drops these first too; the IO edge passes the port, one integer
+  test per packet), or a multicast or broadcast source address (decided once per client with
+  the access verdict: ``unanswerable``, and the directed broadcasts the IO edge finds in the
+  kernel's routes, ``broadcast_routes``).  Real networks drop such sources as martians;
+  spoofed ones reach us on loopback, or wherever the kernel lets them in.
+
 Outcome reasons: ``answered`` and ``interleaved`` (time served), ``kod_rate``, ``kod_deny``,
 ``kod_rstr`` (KoD sent), and drops: ``denied``, ``restricted``, ``rate_limited``,
-``not_client_mode``, ``malformed_<WireError.reason>``.
+``not_client_mode``, ``bad_source``, ``malformed_<WireError.reason>``.
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ from __future__ import annotations
 import ipaddress
 import random
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
@@ -75,6 +82,7 @@ DENIED: Final = "denied"  # on the deny list
 RESTRICTED: Final = "restricted"  # not on a non-empty allow list
 RATE_LIMITED: Final = "rate_limited"
 NOT_CLIENT_MODE: Final = "not_client_mode"
+BAD_SOURCE: Final = "bad_source"  # source port 0, or a multicast/broadcast source address
 ANSWERED_NTS: Final = "answered_nts"  # an authenticated NTS response (RFC 8915 §5.7)
 NTS_NAK: Final = "nts_nak"  # the NTS NAK is a KoD ("NTSN", RFC 8915 §5.7)
 ANSWERED_MAC: Final = "answered_mac"  # signed with the client's symmetric key (RFC 5905)
@@ -174,6 +182,16 @@ class AccessList:
         return ""
 
 
+_LIMITED_BROADCAST: Final = ipaddress.IPv4Address("255.255.255.255")
+
+
+def unanswerable(ip: IPAddress) -> bool:
+    """Whether no reply can be sent to ``ip`` (already normalised): a multicast address or
+    the IPv4 limited broadcast.  Directed broadcasts depend on the host's interfaces: the IO
+    edge adds them (``net.udp.is_broadcast_address``)."""
+    return ip.is_multicast or ip == _LIMITED_BROADCAST
+
+
 def client_ip(address: str) -> IPAddress:
     """The client's IP from socket address text; IPv4-mapped IPv6 becomes IPv4 (dual stack)."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
@@ -214,6 +232,9 @@ class NtpResponder:
         self.template = ResponseTemplate()
         self.extensions: ExtensionResponder | None = None  # NTS, when configured
         self._mac_keys = self.policy.symmetric_keys
+        # Whether an address is a directed broadcast of this host (the IO edge knows its
+        # routes: ``net.udp.BroadcastRoutes``); asked once per new client, like the access list.
+        self.broadcast_routes: Callable[[IPAddress], bool] | None = None
 
     # ---------------------------------------------------------------- template
 
@@ -246,9 +267,10 @@ class NtpResponder:
         return reason, response
 
     def respond(
-        self, data: bytes, address: str, rx_ns: int, tx_ns: int
+        self, data: bytes, address: str, rx_ns: int, tx_ns: int, port: int = -1
     ) -> tuple[str, bytes | None, bool]:
-        """``handle_request`` for the IO edges: ``address`` is the socket's address text.
+        """``handle_request`` for the IO edges: ``address`` is the socket's address text,
+        ``port`` the source port (-1: not known here, not checked).
 
         The third value says whether the caller should ask the kernel for the response's
         transmit timestamp and pass it to ``handle_tx_timestamp``: only for clients whose
@@ -259,12 +281,19 @@ class NtpResponder:
         """
         record = self._records.get(address)
         if record is None:
-            verdict = self.access.verdict(client_ip(address))
+            ip = client_ip(address)
+            routes = self.broadcast_routes
+            if unanswerable(ip) or (routes is not None and routes(ip)):
+                verdict = BAD_SOURCE
+            else:
+                verdict = self.access.verdict(ip)
             record = self.clients.add(ClientRecord(address, verdict, rx_ns, self._burst_ns))
         record.received += 1
+        if not port:  # nothing can be sent to port 0
+            return self._count(record, rx_ns, BAD_SOURCE, None)
         denied = record.permitted
-        if denied and not self._kod:
-            # RFC 5905 §9.2 test 4, before spending time parsing
+        if denied and (not self._kod or denied == BAD_SOURCE):
+            # RFC 5905 §9.2 test 4, before spending time parsing (no KoD to a bad source)
             return self._count(record, rx_ns, denied, None)
         n = len(data)
         if n < _HEADER_LEN:

@@ -42,6 +42,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
+from tsyncd.net.udp import BroadcastRoutes
 from tsyncd.servers import mmsg, txstamp
 from tsyncd.servers.latetx import BASIC, LATE_KODS, SendLag, restamp, transmit_ntp
 from tsyncd.servers.lonesend import lone_send, send_staged
@@ -120,6 +121,7 @@ def _reset_signals() -> None:
 def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
     responder = NtpResponder(setup.access, setup.policy)
     responder.template = setup.template
+    responder.broadcast_routes = BroadcastRoutes()  # the process's: it exits with it
     clock_map = setup.clock_map
     nts: NtsResponder | None = None
     if setup.keys is not None:
@@ -200,7 +202,7 @@ def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
                         tx = v0 + d + d * rate // RATE_UNIT
                     else:
                         tx += offset
-                reason, response, want_tx = respond(data, address[0], rx, tx)
+                reason, response, want_tx = respond(data, address[0], rx, tx, address[1])
                 if response is None:
                     continue
                 if want_tx and tx_stamps:

@@ -24,6 +24,22 @@ sample of this source is a broadcast one.  A volley with no valid reply (the ser
 answer clients, or sends a kiss-o'-death) leaves the configured delay in use; a kiss does not
 demobilize the association, since the broadcasts themselves are still welcome.
 
+Several broadcasts before the source counts (RFC 5905 §10's empty clock filter): anyone on the
+segment can forge the server's address, so one packet must not make the source selectable, or
+it would set (step) our clock to whatever it says.  RFC 5905 starts every association with
+eight filter stages of MAXDISP (16 s), so the filter dispersion halves with each sample and a
+source gets under MAXDIST (1 s) after about five; ntpd's broadcast client behaves so.  Our
+clock filter has no empty stages (``sync/filter.py``), so the first sample after the server is
+heard (reach 0 before it: first heard, or heard again after being unreachable, after any
+calibration volley) carries the empty stages instead: its dispersion is MAXDISP.  Broadcast
+samples all have the same delay, so it is the filter's oldest stage, weighed 1/2^(k+1) behind
+k newer samples: the filter dispersion is about 16 s / 2^k, as with the RFC's empty stages,
+and the source becomes selectable at its fifth good broadcast (``FIRST_BROADCASTS``), each
+agreeing with the others (their spread is the jitter, which the root distance adds).  A forger
+must then send five consistent packets before the real server's; a selected source is not
+moved by a few forged ones either (the jitter makes it too far).  It stays unauthenticated,
+as RFC 8633 warns.
+
 The timer shifts the reach register once per expected interval (``min_poll``), so a server
 that goes quiet becomes unreachable as a polled one would.  The header tests (3, 6, 7) and
 the sample bookkeeping are the client's (``NtpAssociation``).
@@ -35,10 +51,11 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from tsyncd.sync.association import AssociationState, NtpAssociation, poll_interval_ns
-from tsyncd.sync.sample import PHI_PPM, Sample
+from tsyncd.sync.sample import MAXDISP_NS, PHI_PPM, Sample
 from tsyncd.wire.ntp import Mode, NtpPacket
 from tsyncd.wire.timestamps import ntp64_diff_ns, ntp64_from_unix_ns
 
+FIRST_BROADCASTS: Final = 5  # good broadcasts before the source can be selected (documented)
 VOLLEY_MAX_REQUESTS: Final = 8  # requests per calibration volley, at most
 VOLLEY_GOOD_REPLIES: Final = 4  # valid replies that end a volley early
 _VOLLEY_MAX_SPACING_NS: Final = 2_000_000_000  # RFC 5905 BTIME
@@ -63,6 +80,7 @@ class BroadcastAssociation(NtpAssociation):
     calibration_failures: int = 0  # volleys without a valid reply (configured delay kept)
     _last_xmt: int = 0
     _volley: _Volley | None = None
+    _heard_anew: bool = False  # reach was 0: the next sample carries the empty filter stages
 
     @property
     def calibrating(self) -> bool:
@@ -96,6 +114,11 @@ class BroadcastAssociation(NtpAssociation):
             self._next_ns = now_ns + poll_interval_ns(self.poll)
         return request
 
+    def filter_cleared(self) -> None:
+        """The clock filter was emptied (tsyncctl reset sources): the next sample carries the
+        empty stages again, as after the server was first heard."""
+        self._heard_anew = True
+
     def set_system_poll(self, poll_log2: int) -> None:
         """The server decides how often it sends; our interval stays ``min_poll``."""
 
@@ -118,9 +141,12 @@ class BroadcastAssociation(NtpAssociation):
         checked = self._check_header(packet, packet.transmit_ts, answers=False)
         if checked is None:
             return None
-        if self.calibrate and self.reach == 0 and self._volley is None:
-            # First heard, or heard again after being unreachable: measure the round trip.
-            self._volley = _Volley(next_ns=rx_ns)
+        if self.reach == 0:
+            # First heard, or heard again after being unreachable: several broadcasts before
+            # it counts, and with ``calibrate`` the round trip is measured first.
+            self._heard_anew = True
+            if self.calibrate and self._volley is None:
+                self._volley = _Volley(next_ns=rx_ns)
         self.reach |= 1
         self.stats.packets_received += 1
         self.stats.last_rx_ns = rx_ns
@@ -137,10 +163,14 @@ class BroadcastAssociation(NtpAssociation):
             self.broadcast_delay_ns // 2
         )
         precision_ns = max(1, 1_000_000_000 >> min(62, -self._precision_log2))
+        dispersion = 2 * precision_ns + self.broadcast_delay_ns * PHI_PPM // 1_000_000
+        if self._heard_anew:  # the empty filter stages (theory of operation)
+            self._heard_anew = False
+            dispersion = MAXDISP_NS
         return Sample(
             offset_ns=offset,
             delay_ns=max(self.broadcast_delay_ns, precision_ns),
-            dispersion_ns=2 * precision_ns + self.broadcast_delay_ns * PHI_PPM // 1_000_000,
+            dispersion_ns=dispersion,
             root_delay_ns=root_delay_ns,
             root_dispersion_ns=root_disp_ns,
             stratum=stratum,

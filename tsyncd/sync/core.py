@@ -339,6 +339,8 @@ class SyncCore:
         come.  Associations (reach, poll) and the frequency stay."""
         for state in self.sources.values():
             state.filter.clear()
+            if isinstance(state.association, BroadcastAssociation):
+                state.association.filter_cleared()  # several broadcasts again before it counts
         if self.discipline is not None:
             self.discipline.forget_offsets(now_ns)
         self._reselect(now_ns, None)

@@ -14,12 +14,21 @@ fired).  Each packet we send carries (RFC 5905 §9 and Figure 22):
 A packet from the peer (mode 1, or mode 2 from a passive peer) answers our latest packet when
 its Origin equals our latest Transmit (test 2); then T1 = our send time of that packet (the
 kernel's TX stamp where there is one), T2 = its Receive, T3 = its Transmit, T4 = our receive
-time.  Packets cross in flight, so a packet whose Origin is older (or 0: the peer has not heard
-us yet) is "bogus" for measuring but still updates ``p.org``/``p.rec``, so our next packet lets
-the peer measure (RFC 5905 A.5.1.1).  A matched Origin is then forgotten (``p.xmt = 0``), so a
-replay gives no second sample.  Reach, poll, KoD and the header tests are the client's
-(``NtpAssociation``).  Symmetric interleaved mode (RFC 9769, ``xleave = true``) is the
-subclass in ``tsyncd/sync/symmetric_xleave.py``.
+time.  Only the first packet that answers each of ours measures, so a replay gives no second
+sample; a later one with a newer Transmit (the peer polls faster than we do) still moves
+``p.org``/``p.rec`` on, so our next packet answers the peer's latest.
+
+Only such a packet, one that passed tests 1 and 2 (and authentication, if any), sets
+``p.org``/``p.rec``: anyone can send a packet from the peer's address, and a forged Transmit in
+our next Origin would make the real peer drop that packet as bogus, so a spoofer could stop the
+association for good (CVE-2015-1799; chronyd keeps its remote timestamps the same way).
+Packets cross in flight, so a packet whose Origin is older (or 0: the peer has not heard us
+yet) is "bogus" for measuring, and kept aside: if no packet answered our latest one by our next
+poll, that poll answers the latest bogus packet instead, which is how the exchange starts and
+restarts after a loss (RFC 5905 A.5.1.1; chronyd's "init" timestamps).  A spoofed packet can
+therefore only delay a start, never break a running exchange.  Reach, poll, KoD and the header
+tests are the client's (``NtpAssociation``).  Symmetric interleaved mode (RFC 9769,
+``xleave = true``) is the subclass in ``tsyncd/sync/symmetric_xleave.py``.
 """
 
 from __future__ import annotations
@@ -28,7 +37,7 @@ from tsyncd.sync.association import AssociationState, NtpAssociation
 from tsyncd.sync.sample import Sample
 from tsyncd.sync.sendlag import SendLag
 from tsyncd.wire.ntp import Leap, Mode, NtpPacket, encode_ntp, kiss_code
-from tsyncd.wire.timestamps import ntp64_from_unix_ns
+from tsyncd.wire.timestamps import ntp64_diff_ns, ntp64_from_unix_ns
 
 
 class SymmetricAssociation(NtpAssociation):
@@ -41,9 +50,13 @@ class SymmetricAssociation(NtpAssociation):
     root_dispersion: int = 0  # raw NTP short
     reference_id: int = 0
     reference_ts: int = 0  # raw NTP64
-    _org: int = 0  # peer's Transmit of the last packet received from it
+    _org: int = 0  # peer's Transmit of the last valid packet (passed tests 1 and 2)
     _rec: int = 0  # our receive time of that packet (raw NTP64)
-    _xmt: int = 0  # our latest Transmit still waiting for its answer (0: none)
+    _init_org: int = 0  # peer's Transmit of the latest bogus packet (0: none since a valid one)
+    _init_rec: int = 0  # our receive time of that packet (raw NTP64)
+    _init_updated: bool = False  # _init_org was set since our latest packet
+    _answered: bool = False  # a valid packet answered our latest packet (only it measures)
+    _xmt: int = 0  # Transmit of our latest packet (0: none yet)
     _lag: SendLag | None = None  # clock read to kernel TX stamp of our packets
     _read_ns: int = 0  # the clock read of the packet in flight, until its TX stamp comes
 
@@ -91,8 +104,31 @@ class SymmetricAssociation(NtpAssociation):
 
     def _packet_timestamps(self, now_ns: int) -> tuple[int, int, int]:
         """(Origin, Receive, Transmit) of the packet sent now: basic mode (RFC 5905 §9)."""
+        origin, receive = self._answer_to_peer()
+        self._answered = False
         self._xmt = ntp64_from_unix_ns(now_ns)
-        return self._org, self._rec, self._xmt
+        return origin, receive, self._xmt
+
+    def _answer_to_peer(self) -> tuple[int, int]:
+        """(Origin, Receive) of a basic packet sent now: the last valid packet's, or, if none
+        answered our latest packet, the latest bogus one's (a start or a restart)."""
+        self._init_updated = False
+        if not self._answered and self._init_org != 0:
+            return self._init_org, self._init_rec
+        return self._org, self._rec
+
+    def _take_answer(self, transmit_ts: int, rx_ns: int) -> None:
+        """A valid packet (tests 1 and 2 passed): our next basic packet answers it."""
+        self._org, self._rec = transmit_ts, ntp64_from_unix_ns(rx_ns)
+        self._init_org = self._init_rec = 0
+
+    def _keep_unanswering(self, transmit_ts: int, rx_ns: int) -> None:
+        """A bogus packet: kept aside for a start or restart (``_answer_to_peer``).  The first
+        since our latest packet is taken whatever its Transmit (the peer's clock may have
+        stepped back), later ones only if newer, so a replay cannot roll it back."""
+        if not self._init_updated or ntp64_diff_ns(transmit_ts, self._init_org) > 0:
+            self._init_org, self._init_rec = transmit_ts, ntp64_from_unix_ns(rx_ns)
+            self._init_updated = True
 
     def stamp_transmit(self, data: bytes, t1_ns: int) -> bytes:
         """Put the clock read just before sending in the Transmit field, plus how long our
@@ -128,14 +164,21 @@ class SymmetricAssociation(NtpAssociation):
         if packet.transmit_ts == 0 or packet.transmit_ts == self._org:
             self._drop("duplicate")
             return None
-        # Whatever follows, our next packet answers this one (RFC 5905 A.5.1.1).
-        self._org = packet.transmit_ts
-        self._rec = ntp64_from_unix_ns(rx_ns)
-        # Test 2, bogus: it must answer our latest packet; a crossing packet does not.
+        # Test 2, bogus: it must answer our latest packet; a crossing packet does not, nor does
+        # a spoofed one, which must not change what our next packet tells the peer.
         if self._xmt == 0 or packet.origin_ts != self._xmt:
+            self._keep_unanswering(packet.transmit_ts, rx_ns)
             self._drop("bogus")
             return None
-        self._xmt = 0  # one sample per packet we sent
+        if self._answered:
+            # A second answer to the same packet (the peer polled twice): no sample, but our
+            # next packet answers the newer one (as chronyd does).
+            if ntp64_diff_ns(packet.transmit_ts, self._org) > 0:
+                self._take_answer(packet.transmit_ts, rx_ns)
+            self._drop("bogus")
+            return None
+        self._answered = True  # one sample per packet we sent
+        self._take_answer(packet.transmit_ts, rx_ns)
         t1_ns = self._t1_ns
         code = kiss_code(packet)
         if code is not None:

@@ -73,7 +73,6 @@ class InterleavedSymmetricAssociation(SymmetricAssociation):
     _sent_rec: int = 0  # Receive field of our latest packet: an interleaved answer's Origin
     _sent_interleaved: bool = False  # our latest packet was interleaved
     _prev_tx_ns: int = 0  # our TX of the packet before the one being built (its Transmit)
-    _answered: bool = False  # a valid packet came after our latest one (one counts)
     _tx_count: int = 0  # our packets since the last valid packet
     _prev_tx_count: int = 0  # our packets between the last two valid packets
     _seen: tuple[int, int] | None = None  # (Receive, Transmit) of the last packet taken (test 1)
@@ -105,12 +104,14 @@ class InterleavedSymmetricAssociation(SymmetricAssociation):
             and self._valid_rx_ns is not None
             and self._prev_tx_ns != 0
         )
+        basic_origin, basic_receive = self._answer_to_peer()
         if interleave and self._valid_rx_ns is not None:
             origin = self._remote_rx
             receive = ntp64_from_unix_ns(self._valid_rx_ns)
             transmit = ntp64_from_unix_ns(self._prev_tx_ns)
         else:
-            origin, receive, transmit = self._org, self._rec, ntp64_from_unix_ns(now_ns)
+            origin, receive = basic_origin, basic_receive
+            transmit = ntp64_from_unix_ns(now_ns)
         # Distinct fields keep the two kinds of answer apart: Receive must differ from the last
         # one (or an answer to our previous packet would match it), Transmit from Receive,
         # Origin and our last Transmit (RFC 9769; 1 LSB is 0.23 ns).
@@ -142,13 +143,12 @@ class InterleavedSymmetricAssociation(SymmetricAssociation):
             self._drop("duplicate")
             return None
         self._seen = seen
-        # Whatever follows, a basic packet of ours answers this one (RFC 5905 A.5.1.1).
-        self._org = packet.transmit_ts
-        self._rec = ntp64_from_unix_ns(rx_ns)
-        # Test 2, bogus: it must answer our latest packet, in basic or interleaved mode.
+        # Test 2, bogus: it must answer our latest packet, in basic or interleaved mode.  Only
+        # then may our next basic packet answer it (a spoofer's must not: see symmetric.py).
         basic = self._xmt != 0 and packet.origin_ts == self._xmt
         interleaved = not basic and self._sent_rec != 0 and packet.origin_ts == self._sent_rec
         if not (basic or interleaved):
+            self._keep_unanswering(packet.transmit_ts, rx_ns)
             self._drop("bogus")
             return None
         if self._answered:
@@ -210,6 +210,7 @@ class InterleavedSymmetricAssociation(SymmetricAssociation):
         it is interleaved its T1/T2 may serve the next sample (chronyd: prev_local_tx)."""
         self._remote_rx, self._remote_tx = packet.receive_ts, packet.transmit_ts
         self._valid_rx_ns, self._valid_usable = rx_ns, False
+        self._take_answer(packet.transmit_ts, rx_ns)
         self._prev_pair = (self._t1_ns, packet.receive_ts) if interleaved else None
 
     def _plausible(

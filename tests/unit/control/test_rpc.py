@@ -18,6 +18,7 @@ from tsyncd.control.rpc import (
     make_result,
     parse_request,
     parse_response,
+    request_id_of,
 )
 
 STREAM = b'{"a":1}\n{"b":2}\n\n{"c":3}\n'
@@ -103,3 +104,22 @@ def test_malformed_responses(line: bytes) -> None:
 def test_rpc_error_data_is_carried() -> None:
     error = RpcError(-32000, "busy", data={"retry_after": 1})
     assert error.to_json() == {"code": -32000, "message": "busy", "data": {"retry_after": 1}}
+
+
+@pytest.mark.parametrize(
+    ("line", "code"),
+    [
+        (b'{"jsonrpc":"2.0","id":' + b"1" * 5000 + b',"method":"status"}', ErrorCode.PARSE_ERROR),
+        (b"[" * 5000 + b"]" * 5000, ErrorCode.PARSE_ERROR),
+        (b'{"jsonrpc":"2.0","id":NaN,"method":"status"}', ErrorCode.INVALID_REQUEST),
+        (b'{"jsonrpc":"2.0","id":Infinity,"method":"status"}', ErrorCode.INVALID_REQUEST),
+        (b'{"jsonrpc":"2.0","id":1,"method":"s","params":{"x":NaN}}', ErrorCode.INVALID_REQUEST),
+    ],
+)
+def test_what_python_json_rejects_or_wrongly_accepts_is_an_rpc_error(
+    line: bytes, code: ErrorCode
+) -> None:
+    with pytest.raises(RpcError) as info:
+        parse_request(line)
+    assert info.value.code == code
+    assert request_id_of(line) in (None, 1)  # never raises either

@@ -8,9 +8,11 @@ can talk to it from the test thread.  Handlers are plain functions returning exa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import stat
@@ -221,6 +223,66 @@ def test_invalid_requests(
     assert reply["id"] == expected_id
 
 
+def test_lines_python_cannot_parse_get_an_error_not_a_traceback(
+    serve: ServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Lines Python's json rejects with other errors than JSONDecodeError (an integer over
+    4300 digits, deep nesting) or accepts though they are not JSON (NaN) get a JSON-RPC error
+    on a connection that goes on, and log no ERROR (before: a traceback and no answer)."""
+    server = serve()
+    long_id = b'{"jsonrpc":"2.0","id":' + b"9" * 5000 + b',"method":"status"}\n'
+    deep_list = b"[" * 20000 + b"]" * 20000 + b"\n"
+    deep_object = b'{"a":' * 10000 + b"1" + b"}" * 10000 + b"\n"
+    nan_id = b'{"jsonrpc":"2.0","id":NaN,"method":"status"}\n'
+    nan_param = b'{"jsonrpc":"2.0","id":7,"method":"echo","params":{"x":-Infinity}}\n'
+    after = b'{"jsonrpc":"2.0","id":8,"method":"sources"}\n'
+    with caplog.at_level(logging.DEBUG, logger="tsyncd.control.server"):
+        replies = raw_exchange(
+            server.socket_path, long_id + deep_list + deep_object + nan_id + nan_param + after, 6
+        )
+    assert [r["error"]["code"] for r in replies[:3]] == [ErrorCode.PARSE_ERROR] * 3
+    assert "4300" in replies[0]["error"]["message"]
+    assert replies[1]["error"]["message"] == "parse error: JSON nested too deeply"
+    assert replies[3]["error"] == {
+        "code": ErrorCode.INVALID_REQUEST,
+        "message": 'invalid request: "id" must be a string, number or null',
+    }
+    assert replies[4]["id"] == 7 and replies[4]["error"] == {
+        "code": ErrorCode.INVALID_REQUEST,
+        "message": "invalid request: -Infinity is not a JSON number",
+    }
+    assert all(r["id"] is None for r in replies[:4])
+    assert replies[5] == {"jsonrpc": "2.0", "id": 8, "result": []}
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_refused_connections_are_logged_once_per_interval(
+    serve: ServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Any user can make refusals: one WARNING, then one line per interval with the count
+    (before: a WARNING for every refused connection)."""
+    server = serve(max_connections=1, refusal_log_interval=1.0)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as held:
+        held.settimeout(5)
+        held.connect(str(server.socket_path))
+        held.sendall(b'{"jsonrpc":"2.0","id":1,"method":"sources"}\n')
+        assert held.recv(65536)
+        with caplog.at_level(logging.WARNING, logger="tsyncd.control.server"):
+            for _ in range(30):
+                (reply,) = raw_exchange(server.socket_path, b"", 1)
+                assert reply["error"]["code"] == ErrorCode.SERVER_BUSY
+            time.sleep(3.2)  # every count reported; a quiet interval adds nothing
+    first, *more = [r.getMessage() for r in caplog.records]
+    assert first == "control socket: refusing a connection from uid 0, 1 already open"
+    # All 29 in one line, or two if the refusals took longer than an interval.
+    pattern = re.compile(
+        r"control socket: refused (\d+) more connections in the last 1 s"
+        r" \(all slots, or the caller's share, taken\)"
+    )
+    counts = [int(m.group(1)) for m in map(pattern.fullmatch, more) if m is not None]
+    assert len(counts) == len(more) and 1 <= len(more) <= 2 and sum(counts) == 29
+
+
 def test_oversize_line_gets_an_error_and_the_connection_is_closed(serve: ServerFactory) -> None:
     server = serve(max_line_bytes=1024)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
@@ -324,7 +386,152 @@ def test_idle_connection_is_closed(serve: ServerFactory) -> None:
         assert time.monotonic() - start < 3
 
 
+def test_blank_lines_do_not_keep_an_idle_connection(serve: ServerFactory) -> None:
+    """Only a request restarts the idle timeout: a client sending blank lines is closed."""
+    server = serve(idle_timeout=0.4)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(0.1)
+        s.connect(str(server.socket_path))
+        start = time.monotonic()
+        closed = False
+        while not closed and time.monotonic() - start < 3:
+            try:
+                s.sendall(b"\n")
+                closed = s.recv(100) == b""
+            except TimeoutError:
+                continue
+            except OSError:
+                closed = True
+        assert closed and time.monotonic() - start < 2
+
+
+SOURCES = b'{"jsonrpc":"2.0","id":1,"method":"sources"}\n'
+
+
+def _hold_connections(
+    path: Path, n: int, uid: int, groups: tuple[int, ...] = (), request: bytes = SOURCES
+) -> tuple[list[str], Callable[[], None]]:
+    """Open ``n`` connections as ``uid`` with supplementary ``groups`` (a forked child that
+    drops to them; we are root), each asking ``request``: what each got ("ok" or the error
+    message), and a function that makes the child close them all and exit."""
+    results_r, results_w = os.pipe()
+    release_r, release_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        status = 1
+        try:
+            os.close(results_r)
+            os.close(release_w)
+            os.setgroups(list(groups))
+            os.setresgid(uid, uid, uid)
+            os.setresuid(uid, uid, uid)
+            held, outcomes = [], []
+            for _ in range(n):
+                c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                c.settimeout(5)
+                c.connect(str(path))
+                with contextlib.suppress(OSError):  # a refused one may be closed already
+                    c.sendall(request)
+                reply = json.loads(c.makefile("rb").readline())
+                outcomes.append(reply["error"]["message"] if "error" in reply else "ok")
+                held.append(c)
+            os.write(results_w, json.dumps(outcomes).encode())
+            os.close(results_w)
+            os.read(release_r, 1)  # until the parent says so (or dies)
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(results_w)
+    os.close(release_r)
+    with os.fdopen(results_r, "rb") as pipe:
+        data = pipe.read()
+
+    def release() -> None:
+        os.close(release_w)
+        _, status = os.waitpid(pid, 0)
+        assert status == 0
+
+    if not data:
+        release()
+        raise AssertionError("the child could not hold its connections")
+    outcomes: list[str] = json.loads(data)
+    return outcomes, release
+
+
+def _wait_for_count(server: ControlServer, count: int) -> None:
+    deadline = time.monotonic() + 5
+    while server.connection_count != count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert server.connection_count == count
+
+
+def test_one_user_cannot_lock_out_the_others_or_root(serve: ServerFactory, short_dir: Path) -> None:
+    """Any user may open the (0666) socket: one user holds at most its share of slots, and
+    the last ones are kept for administrators (before: 32 connections of user nobody locked
+    out everyone, root included)."""
+    short_dir.chmod(0o755)  # so that nobody can reach the socket
+    server = serve(max_connections=6, max_connections_per_uid=3, reserved_connections=2)
+    path = server.socket_path
+    first, release_first = _hold_connections(path, 5, 65534)
+    try:
+        assert first[:3] == ["ok"] * 3
+        assert (
+            first[3:]
+            == [
+                "tsyncd is serving 3 control connections for uid 65534 already (at most 3 per"
+                " user); try again later"
+            ]
+            * 2
+        )
+        _wait_for_count(server, 3)
+        second, release_second = _hold_connections(path, 3, 65533)
+        try:
+            # 4 open: the last 2 slots are for administrators only.
+            assert (
+                second[0] == "ok"
+                and second[1:]
+                == [
+                    "tsyncd is serving 4 control connections already; the last 2 are kept for"
+                    " administrators; try again later"
+                ]
+                * 2
+            )
+            _wait_for_count(server, 4)
+            with ControlClient(path) as a, ControlClient(path) as b:  # root: reserved slots
+                assert a.call("sources") == [] and b.call("sources") == []
+                with pytest.raises(ControlError) as full:
+                    ControlClient(path).call("sources")
+                assert full.value.code == ErrorCode.SERVER_BUSY
+        finally:
+            release_second()
+    finally:
+        release_first()
+    _wait_for_count(server, 0)
+    with ControlClient(path) as client:
+        assert client.call("sources") == []
+
+
 # --------------------------------------------------------------------------- permissions
+
+
+def test_admin_group_counts_the_callers_own_supplementary_groups(
+    serve: ServerFactory, short_dir: Path
+) -> None:
+    """Membership is the process's, as the kernel reports it (SO_PEERGROUPS): a group given
+    by setpriv or systemd's SupplementaryGroups= counts though /etc/group does not list the
+    user in it (before: only /etc/group was read, and such a caller was refused)."""
+    short_dir.chmod(0o755)  # so that nobody can reach the socket
+    server = serve(admin_group="4242")  # a GID with no /etc/group entry: nobody is no member
+    makestep = b'{"jsonrpc":"2.0","id":1,"method":"makestep"}\n'
+    for groups, expected in (
+        ((50, 4242), "ok"),
+        ((50,), "permission denied: 'makestep' needs root or group '4242'"),
+    ):
+        outcomes, release = _hold_connections(
+            server.socket_path, 1, 65534, groups=groups, request=makestep
+        )
+        release()
+        assert outcomes == [expected], groups
 
 
 def test_may_call_admin_rules() -> None:
@@ -341,6 +548,13 @@ def test_may_call_admin_rules() -> None:
     assert check(1002, 27, 27)  # effective gid
     assert not check(1001, 1001, 27)
     assert not check(-1, -1, 27)  # unknown peer credentials
+    # The groups the kernel reports for the peer process are what count, when it reports them.
+    assert may_call_admin(
+        1001, 1001, own_uid=999, admin_gid=27, groups={5, 27}, supplementary=groups
+    )
+    assert not may_call_admin(
+        1000, 1000, own_uid=999, admin_gid=27, groups=(), supplementary=groups
+    )
 
 
 def test_admin_method_denied_for_other_users(serve: ServerFactory, loop: LoopThread) -> None:

@@ -10,6 +10,7 @@ import socket
 import pytest
 
 from tsyncd.net.udp import (
+    BroadcastRoutes,
     SocketOptions,
     bind_udp,
     canonical_host,
@@ -75,3 +76,14 @@ def test_ensure_port_free_refuses_a_held_port(reuse_port: bool) -> None:
         ensure_port_free("::", port, SocketOptions(ipv6_only=True))  # IPv6 only: no overlap
     ensure_port_free("127.0.0.1", port)
     ensure_port_free("127.0.0.1", 0)
+
+
+def test_broadcast_routes_are_the_kernels() -> None:
+    routes = BroadcastRoutes()
+    try:
+        assert routes(ipaddress.ip_address("127.255.255.255"))  # lo's directed broadcast
+        assert routes(ipaddress.ip_address("255.255.255.255"))
+        assert not routes(ipaddress.ip_address("127.0.0.1"))
+        assert not routes(ipaddress.ip_address("::1"))  # IPv6 has no broadcast
+    finally:
+        routes.close()

@@ -9,8 +9,15 @@ import struct
 
 import pytest
 
+from tsyncd.net.udp import MAX_DATAGRAM
 from tsyncd.servers import txstamp
-from tsyncd.servers.lonesend import LoneSend, SocketLoneSend, lone_send, sockaddr_of
+from tsyncd.servers.lonesend import (
+    LoneSend,
+    SocketLoneSend,
+    address_send,
+    lone_send,
+    sockaddr_of,
+)
 from tsyncd.servers.mmsg import MessageBatch, SingleMessage, address_of
 
 _TIMEOUT = struct.pack("@ll", 0, 500_000)
@@ -86,3 +93,21 @@ def test_stage_to_an_address_tuple(family: int, host: str, kind: str) -> None:
             assert lone.send(transmit)
             assert client.recv(100) == b"b" * 40 + transmit.to_bytes(8, "big")
             assert [p[:40] for p, _ns in txstamp.read_stamps(server)] == [b"b" * 40]
+
+
+def test_the_event_loop_sender_takes_a_reply_as_long_as_a_request_read() -> None:
+    """The event-loop server reads requests of up to ``MAX_DATAGRAM`` bytes, and an NTS reply
+    is about as long as its request: its sender must take one that long (before: 1024)."""
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client,
+    ):
+        server.bind(("127.0.0.1", 0))
+        client.bind(("127.0.0.1", 0))
+        client.settimeout(1.0)
+        lone = address_send(server)
+        assert isinstance(lone, LoneSend)
+        reply = b"c" * 40 + bytes(8) + b"e" * (MAX_DATAGRAM - 48)
+        lone.stage_to(client.getsockname(), reply, False)
+        assert lone.send(9)
+        assert client.recv(4096) == b"c" * 40 + (9).to_bytes(8, "big") + b"e" * (MAX_DATAGRAM - 48)

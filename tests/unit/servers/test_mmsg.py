@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tsyncd.net.udp import enable_rx_timestamps
+from tsyncd.net.udp import MAX_DATAGRAM, enable_rx_timestamps
 from tsyncd.servers.mmsg import MessageBatch, SingleMessage, address_of
 
 _TIMEOUT = struct.pack("@ll", 0, 200_000)
@@ -64,6 +64,34 @@ def test_batch_matches_recvmsg(
                 assert all(a == b"r" * len(a) for a in answers[1:])
             with pytest.raises(BlockingIOError):  # SO_RCVTIMEO bounds the wait
                 io.receive()
+
+
+@pytest.mark.parametrize("kind", [MessageBatch, SingleMessage])
+def test_workers_read_as_much_of_a_datagram_as_the_event_loop(kind: type[MessageBatch]) -> None:
+    """The same request is read the same on every path (``MAX_DATAGRAM``, as the event-loop
+    server's ``TimestampedUdp``): before, the workers cut datagrams at 1024 bytes, so an NTS
+    request with a long extension field was dropped there and answered in the event loop,
+    and a valid 1024-byte start followed by garbage the other way round."""
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client,
+    ):
+        server.bind(("127.0.0.1", 0))
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _TIMEOUT)
+        io = kind(server)
+        sizes = [1024, 1100, MAX_DATAGRAM, MAX_DATAGRAM + 100]
+        for size in sizes:
+            client.sendto(
+                bytes(range(256)) * (size // 256) + b"x" * (size % 256), server.getsockname()
+            )
+        got: list[bytes] = []
+        while len(got) < len(sizes):
+            got += [data for data, _, _ in io.receive()]
+        assert [len(d) for d in got] == [1024, 1100, MAX_DATAGRAM, MAX_DATAGRAM]
+        # A reply as long as the longest request read goes out whole.
+        assert io.send([(len(got) - 1, b"r" * MAX_DATAGRAM, False)]) == 1
+        client.settimeout(1.0)
+        assert client.recv(4096) == b"r" * MAX_DATAGRAM
 
 
 def _until_stamped(io: MessageBatch | SingleMessage, client: socket.socket, target: object) -> None:

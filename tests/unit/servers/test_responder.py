@@ -343,3 +343,28 @@ def test_interleaved_pairs_are_bounded_oldest_first() -> None:
     assert r.handle_request(xleave_request(first_rx[recent], 3, 4), recent, RX + S, RX + S)[0] == (
         "interleaved"
     )
+
+
+def test_requests_no_reply_can_reach_are_dropped_as_bad_source() -> None:
+    """Source port 0 and multicast or broadcast sources: nothing sent could reach them, so
+    they are dropped, never counted as answered (before: answered and counted as sent), and
+    get no KoD either; the IO edge's routes add the host's directed broadcasts."""
+    directed = ipaddress.ip_address("192.0.2.255")
+    acl = AccessList((), (ipaddress.ip_network("224.0.0.0/4"),))  # a deny would mean a KoD
+    r = NtpResponder(acl, ServerPolicy(kod=True))
+    r.broadcast_routes = lambda ip: ip == directed
+    r.template = ResponseTemplate(leap=Leap.NONE, stratum=3)
+    assert r.respond(request(), "192.0.2.7", RX, RX + 1, 0) == ("bad_source", None, False)
+    for source in (
+        "224.0.0.1",
+        "ff02::1",
+        "255.255.255.255",
+        "::ffff:255.255.255.255",
+        "192.0.2.255",
+    ):
+        assert r.respond(request(), source, RX, RX + 1, 40000) == ("bad_source", None, False)
+    assert r.respond(request(), "192.0.2.7", RX, RX + 1, 40000)[0] == "answered"
+    assert r.respond(request(), "192.0.2.8", RX, RX + 1)[0] == "answered"  # port not known
+    counters = r.counters()
+    assert counters["answered"] == 2 and counters["kod_sent"] == 0
+    assert r.drops_by_reason() == {"bad_source": 6}

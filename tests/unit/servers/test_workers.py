@@ -5,16 +5,18 @@ from __future__ import annotations
 import asyncio
 import errno
 import socket
+import struct
 
 import pytest
 
 from tsyncd.clock.measure import MeasureClock, VirtualClock
 from tsyncd.net.udp import SocketOptions
 from tsyncd.servers.ntp import NtpServer
-from tsyncd.servers.responder import AccessList, ServerPolicy
+from tsyncd.servers.responder import AccessList, NtpResponder, ResponseTemplate, ServerPolicy
 from tsyncd.servers.stats import distinct_clients, merge_client_rows, sum_counters
 from tsyncd.servers.worker import RATE_UNIT, ClockMap
 from tsyncd.servers.workers import WorkerPool, _map_moved, attach_ip_hash, clock_map_of
+from tsyncd.wire.ntp import Mode, NtpPacket, decode_ntp, encode_ntp
 
 S = 1_000_000_000
 
@@ -163,5 +165,74 @@ def test_a_dead_workers_clients_are_no_longer_counted() -> None:
             assert p.client_keys() == ([], 2)  # no keys asked for: the count stands in
         finally:
             p.close()
+
+    asyncio.run(scenario())
+
+
+def _spoof(source: tuple[str, int], target: tuple[str, int], payload: bytes) -> None:
+    """Send a UDP datagram from any ``source`` through a raw socket (we are root; loopback
+    only): the kernel fills in the IP checksum, the UDP checksum stays 0 (none)."""
+    udp = struct.pack("!HHHH", source[1], target[1], 8 + len(payload), 0) + payload
+    ip = struct.pack(
+        "!BBHHHBBH4s4s",
+        0x45,
+        0,
+        20 + len(udp),
+        0,
+        0,
+        64,
+        socket.IPPROTO_UDP,
+        0,
+        socket.inet_aton(source[0]),
+        socket.inet_aton(target[0]),
+    )
+    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW) as raw:
+        raw.sendto(ip + udp, target)
+
+
+BAD_SOURCES = [("127.0.0.1", 0), ("127.255.255.255", 40000), ("255.255.255.255", 40000)]
+BAD_SOURCES += [("224.0.0.1", 40000)]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_requests_from_unanswerable_sources_are_dropped_on_both_paths(workers: int) -> None:
+    """Port 0, loopback's directed broadcast, the limited broadcast and a multicast source:
+    dropped as ``bad_source`` by the event loop and the workers alike, nothing sent (before:
+    counted as answered and sent, the kernel refusing each send)."""
+    request = encode_ntp(NtpPacket(mode=Mode.CLIENT, transmit_ts=0x1234_5678_9ABC))
+
+    async def scenario() -> None:
+        access, policy, clock = AccessList((), ()), ServerPolicy(), MeasureClock()
+        server: NtpServer | WorkerPool
+        if workers:
+            server = WorkerPool(
+                "127.0.0.1", 0, workers, access, policy, clock, ResponseTemplate(stratum=10)
+            ).start()
+        else:
+            responder = NtpResponder(access, policy)
+            responder.template = ResponseTemplate(stratum=10)
+            server = NtpServer.create("127.0.0.1", 0, access, clock, responder=responder)
+        try:
+            target = ("127.0.0.1", int(server.listen.rsplit(":", 1)[1]))
+            for source in BAD_SOURCES:
+                _spoof(source, target, request)
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+                client.settimeout(5)
+                client.sendto(request, target)
+                reply = decode_ntp(await asyncio.to_thread(client.recv, 512))
+            assert reply.origin_ts == 0x1234_5678_9ABC
+            counters: dict[str, object] = {}
+            for _ in range(50):  # the spoofed ones were queued first, yet go bounded
+                if isinstance(server, WorkerPool):
+                    await server.refresh()
+                counters = server.counters()
+                if counters["received"] == len(BAD_SOURCES) + 1:
+                    break
+                await asyncio.sleep(0.05)
+            assert counters["received"] == len(BAD_SOURCES) + 1
+            assert counters["answered"] == counters["sent"] == 1
+            assert counters["dropped_by_reason"] == {"bad_source": len(BAD_SOURCES)}
+        finally:
+            server.close()
 
     asyncio.run(scenario())

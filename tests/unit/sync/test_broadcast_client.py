@@ -8,8 +8,15 @@ import random
 from tsyncd.servers.broadcast import broadcast_packet
 from tsyncd.servers.responder import AccessList, NtpResponder, ResponseTemplate
 from tsyncd.sync.association import AssociationState
-from tsyncd.sync.broadcast import VOLLEY_GOOD_REPLIES, VOLLEY_MAX_REQUESTS, BroadcastAssociation
-from tsyncd.sync.sample import Sample
+from tsyncd.sync.broadcast import (
+    FIRST_BROADCASTS,
+    VOLLEY_GOOD_REPLIES,
+    VOLLEY_MAX_REQUESTS,
+    BroadcastAssociation,
+)
+from tsyncd.sync.core import SyncCore
+from tsyncd.sync.discipline import Discipline, DisciplineConfig, Step
+from tsyncd.sync.sample import MAXDISP_NS, Sample
 from tsyncd.wire.ntp import Leap, Mode, NtpPacket, decode_ntp, encode_ntp
 
 S = 1_000_000_000
@@ -166,3 +173,88 @@ def test_unreachable_then_heard_again_recalibrates_and_a_kiss_ends_a_volley() ->
     assert a.state is not AssociationState.DEMOBILIZED and a.stats.kiss_code == "DENY"
     assert abs(a.broadcast_delay_ns - 40_000) <= 2  # the earlier calibration stays
     assert broadcast(a, now + 12 * S, offset=0, one_way=1000) is not None
+
+
+# ---------------------------------------------------------------- several broadcasts to count
+
+
+def broadcast_core() -> SyncCore:
+    """A core with one broadcast source ("bc", 1 s interval) and a discipline that steps."""
+    disc = Discipline(DisciplineConfig(), initial_frequency_ppm=None, now_ns=T0)
+    core = SyncCore(
+        local_stratum=None, min_sources=1, precision_log2=-20, discipline=disc, now_ns=T0
+    )
+    core.add_source(
+        "bc",
+        reference_id=1,
+        min_poll=0,
+        max_poll=0,
+        iburst=False,
+        rng=random.Random(1),
+        now_ns=T0,
+        broadcast_delay_ns=200_000,
+    )
+    return core
+
+
+def hear(core: SyncCore, at_ns: int, offset_ns: int) -> list[object]:
+    """A broadcast saying the server's clock is ``offset_ns`` ahead reaches the core at
+    ``at_ns`` (100 µs on the way, half the assumed round trip): the clock actions."""
+    core.handle_timer(at_ns)
+    packet = broadcast_packet(SERVER, 1.0, at_ns + offset_ns)
+    assert packet is not None
+    return list(core.handle_reply("bc", packet, at_ns + 100_000))
+
+
+def test_one_forged_broadcast_neither_selects_the_source_nor_steps_the_clock() -> None:
+    """Anyone can send the server's packets: the first broadcast heard counts as RFC 5905's
+    empty filter (16 s of dispersion, halving per broadcast), so the source becomes selectable
+    at its FIRST_BROADCASTS-th consistent broadcast, not at the first (before: one packet
+    +500 s stepped the clock by +500 s)."""
+    core = broadcast_core()
+    assert hear(core, T0 + S, 500 * S) == []
+    assert not core.selection.synchronized
+    assert "distance 8" in core.selection.reasons["bc"]
+    for i in range(2, FIRST_BROADCASTS):
+        assert hear(core, T0 + i * S, 500 * S) == [] and not core.selection.synchronized
+    actions = hear(core, T0 + FIRST_BROADCASTS * S, 500 * S)
+    assert core.selection.synchronized and core.selection.selected == "bc"
+    assert any(isinstance(a, Step) and abs(a.offset_ns - 500 * S) < S for a in actions)
+
+
+def test_a_forged_broadcast_amid_a_selected_servers_does_not_move_the_clock() -> None:
+    core = broadcast_core()
+    now = T0
+    for _ in range(FIRST_BROADCASTS + 3):
+        now += S
+        hear(core, now, 0)
+    assert core.selection.selected == "bc"
+    assert hear(core, now + S // 2, 500 * S) == []  # the jitter puts it out of reach
+    assert not core.selection.synchronized
+    assert "distance" in core.selection.reasons["bc"]
+
+
+def test_heard_again_or_reset_the_source_needs_several_broadcasts_again() -> None:
+    core = broadcast_core()
+    now = T0
+    for _ in range(FIRST_BROADCASTS):
+        now += S
+        hear(core, now, 0)
+    assert core.selection.selected == "bc"
+    core.reset_sources(now)  # tsyncctl reset sources: the filter is empty again
+    now += S
+    hear(core, now, 0)
+    assert not core.selection.synchronized
+    for _ in range(FIRST_BROADCASTS - 1):
+        now += S
+        hear(core, now, 0)
+    assert core.selection.selected == "bc"
+    for _ in range(9):  # the server goes quiet: unreachable
+        now += S
+        core.handle_timer(now)
+    a = core.sources["bc"].association
+    assert a.reach == 0
+    now += S
+    hear(core, now, 0)
+    assert not core.selection.synchronized
+    assert core.sources["bc"].filter.samples()[-1].dispersion_ns == MAXDISP_NS

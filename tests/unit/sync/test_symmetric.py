@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import random
 
 from symmetric_peers import T0, S, symmetric_peer
 
@@ -162,3 +163,80 @@ def test_transmit_adds_the_send_lag_learnt_from_kernel_tx_stamps() -> None:
     assert answer is not None
     sample = a.handle_reply(answer, now + S // 2 + ONE_WAY)
     assert sample is not None and abs(sample.offset_ns) <= 2  # T1 is the kernel's stamp
+
+
+def forged(rng: random.Random) -> bytes:
+    """A packet that claims to come from the peer, by an off-path spoofer who sees nothing:
+    every timestamp is a guess (RFC 5905 A.5.1.1 let it set our next Origin: CVE-2015-1799)."""
+    ts = [rng.getrandbits(64) | 1 for _ in range(3)]
+    return encode_ntp(
+        NtpPacket(
+            mode=Mode.SYMMETRIC_ACTIVE,
+            stratum=2,
+            origin_ts=ts[0],
+            receive_ts=ts[1],
+            transmit_ts=ts[2],
+        )
+    )
+
+
+def test_spoofed_packets_do_not_change_what_we_answer() -> None:
+    """Forged packets between the peer's packet and our next poll fail test 2; our next packet
+    still answers the real peer, which keeps measuring us (before the fix, each forged packet
+    became our next Origin and the peer dropped every packet of ours as bogus)."""
+    a, b = peer(1, 3), peer(2, 4)
+    rng = random.Random(7)
+    a_samples, b_samples = [], []
+    packet_b: bytes | None = None
+    for i in range(6):
+        t = T0 + i * S
+        packet_a = a.handle_timer(t)
+        assert packet_a is not None
+        if packet_b is not None:
+            assert decode_ntp(packet_a).origin_ts == decode_ntp(packet_b).transmit_ts
+        b_samples.append(b.handle_reply(packet_a, t + ONE_WAY + OFFSET))
+        packet_b = b.handle_timer(t + 300_000_000 + OFFSET)
+        assert packet_b is not None
+        a_samples.append(a.handle_reply(packet_b, t + 300_000_000 + ONE_WAY))
+        for k in range(3):  # the spoofer's packets reach A before its next poll
+            assert a.handle_reply(forged(rng), t + 400_000_000 + k) is None
+    assert all(s is not None for s in a_samples) and all(s is not None for s in b_samples[1:])
+    assert a.stats.drops_by_reason == {"bogus": 18} and b.stats.drops_by_reason == {"bogus": 1}
+    assert b.reach & 0b11110 == 0b11110  # bit 0: B polled after its latest sample
+
+
+def test_a_faster_peer_is_answered_at_its_latest_packet() -> None:
+    """B polls twice per A's poll: its second packet answers A's latest packet again, gives no
+    sample, but is the one A's next packet answers (B's test 2 checks its latest Transmit)."""
+    a, b = peer(1, 3), peer(2, 4)
+    a_samples, b_samples = [], []
+    for i in range(6):
+        t = T0 + i * S
+        packet_a = a.handle_timer(t)
+        assert packet_a is not None
+        b_samples.append(b.handle_reply(packet_a, t + ONE_WAY + OFFSET))
+        for after in (300_000_000, 700_000_000):
+            packet_b = b.handle_timer(t + after + OFFSET)
+            assert packet_b is not None
+            a_samples.append(a.handle_reply(packet_b, t + after + ONE_WAY))
+    assert [s is not None for s in a_samples] == [True, False] * 6
+    assert all(s is not None for s in b_samples[1:])
+    assert a.stats.drops_by_reason == {"bogus": 6}
+
+
+def test_a_spoofed_packet_at_the_start_cannot_outlive_a_valid_one() -> None:
+    """Before any valid packet, our poll answers the latest bogus packet (that is how the
+    exchange starts); once the peer answered us, a forged packet no longer counts."""
+    a, b = peer(1, 3), peer(2, 4)
+    packet_a = a.handle_timer(T0)
+    assert packet_a is not None
+    assert b.handle_reply(packet_a, T0 + ONE_WAY) is None  # B had sent nothing: bogus
+    packet_b = b.handle_timer(T0 + S // 2)
+    assert packet_b is not None
+    assert decode_ntp(packet_b).origin_ts == decode_ntp(packet_a).transmit_ts
+    assert a.handle_reply(packet_b, T0 + S // 2 + ONE_WAY) is not None
+    assert a.handle_reply(forged(random.Random(3)), T0 + S // 2 + 2 * ONE_WAY) is None
+    again = a.handle_timer(T0 + S)
+    assert again is not None
+    assert decode_ntp(again).origin_ts == decode_ntp(packet_b).transmit_ts
+    assert b.handle_reply(again, T0 + S + ONE_WAY) is not None

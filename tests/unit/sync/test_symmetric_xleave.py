@@ -242,3 +242,35 @@ def test_polls_close_in_phase_measure_over_the_shorter_span() -> None:
         # B minus A near the exchange measured (a round before this packet), drifting 100 µs/s
         drift = (s.local_rx_ns - T0 - S) * ppm // 1_000_000
         assert abs(s.offset_ns - (OFFSET + drift)) <= 2_000, (s.offset_ns, OFFSET + drift)
+
+
+def run_with_spoofer(b_xleave: bool, spoofing: bool) -> tuple[Side, Side]:
+    """30 rounds; with ``spoofing``, a forged packet reaches A after each of B's packets."""
+    rng = random.Random(7)
+    a, b = Side(peer(1, 3), 0), Side(peer(2, 4, xleave=b_xleave), OFFSET)
+    for i in range(30):
+        t = T0 + i * S
+        deliver(b, *send(a, t))
+        deliver(a, *send(b, t + 300_000_000))
+        if spoofing:
+            stamps = [rng.getrandbits(64) | 1 for _ in range(3)]
+            spoof = dataclasses.replace(
+                b.sent[-1], origin_ts=stamps[0], receive_ts=stamps[1], transmit_ts=stamps[2]
+            )
+            assert deliver(a, encode_ntp(spoof), t + 400_000_000) is None
+    return a, b
+
+
+def test_spoofed_packets_do_not_stop_the_exchange() -> None:
+    """Forged packets fail test 2 at A, and neither A's basic packets (to a basic peer, after
+    the fallback) nor its interleaved ones answer them: B measures A as often as without the
+    spoofer (before the fix, a basic B measured nothing)."""
+    for b_xleave in (False, True):
+        _, quiet_b = run_with_spoofer(b_xleave, spoofing=False)
+        a, b = run_with_spoofer(b_xleave, spoofing=True)
+        measured = [s is not None for s in b.samples]
+        assert measured == [s is not None for s in quiet_b.samples]
+        assert sum(measured) == (28 if b_xleave else 24)
+        assert b.assoc.stats.drops_by_reason == quiet_b.assoc.stats.drops_by_reason
+        assert a.assoc.stats.drops_by_reason == {"bogus": 30}
+        assert all(s is not None for s in a.samples[::2])

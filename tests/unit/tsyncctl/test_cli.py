@@ -369,6 +369,29 @@ def test_timeout_when_the_daemon_does_not_answer(short_dir: Path) -> None:
     assert_one_line_error(result, f"tsyncd at {path} did not answer 'status' within 0.2 s")
 
 
+def test_busy_refusal_is_shown_not_a_broken_pipe(
+    short_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A busy tsyncd answers a new connection with an error line and closes it at once: the
+    request then fails with EPIPE, yet the refusal is what to show (before: "Broken pipe")."""
+    path = short_dir / "busy.sock"
+    busy = b'{"jsonrpc":"2.0","id":null,"error":{"code":-32002,"message":"tsyncd is busy"}}\n'
+    connect = socket.socket.connect
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(str(path))
+        listener.listen(1)
+
+        def refused_at_once(self: socket.socket, address: Any) -> None:
+            connect(self, address)
+            conn, _ = listener.accept()  # the server answers and closes before the request
+            conn.sendall(busy)
+            conn.close()
+
+        monkeypatch.setattr(socket.socket, "connect", refused_at_once)
+        result = run("-s", str(path), "status")
+    assert_one_line_error(result, "tsyncd is busy")
+
+
 def test_rpc_error_message_is_shown(short_dir: Path) -> None:
     with control_socket(short_dir / "m.sock", {"status": lambda p: SYSTEM}) as path:
         result = run("-s", str(path), "serverstats")
