@@ -45,11 +45,7 @@ def _sources_text(ctx: click.Context, rows: list[Any], human: Callable[[list[Any
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
     """Synchronized or why not: stratum, reference, offset (the short form of 'tracking')."""
-    result = expect(call(ctx, "status"), dict, "status")
-    if as_json:
-        print_json(result)
-    else:
-        click.echo(render.render_status(result))
+    show(ctx, "status", dict, as_json, render.render_status)
 
 
 @cli.command()
@@ -148,11 +144,7 @@ def _ip_of(address: Any) -> str:
 @click.pass_context
 def serverstats(ctx: click.Context, as_json: bool) -> None:
     """Counters of tsyncd's NTP server, with drops by reason."""
-    result = expect(call(ctx, "serverstats"), dict, "serverstats")
-    if as_json:
-        print_json(result)
-    else:
-        click.echo(render.render_serverstats(result))
+    show(ctx, "serverstats", dict, as_json, render.render_serverstats)
 
 
 @cli.command()
@@ -295,8 +287,4 @@ def activity(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def version(ctx: click.Context, as_json: bool) -> None:
     """The version of the running tsyncd."""
-    result = expect(call(ctx, "version"), dict, "version")
-    if as_json:
-        print_json(result)
-    else:
-        click.echo(f"tsyncd {result.get('version', '-')}")
+    show(ctx, "version", dict, as_json, lambda r: f"tsyncd {r.get('version', '-')}")
