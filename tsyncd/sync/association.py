@@ -75,6 +75,7 @@ _RATE_BACKOFF_POLLS: Final = 4  # extra poll intervals before the poll after a R
 _RATE_BACKOFF_MAX_POLLS: Final = 32  # ... doubling with each RATE in a row, up to this
 _XLEAVE_MAX_UNANSWERED: Final = 4  # RFC 9769 example client
 _BURST_SPACING_NS: Final = 2_000_000_000  # RFC 5905 BTIME
+_MAX_SERVER_INTERVAL_NS: Final = 4_000_000_000  # chronyd's MAX_SERVER_INTERVAL (its test A)
 _NS_PER_S: Final = 1_000_000_000
 
 
@@ -436,6 +437,12 @@ class NtpAssociation:
             times = (previous.t1_ns, previous.server_rx, packet.transmit_ts, previous.t4_ns)
         else:
             times = (pending.t1_ns, packet.receive_ts, packet.transmit_ts, rx_ns)
+        # chronyd's test A: a server answers a client at once; a Transmit before its Receive,
+        # or seconds after it, is no measurement (it would be taken as a tiny or huge delay).
+        server_busy = ntp64_diff_ns(times[2], times[1])
+        if not 0 <= server_busy <= _MAX_SERVER_INTERVAL_NS:
+            self._drop("bad_server_interval")
+            return None
         return self._sample(packet, times, rx_ns, stratum, root_delay_ns, root_disp_ns)
 
     def _check_header(
@@ -494,7 +501,10 @@ class NtpAssociation:
         t3_minus_t4 = ntp64_diff_ns(t3, ntp64_from_unix_ns(t4_ns))
         server_busy = ntp64_diff_ns(t3, t2)
         precision_ns = _precision_ns(self._precision_log2)
-        delay = max(t4_ns - t1_ns - server_busy, precision_ns)
+        # A negative round trip (the peer claims to have held the packet longer than the whole
+        # exchange took) is a lie of that size: as chronyd, take its magnitude, so the error
+        # bound still covers the truth, rather than flooring it into the best sample there is.
+        delay = max(abs(t4_ns - t1_ns - server_busy), precision_ns)
         offset = (t2_minus_t1 + t3_minus_t4) // 2
         dispersion = (
             _precision_ns(packet.precision)

@@ -233,3 +233,32 @@ def test_unanswered_polls_empty_reach() -> None:
         a.handle_timer(now)
         now = a.next_deadline_ns() or now
     assert a.reach == 0 and a.stats.packets_sent == 9
+
+
+@pytest.mark.parametrize(
+    ("busy_ns", "dropped"),
+    [(2 * S, False), (-2 * S, True), (5 * S, True)],
+    ids=["longer-than-the-round-trip", "transmit-before-receive", "over-4-s"],
+)
+def test_a_server_interval_that_is_no_measurement(busy_ns: int, dropped: bool) -> None:
+    """QA s17 hunt-upstream F1: a server claiming it held the request 2 s in a 60 µs round
+    trip gave a negative delay, floored to the precision: the best sample there could be, which
+    stepped the clock.  As chronyd: |delay|, so the error bound covers the truth, and its test
+    A drops client replies whose Transmit - Receive is negative or over 4 s."""
+    a, r = make(), server()
+    request = a.handle_timer(T0)
+    assert request is not None
+    rx = T0 + 30_000
+    _, reply = r.handle_request(request, CLIENT, rx, rx)
+    assert reply is not None
+    packet = decode_ntp(reply)
+    lying = dataclasses.replace(
+        packet,
+        transmit_ts=ntp64_from_unix_ns(rx + busy_ns),
+        reference_ts=ntp64_from_unix_ns(T0 - 10 * S),  # not after its Transmit (test 7)
+    )
+    sample = a.handle_reply(encode_ntp(lying), T0 + 60_000)
+    if dropped:
+        assert sample is None and a.stats.drops_by_reason == {"bad_server_interval": 1}
+    else:
+        assert sample is not None and abs(sample.delay_ns - (busy_ns - 60_000)) <= 2
