@@ -243,11 +243,19 @@ def selection_jitter_ns(c: Contender, others: Sequence[Contender]) -> int:
     return math.isqrt(sq // len(rest))
 
 
-def cluster(truechimers: Sequence[Contender], *, nmin: int = NMIN) -> Clustering:
+def cluster(
+    truechimers: Sequence[Contender], *, nmin: int = NMIN, immune: frozenset[str] = frozenset()
+) -> Clustering:
     """RFC 5905 §11.2.2: prune outliers until the survivors agree within their own jitter.
 
     Each round drops the survivor with the largest selection jitter (the worse merit on a tie),
-    and stops when that jitter is below the smallest peer jitter or only ``nmin`` are left.
+    and stops when that jitter is below the smallest peer jitter or only ``nmin`` are left, or
+    (as ntpd: "stop if we are about to discard a TRUE or PREFER peer, who of course have the
+    immunity idol") when that survivor is ``immune``: the prefer sources and the current system
+    peer.  With sources that agree to within a microsecond (a LAN) the smallest peer jitter is
+    tiny, so the RFC rule prunes on noise alone, and the system peer used to be dropped and
+    re-picked every few seconds (each time a new reference ID served); chronyd keeps its peer
+    there (its reselectdist hysteresis).
     """
     if not truechimers:
         raise ValueError("cluster() needs at least one truechimer")
@@ -260,6 +268,8 @@ def cluster(truechimers: Sequence[Contender], *, nmin: int = NMIN) -> Clustering
         if psi_max < psi_min or len(survivors) <= nmin:
             break
         worst = max(range(len(survivors)), key=lambda i: (jitters[i], i))
+        if survivors[worst].name in immune:
+            break
         outliers.append(survivors.pop(worst).name)
     return Clustering(
         survivors=tuple(survivors), outliers=tuple(outliers), selection_jitter_ns=psi_max

@@ -300,7 +300,10 @@ class SystemProcess:
                 codes[ct.name] = "W"
             return self._unsynchronized(reason, states, reasons, codes, candidates, now_ns)
 
-        clustering = cluster(truechimers)
+        immune = frozenset(ct.name for ct in truechimers if by_name[ct.name][0].prefer)
+        if self._selected is not None:
+            immune |= {self._selected}
+        clustering = cluster(truechimers, immune=immune)
         survivors = clustering.survivors
         for name in clustering.outliers:
             states[name] = "outlier"

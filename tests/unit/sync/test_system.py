@@ -386,3 +386,34 @@ def test_max_distance_is_configurable() -> None:
     assert d.states == {"far": "unusable"} and d.reasons["far"] == "distance 1.3 s exceeds 1 s"
     wide = SystemProcess(local_stratum=None, min_sources=1, max_distance_ns=3 * S)  # chrony's
     assert wide.choose([far], NOW).selected == "far"
+
+
+def test_clustering_never_drops_the_system_peer_or_a_prefer_source() -> None:
+    """QA s17 hunt-churn: four sources agreeing within a microsecond, with peer jitters below
+    that, made the RFC's clustering prune on noise, and the system peer (a prefer source too)
+    was dropped and re-picked every few seconds.  As ntpd ("stop if we are about to discard a
+    TRUE or PREFER peer"), the prefer sources and the current system peer are immune."""
+    system = SystemProcess(local_stratum=None, min_sources=1)
+    jitter = 0.0003  # 0.3 µs
+    first = {"a": 0.0, "b": 0.0004, "c": -0.0004, "d": 0.0002}
+    d = system.choose(
+        [cand(n, est(o, jitter_ms=jitter, root_disp_ms=10)) for n, o in first.items()], NOW
+    )
+    peer = d.selected
+    assert peer is not None
+    # The noise moves: the system peer now has the largest selection jitter of the four.
+    moved = {n: (0.002 if n == peer else o) for n, o in first.items()}
+    d = system.choose(
+        [cand(n, est(o, jitter_ms=jitter, root_disp_ms=10)) for n, o in moved.items()], NOW
+    )
+    assert d.selected == peer and d.states[peer] == "selected"
+    # A prefer source is immune too, even to a fresh process with no system peer yet.
+    fresh = SystemProcess(local_stratum=None, min_sources=1)
+    d = fresh.choose(
+        [
+            cand(n, est(o, jitter_ms=jitter, root_disp_ms=10), prefer=(n == "b"))
+            for n, o in {"a": 0.0, "b": 0.002, "c": -0.0001, "d": 0.0001}.items()
+        ],
+        NOW,
+    )
+    assert d.selected == "b" and d.selection["b"].code == "*"
