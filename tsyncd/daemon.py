@@ -22,6 +22,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
 from tsyncd import __version__
+from tsyncd.asyncwait import wait_for
 from tsyncd.clock.base import Clock, ClockState
 from tsyncd.config import Config, ConfigErrors, load_config
 from tsyncd.control.rpc import ErrorCode, InvalidParams, RpcError
@@ -497,7 +498,7 @@ class Daemon(SourceSettings, ChronycCommands, MeasurementLogging, SnapshotViews)
             if delay_s > 0:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), delay_s)
+                    await wait_for(self._wake.wait(), delay_s)
                 continue
             self._run_timer()
 

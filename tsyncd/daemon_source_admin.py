@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 from tsyncd.config import Config, ConfigErrors, Endpoint, SourceConfig, address_user, parse_source
 from tsyncd.control.rpc import ErrorCode, InvalidParams, RpcError
@@ -29,6 +29,8 @@ from tsyncd.source_selectors import Association, select_associations
 from tsyncd.sync.core import SourceState
 
 log = logging.getLogger("tsyncd.daemon")
+
+_CANCEL_WAIT_S: Final = 5.0  # a cancelled source task ends at once; this bounds a lost cancel
 
 
 class SourceAdmin(SourceMobilizer):
@@ -286,9 +288,16 @@ _WHY = {True: "changed in the config file", False: "gone from the config file"}
 
 
 async def _cancel(tasks: Sequence[asyncio.Task[Any]]) -> None:
-    """Cancel ``tasks`` and wait until they are done; their own errors are logged, not raised."""
+    """Cancel ``tasks`` and wait until they are done, at most ``_CANCEL_WAIT_S``: a task that
+    does not end then (a cancellation lost somewhere) is logged and left, so the delete or
+    reload waiting here still answers.  Their own errors are logged, not raised."""
     for task in tasks:
         task.cancel()
-    for result in await asyncio.gather(*tasks, return_exceptions=True):
-        if isinstance(result, Exception):
-            log.error("source task failed: %r", result)
+    if not tasks:
+        return
+    done, pending = await asyncio.wait(tasks, timeout=_CANCEL_WAIT_S)
+    for task in pending:
+        log.error("source task %s did not end when cancelled; left running", task.get_name())
+    for task in done:
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("source task failed: %r", exc)

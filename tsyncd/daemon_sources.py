@@ -14,6 +14,7 @@ import random
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Final
 
+from tsyncd.asyncwait import wait_for
 from tsyncd.config import Config, ServerConfig, SourceConfig
 from tsyncd.net.udp import (
     SocketOptions,
@@ -129,7 +130,7 @@ class SourceMobilizer:
         self._place(cfg, watch, ips, self.clock.now_ns(), refreshing=False, first=True)
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(refresh.wait(), _NAME_CHECK_S)
+                await wait_for(refresh.wait(), _NAME_CHECK_S)
             refreshing = refresh.is_set()
             refresh.clear()
             now = self.clock.now_ns()
@@ -244,7 +245,7 @@ class SourceMobilizer:
             if own and cfg.mode == "server":
                 refresh = self._refresh_event(cfg.name)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(refresh.wait(), _RESOLVE_RETRY_S)
+                    await wait_for(refresh.wait(), _RESOLVE_RETRY_S)
                 refresh.clear()
             else:
                 await asyncio.sleep(_RESOLVE_RETRY_S)

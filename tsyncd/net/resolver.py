@@ -16,6 +16,7 @@ import os
 import socket
 from typing import Final
 
+from tsyncd.asyncwait import wait_for
 from tsyncd.config import Endpoint
 from tsyncd.net.udp import is_ip_literal
 from tsyncd.wire.dns import DnsError, QType, decode_response, encode_query
@@ -54,7 +55,7 @@ async def _query(server: Endpoint, name: str, qtype: QType) -> list[str]:
             deadline = loop.time() + _TIMEOUT_S
             while (left := deadline - loop.time()) > 0:
                 try:
-                    data = await asyncio.wait_for(proto.queue.get(), left)
+                    data = await wait_for(proto.queue.get(), left)
                 except TimeoutError:
                     break
                 try:

@@ -35,6 +35,7 @@ from aioquic.quic.events import (
     StreamDataReceived,
 )
 
+from tsyncd.asyncwait import wait_for
 from tsyncd.net.quic import NowNs, TimestampedProtocol, Transport
 from tsyncd.net.udp import SocketOptions
 from tsyncd.wire.errors import Truncated, WireError
@@ -191,7 +192,7 @@ class TsqClient:
         try:
             # The socket reports IPv6 peers as 4-tuples; aioquic matches the path by equality.
             protocol.connect((ip, port, 0, 0) if family == socket.AF_INET6 else (ip, port))
-            await asyncio.wait_for(protocol.wait_connected(), timeout_s)
+            await wait_for(protocol.wait_connected(), timeout_s)
         except TimeoutError:
             client.close()
             raise TsqClientError(
@@ -239,7 +240,7 @@ class TsqClient:
         t1_ns = protocol.now_ns()
         protocol.transmit()
         try:
-            raw, t4_ns = await asyncio.wait_for(waiter, timeout_s)
+            raw, t4_ns = await wait_for(waiter, timeout_s)
         except TimeoutError:
             protocol.datagram_waiters.pop(nonce, None)
             protocol.stream_waiters.pop(sid, None)

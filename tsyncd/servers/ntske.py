@@ -25,6 +25,7 @@ from typing import Any, Final
 
 from OpenSSL import SSL
 
+from tsyncd.asyncwait import wait_for
 from tsyncd.net.tcp import start_tcp_server
 from tsyncd.net.tls import TlsError, TlsStream
 from tsyncd.nts.aead import AEADS
@@ -139,7 +140,7 @@ class NtsKeServer:
         finally:
             self._active -= 1
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(tls.close(), 1.0)
+                await wait_for(tls.close(), 1.0)
 
     def client_rows(self) -> list[dict[str, Any]]:
         """Its clients (connections, sessions with cookies, refused), busiest first."""

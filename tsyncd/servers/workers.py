@@ -35,6 +35,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
+from tsyncd.asyncwait import wait_for
 from tsyncd.clock.base import Clock
 from tsyncd.config import ServerConfig
 from tsyncd.net.udp import (
@@ -312,7 +313,7 @@ class WorkerPool:
         self._fresh = asyncio.Event()
         self._send_all(("push", self._push_seq, keys))
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._fresh.wait(), timeout_s)
+            await wait_for(self._fresh.wait(), timeout_s)
         self._fresh = None
 
     def counters(self) -> dict[str, Any]:

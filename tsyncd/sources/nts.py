@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Final
 
+from tsyncd.asyncwait import wait_for
 from tsyncd.config import SourceConfig
 from tsyncd.nts.client import NtsSession
 from tsyncd.nts.ke import KeOutcome
@@ -206,7 +207,7 @@ class NtsSource:
                     return result
                 continue
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._kick.wait(), _CHECK_S)
+                await wait_for(self._kick.wait(), _CHECK_S)
 
     def snapshot(self) -> NtsSourceSnapshot:
         """What ``tsyncctl peers`` shows about NTS for this source."""

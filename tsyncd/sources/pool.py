@@ -12,6 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Final
 
+from tsyncd.asyncwait import wait_for
 from tsyncd.sync.association import NtpAssociation
 from tsyncd.sync.pool import PoolMembers
 
@@ -74,7 +75,7 @@ async def run_pool(
                 log.warning("pool %s: replacing %s: %s", name, ip, reason)
                 remove(ip)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(refresh.wait(), _CHECK_INTERVAL_S)
+            await wait_for(refresh.wait(), _CHECK_INTERVAL_S)
 
 
 def _log_shortfall(name: str, members: PoolMembers, now_ns: int, logged: str) -> str:
