@@ -184,7 +184,10 @@ class Connectivity(SourceAdmin):
                 self._offlined.add(source)
 
     async def _stop_source(self, name: str) -> list[str]:
-        self._offlined.discard(name)  # a source added again later starts as configured
+        # A source added again later (tsyncctl add, a reload of a changed table) starts as its
+        # options say: neither an "offline" nor an "online" of the old one carries over.
+        self._offlined.discard(name)
+        self._onlined.discard(name)
         return await super()._stop_source(name)
 
     def _rpc_offline(self, params: dict[str, Any]) -> dict[str, Any]:

@@ -72,6 +72,8 @@ class Unresolved(Connectivity):
         self.core = SimpleNamespace(sources={})
         self.clock = SimpleNamespace(now_ns=lambda: 0)
         self.sockets = {}
+        self.nts_sources = {}
+        self._after_update = lambda: None  # type: ignore[method-assign]
         self._wake = asyncio.Event()
         for address in addresses:
             cfg = parse_source({"mode": "server", "address": address})
@@ -93,3 +95,16 @@ def test_offline_and_online_of_unresolved_sources_count_each_change_once(
     assert daemon._rpc_online(params) == {"changed": both, "selected": both}
     assert daemon._rpc_online(params) == {"changed": [], "selected": both}
     assert not any(daemon._starts_offline(cfg) for cfg in daemon._source_configs.values())
+
+
+def test_a_source_stopped_and_started_again_starts_as_its_options_say() -> None:
+    """QA s17 hunt-churn F3: after tsyncctl online of an offline = true source, deleting it and
+    adding it again with --offline (or a reload restarting it) started it online."""
+    daemon = Unresolved("ntp.example.invalid")
+    cfg = parse_source({"mode": "server", "address": "ntp.example.invalid", "offline": True})
+    daemon._source_configs[cfg.name] = cfg
+    assert daemon._starts_offline(cfg)
+    daemon._rpc_online({"sources": [cfg.name]})
+    assert not daemon._starts_offline(cfg)
+    asyncio.run(daemon._stop_source(cfg.name))
+    assert daemon._starts_offline(cfg)  # added again: offline, as configured
