@@ -445,7 +445,7 @@ class Daemon(SourceSettings, ChronycCommands, MeasurementLogging, SnapshotViews)
         if new.synchronization == self.config.synchronization:  # the leap file, read again
             self.config = dataclasses.replace(self.config, leap_table=new.leap_table)
             self._leap_file_expired = False
-        if new.sources != self.config.sources:
+        if new.sources != self.config.sources or self._not_started:
             sources = self._schedule_source_reload(self.config.sources, new)
             self.config = dataclasses.replace(self.config, sources=new.sources)
         changed = [

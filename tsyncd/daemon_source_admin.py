@@ -40,6 +40,7 @@ class SourceAdmin(SourceMobilizer):
     _source_tasks: dict[str, asyncio.Task[None]]  # its mobilizing task (may have finished)
     _association_source: dict[str, str]  # association name -> the source that created it
     _reload_task: asyncio.Task[dict[str, Any]] | None  # the last reload's source changes
+    _not_started: set[str]  # file sources a reload could not start: tried at every reload
 
     def _init_source_admin(self) -> None:
         self._source_configs = {}
@@ -49,6 +50,7 @@ class SourceAdmin(SourceMobilizer):
         self._address_waits = {}
         self._resolve_failures = {}
         self._reload_task = None
+        self._not_started = set()
 
     def _start_source(self, cfg: SourceConfig) -> None:
         """Start ``cfg``'s task, the same kind for a source from the file or one added later."""
@@ -211,14 +213,20 @@ class SourceAdmin(SourceMobilizer):
                 log.info(
                     "source %s stopped: %s (%s)", name, _WHY[name in after], ", ".join(removed)
                 )
+        self._not_started &= set(after)
         for name, cfg in after.items():
-            if before.get(name) == cfg or self._source_configs.get(name) == cfg:
+            unchanged = before.get(name) == cfg and name not in self._not_started
+            if unchanged or self._source_configs.get(name) == cfg:
                 continue  # unchanged, or added at run time just as the file now has it
             problem = self._cannot_start(cfg)
             if problem:
+                # Tried again at the next reload, changed or not (as chronyd treats a source
+                # it could not add as not there): the conflict may be gone by then.
+                self._not_started.add(name)
                 done["not_started"].append({"name": name, "reason": problem})
                 log.error("%s: source %s not started: %s", new.path, name, problem)
                 continue
+            self._not_started.discard(name)
             self._start_source(cfg)
             done["started"].append(name)
             log.info("source %s (%s) started from %s", name, cfg.mode, new.path)

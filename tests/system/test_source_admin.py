@@ -350,6 +350,16 @@ def test_reload_does_not_start_a_table_whose_address_an_added_source_polls(peers
     assert f"{client.config}: source three not started: its address is in use by source dup3" in (
         client.proc.output()
     )
+    # Once the conflict is gone, the next reload starts it, the file unchanged (QA s17
+    # hunt-churn F2: it stayed off until the file changed or the daemon restarted).
+    client.ctl("delete", "dup3")
+    result = client.ctl("reload")
+    assert result["sources_started"] == ["three"] and result["sources_not_started"] == []
+    assert sorted((r["name"], r["address"]) for r in client.ctl("peers")) == [
+        (two, two),
+        ("three", three),
+    ]
+    assert client.ctl("reload")["sources_started"] == []  # and only once
 
 
 def test_a_name_that_is_another_sources_address_is_refused(peers: Peers) -> None:
