@@ -44,3 +44,17 @@ def test_offset_tables_say_what_the_sign_means() -> None:
     assert stats.splitlines()[2].split()[:4] == ["v6", "8", "-", "+500.0ms"]
     assert stats.splitlines()[-1] == legend
     assert render_sources([_row("v6", "noselect", offset=0.5)]).splitlines()[-1] == legend
+
+
+def test_an_offline_source_says_so_once() -> None:
+    """QA s17 hunt-churn F6: the reason (the core's "offline") and the online flag both said
+    it: "offline; offline"."""
+    text = render_sources(
+        [
+            _row("a", "unreachable", state_reason="offline", online=False),
+            _row("b", "init", online=False),
+        ]
+    )
+    lines = {line.split()[1]: line for line in text.splitlines()[2:] if line.strip()}
+    assert lines["a"].count("offline") == 1 and lines["a"].endswith("offline")
+    assert lines["b"].endswith("offline")
