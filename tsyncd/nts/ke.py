@@ -47,6 +47,7 @@ EXPORTER_LABEL: Final = b"EXPORTER-network-time-security"
 """RFC 8446 §7.5 exporter label (§5.1): exact ASCII, no NUL, no "/1"."""
 
 COOKIES_PER_KE: Final = 8
+_NTP_PORT: Final = 123  # where NTP goes without a Port Negotiation record (§4.1.8)
 CLIENT_AEADS: Final = tuple(
     a for a in (AeadId.AES_128_GCM_SIV, AeadId.AES_SIV_CMAC_256) if a in AEADS
 )  # GCM-SIV first where this cryptography has it (aead.py)
@@ -106,7 +107,7 @@ def server_response(
         aead=choice.aead,
         cookies=cookies,
         server=ntp_server,
-        port=ntp_port if ntp_port not in (None, 123) else None,
+        port=ntp_port if ntp_port not in (None, _NTP_PORT) else None,
         compliant_gcm_siv=choice.compliant_gcm_siv,
     )
     return encode_response(response), len(cookies)
@@ -159,6 +160,9 @@ def client_outcome(response: KeResponse, offered: tuple[int, ...]) -> KeOutcome:
         context_aead=AeadId.AES_SIV_CMAC_256 if legacy else response.aead,
         key_len=aead.key_len,
         server=response.server,
-        port=response.port if response.port is not None else 123,
+        # RFC 8915 §4.1.8: no Port Negotiation record means port 123.  A record of 0 names no
+        # port a server can listen on (sendto refuses it), so we read it as no record at all,
+        # as chrony's set_ntp_address does ("if (new_address.port == 0)" -> the default port).
+        port=response.port or _NTP_PORT,
         cookies=response.cookies,
     )
