@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Final
 
 from tsyncd.nts.aead import AEADS
+from tsyncd.nts.client import MAX_COOKIE_LEN, usable_cookie
 from tsyncd.nts.cookie import CookieContents, KeySet
 from tsyncd.wire.errors import WireError
 from tsyncd.wire.ntske import (
@@ -153,6 +154,13 @@ def client_outcome(response: KeResponse, offered: tuple[int, ...]) -> KeOutcome:
         raise KeFailed(f"NTS-KE server chose AEAD {response.aead}, we offered {list(offered)}")
     if not response.cookies:
         raise KeFailed("NTS-KE server sent no cookies")
+    # As chrony's KE client: cookies of other lengths are ignored, and none left is an error.
+    cookies = tuple(c for c in response.cookies if usable_cookie(c))
+    if not cookies:
+        raise KeFailed(
+            f"NTS-KE server sent no usable cookies ({_lengths(response.cookies)}; we take "
+            f"4 to {MAX_COOKIE_LEN} bytes, a multiple of 4, as chrony does)"
+        )
     aead = AEADS[response.aead]
     legacy = response.aead == AeadId.AES_128_GCM_SIV and not response.compliant_gcm_siv
     return KeOutcome(
@@ -164,5 +172,13 @@ def client_outcome(response: KeResponse, offered: tuple[int, ...]) -> KeOutcome:
         # port a server can listen on (sendto refuses it), so we read it as no record at all,
         # as chrony's set_ntp_address does ("if (new_address.port == 0)" -> the default port).
         port=response.port or _NTP_PORT,
-        cookies=response.cookies,
+        cookies=cookies,
     )
+
+
+def _lengths(cookies: tuple[bytes, ...]) -> str:
+    """How many cookies of which lengths, e.g. "8 cookies of 2 to 300 bytes"."""
+    sizes = sorted({len(c) for c in cookies})
+    span = f"{sizes[0]}" if len(sizes) == 1 else f"{sizes[0]} to {sizes[-1]}"
+    unit = "byte" if sizes == [1] else "bytes"
+    return f"{len(cookies)} cookie{'s' if len(cookies) > 1 else ''} of {span} {unit}"
