@@ -18,7 +18,7 @@ import struct
 from dataclasses import dataclass
 from typing import ClassVar, Final
 
-from tsyncd.nts.aead import AEADS
+from tsyncd.nts.aead import AEADS, aead_name
 from tsyncd.nts.client import MAX_COOKIE_LEN, usable_cookie
 from tsyncd.nts.cookie import CookieContents, KeySet
 from tsyncd.wire.errors import WireError
@@ -36,6 +36,7 @@ __all__ = [
     "EXPORTER_LABEL",
     "KeFailed",
     "KeOutcome",
+    "KeRefused",
     "ServerChoice",
     "choose",
     "client_outcome",
@@ -58,6 +59,27 @@ class KeFailed(WireError):
     """The NTS-KE server refused us or answered something we cannot use."""
 
     reason: ClassVar[str] = "ntske_failed"
+
+
+class KeRefused(KeFailed):
+    """The server said no as the protocol lets it: an Error or Warning record, or nothing
+    acceptable in what we offered.  Not a bad response, so not reported as one."""
+
+    reason: ClassVar[str] = "ntske_refused"
+
+
+_ERROR_MEANINGS: Final[dict[int, str]] = {  # §4.1.3
+    KeErrorCode.UNRECOGNIZED_CRITICAL_RECORD: "Unrecognized Critical Record",
+    KeErrorCode.BAD_REQUEST: "Bad Request",
+    KeErrorCode.INTERNAL_SERVER_ERROR: "Internal Server Error",
+}
+
+
+def _error_meaning(code: int) -> str:
+    """What Error code ``code`` means (§4.1.3, IANA: 32768-65535 are private or experimental)."""
+    if code >= 0x8000:
+        return "private or experimental use"
+    return _ERROR_MEANINGS.get(code, "unassigned")
 
 
 def exporter_context(aead_id: int, s2c: bool, protocol: int = NextProtocol.NTPV4) -> bytes:
@@ -145,13 +167,31 @@ class KeOutcome:
 def client_outcome(response: KeResponse, offered: tuple[int, ...]) -> KeOutcome:
     """Check a KE response against what we asked for; ``KeFailed`` when unusable."""
     if response.error is not None:
-        raise KeFailed(f"NTS-KE server sent error {response.error}")
+        code = response.error
+        raise KeRefused(f"the NTS-KE server sent Error record {code} ({_error_meaning(code)})")
     if response.warnings:
-        raise KeFailed(f"NTS-KE server sent warning(s) {list(response.warnings)}")
+        # §4.1.4: none are defined, and a client must treat an unknown one as an error.
+        codes = ", ".join(map(str, response.warnings))
+        plural = "s" if len(response.warnings) > 1 else ""
+        raise KeRefused(
+            f"the NTS-KE server sent Warning record{plural} {codes} (no warnings are defined; "
+            "RFC 8915 treats unknown ones as errors)"
+        )
+    if response.next_protocol is None:
+        raise KeRefused("the NTS-KE server accepted none of the next protocols we offered (NTPv4)")
     if response.next_protocol != NextProtocol.NTPV4:
-        raise KeFailed(f"NTS-KE server chose next protocol {response.next_protocol}")
-    if response.aead is None or response.aead not in offered:
-        raise KeFailed(f"NTS-KE server chose AEAD {response.aead}, we offered {list(offered)}")
+        raise KeFailed(
+            f"NTS-KE server chose next protocol {response.next_protocol}, "
+            "which we did not offer (we offered NTPv4)"
+        )
+    ours = ", ".join(map(aead_name, offered))
+    if response.aead is None:
+        raise KeRefused(f"the NTS-KE server accepted none of the AEADs we offered ({ours})")
+    if response.aead not in offered:
+        chosen = aead_name(response.aead)
+        if not chosen.startswith("AEAD"):
+            chosen += f" (AEAD {response.aead})"
+        raise KeFailed(f"NTS-KE server chose {chosen}, which we did not offer (we offered {ours})")
     if not response.cookies:
         raise KeFailed("NTS-KE server sent no cookies")
     # As chrony's KE client: cookies of other lengths are ignored, and none left is an error.

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Final
 
 from tsyncd.config import SourceConfig
+from tsyncd.nts.aead import aead_name
 from tsyncd.nts.client import NtsSession
 from tsyncd.nts.ke import KeOutcome
 from tsyncd.nts.saved import SavedSession, decode_saved, encode_saved, saved_path
@@ -37,7 +38,6 @@ _BACKOFF_BASE: Final = 1.5
 _BACKOFF_MAX_S: Final = 86400.0
 _MIN_KE_INTERVAL_S: Final = 4.0  # a forged NAK (on-path) must not cause a KE storm (§5.7, §10)
 _CHECK_S: Final = 0.25  # how often the KE task looks at the session between kicks
-_AEAD_NAMES: Final = {15: "AES-SIV-CMAC-256", 30: "AES-128-GCM-SIV"}
 
 
 class NtsSource:
@@ -107,7 +107,7 @@ class NtsSource:
             "NTS: %s resumes with %d saved cookies (AEAD %s, NTP at %s:%d), no NTS-KE",
             self.cfg.name,
             len(saved.cookies),
-            _AEAD_NAMES.get(aead, aead),
+            aead_name(aead),
             saved.ntp_host,
             saved.ntp_port,
         )
@@ -155,7 +155,7 @@ class NtsSource:
         log.info(
             "NTS-KE with %s: AEAD %s, %d cookies, NTP at %s:%d, TLS group %s",
             self.cfg.name,
-            _AEAD_NAMES.get(result.outcome.aead, result.outcome.aead),
+            aead_name(result.outcome.aead),
             len(result.outcome.cookies),
             result.ntp_host,
             result.ntp_port,
@@ -214,7 +214,7 @@ class NtsSource:
         return NtsSourceSnapshot(
             ke_server=str(self.cfg.address),
             cookies=len(s.cookies) if s is not None else 0,
-            aead=_AEAD_NAMES.get(last.outcome.aead) if last is not None else None,
+            aead=aead_name(last.outcome.aead) if last is not None else None,
             last_ke=time.time() - last.finished_s if last is not None else None,
             tls_group=last.group if last is not None else None,
             key_exchanges=self.ke_count,
