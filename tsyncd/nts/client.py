@@ -16,8 +16,13 @@ whose Authenticator opens with the S2C key; new cookies come only from the decry
 Cookies of a length chrony would not take (``usable_cookie``) are never kept, from NTS-KE or
 from a response: the server must not decide how large our requests get.
 Everything else is dropped with a reason, including unauthenticated KoDs (a spoofer could
-otherwise silence us) and second responses to the same request (replays).  A NAK (KoD NTSN
-echoing our UID) means the server can no longer read our cookies: we set ``needs_ke``.
+otherwise silence us) and second responses to the same request (replays).
+
+A NAK (KoD NTSN echoing our UID) says the server can no longer read our cookies.  As §5.7 asks
+(and chrony's check_cookies does), we wait for the next poll: an authentic response to the same
+request may still come (a NAK is unauthenticated, so it may be forged) and then nothing
+changes.  If none came, the next ``protect`` drops every cookie (the server said it cannot read
+them), sends nothing and sets ``needs_ke``; nothing goes out until a new NTS-KE.
 """
 
 from __future__ import annotations
@@ -81,9 +86,14 @@ class NtsSession:
         self.needs_ke = not self.cookies
         self.counters = NtsCounters()
         self._uid: bytes | None = None  # of the outstanding request
+        self._naked = False  # the outstanding request got a NAK and no authentic response
 
     def protect(self, request: bytes) -> bytes | None:
         """``request`` (a bare 48-byte header) with NTS fields, or None without a cookie."""
+        if self._naked:  # a NAK, and no authentic response since: these cookies are dead
+            self._naked = False
+            self._uid = None
+            self.cookies.clear()
         if not self.cookies:
             self.needs_ke = True
             return None
@@ -116,10 +126,11 @@ class NtsSession:
             return "nts_unknown_uid"
         if fields.nonce is None:
             if kiss_code(packet) == KissCode.NTSN and fields.cookie is None:
-                # §5.7: a NAK that echoes our UID; the server lost our cookies' key.
-                self._uid = None
-                self.counters.naks += 1
-                self.needs_ke = True
+                # §5.7: a NAK that echoes our UID; the server lost our cookies' key.  The UID
+                # stays outstanding: a genuine response still wins over a forged NAK.
+                if not self._naked:
+                    self.counters.naks += 1
+                self._naked = True
                 return "nts_nak"
             return "nts_unauthenticated"
         try:
@@ -130,6 +141,7 @@ class NtsSession:
         except WireError as exc:
             return f"nts_{exc.reason}"
         self._uid = None  # one response per request: a replay now fails the UID check
+        self._naked = False
         new = [ef.body for ef in inner if ef.field_type == COOKIE and usable_cookie(ef.body)]
         self.cookies.extend(new)
         while len(self.cookies) > MAX_COOKIES:

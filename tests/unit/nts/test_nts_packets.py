@@ -87,8 +87,27 @@ def test_server_naks_bad_cookie_and_bad_authenticator() -> None:
     bad[-1] ^= 1  # the tag
     assert server.respond(bytes(bad), decode_ntp(bytes(bad)), PLAIN)[0] == "nts_nak"
     assert server.naks == 2
-    # The client accepts a NAK for its own request only, and then wants a new KE.
-    assert session.verify(nak, packet) == "nts_nak" and session.needs_ke
+    # The client accepts a NAK for its own request only.  With no authentic response by the
+    # next poll it drops the cookies the server cannot read, sends nothing and wants a new KE
+    # (RFC 8915 §5.7, chrony's check_cookies); it used to spend them, one NAK each.
+    assert session.verify(nak, packet) == "nts_nak" and not session.needs_ke
+    assert session.verify(nak, packet) == "nts_nak" and session.counters.naks == 1  # once
+    assert len(session.cookies) == 7
+    assert session.protect(encode_ntp(NtpPacket(transmit_ts=8))) is None
+    assert session.needs_ke and not session.cookies
+
+
+def test_an_authentic_response_after_a_nak_keeps_the_cookies() -> None:
+    # A NAK is unauthenticated: if an on-path attacker forges one, the server's genuine
+    # response to the same request must still count, and the cookies stay in use.
+    session, server = pair(15)
+    request, response, _ = exchange(session, server)
+    forged = encode_ntp(NtpPacket(mode=Mode.SERVER, stratum=0, reference_id=0x4E54534E))
+    forged += request[48:84]  # the request's Unique Identifier, echoed
+    assert session.verify(forged, decode_ntp(forged)) == "nts_nak"
+    assert session.verify(response, decode_ntp(response)) is None
+    assert len(session.cookies) == 8
+    assert session.protect(encode_ntp(NtpPacket(transmit_ts=8))) is not None
 
 
 def test_server_drops_incomplete_and_passes_plain() -> None:
