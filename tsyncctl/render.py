@@ -284,6 +284,11 @@ def render_sources(sources: Sequence[Mapping[str, Any]]) -> str:
             parts.append("interleaved")
         if src.get("broadcast_delay") is not None:  # the round trip its offsets assume
             parts.append(f"delay {format_seconds_compact(src['broadcast_delay'])}")
+        backoff = _ke_backoff(src.get("nts"))
+        if backoff is not None:  # said after the reason, which may already say why
+            why, wait = backoff
+            said = "; ".join(parts)
+            parts.append(wait if why and why in said else f"{why}: {wait}")
         note = "; ".join(parts)
         rows.append(
             [
@@ -302,6 +307,16 @@ def render_sources(sources: Sequence[Mapping[str, Any]]) -> str:
         )
     table = _table_with_notes(headers, rows, right={3, 4, 5, 6, 7, 8, 9})
     return f"{table}\n\n{STATE_LEGEND}\n{OFFSET_LEGEND}"
+
+
+def _ke_backoff(nts: Any) -> tuple[str, str] | None:
+    """(why, "next NTS-KE in 22 s") while an NTS source waits out its NTS-KE back-off."""
+    if not isinstance(nts, Mapping):
+        return None
+    next_ke = nts.get("next_ke")
+    if not isinstance(next_ke, int | float) or not math.isfinite(next_ke):
+        return None
+    return str(nts.get("ke_backoff") or ""), f"next NTS-KE in {math.ceil(next_ke)} s"
 
 
 def _nts_cells(nts: Mapping[str, Any]) -> list[str]:
@@ -350,11 +365,13 @@ def render_authdata(sources: Sequence[Mapping[str, Any]]) -> str:
         kind = auth_kind(src) or "-"
         if kind == "SK":
             kind = f"SK {src.get('key_id')} {src.get('key_type')}"
-        rows.append([_text(src.get("name")), kind, *cells])
+        backoff = _ke_backoff(nts)
+        note = ": ".join(filter(None, backoff)) if backoff is not None else ""
+        rows.append([_text(src.get("name")), kind, *cells, note])
     if not rows:
         return NO_SOURCES
     headers = ["Source", "Auth", "Cookies", "AEAD", "Last KE", "TLS group", "KEs", "NAKs"]
-    return render_table(headers, rows, right={2, 4, 6, 7})
+    return _table_with_notes(headers, rows, right={2, 4, 6, 7})
 
 
 SELECT_LEGEND = """\
@@ -478,6 +495,9 @@ def render_ntpdata(sources: Sequence[Mapping[str, Any]]) -> str:
                 ("NTS authenticated", _text(nts.get("authenticated"))),
                 ("NTS NAKs", _text(nts.get("naks"))),
             ]
+            backoff = _ke_backoff(nts)
+            if backoff is not None:
+                rows.append(("NTS back-off", ": ".join(filter(None, backoff))))
         blocks.append(_key_values(rows))
     return "\n\n".join(blocks) if blocks else NO_SOURCES
 

@@ -51,6 +51,8 @@ class NtsSourceSnapshot:
     last_error: str | None  # why the last NTS-KE failed, if it did
     authenticated: int  # authenticated responses
     naks: int  # NTS NAKs received
+    next_ke: float | None = None  # s until the next NTS-KE, while one waits out a back-off
+    ke_backoff: str | None = None  # why it waits: "NAKed after NTS-KE", "NTS-KE failed", ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

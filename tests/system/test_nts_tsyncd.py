@@ -10,6 +10,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -111,6 +112,46 @@ def test_client_follows_a_later_ke_to_another_ntp_server(peers: Peers) -> None:
     )
     row = wait_for("the client to move to the new port", lambda: row_at(new_port), timeout=30)
     assert row["nts"]["key_exchanges"] == 2 and row["nts"]["naks"] >= 1
+
+
+def test_an_ntp_server_that_naks_every_cookie_gets_ntske_with_back_off(peers: Peers) -> None:
+    """A KE server whose NTP server does not share its cookie keys (a real misconfiguration:
+    every request gets an NTS NAK).  An NTS-KE counts as good only once an authenticated
+    response follows it (chrony's nke_attempts), so the client re-keys 10 s, 15 s, ... apart
+    instead of every 4 s, sends no NAKed cookie again, and peers says why it waits."""
+    pki = make_pki(peers.tmp)
+    ntp_port, ke_port, unused = free_udp_port(), free_tcp_port(), free_tcp_port()
+    peers.tsyncd(  # NTP with keys of its own; its NTS-KE listener is not used
+        "tsyncd-nts-ntp", nts_server_toml(pki, ntp_port, unused, peers.tmp / "ntp.json", 7)
+    )
+    peers.tsyncd(
+        "tsyncd-nts-ke",
+        f'[[nts-ke-server]]\nlisten = "127.0.0.1:{ke_port}"\nntp-port = {ntp_port}\n'
+        f'ntp-server = "127.0.0.1"\ncertificate-chain-path = "{pki.chain}"\n'
+        f'private-key-path = "{pki.key}"\n[keyset]\nkey-storage-path = "{peers.tmp / "ke.json"}"\n',
+    )
+    client = peers.tsyncd(
+        "tsyncd-nts-naked", nts_source_toml(pki, f"127.0.0.1:{ke_port}", (-3, -3))
+    )
+
+    def nts_row(key_exchanges: int, backing_off: bool = False) -> dict[str, Any] | None:
+        rows = client.ctl("peers")
+        row = rows[0] if rows and rows[0]["nts"]["key_exchanges"] >= key_exchanges else None
+        return row if row and (row["nts"].get("next_ke") or not backing_off) else None
+
+    wait_for("the first NTS-KE", lambda: nts_row(1), timeout=20)
+    first = time.monotonic()
+    wait_for("a second NTS-KE", lambda: nts_row(2), timeout=30)
+    # The first NTS-KE was followed by a NAK only: the second waits 10 s (it used to come
+    # 4 s later, and each KE's cookies all went out to be NAKed).
+    assert time.monotonic() - first > 9
+    row = wait_for("the back-off after it", lambda: nts_row(2, backing_off=True), timeout=5)
+    nts = row["nts"]
+    assert nts["key_exchanges"] == 2 and nts["naks"] == 2, nts
+    assert nts["ke_backoff"] == "NAKed after NTS-KE" and 10 < nts["next_ke"] <= 15, nts
+    assert row["packets_sent"] == 2  # one request per NTS-KE: the NAKed cookies are dropped
+    table = client.run_ctl("peers").stdout
+    assert "NAKed after NTS-KE: next NTS-KE in" in table
 
 
 def test_bad_or_missing_key_files_are_named_and_keep_the_running_keys(peers: Peers) -> None:

@@ -27,13 +27,24 @@ from OpenSSL import SSL, crypto
 
 from tsyncd.wire.ntske import ALPN
 
-__all__ = ["TlsError", "TlsStream", "client_context", "server_context", "ssl_error_text"]
+__all__ = [
+    "TlsClosed",
+    "TlsError",
+    "TlsStream",
+    "client_context",
+    "server_context",
+    "ssl_error_text",
+]
 
 _CHUNK: Final = 65536
 
 
 class TlsError(Exception):
     """The TLS session failed (handshake, ALPN, certificate, or the peer went away)."""
+
+
+class TlsClosed(TlsError):
+    """The peer closed the connection before the handshake was done."""
 
 
 def ssl_error_text(exc: BaseException) -> str:
@@ -162,7 +173,7 @@ class TlsStream:
                 except SSL.WantReadError:
                     await self._flush()
                     if not await self._fill():
-                        raise TlsError("connection closed during the TLS handshake") from None
+                        raise TlsClosed("connection closed during the TLS handshake") from None
             await self._flush()
         except SSL.Error as exc:
             await self._flush_quietly()

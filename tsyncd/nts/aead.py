@@ -34,6 +34,7 @@ __all__ = [
     "Cipher",
     "SivCipher",
     "aead_for",
+    "aead_name",
     "siv_cipher",
 ]
 
@@ -126,6 +127,20 @@ if AESGCMSIV is not None:
 def siv_cipher(key: bytes) -> SivCipher:
     """AES-SIV keyed with ``key`` (32 or 64 bytes), from this ``cryptography`` or the compat."""
     return _SIV(key)
+
+
+_NAMES: Final = {  # the IANA AEAD registry's names that NTS peers use (spec summary §4)
+    15: "AES-SIV-CMAC-256",
+    16: "AES-SIV-CMAC-384",
+    17: "AES-SIV-CMAC-512",
+    30: "AES-128-GCM-SIV",
+    31: "AES-256-GCM-SIV",
+}
+
+
+def aead_name(aead_id: int) -> str:
+    """What the operator reads for IANA AEAD id ``aead_id``: "AES-SIV-CMAC-256", "AEAD 2"."""
+    return _NAMES.get(aead_id, f"AEAD {aead_id}")
 
 
 def aead_for(aead_id: int) -> Aead | None:

@@ -13,9 +13,16 @@ the request is not sent and ``needs_ke`` tells the source to run NTS-KE again.
 
 ``verify`` accepts only a response whose Unique Identifier matches the outstanding request and
 whose Authenticator opens with the S2C key; new cookies come only from the decrypted part.
+Cookies of a length chrony would not take (``usable_cookie``) are never kept, from NTS-KE or
+from a response: the server must not decide how large our requests get.
 Everything else is dropped with a reason, including unauthenticated KoDs (a spoofer could
-otherwise silence us) and second responses to the same request (replays).  A NAK (KoD NTSN
-echoing our UID) means the server can no longer read our cookies: we set ``needs_ke``.
+otherwise silence us) and second responses to the same request (replays).
+
+A NAK (KoD NTSN echoing our UID) says the server can no longer read our cookies.  As §5.7 asks
+(and chrony's check_cookies does), we wait for the next poll: an authentic response to the same
+request may still come (a NAK is unauthenticated, so it may be forged) and then nothing
+changes.  If none came, the next ``protect`` drops every cookie (the server said it cannot read
+them), sends nothing and sets ``needs_ke``; nothing goes out until a new NTS-KE.
 """
 
 from __future__ import annotations
@@ -38,11 +45,21 @@ from tsyncd.wire.nts import (
     split_nts,
 )
 
-__all__ = ["MAX_COOKIES", "NtsCounters", "NtsSession"]
+__all__ = ["MAX_COOKIES", "MAX_COOKIE_LEN", "NtsCounters", "NtsSession", "usable_cookie"]
 
 MAX_COOKIES: Final = 8
+MAX_COOKIE_LEN: Final = 256  # chrony's NKE_MAX_COOKIE_LENGTH (its cookies are 64 or 100 bytes)
 _UID_LEN: Final = 32
 _MAX_PLACEHOLDER_BYTES: Final = 8 * 108  # chrony's cap, keeps requests unfragmented
+
+
+def usable_cookie(cookie: bytes) -> bool:
+    """Whether we keep and send ``cookie``: 4 to ``MAX_COOKIE_LEN`` bytes, a multiple of 4.
+
+    chrony's rule for NTS-KE cookies: a longer one would make every request as long (a hostile
+    or broken server could push them past the path MTU), and a Cookie EF pads its body to 4
+    octets, so the server would not get other lengths back as it sent them."""
+    return 0 < len(cookie) <= MAX_COOKIE_LEN and len(cookie) % 4 == 0
 
 
 @dataclass(slots=True)
@@ -64,13 +81,19 @@ class NtsSession:
         self.aead: Aead = aead
         self.c2s = c2s
         self.s2c = s2c
-        self.cookies: deque[bytes] = deque(cookies[-MAX_COOKIES:])
+        usable = [c for c in cookies if usable_cookie(c)]
+        self.cookies: deque[bytes] = deque(usable[-MAX_COOKIES:])
         self.needs_ke = not self.cookies
         self.counters = NtsCounters()
         self._uid: bytes | None = None  # of the outstanding request
+        self._naked = False  # the outstanding request got a NAK and no authentic response
 
     def protect(self, request: bytes) -> bytes | None:
         """``request`` (a bare 48-byte header) with NTS fields, or None without a cookie."""
+        if self._naked:  # a NAK, and no authentic response since: these cookies are dead
+            self._naked = False
+            self._uid = None
+            self.cookies.clear()
         if not self.cookies:
             self.needs_ke = True
             return None
@@ -103,10 +126,11 @@ class NtsSession:
             return "nts_unknown_uid"
         if fields.nonce is None:
             if kiss_code(packet) == KissCode.NTSN and fields.cookie is None:
-                # §5.7: a NAK that echoes our UID; the server lost our cookies' key.
-                self._uid = None
-                self.counters.naks += 1
-                self.needs_ke = True
+                # §5.7: a NAK that echoes our UID; the server lost our cookies' key.  The UID
+                # stays outstanding: a genuine response still wins over a forged NAK.
+                if not self._naked:
+                    self.counters.naks += 1
+                self._naked = True
                 return "nts_nak"
             return "nts_unauthenticated"
         try:
@@ -117,7 +141,8 @@ class NtsSession:
         except WireError as exc:
             return f"nts_{exc.reason}"
         self._uid = None  # one response per request: a replay now fails the UID check
-        new = [ef.body for ef in inner if ef.field_type == COOKIE and ef.body]
+        self._naked = False
+        new = [ef.body for ef in inner if ef.field_type == COOKIE and usable_cookie(ef.body)]
         self.cookies.extend(new)
         while len(self.cookies) > MAX_COOKIES:
             self.cookies.popleft()

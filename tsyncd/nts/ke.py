@@ -18,7 +18,8 @@ import struct
 from dataclasses import dataclass
 from typing import ClassVar, Final
 
-from tsyncd.nts.aead import AEADS
+from tsyncd.nts.aead import AEADS, aead_name
+from tsyncd.nts.client import MAX_COOKIE_LEN, usable_cookie
 from tsyncd.nts.cookie import CookieContents, KeySet
 from tsyncd.wire.errors import WireError
 from tsyncd.wire.ntske import (
@@ -35,6 +36,7 @@ __all__ = [
     "EXPORTER_LABEL",
     "KeFailed",
     "KeOutcome",
+    "KeRefused",
     "ServerChoice",
     "choose",
     "client_outcome",
@@ -47,6 +49,7 @@ EXPORTER_LABEL: Final = b"EXPORTER-network-time-security"
 """RFC 8446 §7.5 exporter label (§5.1): exact ASCII, no NUL, no "/1"."""
 
 COOKIES_PER_KE: Final = 8
+_NTP_PORT: Final = 123  # where NTP goes without a Port Negotiation record (§4.1.8)
 CLIENT_AEADS: Final = tuple(
     a for a in (AeadId.AES_128_GCM_SIV, AeadId.AES_SIV_CMAC_256) if a in AEADS
 )  # GCM-SIV first where this cryptography has it (aead.py)
@@ -56,6 +59,27 @@ class KeFailed(WireError):
     """The NTS-KE server refused us or answered something we cannot use."""
 
     reason: ClassVar[str] = "ntske_failed"
+
+
+class KeRefused(KeFailed):
+    """The server said no as the protocol lets it: an Error or Warning record, or nothing
+    acceptable in what we offered.  Not a bad response, so not reported as one."""
+
+    reason: ClassVar[str] = "ntske_refused"
+
+
+_ERROR_MEANINGS: Final[dict[int, str]] = {  # §4.1.3
+    KeErrorCode.UNRECOGNIZED_CRITICAL_RECORD: "Unrecognized Critical Record",
+    KeErrorCode.BAD_REQUEST: "Bad Request",
+    KeErrorCode.INTERNAL_SERVER_ERROR: "Internal Server Error",
+}
+
+
+def _error_meaning(code: int) -> str:
+    """What Error code ``code`` means (§4.1.3, IANA: 32768-65535 are private or experimental)."""
+    if code >= 0x8000:
+        return "private or experimental use"
+    return _ERROR_MEANINGS.get(code, "unassigned")
 
 
 def exporter_context(aead_id: int, s2c: bool, protocol: int = NextProtocol.NTPV4) -> bytes:
@@ -106,7 +130,7 @@ def server_response(
         aead=choice.aead,
         cookies=cookies,
         server=ntp_server,
-        port=ntp_port if ntp_port not in (None, 123) else None,
+        port=ntp_port if ntp_port not in (None, _NTP_PORT) else None,
         compliant_gcm_siv=choice.compliant_gcm_siv,
     )
     return encode_response(response), len(cookies)
@@ -143,15 +167,40 @@ class KeOutcome:
 def client_outcome(response: KeResponse, offered: tuple[int, ...]) -> KeOutcome:
     """Check a KE response against what we asked for; ``KeFailed`` when unusable."""
     if response.error is not None:
-        raise KeFailed(f"NTS-KE server sent error {response.error}")
+        code = response.error
+        raise KeRefused(f"the NTS-KE server sent Error record {code} ({_error_meaning(code)})")
     if response.warnings:
-        raise KeFailed(f"NTS-KE server sent warning(s) {list(response.warnings)}")
+        # §4.1.4: none are defined, and a client must treat an unknown one as an error.
+        codes = ", ".join(map(str, response.warnings))
+        plural = "s" if len(response.warnings) > 1 else ""
+        raise KeRefused(
+            f"the NTS-KE server sent Warning record{plural} {codes} (no warnings are defined; "
+            "RFC 8915 treats unknown ones as errors)"
+        )
+    if response.next_protocol is None:
+        raise KeRefused("the NTS-KE server accepted none of the next protocols we offered (NTPv4)")
     if response.next_protocol != NextProtocol.NTPV4:
-        raise KeFailed(f"NTS-KE server chose next protocol {response.next_protocol}")
-    if response.aead is None or response.aead not in offered:
-        raise KeFailed(f"NTS-KE server chose AEAD {response.aead}, we offered {list(offered)}")
+        raise KeFailed(
+            f"NTS-KE server chose next protocol {response.next_protocol}, "
+            "which we did not offer (we offered NTPv4)"
+        )
+    ours = ", ".join(map(aead_name, offered))
+    if response.aead is None:
+        raise KeRefused(f"the NTS-KE server accepted none of the AEADs we offered ({ours})")
+    if response.aead not in offered:
+        chosen = aead_name(response.aead)
+        if not chosen.startswith("AEAD"):
+            chosen += f" (AEAD {response.aead})"
+        raise KeFailed(f"NTS-KE server chose {chosen}, which we did not offer (we offered {ours})")
     if not response.cookies:
         raise KeFailed("NTS-KE server sent no cookies")
+    # As chrony's KE client: cookies of other lengths are ignored, and none left is an error.
+    cookies = tuple(c for c in response.cookies if usable_cookie(c))
+    if not cookies:
+        raise KeFailed(
+            f"NTS-KE server sent no usable cookies ({_lengths(response.cookies)}; we take "
+            f"4 to {MAX_COOKIE_LEN} bytes, a multiple of 4, as chrony does)"
+        )
     aead = AEADS[response.aead]
     legacy = response.aead == AeadId.AES_128_GCM_SIV and not response.compliant_gcm_siv
     return KeOutcome(
@@ -159,6 +208,17 @@ def client_outcome(response: KeResponse, offered: tuple[int, ...]) -> KeOutcome:
         context_aead=AeadId.AES_SIV_CMAC_256 if legacy else response.aead,
         key_len=aead.key_len,
         server=response.server,
-        port=response.port if response.port is not None else 123,
-        cookies=response.cookies,
+        # RFC 8915 §4.1.8: no Port Negotiation record means port 123.  A record of 0 names no
+        # port a server can listen on (sendto refuses it), so we read it as no record at all,
+        # as chrony's set_ntp_address does ("if (new_address.port == 0)" -> the default port).
+        port=response.port or _NTP_PORT,
+        cookies=cookies,
     )
+
+
+def _lengths(cookies: tuple[bytes, ...]) -> str:
+    """How many cookies of which lengths, e.g. "8 cookies of 2 to 300 bytes"."""
+    sizes = sorted({len(c) for c in cookies})
+    span = f"{sizes[0]}" if len(sizes) == 1 else f"{sizes[0]} to {sizes[-1]}"
+    unit = "byte" if sizes == [1] else "bytes"
+    return f"{len(cookies)} cookie{'s' if len(cookies) > 1 else ''} of {span} {unit}"

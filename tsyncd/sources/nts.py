@@ -2,10 +2,16 @@
 
 The NTP side is the ordinary association in the ``SyncCore``; this adapter only owns its
 ``NtsSession`` (set as the association's ``auth`` hook) and re-runs NTS-KE when the session
-says so: cookies used up, or an NTS NAK.  Until a new KE succeeds the association sends
-nothing (never plain NTP: that would be NTS stripping, §9); old cookies stay in use while KE
-fails.  Failed KE attempts back off as §4.2 suggests (10 s · 1.5ⁿ, at most a day here), and
-successful ones are at least ``_MIN_KE_INTERVAL_S`` apart, so forged NAKs cannot cause a storm.
+says so: cookies used up, or dropped after an NTS NAK.  Until a new KE succeeds the association
+sends nothing (never plain NTP: that would be NTS stripping, §9).
+
+An NTS-KE counts as good only once an authenticated NTP response follows it, as chrony's
+``nke_attempts`` is reset only in ``NNC_CheckResponseAuth``: a KE server whose NTP server NAKs
+every cookie (the two do not share cookie keys, a real misconfiguration) must not get a TLS
+handshake per poll.  So every attempt since the last authenticated response, failed or not,
+backs off as §4.2 suggests (10 s · 1.5ⁿ⁻¹, at most a day here), and attempts are at least
+``_MIN_KE_INTERVAL_S`` apart in any case, so forged NAKs cannot cause a storm either.
+``tsyncctl peers`` shows a source waiting out its back-off, with why.
 
 With ``[nts-client] cookie-storage-path`` set, the session (keys, unused cookies, NTP server)
 is saved on a clean exit and taken up again at start instead of a first NTS-KE
@@ -16,14 +22,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Final
 
 from tsyncd.asyncwait import wait_for
 from tsyncd.config import SourceConfig
-from tsyncd.nts.client import NtsSession
+from tsyncd.nts.aead import aead_name
+from tsyncd.nts.client import NtsCounters, NtsSession
 from tsyncd.nts.ke import KeOutcome
 from tsyncd.nts.saved import SavedSession, decode_saved, encode_saved, saved_path
 from tsyncd.snapshots import NtsSourceSnapshot, SourceSnapshot, pending_source_snapshot
@@ -38,13 +47,20 @@ _BACKOFF_BASE: Final = 1.5
 _BACKOFF_MAX_S: Final = 86400.0
 _MIN_KE_INTERVAL_S: Final = 4.0  # a forged NAK (on-path) must not cause a KE storm (§5.7, §10)
 _CHECK_S: Final = 0.25  # how often the KE task looks at the session between kicks
-_AEAD_NAMES: Final = {15: "AES-SIV-CMAC-256", 30: "AES-128-GCM-SIV"}
 
 
 class NtsSource:
     """Keeps one NTS source keyed: first KE, re-KE on demand, state for ``tsyncctl peers``."""
 
-    def __init__(self, cfg: SourceConfig, storage: Path | None = None) -> None:
+    def __init__(
+        self,
+        cfg: SourceConfig,
+        storage: Path | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        """``clock`` (monotonic s) and ``sleep`` time the NTS-KE back-off (tests pass their own)."""
         self.cfg = cfg
         self._saved = saved_path(storage, str(cfg.address)) if storage is not None else None
         self.session: NtsSession | None = None
@@ -55,7 +71,11 @@ class NtsSource:
         self.last_error: str | None = None
         self.unresolved: str | None = None  # why the NTP server the KE named does not resolve
         self._kick = asyncio.Event()
-        self._last_ke_mono: float | None = None
+        self._clock = clock
+        self._sleep = sleep
+        self._last_attempt_mono: float | None = None  # when the last NTS-KE attempt ended
+        self._attempts = 0  # NTS-KE attempts since an authenticated response (chrony's)
+        self._seen_at_attempt = NtsCounters()  # the session's counters when it started
 
     def restore(self) -> KeResult | None:
         """Take up the session saved at the last clean exit, if there is a usable one.
@@ -108,7 +128,7 @@ class NtsSource:
             "NTS: %s resumes with %d saved cookies (AEAD %s, NTP at %s:%d), no NTS-KE",
             self.cfg.name,
             len(saved.cookies),
-            _AEAD_NAMES.get(aead, aead),
+            aead_name(aead),
             saved.ntp_host,
             saved.ntp_port,
         )
@@ -150,13 +170,12 @@ class NtsSource:
         if self.association is not None:
             self.association.auth = session
         self.last = result
-        self._last_ke_mono = time.monotonic()
         self.ke_count += 1
         self.last_error = self.unresolved = None
         log.info(
             "NTS-KE with %s: AEAD %s, %d cookies, NTP at %s:%d, TLS group %s",
             self.cfg.name,
-            _AEAD_NAMES.get(result.outcome.aead, result.outcome.aead),
+            aead_name(result.outcome.aead),
             len(result.outcome.cookies),
             result.ntp_host,
             result.ntp_port,
@@ -165,18 +184,62 @@ class NtsSource:
         return result
 
     async def key_exchange_until_ok(self) -> KeResult:
-        """Retry NTS-KE with back-off until it works (cancel the task to give up)."""
-        failures = 0
+        """NTS-KE, retried until it works (cancel the task to give up); every attempt first
+        waits out ``ke_wait_s``."""
         while True:
+            wait_s = self.ke_wait_s()
+            backoff = self._backoff()
+            if backoff is not None and self.last_error is None:  # failures say it themselves
+                log.warning("NTS: %s %s; next NTS-KE in %.0f s", self.cfg.name, backoff[1], wait_s)
+            if wait_s > 0:
+                await self._sleep(wait_s)
+            s = self.session
+            self._attempts = self.attempts() + 1
+            self._seen_at_attempt = dataclasses.replace(s.counters) if s else NtsCounters()
             try:
                 return await self.key_exchange()
             except KeFailure as exc:
-                failures += 1
                 self.ke_failures += 1
                 self.last_error = str(exc)
-                delay = min(_BACKOFF_FIRST_S * _BACKOFF_BASE ** (failures - 1), _BACKOFF_MAX_S)
-                log.warning("%s; retrying in %.0f s", exc, delay)
-                await asyncio.sleep(delay)
+                log.warning("%s; retrying in %.0f s", exc, self._ke_interval_s())
+            finally:
+                self._last_attempt_mono = self._clock()
+
+    def attempts(self) -> int:
+        """NTS-KE attempts since the last authenticated NTP response (chrony's nke_attempts):
+        0 once the server has answered us, so it counts KEs that did not lead anywhere."""
+        s = self.session
+        if s is not None and s.counters.authenticated > self._seen_at_attempt.authenticated:
+            return 0
+        return self._attempts
+
+    def _ke_interval_s(self) -> float:
+        """How long after the end of the last attempt the next NTS-KE may start."""
+        n = self.attempts()
+        if n == 0:
+            return _MIN_KE_INTERVAL_S
+        backoff = min(_BACKOFF_FIRST_S * _BACKOFF_BASE ** (n - 1), _BACKOFF_MAX_S)
+        return max(backoff, _MIN_KE_INTERVAL_S)
+
+    def ke_wait_s(self) -> float:
+        """Seconds until the next NTS-KE may start (0: now)."""
+        if self._last_attempt_mono is None:
+            return 0.0
+        return max(0.0, self._last_attempt_mono + self._ke_interval_s() - self._clock())
+
+    def _backoff(self) -> tuple[float, str] | None:
+        """(s to wait, why) while a wanted NTS-KE waits out a back-off; None otherwise."""
+        s = self.session
+        if s is not None and not s.needs_ke:
+            return None
+        wait_s = self.ke_wait_s()
+        if wait_s <= 0 or self.attempts() == 0:
+            return None
+        if self.last_error is not None:
+            return wait_s, "NTS-KE failed"
+        if s is not None and s.counters.naks > self._seen_at_attempt.naks:
+            return wait_s, "NAKed after NTS-KE"
+        return wait_s, "no authenticated reply after NTS-KE"
 
     def ntp_server_unresolved(self, exc: OSError) -> None:
         """The NTP server the last NTS-KE named (or the saved session's) does not resolve."""
@@ -194,10 +257,6 @@ class NtsSource:
         while True:
             self._kick.clear()
             if self.session is None or self.session.needs_ke:
-                if self._last_ke_mono is not None:
-                    wait_s = self._last_ke_mono + _MIN_KE_INTERVAL_S - time.monotonic()
-                    if wait_s > 0:
-                        await asyncio.sleep(wait_s)
                 before = self.last
                 result = await self.key_exchange_until_ok()
                 if before is not None and (result.ntp_host, result.ntp_port) != (
@@ -212,10 +271,11 @@ class NtsSource:
     def snapshot(self) -> NtsSourceSnapshot:
         """What ``tsyncctl peers`` shows about NTS for this source."""
         s, last = self.session, self.last
+        backoff = self._backoff()
         return NtsSourceSnapshot(
             ke_server=str(self.cfg.address),
             cookies=len(s.cookies) if s is not None else 0,
-            aead=_AEAD_NAMES.get(last.outcome.aead) if last is not None else None,
+            aead=aead_name(last.outcome.aead) if last is not None else None,
             last_ke=time.time() - last.finished_s if last is not None else None,
             tls_group=last.group if last is not None else None,
             key_exchanges=self.ke_count,
@@ -223,6 +283,8 @@ class NtsSource:
             last_error=self.last_error,
             authenticated=s.counters.authenticated if s is not None else 0,
             naks=s.counters.naks if s is not None else 0,
+            next_ke=backoff[0] if backoff else None,
+            ke_backoff=backoff[1] if backoff else None,
         )
 
     def _pending_reason(self) -> str:

@@ -19,12 +19,13 @@ from service_identity import VerificationError
 from service_identity.pyopenssl import verify_hostname, verify_ip_address
 
 from tsyncd.config import Endpoint
-from tsyncd.net.tls import TlsError, TlsStream, client_context, ssl_error_text
+from tsyncd.net.tls import TlsClosed, TlsError, TlsStream, client_context, ssl_error_text
 from tsyncd.net.udp import is_ip_literal
 from tsyncd.nts.ke import (
     CLIENT_AEADS,
     EXPORTER_LABEL,
     KeOutcome,
+    KeRefused,
     client_outcome,
     client_request,
     exporter_context,
@@ -84,7 +85,7 @@ async def run_ke(
         raise KeFailure(f"NTS-KE with {where} timed out after {timeout_s:g} s") from None
     except OSError as exc:
         raise KeFailure(f"cannot connect to NTS-KE server {Endpoint(host, port)}: {exc}") from exc
-    except TlsError as exc:
+    except (TlsError, KeRefused) as exc:  # a refusal is no bad response: say it as it came
         raise KeFailure(f"NTS-KE with {Endpoint(host, port)}: {exc}") from exc
     except WireError as exc:
         raise KeFailure(f"NTS-KE with {Endpoint(host, port)}: bad response: {exc}") from exc
@@ -101,7 +102,15 @@ async def _exchange(
     is_ip = is_ip_literal(host)
     tls = TlsStream(ctx, reader, writer, server=False, server_name=None if is_ip else host)
     try:
-        await tls.handshake()
+        try:
+            await tls.handshake()
+        except (TlsClosed, ConnectionError) as exc:
+            # We did connect: a server that accepts and then closes (or resets) is no
+            # "cannot connect", whichever of the two the kernel reports first.
+            how = f" ({exc.strerror})" if isinstance(exc, OSError) and exc.strerror else ""
+            raise TlsError(
+                f"the server closed the connection during the TLS handshake{how}"
+            ) from exc
         try:
             if is_ip:
                 verify_ip_address(tls.conn, host)

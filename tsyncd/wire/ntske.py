@@ -77,6 +77,25 @@ class RecordType(IntEnum):
     COMPLIANT_GCM_SIV = 1024  # chrony private: compliant AES-128-GCM-SIV exporter context
 
 
+_RECORD_NAMES: Final[dict[int, str]] = {
+    RecordType.END_OF_MESSAGE: "End of Message",
+    RecordType.NEXT_PROTOCOL: "Next Protocol Negotiation",
+    RecordType.ERROR: "Error",
+    RecordType.WARNING: "Warning",
+    RecordType.AEAD_ALGORITHM: "AEAD Algorithm Negotiation",
+    RecordType.NEW_COOKIE: "New Cookie",
+    RecordType.SERVER: "Server Negotiation",
+    RecordType.PORT: "Port Negotiation",
+    RecordType.COMPLIANT_GCM_SIV: "chrony compliant AES-128-GCM-SIV",
+}
+
+
+def _record_name(record_type: int) -> str:
+    """How messages name a record: "Server Negotiation record (type 6)"."""
+    name = _RECORD_NAMES.get(record_type)
+    return f"{name} record (type {record_type})" if name else f"record type {record_type}"
+
+
 class NextProtocol(IntEnum):
     """NTS Next Protocol ids (§7.7)."""
 
@@ -135,7 +154,7 @@ def _u16_list(values: tuple[int, ...]) -> bytes:
 def _decode_u16_list(record: Record) -> tuple[int, ...]:
     body = record.body
     if len(body) & 1:
-        raise KeError(f"record type {record.record_type} has odd body length {len(body)}")
+        raise KeError(f"{_record_name(record.record_type)} has odd body length {len(body)}")
     return tuple(v for (v,) in _U16.iter_unpack(body))
 
 
@@ -249,7 +268,7 @@ def decode_request(records: tuple[Record, ...]) -> KeRequest:
                 raise KeError("AEAD Algorithm Negotiation appears twice")
             aeads = _decode_u16_list(rec)
         elif t in (RecordType.ERROR, RecordType.WARNING, RecordType.NEW_COOKIE):
-            raise KeError(f"record type {t} is not allowed in a request")
+            raise KeError(f"{_record_name(t)} is not allowed in a request")
         elif t == RecordType.SERVER:
             server = _ascii(rec)
         elif t == RecordType.PORT:
@@ -278,15 +297,16 @@ def _ascii(rec: Record) -> str:
     try:
         text = rec.body.decode("ascii")
     except UnicodeDecodeError:
-        raise KeError(f"record type {rec.record_type} body is not ASCII") from None
+        raise KeError(f"{_record_name(rec.record_type)}: body is not ASCII") from None
     if not text or not text.isprintable():
-        raise KeError(f"record type {rec.record_type} body is empty or not printable")
+        raise KeError(f"{_record_name(rec.record_type)}: body is empty or not printable")
     return text
 
 
 def _single_u16(rec: Record) -> int:
     if len(rec.body) != 2:
-        raise KeError(f"record type {rec.record_type} body must be 2 bytes, got {len(rec.body)}")
+        name = _record_name(rec.record_type)
+        raise KeError(f"{name}: body must be 2 bytes, got {len(rec.body)}")
     value: int = _U16.unpack(rec.body)[0]
     return value
 
@@ -380,8 +400,11 @@ def decode_response(records: tuple[Record, ...]) -> KeResponse:
             compliant = True
         elif rec.critical:
             raise KeError(f"unrecognized critical record type {t} in the response")
-    if error is None and not warnings and protocol is None:
-        raise KeError("response has no Next Protocol record")
+    if error is None and not warnings:
+        if protocol is None:
+            raise KeError("response has no Next Protocol record")
+        if protocol == (NextProtocol.NTPV4,) and aead is None:  # §4.1.5: exactly once then
+            raise KeError("NTS-KE server chose NTPv4 but sent no AEAD Algorithm Negotiation record")
     return KeResponse(
         next_protocol=protocol[0] if protocol else None,
         aead=aead[0] if aead else None,

@@ -13,6 +13,7 @@ from tsyncd.nts.client import NtsSession
 from tsyncd.nts.cookie import CookieContents, KeySet
 from tsyncd.nts.server import NtsResponder
 from tsyncd.wire.ntp import Mode, NtpPacket, decode_ntp, encode_ntp, kiss_code
+from tsyncd.wire.nts import COOKIE, encode_authenticator, encode_ef
 
 PLAIN = NtpPacket(mode=Mode.SERVER, stratum=2, receive_ts=5, transmit_ts=6)
 
@@ -86,8 +87,27 @@ def test_server_naks_bad_cookie_and_bad_authenticator() -> None:
     bad[-1] ^= 1  # the tag
     assert server.respond(bytes(bad), decode_ntp(bytes(bad)), PLAIN)[0] == "nts_nak"
     assert server.naks == 2
-    # The client accepts a NAK for its own request only, and then wants a new KE.
-    assert session.verify(nak, packet) == "nts_nak" and session.needs_ke
+    # The client accepts a NAK for its own request only.  With no authentic response by the
+    # next poll it drops the cookies the server cannot read, sends nothing and wants a new KE
+    # (RFC 8915 §5.7, chrony's check_cookies); it used to spend them, one NAK each.
+    assert session.verify(nak, packet) == "nts_nak" and not session.needs_ke
+    assert session.verify(nak, packet) == "nts_nak" and session.counters.naks == 1  # once
+    assert len(session.cookies) == 7
+    assert session.protect(encode_ntp(NtpPacket(transmit_ts=8))) is None
+    assert session.needs_ke and not session.cookies
+
+
+def test_an_authentic_response_after_a_nak_keeps_the_cookies() -> None:
+    # A NAK is unauthenticated: if an on-path attacker forges one, the server's genuine
+    # response to the same request must still count, and the cookies stay in use.
+    session, server = pair(15)
+    request, response, _ = exchange(session, server)
+    forged = encode_ntp(NtpPacket(mode=Mode.SERVER, stratum=0, reference_id=0x4E54534E))
+    forged += request[48:84]  # the request's Unique Identifier, echoed
+    assert session.verify(forged, decode_ntp(forged)) == "nts_nak"
+    assert session.verify(response, decode_ntp(response)) is None
+    assert len(session.cookies) == 8
+    assert session.protect(encode_ntp(NtpPacket(transmit_ts=8))) is not None
 
 
 def test_server_drops_incomplete_and_passes_plain() -> None:
@@ -105,3 +125,33 @@ def test_no_cookie_means_no_request() -> None:
     assert session.protect(encode_ntp(NtpPacket())) is not None
     assert not session.needs_ke
     assert session.protect(encode_ntp(NtpPacket())) is None and session.needs_ke
+
+
+def _response_with_cookies(session: NtsSession, request: bytes, cookies: list[bytes]) -> bytes:
+    """An authentic response to ``request`` whose encrypted part holds ``cookies``."""
+    ad = encode_ntp(replace(PLAIN, origin_ts=99)) + request[48:84]  # echo the Unique Identifier
+    inner = b"".join(encode_ef(COOKIE, c) for c in cookies)
+    nonce = bytes(session.aead.nonce_len)
+    return ad + encode_authenticator(nonce, session.aead.seal(session.s2c, nonce, inner, ad))
+
+
+def test_cookies_of_lengths_chrony_would_not_take_are_not_kept() -> None:
+    # A server that hands out 1200-byte cookies in its responses must not make our requests
+    # that large: such cookies are dropped (chrony's extract_cookies), others are kept.
+    session, _ = pair(15, cookies=1)
+    request = session.protect(encode_ntp(NtpPacket(transmit_ts=99)))
+    assert request is not None
+    response = _response_with_cookies(session, request, [bytes(1200), bytes(256), bytes(1200)])
+    assert session.verify(response, decode_ntp(response)) is None
+    assert list(session.cookies) == [bytes(256)]
+    # Nor are they taken from NTS-KE or a saved session.
+    assert list(NtsSession(15, bytes(32), bytes(32), [bytes(300), b"abc"]).cookies) == []
+
+
+@pytest.mark.parametrize("aead_id", [15, 30])
+def test_requests_stay_unfragmented(aead_id: int) -> None:
+    # The largest cookie we keep, with no cookies left: the request still fits in 1024 bytes
+    # (placeholders are capped at chrony's 8 x 108 bytes).
+    session = NtsSession(aead_id, bytes(32 if aead_id == 15 else 16), bytes(32), [bytes(256)])
+    request = session.protect(encode_ntp(NtpPacket()))
+    assert request is not None and len(request) <= 1024

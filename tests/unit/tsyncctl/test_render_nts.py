@@ -1,8 +1,15 @@
-"""Human rendering of NTS state in ``tsyncctl peers`` and ``serverstats``."""
+"""Human rendering of NTS state in ``tsyncctl peers``, ``authdata``, ``ntpdata`` and
+``serverstats``."""
 
 from __future__ import annotations
 
-from tsyncctl.render import render_nts_sources, render_serverstats
+from tsyncctl.render import (
+    render_authdata,
+    render_ntpdata,
+    render_nts_sources,
+    render_serverstats,
+    render_sources,
+)
 
 
 def test_nts_sources_table() -> None:
@@ -55,3 +62,29 @@ def test_serverstats_nts_lines() -> None:
     assert lines["NTS-KE connections"] == "4" and lines["NTS NAKs sent"] == "2"
     assert lines["NTS-KE TLS group"] == "x25519"
     assert lines["NTS-KE listening on"] == "127.0.0.1:4460"
+
+
+def test_an_nts_ke_back_off_is_shown_with_why() -> None:
+    """A source whose NTS-KE waits out a back-off (its NTP server NAKed the last KE's
+    cookies, or the KE failed) says so in the peers Note, authdata and ntpdata."""
+    waiting = {"cookies": 0, "naks": 3, "next_ke": 21.2, "ke_backoff": "NAKed after NTS-KE"}
+    rows = [
+        {"name": "a:4460", "state": "init", "state_reason": "no valid reply yet", "nts": waiting},
+        {
+            "name": "b:4460",
+            "state": "init",
+            "state_reason": "NTS-KE failed: cannot connect",
+            "nts": {"next_ke": 15.0, "ke_backoff": "NTS-KE failed"},
+        },
+        {"name": "c:4460", "state": "selected", "nts": {"next_ke": None, "ke_backoff": None}},
+    ]
+    peers = {line.split()[1]: line for line in render_sources(rows).splitlines()[2:5]}
+    assert peers["a:4460"].endswith("no valid reply yet; NAKed after NTS-KE: next NTS-KE in 22 s")
+    assert peers["b:4460"].endswith("NTS-KE failed: cannot connect; next NTS-KE in 15 s")
+    assert "NTS-KE" not in peers["c:4460"]
+    auth = render_authdata(rows).splitlines()
+    assert auth[0].split()[-1] == "Note"
+    assert auth[2].endswith("NAKed after NTS-KE: next NTS-KE in 22 s")
+    assert render_authdata(rows[2:]).splitlines()[0].split()[-1] == "NAKs"  # no Note column
+    details = render_ntpdata(rows[:1])
+    assert "NTS back-off      : NAKed after NTS-KE: next NTS-KE in 22 s" in details

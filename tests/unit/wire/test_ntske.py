@@ -130,3 +130,19 @@ def test_response_round_trip() -> None:
         compliant_gcm_siv=True,
     )
     assert decode_response(decode_records(encode_response(resp))) == resp
+
+
+def test_response_record_rules_name_the_record() -> None:
+    # §4.1.5: with NTPv4 chosen the AEAD record must be there (empty means "none of yours").
+    with pytest.raises(KeError, match="chose NTPv4 but sent no AEAD Algorithm Negotiation record"):
+        decode_response(decode_records(bytes.fromhex("80010002 0000 80000000")))
+    nothing = decode_response(decode_records(bytes.fromhex("80010000 80000000")))
+    assert nothing.next_protocol is None and nothing.aead is None  # no protocol, no AEAD: fine
+    with pytest.raises(KeError, match=r"^Server Negotiation record \(type 6\): body is empty"):
+        decode_response(
+            decode_records(bytes.fromhex("800100020000 80040002000f 80060000 80000000"))
+        )
+    with pytest.raises(KeError, match=r"^Port Negotiation record \(type 7\): body must be 2"):
+        decode_response(
+            decode_records(bytes.fromhex("800100020000 80040002000f 80070000 80000000"))
+        )
