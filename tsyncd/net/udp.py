@@ -51,8 +51,11 @@ _CMSG_SPACE: Final = socket.CMSG_SPACE(_SCM_TIMESTAMPING.size)
 # The longest datagram read, on every path that reads NTP (the event loop here, the server
 # workers' batches): NTP with NTS extension fields stays well under it, and one size for all
 # means the same request is read, and so answered or dropped, the same way whichever path
-# takes it.  Longer datagrams are cut to it (and then fail their extension-field parse).
-MAX_DATAGRAM: Final = 2048
+# takes it.  Longer datagrams are cut to it (and then fail their extension-field parse).  The
+# size is chronyd's largest NTP packet: 48 bytes of header, 1024 of extension fields (its
+# NTP_MAX_EXTENSIONS_LENGTH) and a MAC of up to 68, rounded up to 1152; each server worker keeps a
+# batch of these (twice 2048 cost 0.1 MB of the memory budget for nothing NTP sends).
+MAX_DATAGRAM: Final = 1152
 _BATCH: Final = 64  # datagrams read per wake-up before yielding to other tasks
 
 Address = tuple[str, int] | tuple[str, int, int, int]
