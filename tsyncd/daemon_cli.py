@@ -92,30 +92,8 @@ def _load(path: Path) -> Config:
         sys.exit(1)
 
 
-_REEXEC_ENV: Final = "TSYNCD_OPTIMIZED"
-
-
-def _reexec_without_docstrings() -> None:
-    """Become ``python -OO -m tsyncd`` (same PID, arguments and environment) unless already.
-
-    Why: docstrings are the daemon's largest dead weight: every loaded module's, class's and
-    function's, asyncio's and the rest of the standard library's included, carried by the main
-    process and each forked server worker.  Without them the PSS sum of the default three
-    processes is 0.6-0.7 MB smaller (``python -m bench.memory``: 24.5 -> 23.8 MB idle, 25.1 ->
-    24.5 MB loaded), the margin under issue 4's 25 MB.  A daemon never shows a docstring, and
-    tsyncd asserts nothing it relies on.  Clearing them at run time is no substitute: that
-    frees module and class docstrings only, and the type changes it makes cost more than it
-    saves (measured).  ``TSYNCD_OPTIMIZED`` marks the second start, so there is never a loop."""
-    if sys.flags.optimize >= 2 or os.environ.get(_REEXEC_ENV) or not sys.executable:
-        return
-    os.environ[_REEXEC_ENV] = "1"
-    os.execv(sys.executable, [sys.executable, "-OO", "-m", "tsyncd", *sys.argv[1:]])
-
-
 def main(argv: list[str] | None = None) -> None:
     """Time synchronization daemon: NTP client and server."""
-    if argv is None:  # the program itself, not a caller passing its own arguments (tests)
-        _reexec_without_docstrings()
     config_path, check, measure_only, config = _startup(argv)
     if check:
         print(

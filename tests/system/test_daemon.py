@@ -294,16 +294,6 @@ def test_bind_failures_name_the_listener(peers: Peers, tmp_path: Path, case: str
     assert f'cannot start: {key} = "{listen or f"127.0.0.1:{port}"}": cannot bind ({why})\n' in log
 
 
-def test_the_daemon_runs_without_docstrings(peers: Peers) -> None:
-    """tsyncd re-executes itself as ``python -OO`` (tsyncd.daemon_cli): docstrings are 0.6 MB
-    of its memory budget.  Same PID (systemd's MAINPID), arguments kept, and it serves."""
-    daemon = peers.tsyncd("tsyncd", "")
-    cmdline = Path(f"/proc/{daemon.proc.popen.pid}/cmdline").read_bytes().split(b"\0")
-    assert cmdline[1:4] == [b"-OO", b"-m", b"tsyncd"], cmdline
-    assert b"-c" in cmdline and str(daemon.config).encode() in cmdline
-    assert daemon.ctl("status")["synchronized"] is False
-
-
 def test_tracking_sourcestats_burst_and_makestep(peers: Peers, tmp_path: Path) -> None:
     port = free_udp_port()
     peers.tsyncd(
