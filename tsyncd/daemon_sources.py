@@ -29,7 +29,6 @@ from tsyncd.sync.association import NtpAssociation
 from tsyncd.sync.core import SourceState, SyncCore
 from tsyncd.sync.discipline import ClockAction
 from tsyncd.sync.sample import Sample
-from tsyncd.sync.symmetric import SymmetricAssociation
 from tsyncd.wire.ntp import refid_for_address
 
 if TYPE_CHECKING:
@@ -388,15 +387,14 @@ class SourceMobilizer:
         """Symmetric peers send our system variables, as our servers do."""
         t = self._template
         for state in self.core.sources.values():
-            if isinstance(state.association, SymmetricAssociation):
-                state.association.set_announced(
-                    leap=t.leap,
-                    stratum=t.stratum or 16,
-                    root_delay=t.root_delay,
-                    root_dispersion=t.root_dispersion,
-                    reference_id=t.reference_id,
-                    reference_ts=t.reference_ts,
-                )
+            state.association.set_announced(  # a no-op for client associations
+                leap=t.leap,
+                stratum=t.stratum or 16,
+                root_delay=t.root_delay,
+                root_dispersion=t.root_dispersion,
+                reference_id=t.reference_id,
+                reference_ts=t.reference_ts,
+            )
 
     def _remove_association(self, name: str) -> None:
         """Demobilize ``name`` and close its socket."""

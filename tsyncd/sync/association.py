@@ -309,6 +309,23 @@ class NtpAssociation:
         if self.stats.last_rx_ns is not None:
             self.stats.last_rx_ns += delta_ns
 
+    def filter_cleared(self) -> None:
+        """The source's clock filter was emptied (tsyncctl reset sources); a client association
+        keeps nothing that depends on it (a broadcast client does)."""
+
+    def set_announced(
+        self,
+        *,
+        leap: Leap,
+        stratum: int,
+        root_delay: int,
+        root_dispersion: int,
+        reference_id: int,
+        reference_ts: int,
+    ) -> None:
+        """The system variables our packets would carry: a client's requests carry none (RFC
+        9109); a symmetric association's do."""
+
     def polled_offline(self) -> None:
         """One poll of a burst asked for while offline has gone (the sync core counts them)."""
         self._offline_burst = max(0, self._offline_burst - 1)

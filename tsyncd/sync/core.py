@@ -37,12 +37,9 @@ from dataclasses import dataclass, replace
 from typing import Final
 
 from tsyncd.sync.association import AssociationState, NtpAssociation
-from tsyncd.sync.broadcast import BroadcastAssociation
 from tsyncd.sync.discipline import ClockAction, Discipline, Step
 from tsyncd.sync.filter import ClockFilter
 from tsyncd.sync.sample import MAXDIST_NS, Sample
-from tsyncd.sync.symmetric import SymmetricAssociation
-from tsyncd.sync.symmetric_xleave import InterleavedSymmetricAssociation
 from tsyncd.sync.system import Candidate, SystemDecision, SystemProcess
 
 _NS_PER_S: Final = 1_000_000_000
@@ -187,7 +184,10 @@ class SyncCore:
         state = SourceState(
             name=name,
             reference_id=reference_id,
-            association=_association_class(symmetric, broadcast_delay_ns, xleave)(
+            association=_new_association(
+                symmetric,
+                broadcast_delay_ns,
+                broadcast_calibrate,
                 min_poll=min_poll,
                 max_poll=max_poll,
                 iburst=iburst,
@@ -204,9 +204,6 @@ class SyncCore:
             max_delay_ns=max_delay_ns,
             offset_correction_ns=offset_correction_ns,
         )
-        if isinstance(state.association, BroadcastAssociation) and broadcast_delay_ns is not None:
-            state.association.broadcast_delay_ns = broadcast_delay_ns
-            state.association.calibrate = broadcast_calibrate
         self.sources[name] = state
         return state
 
@@ -339,8 +336,7 @@ class SyncCore:
         come.  Associations (reach, poll) and the frequency stay."""
         for state in self.sources.values():
             state.filter.clear()
-            if isinstance(state.association, BroadcastAssociation):
-                state.association.filter_cleared()  # several broadcasts again before it counts
+            state.association.filter_cleared()  # a broadcast client: several broadcasts again
         if self.discipline is not None:
             self.discipline.forget_offsets(now_ns)
         self._reselect(now_ns, None)
@@ -455,13 +451,43 @@ class SyncCore:
         return min(pending) if pending else None
 
 
-def _association_class(
-    symmetric: bool, broadcast_delay_ns: int | None, xleave: bool = False
-) -> type[NtpAssociation]:
+def _new_association(
+    symmetric: bool,
+    broadcast_delay_ns: int | None,
+    broadcast_calibrate: bool,
+    *,
+    min_poll: int,
+    max_poll: int,
+    iburst: bool,
+    precision_log2: int,
+    rng: random.Random,
+    now_ns: int,
+    xleave: bool,
+) -> NtpAssociation:
     """Client, symmetric active (``symmetric``; interleaved with ``xleave``) or broadcast
-    client (a broadcast delay)."""
+    client (a broadcast delay, measured itself when ``broadcast_calibrate``).  The symmetric
+    and broadcast modules are imported only for such a source: most daemons have none, and
+    the main process and every server worker would carry them (memory budget)."""
+    kind: type[NtpAssociation] = NtpAssociation
     if broadcast_delay_ns is not None:
-        return BroadcastAssociation
-    if symmetric:
-        return InterleavedSymmetricAssociation if xleave else SymmetricAssociation
-    return NtpAssociation
+        from tsyncd.sync.broadcast import BroadcastAssociation
+
+        kind = BroadcastAssociation
+    elif symmetric:
+        from tsyncd.sync.symmetric import SymmetricAssociation
+        from tsyncd.sync.symmetric_xleave import InterleavedSymmetricAssociation
+
+        kind = InterleavedSymmetricAssociation if xleave else SymmetricAssociation
+    association = kind(
+        min_poll=min_poll,
+        max_poll=max_poll,
+        iburst=iburst,
+        precision_log2=precision_log2,
+        rng=rng,
+        now_ns=now_ns,
+        xleave=xleave,
+    )
+    if broadcast_delay_ns is not None and isinstance(association, BroadcastAssociation):
+        association.broadcast_delay_ns = broadcast_delay_ns
+        association.calibrate = broadcast_calibrate
+    return association
