@@ -127,11 +127,14 @@ def test_minpoll_maxpoll_and_maxdelay_change_a_running_source(peers: Peers) -> N
     )
     shown = client.run_ctl("maxdelay", server, "3")
     assert (shown.returncode, shown.stdout) == (0, f"max-delay = 3.0 for {server}\n")
-    # Checked as the config file checks the keys, and min-poll <= max-poll.
+    # As chronyd: a min-poll above the max-poll takes the max-poll along, and the other way.
+    assert client.ctl("minpoll", server, "2") == {"changed": [server]}
+    assert client.ctl("peers")[0]["poll"] == 2
+    assert client.ctl("maxpoll", server, "-3") == {"changed": [server]}
+    assert client.ctl("peers")[0]["poll"] == -3
+    assert f"source {server}: min-poll 2, max-poll 2" in client.proc.output()  # logged
+    # Checked as the config file checks the keys.
     assert "source.min-poll = 99: expected integer" in ctl_fails(client, "minpoll", server, "99")
-    assert f"{server} would have min-poll 2 > max-poll -3" in ctl_fails(
-        client, "minpoll", server, "2"
-    )
     assert "no source matches 192.0.2.1" in ctl_fails(client, "maxpoll", "192.0.2.1", "6")
     assert client.ctl("peers")[0]["poll"] == -3  # nothing changed by the refused ones
 
