@@ -316,8 +316,18 @@ _MODES = ("server", "pool", "peer", "nts", "tsq", "broadcast")
     "--require", is_flag=True, help="Update the clock only while one --require is usable."
 )
 @click.option("--offline", is_flag=True, help="Start it offline, until 'tsyncctl online'.")
-@click.option("--max-delay", type=float, help="Drop samples with a longer round trip, s.")
-@click.option("--offset", type=float, help="Add this to every measured offset, s (asymmetry).")
+@click.option(
+    "--max-delay",
+    type=float,
+    callback=_finite,
+    help="Drop samples with a longer round trip, s.",
+)
+@click.option(
+    "--offset",
+    type=float,
+    callback=_finite,
+    help="Add this to every measured offset, s (asymmetry).",
+)
 @click.option("--name", help="Its name in tsyncctl and metrics (default: ADDRESS as given).")
 @click.option("--count", type=int, help="Pool only: how many of its addresses to use.")
 @click.option(
@@ -329,7 +339,12 @@ _MODES = ("server", "pool", "peer", "nts", "tsq", "broadcast")
 @click.option("--transport", type=click.Choice(["stream", "datagram"]), help="TSQ only.")
 @click.option("--local-port", type=int, help="Peer only: our UDP port.")
 @click.option("--dscp", type=int, help="DSCP code point of our requests.")
-@click.option("--broadcast-delay", type=float, help="Broadcast only: assumed round trip, s.")
+@click.option(
+    "--broadcast-delay",
+    type=float,
+    callback=_finite,
+    help="Broadcast only: assumed round trip, s.",
+)
 @click.option("--broadcast-calibrate", is_flag=True, help="Broadcast only: measure the round trip.")
 @click.option(
     "--broadcast-server", help="Broadcast only: the server's IP[:port] (needed for a group)."

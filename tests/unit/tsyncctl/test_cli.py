@@ -96,6 +96,12 @@ def test_values_checked_before_asking_tsyncd(tmp_path: Path) -> None:
     for value in ("nan", "inf", "-inf", "1e400"):
         result = run("-s", nowhere, "maxdelay", "a.example:123", value)
         assert result.exit_code == 2 and "is not a finite number" in result.stderr, value
+        for option in ("--max-delay", "--offset", "--broadcast-delay"):  # QA s17 churn F5
+            result = run("-s", nowhere, "add", "a.example:123", option, value)
+            assert result.exit_code == 2, (option, value)
+            assert f"'{option}': {value if value != '1e400' else 'inf'} is not a finite" in (
+                result.stderr
+            )
     assert_one_line_error(
         run("-s", nowhere, "accheck", "notanip"), "accheck: 'notanip' is not an IP address"
     )
