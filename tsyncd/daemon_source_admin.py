@@ -205,6 +205,8 @@ class SourceAdmin(SourceMobilizer):
         the sources stopped and started, and of those not started with the reason."""
         before = {cfg.name: cfg for cfg in old}
         after = {cfg.name: cfg for cfg in new.sources}
+        if before and not after:  # a truncated file reads as valid: say what it does
+            log.warning("%s has no [[source]] now: stopping every source it had", new.path)
         done: dict[str, Any] = {"stopped": [], "started": [], "not_started": []}
         for name, cfg in before.items():
             if after.get(name) != cfg and self._source_configs.get(name) == cfg:

@@ -301,6 +301,13 @@ def test_tsyncctl_reload_reports_what_changed_and_refuses_a_bad_file(peers: Peer
     pairs = (line.split(" : ", 1) for line in done.stdout.splitlines())
     fields = {key.strip(): value for key, value in pairs}
     assert fields["Stratum"] == "7" and fields["State"] == "selected"
+    # A file left with no [[source]] (truncated by an editor, say) is valid: it stops every
+    # source, and the log says so (QA s17 hunt-life F9).
+    client.config.write_text(head + server)
+    assert client.ctl("reload")["sources_stopped"] == [f"127.0.0.3:{port}"]
+    assert f"{client.config} has no [[source]] now: stopping every source it had" in (
+        client.proc.output()
+    )
 
 
 def _server_table(address: str) -> str:
