@@ -86,6 +86,7 @@ class NtsSession:
         self.needs_ke = not self.cookies
         self.counters = NtsCounters()
         self._uid: bytes | None = None  # of the outstanding request
+        self._answered_uid: bytes | None = None  # of the last request answered (a replay's)
         self._naked = False  # the outstanding request got a NAK and no authentic response
 
     def protect(self, request: bytes) -> bytes | None:
@@ -122,8 +123,11 @@ class NtsSession:
             fields = split_nts(data, packet)
         except WireError as exc:
             return f"nts_{exc.reason}"
-        if self._uid is None or fields.unique_id is None or fields.unique_id != self._uid:
-            return "nts_unknown_uid"
+        if fields.unique_id is None:  # a plain NTP answer: nothing authenticates it
+            return "nts_unauthenticated"
+        if self._uid is None or fields.unique_id != self._uid:
+            # A second copy of the answer already taken is a replay, as plain NTP says.
+            return "duplicate" if fields.unique_id == self._answered_uid else "nts_unknown_uid"
         if fields.nonce is None:
             if kiss_code(packet) == KissCode.NTSN and fields.cookie is None:
                 # §5.7: a NAK that echoes our UID; the server lost our cookies' key.  The UID
@@ -140,7 +144,7 @@ class NtsSession:
             inner = decode_inner(plaintext)
         except WireError as exc:
             return f"nts_{exc.reason}"
-        self._uid = None  # one response per request: a replay now fails the UID check
+        self._answered_uid, self._uid = self._uid, None  # one response per request
         self._naked = False
         new = [ef.body for ef in inner if ef.field_type == COOKIE and usable_cookie(ef.body)]
         self.cookies.extend(new)

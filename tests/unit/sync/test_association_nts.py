@@ -69,10 +69,11 @@ def test_unauthenticated_kod_and_plain_replies_are_ignored() -> None:
     assert a.stats.kiss_code is None and a.poll == 4  # the spoofed RATE did nothing
     plain = replace(decode_ntp(response), extensions=())
     assert a.handle_reply(encode_ntp(plain), T0 + 4000) is None
-    assert a.stats.drops_by_reason == {"nts_unknown_uid": 2}
+    # Neither carries NTS fields: unauthenticated, not "unknown UID" (QA s17 hunt-upstream F6)
+    assert a.stats.drops_by_reason == {"nts_unauthenticated": 2}
     assert a.handle_reply(response, T0 + 5000) is not None  # the real one still counts
     assert a.handle_reply(response, T0 + 6000) is None  # replay
-    assert a.stats.drops_by_reason["nts_unknown_uid"] == 3
+    assert a.stats.drops_by_reason["duplicate"] == 1
 
 
 def test_tampered_reply_is_dropped() -> None:
