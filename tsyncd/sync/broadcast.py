@@ -37,8 +37,11 @@ k newer samples: the filter dispersion is about 16 s / 2^k, as with the RFC's em
 and the source becomes selectable at its fifth good broadcast (``FIRST_BROADCASTS``), each
 agreeing with the others (their spread is the jitter, which the root distance adds).  A forger
 must then send five consistent packets before the real server's; a selected source is not
-moved by a few forged ones either (the jitter makes it too far).  It stays unauthenticated,
-as RFC 8633 warns.
+moved by a few forged ones either (the jitter makes it too far).  Only the first broadcast of
+each reach interval (``min_poll``, the server's expected broadcast interval) is a sample, so a
+burst of forged packets is one sample, and five take five intervals (QA s17: five forged
+packets 1 s apart selected the source); later ones in the interval count for reach only.
+It stays unauthenticated, as RFC 8633 warns.
 
 The timer shifts the reach register once per expected interval (``min_poll``), so a server
 that goes quiet becomes unreachable as a polled one would.  The header tests (3, 6, 7) and
@@ -81,6 +84,7 @@ class BroadcastAssociation(NtpAssociation):
     _last_xmt: int = 0
     _volley: _Volley | None = None
     _heard_anew: bool = False  # reach was 0: the next sample carries the empty filter stages
+    _sampled: bool = False  # a broadcast of this reach interval gave a sample already
 
     @property
     def calibrating(self) -> bool:
@@ -112,6 +116,7 @@ class BroadcastAssociation(NtpAssociation):
             self.reach = (self.reach << 1) & 0xFF
             self.stats.packets_sent += 1  # intervals waited, so reach-based rules work unchanged
             self._next_ns = now_ns + poll_interval_ns(self.poll)
+            self._sampled = False
         return request
 
     def filter_cleared(self) -> None:
@@ -153,6 +158,9 @@ class BroadcastAssociation(NtpAssociation):
         self.stats.drops_since_reply.clear()
         if self._volley is not None:
             return None  # its delay is being measured
+        if self._sampled:
+            return None  # one sample per interval: a burst is not several broadcasts
+        self._sampled = True
         return self._broadcast_sample(packet, checked, rx_ns)
 
     def _broadcast_sample(

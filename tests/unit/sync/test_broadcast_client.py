@@ -229,9 +229,27 @@ def test_a_forged_broadcast_amid_a_selected_servers_does_not_move_the_clock() ->
         now += S
         hear(core, now, 0)
     assert core.selection.selected == "bc"
-    assert hear(core, now + S // 2, 500 * S) == []  # the jitter puts it out of reach
+    # After the real broadcast of its interval: no sample at all, the selection stands.
+    assert hear(core, now + S // 2, 500 * S) == []
+    assert core.selection.synchronized and core.selection.selected == "bc"
+    # First of the next interval (ahead of the real one): a sample, but the jitter puts the
+    # source out of reach.
+    assert hear(core, now + S, 500 * S) == []
     assert not core.selection.synchronized
     assert "distance" in core.selection.reasons["bc"]
+
+
+def test_a_burst_of_forged_broadcasts_is_one_sample() -> None:
+    """QA s17 verify: five forged packets 1 s apart, against a 16 s broadcast interval,
+    selected the source and stepped the clock.  Only a reach interval's first broadcast is a
+    sample: a burst within one interval is one, and the source stays out of reach."""
+    core = broadcast_core()
+    start = T0 + S
+    for i in range(3 * FIRST_BROADCASTS):  # 15 packets within 0.3 s of one 1 s interval
+        assert hear(core, start + i * S // 50, 500 * S) == []
+    assert not core.selection.synchronized
+    assert core.sources["bc"].association.stats.packets_received == 3 * FIRST_BROADCASTS
+    assert len(core.sources["bc"].filter) == 1
 
 
 def test_heard_again_or_reset_the_source_needs_several_broadcasts_again() -> None:
