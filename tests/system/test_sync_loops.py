@@ -61,5 +61,8 @@ def test_two_local_servers_polling_each_other_settle_without_a_loop(
         "synchronization loop: synchronized to us (its reference ID 127.0.0.1 is ours)"
     )
     assert row["drops_by_reason"]["loop"] >= 8
-    assert bin(row["reach"]).count("1") >= 6  # it answers: reachable, just not usable
+    # It answers: reachable, just not usable.  Most polls, not all: under load two peers at
+    # 1/8 s now and then cross packets in flight, and since a packet that fails the origin test
+    # no longer sets our next Origin (the spoofing fix, as chrony), that exchange is lost.
+    assert bin(row["reach"]).count("1") >= 4
     assert follower.ctl("peers")[0]["state"] == "selected"
