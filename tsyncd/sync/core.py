@@ -369,15 +369,18 @@ class SyncCore:
         it must not be starved by the RFC 5905 clock filter's once-only, lowest-delay-of-eight
         and popcorn rules, which there only serve selection, jitter and dispersion.
         """
-        self.selection = d = self.system.choose(
-            [s.candidate(now_ns) for s in self.sources.values()], now_ns
-        )
+        candidates = [s.candidate(now_ns) for s in self.sources.values()]
+        self.selection = d = self.system.choose(candidates, now_ns)
         self.decision = self._reported(d)
         if fresh is None or not d.synchronized or d.selected != fresh[0]:
             return []
         name, sample = fresh
         peer = self.sources[name]
-        least = min(s.delay_ns for s in peer.filter.samples())
+        est = next(c.estimate for c in candidates if c.name == name)
+        if est is None:  # a selected source has an estimate; for the type checker
+            return []
+        # The filter's chosen sample is its lowest-delay one.
+        least = est.sample.delay_ns
         excess = sample.delay_ns - least
         if excess > max(_EXCESS_DELAY_RATIO * least, _EXCESS_DELAY_FLOOR_NS):
             return []
@@ -391,12 +394,10 @@ class SyncCore:
         # The sample's own uncertainty is at least its source's jitter: the system jitter
         # alone is the survivors' spread, zero with one source, which made the discipline
         # take a line through its first two samples as exact.
-        est = peer.filter.output(now_ns)
-        peer_jitter = est.jitter_ns if est is not None else 0
         actions = self.discipline.handle_offset(
             now_ns,
             sample.offset_ns,
-            error_ns=max(d.jitter_ns, peer_jitter, 1),
+            error_ns=max(d.jitter_ns, est.jitter_ns, 1),
             poll_log2=self.system_poll(),
             measured_ns=sample.local_rx_ns,
             delay_ns=sample.delay_ns,
