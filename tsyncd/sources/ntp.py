@@ -165,7 +165,8 @@ class NtpSourceSocket:
         """What ``tsyncctl peers`` shows for this source."""
         a = state.association
         est = state.filter.output(now_ns)
-        s = est.sample if est is not None else None
+        # A silent source keeps showing its last sample, as chronyc's sources does.
+        s = est.sample if est is not None else state.filter.latest
         key = getattr(a.auth, "key", None)  # SymmetricKeyAuth's (symkey.py, loaded on use)
         return SourceSnapshot(
             name=self.name,

@@ -89,6 +89,9 @@ class ClockFilter:
         self._precision_ns = max(1, precision_ns)
         self._poll_log2 = poll_log2
         self._used: _Used | None = None
+        # The newest real sample, kept after dummies push it out: what chronyc's "Last sample"
+        # shows for a source gone silent.
+        self.latest: Sample | None = None
         # (measured at, now) -> phase our own slews moved the clock by in between: the sync
         # core sets the discipline's; None: no correction.
         self.slewed: Callable[[int, int], int] | None = None
@@ -104,6 +107,7 @@ class ClockFilter:
         if poll_log2 is not None:
             self._poll_log2 = poll_log2
         self._stages.append((sample, sample.local_rx_ns))
+        self.latest = sample
 
     def add_dummy(self, now_ns: int) -> None:
         """Shift in RFC 5905's (0, 0, MAXDISP) stage: three polls went unanswered.
@@ -155,11 +159,18 @@ class ClockFilter:
                 rx_ns=self._used.rx_ns + offset_ns,
                 offset_ns=self._used.offset_ns - offset_ns,
             )
+        if self.latest is not None:
+            self.latest = replace(
+                self.latest,
+                offset_ns=self.latest.offset_ns - offset_ns,
+                local_rx_ns=self.latest.local_rx_ns + offset_ns,
+            )
 
     def clear(self) -> None:
         """Forget everything, including which sample was last used."""
         self._stages.clear()
         self._used = None
+        self.latest = None
 
     def samples(self) -> list[Sample]:
         """The real samples held, oldest first (for statistics; selection uses ``output``)."""

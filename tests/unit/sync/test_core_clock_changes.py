@@ -9,6 +9,7 @@ import dataclasses
 import random
 
 from tests.unit.sync.test_core_panic import T0, S, poll, server
+from tsyncd.sources.ntp import NtpSourceSocket
 from tsyncd.sync.core import SyncCore
 from tsyncd.sync.discipline import Discipline, DisciplineConfig, Step
 from tsyncd.wire.ntp import Leap
@@ -128,3 +129,9 @@ def test_a_source_gone_silent_is_not_one_that_never_answered() -> None:
     assert core.sources["a"].filter.output(now) is None
     assert core.decision.selection["a"].code == "S"
     assert core.decision.reasons["a"] == "no valid reply to the last 8 polls"
+    # tsyncctl peers keeps its last sample, as chronyc's sources does (QA s17 verify).
+    row = NtpSourceSocket(name="a", mode="server", ip="127.0.0.1", port=123).snapshot(
+        core.sources["a"], "unreachable", None, now
+    )
+    assert row.stratum == 1 and row.offset is not None and abs(row.offset) < 1e-3
+    assert row.reach == 0 and row.jitter is None

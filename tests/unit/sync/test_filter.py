@@ -214,3 +214,20 @@ def test_dummy_stages_weigh_maxdisp_but_are_never_chosen() -> None:
     assert out is not None and out.sample.offset_ns == 2 * MS and out.jitter_ns == PRECISION
     # The sample first (1 ms / 2), then both dummies (MAXDISP / 4 + MAXDISP / 8).
     assert out.dispersion_ns == 500 * US + MAXDISP_NS // 4 + MAXDISP_NS // 8
+
+
+def test_latest_outlives_the_dummies_follows_steps_and_is_cleared() -> None:
+    """The newest real sample stays readable after dummies push it out (chronyc keeps a silent
+    source's last sample), moves with a step like the stages, and goes with ``clear``."""
+    f = ClockFilter(precision_ns=PRECISION)
+    assert f.latest is None
+    f.add(smp(3 * MS, 1 * MS, T0))
+    f.add(smp(2 * MS, 5 * MS, T0 + S))
+    for i in range(NSTAGE):
+        f.add_dummy(T0 + (2 + i) * S)
+    assert f.output(T0 + 10 * S) is None and len(f) == 0
+    assert f.latest is not None and f.latest.offset_ns == 2 * MS and f.latest.local_rx_ns == T0 + S
+    f.shift(1 * MS)
+    assert f.latest.offset_ns == 1 * MS and f.latest.local_rx_ns == T0 + S + 1 * MS
+    f.clear()
+    assert f.latest is None
