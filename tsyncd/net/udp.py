@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from tsyncd.net.sockets import open_socket, set_nonblocking
+from tsyncd.wire.ntp import MAX_PACKET_LEN
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +52,12 @@ _CMSG_SPACE: Final = socket.CMSG_SPACE(_SCM_TIMESTAMPING.size)
 # The longest datagram read, on every path that reads NTP (the event loop here, the server
 # workers' batches): NTP with NTS extension fields stays well under it, and one size for all
 # means the same request is read, and so answered or dropped, the same way whichever path
-# takes it.  Longer datagrams are cut to it (and then fail their extension-field parse).  The
-# size is chronyd's largest NTP packet: 48 bytes of header, 1024 of extension fields (its
-# NTP_MAX_EXTENSIONS_LENGTH) and a MAC of up to 68, rounded up to 1152; each server worker keeps a
-# batch of these (twice 2048 cost 0.1 MB of the memory budget for nothing NTP sends).
-MAX_DATAGRAM: Final = 1152
+# takes it; each server worker keeps a batch of these (twice 2048 cost 0.1 MB of the memory
+# budget for nothing NTP sends).  Reads take ``READ_SIZE``, one byte more: a longer datagram,
+# cut there by the kernel, shows as too long and is dropped, not taken for the valid packet
+# its first 1152 bytes may be.
+MAX_DATAGRAM: Final = MAX_PACKET_LEN
+READ_SIZE: Final = MAX_DATAGRAM + 1
 _BATCH: Final = 64  # datagrams read per wake-up before yielding to other tasks
 
 Address = tuple[str, int] | tuple[str, int, int, int]
@@ -284,7 +286,7 @@ class TimestampedUdp:
         for _ in range(_BATCH):
             try:
                 data, ancdata, _flags, address = self.sock.recvmsg(
-                    MAX_DATAGRAM, _CMSG_SPACE, self._flags
+                    READ_SIZE, _CMSG_SPACE, self._flags
                 )
             except (BlockingIOError, InterruptedError):
                 return

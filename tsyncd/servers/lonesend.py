@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
-from tsyncd.net.udp import MAX_DATAGRAM, SO_TIMESTAMPING
+from tsyncd.net.udp import READ_SIZE, SO_TIMESTAMPING
 from tsyncd.servers import txstamp
 from tsyncd.servers.latetx import TRANSMIT_AT, pack_transmit_into, transmit_ntp, with_transmit
 from tsyncd.servers.mmsg import Iovec, MessageBatch, Msghdr, SingleMessage
@@ -83,9 +83,7 @@ class LoneSend:
     """One reply at a time through ``sendmsg`` (ctypes): to the sender of a datagram ``batch``
     received (``stage``), or to an address tuple (``stage_to``: the event-loop server)."""
 
-    def __init__(
-        self, fd: int, batch: MessageBatch | None = None, slot: int = MAX_DATAGRAM
-    ) -> None:
+    def __init__(self, fd: int, batch: MessageBatch | None = None, slot: int = READ_SIZE) -> None:
         self._batch = batch
         self._fd = fd
         self._sendmsg = ctypes.CDLL(None, use_errno=True).sendmsg

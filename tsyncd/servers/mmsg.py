@@ -26,7 +26,7 @@ import struct
 import sys
 from typing import Any, Final
 
-from tsyncd.net.udp import MAX_DATAGRAM, SO_TIMESTAMPING, rx_timestamp_ns
+from tsyncd.net.udp import READ_SIZE, SO_TIMESTAMPING, rx_timestamp_ns
 from tsyncd.servers.latetx import TRANSMIT_AT, pack_transmit_into, with_transmit
 
 _MSG_WAITFORONE: Final = 0x10000
@@ -111,7 +111,7 @@ def address_of(name: bytes) -> tuple[Any, ...]:
 class MessageBatch:
     """Receive and send buffers for ``size`` datagrams of up to ``slot`` bytes each."""
 
-    def __init__(self, sock: socket.socket, size: int = 32, slot: int = MAX_DATAGRAM) -> None:
+    def __init__(self, sock: socket.socket, size: int = 32, slot: int = READ_SIZE) -> None:
         calls = _libc_calls()
         if calls is None:
             raise OSError(errno.ENOSYS, "recvmmsg/sendmmsg not available")
@@ -262,7 +262,7 @@ class SingleMessage:
     """``MessageBatch``'s interface over plain ``recvmsg``/``sendto``, one datagram at a time
     (where ``recvmmsg`` is missing)."""
 
-    def __init__(self, sock: socket.socket, slot: int = MAX_DATAGRAM) -> None:
+    def __init__(self, sock: socket.socket, slot: int = READ_SIZE) -> None:
         self._sock = sock
         self._slot = slot
         self._control = socket.CMSG_SPACE(48)

@@ -58,6 +58,7 @@ from tsyncd.servers.clientlog import (
 )
 from tsyncd.wire.errors import WireError
 from tsyncd.wire.ntp import (
+    MAX_PACKET_LEN,
     KissCode,
     Leap,
     Mode,
@@ -296,7 +297,9 @@ class NtpResponder:
             # RFC 5905 §9.2 test 4, before spending time parsing (no KoD to a bad source)
             return self._count(record, rx_ns, denied, None)
         n = len(data)
-        if n < _HEADER_LEN:
+        if not _HEADER_LEN <= n <= MAX_PACKET_LEN:
+            if n > MAX_PACKET_LEN:  # read one byte past the limit: longer than we take
+                return self._count(record, rx_ns, "malformed_too_long", None)
             # ntpq's and ntpdc's requests (modes 6 and 7) are shorter than a header: counted
             # by what they are, not as broken time requests.
             if n and data[0] & 7 >= _MODE_CONTROL:

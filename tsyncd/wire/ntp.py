@@ -60,6 +60,10 @@ __all__ = [
 HEADER_LEN: Final = 48
 """Bytes in the fixed NTP header (RFC 5905 §7.3)."""
 
+MAX_PACKET_LEN: Final = 1152
+"""The longest NTP packet we read: chronyd's largest (48 bytes of header, 1024 of extension
+fields, a MAC of up to 68), rounded up; longer datagrams are dropped as ``too_long``."""
+
 EF_HEADER_LEN: Final = 4
 """Type (16 bits) + length (16 bits) in front of every extension field."""
 

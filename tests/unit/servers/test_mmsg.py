@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tsyncd.net.udp import MAX_DATAGRAM, enable_rx_timestamps
+from tsyncd.net.udp import MAX_DATAGRAM, READ_SIZE, enable_rx_timestamps
 from tsyncd.servers.mmsg import MessageBatch, SingleMessage, address_of
 
 _TIMEOUT = struct.pack("@ll", 0, 200_000)
@@ -71,7 +71,8 @@ def test_workers_read_as_much_of_a_datagram_as_the_event_loop(kind: type[Message
     """The same request is read the same on every path (``MAX_DATAGRAM``, as the event-loop
     server's ``TimestampedUdp``): before, the workers cut datagrams at 1024 bytes, so an NTS
     request with a long extension field was dropped there and answered in the event loop,
-    and a valid 1024-byte start followed by garbage the other way round."""
+    and a valid 1024-byte start followed by garbage the other way round.  A longer datagram
+    is read one byte past ``MAX_DATAGRAM`` (``READ_SIZE``), so it shows as too long."""
     with (
         socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server,
         socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client,
@@ -87,7 +88,7 @@ def test_workers_read_as_much_of_a_datagram_as_the_event_loop(kind: type[Message
         got: list[bytes] = []
         while len(got) < len(sizes):
             got += [data for data, _, _ in io.receive()]
-        assert [len(d) for d in got] == [1024, 1100, MAX_DATAGRAM, MAX_DATAGRAM]
+        assert [len(d) for d in got] == [1024, 1100, MAX_DATAGRAM, READ_SIZE]
         # A reply as long as the longest request read goes out whole.
         assert io.send([(len(got) - 1, b"r" * MAX_DATAGRAM, False)]) == 1
         client.settimeout(1.0)

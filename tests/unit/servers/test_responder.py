@@ -71,6 +71,12 @@ def test_transmit_never_equals_receive() -> None:
         (request(mode=Mode.CONTROL), "not_client_mode"),
         (request(mode=Mode.SYMMETRIC_ACTIVE), "not_client_mode"),
         (bytes([0x2B]) + bytes(47), "malformed_bad_version"),  # version 5
+        # Over 1152 bytes (reads take one byte more to see it), though its framing is fine:
+        # an unknown 1108-byte extension field.
+        (
+            request() + (0x7777).to_bytes(2, "big") + (1108).to_bytes(2, "big") + bytes(1104),
+            "malformed_too_long",
+        ),
     ],
 )
 def test_drops_are_counted_by_reason(data: bytes, reason: str) -> None:
