@@ -22,6 +22,7 @@ from tsyncd.snapshots import (
     TrackingSnapshot,
     pending_source_snapshot,
 )
+from tsyncd.sync.leap import kernel_leap
 from tsyncd.sync.system import NO_SOURCES
 from tsyncd.wire.ntp import refid_for_address, refid_to_str
 
@@ -74,11 +75,16 @@ class SnapshotViews:
         While ``[synchronization] leap-seconds-file`` is current, it decides: it knows the
         leaps to come better than sources (several of which may not announce them), and a
         server on its own clock has nothing else.  Expired, or while we are unsynchronized
-        (the alarm), the system peer's word stands."""
+        (the alarm), the system peer's word stands, but as chronyd's, only on a day a leap
+        can end (30 June, 31 December; RFC 5905: LI warns of a leap "in the last minute of
+        the current day"): servers that announce a month ahead are not passed on early, and
+        a reply from before midnight does not announce the leap that has just happened."""
         leap = self.core.decision.leap
         table = self.config.leap_table
-        if table is None or leap == 3 or table.expired(now_ns):
+        if leap == 3:
             return leap
+        if table is None or table.expired(now_ns):
+            return kernel_leap(leap, now_ns)
         return int(table.leap_today(now_ns))
 
     def _unsynchronized_reason(self) -> str | None:
