@@ -34,6 +34,7 @@ from __future__ import annotations
 import os
 import struct
 import weakref
+from collections.abc import Callable
 from typing import Final
 
 from cryptography.exceptions import InvalidTag
@@ -120,10 +121,14 @@ class NtsResponder:
         """(reason, response bytes) for ``request`` (decoded from ``data``)."""
         return self.respond_raw(data, encode_ntp(plain))
 
-    def respond_raw(self, data: Bytes, plain: bytes) -> tuple[str, bytes | None]:
+    def respond_raw(
+        self, data: Bytes, plain: bytes, restamp: Callable[[bytes], bytes] | None = None
+    ) -> tuple[str, bytes | None]:
         """(reason, response) for the request datagram ``data``; ``plain`` is the 48-byte
         response we would send without NTS.  ``data`` may be any bytes-like object (a
-        worker's receive buffer); it is only read during the call.
+        worker's receive buffer); it is only read during the call.  ``restamp``: called with
+        ``plain`` after all the work but the response's seal, it gives the header to seal,
+        with the Transmit read then (``servers/sealtx.py``).
 
         ``data`` need not have been decoded: its extension-field framing is checked here as
         ``decode_ntp`` would (reason ``malformed_<WireError.reason>``).  The caller has
@@ -222,7 +227,17 @@ class NtsResponder:
             for ef in inner:
                 wanted += ef.field_type == COOKIE_PLACEHOLDER and len(ef.body) == cookie_len - 4
         response = self._seal(
-            data, uid_at, uid_len, plain, s2c, aead_nonce_len, cookie_ef, head, session, wanted
+            data,
+            uid_at,
+            uid_len,
+            plain,
+            s2c,
+            aead_nonce_len,
+            cookie_ef,
+            head,
+            session,
+            wanted,
+            restamp,
         )
         if response is None:
             return "nts_too_long", None
@@ -257,6 +272,7 @@ class NtsResponder:
         head: bytes,
         session: bytes,
         wanted: int,
+        restamp: Callable[[bytes], bytes] | None = None,
     ) -> bytes | None:
         """The authenticated response, exactly as long as the request, or None if even one
         cookie does not fit (§5.7: never more bytes than received)."""
@@ -275,6 +291,8 @@ class NtsResponder:
             at = 0
         self._pool_at = at + need
         plaintext = self.keys.seal_efs(head, session, randomness, at + nonce_len, at + need)
+        if restamp is not None:  # the Transmit as late as the seal allows
+            plain = restamp(plain)
         # The authenticated prefix: our header, then the request's UID EF, echoed.
         ad = plain + request[uid_at : uid_at + uid_len]
         nonce = randomness[at : at + nonce_len]

@@ -26,6 +26,7 @@ from tsyncd.servers.latetx import BASIC, LATE_KODS, SendLag
 from tsyncd.servers.lonesend import LoneSend, SocketLoneSend, address_send, send_staged
 from tsyncd.servers.passive import is_symmetric_active, passive_reply
 from tsyncd.servers.responder import AccessList, NtpResponder, ResponseTemplate
+from tsyncd.servers.sealtx import LateTransmit
 from tsyncd.servers.warmsend import SendWarmer
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class NtpServer:
         self._lag = SendLag()
         self._warmer: SendWarmer | None = None  # with the socket (warmsend.py)
         self._lone: LoneSend | SocketLoneSend | None = None  # basic replies (lonesend.py)
+        self._late: LateTransmit | None = None  # NTS replies (sealtx.py)
         self._broadcast_routes: BroadcastRoutes | None = None  # bad sources (responder.py)
         self.passive_answered = 0  # symmetric active packets answered in mode 2
         self.steered = True  # one client log: each client always meets it (WorkerPool's)
@@ -68,6 +70,9 @@ class NtpServer:
         server._broadcast_routes = BroadcastRoutes()
         server.responder.broadcast_routes = server._broadcast_routes
         server._warmer = SendWarmer(server._udp.sock, server._lone.send_raw)
+        # NTS replies' Transmit, read just before their seal (used once NTS is served).
+        server._late = LateTransmit(clock.from_kernel_ns)
+        server.responder.late_transmit = server._late
         return server
 
     @property
@@ -89,9 +94,18 @@ class NtpServer:
             )
             self.passive_answered += response is not None
         else:
+            late = self._late
+            if late is not None:
+                late.read_ns = 0  # set if an NTS seal reads the Transmit itself
             reason, response, want_tx = self.responder.respond(
                 data, str(address[0]), rx, clock.now_ns(), address[1]
             )
+            if response is not None and late is not None and late.read_ns:
+                if self._tx_stamps and late.wants_stamp(want_tx):
+                    late.send_stamped(self._udp.sock, response, address, self._on_stamp)
+                else:
+                    self._udp.sendto(response, address)
+                return
         if response is None:
             log.debug("dropped request from %s: %s", address[0], reason)
             return
@@ -102,9 +116,13 @@ class NtpServer:
         if want_tx and self._tx_stamps:
             if txstamp.send_stamped(sock, response, address):
                 for payload, tx_ns in txstamp.read_stamps(sock):
-                    self.responder.handle_tx_timestamp(payload, clock.from_kernel_ns(tx_ns))
+                    self._on_stamp(payload, tx_ns)
         else:
             self._udp.sendto(response, address)
+
+    def _on_stamp(self, payload: bytes, tx_ns: int) -> None:
+        """The kernel's TX stamp (host ns) of the reply whose header is ``payload``."""
+        self.responder.handle_tx_timestamp(payload, self._clock.from_kernel_ns(tx_ns))
 
     def _send_basic(
         self,
@@ -134,9 +152,7 @@ class NtpServer:
             busy_ns=before - rx_ns,
             shift_ns=clock.from_kernel_ns(before) - before,
             after_ns=rx,
-            on_stamp=lambda payload, tx_ns: self.responder.handle_tx_timestamp(
-                payload, clock.from_kernel_ns(tx_ns)
-            ),
+            on_stamp=self._on_stamp,
         )
         if self._warmer is not None:
             self._warmer.sent(read)

@@ -157,9 +157,13 @@ class ExtensionResponder(Protocol):
     more bytes than it received.
     """
 
-    def respond_raw(self, data: bytes, plain: bytes) -> tuple[str, bytes | None]:
+    def respond_raw(
+        self, data: bytes, plain: bytes, restamp: Callable[[bytes], bytes] | None = None
+    ) -> tuple[str, bytes | None]:
         """(reason, response) for the raw request ``data`` (header already checked: length,
-        version, client mode) and ``plain``, our 48-byte reply without extension fields."""
+        version, client mode) and ``plain``, our 48-byte reply without extension fields;
+        ``restamp``, if given, rewrites ``plain``'s Transmit as late as the seal allows
+        (``servers/sealtx.py``)."""
         ...
 
 
@@ -232,6 +236,9 @@ class NtpResponder:
         self._kod_interval_ns = (limit or RateLimit()).interval_ns
         self.template = ResponseTemplate()
         self.extensions: ExtensionResponder | None = None  # NTS, when configured
+        # Rewrites a sealed basic reply's Transmit right before its seal (the IO edge's
+        # ``sealtx.LateTransmit``); None: the Transmit given to ``respond`` stands.
+        self.late_transmit: Callable[[bytes], bytes] | None = None
         self._mac_keys = self.policy.symmetric_keys
         # Whether an address is a directed broadcast of this host (the IO edge knows its
         # routes: ``net.udp.BroadcastRoutes``); asked once per new client, like the access list.
@@ -375,7 +382,9 @@ class NtpResponder:
             elif extensions is not None:
                 # NTS: check the extension fields (as decode_ntp would), authenticate the
                 # request and seal this response, or NAK, or drop.
-                reason, response = extensions.respond_raw(data, plain)
+                reason, response = extensions.respond_raw(
+                    data, plain, self.late_transmit if reason == ANSWERED else None
+                )
                 if response is None:
                     record.answered -= 1  # as serverstats: a drop, or a KoD (the NAK)
                     record.dropped += 1

@@ -54,6 +54,7 @@ from tsyncd.wire.ntp import HEADER_LEN
 
 if TYPE_CHECKING:
     from tsyncd.nts.server import NtsResponder
+    from tsyncd.servers.sealtx import LateTransmit
 
 _CHECK_EVERY: Final = 512  # packets between looks at the pipe under load ...
 _CHECK_INTERVAL_S: Final = 0.1  # ... or this long, whichever comes first
@@ -124,11 +125,17 @@ def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
     responder.broadcast_routes = BroadcastRoutes()  # the process's: it exits with it
     clock_map = setup.clock_map
     nts: NtsResponder | None = None
+    sealer: LateTransmit | None = None  # NTS replies' Transmit, read just before the seal
     if setup.keys is not None:
         from tsyncd.nts.server import NtsResponder  # cryptography only when NTS is served
 
         nts = NtsResponder(setup.keys.keyset())
         responder.extensions = nts
+        from tsyncd.servers.sealtx import LateTransmit
+
+        # The current clock map (rebound below when the main process sends a new one).
+        sealer = LateTransmit(lambda host_ns: clock_map(host_ns))
+        responder.late_transmit = sealer
     sock.setblocking(True)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _RCV_TIMEOUT)
     tx_stamps = True
@@ -195,15 +202,23 @@ def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
                     rx += offset
                 if len(data) == HEADER_LEN:
                     tx = rx  # a plain header: basic replies get their Transmit late (below)
-                else:  # NTS seals its reply now: its Transmit is read now
+                else:  # a MAC seals its reply now: its Transmit is read now (NTS: later)
                     tx = time_ns()
                     if rate:
                         d = tx - u0
                         tx = v0 + d + d * rate // RATE_UNIT
                     else:
                         tx += offset
+                    if sealer is not None:
+                        sealer.read_ns = 0  # set if the NTS seal reads the Transmit itself
                 reason, response, want_tx = respond(data, address[0], rx, tx, address[1])
                 if response is None:
+                    continue
+                if tx != rx and sealer is not None and sealer.read_ns:  # NTS sealed (sealtx.py)
+                    if tx_stamps and sealer.wants_stamp(want_tx):
+                        sealer.send_stamped(sock, response, address, on_stamp)
+                    else:
+                        replies.append((i, response, False))
                     continue
                 if want_tx and tx_stamps:
                     read = 0

@@ -205,3 +205,39 @@ def test_random_pool_is_never_shared_across_fork() -> None:
     assert first is not None and response is not None and len(child) == 16
     nonces = {_nonce(first), _nonce(response), child}
     assert len(nonces) == 3
+
+
+@pytest.mark.parametrize("aead_id", [15, 30])
+def test_the_transmit_is_restamped_after_all_but_the_last_seal(aead_id: int) -> None:
+    """QA s18 hunt-ops F1: the Transmit was read before the NTS work (about 100 µs of it at a
+    client's pace), so NTS clients measured tsyncd ~50 µs behind.  ``restamp`` now comes after
+    the cookie is opened, the request verified and the new cookies sealed, and the reply is
+    sealed over the header it returns."""
+    s = session(aead_id)
+    keys = KeySet(1, bytes(32), 86400)
+    calls: list[str] = []
+    seal_efs = keys.seal_efs
+
+    def spied_seal_efs(*args: object) -> bytes:
+        calls.append("cookies sealed")
+        return seal_efs(*args)  # type: ignore[arg-type]
+
+    keys.seal_efs = spied_seal_efs  # type: ignore[method-assign]
+    late = PLAIN_BYTES[:40] + struct.pack("!Q", 0x1234_5678_9ABC_DEF0)
+
+    def restamp(header: bytes) -> bytes:
+        assert header == PLAIN_BYTES
+        calls.append("restamped")
+        return late
+
+    reason, response = NtsResponder(keys).respond_raw(request(s), PLAIN_BYTES, restamp)
+    assert reason == "answered_nts" and response is not None
+    assert calls == ["cookies sealed", "restamped"]
+    assert response[:48] == late
+    assert s.verify(response, decode_ntp(response)) is None  # sealed over the late header
+    # A NAK is not a time reply: no restamp.
+    calls.clear()
+    bad = bytearray(request(s))
+    bad[48 + 36 + 10] ^= 1
+    reason, _nak = NtsResponder(keys).respond_raw(bytes(bad), PLAIN_BYTES, restamp)
+    assert reason == "nts_nak" and calls == []
