@@ -245,6 +245,11 @@ def cyclelogs(ctx: click.Context, as_json: bool) -> None:
     )
 
 
+def _key_id(result: dict[str, Any]) -> str:
+    """ ", key 1a2b3c4d": the fingerprint fleet members compare (older daemons send none)."""
+    return f", key {result['key_id']}" if result.get("key_id") else ""
+
+
 @cli.command()
 @json_option
 @click.pass_context
@@ -256,9 +261,9 @@ def rekey(ctx: click.Context, as_json: bool) -> None:
         dict,
         as_json,
         lambda r: (
-            f"NTS keys reloaded from {r['key_file']} (epoch {r['epoch']})"
+            f"NTS keys reloaded from {r['key_file']} (epoch {r['epoch']}{_key_id(r)})"
             if r.get("key_file")
-            else f"NTS keys replaced by a new random key (epoch {r.get('epoch')})"
+            else f"NTS keys replaced by a new random key (epoch {r.get('epoch')}{_key_id(r)})"
             if r.get("epoch") is not None
             else "NTS is not configured"
         ),

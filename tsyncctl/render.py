@@ -542,6 +542,7 @@ def render_serverstats(stats: Mapping[str, Any]) -> str:
                 ("NTS cookies issued", _text(stats.get("nts_cookies_issued"))),
                 ("NTS NAKs sent", _text(stats.get("nts_naks"))),
                 ("NTS key epoch", _text(stats.get("nts_key_epoch"))),
+                ("NTS key ID", _text(stats.get("nts_key_id"))),
             ]
         )
     return _key_values(rows)

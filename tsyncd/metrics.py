@@ -273,6 +273,14 @@ def _nts_server_metrics(snap: ServerStatsSnapshot) -> Iterator[Metric]:
     epoch = GaugeMetricFamily("tsyncd_nts_key_epoch", "Key id of the current NTS cookie key.")
     epoch.add_metric([], snap.nts_key_epoch or 0)
     yield epoch
+    if snap.nts_key_id is not None:  # one value across a fleet sharing a key file
+        key = GaugeMetricFamily(
+            "tsyncd_nts_key_info",
+            "Fingerprint of the current NTS cookie key (members sharing keys show one value).",
+            labels=["key_id"],
+        )
+        key.add_metric([snap.nts_key_id], 1)
+        yield key
 
 
 def _tsq_server_metrics(servers: list[TsqServerStatsSnapshot]) -> Iterator[Metric]:

@@ -177,6 +177,7 @@ class ServerStatsSnapshot:
     nts_requests: int = 0  # NTS requests answered with an authenticated response
     nts_naks: int = 0  # NTS NAKs sent (cookie or authenticator we could not open)
     nts_key_epoch: int | None = None  # key id of the current cookie master key
+    nts_key_id: str | None = None  # its fingerprint (8 hex digits of SHA-256): same in a fleet
     answered: int = 0  # responses carrying time (basic or interleaved), i.e. sent minus KoDs
     interleaved_answered: int = 0  # of which in interleaved mode (RFC 9769)
     clients: int = 0  # client log entries (summed over workers)

@@ -168,7 +168,8 @@ def test_bad_or_missing_key_files_are_named_and_keep_the_running_keys(peers: Pee
     keys.unlink()
     server = peers.tsyncd("tsyncd-nts-server", toml)
     good = keys.read_text()
-    epoch = server.ctl("serverstats")["nts_key_epoch"]
+    stats = server.ctl("serverstats")
+    epoch, key_id = stats["nts_key_epoch"], stats["nts_key_id"]
     for content, problem in (
         ("[]", "expected a JSON object"),
         (json.dumps({**json.loads(good), "epoch": "x"}), '"epoch" is "x": expected an integer'),
@@ -185,7 +186,7 @@ def test_bad_or_missing_key_files_are_named_and_keep_the_running_keys(peers: Pee
     assert not keys.exists()  # rekey never draws a key of its own
     assert "Traceback" not in server.proc.output()
     keys.write_text(good)
-    assert server.ctl("rekey") == {"epoch": epoch, "key_file": str(keys)}
+    assert server.ctl("rekey") == {"epoch": epoch, "key_id": key_id, "key_file": str(keys)}
     plain = peers.tsyncd("tsyncd-plain", f'[[server]]\nlisten = "127.0.0.1:{free_udp_port()}"\n')
     done = plain.run_ctl("rekey")
     assert done.returncode == 1 and "NTS is not configured" in done.stderr

@@ -189,6 +189,7 @@ def test_nts_server_metrics_appear_with_nts(
     provider.server = dataclasses.replace(
         provider.server,
         nts_key_epoch=7,
+        nts_key_id="1a2b3c4d",
         nts_ke_connections=5,
         nts_ke_completed=4,
         nts_ke_failures=1,
@@ -206,6 +207,7 @@ def test_nts_server_metrics_appear_with_nts(
     assert got[("tsyncd_nts_requests_total", ())] == 123
     assert got[("tsyncd_nts_naks_total", ())] == 2
     assert got[("tsyncd_nts_key_epoch", ())] == 7
+    assert got[("tsyncd_nts_key_info", (("key_id", "1a2b3c4d"),))] == 1
 
 
 def _hold(exp: MetricsExporter, source_ip: str, n: int) -> list[socket.socket]:

@@ -50,6 +50,7 @@ most ``_RATCHET_MAX`` epochs; past that it *jumps* (``_jump``).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import secrets
@@ -213,6 +214,12 @@ class KeySet:
         """(packed key id, cipher) of the current epoch: what new cookies are sealed with."""
         key_id = self.current_epoch & 0xFFFF_FFFF
         return _KEY_ID.pack(key_id), self._ciphers[key_id]
+
+    @property
+    def key_id(self) -> str:
+        """A short fingerprint of the current key (SHA-256, first 8 hex digits): fleet members
+        serving the same keys show the same one; it tells nothing about the key."""
+        return hashlib.sha256(self._keys[self.current_epoch]).hexdigest()[:8]
 
     @property
     def oldest(self) -> tuple[int, bytes]:
@@ -427,10 +434,16 @@ def _shown(value: object) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+def keyset_file_bytes(keys: KeySet) -> bytes:
+    """What the key file holds for ``keys``: the oldest accepted key, its epoch, the interval
+    (the same bytes at every fleet member that ratcheted the same file to the same epoch)."""
+    epoch, key = keys.oldest
+    text = json.dumps({"epoch": epoch, "rotation-interval": keys.rotation_s, "key": key.hex()})
+    return (text + "\n").encode("ascii")
+
+
 def save_keyset(path: Path, keys: KeySet, *, exclusive: bool = False) -> None:
     """Write the oldest accepted key atomically (temp file in the same directory + rename);
     with ``exclusive``, only if there is no file yet (``FileExistsError``)."""
-    epoch, key = keys.oldest
-    text = json.dumps({"epoch": epoch, "rotation-interval": keys.rotation_s, "key": key.hex()})
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, (text + "\n").encode("ascii"), exclusive=exclusive)
+    write_atomic(path, keyset_file_bytes(keys), exclusive=exclusive)

@@ -6,6 +6,11 @@ key file atomically; ``rekey`` (``tsyncctl rekey``) re-reads the file, which is 
 picks up a key an operator distributed.  A missing file is an error there (the running keys
 stay): a fleet member must not fork the fleet with a key of its own while the distributed
 file is briefly absent.  Only without a key file at all does ``rekey`` draw a fresh random key.
+
+A rotation never overwrites a file that changed since we read or wrote it (an operator's new
+key, not yet rekeyed here): it loads it instead, so a member's rotation cannot undo a
+distribution (QA s18 hunt-nts-server F1).  Members that ratchet the same file write the same
+bytes, so one member's write is no change to the others.
 """
 
 from __future__ import annotations
@@ -19,7 +24,14 @@ from OpenSSL import SSL
 from tsyncd.config import KeysetConfig, NtsKeServerConfig
 from tsyncd.net.sockets import listen_error
 from tsyncd.net.tls import server_context
-from tsyncd.nts.cookie import KeySet, load_keyset, new_keyset, save_keyset
+from tsyncd.nts.cookie import (
+    KeyFileError,
+    KeySet,
+    keyset_file_bytes,
+    load_keyset,
+    new_keyset,
+    save_keyset,
+)
 from tsyncd.nts.server import NtsResponder
 from tsyncd.servers.credentials import Refused, ServedCredentials, reload_changed
 from tsyncd.servers.ntske import NtsKeServer
@@ -36,6 +48,7 @@ class NtsServerSide:
 
     def __init__(self, keyset: KeysetConfig, now_s: float) -> None:
         self._cfg = keyset
+        self._seen: bytes | None = None  # the key file as we last read or wrote it
         self.keys = self._load(now_s)
         self.responders: list[NtsResponder] = []
         self.ke_servers: list[NtsKeServer] = []
@@ -48,7 +61,9 @@ class NtsServerSide:
         interval = self._cfg.key_rotation_interval
         if path is None:
             return new_keyset(now_s, interval)
-        return load_keyset(path, interval, now_s, create=create)
+        keys = load_keyset(path, interval, now_s, create=create)
+        self._seen = _read(path)
+        return keys
 
     def attach(self, responder: NtpResponder) -> None:
         """Let ``responder`` answer NTS requests with our keys."""
@@ -112,27 +127,67 @@ class NtsServerSide:
     def tick(self, now_s: float) -> None:
         """Rotate the keys when their epoch is over; persist the new state."""
         if self.keys.advance(now_s):
-            log.info("NTS cookie key rotated (epoch %d)", self.keys.current_epoch)
+            log.info(
+                "NTS cookie key rotated (epoch %d, key %s)",
+                self.keys.current_epoch,
+                self.keys.key_id,
+            )
             self._push_keys()
-            self._save()
+            self._save(now_s)
 
-    def _save(self) -> None:
+    def _save(self, now_s: float) -> None:
+        """Write the rotated keys, unless the file changed since we read or wrote it: then
+        load it (``rekey``), as it is newer than what we hold."""
         path: Path | None = self._cfg.key_storage_path
         if path is None:
+            return
+        ours = keyset_file_bytes(self.keys)
+        on_disk = _read(path)
+        if on_disk == ours:  # another member of the fleet ratcheted it already
+            self._seen = ours
+            return
+        if on_disk is not None and self._seen is not None and on_disk != self._seen:
+            try:
+                keys = self._load(now_s, create=False)
+            except KeyFileError as exc:
+                log.warning(
+                    "NTS key file %s changed since it was read and cannot be used (%s): not"
+                    " overwritten; the running keys stay (epoch %d, key %s)",
+                    path,
+                    exc,
+                    self.keys.current_epoch,
+                    self.keys.key_id,
+                )
+                return
+            self._install(keys)
+            log.warning(
+                "NTS key file %s changed since it was read: its keys are in use now (epoch"
+                " %d, key %s), not overwritten by the rotation (tsyncctl rekey loads a"
+                " distributed file at once)",
+                path,
+                keys.current_epoch,
+                keys.key_id,
+            )
             return
         try:
             save_keyset(path, self.keys)
         except OSError as exc:
             log.warning("cannot write the NTS key file %s: %s", path, exc)
+            return
+        self._seen = ours
 
     def rekey(self, now_s: float) -> dict[str, object]:
         """Reload the key file (or draw a new random key without one); ``KeyFileError`` if
         the file is missing or unusable, the running keys kept."""
         keys = self._load(now_s, create=False)
         self._install(keys)
-        log.info("NTS cookie keys reloaded (epoch %d)", keys.current_epoch)
+        log.info("NTS cookie keys reloaded (epoch %d, key %s)", keys.current_epoch, keys.key_id)
         path = self._cfg.key_storage_path
-        return {"epoch": keys.current_epoch, "key_file": str(path) if path else None}
+        return {
+            "epoch": keys.current_epoch,
+            "key_id": keys.key_id,
+            "key_file": str(path) if path else None,
+        }
 
     async def close(self) -> None:
         """Stop the KE listeners."""
@@ -159,4 +214,13 @@ class NtsServerSide:
             "nts_requests": sum(r.requests for r in self.responders) + remote["nts_requests"],
             "nts_naks": sum(r.naks for r in self.responders) + remote["nts_naks"],
             "nts_key_epoch": self.keys.current_epoch,
+            "nts_key_id": self.keys.key_id,
         }
+
+
+def _read(path: Path) -> bytes | None:
+    """The key file's bytes, or None if it cannot be read (absent, unreadable)."""
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
