@@ -645,7 +645,11 @@ def parse_config(data: Mapping[str, object], path: Path) -> Config:
     # Imported here, not at the top: only reading a config needs them, and the daemon forgets
     # them once it has (startup_imports.TRANSIENT).
     from tsyncd.config_host import check_host, load_keys, load_leap_table
-    from tsyncd.config_listen import check_listeners, check_nts_ke_cookies
+    from tsyncd.config_listen import (
+        check_listeners,
+        check_nts_ke_cookies,
+        check_nts_ke_ntp_address,
+    )
     from tsyncd.config_names import check_selectors
 
     symmetric_keys = load_keys(parsed["keys"], report.add)
@@ -654,6 +658,7 @@ def parse_config(data: Mapping[str, object], path: Path) -> Config:
     check_selectors(parsed["source"], report.add)
     check_listeners(parsed, report.add, report.invalid)
     check_nts_ke_cookies(data, parsed, report.add)
+    check_nts_ke_ntp_address(parsed, report.add, report.invalid)
     for where, raw, bcast in parsed["broadcast"]:
         check_broadcast(where, raw, bcast, report.add)
     for where, raw, log in parsed["log"]:

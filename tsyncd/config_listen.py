@@ -139,3 +139,53 @@ def check_nts_ke_cookies(data: Mapping[str, object], parsed: Parsed, report: Rep
                 "a [[server]] in this process, an ntp-server, or a shared [keyset] "
                 "key-storage-path (no process could open the cookies it hands out)",
             )
+
+
+def check_nts_ke_ntp_address(parsed: Parsed, report: Report, invalid: set[str]) -> None:
+    """Without ``ntp-server`` an NTS-KE client sends its NTP requests to the address it
+    reached NTS-KE on, at ``ntp-port`` (default: the first ``[[server]]``'s port): some
+    ``[[server]]`` of this file must listen there, or every client gets cookies for an address
+    that answers nothing (QA s18 hunt-nts-server F4: a typo in ``ntp-port``, or NTS-KE on
+    ``[::]`` beside a server on one LAN address).  Files without a ``[[server]]`` are
+    ``check_nts_ke_cookies``' case."""
+    servers = list(_listeners(parsed, ("server",), invalid))
+    if not servers or "server[0].listen" in invalid:
+        return
+    first_port = servers[0].port
+    kes = {ke.table: ke for ke in _listeners(parsed, ("nts-ke-server",), invalid)}
+    for where, raw, table in parsed.get("nts-ke-server", ()):
+        ke = kes.get(where)
+        if ke is None or "ntp-server" in raw or f"{where}.ntp-port" in invalid:
+            continue
+        port = table.ntp_port if table.ntp_port is not None else first_port
+        on_port = [s for s in servers if s.port == port]
+        if all(_serves(on_port, ip) for ip in _reached(ke)):
+            continue
+        at = f"every address {ke.shown()} takes" if ke.wildcard else f"{ke.ip}"
+        key = f"{where}.ntp-port" if "ntp-port" in raw else f"{where}.listen"
+        report(
+            key,
+            raw.get("ntp-port", ke.written),
+            f"a [[server]] listening on port {port} at {at}: clients send NTP to the address "
+            "they reached NTS-KE on (or set ntp-server)",
+        )
+
+
+def _reached(ke: _Listener) -> list[IPv4Address | IPv6Address]:
+    """The addresses (a wildcard standing for its family) a client may reach ``ke`` on."""
+    if not ke.wildcard:
+        return [ke.ip]
+    if ke.dual_stack:
+        return [ke.ip, IPv4Address(0)]
+    return [ke.ip]
+
+
+def _serves(servers: Sequence[_Listener], ip: IPv4Address | IPv6Address) -> bool:
+    """Whether one of ``servers`` (on the negotiated port) receives what is sent to ``ip`` (a
+    wildcard: to every address of its family)."""
+    for s in servers:
+        if s.ip == ip:
+            return True
+        if s.wildcard and (s.ip.version == ip.version or (ip.version == 4 and s.dual_stack)):
+            return True
+    return False

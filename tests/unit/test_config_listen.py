@@ -285,6 +285,47 @@ def test_an_nts_ke_server_needs_an_ntp_server_for_its_cookies(pki: Pki) -> None:
     ]
 
 
+def test_an_nts_ke_server_sends_clients_where_a_server_listens(pki: Pki) -> None:
+    """QA s18 hunt-nts-server F4 and hunt-ops F2: without ntp-server, clients send NTP to the
+    address they reached NTS-KE on, at ntp-port (default: the first [[server]]'s port)."""
+    ke = {"listen": "127.0.0.6:4460"} | pem(pki)
+    where = "clients send NTP to the address they reached NTS-KE on (or set ntp-server)"
+    # NTS-KE on another address than the only [[server]]; a typo in ntp-port.
+    assert errors({"nts-ke-server": [ke], "server": [{"listen": "127.0.0.5:1123"}]}) == [
+        'nts-ke-server[0].listen = "127.0.0.6:4460": expected a [[server]] listening on port '
+        f"1123 at 127.0.0.6: {where}"
+    ]
+    typo = {"nts-ke-server": [ke | {"ntp-port": 1124}], "server": [{"listen": "0.0.0.0:1123"}]}
+    assert errors(typo) == [
+        "nts-ke-server[0].ntp-port = 1124: expected a [[server]] listening on port 1124 at "
+        f"127.0.0.6: {where}"
+    ]
+    # NTS-KE on the dual-stack [::] beside a server on IPv6 only, or on one IPv4 address.
+    for server in ({"listen": "[::]:1123", "ipv6-only": True}, {"listen": "0.0.0.0:1123"}):
+        assert errors({"nts-ke-server": [ke | {"listen": "[::]:4460"}], "server": [server]}) == [
+            'nts-ke-server[0].listen = "[::]:4460": expected a [[server]] listening on port '
+            f'1123 at every address nts-ke-server[0].listen = "[::]:4460" takes: {where}'
+        ]
+    # Served: the same address, a wildcard of its family, the dual-stack [::], two wildcards
+    # together, the port named, or clients sent elsewhere.
+    for servers in (
+        [{"listen": "127.0.0.6:1123"}],
+        [{"listen": "0.0.0.0:1123"}],
+        [{"listen": "[::]:1123"}],
+        [{"listen": "127.0.0.5:1123"}, {"listen": "127.0.0.6:1124"}],
+    ):
+        port = int(str(servers[-1]["listen"]).rsplit(":", 1)[1])
+        assert loads({"nts-ke-server": [ke | {"ntp-port": port}], "server": servers})
+    both = [{"listen": "0.0.0.0:1123"}, {"listen": "[::]:1123", "ipv6-only": True}]
+    assert loads({"nts-ke-server": [ke | {"listen": "[::]:4460"}], "server": both})
+    assert loads(
+        {
+            "nts-ke-server": [ke | {"ntp-server": "ntp1.example.org", "ntp-port": 9}],
+            "server": [{"listen": "127.0.0.5:1123"}],
+        }
+    )
+
+
 # --- one run ----------------------------------------------------------------------------------
 
 
