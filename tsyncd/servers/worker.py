@@ -168,7 +168,8 @@ def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
                 nts.keys = message[1].keyset()  # rotated or reloaded by the main process
             elif kind == "push":
                 next_push = 0.0  # a control client is waiting for fresh counters
-                acked, with_keys = message[1], message[2]
+                # Requests may queue up: one push answers them all, keys if any asked.
+                acked, with_keys = message[1], with_keys or message[2]
             elif kind == "stop":
                 return
         u0, v0, rate = clock_map.u0, clock_map.v0, clock_map.rate_ppt

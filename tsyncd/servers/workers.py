@@ -127,7 +127,8 @@ class WorkerPool:
         self._reaper: asyncio.Task[None] | None = None
         self.restarts = 0
         self._retired: dict[str, Any] = {}  # counters of workers that died
-        self._fresh: asyncio.Event | None = None  # set when every worker answered "push"
+        # refresh() calls waiting: (their push number, set when every worker answered it)
+        self._waiting: list[tuple[int, asyncio.Event]] = []
         # Numbered "push" requests: stats already in the pipe when we ask are not fresh.
         self._push_seq = 0
         self._closed = False
@@ -225,10 +226,8 @@ class WorkerPool:
                     w.acked = message[3]
                     if message[4] is not None:
                         w.keys = message[4]
-                    if self._fresh is not None and all(
-                        x.acked >= self._push_seq or x.conn is None for x in self._workers
-                    ):
-                        self._fresh.set()
+                    if self._waiting:
+                        self._wake_answered()
         except (EOFError, OSError):
             self._drop_conn(w)  # the worker is gone; the reaper restarts it
 
@@ -310,11 +309,21 @@ class WorkerPool:
         """Ask every worker for its counters now and wait (bounded) until all have answered;
         with ``keys``, for its client log's keys too (``client_keys``)."""
         self._push_seq += 1
-        self._fresh = asyncio.Event()
-        self._send_all(("push", self._push_seq, keys))
-        with contextlib.suppress(TimeoutError):
-            await wait_for(self._fresh.wait(), timeout_s)
-        self._fresh = None
+        waiter = (self._push_seq, asyncio.Event())
+        self._waiting.append(waiter)  # several callers (scrapes, tsyncctl) wait side by side
+        try:
+            self._send_all(("push", self._push_seq, keys))
+            with contextlib.suppress(TimeoutError):
+                await wait_for(waiter[1].wait(), timeout_s)
+        finally:
+            self._waiting.remove(waiter)
+
+    def _wake_answered(self) -> None:
+        """Wake the ``refresh`` callers whose push every live worker has answered."""
+        acked = min((w.acked for w in self._workers if w.conn is not None), default=None)
+        for seq, event in self._waiting:
+            if acked is None or acked >= seq:
+                event.set()
 
     def counters(self) -> dict[str, Any]:
         """Counters summed over the workers (as last pushed), with restarts."""

@@ -236,3 +236,28 @@ def test_requests_from_unanswerable_sources_are_dropped_on_both_paths(workers: i
             server.close()
 
     asyncio.run(scenario())
+
+
+def test_refresh_callers_waiting_side_by_side_are_all_answered() -> None:
+    """QA s18 hunt-ops F3: a second refresh (a scrape during tsyncctl serverstats) replaced
+    the first caller's event, so the first waited out its whole timeout (1 s per scrape), and
+    a push asking for keys could be answered without them."""
+
+    async def scenario() -> None:
+        p = pool("127.0.0.1", 0).start()
+        try:
+            target = ("127.0.0.1", int(p.listen.rsplit(":", 1)[1]))
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+                client.settimeout(5)
+                client.sendto(encode_ntp(NtpPacket(mode=Mode.CLIENT, transmit_ts=7)), target)
+                await asyncio.to_thread(client.recv, 512)
+            async with asyncio.timeout(10):  # each may wait 60 s: only an answer ends it early
+                await asyncio.gather(
+                    p.refresh(60, keys=True), p.refresh(60), p.refresh(60), p.refresh(60)
+                )
+            assert p.client_keys() == (["127.0.0.1"], 0)
+            assert p._waiting == []
+        finally:
+            p.close()
+
+    asyncio.run(scenario())
