@@ -293,13 +293,13 @@ def ctl_fails(daemon: Tsyncd, *args: str) -> str:
     return done.stderr
 
 
-def tsyncd_start_fails(directory: Path, toml: str) -> str:
-    """Run tsyncd on ``toml`` (measure mode, its control socket in ``directory``), which must
-    refuse to start (exit status 2, no traceback); what it logged."""
+def tsyncd_start_fails(directory: Path, toml: str, control_socket: str | None = None) -> str:
+    """Run tsyncd on ``toml`` (measure mode, its control socket in ``directory`` unless
+    ``control_socket`` is given), which must refuse to start (exit status 2, no traceback);
+    what it logged."""
     conf = directory / "refused.toml"
-    conf.write_text(
-        f'[clock]\nmode = "measure"\n[control]\nsocket = "{directory}/refused.sock"\n{toml}'
-    )
+    where = control_socket or f"{directory}/refused.sock"
+    conf.write_text(f'[clock]\nmode = "measure"\n[control]\nsocket = "{where}"\n{toml}')
     done = subprocess.run(
         [sys.executable, "-m", "tsyncd", "-c", str(conf)],
         capture_output=True,

@@ -31,6 +31,7 @@ working directory; the demo configs rely on that.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -57,6 +58,7 @@ from tsyncd.config_fields import (
     _endpoint_field,
     _endpoints_field,
     _Field,
+    _group_field,
     _host_field,
     _int_field,
     _Invalid,
@@ -280,6 +282,7 @@ class Config:
 
 
 # --- step 1: field tables ---------------------------------------------------------------------
+_MAX_SOCKET_PATH: Final = 107  # bytes of a Unix socket's path (sun_path, NUL excluded)
 _RATE_LIMIT_KEYS: Final = (
     ("interval", "interval_log2", -4, 12, "log2 seconds between requests on average"),
     ("burst", "burst", 1, 255, "requests a client may send at once"),
@@ -386,8 +389,8 @@ _KEYSET: Final = (
 _NTS_CLIENT: Final = (_string_field("cookie-storage-path", Path),)
 _CONTROL: Final = (
     _string_field("socket", Path),
-    _string_field("group"),
-    _string_field("admin-group"),
+    _group_field("group"),
+    _group_field("admin-group"),
 )
 _METRICS: Final = (_listen_field("listen", METRICS_PORT),)
 _LOG: Final = (
@@ -667,6 +670,14 @@ def parse_config(data: Mapping[str, object], path: Path) -> Config:
                 report.add(
                     f"{where}.{kind}", True, f"{where}.directory set (where {kind}.log goes)"
                 )
+    for where, raw, control in parsed["control"]:
+        # sun_path holds 108 bytes with the terminating NUL: a longer path fails at bind.
+        if "socket" in raw and len(os.fsencode(str(control.socket))) > _MAX_SOCKET_PATH:
+            report.add(
+                f"{where}.socket",
+                raw["socket"],
+                f"a path of at most {_MAX_SOCKET_PATH} bytes (a Unix socket's address limit)",
+            )
     check_host(parsed, report.add)
     if report:
         raise ConfigErrors(

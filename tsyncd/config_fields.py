@@ -247,6 +247,17 @@ def _string_field(key: str, convert: Callable[[str], Any] = str, required: bool 
     return _simple_field(key, "non-empty string", valid, convert, required)
 
 
+def _group_field(key: str) -> _Field:
+    """A group: its name, or its GID as a number or a string (``0`` and ``"0"`` alike)."""
+
+    def valid(v: object) -> bool:
+        if type(v) is int:
+            return 0 <= v < 2**32 - 1
+        return isinstance(v, str) and v != "" and "\0" not in v
+
+    return _simple_field(key, "group name or GID", valid, str)
+
+
 def _name_field(key: str) -> _Field:
     """A name shown in tables and typed as a tsyncctl argument: printable (no newline, tab or
     other control character to break a table row) and not only spaces (nothing to type)."""

@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import math
+import os
 import random
 import signal
 import time
@@ -299,17 +301,19 @@ class Daemon(SourceSettings, ChronycCommands, MeasurementLogging, SnapshotViews)
             group=self.config.control.group,
             admin_group=self.config.control.admin_group,
         )
+        socket_key = f"control.socket = {json.dumps(str(self.config.control.socket))}"
         try:
             await self.control.start()
         except ControlSetupError as exc:
-            if exc.key is None:
-                raise
+            if exc.key is None:  # about the path: say which setting it is
+                raise ControlSetupError(f"{socket_key}: {exc}", "control.socket") from exc
             # A group checked with the config and gone since: name the file too.
             raise ControlSetupError(f"{self.config.path}: {exc}", exc.key) from exc
         except OSError as exc:
             # A simulator may offer no Unix sockets at all; time keeping matters more there.
             if not simulator_runtime():
-                raise
+                why = os.strerror(exc.errno) if exc.errno else str(exc)
+                raise ControlSetupError(f"{socket_key}: cannot listen ({why})") from exc
             log.error("running without a control socket: %s", exc)
             self.control = None
         if self.config.metrics.listen is not None:
@@ -659,7 +663,8 @@ class Daemon(SourceSettings, ChronycCommands, MeasurementLogging, SnapshotViews)
         try:
             self.nts = NtsServerSide(cfg.keyset, self.clock.now_ns() / _NS_PER_S)
         except ValueError as exc:  # KeyFileError: one line naming the file and the field
-            raise OSError(str(exc)) from exc
+            key = f"keyset.key-storage-path = {json.dumps(str(cfg.keyset.key_storage_path))}"
+            raise OSError(f"{key}: {exc}") from exc
 
     async def _start_nts_ke_servers(self) -> None:
         if self.nts is None:

@@ -294,6 +294,16 @@ def test_bind_failures_name_the_listener(peers: Peers, tmp_path: Path, case: str
     assert f'cannot start: {key} = "{listen or f"127.0.0.1:{port}"}": cannot bind ({why})\n' in log
 
 
+def test_control_socket_failures_name_the_key(tmp_path: Path) -> None:
+    """QA s18 hunt-ops F4: "cannot start: [Errno 2] No such file or directory" named nothing."""
+    taken = tmp_path / "a-directory"
+    taken.mkdir()
+    log = tsyncd_start_fails(tmp_path, "", str(taken))
+    assert f'cannot start: control.socket = "{taken}": {taken} exists and is not a socket' in log
+    log = tsyncd_start_fails(tmp_path, "", "/proc/tsyncd.sock")
+    assert 'cannot start: control.socket = "/proc/tsyncd.sock": cannot listen (' in log
+
+
 def test_tracking_sourcestats_burst_and_makestep(peers: Peers, tmp_path: Path) -> None:
     port = free_udp_port()
     peers.tsyncd(

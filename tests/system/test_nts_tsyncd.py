@@ -164,7 +164,10 @@ def test_bad_or_missing_key_files_are_named_and_keep_the_running_keys(peers: Pee
     # Start-up: no traceback, the file and what it should hold.
     keys.write_text("[]")
     refused = tsyncd_start_fails(peers.tmp, toml)  # exit 2, no traceback
-    assert f"cannot start: NTS key file {keys}: expected a JSON object" in refused
+    assert (
+        f'cannot start: keyset.key-storage-path = "{keys}": NTS key file {keys}: expected a JSON '
+        "object" in refused
+    )
     keys.unlink()
     server = peers.tsyncd("tsyncd-nts-server", toml)
     good = keys.read_text()

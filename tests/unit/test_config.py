@@ -352,7 +352,8 @@ def test_config_error_fields() -> None:
             "noselect, prefer, trust, require, key, offline, name, max-delay, offset",
         ),
         ({"control": {"socket": ""}}, 'control.socket = "": expected non-empty string'),
-        ({"control": {"group": 0}}, "control.group = 0: expected non-empty string"),
+        ({"control": {"group": ""}}, 'control.group = "": expected group name or GID'),
+        ({"control": {"group": -1}}, "control.group = -1: expected group name or GID"),
         (
             {"server": [{"listen": "ntp.example.org"}]},
             'server[0].listen = "ntp.example.org": expected IPv4[:port], IPv6 or [IPv6][:port] '
@@ -741,3 +742,13 @@ def test_leap_seconds_file_is_read_with_the_config(tmp_path: Path) -> None:
         assert error.startswith(
             f'{P}: synchronization.leap-seconds-file = "{path}": expected {expected}'
         )
+
+
+def test_a_control_socket_path_longer_than_a_unix_address_is_refused() -> None:
+    """QA s18 hunt-ops F4: it passed --check and failed at start with "AF_UNIX path too long"."""
+    assert parse_config({"control": {"socket": "/run/" + "x" * 97 + ".sock"}}, P)  # 107 bytes
+    with pytest.raises(ConfigErrors) as caught:
+        parse_config({"control": {"socket": "/run/" + "x" * 98 + ".sock"}}, P)
+    [message] = [str(e) for e in caught.value.errors]
+    assert message.startswith("/etc/tsyncd.toml: control.socket = ")
+    assert message.endswith("expected a path of at most 107 bytes (a Unix socket's address limit)")

@@ -55,6 +55,9 @@ def test_control_groups_must_exist() -> None:
     existing = grp.getgrgid(os.getgid()).gr_name
     config = parse_config({"control": {"group": existing, "admin-group": "4242"}}, Path("t"))
     assert config.control.admin_group == "4242"  # a GID is taken as it is, as chown does
+    # etc/tsyncd.toml says "name or GID": a TOML number is a GID too (QA s18 hunt-ops F5).
+    config = parse_config({"control": {"group": existing, "admin-group": 4242}}, Path("t"))
+    assert config.control.admin_group == "4242"
 
 
 def test_the_control_group_must_be_one_the_daemons_user_is_in() -> None:
