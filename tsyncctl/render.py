@@ -538,6 +538,7 @@ def render_serverstats(stats: Mapping[str, Any]) -> str:
                 ("NTS-KE failures", _text(stats.get("nts_ke_failures"))),
                 *_by_reason(stats.get("nts_ke_failures_by_reason")),
                 ("NTS-KE TLS group", _text(stats.get("nts_ke_group"))),
+                *_by_reason(stats.get("nts_ke_groups")),
                 ("NTS requests", _text(stats.get("nts_requests"))),
                 ("NTS cookies issued", _text(stats.get("nts_cookies_issued"))),
                 ("NTS NAKs sent", _text(stats.get("nts_naks"))),

@@ -173,6 +173,7 @@ class ServerStatsSnapshot:
     # ... by reason: "tls", "timeout", "rate_limited", "too_many_connections", ...
     nts_ke_failures_by_reason: dict[str, int] = field(default_factory=dict)
     nts_ke_group: str | None = None  # TLS key-exchange group of the last KE session
+    nts_ke_groups: dict[str, int] = field(default_factory=dict)  # KE sessions per TLS group
     nts_cookies_issued: int = 0  # by NTS-KE and in NTS responses
     nts_requests: int = 0  # NTS requests answered with an authenticated response
     nts_naks: int = 0  # NTS NAKs sent (cookie or authenticator we could not open)

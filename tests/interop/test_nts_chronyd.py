@@ -73,6 +73,10 @@ def test_chronyd_is_nts_client_of_tsyncd(peers: Peers) -> None:
     wait_for("an NTS answer after it", lambda: authdata() is not None)
     chrony.proc.stop()  # counters hold still: the client's row must match the totals
     stats = server.ctl("serverstats")
+    # Sessions per TLS group; each group logged once, not per session (QA s18 F5).
+    [(group, sessions)] = stats["nts_ke_groups"].items()
+    assert group == stats["nts_ke_group"] and sessions == stats["nts_ke_completed"] >= 2
+    assert server.proc.output().count("negotiated TLS group") == 1
     [row] = server.ctl("clients")
     assert stats["nts_naks"] == stats["kod_sent"] == row["kod_sent"] >= 1
     for key in ("received", "answered", "dropped"):

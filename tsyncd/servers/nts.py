@@ -208,6 +208,7 @@ class NtsServerSide:
             "nts_ke_failures": sum(sum(s.failures.values()) for s in ke),
             "nts_ke_failures_by_reason": dict(sum((s.failures for s in ke), Counter())),
             "nts_ke_group": next((s.last_group for s in ke if s.last_group), None),
+            "nts_ke_groups": dict(sum((s.groups for s in ke), Counter())),
             "nts_cookies_issued": sum(s.cookies_issued for s in ke)
             + sum(r.cookies_issued for r in self.responders)
             + remote["nts_cookies_issued"],

@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 SESSION_TIMEOUT_S: Final = 5.0
 MAX_CONNECTIONS: Final = 100
+_MAX_GROUPS: Final = 16  # distinct TLS groups counted (a client picks among a few)
 
 
 @dataclass(slots=True)
@@ -57,6 +58,7 @@ class KeServerStats:
     cookies_issued: int = 0
     failures: Counter[str] = field(default_factory=Counter)
     last_group: str | None = None
+    groups: Counter[str] = field(default_factory=Counter)  # completed handshakes per TLS group
 
 
 class NtsKeServer:
@@ -200,8 +202,14 @@ class NtsKeServer:
         )
         await tls.send(response)
         group = tls.group
-        if group != self.stats.last_group:
-            log.info("NTS-KE: negotiated TLS group %s", group)
+        # Each group is logged the first time a client gets it, not at every change: clients
+        # of different TLS libraries alternating would log a line per connection.
+        if group is not None:
+            groups = self.stats.groups
+            if group not in groups and len(groups) < _MAX_GROUPS:
+                log.info("NTS-KE: negotiated TLS group %s (first client with it)", group)
+            if group in groups or len(groups) < _MAX_GROUPS:
+                groups[group] += 1
         self.stats.last_group = group
         if issued:
             self.stats.completed += 1
