@@ -9,6 +9,11 @@ those, with the same meanings, so a ``multiprocessing`` pipe still fits where a 
 
 Both ends are blocking: a message is written whole (``sendall``) and read whole; ``poll`` says
 whether ``recv`` would return (or raise ``EOFError``) without waiting for the first byte.
+The main process, whose event loop must never wait on a worker, writes with ``send_nowait``
+instead: what the pipe does not take at once is queued here and written by ``flush`` when the
+pipe drains; a worker that stopped reading (stopped, hung) shows as a queue over
+``MAX_PENDING`` (QA s18 hunt-server-policy F2: a SIGSTOPped worker froze the main process,
+and with it every other worker, once its pipe was full).
 Only the two processes of one daemon use a pipe, so the pickles are trusted.
 """
 
@@ -22,6 +27,7 @@ from typing import Any, Final
 
 _HEADER: Final = struct.Struct("!I")  # payload length, bytes
 _MAX_MESSAGE: Final = 1 << 30  # a length past this means a broken stream, not a message
+MAX_PENDING: Final = 1 << 20  # bytes queued by send_nowait before the peer counts as stuck
 
 
 class Connection:
@@ -30,6 +36,7 @@ class Connection:
     def __init__(self, sock: socket.socket) -> None:
         sock.setblocking(True)
         self._sock = sock
+        self._pending = bytearray()  # send_nowait's bytes the pipe has not taken yet
         self._poller = select.poll()
         self._poller.register(sock.fileno(), select.POLLIN)
 
@@ -41,6 +48,30 @@ class Connection:
         """Write ``obj`` whole (blocks while the pipe is full); OSError if the peer is gone."""
         data = pickle.dumps(obj, pickle.HIGHEST_PROTOCOL)
         self._sock.sendall(_HEADER.pack(len(data)) + data)
+
+    def send_nowait(self, obj: Any) -> bool:
+        """Write ``obj`` without blocking: what the pipe does not take now is queued, in
+        order, for ``flush``.  False if more than ``MAX_PENDING`` bytes now wait (the peer is
+        not reading); OSError if the peer is gone."""
+        data = pickle.dumps(obj, pickle.HIGHEST_PROTOCOL)
+        self._pending += _HEADER.pack(len(data)) + data
+        self.flush()
+        return len(self._pending) <= MAX_PENDING
+
+    def flush(self) -> bool:
+        """Write as much of the queue as the pipe takes now; True when nothing is left."""
+        while self._pending:
+            try:
+                n = self._sock.send(self._pending, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return False
+            del self._pending[:n]
+        return True
+
+    @property
+    def pending(self) -> int:
+        """Bytes queued by ``send_nowait`` and not written yet."""
+        return len(self._pending)
 
     def poll(self) -> bool:
         """Whether a message (or the end of the pipe) is waiting, without blocking."""

@@ -63,6 +63,9 @@ _STOP_WAIT_S: Final = 2.0
 _QUICK_DEATH_S: Final = 10.0  # a worker dying younger than this may be crash-looping ...
 _RESTART_MAX_DELAY_S: Final = 30.0  # ... so its restarts back off, up to this
 _BLOCKED: Final = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+# A live worker that has not reported for this long is stuck (stopped, hung): its clients get
+# no answers, so it is killed and restarted.  It reports every 0.5 s, busy or idle.
+_STUCK_S: Final = 10.0
 
 
 def default_workers() -> int:
@@ -93,6 +96,8 @@ class _Worker:
     started_at: float = 0.0  # monotonic s of the last fork
     quick_deaths: int = 0  # deaths in a row, each within _QUICK_DEATH_S of its start
     restart_at: float = 0.0  # monotonic s when a dead worker may be forked again
+    heard_at: float = 0.0  # monotonic s of its last message (it reports every 0.5 s)
+    killed: str = ""  # why we killed it (stuck), for the log line of its death
 
 
 class WorkerPool:
@@ -207,7 +212,8 @@ class WorkerPool:
         child_end.close()
         w.pid = pid
         w.conn = parent_end
-        w.started_at = time.monotonic()
+        w.started_at = w.heard_at = time.monotonic()
+        w.killed = ""
         w.pushes = 0
         w.acked = self._push_seq  # a newborn worker has nothing older to report
         w.keys = None
@@ -220,6 +226,7 @@ class WorkerPool:
         try:
             while conn.poll():
                 message = conn.recv()
+                w.heard_at = time.monotonic()
                 if message[0] == "stats":
                     w.counters, w.clients = message[1], message[2]
                     w.pushes += 1
@@ -235,8 +242,26 @@ class WorkerPool:
         if w.conn is not None:
             with contextlib.suppress(ValueError, OSError):
                 self._loop.remove_reader(w.conn.fileno())
+                self._loop.remove_writer(w.conn.fileno())
             w.conn.close()
             w.conn = None
+
+    def _kill_stuck(self, w: _Worker, why: str) -> None:
+        """Kill a worker that stopped serving (SIGKILL works on a stopped process too); the
+        reaper then restarts it as after any death."""
+        if not w.pid or w.killed:
+            return
+        w.killed = why
+        log.warning(
+            "server worker %d (pid %d) on %s is stuck (%s): killing it",
+            w.index,
+            w.pid,
+            self.listen,
+            why,
+        )
+        self._drop_conn(w)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(w.pid, signal.SIGKILL)
 
     async def _reap(self) -> None:
         while True:
@@ -256,6 +281,10 @@ class WorkerPool:
         except ChildProcessError:
             pid, status = w.pid, 0
         if pid == 0:
+            if w.conn is not None and not w.killed:
+                self._on_message(w)  # what it sent while our loop was busy counts first
+                if now - w.heard_at > _STUCK_S:
+                    self._kill_stuck(w, f"no report for {now - w.heard_at:.0f} s")
             return
         w.quick_deaths = w.quick_deaths + 1 if now - w.started_at < _QUICK_DEATH_S else 0
         delay = min(_RESTART_MAX_DELAY_S, _REAP_INTERVAL_S * 2**w.quick_deaths) - _REAP_INTERVAL_S
@@ -264,7 +293,7 @@ class WorkerPool:
             w.index,
             w.pid,
             self.listen,
-            _describe(status),
+            f"killed: {w.killed}" if w.killed else _describe(status),
             f" in {delay + _REAP_INTERVAL_S:.0f} s" if delay > 0 else "",
         )
         self._drop_conn(w)
@@ -282,12 +311,34 @@ class WorkerPool:
     # ---------------------------------------------------------------- main-process side
 
     def _send_all(self, message: tuple[Any, ...]) -> None:
+        """Send ``message`` to every worker without ever waiting for one (the event loop
+        serves the others, control and the clock): what a pipe does not take at once is
+        written when it drains, and a worker whose queue overflows is stuck."""
         for w in self._workers:
-            if w.conn is not None:
-                try:
-                    w.conn.send(message)
-                except OSError:
-                    self._drop_conn(w)
+            conn = w.conn
+            if conn is None:
+                continue
+            try:
+                fits = conn.send_nowait(message)
+            except OSError:
+                self._drop_conn(w)
+                continue
+            if not fits:
+                self._kill_stuck(w, "not reading its pipe")
+            elif conn.pending:
+                self._loop.add_writer(conn.fileno(), self._flush, w)
+
+    def _flush(self, w: _Worker) -> None:
+        conn = w.conn
+        if conn is None:
+            return
+        try:
+            done = conn.flush()
+        except OSError:
+            self._drop_conn(w)
+            return
+        if done:
+            self._loop.remove_writer(conn.fileno())
 
     def set_template(self, template: ResponseTemplate) -> None:
         """Serve ``template`` from now on (pushed to every worker when it changed)."""

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import errno
+import os
+import signal
 import socket
 import struct
+import time
 
 import pytest
 
 from tsyncd.clock.measure import MeasureClock, VirtualClock
 from tsyncd.net.udp import SocketOptions
+from tsyncd.servers import pipe as pipe_mod
+from tsyncd.servers import workers as workers_mod
 from tsyncd.servers.ntp import NtpServer
 from tsyncd.servers.responder import AccessList, NtpResponder, ResponseTemplate, ServerPolicy
 from tsyncd.servers.stats import distinct_clients, merge_client_rows, sum_counters
@@ -258,6 +265,47 @@ def test_refresh_callers_waiting_side_by_side_are_all_answered() -> None:
             assert p.client_keys() == (["127.0.0.1"], 0)
             assert p._waiting == []
         finally:
+            p.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("flood", [True, False])
+def test_a_stopped_worker_never_blocks_the_main_process_and_is_restarted(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, flood: bool
+) -> None:
+    """QA s18 hunt-server-policy F2: a SIGSTOPped worker's clients got no answers, then the
+    main process blocked writing to its full pipe (control, the clock, every other worker's
+    counters) and the healthy workers blocked writing to the main process.  Writes to workers
+    no longer wait, and a worker silent for a while is killed and restarted."""
+    monkeypatch.setattr(workers_mod, "_STUCK_S", 2.0)
+    monkeypatch.setattr(pipe_mod, "MAX_PENDING", 64 * 1024)
+
+    async def scenario() -> None:
+        p = pool("127.0.0.1", 0).start()
+        try:
+            stopped = p._workers[1]
+            old_pid = stopped.pid
+            os.kill(old_pid, signal.SIGSTOP)
+            start = time.monotonic()
+            big = ResponseTemplate(stratum=3, reference_id=7)
+            for i in range(2000 if flood else 0):  # far more than the pipe holds (200 kB)
+                p._send_all(("template", dataclasses.replace(big, stratum=1 + i % 15)))
+            assert time.monotonic() - start < 5  # never waited for the stopped worker
+            async with asyncio.timeout(20):
+                while stopped.pid in (0, old_pid):
+                    await asyncio.sleep(0.1)
+            assert p.restarts >= 1 and p._workers[0].conn is not None
+            why = "not reading its pipe" if flood else "no report for 2 s"
+            assert f"is stuck ({why}): killing it" in caplog.text
+            target = ("127.0.0.1", int(p.listen.rsplit(":", 1)[1]))
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+                client.settimeout(5)
+                client.sendto(encode_ntp(NtpPacket(mode=Mode.CLIENT, transmit_ts=9)), target)
+                assert decode_ntp(await asyncio.to_thread(client.recv, 512)).origin_ts == 9
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(old_pid, signal.SIGCONT)
             p.close()
 
     asyncio.run(scenario())
