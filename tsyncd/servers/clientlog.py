@@ -126,13 +126,31 @@ def client_rows(
     ]
 
 
+def refill(record: ClientRecord, limit: RateLimit, now_ns: int) -> int:
+    """Credit ``record``'s bucket with the time since its last packet, up to the burst, and
+    move that mark to ``now_ns``; the tokens (ns) it holds now.
+
+    Every packet from the client's address moves the mark (``last_ns`` is also its last
+    request for ``tsyncctl clients``), so every packet credits the time first: a dropped one
+    (ntpq's mode 6, junk) moving it without credit took the client's refill away, and
+    probes every few seconds kept a client limited for good (QA s18 hunt-server-policy F4).
+    """
+    cap = limit.interval_ns * limit.burst
+    tokens = record.tokens_ns + max(0, now_ns - record.last_ns)
+    record.tokens_ns = tokens = min(tokens, cap)
+    record.last_ns = now_ns
+    return tokens
+
+
 def take_token(record: ClientRecord, limit: RateLimit, now_ns: int) -> bool:
     """Refill ``record``'s bucket up to ``now_ns`` and take one token; False if it was empty."""
     interval = limit.interval_ns
+    # refill(), inlined: this is on the per-packet path of a rate-limited server.
     tokens = record.tokens_ns + max(0, now_ns - record.last_ns)
     cap = interval * limit.burst
     if tokens > cap:
         tokens = cap
+    record.last_ns = now_ns
     if tokens >= interval:
         record.tokens_ns = tokens - interval
         return True

@@ -54,6 +54,7 @@ from tsyncd.servers.clientlog import (
     ClientRecord,
     RateLimit,
     client_rows,
+    refill,
     take_token,
 )
 from tsyncd.wire.errors import WireError
@@ -434,7 +435,10 @@ class NtpResponder:
         self, record: ClientRecord, rx_ns: int, reason: str, response: bytes | None
     ) -> tuple[str, bytes | None, bool]:
         """Count an outcome other than time served (drop or KoD); never wants a TX stamp."""
-        record.last_ns = rx_ns
+        if self._limit is not None:
+            refill(record, self._limit, rx_ns)  # the time since its last packet still counts
+        else:
+            record.last_ns = rx_ns
         outcomes = self.outcomes
         outcomes[reason] = outcomes.get(reason, 0) + 1
         if response is None:

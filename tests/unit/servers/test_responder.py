@@ -199,6 +199,22 @@ def test_rate_limit_first_requests_are_never_punished() -> None:
         assert reason == "answered"
 
 
+def test_packets_that_are_not_time_requests_do_not_take_the_refill_away() -> None:
+    """QA s18 hunt-server-policy F4: a dropped packet (ntpq's mode 6 every second) moved the
+    refill mark without crediting the time, so the client stayed limited for good."""
+    limit = RateLimit(interval_log2=3, burst=1, leak_log2=0)
+    r = NtpResponder(AccessList((), ()), ServerPolicy(rate_limit=limit))
+    mode6 = bytes.fromhex("1602000100000000 00000000")
+    assert r.handle_request(request(), "192.0.2.1", RX, RX)[0] == "answered"
+    for second in range(1, 11):
+        t = RX + second * S
+        assert r.handle_request(mode6, "192.0.2.1", t, t) == ("not_client_mode", None)
+    t = RX + 10 * S + S // 2  # more than 8 s after the first request: a token is back
+    assert r.handle_request(request(), "192.0.2.1", t, t)[0] == "answered"
+    # The probes did not give tokens either: the next request, at once, is limited.
+    assert r.handle_request(request(), "192.0.2.1", t, t) == ("rate_limited", None)
+
+
 def test_rate_limit_leak_and_kod_rate() -> None:
     limit = RateLimit(interval_log2=3, burst=1, leak_log2=2)
     leaky = NtpResponder(AccessList((), ()), ServerPolicy(rate_limit=limit), rng=FixedBits(0))
