@@ -61,6 +61,7 @@ class ClientRecord:
         "kod_ns",
         "kod_sent",
         "last_ns",
+        "pairs",
         "permitted",
         "received",
         "tokens_ns",
@@ -78,6 +79,9 @@ class ClientRecord:
         self.interleaved = 0  # of which interleaved
         self.dropped = 0
         self.kod_sent = 0
+        # The RX stamps naming its interleaved-mode pairs, oldest first (responder.py), once
+        # it interleaves.
+        self.pairs: list[int] | None = None
 
 
 class ClientLog:

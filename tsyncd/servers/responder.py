@@ -117,6 +117,7 @@ _NS_PER_S: Final = 1_000_000_000
 _HALF_S_NS: Final = _NS_PER_S // 2
 _NTP_UNIX_NS: Final = NTP_UNIX_OFFSET_S * _NS_PER_S
 _PAIRS_MIN: Final = 1024  # RX/TX pairs kept for interleaved mode (the RFC's example keeps 1000)
+_PAIRS_PER_ADDRESS: Final = 16  # of which one address holds (several clients behind a NAT)
 _KOD_REFIDS: Final = {
     KOD_RATE: refid_from_ascii(KissCode.RATE),
     KOD_DENY: refid_from_ascii(KissCode.DENY),
@@ -429,6 +430,18 @@ class NtpResponder:
         if len(pairs) >= self._pairs_max:
             del pairs[next(iter(pairs))]  # the oldest: its client has moved on or gone
         pairs[rx_ntp] = (tx_ntp, record.address)  # tx replaced by the kernel's stamp
+        # One address holds at most _PAIRS_PER_ADDRESS of them: a flood from one address
+        # cannot push every other client out of interleaved mode (QA s18 hunt-server-policy
+        # F3).  Its list may name pairs already used or evicted: only its own are dropped.
+        own = record.pairs
+        if own is None:
+            own = record.pairs = []
+        own.append(rx_ntp)
+        if len(own) > _PAIRS_PER_ADDRESS:
+            oldest = own.pop(0)
+            held = pairs.get(oldest)
+            if held is not None and held[1] == record.address:
+                del pairs[oldest]
         return reason, out_origin, rx_ntp, out_tx
 
     def _count(

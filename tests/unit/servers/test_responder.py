@@ -390,3 +390,27 @@ def test_requests_no_reply_can_reach_are_dropped_as_bad_source() -> None:
     counters = r.counters()
     assert counters["answered"] == 2 and counters["kod_sent"] == 0
     assert r.drops_by_reason() == {"bad_source": 6}
+
+
+def test_one_address_flooding_does_not_push_others_out_of_interleaved_mode() -> None:
+    """QA s18 hunt-server-policy F3: the pairs were one FIFO per worker, so 5000 requests a
+    second from one address turned a chronyd xleave client on the same worker to basic."""
+    r = NtpResponder(AccessList((), ()))
+    _, data, _ = r.respond(xleave_request(0, 1, 2), "192.0.2.1", RX, RX + 1)
+    victim_rx = decode_ntp(data or b"").receive_ts
+    for i in range(5000):  # interleaving-style requests from one address
+        t = RX + (i + 1) * 1000
+        r.respond(xleave_request(0, 3, 4 + i), "198.51.100.9", t, t + 1)
+    assert sum(1 for _, (_, who) in r._pairs.items() if who == "198.51.100.9") == 16
+    reason, _, _ = r.respond(xleave_request(victim_rx, 5, 6), "192.0.2.1", RX + S, RX + S + 1)
+    assert reason == "interleaved"
+    # Several clients behind one address (a NAT) still interleave, each with its own pair.
+    nat = []
+    for i in range(8):
+        _, data, _ = r.respond(
+            xleave_request(0, 7, 8 + i), "203.0.113.5", RX + 2 * S + i, RX + 2 * S + i + 1
+        )
+        nat.append(decode_ntp(data or b"").receive_ts)
+    for i, rx in enumerate(nat):
+        t = RX + 3 * S + i
+        assert r.respond(xleave_request(rx, 9, 10 + i), "203.0.113.5", t, t + 1)[0] == "interleaved"
