@@ -314,9 +314,21 @@ def _endpoint_field(
             written = Endpoint(mapped, endpoint.port) if "]:" in value else mapped
             reason = f"{_toml_repr(endpoint.host)} is an IPv4-mapped IPv6 address: write it as IPv4"
             raise _Invalid(("", value, f"{expected}; {reason}, {_toml_repr(str(written))}"))
+        if listen:
+            ip = ip_address(endpoint.host)
+            kind = "multicast" if ip.is_multicast else "broadcast" if ip == _BROADCAST else ""
+            if kind:  # no unicast client sends there, no TCP client connects there
+                reason = (
+                    f"{_toml_repr(endpoint.host)} is a {kind} address: {key} takes an address "
+                    "of this host (or the wildcard)"
+                )
+                raise _Invalid(("", value, f"{expected}; {reason}"))
         return endpoint
 
     return _Field(key, parse, expected, required)
+
+
+_BROADCAST: Final = IPv4Address("255.255.255.255")
 
 
 def _listen_field(key: str, default_port: int) -> _Field:

@@ -61,6 +61,24 @@ def test_an_ipv4_mapped_listen_address_is_refused_for_its_ipv4_form(pki: Pki) ->
     assert loads({"server": [{"listen": "[::7f00:1]:1123"}, {"listen": "[64:ff9b::1]:1123"}]})
 
 
+def test_multicast_and_broadcast_listen_addresses_are_refused(pki: Pki) -> None:
+    """QA s18 hunt-ops F6: they passed --check and the daemon listened where no client can
+    reach it (a TCP client cannot connect to a multicast address at all)."""
+    assert errors(
+        {
+            "server": [{"listen": "224.0.0.1:1123"}, {"listen": "255.255.255.255:1124"}],
+            "metrics": {"listen": "[ff02::1]:9975"},
+        }
+    ) == [
+        f'server[0].listen = "224.0.0.1:1123": {LISTEN} 123); "224.0.0.1" is a multicast '
+        "address: listen takes an address of this host (or the wildcard)",
+        f'server[1].listen = "255.255.255.255:1124": {LISTEN} 123); "255.255.255.255" is a '
+        "broadcast address: listen takes an address of this host (or the wildcard)",
+        f'metrics.listen = "[ff02::1]:9975": {LISTEN} 9975); "ff02::1" is a multicast address: '
+        "listen takes an address of this host (or the wildcard)",
+    ]
+
+
 def test_port_0_is_refused_for_every_listener(pki: Pki) -> None:
     random = "port 0 would bind a random port"
     assert errors(
