@@ -16,7 +16,7 @@ import click
 from tsyncctl import render
 from tsyncctl.client import ControlError
 from tsyncctl.group import CliError, call, cli, expect, print_json, selector_argument, show
-from tsyncctl.options import json_option
+from tsyncctl.options import chronyc_habit_options, json_option
 from tsyncctl.waitsync import NoAnswer, SyncWanted, wait_for_sync
 from tsyncd.source_selectors import Association, select_associations
 
@@ -50,6 +50,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
 
 @cli.command()
 @json_option
+@chronyc_habit_options
 @click.pass_context
 def peers(ctx: click.Context, as_json: bool) -> None:
     """The time sources and their state (like 'chronyc sources')."""
@@ -217,6 +218,7 @@ def waitsync(
 
 @cli.command()
 @json_option
+@chronyc_habit_options
 @click.pass_context
 def sourcestats(ctx: click.Context, as_json: bool) -> None:
     """Sample statistics per source (like 'chronyc sourcestats')."""

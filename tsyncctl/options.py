@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
-__all__ = ["json_option"]
+__all__ = ["chronyc_habit_options", "json_option"]
 
 
 def _json_wanted(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
@@ -16,3 +18,17 @@ def _json_wanted(ctx: click.Context, _param: click.Parameter, value: bool) -> bo
 json_option = click.option(
     "--json", "as_json", is_flag=True, callback=_json_wanted, help="Print JSON for scripts."
 )
+
+
+def chronyc_habit_options(command: Any) -> Any:
+    """``-v`` and ``-a``, which chronyc's ``sources`` and ``sourcestats`` take (a legend, and
+    unresolved sources too): tsyncctl always shows both, so they are accepted and change
+    nothing, rather than a usage error for a chronyc user's muscle memory."""
+    command = click.option("-a", "_all", is_flag=True, hidden=True, expose_value=False)(command)
+    return click.option(
+        "-v",
+        "_verbose",
+        is_flag=True,
+        help="Accepted as chronyc's; the legend is always shown.",
+        expose_value=False,
+    )(command)

@@ -129,6 +129,10 @@ def test_peers_json_lists_sources(sock: Path) -> None:
             assert key in src
     assert data[2]["offset"] is None
     assert run("-s", str(sock), "sources", "--json").stdout == result.stdout  # alias
+    # chronyc's -v and -a (legend, unresolved sources: always shown here) are taken as no-ops.
+    assert run("-s", str(sock), "sources", "-v", "-a", "--json").stdout == result.stdout
+    plain = run("-s", str(sock), "sources")
+    assert plain.exit_code == 0 and run("-s", str(sock), "sources", "-v").stdout == plain.stdout
 
 
 def test_serverstats_json(sock: Path) -> None:
