@@ -373,6 +373,18 @@ def check_host(tables: Mapping[str, _Tables], report: Report) -> None:
             check_server_credentials(
                 where, server.certificate_chain_path, server.private_key_path, report
             )
+    for where, raw, keyset in tables.get("keyset", ()):
+        if keyset.key_storage_path is not None:
+            from tsyncd.nts.cookie import check_key_file  # NTS is configured: loaded anyway
+
+            problem = check_key_file(keyset.key_storage_path, keyset.key_rotation_interval)
+            if problem is not None:
+                report(f"{where}.key-storage-path", raw["key-storage-path"], _usable(problem))
     for where, _, source in tables.get("source", ()):
         check_source_files(where, source, report)
     check_tsq_library(tables, report)
+
+
+def _usable(problem: str) -> str:
+    """``problem`` (a key file's) as what was expected instead."""
+    return f"a usable NTS key file, or none yet ({problem})"

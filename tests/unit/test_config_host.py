@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from tests.config_errors import errors
+from tests.config_errors import P, errors
 from tests.pki import Pki, make_pki
 from tsyncd.config import ConfigErrors, parse_config, parse_source
 from tsyncd.config_host import credential_errors, log_directory_error
@@ -274,3 +274,34 @@ def test_credential_errors_are_the_checks_words_for_the_daemon(pki: Pki) -> None
         f"key {NO_FILE}",
     ]
     assert credential_errors(Path("/t.toml"), "nts-ke-server[0]", pki.chain, pki.key) == []
+
+
+def test_an_nts_key_file_the_daemon_would_refuse_is_refused_by_the_check(tmp_path: Path) -> None:
+    """QA s17 hunt-life #8, s18 hunt-nts-server F7: --check passed an empty, truncated or
+    non-JSON key file, a directory, or one made for another interval; the start then failed."""
+    path = tmp_path / "keys.json"
+
+    def check(interval: int = 60) -> list[str]:
+        data = {"keyset": {"key-storage-path": str(path), "key-rotation-interval": interval}}
+        try:
+            parse_config(data, P)
+        except ConfigErrors as caught:
+            return [str(e).removeprefix(f"{P}: ") for e in caught.errors]
+        return []
+
+    assert check() == []  # none yet: the first start creates it
+    good = {"epoch": 1, "rotation-interval": 60, "key": "ab" * 32}
+    path.write_text(json.dumps(good))
+    assert check() == []
+    prefix = f'keyset.key-storage-path = "{path}": expected a usable NTS key file, or none yet'
+    [wrong_interval] = check(3600)
+    assert wrong_interval.startswith(prefix)
+    assert "key-rotation-interval = 60 again, or remove the file" in wrong_interval
+    for content in ("", '{"epoch": 1, "rotat', "[]"):
+        path.write_text(content)
+        [problem] = check()
+        assert problem.startswith(prefix) and f"NTS key file {path}: " in problem
+    path.unlink()
+    path.mkdir()
+    [directory] = check()
+    assert directory.startswith(prefix) and "cannot read it" in directory

@@ -335,6 +335,7 @@ def load_keyset(path: Path, rotation_s: int, now_s: float, *, create: bool = Tru
         except OSError as exc:
             raise KeyFileError(f"NTS key file {path}: cannot read it ({_why(exc)})") from exc
         epoch, key = _parse_key_file(path, raw, rotation_s)
+        _warn_if_readable(path)
         keys = KeySet(epoch, key, rotation_s)
         behind = keys.epoch_at(now_s) - epoch
         keys.advance(now_s)
@@ -344,6 +345,39 @@ def load_keyset(path: Path, rotation_s: int, now_s: float, *, create: bool = Tru
             _ahead(path, -behind, rotation_s)
         return keys
     raise KeyFileError(f"NTS key file {path} keeps appearing and disappearing; try again")
+
+
+def check_key_file(path: Path, rotation_s: int) -> str | None:
+    """What is wrong with the key file at ``path`` for ``tsyncd --check`` (None: fine, or
+    absent, which the first start creates): what ``load_keyset`` would refuse at start."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"NTS key file {path}: cannot read it ({_why(exc)})"
+    try:
+        _parse_key_file(path, raw, rotation_s)
+    except KeyFileError as exc:
+        return str(exc)
+    return None
+
+
+def _warn_if_readable(path: Path) -> None:
+    """The file holds the master key that opens every client's cookie: say so if others may
+    read it (we write it 0600; a copy distributed by hand may not be)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return
+    if mode & 0o077:
+        log.warning(
+            "NTS key file %s may be read by other users (mode %04o): it holds the key that "
+            "opens every client's cookies (chmod 600 %s)",
+            path,
+            mode & 0o7777,
+            path,
+        )
 
 
 def _ahead(path: Path, ahead: int, rotation_s: int) -> None:
@@ -393,7 +427,7 @@ def _parse_key_file(path: Path, raw: bytes, rotation_s: int) -> tuple[int, bytes
     try:
         data = json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise bad(f"not JSON ({exc.msg}); expected {_SHAPE}") from None
+        raise bad(f"not JSON ({exc.msg} at byte {exc.pos}); expected {_SHAPE}") from None
     except (ValueError, RecursionError):  # not UTF-8 (UnicodeDecodeError), nested too deep
         raise bad(f"not JSON; expected {_SHAPE}") from None
     if not isinstance(data, dict):
@@ -411,7 +445,9 @@ def _parse_key_file(path: Path, raw: bytes, rotation_s: int) -> tuple[int, bytes
     if interval != rotation_s:
         raise bad(
             f'"rotation-interval" is {interval} s but [keyset] key-rotation-interval is '
-            f"{rotation_s} s: the file was made for another interval"
+            f"{rotation_s} s: the file was made for another interval (set "
+            f"key-rotation-interval = {interval} again, or remove the file for a new key: every "
+            "client then runs NTS-KE again)"
         )
     if not isinstance(key_hex, str):
         raise bad(f'"key" is {_shown(key_hex)}: expected a string of {_KEY_HEX}')

@@ -99,7 +99,9 @@ def test_save_is_atomic_and_checked(tmp_path: Path) -> None:
         load_keyset(path, 3600, 0)
     assert str(info.value) == (  # the path once, then what is wrong
         f'NTS key file {path}: "rotation-interval" is 86400 s but [keyset] '
-        "key-rotation-interval is 3600 s: the file was made for another interval"
+        "key-rotation-interval is 3600 s: the file was made for another interval (set "
+        "key-rotation-interval = 86400 again, or remove the file for a new key: every client "
+        "then runs NTS-KE again)"
     )
 
 
@@ -172,9 +174,13 @@ GOOD = {"epoch": 1, "rotation-interval": 60, "key": "ab" * 32}
     [
         (b"[]", f"expected a JSON object {SHAPE}, not []"),
         (b'"keys"', f'expected a JSON object {SHAPE}, not "keys"'),
-        (b"{", f"not JSON (Expecting property name enclosed in double quotes); expected {SHAPE}"),
+        (
+            b"{",
+            "not JSON (Expecting property name enclosed in double quotes at byte 1); expected "
+            + SHAPE,
+        ),
         (b"\x80garbage", f"not JSON; expected {SHAPE}"),  # not UTF-8
-        (b"", f"not JSON (Expecting value); expected {SHAPE}"),
+        (b"", f"not JSON (Expecting value at byte 0); expected {SHAPE}"),
         (json.dumps({"epoch": 1, "rotation-interval": 60}), f'"key" is missing; expected {SHAPE}'),
         (
             json.dumps({**GOOD, "key": "zz"}),
@@ -323,3 +329,19 @@ def test_a_key_file_from_the_future_is_used_with_a_warning(
     with caplog.at_level(logging.WARNING, logger="tsyncd.nts.cookie"):
         load_keyset(path, DAY, 149 * DAY)
     assert caplog.text == ""
+
+
+def test_a_key_file_others_may_read_is_used_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """QA s18 hunt-nts-server F7: a hand-distributed 0644 copy was used silently."""
+    path = tmp_path / "keys.json"
+    path.write_text(json.dumps({"epoch": 1, "rotation-interval": 60, "key": "cd" * 32}))
+    path.chmod(0o600)
+    with caplog.at_level(logging.WARNING):
+        load_keyset(path, 60, 120)
+    assert "may be read by other users" not in caplog.text
+    path.chmod(0o644)
+    with caplog.at_level(logging.WARNING):
+        load_keyset(path, 60, 120)
+    assert f"NTS key file {path} may be read by other users (mode 0644)" in caplog.text
