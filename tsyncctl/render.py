@@ -598,14 +598,14 @@ def render_clients(clients: Sequence[Mapping[str, Any]]) -> str:
 
 
 def render_ke_clients(clients: Sequence[Mapping[str, Any]]) -> str:
-    """``chronyc clients -k``-like: NTS-KE connections, those that ended with cookies, those
+    """``chronyc clients -k``-like: NTS-KE connections, those served (ended with cookies), those
     refused (rate limit, connection bound), interval and age."""
     if not clients:
         return "no NTS-KE clients"
     columns: list[_Column] = [
         ("Address", "address", _text),
         ("NTS-KE", "received", _text),
-        ("Cookies", "answered", _text),
+        ("Served", "answered", _text),  # sessions that got cookies
         ("Drop", "dropped", _text),
         ("Int", "interval", format_seconds_compact),
         ("Last", "last_rx", format_age),
