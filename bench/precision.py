@@ -17,7 +17,10 @@ Measurements, one after the other so they do not compete for the CPU:
 * ``chronyd -> tsyncd``: a chronyd client of a tsyncd daemon (measure mode, local stratum 10),
   with its default worker processes, and again with ``workers = 0`` (the server answering
   from the event loop).  In xleave mode only interleaved samples count; should tsyncd's server
-  answer in basic mode only, the row says so instead of giving figures.
+  answer in basic mode only, the row says so instead of giving figures;
+* mode ``nts``: a chronyd NTS client (basic mode, AEAD 15) of chronyd's NTS server and of
+  tsyncd's (default workers), with a throwaway CA: NTS replies are sealed after their
+  Transmit is written, so the server's NTS work shows in the offsets unless it is done first.
 
 For each: the number of samples used (the first ``_WARMUP`` are dropped; in xleave mode only
 interleaved samples count), the median offset and the 95th percentile of |offset|, in µs, and
@@ -43,6 +46,7 @@ from pathlib import Path
 from typing import Final, TypeVar
 
 from bench.procs import find_binary, free_port, running
+from tests.pki import Pki, make_pki
 from tsyncd.daemon import measure_precision_log2
 from tsyncd.sources.ntp import NtpSourceSocket
 from tsyncd.sync.association import NtpAssociation
@@ -125,21 +129,37 @@ def _wait_port(port: int, timeout_s: float = 10.0) -> None:
     sys.exit(f"no NTP server came up on port {port}")
 
 
-def _chrony_server(tmp: Path, name: str, port: int) -> list[str]:
+def _chrony_server(tmp: Path, name: str, port: int, nts: _Nts | None = None) -> list[str]:
+    more = ""
+    if nts is not None:  # NTS-KE on nts.ke_port with the throwaway CA's certificate
+        more = f"ntsport {nts.ke_port}\nntsserverkey {nts.pki.key}\nntsservercert {nts.pki.chain}\n"
     return _chronyd(
-        tmp, name, f"port {port}\nbindaddress 127.0.0.1\nlocal stratum 10\nallow 127.0.0.1\n"
+        tmp,
+        name,
+        f"port {port}\nbindaddress 127.0.0.1\nlocal stratum 10\nallow 127.0.0.1\n{more}",
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Nts:
+    """An NTS server's KE port and the throwaway CA its certificate comes from."""
+
+    pki: Pki
+    ke_port: int
+
+
 def _chrony_client_offsets(
-    tmp: Path, name: str, port: int, xleave: bool, seconds: float
+    tmp: Path, name: str, port: int, xleave: bool, seconds: float, nts: _Nts | None = None
 ) -> tuple[list[float], int]:
-    """Run a chronyd client for ``seconds``; (offsets of the wanted kind, interleaved count)."""
+    """Run a chronyd client for ``seconds``; (offsets of the wanted kind, interleaved count).
+    With ``nts``: an NTS client of the server's NTS-KE port (the first samples wait for it)."""
+    auth = f" nts ntsport {nts.ke_port}" if nts is not None else ""
+    trust = f"ntstrustedcerts {nts.pki.ca}\n" if nts is not None else ""
     argv = _chronyd(
         tmp,
         name,
-        f"server 127.0.0.1 port {port} minpoll {POLL} maxpoll {POLL}"
-        f"{' xleave' if xleave else ''} noselect\nport 0\nlog measurements\n",
+        f"server 127.0.0.1 port {port} minpoll {POLL} maxpoll {POLL}{auth}"
+        f"{' xleave' if xleave else ''} noselect\nport 0\nlog measurements\n{trust}",
     )
     with running(argv, tmp / f"{name}.log"):
         time.sleep(seconds)
@@ -213,14 +233,23 @@ async def drive_association(
     return offsets
 
 
-def _tsyncd_server(tmp: Path, port: int, workers: int | None = None, tag: int = 0) -> list[str]:
+def _tsyncd_server(
+    tmp: Path, port: int, workers: int | None = None, tag: int | str = 0, nts: _Nts | None = None
+) -> list[str]:
     d = tmp / f"tsyncd-server-{workers}-{tag}"
     d.mkdir()
     conf = d / "tsyncd.toml"
+    ke = ""
+    if nts is not None:
+        ke = (
+            f'[[nts-ke-server]]\nlisten = "127.0.0.1:{nts.ke_port}"\n'
+            f'certificate-chain-path = "{nts.pki.chain}"\nprivate-key-path = "{nts.pki.key}"\n'
+        )
     conf.write_text(
         f'[clock]\nmode = "measure"\n[control]\nsocket = "{d}/tsyncd.sock"\n'
         f'[synchronization]\nlocal-stratum = 10\n[[server]]\nlisten = "127.0.0.1:{port}"\n'
         + (f"workers = {workers}\n" if workers is not None else "")
+        + ke
     )
     return [sys.executable, "-m", "tsyncd", "-c", str(conf)]
 
@@ -262,7 +291,25 @@ def run(seconds: float, rounds: int = 1) -> list[Result]:
                         if mode == "xleave" and not interleaved:
                             note = "tsyncd's server answered in basic mode only"
                         pool.add(who, mode, offsets, note)
+            _nts_round(tmp, pool, r, seconds)
     return pool.results()
+
+
+def _nts_round(tmp: Path, pool: Pool, r: int, seconds: float) -> None:
+    """chronyd as an NTS client (basic mode) of chronyd's NTS server and of tsyncd's: the
+    server's Transmit must be read as late as its NTS work allows (servers/sealtx.py)."""
+    pki = make_pki(tmp / f"pki-{r}")
+    for server in ("chronyd", "tsyncd"):
+        port, nts = free_port(), _Nts(pki, free_port(socket.SOCK_STREAM))
+        if server == "chronyd":
+            argv = _chrony_server(tmp, f"chronyd-nts-server-{r}", port, nts)
+        else:
+            argv = _tsyncd_server(tmp, port, None, f"nts-{r}", nts)
+        with running(argv, tmp / f"nts-server-{server}-{r}.log"):
+            _wait_port(port)
+            name = f"chronyd-nts-client-of-{server}-{r}"
+            offsets, _ = _chrony_client_offsets(tmp, name, port, False, seconds, nts)
+        pool.add(f"chronyd -> {server}", "nts", offsets)
 
 
 def _ratio(result: Result, results: list[Result]) -> str:

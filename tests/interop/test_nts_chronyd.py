@@ -219,7 +219,7 @@ def test_nts_ke_rate_limit_closes_connections_over_it_before_tls(peers: Peers) -
     assert shown.stdout.split("\n")[0].split() == [
         "Address",
         "NTS-KE",
-        "Cookies",
+        "Served",
         "Drop",
         "Int",
         "Last",
