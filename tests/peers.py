@@ -293,10 +293,12 @@ def ctl_fails(daemon: Tsyncd, *args: str) -> str:
     return done.stderr
 
 
-def tsyncd_start_fails(directory: Path, toml: str, control_socket: str | None = None) -> str:
+def tsyncd_start_fails(
+    directory: Path, toml: str, control_socket: str | None = None, status: int = 2
+) -> str:
     """Run tsyncd on ``toml`` (measure mode, its control socket in ``directory`` unless
-    ``control_socket`` is given), which must refuse to start (exit status 2, no traceback);
-    what it logged."""
+    ``control_socket`` is given), which must refuse to start (exit ``status``: 2 cannot start,
+    1 a bad config; no traceback); what it logged."""
     conf = directory / "refused.toml"
     where = control_socket or f"{directory}/refused.sock"
     conf.write_text(f'[clock]\nmode = "measure"\n[control]\nsocket = "{where}"\n{toml}')
@@ -307,7 +309,7 @@ def tsyncd_start_fails(directory: Path, toml: str, control_socket: str | None = 
         timeout=30,
         check=False,
     )
-    assert done.returncode == 2, done.stderr
+    assert done.returncode == status, done.stderr
     assert "Traceback" not in done.stderr
     return done.stderr
 
