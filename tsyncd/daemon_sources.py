@@ -19,6 +19,7 @@ from tsyncd.config import Config, ServerConfig, SourceConfig
 from tsyncd.net.udp import (
     SocketOptions,
     is_ip_literal,
+    listen_text,
     normalize_ip,
     receives_from,
     routed_source_ip,
@@ -362,10 +363,9 @@ class SourceMobilizer:
             nts.association = state.association
             result = await nts.maintain()  # returns when a new NTS-KE names another server
             log.info(
-                "%s: NTS-KE now names %s:%d for NTP; moving there",
+                "%s: NTS-KE now names %s for NTP; moving there",
                 cfg.name,
-                result.ntp_host,
-                result.ntp_port,
+                listen_text(result.ntp_host, result.ntp_port),
             )
             nts.association = None
             self._remove_association(cfg.name)

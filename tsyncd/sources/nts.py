@@ -31,6 +31,7 @@ from typing import Final
 
 from tsyncd.asyncwait import wait_for
 from tsyncd.config import SourceConfig
+from tsyncd.net.udp import listen_text
 from tsyncd.nts.aead import aead_name
 from tsyncd.nts.client import NtsCounters, NtsSession
 from tsyncd.nts.ke import KeOutcome
@@ -125,12 +126,11 @@ class NtsSource:
         self.session = NtsSession(aead, saved.c2s, saved.s2c, list(saved.cookies))
         self.last = result
         log.info(
-            "NTS: %s resumes with %d saved cookies (AEAD %s, NTP at %s:%d), no NTS-KE",
+            "NTS: %s resumes with %d saved cookies (AEAD %s, NTP at %s), no NTS-KE",
             self.cfg.name,
             len(saved.cookies),
             aead_name(aead),
-            saved.ntp_host,
-            saved.ntp_port,
+            listen_text(saved.ntp_host, saved.ntp_port),
         )
         return result
 
@@ -173,12 +173,11 @@ class NtsSource:
         self.ke_count += 1
         self.last_error = self.unresolved = None
         log.info(
-            "NTS-KE with %s: AEAD %s, %d cookies, NTP at %s:%d, TLS group %s",
+            "NTS-KE with %s: AEAD %s, %d cookies, NTP at %s, TLS group %s",
             self.cfg.name,
             aead_name(result.outcome.aead),
             len(result.outcome.cookies),
-            result.ntp_host,
-            result.ntp_port,
+            listen_text(result.ntp_host, result.ntp_port),
             result.group,
         )
         return result

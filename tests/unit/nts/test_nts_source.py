@@ -8,6 +8,7 @@ An NTS-KE counts as good only once an authenticated NTP response follows it (chr
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 
@@ -71,7 +72,7 @@ def install_fake_ke(monkeypatch: pytest.MonkeyPatch, failures: int = 0) -> list[
     return calls
 
 
-def _fake_run_ke(calls: list[int], failures: int) -> object:
+def _fake_run_ke(calls: list[int], failures: int, ntp_host: str = "127.0.0.1") -> object:
     async def run_ke(host: str, port: int, _ca: object) -> KeResult:
         calls.append(port)
         if len(calls) <= failures:
@@ -89,7 +90,7 @@ def _fake_run_ke(calls: list[int], failures: int) -> object:
             outcome=outcome,
             c2s=C2S,
             s2c=S2C,
-            ntp_host="127.0.0.1",
+            ntp_host=ntp_host,
             ntp_port=123,
             group=None,
             finished_s=0.0,
@@ -162,3 +163,12 @@ def test_failed_ke_backs_off_and_says_so(monkeypatch: pytest.MonkeyPatch) -> Non
     assert len(calls) == 4 and src.ke_failures == 3 and src.last_error is None
     assert clock.sleeps == [(10, 10, "NTS-KE failed"), (15, 15, "NTS-KE failed"),
                             (22.5, 22.5, "NTS-KE failed")]  # fmt: skip
+
+
+def test_an_ipv6_ntp_server_is_logged_in_brackets(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(nts_source, "run_ke", _fake_run_ke([], 0, ntp_host="::1"))
+    with caplog.at_level(logging.INFO):
+        asyncio.run(source(Clock()).key_exchange())
+    assert "8 cookies, NTP at [::1]:123, TLS group None" in caplog.text

@@ -118,3 +118,13 @@ def test_a_file_for_another_server_or_a_corrupt_one_is_dropped(
     with caplog.at_level(logging.WARNING):
         assert NtsSource(_source(), tmp_path).restore() is None
     assert "ignoring the saved NTS session" in caplog.text and not path.exists()
+
+
+def test_an_ipv6_ntp_server_is_logged_in_brackets(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    session = SavedSession(**{**_fields(SESSION), "ntp_host": "::1"})
+    saved_path(tmp_path, "time.example:4460").write_bytes(encode_saved(session))
+    with caplog.at_level(logging.INFO):
+        assert NtsSource(_source(), tmp_path).restore() is not None
+    assert "NTP at [::1]:1123), no NTS-KE" in caplog.text
