@@ -348,7 +348,8 @@ class SourceMobilizer:
         whenever a later NTS-KE names another."""
         from tsyncd.sources.nts import NtsSource  # pyOpenSSL only when NTS is used
 
-        nts = NtsSource(cfg, self.config.nts_client.cookie_storage_path)
+        client = self.config.nts_client
+        nts = NtsSource(cfg, client.cookie_storage_path, refresh_s=client.key_refresh_interval)
         self.nts_sources[cfg.name] = nts
         result = nts.restore()
         if result is None:

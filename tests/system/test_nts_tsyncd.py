@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from nts_certs import make_pki, nts_server_toml, nts_source_toml
-from peers import Peers, free_tcp_port, free_udp_port, tsyncd_start_fails, wait_for
+from peers import Peers, Tsyncd, free_tcp_port, free_udp_port, tsyncd_start_fails, wait_for
 
 
 def test_nts_between_two_tsyncds_with_rekey(peers: Peers) -> None:
@@ -297,3 +297,51 @@ def test_reload_serves_a_renewed_certificate(peers: Peers) -> None:
     refused = server.run_ctl("reload")
     assert refused.returncode == 1 and "private-key-path" in refused.stderr
     assert _handshake(ke_port, new.ca) is None
+
+
+def test_saved_keys_are_refreshed_when_old_and_not_resumed_under_another_ca(peers: Peers) -> None:
+    """QA s18 hunt-nts-client #1: a session saved in cookie-storage-path is taken up with its
+    age, and keys older than key-refresh-interval get a new NTS-KE (the old cookies serving
+    meanwhile); a certificate-authority whose contents changed since does not take it up."""
+    pki = make_pki(peers.tmp)
+    ntp_port, ke_port = free_udp_port(), free_tcp_port()
+    server = peers.tsyncd(
+        "tsyncd-nts-server",
+        nts_server_toml(pki, ntp_port, ke_port, peers.tmp / "keys.json", stratum=7),
+    )
+    ca, store = peers.tmp / "client-ca.pem", peers.tmp / "nts-cookies"
+    ca.write_bytes(pki.ca.read_bytes())
+    toml = nts_source_toml(pki, f"127.0.0.1:{ke_port}", (-3, -3)).replace(str(pki.ca), str(ca))
+    toml += f'[nts-client]\ncookie-storage-path = "{store}"\nkey-refresh-interval = 3600\n'
+
+    def nts_row(client: Tsyncd, key_exchanges: int) -> dict[str, Any] | None:
+        rows = client.ctl("peers")
+        nts = rows[0]["nts"] if rows else None
+        good = nts and nts["key_exchanges"] == key_exchanges and nts["authenticated"] >= 2
+        return rows[0] if good else None
+
+    first = peers.tsyncd("tsyncd-nts-first", toml)
+    wait_for("authenticated samples", lambda: nts_row(first, 1), timeout=30)
+    assert first.proc.stop() == 0
+    (saved,) = store.iterdir()
+    body = json.loads(saved.read_text())
+    assert body["trust"].startswith("sha256:")
+    # Two hours old: past the interval set (not the default, 2 weeks).
+    body["ke-time"] = time.time() - 7200
+    saved.write_text(json.dumps(body))
+    second = peers.tsyncd("tsyncd-nts-second", toml)
+    row = wait_for("the refreshed keys in use", lambda: nts_row(second, 1), timeout=30)
+    assert row["nts"]["naks"] == 0 and row["nts"]["last_ke"] < 60
+    log = second.proc.output()
+    assert "resumes with" in log and "keys 7200 s old" in log
+    assert "keys are 7200 s old (key-refresh-interval 3600 s); NTS-KE to refresh them" in log
+    assert second.proc.stop() == 0
+    assert len(list(store.iterdir())) == 1
+
+    ca.write_bytes(pki.ca.read_bytes() + b"\n")  # the same CA, but not the same file
+    third = peers.tsyncd("tsyncd-nts-third", toml)
+    wait_for("samples after a new NTS-KE", lambda: nts_row(third, 1), timeout=30)
+    log = third.proc.output()
+    assert "does not resume the session saved in" in log and "resumes with" not in log
+    assert "the source now trusts a CA file with SHA-256" in log
+    assert server.ctl("serverstats")["nts_ke_completed"] == 3
