@@ -65,6 +65,7 @@ _BACKOFF_BASE: Final = 1.5
 _BACKOFF_MAX_S: Final = 86400.0
 _MIN_KE_INTERVAL_S: Final = 4.0  # a forged NAK (on-path) must not cause a KE storm (§5.7, §10)
 _CHECK_S: Final = 0.25  # how often the KE task looks at the session between kicks
+_IN_USE: Final = "its NTP server is polled by another source"
 
 
 class NtsSource:
@@ -90,6 +91,9 @@ class NtsSource:
         self.ke_failures = 0
         self.last_error: str | None = None
         self.unresolved: str | None = None  # why the NTP server the KE named does not resolve
+        # Who polls the NTP server the KE named, if another source does (kept until an NTS-KE
+        # names one that is free, for peers and to say it once in the log).
+        self.in_use: str | None = None
         self._kick = asyncio.Event()
         self._clock = clock
         self._sleep = sleep
@@ -254,7 +258,7 @@ class NtsSource:
             wait_s = self.ke_wait_s()
             backoff = self._backoff()
             if backoff is not None and self.last_error is None:  # failures say it themselves
-                log.warning("NTS: %s %s; next NTS-KE in %.0f s", self.cfg.name, backoff[1], wait_s)
+                log.warning("NTS: %s: %s; next NTS-KE in %.0f s", self.cfg.name, backoff[1], wait_s)
             if wait_s > 0:
                 await self._sleep(wait_s)
             self._attempts = self.attempts() + 1
@@ -317,6 +321,8 @@ class NtsSource:
             return None
         if self.last_error is not None:
             return wait_s, "key refresh failed (old keys in use)" if refreshing else "NTS-KE failed"
+        if self.in_use is not None:
+            return wait_s, _IN_USE
         if s is not None and s.counters.naks > self._seen_at_attempt.naks:
             return wait_s, "NAKed after NTS-KE"
         return wait_s, "no authenticated reply after NTS-KE"
@@ -324,6 +330,13 @@ class NtsSource:
     def ntp_server_unresolved(self, exc: OSError) -> None:
         """The NTP server the last NTS-KE named (or the saved session's) does not resolve."""
         self.unresolved = str(exc)
+
+    def ntp_server_in_use(self, users: str) -> None:
+        """Another source polls the NTP server the last NTS-KE named (or the saved session's),
+        ``users`` says who: these keys will not be used, NTS-KE again (after the back-off)."""
+        self.in_use = users
+        if self.session is not None:
+            self.session.discard()
 
     def kick(self) -> None:
         """Wake the maintenance task (after a poll or a reply)."""
@@ -387,6 +400,8 @@ class NtsSource:
                 f"NTS-KE done; cannot resolve the NTP server {self.last.ntp_host} it named: "
                 f"{self.unresolved}"
             )
+        if self.in_use:
+            return f"NTS-KE done; {_IN_USE} ({self.in_use})"
         return "waiting for NTS-KE"
 
     def pending_snapshot(self) -> SourceSnapshot:
@@ -397,8 +412,8 @@ class NtsSource:
             self._pending_reason(),
             self.cfg.min_poll,
             # selectdata: "?" out for its own reason (a failed KE, an NTP server name that
-            # does not resolve), "M" nothing measured yet
-            select_code="?" if self.last_error or self.unresolved else "M",
+            # does not resolve or that another source polls), "M" nothing measured yet
+            select_code="?" if self.last_error or self.unresolved or self.in_use else "M",
             nts=self.snapshot(),
         )
 

@@ -258,3 +258,24 @@ def test_an_offline_source_does_not_refresh_its_keys(monkeypatch: pytest.MonkeyP
         assert len(calls) == 2
 
     asyncio.run(main())
+
+
+def test_an_ntp_server_another_source_polls_drops_the_keys_and_backs_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = install_fake_ke(monkeypatch)
+    clock = Clock()
+    src = source(clock)
+    why = "its NTP server is polled by another source"
+
+    async def main() -> None:
+        await src.key_exchange_until_ok()
+        src.ntp_server_in_use("127.0.0.1:123 by plain")
+        assert src.session is not None and not src.session.cookies and src.session.needs_ke
+        row = src.pending_snapshot()
+        assert row.state_reason == f"NTS-KE done; {why} (127.0.0.1:123 by plain)"
+        assert row.select_code == "?" and row.nts is not None and row.nts.ke_backoff == why
+        await src.key_exchange_until_ok()  # in case it names another server now
+
+    asyncio.run(main())
+    assert len(calls) == 2 and clock.sleeps == [(10, 10, why)]
