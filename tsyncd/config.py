@@ -84,7 +84,7 @@ POLL_MIN: Final = -7  # log2 s: 1/128 s, chrony's lower limit (sub-second polls 
 POLL_MAX: Final = 24  # log2 s: about 194 days, chrony's upper limit
 TSQ_DATAGRAM_PORT: Final = 443  # the reference's default for both TSQ servers
 TSQ_STREAM_PORT: Final = 8443  # where the public reference host runs its stream server
-NTS_KEY_REFRESH_S: Final = 14 * 86400  # NTS-KE again once a source's keys are 2 weeks old
+NTS_KEY_REFRESH_S: Final = 28 * 86400  # NTS-KE again once keys are 4 weeks old (chrony 4.3)
 
 
 # --- the typed configuration ------------------------------------------------------------------

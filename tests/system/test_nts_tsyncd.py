@@ -334,7 +334,7 @@ def test_saved_keys_are_refreshed_when_old_and_not_resumed_under_another_ca(peer
     (saved,) = store.iterdir()
     body = json.loads(saved.read_text())
     assert body["trust"].startswith("sha256:")
-    # Two hours old: past the interval set (not the default, 2 weeks).
+    # Two hours old: past the interval set (not the default, 4 weeks).
     body["ke-time"] = time.time() - 7200
     saved.write_text(json.dumps(body))
     second = peers.tsyncd("tsyncd-nts-second", toml)

@@ -70,7 +70,7 @@ def test_example_config_values() -> None:
     assert config.servers == ()
     assert config.clock.drift_file == Path("/var/lib/tsyncd/drift")
     assert config.nts_client.cookie_storage_path == Path("/var/lib/tsyncd")
-    assert config.nts_client.key_refresh_interval == 14 * 86400  # 2 weeks, unless set
+    assert config.nts_client.key_refresh_interval == 28 * 86400  # 4 weeks, unless set
 
 
 def test_example_config_with_every_setting_uncommented_loads(tmp_path: Path) -> None:
