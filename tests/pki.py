@@ -33,10 +33,12 @@ def make_pki(
     names: tuple[str, ...] = ("localhost",),
     *,
     valid_days: tuple[float, float] = (-1, 30),
+    alt_names: bool = True,
 ) -> Pki:
     """Write a CA, a server certificate for ``names``, 127.0.0.1 and ::1, and its key; the
     server certificate is valid from ``valid_days[0]`` to ``valid_days[1]`` days from now
-    (e.g. ``(-30, -1)``: expired)."""
+    (e.g. ``(-30, -1)``: expired).  ``alt_names=False``: no subjectAltName, the first name in
+    the subject's CN only (as certificates before RFC 6125)."""
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_cert = (
@@ -65,7 +67,7 @@ def make_pki(
         .sign(ca_key, hashes.SHA256())
     )
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(_name(names[0]))
         .issuer_name(ca_cert.subject)
@@ -73,14 +75,17 @@ def make_pki(
         .serial_number(x509.random_serial_number())
         .not_valid_before(now + datetime.timedelta(days=valid_days[0]))
         .not_valid_after(now + datetime.timedelta(days=valid_days[1]))
-        .add_extension(
+    )
+    if alt_names:
+        builder = builder.add_extension(
             x509.SubjectAlternativeName(
                 [x509.DNSName(n) for n in names]
                 + [x509.IPAddress(ipaddress.ip_address(a)) for a in ("127.0.0.1", "::1")]
             ),
             critical=False,
         )
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+    cert = (
+        builder.add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([x509.OID_SERVER_AUTH]), critical=False)
         .sign(ca_key, hashes.SHA256())
     )

@@ -86,6 +86,7 @@ POLL_MIN: Final = -7  # log2 s: 1/128 s, chrony's lower limit (sub-second polls 
 POLL_MAX: Final = 24  # log2 s: about 194 days, chrony's upper limit
 TSQ_DATAGRAM_PORT: Final = 443  # the reference's default for both TSQ servers
 TSQ_STREAM_PORT: Final = 8443  # where the public reference host runs its stream server
+NTS_KEY_REFRESH_S: Final = 28 * 86400  # NTS-KE again once keys are 4 weeks old (chrony 4.3)
 
 
 # --- the typed configuration ------------------------------------------------------------------
@@ -199,9 +200,11 @@ class KeysetConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NtsClientConfig:
-    """[nts-client]: what NTS sources keep across restarts (chrony's ``ntsdumpdir``)."""
+    """[nts-client]: what NTS sources keep across restarts (chrony's ``ntsdumpdir``), and how
+    long they use one NTS-KE's keys (chrony's ``ntsrefresh``)."""
 
     cookie_storage_path: Path | None = None  # directory: one file per NTS-KE server; None: none
+    key_refresh_interval: int = NTS_KEY_REFRESH_S  # s: NTS-KE again once the keys are this old
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -386,7 +389,10 @@ _KEYSET: Final = (
     _string_field("key-storage-path", Path),
     _int_field("key-rotation-interval", 60, 365 * 86400, "seconds"),
 )
-_NTS_CLIENT: Final = (_string_field("cookie-storage-path", Path),)
+_NTS_CLIENT: Final = (
+    _string_field("cookie-storage-path", Path),
+    _int_field("key-refresh-interval", 60, 2**31 - 1, "seconds"),  # at most chrony's maximum
+)
 _CONTROL: Final = (
     _string_field("socket", Path),
     _group_field("group"),

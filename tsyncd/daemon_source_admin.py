@@ -81,8 +81,8 @@ class SourceAdmin(SourceMobilizer):
         self._association_source.pop(name, None)
 
     def _addresses_in_use(self) -> dict[Endpoint | SourceConfig, str]:
-        """Who uses which address: the sources, pool members (whose names are "ip:port"), and
-        the address a server given by name polls."""
+        """Who uses which address: the sources, pool members (whose names are "ip:port"), the
+        address a server given by name polls, and the NTP server an NTS source's NTS-KE named."""
         in_use: dict[Endpoint | SourceConfig, str] = {
             cfg: f"source {name}" for name, cfg in self._source_configs.items()
         }
@@ -97,6 +97,11 @@ class SourceAdmin(SourceMobilizer):
                 in_use.setdefault(
                     Endpoint(sock.ip, sock.port),
                     f"source {name}, which polls it as an address of {cfg.address.host}",
+                )
+            elif cfg.mode == "nts":
+                in_use.setdefault(
+                    Endpoint(sock.ip, sock.port),
+                    f"source {name}, which polls it as the NTP server its NTS-KE named",
                 )
         return in_use
 

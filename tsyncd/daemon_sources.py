@@ -19,6 +19,7 @@ from tsyncd.config import Config, ServerConfig, SourceConfig
 from tsyncd.net.udp import (
     SocketOptions,
     is_ip_literal,
+    listen_text,
     normalize_ip,
     receives_from,
     routed_source_ip,
@@ -101,16 +102,18 @@ class SourceMobilizer:
         else:
             self._take(cfg, ips[0])
 
-    def _take(self, cfg: SourceConfig, ip: str) -> None:
-        """Start ``cfg``'s association at ``ip``, taking the address over from a pool."""
-        for name in self._polling(ip, cfg.address.port):
+    def _take(self, cfg: SourceConfig, ip: str, port: int | None = None) -> SourceState | None:
+        """Start ``cfg``'s association at ``ip`` (port: the configured one), taking the
+        address over from a pool; None if it could not be started."""
+        port = cfg.address.port if port is None else port
+        for name in self._polling(ip, port):
             owner = self._association_source.get(name, name)
             if owner not in (name, cfg.name):
                 # A pool got to this address first: the source takes it over, and the pool,
                 # finding its member gone, replaces it with another address.
                 log.info("%s: %s of %s polls it; taking it over", cfg.name, name, owner)
                 self._remove_association(name)
-        self._add_association(cfg, ip, cfg.name)
+        return self._add_association(cfg, ip, cfg.name, port)
 
     def _refresh_event(self, name: str) -> asyncio.Event:
         """Set by ``tsyncctl refresh``: source ``name`` resolves its name again now."""
@@ -199,10 +202,10 @@ class SourceMobilizer:
         if not online and name in self.core.sources:
             self.core.set_online(name, False, now_ns)  # moved, still offline
 
-    def _other_poller(self, cfg: SourceConfig, ip: str) -> str | None:
-        """The other source polling ``ip`` at ``cfg``'s port, or None (a pool's member there
-        is no other source's: ``_take`` takes it over)."""
-        for name in self._polling(ip, cfg.address.port):
+    def _other_poller(self, cfg: SourceConfig, ip: str, port: int | None = None) -> str | None:
+        """The other source polling ``ip`` at ``port`` (default: ``cfg``'s), or None (a pool's
+        member there is no other source's: ``_take`` takes it over)."""
+        for name in self._polling(ip, cfg.address.port if port is None else port):
             owner = self._association_source.get(name, name)
             if owner == name != cfg.name:
                 return owner
@@ -211,10 +214,7 @@ class SourceMobilizer:
     def _wait_for_address(self, cfg: SourceConfig, ips: list[str]) -> None:
         """Every address of server ``cfg``'s name is polled by another source: say so (once
         at WARNING, then at DEBUG while it stays so), and in ``tsyncctl peers``."""
-        port = cfg.address.port
-        users = ", ".join(  # sorted: DNS may give them in another order each time
-            f"{_join_host_port(ip, port)} by {self._other_poller(cfg, ip)}" for ip in sorted(ips)
-        )
+        users = self._pollers_text(cfg, ips, cfg.address.port)
         why = (
             f"every address of {cfg.address.host} is polled by another source ({users});"
             " resolving it again later"
@@ -222,6 +222,13 @@ class SourceMobilizer:
         level = logging.DEBUG if self._address_waits.get(cfg.name) == why else logging.WARNING
         log.log(level, "%s: %s", cfg.name, why)
         self._address_waits[cfg.name] = why
+
+    def _pollers_text(self, cfg: SourceConfig, ips: list[str], port: int) -> str:
+        """Who polls each of ``ips`` at ``port``: "192.0.2.1:123 by a, 192.0.2.2:123 by b"."""
+        return ", ".join(  # sorted: DNS may give them in another order each time
+            f"{_join_host_port(ip, port)} by {self._other_poller(cfg, ip, port)}"
+            for ip in sorted(ips)
+        )
 
     def _polling(self, ip: str, port: int) -> list[str]:
         """The associations polling ip:port now."""
@@ -344,28 +351,56 @@ class SourceMobilizer:
 
     async def _mobilize_nts(self, cfg: SourceConfig) -> None:
         """NTS-KE first (retrying), then an association to the NTP server it names, moved
-        whenever a later NTS-KE names another."""
+        whenever a later NTS-KE names another.
+
+        An NTP server another source polls already (another NTS source sent there, a server
+        or peer at that address, a server name that resolved to it) is not polled twice: one
+        server would count as two in the selection (and min-sources).  As chrony (which
+        refuses a negotiated address in use), the cookies are dropped, ``tsyncctl peers`` says
+        why, and NTS-KE runs again after the usual back-off, in case it names another server.
+        A pool's member there is taken over, as a configured server takes it over."""
         from tsyncd.sources.nts import NtsSource  # pyOpenSSL only when NTS is used
 
-        nts = NtsSource(cfg, self.config.nts_client.cookie_storage_path)
+        client = self.config.nts_client
+        nts = NtsSource(cfg, client.cookie_storage_path, refresh_s=client.key_refresh_interval)
         self.nts_sources[cfg.name] = nts
         result = nts.restore()
         if result is None:
             await self._until_online(cfg)  # an offline source does no NTS-KE either
             result = await nts.key_exchange_until_ok()
+        else:
+            # The sources started with this one take their configured addresses first (this
+            # one's was negotiated): chrony, too, sets NTS addresses only after adding them.
+            await asyncio.sleep(0)
         while True:
-            ips = await self._resolve_ke_named(nts, cfg, result.ntp_host, result.ntp_port)
-            state = self._add_association(cfg, ips[0], cfg.name, result.ntp_port)
+            port = result.ntp_port
+            ips = await self._resolve_ke_named(nts, cfg, result.ntp_host, port)
+            free = [ip for ip in ips if self._other_poller(cfg, ip, port) is None]
+            if not free:
+                users = self._pollers_text(cfg, ips, port)
+                level = logging.DEBUG if nts.in_use == users else logging.WARNING
+                log.log(
+                    level,
+                    "%s: NTS-KE named %s for NTP, which another source polls (%s); not "
+                    "polling it twice, NTS-KE again later",
+                    cfg.name,
+                    listen_text(result.ntp_host, port),
+                    users,
+                )
+                nts.ntp_server_in_use(users)
+                result = await nts.key_exchange_until_ok()
+                continue
+            state = self._take(cfg, free[0], port)
             if state is None:
                 return
+            nts.in_use = None
             state.association.auth = nts.session
             nts.association = state.association
             result = await nts.maintain()  # returns when a new NTS-KE names another server
             log.info(
-                "%s: NTS-KE now names %s:%d for NTP; moving there",
+                "%s: NTS-KE now names %s for NTP; moving there",
                 cfg.name,
-                result.ntp_host,
-                result.ntp_port,
+                listen_text(result.ntp_host, result.ntp_port),
             )
             nts.association = None
             self._remove_association(cfg.name)

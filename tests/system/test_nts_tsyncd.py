@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from nts_certs import make_pki, nts_server_toml, nts_source_toml
-from peers import Peers, free_tcp_port, free_udp_port, tsyncd_start_fails, wait_for
+from peers import (
+    Peers,
+    Tsyncd,
+    ctl_fails,
+    free_tcp_port,
+    free_udp_port,
+    tsyncd_start_fails,
+    wait_for,
+)
 
 
 def test_nts_between_two_tsyncds_with_rekey(peers: Peers) -> None:
@@ -300,3 +308,134 @@ def test_reload_serves_a_renewed_certificate(peers: Peers) -> None:
     refused = server.run_ctl("reload")
     assert refused.returncode == 1 and "private-key-path" in refused.stderr
     assert _handshake(ke_port, new.ca) is None
+
+
+def test_saved_keys_are_refreshed_when_old_and_not_resumed_under_another_ca(peers: Peers) -> None:
+    """QA s18 hunt-nts-client #1: a session saved in cookie-storage-path is taken up with its
+    age, and keys older than key-refresh-interval get a new NTS-KE (the old cookies serving
+    meanwhile); a certificate-authority whose contents changed since does not take it up."""
+    pki = make_pki(peers.tmp)
+    ntp_port, ke_port = free_udp_port(), free_tcp_port()
+    server = peers.tsyncd(
+        "tsyncd-nts-server",
+        nts_server_toml(pki, ntp_port, ke_port, peers.tmp / "keys.json", stratum=7),
+    )
+    ca, store = peers.tmp / "client-ca.pem", peers.tmp / "nts-cookies"
+    ca.write_bytes(pki.ca.read_bytes())
+    toml = nts_source_toml(pki, f"127.0.0.1:{ke_port}", (-3, -3)).replace(str(pki.ca), str(ca))
+    toml += f'[nts-client]\ncookie-storage-path = "{store}"\nkey-refresh-interval = 3600\n'
+
+    def nts_row(client: Tsyncd, key_exchanges: int) -> dict[str, Any] | None:
+        rows = client.ctl("peers")
+        nts = rows[0]["nts"] if rows else None
+        good = nts and nts["key_exchanges"] == key_exchanges and nts["authenticated"] >= 2
+        return rows[0] if good else None
+
+    first = peers.tsyncd("tsyncd-nts-first", toml)
+    wait_for("authenticated samples", lambda: nts_row(first, 1), timeout=30)
+    assert first.proc.stop() == 0
+    (saved,) = store.iterdir()
+    body = json.loads(saved.read_text())
+    assert body["trust"].startswith("sha256:")
+    # Two hours old: past the interval set (not the default, 4 weeks).
+    body["ke-time"] = time.time() - 7200
+    saved.write_text(json.dumps(body))
+    second = peers.tsyncd("tsyncd-nts-second", toml)
+    row = wait_for("the refreshed keys in use", lambda: nts_row(second, 1), timeout=30)
+    assert row["nts"]["naks"] == 0 and row["nts"]["last_ke"] < 60
+    log = second.proc.output()
+    assert "resumes with" in log and "keys 7200 s old" in log
+    assert "keys are 7200 s old (key-refresh-interval 3600 s); NTS-KE to refresh them" in log
+    assert second.proc.stop() == 0
+    assert len(list(store.iterdir())) == 1
+
+    ca.write_bytes(pki.ca.read_bytes() + b"\n")  # the same CA, but not the same file
+    third = peers.tsyncd("tsyncd-nts-third", toml)
+    wait_for("samples after a new NTS-KE", lambda: nts_row(third, 1), timeout=30)
+    log = third.proc.output()
+    assert "does not resume the session saved in" in log and "resumes with" not in log
+    assert "the source now trusts a CA file with SHA-256" in log
+    assert server.ctl("serverstats")["nts_ke_completed"] == 3
+
+
+def test_an_ntp_server_another_source_polls_is_not_polled_twice(peers: Peers) -> None:
+    """QA s18 hunt-nts-client #2: NTS-KE names an NTP server that a plain server source (or
+    another NTS source) polls already.  As chrony, the NTS source does not poll it too (one
+    server must not count twice toward min-sources), says why in peers, and retries NTS-KE
+    later with the usual back-off.  A saved session is no exception: the configured server
+    listed after it keeps its address."""
+    pki = make_pki(peers.tmp)
+    ntp_port, ke_port = free_udp_port(), free_tcp_port()
+    peers.tsyncd(
+        "tsyncd-nts-server",
+        nts_server_toml(pki, ntp_port, ke_port, peers.tmp / "keys.json", stratum=7),
+    )
+    store = peers.tmp / "nts-cookies"
+    nts = nts_source_toml(pki, f"127.0.0.1:{ke_port}", (-3, -3)) + 'name = "nts"\n'
+    plain = (
+        f'[[source]]\nmode = "server"\naddress = "127.0.0.1:{ntp_port}"\nname = "plain"\n'
+        "min-poll = -3\nmax-poll = -3\n"
+    )
+    storage = f'[nts-client]\ncookie-storage-path = "{store}"\n'
+
+    def refused(client: Tsyncd) -> dict[str, Any] | None:
+        rows = {r["name"]: r for r in client.ctl("peers")}
+        row = rows.get("nts")
+        ok = row and "polled by another source" in str(row["state_reason"]) and "plain" in rows
+        return row if ok and row["nts"]["next_ke"] else None
+
+    # The server source polls the address first; the NTS source's NTS-KE names it.
+    first = peers.tsyncd("tsyncd-twice", "[synchronization]\nmin-sources = 2\n" + plain + nts)
+    row = wait_for("the NTS source to refuse the address", lambda: refused(first), timeout=30)
+    assert row["state_reason"] == (
+        f"NTS-KE done; its NTP server is polled by another source (127.0.0.1:{ntp_port} by plain)"
+    )
+    assert row["select_code"] == "?" and row["packets_sent"] == 0
+    assert row["nts"]["key_exchanges"] == 1 and row["nts"]["cookies"] == 0
+    assert row["nts"]["ke_backoff"] == "its NTP server is polled by another source"
+    assert 5 < row["nts"]["next_ke"] <= 10
+    assert [r["address"] for r in first.ctl("peers")].count(f"127.0.0.1:{ntp_port}") == 1
+    note = next(line for line in first.run_ctl("peers").stdout.splitlines() if "NTS-KE" in line)
+    assert f"(127.0.0.1:{ntp_port} by plain); next NTS-KE in " in note
+    assert first.ctl("tracking")["synchronized"] is False  # min-sources = 2: one server only
+    log = first.proc.output()
+    assert f"nts: NTS-KE named 127.0.0.1:{ntp_port} for NTP, which another source polls" in log
+    assert first.proc.stop() == 0
+
+    # Two NTS sources whose NTS-KEs name the same server: one polls it, the other waits.
+    by_name = nts_source_toml(pki, f"localhost:{ke_port}", (-3, -3)) + 'name = "n2"\n'
+    pair = peers.tsyncd("tsyncd-nts-pair", nts + by_name)
+
+    def one_refused() -> list[dict[str, Any]] | None:
+        rows = sorted(pair.ctl("peers"), key=lambda r: bool(r["address"]))
+        reasons = [str(r["state_reason"]) for r in rows]
+        return rows if len(rows) == 2 and "polled by another source" in reasons[0] else None
+
+    waiting, polling = wait_for("one NTS source to wait", one_refused, timeout=30)
+    assert polling["address"] == f"127.0.0.1:{ntp_port}" and not waiting["address"]
+    assert f"(127.0.0.1:{ntp_port} by {polling['name']})" in waiting["state_reason"]
+    assert pair.proc.stop() == 0
+
+    # A pool's member there is taken over (the pool, finding no other address, has none).
+    pool = f'[[source]]\nmode = "pool"\naddress = "127.0.0.1:{ntp_port}"\nname = "p"\n'
+    pooled = peers.tsyncd("tsyncd-nts-pooled", pool + nts)
+
+    def nts_polls() -> list[dict[str, Any]] | None:
+        rows = [r for r in pooled.ctl("peers") if r["address"] == f"127.0.0.1:{ntp_port}"]
+        return rows if [r["name"] for r in rows] == ["nts"] and rows[0]["reach"] else None
+
+    wait_for("the NTS source to take the pool's member over", nts_polls, timeout=30)
+    assert f"nts: 127.0.0.1:{ntp_port} of p polls it; taking it over" in pooled.proc.output()
+    assert pooled.proc.stop() == 0
+
+    # A saved session naming it, in a file where the NTS source comes first.
+    alone = peers.tsyncd("tsyncd-nts-alone", nts + storage)
+    wait_for("an authenticated sample", lambda: alone.ctl("peers")[0]["nts"]["authenticated"] >= 1)
+    # Nor does tsyncctl add a server there (as for an address a server name resolved to).
+    error = ctl_fails(alone, "add", f"127.0.0.1:{ntp_port}")
+    assert "(same as source nts, which polls it as the NTP server its NTS-KE named)" in error
+    assert alone.proc.stop() == 0
+    second = peers.tsyncd("tsyncd-resumed", nts + plain + storage)
+    row = wait_for("the resumed session to refuse it", lambda: refused(second), timeout=30)
+    assert "resumes with" in second.proc.output()
+    assert [r["name"] for r in second.ctl("peers") if r["address"]] == ["plain"]

@@ -70,6 +70,7 @@ def test_example_config_values() -> None:
     assert config.servers == ()
     assert config.clock.drift_file == Path("/var/lib/tsyncd/drift")
     assert config.nts_client.cookie_storage_path == Path("/var/lib/tsyncd")
+    assert config.nts_client.key_refresh_interval == 28 * 86400  # 4 weeks, unless set
 
 
 def test_example_config_with_every_setting_uncommented_loads(tmp_path: Path) -> None:
@@ -548,9 +549,10 @@ def test_nts_source_and_server_keys(tmp_path: Path) -> None:
         f'[[nts-ke-server]]\ncertificate-chain-path = "{pki.chain}"\n'
         f'private-key-path = "{pki.key}"\n'
         'ntp-port = 1123\n[keyset]\nkey-storage-path = "/k.json"\nkey-rotation-interval = 3600\n'
-        '[nts-client]\ncookie-storage-path = "/var/lib/tsyncd/nts"\n',
+        '[nts-client]\ncookie-storage-path = "/var/lib/tsyncd/nts"\nkey-refresh-interval = 86400\n',
     )
     assert config.nts_client.cookie_storage_path == Path("/var/lib/tsyncd/nts")
+    assert config.nts_client.key_refresh_interval == 86400
     source = config.sources[0]
     assert source.address == Endpoint("time.example.org", 4460)  # NTS-KE default port
     assert source.certificate_authority == pki.ca
@@ -575,7 +577,11 @@ def test_nts_config_errors() -> None:
             ],
             "nts-ke-server": [{"listen": "127.0.0.1:4460", "ntp-server": "a b"}],
             "keyset": {"key-rotation-interval": 5},
-            "nts-client": {"cookie-storage-path": 7, "cookie-dir": "/x"},
+            "nts-client": {
+                "cookie-storage-path": 7,
+                "cookie-dir": "/x",
+                "key-refresh-interval": 59,
+            },
         }
     )
     assert lines == [
@@ -588,7 +594,9 @@ def test_nts_config_errors() -> None:
         "(seconds)",
         "/etc/tsyncd.toml: nts-client.cookie-storage-path = 7: expected non-empty string",
         '/etc/tsyncd.toml: nts-client.cookie-dir = "/x": expected key to be one of: '
-        "cookie-storage-path",
+        "cookie-storage-path, key-refresh-interval",
+        "/etc/tsyncd.toml: nts-client.key-refresh-interval = 59: expected integer "
+        "60..2147483647 (seconds)",
         '/etc/tsyncd.toml: source[0].certificate-authority = "/ca.pem": expected no '
         'certificate-authority unless mode = "tsq" or "nts"',
     ]

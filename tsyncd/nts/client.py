@@ -89,6 +89,12 @@ class NtsSession:
         self._answered_uid: bytes | None = None  # of the last request answered (a replay's)
         self._naked = False  # the outstanding request got a NAK and no authentic response
 
+    def discard(self) -> None:
+        """Drop every cookie and ask for a new NTS-KE (the source will not use these keys)."""
+        self.cookies.clear()
+        self._uid = None
+        self.needs_ke = True
+
     def protect(self, request: bytes) -> bytes | None:
         """``request`` (a bare 48-byte header) with NTS fields, or None without a cookie."""
         if self._naked:  # a NAK, and no authentic response since: these cookies are dead

@@ -6,19 +6,27 @@ authenticated sample (seconds against a far or busy NTS-KE server, and load on i
 AEAD "to resume without KE" (chrony's ``ntsdumpdir`` does the same).
 
 What is kept is exactly what NTS-KE gave (RFC 8915 §4): the AEAD, the C2S and S2C keys, the
-NTP server and port it negotiated, and the cookies not yet sent, plus the KE's time for
-``tsyncctl peers``.  The file holds keys, so it is written 0600 (``statefile.write_atomic``).
+NTP server and port it negotiated, and the cookies not yet sent, plus the KE's time (for
+``tsyncctl peers`` and ``[nts-client] key-refresh-interval``) and what the server's certificate
+was checked against (``trust_fingerprint``).  A session is resumed only under the same trust:
+a ``certificate-authority`` changed since (another file, or new bytes in the same file) may no
+longer trust the server, so its keys are not used again without a new NTS-KE.  Files written
+before that field existed have none and are not resumed either (one NTS-KE, once).  The file
+holds keys, so it is written 0600 (``statefile.write_atomic``).
 The daemon reads it once at start and deletes it at once, so a crash later can never make it
 send the same cookies twice (that would link its requests, §6); it writes it again on a clean
 exit.  Cookies the server no longer accepts (its keys rotated past them) cost one NTS NAK,
 which starts a new NTS-KE as usual.
 
 Format: one JSON object, bytes in hex, a ``version`` to refuse files of another layout.
+Fields added later are optional (``trust``), so no version reads the other's files wrongly.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,12 +34,22 @@ from typing import Any, Final
 
 from tsyncd.nts.aead import AEADS
 
-__all__ = ["SavedSession", "decode_saved", "encode_saved", "saved_path"]
+__all__ = [
+    "SYSTEM_TRUST",
+    "SavedSession",
+    "decode_saved",
+    "encode_saved",
+    "saved_path",
+    "trust_fingerprint",
+    "trust_text",
+]
 
 _VERSION: Final = 1
 _MAX_COOKIES: Final = 8
 _MAX_COOKIE_LEN: Final = 1024
 _UNSAFE: Final = re.compile(r"[^A-Za-z0-9.-]")
+SYSTEM_TRUST: Final = "system"  # the trust of a source without certificate-authority
+_SHA256: Final = "sha256:"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -46,6 +64,26 @@ class SavedSession:
     s2c: bytes
     cookies: tuple[bytes, ...]
     ke_s: float  # wall-clock time of the NTS-KE that gave the keys
+    trust: str | None = None  # trust_fingerprint at that NTS-KE; None: not saved (older file)
+
+
+def trust_fingerprint(ca_path: Path | None) -> str | None:
+    """What a source's server certificate is checked against: "sha256:<hex>" of the bytes of
+    its ``certificate-authority`` file, ``SYSTEM_TRUST`` without one; None if the file cannot
+    be read (nothing to compare: a saved session is not resumed)."""
+    if ca_path is None:
+        return SYSTEM_TRUST
+    try:
+        return _SHA256 + hashlib.sha256(ca_path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def trust_text(fingerprint: str) -> str:
+    """``fingerprint`` for the log: "the system trust store", "a CA file with SHA-256 ..."."""
+    if fingerprint == SYSTEM_TRUST:
+        return "the system trust store"
+    return f"a CA file with SHA-256 {fingerprint.removeprefix(_SHA256)[:16]}..."
 
 
 def saved_path(directory: Path, ke_server: str) -> Path:
@@ -66,6 +104,8 @@ def encode_saved(session: SavedSession) -> bytes:
         "cookies": [c.hex() for c in session.cookies],
         "ke-time": session.ke_s,
     }
+    if session.trust is not None:
+        body["trust"] = session.trust
     return (json.dumps(body, indent=1) + "\n").encode("ascii")
 
 
@@ -92,6 +132,10 @@ def decode_saved(data: bytes) -> SavedSession:
     port = _field(body, "ntp-port", int)
     if not 1 <= port <= 65535:
         raise ValueError(f"NTP port {port}")
+    ke_s = float(_field(body, "ke-time", (int, float)))
+    if not math.isfinite(ke_s):  # JSON's NaN would never be older than any interval
+        raise ValueError(f"ke-time {ke_s}")
+    trust = _field(body, "trust", str) if "trust" in body else None
     return SavedSession(
         ke_server=_field(body, "ke-server", str),
         ntp_host=_field(body, "ntp-host", str),
@@ -100,7 +144,8 @@ def decode_saved(data: bytes) -> SavedSession:
         c2s=c2s,
         s2c=s2c,
         cookies=parsed,
-        ke_s=float(_field(body, "ke-time", (int, float))),
+        ke_s=ke_s,
+        trust=trust,
     )
 
 

@@ -5,6 +5,14 @@ The NTP side is the ordinary association in the ``SyncCore``; this adapter only 
 says so: cookies used up, or dropped after an NTS NAK.  Until a new KE succeeds the association
 sends nothing (never plain NTP: that would be NTS stripping, §9).
 
+It also runs NTS-KE when the keys are older than ``[nts-client] key-refresh-interval``
+(chrony's ``ntsrefresh``): otherwise a server that keeps refilling cookies would let one TLS
+handshake's keys serve for ever, and the server's certificate would never be checked again
+(expired, revoked, or no longer trusted).  Unlike chrony, which drops the cookies first, the
+old session keeps polling until the new NTS-KE works, so time keeps flowing; a failing refresh
+backs off as any failing NTS-KE does, and ``tsyncctl peers`` says so.  The keys' age is kept on
+the monotonic clock, so a step of the system clock does not change it.
+
 An NTS-KE counts as good only once an authenticated NTP response follows it, as chrony's
 ``nke_attempts`` is reset only in ``NNC_CheckResponseAuth``: a KE server whose NTP server NAKs
 every cookie (the two do not share cookie keys, a real misconfiguration) must not get a TLS
@@ -15,7 +23,9 @@ backs off as §4.2 suggests (10 s · 1.5ⁿ⁻¹, at most a day here), and attem
 
 With ``[nts-client] cookie-storage-path`` set, the session (keys, unused cookies, NTP server)
 is saved on a clean exit and taken up again at start instead of a first NTS-KE
-(``nts/saved.py`` says why and how).
+(``nts/saved.py`` says why and how), unless the source's ``certificate-authority`` is not the
+one the keys were made under.  Its age carries over: a saved KE time in the future (a clock
+that was wrong then, or stepped back since) counts as now, as chrony clamps it.
 """
 
 from __future__ import annotations
@@ -30,11 +40,19 @@ from pathlib import Path
 from typing import Final
 
 from tsyncd.asyncwait import wait_for
-from tsyncd.config import SourceConfig
+from tsyncd.config import NTS_KEY_REFRESH_S, SourceConfig
+from tsyncd.net.udp import listen_text
 from tsyncd.nts.aead import aead_name
 from tsyncd.nts.client import NtsCounters, NtsSession
 from tsyncd.nts.ke import KeOutcome
-from tsyncd.nts.saved import SavedSession, decode_saved, encode_saved, saved_path
+from tsyncd.nts.saved import (
+    SavedSession,
+    decode_saved,
+    encode_saved,
+    saved_path,
+    trust_fingerprint,
+    trust_text,
+)
 from tsyncd.snapshots import NtsSourceSnapshot, SourceSnapshot, pending_source_snapshot
 from tsyncd.sources.ntske import KeFailure, KeResult, run_ke
 from tsyncd.statefile import write_atomic
@@ -47,6 +65,7 @@ _BACKOFF_BASE: Final = 1.5
 _BACKOFF_MAX_S: Final = 86400.0
 _MIN_KE_INTERVAL_S: Final = 4.0  # a forged NAK (on-path) must not cause a KE storm (§5.7, §10)
 _CHECK_S: Final = 0.25  # how often the KE task looks at the session between kicks
+_IN_USE: Final = "its NTP server is polled by another source"
 
 
 class NtsSource:
@@ -57,10 +76,12 @@ class NtsSource:
         cfg: SourceConfig,
         storage: Path | None = None,
         *,
+        refresh_s: float = NTS_KEY_REFRESH_S,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        """``clock`` (monotonic s) and ``sleep`` time the NTS-KE back-off (tests pass their own)."""
+        """``refresh_s``: NTS-KE again once the keys are this old.  ``clock`` (monotonic s) and
+        ``sleep`` time the NTS-KE back-off and the keys' age (tests pass their own)."""
         self.cfg = cfg
         self._saved = saved_path(storage, str(cfg.address)) if storage is not None else None
         self.session: NtsSession | None = None
@@ -70,12 +91,19 @@ class NtsSource:
         self.ke_failures = 0
         self.last_error: str | None = None
         self.unresolved: str | None = None  # why the NTP server the KE named does not resolve
+        # Who polls the NTP server the KE named, if another source does (kept until an NTS-KE
+        # names one that is free, for peers and to say it once in the log).
+        self.in_use: str | None = None
         self._kick = asyncio.Event()
         self._clock = clock
         self._sleep = sleep
         self._last_attempt_mono: float | None = None  # when the last NTS-KE attempt ended
         self._attempts = 0  # NTS-KE attempts since an authenticated response (chrony's)
-        self._seen_at_attempt = NtsCounters()  # the session's counters when it started
+        self._seen_at_attempt = NtsCounters()  # the counters when the last KE's session began
+        self._ke_session: NtsSession | None = None  # the last attempt's session, if it worked
+        self._refresh_s = refresh_s
+        self._keys_mono: float | None = None  # monotonic s of the NTS-KE that gave the keys
+        self._trust: str | None = None  # trust_fingerprint they were made under
 
     def restore(self) -> KeResult | None:
         """Take up the session saved at the last clean exit, if there is a usable one.
@@ -104,6 +132,17 @@ class NtsSource:
             return None
         if saved.ke_server != str(self.cfg.address) or not saved.cookies:
             return None
+        untrusted = self._untrusted(saved.trust)
+        if untrusted is not None:
+            log.info(
+                "NTS: %s does not resume the session saved in %s: %s; running NTS-KE",
+                self.cfg.name,
+                path,
+                untrusted,
+            )
+            return None
+        now_s = time.time()
+        ke_s = min(saved.ke_s, now_s)  # in the future: now (chrony's load_cookies clamps it)
         aead = saved.aead
         outcome = KeOutcome(
             aead=aead,
@@ -120,19 +159,41 @@ class NtsSource:
             ntp_host=saved.ntp_host,
             ntp_port=saved.ntp_port,
             group=None,  # no TLS this time
-            finished_s=saved.ke_s,
+            finished_s=ke_s,
         )
         self.session = NtsSession(aead, saved.c2s, saved.s2c, list(saved.cookies))
         self.last = result
+        self._keys_mono = self._clock() - (now_s - ke_s)
+        self._trust = saved.trust
         log.info(
-            "NTS: %s resumes with %d saved cookies (AEAD %s, NTP at %s:%d), no NTS-KE",
+            "NTS: %s resumes with %d saved cookies (AEAD %s, NTP at %s, keys %s old), no NTS-KE",
             self.cfg.name,
             len(saved.cookies),
             aead_name(aead),
-            saved.ntp_host,
-            saved.ntp_port,
+            listen_text(saved.ntp_host, saved.ntp_port),
+            _age_text(now_s - ke_s),
         )
         return result
+
+    def _untrusted(self, saved: str | None) -> str | None:
+        """Why a session whose keys were made under trust ``saved`` (its ``trust_fingerprint``)
+        must not be resumed by this source, or None: its server certificate was checked
+        against something this source may no longer trust."""
+        if saved is None:
+            return (
+                "the file does not say which certificate authority the server was checked "
+                "against (written by an older tsyncd)"
+            )
+        ca = self.cfg.certificate_authority
+        now = trust_fingerprint(ca)
+        if now is None:
+            return f"cannot read certificate-authority = {ca}"
+        if now != saved:
+            return (
+                f"the server was checked against {trust_text(saved)}; the source now trusts "
+                f"{trust_text(now)}"
+            )
+        return None
 
     def save(self) -> None:
         """Keep the session's unused cookies and keys for the next start (``restore``)."""
@@ -148,6 +209,7 @@ class NtsSource:
             s2c=s.s2c,
             cookies=tuple(s.cookies),
             ke_s=last.finished_s,
+            trust=self._trust,
         )
         try:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -160,25 +222,31 @@ class NtsSource:
     async def key_exchange(self) -> KeResult:
         """One NTS-KE; on success the new session replaces the old (and its cookies)."""
         host, port = self.cfg.address.host, self.cfg.address.port
-        result = await run_ke(host, port, self.cfg.certificate_authority)
+        ca = self.cfg.certificate_authority
+        # Read before the KE: a CA file changed meanwhile then fails the next resume, rather
+        # than vouching for keys checked against its old contents.
+        trust = trust_fingerprint(ca)
+        result = await run_ke(host, port, ca)
         session = NtsSession(
             result.outcome.aead, result.c2s, result.s2c, list(result.outcome.cookies)
         )
         if self.session is not None:
             session.counters = self.session.counters  # cumulative across key exchanges
-        self.session = session
+        self.session = self._ke_session = session
+        self._seen_at_attempt = dataclasses.replace(session.counters)
+        self._keys_mono = self._clock()
+        self._trust = trust
         if self.association is not None:
             self.association.auth = session
         self.last = result
         self.ke_count += 1
         self.last_error = self.unresolved = None
         log.info(
-            "NTS-KE with %s: AEAD %s, %d cookies, NTP at %s:%d, TLS group %s",
+            "NTS-KE with %s: AEAD %s, %d cookies, NTP at %s, TLS group %s",
             self.cfg.name,
             aead_name(result.outcome.aead),
             len(result.outcome.cookies),
-            result.ntp_host,
-            result.ntp_port,
+            listen_text(result.ntp_host, result.ntp_port),
             result.group,
         )
         return result
@@ -190,12 +258,11 @@ class NtsSource:
             wait_s = self.ke_wait_s()
             backoff = self._backoff()
             if backoff is not None and self.last_error is None:  # failures say it themselves
-                log.warning("NTS: %s %s; next NTS-KE in %.0f s", self.cfg.name, backoff[1], wait_s)
+                log.warning("NTS: %s: %s; next NTS-KE in %.0f s", self.cfg.name, backoff[1], wait_s)
             if wait_s > 0:
                 await self._sleep(wait_s)
-            s = self.session
             self._attempts = self.attempts() + 1
-            self._seen_at_attempt = dataclasses.replace(s.counters) if s else NtsCounters()
+            self._ke_session = None  # until this attempt gives a session
             try:
                 return await self.key_exchange()
             except KeFailure as exc:
@@ -207,9 +274,15 @@ class NtsSource:
 
     def attempts(self) -> int:
         """NTS-KE attempts since the last authenticated NTP response (chrony's nke_attempts):
-        0 once the server has answered us, so it counts KEs that did not lead anywhere."""
+        0 once the server has answered us, so it counts KEs that did not lead anywhere.  Only
+        an answer to the last attempt's keys counts: while a key refresh fails, the old keys'
+        answers must not make every retry look like the first (4 s apart)."""
         s = self.session
-        if s is not None and s.counters.authenticated > self._seen_at_attempt.authenticated:
+        if (
+            s is not None
+            and s is self._ke_session
+            and s.counters.authenticated > self._seen_at_attempt.authenticated
+        ):
             return 0
         return self._attempts
 
@@ -227,16 +300,29 @@ class NtsSource:
             return 0.0
         return max(0.0, self._last_attempt_mono + self._ke_interval_s() - self._clock())
 
+    def key_age_s(self) -> float | None:
+        """Seconds since the NTS-KE that gave the keys in use (a saved one's included)."""
+        return None if self._keys_mono is None else self._clock() - self._keys_mono
+
+    def _refresh_due(self) -> bool:
+        """The keys are ``refresh_s`` old or older, and the source is online (an offline one
+        does no NTS-KE)."""
+        age, a = self.key_age_s(), self.association
+        return age is not None and age >= self._refresh_s and a is not None and a.online
+
     def _backoff(self) -> tuple[float, str] | None:
         """(s to wait, why) while a wanted NTS-KE waits out a back-off; None otherwise."""
         s = self.session
-        if s is not None and not s.needs_ke:
+        refreshing = s is not None and not s.needs_ke  # the old keys serve meanwhile
+        if refreshing and not self._refresh_due():
             return None
         wait_s = self.ke_wait_s()
         if wait_s <= 0 or self.attempts() == 0:
             return None
         if self.last_error is not None:
-            return wait_s, "NTS-KE failed"
+            return wait_s, "key refresh failed (old keys in use)" if refreshing else "NTS-KE failed"
+        if self.in_use is not None:
+            return wait_s, _IN_USE
         if s is not None and s.counters.naks > self._seen_at_attempt.naks:
             return wait_s, "NAKed after NTS-KE"
         return wait_s, "no authenticated reply after NTS-KE"
@@ -245,18 +331,36 @@ class NtsSource:
         """The NTP server the last NTS-KE named (or the saved session's) does not resolve."""
         self.unresolved = str(exc)
 
+    def ntp_server_in_use(self, users: str) -> None:
+        """Another source polls the NTP server the last NTS-KE named (or the saved session's),
+        ``users`` says who: these keys will not be used, NTS-KE again (after the back-off)."""
+        self.in_use = users
+        if self.session is not None:
+            self.session.discard()
+
     def kick(self) -> None:
         """Wake the maintenance task (after a poll or a reply)."""
-        if self.session is None or self.session.needs_ke:
+        if self.session is None or self.session.needs_ke or self._refresh_due():
             self._kick.set()
 
     async def maintain(self) -> KeResult:
-        """Re-key whenever the session asks for it; return the result of a new NTS-KE that
-        sends NTP elsewhere (Server/Port Negotiation, RFC 8915 §4.1.7-8: the KE server's
-        answer may change, e.g. when an operator moves clients), for the caller to follow."""
+        """Re-key whenever the session asks for it or its keys are due for a refresh; return
+        the result of a new NTS-KE that sends NTP elsewhere (Server/Port Negotiation, RFC 8915
+        §4.1.7-8: the KE server's answer may change, e.g. when an operator moves clients), for
+        the caller to follow."""
         while True:
             self._kick.clear()
-            if self.session is None or self.session.needs_ke:
+            s = self.session
+            refresh = s is not None and not s.needs_ke and self._refresh_due()
+            if s is None or s.needs_ke or refresh:
+                if refresh:
+                    log.info(
+                        "NTS: %s keys are %s old (key-refresh-interval %.0f s); NTS-KE to "
+                        "refresh them, the old ones serve until it works",
+                        self.cfg.name,
+                        _age_text(self.key_age_s() or 0.0),
+                        self._refresh_s,
+                    )
                 before = self.last
                 result = await self.key_exchange_until_ok()
                 if before is not None and (result.ntp_host, result.ntp_port) != (
@@ -276,7 +380,7 @@ class NtsSource:
             ke_server=str(self.cfg.address),
             cookies=len(s.cookies) if s is not None else 0,
             aead=aead_name(last.outcome.aead) if last is not None else None,
-            last_ke=time.time() - last.finished_s if last is not None else None,
+            last_ke=self.key_age_s(),
             tls_group=last.group if last is not None else None,
             key_exchanges=self.ke_count,
             ke_failures=self.ke_failures,
@@ -296,6 +400,8 @@ class NtsSource:
                 f"NTS-KE done; cannot resolve the NTP server {self.last.ntp_host} it named: "
                 f"{self.unresolved}"
             )
+        if self.in_use:
+            return f"NTS-KE done; {_IN_USE} ({self.in_use})"
         return "waiting for NTS-KE"
 
     def pending_snapshot(self) -> SourceSnapshot:
@@ -306,7 +412,12 @@ class NtsSource:
             self._pending_reason(),
             self.cfg.min_poll,
             # selectdata: "?" out for its own reason (a failed KE, an NTP server name that
-            # does not resolve), "M" nothing measured yet
-            select_code="?" if self.last_error or self.unresolved else "M",
+            # does not resolve or that another source polls), "M" nothing measured yet
+            select_code="?" if self.last_error or self.unresolved or self.in_use else "M",
             nts=self.snapshot(),
         )
+
+
+def _age_text(seconds: float) -> str:
+    """An age for the log: "35 s" up to 2 days, "400.0 days" beyond."""
+    return f"{seconds / 86400:.1f} days" if seconds >= 2 * 86400 else f"{seconds:.0f} s"

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from cryptography import x509
 from OpenSSL import SSL
-from service_identity import VerificationError
+from service_identity import CertificateError, VerificationError
 from service_identity.pyopenssl import verify_hostname, verify_ip_address
 
 from tsyncd.config import Endpoint
@@ -116,8 +117,8 @@ async def _exchange(
                 verify_ip_address(tls.conn, host)
             else:
                 verify_hostname(tls.conn, host)
-        except VerificationError as exc:
-            raise TlsError(f"certificate does not name {host}: {exc}") from None
+        except (VerificationError, CertificateError):  # the latter: no subjectAltName at all
+            raise TlsError(_name_mismatch(tls.conn, host)) from None
         await tls.send(client_request(aeads))
         parser = RecordParser()
         records = []
@@ -145,3 +146,23 @@ async def _exchange(
         group=group,
         finished_s=time.time(),
     )
+
+
+def _name_mismatch(conn: SSL.Connection, host: str) -> str:
+    """Why the server's certificate is not for ``host``, with the names it does carry (its
+    subjectAltName DNS names and IP addresses, which are all that is checked: RFC 6125)."""
+    names: list[str] = []
+    cert = conn.get_peer_certificate()
+    try:
+        if cert is not None:
+            alt = cert.to_cryptography().extensions.get_extension_for_class(
+                x509.SubjectAlternativeName
+            )
+            names = alt.value.get_values_for_type(x509.DNSName) + [
+                str(ip) for ip in alt.value.get_values_for_type(x509.IPAddress)
+            ]
+    except (x509.ExtensionNotFound, ValueError):  # none, or one cryptography cannot parse
+        pass
+    if not names:
+        return f"certificate names no host name or IP address (no subjectAltName); not {host}"
+    return f"certificate names {', '.join(names)}; not {host}"

@@ -1,6 +1,7 @@
 """What a failed NTS-KE says (``tsyncctl peers`` shows it): IPv6 servers bracketed as the
-source is named, why a certificate was not trusted in OpenSSL's words, a server's Error record
-as a refusal (not a bad response), and a server that hangs up as one that did connect."""
+source is named, why a certificate was not trusted in OpenSSL's words, which names a
+certificate for another host carries, a server's Error record as a refusal (not a bad
+response), and a server that hangs up as one that did connect."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import struct
 import sys
 import types
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
 from nts_certs import Pki, make_pki
@@ -48,15 +50,16 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return make_pki(tmp_path_factory.mktemp("pki"))
 
 
-def ke_failure(pki: Pki, handler: Handler) -> str:
-    """What ``run_ke`` says against a server on loopback that runs ``handler``."""
+def ke_failure(pki: Pki, handler: Handler, host: str = "127.0.0.1") -> str:
+    """What ``run_ke`` says against a server on loopback that runs ``handler``, the source
+    naming it ``host``."""
 
     async def main() -> str:
         server = await asyncio.start_server(handler, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         try:
             with pytest.raises(KeFailure) as info:
-                await run_ke("127.0.0.1", port, pki.ca, timeout_s=5)
+                await run_ke(host, port, pki.ca, connect_host="127.0.0.1", timeout_s=5)
             return str(info.value)
         finally:
             server.close()
@@ -133,3 +136,24 @@ def test_a_server_that_hangs_up_did_accept_the_connection(pki: Pki, how: str) ->
     text = ke_failure(pki, hang_up)
     assert "the server closed the connection during the TLS handshake" in text, text
     assert "cannot connect" not in text
+
+
+@pytest.mark.parametrize(
+    ("host", "alt_names", "said"),
+    [
+        ("localhost", True, "certificate names other.example, 127.0.0.1, ::1; not localhost"),
+        ("127.0.0.2", True, "certificate names other.example, 127.0.0.1, ::1; not 127.0.0.2"),
+        (
+            "other.example",
+            False,
+            "certificate names no host name or IP address (no subjectAltName); not other.example",
+        ),
+    ],
+    ids=["dns", "ip", "no-san"],
+)
+def test_a_certificate_for_another_host_says_which_names_it_carries(
+    tmp_path: Path, host: str, alt_names: bool, said: str
+) -> None:
+    pki = make_pki(tmp_path, ("other.example",), alt_names=alt_names)
+    text = ke_failure(pki, answering(pki, error_response(2)), host)
+    assert text.startswith("NTS-KE with ") and text.endswith(f": {said}"), text

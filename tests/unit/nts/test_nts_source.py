@@ -3,11 +3,16 @@
 An NTS-KE counts as good only once an authenticated NTP response follows it (chrony's
 ``nke_attempts``): a KE server whose NTP server NAKs every cookie gets NTS-KE at 10 s, 15 s,
 22.5 s ... apart, not one TLS handshake per poll, and ``tsyncctl peers`` says why it waits.
+Keys older than ``key-refresh-interval`` are refreshed by a new NTS-KE while the old ones keep
+serving, with the same back-off when it fails (QA s18 hunt-nts-client #1).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import random
+from collections.abc import Callable, Container
 
 import pytest
 
@@ -19,6 +24,7 @@ from tsyncd.nts.server import NtsResponder
 from tsyncd.sources import nts as nts_source
 from tsyncd.sources.nts import NtsSource
 from tsyncd.sources.ntske import KeFailure, KeResult
+from tsyncd.sync.association import NtpAssociation
 from tsyncd.wire.ntp import Mode, NtpPacket, decode_ntp, encode_ntp
 
 KE_KEYS = KeySet(1, bytes(32), 86400)  # what the NTS-KE server seals cookies with
@@ -38,14 +44,20 @@ class Clock:
         return self.now_s
 
 
-def source(clock: Clock) -> NtsSource:
+def source(
+    clock: Clock, refresh_s: float = 14 * 86400, meanwhile: Callable[[], object] | None = None
+) -> NtsSource:
+    """An NTS source on ``clock``; ``meanwhile`` runs in each of its sleeps (e.g. a poll)."""
+
     async def sleep(seconds: float) -> None:
         snap = src.snapshot()  # what tsyncctl peers shows while it waits
         clock.sleeps.append((seconds, snap.next_ke, snap.ke_backoff))
         clock.now_s += seconds
+        if meanwhile is not None:
+            meanwhile()
 
     cfg = SourceConfig(name="ke:4460", mode="nts", address=parse_endpoint("ke:4460", 4460))
-    src = NtsSource(cfg, clock=clock, sleep=sleep)
+    src = NtsSource(cfg, refresh_s=refresh_s, clock=clock, sleep=sleep)
     return src
 
 
@@ -63,18 +75,22 @@ def poll(src: NtsSource, keys: KeySet) -> str | None:
     return src.session.verify(response, decode_ntp(response))
 
 
-def install_fake_ke(monkeypatch: pytest.MonkeyPatch, failures: int = 0) -> list[int]:
-    """``run_ke`` replaced: ``failures`` failed sessions, then good ones whose cookies only
-    ``KE_KEYS`` opens; returns the ports it was called with, one per session."""
+def install_fake_ke(
+    monkeypatch: pytest.MonkeyPatch, failures: int = 0, failing: Container[int] = ()
+) -> list[int]:
+    """``run_ke`` replaced: ``failures`` failed sessions (or those numbered in ``failing``,
+    from 1), the others good ones whose cookies only ``KE_KEYS`` opens; returns the ports it
+    was called with, one per session."""
     calls: list[int] = []
-    monkeypatch.setattr(nts_source, "run_ke", _fake_run_ke(calls, failures))
+    failing = failing or range(1, failures + 1)
+    monkeypatch.setattr(nts_source, "run_ke", _fake_run_ke(calls, failing))
     return calls
 
 
-def _fake_run_ke(calls: list[int], failures: int) -> object:
+def _fake_run_ke(calls: list[int], failing: Container[int], ntp_host: str = "127.0.0.1") -> object:
     async def run_ke(host: str, port: int, _ca: object) -> KeResult:
         calls.append(port)
-        if len(calls) <= failures:
+        if len(calls) in failing:
             raise KeFailure(f"cannot connect to NTS-KE server {host}:{port}: refused")
         contents = CookieContents(aead_id=15, c2s=C2S, s2c=S2C)
         outcome = KeOutcome(
@@ -89,7 +105,7 @@ def _fake_run_ke(calls: list[int], failures: int) -> object:
             outcome=outcome,
             c2s=C2S,
             s2c=S2C,
-            ntp_host="127.0.0.1",
+            ntp_host=ntp_host,
             ntp_port=123,
             group=None,
             finished_s=0.0,
@@ -162,3 +178,104 @@ def test_failed_ke_backs_off_and_says_so(monkeypatch: pytest.MonkeyPatch) -> Non
     assert len(calls) == 4 and src.ke_failures == 3 and src.last_error is None
     assert clock.sleeps == [(10, 10, "NTS-KE failed"), (15, 15, "NTS-KE failed"),
                             (22.5, 22.5, "NTS-KE failed")]  # fmt: skip
+
+
+def test_an_ipv6_ntp_server_is_logged_in_brackets(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(nts_source, "run_ke", _fake_run_ke([], (), ntp_host="::1"))
+    with caplog.at_level(logging.INFO):
+        asyncio.run(source(Clock()).key_exchange())
+    assert "8 cookies, NTP at [::1]:123, TLS group None" in caplog.text
+
+
+def online(src: NtsSource) -> NtpAssociation:
+    """An association polling for ``src`` (which uses its session)."""
+    association = NtpAssociation(
+        min_poll=4, max_poll=6, iburst=False, precision_log2=-20, rng=random.Random(1), now_ns=0
+    )
+    association.auth = src.session
+    src.association = association
+    return association
+
+
+async def run_maintenance(src: NtsSource) -> None:
+    """``maintain`` until it has nothing to do (with run_ke and sleep faked, it runs through
+    every NTS-KE it wants before it first waits for a kick)."""
+    task = asyncio.get_running_loop().create_task(src.maintain())
+    await asyncio.sleep(0)
+    assert not task.done()
+    task.cancel()
+
+
+def test_keys_older_than_the_refresh_interval_are_refreshed_while_they_serve(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """KE 2 and 3 fail, 4 works: the old session answers all along (time keeps flowing), its
+    answers do not cut the back-off to 4 s, and peers says why the next NTS-KE waits."""
+    calls = install_fake_ke(monkeypatch, failing={2, 3})
+    clock = Clock()
+    answered: list[str | None] = []
+    src = source(clock, refresh_s=3600, meanwhile=lambda: answered.append(poll(src, KE_KEYS)))
+
+    async def main() -> None:
+        await src.key_exchange_until_ok()
+        association = online(src)
+        first = src.session
+        assert poll(src, KE_KEYS) is None
+        clock.now_s += 3599
+        await run_maintenance(src)
+        assert len(calls) == 1 and src.snapshot().last_ke == 3599  # not due yet
+        clock.now_s += 1
+        with caplog.at_level(logging.INFO):
+            await run_maintenance(src)
+        assert len(calls) == 4
+        assert src.session is not first and association.auth is src.session
+        assert src.snapshot().last_ke == 0 and src.snapshot().next_ke is None
+
+    asyncio.run(main())
+    why = "key refresh failed (old keys in use)"
+    assert clock.sleeps == [(10, 10, why), (15, 15, why)]
+    assert answered == [None, None]  # the old keys served while the refresh failed
+    assert "keys are 3600 s old (key-refresh-interval 3600 s); NTS-KE to refresh" in caplog.text
+    assert src.ke_failures == 2 and src.last_error is None
+
+
+def test_an_offline_source_does_not_refresh_its_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = install_fake_ke(monkeypatch)
+    clock = Clock()
+    src = source(clock, refresh_s=3600)
+
+    async def main() -> None:
+        await src.key_exchange_until_ok()
+        association = online(src)
+        association.online = False  # tsyncctl offline: nothing is sent, NTS-KE neither
+        clock.now_s += 7200
+        await run_maintenance(src)
+        assert len(calls) == 1
+        association.online = True
+        await run_maintenance(src)
+        assert len(calls) == 2
+
+    asyncio.run(main())
+
+
+def test_an_ntp_server_another_source_polls_drops_the_keys_and_backs_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = install_fake_ke(monkeypatch)
+    clock = Clock()
+    src = source(clock)
+    why = "its NTP server is polled by another source"
+
+    async def main() -> None:
+        await src.key_exchange_until_ok()
+        src.ntp_server_in_use("127.0.0.1:123 by plain")
+        assert src.session is not None and not src.session.cookies and src.session.needs_ke
+        row = src.pending_snapshot()
+        assert row.state_reason == f"NTS-KE done; {why} (127.0.0.1:123 by plain)"
+        assert row.select_code == "?" and row.nts is not None and row.nts.ke_backoff == why
+        await src.key_exchange_until_ok()  # in case it names another server now
+
+    asyncio.run(main())
+    assert len(calls) == 2 and clock.sleeps == [(10, 10, why)]

@@ -2,21 +2,34 @@
 
 The file holds keys: it must be 0600, written atomically, read once and removed at once (a
 crash after start must never make the client send the same cookies again), and anything odd
-in it (another server, another layout, impossible values) is refused with the reason.
+in it (another server, another layout, impossible values) is refused with the reason.  A
+session is taken up only under the certificate authority it was made under (QA s18
+hunt-nts-client #1), and its age carries over, a future one clamped to now (#4).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
+import random
+import time
 from pathlib import Path
 
 import pytest
 
 from tsyncd.config import SourceConfig
 from tsyncd.config_fields import parse_endpoint
-from tsyncd.nts.saved import SavedSession, decode_saved, encode_saved, saved_path
+from tsyncd.nts.saved import (
+    SYSTEM_TRUST,
+    SavedSession,
+    decode_saved,
+    encode_saved,
+    saved_path,
+    trust_fingerprint,
+)
 from tsyncd.sources.nts import NtsSource
+from tsyncd.sync.association import NtpAssociation
 
 SESSION = SavedSession(
     ke_server="time.example:4460",
@@ -26,8 +39,10 @@ SESSION = SavedSession(
     c2s=bytes(range(32)),
     s2c=bytes(range(32, 64)),
     cookies=(b"\x01" * 104, b"\x02" * 104),
-    ke_s=1_800_000_000.5,
+    ke_s=1_790_000_000.5,  # 2026-09-21, in the past
+    trust=SYSTEM_TRUST,  # made by a source without certificate-authority
 )
+DAY = 86400.0
 
 
 def test_round_trip() -> None:
@@ -56,6 +71,8 @@ def _altered(**changes: object) -> bytes:
         (_altered(**{"ntp-port": 0}), "NTP port 0"),
         (_altered(**{"ntp-port": "123"}), "ntp-port missing"),
         (_altered(**{"ke-time": None}), "ke-time missing"),
+        (_altered(**{"ke-time": math.nan}), "ke-time nan"),
+        (_altered(trust=7), "trust missing or of the wrong type"),
     ],
 )
 def test_bad_files_are_refused_with_the_reason(data: bytes, reason: str) -> None:
@@ -69,8 +86,10 @@ def test_file_names_are_one_path_component(tmp_path: Path) -> None:
     assert saved_path(tmp_path, "a:1") != saved_path(tmp_path, "a:2")
 
 
-def _source(address: str = "time.example:4460") -> SourceConfig:
-    return SourceConfig(name=address, mode="nts", address=parse_endpoint(address, 4460))
+def _source(address: str = "time.example:4460", ca: Path | None = None) -> SourceConfig:
+    return SourceConfig(
+        name=address, mode="nts", address=parse_endpoint(address, 4460), certificate_authority=ca
+    )
 
 
 def test_save_then_restore_consumes_the_file(tmp_path: Path) -> None:
@@ -118,3 +137,116 @@ def test_a_file_for_another_server_or_a_corrupt_one_is_dropped(
     with caplog.at_level(logging.WARNING):
         assert NtsSource(_source(), tmp_path).restore() is None
     assert "ignoring the saved NTS session" in caplog.text and not path.exists()
+
+
+def test_an_ipv6_ntp_server_is_logged_in_brackets(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    session = SavedSession(**{**_fields(SESSION), "ntp_host": "::1"})
+    saved_path(tmp_path, "time.example:4460").write_bytes(encode_saved(session))
+    with caplog.at_level(logging.INFO):
+        assert NtsSource(_source(), tmp_path).restore() is not None
+    assert "NTP at [::1]:1123, keys " in caplog.text
+
+
+def test_a_file_without_trust_loads_and_is_not_resumed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Files from before the trust field: read without error (no crash, no warning), but not
+    taken up, as nothing says what the server's certificate was checked against."""
+    body = json.loads(encode_saved(SESSION))
+    del body["trust"]
+    assert decode_saved(json.dumps(body).encode()).trust is None
+    path = saved_path(tmp_path, "time.example:4460")
+    path.write_text(json.dumps(body))
+    with caplog.at_level(logging.INFO):
+        assert NtsSource(_source(), tmp_path).restore() is None
+    assert not path.exists()  # its cookies are never used
+    assert "does not resume the session saved in" in caplog.text
+    assert "written by an older tsyncd); running NTS-KE" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_a_session_is_resumed_only_under_the_certificate_authority_it_was_made_under(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(b"the CA the keys were made under\n")
+    store = tmp_path / "store"
+    store.mkdir()
+    path = saved_path(store, "time.example:4460")
+    made = SavedSession(**{**_fields(SESSION), "trust": trust_fingerprint(ca)})
+    assert made.trust is not None and made.trust.startswith("sha256:")
+
+    def resumes(source_ca: Path | None) -> bool:
+        path.write_bytes(encode_saved(made))
+        resumed = NtsSource(_source(ca=source_ca), store).restore() is not None
+        assert not path.exists()
+        return resumed
+
+    assert resumes(ca)
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert not resumes(None)  # the system trust store now
+        assert "the source now trusts the system trust store" in caplog.text
+        other = tmp_path / "other.pem"
+        other.write_bytes(b"another CA\n")
+        assert not resumes(other)
+        ca.write_bytes(b"the CA the keys were made under\nand one more\n")  # same path
+        assert not resumes(ca)
+        ca.unlink()
+        assert not resumes(ca)
+    assert f"cannot read certificate-authority = {ca}; running NTS-KE" in caplog.text
+    assert caplog.text.count("the server was checked against a CA file with SHA-256 ") == 3
+    # The fingerprint saved is the one the keys were made under, and resuming keeps it.
+    ca.write_bytes(b"the CA the keys were made under\n")
+    path.write_bytes(encode_saved(made))
+    source = NtsSource(_source(ca=ca), store)
+    assert source.restore() is not None
+    source.save()
+    assert decode_saved(path.read_bytes()).trust == made.trust
+
+
+def _online(source: NtsSource) -> NtpAssociation:
+    association = NtpAssociation(
+        min_poll=4, max_poll=6, iburst=False, precision_log2=-20, rng=random.Random(1), now_ns=0
+    )
+    source.association = association
+    return association
+
+
+def test_a_restored_session_keeps_its_age_and_is_refreshed_when_too_old(tmp_path: Path) -> None:
+    path = saved_path(tmp_path, "time.example:4460")
+    old = SavedSession(**{**_fields(SESSION), "ke_s": time.time() - 400 * DAY})
+    path.write_bytes(encode_saved(old))
+    source = NtsSource(_source(), tmp_path, refresh_s=14 * DAY)
+    assert source.restore() is not None  # its cookies serve until a new NTS-KE works
+    age = source.snapshot().last_ke
+    assert age is not None and 400 * DAY <= age < 400 * DAY + 60
+    association = _online(source)
+    source.kick()
+    assert source._kick.is_set()
+    association.online = False  # tsyncctl offline: no NTS-KE until online
+    assert not source._refresh_due()
+    young = SavedSession(**{**_fields(SESSION), "ke_s": time.time() - 13 * DAY})
+    path.write_bytes(encode_saved(young))
+    source = NtsSource(_source(), tmp_path, refresh_s=14 * DAY)
+    assert source.restore() is not None
+    _online(source)
+    assert not source._refresh_due()
+
+
+def test_a_future_ke_time_counts_as_now(tmp_path: Path) -> None:
+    """A clock that was wrong at the last exit, or stepped back since: the age is 0, never
+    negative (chrony clamps it too), and the session is saved with that time."""
+    path = saved_path(tmp_path, "time.example:4460")
+    path.write_bytes(
+        encode_saved(SavedSession(**{**_fields(SESSION), "ke_s": time.time() + 3 * DAY}))
+    )
+    before = time.time()
+    source = NtsSource(_source(), tmp_path)
+    assert source.restore() is not None
+    age = source.snapshot().last_ke
+    assert age is not None and 0 <= age < 60
+    source.save()
+    assert before <= decode_saved(path.read_bytes()).ke_s <= time.time()
