@@ -43,6 +43,7 @@ SOF_TIMESTAMPING_TX_SOFTWARE: Final = 1 << 1
 SOF_TIMESTAMPING_OPT_ID: Final = 1 << 7  # number each datagram sent (ee_data)
 SOF_TIMESTAMPING_OPT_TSONLY: Final = 1 << 11  # error queue carries the stamp, not the packet
 IP_RECVERR: Final = 11
+IP_PKTINFO: Final = 8  # Linux; Python's socket module lacks it
 IPV6_RECVERR: Final = 25
 SO_EE_ORIGIN_TIMESTAMPING: Final = 4
 
@@ -60,7 +61,22 @@ MAX_DATAGRAM: Final = MAX_PACKET_LEN
 READ_SIZE: Final = MAX_DATAGRAM + 1
 _BATCH: Final = 64  # datagrams read per wake-up before yielding to other tasks
 
+# Room for a wildcard server socket's destination control messages: a dual-stack socket gets
+# both for an IPv4 datagram (struct in6_pktinfo, then struct in_pktinfo).
+_IN_PKTINFO_LEN: Final = 12
+_IN6_PKTINFO_LEN: Final = 20
+_IN_PKTINFO_SPACE: Final = socket.CMSG_SPACE(_IN_PKTINFO_LEN)
+_IN_PKTINFO_CMSG_LEN: Final = socket.CMSG_LEN(_IN_PKTINFO_LEN)
+_IN6_PKTINFO_SPACE: Final = socket.CMSG_SPACE(_IN6_PKTINFO_LEN)
+_IN6_PKTINFO_CMSG_LEN: Final = socket.CMSG_LEN(_IN6_PKTINFO_LEN)
+PKTINFO_SPACE: Final = _IN6_PKTINFO_SPACE + _IN_PKTINFO_SPACE
+CMSGHDR: Final = struct.Struct("@Nii")  # struct cmsghdr: len, level, type
+_ZERO4: Final = bytes(4)
+_IN6_HEAD: Final = struct.Struct("!QI")  # an IPv6 address's first 64 bits, then 32 more
+_LINK_LOCAL: Final = 0xFE80 >> 6  # fe80::/10
+
 Address = tuple[str, int] | tuple[str, int, int, int]
+Control = list[tuple[int, int, bytes]]  # control messages as ``socket.sendmsg`` takes them
 DatagramHandler = Callable[[bytes, Address, int], None]
 TxStampHandler = Callable[[int, int], None]  # (datagram key, kernel tx ns)
 _SOCK_EXTENDED_ERR = struct.Struct("=IBBBBII")  # struct sock_extended_err
@@ -176,9 +192,13 @@ def listen_text(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def bind_udp(host: str, port: int, options: SocketOptions | None = None) -> socket.socket:
+def bind_udp(
+    host: str, port: int, options: SocketOptions | None = None, *, pktinfo: bool = False
+) -> socket.socket:
     """A UDP socket bound to ``host``:``port`` with ``options`` (the IPv6 wildcard dual-stack
-    unless ``options.ipv6_only`` says otherwise); OSError, with nothing left open, if refused."""
+    unless ``options.ipv6_only`` says otherwise); OSError, with nothing left open, if refused.
+    ``pktinfo``: a server's, whose replies leave from their requests' destinations
+    (``enable_pktinfo``)."""
     family = family_for_host(host)
     sock = open_socket(family, socket.SOCK_DGRAM)
     try:
@@ -187,11 +207,127 @@ def bind_udp(host: str, port: int, options: SocketOptions | None = None) -> sock
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(not dual_stack(host)))
         if options is not None:
             options.apply(sock, family)
+        if pktinfo:
+            enable_pktinfo(sock, host)
         sock.bind((host, port))
     except OSError:
         sock.close()
         raise
     return sock
+
+
+def enable_pktinfo(sock: socket.socket, host: str) -> bool:
+    """On a socket for ``host`` that is a wildcard (``0.0.0.0``, ``::``), ask for each
+    datagram's destination (``IP_PKTINFO``; ``IPV6_RECVPKTINFO``, and ``IP_PKTINFO`` too for
+    IPv4 on a dual-stack socket), so that a reply can leave from the address its request came
+    to (``reply_pktinfo``); False, and nothing set, for a specific address, which needs none.
+    False too where refused (replies then leave as the routes say).  Call it after
+    ``IPV6_V6ONLY`` is settled."""
+    ip = ipaddress.ip_address(host.split("%", 1)[0])
+    if not ip.is_unspecified:
+        return False
+    try:
+        if sock.family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+            if sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY):
+                return True
+        sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+    except OSError as exc:
+        log.info("replies on %s may leave from another address: %s", host, exc)
+        return False
+    return True
+
+
+def receives_pktinfo(sock: socket.socket) -> bool:
+    """Whether ``enable_pktinfo`` set ``sock`` up."""
+    try:
+        if sock.family == socket.AF_INET6:
+            return bool(sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO))
+        return bool(sock.getsockopt(socket.IPPROTO_IP, IP_PKTINFO))
+    except OSError:
+        return False
+
+
+def reply_pktinfo(buf: bytearray | memoryview, at: int, level: int, kind: int) -> bool:
+    """Turn a received ``level``/``kind`` control message whose data starts at ``buf[at]``,
+    in place, into the one a reply is sent with so it leaves from the request's destination;
+    False if it is not one to echo.
+
+    ``struct in_pktinfo``: the kernel sends from ``ipi_spec_dst``, which it set on receipt to
+    the destination (for a broadcast, the interface's address); ``struct in6_pktinfo``: from
+    ``ipi6_addr``, the destination (a multicast one is not echoed: the kernel picks).  The
+    interface index is zeroed, as chronyd does, so the routes pick the way out (a request may
+    come in where its reply does not go out), except for a link-local address, which needs
+    it.  An IPv4-mapped ``in6_pktinfo`` (IPv4 on a dual-stack socket) is not echoed: the
+    ``in_pktinfo`` beside it is."""
+    if level == socket.IPPROTO_IP:
+        if kind != IP_PKTINFO:
+            return False
+        buf[at : at + 4] = _ZERO4
+        return True
+    if level != socket.IPPROTO_IPV6 or kind != socket.IPV6_PKTINFO:
+        return False
+    high, mid = _IN6_HEAD.unpack_from(buf, at)
+    if high >> 56 == 0xFF or (not high and mid == 0xFFFF):  # multicast, IPv4-mapped
+        return False
+    if high >> 54 != _LINK_LOCAL:
+        buf[at + 16 : at + 20] = _ZERO4
+    return True
+
+
+def find_pktinfo(buf: bytearray | memoryview, at: int, end: int) -> int:
+    """The offset of the control message among those in ``buf[at:end]`` that a reply echoes,
+    made ready by ``reply_pktinfo``, shifted left 8 bits, plus its length; 0 if none."""
+    # An IPv4 datagram's (dual stack too) is the last the kernel writes: one look, one write.
+    last = end - _IN_PKTINFO_SPACE
+    if last >= at:
+        length, level, kind = CMSGHDR.unpack_from(buf, last)
+        if length == _IN_PKTINFO_CMSG_LEN and kind == IP_PKTINFO and level == socket.IPPROTO_IP:
+            buf[last + CMSGHDR.size : last + CMSGHDR.size + 4] = _ZERO4  # as reply_pktinfo
+            return last << 8 | _IN_PKTINFO_CMSG_LEN
+    last = end - _IN6_PKTINFO_SPACE  # and an IPv6 datagram's
+    if last >= at:
+        length, level, kind = CMSGHDR.unpack_from(buf, last)
+        if length == _IN6_PKTINFO_CMSG_LEN and reply_pktinfo(buf, last + CMSGHDR.size, level, kind):
+            return last << 8 | _IN6_PKTINFO_CMSG_LEN
+    while at + CMSGHDR.size <= end:
+        length, level, kind = CMSGHDR.unpack_from(buf, at)
+        if length < CMSGHDR.size:
+            break
+        if level != socket.SOL_SOCKET and reply_pktinfo(buf, at + CMSGHDR.size, level, kind):
+            found: int = at << 8 | length
+            return found
+        at += (length + 7) & ~7
+    return 0
+
+
+def reply_control(ancdata: list[tuple[int, int, bytes]]) -> Control:
+    """The control message a reply to the datagram with ``ancdata`` echoes (``reply_pktinfo``),
+    as ``socket.sendmsg`` takes it; empty if none."""
+    for level, kind, data in ancdata:
+        payload = bytearray(data)
+        if level != socket.SOL_SOCKET and reply_pktinfo(payload, 0, level, kind):
+            return [(level, kind, bytes(payload))]
+    return []
+
+
+def cmsg_bytes(control: Control) -> bytes:
+    """``control`` as the raw ``struct cmsghdr`` sequence ``sendmsg`` reads."""
+    out = b""
+    for level, kind, data in control:
+        n = socket.CMSG_LEN(len(data))
+        out += CMSGHDR.pack(n, level, kind) + data + bytes(socket.CMSG_SPACE(len(data)) - n)
+    return out
+
+
+def send_with(
+    sock: socket.socket, data: bytes, address: Address, control: Control, flags: int = 0
+) -> None:
+    """``sock.sendto``, or ``sendmsg`` when there are control messages (``reply_control``)."""
+    if control:
+        sock.sendmsg([data], control, flags, address)
+    else:
+        sock.sendto(data, flags, address)
 
 
 def ensure_port_free(host: str, port: int, options: SocketOptions | None = None) -> None:
@@ -230,6 +366,8 @@ class TimestampedUdp:
     ``on_datagram(data, address, rx_ns)`` is called for each datagram, on the loop.  ``rx_ns``
     is Unix nanoseconds by the host's CLOCK_REALTIME as the kernel stamped it (or as read right
     after ``recvmsg`` where the kernel gives no stamp); map it with ``Clock.from_kernel_ns``.
+    On a socket that ``enable_pktinfo`` set up (a server's on a wildcard), ``reply_control``
+    is, during the call, what a reply to the datagram sends with (``sendto``'s ``control``).
     """
 
     def __init__(
@@ -251,6 +389,9 @@ class TimestampedUdp:
             self.timestamps = TimestampSource("kernel-timestamping")
         else:
             self.timestamps = enable_rx_timestamps(sock)
+        self.pktinfo = receives_pktinfo(sock)
+        self._cmsg_space = _CMSG_SPACE + PKTINFO_SPACE if self.pktinfo else _CMSG_SPACE
+        self.reply_control: Control = []
         self._flags = set_nonblocking(sock)
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(sock.fileno(), self._read_ready)
@@ -266,11 +407,13 @@ class TimestampedUdp:
         reuse_port: bool = False,
         on_tx_timestamp: TxStampHandler | None = None,
         options: SocketOptions | None = None,
+        pktinfo: bool = False,
     ) -> TimestampedUdp:
-        """Bind a socket on an IP literal (``::`` listens on IPv4 too) and start reading."""
+        """Bind a socket on an IP literal (``::`` listens on IPv4 too) and start reading;
+        ``pktinfo``: a server's (``bind_udp``)."""
         if reuse_port:
             options = dataclasses.replace(options or SocketOptions(), reuse_port=True)
-        sock = bind_udp(host, port, options)
+        sock = bind_udp(host, port, options, pktinfo=pktinfo)
         return cls(sock, on_datagram, on_tx_timestamp=on_tx_timestamp)
 
     @property
@@ -286,7 +429,7 @@ class TimestampedUdp:
         for _ in range(_BATCH):
             try:
                 data, ancdata, _flags, address = self.sock.recvmsg(
-                    READ_SIZE, _CMSG_SPACE, self._flags
+                    READ_SIZE, self._cmsg_space, self._flags
                 )
             except (BlockingIOError, InterruptedError):
                 return
@@ -298,14 +441,17 @@ class TimestampedUdp:
             rx_ns = rx_timestamp_ns(ancdata)
             if rx_ns is None:
                 rx_ns = time.time_ns()
+            if self.pktinfo:
+                self.reply_control = reply_control(ancdata)
             self._on_datagram(data, address, rx_ns)
 
-    def sendto(self, data: bytes, address: Address) -> bool:
-        """Send one datagram now; False if the kernel refused it (logged, never raised)."""
+    def sendto(self, data: bytes, address: Address, control: Control | None = None) -> bool:
+        """Send one datagram now, with ``control`` (``reply_control``); False if the kernel
+        refused it (logged, never raised)."""
         try:
             if self.tx_timestamps:
-                return self._sendto_stamped(data, address)
-            self.sock.sendto(data, self._flags, address)
+                return self._sendto_stamped(data, address, control or [])
+            send_with(self.sock, data, address, control or [], self._flags)
             self.sent += 1
             return True
         except (BlockingIOError, InterruptedError):
@@ -322,7 +468,7 @@ class TimestampedUdp:
         self._loop.remove_reader(self.sock.fileno())
         self.sock.close()
 
-    def _sendto_stamped(self, data: bytes, address: Address) -> bool:
+    def _sendto_stamped(self, data: bytes, address: Address, control: Control) -> bool:
         """Send with the socket out of the event loop's epoll set, then read the TX stamp.
 
         The kernel queues the TX stamp and wakes the socket's waiters between taking the stamp
@@ -333,7 +479,7 @@ class TimestampedUdp:
         fd = self.sock.fileno()
         self._loop.remove_reader(fd)
         try:
-            self.sock.sendto(data, self._flags, address)
+            send_with(self.sock, data, address, control, self._flags)
             self.sent += 1
             if self.yield_after_send:
                 # The server our request just woke is usually queued on this CPU (a socket's

@@ -26,7 +26,18 @@ import struct
 import sys
 from typing import Any, Final
 
-from tsyncd.net.udp import READ_SIZE, SO_TIMESTAMPING, rx_timestamp_ns
+from tsyncd.net.udp import (
+    CMSGHDR,
+    PKTINFO_SPACE,
+    READ_SIZE,
+    SO_TIMESTAMPING,
+    Control,
+    find_pktinfo,
+    receives_pktinfo,
+    reply_control,
+    rx_timestamp_ns,
+    send_with,
+)
 from tsyncd.servers.latetx import TRANSMIT_AT, pack_transmit_into, with_transmit
 
 _MSG_WAITFORONE: Final = 0x10000
@@ -40,6 +51,9 @@ _V4_NAME_LEN: Final = 16
 # mmsghdr fields a batch needs: msg_namelen, msg_controllen, msg_len (struct msghdr layout)
 _LENGTHS: Final = struct.Struct("@8xI4x8x8x8xN8xI4x")
 _NAME: Final = struct.Struct("@PI")  # msg_name, msg_namelen
+_CONTROL: Final = struct.Struct("@PN")  # msg_control, msg_controllen
+_OFF_CONTROL: Final = 32  # of msg_control in struct msghdr (LP64, checked with the layout)
+_STAMP_SPACE: Final = socket.CMSG_SPACE(48)  # struct scm_timestamping
 _SIZE: Final = struct.Struct("@N")
 _NS_PER_S: Final = 1_000_000_000
 _SOL_SOCKET: Final = socket.SOL_SOCKET
@@ -115,13 +129,21 @@ class MessageBatch:
         calls = _libc_calls()
         if calls is None:
             raise OSError(errno.ENOSYS, "recvmmsg/sendmmsg not available")
-        layout = (Msghdr.namelen.offset, Msghdr.controllen.offset, _Mmsghdr.len.offset)
-        if layout != (8, 40, 56) or _LENGTHS.size != _HDR:  # what _LENGTHS reads (LP64)
+        layout = (
+            Msghdr.namelen.offset,
+            Msghdr.control.offset,
+            Msghdr.controllen.offset,
+            _Mmsghdr.len.offset,
+        )
+        if layout != (8, _OFF_CONTROL, 40, 56) or _LENGTHS.size != _HDR:  # _LENGTHS (LP64)
             raise OSError(errno.ENOSYS, f"unexpected struct mmsghdr layout {layout}, {_HDR}")
         self._recvmmsg, self._sendmmsg = calls
         self._fd = sock.fileno()
         self.size, self.slot = size, slot
-        self._control = socket.CMSG_SPACE(48)  # struct scm_timestamping
+        # A wildcard server socket's datagrams come with their destination too: replies
+        # echo it, from the receive buffer, so they leave from that address (udp.reply_pktinfo).
+        self.pktinfo = receives_pktinfo(sock)
+        self._control = _STAMP_SPACE + PKTINFO_SPACE if self.pktinfo else _STAMP_SPACE
         self._rdata = ctypes.create_string_buffer(size * slot)
         self._names = ctypes.create_string_buffer(size * _NAME_LEN)
         self._controls = ctypes.create_string_buffer(size * self._control)
@@ -157,6 +179,11 @@ class MessageBatch:
         self._namelens = [_NAME_LEN] * size
         self._held_names = [-1] * size  # send header j's name: i << 8 | length (-1: none yet)
         self._held_lens = [-1] * size  # send iovec j's length
+        # Request i's control message to echo (``find_pktinfo``: offset << 8 | length, 0: none)
+        # and what send header j's control holds.
+        self._echo = [0] * size
+        self._held_controls = [0] * size
+        self._cbase = cbase
         self._addresses: dict[int | bytes, tuple[Any, ...]] = {}
         self._received = 0
 
@@ -186,6 +213,7 @@ class MessageBatch:
         slot, cspace, unpack_stamp = self.slot, self._control, _STAMP.unpack_from
         unpack_v4 = _V4_KEY.unpack_from
         name_len, v4_len, stamp_size, ns_per_s = _NAME_LEN, _V4_NAME_LEN, _STAMP.size, _NS_PER_S
+        echo = self._echo if self.pktinfo else None
         out: list[tuple[bytes, tuple[Any, ...], int | None]] = []
         append = out.append
         for i, (namelen, controllen, length) in enumerate(_LENGTHS.iter_unpack(view[: n * _HDR])):
@@ -208,12 +236,32 @@ class MessageBatch:
                 _len, level, kind, sec, nsec = unpack_stamp(controls, i * cspace)
                 if kind == SO_TIMESTAMPING and level == _SOL_SOCKET:
                     rx = sec * ns_per_s + nsec
+            if echo is not None:
+                start = i * cspace
+                echo[i] = find_pktinfo(
+                    controls, start if rx is None else start + _STAMP_SPACE, start + controllen
+                )
             append((data, address, rx))
         return out
 
     def name_of(self, i: int) -> tuple[int, int]:
         """(address, length) of the raw ``sockaddr`` of the ``i``-th datagram's sender."""
         return self._nbase + i * _NAME_LEN, self._namelens[i]
+
+    def control_of(self, i: int) -> tuple[int, int]:
+        """(address, length) of the control message a reply to the ``i``-th datagram sends
+        with (its destination, ``udp.reply_pktinfo``); (0, 0) if none."""
+        echo = self._echo[i] if self.pktinfo else 0
+        return (self._cbase + (echo >> 8), echo & 0xFF) if echo else (0, 0)
+
+    def reply_control(self, i: int) -> Control:
+        """``control_of`` as ``socket.sendmsg`` takes it."""
+        address, length = self.control_of(i)
+        if not length:
+            return []
+        at = address - self._cbase
+        _len, level, kind = CMSGHDR.unpack_from(self._cview, at)
+        return [(level, kind, bytes(self._cview[at + CMSGHDR.size : at + length]))]
 
     def send(self, replies: list[tuple[int, bytes, bool]], transmit: int = 0) -> int:
         """Send each (index of a received datagram, response, late) to that datagram's
@@ -229,6 +277,7 @@ class MessageBatch:
         # What the send headers already hold: rewritten only where it changes (the usual batch
         # answers request j from slot j, with replies of one length).
         held_names, held_lens = self._held_names, self._held_lens
+        echo, held_controls = (self._echo if self.pktinfo else None), self._held_controls
         j = 0
         for i, response, late in replies:
             n = len(response)
@@ -245,6 +294,8 @@ class MessageBatch:
             if held_names[j] != name:
                 pack_name(shview, j * _HDR, nbase + i * _NAME_LEN, namelens[i])
                 held_names[j] = name
+            if echo is not None and held_controls[j] != echo[i]:
+                self._pack_control(j, echo[i])
             j += 1
         sent = start = 0
         while start < j:
@@ -257,6 +308,12 @@ class MessageBatch:
             start += n
         return sent
 
+    def _pack_control(self, j: int, echo: int) -> None:
+        """Point send header ``j``'s control at a received one (``_echo``), or at none."""
+        address = self._cbase + (echo >> 8) if echo else 0
+        _CONTROL.pack_into(self._shview, j * _HDR + _OFF_CONTROL, address, echo & 0xFF)
+        self._held_controls[j] = echo
+
 
 class SingleMessage:
     """``MessageBatch``'s interface over plain ``recvmsg``/``sendto``, one datagram at a time
@@ -265,8 +322,10 @@ class SingleMessage:
     def __init__(self, sock: socket.socket, slot: int = READ_SIZE) -> None:
         self._sock = sock
         self._slot = slot
-        self._control = socket.CMSG_SPACE(48)
+        self.pktinfo = receives_pktinfo(sock)
+        self._control = _STAMP_SPACE + PKTINFO_SPACE if self.pktinfo else _STAMP_SPACE
         self._address: tuple[Any, ...] = ()
+        self._reply_control: Control = []
 
     @property
     def address(self) -> tuple[Any, ...]:
@@ -277,7 +336,13 @@ class SingleMessage:
         """One datagram (``socket.recvmsg``'s exceptions)."""
         data, ancdata, _flags, address = self._sock.recvmsg(self._slot, self._control)
         self._address = address
+        if self.pktinfo:
+            self._reply_control = reply_control(ancdata)
         return [(data, address, rx_timestamp_ns(ancdata))]
+
+    def reply_control(self, i: int) -> Control:
+        """What a reply to the datagram sends with (``udp.reply_control``; ``i`` is 0)."""
+        return self._reply_control
 
     def send(self, replies: list[tuple[int, bytes, bool]], transmit: int = 0) -> int:
         """Send the response to the datagram's sender now (``late``: as ``MessageBatch``)."""
@@ -286,7 +351,7 @@ class SingleMessage:
             if late:
                 response = with_transmit(response, transmit)
             try:
-                self._sock.sendto(response, self._address)
+                send_with(self._sock, response, self._address, self._reply_control)
                 sent += 1
             except OSError:
                 pass  # full send buffer or unreachable client: the request is lost either way

@@ -15,6 +15,7 @@ from tsyncd.clock.base import Clock
 from tsyncd.net.udp import (
     Address,
     BroadcastRoutes,
+    Control,
     SocketOptions,
     TimestampedUdp,
     ensure_port_free,
@@ -64,7 +65,10 @@ class NtpServer:
         if options is not None and options.reuse_port:
             ensure_port_free(host, port, options)  # shared with a peer's socket, not a stranger
         server = cls(responder or NtpResponder(access), clock)
-        server._udp = TimestampedUdp.bind(host, port, server._on_datagram, options=options)
+        # On a wildcard, replies leave from their request's destination (udp.enable_pktinfo).
+        server._udp = TimestampedUdp.bind(
+            host, port, server._on_datagram, options=options, pktinfo=True
+        )
         server._tx_stamps = server._udp.timestamps.name == "kernel-timestamping"
         server._lone = address_send(server._udp.sock)
         server._broadcast_routes = BroadcastRoutes()
@@ -87,6 +91,7 @@ class NtpServer:
         assert self._udp is not None
         clock = self._clock
         rx = clock.from_kernel_ns(rx_ns)
+        control = self._udp.reply_control  # the source address replies leave from, if chosen
         if self.symmetric_passive and is_symmetric_active(data):
             # A peer in mode 2, sent as a client's reply is (late Transmit or kernel TX stamp).
             reason, response, want_tx = passive_reply(
@@ -102,23 +107,23 @@ class NtpServer:
             )
             if response is not None and late is not None and late.read_ns:
                 if self._tx_stamps and late.wants_stamp(want_tx):
-                    late.send_stamped(self._udp.sock, response, address, self._on_stamp)
+                    late.send_stamped(self._udp.sock, response, address, self._on_stamp, control)
                 else:
-                    self._udp.sendto(response, address)
+                    self._udp.sendto(response, address, control)
                 return
         if response is None:
             log.debug("dropped request from %s: %s", address[0], reason)
             return
         if (reason == BASIC or reason in LATE_KODS) and self._lone is not None:
-            self._send_basic(self._lone, response, address, rx_ns, rx, want_tx)
+            self._send_basic(self._lone, response, address, rx_ns, rx, want_tx, control)
             return
         sock = self._udp.sock
         if want_tx and self._tx_stamps:
-            if txstamp.send_stamped(sock, response, address):
+            if txstamp.send_stamped(sock, response, address, control):
                 for payload, tx_ns in txstamp.read_stamps(sock):
                     self._on_stamp(payload, tx_ns)
         else:
-            self._udp.sendto(response, address)
+            self._udp.sendto(response, address, control)
 
     def _on_stamp(self, payload: bytes, tx_ns: int) -> None:
         """The kernel's TX stamp (host ns) of the reply whose header is ``payload``."""
@@ -132,17 +137,18 @@ class NtpServer:
         rx_ns: int,
         rx: int,
         want_tx: bool,
+        control: Control,
     ) -> None:
         """Send a basic reply (or a KoD) with its Transmit read right before the system call,
         plus the learnt lag (latetx.py): everything else is done before the read
-        (lonesend.py)."""
+        (lonesend.py).  ``control``: the source address (``udp.reply_control``)."""
         assert self._udp is not None
         clock, lag = self._clock, self._lag
         if self._warmer is not None:
             self._warmer.warm(rx_ns)  # after a quiet spell the send path is cold
         before = time.time_ns()  # the host clock, which kernel stamps use
         stamped = self._tx_stamps and (want_tx or lag.due(before))
-        lone.stage_to(address, response, stamped)
+        lone.stage_to(address, response, stamped, control)
         read = send_staged(
             lone,
             lag,

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
+from tsyncd.net.udp import Control
 from tsyncd.servers import txstamp
 from tsyncd.servers.latetx import TRANSMIT_AT, transmit_ntp
 from tsyncd.sync.sendlag import SendLag
@@ -70,10 +71,12 @@ class LateTransmit:
         response: bytes,
         address: Any,
         on_stamp: Callable[[bytes, int], object],
+        control: Control | None = None,
     ) -> None:
-        """Send ``response`` asking for its TX stamp; learn the lag from it and hand every
-        stamp read to ``on_stamp(payload, host ns)`` (the responder's interleaving pairs)."""
-        if txstamp.send_stamped(sock, response, address):
+        """Send ``response`` asking for its TX stamp (with ``control``: ``txstamp``); learn the
+        lag from it and hand every stamp read to ``on_stamp(payload, host ns)`` (the
+        responder's interleaving pairs)."""
+        if txstamp.send_stamped(sock, response, address, control):
             read, header = self.read_ns, response[:_HEADER_LEN]
             for payload, tx_ns in txstamp.read_stamps(sock):
                 if payload == header:

@@ -24,7 +24,13 @@ import struct
 from collections.abc import Iterator
 from typing import Any, Final
 
-from tsyncd.net.udp import SO_TIMESTAMPING, enable_rx_timestamps, software_stamp_ns
+from tsyncd.net.udp import (
+    SO_TIMESTAMPING,
+    Control,
+    enable_rx_timestamps,
+    send_with,
+    software_stamp_ns,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,17 +54,21 @@ def enable(sock: socket.socket) -> bool:
     return enable_rx_timestamps(sock).name == "kernel-timestamping"
 
 
-def send_stamped(sock: socket.socket, response: bytes, address: Any) -> bool:
-    """Send ``response`` asking the kernel for its TX timestamp; False if it was not sent."""
+def send_stamped(
+    sock: socket.socket, response: bytes, address: Any, control: Control | None = None
+) -> bool:
+    """Send ``response`` asking the kernel for its TX timestamp, with ``control`` beside that
+    request (the source address of a wildcard server's reply, ``udp.reply_control``); False
+    if it was not sent."""
     try:
-        sock.sendmsg([response], _TX_REQUEST, 0, address)
+        sock.sendmsg([response], _TX_REQUEST + control if control else _TX_REQUEST, 0, address)
         return True
     except (BlockingIOError, InterruptedError):
         return False
     except OSError as exc:
         if exc.errno == errno.EINVAL:  # an old kernel without per-message stamps: send plainly
             try:
-                sock.sendto(response, address)
+                send_with(sock, response, address, control or [])
                 return True
             except OSError:
                 return False

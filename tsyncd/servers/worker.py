@@ -217,7 +217,8 @@ def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
                     continue
                 if tx != rx and sealer is not None and sealer.read_ns:  # NTS sealed (sealtx.py)
                     if tx_stamps and sealer.wants_stamp(want_tx):
-                        sealer.send_stamped(sock, response, address, on_stamp)
+                        control = io.reply_control(i)  # the source address (udp.reply_pktinfo)
+                        sealer.send_stamped(sock, response, address, on_stamp, control)
                     else:
                         replies.append((i, response, False))
                     continue
@@ -226,7 +227,7 @@ def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
                     if reason == BASIC:  # an interleaving client's first, basic, reply
                         read = time_ns()
                         response = restamp(response, rx, clock_map(read + lag.lag_ns))
-                    if txstamp.send_stamped(sock, response, address):
+                    if txstamp.send_stamped(sock, response, address, io.reply_control(i)):
                         for payload, tx_ns in txstamp.read_stamps(sock):
                             if read and payload == response:
                                 lag.observe(read, tx_ns)

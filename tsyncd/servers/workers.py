@@ -481,7 +481,9 @@ def _trim_heap() -> None:
 
 
 def _bind_reuseport(host: str, port: int, options: SocketOptions | None) -> socket.socket:
-    sock = bind_udp(host, port, dataclasses.replace(options or SocketOptions(), reuse_port=True))
+    # On a wildcard, replies leave from their request's destination (udp.enable_pktinfo).
+    options = dataclasses.replace(options or SocketOptions(), reuse_port=True)
+    sock = bind_udp(host, port, options, pktinfo=True)
     enable_rx_timestamps(sock)
     return sock
 
