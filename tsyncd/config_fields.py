@@ -345,10 +345,21 @@ def _host_field(key: str) -> _Field:
         if not isinstance(value, str) or not value.isascii():
             raise _Invalid()
         try:
-            IPv6Address(value)
-            return value
+            ip = IPv6Address(value)
         except ValueError:
             pass
+        else:
+            # RFC 8915 §4.1.7: the Server record is an address a client can use as is: a
+            # zone ID means nothing off this host, and an IPv4-mapped one is an IPv4 address.
+            if ip.scope_id is not None:
+                reason = f"{_toml_repr(value)} has a zone ID, which RFC 8915 leaves out"
+                raise _Invalid(("", value, f"{expected}; {reason}"))
+            if ip.ipv4_mapped is not None:
+                reason = (
+                    f"{_toml_repr(value)} is IPv4-mapped: write {_toml_repr(str(ip.ipv4_mapped))}"
+                )
+                raise _Invalid(("", value, f"{expected}; {reason}"))
+            return value
         try:
             _check_host(value)
         except ValueError as e:

@@ -301,6 +301,17 @@ def test_an_nts_ke_server_needs_an_ntp_server_for_its_cookies(pki: Pki) -> None:
         'nts-ke-server[0].ntp-server = "a b": expected host name, IPv4 or IPv6 address (no '
         'port); "a b" is not a valid host name'
     ]
+    # RFC 8915 §4.1.7: no zone ID; an IPv4-mapped address is written as IPv4 (QA s18 F7).
+    host = "expected host name, IPv4 or IPv6 address (no port)"
+    zoned, mapped = ke | {"ntp-server": "fe80::1%eth0"}, ke | {"ntp-server": "::ffff:10.0.0.1"}
+    mapped = mapped | {"listen": "127.0.0.1:4461"}
+    assert errors({"nts-ke-server": [zoned, mapped]}) == [
+        f'nts-ke-server[0].ntp-server = "fe80::1%eth0": {host}; "fe80::1%eth0" has a zone ID, '
+        "which RFC 8915 leaves out",
+        f'nts-ke-server[1].ntp-server = "::ffff:10.0.0.1": {host}; "::ffff:10.0.0.1" is '
+        'IPv4-mapped: write "10.0.0.1"',
+    ]
+    assert loads({"nts-ke-server": [ke | {"ntp-server": "2001:db8::1"}]})
 
 
 def test_an_nts_ke_server_sends_clients_where_a_server_listens(pki: Pki) -> None:
