@@ -62,7 +62,11 @@ def try_line(attempt: int, tracking: Mapping[str, Any]) -> str:
     """One progress line per try, with chronyc's fields: reference, correction, skew."""
     correction = _number(tracking, "residual_offset")
     skew = _number(tracking, "skew_ppm")
-    refid = tracking.get("reference_id") if tracking.get("synchronized") is True else None
+    refid = None
+    if tracking.get("synchronized") is True:
+        raw = tracking.get("reference_id_raw")  # chronyc prints the refid in hex: 7F000001
+        hex_ok = isinstance(raw, int) and not isinstance(raw, bool)
+        refid = f"{raw:08X}" if hex_ok else tracking.get("reference_id")
     return (
         f"try: {attempt}, refid: {refid or '-'}, "
         f"correction: {'-' if correction is None else f'{abs(correction):.9f}'}, "

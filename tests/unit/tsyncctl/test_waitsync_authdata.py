@@ -52,6 +52,9 @@ def test_try_line_shows_reference_correction_and_skew() -> None:
     assert try_line(3, GOOD) == "try: 3, refid: 192.0.2.1, correction: 0.004000000, skew: 0.250"
     assert try_line(1, LOCAL_ONLY) == "try: 1, refid: -, correction: 0.004000000, skew: 0.250"
     assert try_line(1, {}) == "try: 1, refid: -, correction: -, skew: -"
+    # chronyc's hex refid where the daemon gives the raw one (QA s18 hunt-ops F7).
+    raw = {**GOOD, "reference_id_raw": 0xC0000201}
+    assert try_line(2, raw) == "try: 2, refid: C0000201, correction: 0.004000000, skew: 0.250"
 
 
 def test_wait_asks_until_synchronized_sleeping_between_tries() -> None:
