@@ -24,7 +24,12 @@ from prometheus_client.registry import Collector
 
 from tsyncd import __version__
 from tsyncd.net.tcp import start_tcp_server
-from tsyncd.snapshots import ServerStatsSnapshot, SnapshotProvider, TsqServerStatsSnapshot
+from tsyncd.snapshots import (
+    ServerStatsSnapshot,
+    SnapshotProvider,
+    SourceSnapshot,
+    TsqServerStatsSnapshot,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -188,6 +193,9 @@ class SnapshotCollector(Collector):
         yield from counters.values()
         yield dropped
         yield state
+        nts = [src for src in sources if src.nts is not None]
+        if nts:
+            yield from _nts_source_metrics(nts)
 
     def _server(self) -> Iterator[Metric]:
         snap = self._provider.server_snapshot()
@@ -281,6 +289,51 @@ def _nts_server_metrics(snap: ServerStatsSnapshot) -> Iterator[Metric]:
         )
         key.add_metric([snap.nts_key_id], 1)
         yield key
+
+
+def _nts_source_metrics(sources: list[SourceSnapshot]) -> Iterator[Metric]:
+    """Per NTS source: cookies held, key exchanges and their failures, NAKs, key age, and a
+    key exchange backing off, so an operator can alert on NTS-KE failing (an expired
+    certificate shows nowhere else: the source just never answers)."""
+    labels = ["source", "address"]
+    cookies = GaugeMetricFamily(
+        "tsyncd_source_nts_cookies", "Unused NTS cookies the source holds.", labels=labels
+    )
+    kes = CounterMetricFamily(
+        "tsyncd_source_nts_key_exchanges", "Successful NTS-KE sessions.", labels=labels
+    )
+    failures = CounterMetricFamily(
+        "tsyncd_source_nts_key_exchange_failures", "Failed NTS-KE attempts.", labels=labels
+    )
+    naks = CounterMetricFamily("tsyncd_source_nts_naks", "NTS NAKs received.", labels=labels)
+    authenticated = CounterMetricFamily(
+        "tsyncd_source_nts_authenticated_responses",
+        "Responses that passed NTS authentication.",
+        labels=labels,
+    )
+    age = GaugeMetricFamily(
+        "tsyncd_source_nts_key_age_seconds",
+        "Seconds since the NTS-KE that gave the keys in use (absent before one).",
+        labels=labels,
+    )
+    backoff = GaugeMetricFamily(
+        "tsyncd_source_nts_key_exchange_backoff_seconds",
+        "Seconds until the next NTS-KE while one waits out a back-off, else 0.",
+        labels=labels,
+    )
+    for src in sources:
+        n = src.nts
+        assert n is not None
+        values = [src.name, src.address]
+        cookies.add_metric(values, n.cookies)
+        kes.add_metric(values, n.key_exchanges)
+        failures.add_metric(values, n.ke_failures)
+        naks.add_metric(values, n.naks)
+        authenticated.add_metric(values, n.authenticated)
+        if n.last_ke is not None:
+            age.add_metric(values, n.last_ke)
+        backoff.add_metric(values, n.next_ke or 0.0)
+    yield from (cookies, kes, failures, naks, authenticated, age, backoff)
 
 
 def _tsq_server_metrics(servers: list[TsqServerStatsSnapshot]) -> Iterator[Metric]:

@@ -17,7 +17,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tsyncd import __version__
 from tsyncd.metrics import MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP, MetricsExporter
-from tsyncd.snapshots import ServerStatsSnapshot, SourceSnapshot, SystemSnapshot
+from tsyncd.snapshots import (
+    NtsSourceSnapshot,
+    ServerStatsSnapshot,
+    SourceSnapshot,
+    SystemSnapshot,
+)
 
 # The shared examples, with the values asserted on below that differ from them.
 SYSTEM = replace(
@@ -94,6 +99,45 @@ def test_system_metrics(exporter: MetricsExporter) -> None:
     assert got[("tsyncd_system_poll_log2_seconds", ())] == 7
     assert got[("tsyncd_system_synchronized", ())] == 1
     assert got[("tsyncd_build_info", (("version", __version__),))] == 1
+
+
+def test_nts_source_metrics_say_why_a_source_gets_no_keys(
+    exporter: MetricsExporter, provider: FakeProvider
+) -> None:
+    """QA s18 hunt-nts-client #5: a source whose NTS-KE fails (an expired certificate) looked
+    like any source never heard from; its NTS state is now exported."""
+    assert not any(n.startswith("tsyncd_source_nts_") for n, _ in samples(fetch(exporter)[2]))
+    failing = NtsSourceSnapshot(
+        ke_server="ke.example:4460",
+        cookies=0,
+        aead=None,
+        last_ke=None,
+        tls_group=None,
+        key_exchanges=0,
+        ke_failures=3,
+        last_error="certificate has expired",
+        authenticated=0,
+        naks=0,
+        next_ke=22.5,
+        ke_backoff="NTS-KE failed",
+    )
+    good = replace(
+        failing, cookies=8, last_ke=3600.0, key_exchanges=1, ke_failures=0, authenticated=40,
+        naks=1, next_ke=None, ke_backoff=None, last_error=None,
+    )  # fmt: skip
+    provider.sources = [replace(SELECTED, nts=good), replace(UNREACHABLE, nts=failing)]
+    got = samples(fetch(exporter)[2])
+    a = (("address", "192.0.2.1:123"), ("source", "a.example:123"))
+    b = (("address", ""), ("source", "[2001:db8::1]:123"))
+    assert got[("tsyncd_source_nts_cookies", a)] == 8 and got[("tsyncd_source_nts_cookies", b)] == 0
+    assert got[("tsyncd_source_nts_key_exchange_failures_total", b)] == 3
+    assert got[("tsyncd_source_nts_key_exchange_backoff_seconds", b)] == 22.5
+    assert got[("tsyncd_source_nts_key_exchange_backoff_seconds", a)] == 0
+    assert got[("tsyncd_source_nts_key_exchanges_total", a)] == 1
+    assert got[("tsyncd_source_nts_naks_total", a)] == 1
+    assert got[("tsyncd_source_nts_authenticated_responses_total", a)] == 40
+    assert got[("tsyncd_source_nts_key_age_seconds", a)] == 3600
+    assert ("tsyncd_source_nts_key_age_seconds", b) not in got  # no keys yet
 
 
 def test_source_metrics_have_labels_and_omit_unknown_values(exporter: MetricsExporter) -> None:
