@@ -9,7 +9,8 @@ It also runs NTS-KE when the keys are older than ``[nts-client] key-refresh-inte
 (chrony's ``ntsrefresh``): otherwise a server that keeps refilling cookies would let one TLS
 handshake's keys serve for ever, and the server's certificate would never be checked again
 (expired, revoked, or no longer trusted).  Unlike chrony, which drops the cookies first, the
-old session keeps polling until the new NTS-KE works, so time keeps flowing; a failing refresh
+old session keeps polling until the new NTS-KE works (at most until the keys are twice the
+interval old), so time keeps flowing; a failing refresh
 backs off as any failing NTS-KE does, and ``tsyncctl peers`` says so.  The keys' age is kept on
 the monotonic clock, so a step of the system clock does not change it.
 
@@ -269,8 +270,24 @@ class NtsSource:
                 self.ke_failures += 1
                 self.last_error = str(exc)
                 log.warning("%s; retrying in %.0f s", exc, self._ke_interval_s())
+                self._retire_stale_keys()
             finally:
                 self._last_attempt_mono = self._clock()
+
+    def _retire_stale_keys(self) -> None:
+        """Stop using keys twice ``refresh_s`` old while no NTS-KE works: the old keys serve a
+        failing refresh for a while (time keeps flowing), not for ever, as the server's
+        certificate may have expired or been revoked since (chrony drops them at once)."""
+        s, age = self.session, self.key_age_s()
+        if s is None or s.needs_ke or age is None or age < 2 * self._refresh_s:
+            return
+        log.warning(
+            "NTS: %s keys are %s old, twice key-refresh-interval, and no NTS-KE has worked "
+            "since: no longer used",
+            self.cfg.name,
+            _age_text(age),
+        )
+        s.discard()
 
     def attempts(self) -> int:
         """NTS-KE attempts since the last authenticated NTP response (chrony's nke_attempts):

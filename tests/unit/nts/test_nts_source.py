@@ -241,6 +241,32 @@ def test_keys_older_than_the_refresh_interval_are_refreshed_while_they_serve(
     assert src.ke_failures == 2 and src.last_error is None
 
 
+def test_old_keys_serve_a_failing_refresh_up_to_twice_the_interval(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not for ever: past twice key-refresh-interval with no NTS-KE working (an expired
+    certificate, say) they are dropped, and nothing is sent until an NTS-KE works."""
+    calls = install_fake_ke(monkeypatch, failing={2, 3, 4, 5, 6, 7})
+    clock = Clock()
+    answered: list[str | None] = []
+    src = source(clock, refresh_s=60, meanwhile=lambda: answered.append(poll(src, KE_KEYS)))
+
+    async def main() -> None:
+        await src.key_exchange_until_ok()
+        online(src)
+        clock.now_s += 60
+        with caplog.at_level(logging.WARNING):
+            await run_maintenance(src)
+        assert len(calls) == 8 and not src.session.needs_ke  # type: ignore[union-attr]
+
+    asyncio.run(main())
+    # Back-offs of 10, 15, 22, 34, 51 s: the keys pass 120 s old during the fourth wait.
+    assert answered[:3] == [None, None, None] and answered[3:] == ["not sent"] * 3
+    assert "twice key-refresh-interval, and no NTS-KE has worked since: no longer used" in (
+        caplog.text
+    )
+
+
 def test_an_offline_source_does_not_refresh_its_keys(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = install_fake_ke(monkeypatch)
     clock = Clock()
