@@ -96,6 +96,7 @@ class NtsSource:
         # names one that is free, for peers and to say it once in the log).
         self.in_use: str | None = None
         self._kick = asyncio.Event()
+        self._retry = asyncio.Event()  # set by retry_now: a back-off ends early
         self._clock = clock
         self._sleep = sleep
         self._last_attempt_mono: float | None = None  # when the last NTS-KE attempt ended
@@ -261,7 +262,7 @@ class NtsSource:
             if backoff is not None and self.last_error is None:  # failures say it themselves
                 log.warning("NTS: %s: %s; next NTS-KE in %.0f s", self.cfg.name, backoff[1], wait_s)
             if wait_s > 0:
-                await self._sleep(wait_s)
+                await self._wait(wait_s)
             self._attempts = self.attempts() + 1
             self._ke_session = None  # until this attempt gives a session
             try:
@@ -273,6 +274,24 @@ class NtsSource:
                 self._retire_stale_keys()
             finally:
                 self._last_attempt_mono = self._clock()
+
+    async def _wait(self, wait_s: float) -> None:
+        """Wait out a back-off, or until ``retry_now`` (tsyncctl burst) ends it.  A sleep a
+        test passed is awaited as it is (it moves a fake clock)."""
+        if self._sleep is not asyncio.sleep:
+            await self._sleep(wait_s)
+            return
+        self._retry.clear()
+        with contextlib.suppress(TimeoutError):
+            await wait_for(self._retry.wait(), wait_s)
+
+    def retry_now(self) -> bool:
+        """``tsyncctl burst`` on a source whose NTS-KE waits out a back-off: it starts now (an
+        operator who just fixed the server expects that); True if one was waiting."""
+        if self._backoff() is None:
+            return False
+        self._retry.set()
+        return True
 
     def _retire_stale_keys(self) -> None:
         """Stop using keys twice ``refresh_s`` old while no NTS-KE works: the old keys serve a
@@ -370,6 +389,13 @@ class NtsSource:
             s = self.session
             refresh = s is not None and not s.needs_ke and self._refresh_due()
             if s is None or s.needs_ke or refresh:
+                if s is not None and s.needs_ke and self.in_use is None:
+                    nak = s.counters.naks > self._seen_at_attempt.naks
+                    log.info(
+                        "NTS: %s needs new keys (%s): NTS-KE",
+                        self.cfg.name,
+                        "the server sent an NTS NAK" if nak else "no cookies left",
+                    )
                 if refresh:
                     log.info(
                         "NTS: %s keys are %s old (key-refresh-interval %.0f s); NTS-KE to "

@@ -305,3 +305,48 @@ def test_an_ntp_server_another_source_polls_drops_the_keys_and_backs_off(
 
     asyncio.run(main())
     assert len(calls) == 2 and clock.sleeps == [(10, 10, why)]
+
+
+def test_burst_ends_an_nts_ke_back_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """QA s18 hunt-ops F7: tsyncctl burst on a source whose NTS-KE was backing off (after a
+    failure the operator has just fixed) did nothing until the back-off ran out."""
+    calls = install_fake_ke(monkeypatch, failing={1})
+    cfg = SourceConfig(name="ke:4460", mode="nts", address=parse_endpoint("ke:4460", 4460))
+
+    async def main() -> None:
+        src = NtsSource(cfg)  # the real clock and sleep
+        assert not src.retry_now()  # nothing waits yet
+        task = asyncio.get_running_loop().create_task(src.key_exchange_until_ok())
+        async with asyncio.timeout(5):
+            while src.ke_failures == 0:
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        assert src.snapshot().next_ke is not None and src.snapshot().next_ke > 5  # 10 s back-off
+        assert src.retry_now()
+        async with asyncio.timeout(2):  # not the 10 s back-off
+            await task
+        assert len(calls) == 2 and src.session is not None
+
+    asyncio.run(main())
+
+
+def test_a_nak_driven_nts_ke_says_why(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """QA s18 hunt-nts-client #7: a new NTS-KE after a NAK left no trace in the log."""
+    calls = install_fake_ke(monkeypatch)
+    clock = Clock()
+    src = source(clock)
+
+    async def main() -> None:
+        await src.key_exchange_until_ok()
+        online(src)
+        clock.now_s += 10
+        assert poll(src, OTHER_KEYS) == "nts_nak"
+        assert poll(src, OTHER_KEYS) == "not sent"  # the NAK's session wants new keys
+        with caplog.at_level(logging.INFO):
+            await run_maintenance(src)
+
+    asyncio.run(main())
+    assert len(calls) == 2
+    assert "NTS: ke:4460 needs new keys (the server sent an NTS NAK): NTS-KE" in caplog.text
