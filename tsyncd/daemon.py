@@ -549,7 +549,10 @@ class Daemon(SourceSettings, ChronycCommands, MeasurementLogging, SnapshotViews)
             self._panic_logged = False  # a later panic is logged again
         now = self.clock.now_ns()
         d = self.core.decision
-        if d.selected != self._last_selected:
+        # While a reload swaps sources (one stopped, then its successor started) the selection
+        # is empty for a moment: said only if it still is once the reload is done.
+        reloading = self._reload_task is not None and not self._reload_task.done()
+        if d.selected != self._last_selected and (d.selected or not reloading):
             self._last_selected = d.selected
             if d.selected:
                 log.info("selected source %s (stratum %d)", d.selected, d.stratum - 1)

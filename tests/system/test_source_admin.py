@@ -259,6 +259,9 @@ def test_tsyncctl_reload_reports_what_changed_and_refuses_a_bad_file(peers: Peer
         "the new source selected", lambda: row_in_state(client, f"127.0.0.3:{port}", "selected")
     )
     assert row["stratum"] == 7
+    # No "no sources configured" for the moment between the old source's stop and the new
+    # one's start (QA s18 hunt-nts-client #7).
+    assert "no source selected: no sources configured" not in client.proc.output()
     # A bad file: the error names file, key and value; nothing changes.
     client.config.write_text(head + source(3).replace("min-poll = -3", "min-poll = 99"))
     error = ctl_fails(client, "reload")
