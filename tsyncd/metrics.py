@@ -71,8 +71,10 @@ class SnapshotCollector(Collector):
 
         yield gauge(
             "tsyncd_system_offset_seconds",
-            "Estimated correction to add to the clock (chrony sign: positive means slow).",
-            snap.offset,
+            "Estimated correction to add to the clock (chrony sign: positive means slow); "
+            "absent while unsynchronized.",
+            # Unsynchronized there is no estimate: a 0 would read as a perfect clock.
+            snap.offset if snap.synchronized else None,
         )
         yield gauge(
             "tsyncd_system_stratum", "Stratum we serve (16 when unsynchronized).", snap.stratum

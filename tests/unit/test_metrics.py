@@ -140,6 +140,17 @@ def test_nts_source_metrics_say_why_a_source_gets_no_keys(
     assert ("tsyncd_source_nts_key_age_seconds", b) not in got  # no keys yet
 
 
+def test_no_system_offset_while_unsynchronized(
+    exporter: MetricsExporter, provider: FakeProvider
+) -> None:
+    """QA s17 hunt-life #11: unsynchronized, the offset read 0.0, a perfect clock to an alert
+    rule; it is absent now, as the values it has no estimate for are."""
+    provider.system = replace(SYSTEM, synchronized=False, offset=0.0)
+    got = samples(fetch(exporter)[2])
+    assert ("tsyncd_system_offset_seconds", ()) not in got
+    assert got[("tsyncd_system_synchronized", ())] == 0
+
+
 def test_source_metrics_have_labels_and_omit_unknown_values(exporter: MetricsExporter) -> None:
     got = samples(fetch(exporter)[2])
     a = (("address", "192.0.2.1:123"), ("source", "a.example:123"))
