@@ -173,11 +173,7 @@ def check_nts_ke_ntp_address(parsed: Parsed, report: Report, invalid: set[str]) 
 
 def _reached(ke: _Listener) -> list[IPv4Address | IPv6Address]:
     """The addresses (a wildcard standing for its family) a client may reach ``ke`` on."""
-    if not ke.wildcard:
-        return [ke.ip]
-    if ke.dual_stack:
-        return [ke.ip, IPv4Address(0)]
-    return [ke.ip]
+    return [ke.ip, IPv4Address(0)] if ke.dual_stack else [ke.ip]  # dual: the IPv6 wildcard
 
 
 def _serves(servers: Sequence[_Listener], ip: IPv4Address | IPv6Address) -> bool:

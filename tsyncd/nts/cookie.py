@@ -152,6 +152,9 @@ class KeySet:
         if len(base_key) != _MASTER.key_len:
             raise ValueError(f"master key must be {_MASTER.key_len} bytes, got {len(base_key)}")
         self.rotation_s = rotation_s
+        # The key file as ``load_keyset`` read it (or wrote it): what the file holds for these
+        # keys, so a server can tell later whether someone else has changed it since.
+        self.file_bytes: bytes | None = None
         self._keys: dict[int, bytes] = {}
         # Cipher objects per key id: the per-packet path should not re-key AES for every cookie.
         self._ciphers: dict[int, SivCipher] = {}
@@ -326,6 +329,7 @@ def load_keyset(path: Path, rotation_s: int, now_s: float, *, create: bool = Tru
             keys = new_keyset(now_s, rotation_s)
             try:
                 save_keyset(path, keys, exclusive=True)
+                keys.file_bytes = keyset_file_bytes(keys)
             except FileExistsError:
                 log.info("NTS key file %s was just created by another server: using its key", path)
                 continue
@@ -337,6 +341,7 @@ def load_keyset(path: Path, rotation_s: int, now_s: float, *, create: bool = Tru
         epoch, key = _parse_key_file(path, raw, rotation_s)
         _warn_if_readable(path)
         keys = KeySet(epoch, key, rotation_s)
+        keys.file_bytes = raw
         behind = keys.epoch_at(now_s) - epoch
         keys.advance(now_s)
         if behind > _RATCHET_MAX:
@@ -410,6 +415,7 @@ def _jumped(path: Path, keys: KeySet, behind: int) -> None:
     )
     try:
         save_keyset(path, keys)
+        keys.file_bytes = keyset_file_bytes(keys)
     except OSError as exc:
         log.warning("cannot rewrite the NTS key file %s: %s", path, _why(exc))
 

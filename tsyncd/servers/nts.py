@@ -62,7 +62,7 @@ class NtsServerSide:
         if path is None:
             return new_keyset(now_s, interval)
         keys = load_keyset(path, interval, now_s, create=create)
-        self._seen = _read(path)
+        self._seen = keys.file_bytes  # not read again: the file may change in between
         return keys
 
     def attach(self, responder: NtpResponder) -> None:
