@@ -187,6 +187,8 @@ def test_offset_corrects_every_sample_of_its_source(peers: Peers) -> None:
         return rows if None not in rows.values() and len(rows) == 2 else None
 
     offsets = wait_for("both measured", measured)
-    # Loopback, true offset 0: the plain source within 100 µs of it, the other 2 ms off.
-    assert abs(offsets[plain]) < 100e-6
-    assert abs(offsets[corrected] + 0.002) < 100e-6
+    # Loopback, true offset 0: the plain source near it, the other 2 ms off. One sample on a
+    # loaded 2-core CI machine can be 200 µs out, so the bound is 0.5 ms: without the
+    # correction (or with its sign turned) the corrected source would be 2 ms (4 ms) out.
+    assert abs(offsets[plain]) < 500e-6
+    assert abs(offsets[corrected] + 0.002) < 500e-6
