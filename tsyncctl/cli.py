@@ -1,7 +1,8 @@
 """``tsyncctl``: ask a running tsyncd what it is doing, or query an NTP server directly.
 
 Every command prints a table for people, or with ``--json`` the daemon's JSON for scripts.
-Every failure is one line on stderr and exit code 1, never a traceback.
+Every failure is one line on stderr and exit code 1, never a traceback (with ``--json``, a JSON
+error object on stdout as well).
 
 This is the console script's entry point: ``main`` runs the ``cli`` group (``group``) with every
 command registered, which importing ``monitor``, ``admin`` and ``standalone`` does.

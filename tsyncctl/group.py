@@ -28,12 +28,31 @@ SOCKET_ENV = "TSYNCD_SOCKET"
 
 
 class CliError(click.ClickException):
-    """A failure shown as ``tsyncctl: MESSAGE`` on stderr, exit code 1."""
+    """A failure shown as ``tsyncctl: MESSAGE`` on stderr, exit code 1; ``code`` is tsyncd's
+    JSON-RPC error code when tsyncd refused the call."""
 
     exit_code = 1
 
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
     def show(self, file: Any = None) -> None:
         click.echo(f"tsyncctl: {self.format_message()}", err=True)
+
+
+JSON_WANTED = "tsyncctl.json"
+"""Key in the main command's ``Context.meta``: a command's ``--json`` was given."""
+
+
+def print_json_error(exc: click.ClickException) -> None:
+    """With ``--json``, a failure is also a JSON object on stdout, so a script reading stdout
+    gets JSON either way: ``{"error": {"code": CODE, "message": MESSAGE}}``, ``code``
+    being tsyncd's JSON-RPC error code or null when tsyncctl failed before tsyncd answered.
+    The one-line error still goes to stderr, and the exit code is unchanged."""
+    code = exc.code if isinstance(exc, CliError) else None
+    error = {"code": code, "message": exc.format_message()}
+    click.echo(json.dumps({"error": error}, ensure_ascii=False))
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,9 +68,16 @@ class TsyncctlGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
-        except (ControlError, QueryError) as exc:
-            raise CliError(str(exc)) from None
+            try:
+                return super().invoke(ctx)
+            except ControlError as exc:
+                raise CliError(str(exc), exc.code) from None
+            except QueryError as exc:
+                raise CliError(str(exc)) from None
+        except click.ClickException as exc:
+            if ctx.params.get("as_json") or ctx.meta.get(JSON_WANTED):
+                print_json_error(exc)
+            raise
 
 
 def print_json(value: Any) -> None:

@@ -6,13 +6,19 @@ from typing import Any
 
 import click
 
+from tsyncctl.group import JSON_WANTED
+
 __all__ = ["chronyc_habit_options", "json_option"]
 
 
 def _json_wanted(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
     """A command's ``--json``, or the main command's (``tsyncctl --json peers``, as chronyc
     takes its ``-c`` before the command)."""
-    return bool(value or ctx.find_root().params.get("as_json"))
+    root = ctx.find_root()
+    wanted = bool(value or root.params.get("as_json"))
+    if wanted:
+        root.meta[JSON_WANTED] = True  # failures too are printed as JSON (group.py)
+    return wanted
 
 
 json_option = click.option(

@@ -321,7 +321,7 @@ def test_stale_socket_is_connection_refused(short_dir: Path) -> None:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.bind(str(path))
     s.close()
-    result = run("-s", str(path), "peers", "--json")
+    result = run("-s", str(path), "peers")
     assert_one_line_error(
         result,
         f"cannot connect to tsyncd at {path}: connection refused"
@@ -406,6 +406,27 @@ def test_rpc_error_message_is_shown(short_dir: Path) -> None:
     with control_socket(short_dir / "m.sock", {"status": lambda p: SYSTEM}) as path:
         result = run("-s", str(path), "serverstats")
     assert_one_line_error(result, "unknown method 'serverstats'; known: status")
+
+
+def test_with_json_a_failure_is_json_on_stdout_too(short_dir: Path) -> None:
+    """A script reading ``--json`` output gets JSON when the command fails as well (s17 QA):
+    tsyncd's error code when tsyncd refused, null when tsyncctl failed first; stderr and the
+    exit code as without --json."""
+    message = "unknown method 'serverstats'; known: status"
+    with control_socket(short_dir / "m.sock", {"status": lambda p: SYSTEM}) as path:
+        for args in (("--json", "serverstats"), ("serverstats", "--json")):
+            result = run("-s", str(path), *args)
+            assert result.exit_code == 1, result.output
+            assert result.stderr == f"tsyncctl: {message}\n"
+            assert json.loads(result.stdout) == {"error": {"code": -32601, "message": message}}
+    missing = short_dir / "missing.sock"
+    result = run("-s", str(missing), "sources", "--json")
+    assert result.exit_code == 1 and result.stderr.startswith("tsyncctl: cannot connect")
+    assert json.loads(result.stdout)["error"]["code"] is None
+    # A usage error keeps click's exit code 2; with the main command's --json it is JSON too.
+    result = run("-s", str(missing), "--json", "accheck")
+    assert result.exit_code == 2
+    assert "Missing argument" in json.loads(result.stdout)["error"]["message"]
 
 
 def test_version_option() -> None:
