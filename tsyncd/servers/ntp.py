@@ -75,7 +75,7 @@ class NtpServer:
         server.responder.broadcast_routes = server._broadcast_routes
         server._warmer = SendWarmer(server._udp.sock, server._lone.send_raw)
         # NTS replies' Transmit, read just before their seal (used once NTS is served).
-        server._late = LateTransmit(clock.from_kernel_ns)
+        server._late = LateTransmit(clock.from_kernel_ns, server._warmer.warm)
         server.responder.late_transmit = server._late
         return server
 
@@ -110,6 +110,8 @@ class NtpServer:
                     late.send_stamped(self._udp.sock, response, address, self._on_stamp, control)
                 else:
                     self._udp.sendto(response, address, control)
+                if self._warmer is not None:
+                    self._warmer.sent(late.read_ns)  # drain the warm-up (LateTransmit.warm)
                 return
         if response is None:
             log.debug("dropped request from %s: %s", address[0], reason)

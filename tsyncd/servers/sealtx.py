@@ -40,17 +40,26 @@ _time_ns: Final = time.time_ns
 class LateTransmit:
     """Writes a sealed basic reply's Transmit just before its seal; learns the lag after it."""
 
-    __slots__ = ("lag", "read_ns", "to_daemon")
+    __slots__ = ("lag", "read_ns", "to_daemon", "warm")
 
-    def __init__(self, to_daemon: Callable[[int], int]) -> None:
+    def __init__(
+        self, to_daemon: Callable[[int], int], warm: Callable[[int], None] | None = None
+    ) -> None:
         self.to_daemon = to_daemon  # host ns -> daemon ns (the current clock map)
         self.lag = SendLag()
         self.read_ns = 0  # host ns of the latest read; the caller zeroes it to see a new one
+        # Called with the host time right before the read (``warmsend.SendWarmer.warm``): after
+        # a quiet spell the kernel's send path is cold, and the lag from the read to the
+        # departure varies by tens of µs unless it is warmed first.  The caller reports the
+        # send (``SendWarmer.sent``).
+        self.warm = warm
 
     def __call__(self, header: bytes) -> bytes:
         """``header`` (our 48-byte reply, about to be sealed) with its Transmit read now.
 
         This is on every NTS reply's path (about 0.5 µs of its 13)."""
+        if self.warm is not None:
+            self.warm(_time_ns())
         read = self.read_ns = _time_ns()
         packed = _pack(transmit_ntp(self.to_daemon(read + self.lag.lag_ns)))
         # Big-endian: comparing the bytes compares the timestamps.

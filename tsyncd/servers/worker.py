@@ -131,11 +131,6 @@ def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
 
         nts = NtsResponder(setup.keys.keyset())
         responder.extensions = nts
-        from tsyncd.servers.sealtx import LateTransmit
-
-        # The current clock map (rebound below when the main process sends a new one).
-        sealer = LateTransmit(lambda host_ns: clock_map(host_ns))
-        responder.late_transmit = sealer
     sock.setblocking(True)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _RCV_TIMEOUT)
     tx_stamps = True
@@ -143,6 +138,12 @@ def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
     lag = SendLag()
     lone = lone_send(io, sock)
     warmer = SendWarmer(sock, lone.send_raw)
+    if nts is not None:
+        from tsyncd.servers.sealtx import LateTransmit
+
+        # The current clock map (rebound below when the main process sends a new one).
+        sealer = LateTransmit(lambda host_ns: clock_map(host_ns), warmer.warm)
+        responder.late_transmit = sealer
 
     def on_stamp(payload: bytes, tx_ns: int) -> None:
         responder.handle_tx_timestamp(payload, clock_map(tx_ns))  # the current clock map
@@ -222,11 +223,13 @@ def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
                 if response is None:
                     continue
                 if tx != rx and sealer is not None and sealer.read_ns:  # NTS sealed (sealtx.py)
+                    # Only a lone request's seal reads the Transmit: its reply leaves at once.
                     if tx_stamps and sealer.wants_stamp(want_tx):
                         control = io.reply_control(i)  # the source address (udp.reply_pktinfo)
                         sealer.send_stamped(sock, response, address, on_stamp, control)
                     else:
-                        replies.append((i, response, False))
+                        send([(i, response, False)], 0)
+                    warmer.sent(sealer.read_ns)  # drain the warm-up (sealtx.LateTransmit.warm)
                     continue
                 if want_tx and tx_stamps:
                     read = 0

@@ -53,6 +53,18 @@ def test_late_transmit_reads_the_clock_adds_the_lag_and_keeps_after_receive() ->
     assert struct.unpack("!Q", out[40:])[0] == future + 1
 
 
+def test_the_send_path_is_warmed_right_before_the_read() -> None:
+    """After a quiet spell the kernel's send path is cold and the read-to-departure lag varies
+    by tens of µs (warmsend.py): the warm-up must come before the read, on every call."""
+    calls: list[int] = []
+    late = LateTransmit(lambda host_ns: host_ns, calls.append)
+    late(bytes(48))
+    assert len(calls) == 1 and 0 < calls[0] <= late.read_ns
+    first = late.read_ns
+    late(bytes(48))
+    assert len(calls) == 2 and first <= calls[1] <= late.read_ns
+
+
 class _Extensions:
     """Records what the responder hands an NTS responder."""
 
