@@ -251,15 +251,6 @@ class AccessList:
                 return "" if allowed else DENIED
         return RESTRICTED
 
-    def deciding_rule(self, ip: IPAddress) -> IPNetwork | None:
-        """The network whose rule decides for ``ip`` (``accheck``); None: no rule holds it."""
-        n = int(ip)
-        for shift, nets in self._tables[ip.version]:
-            if n >> shift in nets:
-                bits = ip.max_prefixlen
-                return ipaddress.ip_network((n >> shift << shift, bits - shift))
-        return None
-
     def with_rule(
         self, network: IPNetwork | None, allowed: bool, *, replace_inside: bool = False
     ) -> AccessList:

