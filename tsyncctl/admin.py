@@ -1,7 +1,7 @@
 """``tsyncctl``'s commands that change the running tsyncd, over its admin methods (root or the
 admin group): its sources (add, delete, offline, online, onoffline, burst, refresh, reselect,
-reset, minpoll, maxpoll, maxdelay) and the daemon itself (makestep, local, reload, rekey,
-cyclelogs, shutdown).
+reset, minpoll, maxpoll, maxdelay), the NTP server's access rules (allow, deny) and the
+daemon itself (makestep, local, reload, rekey, cyclelogs, shutdown).
 """
 
 from __future__ import annotations
@@ -409,3 +409,39 @@ def delete(ctx: click.Context, name: str, as_json: bool) -> None:
         ),
         {"name": name},
     )
+
+
+_ACCESS_HELP = """SUBNET is an IP address or CIDR network; without it, every address (IPv4 and
+IPv6).  'all' also drops the rules of the networks inside SUBNET, so this one decides for all
+of them.  As in chrony, the most specific network that holds a client decides, and a client
+no rule holds is refused.  Every [[server]] of the running tsyncd (its worker processes too),
+until a restart: the config file is not changed, and a reload keeps the change (needs root or
+the admin group)."""
+
+
+def _access_command(method: str, summary: str) -> None:
+    """``tsyncctl allow|deny [all] [SUBNET]`` (methods ``allow``, ``deny``), as chronyc's."""
+
+    @cli.command(name=method, help=f"{summary}, like 'chronyc {method}'.\n\n{_ACCESS_HELP}")
+    @click.argument("words", nargs=-1, metavar="[all] [SUBNET]")
+    @json_option
+    @click.pass_context
+    def command(ctx: click.Context, words: tuple[str, ...], as_json: bool) -> None:
+        replace_inside = words[:1] == ("all",)
+        subnets = words[1:] if replace_inside else words
+        if len(subnets) > 1:
+            raise click.UsageError(f"expected [all] [SUBNET], got {' '.join(words)!r}")
+
+        def human(r: dict[str, Any]) -> str:
+            return "\n".join(
+                f"{row.get('listen')}: allow {', '.join(row.get('allow') or ['-'])};"
+                f" deny {', '.join(row.get('deny') or ['-'])}; refused: any other"
+                for row in r.get("servers", [])
+            )
+
+        params = {"subnet": subnets[0] if subnets else None, "all": replace_inside}
+        show(ctx, method, dict, as_json, human, params)
+
+
+_access_command("allow", "Serve NTP to the clients in SUBNET")
+_access_command("deny", "Refuse NTP to the clients in SUBNET")

@@ -16,6 +16,8 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_add
 from pathlib import Path
 from typing import Any, Final
 
+from tsyncd.servers.responder import ALL_NETWORKS
+
 Network = IPv4Network | IPv6Network
 
 # --- errors -----------------------------------------------------------------------------------
@@ -380,9 +382,25 @@ def _ipv4_mapped(host: str) -> str | None:
     return None if mapped is None else str(mapped)
 
 
-_ALL_NETWORKS: Final = (IPv4Network("0.0.0.0/0"), IPv6Network("::/0"))
 _MAPPED: Final = IPv6Network("::ffff:0:0/96")
-_NETWORK_ENTRY: Final = 'IP address or CIDR network (e.g. "192.0.2.0/24", "2001:db8::/32") or "all"'
+NETWORK: Final = 'IP address or CIDR network (e.g. "192.0.2.0/24", "2001:db8::/32")'
+_NETWORK_ENTRY: Final = f'{NETWORK} or "all"'
+
+
+def parse_network(entry: object) -> Network:
+    """One allow/deny network: an IP address or CIDR network (host bits ignored, as chrony
+    does), never inside ::ffff:0:0/96; ValueError if not, whose text says what to write
+    instead for an IPv4-mapped one (empty for any other: the caller says ``NETWORK``).  The
+    config's entries and ``tsyncctl allow``/``deny`` alike."""
+    try:
+        if not isinstance(entry, str):
+            raise ValueError(entry)
+        network = ip_network(entry, strict=False)
+    except ValueError:
+        raise ValueError() from None
+    if isinstance(network, IPv6Network) and network.subnet_of(_MAPPED):
+        raise ValueError(_ipv4_form(network))
+    return network
 
 
 def _networks_field(key: str) -> _Field:
@@ -396,19 +414,12 @@ def _networks_field(key: str) -> _Field:
         for i, entry in enumerate(entries):
             suffix = "" if isinstance(value, str) else f"[{i}]"
             if entry == "all":
-                networks.extend(_ALL_NETWORKS)
+                networks.extend(ALL_NETWORKS)
                 continue
             try:
-                if not isinstance(entry, str):
-                    raise ValueError(entry)
-                network = ip_network(entry, strict=False)
-            except ValueError:
-                bad.append((suffix, entry, _NETWORK_ENTRY))
-                continue
-            if isinstance(network, IPv6Network) and network.subnet_of(_MAPPED):
-                bad.append((suffix, entry, _ipv4_form(network)))
-                continue
-            networks.append(network)
+                networks.append(parse_network(entry))
+            except ValueError as exc:
+                bad.append((suffix, entry, str(exc) or _NETWORK_ENTRY))
         if bad:
             raise _Invalid(*bad)
         return tuple(networks)

@@ -1,24 +1,31 @@
 """chronyc's run-time commands that act on the selection and the server as a whole.
 
-``tsyncctl reselect``, ``reset sources``, ``local``, ``accheck`` and ``shutdown`` (methods
-``reselect``, ``reset_sources``, ``local``, ``accheck``, ``shutdown``): each does what its chronyc
-namesake does, on the sync core or the running servers, and answers with the state right after.
-None of them writes the config file.
+``tsyncctl reselect``, ``reset sources``, ``local``, ``accheck``, ``allow``, ``deny`` and
+``shutdown`` (methods ``reselect``, ``reset_sources``, ``local``, ``accheck``, ``allow``,
+``deny``, ``shutdown``): each does what its chronyc namesake does, on the sync core or the
+running servers, and answers with the state right after.  None of them writes the config
+file: what they change lasts until a restart.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING, Any, Final
 
+from tsyncd.config_fields import NETWORK, parse_network
 from tsyncd.control.rpc import InvalidParams
 from tsyncd.net.udp import listen_text, receives_from
 from tsyncd.servers.responder import AccessList, client_ip
 
 if TYPE_CHECKING:
     from tsyncd.clock.base import Clock
-    from tsyncd.config import Config
+    from tsyncd.config import Config, ServerConfig
+    from tsyncd.servers.ntp import NtpServer
+    from tsyncd.servers.workers import WorkerPool
     from tsyncd.sync.core import SyncCore
+
+log = logging.getLogger(__name__)
 
 __all__ = ["ChronycCommands"]
 
@@ -26,17 +33,21 @@ UNREACHABLE: Final = "unreachable"  # accheck: the socket never receives from th
 
 
 class ChronycCommands:
-    """The ``reselect``, ``reset_sources``, ``local``, ``accheck`` and ``shutdown`` methods."""
+    """The ``reselect``, ``reset_sources``, ``local``, ``accheck``, ``allow``, ``deny`` and
+    ``shutdown`` methods."""
 
     core: SyncCore
     clock: Clock
     config: Config
+    servers: list[NtpServer | WorkerPool]  # one per config.servers entry, in order
 
     if TYPE_CHECKING:  # the daemon's own; declared for the type checker only
 
         def _after_update(self) -> None: ...
 
         def stop(self) -> None: ...
+
+        async def refresh_snapshots(self, client_keys: bool = True) -> None: ...
 
     def _rpc_reselect(self, _params: dict[str, Any]) -> dict[str, Any]:
         """``tsyncctl reselect``: pick the system peer afresh, as chronyc reselect does."""
@@ -79,10 +90,11 @@ class ChronycCommands:
     def _rpc_accheck(self, params: dict[str, Any]) -> list[dict[str, Any]]:
         """``tsyncctl accheck``: would each NTP server socket answer ``params["address"]``?
 
-        The servers' running allow and deny lists (a reload changes them only after a restart),
-        checked as the server checks a request, IPv4-mapped IPv6 included.  A socket that
-        never receives from the address's family (an IPv4 one from IPv6, an IPv6-only one
-        from IPv4) is not asked: its row says ``"reason": "unreachable"``."""
+        The servers' running rules (the config's allow and deny lists, as ``tsyncctl
+        allow``/``deny`` changed them; a reload changes them only after a restart), checked as
+        the server checks a new client, IPv4-mapped IPv6 as IPv4.  A socket that never receives
+        from the address's family (an IPv4 one from IPv6, an IPv6-only one from IPv4) is not
+        asked: its row says ``"reason": "unreachable"``."""
         address = params.get("address")
         try:
             ip = client_ip(address) if isinstance(address, str) else None
@@ -91,11 +103,70 @@ class ChronycCommands:
         if ip is None:
             raise InvalidParams(f'accheck needs {{"address": IP}}, an IP address, not {address!r}')
         rows = []
-        for server in self.config.servers:
+        for server, access in self._server_access():
             if receives_from(server.listen.host, server.ipv6_only, ip):
-                verdict = AccessList(server.allow, server.deny).verdict(ip)
+                verdict = access.verdict(ip)
             else:
                 verdict = UNREACHABLE
-            listen = listen_text(server.listen.host, server.listen.port)
-            rows.append({"listen": listen, "allowed": not verdict, "reason": verdict or None})
+            rows.append(
+                {"listen": _listen(server), "allowed": not verdict, "reason": verdict or None}
+            )
         return rows
+
+    async def _rpc_allow(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``tsyncctl allow [all] [SUBNET]``: as chronyc allow, on every NTP server socket."""
+        return await self._change_access("allow", params)
+
+    async def _rpc_deny(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``tsyncctl deny [all] [SUBNET]``: as chronyc deny, on every NTP server socket."""
+        return await self._change_access("deny", params)
+
+    async def _change_access(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Add the rule ``params`` give (``subnet``: an IP or CIDR network, absent or null:
+        every address; ``all``: drop the rules inside it too) to every ``[[server]]``'s
+        running rules, its worker processes included, until a restart; answered once every
+        live worker has it, with each socket's rules (``servers``: ``listen``, ``allow``,
+        ``deny``; a client no network holds is refused)."""
+        subnet, replace_inside = params.get("subnet"), params.get("all", False)
+        if not isinstance(replace_inside, bool):
+            raise InvalidParams(f"{method}: all {replace_inside!r}: expected true or false")
+        try:
+            network = None if subnet is None else parse_network(subnet)
+        except ValueError as exc:
+            expected = str(exc) or NETWORK
+            raise InvalidParams(f"{method}: subnet {subnet!r}: expected {expected}") from None
+        if not self.servers:
+            raise InvalidParams(f"{method}: no NTP server is configured ([[server]])")
+        for server in self.servers:
+            server.set_access(
+                server.access.with_rule(network, method == "allow", replace_inside=replace_inside)
+            )
+        await self.refresh_snapshots(client_keys=False)  # the workers apply it in order
+        log.info(
+            "%s%s %s on every NTP server socket, until a restart",
+            method,
+            " all" if replace_inside else "",
+            network or "every address",
+        )
+        rows = []
+        for cfg, access in self._server_access():
+            rules = access.rules
+            rows.append(
+                {
+                    "listen": _listen(cfg),
+                    "allow": [str(n) for n, allowed in rules.items() if allowed],
+                    "deny": [str(n) for n, allowed in rules.items() if not allowed],
+                }
+            )
+        return {"servers": rows}
+
+    def _server_access(self) -> list[tuple[ServerConfig, AccessList]]:
+        """Each ``[[server]]`` with the rules it runs by (the config's before the servers
+        start)."""
+        if not self.servers:  # not started (yet)
+            return [(cfg, AccessList(cfg.allow, cfg.deny)) for cfg in self.config.servers]
+        return [(c, s.access) for c, s in zip(self.config.servers, self.servers, strict=True)]
+
+
+def _listen(server: ServerConfig) -> str:
+    return listen_text(server.listen.host, server.listen.port)

@@ -5,7 +5,8 @@ Theory of operation
 Each client IP gets one ``ClientRecord`` the first time it sends us anything.  The record holds
 what the server must remember about that client: a token bucket for rate limiting, whether the
 access list lets it in (decided once, when the record is made, so the per-packet path never
-parses an address), and counters for ``tsyncctl clients``.
+parses an address; judged again only when the rules change, ``NtpResponder.set_access``), and
+counters for ``tsyncctl clients``.
 
 Rate limiting follows RFC 8633 §5 as chrony does it (``ratelimit interval burst leak``):
 

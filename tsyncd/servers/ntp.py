@@ -169,6 +169,15 @@ class NtpServer:
         """Serve ``template`` from now on."""
         self.responder.template = template
 
+    @property
+    def access(self) -> AccessList:
+        """The allow/deny rules clients are judged by."""
+        return self.responder.access
+
+    def set_access(self, access: AccessList) -> None:
+        """Judge clients by ``access`` from now on, those already known too."""
+        self.responder.set_access(access)
+
     def counters(self) -> dict[str, Any]:
         """The responder's counters (see ``NtpResponder.counters``)."""
         return self.responder.counters()

@@ -14,10 +14,12 @@ Rules (RFC 5905 §9.2, RFC 8633, RFC 9769):
   our origin;
 * the reply is never longer than the request (no amplification): we answer with a bare 48-byte
   header, and requests are at least that long;
-* access control applies to the client's IP, IPv4-mapped IPv6 addresses compared as IPv4, deny
-  winning over allow; it is decided once per client (``ClientLog``), not per packet;
+* access control applies to the client's IP, IPv4-mapped IPv6 addresses compared as IPv4: the
+  most specific matching allow/deny network decides, as in chrony (``AccessList``); it is
+  decided once per client (``ClientLog``), not per packet, and again for every known client
+  when the rules change at run time (``set_access``);
 * rate limiting (``RateLimit``) drops, or with ``kod`` answers RATE; denied clients get DENY
-  (on the deny list) or RSTR (not on the allow list) when ``kod`` is on.  KoDs are rate
+  (a deny rule decides) or RSTR (no rule holds them) when ``kod`` is on.  KoDs are rate
   limited too: at most one per client per rate-limit interval, so they cannot be used to
   reflect traffic either;
 * interleaved mode (RFC 9769 §3, spec §10): a request whose receive field is set and differs
@@ -44,7 +46,7 @@ from __future__ import annotations
 import ipaddress
 import random
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
@@ -75,13 +77,19 @@ if TYPE_CHECKING:
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
+# Every address of both families: an empty ``allow`` and chronyc's ``allow``/``deny`` alone.
+ALL_NETWORKS: Final[tuple[IPNetwork, ...]] = (
+    ipaddress.IPv4Network("0.0.0.0/0"),
+    ipaddress.IPv6Network("::/0"),
+)
+
 ANSWERED: Final = "answered"
 INTERLEAVED: Final = "interleaved"
 KOD_RATE: Final = "kod_rate"
 KOD_DENY: Final = "kod_deny"
 KOD_RSTR: Final = "kod_rstr"
-DENIED: Final = "denied"  # on the deny list
-RESTRICTED: Final = "restricted"  # not on a non-empty allow list
+DENIED: Final = "denied"  # the most specific matching rule denies
+RESTRICTED: Final = "restricted"  # no rule holds it
 RATE_LIMITED: Final = "rate_limited"
 NOT_CLIENT_MODE: Final = "not_client_mode"
 BAD_SOURCE: Final = "bad_source"  # source port 0, or a multicast/broadcast source address
@@ -170,23 +178,100 @@ class ExtensionResponder(Protocol):
 
 
 class AccessList:
-    """Allow/deny by CIDR.  Empty allow means everyone; deny always wins."""
+    """Allow/deny rules by CIDR network, judged as chrony judges them: the most specific
+    network that holds the client decides; a client no rule holds is restricted.
 
-    def __init__(self, allow: tuple[IPNetwork, ...], deny: tuple[IPNetwork, ...]) -> None:
-        self._allow = allow
-        self._deny = deny
+    From the config (``allow``, ``deny``): an empty ``allow`` stands for every address
+    (``0.0.0.0/0`` and ``::/0`` allowed), so a server with no lists serves everyone, and the
+    same network in both lists is denied.  Exceptions nest, as chrony's ``allow 10/8``,
+    ``deny 10.1/16``, ``allow 10.1.2/24``.  ``with_rule`` gives the list after chronyc's
+    ``allow``/``deny [all] [SUBNET]``.  Immutable: a change makes a new list, which the
+    server pushes to its workers whole (``WorkerPool.set_access``).
+
+    The client's IP is judged once per client, when its ``ClientRecord`` is made (and again
+    by ``NtpResponder.set_access``), never per packet: for each prefix length in use, longest
+    first, one shift and one dict lookup.
+    """
+
+    def __init__(self, allow: Iterable[IPNetwork] = (), deny: Iterable[IPNetwork] = ()) -> None:
+        allow, deny = tuple(allow), tuple(deny)
+        rules: dict[IPNetwork, bool] = {}
+        if not allow:
+            rules.update(dict.fromkeys(ALL_NETWORKS, True))  # empty allow: every client
+        rules.update(dict.fromkeys(allow, True))
+        rules.update(dict.fromkeys(deny, False))  # the same network in both lists: deny wins
+        self._set(rules)
+
+    @classmethod
+    def from_rules(cls, rules: Mapping[IPNetwork, bool]) -> AccessList:
+        """A list holding exactly ``rules`` (network -> allowed?): nothing is implied."""
+        access = cls.__new__(cls)
+        access._set(dict(rules))
+        return access
+
+    def _set(self, rules: dict[IPNetwork, bool]) -> None:
+        self._rules = rules
+        # Per IP version: (shift, {network address >> shift: allowed}), longest prefix first.
+        by_length: dict[tuple[int, int], dict[int, bool]] = {}
+        for net, allowed in rules.items():
+            shift = net.max_prefixlen - net.prefixlen
+            key = (net.version, shift)
+            by_length.setdefault(key, {})[int(net.network_address) >> shift] = allowed
+        self._tables: dict[int, tuple[tuple[int, dict[int, bool]], ...]] = {
+            version: tuple(
+                (shift, nets) for (v, shift), nets in sorted(by_length.items()) if v == version
+            )
+            for version in (4, 6)
+        }
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as its rules (the pipe to the workers); the tables are made again."""
+        return (AccessList.from_rules, (self._rules,))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, AccessList) and other._rules == self._rules
+
+    @property
+    def rules(self) -> dict[IPNetwork, bool]:
+        """Every rule, network -> allowed, in a stable order (IPv4 first, then by network)."""
+        ordered = sorted(self._rules, key=lambda n: (n.version, n.network_address, n.prefixlen))
+        return {net: self._rules[net] for net in ordered}
 
     def permits(self, ip: IPAddress) -> bool:
         """Whether ``ip`` (already normalised: IPv4-mapped -> IPv4) may be served."""
         return self.verdict(ip) == ""
 
     def verdict(self, ip: IPAddress) -> str:
-        """ "" if ``ip`` may be served, else the drop reason: DENIED or RESTRICTED."""
-        if any(ip.version == net.version and ip in net for net in self._deny):
-            return DENIED
-        if self._allow and not any(ip.version == net.version and ip in net for net in self._allow):
-            return RESTRICTED
-        return ""
+        """ "" if ``ip`` may be served, else the drop reason: DENIED (the most specific rule
+        holding it denies) or RESTRICTED (no rule holds it)."""
+        n = int(ip)
+        for shift, nets in self._tables[ip.version]:
+            allowed = nets.get(n >> shift)
+            if allowed is not None:
+                return "" if allowed else DENIED
+        return RESTRICTED
+
+    def with_rule(
+        self, network: IPNetwork | None, allowed: bool, *, replace_inside: bool = False
+    ) -> AccessList:
+        """This list after chronyc's ``allow`` (``allowed``) or ``deny`` of ``network``
+        (None: every address, IPv4 and IPv6).  ``replace_inside`` (chronyc's ``all``) also
+        drops the rules of the networks inside it, so it decides for all of them."""
+        targets = ALL_NETWORKS if network is None else (network,)
+        rules = dict(self._rules)
+        if replace_inside:
+            for net in list(rules):
+                if any(_inside(net, t) for t in targets):
+                    del rules[net]
+        rules.update(dict.fromkeys(targets, allowed))
+        return AccessList.from_rules(rules)
+
+
+def _inside(net: IPNetwork, outer: IPNetwork) -> bool:
+    """Whether ``net`` lies in ``outer`` (equal included); never across IP versions."""
+    if isinstance(net, ipaddress.IPv4Network):
+        return isinstance(outer, ipaddress.IPv4Network) and net.subnet_of(outer)
+    return isinstance(outer, ipaddress.IPv6Network) and net.subnet_of(outer)
 
 
 _LIMITED_BROADCAST: Final = ipaddress.IPv4Address("255.255.255.255")
@@ -245,6 +330,15 @@ class NtpResponder:
         # Whether an address is a directed broadcast of this host (the IO edge knows its
         # routes: ``net.udp.BroadcastRoutes``); asked once per new client, like the access list.
         self.broadcast_routes: Callable[[IPAddress], bool] | None = None
+
+    def set_access(self, access: AccessList) -> None:
+        """Judge clients by ``access`` from now on, those in the client log too: their
+        verdicts were cached when each was first seen, and a stale one would keep serving a
+        client just denied (or refusing one just allowed).  A bad source stays one."""
+        self.access = access
+        for record in self._records.values():
+            if record.permitted != BAD_SOURCE:
+                record.permitted = access.verdict(client_ip(record.address))
 
     # ---------------------------------------------------------------- template
 

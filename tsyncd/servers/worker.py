@@ -20,8 +20,8 @@ clients, which want precision, get the kernel's own transmit stamp, sent one by 
 The loop never waits on anything but its socket.  ``SO_RCVTIMEO`` bounds each receive
 (no extra ``poll`` per packet, as a Python socket timeout would cost), and every
 ``_CHECK_EVERY`` packets, ``_CHECK_INTERVAL_S`` or receive timeout the worker looks at its pipe
-from the main process: a new response template, clock mapping or NTS key set (``ntskeys``),
-or a request to exit.
+from the main process: a new response template, clock mapping, access list (``tsyncctl
+allow``/``deny``) or NTS key set (``ntskeys``), or a request to exit.
 It pushes its counters and busiest clients up the same pipe every ``_PUSH_INTERVAL_S``, when
 it goes idle after traffic, and when asked.
 
@@ -165,6 +165,8 @@ def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
                 responder.template = message[1]
             elif kind == "clock":
                 clock_map = message[1]
+            elif kind == "access":
+                responder.set_access(message[1])  # tsyncctl allow/deny
             elif kind == "keys" and nts is not None:
                 nts.keys = message[1].keyset()  # rotated or reloaded by the main process
             elif kind == "push":

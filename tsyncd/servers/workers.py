@@ -6,8 +6,9 @@ the same clients, and nothing queued is lost), then forks a worker onto each
 (``servers/worker.py``).  Before binding, a probe bound without ``SO_REUSEPORT`` makes sure
 nobody holds the port yet: a second tsyncd on it would otherwise join the group and replace
 its client-steering program (chronyd's plain bind refuses such a port too).  It talks to
-each worker over a pipe: the response template, clock mapping and NTS cookie keys
-(``ntskeys.KeyState``, after a rotation or reload) go down when they change; counters and
+each worker over a pipe: the response template, clock mapping, access list (``tsyncctl
+allow``/``deny``) and NTS cookie keys (``ntskeys.KeyState``, after a rotation or reload) go
+down when they change; counters and
 the busiest clients come up twice a second and are kept here for control and metrics (so
 they are at most about half a second old).
 
@@ -349,6 +350,19 @@ class WorkerPool:
         if _map_moved(self._clock_map, clock_map):
             self._clock_map = clock_map
             self._send_all(("clock", clock_map))
+
+    @property
+    def access(self) -> AccessList:
+        """The allow/deny rules the workers judge clients by."""
+        return self._access
+
+    def set_access(self, access: AccessList) -> None:
+        """Judge clients by ``access`` from now on: pushed to every worker (each judges the
+        clients it knows again) and what a restarted worker starts with.  A ``refresh``
+        after this returns once every live worker has it."""
+        if access != self._access:
+            self._access = access
+            self._send_all(("access", access))
 
     def set_keys(self, keys: KeyState) -> None:
         """Open and issue NTS cookies with ``keys`` from now on (after a rotation or rekey)."""

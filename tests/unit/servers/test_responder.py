@@ -102,7 +102,7 @@ def test_ntpv1_requests_are_answered_in_their_version() -> None:
     assert r.handle_request(v2_mode_0, V4, RX, RX + 1) == ("not_client_mode", None)
 
 
-def test_access_list_deny_wins_and_mapped_addresses_match() -> None:
+def test_access_list_a_more_specific_deny_decides() -> None:
     acl = AccessList(
         allow=(ipaddress.ip_network("192.0.2.0/24"), ipaddress.ip_network("2001:db8::/32")),
         deny=(ipaddress.ip_network("192.0.2.128/25"),),

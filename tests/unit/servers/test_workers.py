@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import errno
+import ipaddress
 import os
 import signal
 import socket
@@ -307,5 +308,63 @@ def test_a_stopped_worker_never_blocks_the_main_process_and_is_restarted(
             with contextlib.suppress(ProcessLookupError):
                 os.kill(old_pid, signal.SIGCONT)
             p.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_access_changes_reach_every_worker_and_outlive_a_restart(workers: int) -> None:
+    """``set_access`` (tsyncctl allow/deny): a known client is judged again at once, in each
+    worker process, and a worker forked again after a crash starts with the running rules,
+    not the config's."""
+    loopback = ipaddress.ip_network("127.0.0.1/32")
+
+    async def scenario() -> None:
+        access, policy, clock = AccessList((), ()), ServerPolicy(), MeasureClock()
+        server: NtpServer | WorkerPool
+        if workers:
+            server = WorkerPool("127.0.0.1", 0, workers, access, policy, clock).start()
+        else:
+            server = NtpServer.create("127.0.0.1", 0, access, clock)
+        target = ("127.0.0.1", int(server.listen.rsplit(":", 1)[1]))
+
+        async def answered(transmit: int) -> bool:
+            """Whether a request is answered; a drop is seen in the counters, not waited out."""
+            before = server.counters().get("dropped_by_reason", {}).get("denied", 0)
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+                client.setblocking(False)
+                client.sendto(encode_ntp(NtpPacket(mode=Mode.CLIENT, transmit_ts=transmit)), target)
+                for _ in range(200):
+                    with contextlib.suppress(BlockingIOError):
+                        return decode_ntp(client.recv(512)).origin_ts == transmit
+                    if isinstance(server, WorkerPool):
+                        await server.refresh()
+                    if server.counters().get("dropped_by_reason", {}).get("denied", 0) > before:
+                        return False
+                    await asyncio.sleep(0.05)
+            raise AssertionError("neither answered nor dropped as denied")
+
+        try:
+            assert await answered(1)
+            server.set_access(server.access.with_rule(loopback, False))
+            if isinstance(server, WorkerPool):
+                await server.refresh()  # every worker has it once this returns
+            assert not await answered(2)
+            if isinstance(server, WorkerPool):
+                old = server.pids
+                for pid in old:
+                    os.kill(pid, signal.SIGKILL)
+                async with asyncio.timeout(20):
+                    while len(set(server.pids) - set(old)) < workers or any(
+                        w.conn is None for w in server._workers
+                    ):
+                        await asyncio.sleep(0.05)
+                assert not await answered(3)  # forked again with the running rules
+            server.set_access(server.access.with_rule(None, True, replace_inside=True))
+            if isinstance(server, WorkerPool):
+                await server.refresh()
+            assert await answered(4)
+        finally:
+            server.close()
 
     asyncio.run(scenario())

@@ -1,0 +1,107 @@
+"""The daemon's allow, deny and accheck methods over its running servers (stand-ins here;
+the real servers and a real client: tests/interop/test_server_access_chronyd.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from tsyncd.config import ServerConfig
+from tsyncd.config_fields import Endpoint
+from tsyncd.control.rpc import InvalidParams
+from tsyncd.daemon_commands import ChronycCommands
+from tsyncd.servers.responder import AccessList
+
+net = ipaddress.ip_network
+
+
+class Server:
+    """What the commands use of an NtpServer or WorkerPool."""
+
+    def __init__(self, access: AccessList) -> None:
+        self.access = access
+
+    def set_access(self, access: AccessList) -> None:
+        self.access = access
+
+
+class Commands(ChronycCommands):
+    def __init__(self, configs: list[ServerConfig], started: bool = True) -> None:
+        self.config = SimpleNamespace(servers=configs)  # type: ignore[assignment]
+        self.servers = [Server(AccessList(c.allow, c.deny)) for c in configs] if started else []  # type: ignore[misc]
+        self.refreshed = 0
+
+    async def refresh_snapshots(self, client_keys: bool = True) -> None:
+        assert not client_keys
+        self.refreshed += 1
+
+
+CONFIGS = [
+    ServerConfig(listen=Endpoint("::", 123), deny=(net("10.0.0.0/8"),)),
+    ServerConfig(listen=Endpoint("127.0.0.1", 1123), allow=(net("127.0.0.0/8"),)),
+]
+
+
+def call(commands: Commands, method: str, params: dict[str, Any]) -> Any:
+    return asyncio.run(getattr(commands, f"_rpc_{method}")(params))
+
+
+def verdicts(commands: Commands, address: str) -> list[str | None]:
+    return [row["reason"] for row in commands._rpc_accheck({"address": address})]
+
+
+def test_a_rule_reaches_every_server_and_accheck_sees_it() -> None:
+    commands = Commands(CONFIGS)
+    assert verdicts(commands, "10.1.2.3") == ["denied", "restricted"]
+    assert verdicts(commands, "::1") == [None, "unreachable"]
+    result = call(commands, "allow", {"subnet": "10.1.2.3", "all": False})
+    assert result == {
+        "servers": [
+            {
+                "listen": "[::]:123",
+                "allow": ["0.0.0.0/0", "10.1.2.3/32", "::/0"],
+                "deny": ["10.0.0.0/8"],
+            },
+            {"listen": "127.0.0.1:1123", "allow": ["10.1.2.3/32", "127.0.0.0/8"], "deny": []},
+        ]
+    }
+    assert commands.refreshed == 1  # answered once every worker has it
+    assert verdicts(commands, "10.1.2.3") == [None, None]
+    assert verdicts(commands, "::ffff:127.0.0.9") == [None, None]
+    call(commands, "deny", {"subnet": None, "all": True})
+    assert verdicts(commands, "127.0.0.9") == ["denied", "denied"]
+    assert [s.access.rules for s in commands.servers] == [
+        {net("0.0.0.0/0"): False, net("::/0"): False}
+    ] * 2
+
+
+def test_before_the_servers_start_accheck_reads_the_config() -> None:
+    assert verdicts(Commands(CONFIGS, started=False), "10.1.2.3") == ["denied", "restricted"]
+
+
+@pytest.mark.parametrize(
+    ("params", "error"),
+    [
+        ({"subnet": "ntp.example"}, "allow: subnet 'ntp.example': expected IP address or CIDR"),
+        ({"subnet": 10}, "allow: subnet 10: expected IP address or CIDR network"),
+        ({"subnet": "::ffff:10.0.0.0/104"}, 'never matches): write "10.0.0.0/8"'),
+        ({"all": "yes"}, "allow: all 'yes': expected true or false"),
+    ],
+)
+def test_bad_params_change_nothing(params: dict[str, Any], error: str) -> None:
+    commands = Commands(CONFIGS)
+    before = [s.access for s in commands.servers]
+    with pytest.raises(InvalidParams) as caught:
+        call(commands, "allow", params)
+    assert error in caught.value.message
+    assert [s.access for s in commands.servers] == before and commands.refreshed == 0
+
+
+def test_no_server_no_change() -> None:
+    with pytest.raises(InvalidParams) as caught:
+        call(Commands([]), "deny", {})
+    assert caught.value.message == "deny: no NTP server is configured ([[server]])"
