@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 
 import pytest
+from test_filter import T0, US, S, smp
 
 from tsyncd.sync.core import SyncCore
 from tsyncd.sync.filter import NSTAGE
@@ -13,30 +14,14 @@ from tsyncd.sync.regression import WORST_CASE_SKEW_PPM
 from tsyncd.sync.sample import Sample
 from tsyncd.sync.sourcestats import MAX_SAMPLES, SampleHistory
 
-S = 1_000_000_000
-US = 1_000
-T0 = 1_800_000_000 * S
-
-
-def smp(offset_ns: int, rx_ns: int, delay_ns: int = 200 * US) -> Sample:
-    return Sample(
-        offset_ns=offset_ns,
-        delay_ns=delay_ns,
-        dispersion_ns=10 * US,
-        root_delay_ns=0,
-        root_dispersion_ns=0,
-        stratum=2,
-        leap=0,
-        reference_id=0x47505300,
-        local_rx_ns=rx_ns,
-    )
+DELAY = 200 * US
 
 
 def noisy_line(n: int, ppm: float, seed: int = 1) -> list[Sample]:
     """n samples 16 s apart on a line of ``ppm`` with 20 µs of noise."""
     rng = random.Random(seed)
     return [
-        smp(round(i * 16 * S * ppm * 1e-6 + rng.gauss(0, 20 * US)), T0 + i * 16 * S)
+        smp(round(i * 16 * S * ppm * 1e-6 + rng.gauss(0, 20 * US)), DELAY, T0 + i * 16 * S)
         for i in range(n)
     ]
 
@@ -72,7 +57,7 @@ def test_samples_that_no_longer_fit_a_line_are_forgotten() -> None:
     turn = T0 + 40 * 16 * S
     for i in range(64):
         t = T0 + i * 16 * S
-        h.add(smp(round(max(0, t - turn) * 20e-6 + rng.gauss(0, 20 * US)), t))
+        h.add(smp(round(max(0, t - turn) * 20e-6 + rng.gauss(0, 20 * US)), DELAY, t))
     assert len(h) < 40
     r = h.regression(T0 + 64 * 16 * S)
     assert abs(r.frequency_ppm - 20.0) <= r.skew_ppm < 1.0
@@ -84,7 +69,7 @@ def test_our_own_slews_are_taken_out() -> None:
     h = SampleHistory()
     for i in range(20):
         t = T0 + i * 16 * S
-        h.add(smp(-round((t - T0) * 10e-6), t))
+        h.add(smp(-round((t - T0) * 10e-6), DELAY, t))
     assert h.regression(T0 + 19 * 16 * S).frequency_ppm == pytest.approx(-10.0)
     h.slewed = lambda since, now: round((now - since) * 10e-6)  # what we moved it by
     now = T0 + 20 * 16 * S
@@ -107,7 +92,7 @@ def test_a_step_moves_every_sample() -> None:
 
 def test_too_few_samples_tell_no_frequency() -> None:
     h = SampleHistory()
-    h.add(smp(5 * US, T0))
+    h.add(smp(5 * US, DELAY, T0))
     r = h.regression(T0 + S)
     assert (r.samples, r.frequency_ppm, r.skew_ppm, r.offset_ns) == (
         1,
