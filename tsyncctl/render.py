@@ -220,25 +220,63 @@ def render_tracking(t: Mapping[str, Any]) -> str:
     return _key_values(rows)
 
 
+SOURCESTATS_LEGEND = (
+    "NP: samples in the regression  NR: runs of residuals of one sign  Span: oldest to newest\n"
+    "Frequency: the source's rate against the local clock, ppm, + it runs fast"
+    " (chronyc: opposite sign)\n"
+    "Freq Skew: its error bound  Offset: the regression's, now  Std Dev: of its residuals\n"
+    "Delay min, max: the clock filter's least and most round trip"
+)
+"""``sourcestats``' columns (always shown: tsyncctl's ``-v`` is accepted and changes nothing)."""
+
+
+def _first(row: Mapping[str, Any], *keys: str) -> Any:
+    """The first of ``keys`` that ``row`` has a value for: a newer daemon's field, else the
+    older one it supersedes in a column."""
+    return next((row[k] for k in keys if row.get(k) is not None), None)
+
+
+def _ppm(value: Any, *, signed: bool = False) -> str:
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+        return "-"
+    return f"{value:+.3f}" if signed else f"{value:.3f}"
+
+
 def render_sourcestats(stats: Sequence[Mapping[str, Any]]) -> str:
-    """A ``chronyc sourcestats``-like table."""
+    """A ``chronyc sourcestats``-like table: chronyc's columns from the regression over each
+    source's sample history, then the clock filter's delays.  A daemon without the regression
+    fields shows the filter's samples, span, offset and jitter in their place."""
     if not stats:
         return NO_SOURCES
-    headers = ["Name", "NP", "Span", "Offset", "Std Dev", "Delay min", "Delay max"]
+    headers = [
+        "Name",
+        "NP",
+        "NR",
+        "Span",
+        "Frequency",
+        "Freq Skew",
+        "Offset",
+        "Std Dev",
+        "Delay min",
+        "Delay max",
+    ]
     rows = [
         [
             _text(s.get("name")),
-            _text(s.get("samples")),
-            format_seconds_compact(s.get("span")),
-            format_seconds_compact(s.get("offset"), signed=True),
-            format_seconds_compact(s.get("std_dev")),
+            _text(_first(s, "regression_samples", "samples")),
+            _text(s.get("runs")),
+            format_seconds_compact(_first(s, "regression_span", "span")),
+            _ppm(s.get("frequency_ppm"), signed=True),
+            _ppm(s.get("skew_ppm")),
+            format_seconds_compact(_first(s, "estimated_offset", "offset"), signed=True),
+            format_seconds_compact(_first(s, "estimated_std_dev", "std_dev")),
             format_seconds_compact(s.get("delay_min")),
             format_seconds_compact(s.get("delay_max")),
         ]
         for s in stats
     ]
-    table = render_table(headers, rows, right={1, 2, 3, 4, 5, 6})
-    return f"{table}\n\n{OFFSET_LEGEND}"
+    table = render_table(headers, rows, right=set(range(1, len(headers))))
+    return f"{table}\n\n{SOURCESTATS_LEGEND}\n{OFFSET_LEGEND}"
 
 
 def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> str:

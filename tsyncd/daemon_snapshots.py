@@ -265,6 +265,8 @@ class SnapshotViews:
             est = state.filter.output(now)
             rx = [s.local_rx_ns for s in samples]
             delays = [s.delay_ns for s in samples]
+            line = state.history.regression(now)
+            span_ns = state.history.span_ns()
             out.append(
                 SourceStatsSnapshot(
                     name=name,
@@ -275,6 +277,13 @@ class SnapshotViews:
                     std_dev=est.jitter_ns * 1e-9 if est else None,
                     delay_min=min(delays) * 1e-9 if delays else None,
                     delay_max=max(delays) * 1e-9 if delays else None,
+                    regression_samples=line.samples,
+                    regression_span=_seconds(span_ns),
+                    runs=line.runs,
+                    frequency_ppm=line.frequency_ppm,
+                    skew_ppm=line.skew_ppm,
+                    estimated_offset=_seconds(line.offset_ns),
+                    estimated_std_dev=_seconds(line.std_dev_ns),
                 )
             )
         return out
@@ -308,6 +317,10 @@ class SnapshotViews:
         """The NTS-KE server's clients, busiest first (none without NTS-KE)."""
         servers = self.nts.ke_servers if self.nts is not None else []
         return _client_snapshots(row for server in servers for row in server.client_rows())
+
+
+def _seconds(ns: float | None) -> float | None:
+    return ns * 1e-9 if ns is not None else None
 
 
 def _client_snapshots(rows: Iterable[Mapping[str, Any]]) -> list[ClientSnapshot]:

@@ -12,6 +12,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from tsyncd.sync.regression import WORST_CASE_SKEW_PPM
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SystemSnapshot:
@@ -244,6 +246,17 @@ class SourceStatsSnapshot:
     std_dev: float | None  # s, the filter's jitter
     delay_min: float | None  # s
     delay_max: float | None  # s
+    # chronyc's columns, from a weighted regression of offset against time over the source's
+    # sample history (up to 64 samples, beside the filter's 8; tsyncd/sync/regression.py):
+    regression_samples: int = 0  # NP: samples the line goes through
+    regression_span: float | None = None  # s between the oldest and the newest of them
+    runs: int = 0  # NR: runs of residuals with the same sign (0 with fewer than 3 samples)
+    frequency_ppm: float = 0.0  # the source's rate relative to our clock, + it runs fast
+    # (chronyc's Frequency has the opposite sign); 0 with fewer than 3 samples
+    skew_ppm: float = WORST_CASE_SKEW_PPM  # error bound of frequency_ppm (99.9 %, as chrony's)
+    estimated_offset: float | None = None  # s, the line now (RFC 5905 sign, as offset); the
+    # newest sample's offset with fewer than 3 samples
+    estimated_std_dev: float | None = None  # s, of the residuals; None with fewer than 3
 
 
 def as_json(snapshot: Any) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import random
 import statistics
@@ -14,7 +15,7 @@ from tsyncd.wire.ntp import Leap, Mode, NtpPacket, decode_ntp, encode_ntp, kiss_
 from .engine import START_NS, Simulation, simulate
 from .network import Path, PathSpec
 from .oscillator import Oscillator
-from .scenarios import chrony_default, with_duration
+from .scenarios import chrony_2s, chrony_default, with_duration
 from .servers import ServerSpec, SimServer
 
 S = 1_000_000_000
@@ -105,3 +106,39 @@ def test_same_seed_same_run_other_seed_other_run() -> None:
     assert a.requests == b.requests and a.steps == b.steps
     assert a.offsets_ns != c.offsets_ns
     assert len(a.offsets_ns) == 2_001  # one record per simulated second, both ends included
+
+
+def test_sourcestats_of_a_disciplined_clock_see_its_source_at_zero_frequency() -> None:
+    """The source's sample history as the core keeps it (tsyncctl sourcestats): a client
+    100 ppm fast, polling every 2 s.  The discipline runs the clock at
+    -100 ppm; the source's frequency relative to it is 0 within the skew."""
+    sim = Simulation(chrony_2s(120), 1)
+    sim.run()
+    history = sim.core.sources["ntp1"].history
+    r = history.regression(sim.clock.now_ns())
+    assert r.samples >= 32 and 0 < r.skew_ppm < 1.0
+    assert abs(r.frequency_ppm) <= r.skew_ppm
+
+
+def test_sourcestats_take_out_the_slew_of_the_first_offset() -> None:
+    """Ten seconds in, the discipline is still slewing out the client's first 100 ms (at
+    thousands of ppm): none of that may show as the source's frequency."""
+    sim = Simulation(chrony_2s(10), 1)
+    sim.run()
+    r = sim.core.sources["ntp1"].history.regression(sim.clock.now_ns())
+    assert r.samples >= 4 and abs(r.frequency_ppm) < 5.0
+
+
+def test_sourcestats_move_their_samples_with_a_step() -> None:
+    """A client 1 s off steps at its first update, with a sample of the source already held:
+    that sample moves with the clock, or it would look like a second of frequency."""
+    scenario = chrony_2s(10)
+    scenario = dataclasses.replace(
+        scenario, client=dataclasses.replace(scenario.client, offset_ns=S)
+    )
+    sim = Simulation(scenario, 1)
+    sim.run()
+    assert len(sim.trace.steps) == 1
+    r = sim.core.sources["ntp1"].history.regression(sim.clock.now_ns())
+    assert r.samples >= 4 and abs(r.frequency_ppm) < 5.0
+    assert r.std_dev_ns is not None and r.std_dev_ns < 1_000_000

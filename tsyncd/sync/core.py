@@ -33,13 +33,14 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 from tsyncd.sync.association import AssociationState, NtpAssociation
 from tsyncd.sync.discipline import ClockAction, Discipline, Step
 from tsyncd.sync.filter import ClockFilter
 from tsyncd.sync.sample import MAXDIST_NS, Sample
+from tsyncd.sync.sourcestats import SampleHistory
 from tsyncd.sync.system import Candidate, SystemDecision, SystemProcess
 
 _NS_PER_S: Final = 1_000_000_000
@@ -56,7 +57,7 @@ _EXCESS_DELAY_FLOOR_NS: Final = 1_000_000
 
 @dataclass(slots=True)
 class SourceState:
-    """One source inside the core: its association and its clock filter."""
+    """One source inside the core: its association, its clock filter and its sample history."""
 
     name: str
     reference_id: int  # what we announce as our refid when this source is the system peer
@@ -73,6 +74,8 @@ class SourceState:
     # TSQ handshake, a timeout): the source's Note while it has no usable estimate.  Cleared
     # when a sample is taken.
     rejected: str | None = None
+    # Up to 64 of its samples for its statistics (tsyncctl sourcestats), beside the filter.
+    history: SampleHistory = field(default_factory=SampleHistory)
 
     def admit(self, sample: Sample) -> Sample | None:
         """The sample as this source's options make it, or None if they drop it.
@@ -204,6 +207,8 @@ class SyncCore:
             max_delay_ns=max_delay_ns,
             offset_correction_ns=offset_correction_ns,
         )
+        if self.discipline is not None:
+            state.history.slewed = self.discipline.slewed_ns
         self.sources[name] = state
         return state
 
@@ -290,6 +295,7 @@ class SyncCore:
 
     def _filtered(self, state: SourceState, sample: Sample) -> None:
         state.filter.add(sample, poll_log2=state.association.poll)
+        state.history.add(sample)
         state.leap = sample.leap
         if self.on_sample is not None:
             self.on_sample(state.name, sample, state)
@@ -336,6 +342,7 @@ class SyncCore:
         come.  Associations (reach, poll) and the frequency stay."""
         for state in self.sources.values():
             state.filter.clear()
+            state.history.clear()
             state.association.filter_cleared()  # a broadcast client: several broadcasts again
         if self.discipline is not None:
             self.discipline.forget_offsets(now_ns)
@@ -416,6 +423,7 @@ class SyncCore:
                 stepped = True
                 for state in self.sources.values():
                     state.filter.shift(action.offset_ns)
+                    state.history.shift(action.offset_ns)
                     state.association.shift_times(action.offset_ns)
                 if self.last_update_ns is not None:
                     self.last_update_ns += action.offset_ns

@@ -41,19 +41,18 @@ far outside the prediction; the caller clamps it to each source's limits.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 from dataclasses import dataclass
 from typing import Final
+
+from tsyncd.sync.regression import MIN_RUNS_SAMPLES, delay_weights, fit_line, runs_random
 
 _log = logging.getLogger(__name__)
 
 _PPM: Final = 1e-6
 _NS_PER_S: Final = 1_000_000_000
 _MAX_SAMPLES: Final = 256  # history kept for the regression (chrony maxsamples)
-_MIN_RUNS_SAMPLES: Final = 6  # below this the runs test has no power: keep everything
-_RUNS_Z: Final = 1.5  # one-sided normal quantile for "too few runs"
 _TAIL_Z: Final = 3.0  # newest samples this many standard errors off the line: window too long
 _POLL_TARGET: Final = 24  # regression samples to aim for before raising the poll
 _CORRECTION_RATIO: Final = 0.25  # slew the phase error out over this fraction of the interval
@@ -62,7 +61,6 @@ _NO_PRIOR_SKEW_PPM: Final = 1000.0  # "no idea" about the frequency before any d
 _MIN_PRIOR_SKEW_PPM: Final = 1.0  # a drift file is never trusted better than this
 _MIN_ERROR_NS: Final = 1_000.0  # bounds on a sample's stated uncertainty, used only while
 _MAX_ASSUMED_ERROR_NS: Final = 1_000_000.0  # too few samples give their own noise
-_WEIGHT_FLOOR_FRACTION: Final = 0.1  # of the median excess delay, see _weights
 _SPIKE_Z: Final = 6.0  # an offset this many noise deviations off the estimate is a spike ...
 _SPIKE_MIN_NS: Final = 50_000.0  # ... and at least this far off
 _RMS_WEIGHT: Final = 0.125  # exponential average weight for rms_offset
@@ -475,7 +473,7 @@ class Discipline:
         miss, noise = self._innovation(point)
         z = _SPIKE_Z
         fit = self._last_fit
-        if fit is not None and 1 < fit.used < _MIN_RUNS_SAMPLES:
+        if fit is not None and 1 < fit.used < MIN_RUNS_SAMPLES:
             z *= 10.0  # the noise of a line through 2..5 samples is itself a guess
         return abs(miss) > max(z * noise, _SPIKE_MIN_NS)
 
@@ -512,11 +510,11 @@ class Discipline:
         while True:
             window = pts[start:]
             fit, runs_ok = self._regress(window)
-            if runs_ok or len(window) <= _MIN_RUNS_SAMPLES:
+            if runs_ok or len(window) <= MIN_RUNS_SAMPLES:
                 break
             start += max(1, len(window) // 4)
-            if len(pts) - start < _MIN_RUNS_SAMPLES:
-                start = len(pts) - _MIN_RUNS_SAMPLES
+            if len(pts) - start < MIN_RUNS_SAMPLES:
+                start = len(pts) - MIN_RUNS_SAMPLES
         if prune and start > 0:
             del self._points[:start]
         return fit
@@ -527,23 +525,20 @@ class Discipline:
         if n == 0:
             prior_var = (self._prior_skew_ppm * _PPM) ** 2
             return _Fit(0.0, 0.0, self._prior_ppm * _PPM, 0.0, prior_var, 0.0, 0), True
-        ws = _weights(pts)
-        sw = sum(ws)
-        u_mean = sum(w * p.u for w, p in zip(ws, pts, strict=True)) / sw
-        x_mean = sum(w * p.x for w, p in zip(ws, pts, strict=True)) / sw
-        suu = sum(w * (p.u - u_mean) ** 2 for w, p in zip(ws, pts, strict=True))
-        sux = sum(w * (p.u - u_mean) * (p.x - x_mean) for w, p in zip(ws, pts, strict=True))
-        slope = sux / suu if suu > 0 else self._prior_ppm * _PPM
+        ws = delay_weights([p.delay for p in pts])
+        line = fit_line([p.u for p in pts], [p.x for p in pts], ws)
+        sw, u_mean, x_mean, suu = line.sum_w, line.x_mean, line.y_mean, line.sxx
+        slope = line.slope if suu > 0 else self._prior_ppm * _PPM
         runs_ok = True
         # Noise of one sample: from the residuals when there are enough of them, else the
         # stated error (bounded: a filter's jitter can be wild while the clock is slewed).
         stated = min(max(pts[-1].error, _MIN_ERROR_NS), _MAX_ASSUMED_ERROR_NS)
         unit_var = stated * stated * sw / n  # variance of a sample of weight 1
         if n >= 3 and suu > 0:
-            resid = [p.x - x_mean - slope * (p.u - u_mean) for p in pts]
+            resid = list(line.residuals)
             fitted = sum(w * r * r for w, r in zip(ws, resid, strict=True)) / (n - 2)
-            unit_var = max(fitted, unit_var) if n < _MIN_RUNS_SAMPLES else fitted
-            runs_ok = _runs_ok(resid) and _tail_ok(resid, ws, unit_var)
+            unit_var = max(fitted, unit_var) if n < MIN_RUNS_SAMPLES else fitted
+            runs_ok = runs_random(resid) and _tail_ok(resid, ws, unit_var)
         slope_var = unit_var / suu if suu > 0 else math.inf
         if self._prior_skew_ppm < _NO_PRIOR_SKEW_PPM:
             # A drift file is worth as much as its skew says: blend by inverse variances.
@@ -586,38 +581,6 @@ class Discipline:
             poll -= int(-self._poll_score)
             self._poll_score = 0.0
         self._poll_log2 = max(poll_log2 - 1, min(poll_log2 + 1, poll))
-
-
-def _weights(pts: list[_Point]) -> list[float]:
-    """Relative weights of samples: by queueing delay when every sample has its delay.
-
-    Queueing only adds delay, and an exchange that queued ``e`` ns more than the fastest one
-    can be off by up to ``e / 2`` either way; spread evenly, that is a variance of ``e**2 / 12``.
-    A floor (a fraction of the typical excess) keeps one lucky exchange from outvoting the rest.
-    """
-    delays = [p.delay for p in pts]
-    if any(math.isnan(d) for d in delays):
-        return [1.0] * len(pts)
-    base = min(delays)
-    excess = sorted(d - base for d in delays)
-    floor = max(_WEIGHT_FLOOR_FRACTION * excess[len(excess) // 2], _MIN_ERROR_NS)
-    return [1.0 / (floor * floor + (d - base) ** 2 / 12.0) for d in delays]
-
-
-def _runs_ok(resid: list[float]) -> bool:
-    """Wald-Wolfowitz runs test: False when the residual signs change too rarely to be noise."""
-    signs = [r > 0 for r in resid if r != 0]
-    n = len(signs)
-    if n < _MIN_RUNS_SAMPLES:
-        return True
-    pos = sum(signs)
-    neg = n - pos
-    if pos == 0 or neg == 0:
-        return False
-    runs = 1 + sum(1 for a, b in itertools.pairwise(signs) if a != b)
-    mean = 1.0 + 2.0 * pos * neg / n
-    var = (mean - 1.0) * (mean - 2.0) / (n - 1)
-    return runs >= mean - _RUNS_Z * math.sqrt(max(var, 0.0))
 
 
 def _tail_ok(resid: list[float], ws: list[float], unit_var: float) -> bool:

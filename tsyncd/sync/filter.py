@@ -53,7 +53,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Final
 
-from tsyncd.sync.sample import MAXDISP_NS, Sample, dispersion_at
+from tsyncd.sync.sample import MAXDISP_NS, Sample, dispersion_at, shifted
 
 NSTAGE: Final = 8  # RFC 5905 NSTAGE: clock filter stages
 SGATE: Final = 3  # RFC 5905 A: popcorn spike gate, in multiples of the jitter
@@ -139,16 +139,7 @@ class ClockFilter:
         """
         self._stages = deque(
             (
-                (
-                    replace(
-                        s,
-                        offset_ns=s.offset_ns - offset_ns,
-                        local_rx_ns=s.local_rx_ns + offset_ns,
-                    )
-                    if s is not None
-                    else None,
-                    t + offset_ns,
-                )
+                (shifted(s, offset_ns) if s is not None else None, t + offset_ns)
                 for s, t in self._stages
             ),
             maxlen=NSTAGE,
@@ -160,11 +151,7 @@ class ClockFilter:
                 offset_ns=self._used.offset_ns - offset_ns,
             )
         if self.latest is not None:
-            self.latest = replace(
-                self.latest,
-                offset_ns=self.latest.offset_ns - offset_ns,
-                local_rx_ns=self.latest.local_rx_ns + offset_ns,
-            )
+            self.latest = shifted(self.latest, offset_ns)
 
     def clear(self) -> None:
         """Forget everything, including which sample was last used."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 PHI_PPM: Final = 15  # RFC 5905 §7.5 frequency tolerance: dispersion grows 15 µs per second
@@ -30,3 +30,12 @@ class Sample:
 def dispersion_at(dispersion_ns: int, since_ns: int) -> int:
     """Dispersion after ``since_ns`` of ageing at PHI (RFC 5905 §9.1)."""
     return dispersion_ns + max(0, since_ns) * PHI_PPM // 1_000_000
+
+
+def shifted(sample: Sample, step_ns: int) -> Sample:
+    """``sample`` as seen after our clock stepped by ``step_ns``: the source is ``step_ns``
+    less ahead of the clock, and the clock read ``step_ns`` later when it arrived (else a step
+    back would make it look younger than it is)."""
+    return replace(
+        sample, offset_ns=sample.offset_ns - step_ns, local_rx_ns=sample.local_rx_ns + step_ns
+    )

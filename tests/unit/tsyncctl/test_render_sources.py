@@ -40,8 +40,8 @@ def test_offset_tables_say_what_the_sign_means() -> None:
         "Offset: source minus local clock (RFC 5905), + local clock slow, - fast"
         " (chronyc shows the opposite sign)"
     )
-    stats = render_sourcestats([{"name": "v6", "samples": 8, "offset": 0.5}])
-    assert stats.splitlines()[2].split()[:4] == ["v6", "8", "-", "+500.0ms"]
+    stats = render_sourcestats([{"name": "v6", "samples": 8, "offset": 0.5}])  # an older tsyncd
+    assert stats.splitlines()[2].split()[:7] == ["v6", "8", "-", "-", "-", "-", "+500.0ms"]
     assert stats.splitlines()[-1] == legend
     assert render_sources([_row("v6", "noselect", offset=0.5)]).splitlines()[-1] == legend
 
@@ -58,3 +58,35 @@ def test_an_offline_source_says_so_once() -> None:
     lines = {line.split()[1]: line for line in text.splitlines()[2:] if line.strip()}
     assert lines["a"].count("offline") == 1 and lines["a"].endswith("offline")
     assert lines["b"].endswith("offline")
+
+
+def test_sourcestats_shows_chronycs_columns_from_the_regression() -> None:
+    """NP, NR, Span, Frequency, Freq Skew, Offset, Std Dev as chronyc orders them, from the
+    regression fields (not the clock filter's samples, span, offset and jitter)."""
+    row = {
+        "name": "ntp1",
+        "samples": 8,
+        "span": 14.0,
+        "offset": 0.002,
+        "std_dev": 0.001,
+        "delay_min": 0.0002,
+        "delay_max": 0.0004,
+        "regression_samples": 21,
+        "regression_span": 320.0,
+        "runs": 11,
+        "frequency_ppm": -0.0421,
+        "skew_ppm": 0.5,
+        "estimated_offset": 1.5e-5,
+        "estimated_std_dev": 3e-6,
+    }
+    lines = render_sourcestats([row]).splitlines()
+    assert lines[0].split() == [
+        "Name", "NP", "NR", "Span", "Frequency", "Freq", "Skew", "Offset", "Std", "Dev",
+        "Delay", "min", "Delay", "max",
+    ]  # fmt: skip
+    assert lines[2].split() == [
+        "ntp1", "21", "11", "320.0s", "-0.042", "0.500", "+15.0µs", "3.0µs", "200.0µs", "400.0µs",
+    ]  # fmt: skip
+    legend = "\n".join(lines[4:])
+    assert "NR: runs of residuals of one sign" in legend
+    assert "Frequency: the source's rate against the local clock, ppm, + it runs fast" in legend

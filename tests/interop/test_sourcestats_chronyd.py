@@ -1,0 +1,75 @@
+"""``tsyncctl sourcestats`` against real chronyd -x servers on loopback, beside a chronyd -x
+client measuring the same servers: every one of them reads this host's clock.
+
+Each client selects the server on 127.0.0.1 and steers its clock (a virtual one: measure mode,
+``-x``) by it, so that source's frequency relative to the clock is 0 by construction (chrony's
+"residual frequency").  The server on 127.0.0.2 is ``noselect``: its frequency is measured
+against a clock the other one steers, 0 only if the statistics take our own corrections out
+right; and the two clients must agree about it within their skews."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from peers import Chronyd, Peers, fast_sources_toml, free_udp_port, wait_for
+
+MIN_SPAN_S = 6.0  # of samples each side, 1/8 s apart: about 48
+
+
+def _chronyc_row(chrony: Chronyd, address: str) -> list[str] | None:
+    """``chronyc -c sourcestats``' row of ``address`` once its samples span ``MIN_SPAN_S``:
+    name, NP, NR, span (s), frequency (ppm), freq skew (ppm), offset (s), std dev (s)."""
+    rows = [line.split(",") for line in chrony.chronyc("sourcestats").splitlines()]
+    rows = [r for r in rows if len(r) >= 8 and r[0] == address]
+    return rows[0] if rows and int(rows[0][1]) >= 8 and float(rows[0][3]) >= MIN_SPAN_S else None
+
+
+def test_sourcestats_of_chronyd_servers_agree_with_chronyc(peers: Peers) -> None:
+    port = free_udp_port()
+    peers.chronyd_servers(port, (1, 2))
+    tsyncd = peers.tsyncd(
+        "tsyncd-client",
+        fast_sources_toml(f"127.0.0.1:{port}")
+        + fast_sources_toml(f"127.0.0.2:{port}", extra="noselect = true\n"),
+    )
+    chrony = peers.chronyd(
+        "chronyd-client",
+        f"server 127.0.0.1 port {port} minpoll -3 maxpoll -3\n"
+        f"server 127.0.0.2 port {port} minpoll -3 maxpoll -3 noselect\nport 0\n",
+    )
+
+    def ours() -> dict[str, dict[str, Any]] | None:
+        rows = {r["address"]: r for r in tsyncd.ctl("sourcestats")}
+        spans = [r["regression_span"] or 0 for r in rows.values()]
+        return rows if len(spans) == 2 and min(spans) >= MIN_SPAN_S else None
+
+    rows = wait_for(f"tsyncd's samples to span {MIN_SPAN_S} s", ours, timeout=30)
+    # Each client's clock has a frequency error of its own, which the source's frequency
+    # carries beside the regression's: its skew (tracking's, chronyc -c tracking's 10th field).
+    clock_skews = tsyncd.ctl("tracking")["skew_ppm"] + float(
+        chrony.chronyc("tracking").split(",")[9]
+    )
+    for address in ("127.0.0.1", "127.0.0.2"):
+        row = rows[f"{address}:{port}"]
+        theirs = wait_for(
+            f"chronyd's samples of {address} to span {MIN_SPAN_S} s",
+            lambda a=address: _chronyc_row(chrony, a),  # type: ignore[misc]
+        )
+        assert row["samples"] == 8  # the clock filter's, as before
+        assert 16 <= row["regression_samples"] <= 64 and row["runs"] >= 2
+        # The same clock at both ends: within a few ppm of 0, with a finite, small skew.
+        assert 0 < row["skew_ppm"] < 10.0
+        assert abs(row["frequency_ppm"]) <= row["skew_ppm"] + 1.0
+        assert abs(row["estimated_offset"]) < 1e-3 and 0 < row["estimated_std_dev"] < 1e-3
+        # chronyc's frequency has the opposite sign (the local clock's rate against the
+        # source); the two agree within the skews of both sources and both clocks.
+        their_freq, their_skew = float(theirs[4]), float(theirs[5])
+        assert 0 < their_skew < 2000.0
+        allowed = row["skew_ppm"] + their_skew + clock_skews
+        assert abs(row["frequency_ppm"] + their_freq) <= allowed
+
+    text = tsyncd.run_ctl("sourcestats", "-v").stdout
+    assert text.splitlines()[0].split()[:7] == [
+        "Name", "NP", "NR", "Span", "Frequency", "Freq", "Skew",
+    ]  # fmt: skip
+    assert f"127.0.0.2:{port}" in text and "Freq Skew: its error bound" in text
