@@ -116,3 +116,38 @@ def test_a_pool_short_of_addresses_asks_dns_less_and_less_often(peers: Peers) ->
     # At once, then 1 s and 2 s later: the back-off starts again from the interval (without
     # the reset the next lookup would come 16 s or more after the refresh).
     wait_for("three lookups after the refresh", lambda: lookups() >= before + 3, timeout=6)
+
+
+def test_a_member_refresh_drops_as_no_longer_in_dns_comes_back_with_dns(peers: Peers) -> None:
+    """QA s19 hunt-client F2: ``tsyncctl refresh`` replaces a member the name no longer gives,
+    but that member was not bad: once DNS gives it again, the next refresh takes it back (it
+    used to be held out for an hour, as a bad member is, leaving the pool short)."""
+    both = "127.0.0.2 pool.test\n127.0.0.3 pool.test\n"
+    ntp_port, dns_port, dns = peers.pool_peers(both, (2, 3))
+    hosts = peers.tmp / "pool.hosts"
+    client = peers.tsyncd(
+        "tsyncd-client",
+        f'[resolver]\nservers = ["127.0.0.1:{dns_port}"]\n'
+        f'[[source]]\nmode = "pool"\naddress = "pool.test:{ntp_port}"\ncount = 2\n'
+        "iburst = true\nmin-poll = -2\nmax-poll = -2\n",
+    )
+    second = f"127.0.0.3:{ntp_port}"
+
+    def reached() -> set[str]:
+        return {r["address"] for r in client.ctl("peers") if r["reach"]}
+
+    wait_for("both members reached", lambda: {f"127.0.0.2:{ntp_port}", second} <= reached())
+
+    def dns_gives(text: str) -> None:
+        reads = dns.output().count(f"read {hosts}")
+        hosts.write_text(text)
+        dns.popen.send_signal(signal.SIGHUP)
+        wait_for("dnsmasq to re-read", lambda: dns.output().count(f"read {hosts}") > reads)
+
+    dns_gives("127.0.0.2 pool.test\n")
+    client.ctl("refresh")
+    wait_for("the member DNS no longer gives dropped", lambda: second not in reached())
+    assert "replacing 127.0.0.3: no longer in DNS" in client.proc.output()
+    dns_gives(both)
+    client.ctl("refresh")
+    wait_for("the member back once DNS gives it", lambda: second in reached(), timeout=10)

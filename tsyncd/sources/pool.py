@@ -53,7 +53,7 @@ async def run_pool(
             else:
                 for ip in members.stale(ips) if refreshing else []:
                     log.info("pool %s: replacing %s: no longer in DNS", name, ip)
-                    members.drop(ip, now)
+                    members.drop(ip, now, bad=False)
                     remove(ip)
                 chosen = members.choose(ips, now)
                 for ip in chosen:

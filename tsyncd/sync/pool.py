@@ -12,7 +12,11 @@ address from a new resolution:
   ``_UNREACHABLE_POLLS`` requests);
 * *falseticker*: selection called it a falseticker in ``_FALSETICKER_CHECKS`` checks in a row.
 
-A dropped address is not picked again for ``_BAD_HOLD_NS`` (it may still be in DNS).  When the
+A dropped address is not picked again for ``_BAD_HOLD_NS`` (it may still be in DNS).  A member
+``tsyncctl refresh`` drops because DNS no longer gives it (``stale``) did nothing wrong: it is
+dropped without that hold, so it is used again as soon as DNS gives it back (chrony keeps no
+hold at all; pool.ntp.org's answers rotate, and each refresh would otherwise bar the members
+that happened not to be in its answer).  When the
 pool has fewer members than ``count`` it asks for a resolution, ``resolve_interval_ns`` after the
 last one; ``choose`` then picks new addresses in DNS order.  A resolution that leaves the pool
 short (DNS gives too few usable addresses, or fails) doubles the wait before the next, up to
@@ -114,11 +118,12 @@ class PoolMembers:
         """Members a fresh resolution no longer gives (tsyncctl refresh replaces them)."""
         return [ip for ip in self.members if ip not in resolved]
 
-    def drop(self, member: str, now_ns: int) -> None:
-        """Stop using ``member`` and keep it out for a while."""
+    def drop(self, member: str, now_ns: int, *, bad: bool = True) -> None:
+        """Stop using ``member``; ``bad``: keep it out for a while (not for a ``stale`` one,
+        which DNS may give back)."""
         if member in self.members:
             self.replaced += 1
-        self._forget(member, now_ns)
+        self._forget(member, now_ns, hold=bad)
         # Replace it soon, but never resolve in a tight loop.
         self._next_resolve_ns = min(self._next_resolve_ns, now_ns + self.resolve_interval_ns)
 
@@ -128,11 +133,12 @@ class PoolMembers:
         self._forget(ip, now_ns)
         self._schedule(now_ns)
 
-    def _forget(self, ip: str, now_ns: int) -> None:
+    def _forget(self, ip: str, now_ns: int, *, hold: bool = True) -> None:
         if ip in self.members:
             self.members.remove(ip)
         self._falseticker_checks.pop(ip, None)
-        self.bad_until_ns[ip] = now_ns + _BAD_HOLD_NS
+        if hold:
+            self.bad_until_ns[ip] = now_ns + _BAD_HOLD_NS
 
 
 def bad_reason(

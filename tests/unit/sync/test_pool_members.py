@@ -114,3 +114,15 @@ def test_an_address_refused_after_choosing_is_held_out_without_hastening_dns() -
     # Still backing off: 128 s after the 64 s before.
     assert not pool.wants_resolution(now + 127 * S) and pool.wants_resolution(now + 128 * S)
     assert pool.choose(["192.0.2.1", "192.0.2.9"], now + 128 * S) == []  # held out
+
+
+def test_a_member_dropped_as_no_longer_in_dns_is_taken_again_when_dns_gives_it_back() -> None:
+    """QA s19 hunt-client F2: ``tsyncctl refresh`` dropped it for not being in DNS, not for
+    being bad: no hour's hold (chrony keeps none), unlike a bad member."""
+    pool = PoolMembers(count=2, resolve_interval_ns=4 * S)
+    pool.choose(["192.0.2.1", "192.0.2.2"], T0)
+    assert pool.stale(["192.0.2.1"]) == ["192.0.2.2"]
+    pool.drop("192.0.2.2", T0 + S, bad=False)
+    pool.drop("192.0.2.1", T0 + S)  # a bad one, for contrast
+    assert pool.members == [] and pool.replaced == 2
+    assert pool.choose(["192.0.2.1", "192.0.2.2"], T0 + 2 * S) == ["192.0.2.2"]
