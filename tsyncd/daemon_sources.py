@@ -85,11 +85,7 @@ class SourceMobilizer:
                 cfg.name,
                 PoolMembers(count=cfg.count, resolve_interval_ns=_resolve_interval_ns(cfg)),
                 resolve=lambda: self._resolve_own(cfg),
-                add=lambda ip: (
-                    None
-                    if self._polling(ip, port)  # by another source: never twice
-                    else self._add_association(cfg, ip, _join_host_port(ip, port))
-                ),
+                add=lambda ip: self._add_pool_member(cfg, ip),
                 remove=lambda ip: self._remove_association(_join_host_port(ip, port)),
                 status=lambda ip: self._member_status(cfg.name, _join_host_port(ip, port)),
                 now_ns=self.clock.now_ns,
@@ -439,6 +435,16 @@ class SourceMobilizer:
         if name in self.core.sources:
             self.core.remove_source(name, self.clock.now_ns())
         self._after_update()
+
+    def _add_pool_member(self, cfg: SourceConfig, ip: str) -> str | None:
+        """Mobilize ``ip`` as a member of pool ``cfg``: None, or why it cannot be used."""
+        port = cfg.address.port
+        users = self._polling(ip, port)
+        if users:  # by another source (a pool's member too): never twice
+            return f"{', '.join(users)} polls it already"
+        if self._add_association(cfg, ip, _join_host_port(ip, port)) is None:
+            return "no socket"  # _add_association logged why
+        return None
 
     def _member_status(self, pool: str, name: str) -> tuple[NtpAssociation, str] | None:
         """(association, selection state) of pool member ``name``; None unless ``pool`` made it (a

@@ -151,3 +151,27 @@ def test_a_member_refresh_drops_as_no_longer_in_dns_comes_back_with_dns(peers: P
     dns_gives(both)
     client.ctl("refresh")
     wait_for("the member back once DNS gives it", lambda: second in reached(), timeout=10)
+
+
+def test_pool_log_lines_say_why_a_member_goes_and_write_mapped_addresses_dotted(
+    peers: Peers,
+) -> None:
+    """QA s19 hunt-client F8: a member answering every request unsynchronized (a tsyncd server
+    with no source) was logged as "8 requests unanswered"; an IPv4-mapped AAAA record of a
+    member in use as "::ffff:7f00:2 not used (in use or no socket)"."""
+    hosts = "127.0.0.2 pool.test\n127.0.0.5 pool.test\n::ffff:127.0.0.2 pool.test\n"
+    ntp_port, dns_port, _dns = peers.pool_peers(hosts, (2,))
+    peers.tsyncd("unsynchronized", f'[[server]]\nlisten = "127.0.0.5:{ntp_port}"\nworkers = 0\n')
+    client = peers.tsyncd(
+        "tsyncd-client",
+        f'[resolver]\nservers = ["127.0.0.1:{dns_port}"]\n'
+        f'[[source]]\nmode = "pool"\naddress = "pool.test:{ntp_port}"\ncount = 3\n'
+        "min-poll = -3\nmax-poll = -3\n",
+    )
+    wait_for("the member replaced", lambda: "replacing 127.0.0.5" in client.proc.output())
+    log = client.proc.output()
+    assert (
+        "replacing 127.0.0.5: server unsynchronized (it answers with stratum 0 or 16, or a leap"
+        " alarm)" in log
+    ), log
+    assert f"::ffff:127.0.0.2 not used: 127.0.0.2:{ntp_port} polls it already" in log, log

@@ -10,7 +10,6 @@ resolve a pool name through a real dnsmasq on a loopback port.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import os
 import socket
@@ -18,7 +17,7 @@ from typing import Final
 
 from tsyncd.asyncwait import wait_for
 from tsyncd.config import Endpoint
-from tsyncd.net.udp import is_ip_literal
+from tsyncd.net.udp import ip_text, is_ip_literal
 from tsyncd.wire.dns import DnsError, QType, decode_response, encode_query
 from tsyncd.wire.errors import WireError
 
@@ -77,7 +76,7 @@ async def resolve(host: str, port: int, servers: tuple[Endpoint, ...] = ()) -> l
     IP literals come back as they are.  Raises OSError when nothing could be found.
     """
     if is_ip_literal(host):
-        return [str(ipaddress.ip_address(host))]
+        return [ip_text(host)]
     ips: list[str] = []
     if not servers:
         infos = await asyncio.get_running_loop().getaddrinfo(
@@ -96,7 +95,7 @@ async def resolve(host: str, port: int, servers: tuple[Endpoint, ...] = ()) -> l
                     errors.append(f"{qtype.name}: {exc}")
         if not ips and errors:
             raise OSError("; ".join(errors))
-    unique = list(dict.fromkeys(ips))
+    unique = list(dict.fromkeys(ip_text(ip) for ip in ips))
     if not unique:
         raise OSError(f"no addresses for {host}")
     return unique

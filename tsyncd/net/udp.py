@@ -145,6 +145,16 @@ def is_ip_literal(host: str) -> bool:
     return True
 
 
+def ip_text(host: str) -> str:
+    """``host`` as tsyncd writes an address: an IPv4-mapped IPv6 address with its IPv4 part
+    dotted (``::ffff:127.0.0.3``, as inet_ntop and Python 3.13 write it; 3.11's ``str`` gives
+    ``::ffff:7f00:3``, which hides which IPv4 address it is)."""
+    ip = ipaddress.ip_address(host)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return f"::ffff:{ip.ipv4_mapped}"
+    return str(ip)
+
+
 def is_ipv6_wildcard(host: str) -> bool:
     """``host`` is the IPv6 unspecified address, however written (``::``, ``::0``, ``0:0::0``)."""
     try:

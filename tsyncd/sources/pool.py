@@ -28,14 +28,16 @@ async def run_pool(
     members: PoolMembers,
     *,
     resolve: Callable[[], Awaitable[list[str]]],
-    add: Callable[[str], object | None],
+    add: Callable[[str], str | None],
     remove: Callable[[str], None],
     status: MemberStatus,
     now_ns: Callable[[], int],
     refresh: asyncio.Event | None = None,
 ) -> None:
     """Keep ``members.count`` good addresses of pool ``name`` mobilized, until cancelled.
-    ``refresh`` set (tsyncctl refresh): resolve now, and replace members DNS no longer gives."""
+    ``add(ip)`` mobilizes a member and returns None, or why it cannot (another source polls
+    that address, its socket cannot be opened).  ``refresh`` set (tsyncctl refresh): resolve
+    now, and replace members DNS no longer gives."""
     refresh = refresh or asyncio.Event()
     shortfall = ""  # the last shortfall logged at INFO; the same again goes to DEBUG
     while True:
@@ -57,10 +59,11 @@ async def run_pool(
                     remove(ip)
                 chosen = members.choose(ips, now)
                 for ip in chosen:
-                    if add(ip) is None:
+                    refused = add(ip)
+                    if refused is not None:
                         # Polled already (a configured source at that address) or its socket
                         # could not be opened: not ours to watch; try it again later.
-                        log.info("pool %s: %s not used (in use or no socket)", name, ip)
+                        log.info("pool %s: %s not used: %s", name, ip, refused)
                         members.refuse(ip, now)
                 shortfall = _log_shortfall(name, members, now, shortfall)
         for ip in list(members.members):

@@ -153,8 +153,21 @@ def bad_reason(
         and association.reach == 0
         and association.stats.packets_sent >= _UNREACHABLE_POLLS
     ):
-        return f"unreachable ({association.stats.packets_sent} requests unanswered)", 0
+        return _no_valid_reply(association), 0
     if selection_state != "falseticker":
         return None, 0
     seen = falseticker_checks + 1
     return ("falseticker" if seen >= _FALSETICKER_CHECKS else None), seen
+
+
+def _no_valid_reply(association: NtpAssociation) -> str:
+    """Why the last ``_UNREACHABLE_POLLS`` polls gave no valid reply, as the log says it: a
+    server that answered every time but is unsynchronized is not "unanswered" (QA s19
+    hunt-client F8); replies dropped for other reasons are named with their counts."""
+    if association.server_unsynchronized:
+        return "server unsynchronized (it answers with stratum 0 or 16, or a leap alarm)"
+    drops = association.stats.drops_since_reply
+    if drops:
+        counts = ", ".join(f"{n} {reason}" for reason, n in sorted(drops.items()))
+        return f"no valid reply to the last {_UNREACHABLE_POLLS} requests (dropped: {counts})"
+    return f"unreachable (the last {_UNREACHABLE_POLLS} requests unanswered)"

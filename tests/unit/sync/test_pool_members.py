@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import random
 
+from tsyncd.servers.responder import AccessList, NtpResponder, ResponseTemplate
 from tsyncd.sync.association import AssociationState, NtpAssociation
 from tsyncd.sync.pool import PoolMembers
+from tsyncd.wire.ntp import Leap
 
 S = 1_000_000_000
 T0 = 1_800_000_000 * S
@@ -39,8 +42,32 @@ def test_unreachable_member_is_replaced_after_eight_polls() -> None:
         assert pool.check("192.0.2.1", a, "unreachable", T0 + i * S) is None
     a.handle_timer(T0 + 8 * S)
     reason = pool.check("192.0.2.1", a, "unreachable", T0 + 8 * S)
-    assert reason is not None and reason.startswith("unreachable")
+    assert reason == "unreachable (the last 8 requests unanswered)"
     assert pool.members == []
+
+
+def test_a_member_answering_unsynchronized_is_replaced_as_such_not_as_unanswered() -> None:
+    """QA s19 hunt-client F8: every request was answered, with stratum 0 and a leap alarm;
+    the log said "8 requests unanswered"."""
+    pool = PoolMembers(count=1, resolve_interval_ns=S)
+    pool.choose(["192.0.2.1"], T0)
+    a, server = assoc(), NtpResponder(AccessList((), ()))
+    server.template = ResponseTemplate(leap=Leap.UNSYNCHRONIZED, stratum=0)
+    client = ipaddress.ip_address("192.0.2.100")
+    reasons = []
+    for i in range(8):
+        request = a.handle_timer(T0 + i * S)
+        assert request is not None
+        _, reply = server.handle_request(request, client, T0 + i * S, T0 + i * S + 1000)
+        assert reply is not None and a.handle_reply(reply, T0 + i * S + 2000) is None
+        reasons.append(pool.check("192.0.2.1", a, "unusable", T0 + i * S))
+    assert reasons[:7] == [None] * 7 and pool.members == []  # replaced after the eighth
+    assert reasons[7] == "server unsynchronized (it answers with stratum 0 or 16, or a leap alarm)"
+    assert a.stats.drops_since_reply == {"unsynchronized": 8}
+    a.server_unsynchronized = False  # had the replies been dropped for something else
+    pool.choose(["192.0.2.1"], T0 + 3600 * S + 8 * S)
+    why = pool.check("192.0.2.1", a, "unusable", T0 + 3600 * S + 8 * S)
+    assert why == "no valid reply to the last 8 requests (dropped: 8 unsynchronized)"
 
 
 def test_demobilized_member_is_replaced_at_once() -> None:
