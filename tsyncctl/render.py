@@ -26,6 +26,22 @@ unreachable, unsynchronized, too far, a KoD, a failed NTS-KE), which the Note gi
 STATE_LEGEND = (
     "* selected  + combined  - outlier  x falseticker  ? unreachable or unusable (Note)  N noselect"
 )
+MODE_SYMBOLS = {
+    "server": "^",
+    "pool": "^",
+    "nts": "^",
+    "tsq": "^",
+    "peer": "=",
+    "broadcast": "~",
+    "refclock": "#",
+}
+"""chronyc sources' M column: ``^`` a server (chronyc's for NTS servers and pool members too,
+and ours for TSQ, which is client/server time over QUIC), ``=`` a symmetric peer, ``#`` a
+reference clock; chronyc has no broadcast client, so ours is ``~`` (time coming over the air
+to everyone).  A row without a mode (an older tsyncd) shows a blank."""
+MODE_LEGEND = (
+    "M: ^ server (pool member, NTS, TSQ)  = symmetric peer  ~ broadcast  # reference clock"
+)
 OFFSET_LEGEND = (
     "Offset: source minus local clock (RFC 5905), + local clock slow, - fast"
     " (chronyc shows the opposite sign)"
@@ -308,7 +324,8 @@ def render_sources(sources: Sequence[Mapping[str, Any]]) -> str:
     """A ``chronyc sources``-like table for the ``sources`` method's result."""
     if not sources:
         return NO_SOURCES
-    headers = ["S", "Name", "Address", "St", "Poll", "Reach", "LastRx", "Offset", "Delay", "Jitter"]
+    headers = ["MS", "Name", "Address", "St", "Poll", "Reach", "LastRx", "Offset", "Delay"]
+    headers.append("Jitter")
     rows: list[list[str]] = []
     for src in sources:
         reach = src.get("reach")
@@ -330,7 +347,8 @@ def render_sources(sources: Sequence[Mapping[str, Any]]) -> str:
         note = "; ".join(parts)
         rows.append(
             [
-                STATE_SYMBOLS.get(str(src.get("state")), "-"),
+                MODE_SYMBOLS.get(str(src.get("mode")), " ")
+                + STATE_SYMBOLS.get(str(src.get("state")), "-"),
                 _text(src.get("name")),
                 _text(src.get("address")),
                 _text(src.get("stratum")),
@@ -344,7 +362,7 @@ def render_sources(sources: Sequence[Mapping[str, Any]]) -> str:
             ]
         )
     table = _table_with_notes(headers, rows, right={3, 4, 5, 6, 7, 8, 9})
-    return f"{table}\n\n{STATE_LEGEND}\n{OFFSET_LEGEND}"
+    return f"{table}\n\n{MODE_LEGEND}\nS: {STATE_LEGEND}\n{OFFSET_LEGEND}"
 
 
 def _ke_backoff(nts: Any) -> tuple[str, str] | None:

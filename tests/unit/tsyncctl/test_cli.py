@@ -195,22 +195,23 @@ def test_peers_human_table(sock: Path) -> None:
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0].split() == [
-        "S", "Name", "Address", "St", "Poll", "Reach", "LastRx", "Offset", "Delay", "Jitter", "Note"
+        "MS", "Name", "Address", "St", "Poll", "Reach", "LastRx", "Offset", "Delay", "Jitter",
+        "Note",
     ]  # fmt: skip
     assert set(lines[1]) == {"="}
     assert lines[2].split() == [
-        "*", "a.example:123", "192.0.2.1:123", "1", "6", "377", "35s", "+1.2ms", "3.1ms", "45.0µs"
+        "^*", "a.example:123", "192.0.2.1:123", "1", "6", "377", "35s", "+1.2ms", "3.1ms", "45.0µs"
     ]  # fmt: skip
-    assert lines[3].split()[:2] == ["+", "c.example:123"]
+    assert lines[3].split()[:2] == ["^+", "c.example:123"]
     assert lines[3].split()[7] == "-2.1µs"
     assert lines[4].split() == [
-        "?", "b.example:123", "[2001:db8::1]:123", "-", "6", "0", "-", "-", "-", "-",
+        "^?", "b.example:123", "[2001:db8::1]:123", "-", "6", "0", "-", "-", "-", "-",
         "no", "reply", "for", "8", "polls;", "KoD", "RATE",
     ]  # fmt: skip
     # columns line up: every row's offset ends where the header's does
     end = lines[0].index("Offset") + len("Offset")
     assert lines[2][:end].endswith("+1.2ms")
-    assert lines[-2].startswith("* selected")
+    assert lines[-3].startswith("M: ^ server") and lines[-2].startswith("S: * selected")
     assert lines[-1] == (
         "Offset: source minus local clock (RFC 5905), + local clock slow, - fast"
         " (chronyc shows the opposite sign)"

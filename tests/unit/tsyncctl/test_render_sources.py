@@ -1,4 +1,4 @@
-"""The S column and the Note of ``tsyncctl peers``' table."""
+"""The MS column and the Note of ``tsyncctl peers``' table."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from tsyncctl.render import render_sources, render_sourcestats
 
 
 def _row(name: str, state: str, **fields: Any) -> dict[str, Any]:
-    return {"name": name, "address": "192.0.2.1:123", "state": state, **fields}
+    return {"name": name, "address": "192.0.2.1:123", "state": state, "mode": "server", **fields}
 
 
 def test_sources_out_for_a_reason_of_their_own_show_a_question_mark() -> None:
@@ -28,10 +28,27 @@ def test_sources_out_for_a_reason_of_their_own_show_a_question_mark() -> None:
         ]
     )
     lines = {line.split()[1]: line for line in text.splitlines()[2:] if line.strip()}
-    assert lines["waiting"].startswith("?") and lines["denied"].startswith("?")
-    assert lines["far"].startswith("-") and lines["rated"].startswith("+")
+    assert lines["waiting"].startswith("^? ") and lines["denied"].startswith("^? ")
+    assert lines["far"].startswith("^- ") and lines["rated"].startswith("^+ ")
     assert lines["denied"].count("DENY") == 1  # the reason says it: no "KoD DENY" after it
     assert lines["rated"].endswith("KoD RATE")
+
+
+def test_the_ms_column_shows_chronycs_mode_character_before_the_state() -> None:
+    """QA s19 hunt-client F5: chronyc's M (``^`` server, ``=`` peer, ``#`` refclock; ours
+    ``~`` for broadcast), so a peer and a server no longer look alike; the JSON is unchanged."""
+    modes = ("server", "pool", "nts", "tsq", "peer", "broadcast", "refclock")
+    text = render_sources([_row(m, "candidate", mode=m) for m in modes] + [_row("old", "init")])
+    lines = text.splitlines()
+    assert lines[0].split()[:2] == ["MS", "Name"]
+    cells = {line.split()[1]: line.split()[0] for line in lines[2:10]}
+    assert cells == {
+        "server": "^+", "pool": "^+", "nts": "^+", "tsq": "^+", "peer": "=+", "broadcast": "~+",
+        "refclock": "#+", "old": "^?",
+    }  # fmt: skip
+    assert render_sources([{"name": "older", "state": "selected"}]).splitlines()[2][:2] == " *"
+    assert "M: ^ server (pool member, NTS, TSQ)  = symmetric peer  ~ broadcast" in text
+    assert "S: * selected  + combined" in text
 
 
 def test_offset_tables_say_what_the_sign_means() -> None:
