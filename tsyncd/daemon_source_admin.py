@@ -23,6 +23,7 @@ from typing import Any, Final
 from tsyncd.config import Config, ConfigErrors, Endpoint, SourceConfig, address_user, parse_source
 from tsyncd.control.rpc import ErrorCode, InvalidParams, RpcError
 from tsyncd.daemon_sources import SourceMobilizer
+from tsyncd.kiss_log import KissLog
 from tsyncd.net.udp import is_ip_literal
 from tsyncd.servers.tsq_setup import require_aioquic
 from tsyncd.source_selectors import Association, select_associations
@@ -49,6 +50,7 @@ class SourceAdmin(SourceMobilizer):
         self._refresh_events = {}
         self._address_waits = {}
         self._resolve_failures = {}
+        self._kiss_log = KissLog()
         self._reload_task = None
         self._not_started = set()
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Final
 
 from tsyncd.asyncwait import wait_for
 from tsyncd.config import Config, ServerConfig, SourceConfig
+from tsyncd.kiss_log import KissLog
 from tsyncd.net.udp import (
     SocketOptions,
     is_ip_literal,
@@ -61,6 +62,7 @@ class SourceMobilizer:
     _refresh_events: dict[str, asyncio.Event]  # source name -> set by tsyncctl refresh
     _address_waits: dict[str, str]  # server by name -> why it polls nothing (addresses in use)
     _resolve_failures: dict[str, str]  # source -> why its own name did not resolve last time
+    _kiss_log: KissLog  # which sources' KoDs were logged
 
     def _apply(self, actions: list[ClockAction]) -> None:
         raise NotImplementedError  # the daemon's: carry out what the sync core decided
@@ -434,6 +436,7 @@ class SourceMobilizer:
             sock.close()
         if name in self.core.sources:
             self.core.remove_source(name, self.clock.now_ns())
+        self._kiss_log.forget(name)
         self._after_update()
 
     def _add_pool_member(self, cfg: SourceConfig, ip: str) -> str | None:
@@ -476,7 +479,11 @@ class SourceMobilizer:
 
     def _on_reply(self, name: str, data: bytes, kernel_rx_ns: int) -> None:
         rx_ns = self.clock.from_kernel_ns(kernel_rx_ns)
+        state = self.core.sources.get(name)
+        kisses = state.association.stats.kisses if state is not None else 0
         self._apply(self.core.handle_reply(name, data, rx_ns))
+        if state is not None:
+            self._kiss_log.handle_reply(name, state.association, kisses, rx_ns)
         if name in self.nts_sources:
             self.nts_sources[name].kick()  # an NTS NAK asks for a new NTS-KE
         self._after_update()

@@ -1,7 +1,7 @@
 """A tsyncd client told to slow down by a rate-limiting server (KoD RATE) polls less often even
 at its max-poll, as RFC 5905 §7.4 requires, about as seldom as a chronyd client of the same
-server (QA s16 hunt-sync F1).  The server is a tsyncd with ``rate-limit`` and ``kod = true``:
-chronyd 4.3's ``ratelimit`` only drops."""
+server (QA s16 hunt-sync F1), and says so in its log.  The server is a tsyncd with
+``rate-limit`` and ``kod = true``: chronyd 4.3's ``ratelimit`` only drops."""
 
 from __future__ import annotations
 
@@ -56,3 +56,9 @@ def test_kod_rate_slows_a_client_polling_at_max_poll(peers: Peers) -> None:
     assert ours <= theirs + 3, (ours, theirs)
     assert end["packets_received"] > start["packets_received"]  # still polled and answered
     assert end["drops_by_reason"]["kiss_of_death"] > start["drops_by_reason"]["kiss_of_death"]
+    # Logged as chronyd logs it ("Received KoD RATE from ...", WARNING), but not once per
+    # kiss as chronyd does (QA s19 hunt-client F4: tsyncd logged none): once per 10 minutes.
+    said = [line for line in client.proc.output().splitlines() if "kiss-o'-death RATE" in line]
+    assert len(said) == 1 and " WARNING " in said[0], said
+    assert "polling less often (poll -3, next request in" in said[0]
+    assert chrony.proc.output().count("Received KoD RATE") >= 2

@@ -19,6 +19,7 @@ from tsyncd.net.udp import (
     routed_source_ip,
 )
 from tsyncd.snapshots import SourceSnapshot
+from tsyncd.sync.association import AssociationState, NtpAssociation
 from tsyncd.sync.core import SourceState
 from tsyncd.wire.ntp import Leap, refid_for_address, refid_to_str
 
@@ -173,7 +174,7 @@ class NtpSourceSocket:
             address=self.address,
             mode=self.mode,
             state=label,
-            state_reason=reason or a.unusable_reason,
+            state_reason=_stopped(a, reason or a.unusable_reason),
             offset=s.offset_ns * _NS if s else None,
             delay=s.delay_ns * _NS if s else None,
             jitter=est.jitter_ns * _NS if est else None,
@@ -197,6 +198,14 @@ class NtpSourceSocket:
             key_type=key.kind if key is not None else None,
             options=state.options,
         )
+
+
+def _stopped(association: NtpAssociation, reason: str | None) -> str | None:
+    """``reason``, and for a source a KoD DENY/RSTR stopped, that it is not polled and what
+    polls it again (QA s19 hunt-client F4: "offline"/"online" said "already")."""
+    if association.state is not AssociationState.DEMOBILIZED:
+        return reason
+    return f"{reason or 'stopped'}; not polled until tsyncctl online or burst"
 
 
 def _scope_id(scope: str) -> int:

@@ -14,9 +14,14 @@ what makes the origin check (test 2) strong: a blind spoofer must guess 64 rando
 Reachability is the RFC 5905 §13 eight-bit shift register, shifted at each poll and with bit 0 set
 by a good reply.  Poll intervals start at ``min_poll`` and follow the discipline's recommendation
 (``set_system_poll``) within ``min_poll``..``max_poll``; ``iburst`` sends the first
-``_IBURST_COUNT`` requests at most 2 s apart.  DENY and RSTR stop the association for good
-(RFC 5905 §7.4) — like RATE, only after the origin check, so a spoofed KoD cannot silence us
-(RFC 8633 §5.4).
+``_IBURST_COUNT`` requests at most 2 s apart.  DENY and RSTR stop polling (RFC 5905 §7.4
+demobilizes the association) — like RATE, only after the origin check, so a spoofed KoD cannot
+silence us (RFC 8633 §5.4).  A pool replaces such a member and a server given by name moves to
+another address, but an address given as such would stay silent until a restart.  chronyd
+ignores these kisses (they fail its test 6) and keeps polling, so a server whose access list
+is fixed is used again; here the operator says so: ``start_burst`` (tsyncctl burst) and
+``set_online(True)`` (tsyncctl online) poll a stopped association again (``kisses`` counts
+the valid KoDs, for the IO edge's log).
 
 KoD RATE: RFC 5905 §7.4 says the client must reduce its rate at once and further at each RATE.
 The poll rises by one (at least to the server's poll hint), within ``max_poll``, and stays a
@@ -98,6 +103,7 @@ class AssociationStats:
     # ... of which since the last valid reply: why a source has none ("no valid reply yet")
     drops_since_reply: dict[str, int] = field(default_factory=dict)
     kiss_code: str | None = None
+    kisses: int = 0  # valid KoDs received (the IO edge logs each new one, or some, for RATE)
     last_rx_ns: int | None = None
     interleaved_replies: int = 0  # valid replies in interleaved mode
 
@@ -247,9 +253,9 @@ class NtpAssociation:
 
     def start_burst(self, now_ns: int) -> None:
         """Send the next requests quickly (like iburst), starting now (tsyncctl burst); while
-        offline, those requests only, then offline again (chronyd's burst of an offline source)."""
-        if self.state is AssociationState.DEMOBILIZED:
-            return
+        offline, those requests only, then offline again (chronyd's burst of an offline source).
+        A source a KoD DENY/RSTR stopped polls again (chronyd would never have stopped)."""
+        self._restart_after_kiss()
         self._burst_left = _IBURST_COUNT
         self._next_ns = now_ns
         if not self.online:
@@ -266,10 +272,14 @@ class NtpAssociation:
         return self.polling and self._burst_left > 1
 
     def set_online(self, online: bool, now_ns: int) -> bool:
-        """Go online or offline (tsyncctl online/offline); False if it already was, or is
-        demobilized.  Back online, poll soon from ``min_poll`` (a burst if ``iburst``)."""
-        if self.state is AssociationState.DEMOBILIZED or online == self.online:
+        """Go online or offline (tsyncctl online/offline); False if it already was.  Back
+        online, poll soon from ``min_poll`` (a burst if ``iburst``); online restarts a source a
+        KoD DENY/RSTR stopped, as chronyd keeps polling one (offline leaves it stopped)."""
+        stopped = self.state is AssociationState.DEMOBILIZED
+        if online == self.online and not (online and stopped):
             return False
+        if online:
+            self._restart_after_kiss()
         self.online = online
         self._offline_burst = 0
         if not online:
@@ -279,6 +289,13 @@ class NtpAssociation:
             self._burst_left = _IBURST_COUNT if self._iburst else 1
             self._next_ns = now_ns + self._rng.randrange(0, 1 + poll_interval_ns(-4))
         return True
+
+    def _restart_after_kiss(self) -> None:
+        """Undo a KoD DENY/RSTR's stop (the caller sets when to poll): the server may answer
+        now; a new DENY stops it again."""
+        if self.state is AssociationState.DEMOBILIZED:
+            self.state = AssociationState.INIT
+            self.unusable_reason = None
 
     def set_poll_limits(self, min_poll: int, max_poll: int, now_ns: int) -> None:
         """New poll limits (tsyncctl minpoll/maxpoll, as chronyc's): the poll moves inside
@@ -558,6 +575,7 @@ class NtpAssociation:
 
     def _handle_kod(self, code: str, packet: NtpPacket) -> None:
         self.stats.kiss_code = code
+        self.stats.kisses += 1
         self._drop("kiss_of_death")
         if code in ("DENY", "RSTR"):
             self.state = AssociationState.DEMOBILIZED

@@ -7,7 +7,7 @@ A ``mode = "pool"`` source is a name that resolves to many servers, of which we 
 forever).  As chrony does, a member that turns out bad is dropped and replaced by a fresh
 address from a new resolution:
 
-* *demobilized*: it sent KoD DENY/RSTR, so it will never answer again;
+* *demobilized*: it sent KoD DENY/RSTR, so it is polled no more (another address may answer);
 * *unreachable*: eight polls in a row went unanswered (the reach register is 0 after at least
   ``_UNREACHABLE_POLLS`` requests);
 * *falseticker*: selection called it a falseticker in ``_FALSETICKER_CHECKS`` checks in a row.

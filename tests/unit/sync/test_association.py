@@ -172,6 +172,32 @@ def test_kod_deny_demobilizes_only_when_origin_matches() -> None:
     assert a.stats.kiss_code == "DENY"
 
 
+def test_burst_or_online_polls_a_source_a_deny_stopped_again() -> None:
+    """QA s19 hunt-client F4: chronyd keeps polling a server that kissed DENY (it fails its
+    test 6), so a fixed access list brings it back; here the operator's burst or online
+    does, and say so (burst "started" sent nothing; offline/online said "already")."""
+    for restart in ("burst", "online", "offline then online"):
+        a, r = make(), server()
+        request = a.handle_timer(T0) or b""
+        assert a.handle_reply(kod(request, "DENY"), T0 + 1000) is None
+        assert a.state is AssociationState.DEMOBILIZED and a.stats.kisses == 1
+        now = T0 + 100 * S
+        if restart == "burst":
+            a.start_burst(now)
+        elif restart == "online":
+            assert a.set_online(True, now) is True  # it was stopped, so this changes it
+        else:
+            assert a.set_online(False, now) is True
+            assert a.next_deadline_ns() is None and a.state is AssociationState.DEMOBILIZED
+            assert a.set_online(True, now) is True
+        deadline = a.next_deadline_ns()
+        assert deadline is not None and deadline <= now + S // 16
+        assert a.state is AssociationState.INIT and a.unusable_reason is None
+        _, reply = exchange(a, r, deadline, offset=0, one_way=1000)
+        assert a.handle_reply(reply, deadline + 3000) is not None and a.reach == 1
+        assert a.set_online(True, now) is False  # online and polling: already
+
+
 def test_kod_rate_increases_poll() -> None:
     a = make(min_poll=4, max_poll=8)
     request = a.handle_timer(T0) or b""

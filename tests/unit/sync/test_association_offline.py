@@ -93,10 +93,15 @@ def test_burst_of_named_sources_only() -> None:
     assert all(state.association.bursting for state in core.sources.values())
 
 
-def test_demobilized_source_stays_down() -> None:
+def test_a_deny_stopped_source_stays_down_offline_and_polls_again_online() -> None:
+    """QA s19 hunt-client F4: offline and online said "already" for the same source; now
+    offline marks it offline (still stopped) and online polls it again, as chronyd, which
+    never stops polling a server that kissed DENY, would."""
     core = core_with("a")
     a = core.sources["a"].association
     a._handle_kod("DENY", a._new_request(T0))  # as a matched KoD DENY does
-    assert core.set_online("a", False, T0) is False
-    assert core.set_online("a", True, T0) is False
+    assert core.set_online("a", False, T0) is True
     assert core.next_deadline_ns() is None
+    assert core.set_online("a", True, T0) is True
+    deadline = core.next_deadline_ns()
+    assert deadline is not None and deadline - T0 <= S
