@@ -29,11 +29,16 @@ restarts after a loss (RFC 5905 A.5.1.1; chronyd's "init" timestamps).  A spoofe
 therefore only delay a start, never break a running exchange.  Reach, poll, KoD and the header
 tests are the client's (``NtpAssociation``).  Symmetric interleaved mode (RFC 9769,
 ``xleave = true``) is the subclass in ``tsyncd/sync/symmetric_xleave.py``.
+
+When we send is not the client's free-running poll timer: as chronyd does, our packets are
+timed to the peer's (``tsyncd/sync/peer_timing.py``), so that the peer with the higher stratum
+is answered as soon as its packet comes and measures us over a short span.
 """
 
 from __future__ import annotations
 
-from tsyncd.sync.association import AssociationState, NtpAssociation
+from tsyncd.sync import peer_timing
+from tsyncd.sync.association import AssociationState, NtpAssociation, poll_interval_ns
 from tsyncd.sync.sample import Sample
 from tsyncd.sync.sendlag import SendLag
 from tsyncd.wire.ntp import Leap, Mode, NtpPacket, encode_ntp, kiss_code
@@ -59,6 +64,8 @@ class SymmetricAssociation(NtpAssociation):
     _xmt: int = 0  # Transmit of our latest packet (0: none yet)
     _lag: SendLag | None = None  # clock read to kernel TX stamp of our packets
     _read_ns: int = 0  # the clock read of the packet in flight, until its TX stamp comes
+    _remote_poll: int | None = None  # the poll of the peer's last valid packet (log2 s)
+    _remote_stratum: int = peer_timing.STRATUM_UNKNOWN  # ... and its stratum
 
     def set_announced(
         self,
@@ -101,6 +108,35 @@ class SymmetricAssociation(NtpAssociation):
         )
         data = encode_ntp(packet)
         return data if self.auth is None else self.auth.protect(data)
+
+    def _interval_ns(self) -> int:
+        """From our packet just sent to the next: by the peer's timing (``peer_timing``); a
+        burst keeps the client's spacing."""
+        if self._burst_left > 1:
+            return super()._interval_ns()
+        return self._peer_delay_ns(None)
+
+    def _peer_delay_ns(self, since_tx_ns: int | None) -> int:
+        """``peer_timing``'s delay of our next packet, randomly lengthened."""
+        poll = peer_timing.transmit_poll(
+            self.poll, self._remote_poll, max(self.min_poll, self._kod_poll), self.reach != 0
+        )
+        delay = peer_timing.transmit_delay_ns(
+            poll_interval_ns(poll),
+            peer_timing.stratum_diff(self._remote_stratum, self.stratum),
+            since_tx_ns,
+        )
+        return peer_timing.lengthened(delay, self._rng)
+
+    def _heard(self, packet: NtpPacket, rx_ns: int) -> None:
+        """``packet`` is the first valid one (tests 1 and 2) since our latest: note the peer's
+        poll and stratum, and time our next packet to it (``peer_timing``; chronyd restarts
+        its timer here too, whatever the later tests say).  A burst keeps its spacing, and an
+        offline peer's next poll is set when it goes online."""
+        self._remote_poll = packet.poll
+        self._remote_stratum = packet.stratum
+        if self._next_ns is not None and self.online and self._burst_left <= 1:
+            self._next_ns = rx_ns + self._peer_delay_ns(rx_ns - self._t1_ns)
 
     def _packet_timestamps(self, now_ns: int) -> tuple[int, int, int]:
         """(Origin, Receive, Transmit) of the packet sent now: basic mode (RFC 5905 §9)."""
@@ -179,6 +215,7 @@ class SymmetricAssociation(NtpAssociation):
             return None
         self._answered = True  # one sample per packet we sent
         self._take_answer(packet.transmit_ts, rx_ns)
+        self._heard(packet, rx_ns)
         t1_ns = self._t1_ns
         code = kiss_code(packet)
         if code is not None:

@@ -163,6 +163,7 @@ class InterleavedSymmetricAssociation(SymmetricAssociation):
         previous_rx_ns = self._valid_rx_ns if self._valid_usable else None
         previous_remote_tx, previous_pair = self._remote_tx, self._prev_pair
         self._take_valid(packet, rx_ns, interleaved)
+        self._heard(packet, rx_ns)
         self.interleaved = interleaved
         if interleaved:
             self._basic_answers = self._basic_polls = 0
