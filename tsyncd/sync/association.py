@@ -173,6 +173,10 @@ class NtpAssociation:
         # The server's last reply said it is synchronized to us (that refid): not a source now.
         self.synchronized_to_us: int | None = None
         self.auth: RequestAuth | None = None  # NTS: set by the source before the first poll
+        # The samples in the source's clock filter no longer describe the server: the core
+        # empties the filter, and resets this, before it takes the reply's sample.  Only a
+        # broadcast client sets it (heard again after being unreachable).
+        self.filter_outdated = False
         self._precision_log2 = precision_log2
         self._rng = rng
         self._iburst = iburst

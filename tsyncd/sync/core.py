@@ -273,6 +273,9 @@ class SyncCore:
         if state is None:
             return []
         sample = state.association.handle_reply(data, rx_ns)
+        if state.association.filter_outdated:  # before the reply's sample: those are stale
+            state.association.filter_outdated = False
+            state.filter.clear()
         if sample is not None:
             sample = state.admit(sample)
         if sample is not None:
