@@ -249,6 +249,11 @@ class NtpAssociation:
         self.stats.packets_sent += 1
         return data
 
+    @property
+    def polled(self) -> bool:
+        """At least one poll went by: a source silent since is unreachable, not new."""
+        return self.stats.packets_sent > 0
+
     def start_burst(self, now_ns: int) -> None:
         """Send the next requests quickly (like iburst), starting now (tsyncctl burst); while
         offline, those requests only, then offline again (chronyd's burst of an offline source)."""

@@ -51,7 +51,8 @@ for reach only.
 It stays unauthenticated, as RFC 8633 warns.
 
 The timer shifts the reach register once per expected interval (``min_poll``), so a server
-that goes quiet becomes unreachable as a polled one would.  The header tests (3, 6, 7) and
+that goes quiet becomes unreachable as a polled one would; nothing is sent then, so only the
+volley's requests count as sent.  The header tests (3, 6, 7) and
 the sample bookkeeping are the client's (``NtpAssociation``).
 """
 
@@ -105,6 +106,13 @@ class BroadcastAssociation(NtpAssociation):
         if self._volley is not None:
             self._volley.next_ns += delta_ns
 
+    @property
+    def polled(self) -> bool:
+        """An interval went by: a server silent since is unreachable.  Not what was sent:
+        ``packets_sent`` (chronyc's Total TX) counts the calibration requests only (QA s19:
+        it counted intervals, so a client that never sent showed dozens)."""
+        return self.state is not AssociationState.INIT
+
     def next_deadline_ns(self) -> int | None:
         """The next reach interval, or the volley's next request if that comes first."""
         if self._volley is None or self._next_ns is None:
@@ -122,7 +130,6 @@ class BroadcastAssociation(NtpAssociation):
         if self._next_ns <= now_ns:
             self.state = AssociationState.ACTIVE
             self.reach = (self.reach << 1) & 0xFF
-            self.stats.packets_sent += 1  # intervals waited, so reach-based rules work unchanged
             self._next_ns = now_ns + poll_interval_ns(self.poll)
             self._sampled = False
         return request

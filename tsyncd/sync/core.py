@@ -110,7 +110,7 @@ class SourceState:
             name=self.name,
             reference_id=self.reference_id,
             reach=a.reach,
-            polled=a.stats.packets_sent > 0,
+            polled=a.polled,
             replied=a.stats.packets_received > 0,
             usable=a.state is not AssociationState.DEMOBILIZED,
             unusable_reason=a.unusable_reason or ("offline" if not a.online else self.rejected),

@@ -46,9 +46,13 @@ def test_offset_is_t3_minus_t4_plus_half_the_assumed_round_trip() -> None:
 
 def test_timer_never_sends_and_reach_ages() -> None:
     a = make(delay_ns=0)
+    assert not a.polled
     for i in range(8):
         assert a.handle_timer(T0 + i * S) is None
     assert a.reach == 0 and a.next_deadline_ns() == T0 + 8 * S
+    # An interval went by (the silent server is unreachable), but nothing was sent (QA s19:
+    # chronyc's Total TX counted the intervals).
+    assert a.polled and a.stats.packets_sent == 0
 
 
 def test_other_modes_and_unsynchronized_servers_are_not_used() -> None:
@@ -141,6 +145,7 @@ def test_unanswered_volley_is_bounded_and_keeps_the_configured_delay() -> None:
         samples.append(broadcast(a, now, offset=0, one_way=1000))
         assert now < T0 + 60 * S
     assert sent == VOLLEY_MAX_REQUESTS and a.calibration_failures == 1
+    assert a.stats.packets_sent == VOLLEY_MAX_REQUESTS  # what was sent, not the intervals
     assert a.broadcast_delay_ns == 4_000_000
     *during, sample = samples
     assert during == [None] * len(during)
