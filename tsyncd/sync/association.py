@@ -254,15 +254,17 @@ class NtpAssociation:
         """At least one poll went by: a source silent since is unreachable, not new."""
         return self.stats.packets_sent > 0
 
-    def start_burst(self, now_ns: int) -> None:
+    def start_burst(self, now_ns: int) -> str | None:
         """Send the next requests quickly (like iburst), starting now (tsyncctl burst); while
-        offline, those requests only, then offline again (chronyd's burst of an offline source)."""
+        offline, those requests only, then offline again (chronyd's burst of an offline source).
+        None once started, else why nothing will be sent (tsyncctl burst says so)."""
         if self.state is AssociationState.DEMOBILIZED:
-            return
+            return None
         self._burst_left = _IBURST_COUNT
         self._next_ns = now_ns
         if not self.online:
             self._offline_burst = _IBURST_COUNT
+        return None
 
     @property
     def polling(self) -> bool:

@@ -71,6 +71,7 @@ VOLLEY_MAX_REQUESTS: Final = 8  # requests per calibration volley, at most
 VOLLEY_GOOD_REPLIES: Final = 4  # valid replies that end a volley early
 _VOLLEY_MAX_SPACING_NS: Final = 2_000_000_000  # RFC 5905 BTIME
 _MODE_SERVER: Final = int(Mode.SERVER)
+_NO_BURST: Final = "a broadcast source only listens: it has no requests to send"
 _CALIBRATING: Final = "measuring the round trip (broadcast-calibrate): no samples until done"
 
 
@@ -112,6 +113,17 @@ class BroadcastAssociation(NtpAssociation):
         ``packets_sent`` (chronyc's Total TX) counts the calibration requests only (QA s19:
         it counted intervals, so a client that never sent showed dozens)."""
         return self.state is not AssociationState.INIT
+
+    def start_burst(self, now_ns: int) -> str | None:
+        """Nothing to burst: the server decides when it sends.  (The inherited burst sent
+        nothing either, but moved the next interval to now, shifting a 0 into reach at each
+        tsyncctl burst: a few in a row made the source unreachable, QA s19.)"""
+        return _NO_BURST
+
+    @property
+    def bursting(self) -> bool:
+        """Never, not even with ``iburst`` set (tsyncctl activity)."""
+        return False
 
     def next_deadline_ns(self) -> int | None:
         """The next reach interval, or the volley's next request if that comes first."""

@@ -316,11 +316,15 @@ class SyncCore:
         if state is not None:
             state.rejected = why
 
-    def burst(self, now_ns: int, names: Iterable[str] | None = None) -> None:
+    def burst(self, now_ns: int, names: Iterable[str] | None = None) -> dict[str, str]:
         """Send a quick burst of requests to sources ``names`` (default: every one; tsyncctl
-        burst)."""
+        burst); those that send none (a broadcast source), with why."""
+        skipped: dict[str, str] = {}
         for name in self.sources if names is None else names:
-            self.sources[name].association.start_burst(now_ns)
+            why = self.sources[name].association.start_burst(now_ns)
+            if why is not None:
+                skipped[name] = why
+        return skipped
 
     def set_online(self, name: str, online: bool, now_ns: int) -> bool:
         """Source ``name`` online or offline (tsyncctl online/offline); False if unchanged."""

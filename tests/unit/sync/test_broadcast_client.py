@@ -55,6 +55,29 @@ def test_timer_never_sends_and_reach_ages() -> None:
     assert a.polled and a.stats.packets_sent == 0
 
 
+def test_burst_is_skipped_and_leaves_reach_alone() -> None:
+    """QA s19 #6: tsyncctl burst sent nothing but moved the next interval to now, so each one
+    shifted a 0 into reach (nine made 377 into 20).  Now it is skipped, saying why, and an
+    iburst key does not make the source count as bursting (tsyncctl activity)."""
+    core = broadcast_core()
+    now = T0
+    for _ in range(8):
+        now += S
+        hear(core, now, 0)
+    a = core.sources["bc"].association
+    assert a.reach == 0xFF
+    deadline = a.next_deadline_ns()
+    for _ in range(9):
+        skipped = core.burst(now + S // 2)
+        assert skipped == {"bc": "a broadcast source only listens: it has no requests to send"}
+        core.handle_timer(now + S // 2)
+    assert a.reach == 0xFF and a.next_deadline_ns() == deadline
+    iburst = BroadcastAssociation(
+        min_poll=0, max_poll=0, iburst=True, precision_log2=-20, rng=random.Random(1), now_ns=T0
+    )
+    assert not iburst.bursting
+
+
 def test_other_modes_and_unsynchronized_servers_are_not_used() -> None:
     a = make(delay_ns=0)
     assert broadcast_packet(ResponseTemplate(), 1.0, T0) is None  # we know no time: silent
