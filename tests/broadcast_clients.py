@@ -9,11 +9,12 @@ from peers import Chronyd, Peers, Tsyncd, free_udp_port, wait_for
 
 
 def chronyd_broadcaster(
-    peers: Peers, name: str, allow: str, *addresses: str
+    peers: Peers, name: str, allow: str, *addresses: str, ports: tuple[int, int] | None = None
 ) -> tuple[Chronyd, int, int]:
     """chronyd at stratum 5 broadcasting every second to each of ``addresses`` and answering
-    client requests from ``allow``: (chronyd, the broadcasts' port, its NTP port)."""
-    bport, server_port = free_udp_port(), free_udp_port()
+    client requests from ``allow``: (chronyd, the broadcasts' port, its NTP port); ``ports``
+    gives those two (the server started again), else they are free ones."""
+    bport, server_port = ports or (free_udp_port(), free_udp_port())
     lines = [f"port {server_port}", f"allow {allow}", "local stratum 5"]
     lines += [f"broadcast 1 {address} {bport}" for address in addresses]
     return peers.chronyd(name, "\n".join(lines) + "\n"), bport, server_port

@@ -49,13 +49,20 @@ def makestep(ctx: click.Context, as_json: bool) -> None:
 @selector_argument
 def burst(ctx: click.Context, sources: tuple[str, ...], as_json: bool) -> None:
     """Send a quick burst of requests to SOURCEs, like 'chronyc burst' (needs root or the
-    admin group); an offline source goes offline again after it."""
+    admin group); an offline source goes offline again after it.  A broadcast source only
+    listens: it is skipped, and named."""
+
+    def human(r: dict[str, Any]) -> str:
+        lines = [f"burst started for {r.get('sources', 0)} source(s)"]
+        lines += [f"skipped {name}: {why}" for name, why in r.get("skipped", {}).items()]
+        return "\n".join(lines)
+
     show(
         ctx,
         "burst",
         dict,
         as_json,
-        lambda r: f"burst started for {r.get('sources', 0)} source(s)",
+        human,
         {"sources": list(sources)} if sources else None,  # None: what an older tsyncd takes
     )
 

@@ -45,6 +45,19 @@ def test_tsyncd_listens_to_chronyd_broadcasts(peers: Peers) -> None:
     assert isinstance(row["offset"], float) and abs(row["offset"]) < 1e-3
     assert client.ctl("status")["stratum"] == 6
 
+    # tsyncctl burst: nothing to send, so skipped, and reach left alone (QA s19: each burst
+    # shifted a 0 into it; nine made 377 into 20, and the source unreachable).
+    name = row["name"]
+    wait_for("a full reach register", lambda: client.ctl("peers")[0]["reach"] == 0o377, 20)
+    for _ in range(9):
+        answer = client.ctl("burst")
+        assert answer["sources"] == 0 and answer["skipped"].keys() == {name}
+    reach = client.ctl("peers")[0]["reach"]
+    assert bin(reach).count("1") >= 7, oct(reach)
+    text = client.run_ctl("burst", name).stdout
+    assert text == f"burst started for 0 source(s)\nskipped {name}: {answer['skipped'][name]}\n"
+    assert "broadcast" in answer["skipped"][name]
+
 
 def test_tsyncd_broadcast_server_to_tsyncd_client(peers: Peers) -> None:
     port = free_udp_port()

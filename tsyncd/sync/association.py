@@ -179,6 +179,10 @@ class NtpAssociation:
         # The server's last reply said it is synchronized to us (that refid): not a source now.
         self.synchronized_to_us: int | None = None
         self.auth: RequestAuth | None = None  # NTS: set by the source before the first poll
+        # The samples in the source's clock filter no longer describe the server: the core
+        # empties the filter, and resets this, before it takes the reply's sample.  Only a
+        # broadcast client sets it (heard again after being unreachable).
+        self.filter_outdated = False
         self._precision_log2 = precision_log2
         self._rng = rng
         self._iburst = iburst
@@ -251,15 +255,22 @@ class NtpAssociation:
         self.stats.packets_sent += 1
         return data
 
-    def start_burst(self, now_ns: int) -> None:
+    @property
+    def polled(self) -> bool:
+        """At least one poll went by: a source silent since is unreachable, not new."""
+        return self.stats.packets_sent > 0
+
+    def start_burst(self, now_ns: int) -> str | None:
         """Send the next requests quickly (like iburst), starting now (tsyncctl burst); while
         offline, those requests only, then offline again (chronyd's burst of an offline source).
-        A source a KoD DENY/RSTR stopped polls again (chronyd would never have stopped)."""
+        A source a KoD DENY/RSTR stopped polls again (chronyd would never have stopped).
+        None once started, else why nothing will be sent (tsyncctl burst says so)."""
         self._restart_after_kiss()
         self._burst_left = _IBURST_COUNT
         self._next_ns = now_ns
         if not self.online:
             self._offline_burst = _IBURST_COUNT
+        return None
 
     @property
     def polling(self) -> bool:

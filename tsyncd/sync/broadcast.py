@@ -31,20 +31,28 @@ eight filter stages of MAXDISP (16 s), so the filter dispersion halves with each
 source gets under MAXDIST (1 s) after about five; ntpd's broadcast client behaves so.  Our
 clock filter has no empty stages (``sync/filter.py``), so the first sample after the server is
 heard (reach 0 before it: first heard, or heard again after being unreachable, after any
-calibration volley) carries the empty stages instead: its dispersion is MAXDISP.  Broadcast
-samples all have the same delay, so it is the filter's oldest stage, weighed 1/2^(k+1) behind
-k newer samples: the filter dispersion is about 16 s / 2^k, as with the RFC's empty stages,
-and the source becomes selectable at its fifth good broadcast (``FIRST_BROADCASTS``), each
-agreeing with the others (their spread is the jitter, which the root distance adds).  A forger
-must then send five consistent packets before the real server's; a selected source is not
-moved by a few forged ones either (the jitter makes it too far).  Only the first broadcast of
-each reach interval (``min_poll``, the server's expected broadcast interval) is a sample, so a
-burst of forged packets is one sample, and five take five intervals (QA s17: five forged
-packets 1 s apart selected the source); later ones in the interval count for reach only.
+calibration volley) carries the empty stages instead: its dispersion is MAXDISP.  Heard again,
+the samples from before the outage go first (``filter_outdated``: the core empties the filter
+at that broadcast), as ntpd starts a new association for a broadcast server it hears again:
+kept, they made the source selectable at once, for as long as a calibration volley gave no
+sample, then unusable for five intervals once the MAXDISP sample came, then selected again (QA
+s19: a flap at every return of the server), and their delay, from an older volley, is not the
+new one.  During that volley the filter is empty and the source out, its reason saying so.
+Broadcast samples all have the same delay, so it is the filter's oldest stage, weighed
+1/2^(k+1) behind k newer samples: the filter dispersion is about 16 s / 2^k, as with the RFC's
+empty stages, and the source becomes selectable at its fifth good broadcast
+(``FIRST_BROADCASTS``), each agreeing with the others (their spread is the jitter, which the
+root distance adds).  A forger must then send five consistent packets before the real server's;
+a selected source is not moved by a few forged ones either (the jitter makes it too far).  Only
+the first broadcast of each reach interval (``min_poll``, the server's expected broadcast
+interval) is a sample, so a burst of forged packets is one sample, and five take five intervals
+(QA s17: five forged packets 1 s apart selected the source); later ones in the interval count
+for reach only.
 It stays unauthenticated, as RFC 8633 warns.
 
 The timer shifts the reach register once per expected interval (``min_poll``), so a server
-that goes quiet becomes unreachable as a polled one would.  The header tests (3, 6, 7) and
+that goes quiet becomes unreachable as a polled one would; nothing is sent then, so only the
+volley's requests count as sent.  The header tests (3, 6, 7) and
 the sample bookkeeping are the client's (``NtpAssociation``).
 """
 
@@ -63,6 +71,8 @@ VOLLEY_MAX_REQUESTS: Final = 8  # requests per calibration volley, at most
 VOLLEY_GOOD_REPLIES: Final = 4  # valid replies that end a volley early
 _VOLLEY_MAX_SPACING_NS: Final = 2_000_000_000  # RFC 5905 BTIME
 _MODE_SERVER: Final = int(Mode.SERVER)
+_NO_BURST: Final = "a broadcast source only listens: it has no requests to send"
+_CALIBRATING: Final = "measuring the round trip (broadcast-calibrate): no samples until done"
 
 
 @dataclass(slots=True)
@@ -97,6 +107,24 @@ class BroadcastAssociation(NtpAssociation):
         if self._volley is not None:
             self._volley.next_ns += delta_ns
 
+    @property
+    def polled(self) -> bool:
+        """An interval went by: a server silent since is unreachable.  Not what was sent:
+        ``packets_sent`` (chronyc's Total TX) counts the calibration requests only (QA s19:
+        it counted intervals, so a client that never sent showed dozens)."""
+        return self.state is not AssociationState.INIT
+
+    def start_burst(self, now_ns: int) -> str | None:
+        """Nothing to burst: the server decides when it sends.  (The inherited burst sent
+        nothing either, but moved the next interval to now, shifting a 0 into reach at each
+        tsyncctl burst: a few in a row made the source unreachable, QA s19.)"""
+        return _NO_BURST
+
+    @property
+    def bursting(self) -> bool:
+        """Never, not even with ``iburst`` set (tsyncctl activity)."""
+        return False
+
     def next_deadline_ns(self) -> int | None:
         """The next reach interval, or the volley's next request if that comes first."""
         if self._volley is None or self._next_ns is None:
@@ -114,7 +142,6 @@ class BroadcastAssociation(NtpAssociation):
         if self._next_ns <= now_ns:
             self.state = AssociationState.ACTIVE
             self.reach = (self.reach << 1) & 0xFF
-            self.stats.packets_sent += 1  # intervals waited, so reach-based rules work unchanged
             self._next_ns = now_ns + poll_interval_ns(self.poll)
             self._sampled = False
         return request
@@ -149,9 +176,10 @@ class BroadcastAssociation(NtpAssociation):
         if self.reach == 0:
             # First heard, or heard again after being unreachable: several broadcasts before
             # it counts, and with ``calibrate`` the round trip is measured first.
-            self._heard_anew = True
+            self._heard_anew = self.filter_outdated = True
             if self.calibrate and self._volley is None:
                 self._volley = _Volley(next_ns=rx_ns)
+                self.unusable_reason = _CALIBRATING
         self.reach |= 1
         self.stats.packets_received += 1
         self.stats.last_rx_ns = rx_ns
@@ -219,6 +247,7 @@ class BroadcastAssociation(NtpAssociation):
             self.calibration_failures += 1
         self._volley = None
         self._pending = None  # a late reply is bogus from now on
+        self.unusable_reason = None
 
     def _handle_kod(self, code: str, packet: NtpPacket) -> None:
         """A kiss to a calibration request ends the volley; broadcasts are still heard."""

@@ -110,7 +110,7 @@ class SourceState:
             name=self.name,
             reference_id=self.reference_id,
             reach=a.reach,
-            polled=a.stats.packets_sent > 0,
+            polled=a.polled,
             replied=a.stats.packets_received > 0,
             usable=a.state is not AssociationState.DEMOBILIZED,
             unusable_reason=a.unusable_reason or ("offline" if not a.online else self.rejected),
@@ -273,6 +273,9 @@ class SyncCore:
         if state is None:
             return []
         sample = state.association.handle_reply(data, rx_ns)
+        if state.association.filter_outdated:  # before the reply's sample: those are stale
+            state.association.filter_outdated = False
+            state.filter.clear()
         if sample is not None:
             sample = state.admit(sample)
         if sample is not None:
@@ -313,11 +316,15 @@ class SyncCore:
         if state is not None:
             state.rejected = why
 
-    def burst(self, now_ns: int, names: Iterable[str] | None = None) -> None:
+    def burst(self, now_ns: int, names: Iterable[str] | None = None) -> dict[str, str]:
         """Send a quick burst of requests to sources ``names`` (default: every one; tsyncctl
-        burst)."""
+        burst); those that send none (a broadcast source), with why."""
+        skipped: dict[str, str] = {}
         for name in self.sources if names is None else names:
-            self.sources[name].association.start_burst(now_ns)
+            why = self.sources[name].association.start_burst(now_ns)
+            if why is not None:
+                skipped[name] = why
+        return skipped
 
     def set_online(self, name: str, online: bool, now_ns: int) -> bool:
         """Source ``name`` online or offline (tsyncctl online/offline); False if unchanged."""

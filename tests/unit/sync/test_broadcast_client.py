@@ -46,9 +46,36 @@ def test_offset_is_t3_minus_t4_plus_half_the_assumed_round_trip() -> None:
 
 def test_timer_never_sends_and_reach_ages() -> None:
     a = make(delay_ns=0)
+    assert not a.polled
     for i in range(8):
         assert a.handle_timer(T0 + i * S) is None
     assert a.reach == 0 and a.next_deadline_ns() == T0 + 8 * S
+    # An interval went by (the silent server is unreachable), but nothing was sent (QA s19:
+    # chronyc's Total TX counted the intervals).
+    assert a.polled and a.stats.packets_sent == 0
+
+
+def test_burst_is_skipped_and_leaves_reach_alone() -> None:
+    """QA s19 #6: tsyncctl burst sent nothing but moved the next interval to now, so each one
+    shifted a 0 into reach (nine made 377 into 20).  Now it is skipped, saying why, and an
+    iburst key does not make the source count as bursting (tsyncctl activity)."""
+    core = broadcast_core()
+    now = T0
+    for _ in range(8):
+        now += S
+        hear(core, now, 0)
+    a = core.sources["bc"].association
+    assert a.reach == 0xFF
+    deadline = a.next_deadline_ns()
+    for _ in range(9):
+        skipped = core.burst(now + S // 2)
+        assert skipped == {"bc": "a broadcast source only listens: it has no requests to send"}
+        core.handle_timer(now + S // 2)
+    assert a.reach == 0xFF and a.next_deadline_ns() == deadline
+    iburst = BroadcastAssociation(
+        min_poll=0, max_poll=0, iburst=True, precision_log2=-20, rng=random.Random(1), now_ns=T0
+    )
+    assert not iburst.bursting
 
 
 def test_other_modes_and_unsynchronized_servers_are_not_used() -> None:
@@ -141,6 +168,7 @@ def test_unanswered_volley_is_bounded_and_keeps_the_configured_delay() -> None:
         samples.append(broadcast(a, now, offset=0, one_way=1000))
         assert now < T0 + 60 * S
     assert sent == VOLLEY_MAX_REQUESTS and a.calibration_failures == 1
+    assert a.stats.packets_sent == VOLLEY_MAX_REQUESTS  # what was sent, not the intervals
     assert a.broadcast_delay_ns == 4_000_000
     *during, sample = samples
     assert during == [None] * len(during)
@@ -178,7 +206,7 @@ def test_unreachable_then_heard_again_recalibrates_and_a_kiss_ends_a_volley() ->
 # ---------------------------------------------------------------- several broadcasts to count
 
 
-def broadcast_core() -> SyncCore:
+def broadcast_core(*, calibrate: bool = False) -> SyncCore:
     """A core with one broadcast source ("bc", 1 s interval) and a discipline that steps."""
     disc = Discipline(DisciplineConfig(), initial_frequency_ppm=None, now_ns=T0)
     core = SyncCore(
@@ -193,6 +221,7 @@ def broadcast_core() -> SyncCore:
         rng=random.Random(1),
         now_ns=T0,
         broadcast_delay_ns=200_000,
+        broadcast_calibrate=calibrate,
     )
     return core
 
@@ -276,3 +305,51 @@ def test_heard_again_or_reset_the_source_needs_several_broadcasts_again() -> Non
     hear(core, now, 0)
     assert not core.selection.synchronized
     assert core.sources["bc"].filter.samples()[-1].dispersion_ns == MAXDISP_NS
+
+
+def tick(core: SyncCore, server: NtpResponder, at_ns: int) -> None:
+    """One broadcast interval of a server 100 µs away that answers client requests: the timer
+    at ``at_ns`` (a volley request answered at once), then its broadcast."""
+    requests, _ = core.handle_timer(at_ns)
+    for name, request in requests:
+        core.handle_sent(name, at_ns)
+        _, reply = server.handle_request(request, CLIENT_IP, at_ns + 100_000, at_ns + 101_000)
+        assert reply is not None
+        core.handle_reply(name, reply, at_ns + 201_000)
+    packet = broadcast_packet(SERVER, 1.0, at_ns + S // 2)
+    assert packet is not None
+    core.handle_reply("bc", packet, at_ns + S // 2 + 100_000)
+
+
+def test_heard_again_a_calibrating_source_is_not_selected_on_its_samples_from_before() -> None:
+    """QA s19 #1: with calibration, the server back after an outage was selected at its first
+    broadcast, on the samples from before the outage (the volley gives none), then unusable
+    for five intervals once the volley ended, then selected again.  Now the old samples go at
+    that first broadcast: the source stays out through the volley and is selected at its
+    FIRST_BROADCASTS-th sample after it, as when first heard."""
+    core, (_, server) = broadcast_core(calibrate=True), calibrating()
+    a = core.sources["bc"].association
+    now = T0
+    while core.selection.selected != "bc":  # first heard: a volley, then five samples
+        now += S
+        tick(core, server, now)
+        assert now < T0 + 30 * S
+    assert a.calibrations == 1
+    for _ in range(9):  # the server goes quiet: unreachable
+        now += S
+        core.handle_timer(now)
+    assert a.reach == 0 and not core.selection.synchronized
+    intervals = 0
+    while core.selection.selected != "bc":
+        now += S
+        intervals += 1
+        tick(core, server, now)
+        if a.calibrating:
+            assert not core.selection.synchronized, "selected on samples from before"
+            assert core.selection.reasons["bc"].startswith("measuring the round trip")
+        assert intervals < 30
+    assert a.calibrations == 2
+    # The volley (VOLLEY_GOOD_REPLIES requests, one an interval, from the interval after the
+    # first broadcast), then FIRST_BROADCASTS samples, one an interval.
+    assert intervals == 1 + VOLLEY_GOOD_REPLIES + FIRST_BROADCASTS - 1
+    assert len(core.sources["bc"].filter) == FIRST_BROADCASTS
