@@ -34,8 +34,10 @@ def make_pki(
     *,
     valid_days: tuple[float, float] = (-1, 30),
     alt_names: bool = True,
+    addresses: tuple[str, ...] = (),
 ) -> Pki:
-    """Write a CA, a server certificate for ``names``, 127.0.0.1 and ::1, and its key; the
+    """Write a CA, a server certificate for ``names``, 127.0.0.1, ::1 and ``addresses`` (the
+    IPs clients reach it at elsewhere, e.g. in a test's own network namespace), and its key; the
     server certificate is valid from ``valid_days[0]`` to ``valid_days[1]`` days from now
     (e.g. ``(-30, -1)``: expired).  ``alt_names=False``: no subjectAltName, the first name in
     the subject's CN only (as certificates before RFC 6125)."""
@@ -80,7 +82,10 @@ def make_pki(
         builder = builder.add_extension(
             x509.SubjectAlternativeName(
                 [x509.DNSName(n) for n in names]
-                + [x509.IPAddress(ipaddress.ip_address(a)) for a in ("127.0.0.1", "::1")]
+                + [
+                    x509.IPAddress(ipaddress.ip_address(a))
+                    for a in ("127.0.0.1", "::1", *addresses)
+                ]
             ),
             critical=False,
         )
