@@ -43,6 +43,8 @@ class CliError(click.ClickException):
 
 JSON_WANTED = "tsyncctl.json"
 """Key in the main command's ``Context.meta``: a command's ``--json`` was given."""
+_JSON_PRINTED = "tsyncctl.json-printed"
+"""Key in ``Context.meta``: the command printed its JSON document (``print_json``)."""
 
 
 def print_json_error(exc: click.ClickException) -> None:
@@ -75,14 +77,30 @@ class TsyncctlGroup(click.Group):
             except QueryError as exc:
                 raise CliError(str(exc)) from None
         except click.ClickException as exc:
-            if ctx.params.get("as_json") or ctx.meta.get(JSON_WANTED):
+            if self._json_wanted(ctx) and not ctx.meta.get(_JSON_PRINTED):
                 print_json_error(exc)
             raise
 
+    def _json_wanted(self, ctx: click.Context) -> bool:
+        """The failed command prints JSON: its ``--json`` (or the main command's) was taken,
+        or its arguments were refused before it could be, with the main command's
+        ``--json`` and a command that has the option.  Not for the commands that print text
+        only (``waitsync``, ``keygen``), nor once the command's own JSON went out: stdout
+        then holds one JSON document, and the error is on stderr (``query``'s replies)."""
+        if ctx.meta.get(JSON_WANTED):
+            return True
+        name = ctx.invoked_subcommand
+        command = self.get_command(ctx, name) if ctx.params.get("as_json") and name else None
+        return command is not None and any(p.name == "as_json" for p in command.params)
+
 
 def print_json(value: Any) -> None:
-    """Print ``value`` as indented JSON, for scripts."""
+    """Print ``value`` as indented JSON, for scripts (the command's one document: a failure
+    after it is not printed as JSON too, ``TsyncctlGroup``)."""
     click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.meta[_JSON_PRINTED] = True
 
 
 def call(ctx: click.Context, method: str, params: dict[str, Any] | None = None) -> Any:

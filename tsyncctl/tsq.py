@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import json
 import logging
 import os
 import socket
@@ -30,6 +29,7 @@ from typing import Any, Final
 
 import click
 
+from tsyncctl.group import print_json
 from tsyncctl.options import json_option
 from tsyncd.config import TSQ_DATAGRAM_PORT as DATAGRAM_PORT
 from tsyncd.config import TSQ_STREAM_PORT as STREAM_PORT
@@ -292,7 +292,7 @@ def query_command(
         reply_timeout=reply_timeout,
     )
     if as_json:
-        click.echo(json.dumps([_as_json(r) for r in results], indent=2))
+        print_json([_as_json(r) for r in results])
     else:
         for r in results:
             for i, s in enumerate(r.samples, 1):

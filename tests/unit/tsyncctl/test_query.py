@@ -290,6 +290,19 @@ def test_cli_query_no_reply_is_one_line_exit_1(
     )
 
 
+def test_cli_query_json_failure_is_one_json_document(
+    fake_server: Callable[[Responder, str], int],
+) -> None:
+    """The outcome (its ``errors``) is the one document on stdout: no ``{"error": ...}`` after
+    it, which would break ``json.load`` (QA s19); the reason is on stderr, exit 1."""
+    port = fake_server(lambda request: None, "127.0.0.1")
+    result = CliRunner().invoke(cli, ["--json", "query", f"127.0.0.1:{port}", "-t", "0.2"])
+    assert result.exit_code == 1
+    outcome = json.loads(result.stdout)
+    assert outcome["replies"] == [] and outcome["errors"] == ["no reply within 0.2 s"]
+    assert result.stderr.startswith("tsyncctl: no good reply from")
+
+
 def test_cli_query_kod_is_reported(fake_server: Callable[[Responder, str], int]) -> None:
     def kod(request: NtpPacket) -> NtpPacket:
         return NtpPacket(

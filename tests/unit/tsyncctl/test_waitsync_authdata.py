@@ -136,6 +136,15 @@ def test_waitsync_command_fails_after_max_tries(short_dir: Path) -> None:
     assert result.stderr == "tsyncctl: not synchronized after 2 tries\n"
 
 
+def test_waitsync_prints_text_only_even_with_the_main_commands_json(short_dir: Path) -> None:
+    """waitsync has no JSON output (as chronyc's): a failure adds no JSON to its text lines."""
+    with serve(short_dir / "w.sock", {"tracking": lambda _p: GOOD}) as server:
+        result = run("-s", str(server.socket_path), "--json", "waitsync", "2", "0.001", "0", "0.1")
+    assert result.exit_code == 1
+    assert [line.startswith("try: ") for line in result.stdout.splitlines()] == [True, True]
+    assert result.stderr == "tsyncctl: not synchronized after 2 tries\n"
+
+
 def test_waitsync_keeps_asking_while_the_daemon_is_not_up(short_dir: Path) -> None:
     result = run("-s", str(short_dir / "absent.sock"), "waitsync", "2", "0", "0", "0.1")
     assert result.exit_code == 1
