@@ -56,6 +56,7 @@ class SnapshotViews:
     _waiting: dict[str, asyncio.Event]  # offline NTS sources before their first NTS-KE
     _address_waits: dict[str, str]  # servers by name polling nothing (addresses in use) -> why
     _resolve_failures: dict[str, str]  # source -> why its name did not resolve last time
+    _pool_shortfalls: dict[str, str]  # pool -> why it has too few members after resolving
     _association_source: dict[str, str]  # association name -> the source that made it
     _source_configs: dict[str, SourceConfig]
     _started_ns: int
@@ -240,7 +241,11 @@ class SnapshotViews:
 
     def _resolving_note(self, cfg: SourceConfig) -> str:
         """The Note of a source whose name has not resolved yet: the name, and why the last
-        try failed (which the log says only after the resolver's retries)."""
+        try failed (which the log says only after the resolver's retries); of a pool that
+        resolved but could take none of the addresses, why (``run_pool``'s ``report``)."""
+        shortfall = self._pool_shortfalls.get(cfg.name)
+        if shortfall:  # resolved, but no address it gave could be taken
+            return shortfall
         failure = self._resolve_failures.get(cfg.name)
         return f"resolving {cfg.address.host}" + (f" (last try: {failure})" if failure else "")
 

@@ -50,6 +50,7 @@ class SourceAdmin(SourceMobilizer):
         self._refresh_events = {}
         self._address_waits = {}
         self._resolve_failures = {}
+        self._pool_shortfalls = {}
         self._kiss_log = KissLog()
         self._reload_task = None
         self._not_started = set()
@@ -284,6 +285,7 @@ class SourceAdmin(SourceMobilizer):
         self._refresh_events.pop(name, None)
         self._address_waits.pop(name, None)
         self._resolve_failures.pop(name, None)
+        self._pool_shortfalls.pop(name, None)
         nts = self.nts_sources.pop(name, None)
         if nts is not None:
             nts.association = None

@@ -62,6 +62,7 @@ class SourceMobilizer:
     _refresh_events: dict[str, asyncio.Event]  # source name -> set by tsyncctl refresh
     _address_waits: dict[str, str]  # server by name -> why it polls nothing (addresses in use)
     _resolve_failures: dict[str, str]  # source -> why its own name did not resolve last time
+    _pool_shortfalls: dict[str, str]  # pool -> why it has too few members after resolving
     _kiss_log: KissLog  # which sources' KoDs were logged
 
     def _apply(self, actions: list[ClockAction]) -> None:
@@ -92,6 +93,7 @@ class SourceMobilizer:
                 status=lambda ip: self._member_status(cfg.name, _join_host_port(ip, port)),
                 now_ns=self.clock.now_ns,
                 refresh=self._refresh_event(cfg.name),
+                report=lambda why: self._pool_shortfalls.__setitem__(cfg.name, why),
             )
             return
         ips = await self._resolve_retrying(cfg)

@@ -88,6 +88,30 @@ def test_a_pool_never_polls_an_address_another_source_polls(peers: Peers) -> Non
     assert modes == [(f"127.0.0.2:{ntp_port}", "server"), (f"127.0.0.3:{ntp_port}", "pool")]
 
 
+def test_a_pool_whose_every_address_is_polled_says_so_not_resolving(peers: Peers) -> None:
+    """The pool resolved, but its one address is a server's: its row says why it polls
+    nothing, as a server by name's does, not "resolving" as if DNS had not answered (QA s19)."""
+    hosts = "127.0.0.2 srv.test\n127.0.0.2 pool.test\n"
+    ntp_port, dns_port, _dns = peers.pool_peers(hosts, (2,))
+    poll = "iburst = true\nmin-poll = -3\nmax-poll = -3\n"
+    client = peers.tsyncd(
+        "tsyncd-client",
+        f'[resolver]\nservers = ["127.0.0.1:{dns_port}"]\n'
+        f'[[source]]\nmode = "server"\naddress = "srv.test:{ntp_port}"\n{poll}'
+        f'[[source]]\nmode = "pool"\nname = "p"\naddress = "pool.test:{ntp_port}"\ncount = 2\n'
+        f"{poll}",
+    )
+
+    def pool_row() -> dict[str, object] | None:
+        rows = [r for r in client.ctl("peers") if r["name"] == "p"]
+        return rows[0] if rows and "polls it already" in str(rows[0]["state_reason"]) else None
+
+    row = wait_for("the pool's row to say why it polls nothing", pool_row, timeout=30)
+    note = str(row["state_reason"])
+    assert "resolving" not in note and "0 of 2 addresses usable" in note, note
+    assert f"127.0.0.2 not used: srv.test:{ntp_port} polls it already" in note, note
+
+
 def test_a_pool_short_of_addresses_asks_dns_less_and_less_often(peers: Peers) -> None:
     """DNS gives one address for a pool of two: each lookup that leaves it short doubles the
     wait before the next (from 8 min-polls: 1 s here), the shortfall is said once at INFO,

@@ -33,11 +33,13 @@ async def run_pool(
     status: MemberStatus,
     now_ns: Callable[[], int],
     refresh: asyncio.Event | None = None,
+    report: Callable[[str], None] | None = None,
 ) -> None:
     """Keep ``members.count`` good addresses of pool ``name`` mobilized, until cancelled.
     ``add(ip)`` mobilizes a member and returns None, or why it cannot (another source polls
     that address, its socket cannot be opened).  ``refresh`` set (tsyncctl refresh): resolve
-    now, and replace members DNS no longer gives."""
+    now, and replace members DNS no longer gives.  ``report(why)`` after each resolution:
+    why the pool is short ("" when it is not), for ``tsyncctl sources``."""
     refresh = refresh or asyncio.Event()
     shortfall = ""  # the last shortfall logged at INFO; the same again goes to DEBUG
     while True:
@@ -52,12 +54,15 @@ async def run_pool(
             except OSError as exc:
                 log.warning("cannot resolve pool %s: %s; retrying", name, exc)
                 members.resolution_failed(now)
+                if report is not None:
+                    report("")  # the Note says why the name did not resolve instead
             else:
                 for ip in members.stale(ips) if refreshing else []:
                     log.info("pool %s: replacing %s: no longer in DNS", name, ip)
                     members.drop(ip, now, bad=False)
                     remove(ip)
                 chosen = members.choose(ips, now)
+                refusals: list[str] = []
                 for ip in chosen:
                     refused = add(ip)
                     if refused is not None:
@@ -65,7 +70,10 @@ async def run_pool(
                         # could not be opened: not ours to watch; try it again later.
                         log.info("pool %s: %s not used: %s", name, ip, refused)
                         members.refuse(ip, now)
+                        refusals.append(f"{ip} not used: {refused}")
                 shortfall = _log_shortfall(name, members, now, shortfall)
+                if report is not None:
+                    report(_shortfall_note(shortfall, len(ips), refusals))
         for ip in list(members.members):
             current = status(ip)
             if current is None:
@@ -79,6 +87,17 @@ async def run_pool(
                 remove(ip)
         with contextlib.suppress(TimeoutError):
             await wait_for(refresh.wait(), _CHECK_INTERVAL_S)
+
+
+def _shortfall_note(shortfall: str, resolved: int, refusals: list[str]) -> str:
+    """Why a pool is short after a resolution of ``resolved`` addresses ("" if it is not):
+    the shortfall, then the first refusals (a pool whose every address another source polls
+    would otherwise look as if it were still resolving)."""
+    if not shortfall:
+        return ""
+    shown = "; ".join(refusals[:2]) + ("; ..." if len(refusals) > 2 else "")
+    why = f" ({shown})" if shown else " (the rest kept out as bad)" if resolved else ""
+    return f"resolved {resolved} address{'es' if resolved != 1 else ''}, {shortfall}{why}"
 
 
 def _log_shortfall(name: str, members: PoolMembers, now_ns: int, logged: str) -> str:
