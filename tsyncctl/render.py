@@ -33,15 +33,13 @@ MODE_SYMBOLS = {
     "tsq": "^",
     "peer": "=",
     "broadcast": "~",
-    "refclock": "#",
 }
 """chronyc sources' M column: ``^`` a server (chronyc's for NTS servers and pool members too,
-and ours for TSQ, which is client/server time over QUIC), ``=`` a symmetric peer, ``#`` a
-reference clock; chronyc has no broadcast client, so ours is ``~`` (time coming over the air
-to everyone).  A row without a mode (an older tsyncd) shows a blank."""
-MODE_LEGEND = (
-    "M: ^ server (pool member, NTS, TSQ)  = symmetric peer  ~ broadcast  # reference clock"
-)
+and ours for TSQ, which is client/server time over QUIC), ``=`` a symmetric peer; chronyc
+has no broadcast client, so ours is ``~`` (time coming over the air to everyone).  chronyc's
+``#`` (a reference clock) joins when tsyncd has reference clocks.  A row without a mode (an
+older tsyncd) shows a blank."""
+MODE_LEGEND = "M: ^ server (pool member, NTS, TSQ)  = symmetric peer  ~ broadcast"
 OFFSET_LEGEND = (
     "Offset: source minus local clock (RFC 5905), + local clock slow, - fast"
     " (chronyc shows the opposite sign)"
