@@ -205,8 +205,18 @@ def _with_drops(why: str, drops: tuple[tuple[str, int], ...]) -> str:
     return f"{why}: {total} dropped, {reasons}"
 
 
-def _seconds(ns: int) -> str:
-    return f"{ns / _NS_PER_S:.3g} s"
+def _seconds(ns: int, digits: int = 3) -> str:
+    return f"{ns / _NS_PER_S:.{digits}g} s"
+
+
+def _exceeds(ns: int, limit_ns: int) -> str:
+    """"X exceeds LIMIT" with as many digits as it takes for X to read larger (1.0004 s over
+    1 s is not "1 s exceeds 1 s")."""
+    for digits in range(3, 10):
+        value, limit = _seconds(ns, digits), _seconds(limit_ns, digits)
+        if value != limit:
+            break
+    return f"{value} exceeds {limit}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -397,7 +407,7 @@ class SystemProcess:
         limit = max_distance_ns(c.poll_log2, self.max_distance_ns)
         if dist > limit:
             return _Rejected(
-                "unusable", f"distance {_seconds(dist)} exceeds {_seconds(limit)}", "d"
+                "unusable", f"distance {_exceeds(dist, limit)}", "d"
             )
         if self._announced is not None and c.name != self._selected:
             refid, stratum = self._announced

@@ -8,6 +8,7 @@ from tsyncd.sync.system import (
     LOCAL_REFID,
     Candidate,
     SystemProcess,
+    _exceeds,
     max_distance_ns,
     root_distance_ns,
 )
@@ -417,3 +418,9 @@ def test_clustering_never_drops_the_system_peer_or_a_prefer_source() -> None:
         NOW,
     )
     assert d.selected == "b" and d.selection["b"].code == "*"
+
+
+def test_a_distance_just_over_the_limit_reads_larger_than_it() -> None:
+    """QA s19: "distance 1 s exceeds 1 s" while a broadcast source warmed up (3 digits)."""
+    assert _exceeds(1_000_400_000, 1_000_000_000) == "1.0004 s exceeds 1 s"
+    assert _exceeds(1_300_000_000, 1_000_000_000) == "1.3 s exceeds 1 s"
