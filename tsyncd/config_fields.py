@@ -389,18 +389,33 @@ _NETWORK_ENTRY: Final = f'{NETWORK} or "all"'
 
 def parse_network(entry: object) -> Network:
     """One allow/deny network: an IP address or CIDR network (host bits ignored, as chrony
-    does), never inside ::ffff:0:0/96; ValueError if not, whose text says what to write
-    instead for an IPv4-mapped one (empty for any other: the caller says ``NETWORK``).  The
-    config's entries and ``tsyncctl allow``/``deny`` alike."""
+    does), never inside ::ffff:0:0/96 and without a zone ID; ValueError if not, whose text
+    says what to write instead for an IPv4-mapped or zoned one (empty for any other: the
+    caller says ``NETWORK``).  The config's entries and ``tsyncctl allow``/``deny`` alike."""
     try:
         if not isinstance(entry, str):
             raise ValueError(entry)
         network = ip_network(entry, strict=False)
     except ValueError:
         raise ValueError() from None
+    if "%" in entry:  # a zone ID: ip_network keeps it, or drops it when it masks host bits
+        raise ValueError(without_zone(entry))
     if isinstance(network, IPv6Network) and network.subnet_of(_MAPPED):
         raise ValueError(_ipv4_form(network))
     return network
+
+
+def without_zone(entry: str) -> str:
+    """What an allow/deny entry or accheck address with a zone ID (``fe80::1%eth0``) expected:
+    a client is matched by its address alone, on every interface, so a rule cannot keep to
+    one zone, and ignoring the zone would give a wider rule than was written (chronyc
+    refuses it too)."""
+    address, _, rest = entry.partition("%")
+    _, slash, bits = rest.partition("/")
+    return (
+        "an address without a zone ID (a rule holds an address on every interface, so the zone "
+        f"would be ignored): write {_toml_repr(address + slash + bits)}"
+    )
 
 
 def _networks_field(key: str) -> _Field:

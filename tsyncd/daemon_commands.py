@@ -13,7 +13,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any, Final
 
-from tsyncd.config_fields import NETWORK, parse_network
+from tsyncd.config_fields import NETWORK, parse_network, without_zone
 from tsyncd.control.rpc import InvalidParams
 from tsyncd.net.udp import listen_text, receives_from
 from tsyncd.servers.responder import AccessList, client_ip
@@ -96,6 +96,8 @@ class ChronycCommands:
         from the address's family (an IPv4 one from IPv6, an IPv6-only one from IPv4) is not
         asked: its row says ``"reason": "unreachable"``."""
         address = params.get("address")
+        if isinstance(address, str) and "%" in address:  # client_ip would drop the zone
+            raise InvalidParams(f"accheck: address {address!r}: expected {without_zone(address)}")
         try:
             ip = client_ip(address) if isinstance(address, str) else None
         except ValueError:
