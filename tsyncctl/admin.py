@@ -418,7 +418,8 @@ def delete(ctx: click.Context, name: str, as_json: bool) -> None:
     )
 
 
-_ACCESS_HELP = """SUBNET is an IP address or CIDR network; without it, every address (IPv4 and
+_ACCESS_HELP = """SUBNET is an IP address or CIDR network, or as in chrony a short IPv4 one
+('10.2' is 10.2.0.0/16, '0/0' every IPv4 address); without it, every address (IPv4 and
 IPv6).  'all' also drops the rules of the networks inside SUBNET, so this one decides for all
 of them.  As in chrony, the most specific network that holds a client decides, and a client
 no rule holds is refused.  Every [[server]] of the running tsyncd (its worker processes too),

@@ -383,26 +383,50 @@ def _ipv4_mapped(host: str) -> str | None:
 
 
 _MAPPED: Final = IPv6Network("::ffff:0:0/96")
-NETWORK: Final = 'IP address or CIDR network (e.g. "192.0.2.0/24", "2001:db8::/32")'
+NETWORK: Final = (
+    'IP address or CIDR network (e.g. "192.0.2.0/24", "2001:db8::/32"; as in chrony, "192.0.2" '
+    'is 192.0.2.0/24 and "0/0" every IPv4 address)'
+)
+# chrony's short IPv4 network (chrony.conf(5), allow): 1 to 3 numbers, the network's leading
+# octets, and /BITS or else 8 bits per number: "10" is 10.0.0.0/8, "0/0" 0.0.0.0/0.
+_SHORT_IPV4: Final = re.compile(r"(?P<octets>[0-9]+(?:\.[0-9]+){0,2})(?:/(?P<bits>[0-9]+))?")
 _NETWORK_ENTRY: Final = f'{NETWORK} or "all"'
 
 
 def parse_network(entry: object) -> Network:
-    """One allow/deny network: an IP address or CIDR network (host bits ignored, as chrony
+    """One allow/deny network as chrony writes it: an IP address, a CIDR network, or
+    chrony's short IPv4 network ("10.2" = 10.2.0.0/16, "0/0"; host bits ignored, as chrony
     does), never inside ::ffff:0:0/96 and without a zone ID; ValueError if not, whose text
     says what to write instead for an IPv4-mapped or zoned one (empty for any other: the
-    caller says ``NETWORK``).  The config's entries and ``tsyncctl allow``/``deny`` alike."""
+    caller says ``NETWORK``).  The config's entries and ``tsyncctl allow``/``deny`` alike, so
+    a chronyc user's words work in both."""
+    if not isinstance(entry, str):
+        raise ValueError()
     try:
-        if not isinstance(entry, str):
-            raise ValueError(entry)
-        network = ip_network(entry, strict=False)
+        network: Network = ip_network(entry, strict=False)
     except ValueError:
-        raise ValueError() from None
+        network = _short_ipv4_network(entry)
     if "%" in entry:  # a zone ID: ip_network keeps it, or drops it when it masks host bits
         raise ValueError(without_zone(entry))
     if isinstance(network, IPv6Network) and network.subnet_of(_MAPPED):
         raise ValueError(_ipv4_form(network))
     return network
+
+
+def _short_ipv4_network(entry: str) -> IPv4Network:
+    """chrony's short IPv4 network (``_SHORT_IPV4``); ValueError if ``entry`` is not one."""
+    short = _SHORT_IPV4.fullmatch(entry)
+    if short is None:
+        raise ValueError()
+    octets = [int(text) for text in short["octets"].split(".")]
+    if max(octets) > 255:
+        raise ValueError()
+    bits = 8 * len(octets) if short["bits"] is None else int(short["bits"])
+    address = IPv4Address(bytes(octets + [0] * (4 - len(octets))))
+    try:
+        return IPv4Network((address, bits), strict=False)
+    except ValueError:  # above 32 bits: the caller says what is expected
+        raise ValueError() from None
 
 
 def without_zone(entry: str) -> str:

@@ -4,7 +4,14 @@ tests/unit/test_config_listen.py)."""
 
 from __future__ import annotations
 
-from tests.config_errors import errors
+import json
+from ipaddress import ip_network
+
+import pytest
+
+from tests.config_errors import P, errors
+from tsyncd.config import parse_config
+from tsyncd.config_fields import NETWORK
 
 ZONE = (
     "expected an address without a zone ID (a rule holds an address on every interface, so the "
@@ -24,4 +31,32 @@ def test_a_zone_id_is_refused_not_ignored() -> None:
     ) == [
         f'server[0].allow[0] = "fe80::1%lo": {ZONE} "fe80::1"',
         f'server[1].deny = "fe80::1%eth0/64": {ZONE} "fe80::1/64"',
+    ]
+
+
+@pytest.mark.parametrize(
+    ("entry", "network"),
+    [
+        # chrony.conf(5) allow: fewer than 4 numbers are the network's leading octets.
+        ("10", "10.0.0.0/8"),
+        ("10.2", "10.2.0.0/16"),
+        ("192.0.2", "192.0.2.0/24"),
+        ("0/0", "0.0.0.0/0"),
+        ("10/8", "10.0.0.0/8"),
+        ("10.2/24", "10.2.0.0/24"),
+        ("10.2.3/22", "10.2.0.0/22"),  # host bits ignored, as with the full forms
+        ("192.0.2.9", "192.0.2.9/32"),
+        ("2001:db8::/32", "2001:db8::/32"),
+    ],
+)
+def test_chronys_short_networks(entry: str, network: str) -> None:
+    for key in ("allow", "deny"):
+        (server,) = parse_config({"server": [{key: [entry]}]}, P).servers
+        assert getattr(server, key) == (ip_network(network),)
+
+
+@pytest.mark.parametrize("entry", ["10.256", "1.2.3.4.5", "10/33", "10.2/", "/8", "10./8", "1٣"])
+def test_what_is_not_a_short_network(entry: str) -> None:
+    assert errors({"server": [{"deny": entry}]}) == [
+        f'server[0].deny = {json.dumps(entry, ensure_ascii=False)}: expected {NETWORK} or "all"'
     ]

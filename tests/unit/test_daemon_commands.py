@@ -104,6 +104,21 @@ def test_bad_params_change_nothing(params: dict[str, Any], error: str) -> None:
     assert [s.access for s in commands.servers] == before and commands.refreshed == 0
 
 
+def test_chronys_short_networks_are_taken() -> None:
+    # hunt-new #5: chronyc's "allow 10.2" is 10.2.0.0/16, "0/0" every IPv4 address.
+    commands = Commands(CONFIGS[1:])
+    call(commands, "deny", {"subnet": "127.1"})
+    call(commands, "allow", {"subnet": "127.1.2/24"})
+    call(commands, "allow", {"subnet": "0/0"})
+    assert commands.servers[0].access.rules == {
+        net("0.0.0.0/0"): True,
+        net("127.0.0.0/8"): True,
+        net("127.1.0.0/16"): False,
+        net("127.1.2.0/24"): True,
+    }
+    assert verdicts(commands, "127.1.3.4") == ["denied"]
+
+
 def test_accheck_refuses_an_address_with_a_zone() -> None:
     # hunt-new #4: the rules hold fe80::1 on every interface, so "%lo" would be ignored.
     with pytest.raises(InvalidParams) as caught:
