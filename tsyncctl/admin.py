@@ -14,6 +14,7 @@ import click
 from click.core import ParameterSource
 
 from tsyncctl.group import cli, selector_argument, show
+from tsyncctl.hostnames import for_tsyncd
 from tsyncctl.options import json_option
 
 
@@ -419,12 +420,12 @@ def delete(ctx: click.Context, name: str, as_json: bool) -> None:
 
 
 _ACCESS_HELP = """SUBNET is an IP address or CIDR network, or as in chrony a short IPv4 one
-('10.2' is 10.2.0.0/16, '0/0' every IPv4 address); without it, every address (IPv4 and
-IPv6).  'all' also drops the rules of the networks inside SUBNET, so this one decides for all
-of them.  As in chrony, the most specific network that holds a client decides, and a client
-no rule holds is refused.  Every [[server]] of the running tsyncd (its worker processes too),
-until a restart: the config file is not changed, and a reload keeps the change (needs root or
-the admin group)."""
+('10.2' is 10.2.0.0/16, '0/0' every IPv4 address) or a host name (resolved here, as chronyc
+does: its first address); without it, every address (IPv4 and IPv6).  'all' also drops the rules
+of the networks inside SUBNET, so this one decides for all of them.  As in chrony, the most
+specific network that holds a client decides, and a client no rule holds is refused.  Every
+[[server]] of the running tsyncd (its worker processes too), until a restart: the config file is
+not changed, and a reload keeps the change (needs root or the admin group)."""
 
 
 def _access_command(method: str, summary: str) -> None:
@@ -447,7 +448,8 @@ def _access_command(method: str, summary: str) -> None:
                 for row in r.get("servers", [])
             )
 
-        params = {"subnet": subnets[0] if subnets else None, "all": replace_inside}
+        subnet = for_tsyncd(method, subnets[0]) if subnets else None
+        params = {"subnet": subnet, "all": replace_inside}
         show(ctx, method, dict, as_json, human, params)
 
 

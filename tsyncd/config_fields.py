@@ -391,6 +391,32 @@ NETWORK: Final = (
 # octets, and /BITS or else 8 bits per number: "10" is 10.0.0.0/8, "0/0" 0.0.0.0/0.
 _SHORT_IPV4: Final = re.compile(r"(?P<octets>[0-9]+(?:\.[0-9]+){0,2})(?:/(?P<bits>[0-9]+))?")
 _NETWORK_ENTRY: Final = f'{NETWORK} or "all"'
+_NAME_IN_CONFIG: Final = (
+    "write its address (tsyncd would resolve it in the loop that serves time, at start and at "
+    "every reload; tsyncctl allow and deny take host names, as chronyc does)"
+)
+
+
+class HostName(ValueError):
+    """An allow/deny entry that is a host name, which chrony takes for its address.  Only
+    ``tsyncctl`` resolves it (as chronyc does): tsyncd reads its config, and answers
+    ``allow``/``deny``, in the event loop that serves time, where a slow DNS answer would
+    stall the NTP server and every source, at start and at each reload."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"{_toml_repr(name)} is a host name")
+        self.name = name
+
+
+def is_host_name(text: str) -> bool:
+    """Whether ``text`` is an RFC 1123 host name (not an IP address or a network)."""
+    if "/" in text:
+        return False
+    try:
+        _check_host(text)
+    except ValueError:
+        return False
+    return not text.removesuffix(".").split(".")[-1].isdigit()  # "10.2.3.4.5": no name
 
 
 def parse_network(entry: object) -> Network:
@@ -398,14 +424,20 @@ def parse_network(entry: object) -> Network:
     chrony's short IPv4 network ("10.2" = 10.2.0.0/16, "0/0"; host bits ignored, as chrony
     does), never inside ::ffff:0:0/96 and without a zone ID; ValueError if not, whose text
     says what to write instead for an IPv4-mapped or zoned one (empty for any other: the
-    caller says ``NETWORK``).  The config's entries and ``tsyncctl allow``/``deny`` alike, so
-    a chronyc user's words work in both."""
+    caller says ``NETWORK``), and ``HostName`` for a host name (never resolved here).  The
+    config's entries and ``tsyncctl allow``/``deny`` alike, so a chronyc user's words work
+    in both."""
     if not isinstance(entry, str):
         raise ValueError()
     try:
         network: Network = ip_network(entry, strict=False)
     except ValueError:
-        network = _short_ipv4_network(entry)
+        try:
+            network = _short_ipv4_network(entry)
+        except ValueError:
+            if is_host_name(entry):
+                raise HostName(entry) from None
+            raise
     if "%" in entry:  # a zone ID: ip_network keeps it, or drops it when it masks host bits
         raise ValueError(without_zone(entry))
     if isinstance(network, IPv6Network) and network.subnet_of(_MAPPED):
@@ -457,6 +489,8 @@ def _networks_field(key: str) -> _Field:
                 continue
             try:
                 networks.append(parse_network(entry))
+            except HostName as exc:
+                bad.append((suffix, entry, f"{_NETWORK_ENTRY}; {exc}: {_NAME_IN_CONFIG}"))
             except ValueError as exc:
                 bad.append((suffix, entry, str(exc) or _NETWORK_ENTRY))
         if bad:

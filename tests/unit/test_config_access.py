@@ -60,3 +60,18 @@ def test_what_is_not_a_short_network(entry: str) -> None:
     assert errors({"server": [{"deny": entry}]}) == [
         f'server[0].deny = {json.dumps(entry, ensure_ascii=False)}: expected {NETWORK} or "all"'
     ]
+
+
+def test_a_host_name_is_refused_with_the_reason() -> None:
+    # chrony resolves it at start; tsyncd reads the config in its event loop at every reload
+    # too, so it would stall the server on DNS: the operator writes the address instead.
+    name = (
+        "write its address (tsyncd would resolve it in the loop that serves time, at start and "
+        "at every reload; tsyncctl allow and deny take host names, as chronyc does)"
+    )
+    assert errors({"server": [{"allow": ["10/8", "localhost"], "deny": "ntp.example."}]}) == [
+        f'server[0].allow[1] = "localhost": expected {NETWORK} or "all"; "localhost" is a host '
+        f"name: {name}",
+        f'server[0].deny = "ntp.example.": expected {NETWORK} or "all"; "ntp.example." is a host '
+        f"name: {name}",
+    ]

@@ -86,7 +86,9 @@ def test_before_the_servers_start_accheck_reads_the_config() -> None:
 @pytest.mark.parametrize(
     ("params", "error"),
     [
+        # hunt-new #5: names are resolved by tsyncctl, never in tsyncd's event loop.
         ({"subnet": "ntp.example"}, "allow: subnet 'ntp.example': expected IP address or CIDR"),
+        ({"subnet": "ntp.example"}, '"ntp.example" is a host name, which tsyncd does not resolve'),
         ({"subnet": 10}, "allow: subnet 10: expected IP address or CIDR network"),
         ({"subnet": "::ffff:10.0.0.0/104"}, 'never matches): write "10.0.0.0/8"'),
         ({"all": "yes"}, "allow: all 'yes': expected true or false"),
