@@ -444,13 +444,26 @@ def _access_command(method: str, summary: str) -> None:
         def human(r: dict[str, Any]) -> str:
             return "\n".join(
                 f"{row.get('listen')}: allow {', '.join(row.get('allow') or ['-'])};"
-                f" deny {', '.join(row.get('deny') or ['-'])}; refused: any other"
+                f" deny {', '.join(row.get('deny') or ['-'])}{_refused(row)}"
                 for row in r.get("servers", [])
             )
 
         subnet = for_tsyncd(method, subnets[0]) if subnets else None
         params = {"subnet": subnet, "all": replace_inside}
         show(ctx, method, dict, as_json, human, params)
+
+
+def _refused(row: dict[str, Any]) -> str:
+    """What happens to a client no rule of ``row`` holds: refused, unless 0.0.0.0/0 or ::/0
+    is a rule, which holds every client of its family (then none is left "other")."""
+    rules = {*(row.get("allow") or ()), *(row.get("deny") or ())}
+    left = [family for family, every in _EVERY if every not in rules]
+    if not left:
+        return ""
+    return f"; refused: any other{'' if len(left) == 2 else ' ' + left[0]}"
+
+
+_EVERY = (("IPv4", "0.0.0.0/0"), ("IPv6", "::/0"))  # a family, the rule that holds all of it
 
 
 _access_command("allow", "Serve NTP to the clients in SUBNET")

@@ -20,7 +20,8 @@ from tsyncctl.cli import cli
 from tsyncd.control.server import ControlServer
 
 CALLS: list[tuple[str, dict[str, Any]]] = []
-ANSWER = {"servers": [{"listen": "[::]:123", "allow": ["0.0.0.0/0", "::/0"], "deny": []}]}
+DEFAULT_ROW = {"listen": "[::]:123", "allow": ["0.0.0.0/0", "::/0"], "deny": []}
+ANSWER: dict[str, Any] = {"servers": [DEFAULT_ROW]}
 
 
 @pytest.fixture
@@ -58,7 +59,7 @@ def test_chronyc_words_become_params(sock: Path, args: tuple[str, ...], params: 
     result = run(sock, *args)
     assert result.exit_code == 0, result.output
     assert CALLS[:] == [(args[0], params)]
-    assert result.stdout == "[::]:123: allow 0.0.0.0/0, ::/0; deny -; refused: any other\n"
+    assert result.stdout == "[::]:123: allow 0.0.0.0/0, ::/0; deny -\n"  # no "other" left
     assert json.loads(run(sock, *args, "--json").stdout) == ANSWER
 
 
@@ -109,6 +110,30 @@ def test_a_name_that_does_not_resolve_changes_nothing(sock: Path, resolver: list
         "tsyncctl: allow: cannot resolve 'nowhere.example': Name or service not known\n"
     )
     assert CALLS == []
+
+
+@pytest.mark.parametrize(
+    ("allow", "deny", "printed"),
+    [
+        # hunt-new #6: 0.0.0.0/0 and ::/0 hold every client, so none is left "other".
+        (["0.0.0.0/0", "::/0"], [], "allow 0.0.0.0/0, ::/0; deny -"),
+        (["10.0.0.0/8"], ["0.0.0.0/0", "::/0"], "allow 10.0.0.0/8; deny 0.0.0.0/0, ::/0"),
+        (["::/0"], ["10.0.0.0/8"], "allow ::/0; deny 10.0.0.0/8; refused: any other IPv4"),
+        (["0.0.0.0/0"], [], "allow 0.0.0.0/0; deny -; refused: any other IPv6"),
+        (["10.0.0.0/8"], [], "allow 10.0.0.0/8; deny -; refused: any other"),
+        ([], [], "allow -; deny -; refused: any other"),
+    ],
+)
+def test_the_answer_says_who_is_refused(
+    sock: Path, allow: list[str], deny: list[str], printed: str
+) -> None:
+    row = {"listen": "[::]:123", "allow": allow, "deny": deny}
+    ANSWER["servers"] = [row]
+    try:
+        result = run(sock, "allow")
+    finally:
+        ANSWER["servers"] = [DEFAULT_ROW]
+    assert (result.exit_code, result.stdout) == (0, f"[::]:123: {printed}\n")
 
 
 def test_more_than_one_subnet_is_refused(sock: Path) -> None:
