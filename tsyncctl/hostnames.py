@@ -11,6 +11,7 @@ from __future__ import annotations
 import socket
 
 from tsyncctl.group import CliError
+from tsyncd.config_fields import is_host_name
 
 
 def first_address(command: str, name: str) -> str:
@@ -30,6 +31,4 @@ def first_address(command: str, name: str) -> str:
 def for_tsyncd(command: str, text: str) -> str:
     """An address or SUBNET as tsyncd takes it: a host name becomes its first address,
     anything else goes as it is (tsyncd says what is wrong with it)."""
-    from tsyncd.config_fields import is_host_name  # only these commands need it
-
     return first_address(command, text) if is_host_name(text) else text
