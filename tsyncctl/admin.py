@@ -14,6 +14,7 @@ import click
 from click.core import ParameterSource
 
 from tsyncctl.group import cli, selector_argument, show
+from tsyncctl.hostnames import for_tsyncd
 from tsyncctl.options import json_option
 
 
@@ -418,12 +419,13 @@ def delete(ctx: click.Context, name: str, as_json: bool) -> None:
     )
 
 
-_ACCESS_HELP = """SUBNET is an IP address or CIDR network; without it, every address (IPv4 and
-IPv6).  'all' also drops the rules of the networks inside SUBNET, so this one decides for all
-of them.  As in chrony, the most specific network that holds a client decides, and a client
-no rule holds is refused.  Every [[server]] of the running tsyncd (its worker processes too),
-until a restart: the config file is not changed, and a reload keeps the change (needs root or
-the admin group)."""
+_ACCESS_HELP = """SUBNET is an IP address or CIDR network, or as in chrony a short IPv4 one
+('10.2' is 10.2.0.0/16, '0/0' every IPv4 address) or a host name (resolved here, as chronyc
+does: its first address); without it, every address (IPv4 and IPv6).  'all' also drops the rules
+of the networks inside SUBNET, so this one decides for all of them.  As in chrony, the most
+specific network that holds a client decides, and a client no rule holds is refused.  Every
+[[server]] of the running tsyncd (its worker processes too), until a restart: the config file is
+not changed, and a reload keeps the change (needs root or the admin group)."""
 
 
 def _access_command(method: str, summary: str) -> None:
@@ -442,12 +444,26 @@ def _access_command(method: str, summary: str) -> None:
         def human(r: dict[str, Any]) -> str:
             return "\n".join(
                 f"{row.get('listen')}: allow {', '.join(row.get('allow') or ['-'])};"
-                f" deny {', '.join(row.get('deny') or ['-'])}; refused: any other"
+                f" deny {', '.join(row.get('deny') or ['-'])}{_refused(row)}"
                 for row in r.get("servers", [])
             )
 
-        params = {"subnet": subnets[0] if subnets else None, "all": replace_inside}
+        subnet = for_tsyncd(method, subnets[0]) if subnets else None
+        params = {"subnet": subnet, "all": replace_inside}
         show(ctx, method, dict, as_json, human, params)
+
+
+def _refused(row: dict[str, Any]) -> str:
+    """What happens to a client no rule of ``row`` holds: refused, unless 0.0.0.0/0 or ::/0
+    is a rule, which holds every client of its family (then none is left "other")."""
+    rules = {*(row.get("allow") or ()), *(row.get("deny") or ())}
+    left = [family for family, every in _EVERY if every not in rules]
+    if not left:
+        return ""
+    return f"; refused: any other{'' if len(left) == 2 else ' ' + left[0]}"
+
+
+_EVERY = (("IPv4", "0.0.0.0/0"), ("IPv6", "::/0"))  # a family, the rule that holds all of it
 
 
 _access_command("allow", "Serve NTP to the clients in SUBNET")

@@ -16,8 +16,10 @@ import click
 from tsyncctl import render
 from tsyncctl.client import ControlError
 from tsyncctl.group import CliError, call, cli, expect, print_json, selector_argument, show
+from tsyncctl.hostnames import for_tsyncd
 from tsyncctl.options import chronyc_habit_options, json_option
 from tsyncctl.waitsync import NoAnswer, SyncWanted, wait_for_sync
+from tsyncd.config_fields import is_host_name
 from tsyncd.source_selectors import Association, select_associations
 
 
@@ -259,17 +261,20 @@ def selectdata(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def accheck(ctx: click.Context, address: str, as_json: bool) -> None:
     """Whether tsyncd's NTP server answers ADDRESS (its allow and deny lists), like
-    'chronyc accheck'.  Exit status 1 if any server socket that ADDRESS can reach (one of its
-    address family) refuses it, or none can."""
+    'chronyc accheck'; a host name is resolved here, as chronyc does (its first address).
+    Exit status 1 if any server socket that ADDRESS can reach (one of its address family)
+    refuses it, or none can."""
     try:
         ipaddress.ip_address(address)
     except ValueError:
-        raise CliError(f"accheck: {address!r} is not an IP address") from None
-    result = expect(call(ctx, "accheck", {"address": address}), list, "accheck")
+        if not is_host_name(address):
+            raise CliError(f"accheck: {address!r} is not an IP address or host name") from None
+    ip = for_tsyncd("accheck", address)
+    result = expect(call(ctx, "accheck", {"address": ip}), list, "accheck")
     if as_json:
         print_json(result)
     else:
-        click.echo(render.render_accheck(address, result))
+        click.echo(render.render_accheck(address if ip == address else f"{address} ({ip})", result))
     reached = [row for row in result if row.get("reason") != "unreachable"]
     if not reached or not all(row.get("allowed") for row in reached):
         ctx.exit(1)

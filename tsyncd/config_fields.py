@@ -383,24 +383,95 @@ def _ipv4_mapped(host: str) -> str | None:
 
 
 _MAPPED: Final = IPv6Network("::ffff:0:0/96")
-NETWORK: Final = 'IP address or CIDR network (e.g. "192.0.2.0/24", "2001:db8::/32")'
+NETWORK: Final = (
+    'IP address or CIDR network (e.g. "192.0.2.0/24", "2001:db8::/32"; as in chrony, "192.0.2" '
+    'is 192.0.2.0/24 and "0/0" every IPv4 address)'
+)
+# chrony's short IPv4 network (chrony.conf(5), allow): 1 to 3 numbers, the network's leading
+# octets, and /BITS or else 8 bits per number: "10" is 10.0.0.0/8, "0/0" 0.0.0.0/0.
+_SHORT_IPV4: Final = re.compile(r"(?P<octets>[0-9]+(?:\.[0-9]+){0,2})(?:/(?P<bits>[0-9]+))?")
 _NETWORK_ENTRY: Final = f'{NETWORK} or "all"'
+_NAME_IN_CONFIG: Final = (
+    "write its address (tsyncd would resolve it in the loop that serves time, at start and at "
+    "every reload; tsyncctl allow and deny take host names, as chronyc does)"
+)
+
+
+class HostName(ValueError):
+    """An allow/deny entry that is a host name, which chrony takes for its address.  Only
+    ``tsyncctl`` resolves it (as chronyc does): tsyncd reads its config, and answers
+    ``allow``/``deny``, in the event loop that serves time, where a slow DNS answer would
+    stall the NTP server and every source, at start and at each reload."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"{_toml_repr(name)} is a host name")
+        self.name = name
+
+
+def is_host_name(text: str) -> bool:
+    """Whether ``text`` is an RFC 1123 host name (not an IP address or a network)."""
+    if "/" in text:
+        return False
+    try:
+        _check_host(text)
+    except ValueError:
+        return False
+    return not text.removesuffix(".").split(".")[-1].isdigit()  # "10.2.3.4.5": no name
 
 
 def parse_network(entry: object) -> Network:
-    """One allow/deny network: an IP address or CIDR network (host bits ignored, as chrony
-    does), never inside ::ffff:0:0/96; ValueError if not, whose text says what to write
-    instead for an IPv4-mapped one (empty for any other: the caller says ``NETWORK``).  The
-    config's entries and ``tsyncctl allow``/``deny`` alike."""
+    """One allow/deny network as chrony writes it: an IP address, a CIDR network, or
+    chrony's short IPv4 network ("10.2" = 10.2.0.0/16, "0/0"; host bits ignored, as chrony
+    does), never inside ::ffff:0:0/96 and without a zone ID; ValueError if not, whose text
+    says what to write instead for an IPv4-mapped or zoned one (empty for any other: the
+    caller says ``NETWORK``), and ``HostName`` for a host name (never resolved here).  The
+    config's entries and ``tsyncctl allow``/``deny`` alike, so a chronyc user's words work
+    in both."""
+    if not isinstance(entry, str):
+        raise ValueError()
     try:
-        if not isinstance(entry, str):
-            raise ValueError(entry)
-        network = ip_network(entry, strict=False)
+        network: Network = ip_network(entry, strict=False)
     except ValueError:
-        raise ValueError() from None
+        try:
+            network = _short_ipv4_network(entry)
+        except ValueError:
+            if is_host_name(entry):
+                raise HostName(entry) from None
+            raise
+    if "%" in entry:  # a zone ID: ip_network keeps it, or drops it when it masks host bits
+        raise ValueError(without_zone(entry))
     if isinstance(network, IPv6Network) and network.subnet_of(_MAPPED):
         raise ValueError(_ipv4_form(network))
     return network
+
+
+def _short_ipv4_network(entry: str) -> IPv4Network:
+    """chrony's short IPv4 network (``_SHORT_IPV4``); ValueError if ``entry`` is not one."""
+    short = _SHORT_IPV4.fullmatch(entry)
+    if short is None:
+        raise ValueError()
+    octets = [int(text) for text in short["octets"].split(".")]
+    if max(octets) > 255:
+        raise ValueError()
+    bits = 8 * len(octets) if short["bits"] is None else int(short["bits"])
+    address = IPv4Address(bytes(octets + [0] * (4 - len(octets))))
+    try:
+        return IPv4Network((address, bits), strict=False)
+    except ValueError:  # above 32 bits: the caller says what is expected
+        raise ValueError() from None
+
+
+def without_zone(entry: str) -> str:
+    """What an allow/deny entry or accheck address with a zone ID (``fe80::1%eth0``) expected:
+    a client is matched by its address alone, on every interface, so a rule cannot keep to
+    one zone, and ignoring the zone would give a wider rule than was written (chronyc
+    refuses it too)."""
+    address, _, rest = entry.partition("%")
+    _, slash, bits = rest.partition("/")
+    return (
+        "an address without a zone ID (a rule holds an address on every interface, so the zone "
+        f"would be ignored): write {_toml_repr(address + slash + bits)}"
+    )
 
 
 def _networks_field(key: str) -> _Field:
@@ -418,6 +489,8 @@ def _networks_field(key: str) -> _Field:
                 continue
             try:
                 networks.append(parse_network(entry))
+            except HostName as exc:
+                bad.append((suffix, entry, f"{_NETWORK_ENTRY}; {exc}: {_NAME_IN_CONFIG}"))
             except ValueError as exc:
                 bad.append((suffix, entry, str(exc) or _NETWORK_ENTRY))
         if bad:

@@ -13,7 +13,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any, Final
 
-from tsyncd.config_fields import NETWORK, parse_network
+from tsyncd.config_fields import NETWORK, HostName, parse_network, without_zone
 from tsyncd.control.rpc import InvalidParams
 from tsyncd.net.udp import listen_text, receives_from
 from tsyncd.servers.responder import AccessList, client_ip
@@ -96,6 +96,8 @@ class ChronycCommands:
         from the address's family (an IPv4 one from IPv6, an IPv6-only one from IPv4) is not
         asked: its row says ``"reason": "unreachable"``."""
         address = params.get("address")
+        if isinstance(address, str) and "%" in address:  # client_ip would drop the zone
+            raise InvalidParams(f"accheck: address {address!r}: expected {without_zone(address)}")
         try:
             ip = client_ip(address) if isinstance(address, str) else None
         except ValueError:
@@ -122,16 +124,21 @@ class ChronycCommands:
         return await self._change_access("deny", params)
 
     async def _change_access(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        """Add the rule ``params`` give (``subnet``: an IP or CIDR network, absent or null:
-        every address; ``all``: drop the rules inside it too) to every ``[[server]]``'s
-        running rules, its worker processes included, until a restart; answered once every
-        live worker has it, with each socket's rules (``servers``: ``listen``, ``allow``,
-        ``deny``; a client no network holds is refused)."""
+        """Add the rule ``params`` give (``subnet``: an IP address or network as chrony writes
+        it, not a host name, absent or null: every address; ``all``: drop the rules inside it
+        too) to every ``[[server]]``'s running rules, its worker processes included, until a
+        restart; answered once every live worker has it, with each socket's rules (``servers``:
+        ``listen``, ``allow``, ``deny``; a client no network holds is refused)."""
         subnet, replace_inside = params.get("subnet"), params.get("all", False)
         if not isinstance(replace_inside, bool):
             raise InvalidParams(f"{method}: all {replace_inside!r}: expected true or false")
         try:
             network = None if subnet is None else parse_network(subnet)
+        except HostName as exc:  # see HostName: resolving here would stall the event loop
+            raise InvalidParams(
+                f"{method}: subnet {subnet!r}: expected {NETWORK}; {exc}, which tsyncd does not "
+                "resolve (tsyncctl allow and deny do, as chronyc does)"
+            ) from None
         except ValueError as exc:
             expected = str(exc) or NETWORK
             raise InvalidParams(f"{method}: subnet {subnet!r}: expected {expected}") from None

@@ -379,17 +379,22 @@ def test_config_error_fields() -> None:
         (
             {"server": [{"allow": ["192.0.2.0/24", "10.0.0.0/33"]}]},
             'server[0].allow[1] = "10.0.0.0/33": expected IP address or CIDR network '
-            '(e.g. "192.0.2.0/24", "2001:db8::/32") or "all"',
+            '(e.g. "192.0.2.0/24", "2001:db8::/32"; as in chrony, "192.0.2" is 192.0.2.0/24 '
+            'and "0/0" every IPv4 address) or "all"',
         ),
         (
             {"server": [{"deny": "nobody"}]},
             'server[0].deny = "nobody": expected IP address or CIDR network '
-            '(e.g. "192.0.2.0/24", "2001:db8::/32") or "all"',
+            '(e.g. "192.0.2.0/24", "2001:db8::/32"; as in chrony, "192.0.2" is 192.0.2.0/24 '
+            'and "0/0" every IPv4 address) or "all"; "nobody" is a host name: write its address '
+            "(tsyncd would resolve it in the loop that serves time, at start and at every "
+            "reload; tsyncctl allow and deny take host names, as chronyc does)",
         ),
         (
             {"server": [{"deny": 10}]},
             "server[0].deny = 10: expected array of strings, each an IP address or CIDR network "
-            '(e.g. "192.0.2.0/24", "2001:db8::/32") or "all"',
+            '(e.g. "192.0.2.0/24", "2001:db8::/32"; as in chrony, "192.0.2" is 192.0.2.0/24 '
+            'and "0/0" every IPv4 address) or "all"',
         ),
     ],
 )

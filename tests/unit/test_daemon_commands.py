@@ -86,10 +86,15 @@ def test_before_the_servers_start_accheck_reads_the_config() -> None:
 @pytest.mark.parametrize(
     ("params", "error"),
     [
+        # hunt-new #5: names are resolved by tsyncctl, never in tsyncd's event loop.
         ({"subnet": "ntp.example"}, "allow: subnet 'ntp.example': expected IP address or CIDR"),
+        ({"subnet": "ntp.example"}, '"ntp.example" is a host name, which tsyncd does not resolve'),
         ({"subnet": 10}, "allow: subnet 10: expected IP address or CIDR network"),
         ({"subnet": "::ffff:10.0.0.0/104"}, 'never matches): write "10.0.0.0/8"'),
         ({"all": "yes"}, "allow: all 'yes': expected true or false"),
+        # hunt-new #4: the zone would be ignored, giving a rule wider than was written.
+        ({"subnet": "fe80::1%lo"}, 'zone would be ignored): write "fe80::1"'),
+        ({"subnet": "fe80::1%eth0/64"}, 'zone would be ignored): write "fe80::1/64"'),
     ],
 )
 def test_bad_params_change_nothing(params: dict[str, Any], error: str) -> None:
@@ -99,6 +104,31 @@ def test_bad_params_change_nothing(params: dict[str, Any], error: str) -> None:
         call(commands, "allow", params)
     assert error in caught.value.message
     assert [s.access for s in commands.servers] == before and commands.refreshed == 0
+
+
+def test_chronys_short_networks_are_taken() -> None:
+    # hunt-new #5: chronyc's "allow 10.2" is 10.2.0.0/16, "0/0" every IPv4 address.
+    commands = Commands(CONFIGS[1:])
+    call(commands, "deny", {"subnet": "127.1"})
+    call(commands, "allow", {"subnet": "127.1.2/24"})
+    call(commands, "allow", {"subnet": "0/0"})
+    assert commands.servers[0].access.rules == {
+        net("0.0.0.0/0"): True,
+        net("127.0.0.0/8"): True,
+        net("127.1.0.0/16"): False,
+        net("127.1.2.0/24"): True,
+    }
+    assert verdicts(commands, "127.1.3.4") == ["denied"]
+
+
+def test_accheck_refuses_an_address_with_a_zone() -> None:
+    # hunt-new #4: the rules hold fe80::1 on every interface, so "%lo" would be ignored.
+    with pytest.raises(InvalidParams) as caught:
+        verdicts(Commands(CONFIGS), "fe80::1%lo")
+    assert caught.value.message == (
+        "accheck: address 'fe80::1%lo': expected an address without a zone ID (a rule holds an "
+        'address on every interface, so the zone would be ignored): write "fe80::1"'
+    )
 
 
 def test_no_server_no_change() -> None:

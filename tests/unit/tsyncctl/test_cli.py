@@ -103,7 +103,8 @@ def test_values_checked_before_asking_tsyncd(tmp_path: Path) -> None:
                 result.stderr
             )
     assert_one_line_error(
-        run("-s", nowhere, "accheck", "notanip"), "accheck: 'notanip' is not an IP address"
+        run("-s", nowhere, "accheck", "not_an_ip"),
+        "accheck: 'not_an_ip' is not an IP address or host name",
     )
 
 

@@ -5,6 +5,7 @@ test_server_policy.py)."""
 from __future__ import annotations
 
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +33,7 @@ SOURCES: list[dict[str, Any]] = [
 ]
 RESELECT: dict[str, Any] = {}
 ACCHECK: list[dict[str, Any]] = []
+ACCHECKED: list[dict[str, Any]] = []  # the params of each accheck call
 
 
 @pytest.fixture
@@ -39,7 +41,10 @@ def sock() -> Iterator[Path]:
     d = Path(tempfile.mkdtemp(prefix="tsc", dir="/tmp"))  # AF_UNIX paths max 107 bytes
     server = ControlServer(
         d / "ctl.sock",
-        read_methods={"sources": lambda _p: SOURCES, "accheck": lambda _p: ACCHECK},
+        read_methods={
+            "sources": lambda _p: SOURCES,
+            "accheck": lambda p: ACCHECKED.append(p) or ACCHECK,
+        },
         admin_methods={"reselect": lambda _p: RESELECT},
     )
     with serving(server):
@@ -122,3 +127,32 @@ def test_accheck_judges_only_the_sockets_the_address_reaches(
     finally:
         ACCHECK.clear()
     assert (result.exit_code, result.stdout) == (code, printed)
+
+
+def test_accheck_resolves_a_host_name_as_chronyc_does(
+    sock: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # hunt-new #5: chronyc accheck takes a name (its first address); tsyncd gets the address.
+    # localhost from the hosts file: no DNS traffic leaves the test.
+    ACCHECK[:] = [{"listen": "[::]:123", "allowed": True, "reason": None}]
+    ACCHECKED.clear()
+    try:
+        result = run(sock, "accheck", "localhost")
+    finally:
+        ACCHECK.clear()
+    assert result.exit_code == 0, result.output
+    (params,) = ACCHECKED
+    assert params["address"] in ("127.0.0.1", "::1")
+    assert result.stdout == f"[::]:123: localhost ({params['address']}) is allowed\n"
+    ACCHECKED.clear()
+
+    def no_name(*_args: object, **_kwargs: object) -> Any:
+        raise socket.gaierror(socket.EAI_NONAME, "No")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_name)
+    result = run(sock, "accheck", "nowhere.example")
+    assert (result.exit_code, result.stderr) == (
+        1,
+        "tsyncctl: accheck: cannot resolve 'nowhere.example': No\n",
+    )
+    assert ACCHECKED == []
