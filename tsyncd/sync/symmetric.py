@@ -118,13 +118,18 @@ class SymmetricAssociation(NtpAssociation):
 
     def _peer_delay_ns(self, since_tx_ns: int | None) -> int:
         """``peer_timing``'s delay of our next packet, randomly lengthened."""
-        poll = peer_timing.transmit_poll(
-            self.poll, self._remote_poll, max(self.min_poll, self._kod_poll), self.reach != 0
-        )
+        reachable = self.reach != 0
+        floor = max(self.min_poll, self._kod_poll)
+        poll = peer_timing.transmit_poll(self.poll, self._remote_poll, floor, reachable)
+        if since_tx_ns is None:
+            peer = peer_timing.wait_poll(self.poll, self._remote_poll, poll, reachable)
+        else:
+            peer = poll if self._remote_poll is None else self._remote_poll
         delay = peer_timing.transmit_delay_ns(
             poll_interval_ns(poll),
             peer_timing.stratum_diff(self._remote_stratum, self.stratum),
             since_tx_ns,
+            poll_interval_ns(peer),
         )
         return peer_timing.lengthened(delay, self._rng)
 
