@@ -158,6 +158,9 @@ def test_the_lower_stratum_peer_answers_the_other_at_once() -> None:
         assert b.assoc.stats.drops_by_reason.get("bogus", 0) == drops
         last = intervals(a.sent_ns, 30)
         assert min(last) >= S - 2 * ONE_WAY and max(last) <= S + S // 50 + 2 * ONE_WAY
+        # Each packet's reach bit goes in when it is answered, as chronyd's: 377 on both
+        # sides, though A sends right after B's packet (hunt-new #6: it showed 376).
+        assert (a.assoc.reach, b.assoc.reach) == (0o377, 0o377)
 
 
 def test_peers_of_equal_stratum_spread_their_packets_out() -> None:
