@@ -512,15 +512,7 @@ class Daemon(SourceSettings, ChronycCommands, MeasurementLogging, SnapshotViews)
     def _run_timer(self) -> None:
         requests, actions = self.core.handle_timer(self.clock.now_ns())
         for name, data in requests:
-            sock = self.sockets.get(name)
-            if sock is None:
-                continue
-            # T1 is read before the send: on loopback the kernel hands the datagram to the
-            # server inside sendto, and the server may run (and answer) before we return.
-            t1_ns = self.clock.now_ns()
-            data = self.core.stamp_transmit(name, data, t1_ns)
-            if sock.send(data):
-                self.core.handle_sent(name, t1_ns)
+            self._send_request(name, data)
         for nts in self.nts_sources.values():
             nts.kick()  # an NTS source out of cookies re-runs NTS-KE
         self._apply(actions)

@@ -479,11 +479,29 @@ class SourceMobilizer:
     def _on_tx_timestamp(self, name: str, kernel_tx_ns: int) -> None:
         self.core.handle_tx_timestamp(name, self.clock.from_kernel_ns(kernel_tx_ns))
 
+    def _send_request(self, name: str, data: bytes) -> None:
+        """Send a packet the core made for source ``name`` (a request, or a peer's packet)."""
+        sock = self.sockets.get(name)
+        if sock is None:
+            return
+        # T1 is read before the send: on loopback the kernel hands the datagram to the
+        # server inside sendto, and the server may run (and answer) before we return.
+        t1_ns = self.clock.now_ns()
+        data = self.core.stamp_transmit(name, data, t1_ns)
+        if sock.send(data):
+            self.core.handle_sent(name, t1_ns)
+
     def _on_reply(self, name: str, data: bytes, kernel_rx_ns: int) -> None:
         rx_ns = self.clock.from_kernel_ns(kernel_rx_ns)
         state = self.core.sources.get(name)
         kisses = state.association.stats.kisses if state is not None else 0
-        self._apply(self.core.handle_reply(name, data, rx_ns))
+        sample = self.core.check_reply(name, data, rx_ns)
+        # A symmetric peer's packet may make our answer due now: sent before the selection
+        # (our packet then announces what the previous one did; the next one catches up).
+        answer = self.core.poll_due(name, self.clock.now_ns())
+        if answer is not None:
+            self._send_request(name, answer)
+        self._apply(self.core.use_sample(name, sample, rx_ns))
         if state is not None:
             self._kiss_log.handle_reply(name, state.association, kisses, rx_ns)
         if name in self.nts_sources:

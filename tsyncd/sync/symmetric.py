@@ -89,7 +89,10 @@ class SymmetricAssociation(NtpAssociation):
         """Poll: the packet to send now (or None); arms the next deadline."""
         if self.state is AssociationState.DEMOBILIZED or self.next_deadline_ns() is None:
             return None
+        reach, answered = self.reach, self._answered and self._xmt != 0
         super().handle_timer(now_ns)  # reach, poll backoff, counters, next deadline, T1
+        if answered:  # our latest packet's bit went in when its answer came (``_heard``)
+            self.reach = reach
         origin, receive, transmit = self._packet_timestamps(now_ns)
         packet = NtpPacket(
             leap=self.leap,
@@ -118,23 +121,32 @@ class SymmetricAssociation(NtpAssociation):
 
     def _peer_delay_ns(self, since_tx_ns: int | None) -> int:
         """``peer_timing``'s delay of our next packet, randomly lengthened."""
-        poll = peer_timing.transmit_poll(
-            self.poll, self._remote_poll, max(self.min_poll, self._kod_poll), self.reach != 0
-        )
+        reachable = self.reach != 0
+        floor = max(self.min_poll, self._kod_poll)
+        poll = peer_timing.transmit_poll(self.poll, self._remote_poll, floor, reachable)
+        if since_tx_ns is None:
+            peer = peer_timing.wait_poll(self.poll, self._remote_poll, poll, reachable)
+        else:
+            peer = poll if self._remote_poll is None else self._remote_poll
         delay = peer_timing.transmit_delay_ns(
             poll_interval_ns(poll),
             peer_timing.stratum_diff(self._remote_stratum, self.stratum),
             since_tx_ns,
+            poll_interval_ns(peer),
         )
         return peer_timing.lengthened(delay, self._rng)
 
     def _heard(self, packet: NtpPacket, rx_ns: int) -> None:
         """``packet`` is the first valid one (tests 1 and 2) since our latest: note the peer's
-        poll and stratum, and time our next packet to it (``peer_timing``; chronyd restarts
-        its timer here too, whatever the later tests say).  A burst keeps its spacing, and an
-        offline peer's next poll is set when it goes online."""
+        poll and stratum, shift reach, and time our next packet to it (``peer_timing``;
+        chronyd restarts its timer here too, whatever the later tests say).  A burst keeps its
+        spacing, and an offline peer's next poll is set when it goes online."""
         self._remote_poll = packet.poll
         self._remote_stratum = packet.stratum
+        # Reach shifts here, when our latest packet is answered, not when the next one goes
+        # (as chronyd's does): a lower-stratum peer sends right after the other's packet, so
+        # shifted on sending its register always showed the newest bit 0 (376, chronyd 377).
+        self.reach = (self.reach << 1) & 0xFF
         if self._next_ns is not None and self.online and self._burst_left <= 1:
             self._next_ns = rx_ns + self._peer_delay_ns(rx_ns - self._t1_ns)
 
