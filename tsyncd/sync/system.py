@@ -210,8 +210,8 @@ def _seconds(ns: int, digits: int = 3) -> str:
 
 
 def _exceeds(ns: int, limit_ns: int) -> str:
-    """"X exceeds LIMIT" with as many digits as it takes for X to read larger (1.0004 s over
-    1 s is not "1 s exceeds 1 s")."""
+    """The text "X exceeds LIMIT", with as many digits as it takes for X to read larger
+    (1.0004 s over 1 s is not "1 s exceeds 1 s")."""
     for digits in range(3, 10):
         value, limit = _seconds(ns, digits), _seconds(limit_ns, digits)
         if value != limit:
@@ -406,9 +406,7 @@ class SystemProcess:
         dist = root_distance_ns(est, now_ns)
         limit = max_distance_ns(c.poll_log2, self.max_distance_ns)
         if dist > limit:
-            return _Rejected(
-                "unusable", f"distance {_exceeds(dist, limit)}", "d"
-            )
+            return _Rejected("unusable", f"distance {_exceeds(dist, limit)}", "d")
         if self._announced is not None and c.name != self._selected:
             refid, stratum = self._announced
             if s.reference_id == refid and s.stratum >= stratum:
