@@ -16,8 +16,6 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_add
 from pathlib import Path
 from typing import Any, Final
 
-from tsyncd.servers.responder import ALL_NETWORKS
-
 Network = IPv4Network | IPv6Network
 
 # --- errors -----------------------------------------------------------------------------------
@@ -382,6 +380,9 @@ def _ipv4_mapped(host: str) -> str | None:
     return None if mapped is None else str(mapped)
 
 
+# Every address of both families: "all", an empty ``allow`` and chronyc's ``allow``/``deny``
+# alone (``servers.responder.AccessList``).
+ALL_NETWORKS: Final[tuple[Network, ...]] = (IPv4Network("0.0.0.0/0"), IPv6Network("::/0"))
 _MAPPED: Final = IPv6Network("::ffff:0:0/96")
 NETWORK: Final = (
     'IP address or CIDR network (e.g. "192.0.2.0/24", "2001:db8::/32"; as in chrony, "192.0.2" '

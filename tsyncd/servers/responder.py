@@ -50,6 +50,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
+from tsyncd.config_fields import ALL_NETWORKS
 from tsyncd.servers.clientlog import (
     DEFAULT_MAX_CLIENTS,
     ClientLog,
@@ -76,12 +77,6 @@ if TYPE_CHECKING:
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-# Every address of both families: an empty ``allow`` and chronyc's ``allow``/``deny`` alone.
-ALL_NETWORKS: Final[tuple[IPNetwork, ...]] = (
-    ipaddress.IPv4Network("0.0.0.0/0"),
-    ipaddress.IPv6Network("::/0"),
-)
 
 ANSWERED: Final = "answered"
 INTERLEAVED: Final = "interleaved"
