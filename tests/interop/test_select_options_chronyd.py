@@ -151,25 +151,32 @@ def test_require_holds_the_clock_and_trust_takes_agreeing_sources(peers: Peers) 
         "name": silent
     }
 
+    # The untrusted source must also lie wholly within the trust source's interval, as in
+    # chronyd 4.3: on loopback which of the two is wider is down to jitter, so it is "W" (held
+    # back with the trust source) or "T" (outside it) from one selection to the next.
+    held = f"no require source is selectable ({silent})"
+    outside = "does not fully agree with the trust sources (reaches outside them)"
+
     def waiting() -> dict[str, dict[str, Any]] | None:
         rows = {r["name"]: r for r in client.ctl("selectdata")}
         codes = [rows[n]["select_code"] for n in (trusted, plain, silent)]
-        return rows if codes == ["W", "W", "M"] else None
+        return rows if codes[0] == "W" and codes[1] in ("W", "T") and codes[2] == "M" else None
 
-    rows = wait_for("both answering sources held back by the silent require one", waiting)
-    assert rows[trusted]["state_reason"] == f"no require source is selectable ({silent})"
+    rows = wait_for("the answering sources held back by the silent require one", waiting)
+    assert rows[trusted]["state_reason"] == held
+    assert rows[plain]["state_reason"] == {"W": held, "T": outside}[rows[plain]["select_code"]]
     assert [rows[n]["options"] for n in (trusted, plain, silent)] == [["trust"], [], ["require"]]
     status = client.ctl("status")
     assert status["synchronized"] is False
     assert status["unsynchronized_reason"].startswith("no require source is selectable")
-    # Without it, the trust source is used, and the other (agreeing on loopback) with it.
+    # Without it, the trust source is used, and the other with it whenever it lies within.
     assert client.ctl("delete", silent) == {"name": silent, "associations": [silent]}
 
     def used() -> dict[str, str] | None:
         codes = {r["name"]: r["select_code"] for r in client.ctl("selectdata")}
-        return codes if sorted(codes.values()) == ["*", "+"] else None
+        return codes if codes.get(trusted) == "*" and codes.get(plain) in ("+", "T") else None
 
-    wait_for("both combined once the require source is gone", used)
+    wait_for("the trust source selected once the require source is gone", used)
     assert client.ctl("status")["synchronized"] is True
 
 
