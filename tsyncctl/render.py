@@ -328,7 +328,8 @@ def render_sources(sources: Sequence[Mapping[str, Any]]) -> str:
     for src in sources:
         reach = src.get("reach")
         parts = [str(src["state_reason"])] if src.get("state_reason") else []
-        if src.get("online") is False and "offline" not in parts:  # said once (the reason may)
+        not_polled = any("offline" in p or "not polled" in p for p in parts)  # said once
+        if src.get("online") is False and not not_polled:
             parts.append("offline")
         kod = src.get("kiss_code")
         if kod and f"kiss-o'-death {kod}" not in "; ".join(parts):  # said once

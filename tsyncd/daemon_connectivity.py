@@ -237,7 +237,7 @@ class Connectivity(SourceAdmin):
         )
         for state in self.core.sources.values():
             a = state.association
-            kind = "online" if a.online else "offline"
+            kind = "online" if a.polled_online else "offline"  # a kiss-stopped one: offline
             counts[f"burst_{kind}" if a.bursting else kind] += 1
         counts["unknown_address"] = len(self._unplaced())
         return counts

@@ -141,7 +141,7 @@ class SnapshotCollector(Collector):
             ),
             "online": GaugeMetricFamily(
                 "tsyncd_source_online",
-                "1 while the source is polled, 0 after tsyncctl offline.",
+                "1 while the source is polled, 0 after tsyncctl offline or a KoD DENY/RSTR stop.",
                 labels=labels,
             ),
         }

@@ -36,6 +36,15 @@ def test_a_deny_stopped_source_is_logged_shown_and_polled_again_online(peers: Pe
 
     wait_for("the DENY", lambda: "DENY" in str(row()["state_reason"]))
     assert str(row()["state_reason"]).endswith("not polled until tsyncctl online or burst")
+    # Not polled, so not shown as online (QA s19: activity and ntpdata said it was).
+    assert row()["online"] is False
+    assert client.ctl("activity")["offline"] == 1 and client.ctl("activity")["online"] == 0
+    shown = client.run_ctl("ntpdata", name)
+    assert "Online" in shown.stdout and "no" in next(
+        line for line in shown.stdout.splitlines() if line.startswith("Online")
+    ), shown.stdout
+    sources_line = client.run_ctl("sources").stdout
+    assert sources_line.count("not polled") == 1 and "offline" not in sources_line
     warnings = [line for line in client.proc.output().splitlines() if "kiss-o'-death" in line]
     assert len(warnings) == 1 and " WARNING " in warnings[0], warnings
     assert f"{name}: server sent kiss-o'-death DENY (access denied)" in warnings[0]
@@ -52,3 +61,4 @@ def test_a_deny_stopped_source_is_logged_shown_and_polled_again_online(peers: Pe
     assert client.ctl("online", name) == {"changed": [name], "selected": [name]}
     wait_for("tsyncd polling and reaching it again", lambda: row()["reach"])
     assert "DENY" not in str(row()["state_reason"])
+    assert row()["online"] is True and client.ctl("activity")["online"] == 1

@@ -19,7 +19,7 @@ from tsyncd.net.udp import (
     routed_source_ip,
 )
 from tsyncd.snapshots import SourceSnapshot
-from tsyncd.sync.association import AssociationState, NtpAssociation
+from tsyncd.sync.association import NtpAssociation
 from tsyncd.sync.core import SourceState
 from tsyncd.wire.ntp import Leap, refid_for_address, refid_to_str
 
@@ -193,7 +193,7 @@ class NtpSourceSocket:
             kiss_code=a.stats.kiss_code,
             interleaved=a.interleaved,
             interleaved_replies=a.stats.interleaved_replies,
-            online=a.online,
+            online=a.polled_online,
             key_id=key.key_id if key is not None else None,
             key_type=key.kind if key is not None else None,
             options=state.options,
@@ -203,7 +203,7 @@ class NtpSourceSocket:
 def _stopped(association: NtpAssociation, reason: str | None) -> str | None:
     """``reason``, and for a source a KoD DENY/RSTR stopped, that it is not polled and what
     polls it again (QA s19 hunt-client F4: "offline"/"online" said "already")."""
-    if association.state is not AssociationState.DEMOBILIZED:
+    if not association.stopped:
         return reason
     return f"{reason or 'stopped'}; not polled until tsyncctl online or burst"
 

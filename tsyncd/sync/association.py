@@ -273,9 +273,21 @@ class NtpAssociation:
         return None
 
     @property
+    def stopped(self) -> bool:
+        """A KoD DENY/RSTR stopped it (RFC 5905 §7.4): no polls until online or a burst."""
+        return self.state is AssociationState.DEMOBILIZED
+
+    @property
+    def polled_online(self) -> bool:
+        """Online and not stopped by a kiss: what ``activity``, ``sources`` and the metrics
+        call online, so a stopped source is not shown as polled (QA s19: "Online: yes")."""
+        return self.online and not self.stopped
+
+    @property
     def polling(self) -> bool:
-        """Polls are due at ``next_deadline_ns``: online, or in a burst asked for offline."""
-        return self.online or self._offline_burst > 0
+        """Polls are due at ``next_deadline_ns``: online, or in a burst asked for offline,
+        and not stopped by a kiss."""
+        return (self.online or self._offline_burst > 0) and not self.stopped
 
     @property
     def bursting(self) -> bool:
@@ -286,8 +298,7 @@ class NtpAssociation:
         """Go online or offline (tsyncctl online/offline); False if it already was.  Back
         online, poll soon from ``min_poll`` (a burst if ``iburst``); online restarts a source a
         KoD DENY/RSTR stopped, as chronyd keeps polling one (offline leaves it stopped)."""
-        stopped = self.state is AssociationState.DEMOBILIZED
-        if online == self.online and not (online and stopped):
+        if online == self.online and not (online and self.stopped):
             return False
         if online:
             self._restart_after_kiss()
