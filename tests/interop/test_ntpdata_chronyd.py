@@ -6,10 +6,16 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import textwrap
 from typing import Any
 
-from peers import NTPDATA_RESPONSE_TIME, NTPDATA_TOTAL_RX, Peers, free_udp_port, wait_for
+from peers import (
+    NTPDATA_RESPONSE_TIME,
+    NTPDATA_TOTAL_RX,
+    Peers,
+    fast_sources_toml,
+    free_udp_port,
+    wait_for,
+)
 
 # More `chronyc -c ntpdata` columns (chrony 4.x order, beside those in peers.py).
 _LOCAL_ADDRESS = 3
@@ -33,19 +39,7 @@ def test_tsyncd_ntpdata_matches_chronyc_ntpdata(peers: Peers) -> None:
     chrony = peers.chronyd(
         "chronyd-client", f"server 127.0.0.1 port {port} iburst minpoll -2 maxpoll -2\nport 0\n"
     )
-    tsyncd = peers.tsyncd(
-        "tsyncd-client",
-        textwrap.dedent(
-            f"""
-            [[source]]
-            mode = "server"
-            address = "127.0.0.1:{port}"
-            iburst = true
-            min-poll = -2
-            max-poll = -2
-            """
-        ),
-    )
+    tsyncd = peers.tsyncd("tsyncd-client", fast_sources_toml(f"127.0.0.1:{port}"))
 
     def theirs() -> list[str] | None:
         rows = [line.split(",") for line in chrony.chronyc("ntpdata").splitlines() if line]
