@@ -122,6 +122,20 @@ def format_log2(value: Any) -> str:
     return f"{value} ({shown})"
 
 
+def format_precision(value: Any) -> str:
+    """A precision (log2 s) as chronyc ntpdata shows it: ``-23 (0.000000119 seconds)``."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        return "-"
+    return f"{value} ({2.0**value:.9f} seconds)"
+
+
+def format_utc(unix_s: Any) -> str:
+    """Unix seconds as a UTC date, ``2026-03-01 12:00:05 UTC``; ``-`` if none."""
+    if not isinstance(unix_s, int | float) or not math.isfinite(unix_s):
+        return "-"
+    return dt.datetime.fromtimestamp(unix_s, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 def _text(value: Any) -> str:
     return "-" if value is None or value == "" else str(value)
 
@@ -155,10 +169,7 @@ def render_status(status: Mapping[str, Any]) -> str:
     if isinstance(offset, int | float) and offset:
         # chrony's sign: the correction to add, so a positive offset means our clock is behind.
         offset_text += " (clock slow)" if offset > 0 else " (clock fast)"
-    ref_time = status.get("reference_time")
-    ref_text = "-"
-    if isinstance(ref_time, int | float) and math.isfinite(ref_time):
-        ref_text = dt.datetime.fromtimestamp(ref_time, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    ref_text = format_utc(status.get("reference_time"))
     rows = [
         ("Reference ID", _reference_id(status)),
         ("Stratum", _text(status.get("stratum"))),
@@ -202,10 +213,7 @@ def render_tracking(t: Mapping[str, Any]) -> str:
     synced = t.get("synchronized")
     reason = t.get("unsynchronized_reason")
     sync_text = "yes" if synced else (f"no ({reason})" if reason else "no")
-    ref_time = t.get("reference_time")
-    ref_text = "-"
-    if isinstance(ref_time, int | float) and math.isfinite(ref_time):
-        ref_text = dt.datetime.fromtimestamp(ref_time, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    ref_text = format_utc(t.get("reference_time"))
     freq = t.get("frequency_ppm")
     skew = t.get("skew_ppm")
     applied = t.get("applied_frequency_ppm")
@@ -506,6 +514,7 @@ def render_ntpdata(sources: Sequence[Mapping[str, Any]]) -> str:
         rows = [
             ("Name", _text(src.get("name"))),
             ("Address", _text(src.get("address"))),
+            ("Local address", _text(src.get("local_address"))),
             ("Mode", _text(src.get("mode"))),
             ("State", _text(src.get("state"))),
             ("Online", "no" if src.get("online") is False else "yes"),
@@ -513,8 +522,11 @@ def render_ntpdata(sources: Sequence[Mapping[str, Any]]) -> str:
             ("Reason", _text(src.get("state_reason"))),
             ("Stratum", _text(src.get("stratum"))),
             ("Reference ID", _text(src.get("reference_id"))),
+            ("Reference time", format_utc(src.get("reference_time"))),
             ("Leap status", _text(src.get("leap"))),
+            ("Version", _text(src.get("version"))),
             ("Poll interval", format_log2(src.get("poll"))),
+            ("Precision", format_precision(src.get("precision"))),
             ("Reach", f"{reach:03o}" if isinstance(reach, int) else "-"),
             ("Last RX", format_age(src.get("last_rx"))),
             ("Offset", format_seconds(src.get("offset"), signed=True, digits=None)),
@@ -523,9 +535,13 @@ def render_ntpdata(sources: Sequence[Mapping[str, Any]]) -> str:
             ("Dispersion", format_seconds(src.get("dispersion"), digits=None)),
             ("Root delay", format_seconds(src.get("root_delay"), digits=None)),
             ("Root dispersion", format_seconds(src.get("root_dispersion"), digits=None)),
+            ("Response time", format_seconds(src.get("response_time"), digits=None)),
             ("Interleaved", "yes" if src.get("interleaved") else "no"),
+            ("TX timestamping", _text(src.get("tx_timestamping"))),
+            ("RX timestamping", _text(src.get("rx_timestamping"))),
             ("Kiss code", _text(src.get("kiss_code"))),
             ("Total TX", _text(src.get("packets_sent"))),
+            ("Total RX", _text(src.get("packets_received_total"))),
             ("Total valid RX", _text(src.get("packets_received"))),
             ("Total dropped RX", _text(src.get("packets_dropped"))),
             *_by_reason(src.get("drops_by_reason")),

@@ -495,7 +495,10 @@ class SourceMobilizer:
         rx_ns = self.clock.from_kernel_ns(kernel_rx_ns)
         state = self.core.sources.get(name)
         kisses = state.association.stats.kisses if state is not None else 0
+        valid = state.association.stats.packets_received if state is not None else 0
         sample = self.core.check_reply(name, data, rx_ns)
+        if state is not None and state.association.stats.packets_received > valid:
+            self._valid_reply(name, state)
         # A symmetric peer's packet may make our answer due now: sent before the selection
         # (our packet then announces what the previous one did; the next one catches up).
         answer = self.core.poll_due(name, self.clock.now_ns())
@@ -508,6 +511,14 @@ class SourceMobilizer:
             self.nts_sources[name].kick()  # an NTS NAK asks for a new NTS-KE
         self._after_update()
         self._wake.set()  # a reply can move deadlines (KoD RATE, poll changes)
+
+    def _valid_reply(self, name: str, state: SourceState) -> None:
+        """Tell ``name``'s socket its latest datagram was a valid reply (ntpdata's TX/RX
+        timestamping); a broadcast answers no request of ours."""
+        sock = self.sockets.get(name)
+        header = state.association.stats.last_reply
+        if isinstance(sock, NtpSourceSocket):
+            sock.valid_reply(answered_request=header is None or header.response_ns is not None)
 
     async def _mobilize_tsq(self, cfg: SourceConfig) -> None:
         """Resolve a TSQ source's address (retrying) and start polling it."""

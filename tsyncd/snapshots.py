@@ -103,6 +103,16 @@ class SourceSnapshot:
     # The [[source]] (or tsyncctl add) that made it: its own name, a pool's for its members;
     # what tsyncctl selects sources by besides their names and addresses.
     source: str = ""
+    # chronyc ntpdata's fields (NTP sources; None where a kind has none, or before a reply):
+    local_address: str | None = None  # IP our packets to it leave from (or its packets reach)
+    version: int | None = None  # NTP version of the last valid reply
+    precision: int | None = None  # log2 s, the sender's precision in the last valid reply
+    reference_time: float | None = None  # Unix s, the last valid reply's reference timestamp
+    response_time: float | None = None  # s, T3 - T2 of the exchange the last valid reply
+    # measured: how long the server held it (a broadcast answers nothing: None)
+    tx_timestamping: str | None = None  # "kernel" | "daemon": who stamped our request's send
+    rx_timestamping: str | None = None  # "kernel" | "daemon": who stamped the reply's arrival
+    packets_received_total: int = 0  # every datagram from it, valid or not (chronyc Total RX)
 
 
 def pending_source_snapshot(

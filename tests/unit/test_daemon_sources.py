@@ -1,15 +1,17 @@
 """Where a source's packets leave from: the address a symmetric peer's socket binds (QA s16
-hunt-sync F3) and the addresses the loop test takes as ours (F2)."""
+hunt-sync F3) and the addresses the loop test takes as ours (F2); who stamped its exchanges."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 
 from peers import free_udp_port
 
 from tsyncd.config import ServerConfig
 from tsyncd.config_fields import Endpoint
 from tsyncd.daemon_sources import own_server_ips, peer_bind_ip
+from tsyncd.net.udp import SO_TIMESTAMPING
 from tsyncd.sources.ntp import NtpSourceSocket
 
 
@@ -61,3 +63,34 @@ def test_a_source_socket_knows_where_its_packets_leave_from() -> None:
     assert client_ip == "127.0.0.1"  # unbound: as the kernel routes to the server
     assert client_refids == {0x7F000001, 0x7F000028}
     assert peer_ip == "127.0.0.30" and peer_refids == {0x7F00001E, 0x7F000028}
+
+
+def test_a_source_socket_says_who_stamped_the_last_valid_exchange() -> None:
+    """chronyc ntpdata's TX/RX timestamping: "kernel" where the kernel stamped our request's
+    send and the reply's arrival, "daemon" where the clock was read around sendto/recvmsg."""
+
+    async def exchange(with_tx_stamps: bool, rx_stamps: bool) -> tuple[str | None, str | None]:
+        server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        server.bind(("127.0.0.1", 0))
+        server.settimeout(5)
+        replied = asyncio.Event()
+        sock = NtpSourceSocket(
+            name="s", mode="server", ip="127.0.0.1", port=server.getsockname()[1]
+        )
+        sock.open(lambda *_: replied.set(), (lambda *_: None) if with_tx_stamps else None)
+        try:
+            assert sock.tx_timestamping is None and sock.rx_timestamping is None
+            if not rx_stamps and sock._udp is not None:
+                sock._udp.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING, 0)
+            assert sock.send(b"q" * 48)
+            request, client = server.recvfrom(100)
+            server.sendto(request, client)
+            await asyncio.wait_for(replied.wait(), 5)
+            sock.valid_reply(answered_request=True)
+            return sock.tx_timestamping, sock.rx_timestamping
+        finally:
+            sock.close()
+            server.close()
+
+    assert asyncio.run(exchange(with_tx_stamps=True, rx_stamps=True)) == ("kernel", "kernel")
+    assert asyncio.run(exchange(with_tx_stamps=False, rx_stamps=False)) == ("daemon", "daemon")

@@ -402,6 +402,9 @@ class TimestampedUdp:
         self.pktinfo = receives_pktinfo(sock)
         self._cmsg_space = _CMSG_SPACE + PKTINFO_SPACE if self.pktinfo else _CMSG_SPACE
         self.reply_control: Control = []
+        # During ``on_datagram``: the kernel stamped that datagram (False: the clock was read
+        # after recvmsg), for chronyc ntpdata's "RX timestamping".
+        self.rx_kernel_stamped = False
         self._flags = set_nonblocking(sock)
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(sock.fileno(), self._read_ready)
@@ -449,6 +452,7 @@ class TimestampedUdp:
                     log.debug("recvmsg failed: %s", exc)
                 continue
             rx_ns = rx_timestamp_ns(ancdata)
+            self.rx_kernel_stamped = rx_ns is not None
             if rx_ns is None:
                 rx_ns = time.time_ns()
             if self.pktinfo:

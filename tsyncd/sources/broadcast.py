@@ -67,6 +67,7 @@ class BroadcastSourceSocket(NtpSourceSocket):
 
     def _open_volley(self, on_reply: ReplyHandler, on_tx: TxHandler | None) -> TimestampedUdp:
         def on_datagram(data: bytes, _address: Address, rx_ns: int) -> None:
+            self._datagram_kernel_rx = udp.rx_kernel_stamped
             on_reply(self.name, data, rx_ns)  # connected: only the server's datagrams come
 
         udp = TimestampedUdp.bind(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Callable
+from typing import Any
 
 from tsyncd.net.udp import (
     Address,
@@ -21,7 +22,9 @@ from tsyncd.net.udp import (
 from tsyncd.snapshots import SourceSnapshot
 from tsyncd.sync.association import NtpAssociation
 from tsyncd.sync.core import SourceState
+from tsyncd.sync.sample import ReplyHeader
 from tsyncd.wire.ntp import Leap, refid_for_address, refid_to_str
+from tsyncd.wire.timestamps import unix_ns_from_ntp64
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +69,12 @@ class NtpSourceSocket:
         )
         self.wrong_address = 0
         self._udp: TimestampedUdp | None = None
+        # chronyc ntpdata's TX/RX timestamping: "kernel" or "daemon" (the clock read around
+        # sendto/recvmsg), for the last valid reply (``valid_reply``); None before one.
+        self.tx_timestamping: str | None = None
+        self.rx_timestamping: str | None = None
+        self._datagram_kernel_rx = False  # the latest datagram passed on had a kernel stamp
+        self._request_kernel_tx = False  # the latest request got its kernel TX stamp
 
     @property
     def address(self) -> str:
@@ -97,6 +106,7 @@ class NtpSourceSocket:
                 else:
                     on_drop(self.name, "wrong_address")
                 return
+            self._datagram_kernel_rx = self._udp is not None and self._udp.rx_kernel_stamped
             on_reply(self.name, data, rx_ns)
 
         wildcard = "::" if ":" in self.ip else "0.0.0.0"
@@ -139,6 +149,7 @@ class NtpSourceSocket:
 
         def on_tx_stamp(key: int, tx_ns: int) -> None:
             if key == self._last_key:
+                self._request_kernel_tx = True
                 on_tx(self.name, tx_ns)
 
         return on_tx_stamp
@@ -149,7 +160,16 @@ class NtpSourceSocket:
         if udp is None:
             return False
         self._last_key = udp.sent
+        self._request_kernel_tx = False
         return udp.sendto(data, self.peer)
+
+    def valid_reply(self, answered_request: bool) -> None:
+        """The datagram just passed on was a valid reply: keep how its receive time was taken
+        and, if it ``answered_request`` of ours (not a broadcast), how that request's send time
+        was (the association took the kernel's TX stamp if it had come by then)."""
+        self.rx_timestamping = _stamp_kind(self._datagram_kernel_rx)
+        if answered_request:
+            self.tx_timestamping = _stamp_kind(self._request_kernel_tx)
 
     def _request_socket(self) -> TimestampedUdp | None:
         """The socket requests leave from (None: not open)."""
@@ -197,7 +217,30 @@ class NtpSourceSocket:
             key_id=key.key_id if key is not None else None,
             key_type=key.kind if key is not None else None,
             options=state.options,
+            local_address=self.local_ip,
+            tx_timestamping=self.tx_timestamping,
+            rx_timestamping=self.rx_timestamping,
+            packets_received_total=a.stats.packets_received_total,
+            **_header_fields(a.stats.last_reply, now_ns),
         )
+
+
+def _header_fields(header: ReplyHeader | None, now_ns: int) -> dict[str, Any]:
+    """The snapshot's fields from the last valid reply's header (none before one)."""
+    if header is None:
+        return {}
+    ref_ns = unix_ns_from_ntp64(header.reference_ts, now_ns) if header.reference_ts else None
+    return {
+        "version": header.version,
+        "precision": header.precision,
+        "reference_time": ref_ns * _NS if ref_ns is not None else None,
+        "response_time": header.response_ns * _NS if header.response_ns is not None else None,
+    }
+
+
+def _stamp_kind(kernel: bool) -> str:
+    """chronyc ntpdata's words for who took a timestamp (lower case, as JSON has them)."""
+    return "kernel" if kernel else "daemon"
 
 
 def _stopped(association: NtpAssociation, reason: str | None) -> str | None:

@@ -70,7 +70,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
-from tsyncd.sync.sample import MAXDISP_NS, PHI_PPM, Sample
+from tsyncd.sync.sample import MAXDISP_NS, PHI_PPM, ReplyHeader, Sample
 from tsyncd.wire.errors import WireError
 from tsyncd.wire.ntp import Leap, Mode, NtpPacket, decode_ntp, encode_ntp, kiss_code
 from tsyncd.wire.timestamps import ns_from_short, ntp64_diff_ns, ntp64_from_unix_ns
@@ -99,6 +99,7 @@ class AssociationStats:
     packets_sent: int = 0
     packets_received: int = 0
     packets_dropped: int = 0
+    packets_received_total: int = 0  # every datagram from the source, valid or not
     drops_by_reason: dict[str, int] = field(default_factory=dict)
     # ... of which since the last valid reply: why a source has none ("no valid reply yet")
     drops_since_reply: dict[str, int] = field(default_factory=dict)
@@ -106,6 +107,7 @@ class AssociationStats:
     kisses: int = 0  # valid KoDs received (the IO edge logs each new one, or some, for RATE)
     last_rx_ns: int | None = None
     interleaved_replies: int = 0  # valid replies in interleaved mode
+    last_reply: ReplyHeader | None = None  # of the last valid reply
 
 
 @dataclass(slots=True)
@@ -428,8 +430,20 @@ class NtpAssociation:
         self.stats.drops_since_reply.clear()
         self._rate_kisses = 0
 
+    def _keep_header(self, packet: NtpPacket, response_ns: int | None) -> None:
+        """Keep what the valid reply ``packet`` said of its sender (``stats.last_reply``)."""
+        self.stats.last_reply = ReplyHeader(
+            version=packet.version,
+            precision=packet.precision,
+            reference_ts=packet.reference_ts,
+            response_ns=response_ns,
+        )
+
     def _decode(self, data: bytes, modes: tuple[Mode, ...], reason: str) -> NtpPacket | None:
-        """The packet if it decodes and has one of ``modes``; else None, counted as dropped."""
+        """The packet if it decodes and has one of ``modes``; else None, counted as dropped.
+
+        Every datagram from the source passes here once: chronyc ntpdata's Total RX."""
+        self.stats.packets_received_total += 1
         try:
             packet = decode_ntp(data)
         except WireError as exc:
@@ -568,6 +582,7 @@ class NtpAssociation:
             + abs(t4_ns - t1_ns) * PHI_PPM // 1_000_000
         )
         self._replied(rx_ns)
+        self._keep_header(packet, server_busy)
         return Sample(
             offset_ns=offset,
             delay_ns=delay,

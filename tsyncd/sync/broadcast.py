@@ -183,6 +183,7 @@ class BroadcastAssociation(NtpAssociation):
         self.reach |= 1
         self.stats.packets_received += 1
         self.stats.last_rx_ns = rx_ns
+        self._keep_header(packet, None)  # a broadcast answers no request: no response time
         self.stats.drops_since_reply.clear()
         if self._volley is not None:
             return None  # its delay is being measured

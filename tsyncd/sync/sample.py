@@ -27,6 +27,19 @@ class Sample:
     interleaved: bool = False
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReplyHeader:
+    """What the last valid reply said of its sender beyond the sample (chronyc ntpdata's
+    Version, Precision, Reference time, Response time), kept for ``tsyncctl ntpdata``."""
+
+    version: int  # NTP version of the reply
+    precision: int  # log2 s, the sender's clock precision
+    reference_ts: int  # raw NTP timestamp: when the sender's clock was last set; 0 if unset
+    # T3 - T2 of the exchange measured: how long the server held it (an interleaved reply's
+    # T2 is the previous reply's Receive); None for a broadcast, which answers nothing
+    response_ns: int | None
+
+
 def dispersion_at(dispersion_ns: int, since_ns: int) -> int:
     """Dispersion after ``since_ns`` of ageing at PHI (RFC 5905 §9.1)."""
     return dispersion_ns + max(0, since_ns) * PHI_PPM // 1_000_000

@@ -20,7 +20,20 @@ from tsyncctl.cli import cli
 from tsyncd.control.server import ControlServer
 from tsyncd.snapshots import SourceSnapshot
 
-PLAIN = dataclasses.replace(SELECTED, interleaved=True, interleaved_replies=12, options=("prefer",))
+PLAIN = dataclasses.replace(
+    SELECTED,
+    interleaved=True,
+    interleaved_replies=12,
+    options=("prefer",),
+    local_address="192.0.2.100",
+    version=4,
+    precision=-23,
+    reference_time=1_800_000_000.25,
+    response_time=0.0000123,
+    tx_timestamping="kernel",
+    rx_timestamping="daemon",
+    packets_received_total=21,
+)
 NTS = dataclasses.replace(
     PLAIN,
     name="nts.example:4460",
@@ -39,6 +52,8 @@ BROADCAST = dataclasses.replace(
     broadcast_delay=5e-6,
     online=False,
     options=(),
+    response_time=None,
+    tx_timestamping=None,
 )
 
 
@@ -84,6 +99,35 @@ def test_ntpdata_shows_every_source_with_its_details(sock: Path) -> None:
     assert broadcast["Broadcast delay"] == "5.000 µs"  # to the ns, as every time here
     assert broadcast["Online"] == "no" and plain["Online"] == "yes"
     assert plain["Options"] == "prefer" and broadcast["Options"] == "-"
+
+
+def test_ntpdata_shows_chronyc_ntpdatas_fields(sock: Path) -> None:
+    """Local address, Version, Precision, Reference time, Response time, TX/RX timestamping
+    and Total RX, as chronyc ntpdata has them; "-" where a kind has none (a broadcast answers
+    no request: no response time, no TX stamp of ours)."""
+    result = CliRunner().invoke(cli, ["-s", str(sock), "ntpdata"])
+    assert result.exit_code == 0, result.output
+    plain = _block(result.stdout, "a.example:123")
+    assert plain["Local address"] == "192.0.2.100" and plain["Version"] == "4"
+    assert plain["Precision"] == "-23 (0.000000119 seconds)"
+    assert plain["Reference time"] == "2027-01-15 08:00:00 UTC"
+    assert plain["Response time"] == "12.300 µs"
+    assert plain["TX timestamping"] == "kernel" and plain["RX timestamping"] == "daemon"
+    assert plain["Total TX"] == "20" and plain["Total RX"] == "21"
+    assert plain["Total valid RX"] == "19"
+    broadcast = _block(result.stdout, "[ff05::101]:123")
+    assert broadcast["Response time"] == "-" and broadcast["TX timestamping"] == "-"
+    assert broadcast["RX timestamping"] == "daemon"
+    as_json = CliRunner().invoke(cli, ["-s", str(sock), "ntpdata", "a.example:123", "--json"])
+    row = json.loads(as_json.stdout)[0]
+    assert {k: row[k] for k in ("local_address", "version", "precision")} == {
+        "local_address": "192.0.2.100",
+        "version": 4,
+        "precision": -23,
+    }
+    assert row["reference_time"] == 1_800_000_000.25 and row["response_time"] == 0.0000123
+    assert (row["tx_timestamping"], row["rx_timestamping"]) == ("kernel", "daemon")
+    assert row["packets_received_total"] == 21 and row["packets_received"] == 19
 
 
 def test_ntpdata_by_name_or_address_and_unknown_names(sock: Path) -> None:
