@@ -57,8 +57,10 @@ def test_tsyncd_ntpdata_matches_chronyc_ntpdata(peers: Peers) -> None:
     assert mine["precision"] == int(row[_PRECISION])
     assert mine["reference_id"] == str(ipaddress.IPv4Address(int(row[_REFERENCE_ID], 16)))
     assert mine["leap"] == _CHRONYC_LEAP[row[_LEAP]]
-    # Response time: how long the server held the request, the same few µs for both clients.
-    assert 0 < mine["response_time"] < 1e-3 and 0 < float(row[NTPDATA_RESPONSE_TIME]) < 1e-3
+    # Response time: how long the server held the request, a few µs for both clients on a
+    # quiet machine; a preempted server (2 loaded CI cores) held one 3.4 ms, so the bound is
+    # loose: it catches a sign or unit error (T2 - T3, or ns), not a slow server.
+    assert 0 < mine["response_time"] < 0.1 and 0 < float(row[NTPDATA_RESPONSE_TIME]) < 0.1
     assert mine["local_address"] == row[_LOCAL_ADDRESS] == "127.0.0.1"
     assert mine["tx_timestamping"] == mine["rx_timestamping"] == "kernel"  # loopback
     assert mine["packets_received_total"] >= mine["packets_received"]
