@@ -424,8 +424,9 @@ _ACCESS_HELP = """SUBNET is an IP address or CIDR network, or as in chrony a sho
 does: its first address); without it, every address (IPv4 and IPv6).  'all' also drops the rules
 of the networks inside SUBNET, so this one decides for all of them.  As in chrony, the most
 specific network that holds a client decides, and a client no rule holds is refused.  Every
-[[server]] of the running tsyncd (its worker processes too), until a restart: the config file is
-not changed, and a reload keeps the change (needs root or the admin group)."""
+[[server]] of the running tsyncd (its worker processes too) and every [[nts-ke-server]] (a refused
+client's NTS-KE connection is closed before TLS), until a restart: the config file is not
+changed, and a reload keeps the change (needs root or the admin group)."""
 
 
 def _access_command(method: str, summary: str) -> None:
@@ -442,10 +443,12 @@ def _access_command(method: str, summary: str) -> None:
             raise click.UsageError(f"expected [all] [SUBNET], got {' '.join(words)!r}")
 
         def human(r: dict[str, Any]) -> str:
+            rows = [("", row) for row in r.get("servers", [])]
+            rows += [("NTS-KE ", row) for row in r.get("nts_ke_servers", [])]
             return "\n".join(
-                f"{row.get('listen')}: allow {', '.join(row.get('allow') or ['-'])};"
+                f"{kind}{row.get('listen')}: allow {', '.join(row.get('allow') or ['-'])};"
                 f" deny {', '.join(row.get('deny') or ['-'])}{_refused(row)}"
-                for row in r.get("servers", [])
+                for kind, row in rows
             )
 
         subnet = for_tsyncd(method, subnets[0]) if subnets else None
@@ -466,5 +469,5 @@ def _refused(row: dict[str, Any]) -> str:
 _EVERY = (("IPv4", "0.0.0.0/0"), ("IPv6", "::/0"))  # a family, the rule that holds all of it
 
 
-_access_command("allow", "Serve NTP to the clients in SUBNET")
-_access_command("deny", "Refuse NTP to the clients in SUBNET")
+_access_command("allow", "Serve NTP (and NTS-KE) to the clients in SUBNET")
+_access_command("deny", "Refuse NTP (and NTS-KE) to the clients in SUBNET")

@@ -263,7 +263,9 @@ def accheck(ctx: click.Context, address: str, as_json: bool) -> None:
     """Whether tsyncd's NTP server answers ADDRESS (its allow and deny lists), like
     'chronyc accheck'; a host name is resolved here, as chronyc does (its first address).
     Exit status 1 if any server socket that ADDRESS can reach (one of its address family)
-    refuses it, or none can."""
+    refuses it, or none can.  NTP server sockets only, not the NTS-KE listeners (an
+    [[nts-ke-server]] without allow or deny runs by the rules of the [[server]] its clients
+    are sent to, else by its own)."""
     try:
         ipaddress.ip_address(address)
     except ValueError:

@@ -188,6 +188,10 @@ class NtsKeServerConfig:
     ntp_server: str | None = None  # sent to clients (Server Negotiation); None: this host
     ntp_port: int | None = None  # sent to clients; None: our first [[server]]'s port, else 123
     rate_limit: RateLimit | None = None  # NTS-KE connections per client IP (chrony's ntsratelimit)
+    # Clients allowed to connect, as [[server]]'s lists; both None (neither key written): the
+    # rules of the [[server]] the clients are sent to (``servers.nts.ke_access``).
+    allow: tuple[Network, ...] | None = None
+    deny: tuple[Network, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -384,6 +388,8 @@ _NTS_KE_SERVER: Final = (
     _host_field("ntp-server"),
     _int_field("ntp-port", 1, 65535),
     _rate_limit_field("rate-limit"),
+    _networks_field("allow"),
+    _networks_field("deny"),
 )
 _KEYSET: Final = (
     _string_field("key-storage-path", Path),
@@ -417,6 +423,15 @@ _BROADCAST: Final = (
     _string_field("interface"),
     _int_field("ttl", 1, 255, "multicast hops"),
 )
+
+
+def _build_nts_ke_server(values: dict[str, Any], raw: Mapping[str, object]) -> NtsKeServerConfig:
+    # One list written makes the listener's own rules, the other list empty ([[server]]'s
+    # defaults); none written leaves both None: the rules of the server its clients go to.
+    if "allow" in raw or "deny" in raw:
+        values.setdefault("allow", ())
+        values.setdefault("deny", ())
+    return NtsKeServerConfig(**values)
 
 
 def _build_source(values: dict[str, Any], raw: Mapping[str, object]) -> SourceConfig:
@@ -459,7 +474,7 @@ _SECTIONS: Final = {
     "control": _Section(_CONTROL, _plain(ControlConfig)),
     "metrics": _Section(_METRICS, _plain(MetricsConfig)),
     "log": _Section(_LOG, _plain(LogConfig)),
-    "nts-ke-server": _Section(_NTS_KE_SERVER, _plain(NtsKeServerConfig), array=True),
+    "nts-ke-server": _Section(_NTS_KE_SERVER, _build_nts_ke_server, array=True),
     "keyset": _Section(_KEYSET, _plain(KeysetConfig)),
     "resolver": _Section(_RESOLVER, _plain(ResolverConfig)),
     "broadcast": _Section(_BROADCAST, _plain(BroadcastConfig), array=True),

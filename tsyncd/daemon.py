@@ -674,10 +674,9 @@ class Daemon(SourceSettings, ChronycCommands, MeasurementLogging, SnapshotViews)
             return
         from OpenSSL import SSL  # pyOpenSSL (about 10 MB) only when NTS is served
 
-        default_port = self.config.servers[0].listen.port if self.config.servers else None
         for index, ke_cfg in enumerate(self.config.nts_ke_servers):
             try:
-                await self.nts.start_ke(ke_cfg, default_port, f"nts-ke-server[{index}]")
+                await self.nts.start_ke(ke_cfg, self.config.servers, f"nts-ke-server[{index}]")
             except SSL.Error as exc:
                 raise OSError(
                     self._credentials_refused(

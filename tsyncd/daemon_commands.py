@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from tsyncd.clock.base import Clock
     from tsyncd.config import Config, ServerConfig
     from tsyncd.servers.ntp import NtpServer
+    from tsyncd.servers.nts import NtsServerSide
     from tsyncd.servers.workers import WorkerPool
     from tsyncd.sync.core import SyncCore
 
@@ -40,6 +41,7 @@ class ChronycCommands:
     clock: Clock
     config: Config
     servers: list[NtpServer | WorkerPool]  # one per config.servers entry, in order
+    nts: NtsServerSide | None  # its NTS-KE listeners take allow and deny too
 
     if TYPE_CHECKING:  # the daemon's own; declared for the type checker only
 
@@ -116,19 +118,23 @@ class ChronycCommands:
         return rows
 
     async def _rpc_allow(self, params: dict[str, Any]) -> dict[str, Any]:
-        """``tsyncctl allow [all] [SUBNET]``: as chronyc allow, on every NTP server socket."""
+        """``tsyncctl allow [all] [SUBNET]``: as chronyc allow, on every NTP server socket and
+        NTS-KE listener."""
         return await self._change_access("allow", params)
 
     async def _rpc_deny(self, params: dict[str, Any]) -> dict[str, Any]:
-        """``tsyncctl deny [all] [SUBNET]``: as chronyc deny, on every NTP server socket."""
+        """``tsyncctl deny [all] [SUBNET]``: as chronyc deny, on every NTP server socket and
+        NTS-KE listener."""
         return await self._change_access("deny", params)
 
     async def _change_access(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         """Add the rule ``params`` give (``subnet``: an IP address or network as chrony writes
         it, not a host name, absent or null: every address; ``all``: drop the rules inside it
-        too) to every ``[[server]]``'s running rules, its worker processes included, until a
-        restart; answered once every live worker has it, with each socket's rules (``servers``:
-        ``listen``, ``allow``, ``deny``; a client no network holds is refused)."""
+        too) to every ``[[server]]``'s running rules, its worker processes included, and to
+        every ``[[nts-ke-server]]``'s (its own or those it took from a ``[[server]]``: chronyd
+        has one rule set for both), until a restart; answered once every live worker has it,
+        with each socket's rules (``servers`` and ``nts_ke_servers``: ``listen``, ``allow``,
+        ``deny``; a client no network holds is refused)."""
         subnet, replace_inside = params.get("subnet"), params.get("all", False)
         if not isinstance(replace_inside, bool):
             raise InvalidParams(f"{method}: all {replace_inside!r}: expected true or false")
@@ -142,30 +148,30 @@ class ChronycCommands:
         except ValueError as exc:
             expected = str(exc) or NETWORK
             raise InvalidParams(f"{method}: subnet {subnet!r}: expected {expected}") from None
-        if not self.servers:
-            raise InvalidParams(f"{method}: no NTP server is configured ([[server]])")
+        ke_servers = self.nts.ke_servers if self.nts is not None else []
+        if not self.servers and not ke_servers:
+            raise InvalidParams(
+                f"{method}: no NTP server ([[server]]) nor NTS-KE server ([[nts-ke-server]]) "
+                "is running"
+            )
+        allowed = method == "allow"
         for server in self.servers:
             server.set_access(
-                server.access.with_rule(network, method == "allow", replace_inside=replace_inside)
+                server.access.with_rule(network, allowed, replace_inside=replace_inside)
             )
+        for ke in ke_servers:  # checked per connection: nothing cached to judge again
+            ke.access = ke.access.with_rule(network, allowed, replace_inside=replace_inside)
         await self.refresh_snapshots(client_keys=False)  # the workers apply it in order
         log.info(
-            "%s%s %s on every NTP server socket, until a restart",
+            "%s%s %s on every NTP server socket and NTS-KE listener, until a restart",
             method,
             " all" if replace_inside else "",
             network or "every address",
         )
-        rows = []
-        for cfg, access in self._server_access():
-            rules = access.rules
-            rows.append(
-                {
-                    "listen": _listen(cfg),
-                    "allow": [str(n) for n, allowed in rules.items() if allowed],
-                    "deny": [str(n) for n, allowed in rules.items() if not allowed],
-                }
-            )
-        return {"servers": rows}
+        return {
+            "servers": [_rules_row(_listen(cfg), access) for cfg, access in self._server_access()],
+            "nts_ke_servers": [_rules_row(ke.listen, ke.access) for ke in ke_servers],
+        }
 
     def _server_access(self) -> list[tuple[ServerConfig, AccessList]]:
         """Each ``[[server]]`` with the rules it runs by (the config's before the servers
@@ -173,6 +179,16 @@ class ChronycCommands:
         if not self.servers:  # not started (yet)
             return [(cfg, AccessList(cfg.allow, cfg.deny)) for cfg in self.config.servers]
         return [(c, s.access) for c, s in zip(self.config.servers, self.servers, strict=True)]
+
+
+def _rules_row(listen: str, access: AccessList) -> dict[str, Any]:
+    """A listener's running rules as ``allow``/``deny`` answer them."""
+    rules = access.rules
+    return {
+        "listen": listen,
+        "allow": [str(n) for n, allowed in rules.items() if allowed],
+        "deny": [str(n) for n, allowed in rules.items() if not allowed],
+    }
 
 
 def _listen(server: ServerConfig) -> str:

@@ -71,7 +71,8 @@ def test_allow_and_deny_at_run_time_seen_by_chronyd(peers: Peers, workers: int |
                 "allow": ["0.0.0.0/0", "127.0.0.1/32", "::/0"],
                 "deny": ["127.0.0.0/8"],
             }
-        ]
+        ],
+        "nts_ke_servers": [],  # none here (tests/interop/test_nts_ke_access_chronyd.py)
     }
     assert [accheck(server, a) for a in ("127.0.0.1", "::ffff:127.0.0.1", "127.0.0.2")] == [
         "allowed",

@@ -29,10 +29,20 @@ class Server:
         self.access = access
 
 
+class KeServer:
+    """What the commands use of an NtsKeServer."""
+
+    def __init__(self, listen: str, access: AccessList) -> None:
+        self.listen, self.access = listen, access
+
+
 class Commands(ChronycCommands):
-    def __init__(self, configs: list[ServerConfig], started: bool = True) -> None:
+    def __init__(
+        self, configs: list[ServerConfig], started: bool = True, ke: list[KeServer] | None = None
+    ) -> None:
         self.config = SimpleNamespace(servers=configs)  # type: ignore[assignment]
         self.servers = [Server(AccessList(c.allow, c.deny)) for c in configs] if started else []  # type: ignore[misc]
+        self.nts = SimpleNamespace(ke_servers=ke) if ke is not None else None  # type: ignore[assignment]
         self.refreshed = 0
 
     async def refresh_snapshots(self, client_keys: bool = True) -> None:
@@ -67,7 +77,8 @@ def test_a_rule_reaches_every_server_and_accheck_sees_it() -> None:
                 "deny": ["10.0.0.0/8"],
             },
             {"listen": "127.0.0.1:1123", "allow": ["10.1.2.3/32", "127.0.0.0/8"], "deny": []},
-        ]
+        ],
+        "nts_ke_servers": [],
     }
     assert commands.refreshed == 1  # answered once every worker has it
     assert verdicts(commands, "10.1.2.3") == [None, None]
@@ -134,4 +145,41 @@ def test_accheck_refuses_an_address_with_a_zone() -> None:
 def test_no_server_no_change() -> None:
     with pytest.raises(InvalidParams) as caught:
         call(Commands([]), "deny", {})
-    assert caught.value.message == "deny: no NTP server is configured ([[server]])"
+    assert caught.value.message == (
+        "deny: no NTP server ([[server]]) nor NTS-KE server ([[nts-ke-server]]) is running"
+    )
+
+
+def test_a_rule_reaches_the_nts_ke_listeners_too() -> None:
+    # chronyd has one rule set for NTP and NTS-KE: chronyc allow/deny changes both.  Each
+    # listener gets the rule on top of its own running rules (its own lists, or its server's).
+    own = KeServer("127.0.0.1:4460", AccessList([net("127.0.0.0/8")]))
+    inherited = KeServer("[::]:4460", AccessList((), [net("10.0.0.0/8")]))
+    commands = Commands(CONFIGS[:1], ke=[own, inherited])
+    result = call(commands, "deny", {"subnet": "127.0.0.1"})
+    assert result["nts_ke_servers"] == [
+        {"listen": "127.0.0.1:4460", "allow": ["127.0.0.0/8"], "deny": ["127.0.0.1/32"]},
+        {
+            "listen": "[::]:4460",
+            "allow": ["0.0.0.0/0", "::/0"],
+            "deny": ["10.0.0.0/8", "127.0.0.1/32"],
+        },
+    ]
+    assert [ke.access.verdict(ipaddress.ip_address("127.0.0.1")) for ke in (own, inherited)] == [
+        "denied",
+        "denied",
+    ]
+    call(commands, "allow", {"subnet": None, "all": True})
+    assert own.access == inherited.access == AccessList()
+
+
+def test_nts_ke_listeners_alone_take_a_rule() -> None:
+    # An NTS-KE host handing out cookies for a fleet (ntp-server) has no [[server]].
+    ke = KeServer("[::]:4460", AccessList())
+    result = call(Commands([], ke=[ke]), "deny", {"subnet": "192.0.2.0/24"})
+    assert result == {
+        "servers": [],
+        "nts_ke_servers": [
+            {"listen": "[::]:4460", "allow": ["0.0.0.0/0", "::/0"], "deny": ["192.0.2.0/24"]}
+        ],
+    }

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 from OpenSSL import SSL
 
-from tsyncd.config import KeysetConfig, NtsKeServerConfig
+from tsyncd.config import KeysetConfig, NtsKeServerConfig, ServerConfig
 from tsyncd.net.sockets import listen_error
 from tsyncd.net.tls import server_context
 from tsyncd.nts.cookie import (
@@ -36,7 +37,7 @@ from tsyncd.nts.server import NtsResponder
 from tsyncd.servers.credentials import Refused, ServedCredentials, reload_changed
 from tsyncd.servers.ntske import NtsKeServer
 from tsyncd.servers.ntskeys import KeyState, key_state
-from tsyncd.servers.responder import NtpResponder
+from tsyncd.servers.responder import AccessList, NtpResponder
 from tsyncd.servers.stats import NTS_SUMMED
 from tsyncd.servers.workers import WorkerPool
 
@@ -85,10 +86,13 @@ class NtsServerSide:
             pool.set_keys(state)
 
     async def start_ke(
-        self, cfg: NtsKeServerConfig, default_ntp_port: int | None, where: str = "nts-ke-server"
+        self,
+        cfg: NtsKeServerConfig,
+        servers: Sequence[ServerConfig],
+        where: str = "nts-ke-server",
     ) -> NtsKeServer:
-        """Start one NTS-KE listener; ``OSError``/``SSL.Error`` if it cannot (a bind failure
-        names ``where``'s listen address)."""
+        """Start one NTS-KE listener beside the config's ``servers``; ``OSError``/``SSL.Error``
+        if it cannot (a bind failure names ``where``'s listen address)."""
         chain, key = cfg.certificate_chain_path, cfg.private_key_path
         served = ServedCredentials.watch(
             where, chain, key, lambda: server.use_context(server_context(chain, key))
@@ -98,8 +102,9 @@ class NtsServerSide:
             ctx,
             lambda: self.keys,
             ntp_server=cfg.ntp_server,
-            ntp_port=cfg.ntp_port if cfg.ntp_port is not None else default_ntp_port,
+            ntp_port=negotiated_port(cfg, servers),
             rate_limit=cfg.rate_limit,
+            access=ke_access(cfg, servers),
         )
         try:
             await server.start(cfg.listen.host, cfg.listen.port)
@@ -217,6 +222,31 @@ class NtsServerSide:
             "nts_key_epoch": self.keys.current_epoch,
             "nts_key_id": self.keys.key_id,
         }
+
+
+def negotiated_port(cfg: NtsKeServerConfig, servers: Sequence[ServerConfig]) -> int | None:
+    """The NTP port sent to the listener's clients: ``ntp-port``, else the first
+    ``[[server]]``'s port; None (no Port Negotiation record: 123) without either."""
+    if cfg.ntp_port is not None:
+        return cfg.ntp_port
+    return servers[0].listen.port if servers else None
+
+
+def ke_access(cfg: NtsKeServerConfig, servers: Sequence[ServerConfig]) -> AccessList:
+    """Who may run NTS-KE with the listener ``cfg`` (chronyd checks its one rule set there):
+    its own ``allow``/``deny`` when it has them; else those of the first ``[[server]]`` on the
+    port its clients are sent to, which would refuse their NTP requests anyway (cookies for a
+    server that will not answer are no use, and hand a denied client a TLS session and keys);
+    else, with ``ntp-server`` (another host's rules are not ours to know) or no such server,
+    every client."""
+    if cfg.allow is not None and cfg.deny is not None:
+        return AccessList(cfg.allow, cfg.deny)
+    port = negotiated_port(cfg, servers)
+    if cfg.ntp_server is None:
+        for server in servers:
+            if server.listen.port == port:
+                return AccessList(server.allow, server.deny)
+    return AccessList()
 
 
 def _read(path: Path) -> bytes | None:

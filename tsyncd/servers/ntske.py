@@ -9,6 +9,11 @@ one deadline (``SESSION_TIMEOUT_S``), requests are capped at 16 KiB by the parse
 server's (``servers/clientlog.py``): a connection over it is closed before any TLS work, except
 one in 2**leak as there, none with ``leak = 0`` (TCP addresses cannot be spoofed the way UDP
 ones can, so ``leak = 0`` is safe here).
+
+Before that, as chronyd checks its NTP access rules right after accept(), a client ``access``
+refuses is closed at once: no TLS work, no client log entry (a scanner must not fill it), and
+only a DEBUG line; ``serverstats`` counts it under the NTP server's drop reason (``denied`` or
+``restricted``).
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from tsyncd.servers.clientlog import (
     client_rows,
     take_token,
 )
-from tsyncd.servers.responder import client_ip
+from tsyncd.servers.responder import AccessList, IPAddress, client_ip
 from tsyncd.wire.errors import WireError
 from tsyncd.wire.ntske import KeError, RecordParser, decode_request
 
@@ -74,6 +79,7 @@ class NtsKeServer:
         max_connections: int = MAX_CONNECTIONS,
         timeout_s: float = SESSION_TIMEOUT_S,
         rate_limit: RateLimit | None = None,
+        access: AccessList | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self._ctx = ctx
@@ -84,6 +90,8 @@ class NtsKeServer:
         self.timeout_s = timeout_s
         self.stats = KeServerStats()
         self.rate_limit = rate_limit
+        # Who may connect; replaced whole by ``tsyncctl allow``/``deny`` (daemon_commands).
+        self.access = access if access is not None else AccessList()
         self.clients = ClientLog()  # per client IP: the rate limit's buckets
         self._rng = rng or random.Random()
         self._active = 0
@@ -111,7 +119,14 @@ class NtsKeServer:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.stats.connections += 1
         peer = writer.get_extra_info("peername")
-        record, limited = self._count(peer)
+        ip = _peer_ip(peer)
+        verdict = self.access.verdict(ip) if ip is not None else ""
+        if verdict:
+            self.stats.failures[verdict] += 1
+            log.debug("NTS-KE: rejected connection from %s (access %s)", ip, verdict)
+            writer.close()
+            return
+        record, limited = self._count(ip)
         refused = "rate_limited" if limited else None
         if not limited and self._active >= self.max_connections:
             refused = "too_many_connections"
@@ -148,15 +163,15 @@ class NtsKeServer:
         """Its clients (connections, sessions with cookies, refused), busiest first."""
         return client_rows(self.clients, time.monotonic_ns())
 
-    def _count(self, peer: object) -> tuple[ClientRecord | None, bool]:
+    def _count(self, ip: IPAddress | None) -> tuple[ClientRecord | None, bool]:
         """This connection counted in its client's record (``tsyncctl clients --nts-ke``, and
         the rate limit's bucket; None without an IP peer), and whether it is over the client's
         rate limit and not let through by the leak."""
-        if not isinstance(peer, tuple) or not peer:
+        if ip is None:
             return None, False
         now = time.monotonic_ns()
         limit = self.rate_limit
-        address = str(client_ip(str(peer[0])))
+        address = str(ip)
         record = self.clients.records.get(address)
         if record is None:
             burst = limit.interval_ns * limit.burst if limit is not None else 0
@@ -217,3 +232,10 @@ class NtsKeServer:
             return True
         self.stats.failures["nothing_acceptable"] += 1
         return False
+
+
+def _peer_ip(peer: object) -> IPAddress | None:
+    """The client's IP (IPv4-mapped as IPv4) from a TCP peer name; None if it has none."""
+    if not isinstance(peer, tuple) or not peer:
+        return None
+    return client_ip(str(peer[0]))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Awaitable, Callable
+from ipaddress import ip_network
 from pathlib import Path
 from typing import TypeVar
 
@@ -21,6 +22,7 @@ from tsyncd.nts.client import NtsSession
 from tsyncd.nts.cookie import KeySet
 from tsyncd.nts.server import NtsResponder
 from tsyncd.servers.ntske import NtsKeServer
+from tsyncd.servers.responder import AccessList
 from tsyncd.sources.ntske import KeFailure, run_ke
 from tsyncd.wire.ntp import Mode, NtpPacket, decode_ntp, encode_ntp
 from tsyncd.wire.ntske import decode_records, decode_response
@@ -180,3 +182,31 @@ def test_server_negotiation_sends_clients_elsewhere(pki: Pki) -> None:
         assert (result.ntp_host, result.ntp_port) == ("ntp1.example.org", 1123)
 
     with_server(pki, body, ntp_server="ntp1.example.org")
+
+
+def test_a_refused_client_is_closed_before_tls_and_a_new_rule_lets_it_in(pki: Pki) -> None:
+    """chronyd checks its access rules right after accept(): no TLS work for a refused client,
+    no client log entry (a scanner must not fill it), only the drop reason counted."""
+
+    async def body(server: NtsKeServer, port: int) -> None:
+        server.access = AccessList([ip_network("192.0.2.0/24")], [ip_network("127.0.0.1")])
+        for source, reason in (("127.0.0.1", "denied"), ("127.0.0.2", "restricted")):
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", port, local_addr=(source, 0)
+            )
+            # Closed without a byte: not even a TLS alert, before any ClientHello is sent.
+            assert await asyncio.wait_for(reader.read(), 2) == b""
+            writer.close()
+            assert server.stats.failures[reason] == 1
+        with pytest.raises(KeFailure):
+            await run_ke("localhost", port, pki.ca, connect_host="127.0.0.1")
+        assert server.stats.failures["denied"] == 2 and server.stats.completed == 0
+        assert server.clients.records == {} and server.client_rows() == []
+        # tsyncctl allow 127.0.0.1 (daemon_commands): the next connection runs NTS-KE.
+        server.access = server.access.with_rule(ip_network("127.0.0.1"), True)
+        result = await run_ke("localhost", port, pki.ca, connect_host="127.0.0.1")
+        assert len(result.outcome.cookies) == 8 and server.stats.completed == 1
+        [row] = server.client_rows()
+        assert (row["address"], row["answered"]) == ("127.0.0.1", 1)
+
+    with_server(pki, body)

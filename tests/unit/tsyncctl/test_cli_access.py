@@ -141,3 +141,20 @@ def test_more_than_one_subnet_is_refused(sock: Path) -> None:
     assert result.exit_code == 2
     assert "expected [all] [SUBNET], got '10.0.0.0/8 10.1.0.0/16'" in result.output
     assert CALLS == []
+
+
+def test_the_nts_ke_listeners_rules_follow_the_servers(sock: Path) -> None:
+    # One rule set for NTP and NTS-KE, as in chrony: the answer shows both kinds of listener.
+    ke = {"listen": "127.0.0.1:4460", "allow": ["127.0.0.0/8"], "deny": ["127.0.0.1/32"]}
+    ANSWER["nts_ke_servers"] = [ke]
+    try:
+        result = run(sock, "deny", "127.0.0.1")
+    finally:
+        del ANSWER["nts_ke_servers"]
+    assert (result.exit_code, result.stdout) == (
+        0,
+        "[::]:123: allow 0.0.0.0/0, ::/0; deny -\n"
+        "NTS-KE 127.0.0.1:4460: allow 127.0.0.0/8; deny 127.0.0.1/32; refused: any other\n",
+    )
+    help_text = run(sock, "allow", "--help").stdout
+    assert "[[nts-ke-server]]" in " ".join(help_text.split())
