@@ -14,14 +14,28 @@ from typing import Any
 from peers import Chronyd, Peers, fast_sources_toml, free_udp_port, wait_for
 
 MIN_SPAN_S = 6.0  # of samples each side, 1/8 s apart: about 48
+# chronyd's own span may be shorter: its regression drops its oldest samples while their
+# residuals fail its runs test (regress.c), which a loaded machine's delays can keep doing
+# for a while (one run on a loaded 2-core machine waited 20 s in vain for 6 s of chronyd's
+# samples of one server).  A shorter span only widens chronyd's skew, which the comparison
+# allows for.
+MIN_CHRONYD_SPAN_S = MIN_SPAN_S / 2
+# Both clients measure one clock, so each source's frequency is 0 within the skews; but the
+# skews are 99.9 % bounds for independent noise, and a loaded machine's loopback delays are
+# not: they come and go with the load, a few µs of trend over the span (0.5 ppm between the
+# two clients once, against skews summing to 0.27 ppm).  1 ppm is that allowance, as for
+# our own frequency against 0 below; a unit error (ppb, or s/s) would still be far out.
+LOADED_PPM = 1.0
 
 
 def _chronyc_row(chrony: Chronyd, address: str) -> list[str] | None:
-    """``chronyc -c sourcestats``' row of ``address`` once its samples span ``MIN_SPAN_S``:
-    name, NP, NR, span (s), frequency (ppm), freq skew (ppm), offset (s), std dev (s)."""
+    """``chronyc -c sourcestats``' row of ``address`` once its samples span
+    ``MIN_CHRONYD_SPAN_S``: name, NP, NR, span (s), frequency (ppm), freq skew (ppm), offset (s),
+    std dev (s)."""
     rows = [line.split(",") for line in chrony.chronyc("sourcestats").splitlines()]
     rows = [r for r in rows if len(r) >= 8 and r[0] == address]
-    return rows[0] if rows and int(rows[0][1]) >= 8 and float(rows[0][3]) >= MIN_SPAN_S else None
+    ready = rows and int(rows[0][1]) >= 8 and float(rows[0][3]) >= MIN_CHRONYD_SPAN_S
+    return rows[0] if ready else None
 
 
 def test_sourcestats_of_chronyd_servers_agree_with_chronyc(peers: Peers) -> None:
@@ -52,20 +66,21 @@ def test_sourcestats_of_chronyd_servers_agree_with_chronyc(peers: Peers) -> None
     for address in ("127.0.0.1", "127.0.0.2"):
         row = rows[f"{address}:{port}"]
         theirs = wait_for(
-            f"chronyd's samples of {address} to span {MIN_SPAN_S} s",
+            f"chronyd's samples of {address} to span {MIN_CHRONYD_SPAN_S} s",
             lambda a=address: _chronyc_row(chrony, a),  # type: ignore[misc]
+            timeout=30,
         )
         assert row["samples"] == 8  # the clock filter's, as before
         assert 16 <= row["regression_samples"] <= 64 and row["runs"] >= 2
         # The same clock at both ends: within a few ppm of 0, with a finite, small skew.
         assert 0 < row["skew_ppm"] < 10.0
-        assert abs(row["frequency_ppm"]) <= row["skew_ppm"] + 1.0
+        assert abs(row["frequency_ppm"]) <= row["skew_ppm"] + LOADED_PPM
         assert abs(row["estimated_offset"]) < 1e-3 and 0 < row["estimated_std_dev"] < 1e-3
         # chronyc's frequency has the opposite sign (the local clock's rate against the
         # source); the two agree within the skews of both sources and both clocks.
         their_freq, their_skew = float(theirs[4]), float(theirs[5])
         assert 0 < their_skew < 2000.0
-        allowed = row["skew_ppm"] + their_skew + clock_skews
+        allowed = row["skew_ppm"] + their_skew + clock_skews + LOADED_PPM
         assert abs(row["frequency_ppm"] + their_freq) <= allowed
 
     text = tsyncd.run_ctl("sourcestats", "-v").stdout
