@@ -78,7 +78,7 @@ async def _tsyncd_peer_offsets(
         reference_ts=ntp64_from_unix_ns(time.time_ns()),
     )
     sock = NtpSourceSocket(
-        name="bench", mode="peer", ip="127.0.0.1", port=peer_port, local_port=port
+        name="bench", mode="peer", ip="127.0.0.1", port=peer_port, local_port=port, xleave=xleave
     )
     return await drive_association(assoc, sock, xleave, seconds)
 

@@ -187,7 +187,7 @@ def chrony_log_offsets(log: Path, xleave: bool) -> tuple[list[float], int]:
 
 async def _tsyncd_offsets(port: int, xleave: bool, seconds: float) -> list[float]:
     """tsyncd's per-source client path against 127.0.0.1:port, as the daemon drives it."""
-    sock = NtpSourceSocket(name="bench", mode="server", ip="127.0.0.1", port=port)
+    sock = NtpSourceSocket(name="bench", mode="server", ip="127.0.0.1", port=port, xleave=xleave)
     return await drive_association(new_association(NtpAssociation, xleave), sock, xleave, seconds)
 
 

@@ -280,6 +280,7 @@ class SourceMobilizer:
                 bind_ip=peer_bind_ip(self.config.servers, cfg.local_port, ip)
                 if cfg.mode == "peer"
                 else None,
+                xleave=cfg.xleave,
             )
         )
         try:

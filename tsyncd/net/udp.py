@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from tsyncd.net.sockets import open_socket, set_nonblocking
+from tsyncd.net.warmsend import SendWarmer
 from tsyncd.wire.ntp import MAX_PACKET_LEN
 
 log = logging.getLogger(__name__)
@@ -391,8 +392,12 @@ class TimestampedUdp:
         self._on_datagram = on_datagram
         self._on_tx_timestamp = on_tx_timestamp
         self.sent = 0  # datagrams handed to the kernel; the next one gets key ``sent``
-        # A client's request: give the CPU up right after sending (``_sendto_stamped``).
+        # A client's request: give the CPU up right after sending (``_sendto_stamped``), and
+        # warm the kernel's send path (``warmsend.client_warmer``) after the request, or before
+        # it with ``warm_before`` (interleaved: net/warmsend.py says why).
         self.yield_after_send = False
+        self.warmer: SendWarmer | None = None
+        self.warm_before = False
         self.tx_timestamps = False
         if on_tx_timestamp is not None and enable_tx_timestamps(sock):
             self.tx_timestamps = True
@@ -491,10 +496,16 @@ class TimestampedUdp:
         bias of half that in every offset).  Two epoll_ctl calls per request are cheap.
         """
         fd = self.sock.fileno()
+        warmer = self.warmer
+        now_ns = time.monotonic_ns() if warmer is not None else 0
         self._loop.remove_reader(fd)
         try:
+            if warmer is not None and self.warm_before:
+                warmer.warm(now_ns)
             send_with(self.sock, data, address, control, self._flags)
             self.sent += 1
+            if warmer is not None and not self.warm_before:
+                warmer.warm(now_ns)  # for the server, which runs next (net/warmsend.py)
             if self.yield_after_send:
                 # The server our request just woke is usually queued on this CPU (a socket's
                 # readers are woken "sync", to run where the waker runs): yielding lets it
@@ -508,6 +519,8 @@ class TimestampedUdp:
             self._loop.add_reader(fd, self._read_ready)
         # On loopback and most NICs the software stamp is queued inside sendto.
         self.read_tx_timestamps()
+        if warmer is not None:
+            warmer.sent(now_ns)  # drain the warm-up datagram
         return True
 
     def read_tx_timestamps(self) -> None:

@@ -22,13 +22,13 @@ from tsyncd.net.udp import (
     listen_text,
     normalize_ip,
 )
+from tsyncd.net.warmsend import SendWarmer
 from tsyncd.servers import txstamp
 from tsyncd.servers.latetx import BASIC, LATE_KODS, SendLag
 from tsyncd.servers.lonesend import LoneSend, SocketLoneSend, address_send, send_staged
 from tsyncd.servers.passive import is_symmetric_active, passive_reply
 from tsyncd.servers.responder import AccessList, NtpResponder, ResponseTemplate
 from tsyncd.servers.sealtx import LateTransmit
-from tsyncd.servers.warmsend import SendWarmer
 
 log = logging.getLogger(__name__)
 

@@ -43,13 +43,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from tsyncd.net.udp import BroadcastRoutes
+from tsyncd.net.warmsend import SendWarmer
 from tsyncd.servers import mmsg, txstamp
 from tsyncd.servers.latetx import BASIC, LATE_KODS, SendLag, restamp, transmit_ntp
 from tsyncd.servers.lonesend import lone_send, send_staged
 from tsyncd.servers.ntskeys import KeyState
 from tsyncd.servers.pipe import Connection  # not multiprocessing's: it costs memory
 from tsyncd.servers.responder import AccessList, NtpResponder, ResponseTemplate, ServerPolicy
-from tsyncd.servers.warmsend import SendWarmer
 from tsyncd.wire.ntp import HEADER_LEN
 
 if TYPE_CHECKING:

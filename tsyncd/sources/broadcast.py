@@ -19,6 +19,7 @@ from tsyncd.config import SourceConfig
 from tsyncd.config_broadcast import is_multicast
 from tsyncd.net.multicast import join_group
 from tsyncd.net.udp import Address, SocketOptions, TimestampedUdp
+from tsyncd.net.warmsend import client_warmer
 from tsyncd.snapshots import SourceSnapshot
 from tsyncd.sources.ntp import DropHandler, NtpSourceSocket, ReplyHandler, TxHandler
 from tsyncd.sync.broadcast import BroadcastAssociation
@@ -79,6 +80,7 @@ class BroadcastSourceSocket(NtpSourceSocket):
         )
         udp.sock.connect(self.peer)
         udp.yield_after_send = True  # as the requests of every other source
+        udp.warmer = client_warmer(udp.sock.family)
         return udp
 
     def _request_socket(self) -> TimestampedUdp | None:

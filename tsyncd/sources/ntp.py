@@ -19,6 +19,7 @@ from tsyncd.net.udp import (
     normalize_ip,
     routed_source_ip,
 )
+from tsyncd.net.warmsend import client_warmer
 from tsyncd.snapshots import SourceSnapshot
 from tsyncd.sync.association import NtpAssociation
 from tsyncd.sync.core import SourceState
@@ -48,8 +49,12 @@ class NtpSourceSocket:
         local_port: int = 0,
         connect: bool = True,
         bind_ip: str | None = None,
+        xleave: bool = False,
     ) -> None:
         self.name = name
+        # The source interleaves: its requests' send path is warmed before, not after, each
+        # request (net/warmsend.py says why).
+        self.xleave = xleave
         self.options = options
         self.local_port = local_port  # peers, broadcast clients: the port packets come to
         self.connect = connect  # peers: connected; broadcast clients accept any source port
@@ -119,6 +124,8 @@ class NtpSourceSocket:
             reuse_port=self.local_port != 0 and self.connect,
         )
         self._udp.yield_after_send = True  # our requests (TimestampedUdp._sendto_stamped)
+        self._udp.warmer = client_warmer(self._udp.sock.family)
+        self._udp.warm_before = self.xleave
         if self.local_port and self.connect:
             # A connected socket gets this peer's datagrams even where a server socket with
             # SO_REUSEPORT shares the port (the kernel prefers the connected match).
