@@ -118,5 +118,7 @@ def client_warmer(family: int) -> SendWarmer | None:
             _CLIENT_WARMERS[family] = None
         else:
             warmer = SendWarmer(sender)
+            if not warmer.ready:
+                sender.close()  # no loopback of this family: requests go out unwarmed
             _CLIENT_WARMERS[family] = warmer if warmer.ready else None
     return _CLIENT_WARMERS[family]
