@@ -165,6 +165,7 @@ class WorkerPool:
         """Fork the workers and watch them (on the running loop); once only (idempotent)."""
         if self._reaper is not None:
             return self
+        worker_mod.warm_up(self._workers[0].sock, self._setup(self._workers[0]))
         for w in self._workers:
             self._fork(w)
         self._reaper = self._loop.create_task(self._reap())
@@ -182,11 +183,14 @@ class WorkerPool:
 
     # ---------------------------------------------------------------- processes
 
-    def _fork(self, w: _Worker) -> None:
-        parent_end, child_end = pipe()
-        setup = worker_mod.WorkerSetup(
+    def _setup(self, w: _Worker) -> worker_mod.WorkerSetup:
+        return worker_mod.WorkerSetup(
             w.index, self._access, self._policy, self._template, self._clock_map, self._keys
         )
+
+    def _fork(self, w: _Worker) -> None:
+        parent_end, child_end = pipe()
+        setup = self._setup(w)
         # Signals stay blocked across fork so the child cannot run the parent's handlers
         # (asyncio's wakeup fd) before it has replaced them.
         old = signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCKED)
