@@ -13,6 +13,7 @@ import pytest
 
 from tsyncd.clock.measure import MeasureClock
 from tsyncd.config import Endpoint, load_config
+from tsyncd.net.sockets import libc
 from tsyncd.servers import worker as worker_mod
 from tsyncd.servers.responder import AccessList, ResponseTemplate, ServerPolicy
 from tsyncd.servers.workers import WorkerPool, start_server
@@ -95,5 +96,7 @@ def test_warming_up_leaves_the_socket_as_it_was() -> None:
         )
         worker_mod.warm_up(sock, setup)
         assert not sock.getblocking()
+        # The C functions a worker calls are looked up once, on the one shared handle.
+        assert {"prctl", "recvmmsg", "sendmmsg", "sendmsg"} <= vars(libc()).keys()
         sock.settimeout(5)
         assert sock.recv(512) == b"x" * 48
