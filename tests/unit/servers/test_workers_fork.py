@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,6 +16,7 @@ from tsyncd.clock.measure import MeasureClock
 from tsyncd.config import Endpoint, load_config
 from tsyncd.net.sockets import libc
 from tsyncd.servers import worker as worker_mod
+from tsyncd.servers import workers as workers_mod
 from tsyncd.servers.responder import AccessList, ResponseTemplate, ServerPolicy
 from tsyncd.servers.workers import WorkerPool, start_server
 from tsyncd.wire.ntp import Mode, NtpPacket, decode_ntp, encode_ntp
@@ -67,7 +69,9 @@ def test_the_workers_parts_are_built_once_before_the_first_fork(
     )
     events: list[str] = []
     monkeypatch.setattr(worker_mod, "warm_up", lambda sock, setup: events.append("warm"))
-    monkeypatch.setattr(WorkerPool, "_fork", lambda self, w: events.append(f"fork {w.index}"))
+    monkeypatch.setattr(
+        WorkerPool, "_fork", lambda self, w, *ends: events.append(f"fork {w.index}")
+    )
 
     async def scenario() -> None:
         pool = start_server(server, MeasureClock(), ResponseTemplate(stratum=10), fork=False)
@@ -100,3 +104,47 @@ def test_warming_up_leaves_the_socket_as_it_was() -> None:
         assert {"prctl", "recvmmsg", "sendmmsg", "sendmsg"} <= vars(libc()).keys()
         sock.settimeout(5)
         assert sock.recv(512) == b"x" * 48
+
+
+def test_every_pipe_is_made_before_the_first_fork_and_watched_after_the_last(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between two forks the main process allocates nothing of its own (pipes, loop readers):
+    each page it writes there is one the worker forked first copies."""
+    server = dataclasses.replace(
+        load_config(_conf(tmp_path)).servers[0], listen=Endpoint("127.0.0.1", 0)
+    )
+    events: list[str] = []
+    real_pipe = workers_mod.pipe
+
+    def recorded_pipe() -> Any:
+        events.append("pipe")
+        return real_pipe()
+
+    def fork(self: WorkerPool, w: Any, ends: Any = None, spare: Any = ()) -> None:
+        events.append(f"fork {w.index} holding {len(spare)} spare ends")
+        for end in ends:
+            end.close()
+
+    monkeypatch.setattr(worker_mod, "warm_up", lambda sock, setup: None)
+    monkeypatch.setattr(workers_mod, "pipe", recorded_pipe)
+    monkeypatch.setattr(WorkerPool, "_fork", fork)
+    monkeypatch.setattr(WorkerPool, "_watch", lambda self, w: events.append(f"watch {w.index}"))
+
+    async def scenario() -> None:
+        pool = start_server(server, MeasureClock(), ResponseTemplate(stratum=10), fork=False)
+        assert isinstance(pool, WorkerPool)
+        try:
+            pool.start()
+        finally:
+            pool.close()
+
+    asyncio.run(scenario())
+    assert events == [
+        "pipe",
+        "pipe",
+        "fork 0 holding 2 spare ends",  # worker 1's, which worker 0 closes
+        "fork 1 holding 0 spare ends",
+        "watch 0",
+        "watch 1",
+    ]
