@@ -20,7 +20,8 @@ from functools import cache
 
 
 @cache
-def _libc() -> ctypes.CDLL:
+def libc() -> ctypes.CDLL:
+    """The process's own C library symbols (``errno`` kept), one handle for all."""
     return ctypes.CDLL(None, use_errno=True)
 
 
@@ -31,7 +32,7 @@ def open_socket(family: socket.AddressFamily, kind: socket.SocketKind) -> socket
     except OSError as exc:
         if exc.errno != errno.EINVAL:
             raise
-    fd = _libc().socket(int(family), int(kind), 0)
+    fd = libc().socket(int(family), int(kind), 0)
     if fd < 0:
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code))

@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
+from tsyncd.net.sockets import libc
 from tsyncd.net.udp import READ_SIZE, SO_TIMESTAMPING, Control, cmsg_bytes, send_with
 from tsyncd.servers import txstamp
 from tsyncd.servers.latetx import TRANSMIT_AT, pack_transmit_into, transmit_ntp, with_transmit
@@ -91,7 +92,7 @@ class LoneSend:
     def __init__(self, fd: int, batch: MessageBatch | None = None, slot: int = READ_SIZE) -> None:
         self._batch = batch
         self._fd = fd
-        self._sendmsg = ctypes.CDLL(None, use_errno=True).sendmsg
+        self._sendmsg = libc().sendmsg
         self._data = ctypes.create_string_buffer(slot)
         self._view = memoryview(self._data).cast("B")
         self._iov = Iovec(ctypes.addressof(self._data), 0)

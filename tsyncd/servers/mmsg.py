@@ -26,6 +26,7 @@ import struct
 import sys
 from typing import Any, Final
 
+from tsyncd.net.sockets import libc
 from tsyncd.net.udp import (
     CMSGHDR,
     PKTINFO_SPACE,
@@ -99,8 +100,8 @@ def _libc_calls() -> tuple[Any, Any] | None:
     the result is a C ``int`` by default.
     """
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.recvmmsg, libc.sendmmsg
+        c = libc()
+        return c.recvmmsg, c.sendmmsg
     except (OSError, AttributeError):
         return None
 

@@ -33,8 +33,8 @@ to the other whenever it changes, so the worker needs no clock object.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
+import pickle
 import signal
 import socket
 import struct
@@ -42,11 +42,12 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
+from tsyncd.net.sockets import libc
 from tsyncd.net.udp import BroadcastRoutes
 from tsyncd.net.warmsend import SendWarmer
 from tsyncd.servers import mmsg, txstamp
 from tsyncd.servers.latetx import BASIC, LATE_KODS, SendLag, restamp, transmit_ntp
-from tsyncd.servers.lonesend import lone_send, send_staged
+from tsyncd.servers.lonesend import LoneSend, SocketLoneSend, lone_send, send_staged
 from tsyncd.servers.ntskeys import KeyState
 from tsyncd.servers.pipe import Connection  # not multiprocessing's: it costs memory
 from tsyncd.servers.responder import AccessList, NtpResponder, ResponseTemplate, ServerPolicy
@@ -64,6 +65,8 @@ _CLIENT_ROWS: Final = 256  # busiest clients pushed up for `tsyncctl clients`
 _MAX_KEYS: Final = 65_536  # client log keys pushed when asked (16 times the default log)
 RATE_UNIT: Final = 1_000_000_000_000  # ClockMap.rate_ppt denominator
 _PR_SET_PDEATHSIG: Final = 1
+# An NTPv4 client request with a Transmit of 1 s, all else zero (``warm_up``).
+_WARM_REQUEST: Final = bytes([0x23]) + bytes(39) + (1 << 32).to_bytes(8, "big")
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,12 +119,44 @@ def _reset_signals() -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
     # Die with the parent even if it is killed outright (no pipe EOF needed).
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        libc().prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def warm_up(sock: socket.socket, setup: WorkerSetup) -> None:
+    """Build a worker's parts once in the main process, before the first fork, and drop them.
+
+    What building them first does (ctypes' array types and C function lookups, the first runs
+    of the set-up, answer and report code) then lives in the heap every worker shares instead
+    of in pages each worker copies: about 0.4 MB less anonymous memory over two workers
+    (bench/README.md, "Server memory").  Nothing is sent or received: the socket is only
+    asked whether it delivers packet info.
+    """
+    responder = _parts(sock, setup)[0]
+    with contextlib.suppress(AttributeError):
+        libc().prctl  # noqa: B018 - looked up here, once (``_reset_signals`` calls it)
+    # The rest only warms code up: a throwaway responder answers a plain client request and
+    # its report is pickled, as ``_serve`` and ``_push`` will; no failure of it may stop the
+    # daemon (the worker meets the same code again, where errors are reported).
+    with contextlib.suppress(Exception):
+        now = time.time_ns()
+        responder.respond(_WARM_REQUEST, "127.0.0.1", now, now, 123)
+        pickle.dumps(_stats(responder, None, now, 0, False), pickle.HIGHEST_PROTOCOL)
+
+
+def _parts(
+    sock: socket.socket, setup: WorkerSetup
+) -> tuple[
+    NtpResponder, mmsg.MessageBatch | mmsg.SingleMessage, LoneSend | SocketLoneSend, SendLag
+]:
+    """A worker's responder, datagram IO, lone-reply sender and send-lag estimate."""
+    responder = NtpResponder(setup.access, setup.policy)
+    responder.template = setup.template
+    io = mmsg.datagram_io(sock)
+    return responder, io, lone_send(io, sock), SendLag()
 
 
 def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
-    responder = NtpResponder(setup.access, setup.policy)
-    responder.template = setup.template
+    responder, io, lone, lag = _parts(sock, setup)
     responder.broadcast_routes = BroadcastRoutes()  # the process's: it exits with it
     clock_map = setup.clock_map
     nts: NtsResponder | None = None
@@ -134,9 +169,6 @@ def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
     sock.setblocking(True)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _RCV_TIMEOUT)
     tx_stamps = True
-    io = mmsg.datagram_io(sock)
-    lag = SendLag()
-    lone = lone_send(io, sock)
     warmer = SendWarmer(sock, lone.send_raw)
     if nts is not None:
         from tsyncd.servers.sealtx import LateTransmit
@@ -315,6 +347,17 @@ def _push(
     """Counters and the busiest clients up the pipe; with ``with_keys`` (asked for when
     clients may meet several client logs) every client log key, up to ``_MAX_KEYS``, so the
     main process can count each client once (``stats.distinct_clients``)."""
+    conn.send(_stats(responder, nts, now_ns, acked, with_keys))
+
+
+def _stats(
+    responder: NtpResponder,
+    nts: NtsResponder | None,
+    now_ns: int,
+    acked: int,
+    with_keys: bool,
+) -> tuple[Any, ...]:
+    """``_push``'s message."""
     counters: dict[str, Any] = responder.counters()
     if nts is not None:
         counters["nts_requests"] = nts.requests
@@ -322,4 +365,4 @@ def _push(
         counters["nts_cookies_issued"] = nts.cookies_issued
     records = responder.clients.records
     keys = list(records) if with_keys and len(records) <= _MAX_KEYS else None
-    conn.send(("stats", counters, responder.client_rows(now_ns, _CLIENT_ROWS), acked, keys))
+    return ("stats", counters, responder.client_rows(now_ns, _CLIENT_ROWS), acked, keys)
