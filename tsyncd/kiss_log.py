@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Final
 
-from tsyncd.sync.association import AssociationState, NtpAssociation, poll_interval_ns
+from tsyncd.sync.association import NtpAssociation, poll_interval_ns
 
 log = logging.getLogger("tsyncd.daemon")
 
@@ -51,7 +51,7 @@ class KissLog:
         if association.stats.kisses == kisses_before:
             return
         code = association.stats.kiss_code
-        if association.state is AssociationState.DEMOBILIZED:
+        if association.stopped:
             log.warning(
                 "%s: server sent kiss-o'-death %s (access denied): not polling it until "
                 "tsyncctl online or burst",

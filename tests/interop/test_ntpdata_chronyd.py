@@ -32,10 +32,7 @@ _CHRONYC_LEAP = {"Normal": "none", "Insert second": "insert", "Delete second": "
 
 def test_tsyncd_ntpdata_matches_chronyc_ntpdata(peers: Peers) -> None:
     port = free_udp_port()
-    peers.chronyd(
-        "chronyd-server",
-        f"port {port}\nbindaddress 127.0.0.1\nlocal stratum 5\nallow 127.0.0.1\n",
-    )
+    peers.chronyd_servers(port, (1,))  # 127.0.0.1, local stratum 5
     chrony = peers.chronyd(
         "chronyd-client", f"server 127.0.0.1 port {port} iburst minpoll -2 maxpoll -2\nport 0\n"
     )

@@ -1,4 +1,5 @@
-"""Warm the kernel's send path before a lone basic reply's Transmit is read.
+"""Warm the kernel's send path: before a lone basic reply's Transmit is read, and around a
+source's request (``client_warmer``).
 
 Why: a basic reply's Transmit is a clock read plus the send lag ``latetx.SendLag`` learns, so
 its error is how much that lag varies.  On this VM a send whose kernel path has not run for a

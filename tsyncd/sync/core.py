@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Final
 
-from tsyncd.sync.association import AssociationState, NtpAssociation
+from tsyncd.sync.association import NtpAssociation
 from tsyncd.sync.discipline import ClockAction, Discipline, Step
 from tsyncd.sync.filter import ClockFilter
 from tsyncd.sync.sample import MAXDIST_NS, Sample
@@ -112,7 +112,7 @@ class SourceState:
             reach=a.reach,
             polled=a.polled,
             replied=a.stats.packets_received > 0,
-            usable=a.state is not AssociationState.DEMOBILIZED,
+            usable=not a.stopped,
             unusable_reason=a.unusable_reason or ("offline" if not a.online else self.rejected),
             estimate=self.filter.output(now_ns),
             leap=self.leap,

@@ -33,7 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final
 
-from tsyncd.sync.association import AssociationState, NtpAssociation
+from tsyncd.sync.association import NtpAssociation
 
 _UNREACHABLE_POLLS: Final = 8
 _FALSETICKER_CHECKS: Final = 8
@@ -146,7 +146,7 @@ def bad_reason(
 ) -> tuple[str | None, int]:
     """(Why a source is bad and should be replaced, or None; the falseticker checks in a row
     counting this one).  Shared by pools and sources named by host name (``named_server``)."""
-    if association.state is AssociationState.DEMOBILIZED:
+    if association.stopped:
         return association.unusable_reason or "demobilized", 0
     if (
         association.online  # offline, its reach is cleared, but nothing was learnt
