@@ -182,7 +182,7 @@ class ServerStatsSnapshot:
     nts_ke_connections: int = 0  # TCP connections accepted by the NTS-KE listeners
     nts_ke_completed: int = 0  # KE sessions that ended with cookies
     nts_ke_failures: int = 0  # KE sessions that failed (TLS, timeout, bad request, ...)
-    # ... by reason: "tls", "timeout", "rate_limited", "too_many_connections", ...
+    # ... by reason: "tls", "alpn", "timeout", "rate_limited", "too_many_connections", ...
     nts_ke_failures_by_reason: dict[str, int] = field(default_factory=dict)
     nts_ke_group: str | None = None  # TLS key-exchange group of the last KE session
     nts_ke_groups: dict[str, int] = field(default_factory=dict)  # KE sessions per TLS group

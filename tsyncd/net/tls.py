@@ -28,6 +28,7 @@ from OpenSSL import SSL, crypto
 from tsyncd.wire.ntske import ALPN
 
 __all__ = [
+    "AlpnError",
     "TlsClosed",
     "TlsError",
     "TlsStream",
@@ -40,7 +41,21 @@ _CHUNK: Final = 65536
 
 
 class TlsError(Exception):
-    """The TLS session failed (handshake, ALPN, certificate, or the peer went away)."""
+    """The TLS session failed (handshake, ALPN, certificate, or the peer went away).
+    ``reason``: the NTS-KE server's failure counter it goes to."""
+
+    reason = "tls"
+
+
+class AlpnError(TlsError):
+    """The peer did not offer or choose ALPN ``ntske/1`` (RFC 8915 §4)."""
+
+    reason = "alpn"
+
+
+class _AlpnRefused(SSL.Error):
+    """Raised by the server's ALPN callback: pyOpenSSL then fails the handshake with a
+    ``no_application_protocol`` alert (RFC 7301 §3.2) and raises this from ``do_handshake``."""
 
 
 class TlsClosed(TlsError):
@@ -73,7 +88,12 @@ def server_context(chain_path: Path, key_path: Path) -> SSL.Context:
     ctx.check_privatekey()
 
     def select_alpn(_conn: SSL.Connection, offered: list[bytes]) -> bytes:
-        return ALPN if ALPN in offered else SSL.NO_OVERLAPPING_PROTOCOLS  # type: ignore[return-value]
+        # RFC 7301 §3.2: a server that supports none of the offered protocols answers with a
+        # fatal no_application_protocol alert.  Returning NO_OVERLAPPING_PROTOCOLS would let
+        # the handshake finish without ALPN and leave the client guessing why we hang up.
+        if ALPN not in offered:
+            raise _AlpnRefused(f"client offered ALPN {offered!r}, not ntske/1")
+        return ALPN
 
     ctx.set_alpn_select_callback(select_alpn)
     # Session tickets only cost us bytes: NTS-KE clients connect rarely and never resume.
@@ -175,6 +195,9 @@ class TlsStream:
                     if not await self._fill():
                         raise TlsClosed("connection closed during the TLS handshake") from None
             await self._flush()
+        except _AlpnRefused as exc:
+            await self._flush_quietly()  # the alert
+            raise AlpnError(f"TLS handshake failed: {exc}") from None
         except SSL.Error as exc:
             await self._flush_quietly()
             if self._verify_failures:
@@ -182,7 +205,9 @@ class TlsStream:
                 raise TlsError(f"TLS handshake failed: certificate not trusted: {why}") from None
             raise TlsError(f"TLS handshake failed: {exc}") from None
         if self.conn.get_alpn_proto_negotiated() != ALPN:
-            raise TlsError("peer did not negotiate ALPN ntske/1")
+            # A client that offers no ALPN at all never reaches select_alpn (OpenSSL calls it
+            # only for an offer), and pyOpenSSL cannot send an alert after the handshake.
+            raise AlpnError("peer did not negotiate ALPN ntske/1")
 
     async def _flush_quietly(self) -> None:
         """Send a pending alert, if any, ignoring a dead connection."""

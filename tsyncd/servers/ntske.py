@@ -146,7 +146,7 @@ class NtsKeServer:
             self.stats.failures["timeout"] += 1
             log.debug("NTS-KE session with %s timed out", peer)
         except TlsError as exc:
-            self.stats.failures["tls"] += 1
+            self.stats.failures[exc.reason] += 1
             log.debug("NTS-KE session with %s: %s", peer, exc)
         except OSError as exc:
             self.stats.failures["io"] += 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import ssl
 from collections.abc import Awaitable, Callable
 from ipaddress import ip_network
 from pathlib import Path
@@ -208,5 +209,31 @@ def test_a_refused_client_is_closed_before_tls_and_a_new_rule_lets_it_in(pki: Pk
         assert len(result.outcome.cookies) == 8 and server.stats.completed == 1
         [row] = server.client_rows()
         assert (row["address"], row["answered"]) == ("127.0.0.1", 1)
+
+    with_server(pki, body)
+
+
+def test_a_client_without_alpn_ntske_is_refused_and_counted(pki: Pki) -> None:
+    """RFC 7301 §3.2: offering only other protocols gets a fatal no_application_protocol
+    alert, so the client learns why; offering none completes TLS and is then hung up on.
+    Both count as ``alpn``, not as a generic TLS failure."""
+
+    async def body(server: NtsKeServer, port: int) -> None:
+        context = ssl.create_default_context(cafile=str(pki.ca))
+        context.set_alpn_protocols(["http/1.1"])
+        with pytest.raises(ssl.SSLError, match="no application protocol"):
+            await asyncio.open_connection(
+                "127.0.0.1", port, ssl=context, server_hostname="localhost"
+            )
+        assert server.stats.failures["alpn"] == 1
+        bare = ssl.create_default_context(cafile=str(pki.ca))
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=bare, server_hostname="localhost"
+        )
+        assert writer.get_extra_info("ssl_object").selected_alpn_protocol() is None
+        assert await asyncio.wait_for(reader.read(), 2) == b""
+        writer.close()
+        assert server.stats.failures["alpn"] == 2
+        assert server.stats.failures["tls"] == 0
 
     with_server(pki, body)
