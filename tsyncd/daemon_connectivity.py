@@ -39,7 +39,7 @@ from tsyncd.net.udp import Address, family_for_host
 from tsyncd.source_selectors import Association, select_associations
 from tsyncd.sync.core import SourceState
 
-__all__ = ["Association", "Connectivity", "has_route", "select_associations"]
+__all__ = ["Association", "Connectivity", "has_route", "nothing_to_burst", "select_associations"]
 
 log = logging.getLogger("tsyncd.daemon")
 
