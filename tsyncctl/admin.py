@@ -51,7 +51,8 @@ def makestep(ctx: click.Context, as_json: bool) -> None:
 def burst(ctx: click.Context, sources: tuple[str, ...], as_json: bool) -> None:
     """Send a quick burst of requests to SOURCEs, like 'chronyc burst' (needs root or the
     admin group); an offline source goes offline again after it.  A broadcast source only
-    listens: it is skipped, and named."""
+    listens: it is skipped, and named.  When none is burst (only broadcast sources, or none
+    with an address yet) it fails, saying why, as chronyc's '513 No such source'."""
 
     def human(r: dict[str, Any]) -> str:
         lines = [f"burst started for {r.get('sources', 0)} source(s)"]

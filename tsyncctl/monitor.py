@@ -176,7 +176,10 @@ def clients(ctx: click.Context, packets: int, nts_ke: bool, as_json: bool) -> No
 @json_option
 @click.pass_context
 def tracking(ctx: click.Context, as_json: bool) -> None:
-    """The clock discipline: offsets, frequency, skew (like 'chronyc tracking')."""
+    """The clock discipline: offsets, frequency, skew (like 'chronyc tracking').
+
+    Skew is the frequency's 99.9 % error bound, as chronyc's: the sourcestats Freq Skew of
+    the system peer, or of the sources combined with it (0 while unsynchronized)."""
     show(ctx, "tracking", dict, as_json, render.render_tracking)
 
 

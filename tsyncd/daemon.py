@@ -647,20 +647,6 @@ class Daemon(SourceSettings, ChronycCommands, MeasurementLogging, SnapshotViews)
         steps = [a.offset_ns * 1e-9 for a in actions if isinstance(a, Step)]
         return {"stepped": bool(steps), "offset": steps[0] if steps else 0.0}
 
-    def _rpc_burst(self, params: dict[str, Any]) -> dict[str, Any]:
-        """``tsyncctl burst [SOURCE]...``: a quick burst of requests from the associations
-        ``params["sources"]`` selects (every one when absent or empty), as chronyc burst;
-        how many (a source with no association yet has nothing to burst), and ``skipped``:
-        the selected sources that send nothing (a broadcast source only listens), with why."""
-        selected = self._selected("burst", params)
-        names = [name for name in selected if name in self.core.sources]
-        skipped = self.core.burst(self.clock.now_ns(), names)
-        self._wake.set()
-        # An NTS source whose NTS-KE is backing off tries again now.
-        retried = [n for n in selected if n in self.nts_sources and self.nts_sources[n].retry_now()]
-        started = {n for n in names if n not in skipped} | set(retried)
-        return {"sources": len(started), "skipped": skipped}
-
     async def _start_nts_server_side(self) -> None:
         """Load the NTS cookie keys when NTS-KE is served or a key file is configured."""
         cfg = self.config

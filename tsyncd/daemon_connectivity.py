@@ -1,12 +1,13 @@
 """Sources taken offline and back online while the daemon runs, as with chronyc.
 
 ``tsyncctl offline [SELECTOR]...`` stops polling the sources it selects, ``online`` starts them
-again, ``onoffline`` sets each one by whether the kernel has a route to its address (what a
-network manager's dispatcher script calls when links come and go; a source with no association
-yet by the route to an address of its name, an NTS source's NTS-KE server's), and ``activity``
-counts them, with chronyc's ``activity`` categories.  A laptop or an intermittent link then neither
-fills the log with unanswered polls nor lets its sources' reach decay into "unreachable"
-(which would make a pool replace its members) while the network is down.
+again, ``burst`` sends them a quick burst of requests, ``onoffline`` sets each one by whether
+the kernel has a route to its address (what a network manager's dispatcher script calls when
+links come and go; a source with no association yet by the route to an address of its name, an
+NTS source's NTS-KE server's), and ``activity`` counts them, with chronyc's ``activity``
+categories.  A laptop or an intermittent link then neither fills the log with unanswered polls
+nor lets its sources' reach decay into "unreachable" (which would make a pool replace its
+members) while the network is down.
 
 Selectors: a name as ``tsyncctl sources`` shows it, the configured name of the source that made
 an association (a pool's name selects all its members), or an IP address or network
@@ -38,7 +39,7 @@ from tsyncd.net.udp import Address, family_for_host
 from tsyncd.source_selectors import Association, select_associations
 from tsyncd.sync.core import SourceState
 
-__all__ = ["Association", "Connectivity", "has_route", "select_associations"]
+__all__ = ["Association", "Connectivity", "has_route", "nothing_to_burst", "select_associations"]
 
 log = logging.getLogger("tsyncd.daemon")
 
@@ -218,6 +219,24 @@ class Connectivity(SourceAdmin):
         self._set_online(down, False)
         return {"online": up, "offline": down}
 
+    def _rpc_burst(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``tsyncctl burst [SOURCE]...``: a quick burst of requests from the associations
+        ``params["sources"]`` selects (every one when absent or empty), as chronyc burst;
+        how many (a source with no association yet has nothing to burst), and ``skipped``:
+        the selected sources that send nothing (a broadcast source only listens), with why.
+        None burst at all is invalid params, as a selector matching no source is: chronyd
+        answers both "513 No such source" (QA s19: tsyncctl said "0 source(s)" and exited 0)."""
+        selected = self._selected("burst", params)
+        names = [name for name in selected if name in self.core.sources]
+        skipped = self.core.burst(self.clock.now_ns(), names)
+        self._wake.set()
+        # An NTS source whose NTS-KE is backing off tries again now.
+        retried = [n for n in selected if n in self.nts_sources and self.nts_sources[n].retry_now()]
+        started = {n for n in names if n not in skipped} | set(retried)
+        if not started:
+            raise InvalidParams(nothing_to_burst(selected, skipped))
+        return {"sources": len(started), "skipped": skipped}
+
     async def _address_routed(self, cfg: SourceConfig) -> bool:
         """Whether any address of ``cfg``'s (for NTS: its NTS-KE server's) has a route (a name
         that cannot be resolved counts as none: polling, or the NTS-KE, would fail as well)."""
@@ -241,3 +260,13 @@ class Connectivity(SourceAdmin):
             counts[f"burst_{kind}" if a.bursting else kind] += 1
         counts["unknown_address"] = len(self._unplaced())
         return counts
+
+
+def nothing_to_burst(selected: list[str], skipped: dict[str, str]) -> str:
+    """Why a burst of the ``selected`` sources started none, ``skipped`` saying why for those
+    that send nothing (the lines ``tsyncctl burst`` prints for them, on one line)."""
+    why = [f"skipped {name}: {reason}" for name, reason in skipped.items()]
+    waiting = [name for name in selected if name not in skipped]
+    if waiting:
+        why.append(f"not polling yet (no address, or NTS-KE not done): {', '.join(waiting)}")
+    return f"burst: no source to burst ({'; '.join(why) or 'no sources'})"

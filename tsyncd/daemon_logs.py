@@ -80,7 +80,7 @@ class MeasurementLogging:
                 reference=refid_to_str(d.reference_id, 1 if d.selected is None else d.stratum),
                 stratum=d.stratum,
                 frequency_ppm=disc.frequency_ppm,
-                skew_ppm=disc.skew_ppm,
+                skew_ppm=self.core.reference_skew_ppm(now),  # tsyncctl tracking's
                 offset_ns=d.offset_ns,
                 leap=self.effective_leap(now),
                 combined=len(d.survivors),

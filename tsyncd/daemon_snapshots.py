@@ -145,7 +145,7 @@ class SnapshotViews:
             rms_offset=disc.rms_offset_ns * 1e-9,
             residual_offset=disc.residual_offset_ns * 1e-9,
             frequency_ppm=disc.frequency_ppm,
-            skew_ppm=disc.skew_ppm,
+            skew_ppm=self.core.reference_skew_ppm(self.clock.now_ns()),
             applied_frequency_ppm=self.clock.frequency_ppm,
             host_clock_offset=(d.offset_ns + self.clock.host_offset_ns()) * 1e-9,
             root_delay=d.root_delay_ns * 1e-9,

@@ -5,6 +5,10 @@ kissing would fill the log with one line per poll, so here a source's RATEs are 
 once per ``RATE_LOG_INTERVAL_NS``, the line counting those left out since the last one.  A DENY
 or RSTR stops polling the source (``tsyncd.sync.association``), so it comes once per stop and
 is always logged, with what restarts it: the operator can act on both (WARNING, STYLE.md §9).
+A broadcast listener's kisses answer its calibration requests (``tsyncd.sync.broadcast``) and
+end them, so they come at most once per time the server is heard anew; they are logged the
+same way, saying so (QA s19: they were not logged at all).  The association says what a kiss
+did (``kiss_effect``); the wording around it, and the rate limit, are the same for all.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Final
 
-from tsyncd.sync.association import NtpAssociation, poll_interval_ns
+from tsyncd.sync.association import NtpAssociation
 
 log = logging.getLogger("tsyncd.daemon")
 
@@ -47,27 +51,25 @@ class KissLog:
         self, name: str, association: NtpAssociation, kisses_before: int, now_ns: int
     ) -> None:
         """Log the KoD, if any, the reply just handled by ``association`` was (its
-        ``stats.kisses`` was ``kisses_before``)."""
+        ``stats.kisses`` was ``kisses_before``), with what it did (``kiss_effect``: a unicast
+        source stops or slows its polls, a broadcast listener its calibration requests)."""
         if association.stats.kisses == kisses_before:
             return
         code = association.stats.kiss_code
-        if association.stopped:
-            log.warning(
-                "%s: server sent kiss-o'-death %s (access denied): not polling it until "
-                "tsyncctl online or burst",
-                name,
-                code,
-            )
-        elif code == "RATE":
+        effect = association.kiss_effect
+        if effect is None:
+            return
+        more = ""
+        if code == "RATE":
             unlogged = self.rate_due(name, now_ns)
             if unlogged is None:
                 return
-            wait_s = poll_interval_ns(association.poll) * (1 + association.rate_backoff_polls) / 1e9
-            log.warning(
-                "%s: server sent kiss-o'-death RATE: polling less often (poll %d, next "
-                "request in %.0f s)%s",
-                name,
-                association.poll,
-                wait_s,
-                f" ({unlogged} more RATE since the last such message)" if unlogged else "",
-            )
+            more = f" ({unlogged} more RATE since the last such message)" if unlogged else ""
+        log.warning(
+            "%s: server sent kiss-o'-death %s%s: %s%s",
+            name,
+            code,
+            " (access denied)" if code in ("DENY", "RSTR") else "",
+            effect,
+            more,
+        )

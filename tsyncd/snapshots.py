@@ -228,7 +228,8 @@ class TrackingSnapshot:
     rms_offset: float  # s, long-term RMS of clock-update offsets
     residual_offset: float  # s, phase still being slewed out
     frequency_ppm: float  # drift estimate: positive means the clock is made to run faster
-    skew_ppm: float  # error bound of the frequency estimate
+    skew_ppm: float  # error bound of the frequency (99.9 %, chronyc's): the combined sources'
+    # sourcestats skew_ppm (chronyd's combination; one source: its own); 0.0 unsynchronized
     applied_frequency_ppm: float  # rate correction in force now (drift plus phase slewing)
     host_clock_offset: float  # s, true time minus the host's CLOCK_REALTIME (measure mode: the
     # host clock's error; system mode: equals system_offset)

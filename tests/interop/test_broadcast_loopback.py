@@ -3,10 +3,11 @@ broadcast client of real chronyd's ``broadcast``, and of tsyncd's own broadcast 
 
 from __future__ import annotations
 
+import json
 import textwrap
 from typing import Any
 
-from peers import Peers, Tsyncd, free_udp_port, wait_for
+from peers import Peers, Tsyncd, ctl_fails, free_udp_port, wait_for
 
 
 def _broadcast_client(peers: Peers, port: int, min_poll: int) -> Tsyncd:
@@ -46,17 +47,31 @@ def test_tsyncd_listens_to_chronyd_broadcasts(peers: Peers) -> None:
     assert client.ctl("status")["stratum"] == 6
 
     # tsyncctl burst: nothing to send, so skipped, and reach left alone (QA s19: each burst
-    # shifted a 0 into it; nine made 377 into 20, and the source unreachable).
+    # shifted a 0 into it; nine made 377 into 20, and the source unreachable).  With nothing
+    # burst at all it fails, as chronyc's "513 No such source" (QA s19: exit 0 and "0
+    # source(s)"), saying why, with the error of a selector that matches no source.
     name = row["name"]
+    why = "a broadcast source only listens: it has no requests to send"
+    error = f"burst: no source to burst (skipped {name}: {why})"
     wait_for("a full reach register", lambda: client.ctl("peers")[0]["reach"] == 0o377, 20)
     for _ in range(9):
-        answer = client.ctl("burst")
-        assert answer["sources"] == 0 and answer["skipped"].keys() == {name}
+        assert ctl_fails(client, "burst") == f"tsyncctl: {error}\n"
     reach = client.ctl("peers")[0]["reach"]
     assert bin(reach).count("1") >= 7, oct(reach)
-    text = client.run_ctl("burst", name).stdout
-    assert text == f"burst started for 0 source(s)\nskipped {name}: {answer['skipped'][name]}\n"
-    assert "broadcast" in answer["skipped"][name]
+    no_match = client.run_ctl("burst", "192.0.2.0/24", "--json")
+    done = client.run_ctl("burst", name, "--json")
+    assert done.returncode == no_match.returncode == 1
+    assert json.loads(done.stdout) == {"error": {"code": -32602, "message": error}}
+    assert json.loads(no_match.stdout)["error"]["code"] == -32602
+    # With a source that polls beside it, the burst starts (exit 0), naming the skipped one.
+    other = f"127.0.0.1:{free_udp_port()}"  # nothing answers there: a burst still sends
+    assert client.ctl("add", other, "--min-poll", "6") == {"name": other}
+    wait_for("the added source's association", lambda: len(client.ctl("peers")) == 2)
+    done = client.run_ctl("burst")
+    assert (done.returncode, done.stdout) == (
+        0,
+        f"burst started for 1 source(s)\nskipped {name}: {why}\n",
+    )
 
 
 def test_tsyncd_broadcast_server_to_tsyncd_client(peers: Peers) -> None:

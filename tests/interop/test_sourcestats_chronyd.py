@@ -88,3 +88,39 @@ def test_sourcestats_of_chronyd_servers_agree_with_chronyc(peers: Peers) -> None
         "Name", "NP", "NR", "Span", "Frequency", "Freq", "Skew",
     ]  # fmt: skip
     assert f"127.0.0.2:{port}" in text and "Freq Skew: its error bound" in text
+
+
+def test_tracking_skew_is_the_selected_sources_sourcestats_skew(peers: Peers) -> None:
+    """chronyc tracking's Skew is a 99.9 % bound from the selected sources' statistics, as
+    sourcestats' Freq Skew is; with one source, tsyncd's is exactly that source's (QA s19:
+    it was the discipline's standard error, about three times smaller)."""
+    port = free_udp_port()
+    peers.chronyd_servers(port, (1,))
+    name = f"127.0.0.1:{port}"
+    tsyncd = peers.tsyncd("tsyncd-client", fast_sources_toml(name))
+
+    def regression_skew() -> tuple[int, float] | None:
+        rows = tsyncd.ctl("sourcestats")
+        return (rows[0]["regression_samples"], rows[0]["skew_ppm"]) if rows else None
+
+    wait_for(
+        "a selected source with a dozen samples in its line",
+        lambda: tsyncd.ctl("tracking")["synchronized"] and (regression_skew() or (0,))[0] >= 12,
+    )
+    # Fewer samples from here on (every 8 s), so tracking's can be read between two equal
+    # sourcestats readings: no sample came in between.
+    for command in ("minpoll", "maxpoll"):
+        tsyncd.ctl(command, name, "3")
+
+    def tracking_between_equal_readings() -> tuple[float, float] | None:
+        before = regression_skew()
+        tracking = tsyncd.ctl("tracking")
+        after = regression_skew()
+        return (tracking["skew_ppm"], after[1]) if after and before == after else None
+
+    tracking_skew, source_skew = wait_for(
+        "no new sample during the readings", tracking_between_equal_readings
+    )
+    assert tracking_skew == source_skew and 0 < source_skew < 10.0
+    text = tsyncd.run_ctl("tracking").stdout
+    assert f"Skew              : {source_skew:.3f} ppm" in text, text

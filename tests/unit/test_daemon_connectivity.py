@@ -12,6 +12,7 @@ from tsyncd.daemon_connectivity import (
     Association,
     Connectivity,
     has_route,
+    nothing_to_burst,
     select_associations,
 )
 from tsyncd.sources.ntp import NtpSourceSocket
@@ -108,3 +109,14 @@ def test_a_source_stopped_and_started_again_starts_as_its_options_say() -> None:
     assert not daemon._starts_offline(cfg)
     asyncio.run(daemon._stop_source(cfg.name))
     assert daemon._starts_offline(cfg)  # added again: offline, as configured
+
+
+def test_a_burst_of_nothing_says_why_for_each_source_selected() -> None:
+    """The message of tsyncctl burst's error when no source was burst (the daemon's side:
+    tests/interop/test_broadcast_loopback.py)."""
+    bc = "a broadcast source only listens: it has no requests to send"
+    assert nothing_to_burst(["bc", "ntp.example"], {"bc": bc}) == (
+        f"burst: no source to burst (skipped bc: {bc}; not polling yet (no address, or NTS-KE"
+        " not done): ntp.example)"
+    )
+    assert nothing_to_burst([], {}) == "burst: no source to burst (no sources)"

@@ -632,6 +632,18 @@ class NtpAssociation:
                 )
 
     @property
+    def kiss_effect(self) -> str | None:
+        """What the latest KoD did, for the daemon's kiss log (``tsyncd.kiss_log``): a DENY or
+        RSTR stopped polling, a RATE slowed it; None for other codes (dropped, nothing changes).
+        Subclasses that send otherwise (a broadcast listener) say what a kiss does to them."""
+        if self.stopped:
+            return "not polling it until tsyncctl online or burst"
+        if self.stats.kiss_code != "RATE":
+            return None
+        wait_s = poll_interval_ns(self.poll) * (1 + self.rate_backoff_polls) / 1e9
+        return f"polling less often (poll {self.poll}, next request in {wait_s:.0f} s)"
+
+    @property
     def rate_backoff_polls(self) -> int:
         """Poll intervals added after the latest KoD RATE (0: no RATE since a valid reply)."""
         if self._rate_kisses == 0:

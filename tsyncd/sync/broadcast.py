@@ -21,8 +21,25 @@ round trip becomes ``broadcast_delay_ns``: the broadcast path is assumed as long
 unicast one.  While a volley runs, broadcasts keep the server reachable but give no samples
 (their delay is what is being measured); the volley's replies give none either, so every
 sample of this source is a broadcast one.  A volley with no valid reply (the server does not
-answer clients, or sends a kiss-o'-death) leaves the configured delay in use; a kiss does not
-demobilize the association, since the broadcasts themselves are still welcome.
+answer clients, or sends a kiss-o'-death) leaves the configured delay in use.
+
+Kisses (RFC 5905 §7.4) can only answer a volley's requests: they pass the client's origin
+check first, as a unicast source's do (RFC 8633 §5.4), so a forged one cannot end a volley; a
+broadcast is not a reply, and one with stratum 0 is just unsynchronized (test 6).  They are
+counted (``stats.kisses``) for the daemon's kiss log, as a unicast source's are, and do to the
+volley what they do to a unicast source's polls, only for what a listener sends:
+
+- RATE (send less): the volley ends, with the round trips measured so far.  A unicast source
+  polls less often; a listener's only requests are the volley's, and the next volley comes
+  only when the server is heard anew after an outage.
+- DENY, RSTR (send nothing): the volley ends, and the association is *not* demobilized as a
+  unicast one is stopped.  RFC 5905 demobilizes so that nothing more is sent to the server,
+  and a listener then sends nothing; its broadcasts are sent to us unasked, so they are still
+  used, with the configured (or an earlier measured) delay.  A server heard anew after an
+  outage gets one request again, as ntpd mobilizes a new association for it (and as its
+  filter starts empty, below): at most one kiss per outage, where a stopped unicast source
+  waits for the operator because it would otherwise ask at every poll.
+- Other codes: the reply is dropped and the volley goes on, as a unicast source keeps polling.
 
 Several broadcasts before the source counts (RFC 5905 §10's empty clock filter): anyone on the
 segment can forge the server's address, so one packet must not make the source selectable, or
@@ -69,6 +86,7 @@ from tsyncd.wire.timestamps import ntp64_diff_ns, ntp64_from_unix_ns
 FIRST_BROADCASTS: Final = 5  # good broadcasts before the source can be selected (documented)
 VOLLEY_MAX_REQUESTS: Final = 8  # requests per calibration volley, at most
 VOLLEY_GOOD_REPLIES: Final = 4  # valid replies that end a volley early
+VOLLEY_ENDING_KISSES: Final = frozenset({"RATE", "DENY", "RSTR"})  # others: the volley goes on
 _VOLLEY_MAX_SPACING_NS: Final = 2_000_000_000  # RFC 5905 BTIME
 _MODE_SERVER: Final = int(Mode.SERVER)
 _NO_BURST: Final = "a broadcast source only listens: it has no requests to send"
@@ -216,6 +234,17 @@ class BroadcastAssociation(NtpAssociation):
             local_rx_ns=rx_ns,
         )
 
+    @property
+    def kiss_effect(self) -> str | None:
+        """A RATE, DENY or RSTR ended the volley, and the broadcasts are still used (theory of
+        operation); None for other codes (the volley goes on)."""
+        if self.stats.kiss_code not in VOLLEY_ENDING_KISSES:
+            return None
+        return (
+            "no more calibration requests until it is heard anew after an outage; its "
+            f"broadcasts are still used (round trip {self.broadcast_delay_ns / 1e6:g} ms)"
+        )
+
     # ---------------------------------------------------------------- calibration
 
     def _volley_request(self, volley: _Volley, now_ns: int) -> bytes | None:
@@ -251,8 +280,11 @@ class BroadcastAssociation(NtpAssociation):
         self.unusable_reason = None
 
     def _handle_kod(self, code: str, packet: NtpPacket) -> None:
-        """A kiss to a calibration request ends the volley; broadcasts are still heard."""
+        """A RATE, DENY or RSTR to a calibration request ends the volley; broadcasts are still
+        used (theory of operation).  Counted for the kiss log, as a unicast source's kisses;
+        QA s19: they were not, so nothing was logged."""
         self.stats.kiss_code = code
+        self.stats.kisses += 1
         self._drop("kiss_of_death")
-        if self._volley is not None:
+        if code in VOLLEY_ENDING_KISSES and self._volley is not None:
             self._finish_volley(self._volley)

@@ -40,7 +40,7 @@ from tsyncd.sync.association import NtpAssociation
 from tsyncd.sync.discipline import ClockAction, Discipline, Step
 from tsyncd.sync.filter import ClockFilter
 from tsyncd.sync.sample import MAXDIST_NS, Sample
-from tsyncd.sync.sourcestats import SampleHistory
+from tsyncd.sync.sourcestats import SampleHistory, combined_skew_ppm
 from tsyncd.sync.system import Candidate, SystemDecision, SystemProcess
 
 _NS_PER_S: Final = 1_000_000_000
@@ -477,6 +477,21 @@ class SyncCore:
         if panic is None or not d.synchronized:
             return d
         return self.system.refusing(d, f"panic: {panic.reason}; tsyncctl makestep to accept it")
+
+    def reference_skew_ppm(self, now_ns: int) -> float:
+        """``tsyncctl tracking``'s skew: the 99.9 % error bound of the frequency as the sources
+        combined into the system offset measure it (their ``sourcestats`` skews, combined as
+        chronyd does: ``combined_skew_ppm``); 0.0 while unsynchronized, as chronyc shows.
+        chronyd also blends each update's skew into its previous one, because its frequency
+        estimate is that same blend; ours comes from the discipline's own regression, whose
+        standard error (``Discipline.skew_ppm``) is what the drift file keeps."""
+        d = self.decision
+        if not d.synchronized:
+            return 0.0
+        lines = (
+            self.sources[n].history.regression(now_ns) for n in d.survivors if n in self.sources
+        )
+        return combined_skew_ppm(line.skew_ppm for line in lines)
 
     def system_poll(self) -> int:
         """The poll interval the system runs at: the system peer's, else the smallest."""

@@ -16,12 +16,16 @@ instant asked for, each corrected by what our slews moved the clock by since it 
 (``slewed``, the discipline's, as the clock filter's), so the slope is the source's rate
 relative to our clock running at its current drift estimate; chrony slews its stored samples
 the same way.  A step moves every stored offset and time with it (``shift``).
+
+``combined_skew_ppm``: ``tsyncctl tracking``'s skew, from the skews of the sources combined
+into the system offset, as chronyd's ``combine_sources`` takes it (below).
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterable
 from typing import Final
 
 from tsyncd.sync.regression import Regression, regress
@@ -76,3 +80,18 @@ class SampleHistory:
 
     def __len__(self) -> int:
         return len(self._samples)
+
+
+def combined_skew_ppm(skews_ppm: Iterable[float]) -> float:
+    """The skew of the combined sources' frequency, from each one's (``Regression.skew_ppm``,
+    a 99.9 % bound): ``1 / sqrt(sum(1 / skew**2))``, as chronyd's ``combine_sources`` gives
+    ``chronyc tracking``'s Skew (the bounds are a standard error times one t quantile, so
+    they combine as inverse variances do).  One source: its own skew.  A zero skew (a line
+    through its samples without residuals) makes the combination exact: 0.  No skews: 0.0,
+    what chronyc shows while unsynchronized."""
+    skews = list(skews_ppm)
+    if not skews or min(skews) <= 0:
+        return 0.0
+    if len(skews) == 1:
+        return skews[0]  # exactly the source's, without rounding through 1/x**2
+    return 1.0 / math.sqrt(sum(1.0 / (s * s) for s in skews))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import ipaddress
 import random
 
+import pytest
+
 from tsyncd.servers.broadcast import broadcast_packet
 from tsyncd.servers.responder import AccessList, NtpResponder, ResponseTemplate
 from tsyncd.sync.association import AssociationState
@@ -201,6 +203,49 @@ def test_unreachable_then_heard_again_recalibrates_and_a_kiss_ends_a_volley() ->
     assert a.state is not AssociationState.DEMOBILIZED and a.stats.kiss_code == "DENY"
     assert abs(a.broadcast_delay_ns - 40_000) <= 2  # the earlier calibration stays
     assert broadcast(a, now + 12 * S, offset=0, one_way=1000) is not None
+
+
+def kiss(code: str, request: bytes) -> bytes:
+    """The server's KoD ``code`` answering ``request``."""
+    origin = decode_ntp(request).transmit_ts
+    return encode_ntp(
+        NtpPacket(
+            leap=Leap.UNSYNCHRONIZED,
+            mode=Mode.SERVER,
+            reference_id=int.from_bytes(code.encode()),
+            origin_ts=origin,
+        )
+    )
+
+
+@pytest.mark.parametrize(
+    ("code", "ends"), [("RATE", True), ("DENY", True), ("RSTR", True), ("STEP", False)]
+)
+def test_kisses_are_counted_and_rate_deny_rstr_end_the_volley(code: str, ends: bool) -> None:
+    """QA s19: a broadcast source's kisses were not counted, so the daemon logged none.  RATE
+    (send less), DENY and RSTR (send nothing) end the volley, the only requests a listener
+    sends; other codes drop the reply and the volley goes on, as a unicast source keeps
+    polling.  Broadcasts are still used either way."""
+    a, _ = calibrating(delay_ns=4_000_000)
+    assert broadcast(a, T0, offset=0, one_way=1000) is None
+    now, request = next_request(a)
+    assert a.handle_reply(kiss(code, request), now + 1000) is None
+    assert a.stats.kisses == 1 and a.stats.kiss_code == code
+    assert a.stats.drops_by_reason == {"kiss_of_death": 1}
+    assert a.calibrating is not ends and a.state is not AssociationState.DEMOBILIZED
+    if ends:
+        assert a.calibration_failures == 1 and a.broadcast_delay_ns == 4_000_000
+        assert a.kiss_effect == (
+            "no more calibration requests until it is heard anew after an outage; its "
+            "broadcasts are still used (round trip 4 ms)"
+        )
+        assert broadcast(a, now + S, offset=0, one_way=1000) is not None
+    else:
+        assert a.kiss_effect is None
+        assert next_request(a)[1] is not None  # the volley asks again
+    # A kiss nobody asked for (no request outstanding) is bogus, not a kiss.
+    assert a.handle_reply(kiss(code, request), now + 2 * S) is None
+    assert a.stats.kisses == 1
 
 
 # ---------------------------------------------------------------- several broadcasts to count

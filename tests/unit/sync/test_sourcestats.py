@@ -12,7 +12,7 @@ from tsyncd.sync.core import SyncCore
 from tsyncd.sync.filter import NSTAGE
 from tsyncd.sync.regression import WORST_CASE_SKEW_PPM
 from tsyncd.sync.sample import Sample
-from tsyncd.sync.sourcestats import MAX_SAMPLES, SampleHistory
+from tsyncd.sync.sourcestats import MAX_SAMPLES, SampleHistory, combined_skew_ppm
 
 DELAY = 200 * US
 
@@ -100,3 +100,40 @@ def test_too_few_samples_tell_no_frequency() -> None:
         WORST_CASE_SKEW_PPM,
         5 * US,
     )
+
+
+def test_combined_skew_is_chronyds_inverse_variance_combination() -> None:
+    assert combined_skew_ppm([0.25]) == 0.25  # one source: exactly its own
+    assert combined_skew_ppm([0.3, 0.4]) == pytest.approx(0.24)  # 1 / sqrt(1/0.09 + 1/0.16)
+    assert combined_skew_ppm([0.5, 0.5, 0.5, 0.5]) == pytest.approx(0.25)
+    assert combined_skew_ppm([0.5, WORST_CASE_SKEW_PPM]) == pytest.approx(0.5, rel=1e-6)
+    assert combined_skew_ppm([0.5, 0.0]) == 0.0  # a line without residuals: exact
+    assert combined_skew_ppm([]) == 0.0  # nothing combined: chronyc's 0 while unsynchronized
+
+
+def test_tracking_skew_is_the_combined_sources_sourcestats_skew() -> None:
+    """QA s19: tracking's skew was the discipline's standard error, sourcestats' a 99.9 %
+    bound: chronyc shows the same kind of figure in both, from the combined sources."""
+    core = core_with_source()
+    core.add_source(
+        "other",
+        reference_id=2,
+        min_poll=4,
+        max_poll=4,
+        iburst=False,
+        rng=random.Random(2),
+        now_ns=T0,
+    )
+    assert core.reference_skew_ppm(T0) == 0.0  # unsynchronized: chronyc shows 0
+    for s in noisy_line(30, ppm=3.0):
+        core.handle_sample("src", s)
+    now = T0 + 30 * 16 * S
+    assert core.decision.synchronized and core.decision.survivors == ("src",)
+    alone = core.sources["src"].history.regression(now).skew_ppm
+    assert 0 < alone < 1 and core.reference_skew_ppm(now) == alone
+    for s in noisy_line(30, ppm=3.0, seed=7):
+        core.handle_sample("other", s)
+    assert sorted(core.decision.survivors) == ["other", "src"]
+    skews = [core.sources[n].history.regression(now).skew_ppm for n in ("src", "other")]
+    assert core.reference_skew_ppm(now) == pytest.approx(combined_skew_ppm(skews))
+    assert core.reference_skew_ppm(now) < min(skews)

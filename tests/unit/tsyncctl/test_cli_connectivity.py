@@ -29,8 +29,8 @@ def connectivity(method: str) -> Any:
             return {"online": ["a:123"], "offline": ["b:123"]}
         if method == "refresh":
             return {"sources": selected}
-        if method == "burst" and params.get("sources") == ["bc"]:
-            return {"sources": 0, "skipped": {"bc": "a broadcast source only listens"}}
+        if method == "burst" and params.get("sources") == ["a:123", "bc"]:
+            return {"sources": 1, "skipped": {"bc": "a broadcast source only listens"}}
         if method == "burst":
             return {"sources": len(params.get("sources", selected))}
         if method == "reload":
@@ -103,8 +103,8 @@ def test_burst_and_reload_take_chronycs_words(sock: Path) -> None:
         "burst started for 2 source(s)\n"
     )
     # A source that sends nothing (broadcast) is named, with why.
-    assert runner.invoke(cli, ["-s", str(sock), "burst", "bc"]).stdout == (
-        "burst started for 0 source(s)\nskipped bc: a broadcast source only listens\n"
+    assert runner.invoke(cli, ["-s", str(sock), "burst", "a:123", "bc"]).stdout == (
+        "burst started for 1 source(s)\nskipped bc: a broadcast source only listens\n"
     )
     result = runner.invoke(cli, ["-s", str(sock), "reload", "sources"])
     assert result.exit_code == 0, result.output
@@ -113,6 +113,6 @@ def test_burst_and_reload_take_chronycs_words(sock: Path) -> None:
     assert CALLS == [
         ("burst", {"sources": ["192.0.2.1"]}),
         ("burst", {}),
-        ("burst", {"sources": ["bc"]}),
+        ("burst", {"sources": ["a:123", "bc"]}),
         ("reload", {}),
     ]
