@@ -120,17 +120,22 @@ def onoffline(ctx: click.Context, sources: tuple[str, ...], as_json: bool) -> No
 @cli.command()
 @json_option
 @click.pass_context
-def refresh(ctx: click.Context, as_json: bool) -> None:
-    """Resolve the names of servers and pools again now, like 'chronyc refresh' (needs root or
-    the admin group): a server whose name no longer gives its address moves to one it gives,
-    a pool replaces members no longer in DNS.  Also done on its own for a server that turns
-    unreachable or a falseticker."""
+@click.argument("names", nargs=-1, metavar="[NAME]...")
+def refresh(ctx: click.Context, names: tuple[str, ...], as_json: bool) -> None:
+    """Resolve the names of servers, pools and NTS sources again now, like 'chronyc refresh'
+    (needs root or the admin group): a server whose name no longer gives its address moves to
+    one it gives, a pool replaces members no longer in DNS, an NTS source whose name no longer
+    gives the NTS-KE server its keys came from runs NTS-KE again (the old keys serve until it
+    works).  Also done on its own for a server that turns unreachable or a falseticker.
+
+    NAMEs pick sources by name, by address as configured (host:port) or by host alone; none:
+    every source given by name.  tsyncd's log says what each one did."""
 
     def human(r: dict[str, Any]) -> str:
         names = r.get("sources", [])
         return f"resolving again: {', '.join(names)}" if names else "no source is given by name"
 
-    show(ctx, "refresh", dict, as_json, human)
+    show(ctx, "refresh", dict, as_json, human, {"sources": list(names)} if names else None)
 
 
 @cli.command()

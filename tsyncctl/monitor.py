@@ -74,7 +74,11 @@ cli.add_command(peers, name="sources")
 @click.pass_context
 def authdata(ctx: click.Context, as_json: bool) -> None:
     """How each source's packets are authenticated (like 'chronyc authdata'): NTS with its
-    cookies, AEAD, last key exchange and NAKs, or none."""
+    cookies, AEAD, last key exchange and NAKs, or none.
+
+    AEAD, Last KE (its age) and TLS group are those of the NTS-KE that made the keys in use,
+    also after a reload or restart resumed a saved session.  KEs and NAKs count for the
+    daemon's life: a reload restarting a source keeps them, a restart starts them at 0."""
     fields = ("name", "address", "mode", "auth", "nts", "key_id", "key_type")
     _show_source_view(ctx, as_json, fields, render.render_authdata)
 

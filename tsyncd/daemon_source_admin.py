@@ -48,6 +48,7 @@ class SourceAdmin(SourceMobilizer):
         self._source_tasks = {}
         self._association_source = {}
         self._refresh_events = {}
+        self._nts_tallies = {}
         self._address_waits = {}
         self._resolve_failures = {}
         self._pool_shortfalls = {}
@@ -184,13 +185,28 @@ class SourceAdmin(SourceMobilizer):
         owners = {self._association_source.get(name, name) for name in self.core.sources}
         return [name for name in self._source_configs if name not in owners]
 
-    def _rpc_refresh(self, _params: dict[str, Any]) -> dict[str, Any]:
-        """Resolve every pool's and server's name again now, as chronyc refresh: a server moves
-        if its name no longer gives its address, a pool replaces members DNS no longer gives."""
-        names = [name for name in self._source_configs if name in self._refresh_events]
-        for name in names:
+    def _rpc_refresh(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Resolve every pool's, server's and NTS source's name again now, as chronyc refresh
+        (or those ``params["sources"]`` names: each a source's name, its address as configured,
+        or the host alone): a server moves if its name no longer gives its address, a pool
+        replaces members DNS no longer gives, an NTS source runs NTS-KE again if the name no
+        longer gives the NTS-KE server its keys came from.  Each logs what it did."""
+        wanted = params.get("sources", [])
+        if not isinstance(wanted, list) or not all(isinstance(w, str) for w in wanted):
+            raise InvalidParams('refresh takes {"sources": [NAME, ...]} (or nothing: all)')
+        named = [name for name in self._source_configs if name in self._refresh_events]
+        if wanted:
+            by = {name: _refresh_keys(self._source_configs[name]) for name in named}
+            unmatched = [w for w in wanted if not any(w in keys for keys in by.values())]
+            if unmatched:
+                raise InvalidParams(
+                    f"refresh: no source given by name matches {', '.join(unmatched)}"
+                    f" (sources given by name: {', '.join(named) or 'none'})"
+                )
+            named = [name for name in named if any(w in by[name] for w in wanted)]
+        for name in named:
             self._refresh_events[name].set()
-        return {"sources": names}
+        return {"sources": named}
 
     def _schedule_source_reload(
         self, old: tuple[SourceConfig, ...], new: Config
@@ -304,6 +320,12 @@ class SourceAdmin(SourceMobilizer):
 
 
 _WHY = {True: "changed in the config file", False: "gone from the config file"}
+
+
+def _refresh_keys(cfg: SourceConfig) -> set[str]:
+    """What ``tsyncctl refresh NAME`` picks source ``cfg`` by: its name, its address as
+    host:port, and the host alone."""
+    return {cfg.name, str(cfg.address), cfg.address.host}
 
 
 async def _cancel(tasks: Sequence[asyncio.Task[Any]]) -> None:

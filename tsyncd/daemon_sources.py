@@ -35,7 +35,7 @@ from tsyncd.wire.ntp import refid_for_address
 
 if TYPE_CHECKING:
     from tsyncd.clock.base import Clock
-    from tsyncd.sources.nts import NtsSource
+    from tsyncd.sources.nts import NtsSource, NtsTally
     from tsyncd.sync.named_server import NamedServer
 
 log = logging.getLogger("tsyncd.daemon")
@@ -54,6 +54,7 @@ class SourceMobilizer:
     core: SyncCore
     sockets: dict[str, NtpSourceSocket]
     nts_sources: dict[str, NtsSource]
+    _nts_tallies: dict[str, NtsTally]  # NTS source name -> its counters for the daemon's life
     precision_log2: int
     _rng: random.Random
     _wake: asyncio.Event
@@ -359,12 +360,50 @@ class SourceMobilizer:
         server would count as two in the selection (and min-sources).  As chrony (which
         refuses a negotiated address in use), the cookies are dropped, ``tsyncctl peers`` says
         why, and NTS-KE runs again after the usual back-off, in case it names another server.
-        A pool's member there is taken over, as a configured server takes it over."""
-        from tsyncd.sources.nts import NtsSource  # pyOpenSSL only when NTS is used
+        A pool's member there is taken over, as a configured server takes it over.  An NTS-KE
+        server given by name is resolved again on ``tsyncctl refresh`` (``_refresh_nts``)."""
+        from tsyncd.sources.nts import NtsSource, NtsTally  # pyOpenSSL only when NTS is used
 
         client = self.config.nts_client
-        nts = NtsSource(cfg, client.cookie_storage_path, refresh_s=client.key_refresh_interval)
+        nts = NtsSource(
+            cfg,
+            client.cookie_storage_path,
+            refresh_s=client.key_refresh_interval,
+            # A reload restarting the source continues its counters (authdata, metrics).
+            tally=self._nts_tallies.setdefault(cfg.name, NtsTally()),
+            resolve=self._resolve,
+        )
         self.nts_sources[cfg.name] = nts
+        if is_ip_literal(cfg.address.host):
+            await self._run_nts(cfg, nts)
+            return
+        self._refresh_event(cfg.name)  # tsyncctl refresh covers it from now on
+        refresher = asyncio.get_running_loop().create_task(
+            self._refresh_nts(cfg, nts), name=f"refresh {cfg.name}"
+        )
+        try:
+            await self._run_nts(cfg, nts)
+        finally:
+            refresher.cancel()
+
+    async def _refresh_nts(self, cfg: SourceConfig, nts: NtsSource) -> None:
+        """On each ``tsyncctl refresh``, resolve NTS source ``cfg``'s NTS-KE server name again
+        (as chronyc refresh does); ``nts`` decides whether that calls for a new NTS-KE."""
+        host, port = cfg.address.host, cfg.address.port
+        refresh = self._refresh_event(cfg.name)
+        while True:
+            await refresh.wait()
+            refresh.clear()
+            try:
+                ips = await self._resolve(host, port)
+            except OSError as exc:
+                log.warning("cannot resolve %s for %s: %s; keeping its keys", host, cfg.name, exc)
+                continue
+            log.info("%s: %s", cfg.name, nts.name_resolved(ips))
+
+    async def _run_nts(self, cfg: SourceConfig, nts: NtsSource) -> None:
+        """NTS source ``cfg``'s life after ``_mobilize_nts`` made it: resume or NTS-KE, then
+        poll the NTP server the NTS-KE named, following later ones."""
         result = nts.restore()
         if result is None:
             await self._until_online(cfg)  # an offline source does no NTS-KE either

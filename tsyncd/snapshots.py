@@ -46,8 +46,9 @@ class NtsSourceSnapshot:
     ke_server: str  # the NTS-KE server as configured (host:port)
     cookies: int  # unused cookies held (at most 8)
     aead: str | None  # "AES-SIV-CMAC-256" | "AES-128-GCM-SIV"; None before the first KE
-    last_ke: float | None  # s since the last successful NTS-KE
+    last_ke: float | None  # s since the NTS-KE that made the keys in use (a resumed one's too)
     tls_group: str | None  # key-exchange group of that TLS session, e.g. "X25519MLKEM768"
+    # Counters for the daemon's life, per source name (a reload restarting it keeps them):
     key_exchanges: int  # successful NTS-KE sessions
     ke_failures: int
     last_error: str | None  # why the last NTS-KE failed, if it did

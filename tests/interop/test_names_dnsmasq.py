@@ -8,7 +8,17 @@ import signal
 import time
 from typing import Any
 
-from peers import Peers, Process, Tsyncd, ctl_fails, fast_sources_toml, wait_for
+from nts_certs import make_pki, nts_source_toml
+from peers import (
+    Peers,
+    Process,
+    Tsyncd,
+    ctl_fails,
+    fast_sources_toml,
+    free_tcp_port,
+    free_udp_port,
+    wait_for,
+)
 
 
 def named_client(peers: Peers, dns_port: int, name: str, mode: str = "server") -> Tsyncd:
@@ -165,3 +175,60 @@ def test_sources_waiting_for_dns_go_offline_and_online_by_their_names(peers: Pee
     wait_for("ns reached", lambda: reached_at(client, "ns", "127.0.0.2"))
     member = f"127.0.0.3:{ntp_port}"
     wait_for("the pool's member reached", lambda: reached_at(client, member, "127.0.0.3"))
+
+
+def test_refresh_rekeys_an_nts_source_only_when_its_ke_name_moved(peers: Peers) -> None:
+    """QA s18 hunt-nts-client #7: ``tsyncctl refresh`` skipped NTS sources, and ``refresh
+    NAME`` refused their NTS-KE name.  chronyd NTS servers on 127.0.0.2 and .3 with one
+    certificate for nts.test: while the name gives the address the keys came from, refresh
+    keeps them; once it gives only the other, refresh runs NTS-KE there at once (the NTS-KE
+    name resolved through the same [resolver] as the refresh) and the source moves."""
+    pki = make_pki(peers.tmp, ("nts.test",))
+    ntp_port, ke_port, dns_port = free_udp_port(), free_tcp_port(), free_udp_port()
+    hosts = peers.tmp / "pool.hosts"
+    hosts.write_text("127.0.0.2 nts.test\n")
+    dns = peers.dnsmasq("dnsmasq", dns_port, hosts)
+    chronyds = {
+        i: peers.chronyd(
+            f"chronyd-nts-{i}",
+            f"port {ntp_port}\nntsport {ke_port}\nbindaddress 127.0.0.{i}\nlocal stratum {i + 4}\n"
+            f"allow 127.0.0.1\nntsserverkey {pki.key}\nntsservercert {pki.chain}\n",
+        )
+        for i in (2, 3)
+    }
+    name = f"nts.test:{ke_port}"
+    resolver = f'[resolver]\nservers = ["127.0.0.1:{dns_port}"]\n'
+    client = peers.tsyncd("tsyncd-client", resolver + nts_source_toml(pki, name, (-3, -3)))
+
+    def authenticated_at(ip: str, key_exchanges: int) -> dict[str, Any] | None:
+        r = row(client, name)
+        ok = r and r["address"] == f"{ip}:{ntp_port}" and r["nts"]["authenticated"] >= 1
+        return r if ok and r["nts"]["key_exchanges"] == key_exchanges else None
+
+    wait_for("NTS with 127.0.0.2", lambda: authenticated_at("127.0.0.2", 1), timeout=30)
+
+    def ke_connections(i: int) -> int:
+        return int(chronyds[i].chronyc("serverstats").strip().split(",")[5])
+
+    # Unchanged: refresh resolves nts.test again and keeps the keys.
+    assert client.ctl("refresh") == {"sources": [name]}
+    kept = f"{name}: nts.test still resolves to 127.0.0.2, its NTS-KE server; keeping its keys"
+    wait_for("the lookup", lambda: kept in client.proc.output())
+    assert (ke_connections(2), ke_connections(3)) == (1, 0)
+
+    reread = dns.output().count("read ")
+    point(peers, dns, "127.0.0.3 nts.test\n")
+    wait_for("dnsmasq to re-read its hosts", lambda: dns.output().count("read ") > reread)
+    # The host alone picks it (as does its address as configured, nts.test:PORT).
+    done = client.run_ctl("refresh", "nts.test")
+    assert done.returncode == 0 and done.stdout == f"resolving again: {name}\n", done.stderr
+    moved = wait_for("NTS with 127.0.0.3", lambda: authenticated_at("127.0.0.3", 2), timeout=30)
+    assert moved["stratum"] == 7  # chronyd on .3
+    assert (ke_connections(2), ke_connections(3)) == (1, 1)
+    log = client.proc.output()
+    assert (
+        f"{name}: nts.test no longer resolves to 127.0.0.2, where its keys came from (now "
+        "127.0.0.3); NTS-KE again now, the old keys serve until it works"
+    ) in log
+    assert f"{name}: NTS-KE now names 127.0.0.3:{ntp_port} for NTP; moving there" in log
+    assert "no source given by name matches 127.0.0.9" in ctl_fails(client, "refresh", "127.0.0.9")

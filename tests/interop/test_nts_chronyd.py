@@ -6,8 +6,10 @@ chronyd always runs with ``-x`` (never touches the clock); tsyncd in measure mod
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import socket
+import urllib.request
 from typing import Any
 
 import pytest
@@ -135,8 +137,9 @@ def test_tsyncd_resumes_nts_with_saved_cookies_without_ke(peers: Peers) -> None:
         return int(chrony.chronyc("serverstats").strip().split(",")[5])
 
     first = peers.tsyncd("tsyncd-nts-first", toml)
-    assert wait_for("authenticated samples", lambda: nts_row(first), timeout=30)
-    assert ke_connections() == 1
+    made = wait_for("authenticated samples", lambda: nts_row(first), timeout=30)
+    group = made["nts"]["tls_group"]
+    assert ke_connections() == 1 and group
     assert first.proc.stop() == 0
     saved = list(store.iterdir())
     assert len(saved) == 1 and oct(saved[0].stat().st_mode & 0o777) == "0o600"
@@ -147,10 +150,71 @@ def test_tsyncd_resumes_nts_with_saved_cookies_without_ke(peers: Peers) -> None:
     row = wait_for("authenticated samples after restart", lambda: nts_row(second), timeout=30)
     nts = row["nts"]
     assert nts["key_exchanges"] == 0 and nts["naks"] == 0  # resumed: no NTS-KE at all
-    assert nts["tls_group"] is None and nts["last_ke"] > 0  # the first run's KE
+    # The first run's KE made the keys: its age and TLS group (QA s18 hunt-nts-client #7);
+    # the counters are this process's, as chronyd's.
+    assert nts["tls_group"] == group and nts["last_ke"] > 0
     assert ke_connections() == 1  # chronyd saw no second NTS-KE
     assert row["address"] == f"127.0.0.1:{ntp_port}"
     assert list(store.iterdir()) == []  # taken at start: never sent twice after a crash
+
+
+def test_a_reload_restarting_an_nts_source_keeps_its_authdata(peers: Peers) -> None:
+    """QA s18 hunt-nts-client #7: a reload restarting a changed NTS source that resumes its
+    saved session showed KEs 0, TLS group - and NAKs 0, although its keys were still those of
+    that handshake.  It keeps the TLS group, AEAD and KE time of the keys, and the counters go
+    on (a reload is no restart), in authdata and in the Prometheus counters."""
+    pki = make_pki(peers.tmp)
+    ntp_port, ke_port, metrics_port = free_udp_port(), free_tcp_port(), free_tcp_port()
+    conf = (
+        f"port {ntp_port}\nntsport {ke_port}\nbindaddress 127.0.0.1\nlocal stratum 5\n"
+        f"allow 127.0.0.1\nntsserverkey {pki.key}\nntsservercert {pki.chain}\n"
+    )
+    chrony = peers.chronyd("chronyd-nts-1", conf)
+    store = peers.tmp / "nts-cookies"
+    body = nts_source_toml(pki, f"127.0.0.1:{ke_port}", (-3, -2))
+    extra = (
+        f'[nts-client]\ncookie-storage-path = "{store}"\n'
+        f'[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n'
+    )
+    client = peers.tsyncd("tsyncd-nts-client", body + extra)
+
+    def nts(key_exchanges: int, authenticated: int) -> dict[str, Any] | None:
+        rows = client.ctl("authdata")
+        n = rows[0]["nts"] if rows else None
+        good = n and n["key_exchanges"] == key_exchanges and n["authenticated"] >= authenticated
+        return dict(n) if good else None
+
+    first = wait_for("authenticated samples", lambda: nts(1, 2), timeout=30)
+    # chronyd restarted without ntsdumpdir: new cookie keys, so one NAK and a second NTS-KE.
+    chrony.proc.stop()
+    chrony = peers.chronyd("chronyd-nts-2", conf)
+    before = wait_for("a NAK and a new NTS-KE", lambda: nts(2, first["authenticated"] + 2))
+    assert before["naks"] == 1 and before["tls_group"] and before["aead"] == "AES-SIV-CMAC-256"
+    counted = _nts_counters(metrics_port)
+    assert counted["key_exchanges"] == 2 and counted["naks"] == 1
+
+    client.config.write_text(client.config.read_text().replace("max-poll = -2", "max-poll = -1"))
+    reloaded = client.ctl("reload")
+    assert reloaded["sources_stopped"] == reloaded["sources_started"] == [f"127.0.0.1:{ke_port}"]
+    after = wait_for("samples after the reload", lambda: nts(2, before["authenticated"] + 2))
+    assert "resumes with" in client.proc.output()  # the same keys, no NTS-KE
+    for key in ("tls_group", "aead", "naks", "ke_failures"):
+        assert after[key] == before[key], key
+    assert after["last_ke"] >= before["last_ke"]  # the same NTS-KE, not the reload
+    again = _nts_counters(metrics_port)
+    assert all(again[key] >= counted[key] for key in counted), (counted, again)
+    assert again["authenticated_responses"] > counted["authenticated_responses"]
+    assert chrony.chronyc("serverstats").strip().split(",")[5] == "1"  # no NTS-KE on reload
+
+
+def _nts_counters(metrics_port: int) -> dict[str, float]:
+    """The tsyncd_source_nts_* counters of the one NTS source, by name without the prefix."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return {
+        m[1]: float(m[2])
+        for m in re.finditer(r"^tsyncd_source_nts_(\w+)_total\{[^}]*\} (\S+)$", text, re.M)
+    }
 
 
 @pytest.mark.parametrize("command", ["online", "onoffline"])

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from tsyncd.config import parse_source
+from tsyncd.control.rpc import InvalidParams
 from tsyncd.daemon_connectivity import (
     Association,
     Connectivity,
@@ -120,3 +121,44 @@ def test_a_burst_of_nothing_says_why_for_each_source_selected() -> None:
         " not done): ntp.example)"
     )
     assert nothing_to_burst([], {}) == "burst: no source to burst (no sources)"
+
+
+def test_refresh_picks_sources_given_by_name_by_name_address_or_host() -> None:
+    """QA s18 hunt-nts-client #7: ``tsyncctl refresh localhost:26468`` (an NTS source by its
+    NTS-KE name) was refused.  NAMEs pick sources given by name by their name, their address
+    as configured (host:port) or the host alone; a source given by IP is none of them."""
+    daemon = Unresolved()
+    for table in (
+        {"mode": "nts", "address": "localhost:26468"},
+        {"mode": "nts", "address": "nts.example", "name": "ke"},  # port 4460
+        {"mode": "pool", "address": "pool.example"},
+        {"mode": "server", "address": "192.0.2.1"},
+    ):
+        cfg = parse_source(table)
+        daemon._source_configs[cfg.name] = cfg
+        if table["address"] != "192.0.2.1":  # what the source tasks do for names
+            daemon._refresh_event(cfg.name)
+    events = daemon._refresh_events
+    named = ["localhost:26468", "ke", "pool.example"]
+    assert daemon._rpc_refresh({}) == {"sources": named}
+    assert all(event.is_set() for event in events.values())
+    for event in events.values():
+        event.clear()
+    for selectors, picked in (
+        (["localhost:26468"], ["localhost:26468"]),
+        (["localhost"], ["localhost:26468"]),
+        (["nts.example:4460", "pool.example"], ["ke", "pool.example"]),
+        (["nts.example"], ["ke"]),
+        (["ke"], ["ke"]),
+    ):
+        assert daemon._rpc_refresh({"sources": selectors}) == {"sources": picked}
+        assert [name for name, event in events.items() if event.is_set()] == picked
+        for event in events.values():
+            event.clear()
+    with pytest.raises(InvalidParams) as refused:
+        daemon._rpc_refresh({"sources": ["192.0.2.1", "ke"]})
+    assert str(refused.value) == (
+        "refresh: no source given by name matches 192.0.2.1"
+        " (sources given by name: localhost:26468, ke, pool.example)"
+    )
+    assert not any(event.is_set() for event in events.values())

@@ -7,11 +7,14 @@ AEAD "to resume without KE" (chrony's ``ntsdumpdir`` does the same).
 
 What is kept is exactly what NTS-KE gave (RFC 8915 §4): the AEAD, the C2S and S2C keys, the
 NTP server and port it negotiated, and the cookies not yet sent, plus the KE's time (for
-``tsyncctl peers`` and ``[nts-client] key-refresh-interval``) and what the server's certificate
-was checked against (``trust_fingerprint``).  A session is resumed only under the same trust:
-a ``certificate-authority`` changed since (another file, or new bytes in the same file) may no
-longer trust the server, so its keys are not used again without a new NTS-KE.  Files written
-before that field existed have none and are not resumed either (one NTS-KE, once).  The file
+``tsyncctl peers`` and ``[nts-client] key-refresh-interval``), what the server's certificate
+was checked against (``trust_fingerprint``), and the TLS group and NTS-KE server address of
+that handshake (``tsyncctl authdata`` shows the group the keys came from after a resume;
+``tsyncctl refresh`` runs NTS-KE again once the name no longer gives that address).  A
+session is resumed only under the same trust: a ``certificate-authority`` changed since
+(another file, or new bytes in the same file) may no longer trust the server, so its keys are
+not used again without a new NTS-KE.  Files written before that field existed have none and
+are not resumed either (one NTS-KE, once).  The file
 holds keys, so it is written 0600 (``statefile.write_atomic``).
 The daemon reads it once at start and deletes it at once, so a crash later can never make it
 send the same cookies twice (that would link its requests, §6); it writes it again on a clean
@@ -19,12 +22,14 @@ exit.  Cookies the server no longer accepts (its keys rotated past them) cost on
 which starts a new NTS-KE as usual.
 
 Format: one JSON object, bytes in hex, a ``version`` to refuse files of another layout.
-Fields added later are optional (``trust``), so no version reads the other's files wrongly.
+Fields added later are optional (``trust``, ``tls-group``, ``ke-address``), so no version reads
+the other's files wrongly: an older file loads with them unknown.
 """
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import math
 import re
@@ -65,6 +70,8 @@ class SavedSession:
     cookies: tuple[bytes, ...]
     ke_s: float  # wall-clock time of the NTS-KE that gave the keys
     trust: str | None = None  # trust_fingerprint at that NTS-KE; None: not saved (older file)
+    group: str | None = None  # its TLS key-exchange group; None: not known (older file)
+    ke_address: str | None = None  # the NTS-KE server's IP it reached; None: not known
 
 
 def trust_fingerprint(ca_path: Path | None) -> str | None:
@@ -104,8 +111,13 @@ def encode_saved(session: SavedSession) -> bytes:
         "cookies": [c.hex() for c in session.cookies],
         "ke-time": session.ke_s,
     }
-    if session.trust is not None:
-        body["trust"] = session.trust
+    for key, value in (
+        ("trust", session.trust),
+        ("tls-group", session.group),
+        ("ke-address", session.ke_address),
+    ):
+        if value is not None:
+            body[key] = value
     return (json.dumps(body, indent=1) + "\n").encode("ascii")
 
 
@@ -135,7 +147,15 @@ def decode_saved(data: bytes) -> SavedSession:
     ke_s = float(_field(body, "ke-time", (int, float)))
     if not math.isfinite(ke_s):  # JSON's NaN would never be older than any interval
         raise ValueError(f"ke-time {ke_s}")
-    trust = _field(body, "trust", str) if "trust" in body else None
+    trust, group, ke_address = (
+        _field(body, key, str) if key in body else None
+        for key in ("trust", "tls-group", "ke-address")
+    )
+    if ke_address is not None:
+        try:
+            ipaddress.ip_address(ke_address)
+        except ValueError:
+            raise ValueError(f"ke-address {ke_address!r} is not an IP address") from None
     return SavedSession(
         ke_server=_field(body, "ke-server", str),
         ntp_host=_field(body, "ntp-host", str),
@@ -146,6 +166,8 @@ def decode_saved(data: bytes) -> SavedSession:
         cookies=parsed,
         ke_s=ke_s,
         trust=trust,
+        group=group,
+        ke_address=ke_address,
     )
 
 

@@ -26,7 +26,20 @@ With ``[nts-client] cookie-storage-path`` set, the session (keys, unused cookies
 is saved on a clean exit and taken up again at start instead of a first NTS-KE
 (``nts/saved.py`` says why and how), unless the source's ``certificate-authority`` is not the
 one the keys were made under.  Its age carries over: a saved KE time in the future (a clock
-that was wrong then, or stepped back since) counts as now, as chrony clamps it.
+that was wrong then, or stepped back since) counts as now, as chrony clamps it; so do the TLS
+group and the NTS-KE server address of the handshake that made the keys.
+
+``tsyncctl refresh`` resolves the NTS-KE server's name again (``name_resolved``), as chronyc's
+refresh does for NTS sources: if the address the keys came from is no longer among the answers
+the source runs NTS-KE again at once, through the key-refresh path (the old keys serve until
+the new NTS-KE works); if it still is, nothing changes.  So that the refresh and the NTS-KE
+agree on what the name gives, the NTS-KE connects to the addresses the daemon's resolver gives
+(``[resolver] servers`` when set), in turn, as a connection by name would.
+
+The counters (NTS-KEs, failed ones, NAKs, authenticated responses) live in an ``NtsTally`` the
+daemon keeps per source name for its lifetime: a reload that restarts the source (or tsyncctl
+delete then add) continues them, so ``tsyncctl authdata`` and the Prometheus counters never go
+back; a daemon restart starts them at 0, as chronyd's.
 """
 
 from __future__ import annotations
@@ -37,12 +50,13 @@ import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
 from tsyncd.asyncwait import wait_for
 from tsyncd.config import NTS_KEY_REFRESH_S, SourceConfig
-from tsyncd.net.udp import listen_text
+from tsyncd.net.udp import is_ip_literal, listen_text
 from tsyncd.nts.aead import aead_name
 from tsyncd.nts.client import NtsCounters, NtsSession
 from tsyncd.nts.ke import KeOutcome
@@ -68,6 +82,19 @@ _MIN_KE_INTERVAL_S: Final = 4.0  # a forged NAK (on-path) must not cause a KE st
 _CHECK_S: Final = 0.25  # how often the KE task looks at the session between kicks
 _IN_USE: Final = "its NTP server is polled by another source"
 
+Resolve = Callable[[str, int], Awaitable[list[str]]]  # (host, port) -> its IP addresses
+
+
+@dataclass(slots=True)
+class NtsTally:
+    """One NTS source's counters for the daemon's lifetime (``tsyncctl authdata``, metrics),
+    kept by the daemon per source name so a restart of the source within the process (a
+    reload) does not take them back; every session of the source counts into ``packets``."""
+
+    key_exchanges: int = 0  # successful NTS-KEs
+    ke_failures: int = 0  # failed NTS-KE attempts
+    packets: NtsCounters = field(default_factory=NtsCounters)
+
 
 class NtsSource:
     """Keeps one NTS source keyed: first KE, re-KE on demand, state for ``tsyncctl peers``."""
@@ -80,16 +107,20 @@ class NtsSource:
         refresh_s: float = NTS_KEY_REFRESH_S,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        tally: NtsTally | None = None,
+        resolve: Resolve | None = None,
     ) -> None:
         """``refresh_s``: NTS-KE again once the keys are this old.  ``clock`` (monotonic s) and
-        ``sleep`` time the NTS-KE back-off and the keys' age (tests pass their own)."""
+        ``sleep`` time the NTS-KE back-off and the keys' age (tests pass their own).  ``tally``:
+        the counters to continue (a new one if None).  ``resolve``: the daemon's resolver, which
+        gives the NTS-KE server's addresses (None: connect by name)."""
         self.cfg = cfg
+        self.tally = NtsTally() if tally is None else tally
+        self._resolve = resolve
         self._saved = saved_path(storage, str(cfg.address)) if storage is not None else None
         self.session: NtsSession | None = None
         self.association: NtpAssociation | None = None
         self.last: KeResult | None = None
-        self.ke_count = 0
-        self.ke_failures = 0
         self.last_error: str | None = None
         self.unresolved: str | None = None  # why the NTP server the KE named does not resolve
         # Who polls the NTP server the KE named, if another source does (kept until an NTS-KE
@@ -101,11 +132,31 @@ class NtsSource:
         self._sleep = sleep
         self._last_attempt_mono: float | None = None  # when the last NTS-KE attempt ended
         self._attempts = 0  # NTS-KE attempts since an authenticated response (chrony's)
-        self._seen_at_attempt = NtsCounters()  # the counters when the last KE's session began
+        # The counters when the last KE's session began (a carried-over tally's, at first).
+        self._seen_at_attempt = dataclasses.replace(self.tally.packets)
         self._ke_session: NtsSession | None = None  # the last attempt's session, if it worked
         self._refresh_s = refresh_s
         self._keys_mono: float | None = None  # monotonic s of the NTS-KE that gave the keys
         self._trust: str | None = None  # trust_fingerprint they were made under
+        # Why tsyncctl refresh wants an NTS-KE now (the name no longer gives the address the
+        # keys came from); None once one has worked.
+        self._moved: str | None = None
+
+    @property
+    def ke_count(self) -> int:
+        """Successful NTS-KEs (in this daemon's life, ``NtsTally``)."""
+        return self.tally.key_exchanges
+
+    @property
+    def ke_failures(self) -> int:
+        """Failed NTS-KE attempts (in this daemon's life, ``NtsTally``)."""
+        return self.tally.ke_failures
+
+    def _new_session(self, aead: int, c2s: bytes, s2c: bytes, cookies: list[bytes]) -> NtsSession:
+        """A session with these keys and cookies that counts into the source's tally."""
+        session = NtsSession(aead, c2s, s2c, cookies)
+        session.counters = self.tally.packets
+        return session
 
     def restore(self) -> KeResult | None:
         """Take up the session saved at the last clean exit, if there is a usable one.
@@ -160,10 +211,11 @@ class NtsSource:
             s2c=saved.s2c,
             ntp_host=saved.ntp_host,
             ntp_port=saved.ntp_port,
-            group=None,  # no TLS this time
+            group=saved.group,  # of the handshake that made the keys (no TLS this time)
             finished_s=ke_s,
+            ke_address=saved.ke_address,
         )
-        self.session = NtsSession(aead, saved.c2s, saved.s2c, list(saved.cookies))
+        self.session = self._new_session(aead, saved.c2s, saved.s2c, list(saved.cookies))
         self.last = result
         self._keys_mono = self._clock() - (now_s - ke_s)
         self._trust = saved.trust
@@ -212,6 +264,8 @@ class NtsSource:
             cookies=tuple(s.cookies),
             ke_s=last.finished_s,
             trust=self._trust,
+            group=last.group,
+            ke_address=last.ke_address,
         )
         try:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -228,12 +282,10 @@ class NtsSource:
         # Read before the KE: a CA file changed meanwhile then fails the next resume, rather
         # than vouching for keys checked against its old contents.
         trust = trust_fingerprint(ca)
-        result = await run_ke(host, port, ca)
-        session = NtsSession(
+        result = await run_ke(host, port, ca, connect_host=await self._ke_addresses())
+        session = self._new_session(
             result.outcome.aead, result.c2s, result.s2c, list(result.outcome.cookies)
         )
-        if self.session is not None:
-            session.counters = self.session.counters  # cumulative across key exchanges
         self.session = self._ke_session = session
         self._seen_at_attempt = dataclasses.replace(session.counters)
         self._keys_mono = self._clock()
@@ -241,8 +293,8 @@ class NtsSource:
         if self.association is not None:
             self.association.auth = session
         self.last = result
-        self.ke_count += 1
-        self.last_error = self.unresolved = None
+        self.tally.key_exchanges += 1
+        self.last_error = self.unresolved = self._moved = None
         log.info(
             "NTS-KE with %s: AEAD %s, %d cookies, NTP at %s, TLS group %s",
             self.cfg.name,
@@ -252,6 +304,40 @@ class NtsSource:
             result.group,
         )
         return result
+
+    async def _ke_addresses(self) -> list[str] | None:
+        """Where the NTS-KE connects: the addresses the daemon's resolver gives the server's
+        name now, in its order (None: by name, or the configured IP); KeFailure if none."""
+        host, port = self.cfg.address.host, self.cfg.address.port
+        if self._resolve is None or is_ip_literal(host):
+            return None
+        try:
+            return await self._resolve(host, port)
+        except OSError as exc:
+            raise KeFailure(f"cannot resolve NTS-KE server {self.cfg.address}: {exc}") from exc
+
+    def name_resolved(self, ips: list[str]) -> str:
+        """``tsyncctl refresh``: the NTS-KE server's name gives ``ips`` now.  If the address
+        the keys came from is not among them, NTS-KE again at once (the old keys serve until it
+        works, as for a key refresh); else nothing changes.  What was done, for the log."""
+        host, last = self.cfg.address.host, self.last
+        if last is None:  # no keys yet: the next NTS-KE resolves the name anyway
+            waited = self.retry_now()
+            return f"no NTS-KE has worked yet{'; NTS-KE now' if waited else ''}"
+        if last.ke_address is not None and last.ke_address in ips:
+            return (
+                f"{host} still resolves to {last.ke_address}, its NTS-KE server; keeping its keys"
+            )
+        if last.ke_address is None:
+            why = "which NTS-KE server address its keys came from is not known (an older file)"
+        else:
+            why = f"{host} no longer resolves to {last.ke_address}, where its keys came from"
+        self._moved = f"{why} (now {', '.join(ips)})"
+        self.retry_now()  # a back-off (a failing NTS-KE) ends too
+        self.kick()
+        s = self.session
+        serving = ", the old keys serve until it works" if s and not s.needs_ke else ""
+        return f"{self._moved}; NTS-KE again now{serving}"
 
     async def key_exchange_until_ok(self) -> KeResult:
         """NTS-KE, retried until it works (cancel the task to give up); every attempt first
@@ -268,7 +354,7 @@ class NtsSource:
             try:
                 return await self.key_exchange()
             except KeFailure as exc:
-                self.ke_failures += 1
+                self.tally.ke_failures += 1
                 self.last_error = str(exc)
                 log.warning("%s; retrying in %.0f s", exc, self._ke_interval_s())
                 self._retire_stale_keys()
@@ -341,10 +427,12 @@ class NtsSource:
         return None if self._keys_mono is None else self._clock() - self._keys_mono
 
     def _refresh_due(self) -> bool:
-        """The keys are ``refresh_s`` old or older, and the source is online (an offline one
-        does no NTS-KE)."""
+        """The keys are ``refresh_s`` old or older, or tsyncctl refresh found the name no
+        longer gives their NTS-KE server, and the source is online (an offline one does no
+        NTS-KE)."""
         age, a = self.key_age_s(), self.association
-        return age is not None and age >= self._refresh_s and a is not None and a.online
+        old = age is not None and age >= self._refresh_s
+        return (old or self._moved is not None) and a is not None and a.online
 
     def _backoff(self) -> tuple[float, str] | None:
         """(s to wait, why) while a wanted NTS-KE waits out a back-off; None otherwise."""
@@ -396,7 +484,7 @@ class NtsSource:
                         self.cfg.name,
                         "the server sent an NTS NAK" if nak else "no cookies left",
                     )
-                if refresh:
+                if refresh and self._moved is None:  # name_resolved logged its own reason
                     log.info(
                         "NTS: %s keys are %s old (key-refresh-interval %.0f s); NTS-KE to "
                         "refresh them, the old ones serve until it works",
@@ -428,8 +516,8 @@ class NtsSource:
             key_exchanges=self.ke_count,
             ke_failures=self.ke_failures,
             last_error=self.last_error,
-            authenticated=s.counters.authenticated if s is not None else 0,
-            naks=s.counters.naks if s is not None else 0,
+            authenticated=self.tally.packets.authenticated,
+            naks=self.tally.packets.naks,
             next_ke=backoff[0] if backoff else None,
             ke_backoff=backoff[1] if backoff else None,
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -21,7 +22,7 @@ from service_identity.pyopenssl import verify_hostname, verify_ip_address
 
 from tsyncd.config import Endpoint
 from tsyncd.net.tls import TlsClosed, TlsError, TlsStream, client_context, ssl_error_text
-from tsyncd.net.udp import is_ip_literal
+from tsyncd.net.udp import ip_text, is_ip_literal
 from tsyncd.nts.ke import (
     CLIENT_AEADS,
     EXPORTER_LABEL,
@@ -54,6 +55,9 @@ class KeResult:
     ntp_port: int
     group: str | None  # TLS key-exchange group
     finished_s: float  # wall-clock time of the exchange (for "last KE")
+    # The NTS-KE server's IP address this exchange reached (None: not known, a session saved
+    # by an older tsyncd): tsyncctl refresh runs NTS-KE again once the name no longer gives it.
+    ke_address: str | None = None
 
 
 async def run_ke(
@@ -61,11 +65,13 @@ async def run_ke(
     port: int,
     ca_path: Path | None,
     *,
-    connect_host: str | None = None,
+    connect_host: str | Sequence[str] | None = None,
     aeads: tuple[int, ...] = CLIENT_AEADS,
     timeout_s: float = KE_TIMEOUT_S,
 ) -> KeResult:
-    """Run NTS-KE with ``host`` (name checked against the certificate) on ``port``."""
+    """Run NTS-KE with ``host`` (name checked against the certificate) on ``port``, connecting
+    to ``connect_host`` (default ``host``): one address or name, or several addresses tried in
+    turn until one accepts, as a connection by name tries each address of the name."""
     try:
         ctx = client_context(ca_path)
     except (SSL.Error, OSError) as exc:
@@ -80,7 +86,10 @@ async def run_ke(
         raise KeFailure(f"{what}: OpenSSL cannot use it ({why})") from exc
     try:
         async with asyncio.timeout(timeout_s):
-            return await _exchange(ctx, host, port, connect_host or host, aeads)
+            hosts = (
+                (connect_host or host,) if isinstance(connect_host, str | None) else connect_host
+            )
+            return await _exchange(ctx, host, port, hosts, aeads)
     except TimeoutError:
         where = Endpoint(host, port)  # [::1]:4460, as the source is named
         raise KeFailure(f"NTS-KE with {where} timed out after {timeout_s:g} s") from None
@@ -92,10 +101,23 @@ async def run_ke(
         raise KeFailure(f"NTS-KE with {Endpoint(host, port)}: bad response: {exc}") from exc
 
 
+async def _connect(
+    hosts: Sequence[str], port: int
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection to the first of ``hosts`` that accepts one; the last error if none does."""
+    error = OSError(f"no address to connect to for port {port}")
+    for host in hosts:
+        try:
+            return await asyncio.open_connection(host, port)
+        except OSError as exc:
+            error = exc
+    raise error
+
+
 async def _exchange(
-    ctx: SSL.Context, host: str, port: int, connect_host: str, aeads: tuple[int, ...]
+    ctx: SSL.Context, host: str, port: int, hosts: Sequence[str], aeads: tuple[int, ...]
 ) -> KeResult:
-    reader, writer = await asyncio.open_connection(connect_host, port)
+    reader, writer = await _connect(hosts, port)
     # With no NTPv4 Server Negotiation record, NTP goes to the NTS-KE server's IP address
     # (RFC 8915 §4.1.7): the address this connection reached, not a fresh lookup of the name
     # (which may give another address first, e.g. ::1 for a localhost that listens on IPv4).
@@ -145,6 +167,7 @@ async def _exchange(
         ntp_port=outcome.port,
         group=group,
         finished_s=time.time(),
+        ke_address=ip_text(ke_address),
     )
 
 

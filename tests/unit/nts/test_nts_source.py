@@ -88,7 +88,10 @@ def install_fake_ke(
 
 
 def _fake_run_ke(calls: list[int], failing: Container[int], ntp_host: str = "127.0.0.1") -> object:
-    async def run_ke(host: str, port: int, _ca: object) -> KeResult:
+    async def run_ke(
+        host: str, port: int, _ca: object, connect_host: list[str] | None = None
+    ) -> KeResult:
+        """The NTS-KE server reached is the first address given (None: connected by name)."""
         calls.append(port)
         if len(calls) in failing:
             raise KeFailure(f"cannot connect to NTS-KE server {host}:{port}: refused")
@@ -109,6 +112,7 @@ def _fake_run_ke(calls: list[int], failing: Container[int], ntp_host: str = "127
             ntp_port=123,
             group=None,
             finished_s=0.0,
+            ke_address=connect_host[0] if connect_host else None,
         )
 
     return run_ke
@@ -350,3 +354,136 @@ def test_a_nak_driven_nts_ke_says_why(
     asyncio.run(main())
     assert len(calls) == 2
     assert "NTS: ke:4460 needs new keys (the server sent an NTS NAK): NTS-KE" in caplog.text
+
+
+def resolving_source(clock: Clock, answers: list[list[str]]) -> NtsSource:
+    """An NTS source for "ke:4460" whose resolver gives ``answers`` in turn (the last again)."""
+
+    async def resolve(host: str, port: int) -> list[str]:
+        assert (host, port) == ("ke", 4460)
+        return answers.pop(0) if len(answers) > 1 else answers[0]
+
+    src = source(clock)
+    src._resolve = resolve
+    return src
+
+
+def test_refresh_runs_nts_ke_only_when_the_name_lost_the_keys_address(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """QA s18 hunt-nts-client #7: tsyncctl refresh skipped NTS sources.  Now the NTS-KE server's
+    name is resolved again: the keys stay while it still gives the address they came from; once
+    it does not, NTS-KE runs at once with the name's new address, the old keys serving until it
+    has worked (the key-refresh path)."""
+    calls = install_fake_ke(monkeypatch)
+    clock = Clock()
+    answered: list[str | None] = []
+    answers = [["192.0.2.1", "192.0.2.2"]]
+    src = resolving_source(clock, answers)
+
+    async def main() -> None:
+        await src.key_exchange_until_ok()
+        assert src.last is not None and src.last.ke_address == "192.0.2.1"  # the resolver's
+        association = online(src)
+        first = src.session
+        clock.now_s += 60
+        said = src.name_resolved(["192.0.2.2", "192.0.2.1"])  # reordered: still there
+        assert said == "ke still resolves to 192.0.2.1, its NTS-KE server; keeping its keys"
+        await run_maintenance(src)
+        assert len(calls) == 1 and src.session is first
+        answers[0] = ["192.0.2.3"]  # the name moved
+        said = src.name_resolved(["192.0.2.3"])
+        assert said == (
+            "ke no longer resolves to 192.0.2.1, where its keys came from (now 192.0.2.3); "
+            "NTS-KE again now, the old keys serve until it works"
+        )
+        answered.append(poll(src, KE_KEYS))  # the old keys still serve
+        with caplog.at_level(logging.INFO):
+            await run_maintenance(src)
+        assert len(calls) == 2 and src.session is not first and association.auth is src.session
+        assert src.last is not None and src.last.ke_address == "192.0.2.3"
+        await run_maintenance(src)
+        assert len(calls) == 2  # done: no NTS-KE after each refresh-less turn
+
+    asyncio.run(main())
+    assert answered == [None]
+    assert clock.sleeps == []  # at once: the last NTS-KE was a minute ago
+    assert "key-refresh-interval" not in caplog.text  # not an age refresh
+
+
+def test_refresh_before_any_key_exchange_leaves_the_name_to_the_next_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    install_fake_ke(monkeypatch)
+    src = source(Clock())
+    assert src.name_resolved(["192.0.2.1"]) == "no NTS-KE has worked yet"
+
+
+def test_a_session_whose_ke_address_is_unknown_is_rekeyed_on_refresh(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Keys connected to by name (or from a file of an older tsyncd) came from an unknown
+    address: refresh cannot tell they are still right, so it runs NTS-KE once."""
+    calls = install_fake_ke(monkeypatch)
+    clock = Clock()
+    src = source(clock)  # no resolver: connects by name
+
+    async def main() -> None:
+        await src.key_exchange_until_ok()
+        online(src)
+        clock.now_s += 60
+        assert src.name_resolved(["192.0.2.1"]).startswith(
+            "which NTS-KE server address its keys came from is not known"
+        )
+        await run_maintenance(src)
+
+    asyncio.run(main())
+    assert len(calls) == 2
+
+
+def test_an_nts_ke_server_name_that_does_not_resolve_fails_the_ke(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = install_fake_ke(monkeypatch)
+
+    async def resolve(host: str, port: int) -> list[str]:
+        raise OSError("no addresses for ke")
+
+    src = source(Clock())
+    src._resolve = resolve
+
+    async def main() -> None:
+        with pytest.raises(nts_source.KeFailure, match="cannot resolve NTS-KE server ke:4460"):
+            await src.key_exchange()
+
+    asyncio.run(main())
+    assert calls == []
+
+
+def test_a_tally_carries_the_counters_into_the_next_source_of_that_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """QA s18 hunt-nts-client #7: after a reload restarted an NTS source authdata showed KEs 0
+    and NAKs 0.  The daemon hands the restarted source the old one's tally: KEs, failures,
+    NAKs and authenticated responses go on from there (and so the Prometheus counters), and
+    the old NAK is not taken for a reason to wait."""
+    install_fake_ke(monkeypatch, failing={1})
+    clock = Clock()
+    first = source(clock)
+
+    async def main() -> None:
+        await first.key_exchange_until_ok()  # one failure, then one NTS-KE
+        online(first)
+        assert poll(first, KE_KEYS) is None
+        assert poll(first, OTHER_KEYS) == "nts_nak"
+        second = NtsSource(first.cfg, clock=clock, tally=first.tally)
+        snap = second.snapshot()
+        assert (snap.key_exchanges, snap.ke_failures, snap.naks, snap.authenticated) == (1, 1, 1, 1)
+        await second.key_exchange_until_ok()
+        online(second)
+        assert poll(second, KE_KEYS) is None
+        snap = second.snapshot()
+        assert (snap.key_exchanges, snap.ke_failures, snap.naks, snap.authenticated) == (2, 1, 1, 2)
+        assert second.session is not None and second.session.counters is first.tally.packets
+
+    asyncio.run(main())

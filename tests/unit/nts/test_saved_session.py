@@ -41,6 +41,8 @@ SESSION = SavedSession(
     cookies=(b"\x01" * 104, b"\x02" * 104),
     ke_s=1_790_000_000.5,  # 2026-09-21, in the past
     trust=SYSTEM_TRUST,  # made by a source without certificate-authority
+    group="x25519",
+    ke_address="192.0.2.4",
 )
 DAY = 86400.0
 
@@ -73,6 +75,8 @@ def _altered(**changes: object) -> bytes:
         (_altered(**{"ke-time": None}), "ke-time missing"),
         (_altered(**{"ke-time": math.nan}), "ke-time nan"),
         (_altered(trust=7), "trust missing or of the wrong type"),
+        (_altered(**{"tls-group": 1}), "tls-group missing or of the wrong type"),
+        (_altered(**{"ke-address": "time.example"}), "'time.example' is not an IP address"),
     ],
 )
 def test_bad_files_are_refused_with_the_reason(data: bytes, reason: str) -> None:
@@ -105,6 +109,8 @@ def test_save_then_restore_consumes_the_file(tmp_path: Path) -> None:
     assert list(first.session.cookies) == list(SESSION.cookies)
     assert first.session.c2s == SESSION.c2s and first.session.s2c == SESSION.s2c
     assert first.snapshot().key_exchanges == 0 and first.snapshot().cookies == 2
+    # What made the keys: the TLS group and the NTS-KE server address of that handshake.
+    assert first.snapshot().tls_group == "x25519" and result.ke_address == "192.0.2.4"
     assert first.session.protect(bytes(48)) is not None  # spends the first cookie
     first.save()
     assert oct(path.stat().st_mode & 0o777) == "0o600"
@@ -165,6 +171,18 @@ def test_a_file_without_trust_loads_and_is_not_resumed(
     assert "does not resume the session saved in" in caplog.text
     assert "written by an older tsyncd); running NTS-KE" in caplog.text
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_a_file_without_tls_group_or_ke_address_loads_and_is_resumed(tmp_path: Path) -> None:
+    """Files from before those fields (QA s18 hunt-nts-client #7) are taken up as before, the
+    group and address unknown."""
+    body = json.loads(encode_saved(SESSION))
+    del body["tls-group"], body["ke-address"]
+    saved_path(tmp_path, "time.example:4460").write_text(json.dumps(body))
+    source = NtsSource(_source(), tmp_path)
+    result = source.restore()
+    assert result is not None and result.ke_address is None
+    assert source.snapshot().tls_group is None and source.snapshot().aead == "AES-SIV-CMAC-256"
 
 
 def test_a_session_is_resumed_only_under_the_certificate_authority_it_was_made_under(

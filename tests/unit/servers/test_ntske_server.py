@@ -80,6 +80,21 @@ def test_ke_then_authenticated_ntp(pki: Pki, offer: tuple[int, ...], chosen: int
     with_server(pki, body)
 
 
+def test_client_tries_each_address_given_and_keeps_the_one_it_reached(pki: Pki) -> None:
+    """The NTS-KE connects to the addresses the daemon's resolver gave, in turn (as a
+    connection by name would), and says which one the keys came from (tsyncctl refresh
+    compares it with what the name gives later)."""
+
+    async def body(_server: NtsKeServer, port: int) -> None:
+        # Nothing listens on 127.0.0.2 (the server is bound to 127.0.0.1): refused, then .1.
+        result = await run_ke("localhost", port, pki.ca, connect_host=["127.0.0.2", "127.0.0.1"])
+        assert result.ke_address == "127.0.0.1"
+        with pytest.raises(KeFailure, match=f"cannot connect to NTS-KE server localhost:{port}"):
+            await run_ke("localhost", port, pki.ca, connect_host=["127.0.0.2"])
+
+    with_server(pki, body)
+
+
 def test_client_checks_the_certificate(pki: Pki, tmp_path: Path) -> None:
     other = make_pki(tmp_path)
 

@@ -93,6 +93,13 @@ def test_refresh_names_the_sources_it_resolves_again(sock: Path) -> None:
     assert CALLS == [("refresh", {})]
 
 
+def test_refresh_sends_the_names_given(sock: Path) -> None:
+    """``refresh NAME...``: only the sources those pick (an NTS source by its NTS-KE name)."""
+    result = CliRunner().invoke(cli, ["-s", str(sock), "refresh", "localhost:26468", "pool.test"])
+    assert result.exit_code == 0, result.output
+    assert CALLS == [("refresh", {"sources": ["localhost:26468", "pool.test"]})]
+
+
 def test_burst_and_reload_take_chronycs_words(sock: Path) -> None:
     """'burst [SOURCE]...' (none: every source, sent as before) and 'reload sources'."""
     runner = CliRunner()
