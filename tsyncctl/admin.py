@@ -452,7 +452,8 @@ def _access_command(method: str, summary: str) -> None:
             rows = [("", row) for row in r.get("servers", [])]
             rows += [("NTS-KE ", row) for row in r.get("nts_ke_servers", [])]
             return "\n".join(
-                f"{kind}{row.get('listen')}: allow {', '.join(row.get('allow') or ['-'])};"
+                f"{kind}{row.get('listen')}{_rules_of(row)}: allow"
+                f" {', '.join(row.get('allow') or ['-'])};"
                 f" deny {', '.join(row.get('deny') or ['-'])}{_refused(row)}"
                 for kind, row in rows
             )
@@ -460,6 +461,12 @@ def _access_command(method: str, summary: str) -> None:
         subnet = for_tsyncd(method, subnets[0]) if subnets else None
         params = {"subnet": subnet, "all": replace_inside}
         show(ctx, method, dict, as_json, human, params)
+
+
+def _rules_of(row: dict[str, Any]) -> str:
+    """An NTS-KE listener without rules of its own judges a client by the running rules of
+    the [[server]] its NTP will reach: which one this row is."""
+    return f" (for clients sent to {row['rules_of']})" if row.get("rules_of") else ""
 
 
 def _refused(row: dict[str, Any]) -> str:

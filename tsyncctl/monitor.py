@@ -271,8 +271,9 @@ def accheck(ctx: click.Context, address: str, as_json: bool) -> None:
     'chronyc accheck'; a host name is resolved here, as chronyc does (its first address).
     Exit status 1 if any server socket that ADDRESS can reach (one of its address family)
     refuses it, or none can.  NTP server sockets only, not the NTS-KE listeners (an
-    [[nts-ke-server]] without allow or deny runs by the rules of the [[server]] its clients
-    are sent to, else by its own)."""
+    [[nts-ke-server]] without allow or deny judges a client by the rules of the [[server]] that
+    gets its NTP: the one on the address the client reached NTS-KE on, else its family's
+    wildcard; otherwise by its own)."""
     try:
         ipaddress.ip_address(address)
     except ValueError:

@@ -189,7 +189,7 @@ class NtsKeServerConfig:
     ntp_port: int | None = None  # sent to clients; None: our first [[server]]'s port, else 123
     rate_limit: RateLimit | None = None  # NTS-KE connections per client IP (chrony's ntsratelimit)
     # Clients allowed to connect, as [[server]]'s lists; both None (neither key written): the
-    # rules of the [[server]] the clients are sent to (``servers.nts.ke_access``).
+    # rules of the [[server]] each client's NTP will reach (``servers.keaccess``).
     allow: tuple[Network, ...] | None = None
     deny: tuple[Network, ...] | None = None
 

@@ -122,6 +122,21 @@ def endpoint_identity(endpoint: Endpoint) -> tuple[str, int]:
     return host, endpoint.port
 
 
+def receives_at(
+    bound: IPv4Address | IPv6Address, dual_stack: bool, to: IPv4Address | IPv6Address
+) -> bool:
+    """Whether a socket bound to ``bound`` (``dual_stack``: the IPv6 wildcard taking IPv4
+    too) gets what is sent to ``to``; a wildcard ``to`` stands for every address of its
+    family.  Existence only: where a wildcard and an exact address both match, the kernel
+    hands the exact one the datagram or connection (``servers.keaccess`` picks it first).
+    IPv4-mapped addresses must be given as IPv4 (``servers.responder.client_ip``)."""
+    if bound == to:
+        return True
+    return bound.is_unspecified and (
+        bound.version == to.version or (to.version == 4 and dual_stack)
+    )
+
+
 def _check_host(host: str) -> None:
     """Accept an IPv4 literal or an RFC 1123 host name (optional trailing dot)."""
     labels = host.removesuffix(".").split(".")

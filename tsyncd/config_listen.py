@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any, Final
 
-from tsyncd.config_fields import MISSING, Endpoint, _toml_repr
+from tsyncd.config_fields import MISSING, Endpoint, _toml_repr, receives_at
 
 Report = Callable[[str, object, str], None]  # (key path, value, expected)
 # Per section name: (key path of the table, raw table as written, its dataclass).
@@ -179,9 +179,4 @@ def _reached(ke: _Listener) -> list[IPv4Address | IPv6Address]:
 def _serves(servers: Sequence[_Listener], ip: IPv4Address | IPv6Address) -> bool:
     """Whether one of ``servers`` (on the negotiated port) receives what is sent to ``ip`` (a
     wildcard: to every address of its family)."""
-    for s in servers:
-        if s.ip == ip:
-            return True
-        if s.wildcard and (s.ip.version == ip.version or (ip.version == 4 and s.dual_stack)):
-            return True
-    return False
+    return any(receives_at(s.ip, s.dual_stack, ip) for s in servers)

@@ -667,7 +667,9 @@ class Daemon(SourceSettings, ChronycCommands, MeasurementLogging, SnapshotViews)
 
         for index, ke_cfg in enumerate(self.config.nts_ke_servers):
             try:
-                await self.nts.start_ke(ke_cfg, self.config.servers, f"nts-ke-server[{index}]")
+                await self.nts.start_ke(
+                    ke_cfg, self.config.servers, self.servers, f"nts-ke-server[{index}]"
+                )
             except SSL.Error as exc:
                 raise OSError(
                     self._credentials_refused(

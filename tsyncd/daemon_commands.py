@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from tsyncd.config import Config, ServerConfig
     from tsyncd.servers.ntp import NtpServer
     from tsyncd.servers.nts import NtsServerSide
+    from tsyncd.servers.ntske import NtsKeServer
     from tsyncd.servers.workers import WorkerPool
     from tsyncd.sync.core import SyncCore
 
@@ -131,10 +132,12 @@ class ChronycCommands:
         """Add the rule ``params`` give (``subnet``: an IP address or network as chrony writes
         it, not a host name, absent or null: every address; ``all``: drop the rules inside it
         too) to every ``[[server]]``'s running rules, its worker processes included, and to
-        every ``[[nts-ke-server]]``'s (its own or those it took from a ``[[server]]``: chronyd
-        has one rule set for both), until a restart; answered once every live worker has it,
-        with each socket's rules (``servers`` and ``nts_ke_servers``: ``listen``, ``allow``,
-        ``deny``; a client no network holds is refused)."""
+        every ``[[nts-ke-server]]``'s own (one without judges each client by the running rules
+        of the ``[[server]]`` its NTP will reach, so it has the change too: chronyd has one rule
+        set for both), until a restart; answered once every live worker has it, with each
+        socket's rules (``servers`` and ``nts_ke_servers``: ``listen``, ``allow``, ``deny``; a
+        client no network holds is refused; an NTS-KE listener that runs by its servers' rules
+        has a row per server, which ``rules_of`` names, null for its own rules)."""
         subnet, replace_inside = params.get("subnet"), params.get("all", False)
         if not isinstance(replace_inside, bool):
             raise InvalidParams(f"{method}: all {replace_inside!r}: expected true or false")
@@ -160,7 +163,8 @@ class ChronycCommands:
                 server.access.with_rule(network, allowed, replace_inside=replace_inside)
             )
         for ke in ke_servers:  # checked per connection: nothing cached to judge again
-            ke.access = ke.access.with_rule(network, allowed, replace_inside=replace_inside)
+            if isinstance(ke.access, AccessList):  # else it reads the servers' rules changed
+                ke.access = ke.access.with_rule(network, allowed, replace_inside=replace_inside)
         await self.refresh_snapshots(client_keys=False)  # the workers apply it in order
         log.info(
             "%s%s %s on every NTP server socket and NTS-KE listener, until a restart",
@@ -170,7 +174,7 @@ class ChronycCommands:
         )
         return {
             "servers": [_rules_row(_listen(cfg), access) for cfg, access in self._server_access()],
-            "nts_ke_servers": [_rules_row(ke.listen, ke.access) for ke in ke_servers],
+            "nts_ke_servers": [row for ke in ke_servers for row in _ke_rows(ke)],
         }
 
     def _server_access(self) -> list[tuple[ServerConfig, AccessList]]:
@@ -189,6 +193,17 @@ def _rules_row(listen: str, access: AccessList) -> dict[str, Any]:
         "allow": [str(n) for n, allowed in rules.items() if allowed],
         "deny": [str(n) for n, allowed in rules.items() if not allowed],
     }
+
+
+def _ke_rows(ke: NtsKeServer) -> list[dict[str, Any]]:
+    """An NTS-KE listener's rules as ``allow``/``deny`` answer them: one row for its own, or
+    one per ``[[server]]`` whose rules it judges clients by (``rules_of``: that server)."""
+    if isinstance(ke.access, AccessList):
+        return [{**_rules_row(ke.listen, ke.access), "rules_of": None}]
+    return [
+        {**_rules_row(ke.listen, access), "rules_of": listen}
+        for listen, access in ke.access.followed()
+    ]
 
 
 def _listen(server: ServerConfig) -> str:

@@ -1,6 +1,7 @@
 """[[nts-ke-server]] allow and deny: the [[server]] keys' syntax and checks, and the rules a
-listener without them runs by (``servers.nts.ke_access``: those of the [[server]] its clients
-are sent to, as chronyd has one rule set for NTP and NTS-KE)."""
+listener without them runs by (``servers.keaccess.ke_access``: those of the [[server]] its
+clients' NTP reaches, as chronyd has one rule set for NTP and NTS-KE; the choice per address is
+``tests/unit/servers/test_keaccess.py``'s)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ import pytest
 from nts_certs import Pki, make_pki
 
 from tests.config_errors import P, errors
-from tsyncd.config import Config, parse_config
+from tsyncd.config import Config, ServerConfig, parse_config
 from tsyncd.config_fields import NETWORK
-from tsyncd.servers.nts import ke_access, negotiated_port
+from tsyncd.servers.keaccess import ServerRules, ke_access, negotiated_port
 from tsyncd.servers.responder import AccessList
 
 net = ip_network
@@ -32,8 +33,22 @@ def config(pki: Pki, servers: list[dict[str, Any]], **ke: object) -> Config:
     return parse_config(data, P)
 
 
-def verdicts(access: AccessList, *addresses: str) -> list[str]:
-    return [access.verdict(ip_address(a)) for a in addresses]
+class Running:
+    """A started [[server]] socket, as ``ke_access`` reads it: its running rules."""
+
+    def __init__(self, cfg: ServerConfig) -> None:
+        self.access = AccessList(cfg.allow, cfg.deny)
+
+
+def rules(cfg: Config) -> AccessList | ServerRules:
+    return ke_access(cfg.nts_ke_servers[0], cfg.servers, [Running(s) for s in cfg.servers])
+
+
+def verdicts(access: AccessList | ServerRules, *addresses: str) -> list[str]:
+    """Each address's verdict, for a client that reached the listener on its own address."""
+    if isinstance(access, AccessList):
+        return [access.verdict(ip_address(a)) for a in addresses]
+    return [access.verdict(ip_address(a), ip_address(a)) for a in addresses]
 
 
 def test_allow_and_deny_are_parsed_as_the_servers(pki: Pki) -> None:
@@ -78,7 +93,7 @@ def test_bad_entries_are_named_with_file_key_value_and_expectation(pki: Pki) -> 
 
 def test_own_rules_decide(pki: Pki) -> None:
     cfg = config(pki, [{"deny": "127.0.0.1"}], allow=["127.0.0.0/8"])
-    access = ke_access(cfg.nts_ke_servers[0], cfg.servers)
+    access = rules(cfg)
     assert verdicts(access, "127.0.0.1", "127.0.0.2", "192.0.2.1") == ["", "", "restricted"]
 
 
@@ -88,12 +103,11 @@ def test_without_keys_the_rules_of_the_server_clients_go_to(pki: Pki) -> None:
         {"listen": "[::]:1123", "allow": ["10/8"]},
     ]
     cfg = config(pki, servers)
-    [ke] = cfg.nts_ke_servers
-    assert negotiated_port(ke, cfg.servers) == 123  # the first [[server]]'s
-    assert verdicts(ke_access(ke, cfg.servers), "127.0.0.1", "127.0.0.2") == ["denied", ""]
+    assert negotiated_port(cfg.nts_ke_servers[0], cfg.servers) == 123  # the first [[server]]'s
+    assert verdicts(rules(cfg), "127.0.0.1", "127.0.0.2") == ["denied", ""]
     # ntp-port sends the clients to the other server: its rules.
-    [ke] = config(pki, servers, **{"ntp-port": 1123}).nts_ke_servers
-    assert verdicts(ke_access(ke, cfg.servers), "127.0.0.1", "10.0.0.1") == ["restricted", ""]
+    cfg = config(pki, servers, **{"ntp-port": 1123})
+    assert verdicts(rules(cfg), "127.0.0.1", "10.0.0.1") == ["restricted", ""]
 
 
 @pytest.mark.parametrize(
@@ -107,4 +121,4 @@ def test_without_keys_the_rules_of_the_server_clients_go_to(pki: Pki) -> None:
 )
 def test_otherwise_every_client(pki: Pki, servers: list[dict[str, Any]], ke: Any) -> None:
     cfg = config(pki, servers, **ke)
-    assert ke_access(cfg.nts_ke_servers[0], cfg.servers) == AccessList()
+    assert rules(cfg) == AccessList()

@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from tsyncd.config import ServerConfig
+from tsyncd.config import NtsKeServerConfig, ServerConfig
 from tsyncd.config_fields import Endpoint
 from tsyncd.control.rpc import InvalidParams
 from tsyncd.daemon_commands import ChronycCommands
+from tsyncd.servers.keaccess import ServerRules, ke_access
 from tsyncd.servers.responder import AccessList
 
 net = ipaddress.ip_network
+PEM = Path("/nonexistent.pem")  # never read here
 
 
 class Server:
@@ -32,7 +35,7 @@ class Server:
 class KeServer:
     """What the commands use of an NtsKeServer."""
 
-    def __init__(self, listen: str, access: AccessList) -> None:
+    def __init__(self, listen: str, access: AccessList | ServerRules) -> None:
         self.listen, self.access = listen, access
 
 
@@ -151,26 +154,50 @@ def test_no_server_no_change() -> None:
 
 
 def test_a_rule_reaches_the_nts_ke_listeners_too() -> None:
-    # chronyd has one rule set for NTP and NTS-KE: chronyc allow/deny changes both.  Each
-    # listener gets the rule on top of its own running rules (its own lists, or its server's).
+    # chronyd has one rule set for NTP and NTS-KE: chronyc allow/deny changes both.  A listener
+    # with its own lists gets the rule on them; one without reads the running rules of the
+    # [[server]] each client's NTP reaches (keaccess), so it has the servers' change and
+    # answers with a row per server it follows.
+    configs = [
+        ServerConfig(listen=Endpoint("0.0.0.0", 123), deny=(net("10.0.0.0/8"),)),
+        ServerConfig(listen=Endpoint("::", 123), ipv6_only=True),
+    ]
     own = KeServer("127.0.0.1:4460", AccessList([net("127.0.0.0/8")]))
-    inherited = KeServer("[::]:4460", AccessList((), [net("10.0.0.0/8")]))
-    commands = Commands(CONFIGS[:1], ke=[own, inherited])
+    commands = Commands(configs, ke=[own])
+    ke_cfg = NtsKeServerConfig(
+        listen=Endpoint("::", 4460), certificate_chain_path=PEM, private_key_path=PEM
+    )
+    rules = ke_access(ke_cfg, configs, commands.servers)
+    assert isinstance(rules, ServerRules)
+    inherited = KeServer("[::]:4460", rules)
+    commands.nts.ke_servers.append(inherited)  # type: ignore[union-attr]
     result = call(commands, "deny", {"subnet": "127.0.0.1"})
     assert result["nts_ke_servers"] == [
-        {"listen": "127.0.0.1:4460", "allow": ["127.0.0.0/8"], "deny": ["127.0.0.1/32"]},
+        {
+            "listen": "127.0.0.1:4460",
+            "allow": ["127.0.0.0/8"],
+            "deny": ["127.0.0.1/32"],
+            "rules_of": None,
+        },
         {
             "listen": "[::]:4460",
             "allow": ["0.0.0.0/0", "::/0"],
             "deny": ["10.0.0.0/8", "127.0.0.1/32"],
+            "rules_of": "0.0.0.0:123",
+        },
+        {
+            "listen": "[::]:4460",
+            "allow": ["0.0.0.0/0", "::/0"],
+            "deny": ["127.0.0.1/32"],
+            "rules_of": "[::]:123",
         },
     ]
-    assert [ke.access.verdict(ipaddress.ip_address("127.0.0.1")) for ke in (own, inherited)] == [
-        "denied",
-        "denied",
-    ]
+    localhost = ipaddress.ip_address("127.0.0.1")
+    assert own.access.verdict(localhost) == "denied"
+    assert rules.verdict(localhost, localhost) == "denied"
     call(commands, "allow", {"subnet": None, "all": True})
-    assert own.access == inherited.access == AccessList()
+    assert own.access == AccessList()
+    assert rules.verdict(localhost, localhost) == ""
 
 
 def test_nts_ke_listeners_alone_take_a_rule() -> None:
@@ -180,6 +207,11 @@ def test_nts_ke_listeners_alone_take_a_rule() -> None:
     assert result == {
         "servers": [],
         "nts_ke_servers": [
-            {"listen": "[::]:4460", "allow": ["0.0.0.0/0", "::/0"], "deny": ["192.0.2.0/24"]}
+            {
+                "listen": "[::]:4460",
+                "allow": ["0.0.0.0/0", "::/0"],
+                "deny": ["192.0.2.0/24"],
+                "rules_of": None,
+            }
         ],
     }

@@ -35,9 +35,10 @@ from tsyncd.nts.cookie import (
 )
 from tsyncd.nts.server import NtsResponder
 from tsyncd.servers.credentials import Refused, ServedCredentials, reload_changed
+from tsyncd.servers.keaccess import Ruled, ke_access, negotiated_port
 from tsyncd.servers.ntske import NtsKeServer
 from tsyncd.servers.ntskeys import KeyState, key_state
-from tsyncd.servers.responder import AccessList, NtpResponder
+from tsyncd.servers.responder import NtpResponder
 from tsyncd.servers.stats import NTS_SUMMED
 from tsyncd.servers.workers import WorkerPool
 
@@ -89,10 +90,13 @@ class NtsServerSide:
         self,
         cfg: NtsKeServerConfig,
         servers: Sequence[ServerConfig],
+        running: Sequence[Ruled],
         where: str = "nts-ke-server",
     ) -> NtsKeServer:
-        """Start one NTS-KE listener beside the config's ``servers``; ``OSError``/``SSL.Error``
-        if it cannot (a bind failure names ``where``'s listen address)."""
+        """Start one NTS-KE listener beside the config's ``servers``, whose running sockets
+        are ``running`` (one per entry: a listener without its own allow/deny judges each
+        client by the rules of the one its NTP will reach, ``keaccess``); ``OSError``/
+        ``SSL.Error`` if it cannot (a bind failure names ``where``'s listen address)."""
         chain, key = cfg.certificate_chain_path, cfg.private_key_path
         served = ServedCredentials.watch(
             where, chain, key, lambda: server.use_context(server_context(chain, key))
@@ -104,7 +108,7 @@ class NtsServerSide:
             ntp_server=cfg.ntp_server,
             ntp_port=negotiated_port(cfg, servers),
             rate_limit=cfg.rate_limit,
-            access=ke_access(cfg, servers),
+            access=ke_access(cfg, servers, running),
         )
         try:
             await server.start(cfg.listen.host, cfg.listen.port)
@@ -222,31 +226,6 @@ class NtsServerSide:
             "nts_key_epoch": self.keys.current_epoch,
             "nts_key_id": self.keys.key_id,
         }
-
-
-def negotiated_port(cfg: NtsKeServerConfig, servers: Sequence[ServerConfig]) -> int | None:
-    """The NTP port sent to the listener's clients: ``ntp-port``, else the first
-    ``[[server]]``'s port; None (no Port Negotiation record: 123) without either."""
-    if cfg.ntp_port is not None:
-        return cfg.ntp_port
-    return servers[0].listen.port if servers else None
-
-
-def ke_access(cfg: NtsKeServerConfig, servers: Sequence[ServerConfig]) -> AccessList:
-    """Who may run NTS-KE with the listener ``cfg`` (chronyd checks its one rule set there):
-    its own ``allow``/``deny`` when it has them; else those of the first ``[[server]]`` on the
-    port its clients are sent to, which would refuse their NTP requests anyway (cookies for a
-    server that will not answer are no use, and hand a denied client a TLS session and keys);
-    else, with ``ntp-server`` (another host's rules are not ours to know) or no such server,
-    every client."""
-    if cfg.allow is not None and cfg.deny is not None:
-        return AccessList(cfg.allow, cfg.deny)
-    port = negotiated_port(cfg, servers)
-    if cfg.ntp_server is None:
-        for server in servers:
-            if server.listen.port == port:
-                return AccessList(server.allow, server.deny)
-    return AccessList()
 
 
 def _read(path: Path) -> bytes | None:

@@ -11,9 +11,10 @@ one in 2**leak as there, none with ``leak = 0`` (TCP addresses cannot be spoofed
 ones can, so ``leak = 0`` is safe here).
 
 Before that, as chronyd checks its NTP access rules right after accept(), a client ``access``
-refuses is closed at once: no TLS work, no client log entry (a scanner must not fill it), and
-only a DEBUG line; ``serverstats`` counts it under the NTP server's drop reason (``denied`` or
-``restricted``).
+refuses (the listener's own rules, or those of the ``[[server]]`` the local address it reached
+sends it to: ``keaccess``) is closed at once: no TLS work, no client log entry (a scanner must
+not fill it), and only a DEBUG line; ``serverstats`` counts it under the NTP server's drop
+reason (``denied`` or ``restricted``).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from tsyncd.servers.clientlog import (
     client_rows,
     take_token,
 )
+from tsyncd.servers.keaccess import ServerRules
 from tsyncd.servers.responder import AccessList, IPAddress, client_ip
 from tsyncd.wire.errors import WireError
 from tsyncd.wire.ntske import KeError, RecordParser, decode_request
@@ -79,7 +81,7 @@ class NtsKeServer:
         max_connections: int = MAX_CONNECTIONS,
         timeout_s: float = SESSION_TIMEOUT_S,
         rate_limit: RateLimit | None = None,
-        access: AccessList | None = None,
+        access: AccessList | ServerRules | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self._ctx = ctx
@@ -90,8 +92,9 @@ class NtsKeServer:
         self.timeout_s = timeout_s
         self.stats = KeServerStats()
         self.rate_limit = rate_limit
-        # Who may connect; replaced whole by ``tsyncctl allow``/``deny`` (daemon_commands).
-        self.access = access if access is not None else AccessList()
+        # Who may connect: its own rules, replaced whole by ``tsyncctl allow``/``deny``
+        # (daemon_commands), or those of the [[server]]s, read per connection (keaccess).
+        self.access: AccessList | ServerRules = access if access is not None else AccessList()
         self.clients = ClientLog()  # per client IP: the rate limit's buckets
         self._rng = rng or random.Random()
         self._active = 0
@@ -120,7 +123,13 @@ class NtsKeServer:
         self.stats.connections += 1
         peer = writer.get_extra_info("peername")
         ip = _peer_ip(peer)
-        verdict = self.access.verdict(ip) if ip is not None else ""
+        access = self.access
+        if ip is None:
+            verdict = ""
+        elif isinstance(access, AccessList):
+            verdict = access.verdict(ip)
+        else:  # the rules of the server the address it reached sends it to
+            verdict = access.verdict(ip, _peer_ip(writer.get_extra_info("sockname")))
         if verdict:
             self.stats.failures[verdict] += 1
             log.debug("NTS-KE: rejected connection from %s (access %s)", ip, verdict)
@@ -235,7 +244,8 @@ class NtsKeServer:
 
 
 def _peer_ip(peer: object) -> IPAddress | None:
-    """The client's IP (IPv4-mapped as IPv4) from a TCP peer name; None if it has none."""
+    """The IP (IPv4-mapped as IPv4) of a TCP socket name, the peer's or ours; None if it has
+    none."""
     if not isinstance(peer, tuple) or not peer:
         return None
     return client_ip(str(peer[0]))

@@ -18,10 +18,12 @@ from typing import TypeVar
 import pytest
 from nts_certs import Pki, make_pki
 
+from tsyncd.config import Endpoint, NtsKeServerConfig, ServerConfig
 from tsyncd.net.tls import TlsStream, client_context, server_context
 from tsyncd.nts.client import NtsSession
 from tsyncd.nts.cookie import KeySet
 from tsyncd.nts.server import NtsResponder
+from tsyncd.servers.keaccess import ke_access
 from tsyncd.servers.ntske import NtsKeServer
 from tsyncd.servers.responder import AccessList
 from tsyncd.sources.ntske import KeFailure, run_ke
@@ -226,6 +228,56 @@ def test_a_refused_client_is_closed_before_tls_and_a_new_rule_lets_it_in(pki: Pk
         assert (row["address"], row["answered"]) == ("127.0.0.1", 1)
 
     with_server(pki, body)
+
+
+class Running:
+    """A started [[server]] socket as the listener reads it: rules tsyncctl allow/deny replace."""
+
+    def __init__(self, access: AccessList) -> None:
+        self.access = access
+
+
+def test_a_dual_stack_listener_judges_each_client_by_the_server_its_address_reaches(
+    pki: Pki,
+) -> None:
+    """QA s21 hunt-nts F1: with per-family [[server]]s on one port, an IPv6 client was judged
+    by the IPv4 server's rules (the first on the port) and refused; the local address the
+    connection reached picks the server now, an IPv4-mapped one as IPv4."""
+    servers = [
+        ServerConfig(listen=Endpoint("0.0.0.0", 123), allow=(ip_network("127.0.0.0/8"),)),
+        ServerConfig(listen=Endpoint("::", 123), ipv6_only=True, allow=(ip_network("::1"),)),
+    ]
+    running = [Running(AccessList(s.allow, s.deny)) for s in servers]
+    ke = NtsKeServerConfig(
+        listen=Endpoint("::", 0), certificate_chain_path=pki.chain, private_key_path=pki.key
+    )
+
+    async def main() -> None:
+        server = NtsKeServer(
+            server_context(pki.chain, pki.key),
+            lambda: KEYS,
+            ntp_server=None,
+            ntp_port=123,
+            access=ke_access(ke, servers, running),
+        )
+        await server.start("::", 0)
+        port = int(server.listen.rsplit(":", 1)[1])
+        try:
+            for address in ("127.0.0.1", "::1"):  # each allowed by its own family's server
+                result = await run_ke("localhost", port, pki.ca, connect_host=address)
+                assert len(result.outcome.cookies) == 8
+            assert server.stats.completed == 2 and not server.stats.failures
+            # tsyncctl deny 127.0.0.1 changes the IPv4 server's rules: read per connection.
+            running[0].access = running[0].access.with_rule(ip_network("127.0.0.1"), False)
+            with pytest.raises(KeFailure):
+                await run_ke("localhost", port, pki.ca, connect_host="127.0.0.1")
+            assert server.stats.failures["denied"] == 1
+            result = await run_ke("localhost", port, pki.ca, connect_host="::1")
+            assert len(result.outcome.cookies) == 8 and server.stats.completed == 3
+        finally:
+            await server.close()
+
+    asyncio.run(main())
 
 
 def test_a_client_without_alpn_ntske_is_refused_and_counted(pki: Pki) -> None:

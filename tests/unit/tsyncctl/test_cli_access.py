@@ -145,8 +145,10 @@ def test_more_than_one_subnet_is_refused(sock: Path) -> None:
 
 def test_the_nts_ke_listeners_rules_follow_the_servers(sock: Path) -> None:
     # One rule set for NTP and NTS-KE, as in chrony: the answer shows both kinds of listener.
+    # A listener without rules of its own has a row per [[server]] it judges clients by.
     ke = {"listen": "127.0.0.1:4460", "allow": ["127.0.0.0/8"], "deny": ["127.0.0.1/32"]}
-    ANSWER["nts_ke_servers"] = [ke]
+    follows = {**DEFAULT_ROW, "listen": "[::]:4460", "rules_of": "[::]:123"}
+    ANSWER["nts_ke_servers"] = [{**ke, "rules_of": None}, follows]
     try:
         result = run(sock, "deny", "127.0.0.1")
     finally:
@@ -154,7 +156,8 @@ def test_the_nts_ke_listeners_rules_follow_the_servers(sock: Path) -> None:
     assert (result.exit_code, result.stdout) == (
         0,
         "[::]:123: allow 0.0.0.0/0, ::/0; deny -\n"
-        "NTS-KE 127.0.0.1:4460: allow 127.0.0.0/8; deny 127.0.0.1/32; refused: any other\n",
+        "NTS-KE 127.0.0.1:4460: allow 127.0.0.0/8; deny 127.0.0.1/32; refused: any other\n"
+        "NTS-KE [::]:4460 (for clients sent to [::]:123): allow 0.0.0.0/0, ::/0; deny -\n",
     )
     help_text = run(sock, "allow", "--help").stdout
     assert "[[nts-ke-server]]" in " ".join(help_text.split())
