@@ -36,9 +36,11 @@ Rules (RFC 5905 §9.2, RFC 8633, RFC 9769):
   kernel's routes, ``broadcast_routes``).  Real networks drop such sources as martians;
   spoofed ones reach us on loopback, or wherever the kernel lets them in.
 
-Outcome reasons: ``answered`` and ``interleaved`` (time served), ``kod_rate``, ``kod_deny``,
-``kod_rstr`` (KoD sent), and drops: ``denied``, ``restricted``, ``rate_limited``,
-``not_client_mode``, ``bad_source``, ``malformed_<WireError.reason>``.
+Outcome reasons: ``answered`` and ``interleaved`` (time served), ``answered_nts`` and
+``answered_mac`` (sealed with NTS, signed with a symmetric key), ``interleaved_nts`` and
+``interleaved_mac`` (both), ``kod_rate``, ``kod_deny``, ``kod_rstr``, ``nts_nak`` (KoD sent),
+and drops: ``denied``, ``restricted``, ``rate_limited``, ``not_client_mode``, ``bad_source``,
+``malformed_<WireError.reason>``, and the NTS and MAC checks' own.
 """
 
 from __future__ import annotations
@@ -91,7 +93,13 @@ BAD_SOURCE: Final = "bad_source"  # source port 0, or a multicast/broadcast sour
 ANSWERED_NTS: Final = "answered_nts"  # an authenticated NTS response (RFC 8915 §5.7)
 NTS_NAK: Final = "nts_nak"  # the NTS NAK is a KoD ("NTSN", RFC 8915 §5.7)
 ANSWERED_MAC: Final = "answered_mac"  # signed with the client's symmetric key (RFC 5905)
-SERVED: Final = frozenset({ANSWERED, INTERLEAVED, ANSWERED_NTS, ANSWERED_MAC})
+# Interleaved replies, sealed with NTS or signed: both kinds at once, so that serverstats and
+# the metrics count them as interleaved, as the client log does (QA s21 hunt-nts F2).
+INTERLEAVED_NTS: Final = "interleaved_nts"
+INTERLEAVED_MAC: Final = "interleaved_mac"
+_AS_INTERLEAVED: Final = {ANSWERED_NTS: INTERLEAVED_NTS, ANSWERED_MAC: INTERLEAVED_MAC}
+INTERLEAVED_SERVED: Final = frozenset({INTERLEAVED, INTERLEAVED_NTS, INTERLEAVED_MAC})
+SERVED: Final = frozenset({ANSWERED, ANSWERED_NTS, ANSWERED_MAC}) | INTERLEAVED_SERVED
 KODS: Final = frozenset({KOD_RATE, KOD_DENY, KOD_RSTR, NTS_NAK})
 
 _HEADER_LEN: Final = 48
@@ -455,6 +463,7 @@ class NtpResponder:
         plain = _pack_reply(self._heads[version], poll, self._tail, out_origin, rx_ntp, out_tx)
         response: bytes | None = plain
         if n != _HEADER_LEN:
+            interleaved = reason == INTERLEAVED
             if self._mac_keys is not None and n - _HEADER_LEN in mac_lengths(version):
                 # RFC 5905 §9.2 test 5: sign with the client's key.  A key we lack or a MAC
                 # that fails is dropped (reason unknown_key / bad_mac), as chronyd does, where
@@ -468,6 +477,7 @@ class NtpResponder:
                 else:
                     reason, response = failure or "bad_mac", None
                     record.answered -= 1  # counted above, for the common case: take it back
+                    record.interleaved -= interleaved
                     record.dropped += 1
                     want_tx = False
             elif extensions is not None:
@@ -478,11 +488,15 @@ class NtpResponder:
                 )
                 if response is None:
                     record.answered -= 1  # as serverstats: a drop, or a KoD (the NAK)
+                    record.interleaved -= interleaved
                     record.dropped += 1
                 elif reason == NTS_NAK:
                     record.answered -= 1
+                    record.interleaved -= interleaved
                     record.kod_sent += 1
                 want_tx = want_tx and response is not None
+            if interleaved:  # still time served: interleaved and sealed or signed
+                reason = _AS_INTERLEAVED.get(reason, reason)
         outcomes = self.outcomes
         outcomes[reason] = outcomes.get(reason, 0) + 1
         return reason, response, want_tx
@@ -620,7 +634,7 @@ class NtpResponder:
             "received": self.received,
             "sent": self.sent,
             "answered": sum(out.get(k, 0) for k in SERVED),
-            "interleaved_answered": out.get(INTERLEAVED, 0),
+            "interleaved_answered": sum(out.get(k, 0) for k in INTERLEAVED_SERVED),
             "kod_sent": sum(out.get(k, 0) for k in KODS),
             "dropped": self.dropped,
             "dropped_by_reason": self.drops_by_reason(),

@@ -10,7 +10,7 @@ from tsyncd.nts.cookie import CookieContents, KeySet
 from tsyncd.nts.server import NtsResponder
 from tsyncd.servers.responder import AccessList, NtpResponder, ServerPolicy
 from tsyncd.symkey import SymmetricKey, seal
-from tsyncd.wire.ntp import NtpPacket, encode_ntp
+from tsyncd.wire.ntp import NtpPacket, decode_ntp, encode_ntp
 
 S = 1_000_000_000
 RX = 1_800_000_000 * S
@@ -65,3 +65,46 @@ def test_requests_with_a_mac_we_cannot_check_are_drops() -> None:
     other = SymmetricKey(8, "SHA1", b"o" * 20)
     assert r.handle_request(seal(other, PLAIN), CLIENT, RX, RX + 1) == ("unknown_key", None)
     assert agree(r) == {"received": 3, "answered": 1, "dropped": 2, "kod_sent": 0}
+
+
+def interleaved_counts(r: NtpResponder) -> tuple[int, int]:
+    """(interleaved answers in the client log, in the totals serverstats and metrics show)."""
+    [row] = r.client_rows(RX)
+    return row["interleaved"], r.counters()["interleaved_answered"]
+
+
+def test_interleaved_nts_and_mac_answers_count_as_interleaved_everywhere() -> None:
+    # QA s21 hunt-nts F2: the NTS seal's reason replaced "interleaved", so serverstats and
+    # the metrics counted chronyd's NTS xleave answers as basic while clients counted them.
+    r = NtpResponder(AccessList((), ()))
+    r.extensions = NtsResponder(KEYS)
+    s = nts_session()
+
+    def ask(origin: int, transmit: int, mangle: bool = False) -> tuple[str, bytes | None]:
+        packet = NtpPacket(origin_ts=origin, receive_ts=transmit - 5, transmit_ts=transmit)
+        data = bytearray(s.protect(encode_ntp(packet)) or b"")
+        if mangle:
+            data[48 + 36 + 10] ^= 1  # inside the cookie: an NTS NAK
+        return r.handle_request(bytes(data), CLIENT, RX, RX + 1)
+
+    reason, first = ask(0, 1000)  # interleaving-capable (receive != transmit), basic at first
+    assert reason == "answered_nts" and first is not None
+    reason, second = ask(decode_ntp(first[:48]).receive_ts, 2000)
+    assert reason == "interleaved_nts" and second is not None
+    assert interleaved_counts(r) == (1, 1)
+    # A NAKed interleaved request is no interleaved answer, in either view.
+    assert ask(decode_ntp(second[:48]).receive_ts, 3000, mangle=True)[0] == "nts_nak"
+    assert interleaved_counts(r) == (1, 1)
+    assert r.counters()["answered"] == 2 and agree(r)["kod_sent"] == 1
+
+    key = SymmetricKey(7, "SHA1", b"k" * 20)
+    r = NtpResponder(AccessList((), ()), ServerPolicy(symmetric_keys={7: key}))
+
+    def signed(origin: int, transmit: int) -> tuple[str, bytes | None]:
+        packet = NtpPacket(origin_ts=origin, receive_ts=transmit - 5, transmit_ts=transmit)
+        return r.handle_request(seal(key, encode_ntp(packet)), CLIENT, RX, RX + 1)
+
+    reason, first = signed(0, 1000)
+    assert reason == "answered_mac" and first is not None
+    assert signed(decode_ntp(first[:48]).receive_ts, 2000)[0] == "interleaved_mac"
+    assert interleaved_counts(r) == (1, 1) and agree(r)["answered"] == 2
