@@ -306,8 +306,9 @@ def _reload_lines(r: dict[str, Any]) -> str:
         lines.append(f"certificate reloaded: {', '.join(r['certificates_reloaded'])}")
     for error in r.get("certificate_errors", []):
         lines.append(f"certificate kept: {error}")
-    if r.get("restart_needed"):
-        lines.append(f"takes a restart: {', '.join(r['restart_needed'])}")
+    restart = r.get("restart_sections") or r.get("restart_needed")  # as the file writes them
+    if restart:
+        lines.append(f"takes a restart: {', '.join(restart)}")
     return "\n".join(lines)
 
 

@@ -255,6 +255,7 @@ def test_tsyncctl_reload_reports_what_changed_and_refuses_a_bad_file(peers: Peer
     assert result["sources_stopped"] == [f"127.0.0.2:{port}"]
     assert result["sources_started"] == [f"127.0.0.3:{port}"]
     assert result["sources_not_started"] == [] and result["restart_needed"] == ["servers"]
+    assert result["restart_sections"] == ["[[server]]"]  # as the file writes it
     row = wait_for(
         "the new source selected", lambda: row_in_state(client, f"127.0.0.3:{port}", "selected")
     )
@@ -284,7 +285,11 @@ def test_tsyncctl_reload_reports_what_changed_and_refuses_a_bad_file(peers: Peer
         timeout=20,
         check=True,
     )
-    assert done.stdout == f"reloaded {client.config}\ntakes a restart: servers\n"
+    assert done.stdout == f"reloaded {client.config}\ntakes a restart: [[server]]\n"
+    wait_for(  # and the daemon's log (QA s21 hunt-nts F5: not "servers")
+        "the restart-needing section in the daemon's log",
+        lambda: "changes to [[server]] take effect after a restart" in client.proc.output(),
+    )
     # tsyncctl ntpdata on the daemon's own snapshot: the source, field by field.
     done = subprocess.run(
         [
