@@ -2,17 +2,21 @@
 
 chronyd checks its allow/deny rules right after accept(), before any TLS work, and one rule
 set governs NTP and NTS-KE; tsyncd does the same with each [[nts-ke-server]]'s rules (its own
-allow/deny, else its [[server]]'s) and ``tsyncctl allow``/``deny``.  chronyd runs with ``-x``
-(never touches the clock); tsyncd in measure mode.
+allow/deny, else those of the [[server]] the client's NTP will reach) and ``tsyncctl
+allow``/``deny``.  chronyd runs with ``-x`` (never touches the clock); tsyncd in measure mode.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 
+import pytest
 from nts_certs import Pki, make_pki, nts_server_toml
 from peers import (
+    NTPDATA_AUTHENTICATED,
+    NTPDATA_VALID_RX,
     Chronyd,
     Peers,
     Tsyncd,
@@ -22,7 +26,7 @@ from peers import (
     wait_for,
 )
 
-from tsyncd.sources.ntske import run_ke
+from tsyncd.sources.ntske import KeFailure, run_ke
 
 
 def refused_chronyd(peers: Peers, where: str, rule: str) -> tuple[Pki, Tsyncd, Chronyd, int]:
@@ -92,3 +96,66 @@ def test_an_nts_ke_servers_own_allow_refuses_chronyd(peers: Peers) -> None:
     result = asyncio.run(run_ke("localhost", ke_port, pki.ca, connect_host="127.0.0.1"))
     assert len(result.outcome.cookies) == 8
     assert server.ctl("serverstats")["nts_ke_completed"] == 1
+
+
+def free_dual_stack_port(kind: socket.SocketKind) -> int:
+    """A port of ``kind`` free on every IPv4 and IPv6 address right now (a dual-stack bind
+    on the IPv6 wildcard takes the port in both families)."""
+    with socket.socket(socket.AF_INET6, kind) as s:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        s.bind(("::", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def test_per_family_servers_give_chronyd_nts_over_ipv6_and_ipv4(peers: Peers) -> None:
+    """QA s21 hunt-nts F1: with an IPv4 and an IPv6 [[server]] on one port, each with its own
+    rules, the [[nts-ke-server]] on [::] judged every client by the first one's and refused
+    every IPv6 client as restricted; now each by the server its NTP will reach."""
+    pki = make_pki(peers.tmp)
+    ntp_port = free_dual_stack_port(socket.SOCK_DGRAM)
+    ke_port = free_dual_stack_port(socket.SOCK_STREAM)
+    server = peers.tsyncd(
+        "tsyncd-nts-server",
+        "[synchronization]\nlocal-stratum = 8\n"
+        f'[[server]]\nlisten = "0.0.0.0:{ntp_port}"\nallow = ["127.0.0.0/8"]\n'
+        f'[[server]]\nlisten = "[::]:{ntp_port}"\nipv6-only = true\nallow = ["::1"]\n'
+        f'[[nts-ke-server]]\nlisten = "[::]:{ke_port}"\n'
+        f'certificate-chain-path = "{pki.chain}"\nprivate-key-path = "{pki.key}"\n'
+        f'[keyset]\nkey-storage-path = "{peers.tmp / "keys.json"}"\n',
+    )
+    chrony6 = peers.chronyd(
+        "chronyd-nts-ipv6",
+        f"server ::1 port {ntp_port} nts ntsport {ke_port} iburst minpoll -2 maxpoll -2\n"
+        f"ntstrustedcerts {pki.ca}\nport 0\n",
+    )
+    chrony4 = chronyd_nts_client(peers, "chronyd-nts-ipv4", ntp_port, ke_port, pki.ca)
+
+    def authenticated(chrony: Chronyd, address: str) -> list[str] | None:
+        row = chrony.ntpdata(address)
+        good = row and row[NTPDATA_AUTHENTICATED] == "Yes" and int(row[NTPDATA_VALID_RX]) >= 2
+        return row if good else None
+
+    for chrony, address in ((chrony6, "::1"), (chrony4, "127.0.0.1")):
+        row = wait_for(
+            f"chronyd's authenticated NTP over {address}",
+            functools.partial(authenticated, chrony, address),
+            timeout=30,
+        )
+        assert row[8] == "8"  # stratum: tsyncd's answer
+    stats = server.ctl("serverstats")
+    assert stats["nts_ke_completed"] == 2 and stats["nts_ke_failures_by_reason"] == {}
+    assert {r["address"] for r in server.ctl("clients", "--nts-ke")} == {"127.0.0.1", "::1"}
+    # tsyncctl deny ::1: the IPv6 server's rules change, and with them the listener's for the
+    # clients that server gets; its answer shows the rules per server the listener follows.
+    rows = server.ctl("deny", "::1")["nts_ke_servers"]
+    assert [(r["listen"], r["rules_of"]) for r in rows] == [
+        (f"[::]:{ke_port}", f"0.0.0.0:{ntp_port}"),
+        (f"[::]:{ke_port}", f"[::]:{ntp_port}"),
+    ]
+    assert rows[1]["deny"] == ["::1/128"]
+    with pytest.raises(KeFailure):
+        asyncio.run(run_ke("localhost", ke_port, pki.ca, connect_host="::1"))
+    assert server.ctl("serverstats")["nts_ke_failures_by_reason"] == {"denied": 1}
+    result = asyncio.run(run_ke("localhost", ke_port, pki.ca, connect_host="127.0.0.1"))
+    assert len(result.outcome.cookies) == 8
