@@ -15,6 +15,9 @@ from typing import Any
 import pytest
 from nts_certs import make_pki, nts_server_toml, nts_source_toml
 from peers import (
+    NTPDATA_AUTHENTICATED,
+    NTPDATA_INTERLEAVED,
+    NTPDATA_VALID_RX,
     Peers,
     Tsyncd,
     chronyd_nts_client,
@@ -83,6 +86,55 @@ def test_chronyd_is_nts_client_of_tsyncd(peers: Peers) -> None:
     assert stats["nts_naks"] == stats["kod_sent"] == row["kod_sent"] >= 1
     for key in ("received", "answered", "dropped"):
         assert row[key] == stats[key], (key, row, stats)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_chronyds_interleaved_nts_answers_are_counted_as_interleaved(
+    peers: Peers, workers: int
+) -> None:
+    """QA s21 hunt-nts F2: serverstats and the metrics counted chronyd's NTS xleave answers as
+    basic (the seal's reason replaced "interleaved") while ``clients`` counted them."""
+    pki = make_pki(peers.tmp)
+    ntp_port, ke_port, metrics_port = free_udp_port(), free_tcp_port(), free_tcp_port()
+    toml = nts_server_toml(pki, ntp_port, ke_port, peers.tmp / "keys.json", stratum=8)
+    server = peers.tsyncd(
+        "tsyncd-nts-server",
+        toml.replace("[[nts-ke-server]]", f"workers = {workers}\n[[nts-ke-server]]", 1)
+        + f'[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n',
+    )
+    chrony = peers.chronyd(
+        "chronyd-nts-xleave",
+        f"server 127.0.0.1 port {ntp_port} nts ntsport {ke_port} iburst minpoll -2 maxpoll -2"
+        f" xleave\nntstrustedcerts {pki.ca}\nport 0\n",
+    )
+
+    def chronyd_interleaved(more_than: int = 0) -> list[str] | None:
+        row = chrony.ntpdata()
+        good = row and row[NTPDATA_INTERLEAVED] == row[NTPDATA_AUTHENTICATED] == "Yes"
+        return row if good and int(row[NTPDATA_VALID_RX]) > more_than else None
+
+    row = wait_for("chronyd's authenticated interleaved samples", chronyd_interleaved, timeout=30)
+    before = server.ctl("serverstats")["interleaved_answered"]
+    assert before >= 1
+    # Its answers from now on are interleaved (bar one a loaded machine delays): the count
+    # grows with its samples, about one for one (before, read a moment after row, may hold
+    # the next answer already).
+    more = 8
+    last = wait_for(
+        f"{more} more samples", lambda: chronyd_interleaved(int(row[NTPDATA_VALID_RX]) + more)
+    )
+    chrony.proc.stop()  # counters hold still
+    stats = server.ctl("serverstats")
+    grown = int(last[NTPDATA_VALID_RX]) - int(row[NTPDATA_VALID_RX])
+    assert stats["interleaved_answered"] - before >= grown // 2, (row, last, before, stats)
+    assert stats["workers"] == workers and stats["nts_naks"] == 0
+    [client] = server.ctl("clients")
+    assert client["interleaved"] == stats["interleaved_answered"]
+    assert client["answered"] == stats["answered"] == stats["nts_requests"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as r:
+        metrics = r.read().decode()
+    line = 'tsyncd_server_answered_packets_total{mode="interleaved"} '
+    assert float(metrics.split(line)[1].split()[0]) == stats["interleaved_answered"]
 
 
 def test_tsyncd_is_nts_client_of_chronyd(peers: Peers) -> None:
