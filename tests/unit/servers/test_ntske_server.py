@@ -13,7 +13,7 @@ import ssl
 from collections.abc import Awaitable, Callable
 from ipaddress import ip_network
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 from nts_certs import Pki, make_pki
@@ -43,7 +43,8 @@ def with_server(
     pki: Pki,
     body: Callable[[NtsKeServer, int], Awaitable[T]],
     ntp_server: str | None = None,
-    **kwargs: float,
+    host: str = "127.0.0.1",
+    **kwargs: Any,
 ) -> T:
     async def main() -> T:
         server = NtsKeServer(
@@ -51,9 +52,9 @@ def with_server(
             lambda: KEYS,
             ntp_server=ntp_server,
             ntp_port=1123,
-            **kwargs,  # type: ignore[arg-type]
+            **kwargs,
         )
-        await server.start("127.0.0.1", 0)
+        await server.start(host, 0)
         try:
             return await body(server, int(server.listen.rsplit(":", 1)[1]))
         finally:
@@ -252,32 +253,20 @@ def test_a_dual_stack_listener_judges_each_client_by_the_server_its_address_reac
         listen=Endpoint("::", 0), certificate_chain_path=pki.chain, private_key_path=pki.key
     )
 
-    async def main() -> None:
-        server = NtsKeServer(
-            server_context(pki.chain, pki.key),
-            lambda: KEYS,
-            ntp_server=None,
-            ntp_port=123,
-            access=ke_access(ke, servers, running),
-        )
-        await server.start("::", 0)
-        port = int(server.listen.rsplit(":", 1)[1])
-        try:
-            for address in ("127.0.0.1", "::1"):  # each allowed by its own family's server
-                result = await run_ke("localhost", port, pki.ca, connect_host=address)
-                assert len(result.outcome.cookies) == 8
-            assert server.stats.completed == 2 and not server.stats.failures
-            # tsyncctl deny 127.0.0.1 changes the IPv4 server's rules: read per connection.
-            running[0].access = running[0].access.with_rule(ip_network("127.0.0.1"), False)
-            with pytest.raises(KeFailure):
-                await run_ke("localhost", port, pki.ca, connect_host="127.0.0.1")
-            assert server.stats.failures["denied"] == 1
-            result = await run_ke("localhost", port, pki.ca, connect_host="::1")
-            assert len(result.outcome.cookies) == 8 and server.stats.completed == 3
-        finally:
-            await server.close()
+    async def body(server: NtsKeServer, port: int) -> None:
+        for address in ("127.0.0.1", "::1"):  # each allowed by its own family's server
+            result = await run_ke("localhost", port, pki.ca, connect_host=address)
+            assert len(result.outcome.cookies) == 8
+        assert server.stats.completed == 2 and not server.stats.failures
+        # tsyncctl deny 127.0.0.1 changes the IPv4 server's rules: read per connection.
+        running[0].access = running[0].access.with_rule(ip_network("127.0.0.1"), False)
+        with pytest.raises(KeFailure):
+            await run_ke("localhost", port, pki.ca, connect_host="127.0.0.1")
+        assert server.stats.failures["denied"] == 1
+        result = await run_ke("localhost", port, pki.ca, connect_host="::1")
+        assert len(result.outcome.cookies) == 8 and server.stats.completed == 3
 
-    asyncio.run(main())
+    with_server(pki, body, host="::", access=ke_access(ke, servers, running))
 
 
 def test_a_client_without_alpn_ntske_is_refused_and_counted(pki: Pki) -> None:
