@@ -92,6 +92,7 @@ class SourceMobilizer:
                 add=lambda ip: self._add_pool_member(cfg, ip),
                 remove=lambda ip: self._remove_association(_join_host_port(ip, port)),
                 status=lambda ip: self._member_status(cfg.name, _join_host_port(ip, port)),
+                polled_by=lambda ip: self._polled_by(ip, port),
                 now_ns=self.clock.now_ns,
                 refresh=self._refresh_event(cfg.name),
                 report=lambda why: self._pool_shortfalls.__setitem__(cfg.name, why),
@@ -482,14 +483,20 @@ class SourceMobilizer:
         self._after_update()
 
     def _add_pool_member(self, cfg: SourceConfig, ip: str) -> str | None:
-        """Mobilize ``ip`` as a member of pool ``cfg``: None, or why it cannot be used."""
+        """Mobilize ``ip`` as a member of pool ``cfg``: None, or why it cannot be used (``run_pool``
+        leaves out addresses polled already, but one resolution may give an address twice, as
+        IPv4 and IPv4-mapped)."""
         port = cfg.address.port
-        users = self._polling(ip, port)
-        if users:  # by another source (a pool's member too): never twice
-            return f"{', '.join(users)} polls it already"
+        users = self._polled_by(ip, port)
+        if users:  # never twice
+            return f"{users} polls it already"
         if self._add_association(cfg, ip, _join_host_port(ip, port)) is None:
             return "no socket"  # _add_association logged why
         return None
+
+    def _polled_by(self, ip: str, port: int) -> str | None:
+        """The associations polling ``ip`` at ``port`` ("a, b"), or None."""
+        return ", ".join(self._polling(ip, port)) or None
 
     def _member_status(self, pool: str, name: str) -> tuple[NtpAssociation, str] | None:
         """(association, selection state) of pool member ``name``; None unless ``pool`` made it (a
