@@ -565,7 +565,9 @@ class Daemon(SourceSettings, ChronycCommands, MeasurementLogging, SnapshotViews)
             if d.selected:
                 log.info("selected source %s (stratum %d)", d.selected, d.stratum - 1)
             else:
-                log.warning("no source selected: %s", d.reason)
+                # As status says it: a pool or server whose addresses others poll is not
+                # "no sources configured".
+                log.warning("no source selected: %s", self._unsynchronized_reason())
         template = self._response_template(now)
         for server in self.servers:
             server.set_template(template)

@@ -92,12 +92,13 @@ class SnapshotViews:
         """The sync core's reason for being unsynchronized (None if it is not), except that
         where it sees no sources while sources are configured with nothing to poll yet, it
         says how many wait and for what: "no sources configured" would send an operator
-        looking for a config file that is fine."""
+        looking for a config file that is fine.  A pool that resolved but whose addresses
+        other sources poll waits for no resolution (QA s21 hunt-nts #4)."""
         reason = self.core.decision.reason
         unplaced = len(self._unplaced())
         if reason is None or not reason.startswith(NO_SOURCES) or not unplaced:
             return reason
-        resolving = len(self._resolving())
+        resolving = len([n for n in self._resolving() if not self._pool_shortfalls.get(n)])
         waits = [
             f"{resolving} source(s) waiting for name resolution" if resolving else "",
             f"{unplaced - resolving} source(s) not polling yet (tsyncctl sources says why)"

@@ -36,6 +36,7 @@ from tsyncd.wire.ntp import refid_for_address
 if TYPE_CHECKING:
     from tsyncd.clock.base import Clock
     from tsyncd.sources.nts import NtsSource, NtsTally
+    from tsyncd.sources.ntske import KeResult
     from tsyncd.sync.named_server import NamedServer
 
 log = logging.getLogger("tsyncd.daemon")
@@ -92,6 +93,7 @@ class SourceMobilizer:
                 add=lambda ip: self._add_pool_member(cfg, ip),
                 remove=lambda ip: self._remove_association(_join_host_port(ip, port)),
                 status=lambda ip: self._member_status(cfg.name, _join_host_port(ip, port)),
+                polled_by=lambda ip: self._polled_by(ip, port),
                 now_ns=self.clock.now_ns,
                 refresh=self._refresh_event(cfg.name),
                 report=lambda why: self._pool_shortfalls.__setitem__(cfg.name, why),
@@ -404,39 +406,47 @@ class SourceMobilizer:
     async def _run_nts(self, cfg: SourceConfig, nts: NtsSource) -> None:
         """NTS source ``cfg``'s life after ``_mobilize_nts`` made it: resume or NTS-KE, then
         poll the NTP server the NTS-KE named, following later ones."""
+        free: list[str] = []  # the addresses of the last NTP server vetted no other source polls
+
+        async def vet(result: KeResult) -> str | None:
+            """Who polls the NTP server ``result`` names, if every address of it is another
+            source's (said in the log, once); None, and its free addresses in ``free``."""
+            port = result.ntp_port
+            ips = await self._resolve_ke_named(nts, cfg, result.ntp_host, port)
+            free[:] = [ip for ip in ips if self._other_poller(cfg, ip, port) is None]
+            if free:
+                return None
+            users = self._pollers_text(cfg, ips, port)
+            level = logging.DEBUG if nts.in_use == users else logging.WARNING
+            log.log(
+                level,
+                "%s: NTS-KE named %s for NTP, which another source polls (%s); not "
+                "polling it twice, NTS-KE again later",
+                cfg.name,
+                listen_text(result.ntp_host, port),
+                users,
+            )
+            return users
+
         result = nts.restore()
         if result is None:
             await self._until_online(cfg)  # an offline source does no NTS-KE either
-            result = await nts.key_exchange_until_ok()
+            result = await nts.key_exchange_until_ok(vet)
         else:
             # The sources started with this one take their configured addresses first (this
             # one's was negotiated): chrony, too, sets NTS addresses only after adding them.
             await asyncio.sleep(0)
-        while True:
-            port = result.ntp_port
-            ips = await self._resolve_ke_named(nts, cfg, result.ntp_host, port)
-            free = [ip for ip in ips if self._other_poller(cfg, ip, port) is None]
-            if not free:
-                users = self._pollers_text(cfg, ips, port)
-                level = logging.DEBUG if nts.in_use == users else logging.WARNING
-                log.log(
-                    level,
-                    "%s: NTS-KE named %s for NTP, which another source polls (%s); not "
-                    "polling it twice, NTS-KE again later",
-                    cfg.name,
-                    listen_text(result.ntp_host, port),
-                    users,
-                )
+            users = await vet(result)
+            if users is not None:
                 nts.ntp_server_in_use(users)
-                result = await nts.key_exchange_until_ok()
-                continue
-            state = self._take(cfg, free[0], port)
+                result = await nts.key_exchange_until_ok(vet)
+        while True:
+            state = self._take(cfg, free[0], result.ntp_port)
             if state is None:
                 return
-            nts.in_use = None
             state.association.auth = nts.session
             nts.association = state.association
-            result = await nts.maintain()  # returns when a new NTS-KE names another server
+            result = await nts.maintain(vet)  # returns when a new NTS-KE names another server
             log.info(
                 "%s: NTS-KE now names %s for NTP; moving there",
                 cfg.name,
@@ -482,14 +492,20 @@ class SourceMobilizer:
         self._after_update()
 
     def _add_pool_member(self, cfg: SourceConfig, ip: str) -> str | None:
-        """Mobilize ``ip`` as a member of pool ``cfg``: None, or why it cannot be used."""
+        """Mobilize ``ip`` as a member of pool ``cfg``: None, or why it cannot be used (``run_pool``
+        leaves out addresses polled already, but one resolution may give an address twice, as
+        IPv4 and IPv4-mapped)."""
         port = cfg.address.port
-        users = self._polling(ip, port)
-        if users:  # by another source (a pool's member too): never twice
-            return f"{', '.join(users)} polls it already"
+        users = self._polled_by(ip, port)
+        if users:  # never twice
+            return f"{users} polls it already"
         if self._add_association(cfg, ip, _join_host_port(ip, port)) is None:
             return "no socket"  # _add_association logged why
         return None
+
+    def _polled_by(self, ip: str, port: int) -> str | None:
+        """The associations polling ``ip`` at ``port`` ("a, b"), or None."""
+        return ", ".join(self._polling(ip, port)) or None
 
     def _member_status(self, pool: str, name: str) -> tuple[NtpAssociation, str] | None:
         """(association, selection state) of pool member ``name``; None unless ``pool`` made it (a

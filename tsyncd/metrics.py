@@ -315,7 +315,7 @@ def _nts_source_metrics(sources: list[SourceSnapshot]) -> Iterator[Metric]:
     )
     age = GaugeMetricFamily(
         "tsyncd_source_nts_key_age_seconds",
-        "Seconds since the NTS-KE that gave the keys in use (absent before one).",
+        "Seconds since the NTS-KE that gave the keys in use (absent while none are).",
         labels=labels,
     )
     backoff = GaugeMetricFamily(

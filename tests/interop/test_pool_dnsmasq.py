@@ -7,7 +7,8 @@ import signal
 import textwrap
 import time
 
-from peers import Peers, wait_for
+from nts_certs import make_pki, nts_source_toml
+from peers import Peers, chronyd_nts_server, free_udp_port, wait_for
 
 
 def test_pool_resolves_through_dnsmasq_and_replaces_a_dead_member(peers: Peers) -> None:
@@ -199,3 +200,52 @@ def test_pool_log_lines_say_why_a_member_goes_and_write_mapped_addresses_dotted(
         " alarm)" in log
     ), log
     assert f"::ffff:127.0.0.2 not used: 127.0.0.2:{ntp_port} polls it already" in log, log
+
+
+def test_a_member_an_nts_source_takes_over_comes_back_once_it_is_gone(peers: Peers) -> None:
+    """QA s21 hunt-nts #4: an NTS source whose NTS-KE (chronyd's) names the pool's member
+    takes it over; the address was then held out for an hour as "bad" (after the NTS source
+    was deleted and tsyncctl refresh too), and status said "waiting for name resolution".  Now
+    it is left out only while the NTS source polls it, saying so, and back at the refresh."""
+    pki = make_pki(peers.tmp)
+    _chrony, ntp_port, ke_port = chronyd_nts_server(peers, "chronyd-nts", pki.key, pki.chain)
+    hosts = peers.tmp / "pool.hosts"
+    hosts.write_text("127.0.0.1 pool.test\n")
+    dns_port = free_udp_port()
+    peers.dnsmasq("dnsmasq", dns_port, hosts)
+    member = f"127.0.0.1:{ntp_port}"
+    client = peers.tsyncd(
+        "tsyncd-client",
+        f'[resolver]\nservers = ["127.0.0.1:{dns_port}"]\n'
+        f'[[source]]\nmode = "pool"\nname = "p"\naddress = "pool.test:{ntp_port}"\ncount = 2\n'
+        "iburst = true\nmin-poll = -2\nmax-poll = -2\n"
+        # Offline: its NTS-KE waits until the pool polls the address.
+        + nts_source_toml(pki, f"127.0.0.1:{ke_port}", (-2, -2))
+        + 'name = "chr"\noffline = true\n',
+    )
+
+    def polled_by() -> str | None:
+        rows = [r for r in client.ctl("peers") if r["address"] == member and r["reach"]]
+        return str(rows[0]["mode"]) if rows else None
+
+    wait_for("the pool polling chronyd", lambda: polled_by() == "pool")
+    client.ctl("online", "chr")
+    wait_for("the NTS source polling it instead", lambda: polled_by() == "nts", timeout=30)
+
+    def pool_row() -> dict[str, object] | None:
+        rows = [r for r in client.ctl("peers") if r["name"] == "p"]
+        return rows[0] if rows and "polls it already" in str(rows[0]["state_reason"]) else None
+
+    note = str(wait_for("the pool saying why it is short", pool_row, timeout=30)["state_reason"])
+    assert "127.0.0.1 not used: chr polls it already" in note and "bad" not in note, note
+    log = client.proc.output()
+    assert "pool p: 127.0.0.1 is polled by chr now; replacing it" in log, log
+
+    client.ctl("delete", "chr")
+    wait_for("chr gone", lambda: polled_by() is None)
+    status = client.ctl("status")
+    assert "name resolution" not in str(status["unsynchronized_reason"]), status
+    assert "not polling yet" in str(status["unsynchronized_reason"]), status
+    client.ctl("refresh")
+    wait_for("the pool polling it again", lambda: polled_by() == "pool", timeout=10)
+    assert "no source selected: no sources configured" not in client.proc.output()

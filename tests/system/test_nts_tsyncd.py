@@ -315,7 +315,9 @@ def test_reload_serves_a_renewed_certificate(peers: Peers) -> None:
 def test_saved_keys_are_refreshed_when_old_and_not_resumed_under_another_ca(peers: Peers) -> None:
     """QA s18 hunt-nts-client #1: a session saved in cookie-storage-path is taken up with its
     age, and keys older than key-refresh-interval get a new NTS-KE (the old cookies serving
-    meanwhile); a certificate-authority whose contents changed since does not take it up."""
+    meanwhile); one twice key-refresh-interval old is not taken up (QA s21 hunt-nts #3: a
+    365-day-old one was, and selected), nor one whose certificate-authority's contents changed
+    since."""
     pki = make_pki(peers.tmp)
     ntp_port, ke_port = free_udp_port(), free_tcp_port()
     server = peers.tsyncd(
@@ -339,17 +341,29 @@ def test_saved_keys_are_refreshed_when_old_and_not_resumed_under_another_ca(peer
     (saved,) = store.iterdir()
     body = json.loads(saved.read_text())
     assert body["trust"].startswith("sha256:")
-    # Two hours old: past the interval set (not the default, 4 weeks).
-    body["ke-time"] = time.time() - 7200
+    # An hour and a half old: past the interval set (not the default, 4 weeks), not twice it.
+    body["ke-time"] = time.time() - 5400
     saved.write_text(json.dumps(body))
     second = peers.tsyncd("tsyncd-nts-second", toml)
     row = wait_for("the refreshed keys in use", lambda: nts_row(second, 1), timeout=30)
     assert row["nts"]["naks"] == 0 and row["nts"]["last_ke"] < 60
     log = second.proc.output()
-    assert "resumes with" in log and "keys 7200 s old" in log
-    assert "keys are 7200 s old (key-refresh-interval 3600 s); NTS-KE to refresh them" in log
+    assert "resumes with" in log and "keys 5400 s old" in log
+    assert "keys are 5400 s old (key-refresh-interval 3600 s); NTS-KE to refresh them" in log
     assert second.proc.stop() == 0
     assert len(list(store.iterdir())) == 1
+
+    # Three hours old: twice the interval and more, so the keys would be dropped at once.
+    (saved,) = store.iterdir()
+    body = json.loads(saved.read_text())
+    body["ke-time"] = time.time() - 3 * 3600
+    saved.write_text(json.dumps(body))
+    stale = peers.tsyncd("tsyncd-nts-stale", toml)
+    wait_for("samples after a new NTS-KE", lambda: nts_row(stale, 1), timeout=30)
+    log = stale.proc.output()
+    assert "resumes with" not in log and "does not resume the session saved in" in log
+    assert "its keys are 10800 s old, twice key-refresh-interval (3600 s) or more" in log
+    assert stale.proc.stop() == 0
 
     ca.write_bytes(pki.ca.read_bytes() + b"\n")  # the same CA, but not the same file
     third = peers.tsyncd("tsyncd-nts-third", toml)
@@ -357,7 +371,7 @@ def test_saved_keys_are_refreshed_when_old_and_not_resumed_under_another_ca(peer
     log = third.proc.output()
     assert "does not resume the session saved in" in log and "resumes with" not in log
     assert "the source now trusts a CA file with SHA-256" in log
-    assert server.ctl("serverstats")["nts_ke_completed"] == 3
+    assert server.ctl("serverstats")["nts_ke_completed"] == 4
 
 
 def test_an_ntp_server_another_source_polls_is_not_polled_twice(peers: Peers) -> None:
@@ -393,7 +407,9 @@ def test_an_ntp_server_another_source_polls_is_not_polled_twice(peers: Peers) ->
         f"NTS-KE done; its NTP server is polled by another source (127.0.0.1:{ntp_port} by plain)"
     )
     assert row["select_code"] == "?" and row["packets_sent"] == 0
-    assert row["nts"]["key_exchanges"] == 1 and row["nts"]["cookies"] == 0
+    # QA s21 hunt-nts #5: an NTS-KE whose keys are never used is a failed one, of no key age.
+    assert row["nts"]["key_exchanges"] == 0 and row["nts"]["ke_failures"] >= 1
+    assert row["nts"]["cookies"] == 0 and row["nts"]["last_ke"] is None
     assert row["nts"]["ke_backoff"] == "its NTP server is polled by another source"
     assert 5 < row["nts"]["next_ke"] <= 10
     assert [r["address"] for r in first.ctl("peers")].count(f"127.0.0.1:{ntp_port}") == 1

@@ -134,27 +134,30 @@ class NtsServerSide:
         self._push_keys()
 
     def tick(self, now_s: float) -> None:
-        """Rotate the keys when their epoch is over; persist the new state."""
-        if self.keys.advance(now_s):
+        """Rotate the keys when their epoch is over; persist the new state.  The rotated key
+        is logged and pushed to the workers only if it is what serves: a key file changed
+        since it was read is taken up instead (``_save`` logs that key), and a "rotated" line
+        naming a key replaced a moment later would show two current keys (QA s21 hunt-nts
+        #5)."""
+        if self.keys.advance(now_s) and not self._save(now_s):
             log.info(
                 "NTS cookie key rotated (epoch %d, key %s)",
                 self.keys.current_epoch,
                 self.keys.key_id,
             )
             self._push_keys()
-            self._save(now_s)
 
-    def _save(self, now_s: float) -> None:
+    def _save(self, now_s: float) -> bool:
         """Write the rotated keys, unless the file changed since we read or wrote it: then
-        load it (``rekey``), as it is newer than what we hold."""
+        load it (``rekey``), as it is newer than what we hold; True if its keys serve now."""
         path: Path | None = self._cfg.key_storage_path
         if path is None:
-            return
+            return False
         ours = keyset_file_bytes(self.keys)
         on_disk = _read(path)
         if on_disk == ours:  # another member of the fleet ratcheted it already
             self._seen = ours
-            return
+            return False
         if on_disk is not None and self._seen is not None and on_disk != self._seen:
             try:
                 keys = self._load(now_s, create=False)
@@ -167,7 +170,7 @@ class NtsServerSide:
                     self.keys.current_epoch,
                     self.keys.key_id,
                 )
-                return
+                return False
             self._install(keys)
             log.warning(
                 "NTS key file %s changed since it was read: its keys are in use now (epoch"
@@ -177,13 +180,14 @@ class NtsServerSide:
                 keys.current_epoch,
                 keys.key_id,
             )
-            return
+            return True
         try:
             save_keyset(path, self.keys)
         except OSError as exc:
             log.warning("cannot write the NTS key file %s: %s", path, exc)
-            return
+            return False
         self._seen = ours
+        return False
 
     def rekey(self, now_s: float) -> dict[str, object]:
         """Reload the key file (or draw a new random key without one); ``KeyFileError`` if

@@ -12,7 +12,10 @@ handshake's keys serve for ever, and the server's certificate would never be che
 old session keeps polling until the new NTS-KE works (at most until the keys are twice the
 interval old), so time keeps flowing; a failing refresh
 backs off as any failing NTS-KE does, and ``tsyncctl peers`` says so.  The keys' age is kept on
-the monotonic clock, so a step of the system clock does not change it.
+the monotonic clock, so a step of the system clock does not change it.  The twice-the-interval
+limit is a deadline of the KE task, not of the back-off: keys reaching it are dropped then, in
+the middle of a back-off wait or of an NTS-KE attempt (QA s21 hunt-nts #3: they used to serve
+until the next failed attempt, up to a day late), and a saved session that old is not resumed.
 
 An NTS-KE counts as good only once an authenticated NTP response follows it, as chrony's
 ``nke_attempts`` is reset only in ``NNC_CheckResponseAuth``: a KE server whose NTP server NAKs
@@ -25,7 +28,9 @@ backs off as §4.2 suggests (10 s · 1.5ⁿ⁻¹, at most a day here), and attem
 With ``[nts-client] cookie-storage-path`` set, the session (keys, unused cookies, NTP server)
 is saved on a clean exit and taken up again at start instead of a first NTS-KE
 (``nts/saved.py`` says why and how), unless the source's ``certificate-authority`` is not the
-one the keys were made under.  Its age carries over: a saved KE time in the future (a clock
+one the keys were made under, or its keys are twice ``key-refresh-interval`` old or more (they
+would be dropped at once; past the interval alone they resume and are refreshed at once, the
+old keys serving until that works).  Its age carries over: a saved KE time in the future (a clock
 that was wrong then, or stepped back since) counts as now, as chrony clamps it; so do the TLS
 group and the NTS-KE server address of the handshake that made the keys.
 
@@ -35,6 +40,11 @@ the source runs NTS-KE again at once, through the key-refresh path (the old keys
 the new NTS-KE works); if it still is, nothing changes.  So that the refresh and the NTS-KE
 agree on what the name gives, the NTS-KE connects to the addresses the daemon's resolver gives
 (``[resolver] servers`` when set), in turn, as a connection by name would.
+
+An NTS-KE counts as a success (``key_exchanges``) only once the daemon's ``vet`` finds the NTP
+server it named free to poll: one whose server another source polls already gives keys that are
+never used, so it counts as a failed attempt (an alert on failures sees a source stuck so), and
+keys that are not used (dropped for that, or at the age limit) show no age.
 
 The counters (NTS-KEs, failed ones, NAKs, authenticated responses) live in an ``NtsTally`` the
 daemon keeps per source name for its lifetime: a reload that restarts the source (or tsyncctl
@@ -47,6 +57,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -83,6 +94,8 @@ _CHECK_S: Final = 0.25  # how often the KE task looks at the session between kic
 _IN_USE: Final = "its NTP server is polled by another source"
 
 Resolve = Callable[[str, int], Awaitable[list[str]]]  # (host, port) -> its IP addresses
+# The daemon's check of the NTP server an NTS-KE named: who polls it already (None: it is free).
+Vet = Callable[[KeResult], Awaitable[str | None]]
 
 
 @dataclass(slots=True)
@@ -137,6 +150,8 @@ class NtsSource:
         self._ke_session: NtsSession | None = None  # the last attempt's session, if it worked
         self._refresh_s = refresh_s
         self._keys_mono: float | None = None  # monotonic s of the NTS-KE that gave the keys
+        self._retired = False  # the keys in use reached twice refresh_s and were dropped
+        self._vetting = False  # an NTS-KE that worked waits for vet, not counted yet
         self._trust: str | None = None  # trust_fingerprint they were made under
         # Why tsyncctl refresh wants an NTS-KE now (the name no longer gives the address the
         # keys came from); None once one has worked.
@@ -196,6 +211,16 @@ class NtsSource:
             return None
         now_s = time.time()
         ke_s = min(saved.ke_s, now_s)  # in the future: now (chrony's load_cookies clamps it)
+        if now_s - ke_s >= self._limit_s:
+            log.info(
+                "NTS: %s does not resume the session saved in %s: its keys are %s old, twice "
+                "key-refresh-interval (%.0f s) or more; running NTS-KE",
+                self.cfg.name,
+                path,
+                _age_text(now_s - ke_s),
+                self._refresh_s,
+            )
+            return None
         aead = saved.aead
         outcome = KeOutcome(
             aead=aead,
@@ -276,7 +301,9 @@ class NtsSource:
         log.info("NTS: saved %d cookies of %s to %s", len(s.cookies), self.cfg.name, path)
 
     async def key_exchange(self) -> KeResult:
-        """One NTS-KE; on success the new session replaces the old (and its cookies)."""
+        """One NTS-KE; on success the new session replaces the old (and its cookies).  Not
+        counted yet: ``key_exchange_until_ok`` counts it once the NTP server it named is
+        found free to poll."""
         host, port = self.cfg.address.host, self.cfg.address.port
         ca = self.cfg.certificate_authority
         # Read before the KE: a CA file changed meanwhile then fails the next resume, rather
@@ -289,11 +316,11 @@ class NtsSource:
         self.session = self._ke_session = session
         self._seen_at_attempt = dataclasses.replace(session.counters)
         self._keys_mono = self._clock()
+        self._retired = False
         self._trust = trust
         if self.association is not None:
             self.association.auth = session
         self.last = result
-        self.tally.key_exchanges += 1
         self.last_error = self.unresolved = self._moved = None
         log.info(
             "NTS-KE with %s: AEAD %s, %d cookies, NTP at %s, TLS group %s",
@@ -339,37 +366,84 @@ class NtsSource:
         serving = ", the old keys serve until it works" if s and not s.needs_ke else ""
         return f"{self._moved}; NTS-KE again now{serving}"
 
-    async def key_exchange_until_ok(self) -> KeResult:
+    async def key_exchange_until_ok(self, vet: Vet | None = None) -> KeResult:
         """NTS-KE, retried until it works (cancel the task to give up); every attempt first
-        waits out ``ke_wait_s``."""
+        waits out ``ke_wait_s``.  ``vet`` (the daemon's) says who polls the NTP server an
+        NTS-KE named, if another source does: that NTS-KE counts as failed (its keys are
+        dropped) and the next waits out the back-off, in case it names another server.  It is
+        not asked about the server the source polls already (a key refresh naming it again).
+        Keys serving meanwhile are dropped once they are twice ``refresh_s`` old."""
         while True:
+            self._retire_stale_keys()
             wait_s = self.ke_wait_s()
             backoff = self._backoff()
             if backoff is not None and self.last_error is None:  # failures say it themselves
                 log.warning("NTS: %s: %s; next NTS-KE in %.0f s", self.cfg.name, backoff[1], wait_s)
             if wait_s > 0:
-                await self._wait(wait_s)
+                await self._wait_retiring(wait_s)
             self._attempts = self.attempts() + 1
             self._ke_session = None  # until this attempt gives a session
+            polled = self.last if self.association is not None else None
             try:
-                return await self.key_exchange()
+                result = await self._retiring_meanwhile(self.key_exchange())
             except KeFailure as exc:
                 self.tally.ke_failures += 1
                 self.last_error = str(exc)
                 log.warning("%s; retrying in %.0f s", exc, self._ke_interval_s())
-                self._retire_stale_keys()
+                continue
             finally:
                 self._last_attempt_mono = self._clock()
+            same = polled is not None and _ntp_server(polled) == _ntp_server(result)
+            self._vetting = True
+            try:
+                users = None if vet is None or same else await vet(result)
+            finally:
+                counted, self._vetting = not self._vetting, False
+            if users is None:
+                self.tally.key_exchanges += 0 if counted else 1
+                self.in_use = None
+                return result
+            if not counted:
+                self.tally.ke_failures += 1
+            self.ntp_server_in_use(users)
 
-    async def _wait(self, wait_s: float) -> None:
-        """Wait out a back-off, or until ``retry_now`` (tsyncctl burst) ends it.  A sleep a
-        test passed is awaited as it is (it moves a fake clock)."""
+    async def _wait(self, wait_s: float) -> bool:
+        """Wait out a back-off, or until ``retry_now`` (tsyncctl burst) ends it: True then.  A
+        sleep a test passed is awaited as it is (it moves a fake clock)."""
         if self._sleep is not asyncio.sleep:
             await self._sleep(wait_s)
-            return
+            return False
         self._retry.clear()
         with contextlib.suppress(TimeoutError):
             await wait_for(self._retry.wait(), wait_s)
+        return self._retry.is_set()
+
+    async def _wait_retiring(self, wait_s: float) -> None:
+        """``_wait`` for ``wait_s``, dropping the keys in use at their age limit if it comes
+        first (then waiting out the rest)."""
+        left = self._limit_in_s()
+        if left is not None and left < wait_s:
+            if await self._wait(left):
+                return
+            self._retire_stale_keys(due=True)
+            wait_s -= left
+        await self._wait(wait_s)
+
+    async def _retiring_meanwhile(self, attempt: Awaitable[KeResult]) -> KeResult:
+        """Await an NTS-KE ``attempt`` (up to ``KE_TIMEOUT_S`` per address), dropping the keys
+        in use if they reach their age limit before it ends: a hung server must not keep them
+        serving.  The limit is timed on the event loop's clock, the monotonic one ``clock``
+        is by default."""
+        left = self._limit_in_s()
+        if left is None:
+            return await attempt
+        timer = asyncio.get_running_loop().call_later(
+            left, functools.partial(self._retire_stale_keys, due=True)
+        )
+        try:
+            return await attempt
+        finally:
+            timer.cancel()
 
     def retry_now(self) -> bool:
         """``tsyncctl burst`` on a source whose NTS-KE waits out a back-off: it starts now (an
@@ -379,12 +453,25 @@ class NtsSource:
         self._retry.set()
         return True
 
-    def _retire_stale_keys(self) -> None:
-        """Stop using keys twice ``refresh_s`` old while no NTS-KE works: the old keys serve a
-        failing refresh for a while (time keeps flowing), not for ever, as the server's
-        certificate may have expired or been revoked since (chrony drops them at once)."""
+    @property
+    def _limit_s(self) -> float:
+        """The age at which keys are dropped, whether an NTS-KE has worked since or not."""
+        return 2 * self._refresh_s
+
+    def _limit_in_s(self) -> float | None:
+        """Seconds until the keys in use reach ``_limit_s`` (None: no keys in use)."""
         s, age = self.session, self.key_age_s()
-        if s is None or s.needs_ke or age is None or age < 2 * self._refresh_s:
+        if s is None or s.needs_ke or age is None:
+            return None
+        return max(0.0, self._limit_s - age)
+
+    def _retire_stale_keys(self, *, due: bool = False) -> None:
+        """Stop using keys twice ``refresh_s`` old (or now, ``due``: their deadline passed)
+        while no NTS-KE works: the old keys serve a failing refresh for a while (time keeps
+        flowing), not for ever, as the server's certificate may have expired or been revoked
+        since (chrony drops them at once)."""
+        s, age = self.session, self.key_age_s()
+        if s is None or s.needs_ke or age is None or (age < self._limit_s and not due):
             return
         log.warning(
             "NTS: %s keys are %s old, twice key-refresh-interval, and no NTS-KE has worked "
@@ -393,6 +480,8 @@ class NtsSource:
             _age_text(age),
         )
         s.discard()
+        self._keys_mono = None  # not in use: no age to show
+        self._retired = True
 
     def attempts(self) -> int:
         """NTS-KE attempts since the last authenticated NTP response (chrony's nke_attempts):
@@ -423,7 +512,9 @@ class NtsSource:
         return max(0.0, self._last_attempt_mono + self._ke_interval_s() - self._clock())
 
     def key_age_s(self) -> float | None:
-        """Seconds since the NTS-KE that gave the keys in use (a saved one's included)."""
+        """Seconds since the NTS-KE that gave the keys in use (a saved one's included); None
+        before one, and while the last keys are not used (dropped at the age limit, or their
+        NTP server is polled by another source)."""
         return None if self._keys_mono is None else self._clock() - self._keys_mono
 
     def _refresh_due(self) -> bool:
@@ -444,7 +535,11 @@ class NtsSource:
         if wait_s <= 0 or self.attempts() == 0:
             return None
         if self.last_error is not None:
-            return wait_s, "key refresh failed (old keys in use)" if refreshing else "NTS-KE failed"
+            if refreshing:
+                return wait_s, "key refresh failed (old keys in use)"
+            if self._retired:
+                return wait_s, "key refresh failed (old keys dropped at twice key-refresh-interval)"
+            return wait_s, "NTS-KE failed"
         if self.in_use is not None:
             return wait_s, _IN_USE
         if s is not None and s.counters.naks > self._seen_at_attempt.naks:
@@ -452,8 +547,13 @@ class NtsSource:
         return wait_s, "no authenticated reply after NTS-KE"
 
     def ntp_server_unresolved(self, exc: OSError) -> None:
-        """The NTP server the last NTS-KE named (or the saved session's) does not resolve."""
+        """The NTP server the last NTS-KE named (or the saved session's) does not resolve.  An
+        NTS-KE waiting for ``vet`` counts as done now (its keys serve once the name resolves),
+        not as pending for as long as DNS fails."""
         self.unresolved = str(exc)
+        if self._vetting:
+            self._vetting = False
+            self.tally.key_exchanges += 1
 
     def ntp_server_in_use(self, users: str) -> None:
         """Another source polls the NTP server the last NTS-KE named (or the saved session's),
@@ -461,22 +561,25 @@ class NtsSource:
         self.in_use = users
         if self.session is not None:
             self.session.discard()
+        self._keys_mono = None  # these keys are not used: no age to show
 
     def kick(self) -> None:
         """Wake the maintenance task (after a poll or a reply)."""
         if self.session is None or self.session.needs_ke or self._refresh_due():
             self._kick.set()
 
-    async def maintain(self) -> KeResult:
+    async def maintain(self, vet: Vet | None = None) -> KeResult:
         """Re-key whenever the session asks for it or its keys are due for a refresh; return
         the result of a new NTS-KE that sends NTP elsewhere (Server/Port Negotiation, RFC 8915
         §4.1.7-8: the KE server's answer may change, e.g. when an operator moves clients), for
-        the caller to follow."""
+        the caller to follow (``vet``: as for ``key_exchange_until_ok``).  An offline source
+        runs no NTS-KE."""
         while True:
             self._kick.clear()
-            s = self.session
+            self._retire_stale_keys()  # also while offline: no NTS-KE then, but no old keys
+            s, a = self.session, self.association
             refresh = s is not None and not s.needs_ke and self._refresh_due()
-            if s is None or s.needs_ke or refresh:
+            if (s is None or s.needs_ke or refresh) and (a is None or a.online):
                 if s is not None and s.needs_ke and self.in_use is None:
                     nak = s.counters.naks > self._seen_at_attempt.naks
                     log.info(
@@ -493,11 +596,8 @@ class NtsSource:
                         self._refresh_s,
                     )
                 before = self.last
-                result = await self.key_exchange_until_ok()
-                if before is not None and (result.ntp_host, result.ntp_port) != (
-                    before.ntp_host,
-                    before.ntp_port,
-                ):
+                result = await self.key_exchange_until_ok(vet)
+                if before is not None and _ntp_server(result) != _ntp_server(before):
                     return result
                 continue
             with contextlib.suppress(TimeoutError):
@@ -547,6 +647,11 @@ class NtsSource:
             select_code="?" if self.last_error or self.unresolved or self.in_use else "M",
             nts=self.snapshot(),
         )
+
+
+def _ntp_server(result: KeResult) -> tuple[str, int]:
+    """The NTP server an NTS-KE named (or a saved session's)."""
+    return result.ntp_host, result.ntp_port
 
 
 def _age_text(seconds: float) -> str:

@@ -31,17 +31,22 @@ async def run_pool(
     add: Callable[[str], str | None],
     remove: Callable[[str], None],
     status: MemberStatus,
+    polled_by: Callable[[str], str | None],
     now_ns: Callable[[], int],
     refresh: asyncio.Event | None = None,
     report: Callable[[str], None] | None = None,
 ) -> None:
     """Keep ``members.count`` good addresses of pool ``name`` mobilized, until cancelled.
-    ``add(ip)`` mobilizes a member and returns None, or why it cannot (another source polls
-    that address, its socket cannot be opened).  ``refresh`` set (tsyncctl refresh): resolve
-    now, and replace members DNS no longer gives.  ``report(why)`` after each resolution:
-    why the pool is short ("" when it is not), for ``tsyncctl sources``."""
+    ``add(ip)`` mobilizes a member and returns None, or why it cannot (its socket cannot be
+    opened, or the same resolution gave its address already in another form).
+    ``polled_by(ip)``: the associations polling ``ip`` ("a, b"), if any: such an address (not
+    a member) is left out while they do, not held out as bad; it is said at INFO once, then at
+    DEBUG while it stays so.  ``refresh`` set (tsyncctl refresh): resolve now, and replace
+    members DNS no longer gives.  ``report(why)`` after each resolution: why the pool is short
+    ("" when it is not), for ``tsyncctl sources``."""
     refresh = refresh or asyncio.Event()
     shortfall = ""  # the last shortfall logged at INFO; the same again goes to DEBUG
+    said: set[str] = set()  # the addresses in use by others said at INFO last time
     while True:
         now = now_ns()
         refreshing = refresh.is_set()
@@ -61,13 +66,19 @@ async def run_pool(
                     log.info("pool %s: replacing %s: no longer in DNS", name, ip)
                     members.drop(ip, now, bad=False)
                     remove(ip)
-                chosen = members.choose(ips, now)
-                refusals: list[str] = []
-                for ip in chosen:
+                taken = {
+                    ip: who
+                    for ip in ips
+                    if ip not in members.members and (who := polled_by(ip)) is not None
+                }
+                refusals = [f"{ip} not used: {who} polls it already" for ip, who in taken.items()]
+                for why in refusals:  # not ours to watch; used once that source is gone
+                    level = logging.DEBUG if why in said else logging.INFO
+                    log.log(level, "pool %s: %s", name, why)
+                said = set(refusals)
+                for ip in members.choose(ips, now, taken):
                     refused = add(ip)
-                    if refused is not None:
-                        # Polled already (a configured source at that address) or its socket
-                        # could not be opened: not ours to watch; try it again later.
+                    if refused is not None:  # no socket, or a duplicate: later
                         log.info("pool %s: %s not used: %s", name, ip, refused)
                         members.refuse(ip, now)
                         refusals.append(f"{ip} not used: {refused}")
@@ -77,9 +88,18 @@ async def run_pool(
         for ip in list(members.members):
             current = status(ip)
             if current is None:
-                # No longer ours: a configured source at the same address took it over.
-                log.info("pool %s: %s is no longer a member; replacing it", name, ip)
-                members.drop(ip, now)
+                # No longer ours: another source at the same address took it over.  The
+                # address did nothing wrong: used again once that source no longer polls it.
+                who = polled_by(ip) or "another source"
+                log.info(
+                    "pool %s: %s is polled by %s now; replacing it (used again once %s no "
+                    "longer polls it)",
+                    name,
+                    ip,
+                    who,
+                    who,
+                )
+                members.drop(ip, now, bad=False)
                 continue
             reason = members.check(ip, *current, now)
             if reason is not None:

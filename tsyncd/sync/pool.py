@@ -16,7 +16,10 @@ A dropped address is not picked again for ``_BAD_HOLD_NS`` (it may still be in D
 ``tsyncctl refresh`` drops because DNS no longer gives it (``stale``) did nothing wrong: it is
 dropped without that hold, so it is used again as soon as DNS gives it back (chrony keeps no
 hold at all; pool.ntp.org's answers rotate, and each refresh would otherwise bar the members
-that happened not to be in its answer).  When the
+that happened not to be in its answer).  Nor is an address another source polls (a configured
+server, or an NTS source whose NTS-KE named it, took a member over, or polled it first): it is
+held out only while that source polls it (``choose``'s ``taken``), then used again at the next
+resolution (QA s21 hunt-nts #4: an hour's hold made the pool look bad and short).  When the
 pool has fewer members than ``count`` it asks for a resolution, ``resolve_interval_ns`` after the
 last one; ``choose`` then picks new addresses in DNS order.  A resolution that leaves the pool
 short (DNS gives too few usable addresses, or fails) doubles the wait before the next, up to
@@ -30,6 +33,7 @@ a second and carries out what it returns.
 
 from __future__ import annotations
 
+from collections.abc import Container
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -71,14 +75,14 @@ class PoolMembers:
         """When the pool, if short, asks DNS again."""
         return self._next_resolve_ns
 
-    def choose(self, resolved: list[str], now_ns: int) -> list[str]:
+    def choose(self, resolved: list[str], now_ns: int, taken: Container[str] = ()) -> list[str]:
         """Addresses from a fresh resolution to add now (the caller mobilizes them, and
-        ``refuse``s those it cannot)."""
+        ``refuse``s those it cannot); never those in ``taken`` (another source polls them)."""
         new: list[str] = []
         for ip in resolved:
             if len(self.members) >= self.count:
                 break
-            if ip in self.members or self.bad_until_ns.get(ip, 0) > now_ns:
+            if ip in self.members or ip in taken or self.bad_until_ns.get(ip, 0) > now_ns:
                 continue
             self.members.append(ip)
             new.append(ip)
@@ -120,7 +124,7 @@ class PoolMembers:
 
     def drop(self, member: str, now_ns: int, *, bad: bool = True) -> None:
         """Stop using ``member``; ``bad``: keep it out for a while (not for a ``stale`` one,
-        which DNS may give back)."""
+        which DNS may give back, nor for one another source took over)."""
         if member in self.members:
             self.replaced += 1
         self._forget(member, now_ns, hold=bad)
@@ -128,8 +132,9 @@ class PoolMembers:
         self._next_resolve_ns = min(self._next_resolve_ns, now_ns + self.resolve_interval_ns)
 
     def refuse(self, ip: str, now_ns: int) -> None:
-        """``ip``, just chosen, cannot be used (another source polls it, or it has no socket):
-        keep it out as a dropped member, and count that resolution as short of it."""
+        """``ip``, just chosen, cannot be used (it has no socket, or it is a member's address
+        in another form): keep it out as a dropped member, and count that resolution as
+        short of it."""
         self._forget(ip, now_ns)
         self._schedule(now_ns)
 

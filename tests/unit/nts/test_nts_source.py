@@ -10,6 +10,7 @@ serving, with the same back-off when it fails (QA s18 hunt-nts-client #1).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Callable, Container
@@ -203,10 +204,10 @@ def online(src: NtsSource) -> NtpAssociation:
     return association
 
 
-async def run_maintenance(src: NtsSource) -> None:
-    """``maintain`` until it has nothing to do (with run_ke and sleep faked, it runs through
-    every NTS-KE it wants before it first waits for a kick)."""
-    task = asyncio.get_running_loop().create_task(src.maintain())
+async def run_maintenance(src: NtsSource, vet: nts_source.Vet | None = None) -> None:
+    """``maintain`` (with the daemon's ``vet``) until it has nothing to do (with run_ke and
+    sleep faked, it runs through every NTS-KE it wants before it first waits for a kick)."""
+    task = asyncio.get_running_loop().create_task(src.maintain(vet))
     await asyncio.sleep(0)
     assert not task.done()
     task.cancel()
@@ -248,12 +249,25 @@ def test_keys_older_than_the_refresh_interval_are_refreshed_while_they_serve(
 def test_old_keys_serve_a_failing_refresh_up_to_twice_the_interval(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Not for ever: past twice key-refresh-interval with no NTS-KE working (an expired
-    certificate, say) they are dropped, and nothing is sent until an NTS-KE works."""
+    """Not for ever: at twice key-refresh-interval with no NTS-KE working (an expired
+    certificate, say) they are dropped, and nothing is sent until an NTS-KE works.  Dropped at
+    that age itself, in the middle of the back-off wait (QA s21 hunt-nts #3: at the next failed
+    attempt, 141 s here, up to a day late with the defaults), and peers and authdata say so."""
     calls = install_fake_ke(monkeypatch, failing={2, 3, 4, 5, 6, 7})
     clock = Clock()
-    answered: list[str | None] = []
-    src = source(clock, refresh_s=60, meanwhile=lambda: answered.append(poll(src, KE_KEYS)))
+    answered: list[tuple[float, str | None]] = []
+    src = source(
+        clock, refresh_s=60, meanwhile=lambda: answered.append((clock.now_s, poll(src, KE_KEYS)))
+    )
+    shown: list[tuple[float | None, str | None]] = []
+    retire = src._retire_stale_keys
+
+    def retiring(*, due: bool = False) -> None:
+        retire(due=due)
+        snap = src.snapshot()
+        shown.append((snap.last_ke, snap.ke_backoff))
+
+    monkeypatch.setattr(src, "_retire_stale_keys", retiring)
 
     async def main() -> None:
         await src.key_exchange_until_ok()
@@ -264,14 +278,23 @@ def test_old_keys_serve_a_failing_refresh_up_to_twice_the_interval(
         assert len(calls) == 8 and not src.session.needs_ke  # type: ignore[union-attr]
 
     asyncio.run(main())
-    # Back-offs of 10, 15, 22, 34, 51 s: the keys pass 120 s old during the fourth wait.
-    assert answered[:3] == [None, None, None] and answered[3:] == ["not sent"] * 3
-    assert "twice key-refresh-interval, and no NTS-KE has worked since: no longer used" in (
+    # The refresh fails at t=1060, then at 1075 and 1097.5; the keys from t=1000 are 120 s old
+    # at t=1120, 22.5 s into the third wait (33.75 s): it is cut there, the keys dropped, and
+    # the rest (11.25 s) waited out.
+    assert [s for s, _, _ in clock.sleeps][:4] == pytest.approx([15, 22.5, 22.5, 11.25])
+    assert answered[:3] == [(1075, None), (1097.5, None), (1120, None)]
+    assert [a for _, a in answered[3:]] == ["not sent"] * 4
+    assert "keys are 120 s old, twice key-refresh-interval, and no NTS-KE has worked since" in (
         caplog.text
     )
+    dropped = "key refresh failed (old keys dropped at twice key-refresh-interval)"
+    assert clock.sleeps[3][1:] == (pytest.approx(11.25), dropped)  # peers, authdata
+    assert (None, dropped) in shown  # no age shown for keys no longer used
 
 
 def test_an_offline_source_does_not_refresh_its_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nor does it keep them past twice the interval (here, at once): they age all the same,
+    and are dropped, not used once it is online again; its NTS-KE waits for online."""
     calls = install_fake_ke(monkeypatch)
     clock = Clock()
     src = source(clock, refresh_s=3600)
@@ -283,9 +306,10 @@ def test_an_offline_source_does_not_refresh_its_keys(monkeypatch: pytest.MonkeyP
         clock.now_s += 7200
         await run_maintenance(src)
         assert len(calls) == 1
+        assert src.session is not None and src.session.needs_ke  # dropped all the same
         association.online = True
         await run_maintenance(src)
-        assert len(calls) == 2
+        assert len(calls) == 2 and not src.session.needs_ke
 
     asyncio.run(main())
 
@@ -487,3 +511,118 @@ def test_a_tally_carries_the_counters_into_the_next_source_of_that_name(
         assert second.session is not None and second.session.counters is first.tally.packets
 
     asyncio.run(main())
+
+
+def test_keys_reaching_the_limit_during_a_hung_nts_ke_are_dropped_then(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """QA s21 hunt-nts #3: the limit is a deadline, also while an NTS-KE attempt hangs (up to
+    its 10 s timeout per address): the old keys stop serving at it, not when the attempt ends.
+    On the real clock, with a refresh interval of 0.2 s."""
+    calls: list[int] = []
+    good = _fake_run_ke(calls, ())
+    release = asyncio.Event()
+
+    async def run_ke(host: str, port: int, ca: object, connect_host: object = None) -> KeResult:
+        if calls:  # the refresh: a server that accepts and never answers
+            calls.append(port)
+            await release.wait()
+            raise KeFailure("NTS-KE with ke:4460 timed out after 10 s")
+        return await good(host, port, ca, connect_host)  # type: ignore[operator, no-any-return]
+
+    monkeypatch.setattr(nts_source, "run_ke", run_ke)
+    monkeypatch.setattr(nts_source, "_MIN_KE_INTERVAL_S", 0.0)  # the refresh starts when due
+    cfg = SourceConfig(name="ke:4460", mode="nts", address=parse_endpoint("ke:4460", 4460))
+
+    async def main() -> None:
+        src = NtsSource(cfg, refresh_s=0.2)
+        await src.key_exchange_until_ok()
+        online(src)
+        assert poll(src, KE_KEYS) is None  # a good NTS-KE: the refresh waits no back-off
+        task = asyncio.get_running_loop().create_task(src.maintain())
+        async with asyncio.timeout(5):
+            while len(calls) < 2:  # the refresh has started, and hangs
+                await asyncio.sleep(0.01)
+            assert src.session is not None and not src.session.needs_ke  # still serving
+            while not src.session.needs_ke:
+                await asyncio.sleep(0.01)
+        assert not task.done() and src.ke_failures == 0  # dropped while the attempt hangs
+        assert src.snapshot().last_ke is None and src.snapshot().cookies == 0
+        release.set()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+
+
+def test_an_nts_ke_naming_a_server_another_source_polls_counts_as_failed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """QA s21 hunt-nts #5: such an NTS-KE gives keys that are never used; it counted as a
+    success and its discarded keys' age was shown.  Now it is a failed attempt (an alert on
+    failures sees the source stuck), no age is shown, and the next NTS-KE backs off; one that
+    names a free server counts as the success it is."""
+    install_fake_ke(monkeypatch)
+    clock = Clock()
+    src = source(clock)
+    vetted: list[str] = []
+    users = ["127.0.0.1:123 by plain", None]
+
+    async def vet(result: KeResult) -> str | None:
+        vetted.append(result.ntp_host)
+        return users.pop(0)
+
+    async def main() -> None:
+        await src.key_exchange_until_ok(vet)
+
+    asyncio.run(main())
+    why = "its NTP server is polled by another source"
+    assert clock.sleeps == [(10, 10, why)] and vetted == ["127.0.0.1"] * 2
+    snap = src.snapshot()
+    assert (snap.key_exchanges, snap.ke_failures) == (1, 1) and src.in_use is None
+    assert snap.last_ke == 0 and snap.cookies == 8
+
+
+def test_an_in_use_nts_ke_shows_no_key_age(monkeypatch: pytest.MonkeyPatch) -> None:
+    install_fake_ke(monkeypatch)
+    src = source(Clock())
+
+    async def vet(result: KeResult) -> str | None:
+        return "127.0.0.1:123 by plain"
+
+    async def main() -> None:
+        task = asyncio.get_running_loop().create_task(src.key_exchange_until_ok(vet))
+        await asyncio.sleep(0)
+        task.cancel()
+
+    src._sleep = asyncio.Event().wait  # type: ignore[assignment]  # the back-off never ends
+    asyncio.run(main())
+    snap = src.snapshot()
+    assert (snap.key_exchanges, snap.ke_failures, snap.cookies) == (0, 1, 0)
+    assert snap.last_ke is None
+    assert src.pending_snapshot().state_reason == (
+        "NTS-KE done; its NTP server is polled by another source (127.0.0.1:123 by plain)"
+    )
+
+
+def test_a_key_refresh_naming_the_server_polled_already_is_not_vetted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The source itself polls that server: nothing to ask the daemon (whose check would
+    resolve its name again)."""
+    calls = install_fake_ke(monkeypatch)
+    clock = Clock()
+    src = source(clock, refresh_s=3600)
+
+    async def vet(result: KeResult) -> str | None:
+        raise AssertionError("vetted")
+
+    async def main() -> None:
+        await src.key_exchange_until_ok()
+        online(src)
+        clock.now_s += 3600
+        await run_maintenance(src, vet)
+
+    asyncio.run(main())
+    assert len(calls) == 2 and src.snapshot().key_exchanges == 2

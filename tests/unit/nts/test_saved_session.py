@@ -4,7 +4,8 @@ The file holds keys: it must be 0600, written atomically, read once and removed 
 crash after start must never make the client send the same cookies again), and anything odd
 in it (another server, another layout, impossible values) is refused with the reason.  A
 session is taken up only under the certificate authority it was made under (QA s18
-hunt-nts-client #1), and its age carries over, a future one clamped to now (#4).
+hunt-nts-client #1), and its age carries over, a future one clamped to now (#4); one twice
+key-refresh-interval old is not taken up at all (QA s21 hunt-nts #3).
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ SESSION = SavedSession(
     c2s=bytes(range(32)),
     s2c=bytes(range(32, 64)),
     cookies=(b"\x01" * 104, b"\x02" * 104),
-    ke_s=1_790_000_000.5,  # 2026-09-21, in the past
+    # A day ago: well within twice the default key-refresh-interval (older is not resumed).
+    ke_s=time.time() - 86400.0,
     trust=SYSTEM_TRUST,  # made by a source without certificate-authority
     group="x25519",
     ke_address="192.0.2.4",
@@ -235,12 +237,12 @@ def _online(source: NtsSource) -> NtpAssociation:
 
 def test_a_restored_session_keeps_its_age_and_is_refreshed_when_too_old(tmp_path: Path) -> None:
     path = saved_path(tmp_path, "time.example:4460")
-    old = SavedSession(**{**_fields(SESSION), "ke_s": time.time() - 400 * DAY})
+    old = SavedSession(**{**_fields(SESSION), "ke_s": time.time() - 20 * DAY})
     path.write_bytes(encode_saved(old))
     source = NtsSource(_source(), tmp_path, refresh_s=14 * DAY)
     assert source.restore() is not None  # its cookies serve until a new NTS-KE works
     age = source.snapshot().last_ke
-    assert age is not None and 400 * DAY <= age < 400 * DAY + 60
+    assert age is not None and 20 * DAY <= age < 20 * DAY + 60
     association = _online(source)
     source.kick()
     assert source._kick.is_set()
@@ -268,3 +270,25 @@ def test_a_future_ke_time_counts_as_now(tmp_path: Path) -> None:
     assert age is not None and 0 <= age < 60
     source.save()
     assert before <= decode_saved(path.read_bytes()).ke_s <= time.time()
+
+
+def test_a_session_twice_the_refresh_interval_old_is_not_resumed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """QA s21 hunt-nts #3: a 365-day-old session was resumed and selected for the whole NTS-KE
+    timeout, though keys that old are no longer used once a refresh fails: not taken up at
+    all (the file is gone all the same), and the log says why, as for another CA."""
+    path = saved_path(tmp_path, "time.example:4460")
+    for age_days in (365.0, 28.0):
+        path.write_bytes(
+            encode_saved(SavedSession(**{**_fields(SESSION), "ke_s": time.time() - age_days * DAY}))
+        )
+        source = NtsSource(_source(), tmp_path, refresh_s=14 * DAY)
+        with caplog.at_level(logging.INFO):
+            assert source.restore() is None
+        assert not path.exists() and source.session is None and source.key_age_s() is None
+    assert caplog.text.count("does not resume the session saved in") == 2
+    assert (
+        "its keys are 365.0 days old, twice key-refresh-interval (1209600 s) or more; running "
+        "NTS-KE" in caplog.text
+    )

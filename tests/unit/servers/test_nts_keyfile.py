@@ -71,3 +71,30 @@ def test_a_broken_file_is_neither_loaded_nor_overwritten(tmp_path: Path) -> None
     server.tick(T0 + INTERVAL + 1)
     assert path.read_text() == "{half a file"
     assert server.keys.current_epoch == epoch + 1  # rotated in memory all the same
+
+
+def test_the_rotation_log_names_the_key_that_serves(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """QA s21 hunt-nts #5: when a changed file was taken up at a rotation, an INFO "rotated"
+    line first named the ratcheted key, replaced a millisecond later by the file's: a reader
+    saw two current keys.  Only the key that serves is named."""
+    path = tmp_path / "keys.json"
+    server = member(path)
+    with caplog.at_level(logging.INFO):
+        server.tick(T0 + INTERVAL + 1)
+    assert (
+        f"NTS cookie key rotated (epoch {server.keys.current_epoch}, key {server.keys.key_id})"
+        in (caplog.text)
+    )
+    new = {"epoch": int(T0 // INTERVAL) + 1, "rotation-interval": INTERVAL, "key": "ab" * 32}
+    path.write_text(json.dumps(new) + "\n")
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        server.tick(T0 + 2 * INTERVAL + 1)
+    assert "rotated" not in caplog.text
+    assert (
+        f"its keys are in use now (epoch {server.keys.current_epoch}, key {server.keys.key_id})"
+        in (caplog.text)
+    )
+    assert len(caplog.records) == 1  # one line, naming one key

@@ -153,3 +153,15 @@ def test_a_member_dropped_as_no_longer_in_dns_is_taken_again_when_dns_gives_it_b
     pool.drop("192.0.2.1", T0 + S)  # a bad one, for contrast
     assert pool.members == [] and pool.replaced == 2
     assert pool.choose(["192.0.2.1", "192.0.2.2"], T0 + 2 * S) == ["192.0.2.2"]
+
+
+def test_an_address_another_source_polls_is_left_out_only_while_it_does() -> None:
+    """QA s21 hunt-nts #4: a member an NTS source (or a server) took over was held out for an
+    hour as if bad, after that source was gone too.  Dropped without the hold, and left out of
+    ``choose`` only while ``taken``, a free address filling its place meanwhile."""
+    pool = PoolMembers(count=2, resolve_interval_ns=4 * S)
+    pool.choose(["192.0.2.1", "192.0.2.2"], T0)
+    pool.drop("192.0.2.1", T0 + S, bad=False)  # taken over by another source
+    assert pool.choose(["192.0.2.1", "192.0.2.3"], T0 + 2 * S, taken={"192.0.2.1"}) == ["192.0.2.3"]
+    pool.drop("192.0.2.3", T0 + 3 * S)  # bad, for contrast
+    assert pool.choose(["192.0.2.1", "192.0.2.3"], T0 + 4 * S) == ["192.0.2.1"]  # free again
