@@ -373,7 +373,7 @@ class SourceMobilizer:
             refresh_s=client.key_refresh_interval,
             # A reload restarting the source continues its counters (authdata, metrics).
             tally=self._nts_tallies.setdefault(cfg.name, NtsTally()),
-            resolve=self._resolve,
+            resolve=self._resolve_ke,
         )
         self.nts_sources[cfg.name] = nts
         if is_ip_literal(cfg.address.host):
@@ -397,7 +397,7 @@ class SourceMobilizer:
             await refresh.wait()
             refresh.clear()
             try:
-                ips = await self._resolve(host, port)
+                ips = await self._resolve_ke(host, port)
             except OSError as exc:
                 log.warning("cannot resolve %s for %s: %s; keeping its keys", host, cfg.name, exc)
                 continue
@@ -531,6 +531,24 @@ class SourceMobilizer:
         from tsyncd.net.resolver import resolve
 
         return await resolve(host, port, self.config.resolver.servers)
+
+    async def _resolve_ke(self, host: str, port: int) -> list[str]:
+        """An NTS-KE server's addresses: ``_resolve``'s, then the system resolver's when the
+        configured DNS servers do not know the name.  Until session 21 NTS-KE connected by
+        name through the system resolver whatever ``[resolver] servers`` said, so a config
+        naming an NTS-KE server those servers do not know (``localhost``, /etc/hosts) worked
+        and must keep working; the refresh resolves through here too, so both agree."""
+        from tsyncd.net.resolver import resolve
+
+        try:
+            return await self._resolve(host, port)
+        except OSError as exc:
+            if not self.config.resolver.servers:
+                raise
+            try:
+                return await resolve(host, port)
+            except OSError as system:
+                raise OSError(f"{exc}; system resolver: {system}") from system
 
     def _on_tx_timestamp(self, name: str, kernel_tx_ns: int) -> None:
         self.core.handle_tx_timestamp(name, self.clock.from_kernel_ns(kernel_tx_ns))

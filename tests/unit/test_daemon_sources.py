@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from types import SimpleNamespace
 
+import pytest
 from peers import free_udp_port
 
 from tsyncd.config import ServerConfig
 from tsyncd.config_fields import Endpoint
-from tsyncd.daemon_sources import own_server_ips, peer_bind_ip
+from tsyncd.daemon_sources import SourceMobilizer, own_server_ips, peer_bind_ip
 from tsyncd.net.udp import SO_TIMESTAMPING
 from tsyncd.sources.ntp import NtpSourceSocket
 
@@ -94,3 +96,23 @@ def test_a_source_socket_says_who_stamped_the_last_valid_exchange() -> None:
 
     assert asyncio.run(exchange(with_tx_stamps=True, rx_stamps=True)) == ("kernel", "kernel")
     assert asyncio.run(exchange(with_tx_stamps=False, rx_stamps=False)) == ("daemon", "daemon")
+
+
+def test_an_nts_ke_name_the_dns_servers_do_not_know_goes_to_the_system_resolver() -> None:
+    """Session 21's review: NTS-KE now resolves through the daemon's resolver, but it used to
+    connect by name through the system resolver whatever ``[resolver] servers`` said, so a
+    config naming ``localhost`` (or an /etc/hosts name) beside DNS servers must keep working.
+    Without servers nothing changes; a name no one knows gives both reasons."""
+
+    async def no_dns(host: str, port: int) -> list[str]:
+        raise OSError("no answer from DNS server 127.0.0.1:9")
+
+    resolver = SimpleNamespace(servers=(Endpoint("127.0.0.1", 9),))
+    daemon = SimpleNamespace(config=SimpleNamespace(resolver=resolver), _resolve=no_dns)
+    resolve_ke = SourceMobilizer._resolve_ke
+    assert "127.0.0.1" in asyncio.run(resolve_ke(daemon, "localhost", 4460))  # type: ignore[arg-type]
+    with pytest.raises(OSError, match=r"DNS server 127\.0\.0\.1:9; system resolver: "):
+        asyncio.run(resolve_ke(daemon, "nts.invalid", 4460))  # type: ignore[arg-type]
+    resolver.servers = ()
+    with pytest.raises(OSError, match=r"^no answer from DNS server 127\.0\.0\.1:9$"):
+        asyncio.run(resolve_ke(daemon, "localhost", 4460))  # type: ignore[arg-type]

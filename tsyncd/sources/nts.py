@@ -309,6 +309,7 @@ class NtsSource:
         # Read before the KE: a CA file changed meanwhile then fails the next resume, rather
         # than vouching for keys checked against its old contents.
         trust = trust_fingerprint(ca)
+        moved = self._moved  # a tsyncctl refresh during this NTS-KE must not be lost
         result = await run_ke(host, port, ca, connect_host=await self._ke_addresses())
         session = self._new_session(
             result.outcome.aead, result.c2s, result.s2c, list(result.outcome.cookies)
@@ -321,7 +322,9 @@ class NtsSource:
         if self.association is not None:
             self.association.auth = session
         self.last = result
-        self.last_error = self.unresolved = self._moved = None
+        self.last_error = self.unresolved = None
+        if self._moved is moved:  # else a refresh came meanwhile: this NTS-KE may predate it
+            self._moved = None
         log.info(
             "NTS-KE with %s: AEAD %s, %d cookies, NTP at %s, TLS group %s",
             self.cfg.name,
@@ -381,6 +384,11 @@ class NtsSource:
                 log.warning("NTS: %s: %s; next NTS-KE in %.0f s", self.cfg.name, backoff[1], wait_s)
             if wait_s > 0:
                 await self._wait_retiring(wait_s)
+            if not self._online():  # tsyncctl offline meanwhile: no NTS-KE until online
+                while not self._online():
+                    self._retire_stale_keys()
+                    await self._wait(_CHECK_S)
+                continue  # the back-off and the stale keys again, from now
             self._attempts = self.attempts() + 1
             self._ke_session = None  # until this attempt gives a session
             polled = self.last if self.association is not None else None
@@ -407,6 +415,12 @@ class NtsSource:
                 self.tally.ke_failures += 1
             self.ntp_server_in_use(users)
 
+    def _online(self) -> bool:
+        """The source may send (no association yet counts as online: the daemon starts an
+        ``offline = true`` source's NTS-KE only once it is online)."""
+        a = self.association
+        return a is None or a.online
+
     async def _wait(self, wait_s: float) -> bool:
         """Wait out a back-off, or until ``retry_now`` (tsyncctl burst) ends it: True then.  A
         sleep a test passed is awaited as it is (it moves a fake clock)."""
@@ -430,7 +444,8 @@ class NtsSource:
         await self._wait(wait_s)
 
     async def _retiring_meanwhile(self, attempt: Awaitable[KeResult]) -> KeResult:
-        """Await an NTS-KE ``attempt`` (up to ``KE_TIMEOUT_S`` per address), dropping the keys
+        """Await an NTS-KE ``attempt`` (up to ``KE_TIMEOUT_S`` in all, every address tried
+        within it), dropping the keys
         in use if they reach their age limit before it ends: a hung server must not keep them
         serving.  The limit is timed on the event loop's clock, the monotonic one ``clock``
         is by default."""

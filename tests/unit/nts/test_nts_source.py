@@ -626,3 +626,67 @@ def test_a_key_refresh_naming_the_server_polled_already_is_not_vetted(
 
     asyncio.run(main())
     assert len(calls) == 2 and src.snapshot().key_exchanges == 2
+
+
+def test_a_source_taken_offline_during_a_failing_nts_ke_stops_trying(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Session 21's review: the back-off loop never looked at online, so a source taken
+    offline while its key refresh failed kept running NTS-KE (and logging a warning each
+    time) until it worked.  Now no NTS-KE is attempted while it is offline."""
+    calls = install_fake_ke(monkeypatch, failing=(2, 3))
+    clock = Clock()
+    seen: list[tuple[bool, int]] = []  # (online, NTS-KEs so far) at each sleep
+
+    def meanwhile() -> None:
+        association = src.association
+        assert association is not None
+        if len(seen) == 1:
+            association.online = False  # tsyncctl offline during the first back-off
+        elif len(seen) == 8:
+            association.online = True
+        seen.append((association.online, len(calls)))
+
+    src = source(clock, refresh_s=3600, meanwhile=meanwhile)
+
+    async def main() -> None:
+        await src.key_exchange_until_ok()
+        online(src)
+        clock.now_s += 3601  # due for a refresh, which fails twice
+        await run_maintenance(src)
+
+    asyncio.run(main())
+    offline = [made for is_online, made in seen if not is_online]
+    assert len(offline) >= 6 and set(offline) == {3}  # two failures before, none since
+    assert len(calls) == 4 and src.session is not None and not src.session.needs_ke
+
+
+def test_a_refresh_during_an_nts_ke_is_not_lost(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Session 21's review: a tsyncctl refresh that found the name moved while an NTS-KE was
+    in flight (to the old address) was forgotten when that NTS-KE worked, and the source
+    stayed at the address the name no longer gives."""
+    calls: list[int] = []
+    fake = _fake_run_ke(calls, ())
+    answers = [["192.0.2.1"]]
+
+    async def run_ke(
+        host: str, port: int, ca: object, connect_host: list[str] | None = None
+    ) -> KeResult:
+        if len(calls) == 1:  # the age refresh's NTS-KE, to .1: the name moves meanwhile
+            answers[0] = ["192.0.2.3"]
+            src.name_resolved(["192.0.2.3"])
+        return await fake(host, port, ca, connect_host)  # type: ignore[operator, no-any-return]
+
+    monkeypatch.setattr(nts_source, "run_ke", run_ke)
+    clock = Clock()
+    src = resolving_source(clock, answers)
+    src._refresh_s = 3600
+
+    async def main() -> None:
+        await src.key_exchange_until_ok()
+        online(src)
+        clock.now_s += 3601
+        await run_maintenance(src)
+
+    asyncio.run(main())
+    assert len(calls) == 3 and src.last is not None and src.last.ke_address == "192.0.2.3"
