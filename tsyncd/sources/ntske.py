@@ -89,7 +89,7 @@ async def run_ke(
             hosts = (
                 (connect_host or host,) if isinstance(connect_host, str | None) else connect_host
             )
-            return await _exchange(ctx, host, port, hosts, aeads)
+            return await _exchange(ctx, host, port, hosts, aeads, timeout_s)
     except TimeoutError:
         where = Endpoint(host, port)  # [::1]:4460, as the source is named
         raise KeFailure(f"NTS-KE with {where} timed out after {timeout_s:g} s") from None
@@ -101,23 +101,42 @@ async def run_ke(
         raise KeFailure(f"NTS-KE with {Endpoint(host, port)}: bad response: {exc}") from exc
 
 
+CONNECT_SHARE_MIN_S: Final = 1.0
+
+
 async def _connect(
-    hosts: Sequence[str], port: int
+    hosts: Sequence[str], port: int, timeout_s: float = KE_TIMEOUT_S
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """A connection to the first of ``hosts`` that accepts one; the last error if none does."""
-    error = OSError(f"no address to connect to for port {port}")
-    for host in hosts:
+    """A connection to the first of ``hosts`` that accepts one; the last error if none does.
+
+    Each address but the last gets an equal share of ``timeout_s`` (at least
+    ``CONNECT_SHARE_MIN_S``) to connect: an address that swallows SYNs (a firewall, an IPv6
+    route that goes nowhere) would otherwise use the whole NTS-KE deadline on every retry and
+    the next address would never be tried."""
+    error: OSError = OSError(f"no address to connect to for port {port}")
+    share = max(CONNECT_SHARE_MIN_S, timeout_s / max(1, len(hosts)))
+    for i, host in enumerate(hosts):
         try:
-            return await asyncio.open_connection(host, port)
+            if i == len(hosts) - 1:
+                return await asyncio.open_connection(host, port)
+            async with asyncio.timeout(share):
+                return await asyncio.open_connection(host, port)
+        except TimeoutError:
+            error = OSError(f"connecting to {host} timed out after {share:g} s")
         except OSError as exc:
             error = exc
     raise error
 
 
 async def _exchange(
-    ctx: SSL.Context, host: str, port: int, hosts: Sequence[str], aeads: tuple[int, ...]
+    ctx: SSL.Context,
+    host: str,
+    port: int,
+    hosts: Sequence[str],
+    aeads: tuple[int, ...],
+    timeout_s: float,
 ) -> KeResult:
-    reader, writer = await _connect(hosts, port)
+    reader, writer = await _connect(hosts, port, timeout_s)
     # With no NTPv4 Server Negotiation record, NTP goes to the NTS-KE server's IP address
     # (RFC 8915 §4.1.7): the address this connection reached, not a fresh lookup of the name
     # (which may give another address first, e.g. ::1 for a localhost that listens on IPv4).

@@ -26,6 +26,7 @@ from tsyncd.nts.server import NtsResponder
 from tsyncd.servers.keaccess import ke_access
 from tsyncd.servers.ntske import NtsKeServer
 from tsyncd.servers.responder import AccessList
+from tsyncd.sources import ntske as sources_ntske
 from tsyncd.sources.ntske import KeFailure, run_ke
 from tsyncd.wire.ntp import Mode, NtpPacket, decode_ntp, encode_ntp
 from tsyncd.wire.ntske import decode_records, decode_response
@@ -291,5 +292,32 @@ def test_a_client_without_alpn_ntske_is_refused_and_counted(pki: Pki) -> None:
         writer.close()
         assert server.stats.failures["alpn"] == 2
         assert server.stats.failures["tls"] == 0
+
+    with_server(pki, body)
+
+
+def test_an_address_that_hangs_leaves_time_for_the_next(
+    pki: Pki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Session 21's review: the NTS-KE deadline covered every address at once, so a first
+    address that swallows SYNs used all of it, on every retry.  Each address but the last now
+    gets an equal share.  (A SYN that goes nowhere is played by a connect that never ends.)"""
+    real_open = asyncio.open_connection
+
+    async def open_connection(host: str, port: int) -> object:
+        if host == "192.0.2.1":
+            await asyncio.Event().wait()
+        return await real_open(host, port)
+
+    monkeypatch.setattr(sources_ntske.asyncio, "open_connection", open_connection)
+
+    async def body(_server: NtsKeServer, port: int) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        result = await run_ke(
+            "localhost", port, pki.ca, connect_host=["192.0.2.1", "127.0.0.1"], timeout_s=4
+        )
+        assert result.ke_address == "127.0.0.1"
+        assert 2 <= loop.time() - started < 4  # its share (half of 4 s), then .1 at once
 
     with_server(pki, body)
