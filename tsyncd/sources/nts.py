@@ -355,6 +355,11 @@ class NtsSource:
             waited = self.retry_now()
             return f"no NTS-KE has worked yet{'; NTS-KE now' if waited else ''}"
         if last.ke_address is not None and last.ke_address in ips:
+            if self.in_use is not None:  # its keys were dropped: there are none to keep
+                return (
+                    f"{host} still resolves to {last.ke_address}, its NTS-KE server; no keys "
+                    f"in use ({_IN_USE}: {self.in_use}), the next NTS-KE resolves it again"
+                )
             return (
                 f"{host} still resolves to {last.ke_address}, its NTS-KE server; keeping its keys"
             )

@@ -690,3 +690,22 @@ def test_a_refresh_during_an_nts_ke_is_not_lost(monkeypatch: pytest.MonkeyPatch)
 
     asyncio.run(main())
     assert len(calls) == 3 and src.last is not None and src.last.ke_address == "192.0.2.3"
+
+
+def test_refresh_does_not_say_it_keeps_keys_that_were_dropped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Session 21's review: keys dropped because another source polls the NTP server they
+    were for are not "kept" by a refresh that finds the name unchanged."""
+    install_fake_ke(monkeypatch)
+    src = resolving_source(Clock(), [["192.0.2.1"]])
+
+    async def main() -> None:
+        await src.key_exchange_until_ok()
+        src.ntp_server_in_use("127.0.0.1:123 by plain")
+
+    asyncio.run(main())
+    assert src.name_resolved(["192.0.2.1"]) == (
+        "ke still resolves to 192.0.2.1, its NTS-KE server; no keys in use (its NTP server is "
+        "polled by another source: 127.0.0.1:123 by plain), the next NTS-KE resolves it again"
+    )
