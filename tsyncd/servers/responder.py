@@ -476,25 +476,22 @@ class NtpResponder:
                     reason, response = ANSWERED_MAC, seal(key, plain)
                 else:
                     reason, response = failure or "bad_mac", None
-                    record.answered -= 1  # counted above, for the common case: take it back
-                    record.interleaved -= interleaved
-                    record.dropped += 1
-                    want_tx = False
             elif extensions is not None:
                 # NTS: check the extension fields (as decode_ntp would), authenticate the
                 # request and seal this response, or NAK, or drop.
                 reason, response = extensions.respond_raw(
                     data, plain, self.late_transmit if reason == ANSWERED else None
                 )
+            if response is None or reason == NTS_NAK:
+                # Counted as answered above, for the common case: take it back, as serverstats
+                # counts it (a drop, or a KoD: the NAK).
+                record.answered -= 1
+                record.interleaved -= interleaved
                 if response is None:
-                    record.answered -= 1  # as serverstats: a drop, or a KoD (the NAK)
-                    record.interleaved -= interleaved
                     record.dropped += 1
-                elif reason == NTS_NAK:
-                    record.answered -= 1
-                    record.interleaved -= interleaved
+                    want_tx = False
+                else:
                     record.kod_sent += 1
-                want_tx = want_tx and response is not None
             if interleaved:  # still time served: interleaved and sealed or signed
                 reason = _AS_INTERLEAVED.get(reason, reason)
         outcomes = self.outcomes

@@ -450,10 +450,9 @@ class NtsSource:
 
     async def _retiring_meanwhile(self, attempt: Awaitable[KeResult]) -> KeResult:
         """Await an NTS-KE ``attempt`` (up to ``KE_TIMEOUT_S`` in all, every address tried
-        within it), dropping the keys
-        in use if they reach their age limit before it ends: a hung server must not keep them
-        serving.  The limit is timed on the event loop's clock, the monotonic one ``clock``
-        is by default."""
+        within it), dropping the keys in use if they reach their age limit before it ends: a
+        hung server must not keep them serving.  The limit is timed on the event loop's clock,
+        the monotonic one ``clock`` is by default."""
         left = self._limit_in_s()
         if left is None:
             return await attempt
@@ -597,9 +596,9 @@ class NtsSource:
         while True:
             self._kick.clear()
             self._retire_stale_keys()  # also while offline: no NTS-KE then, but no old keys
-            s, a = self.session, self.association
+            s = self.session
             refresh = s is not None and not s.needs_ke and self._refresh_due()
-            if (s is None or s.needs_ke or refresh) and (a is None or a.online):
+            if (s is None or s.needs_ke or refresh) and self._online():
                 if s is not None and s.needs_ke and self.in_use is None:
                     nak = s.counters.naks > self._seen_at_attempt.naks
                     log.info(
