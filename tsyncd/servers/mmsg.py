@@ -42,6 +42,7 @@ from tsyncd.net.udp import (
 from tsyncd.servers.latetx import TRANSMIT_AT, pack_transmit_into, with_transmit
 
 _MSG_WAITFORONE: Final = 0x10000
+RECEIVE_NOW: Final = _MSG_WAITFORONE | socket.MSG_DONTWAIT  # ``receive``: what is queued
 _NAME_LEN: Final = 28  # sizeof(struct sockaddr_in6), the largest we receive
 # struct cmsghdr (len, level, type) and the first timespec of struct scm_timestamping
 _STAMP: Final = struct.Struct("@Niiqq")
@@ -188,8 +189,11 @@ class MessageBatch:
         self._addresses: dict[int | bytes, tuple[Any, ...]] = {}
         self._received = 0
 
-    def receive(self) -> list[tuple[bytes, tuple[Any, ...], int | None]]:
-        """Wait (``SO_RCVTIMEO`` bounds it) for at least one datagram; take all queued ones.
+    def receive(
+        self, flags: int = _MSG_WAITFORONE
+    ) -> list[tuple[bytes, tuple[Any, ...], int | None]]:
+        """Wait (``SO_RCVTIMEO`` bounds it) for at least one datagram; take all queued ones
+        (``flags`` ``RECEIVE_NOW``: do not wait, ``BlockingIOError`` if none is queued).
 
         Returns (bytes, sender as ``socket.recvmsg`` reports it, the kernel's receive stamp
         in host CLOCK_REALTIME ns or None) for each.  ``BlockingIOError`` on the receive
@@ -199,7 +203,7 @@ class MessageBatch:
         view = self._rview
         used = self._received * _HDR
         view[:used] = self._pristine[:used]  # the kernel shrank name and control lengths
-        n: int = self._recvmmsg(self._fd, self._rhdr_p, self.size, _MSG_WAITFORONE, None)
+        n: int = self._recvmmsg(self._fd, self._rhdr_p, self.size, flags, None)
         if n < 0:
             self._received = 0
             code = ctypes.get_errno()
@@ -333,9 +337,10 @@ class SingleMessage:
         """The sender of the last datagram received."""
         return self._address
 
-    def receive(self) -> list[tuple[bytes, tuple[Any, ...], int | None]]:
-        """One datagram (``socket.recvmsg``'s exceptions)."""
-        data, ancdata, _flags, address = self._sock.recvmsg(self._slot, self._control)
+    def receive(self, flags: int = 0) -> list[tuple[bytes, tuple[Any, ...], int | None]]:
+        """One datagram (``socket.recvmsg``'s exceptions; ``RECEIVE_NOW``: do not wait)."""
+        flags &= socket.MSG_DONTWAIT
+        data, ancdata, _flags, address = self._sock.recvmsg(self._slot, self._control, flags)
         self._address = address
         if self.pktinfo:
             self._reply_control = reply_control(ancdata)

@@ -23,7 +23,9 @@ The loop never waits on anything but its socket.  ``SO_RCVTIMEO`` bounds each re
 from the main process: a new response template, clock mapping, access list (``tsyncctl
 allow``/``deny``) or NTS key set (``ntskeys``), or a request to exit.
 It pushes its counters and busiest clients up the same pipe every ``_PUSH_INTERVAL_S``, when
-it goes idle after traffic, and when asked.
+it goes idle after traffic, and when asked: then the main process also sends it
+``WAKE_SIGNAL``, which ends a waiting receive, and the worker takes the requests already queued
+and pushes at once (a scrape or ``tsyncctl serverstats`` took up to two receive timeouts).
 
 Time: the kernel stamps arrivals by the host's CLOCK_REALTIME; the daemon serves its own
 (disciplined or virtual) time.  The main process sends a linear mapping ``ClockMap`` from one
@@ -33,6 +35,7 @@ to the other whenever it changes, so the worker needs no clock object.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import pickle
 import signal
@@ -61,6 +64,10 @@ _CHECK_EVERY: Final = 512  # packets between looks at the pipe under load ...
 _CHECK_INTERVAL_S: Final = 0.1  # ... or this long, whichever comes first
 _RCV_TIMEOUT: Final = struct.pack("@ll", 0, 200_000)  # struct timeval: 0.2 s
 _PUSH_INTERVAL_S: Final = 0.5
+# Sent by the main process after a "push" request (``WorkerPool.refresh``): it interrupts an
+# idle worker's receive, so a scrape or ``tsyncctl serverstats`` need not wait for the receive
+# timeout.  Ignored by default, so one that comes before the handler is set harms nothing.
+WAKE_SIGNAL: Final = signal.SIGURG
 _CLIENT_ROWS: Final = 256  # busiest clients pushed up for `tsyncctl clients`
 _MAX_KEYS: Final = 65_536  # client log keys pushed when asked (16 times the default log)
 RATE_UNIT: Final = 1_000_000_000_000  # ClockMap.rate_ppt denominator
@@ -116,10 +123,16 @@ def _reset_signals() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the parent stops us with SIGTERM: just die
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the parent, which stops us
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # WAKE_SIGNAL only interrupts the blocking receive (EINTR), so the pipe is read at once.
+    signal.signal(WAKE_SIGNAL, _woken)
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
     # Die with the parent even if it is killed outright (no pipe EOF needed).
     with contextlib.suppress(OSError, AttributeError):
         libc().prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _woken(signum: int, frame: object) -> None:
+    """``WAKE_SIGNAL``'s handler: the interrupted receive is all it is for."""
 
 
 def warm_up(sock: socket.socket, setup: WorkerSetup) -> None:
@@ -182,6 +195,7 @@ def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
 
     # Locals: attribute lookups are a measurable share of a packet's cost in this loop.
     receive, send = io.receive, io.send
+    receive_now = functools.partial(io.receive, mmsg.RECEIVE_NOW)
     respond = responder.respond
     time_ns = time.time_ns
     monotonic = time.monotonic
@@ -189,6 +203,7 @@ def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
     pushed = -1  # responder.received at the last push
     acked = 0  # the main process's last "push" request number
     with_keys = False  # that request wants the client log's keys too (``_push``)
+    asked = False  # a control client waits: take what is queued, then push without waiting
     while True:
         while conn.poll():
             message = conn.recv()
@@ -202,7 +217,7 @@ def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
             elif kind == "keys" and nts is not None:
                 nts.keys = message[1].keyset()  # rotated or reloaded by the main process
             elif kind == "push":
-                next_push = 0.0  # a control client is waiting for fresh counters
+                next_push, asked = 0.0, True  # a control client waits for fresh counters
                 # Requests may queue up: one push answers them all, keys if any asked.
                 acked, with_keys = message[1], with_keys or message[2]
             elif kind == "stop":
@@ -216,12 +231,14 @@ def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
             if monotonic() >= check_at:
                 break  # steady light traffic never times out: look at the pipe anyway
             try:
-                batch = receive()  # every queued request, up to the batch size
+                # Every queued request, up to the batch size.  Asked for counters, the worker
+                # takes what came before the question, not waiting for more.
+                batch = receive_now() if asked else receive()
             except BlockingIOError:
-                idle = True  # SO_RCVTIMEO: nothing for a while; look at the pipe
+                idle = True  # SO_RCVTIMEO (or nothing queued): look at the pipe
                 break
             except InterruptedError:
-                continue
+                break  # WAKE_SIGNAL: the main process has written to the pipe
             except OSError:
                 continue  # ICMP errors from earlier sends surface here; not fatal
             packets += len(batch)
@@ -333,7 +350,7 @@ def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
             next_push = now + _PUSH_INTERVAL_S
             pushed = responder.received
             _push(conn, responder, nts, clock_map(time_ns()), acked, with_keys)
-            with_keys = False
+            with_keys = asked = False
 
 
 def _push(

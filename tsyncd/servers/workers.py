@@ -67,6 +67,9 @@ _BLOCKED: Final = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 # A live worker that has not reported for this long is stuck (stopped, hung): its clients get
 # no answers, so it is killed and restarted.  It reports every 0.5 s, busy or idle.
 _STUCK_S: Final = 10.0
+# A woken worker answers within a millisecond or so; one still silent after this may have
+# taken the signal just before its receive (and would wait out the receive timeout): again.
+_REWAKE_S: Final = 0.02
 
 
 def default_workers() -> int:
@@ -399,14 +402,26 @@ class WorkerPool:
         """Ask every worker for its counters now and wait (bounded) until all have answered;
         with ``keys``, for its client log's keys too (``client_keys``)."""
         self._push_seq += 1
-        waiter = (self._push_seq, asyncio.Event())
+        seq = self._push_seq
+        waiter = (seq, asyncio.Event())
         self._waiting.append(waiter)  # several callers (scrapes, tsyncctl) wait side by side
         try:
-            self._send_all(("push", self._push_seq, keys))
-            with contextlib.suppress(TimeoutError):
-                await wait_for(waiter[1].wait(), timeout_s)
+            self._send_all(("push", seq, keys))
+            for wait_s in (_REWAKE_S, timeout_s - _REWAKE_S):
+                self._wake(seq)  # an idle worker would read its pipe at its receive timeout
+                with contextlib.suppress(TimeoutError):
+                    await wait_for(waiter[1].wait(), wait_s)
+                if waiter[1].is_set():
+                    break
         finally:
             self._waiting.remove(waiter)
+
+    def _wake(self, seq: int) -> None:
+        """Interrupt the receive of every live worker that has not answered push ``seq``."""
+        for w in self._workers:
+            if w.conn is not None and w.pid and w.acked < seq:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(w.pid, worker_mod.WAKE_SIGNAL)
 
     def _wake_answered(self) -> None:
         """Wake the ``refresh`` callers whose push every live worker has answered."""

@@ -18,6 +18,7 @@ import pytest
 from tsyncd.clock.measure import MeasureClock, VirtualClock
 from tsyncd.net.udp import SocketOptions
 from tsyncd.servers import pipe as pipe_mod
+from tsyncd.servers import worker as worker_mod
 from tsyncd.servers import workers as workers_mod
 from tsyncd.servers.ntp import NtpServer
 from tsyncd.servers.responder import AccessList, NtpResponder, ResponseTemplate, ServerPolicy
@@ -366,5 +367,37 @@ def test_access_changes_reach_every_worker_and_outlive_a_restart(workers: int) -
             assert await answered(4)
         finally:
             server.close()
+
+    asyncio.run(scenario())
+
+
+def test_refresh_wakes_idle_workers_and_counts_what_came_before(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A scrape or ``tsyncctl serverstats`` waited for an idle worker's receive timeout, twice
+    (0.3-0.4 s a scrape with workers): the worker is now woken by a signal, takes the requests
+    already queued, and pushes at once.  With a receive timeout of 60 s here, only the wake
+    can answer within the test's bound; the malformed requests sent just before the question
+    (never answered, so nothing else waits for them) are in the counters it brings."""
+    monkeypatch.setattr(worker_mod, "_RCV_TIMEOUT", struct.pack("@ll", 60, 0))
+
+    async def scenario() -> None:
+        p = pool("127.0.0.1", 0).start()
+        try:
+            target = ("127.0.0.1", int(p.listen.rsplit(":", 1)[1]))
+            await p.refresh(20)  # both workers up and idle in their receive
+            assert all(w.acked == p._push_seq for w in p._workers)
+            for _ in range(3):
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+                    client.sendto(b"\x23" + bytes(20), target)  # shorter than a header
+                started = time.monotonic()
+                await p.refresh(20)
+                assert time.monotonic() - started < 10, "waited for a receive timeout"
+                assert all(w.acked == p._push_seq for w in p._workers)
+            counters = p.counters()
+            assert counters["received"] == 3, counters
+            assert counters["dropped_by_reason"] == {"malformed_truncated": 3}, counters
+        finally:
+            p.close()
 
     asyncio.run(scenario())
