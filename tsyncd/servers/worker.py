@@ -17,15 +17,18 @@ A lone answer (light load, where a client's precision shows) is made ready befor
 and sent by itself, so only the system call follows the read (``lonesend.py``).  Interleaved
 clients, which want precision, get the kernel's own transmit stamp, sent one by one.
 
-The loop never waits on anything but its socket.  ``SO_RCVTIMEO`` bounds each receive
-(no extra ``poll`` per packet, as a Python socket timeout would cost), and every
+While requests come, the loop waits on nothing but its socket.  ``SO_RCVTIMEO`` bounds each
+receive (no extra ``poll`` per packet, as a Python socket timeout would cost), and every
 ``_CHECK_EVERY`` packets, ``_CHECK_INTERVAL_S`` or receive timeout the worker looks at its pipe
 from the main process: a new response template, clock mapping, access list (``tsyncctl
-allow``/``deny``) or NTS key set (``ntskeys``), or a request to exit.
-It pushes its counters and busiest clients up the same pipe every ``_PUSH_INTERVAL_S``, when
-it goes idle after traffic, and when asked: then the main process also sends it
-``WAKE_SIGNAL``, which ends a waiting receive, and the worker takes the requests already queued
-and pushes at once (a scrape or ``tsyncctl serverstats`` took up to two receive timeouts).
+allow``/``deny``) or NTS key set (``ntskeys``), or a request to exit.  After a receive timeout
+(idle) it waits in ``poll`` for a request or ``WAKE_SIGNAL``, up to ``_IDLE_WAIT_MS``, and
+reads its pipe before the next request.
+It pushes its counters and busiest clients up the same pipe every ``_PUSH_INTERVAL_S`` (idle:
+at the end of each idle wait), when it goes idle after traffic, and when asked: then the main
+process also sends it ``WAKE_SIGNAL``, which ends a waiting receive, and the worker takes the
+requests already queued and pushes at once (a scrape or ``tsyncctl serverstats`` took up to
+two receive timeouts).
 
 Time: the kernel stamps arrivals by the host's CLOCK_REALTIME; the daemon serves its own
 (disciplined or virtual) time.  The main process sends a linear mapping ``ClockMap`` from one
@@ -38,6 +41,7 @@ import contextlib
 import functools
 import os
 import pickle
+import select
 import signal
 import socket
 import struct
@@ -64,6 +68,10 @@ _CHECK_EVERY: Final = 512  # packets between looks at the pipe under load ...
 _CHECK_INTERVAL_S: Final = 0.1  # ... or this long, whichever comes first
 _RCV_TIMEOUT: Final = struct.pack("@ll", 0, 200_000)  # struct timeval: 0.2 s
 _PUSH_INTERVAL_S: Final = 0.5
+# An idle worker waits this long for a request or a message, then pushes (its heartbeat: the
+# main process kills a worker silent for ``workers._STUCK_S``).  Few wake-ups when idle, as a
+# laptop or a quiet server wants (chronyd sleeps until its next poll).
+_IDLE_WAIT_MS: Final = 2500
 # Sent by the main process after a "push" request (``WorkerPool.refresh``): it interrupts an
 # idle worker's receive, so a scrape or ``tsyncctl serverstats`` need not wait for the receive
 # timeout.  Ignored by default, so one that comes before the handler is set harms nothing.
@@ -199,6 +207,19 @@ def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
     respond = responder.respond
     time_ns = time.time_ns
     monotonic = time.monotonic
+    # Idle, the worker waits in poll for a request or WAKE_SIGNAL, whose C handler writes a
+    # byte to ``bell`` (``signal.set_wakeup_fd``): poll itself is retried after the signal, and
+    # a signal just before the wait still ends it.  Messages (the template changes every
+    # second) wait in the pipe meanwhile: a request wakes the worker, which reads them first.
+    bell, ringer = socket.socketpair()
+    bell.setblocking(False)
+    ringer.setblocking(False)
+    with contextlib.suppress(ValueError):  # not the main thread: some tests serve in one
+        signal.set_wakeup_fd(ringer.fileno(), warn_on_full_buffer=False)
+    idle_wait = select.poll()
+    idle_wait.register(sock.fileno(), select.POLLIN)
+    idle_wait.register(bell.fileno(), select.POLLIN)
+    quiet = False  # the last idle wait timed out: do not wait in the receive too
     next_push = monotonic()
     pushed = -1  # responder.received at the last push
     acked = 0  # the main process's last "push" request number
@@ -218,6 +239,8 @@ def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
                 nts.keys = message[1].keyset()  # rotated or reloaded by the main process
             elif kind == "push":
                 next_push, asked = 0.0, True  # a control client waits for fresh counters
+                with contextlib.suppress(BlockingIOError):
+                    bell.recv(64)  # its WAKE_SIGNAL's bytes (one per push request)
                 # Requests may queue up: one push answers them all, keys if any asked.
                 acked, with_keys = message[1], with_keys or message[2]
             elif kind == "stop":
@@ -233,7 +256,7 @@ def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
             try:
                 # Every queued request, up to the batch size.  Asked for counters, the worker
                 # takes what came before the question, not waiting for more.
-                batch = receive_now() if asked else receive()
+                batch = receive_now() if asked or quiet else receive()
             except BlockingIOError:
                 idle = True  # SO_RCVTIMEO (or nothing queued): look at the pipe
                 break
@@ -351,6 +374,7 @@ def _serve(sock: socket.socket, conn: Connection, setup: WorkerSetup) -> None:
             pushed = responder.received
             _push(conn, responder, nts, clock_map(time_ns()), acked, with_keys)
             with_keys = asked = False
+        quiet = idle and not idle_wait.poll(_IDLE_WAIT_MS)
 
 
 def _push(

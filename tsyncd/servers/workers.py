@@ -9,12 +9,13 @@ its client-steering program (chronyd's plain bind refuses such a port too).  It 
 each worker over a pipe: the response template, clock mapping, access list (``tsyncctl
 allow``/``deny``) and NTS cookie keys (``ntskeys.KeyState``, after a rotation or reload) go
 down when they change; counters and
-the busiest clients come up twice a second and are kept here for control and metrics (so
-they are at most about half a second old).
+the busiest clients come up twice a second under traffic (idle workers: every 2.5 s) and
+when control or metrics ask (``refresh``), and are kept here.
 
-A worker that dies is noticed within ``_REAP_INTERVAL_S``, logged, counted and forked again
-(after a growing delay if it keeps dying within seconds of its start: a crash loop should not
-flood the log or the CPU).
+A worker that dies is noticed at once (its pidfd becomes readable; without pidfds, within
+``_REAP_INTERVAL_S``), logged, counted and forked again (after a growing delay if it keeps
+dying within seconds of its start: a crash loop should not flood the log or the CPU).  Idle,
+the pool wakes the main process about once a second (each worker's heartbeat, the stuck check).
 ``close`` asks each worker to exit with SIGTERM, waits briefly, and kills what is left.
 """
 
@@ -59,7 +60,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_REAP_INTERVAL_S: Final = 0.5
+_REAP_INTERVAL_S: Final = 0.5  # the restart back-off's unit; the reaper's pace without pidfds
+_WATCH_S: Final = 2.5  # the reaper's pace with pidfds: only for stuck workers
 _STOP_WAIT_S: Final = 2.0
 _QUICK_DEATH_S: Final = 10.0  # a worker dying younger than this may be crash-looping ...
 _RESTART_MAX_DELAY_S: Final = 30.0  # ... so its restarts back off, up to this
@@ -100,8 +102,9 @@ class _Worker:
     started_at: float = 0.0  # monotonic s of the last fork
     quick_deaths: int = 0  # deaths in a row, each within _QUICK_DEATH_S of its start
     restart_at: float = 0.0  # monotonic s when a dead worker may be forked again
-    heard_at: float = 0.0  # monotonic s of its last message (it reports every 0.5 s)
+    heard_at: float = 0.0  # monotonic s of its last message (0.5 s apart busy, 2.5 s idle)
     killed: str = ""  # why we killed it (stuck), for the log line of its death
+    pidfd: int = -1  # readable once the process has exited (``_watch``)
 
 
 class WorkerPool:
@@ -140,6 +143,7 @@ class WorkerPool:
         self._waiting: list[tuple[int, asyncio.Event]] = []
         # Numbered "push" requests: stats already in the pipe when we ask are not fresh.
         self._push_seq = 0
+        self._reap_now = asyncio.Event()  # a worker exited (its pidfd): look at once
         self._closed = False
         # SO_REUSEPORT would let this group join one already on the port (another tsyncd),
         # whose steering program ours would then replace: refuse, as a plain bind does.
@@ -243,9 +247,26 @@ class WorkerPool:
         w.keys = None
 
     def _watch(self, w: _Worker) -> None:
-        """Read ``w``'s messages on the event loop."""
+        """Read ``w``'s messages on the event loop, and wake the reaper when it exits."""
         if w.conn is not None:
             self._loop.add_reader(w.conn.fileno(), self._on_message, w)
+        if w.pid and w.pidfd < 0:
+            try:
+                w.pidfd = os.pidfd_open(w.pid)
+            except OSError:  # a kernel before 5.3: the reaper looks every _REAP_INTERVAL_S
+                return
+            self._loop.add_reader(w.pidfd, self._exited, w)
+
+    def _exited(self, w: _Worker) -> None:
+        self._forget_pidfd(w)
+        self._reap_now.set()
+
+    def _forget_pidfd(self, w: _Worker) -> None:
+        if w.pidfd >= 0:
+            with contextlib.suppress(ValueError, OSError):
+                self._loop.remove_reader(w.pidfd)
+            os.close(w.pidfd)
+            w.pidfd = -1
 
     def _on_message(self, w: _Worker) -> None:
         conn = w.conn
@@ -293,7 +314,15 @@ class WorkerPool:
 
     async def _reap(self) -> None:
         while True:
-            await asyncio.sleep(_REAP_INTERVAL_S)
+            now = time.monotonic()
+            watched = all(w.pidfd >= 0 for w in self._workers if w.pid)
+            pause = _WATCH_S if watched else _REAP_INTERVAL_S
+            for w in self._workers:
+                if not w.pid:  # a restart due sooner
+                    pause = min(pause, max(0.0, w.restart_at - now))
+            with contextlib.suppress(TimeoutError):
+                await wait_for(self._reap_now.wait(), pause)
+            self._reap_now.clear()
             now = time.monotonic()
             for w in self._workers:
                 if w.pid:
@@ -315,6 +344,7 @@ class WorkerPool:
                 if now - w.heard_at > _STUCK_S:
                     self._kill_stuck(w, f"no report for {now - w.heard_at:.0f} s")
             return
+        self._forget_pidfd(w)
         w.quick_deaths = w.quick_deaths + 1 if now - w.started_at < _QUICK_DEATH_S else 0
         delay = min(_RESTART_MAX_DELAY_S, _REAP_INTERVAL_S * 2**w.quick_deaths) - _REAP_INTERVAL_S
         log.warning(
@@ -466,6 +496,7 @@ class WorkerPool:
             self._reaper.cancel()
         for w in self._workers:
             self._drop_conn(w)
+            self._forget_pidfd(w)
             if w.pid:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(w.pid, signal.SIGTERM)

@@ -281,6 +281,8 @@ def test_a_stopped_worker_never_blocks_the_main_process_and_is_restarted(
     counters) and the healthy workers blocked writing to the main process.  Writes to workers
     no longer wait, and a worker silent for a while is killed and restarted."""
     monkeypatch.setattr(workers_mod, "_STUCK_S", 2.0)
+    monkeypatch.setattr(workers_mod, "_WATCH_S", 0.5)
+    monkeypatch.setattr(worker_mod, "_IDLE_WAIT_MS", 200)  # the healthy one's heartbeat
     monkeypatch.setattr(pipe_mod, "MAX_PENDING", 64 * 1024)
 
     async def scenario() -> None:
@@ -397,6 +399,64 @@ def test_refresh_wakes_idle_workers_and_counts_what_came_before(
             counters = p.counters()
             assert counters["received"] == 3, counters
             assert counters["dropped_by_reason"] == {"malformed_truncated": 3}, counters
+        finally:
+            p.close()
+
+    asyncio.run(scenario())
+
+
+def _wakeups(pid: int) -> int:
+    """How many times ``pid`` has gone to sleep and woken (voluntary context switches)."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("voluntary_ctxt_switches:"):
+                return int(line.split()[1])
+    raise AssertionError("no voluntary_ctxt_switches")
+
+
+def test_idle_workers_sleep_and_a_request_meets_the_latest_template() -> None:
+    """An idle worker woke every 0.2 s (its receive timeout) and read each template the main
+    process sends every second: 5 wake-ups a second per worker where chronyd has none.  Now it
+    sleeps up to 2.5 s, templates wait in its pipe, and a request that wakes it is answered
+    with the newest of them, not the one it had."""
+
+    async def scenario() -> None:
+        p = pool("127.0.0.1", 0).start()
+        try:
+            target = ("127.0.0.1", int(p.listen.rsplit(":", 1)[1]))
+            await p.refresh(20)  # both workers up and idle
+            await asyncio.sleep(0.5)  # past the receive timeout: in their idle wait
+            before = [_wakeups(pid) for pid in p.pids]
+            for stratum in range(2, 9):  # as the daemon does once a second, faster
+                p.set_template(ResponseTemplate(stratum=stratum))
+                await asyncio.sleep(0.5)
+            woke = [_wakeups(pid) - b for pid, b in zip(p.pids, before, strict=True)]
+            assert max(woke) <= 4, woke  # 3.5 s: one or two heartbeats (before: 17 or more)
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+                client.settimeout(5)
+                client.sendto(encode_ntp(NtpPacket(mode=Mode.CLIENT, transmit_ts=11)), target)
+                reply = decode_ntp(await asyncio.to_thread(client.recv, 512))
+            assert reply.stratum == 8
+        finally:
+            p.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_dead_worker_is_seen_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reaper no longer looks twice a second: a worker's exit wakes it (its pidfd)."""
+    monkeypatch.setattr(workers_mod, "_WATCH_S", 60.0)
+
+    async def scenario() -> None:
+        p = pool("127.0.0.1", 0).start()
+        try:
+            await asyncio.sleep(0)  # the reaper waits
+            old = p.pids
+            os.kill(old[0], signal.SIGKILL)
+            async with asyncio.timeout(10):  # not the 60 s of the reaper's own pace
+                while len(set(p.pids) - set(old)) < 1:
+                    await asyncio.sleep(0.02)
+            assert p.restarts == 1
         finally:
             p.close()
 
