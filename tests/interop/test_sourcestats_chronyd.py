@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from peers import Chronyd, Peers, fast_sources_toml, free_udp_port, wait_for
 
 MIN_SPAN_S = 6.0  # of samples each side, 1/8 s apart: about 48
@@ -92,7 +93,7 @@ def test_sourcestats_of_chronyd_servers_agree_with_chronyc(peers: Peers) -> None
 
 def test_tracking_skew_is_the_selected_sources_sourcestats_skew(peers: Peers) -> None:
     """chronyc tracking's Skew is a 99.9 % bound from the selected sources' statistics, as
-    sourcestats' Freq Skew is; with one source, tsyncd's is exactly that source's (QA s19:
+    sourcestats' Freq Skew is; with one source, tsyncd's is that source's (QA s19:
     it was the discipline's standard error, about three times smaller)."""
     port = free_udp_port()
     peers.chronyd_servers(port, (1,))
@@ -121,6 +122,9 @@ def test_tracking_skew_is_the_selected_sources_sourcestats_skew(peers: Peers) ->
     tracking_skew, source_skew = wait_for(
         "no new sample during the readings", tracking_between_equal_readings
     )
-    assert tracking_skew == source_skew and 0 < source_skew < 10.0
+    # Each is computed when read, with our slews since each sample taken out of its offset, so
+    # two readings can differ in the fourth digit (seen: 1.31296 and 1.31309 under load);
+    # the discipline's standard error, what tracking showed before, is about 3 times smaller.
+    assert tracking_skew == pytest.approx(source_skew, rel=0.01) and 0 < source_skew < 10.0
     text = tsyncd.run_ctl("tracking").stdout
     assert f"Skew              : {source_skew:.3f} ppm" in text, text
