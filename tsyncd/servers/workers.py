@@ -386,6 +386,7 @@ class WorkerPool:
                 self._kill_stuck(w, "not reading its pipe")
             elif conn.pending:
                 self._loop.add_writer(conn.fileno(), self._flush, w)
+                self._ring(w)  # idle, it reads its pipe only when a request or this wakes it
 
     def _flush(self, w: _Worker) -> None:
         conn = w.conn
@@ -449,9 +450,15 @@ class WorkerPool:
     def _wake(self, seq: int) -> None:
         """Interrupt the receive of every live worker that has not answered push ``seq``."""
         for w in self._workers:
-            if w.conn is not None and w.pid and w.acked < seq:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(w.pid, worker_mod.WAKE_SIGNAL)
+            if w.conn is not None and w.acked < seq:
+                self._ring(w)
+
+    @staticmethod
+    def _ring(w: _Worker) -> None:
+        """Wake ``w`` to read its pipe (``worker.WAKE_SIGNAL``)."""
+        if w.pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(w.pid, worker_mod.WAKE_SIGNAL)
 
     def _wake_answered(self) -> None:
         """Wake the ``refresh`` callers whose push every live worker has answered."""
