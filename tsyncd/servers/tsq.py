@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -53,6 +54,7 @@ from aioquic.quic.events import (
 from aioquic.quic.packet import QuicPacketType, pull_quic_header
 
 from tsyncd.net.quic import NowNs, TimestampedProtocol, Transport, limit_client_streams
+from tsyncd.servers.querylog import QueryLogBudget
 from tsyncd.wire.errors import Truncated, WireError
 from tsyncd.wire.timestamps import ntp64_from_unix_ns
 from tsyncd.wire.tsq import (
@@ -199,7 +201,7 @@ class _TsqServerProtocol(TimestampedProtocol):
             return
         self._quic.send_datagram_frame(response)
         self.transmit()
-        log.info("TSQ query from %s (datagram)", self.client)
+        self.server.log_query(self.client, "TSQ query from %s (datagram)")
 
     def _on_abandoned(self, event: StreamReset | StopSendingReceived) -> None:
         """The client reset its side of the stream, or asked us to stop sending (aioquic has
@@ -274,9 +276,9 @@ class _TsqServerProtocol(TimestampedProtocol):
                 counters.drop("oversized")
             counters.errors_sent += 1
             response = encode_error(ErrorCode.MALFORMED, why)
-            log.info("TSQ stream query from %s failed: %s", self.client, why)
+            self.server.log_query(self.client, "TSQ stream query from %s failed: %s", why)
         else:
-            log.info("TSQ query from %s (stream)", self.client)
+            self.server.log_query(self.client, "TSQ query from %s (stream)")
         try:
             self._quic.send_stream_data(sid, response, end_stream=True)
         except RuntimeError:
@@ -380,6 +382,8 @@ class TsqServer:
         self._by_ip: dict[str, set[_TsqServerProtocol]] = {}
         self._quic_server: _BoundedQuicServer | None = None
         self._udp: asyncio.DatagramTransport | None = None
+        self._query_log = QueryLogBudget()  # each query logged, up to a budget (querylog.py)
+        self._held_timer: asyncio.TimerHandle | None = None
 
     @classmethod
     async def create(
@@ -436,8 +440,40 @@ class TsqServer:
             if not live:
                 del self._by_ip[key]
 
+    def log_query(self, client: str, message: str, *args: object) -> None:
+        """Log a query (``message`` % (client, *args)) within the log budget; past it, count it
+        for the line that says how many went unlogged, at the window's end."""
+        now = time.monotonic()
+        self._say_held(now)
+        if self._query_log.take(now, client):
+            log.info(message, client, *args)
+        elif self._held_timer is None:
+            end = self._query_log.window_end
+            assert end is not None  # take() started a window
+            loop = asyncio.get_running_loop()
+            self._held_timer = loop.call_later(max(0.0, end - now), self._say_held)
+
+    def _say_held(self, now: float | None = None) -> None:
+        if now is None:  # the timer
+            self._held_timer = None
+            now = time.monotonic()
+        held = self._query_log.held(now)
+        if held is not None:
+            log.info(
+                "TSQ %s server %s: %d more queries from %d client(s) in %.0f s not logged "
+                "(tsyncctl serverstats counts every one)",
+                self.transport,
+                self.listen,
+                held.queries,
+                held.clients,
+                held.window_s,
+            )
+
     def close(self) -> None:
         """Close every connection and stop listening."""
+        if self._held_timer is not None:
+            self._held_timer.cancel()
+            self._held_timer = None
         if self._quic_server is not None:
             self._quic_server.close()
             self._quic_server = None
