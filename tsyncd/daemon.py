@@ -20,7 +20,6 @@ import os
 import random
 import signal
 import time
-from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
 from tsyncd import __version__
@@ -74,6 +73,7 @@ if TYPE_CHECKING:
     from tsyncd.metrics import MetricsExporter  # imported with [metrics]: it costs memory
     from tsyncd.servers.credentials import ServedCredentials
     from tsyncd.servers.nts import NtsServerSide
+    from tsyncd.servers.tsq import TsqServerInfo
     from tsyncd.sources.nts import NtsSource
 
 log = logging.getLogger(__name__)
@@ -759,7 +759,10 @@ class Daemon(SourceSettings, ChronycCommands, MeasurementLogging, SnapshotViews)
 
     async def _start_tsq_servers(self) -> None:
         """Bind every [[tsq-server]]; OSError (with the file named) if a PEM file is bad."""
-        info = partial(tsq_server_info, self.core, self.discipline)
+
+        def info() -> TsqServerInfo:
+            return tsq_server_info(self.core, self.clock.now_ns())
+
         for index, cfg in enumerate(self.config.tsq_servers):
             server, served = await start_tsq_server(
                 cfg, self.clock.now_ns, info, f"tsq-server[{index}]"

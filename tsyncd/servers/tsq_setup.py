@@ -14,7 +14,6 @@ from tsyncd.net.sockets import listen_error
 from tsyncd.servers.credentials import ServedCredentials
 from tsyncd.snapshots import TsqServerStatsSnapshot
 from tsyncd.sync.core import SyncCore
-from tsyncd.sync.discipline import Discipline
 
 if TYPE_CHECKING:
     from tsyncd.servers.tsq import TsqServer, TsqServerInfo
@@ -76,13 +75,15 @@ async def start_tsq_server(
     return server, served
 
 
-def tsq_server_info(core: SyncCore, discipline: Discipline | None) -> TsqServerInfo:
+def tsq_server_info(core: SyncCore, now_ns: int) -> TsqServerInfo:
     """Our clock as TSQ's optional TLVs describe it (draft §5.3, §5.6).
 
-    Synchronized: class "NTP-synced", our stratum, the system peer's name, and an error of
-    half the root delay plus the root dispersion (RFC 5905's root distance).  Serving the
-    local clock (local-stratum): class unknown, source type "manual".  Otherwise stratum 0,
-    which tells clients not to use us.
+    Synchronized: class "NTP-synced", our stratum, the system peer's name, an error of half
+    the root delay plus the root dispersion (RFC 5905's root distance), and as the drift the
+    skew ``tsyncctl tracking`` shows (the 99.9 % bound of our frequency's error, in ppb).
+    Serving the local clock (local-stratum): class unknown, source type "manual".  Otherwise
+    stratum 0, which tells clients not to use us.  Unsynchronized, the drift is unknown: the
+    field's largest value (tracking shows 0.000 there, as chronyc does).
     """
     # Imported here, like the TSQ server itself: a daemon without TSQ never loads the codec.
     from tsyncd.servers.tsq import TsqServerInfo
@@ -97,7 +98,7 @@ def tsq_server_info(core: SyncCore, discipline: Discipline | None) -> TsqServerI
 
     d = core.decision
     error_ns = d.root_delay_ns // 2 + d.root_dispersion_ns
-    skew_ppm = discipline.snapshot().skew_ppm if discipline is not None else 0.0
+    skew_ppm = core.reference_skew_ppm(now_ns) if d.synchronized else math.inf
     drift_ppb = min(_U16, math.ceil(abs(skew_ppm) * 1000)) if math.isfinite(skew_ppm) else _U16
     if d.synchronized:
         clock_class, stratum, source_type = ClockClass.NTP_SYNCED, d.stratum, SourceType.NTP

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import ssl
 import time
@@ -31,6 +32,7 @@ from tsqcerts import Pki, make_pki
 
 from tsyncd.net.quic import client_configuration, server_configuration
 from tsyncd.net.tsq import TsqClient, TsqClientError
+from tsyncd.servers import querylog
 from tsyncd.servers.tsq import TsqResponder, TsqServer, TsqServerInfo
 from tsyncd.sync.tsq import evaluate
 from tsyncd.wire.tsq import (
@@ -125,9 +127,10 @@ def raw_config(pki: Pki, transport: Any, alpn: str = "tsq/1") -> QuicConfigurati
 
 @contextlib.asynccontextmanager
 async def raw_client(pki: Pki, server: TsqServer) -> AsyncIterator[Raw]:
-    """A bare client connected to ``server`` (stream)."""
+    """A bare client connected to ``server`` (of its transport)."""
+    config = raw_config(pki, server.transport)
     async with connect(
-        "127.0.0.1", port_of(server), configuration=raw_config(pki, "stream"), create_protocol=Raw
+        "127.0.0.1", port_of(server), configuration=config, create_protocol=Raw
     ) as p:
         assert isinstance(p, Raw)
         yield p
@@ -618,9 +621,19 @@ def test_server_info_names_the_source_within_the_tlv() -> None:
         root_delay_ns=0,
         root_dispersion_ns=0,
     )
-    core = SimpleNamespace(decision=decision, system=SimpleNamespace(local_stratum=None))
-    info = tsq_server_info(core, None)  # type: ignore[arg-type]
+    core = SimpleNamespace(
+        decision=decision,
+        system=SimpleNamespace(local_stratum=None),
+        reference_skew_ppm=lambda now_ns: 0.2291,
+    )
+    info = tsq_server_info(core, 0)  # type: ignore[arg-type]
     assert info.source_info.info == "€" * 84
+    # QA s22: the drift was the discipline's standard error, not tracking's skew (0.229 ppm
+    # in tracking, 936 ppb in the TLV).
+    assert info.clock_quality.drift_ppb == 230
+    decision.synchronized = False
+    info = tsq_server_info(core, 0)  # type: ignore[arg-type]
+    assert info.clock_quality.drift_ppb == 65535  # unknown: the field's largest value
 
 
 def test_a_response_that_cannot_be_encoded_is_dropped_and_counted() -> None:
@@ -697,3 +710,31 @@ def test_source_dscp_marks_its_quic_packets(pki: Pki) -> None:
                 source.close()
 
     run(go)
+
+
+def test_a_burst_of_queries_is_logged_up_to_the_budget_then_counted(
+    pki: Pki, caplog: pytest.LogCaptureFixture
+) -> None:
+    """QA s22: every query was logged at INFO, 2,000 lines in 1.9 s from one client.  Now the
+    first of each window are, and one line says how many more came (all are counted)."""
+    caplog.set_level(logging.INFO, logger="tsyncd.servers.tsq")
+
+    async def go() -> None:
+        async with tsq_server(pki, "datagram") as server:
+            server._query_log = querylog.QueryLogBudget(window_s=0.5)  # not 10 s
+            async with raw_client(pki, server) as p:
+                for _ in range(50):
+                    p._quic.send_datagram_frame(REQUEST)
+                    p.transmit()
+                await p.until(lambda: True if len(p.datagrams()) >= 50 else None)
+                await _until(lambda: "not logged" in caplog.text)  # at the window's end
+            assert server.responder.counters.sent == 50
+
+    run(go)
+    lines = [r.getMessage() for r in caplog.records if r.name == "tsyncd.servers.tsq"]
+    queries = [line for line in lines if line.startswith("TSQ query from 127.0.0.1:")]
+    assert len(queries) == querylog.DEFAULT_BURST
+    held = [line for line in lines if "not logged" in line]
+    assert (
+        len(held) == 1 and f" {50 - querylog.DEFAULT_BURST} more queries from 1 client" in held[0]
+    )
