@@ -96,10 +96,15 @@ def main(argv: list[str] | None = None) -> None:
     """Time synchronization daemon: NTP client and server."""
     config_path, check, measure_only, config = _startup(argv)
     if check:
-        print(
-            f"{config_path}: configuration OK "
-            f"({len(config.sources)} source(s), {len(config.servers)} server(s))"
-        )
+        counts = [f"{len(config.sources)} source(s)", f"{len(config.servers)} server(s)"]
+        for n, kind in (
+            (len(config.nts_ke_servers), "NTS-KE server(s)"),
+            (len(config.tsq_servers), "TSQ server(s)"),
+            (len(config.broadcasts), "broadcast(s)"),
+        ):
+            if n:  # named when present: the line of a plain NTP config stays as it was
+                counts.append(f"{n} {kind}")
+        print(f"{config_path}: configuration OK ({', '.join(counts)})")
         return
     _setup_logging(config.log.level)
     from tsyncd.control.server import ControlSetupError
