@@ -41,8 +41,9 @@ from typing import Any, Final
 
 from aioquic._buffer import Buffer
 from aioquic.asyncio.server import QuicServer
-from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.configuration import SMALLEST_MAX_DATAGRAM_SIZE, QuicConfiguration
 from aioquic.quic.connection import NetworkAddress, QuicConnection
+from aioquic.quic.crypto import CryptoPair
 from aioquic.quic.events import (
     ConnectionTerminated,
     DatagramFrameReceived,
@@ -51,7 +52,14 @@ from aioquic.quic.events import (
     StreamDataReceived,
     StreamReset,
 )
-from aioquic.quic.packet import QuicPacketType, pull_quic_header
+from aioquic.quic.packet import (
+    QuicErrorCode,
+    QuicFrameType,
+    QuicHeader,
+    QuicPacketType,
+    pull_quic_header,
+)
+from aioquic.quic.packet_builder import QuicPacketBuilder
 
 from tsyncd.net.quic import NowNs, TimestampedProtocol, Transport, limit_client_streams
 from tsyncd.servers.querylog import QueryLogBudget
@@ -73,6 +81,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_CONNECTIONS_PER_CLIENT: Final = 8
 _STREAMS_PER_CONNECTION: Final = 128  # concurrent client streams (aioquic's default)
+_REASON_MAX: Final = 200  # bytes of a refusal's reason phrase (fits one Initial easily)
 _REFUSED_REMEMBERED: Final = 1024  # refused connection attempts remembered, to count each once
 
 
@@ -311,9 +320,14 @@ class _BoundedQuicServer(QuicServer):
     keeping its connection (the daemon's sources, ``tsyncctl tsq``) pays once; the reference
     clients (aioquic, quiche) follow Retry as QUIC requires.
 
-    ``connections_refused`` counts connections: an attempt at a client's limit is known by its
-    address and destination connection ID, which its retransmitted Initials repeat; the last
-    ``_REFUSED_REMEMBERED`` refused attempts are remembered so that each is counted once.
+    A client at its limit is refused in words: its first Initial gets the Retry as any does,
+    and the Initial that brings the token back (its address shown) gets a stateless Initial
+    packet closing the connection with CONNECTION_REFUSED (RFC 9000 §20.1) and the reason,
+    so the client can tell "too many connections from this address" (a NAT with many clients
+    behind it) from a server that is down.  ``connections_refused`` counts connections: an
+    attempt is known by its address and destination connection ID, which its retransmitted
+    Initials repeat; the last ``_REFUSED_REMEMBERED`` refused attempts are remembered so that
+    each is counted once.
     """
 
     def __init__(self, *, tsq: TsqServer, **kwargs: Any) -> None:
@@ -333,14 +347,38 @@ class _BoundedQuicServer(QuicServer):
 
     def datagram_received(self, data: bytes | str, addr: NetworkAddress) -> None:
         if isinstance(data, bytes) and self.tsq.at_limit(addr):
-            attempt = self._new_attempt(data)
-            if attempt is not None:
-                self._refuse((str(addr[0]), int(addr[1]), attempt))
+            header = self._new_attempt(data)
+            if header is not None and header.token:  # without one: the Retry, below
+                self._refuse(header, addr)
                 return
         self._peer = addr
         super().datagram_received(data, addr)
 
-    def _refuse(self, attempt: tuple[str, int, bytes]) -> None:
+    def _refuse(self, header: QuicHeader, addr: NetworkAddress) -> None:
+        """Close a client's attempt over its limit with CONNECTION_REFUSED, once its Retry
+        token shows the address is its own (else drop it: a forged address learns nothing)."""
+        assert self._retry is not None and self._transport is not None  # retry=True, started
+        try:
+            self._retry.validate_token(
+                address=addr,
+                destination_cid=header.destination_cid,
+                token=header.token,
+                now=self._loop.time(),
+            )
+        except ValueError:
+            return
+        assert header.version is not None  # an Initial has one
+        self._transport.sendto(
+            refusal_packet(
+                header.version,
+                header.destination_cid,
+                header.source_cid,
+                f"too many connections from {addr[0]} (max-connections-per-client "
+                f"{self.tsq.max_connections_per_client})",
+            ),
+            addr,
+        )
+        attempt = (str(addr[0]), int(addr[1]), header.destination_cid)
         if attempt in self._refused:
             self._refused.move_to_end(attempt)
             return
@@ -349,9 +387,9 @@ class _BoundedQuicServer(QuicServer):
             self._refused.popitem(last=False)
         self.tsq.responder.counters.connections_refused += 1
 
-    def _new_attempt(self, data: bytes) -> bytes | None:
-        """The destination connection ID of an Initial for a connection we do not know (one
-        that would lead to a connection), else None."""
+    def _new_attempt(self, data: bytes) -> QuicHeader | None:
+        """The header of an Initial for a connection we do not know (one that would lead to a
+        connection), else None."""
         try:
             header = pull_quic_header(
                 Buffer(data=data), host_cid_length=self._configuration.connection_id_length
@@ -361,9 +399,34 @@ class _BoundedQuicServer(QuicServer):
         if (
             header.packet_type == QuicPacketType.INITIAL
             and header.destination_cid not in self._protocols
+            and len(data) >= SMALLEST_MAX_DATAGRAM_SIZE  # what aioquic answers at all
         ):
-            return header.destination_cid
+            return header
         return None
+
+
+def refusal_packet(version: int, client_dcid: bytes, client_scid: bytes, reason: str) -> bytes:
+    """A server Initial packet closing the connection with CONNECTION_REFUSED and ``reason``,
+    sent without creating the connection: Initial keys come from the client's destination
+    connection ID alone (RFC 9001 §5.2), as for aioquic's own INVALID_TOKEN close."""
+    crypto = CryptoPair()
+    crypto.setup_initial(cid=client_dcid, is_client=False, version=version)
+    builder = QuicPacketBuilder(
+        host_cid=client_dcid,
+        is_client=False,
+        max_datagram_size=SMALLEST_MAX_DATAGRAM_SIZE,
+        peer_cid=client_scid,
+        version=version,
+    )
+    builder.start_packet(QuicPacketType.INITIAL, crypto)
+    phrase = reason.encode()[:_REASON_MAX]
+    buf = builder.start_frame(QuicFrameType.TRANSPORT_CLOSE, capacity=16 + len(phrase))
+    buf.push_uint_var(QuicErrorCode.CONNECTION_REFUSED)
+    buf.push_uint_var(QuicFrameType.PADDING)  # the frame that caused it: none
+    buf.push_uint_var(len(phrase))
+    buf.push_bytes(phrase)
+    datagrams, _ = builder.flush()
+    return datagrams[0]
 
 
 class TsqServer:
