@@ -9,7 +9,10 @@ users feel at home, and fix what the reference gets wrong:
 * connect and reply timeouts; a fresh random nonce per query, checked on the reply; T1..T4
   sanity checks (``sync/tsq.evaluate``);
 * samples combined by delay (lowest-delay filter, 1/delay² weights; ``sync/tsq.combine``)
-  rather than a plain median or mean;
+  rather than a plain median or mean, and only those of the servers that agree (RFC 5905
+  §11.2.1 intersection, ``sync/tsq.select_servers``): a server with a wrong clock is left
+  out, and ``sync`` refuses when no majority agrees rather than adjust to a time no server
+  gave;
 * ``sync`` slews with adjtime() (the kernel's single-shot slew, which always works), not the
   PLL offset input the reference uses, which is a no-op unless an NTP daemon enabled the PLL.
 """
@@ -36,7 +39,15 @@ from tsyncd.config import TSQ_STREAM_PORT as STREAM_PORT
 from tsyncd.config import TsqTransport as Transport
 from tsyncd.config import parse_endpoint
 from tsyncd.config_host import AIOQUIC_HINT, pem_ca_problem
-from tsyncd.sync.tsq import Combined, Rejected, TsqSample, combine, evaluate
+from tsyncd.sync.tsq import (
+    SERVER_ERROR_NS,
+    Agreement,
+    Rejected,
+    ServerEstimate,
+    TsqSample,
+    evaluate,
+    select_servers,
+)
 
 CONNECT_TIMEOUT_S: Final = 3.0  # default handshake wait (the reference has none, spec §2.4)
 REPLY_TIMEOUT_S: Final = 3.0  # the reference clients' per-query wait
@@ -44,9 +55,15 @@ INSECURE_WARNING: Final = "WARNING: Certificate verification disabled!"
 _NS_PER_MS: Final = 1_000_000
 
 COMBINE_HELP: Final = (
-    "Samples are combined by delay, not by a plain median: only samples whose round trip is "
-    "within twice the shortest one are kept (queueing only adds delay, and a sample's error "
-    "is bounded by half its delay), and their offsets are averaged with weights 1/delay²."
+    "Each server's samples are combined by delay, not by a plain median: only samples whose "
+    "round trip is within twice the shortest one are kept (queueing only adds delay, and a "
+    "sample's error is bounded by half its delay), and their offsets are averaged with "
+    "weights 1/delay². With several servers, only those that agree are used (RFC 5905 "
+    "§11.2.1, as chronyd and ntpd select): each server's offset is good to within half its "
+    f"round trip plus {SERVER_ERROR_NS / _NS_PER_MS:g} ms for its own error, and a majority "
+    "of the servers must share a stretch of those intervals. The others are left out as "
+    "falsetickers; with no majority (e.g. two servers that disagree) sync refuses to adjust "
+    "the clock."
 )
 
 
@@ -68,8 +85,36 @@ class ServerResult:
     samples: list[TsqSample] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
-    def combined(self) -> Combined | None:
-        return combine(self.samples) if self.samples else None
+
+def agreement(results: list[ServerResult]) -> Agreement | None:
+    """Which servers agree (``sync/tsq.select_servers``); None when no server answered."""
+    if not any(r.samples for r in results):
+        return None
+    return select_servers([(r.name, r.samples) for r in results])
+
+
+def _ms(ns: int) -> str:
+    return f"{ns / _NS_PER_MS:+.3f} ms"
+
+
+def _interval_text(e: ServerEstimate) -> str:
+    return f"{_ms(e.combined.offset_ns)} ± {e.distance_ns / _NS_PER_MS:.3f} ms"
+
+
+def _left_out(a: Agreement) -> list[str]:
+    """Why each server that answered is not used, one line each (none when all agree)."""
+    if a.combined is None:
+        return [
+            "No majority of the servers agree, none used: "
+            + ", ".join(f"{e.name} {_interval_text(e)}" for e in a.servers)
+        ]
+    return [
+        f"{e.name}: left out (falseticker): offset {_interval_text(e)} is "
+        f"outside [{_ms(a.low_ns)}, {_ms(a.high_ns)}], where {len(a.agreeing)} of "
+        f"{len(a.servers)} servers agree"
+        for e in a.servers
+        if e.falseticker
+    ]
 
 
 def _port_option(value: int | None) -> int | None:
@@ -279,7 +324,8 @@ def query_command(
     """Measure the offset to each SERVER over TSQ; never touches the clock.
 
     Prints T1..T4 of each sample and each server's combined offset and delay (positive
-    offset: the server is ahead of us). Exits 1 if no server gave a valid sample.
+    offset: the server is ahead of us), and which servers are left out for disagreeing with
+    the others. Exits 1 if no server gave a valid sample.
     """
     targets = _targets(servers, port, transport)
     _warn_insecure(insecure)
@@ -291,10 +337,12 @@ def query_command(
         insecure=insecure,
         reply_timeout=reply_timeout,
     )
+    agreed = agreement(results)
+    estimates = _estimates(results, agreed)
     if as_json:
-        print_json([_as_json(r) for r in results])
+        print_json([_as_json(r, e) for r, e in zip(results, estimates, strict=True)])
     else:
-        for r in results:
+        for r, e in zip(results, estimates, strict=True):
             for i, s in enumerate(r.samples, 1):
                 click.echo(
                     f"{r.name} [{r.address}] sample {i}: T1={s.t1_ns} T2={s.t2:#018x} "
@@ -303,18 +351,30 @@ def query_command(
                 )
             for error in r.errors:
                 click.echo(f"{r.name}: FAILED: {error}", err=True)
-            c = r.combined()
-            if c is not None:
+            if e is not None:
+                c = e.combined
                 click.echo(
                     f"{r.name}: offset {c.offset_ns / 1e6:+.3f} ms, RTT {c.delay_ns / 1e6:.3f} "
                     f"ms ({c.used} of {c.total} samples used)"
                 )
-    if not any(r.samples for r in results):
+        if agreed is not None:
+            for line in _left_out(agreed):
+                click.echo(line)
+    if agreed is None:
         raise TsqToolError("No valid measurements received")
 
 
-def _as_json(r: ServerResult) -> dict[str, Any]:
-    c = r.combined()
+def _estimates(
+    results: list[ServerResult], agreed: Agreement | None
+) -> list[ServerEstimate | None]:
+    """Each server's estimate, in order; None where it gave no sample (``Agreement.servers``
+    skips those)."""
+    answered = iter(agreed.servers if agreed else ())
+    return [next(answered) if r.samples else None for r in results]
+
+
+def _as_json(r: ServerResult, e: ServerEstimate | None) -> dict[str, Any]:
+    c = e.combined if e else None
     return {
         "server": r.name,
         "address": r.address,
@@ -323,6 +383,10 @@ def _as_json(r: ServerResult) -> dict[str, Any]:
         "samples": len(r.samples),
         "samples_used": c.used if c else 0,
         "errors": r.errors,
+        # s: the offset is good to within this (half the round trip + the server allowance)
+        "distance": e.distance_ns / 1e9 if e else None,
+        "used": bool(e and e.used),  # agrees with the majority (a lone server does)
+        "falseticker": bool(e and e.falseticker),  # outside the majority's interval
     }
 
 
@@ -350,7 +414,11 @@ def _as_json(r: ServerResult) -> dict[str, Any]:
     help="Slew offsets up to this many ms (adjtime), step larger ones.",
 )
 @click.option("--dry-run", is_flag=True, help="Measure and report; do not touch the clock.")
-@click.option("--verbose", is_flag=True, help="Print every sample and every failure.")
+@click.option(
+    "--verbose",
+    is_flag=True,
+    help="Print every sample, every failure and each server's offset and whether it is used.",
+)
 def sync_command(
     servers: tuple[str, ...],
     port: int | None,
@@ -366,8 +434,9 @@ def sync_command(
 ) -> None:
     """Measure the offset to the SERVERs over TSQ, then step or slew the clock (root only).
 
-    All servers' samples are pooled and combined into one offset; with --dry-run nothing is
-    changed.
+    Each server is measured on its own; the servers that agree (a majority must) have their
+    samples combined into one offset, and the others are left out. With no majority nothing
+    is changed, nor with --dry-run.
     """
     targets = _targets(servers, port, transport)
     if not dry_run and os.geteuid() != 0:
@@ -382,7 +451,7 @@ def sync_command(
         insecure=insecure,
         reply_timeout=reply_timeout,
     )
-    samples = [s for r in results for s in r.samples]
+    agreed = agreement(results)
     for r in results:
         if not r.samples:
             click.echo(f"{r.name}: FAILED" + (f": {r.errors[-1]}" if r.errors else ""), err=True)
@@ -393,15 +462,27 @@ def sync_command(
                 )
             for error in r.errors:
                 click.echo(f"{r.name}: FAILED sample: {error}", err=True)
-    if not samples:
+    if agreed is None:
         raise TsqToolError("No valid measurements received")
-    c = combine(samples)
+    if verbose:
+        for e in agreed.servers:
+            state = "used" if e.used else "falseticker" if e.falseticker else "not used"
+            click.echo(f"{e.name}: server offset {_interval_text(e)} ({state})")
+    c = agreed.combined
+    if c is None:
+        raise TsqToolError(
+            "No majority of the servers agree, not adjusting the clock: "
+            + ", ".join(f"{e.name} {_interval_text(e)}" for e in agreed.servers)
+        )
+    for line in _left_out(agreed):
+        click.echo(line)
     elapsed_ms = (time.perf_counter() - started) * 1e3
     offset_ms = c.offset_ns / _NS_PER_MS
+    failed = len(results) - len(agreed.servers)
     click.echo(
         f"Offset {offset_ms:+.3f} ms, RTT {c.delay_ns / 1e6:.3f} ms ({c.used} of {c.total} "
-        f"samples used, {sum(1 for r in results if r.samples)} of {len(results)} servers, "
-        f"{elapsed_ms:.1f} ms)"
+        f"samples used, {len(agreed.agreeing)} of {len(agreed.servers)} servers agree"
+        f"{f', {failed} failed' if failed else ''}, {elapsed_ms:.1f} ms)"
     )
     if abs(offset_ms) > max_offset:
         raise TsqToolError(f"Offset too large ({offset_ms:+.3f} ms > {max_offset:g} ms)")
