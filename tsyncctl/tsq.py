@@ -142,9 +142,11 @@ def _targets(servers: tuple[str, ...], port: int | None, transport: Transport) -
         try:
             endpoint = parse_endpoint(text, default)
         except ValueError as exc:
+            if "port" in str(exc):  # as the reference says it of a bad --port (QA s22)
+                raise TsqToolError(f"Port must be between 1 and 65535 (in {text!r})") from None
             raise TsqToolError(f"bad server {text!r}: {exc}") from None
         if endpoint.port == 0:
-            raise TsqToolError("Port must be between 1 and 65535")
+            raise TsqToolError(f"Port must be between 1 and 65535 (in {text!r})")
         out.append((text, endpoint.host, endpoint.port))
     return out
 
@@ -246,7 +248,7 @@ def _common_options(f: Any) -> Any:
                 default=None,
                 callback=lambda _c, _p, v: _port_option(v),
                 help=f"UDP port (default {DATAGRAM_PORT} for datagram, {STREAM_PORT} for "
-                "stream); SERVER may also be host:port or [IPv6]:port.",
+                "stream); SERVER may also be host:port or [IPv6]:port, whose port wins.",
             ),
             click.option(
                 "--transport",

@@ -158,6 +158,10 @@ def test_reference_validation_messages() -> None:
         (["tsq", "sync", "--dry-run"], "Error: At least one server must be specified"),
         (["tsq", "query", "x", "--port", "0"], "Error: Port must be between 1 and 65535"),
         (["tsq", "sync", "x", "--port", "65536"], "Error: Port must be between 1 and 65535"),
+        # A port in SERVER says so the same way (QA s22: "bad server ...: port 70000 is ...").
+        (["tsq", "query", "x:70000"], "Error: Port must be between 1 and 65535 (in 'x:70000')"),
+        (["tsq", "query", "x:0"], "Error: Port must be between 1 and 65535 (in 'x:0')"),
+        (["tsq", "query", "[nohost]:1"], "Error: bad server '[nohost]:1'"),
     ):
         result = runner.invoke(cli, args)
         assert result.exit_code == 1 and message in result.output, (args, result.output)
