@@ -281,9 +281,11 @@ def _common_options(f: Any) -> Any:
     return f
 
 
-def _warn_insecure(insecure: bool) -> None:
+def _warn_insecure(insecure: bool, ca_file: Path | None) -> None:
     if insecure:
         click.echo(INSECURE_WARNING, err=True)
+        if ca_file is not None:  # QA s22: taken silently, as if it verified
+            click.echo(f"WARNING: --ca {ca_file} is not used with --insecure", err=True)
 
 
 def _run(targets: list[Any], *, reply_timeout: float, **kwargs: Any) -> list[ServerResult]:
@@ -330,7 +332,7 @@ def query_command(
     the others. Exits 1 if no server gave a valid sample.
     """
     targets = _targets(servers, port, transport)
-    _warn_insecure(insecure)
+    _warn_insecure(insecure, ca_file)
     results = _run(
         targets,
         count=count,
@@ -443,7 +445,7 @@ def sync_command(
     targets = _targets(servers, port, transport)
     if not dry_run and os.geteuid() != 0:
         raise TsqToolError("adjusting the clock needs root privileges (or use --dry-run)")
-    _warn_insecure(insecure)
+    _warn_insecure(insecure, ca_file)
     started = time.perf_counter()
     results = _run(
         targets,

@@ -131,6 +131,10 @@ def test_insecure_warns_and_wrong_ca_fails(served: Served, tmp_path: Path) -> No
     assert done.returncode == 0
     assert "WARNING: Certificate verification disabled!" in done.stderr
     other = make_pki(tmp_path / "other")
+    args = ("query", "127.0.0.1", "--port", str(served.datagram), "--insecure", "--ca", other.ca)
+    done = tsyncctl(*map(str, args))
+    assert done.returncode == 0  # the CA that would refuse it is not used, and says so
+    assert f"WARNING: --ca {other.ca} is not used with --insecure" in done.stderr
     done = tsyncctl("query", "127.0.0.1", "--port", str(served.datagram), "--ca", str(other.ca))
     assert done.returncode == 1
     # Our one line, without aioquic's own ("[5f2a...] Error: 298, reason: ...").
