@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import socket
 import ssl
 import time
@@ -33,12 +34,15 @@ from tsyncd.net.quic import client_configuration, server_configuration
 from tsyncd.net.tsq import TsqClient, TsqClientError
 from tsyncd.servers.tsq import TsqResponder, TsqServer, TsqServerInfo
 from tsyncd.sync.tsq import evaluate
+from tsyncd.wire.timestamps import ntp64_from_unix_ns
 from tsyncd.wire.tsq import (
     ClockQuality,
     SourceInfo,
     TsqErrorReply,
     TsqResponse,
     decode_response,
+    encode_error,
+    encode_response,
 )
 
 T = TypeVar("T")
@@ -379,18 +383,10 @@ def test_reply_timeout_holds_against_a_mute_server(pki: Pki, transport: Any) -> 
     """A QUIC server that completes the handshake and never answers a query."""
 
     async def go() -> None:
-        config = QuicConfiguration(
-            is_client=False,
-            alpn_protocols=["tsq/1"],
-            max_datagram_frame_size=65536 if transport == "datagram" else None,
-        )
-        config.load_cert_chain(pki.chain, pki.key)
         streams: list[Any] = []  # keep the writers: a collected writer would send a FIN
-        mute = await serve(
-            "127.0.0.1", 0, configuration=config, stream_handler=lambda r, w: streams.append(w)
-        )
-        port = mute._transport.get_extra_info("sockname")[1]  # type: ignore[union-attr]
-        try:
+        async with quic_server(
+            pki, transport, stream_handler=lambda r, w: streams.append(w)
+        ) as port:
             client_config = client_configuration(transport, server_name="localhost", insecure=True)
             client_config.verify_mode = ssl.CERT_NONE
             client = await TsqClient.connect(
@@ -402,10 +398,137 @@ def test_reply_timeout_holds_against_a_mute_server(pki: Pki, transport: Any) -> 
             assert info.value.reason == "timeout"
             assert time.monotonic() - started < 1.5
             client.close()
-        finally:
-            mute.close()
 
     run(go)
+
+
+@contextlib.asynccontextmanager
+async def quic_server(pki: Pki, transport: Any, **kwargs: Any) -> AsyncIterator[int]:
+    """A bare aioquic server speaking ALPN tsq/1 on 127.0.0.1 (``kwargs`` go to ``serve``:
+    how it answers); yields its port."""
+    config = QuicConfiguration(
+        is_client=False,
+        alpn_protocols=["tsq/1"],
+        max_datagram_frame_size=65536 if transport == "datagram" else None,
+    )
+    config.load_cert_chain(pki.chain, pki.key)
+    server = await serve("127.0.0.1", 0, configuration=config, **kwargs)
+    try:
+        yield server._transport.get_extra_info("sockname")[1]  # type: ignore[union-attr]
+    finally:
+        server.close()
+
+
+def _response(nonce: bytes) -> bytes:
+    now = ntp64_from_unix_ns(time.time_ns())
+    return encode_response(TsqResponse(nonce=nonce, receive_ts=now, send_ts=now))
+
+
+class WrongNonce(QuicConnectionProtocol):
+    """A datagram TSQ server that echoes a random nonce, never the request's."""
+
+    def answer(self, request: bytes) -> bytes | None:
+        return _response(secrets.token_bytes(16))
+
+    def quic_event_received(self, event: QuicEvent) -> None:
+        if isinstance(event, DatagramFrameReceived):
+            reply = self.answer(event.data)
+            if reply is not None:
+                self._quic.send_datagram_frame(reply)
+                self.transmit()
+
+
+class NoNonce(WrongNonce):
+    """Answers with an Error TLV (which only streams carry): no nonce to match."""
+
+    def answer(self, request: bytes) -> bytes | None:
+        return encode_error(1, "oops")
+
+
+class StaleNonce(WrongNonce):
+    """Answers each request with the reply to the one before (our nonce, but late)."""
+
+    previous: bytes | None = None
+
+    def answer(self, request: bytes) -> bytes | None:
+        previous, self.previous = self.previous, request
+        return None if previous is None else _response(previous[2:18])
+
+
+async def _datagram_client(pki: Pki, port: int) -> TsqClient:
+    config = client_configuration("datagram", server_name="localhost", ca_file=pki.ca)
+    return await TsqClient.connect("127.0.0.1", port, config, now_ns=time.time_ns, timeout_s=2)
+
+
+@pytest.mark.parametrize(
+    ("server", "came"),
+    [(WrongNonce, "1 reply echoed another nonce"), (NoNonce, "1 reply without a nonce")],
+)
+def test_datagram_reply_with_another_nonce_is_named(pki: Pki, server: Any, came: str) -> None:
+    """A datagram reply can only be matched by its nonce: when only replies echoing another
+    nonce (or none) come, the timeout says so (``bad_nonce``, as a stream query would), not
+    that the server is silent."""
+
+    async def go() -> None:
+        async with quic_server(pki, "datagram", create_protocol=server) as port:
+            client = await _datagram_client(pki, port)
+            try:
+                for _ in range(2):
+                    with pytest.raises(TsqClientError) as info:
+                        await client.query(0.3)
+                    assert info.value.reason == "bad_nonce" and info.value.replied
+                    assert str(info.value) == f"no reply with our nonce within 0.3 s ({came})"
+                assert not client.closed
+            finally:
+                client.close()
+
+    run(go)
+
+
+def test_datagram_late_reply_is_not_another_nonce(pki: Pki) -> None:
+    """A late reply to our previous, timed-out query echoes a nonce we did send: the query
+    it arrives during just times out."""
+
+    async def go() -> None:
+        async with quic_server(pki, "datagram", create_protocol=StaleNonce) as port:
+            client = await _datagram_client(pki, port)
+            try:
+                for _ in range(2):  # the second gets the first's reply
+                    with pytest.raises(TsqClientError) as info:
+                        await client.query(0.3)
+                    assert info.value.reason == "timeout" and not info.value.replied
+                    assert str(info.value) == "no reply within 0.3 s"
+                assert client._protocol.unmatched >= 1 and client._protocol.foreign == 0
+            finally:
+                client.close()
+
+    run(go)
+
+
+def test_tsq_query_names_replies_with_another_nonce(pki: Pki) -> None:
+    """``tsyncctl tsq query`` says what came, not "no reply"."""
+    from click.testing import CliRunner
+    from loop_thread import LoopThread
+
+    from tsyncctl.cli import cli
+
+    lt = LoopThread()
+    served = quic_server(pki, "datagram", create_protocol=WrongNonce)
+    try:
+        port = lt.run(served.__aenter__())
+        result = CliRunner().invoke(
+            cli,
+            ["tsq", "query", "127.0.0.1", "--port", str(port), "--ca", str(pki.ca),
+             "--count", "2", "--timeout", "0.3"],
+        )  # fmt: skip
+        lt.run(served.__aexit__(None, None, None))
+    finally:
+        lt.stop()
+    assert result.exit_code == 1
+    failed = (
+        "127.0.0.1: FAILED: no reply with our nonce within 0.3 s (1 reply echoed another nonce)"
+    )
+    assert result.output.splitlines() == [failed, failed, "Error: No valid measurements received"]
 
 
 def test_connections_per_client_are_bounded(pki: Pki) -> None:
