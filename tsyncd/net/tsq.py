@@ -250,6 +250,11 @@ class TsqClient:
         """The connection is gone (closed by either side, or idle-timed out)."""
         return self._protocol.terminated is not None or self._udp.is_closing()
 
+    @property
+    def close_reason(self) -> str | None:
+        """Why the connection ended (aioquic's reason phrase, e.g. ``Idle timeout``), or None."""
+        return self._protocol.terminated
+
     async def query(
         self, timeout_s: float, *, metadata_query: bool = False, nonce: bytes | None = None
     ) -> Exchange:

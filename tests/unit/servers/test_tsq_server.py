@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import secrets
 import socket
 import ssl
@@ -69,13 +70,20 @@ def run(coro: Callable[[], Awaitable[T]]) -> T:
 
 @contextlib.asynccontextmanager
 async def tsq_server(
-    pki: Pki, transport: Any, info: TsqServerInfo = INFO, **kwargs: Any
+    pki: Pki,
+    transport: Any,
+    info: TsqServerInfo = INFO,
+    idle_timeout_s: float | None = None,
+    **kwargs: Any,
 ) -> AsyncIterator[TsqServer]:
+    config = server_configuration(transport, pki.chain, pki.key)
+    if idle_timeout_s is not None:
+        config.idle_timeout = idle_timeout_s
     server = await TsqServer.create(
         "127.0.0.1",
         0,
         transport,
-        server_configuration(transport, pki.chain, pki.key),
+        config,
         TsqResponder(time.time_ns, lambda: info),
         **kwargs,
     )
@@ -505,6 +513,86 @@ def test_datagram_late_reply_is_not_another_nonce(pki: Pki) -> None:
     run(go)
 
 
+def test_source_keeps_its_connection_over_rejected_replies(pki: Pki) -> None:
+    """Replies with another nonce are bad samples, dropped as ``bad_nonce`` with a Note that
+    says so; the connection works, so every poll reuses it (no handshake per poll)."""
+
+    async def go() -> None:
+        async with quic_server(pki, "datagram", create_protocol=WrongNonce) as port:
+            source = tsq_source(pki, port, reply_timeout_s=0.3)
+            drops: list[str] = []
+            notes: list[str] = []
+            source.start(
+                lambda *_: None, lambda _, r: drops.append(r), lambda _, w: notes.append(w)
+            )
+            try:
+                for _ in range(3):
+                    await source._poll()
+            finally:
+                source.close()
+            assert drops == ["bad_nonce"] * 3 and source.connects == 1
+            assert notes[-1] == (
+                "TSQ failed: no reply with our nonce within 0.3 s (1 reply echoed another nonce)"
+            )
+
+    run(go)
+
+
+def tsq_source(pki: Pki, port: int, **kwargs: Any) -> Any:
+    """A datagram TSQ source of the server on 127.0.0.1:``port``, not started."""
+    from tsyncd.sources.tsq import TsqSource
+
+    return TsqSource(
+        name="tsq",
+        ip="127.0.0.1",
+        port=port,
+        server_name="localhost",
+        transport="datagram",
+        ca_file=pki.ca,
+        now_ns=time.time_ns,
+        precision_ns=1000,
+        **kwargs,
+    )
+
+
+@pytest.mark.parametrize("kept_alive", [True, False])
+def test_source_says_connected_once_not_at_every_poll(
+    pki: Pki, kept_alive: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A connection that idles out between polls too far apart for keepalive PINGs is
+    reconnected quietly (a handshake per poll is the plan then); one that idles out while
+    we keep it alive was lost, a failure like any other: said with the reconnect, and the
+    recovery (each time it happens, as for any failure between good samples)."""
+
+    async def go() -> None:
+        async with tsq_server(pki, "datagram", idle_timeout_s=0.3) as server:
+            source = tsq_source(pki, port_of(server))
+            source.start(lambda *_: None, lambda *_: None)
+            try:
+                for _ in range(2):
+                    await source._poll()
+                    client = source._client
+                    await _until(lambda c=client: c.closed)  # type: ignore[misc]
+                    source._poll_gap_s = 10.0 if kept_alive else 600.0
+                await source._poll()
+            finally:
+                source.close()
+            assert source.connects == 3
+
+    with caplog.at_level(logging.DEBUG, logger="tsyncd.sources.tsq"):
+        run(go)
+    said = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "tsyncd.sources.tsq"]
+    connected = (logging.INFO, "TSQ source tsq: connected (datagram)")
+    lost = (logging.WARNING, "TSQ source tsq: connection closed: Idle timeout")
+    if kept_alive:
+        assert (
+            said
+            == [connected] + [lost, connected, (logging.INFO, "TSQ source tsq answers again")] * 2
+        )
+    else:
+        assert said == [connected] + [(logging.DEBUG, connected[1])] * 2
+
+
 def test_tsq_query_names_replies_with_another_nonce(pki: Pki) -> None:
     """``tsyncctl tsq query`` says what came, not "no reply"."""
     from click.testing import CliRunner
@@ -796,21 +884,10 @@ def test_ipv6_addresses_are_bracketed_in_errors() -> None:
 
 def test_source_dscp_marks_its_quic_packets(pki: Pki) -> None:
     """A TSQ source's dscp is set on its QUIC connection's socket (IP_TOS = DSCP << 2)."""
-    from tsyncd.sources.tsq import TsqSource
 
     async def go() -> None:
         async with tsq_server(pki, "datagram") as server:
-            source = TsqSource(
-                name="tsq",
-                ip="127.0.0.1",
-                port=port_of(server),
-                server_name="localhost",
-                transport="datagram",
-                ca_file=pki.ca,
-                now_ns=time.time_ns,
-                precision_ns=1000,
-                dscp=46,
-            )
+            source = tsq_source(pki, port_of(server), dscp=46)
             try:
                 client = await source._connected()
                 sock = client._udp.get_extra_info("socket")
