@@ -156,6 +156,32 @@ def test_tsq_source_reconnects_after_the_server_restarts(peers: Peers, tmp_path:
     assert client.proc.output().count("connected (stream)") == 2
 
 
+def test_unsynchronized_server_keeps_the_connection(peers: Peers, tmp_path: Path) -> None:
+    """A server that says it is not synchronized answers fine: each reply is a bad sample
+    (dropped, with a Note saying why), not a reason for a new handshake at every poll, and
+    the log says "connected" once per source, not at every poll."""
+    pki = make_pki(tmp_path / "pki")
+    stream, datagram = free_udp_port(), free_udp_port()
+    server = peers.tsyncd("server", tsq_servers_toml(tmp_path / "pki", stream, datagram))
+    client = peers.tsyncd(
+        "client",
+        tsq_source_toml(stream, "stream", pki.ca) + tsq_source_toml(datagram, "datagram", pki.ca),
+    )
+    wait_for(
+        "five answered polls of each source",
+        lambda: all(s["sent"] >= 5 for s in server.ctl("serverstats")["tsq"]),
+    )
+    assert [s["connections_accepted"] for s in server.ctl("serverstats")["tsq"]] == [1, 1]
+    for row in client.ctl("peers"):
+        assert row["reach"] == 0
+        assert str(row["state_reason"]).startswith(
+            "TSQ failed: the server says it is not synchronized"
+        )
+    log = client.proc.output()
+    assert log.count("connected (stream)") == 1 and log.count("connected (datagram)") == 1
+    assert log.count("the server says it is not synchronized") == 2  # once per source
+
+
 def _tsq_handshake(port: int, ca: Path) -> str | None:
     """A QUIC handshake with the TSQ datagram server at 127.0.0.1:``port`` trusting only
     ``ca``: None if it verified, else why not."""

@@ -11,7 +11,10 @@ CONNECTION_CLOSE without waiting out the closing period (nothing is left to rece
   optional TLVs) with FIN in one write; the reply is parsed as soon as it is complete, without
   waiting for the server's FIN (the reference server sends it 5 s later, spec §4);
 * datagram: each query is one DATAGRAM; replies are matched to the outstanding query by
-  nonce, so a late reply to an earlier, timed-out query is counted and ignored.
+  nonce, so a late reply to an earlier, timed-out query is counted and ignored.  A reply
+  whose nonce none of our recent queries sent (a broken or confused server: QUIC lets no one
+  else inject one) is counted apart, and a query that gets only such replies fails as
+  ``bad_nonce`` (as a wrong nonce on a stream does), not as a silent ``timeout``.
 
 T1 is read just before the packet goes to the kernel, T4 when the UDP packet carrying the
 reply arrives (before decryption).  Checking the reply is ``sync/tsq.evaluate``'s job.
@@ -23,8 +26,9 @@ import asyncio
 import contextlib
 import secrets
 import socket
+from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
@@ -51,17 +55,24 @@ from tsyncd.wire.tsq import (
 
 __all__ = ["Exchange", "TsqClient", "TsqClientError"]
 
+# Nonces of the last queries sent on a connection: a datagram reply echoing one of them that
+# nobody waits for any more is late or repeated, not foreign.
+_RECENT_NONCES: Final = 32
+
 
 class TsqClientError(Exception):
     """A query failed without a reply: connect failure, timeout, connection closed.
 
     ``reason`` is a stable snake_case label (``connect_timeout``, ``timeout``, ``closed``,
-    ``tls``, ``malformed`` ...).
+    ``tls``, ``malformed``, ``bad_nonce`` ...).  ``replied``: the server did answer, unusably
+    (a malformed reply, only replies with another nonce): the connection itself works, so a
+    caller keeps it.
     """
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: str, message: str, *, replied: bool = False) -> None:
         super().__init__(message)
         self.reason = reason
+        self.replied = replied
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -81,7 +92,10 @@ class _ClientProtocol(TimestampedProtocol):
         super().__init__(quic, now_ns=now_ns, **kwargs)
         self.stream_waiters: dict[int, asyncio.Future[tuple[bytes, int]]] = {}
         self.datagram_waiters: dict[bytes, asyncio.Future[tuple[bytes, int]]] = {}
-        self.unmatched = 0  # datagram replies nobody waits for (late or forged)
+        self.unmatched = 0  # datagram replies nobody waits for (late, repeated or foreign)
+        self.foreign = 0  # of which echo a nonce none of our recent queries sent
+        self.nonceless = 0  # of which carry no nonce (not the reference layout)
+        self.sent_nonces: deque[bytes] = deque(maxlen=_RECENT_NONCES)
         self.terminated: str | None = None
         self._buffers: dict[int, bytearray] = {}
 
@@ -89,9 +103,14 @@ class _ClientProtocol(TimestampedProtocol):
         if isinstance(event, StreamDataReceived):
             self._on_stream(event)
         elif isinstance(event, DatagramFrameReceived):
-            waiter = self.datagram_waiters.pop(_nonce_of(event.data), None)
+            nonce = _nonce_of(event.data)
+            waiter = self.datagram_waiters.pop(nonce, None)
             if waiter is None or waiter.done():
                 self.unmatched += 1
+                if not nonce:
+                    self.nonceless += 1
+                elif nonce not in self.sent_nonces:
+                    self.foreign += 1
             else:
                 waiter.set_result((event.data, self.rx_ns))
         elif isinstance(event, ConnectionTerminated):
@@ -147,6 +166,24 @@ def _wrong_transport(quic: QuicConnection, transport: Transport) -> str | None:
 def _nonce_of(data: bytes) -> bytes:
     """The nonce of a reference-layout response (Nonce TLV first), else b""."""
     return data[2 : 2 + NONCE_LEN] if data[:2] == b"\x01\x10" and len(data) >= 18 else b""
+
+
+def _timed_out(timeout_s: float, foreign: int, nonceless: int) -> TsqClientError:
+    """No reply to our query within ``timeout_s``.  If replies came meanwhile with a nonce we
+    did not send (``foreign``) or none (``nonceless``), the server answers wrongly rather than
+    not at all, and the error says so."""
+    if not foreign and not nonceless:
+        return TsqClientError("timeout", f"no reply within {timeout_s:g} s")
+    counts = [
+        f"{n} {'reply' if n == 1 else 'replies'} {what}"
+        for n, what in ((foreign, "echoed another nonce"), (nonceless, "without a nonce"))
+        if n
+    ]
+    return TsqClientError(
+        "bad_nonce",
+        f"no reply with our nonce within {timeout_s:g} s ({', '.join(counts)})",
+        replied=True,
+    )
 
 
 class TsqClient:
@@ -214,9 +251,9 @@ class TsqClient:
         return self._protocol.terminated is not None or self._udp.is_closing()
 
     @property
-    def unmatched_replies(self) -> int:
-        """Datagram replies that matched no outstanding query."""
-        return self._protocol.unmatched
+    def close_reason(self) -> str | None:
+        """Why the connection ended (aioquic's reason phrase, e.g. ``Idle timeout``), or None."""
+        return self._protocol.terminated
 
     async def query(
         self, timeout_s: float, *, metadata_query: bool = False, nonce: bytes | None = None
@@ -230,8 +267,10 @@ class TsqClient:
         quic = protocol._quic
         waiter: asyncio.Future[tuple[bytes, int]] = asyncio.get_running_loop().create_future()
         sid = -1
+        unusable = (protocol.foreign, protocol.nonceless)
         if self.transport == "datagram":
             protocol.datagram_waiters[nonce] = waiter
+            protocol.sent_nonces.append(nonce)
             quic.send_datagram_frame(data)
         else:
             sid = quic.get_next_available_stream_id()
@@ -245,11 +284,13 @@ class TsqClient:
             protocol.datagram_waiters.pop(nonce, None)
             protocol.stream_waiters.pop(sid, None)
             protocol.discard_buffer(sid)
-            raise TsqClientError("timeout", f"no reply within {timeout_s:g} s") from None
+            raise _timed_out(
+                timeout_s, protocol.foreign - unusable[0], protocol.nonceless - unusable[1]
+            ) from None
         try:
             reply = decode_response(raw)
         except WireError as exc:
-            raise TsqClientError(exc.reason, f"malformed reply: {exc}") from None
+            raise TsqClientError(exc.reason, f"malformed reply: {exc}", replied=True) from None
         return Exchange(nonce=nonce, t1_ns=t1_ns, t4_ns=t4_ns, reply=reply)
 
     def ping(self) -> None:

@@ -8,6 +8,12 @@ echoed, T3 >= T2, non-negative delay) and becomes a ``Sample`` for ``SyncCore.ha
 * one connection serves every poll (kept open with PINGs between polls up to 256 s apart);
 * connect and reply timeouts bound every step (the reference has no connect timeout, spec
   §2.4); a failed connection is dropped and the next poll reconnects;
+* a reply that arrives but is rejected (unsynchronized server, wrong nonce, T3 < T2, negative
+  delay, Error TLV, malformed) is a bad sample, dropped with its reason as chronyd drops an NTP
+  reply with LI=3: the connection works and is kept, with no new handshake at the next poll;
+* the log says each failure once until it changes, and "connected" at the first connect and
+  at the first reconnect after a logged failure or a lost connection, never at every poll
+  (beyond KEEPALIVE_MAX_POLL_S each poll reconnects, quietly);
 * each request carries a Metadata Query (247): a tsyncd server answers with its stratum
   (Time Source Info) and error estimate (Clock Quality), used as the sample's stratum and root
   dispersion; reference servers skip the TLV and send the 38 bytes (spec §4), and are then
@@ -44,6 +50,7 @@ KEEPALIVE_S: Final = 10.0
 KEEPALIVE_MAX_POLL_S: Final = 256.0
 REPLY_TIMEOUT_S: Final = 3.0  # the reference clients' per-query wait
 _UNKNOWN_STRATUM: Final = 1
+_IDLE_TIMEOUT: Final = "Idle timeout"  # aioquic's reason phrase when the idle timer ends it
 
 SampleHandler = Callable[[str, Sample], None]
 DropHandler = Callable[[str, str], None]  # (source name, drop reason) of a rejected reply
@@ -84,6 +91,7 @@ class TsqSource(NtpSourceSocket):
         self._on_drop: DropHandler | None = None
         self._on_failure: FailureHandler | None = None
         self._last_error: str | None = None
+        self._say_connected = True  # log the next connect at INFO (first, or after a failure)
         self._timeouts = 0  # consecutive reply timeouts
         self._last_poll_s: float | None = None  # loop time of the last poll
         self._poll_gap_s = 0.0  # between the last two polls
@@ -125,7 +133,7 @@ class TsqSource(NtpSourceSocket):
             exchange = await client.query(self.reply_timeout_s, metadata_query=True)
             sample = self._sample(exchange.reply, exchange.nonce, exchange.t1_ns, exchange.t4_ns)
         except TsqClientError as exc:
-            self._fail(exc.reason, str(exc))
+            self._fail(exc.reason, str(exc), drop=exc.replied)
             return
         except Rejected as exc:
             self._fail(exc.reason, str(exc), drop=True)
@@ -141,8 +149,7 @@ class TsqSource(NtpSourceSocket):
         if self._client is not None and not self._client.closed:
             return self._client
         if self._client is not None:
-            self._client.close()
-            self._client = None
+            self._lost(self._client)
         config = client_configuration(
             self.transport, server_name=self.server_name, ca_file=self.ca_file
         )
@@ -155,8 +162,24 @@ class TsqSource(NtpSourceSocket):
             dscp=self.dscp,
         )
         self.connects += 1
-        log.info("TSQ source %s: connected (%s)", self.name, self.transport)
+        log.log(
+            logging.INFO if self._say_connected else logging.DEBUG,
+            "TSQ source %s: connected (%s)",
+            self.name,
+            self.transport,
+        )
+        self._say_connected = False
         return self._client
+
+    def _lost(self, client: TsqClient) -> None:
+        """``client``'s connection ended between polls: say why, unless it idled out while we
+        let it (polls too far apart for keepalive PINGs)."""
+        why = client.close_reason
+        client.close()
+        self._client = None
+        idle = why == _IDLE_TIMEOUT and self._poll_gap_s > KEEPALIVE_MAX_POLL_S
+        if why is not None and not idle:
+            self._say(f"connection closed: {why}")
 
     def _sample(self, reply: object, nonce: bytes, t1_ns: int, t4_ns: int) -> Sample:
         if not isinstance(reply, TsqResponse):
@@ -184,14 +207,22 @@ class TsqSource(NtpSourceSocket):
         if self._on_failure is not None:
             self._on_failure(self.name, f"TSQ failed: {message}")
         self._timeouts = self._timeouts + 1 if reason == "timeout" else 0
-        # A lost datagram is one timeout; two in a row, or any other failure, suggest the
-        # connection is gone (server restarted, path changed): reconnect at the next poll.
-        if (reason != "timeout" or self._timeouts >= 2) and self._client is not None:
-            self._client.close()  # reconnect at the next poll
+        # A reply that came (``drop``) shows the connection works: keep it.  A lost datagram
+        # is one timeout; two in a row, or a connection-level failure (closed, handshake),
+        # suggest the connection is gone (server restarted, path changed): reconnect at the
+        # next poll.
+        gone = not drop and (reason != "timeout" or self._timeouts >= 2)
+        if gone and self._client is not None:
+            self._client.close()
             self._client = None
+        self._say(message)
+
+    def _say(self, message: str) -> None:
+        """Log a failure once until it changes; the next connect is then logged too."""
         if message != self._last_error:
             log.warning("TSQ source %s: %s", self.name, message)
             self._last_error = message
+            self._say_connected = True
 
     def close(self) -> None:
         """Stop polling and close the connection."""

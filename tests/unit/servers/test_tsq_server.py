@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import socket
 import ssl
 import time
@@ -35,12 +36,15 @@ from tsyncd.net.tsq import TsqClient, TsqClientError
 from tsyncd.servers import querylog
 from tsyncd.servers.tsq import TsqResponder, TsqServer, TsqServerInfo
 from tsyncd.sync.tsq import evaluate
+from tsyncd.wire.timestamps import ntp64_from_unix_ns
 from tsyncd.wire.tsq import (
     ClockQuality,
     SourceInfo,
     TsqErrorReply,
     TsqResponse,
     decode_response,
+    encode_error,
+    encode_response,
 )
 
 T = TypeVar("T")
@@ -67,13 +71,20 @@ def run(coro: Callable[[], Awaitable[T]]) -> T:
 
 @contextlib.asynccontextmanager
 async def tsq_server(
-    pki: Pki, transport: Any, info: TsqServerInfo = INFO, **kwargs: Any
+    pki: Pki,
+    transport: Any,
+    info: TsqServerInfo = INFO,
+    idle_timeout_s: float | None = None,
+    **kwargs: Any,
 ) -> AsyncIterator[TsqServer]:
+    config = server_configuration(transport, pki.chain, pki.key)
+    if idle_timeout_s is not None:
+        config.idle_timeout = idle_timeout_s
     server = await TsqServer.create(
         "127.0.0.1",
         0,
         transport,
-        server_configuration(transport, pki.chain, pki.key),
+        config,
         TsqResponder(time.time_ns, lambda: info),
         **kwargs,
     )
@@ -382,18 +393,10 @@ def test_reply_timeout_holds_against_a_mute_server(pki: Pki, transport: Any) -> 
     """A QUIC server that completes the handshake and never answers a query."""
 
     async def go() -> None:
-        config = QuicConfiguration(
-            is_client=False,
-            alpn_protocols=["tsq/1"],
-            max_datagram_frame_size=65536 if transport == "datagram" else None,
-        )
-        config.load_cert_chain(pki.chain, pki.key)
         streams: list[Any] = []  # keep the writers: a collected writer would send a FIN
-        mute = await serve(
-            "127.0.0.1", 0, configuration=config, stream_handler=lambda r, w: streams.append(w)
-        )
-        port = mute._transport.get_extra_info("sockname")[1]  # type: ignore[union-attr]
-        try:
+        async with quic_server(
+            pki, transport, stream_handler=lambda r, w: streams.append(w)
+        ) as port:
             client_config = client_configuration(transport, server_name="localhost", insecure=True)
             client_config.verify_mode = ssl.CERT_NONE
             client = await TsqClient.connect(
@@ -405,10 +408,217 @@ def test_reply_timeout_holds_against_a_mute_server(pki: Pki, transport: Any) -> 
             assert info.value.reason == "timeout"
             assert time.monotonic() - started < 1.5
             client.close()
-        finally:
-            mute.close()
 
     run(go)
+
+
+@contextlib.asynccontextmanager
+async def quic_server(pki: Pki, transport: Any, **kwargs: Any) -> AsyncIterator[int]:
+    """A bare aioquic server speaking ALPN tsq/1 on 127.0.0.1 (``kwargs`` go to ``serve``:
+    how it answers); yields its port."""
+    config = QuicConfiguration(
+        is_client=False,
+        alpn_protocols=["tsq/1"],
+        max_datagram_frame_size=65536 if transport == "datagram" else None,
+    )
+    config.load_cert_chain(pki.chain, pki.key)
+    server = await serve("127.0.0.1", 0, configuration=config, **kwargs)
+    try:
+        yield server._transport.get_extra_info("sockname")[1]  # type: ignore[union-attr]
+    finally:
+        server.close()
+
+
+def _response(nonce: bytes) -> bytes:
+    now = ntp64_from_unix_ns(time.time_ns())
+    return encode_response(TsqResponse(nonce=nonce, receive_ts=now, send_ts=now))
+
+
+class WrongNonce(QuicConnectionProtocol):
+    """A datagram TSQ server that echoes a random nonce, never the request's."""
+
+    def answer(self, request: bytes) -> bytes | None:
+        return _response(secrets.token_bytes(16))
+
+    def quic_event_received(self, event: QuicEvent) -> None:
+        if isinstance(event, DatagramFrameReceived):
+            reply = self.answer(event.data)
+            if reply is not None:
+                self._quic.send_datagram_frame(reply)
+                self.transmit()
+
+
+class NoNonce(WrongNonce):
+    """Answers with an Error TLV (which only streams carry): no nonce to match."""
+
+    def answer(self, request: bytes) -> bytes | None:
+        return encode_error(1, "oops")
+
+
+class StaleNonce(WrongNonce):
+    """Answers each request with the reply to the one before (our nonce, but late)."""
+
+    previous: bytes | None = None
+
+    def answer(self, request: bytes) -> bytes | None:
+        previous, self.previous = self.previous, request
+        return None if previous is None else _response(previous[2:18])
+
+
+async def _datagram_client(pki: Pki, port: int) -> TsqClient:
+    config = client_configuration("datagram", server_name="localhost", ca_file=pki.ca)
+    return await TsqClient.connect("127.0.0.1", port, config, now_ns=time.time_ns, timeout_s=2)
+
+
+@pytest.mark.parametrize(
+    ("server", "came"),
+    [(WrongNonce, "1 reply echoed another nonce"), (NoNonce, "1 reply without a nonce")],
+)
+def test_datagram_reply_with_another_nonce_is_named(pki: Pki, server: Any, came: str) -> None:
+    """A datagram reply can only be matched by its nonce: when only replies echoing another
+    nonce (or none) come, the timeout says so (``bad_nonce``, as a stream query would), not
+    that the server is silent."""
+
+    async def go() -> None:
+        async with quic_server(pki, "datagram", create_protocol=server) as port:
+            client = await _datagram_client(pki, port)
+            try:
+                for _ in range(2):
+                    with pytest.raises(TsqClientError) as info:
+                        await client.query(0.3)
+                    assert info.value.reason == "bad_nonce" and info.value.replied
+                    assert str(info.value) == f"no reply with our nonce within 0.3 s ({came})"
+                assert not client.closed
+            finally:
+                client.close()
+
+    run(go)
+
+
+def test_datagram_late_reply_is_not_another_nonce(pki: Pki) -> None:
+    """A late reply to our previous, timed-out query echoes a nonce we did send: the query
+    it arrives during just times out."""
+
+    async def go() -> None:
+        async with quic_server(pki, "datagram", create_protocol=StaleNonce) as port:
+            client = await _datagram_client(pki, port)
+            try:
+                for _ in range(2):  # the second gets the first's reply
+                    with pytest.raises(TsqClientError) as info:
+                        await client.query(0.3)
+                    assert info.value.reason == "timeout" and not info.value.replied
+                    assert str(info.value) == "no reply within 0.3 s"
+                assert client._protocol.unmatched >= 1 and client._protocol.foreign == 0
+            finally:
+                client.close()
+
+    run(go)
+
+
+def test_source_keeps_its_connection_over_rejected_replies(pki: Pki) -> None:
+    """Replies with another nonce are bad samples, dropped as ``bad_nonce`` with a Note that
+    says so; the connection works, so every poll reuses it (no handshake per poll)."""
+
+    async def go() -> None:
+        async with quic_server(pki, "datagram", create_protocol=WrongNonce) as port:
+            source = tsq_source(pki, port, reply_timeout_s=0.3)
+            drops: list[str] = []
+            notes: list[str] = []
+            source.start(
+                lambda *_: None, lambda _, r: drops.append(r), lambda _, w: notes.append(w)
+            )
+            try:
+                for _ in range(3):
+                    await source._poll()
+            finally:
+                source.close()
+            assert drops == ["bad_nonce"] * 3 and source.connects == 1
+            assert notes[-1] == (
+                "TSQ failed: no reply with our nonce within 0.3 s (1 reply echoed another nonce)"
+            )
+
+    run(go)
+
+
+def tsq_source(pki: Pki, port: int, **kwargs: Any) -> Any:
+    """A datagram TSQ source of the server on 127.0.0.1:``port``, not started."""
+    from tsyncd.sources.tsq import TsqSource
+
+    return TsqSource(
+        name="tsq",
+        ip="127.0.0.1",
+        port=port,
+        server_name="localhost",
+        transport="datagram",
+        ca_file=pki.ca,
+        now_ns=time.time_ns,
+        precision_ns=1000,
+        **kwargs,
+    )
+
+
+@pytest.mark.parametrize("kept_alive", [True, False])
+def test_source_says_connected_once_not_at_every_poll(
+    pki: Pki, kept_alive: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A connection that idles out between polls too far apart for keepalive PINGs is
+    reconnected quietly (a handshake per poll is the plan then); one that idles out while
+    we keep it alive was lost, a failure like any other: said with the reconnect, and the
+    recovery (each time it happens, as for any failure between good samples)."""
+
+    async def go() -> None:
+        async with tsq_server(pki, "datagram", idle_timeout_s=0.3) as server:
+            source = tsq_source(pki, port_of(server))
+            source.start(lambda *_: None, lambda *_: None)
+            try:
+                for _ in range(2):
+                    await source._poll()
+                    client = source._client
+                    await _until(lambda c=client: c.closed)  # type: ignore[misc]
+                    source._poll_gap_s = 10.0 if kept_alive else 600.0
+                await source._poll()
+            finally:
+                source.close()
+            assert source.connects == 3
+
+    with caplog.at_level(logging.DEBUG, logger="tsyncd.sources.tsq"):
+        run(go)
+    said = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "tsyncd.sources.tsq"]
+    connected = (logging.INFO, "TSQ source tsq: connected (datagram)")
+    lost = (logging.WARNING, "TSQ source tsq: connection closed: Idle timeout")
+    if kept_alive:
+        assert (
+            said
+            == [connected] + [lost, connected, (logging.INFO, "TSQ source tsq answers again")] * 2
+        )
+    else:
+        assert said == [connected] + [(logging.DEBUG, connected[1])] * 2
+
+
+def test_tsq_query_names_replies_with_another_nonce(pki: Pki) -> None:
+    """``tsyncctl tsq query`` says what came, not "no reply"."""
+    from click.testing import CliRunner
+    from loop_thread import LoopThread
+
+    from tsyncctl.cli import cli
+
+    lt = LoopThread()
+    served = quic_server(pki, "datagram", create_protocol=WrongNonce)
+    try:
+        port = lt.run(served.__aenter__())
+        result = CliRunner().invoke(
+            cli,
+            ["tsq", "query", "127.0.0.1", "--port", str(port), "--ca", str(pki.ca),
+             "--count", "2", "--timeout", "0.3"],
+        )  # fmt: skip
+        lt.run(served.__aexit__(None, None, None))
+    finally:
+        lt.stop()
+    assert result.exit_code == 1
+    failed = (
+        "127.0.0.1: FAILED: no reply with our nonce within 0.3 s (1 reply echoed another nonce)"
+    )
+    assert result.output.splitlines() == [failed, failed, "Error: No valid measurements received"]
 
 
 def test_connections_per_client_are_bounded(pki: Pki) -> None:
@@ -706,21 +916,10 @@ def test_ipv6_addresses_are_bracketed_in_errors() -> None:
 
 def test_source_dscp_marks_its_quic_packets(pki: Pki) -> None:
     """A TSQ source's dscp is set on its QUIC connection's socket (IP_TOS = DSCP << 2)."""
-    from tsyncd.sources.tsq import TsqSource
 
     async def go() -> None:
         async with tsq_server(pki, "datagram") as server:
-            source = TsqSource(
-                name="tsq",
-                ip="127.0.0.1",
-                port=port_of(server),
-                server_name="localhost",
-                transport="datagram",
-                ca_file=pki.ca,
-                now_ns=time.time_ns,
-                precision_ns=1000,
-                dscp=46,
-            )
+            source = tsq_source(pki, port_of(server), dscp=46)
             try:
                 client = await source._connected()
                 sock = client._udp.get_extra_info("socket")
